@@ -1,0 +1,288 @@
+"""Command line: `kabigate inspect | check | diff`.
+
+Exit status: 0 all fine, 1 an incompatibility was found, 2 usage or input error.
+Reports go to stdout (text, or JSON with --json); progress and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from kabigate import __version__
+from kabigate.analysis import diff_kernels, stablelist_coverage
+from kabigate.errors import InputError
+from kabigate.formats.stablelist import Stablelist, parse_stablelist
+from kabigate.kernels import load_kernel
+from kabigate.model import Export, Kernel, Module, Reason, Verdict
+from kabigate.modules import find_module_files, read_modules
+from kabigate.rules import LoadOptions, check_modules
+
+EXIT_OK, EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR = 0, 1, 2
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="kabigate", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(EXIT_INPUT_ERROR)
+    except click.exceptions.Abort:
+        err.print("kabigate: aborted")
+        sys.exit(EXIT_INPUT_ERROR)
+    except InputError as error:
+        err.print(f"kabigate: error: {error}", markup=False)
+        sys.exit(EXIT_INPUT_ERROR)
+    except BrokenPipeError:
+        sys.exit(EXIT_OK)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kabigate")
+def cli() -> None:
+    """Will this kernel module load on that kernel, and if not, why?"""
+
+
+@contextmanager
+def _progress(description: str, total: int):
+    """A progress bar on stderr, shown only when stderr is a terminal."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)
+
+
+def _read_modules(paths: list[str]) -> list[Module]:
+    with _progress("reading modules", len(find_module_files(paths))) as advance:
+        return read_modules(paths, advance)
+
+
+def _read_stablelist(path: str | None) -> Stablelist | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as file:
+            return parse_stablelist(file.read(), path)
+    except OSError as error:
+        raise InputError(f"{path}: {error.strerror}") from None
+
+
+def _crc(value: int | None) -> str | None:
+    return None if value is None else f"0x{value:08x}"
+
+
+def _emit_json(document: dict) -> None:
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+# -- inspect --------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("modules", nargs=-1, required=True, metavar="MODULE_OR_DIR...")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+def inspect(modules: tuple[str, ...], as_json: bool) -> None:
+    """What a module needs (imports, CRCs, namespaces) and provides (exports)."""
+    parsed = _read_modules(list(modules))
+    if as_json:
+        _emit_json({"modules": [_module_json(m) for m in parsed]})
+        return
+    for module in parsed:
+        _print_module(module)
+
+
+def _module_json(module: Module) -> dict:
+    signature = module.signature
+    return {
+        "path": module.path,
+        "name": module.name,
+        "machine": module.machine,
+        "compression": module.compression,
+        "vermagic": module.vermagic,
+        "license": module.license,
+        "depends": module.depends,
+        "import_ns": module.imported_namespaces,
+        "intree": module.info("intree") is not None,
+        "modinfo": [[key, value] for key, value in module.modinfo],
+        "versions": None if module.versions is None else [{"symbol": v.name, "crc": _crc(v.crc)}
+                                                          for v in module.versions],
+        "imports": [{"symbol": i.name, "weak": i.weak, "crc": _crc(_version_crc(module, i.name))}
+                    for i in module.imports],
+        "exports": [_export_json(e) for e in module.exports],
+        "signature": None if signature is None else {
+            "id_type": signature.id_type, "signer": signature.signer, "key_id": signature.key_id,
+            "hash_algorithm": signature.hash_algorithm, "size": signature.signature_size},
+    }
+
+
+def _version_crc(module: Module, symbol: str) -> int | None:
+    version = module.version_of(symbol)
+    return None if version is None else version.crc
+
+
+def _export_json(export: Export) -> dict:
+    return {"symbol": export.name, "crc": _crc(export.crc), "type": export.export_type,
+            "gpl_only": export.gpl_only, "namespace": export.namespace, "owner": export.owner}
+
+
+def _print_module(module: Module) -> None:
+    out.print(f"[bold]{module.name}[/bold]  {module.path}")
+    rows = [("machine", module.machine), ("vermagic", module.vermagic or "(none)"),
+            ("license", module.license or "(none)"), ("depends", ",".join(module.depends)),
+            ("import_ns", ",".join(module.imported_namespaces)),
+            ("intree", "yes" if module.info("intree") else "no"),
+            ("srcversion", module.info("srcversion") or ""),
+            ("versions", "none (no __versions section)" if module.versions is None else str(len(module.versions)))]
+    signature = module.signature
+    rows.append(("signature", "unsigned" if signature is None else
+                 f"{signature.id_type} {signature.hash_algorithm} signer '{signature.signer}' key {signature.key_id}"))
+    for key, value in rows:
+        out.print(f"  {key:<11} {value}", markup=False)
+    out.print(f"  imports     {len(module.imports)}", markup=False)
+    for symbol in module.imports:
+        crc = _crc(_version_crc(module, symbol.name)) or "(no crc)"
+        out.print(f"    {crc:<10}  {symbol.name}{'  (weak)' if symbol.weak else ''}", markup=False)
+    out.print(f"  exports     {len(module.exports)}", markup=False)
+    for export in module.exports:
+        namespace = f"  ns {export.namespace}" if export.namespace else ""
+        out.print(f"    {_crc(export.crc) or '(no crc)':<10}  {export.name}  {export.export_type}{namespace}",
+                  markup=False)
+    out.print()
+
+
+# -- check ----------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--kernel", "-k", "kernel_paths", multiple=True, required=True, metavar="KERNEL",
+              help="Symvers file, headers tree, /lib/modules/<kver> tree or extracted package root "
+                   "(repeat to combine several paths of one kernel).")
+@click.option("--vermagic", help="The kernel's vermagic string, when the KERNEL paths do not tell it.")
+@click.option("--stablelist", "stablelist_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="kABI stablelist: also report which imported symbols are on it.")
+@click.option("--require-signature", is_flag=True, help="Model a kernel that enforces module signatures.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@click.argument("modules", nargs=-1, required=True, metavar="MODULE_OR_DIR...")
+def check(kernel_paths, vermagic, stablelist_path, require_signature, as_json, modules) -> None:
+    """Will these modules, installed together, load on KERNEL? Exit 1 if any does not."""
+    kernel = load_kernel(list(kernel_paths), vermagic)
+    stablelist = _read_stablelist(stablelist_path)
+    parsed = _read_modules(list(modules))
+    verdicts = check_modules(parsed, kernel, LoadOptions(require_signature=require_signature))
+    set_exports = {e.name for m in parsed for e in m.exports}
+    reports = [_verdict_json(v, set_exports, stablelist) for v in verdicts]
+    if as_json:
+        _emit_json({"kernel": _kernel_json(kernel), "modules": reports})
+    else:
+        _print_check(kernel, verdicts, reports)
+    sys.exit(EXIT_OK if all(v.loads for v in verdicts) else EXIT_INCOMPATIBLE)
+
+
+def _kernel_json(kernel: Kernel) -> dict:
+    return {"release": kernel.release, "vermagic": kernel.vermagic, "machine": kernel.machine,
+            "exports": len(kernel.exports), "modversions": kernel.has_modversions, "sources": kernel.sources}
+
+
+def _reason_json(reason: Reason) -> dict:
+    return {"code": reason.code, "symbol": reason.symbol, "module_crc": _crc(reason.module_crc),
+            "kernel_crc": _crc(reason.kernel_crc), "message": reason.message}
+
+
+def _verdict_json(verdict: Verdict, set_exports: set[str], stablelist: Stablelist | None) -> dict:
+    report = {
+        "path": verdict.module.path,
+        "name": verdict.module.name,
+        "verdict": "loads" if verdict.loads else "fails",
+        "reasons": [_reason_json(r) for r in verdict.reasons],
+        "warnings": [_reason_json(w) for w in verdict.warnings],
+    }
+    if stablelist is not None:
+        on, off = stablelist_coverage(verdict.module, set_exports, stablelist)
+        report["stablelist"] = {"source": stablelist.source, "on": on, "off": off}
+    return report
+
+
+def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict]) -> None:
+    out.print(f"kernel {kernel.release or '(unknown release)'} {kernel.machine or ''}  "
+              f"vermagic '{kernel.vermagic or 'unknown'}'  {len(kernel.exports)} exports", markup=False)
+    for verdict, report in zip(verdicts, reports):
+        style = "green" if verdict.loads else "bold red"
+        out.print(f"[{style}]{report['verdict'].upper():<5}[/{style}] {verdict.module.name}  "
+                  f"[dim]{verdict.module.path}[/dim]")
+        for reason in verdict.reasons:
+            out.print("      " + _describe(reason), markup=False)
+        for warning in verdict.warnings:
+            out.print("      warning " + _describe(warning), markup=False, style="yellow")
+        if "stablelist" in report:
+            coverage = report["stablelist"]
+            out.print(f"      stablelist: {len(coverage['on'])} on, {len(coverage['off'])} off"
+                      + (f": {' '.join(coverage['off'])}" if coverage["off"] else ""), markup=False)
+    failing = sum(not v.loads for v in verdicts)
+    out.print(f"{len(verdicts) - failing} load, {failing} fail")
+
+
+def _describe(reason: Reason) -> str:
+    crcs = ""
+    if reason.module_crc is not None or reason.kernel_crc is not None:
+        crcs = f" (module {_crc(reason.module_crc) or '-'}, kernel {_crc(reason.kernel_crc) or '-'})"
+    return f"{reason.code}: {reason.message}{crcs}"
+
+
+# -- diff -----------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("old_kernel", metavar="KERNEL_A")
+@click.argument("new_kernel", metavar="KERNEL_B")
+@click.option("--stablelist", "stablelist_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Report changes to listed symbols as kABI violations (like RHEL's check-kabi).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, as_json: bool) -> None:
+    """Exports added, removed or changed from KERNEL_A to KERNEL_B. Exit 1 if the ABI broke
+    (with --stablelist: if a listed symbol broke)."""
+    old, new = load_kernel([old_kernel]), load_kernel([new_kernel])
+    stablelist = _read_stablelist(stablelist_path)
+    result = diff_kernels(old, new, stablelist)
+    sections = {"added": result.added, "removed": result.removed, "crc_changed": result.crc_changed,
+                "became_gpl_only": result.became_gpl_only, "namespace_changed": result.namespace_changed}
+    if stablelist is not None:
+        sections["stablelist_violations"] = result.stablelist_violations
+    if as_json:
+        _emit_json({"old": _kernel_json(old), "new": _kernel_json(new),
+                    **{key: [_change_json(c) for c in changes] for key, changes in sections.items()}})
+    else:
+        out.print(f"{old.release} -> {new.release}: {len(old.exports)} -> {len(new.exports)} exports", markup=False)
+        for key, changes in sections.items():
+            out.print(f"{key.replace('_', ' ')}: {len(changes)}", markup=False)
+            if key != "added":
+                for change in changes:
+                    out.print("  " + _describe_change(change), markup=False)
+    broken = result.stablelist_violations if stablelist is not None else result.breaks_abi
+    sys.exit(EXIT_INCOMPATIBLE if broken else EXIT_OK)
+
+
+def _change_json(change) -> dict:
+    return {"symbol": change.name,
+            "old": None if change.old is None else _export_json(change.old),
+            "new": None if change.new is None else _export_json(change.new)}
+
+
+def _describe_change(change) -> str:
+    old, new = change.old, change.new
+    if new is None:
+        return f"{change.name}  removed (was {_crc(old.crc)} {old.export_type} from {old.owner})"
+    parts = []
+    if old.crc != new.crc:
+        parts.append(f"crc {_crc(old.crc)} -> {_crc(new.crc)}")
+    if old.export_type != new.export_type:
+        parts.append(f"{old.export_type} -> {new.export_type}")
+    if old.namespace != new.namespace:
+        parts.append(f"namespace '{old.namespace}' -> '{new.namespace}'")
+    return f"{change.name}  {', '.join(parts)}  ({new.owner})"

@@ -1,0 +1,153 @@
+"""A kernel module (.ko, .ko.xz, .ko.zst, .ko.gz): what it needs and what it provides.
+
+Reads the same sections the kernel's load_module() does (kernel/module/main.c):
+`.modinfo` (get_modinfo), `__versions` and `__version_ext_*` (check_version),
+the symbol table (simplify_symbols) and the `__ksymtab*`/`__kcrctab*` export tables
+(find_module_sections), plus the appended signature (module_sig_check).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from kabigate.errors import InputError
+from kabigate.formats.compression import compression_of, decompress
+from kabigate.formats.elf import (ET_REL, SHN_ABS, SHN_LORESERVE, SHN_UNDEF, STB_GLOBAL, STB_WEAK,
+                                  ElfFile)
+from kabigate.formats.modsig import split_signature
+from kabigate.model import Export, Import, Module, SymbolVersion
+
+KSYMTAB_PREFIX = "__ksymtab_"
+CRC_PREFIX = "__crc_"
+NAMESPACE_PREFIX = "__kstrtabns_"
+# struct modversion_info { unsigned long crc; char name[MODULE_NAME_LEN]; } is 64 bytes.
+MODVERSION_INFO_SIZE = 64
+
+
+def read_module(path: str) -> Module:
+    """Parse the module file at `path`; raises InputError for anything that is not a module."""
+    try:
+        with open(path, "rb") as file:
+            raw = file.read()
+    except OSError as error:
+        raise InputError(f"{path}: {error.strerror}") from None
+    return parse_module(raw, path)
+
+
+def parse_module(raw: bytes, path: str) -> Module:
+    compression = compression_of(raw)
+    data = decompress(raw, path)
+    content, signature = split_signature(data, path)
+    elf = ElfFile(content, path)
+    if elf.type != ET_REL:
+        raise InputError(f"{path}: not a kernel module (ELF type {elf.type}, modules are relocatable objects)")
+    modinfo_section = elf.section(".modinfo")
+    if modinfo_section is None or elf.section(".gnu.linkonce.this_module") is None:
+        raise InputError(f"{path}: not a kernel module (no .modinfo or .gnu.linkonce.this_module section)")
+    return Module(
+        path=path,
+        machine=elf.machine_name,
+        modinfo=_parse_modinfo(elf.section_bytes(modinfo_section)),
+        versions=_read_versions(elf),
+        imports=_read_imports(elf),
+        exports=_read_exports(elf),
+        signature=signature,
+        compression=compression,
+    )
+
+
+def _parse_modinfo(data: bytes) -> tuple[tuple[str, str], ...]:
+    entries = []
+    for item in data.split(b"\0"):
+        if not item:
+            continue
+        key, sep, value = item.decode("utf-8", "replace").partition("=")
+        if sep:
+            entries.append((key, value))
+    return tuple(entries)
+
+
+def _read_versions(elf: ElfFile) -> tuple[SymbolVersion, ...] | None:
+    ext_crcs, ext_names = elf.section("__version_ext_crcs"), elf.section("__version_ext_names")
+    if ext_crcs is not None and ext_names is not None:
+        return _read_extended_versions(elf, ext_crcs, ext_names)
+    section = elf.section("__versions")
+    if section is None:
+        return None
+    data = elf.section_bytes(section)
+    crc_size = 8 if elf.is64 else 4
+    record = struct.Struct(f"{elf.endian}{'Q' if elf.is64 else 'I'}{MODVERSION_INFO_SIZE - crc_size}s")
+    usable = len(data) - len(data) % MODVERSION_INFO_SIZE
+    # check_version() compares the low 32 bits: CRCs are u32 in every kernel.
+    return tuple(SymbolVersion(name.split(b"\0", 1)[0].decode("utf-8", "replace"), crc & 0xFFFFFFFF)
+                 for crc, name in record.iter_unpack(data[:usable]))
+
+
+def _read_extended_versions(elf: ElfFile, crcs_section, names_section) -> tuple[SymbolVersion, ...]:
+    """6.15+ `__version_ext_crcs` (u32 array) paired with NUL-separated `__version_ext_names`."""
+    crcs = [crc for (crc,) in struct.iter_unpack(elf.endian + "I", elf.section_bytes(crcs_section)[
+        :crcs_section.size - crcs_section.size % 4])]
+    names = elf.section_bytes(names_section).split(b"\0")
+    if len(names) < len(crcs):
+        raise InputError(f"{elf.what}: __version_ext_names has fewer names than __version_ext_crcs has CRCs")
+    return tuple(SymbolVersion(name.decode("utf-8", "replace"), crc) for name, crc in zip(names, crcs))
+
+
+def _read_imports(elf: ElfFile) -> tuple[Import, ...]:
+    return tuple(Import(symbol.name, symbol.bind == STB_WEAK)
+                 for symbol in elf.symbols_in({SHN_UNDEF})
+                 if symbol.name and symbol.bind in (STB_GLOBAL, STB_WEAK))
+
+
+# Section names of the export tables: merged by scripts/module.lds in a linked .ko,
+# still one section per symbol ("___ksymtab+foo") in an object file.
+EXPORT_TABLE_SECTIONS = ("__ksymtab", "___ksymtab+", "__ksymtab_gpl", "___ksymtab_gpl+",
+                         "__kcrctab", "___kcrctab+", "__kcrctab_gpl", "___kcrctab_gpl+", "__ksymtab_strings")
+
+
+def _read_exports(elf: ElfFile) -> tuple[Export, ...]:
+    """Exports from the `__ksymtab_<sym>` symbols, with the CRC from `__crc_<sym>` and the
+    namespace from `__kstrtabns_<sym>` (include/linux/export.h lays them out that way)."""
+    sections = elf.sections
+    tables = {s.index for s in sections
+              if s.name in EXPORT_TABLE_SECTIONS or s.name.startswith(EXPORT_TABLE_SECTIONS[1::2])}
+    if not tables:
+        return ()
+    by_name = {symbol.name: symbol for symbol in elf.symbols_in(tables | {SHN_ABS})}
+    exports = []
+    for name, symbol in by_name.items():
+        if not name.startswith(KSYMTAB_PREFIX):
+            continue
+        section_name = sections[symbol.shndx].name if symbol.shndx < len(sections) else ""
+        if not section_name.startswith(("__ksymtab", "___ksymtab")) or section_name == "__ksymtab_strings":
+            continue
+        exported = name[len(KSYMTAB_PREFIX):]
+        gpl = section_name.startswith(("__ksymtab_gpl", "___ksymtab_gpl+"))
+        exports.append(Export(
+            name=exported,
+            crc=_symbol_crc(elf, by_name.get(CRC_PREFIX + exported)),
+            owner=elf.what,
+            export_type="EXPORT_SYMBOL_GPL" if gpl else "EXPORT_SYMBOL",
+            namespace=_symbol_string(elf, by_name.get(NAMESPACE_PREFIX + exported)),
+        ))
+    return tuple(exports)
+
+
+def _symbol_crc(elf: ElfFile, symbol) -> int | None:
+    if symbol is None:
+        return None
+    if symbol.shndx == SHN_ABS:  # kernels before 5.19 (and !CONFIG_MODULE_REL_CRCS) emit absolute CRCs
+        return symbol.value & 0xFFFFFFFF
+    if symbol.shndx == SHN_UNDEF or symbol.shndx >= min(len(elf.sections), SHN_LORESERVE):
+        return None
+    data = elf.section_bytes(elf.sections[symbol.shndx])
+    if symbol.value + 4 > len(data):
+        raise InputError(f"{elf.what}: CRC of {symbol.name} lies outside its section")
+    (crc,) = struct.unpack_from(elf.endian + "I", data, symbol.value)
+    return crc
+
+
+def _symbol_string(elf: ElfFile, symbol) -> str:
+    if symbol is None or symbol.shndx == SHN_UNDEF or symbol.shndx >= min(len(elf.sections), SHN_LORESERVE):
+        return ""
+    return elf.string_at(elf.sections[symbol.shndx], symbol.value)

@@ -1,0 +1,246 @@
+"""Build a Kernel from what a user points at: a symvers file, a headers/build tree,
+an installed module tree (/lib/modules/<kver>), or an extracted package root.
+
+Several paths may describe one kernel (e.g. Debian's linux-image tree for the vermagic
+plus linux-headers for Module.symvers); they are merged and must agree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from kabigate.errors import InputError
+from kabigate.formats.compression import decompress
+from kabigate.formats.kconfig import looks_like_kconfig, parse_kconfig
+from kabigate.formats.module import read_module
+from kabigate.formats.symvers import looks_like_symvers, parse_symvers
+from kabigate.model import Export, Kernel
+from kabigate.modules import MODULE_SUFFIXES
+
+SYMVERS_NAMES = ("Module.symvers", "symvers.gz", "symvers.xz", "symvers.zst", "symvers")
+# Debian's include/config/kernel.release holds the upstream version; utsrelease.h has the real one.
+_UTS_RELEASE = re.compile(r'#define\s+UTS_RELEASE\s+"([^"]+)"')
+_RANDSTRUCT_SEED = re.compile(r'#define\s+RANDSTRUCT_HASHED_SEED\s+"([^"]+)"')
+
+
+class _Facts:
+    """What one path tells about a kernel; merged across paths by load_kernel()."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.release: str | None = None
+        self.vermagic: str | None = None
+        self.machine: str | None = None
+        self.exports: dict[str, Export] | None = None
+        self.config: dict[str, str] = {}
+        self.headers_dir: Path | None = None
+
+
+def load_kernel(paths: list[str], vermagic: str | None = None) -> Kernel:
+    facts = [_facts_of(Path(p)) for p in paths]
+    kernel = Kernel(release=None, vermagic=None, machine=None, exports={}, config={}, sources=[])
+    for fact in facts:
+        kernel.sources.append(fact.source)
+        kernel.release = _agree(kernel.release, fact.release, "kernel release", fact.source)
+        kernel.machine = _agree(kernel.machine, fact.machine, "architecture", fact.source)
+        kernel.vermagic = _agree(kernel.vermagic, fact.vermagic, "vermagic", fact.source)
+        kernel.config.update(fact.config)
+        for name, export in (fact.exports or {}).items():
+            known = kernel.exports.get(name)
+            if known is not None and known.crc != export.crc:
+                raise InputError(f"{fact.source}: CRC of {name} differs from {kernel.sources[0]}: "
+                                 "these paths describe different kernels")
+            kernel.exports[name] = export
+    if not any(f.exports is not None for f in facts):
+        raise InputError(f"{', '.join(paths)}: no Module.symvers or symvers file found; "
+                         "give the kernel's headers/build tree or its symvers file too")
+    if kernel.vermagic is None:
+        kernel.vermagic = next((v for f in facts if f.headers_dir and (v := _vermagic_from_headers(f, kernel))),
+                               None)
+    if vermagic is not None:
+        kernel.vermagic = vermagic
+    if kernel.release is None and kernel.vermagic:
+        kernel.release = kernel.vermagic.split(" ", 1)[0]
+    return kernel
+
+
+def _agree(known: str | None, new: str | None, what: str, source: str) -> str | None:
+    if known is not None and new is not None and known != new:
+        raise InputError(f"{source}: {what} {new!r} differs from {known!r}: these paths describe different kernels")
+    return known if known is not None else new
+
+
+def _facts_of(path: Path) -> _Facts:
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    if path.is_file():
+        return _facts_of_file(path)
+    root_kernel = _single_kernel_in_root(path)
+    if root_kernel is not None:
+        return _facts_of_root(path, root_kernel)
+    if (path / "Module.symvers").is_file():
+        return _facts_of_headers(path)
+    if (path / "kernel").is_dir() or (path / "modules.order").is_file() or (path / "modules.dep").is_file():
+        return _facts_of_module_tree(path, root=None)
+    raise InputError(f"{path}: not a kernel: expected a symvers file, a headers tree with Module.symvers, "
+                     "a module tree /lib/modules/<kver>, or an extracted package root")
+
+
+def _facts_of_file(path: Path) -> _Facts:
+    facts = _Facts(str(path))
+    data = _read(path)
+    text = decompress(data, str(path))[:65536].decode("utf-8", "replace")
+    if looks_like_symvers(text):
+        facts.exports = parse_symvers(data, str(path))
+    elif looks_like_kconfig(text):
+        facts.config = parse_kconfig(decompress(data, str(path)).decode("utf-8", "replace"), str(path))
+    else:
+        raise InputError(f"{path}: not a symvers file or kernel config")
+    return facts
+
+
+def _facts_of_headers(path: Path) -> _Facts:
+    facts = _Facts(str(path))
+    facts.headers_dir = path
+    facts.exports = parse_symvers(_read(path / "Module.symvers"), str(path / "Module.symvers"))
+    for config in (path / ".config", path / "include" / "config" / "auto.conf"):
+        if config.is_file():
+            facts.config = parse_kconfig(_read(config).decode("utf-8", "replace"), str(config))
+            break
+    uts = path / "include" / "generated" / "utsrelease.h"
+    if uts.is_file():
+        match = _UTS_RELEASE.search(_read(uts).decode("utf-8", "replace"))
+        facts.release = match.group(1) if match else None
+    facts.machine = _machine_from_config(facts.config)
+    return facts
+
+
+def _facts_of_module_tree(path: Path, root: Path | None) -> _Facts:
+    """/lib/modules/<kver>: vermagic from an in-tree module, symvers from RHEL's symvers.gz,
+    /boot/symvers-<kver>.gz, or the `build` link to the headers."""
+    facts = _Facts(str(path))
+    facts.release = path.name
+    module = _first_in_tree_module(path)
+    if module is not None:
+        facts.vermagic = module.vermagic
+        facts.machine = module.machine
+    boot = (root / "boot") if root is not None else path.parent.parent.parent / "boot"
+    candidates = [path / name for name in SYMVERS_NAMES[1:]]
+    candidates += [boot / f"symvers-{path.name}{suffix}" for suffix in (".gz", ".xz", ".zst", "")]
+    symvers = next((c for c in candidates if c.is_file()), None)
+    build = _resolve_link(path / "build", root)
+    if symvers is not None:
+        facts.exports = parse_symvers(_read(symvers), str(symvers))
+    elif build is not None and (build / "Module.symvers").is_file():
+        headers = _facts_of_headers(build)
+        facts.exports, facts.headers_dir = headers.exports, build
+        facts.config = headers.config
+    for config in (path / "config", boot / f"config-{path.name}"):
+        if config.is_file():
+            facts.config = parse_kconfig(_read(config).decode("utf-8", "replace"), str(config))
+            break
+    return facts
+
+
+def _facts_of_root(root: Path, release: str) -> _Facts:
+    """An extracted package root (dpkg-deb -x / rpm2cpio) holding one kernel release."""
+    modules = root / "lib" / "modules" / release
+    if modules.is_dir():
+        facts = _facts_of_module_tree(modules, root)
+    else:
+        facts = _Facts(str(root))
+        facts.release = release
+    facts.source = str(root)
+    if facts.exports is None:
+        for headers in (root / "usr" / "src" / f"linux-headers-{release}", root / "usr" / "src" / "kernels" / release):
+            if (headers / "Module.symvers").is_file():
+                found = _facts_of_headers(headers)
+                facts.exports, facts.headers_dir = found.exports, headers
+                facts.config = facts.config or found.config
+                facts.machine = facts.machine or found.machine
+                break
+    return facts
+
+
+def _single_kernel_in_root(path: Path) -> str | None:
+    releases = set()
+    if (path / "lib" / "modules").is_dir():
+        releases |= {p.name for p in (path / "lib" / "modules").iterdir() if p.is_dir()}
+    for headers_parent, prefix in ((path / "usr" / "src", "linux-headers-"), (path / "usr" / "src" / "kernels", "")):
+        if headers_parent.is_dir():
+            releases |= {p.name[len(prefix):] for p in headers_parent.iterdir()
+                         if p.name.startswith(prefix) and (p / "Module.symvers").is_file()}
+    if len(releases) > 1:
+        raise InputError(f"{path}: holds several kernels ({', '.join(sorted(releases))}); "
+                         "point at one lib/modules/<kver> or headers tree")
+    return releases.pop() if releases else None
+
+
+def _resolve_link(link: Path, root: Path | None) -> Path | None:
+    """Follow a symlink inside an extracted tree: absolute targets are taken relative to `root`."""
+    if not link.is_symlink():
+        return link if link.is_dir() else None
+    target = Path(os.readlink(link))
+    if target.is_absolute():
+        if root is None:
+            return target if target.is_dir() else None
+        target = root / target.relative_to("/")
+    else:
+        target = link.parent / target
+    return target if target.is_dir() else None
+
+
+def _first_in_tree_module(path: Path):
+    kernel_dir = path / "kernel"
+    if not kernel_dir.is_dir():
+        return None
+    for directory, _dirs, files in os.walk(kernel_dir):
+        for name in sorted(files):
+            if name.endswith(MODULE_SUFFIXES):
+                return read_module(os.path.join(directory, name))
+    return None
+
+
+def _vermagic_from_headers(facts: _Facts, kernel: Kernel) -> str | None:
+    """VERMAGIC_STRING (include/linux/vermagic.h) from the build config, where kabigate knows
+    the arch part (MODULE_ARCH_VERMAGIC is empty on x86_64 only)."""
+    config = facts.config or kernel.config
+    release = kernel.release or facts.release
+    if not config or not release or _machine_from_config(config) != "x86_64":
+        return None
+    on = lambda option: config.get(option) == "y"  # noqa: E731
+    parts = [release + " "]
+    parts.append("SMP " if on("CONFIG_SMP") else "")
+    # PREEMPT_BUILD is the 5.16+ name; older kernels tested CONFIG_PREEMPT, which implies it.
+    if on("CONFIG_PREEMPT_BUILD") or on("CONFIG_PREEMPT"):
+        parts.append("preempt ")
+    elif on("CONFIG_PREEMPT_RT"):
+        parts.append("preempt_rt ")
+    parts.append("mod_unload " if on("CONFIG_MODULE_UNLOAD") else "")
+    parts.append("modversions " if on("CONFIG_MODVERSIONS") else "")
+    if on("CONFIG_RANDSTRUCT_FULL") or on("CONFIG_RANDSTRUCT_PERFORMANCE"):
+        seed_file = facts.headers_dir / "include" / "generated" / "randstruct_hash.h"
+        match = _RANDSTRUCT_SEED.search(_read(seed_file).decode()) if seed_file.is_file() else None
+        if match is None:
+            return None
+        parts.append("RANDSTRUCT_" + match.group(1))
+    return "".join(parts)
+
+
+def _machine_from_config(config: dict[str, str]) -> str | None:
+    for option, machine in (("CONFIG_X86_64", "x86_64"), ("CONFIG_ARM64", "aarch64"), ("CONFIG_S390", "s390x"),
+                            ("CONFIG_RISCV", "riscv64"), ("CONFIG_X86_32", "i386")):
+        if config.get(option) == "y":
+            return machine
+    if config.get("CONFIG_PPC64") == "y":
+        return "ppc64le" if config.get("CONFIG_CPU_LITTLE_ENDIAN") == "y" else "ppc64"
+    return None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise InputError(f"{path}: {error.strerror}") from None

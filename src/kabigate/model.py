@@ -1,0 +1,148 @@
+"""Plain data: what a kernel exports and what a module needs and provides.
+
+Parsers in `formats/` produce these; the loader rules and analyses consume them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Export:
+    """One exported symbol: a line of Module.symvers, or a `__ksymtab_*` entry of a module."""
+
+    name: str
+    crc: int | None
+    owner: str  # "vmlinux", or the exporting module's path as Module.symvers names it
+    export_type: str = "EXPORT_SYMBOL"
+    namespace: str = ""
+
+    @property
+    def gpl_only(self) -> bool:
+        # EXPORT_SYMBOL_GPL_FUTURE (pre-4.x) was still usable by non-GPL modules.
+        return self.export_type in ("EXPORT_SYMBOL_GPL", "EXPORT_UNUSED_SYMBOL_GPL")
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    """An undefined symbol the module needs resolved at load time."""
+
+    name: str
+    weak: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolVersion:
+    """One `__versions` record: the CRC the module was built against."""
+
+    name: str
+    crc: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleSignature:
+    """The appended `~Module signature appended~` trailer and what its CMS says."""
+
+    id_type: str  # "PKCS#7", "X509" or "PGP"
+    hash_algorithm: str
+    signer: str
+    key_id: str  # hex, colon separated as modinfo prints it
+    signature_size: int
+    signed_size: int  # bytes of the module covered by the signature
+
+
+@dataclass(frozen=True, slots=True)
+class Module:
+    path: str
+    machine: str  # e.g. "x86_64", "aarch64", "ppc64le", "s390x"
+    modinfo: tuple[tuple[str, str], ...]
+    versions: tuple[SymbolVersion, ...] | None  # None: no __versions section at all
+    imports: tuple[Import, ...]
+    exports: tuple[Export, ...]
+    signature: ModuleSignature | None
+    compression: str | None = None
+
+    def info(self, key: str) -> str | None:
+        """First value of a .modinfo key, as the kernel's get_modinfo() returns it."""
+        return next((value for k, value in self.modinfo if k == key), None)
+
+    def info_all(self, key: str) -> list[str]:
+        return [value for k, value in self.modinfo if k == key]
+
+    @property
+    def name(self) -> str:
+        name = self.info("name")
+        if name:
+            return name
+        base = self.path.rsplit("/", 1)[-1]
+        return base.split(".ko", 1)[0].replace("-", "_")
+
+    @property
+    def vermagic(self) -> str | None:
+        return self.info("vermagic")
+
+    @property
+    def license(self) -> str | None:
+        return self.info("license")
+
+    @property
+    def depends(self) -> list[str]:
+        value = self.info("depends")
+        return [d for d in value.split(",") if d] if value else []
+
+    @property
+    def imported_namespaces(self) -> list[str]:
+        return self.info_all("import_ns")
+
+    def version_of(self, symbol: str) -> SymbolVersion | None:
+        if self.versions is None:
+            return None
+        return next((v for v in self.versions if v.name == symbol), None)
+
+
+@dataclass(slots=True)
+class Kernel:
+    """What kabigate knows of one kernel build: its exports, its vermagic, its config."""
+
+    release: str | None
+    vermagic: str | None
+    machine: str | None
+    exports: dict[str, Export]
+    config: dict[str, str] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+
+    def config_enabled(self, option: str) -> bool | None:
+        """True/False from the kernel's .config, None when the config is unknown."""
+        if not self.config:
+            return None
+        return self.config.get(option) in ("y", "m")
+
+    @property
+    def has_modversions(self) -> bool:
+        enabled = self.config_enabled("CONFIG_MODVERSIONS")
+        if enabled is not None:
+            return enabled
+        return any(export.crc is not None for export in self.exports.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a module fails to load (or, as a warning, what loading it does)."""
+
+    code: str
+    message: str
+    symbol: str | None = None
+    module_crc: int | None = None
+    kernel_crc: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    module: Module
+    reasons: tuple[Reason, ...]
+    warnings: tuple[Reason, ...]
+
+    @property
+    def loads(self) -> bool:
+        return not self.reasons

@@ -1,0 +1,262 @@
+"""The kernel's module loader rules as one pure function: modules x kernel -> verdicts.
+
+Follows load_module() in kernel/module/main.c (6.1-6.12) step by step; each check names
+the kernel function it emulates. Reasons come in the order the kernel meets them, so the
+first reason is what the kernel would refuse the module for; unlike the kernel, checking
+goes on after a failure, to report every problem at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kabigate.model import Export, Kernel, Module, Reason, Verdict
+
+# license_is_gpl_compatible(), include/linux/license.h
+GPL_COMPATIBLE_LICENSES = frozenset({
+    "GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/GPL", "Dual MPL/GPL",
+})
+# ignore_undef_symbol(), kernel/module/main.c: linker-made symbols that may stay undefined.
+IGNORED_UNDEFINED = {
+    "i386": {"_GLOBAL_OFFSET_TABLE_"},
+    "x86_64": {"_GLOBAL_OFFSET_TABLE_"},
+    "ppc64": {".TOC."},
+    "ppc64le": {".TOC."},
+}
+MODULE_LAYOUT = "module_layout"
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How the module is loaded, beyond what the kernel's config says."""
+
+    require_signature: bool = False  # module.sig_enforce=1 / CONFIG_MODULE_SIG_FORCE / lockdown
+
+
+def check_modules(modules: list[Module], kernel: Kernel, options: LoadOptions = LoadOptions()) -> list[Verdict]:
+    """Verdicts for `modules` installed together on `kernel`, one per module, in input order.
+
+    Modules of the set resolve each other's symbols (as modprobe would load them, dependencies
+    first); a module whose provider fails to load fails too.
+    """
+    providers = _providers(modules, kernel)
+    results = []
+    for module in modules:
+        reasons, warnings, uses = _check_one(module, kernel, providers, options)
+        results.append((module, reasons, warnings, uses))
+    _propagate_failures(results)
+    return [Verdict(module, tuple(reasons), tuple(warnings)) for module, reasons, warnings, _ in results]
+
+
+def is_gpl_compatible(license_name: str | None) -> bool:
+    return license_name in GPL_COMPATIBLE_LICENSES
+
+
+def same_magic(module_magic: str, kernel_magic: str, has_crcs: bool) -> bool:
+    """same_magic(), kernel/module/version.c: with CRCs the release (first word) is not compared."""
+    if has_crcs:
+        module_magic = module_magic[len(module_magic.split(" ", 1)[0]):]
+        kernel_magic = kernel_magic[len(kernel_magic.split(" ", 1)[0]):]
+    return module_magic == kernel_magic
+
+
+@dataclass(frozen=True)
+class _Provider:
+    export: Export
+    module: Module | None  # None: the kernel itself (vmlinux or an in-tree module)
+
+
+def _providers(modules: list[Module], kernel: Kernel) -> dict[str, _Provider]:
+    """Symbol -> who exports it. Exports of the set shadow in-tree modules' exports, as depmod
+    ranks updates/ and extra/ over kernel/; they cannot shadow vmlinux (see _duplicate_exports)."""
+    providers = {name: _Provider(export, None) for name, export in kernel.exports.items()}
+    for module in modules:
+        for export in module.exports:
+            known = providers.get(export.name)
+            if known is None or (known.module is None and known.export.owner != "vmlinux"):
+                providers[export.name] = _Provider(export, module)
+    return providers
+
+
+def _check_one(module: Module, kernel: Kernel, providers: dict[str, _Provider], options: LoadOptions):
+    reasons: list[Reason] = []
+    warnings: list[Reason] = []
+    uses: dict[str, Module] = {}  # symbol -> set module that provides it
+
+    # elf_validity_check() -> elf_check_arch()
+    if kernel.machine and module.machine != kernel.machine:
+        reasons.append(Reason("arch-mismatch", f"module is built for {module.machine}, "
+                                               f"the kernel is {kernel.machine}: Exec format error"))
+        return reasons, warnings, uses
+
+    _check_signature(module, kernel, options, reasons, warnings)
+    modversions = kernel.has_modversions
+    force_load = kernel.config_enabled("CONFIG_MODULE_FORCE_LOAD") is True
+    if modversions:
+        _check_modstruct_version(module, kernel, force_load, reasons, warnings)
+    _check_modinfo(module, kernel, modversions, force_load, reasons, warnings)
+    if modversions:
+        _check_export_symbol_versions(module, force_load, reasons, warnings)
+    _simplify_symbols(module, kernel, providers, modversions, reasons, warnings, uses)
+    _verify_exported_symbols(module, providers, reasons)
+    return reasons, warnings, uses
+
+
+def _check_signature(module: Module, kernel: Kernel, options: LoadOptions, reasons, warnings) -> None:
+    """module_sig_check(), kernel/module/signing.c: only presence is judged here."""
+    enforced = options.require_signature or kernel.config_enabled("CONFIG_MODULE_SIG_FORCE") is True
+    if module.signature is not None:
+        return
+    if enforced:
+        reasons.append(Reason("unsigned", "module is not signed and the kernel enforces signatures: "
+                                          "Key was rejected by service"))
+    elif kernel.config_enabled("CONFIG_MODULE_SIG") is not False:
+        warnings.append(Reason("unsigned", "module verification failed: signature and/or required key "
+                                           "missing - tainting kernel"))
+
+
+def _try_to_force_load(what: str, force_load: bool, code: str, message: str, reasons, warnings) -> None:
+    """try_to_force_load(): CONFIG_MODULE_FORCE_LOAD turns some refusals into a taint."""
+    if force_load:
+        warnings.append(Reason("taint-forced", f"{what}: kernel tainted (CONFIG_MODULE_FORCE_LOAD)"))
+    else:
+        reasons.append(Reason(code, message))
+
+
+def _check_modstruct_version(module: Module, kernel: Kernel, force_load: bool, reasons, warnings) -> None:
+    """check_modstruct_version() -> check_version(module_layout)."""
+    if module.versions is None:
+        _try_to_force_load("no versions for imported symbols", force_load, "no-versions",
+                           "module has no __versions section but the kernel has CONFIG_MODVERSIONS: "
+                           "Exec format error", reasons, warnings)
+        return
+    kernel_layout = kernel.exports.get(MODULE_LAYOUT)
+    if kernel_layout is None or kernel_layout.crc is None:
+        return
+    version = module.version_of(MODULE_LAYOUT)
+    if version is None:
+        warnings.append(Reason("no-symbol-version", f"no symbol version for {MODULE_LAYOUT}", MODULE_LAYOUT))
+    elif version.crc != kernel_layout.crc:
+        reasons.append(Reason("module-layout-mismatch", f"disagrees about version of symbol {MODULE_LAYOUT}",
+                              MODULE_LAYOUT, version.crc, kernel_layout.crc))
+
+
+def _check_modinfo(module: Module, kernel: Kernel, modversions: bool, force_load: bool, reasons, warnings) -> None:
+    """check_modinfo(): vermagic, then the taints it adds."""
+    module_magic = module.vermagic
+    if module_magic is None:
+        _try_to_force_load("bad vermagic", force_load, "vermagic-mismatch",
+                           "module has no vermagic: Exec format error", reasons, warnings)
+    elif kernel.vermagic is None:
+        warnings.append(Reason("vermagic-unknown", "the kernel's vermagic is unknown, not compared "
+                                                   "(give a module tree, a headers tree or --vermagic)"))
+    elif not same_magic(module_magic, kernel.vermagic, modversions and module.versions is not None):
+        reasons.append(Reason("vermagic-mismatch",
+                              f"version magic '{module_magic}' should be '{kernel.vermagic}'"))
+
+    if module.info("intree") is None:
+        warnings.append(Reason("taint-out-of-tree", "loading out-of-tree module taints kernel."))
+    if _kernel_has_retpoline(kernel) and module.info("retpoline") is None:
+        warnings.append(Reason("no-retpoline", "module built without retpoline-enabled compiler, "
+                                               "may affect Spectre v2 mitigation"))
+    if module.info("staging") is not None:
+        warnings.append(Reason("taint-staging", "module is from the staging directory, "
+                                                "the quality is unknown, you have been warned."))
+    if not is_gpl_compatible(module.license):
+        warnings.append(Reason("taint-proprietary",
+                               f"module license '{module.license or 'unspecified'}' taints kernel."))
+
+
+def _kernel_has_retpoline(kernel: Kernel) -> bool:
+    # CONFIG_RETPOLINE was renamed CONFIG_MITIGATION_RETPOLINE in 6.9.
+    return any(kernel.config_enabled(o) for o in ("CONFIG_RETPOLINE", "CONFIG_MITIGATION_RETPOLINE"))
+
+
+def _check_export_symbol_versions(module: Module, force_load: bool, reasons, warnings) -> None:
+    """check_export_symbol_versions(): a module's own exports need CRCs on a modversions kernel."""
+    if any(export.crc is None for export in module.exports):
+        _try_to_force_load("no versions for exported symbols", force_load, "no-versions",
+                           "module exports symbols without CRCs: no versions for exported symbols",
+                           reasons, warnings)
+
+
+def _simplify_symbols(module: Module, kernel: Kernel, providers: dict[str, _Provider], modversions: bool,
+                      reasons, warnings, uses) -> None:
+    """simplify_symbols() -> resolve_symbol() for every undefined symbol, in symbol table order."""
+    gpl_ok = is_gpl_compatible(module.license)
+    ignored = IGNORED_UNDEFINED.get(module.machine, set())
+    allow_missing_ns = kernel.config_enabled("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS") is True
+    imported_namespaces = set(module.imported_namespaces)
+    own = {export.name for export in module.exports}
+    for symbol in module.imports:
+        if symbol.name in own:
+            continue
+        provider = providers.get(symbol.name)
+        # find_symbol() with fsa.gplok false skips GPL-only exports: "not found".
+        hidden_gpl = provider is not None and provider.export.gpl_only and not gpl_ok
+        if provider is None or hidden_gpl:
+            if symbol.weak or symbol.name in ignored:
+                continue
+            if hidden_gpl:
+                reasons.append(Reason("gpl-only", f"Unknown symbol {symbol.name} (err -2): it is exported GPL-only "
+                                                  f"and the module's license is '{module.license or 'unspecified'}'",
+                                      symbol.name, _module_crc(module, symbol.name), provider.export.crc))
+            else:
+                reasons.append(Reason("missing-symbol", f"Unknown symbol {symbol.name} (err -2)", symbol.name,
+                                      _module_crc(module, symbol.name)))
+            continue
+        export = provider.export
+        if modversions and export.crc is not None and module.versions is not None:
+            # check_version(): a missing record is only warned about ("broken toolchain").
+            version = module.version_of(symbol.name)
+            if version is None:
+                warnings.append(Reason("no-symbol-version", f"no symbol version for {symbol.name}", symbol.name,
+                                       None, export.crc))
+            elif version.crc != export.crc:
+                reasons.append(Reason("crc-mismatch", f"disagrees about version of symbol {symbol.name}",
+                                      symbol.name, version.crc, export.crc))
+                continue
+        # verify_namespace_is_imported()
+        if export.namespace and export.namespace not in imported_namespaces:
+            message = (f"module uses symbol ({symbol.name}) from namespace {export.namespace}, "
+                       "but does not import it.")
+            target = warnings if allow_missing_ns else reasons
+            target.append(Reason("namespace-not-imported", message, symbol.name))
+            if not allow_missing_ns:
+                continue
+        if provider.module is not None and provider.module is not module:
+            uses[symbol.name] = provider.module
+
+
+def _verify_exported_symbols(module: Module, providers: dict[str, _Provider], reasons) -> None:
+    """verify_exported_symbols(): a symbol already exported by vmlinux or another module of the set."""
+    for export in module.exports:
+        provider = providers.get(export.name)
+        if provider is None or provider.module is module:
+            continue
+        owner = provider.module.name if provider.module is not None else provider.export.owner
+        reasons.append(Reason("duplicate-export", f"exports duplicate symbol {export.name} (owned by {owner})",
+                              export.name, export.crc, provider.export.crc))
+
+
+def _module_crc(module: Module, symbol: str) -> int | None:
+    version = module.version_of(symbol)
+    return version.crc if version is not None else None
+
+
+def _propagate_failures(results) -> None:
+    """A module that resolves symbols from a set module that fails cannot load either."""
+    failed = {id(module) for module, reasons, _w, _u in results if reasons}
+    changed = True
+    while changed:
+        changed = False
+        for module, reasons, _warnings, uses in results:
+            if id(module) in failed:
+                continue
+            broken = [(symbol, provider) for symbol, provider in uses.items() if id(provider) in failed]
+            if broken:
+                symbol, provider = broken[0]
+                reasons.append(Reason("dependency-fails", f"needs {symbol} from {provider.name}, "
+                                                          f"which does not load", symbol))
+                failed.add(id(module))
+                changed = True
