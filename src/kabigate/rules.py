@@ -213,7 +213,8 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: dict[str, _Prov
                 warnings.append(Reason("no-symbol-version", f"no symbol version for {symbol.name}", symbol.name,
                                        None, export.crc))
             elif version.crc != export.crc:
-                reasons.append(Reason("crc-mismatch", f"disagrees about version of symbol {symbol.name}",
+                exporter = f" (exported by {provider.module.name})" if provider.module is not None else ""
+                reasons.append(Reason("crc-mismatch", f"disagrees about version of symbol {symbol.name}{exporter}",
                                       symbol.name, version.crc, export.crc))
                 continue
         # verify_namespace_is_imported()

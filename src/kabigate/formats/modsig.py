@@ -57,6 +57,7 @@ def parse_pkcs7(der: bytes, what: str, signed_size: int) -> ModuleSignature:
             signer, key_id = "", bytes(sid.chosen.native)
         hash_algorithm = signer_info["digest_algorithm"]["algorithm"].native
     except (ValueError, TypeError, KeyError, IndexError) as error:
-        raise InputError(f"{what}: corrupt module signature ({error})") from None
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{what}: corrupt module signature ({reason})") from None
     return ModuleSignature("PKCS#7", hash_algorithm, signer, ":".join(f"{b:02X}" for b in key_id),
                            len(der), signed_size)

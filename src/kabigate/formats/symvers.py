@@ -13,6 +13,9 @@ from kabigate.errors import InputError
 from kabigate.formats.compression import decompress
 from kabigate.model import Export
 
+EXPORT_TYPES = frozenset({"EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL", "EXPORT_SYMBOL_GPL_FUTURE",
+                          "EXPORT_UNUSED_SYMBOL", "EXPORT_UNUSED_SYMBOL_GPL"})
+
 
 def looks_like_symvers(text: str) -> bool:
     first = next((line for line in text.splitlines() if line.strip()), "")
@@ -38,13 +41,13 @@ def parse_symvers(data: bytes, what: str) -> dict[str, Export]:
         name = fields[1]
         if not name:
             raise InputError(f"{what}:{number}: empty symbol name")
-        if len(fields) >= 5 and fields[4].startswith("EXPORT_"):
+        if len(fields) >= 5 and fields[4] in EXPORT_TYPES:
             namespace, owner, export_type = fields[2], fields[3], fields[4]
         else:
             owner = fields[2]
             export_type = fields[3] if len(fields) > 3 else "EXPORT_SYMBOL"
             namespace = fields[4] if len(fields) > 4 else ""
-        if not export_type.startswith("EXPORT_"):
+        if export_type not in EXPORT_TYPES:
             raise InputError(f"{what}:{number}: unknown export type {export_type!r}")
         exports[name] = Export(name, crc, owner, export_type, namespace)
     return exports

@@ -1,0 +1,43 @@
+"""Shared fixtures: the real Debian kernels and drivers that scripts/fetch-testdata caches."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class TestData:
+    root: Path
+    manifest: dict
+
+    def kernel_root(self, release: str) -> Path:
+        return self.root / self.manifest["kernels"][release]["root"]
+
+    def headers(self, release: str) -> Path:
+        return self.root / self.manifest["kernels"][release]["headers_dir"]
+
+    def modules_dir(self, release: str) -> Path:
+        return self.root / self.manifest["kernels"][release]["modules_dir"]
+
+    def in_tree(self, release: str, relative: str) -> Path:
+        """An in-tree module, e.g. in_tree("6.1.0-47-amd64", "drivers/media/mc/mc.ko")."""
+        return self.modules_dir(release) / "kernel" / relative
+
+    def driver_dir(self, driver: str, built_for: str) -> Path:
+        return self.root / self.manifest["drivers"][driver][built_for]["dir"]
+
+
+@pytest.fixture(scope="session")
+def testdata() -> TestData:
+    root = Path(os.environ.get("KABIGATE_TESTDATA", REPO / ".testdata"))
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        pytest.skip(f"no real test data in {root}: run scripts/fetch-testdata (scripts/test does)")
+    return TestData(root, json.loads(manifest.read_text()))

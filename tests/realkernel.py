@@ -1,0 +1,281 @@
+"""Ground truth for kabigate: load modules into a real kernel booted in qemu.
+
+One call boots ``vmlinuz`` once with a busybox initramfs whose /init insmod-s
+the given modules in order and reports, for each one, insmod's exit status and
+the kernel messages it caused.  The report travels over the serial console as
+lines tagged with a per-boot random marker, so stray console output can never
+be mistaken for it.
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+import re
+import secrets
+import select
+import shutil
+import struct
+import subprocess
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+BUSYBOX = Path("/bin/busybox")
+QEMU = "qemu-system-x86_64"
+_APPLETS = ("sh", "mount", "insmod", "dmesg", "poweroff")
+# "quiet" keeps the boot short on the console but still shows errors if the
+# boot itself fails; /init then silences the console entirely.
+_BASE_KERNEL_ARGS = "console=ttyS0 panic=-1 quiet"
+_TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\] ?")
+
+
+@dataclass(frozen=True)
+class InsmodResult:
+    module: str  # file name as given
+    exit_status: int  # busybox insmod's exit status: 0 = loaded, else the errno (2 = ENOENT...)
+    # dmesg lines emitted during this insmod, without timestamp.  On failure
+    # busybox tries finit_module and then init_module, so the kernel's
+    # complaints usually appear twice.
+    kernel_messages: list[str]
+
+
+class RealKernelError(RuntimeError):
+    """The VM did not produce a complete report (timeout, panic, bad kernel...)."""
+
+
+def qemu_available() -> str | None:
+    """Return None if insmod_in_qemu can run here, else why not (for pytest.skip)."""
+    if shutil.which(QEMU) is None:
+        return f"{QEMU} not found (apt-get install qemu-system-x86)"
+    if not BUSYBOX.is_file():
+        return f"{BUSYBOX} not found (apt-get install busybox-static)"
+    if not _is_static_elf(BUSYBOX):
+        return f"{BUSYBOX} is dynamically linked (apt-get install busybox-static)"
+    return None
+
+
+def insmod_in_qemu(
+    vmlinuz: Path, modules: list[Path], *, kernel_args: str = "", timeout: float = 180
+) -> list[InsmodResult]:
+    """Boot ``vmlinuz`` once, insmod ``modules`` in order, report each insmod."""
+    reason = qemu_available()
+    if reason is not None:
+        raise RealKernelError(reason)
+    marker = f"@@kabigate-{secrets.token_hex(8)}"
+    deadline = time.monotonic() + timeout
+    with tempfile.TemporaryDirectory(prefix="kabigate-qemu-") as tmp:
+        initrd = Path(tmp) / "initramfs.cpio"
+        initrd.write_bytes(_initramfs(modules, marker))
+        append = f"{_BASE_KERNEL_ARGS} {kernel_args}"
+        boot = None
+        if _kvm_usable():
+            init_deadline = min(deadline, time.monotonic() + _KVM_INIT_SECONDS)
+            cmd = _qemu_cmd(vmlinuz, initrd, append, kvm=True)
+            boot = _boot(cmd, marker, deadline, init_deadline)
+            if not boot.reached_init:
+                _mark_kvm_broken(boot)
+                boot = None
+        if boot is None:
+            boot = _boot(_qemu_cmd(vmlinuz, initrd, append, kvm=False), marker, deadline, deadline)
+    if not boot.reached_init:
+        why = f"within {timeout:.0f}s" if boot.timed_out else "before qemu exited"
+        raise RealKernelError(
+            f"kernel did not start /init {why}; console tail:\n{_tail(boot.console)}"
+        )
+    if boot.timed_out:
+        raise RealKernelError(
+            f"qemu did not finish within {timeout:.0f}s; console tail:\n{_tail(boot.console)}"
+        )
+    return _parse_report(boot.console, marker, modules)
+
+
+# Seconds a KVM guest gets to reach /init (normally ~1s) before KVM is deemed
+# broken, e.g. nested virtualisation that exposes /dev/kvm but cannot run a
+# stock kernel (PVM) or makes qemu abort on unsupported MSRs.
+_KVM_INIT_SECONDS = 20
+_kvm_broken = False
+
+
+def _kvm_usable() -> bool:
+    if _kvm_broken:
+        return False
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _mark_kvm_broken(boot: _Boot) -> None:
+    global _kvm_broken
+    _kvm_broken = True
+    warnings.warn(
+        "KVM guest did not reach /init, using slow TCG emulation from now on; "
+        f"console tail:\n{_tail(boot.console, 5)}",
+        stacklevel=3,
+    )
+
+
+def _qemu_cmd(vmlinuz: Path, initrd: Path, append: str, *, kvm: bool) -> list[str]:
+    return [
+        QEMU,
+        # Expose every CPU feature available, so modules that probe for e.g.
+        # AES-NI behave as on a modern host.
+        *(["-enable-kvm", "-cpu", "host"] if kvm else ["-cpu", "max"]),
+        "-m", "1024",
+        "-nographic", "-no-reboot", "-nic", "none",
+        "-kernel", str(vmlinuz),
+        "-initrd", str(initrd),
+        "-append", append,
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Boot:
+    console: str
+    reached_init: bool
+    timed_out: bool
+
+
+def _boot(cmd: list[str], marker: str, deadline: float, init_deadline: float) -> _Boot:
+    """Run qemu until it exits, or kill it at init_deadline (if /init has not
+    started by then) or deadline."""
+    init_tag = f"{marker} init".encode()
+    out = bytearray()
+    timed_out = False
+    with subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    ) as proc:
+        fd = proc.stdout.fileno()
+        while True:
+            remaining = (deadline if init_tag in out else init_deadline) - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                proc.kill()
+                break
+            if select.select([fd], [], [], remaining)[0]:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                out += chunk
+    console = out.decode(errors="replace").replace("\r", "")
+    return _Boot(console, init_tag in out, timed_out)
+
+
+def _init_script(modules: list[Path], marker: str) -> str:
+    lines = [
+        "#!/bin/sh",
+        f'echo "{marker} init"',
+        "mount -t proc proc /proc",
+        # Console loglevel 1: kernel messages stay out of the serial stream,
+        # dmesg -c per step is where they are read from.
+        "dmesg -n 1",
+        "dmesg -c >/dev/null",
+    ]
+    for i, module in enumerate(modules):
+        lines += [
+            f"insmod /modules/{i}-{module.name}",
+            f'echo "{marker} rc {i} $?"',
+            f'dmesg -c | while IFS= read -r l; do echo "{marker} msg {i} $l"; done',
+            f'echo "{marker} end {i}"',
+        ]
+    lines += [f'echo "{marker} done"', "poweroff -f"]
+    return "\n".join(lines) + "\n"
+
+
+def _parse_report(console: str, marker: str, modules: list[Path]) -> list[InsmodResult]:
+    # search, not match: a kernel message may still be glued in front of a line.
+    tagged = re.compile(re.escape(marker) + r" (rc|msg|end) (\d+)(?: (.*))?$")
+    statuses: dict[int, int] = {}
+    messages: dict[int, list[str]] = {i: [] for i in range(len(modules))}
+    ended: set[int] = set()
+    for line in console.splitlines():
+        m = tagged.search(line)
+        if m is None:
+            continue
+        kind, i, rest = m.group(1), int(m.group(2)), m.group(3) or ""
+        if kind == "rc":
+            statuses[i] = int(rest)
+        elif kind == "msg":
+            messages[i].append(_TIMESTAMP.sub("", rest))
+        else:
+            ended.add(i)
+    if len(ended) != len(modules) or f"{marker} done" not in console:
+        done = len(ended)
+        stuck = f" while loading {modules[done].name}" if done < len(modules) else ""
+        raise RealKernelError(
+            f"VM stopped after {done} of {len(modules)} insmods{stuck}; "
+            f"console tail:\n{_tail(console)}"
+        )
+    return [
+        InsmodResult(module.name, statuses[i], messages[i]) for i, module in enumerate(modules)
+    ]
+
+
+def _tail(console: str, lines: int = 40) -> str:
+    return "\n".join(console.splitlines()[-lines:])
+
+
+def _initramfs(modules: list[Path], marker: str) -> bytes:
+    archive = _Cpio()
+    for d in ("bin", "dev", "proc", "modules"):
+        archive.add(d, 0o040755)
+    # The kernel opens /dev/console for init's stdio before anything can mount devtmpfs.
+    archive.add("dev/console", 0o020600, rdev=(5, 1))
+    archive.add("bin/busybox", 0o100755, BUSYBOX.read_bytes())
+    for applet in _APPLETS:
+        archive.add(f"bin/{applet}", 0o120777, b"busybox")
+    archive.add("init", 0o100755, _init_script(modules, marker).encode())
+    for i, module in enumerate(modules):
+        data = module.read_bytes()
+        # busybox would decompress too, but only after a failed finit_module
+        # that logs a spurious "Invalid ELF header magic".
+        if module.suffix == ".xz":
+            data = lzma.decompress(data)
+        archive.add(f"modules/{i}-{module.name}", 0o100644, data)
+    return archive.finish()
+
+
+class _Cpio:
+    """Writer for the "newc" cpio format the kernel unpacks as initramfs."""
+
+    def __init__(self) -> None:
+        self._out = bytearray()
+        self._ino = 0
+
+    def add(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
+        self._ino += 1
+        nlink = 2 if mode & 0o170000 == 0o040000 else 1
+        fields = (self._ino, mode, 0, 0, nlink, 0, len(data), 0, 0, *rdev, len(name) + 1, 0)
+        self._out += b"070701" + b"".join(b"%08X" % f for f in fields)
+        self._out += name.encode() + b"\0"
+        self._pad()
+        self._out += data
+        self._pad()
+
+    def finish(self) -> bytes:
+        self.add("TRAILER!!!", 0)
+        return bytes(self._out)
+
+    def _pad(self) -> None:
+        self._out += b"\0" * (-len(self._out) % 4)
+
+
+def _is_static_elf(path: Path) -> bool:
+    """True if the ELF file has no PT_INTERP, i.e. runs without a dynamic loader."""
+    with path.open("rb") as f:
+        header = f.read(64)
+        if header[:5] != b"\x7fELF\x02":  # 64-bit ELF only, as busybox-static is on amd64
+            return False
+        phoff, = struct.unpack_from("<Q", header, 32)
+        phentsize, phnum = struct.unpack_from("<HH", header, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    pt_interp = 3
+    return all(
+        struct.unpack_from("<I", table, i * phentsize)[0] != pt_interp for i in range(phnum)
+    )
