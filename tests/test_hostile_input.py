@@ -89,7 +89,7 @@ def test_cli_bad_inputs(tmp_path: Path, testdata, real_module):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_one_line_error(run("check", "-k", str(empty), str(truncated)), "not a kernel")
-    assert_one_line_error(run("inspect", str(tmp_path)), "no kernel modules")
+    assert_one_line_error(run("inspect", str(empty)), "no kernel modules")
     assert_one_line_error(run("diff", kernel, str(corrupt_symvers)), "bad CRC")
 
 

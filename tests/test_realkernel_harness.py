@@ -54,10 +54,9 @@ def test_missing_dependency_is_unknown_symbol(videodev_before_and_after_mc):
     assert result.module == "videodev.ko"
     assert result.exit_status == ENOENT
     assert "videodev: Unknown symbol media_devnode_create (err -2)" in result.kernel_messages
-    assert all(
-        m.startswith("videodev: Unknown symbol ") and m.endswith(" (err -2)")
-        for m in result.kernel_messages
-    )
+    # Only videodev's own lines: unrelated kernel messages (e.g. "random: crng init done") may interleave.
+    own = [m for m in result.kernel_messages if m.startswith("videodev:")]
+    assert own and all(m.startswith("videodev: Unknown symbol ") and m.endswith(" (err -2)") for m in own)
 
 
 def test_loads_once_dependency_is_loaded(videodev_before_and_after_mc):
@@ -65,7 +64,7 @@ def test_loads_once_dependency_is_loaded(videodev_before_and_after_mc):
     assert (mc.module, mc.exit_status) == ("mc.ko", 0)
     assert "mc: Linux media interface: v0.10" in mc.kernel_messages
     assert (videodev.module, videodev.exit_status) == ("videodev.ko", 0)
-    assert videodev.kernel_messages == ["videodev: Linux video capture interface: v2.00"]
+    assert "videodev: Linux video capture interface: v2.00" in videodev.kernel_messages
 
 
 def test_module_from_other_abi_is_crc_mismatch(kernel47: Kernel):
