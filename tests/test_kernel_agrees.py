@@ -1,0 +1,84 @@
+"""The real kernel is the final judge: boot Debian's 6.1.0-47-amd64 in qemu, insmod real
+modules, and check that kabigate's verdicts and reasons are the kernel's."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+
+import pytest
+from realkernel import insmod_in_qemu, qemu_available
+
+from kabigate.formats.module import read_module
+from kabigate.kernels import load_kernel
+from kabigate.rules import check_modules
+
+pytestmark = [pytest.mark.realdata, pytest.mark.qemu]
+KERNEL, NEWER = "6.1.0-47-amd64", "6.1.0-56-amd64"
+
+
+@pytest.fixture(scope="module")
+def vmlinux_only(testdata):
+    """The kernel as insmod sees it: only vmlinux's exports, until modules are loaded by hand."""
+    kernel = load_kernel([str(testdata.kernel_root(KERNEL))])
+    return dataclasses.replace(kernel, exports={n: e for n, e in kernel.exports.items() if e.owner == "vmlinux"})
+
+
+@pytest.fixture(scope="module")
+def booted(testdata):
+    reason = qemu_available()
+    if reason is not None:
+        pytest.skip(reason)
+    cases = {
+        "videodev-alone": testdata.in_tree(KERNEL, "drivers/media/v4l2-core/videodev.ko"),
+        "mc": testdata.in_tree(KERNEL, "drivers/media/mc/mc.ko"),
+        "videodev": testdata.in_tree(KERNEL, "drivers/media/v4l2-core/videodev.ko"),
+        "v4l2loopback": testdata.driver_dir("v4l2loopback", KERNEL) / "v4l2loopback.ko",
+        "acpi_call-from-56": testdata.driver_dir("acpi-call", NEWER) / "acpi_call.ko",
+    }
+    results = insmod_in_qemu(testdata.root / testdata.manifest["kernels"][KERNEL]["vmlinuz"], list(cases.values()))
+    return {name: (path, result) for (name, path), result in zip(cases.items(), results)}
+
+
+def own_messages(result, name: str) -> list[str]:
+    return [m for m in result.kernel_messages if m.startswith(f"{name}: ")]
+
+
+def test_unknown_symbols_are_exactly_the_kernels(booted, vmlinux_only):
+    path, result = booted["videodev-alone"]
+    assert result.exit_status == errno.ENOENT
+    kernel_unknown = {m.split("Unknown symbol ", 1)[1].split(" ", 1)[0]
+                      for m in own_messages(result, "videodev") if "Unknown symbol" in m}
+    verdict = check_modules([read_module(str(path))], vmlinux_only)[0]
+    assert not verdict.loads
+    assert {r.code for r in verdict.reasons} == {"missing-symbol"}
+    assert {r.symbol for r in verdict.reasons} == kernel_unknown
+    assert all(f"videodev: {r.message}" in own_messages(result, "videodev") for r in verdict.reasons)
+
+
+def test_module_set_loads_like_the_kernel_loads_it(booted, vmlinux_only):
+    modules = [read_module(str(booted[name][0])) for name in ("mc", "videodev", "v4l2loopback")]
+    verdicts = check_modules(modules, vmlinux_only)
+    for name, verdict in zip(("mc", "videodev", "v4l2loopback"), verdicts):
+        assert booted[name][1].exit_status == 0, booted[name][1]
+        assert verdict.loads, verdict.reasons
+
+
+def test_out_of_tree_unsigned_taints_match_the_kernels_messages(booted, vmlinux_only):
+    path, result = booted["v4l2loopback"]
+    modules = [read_module(str(booted[name][0])) for name in ("mc", "videodev", "v4l2loopback")]
+    warnings = {w.code: w.message for w in check_modules(modules, vmlinux_only)[2].warnings}
+    assert set(warnings) == {"taint-out-of-tree", "unsigned"}
+    # The kernel prints each taint once per boot, for the first module that causes it.
+    kernel_says = own_messages(result, "v4l2loopback")
+    assert f"v4l2loopback: {warnings['taint-out-of-tree']}" in kernel_says
+    assert f"v4l2loopback: {warnings['unsigned']}" in kernel_says
+
+
+def test_crc_mismatch_is_the_kernels_first_complaint(booted, testdata):
+    path, result = booted["acpi_call-from-56"]
+    assert result.exit_status == errno.ENOEXEC
+    verdict = check_modules([read_module(str(path))], load_kernel([str(testdata.kernel_root(KERNEL))]))[0]
+    first = verdict.reasons[0]
+    assert (first.code, first.symbol) == ("module-layout-mismatch", "module_layout")
+    assert own_messages(result, "acpi_call")[0] == f"acpi_call: {first.message}"
