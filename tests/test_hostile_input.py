@@ -13,6 +13,8 @@ import zstandard
 
 from kabigate.errors import InputError
 from kabigate.formats.module import parse_module
+from kabigate.kernels import load_kernel
+from kabigate.rules import check_modules
 
 KABIGATE = [sys.executable, "-m", "kabigate"]
 
@@ -44,14 +46,26 @@ def test_random_corruption_never_escapes_as_another_exception(real_module):
         parse_or_input_error(bytes(data))
 
 
-def test_corrupt_signature_trailer(real_module):
+def test_malformed_signatures_are_modules_the_kernel_refuses(real_module, testdata):
+    """mod_check_sig() returns EBADMSG, which module_sig_check() treats as fatal even when
+    signatures are not enforced: a verdict, not an input error."""
     magic = b"~Module signature appended~\n"
     assert real_module.endswith(magic)
+    trailer_at = len(real_module) - len(magic) - 12
     huge_length = real_module[:-len(magic) - 4] + b"\xff\xff\xff\xff" + magic
-    with pytest.raises(InputError, match="signature length"):
-        parse_module(huge_length, "m.ko")
-    with pytest.raises(InputError, match="truncated module signature"):
-        parse_module(b"\0" * 5 + magic, "m.ko")
+    nonzero_params = real_module[:trailer_at] + b"\x01" + real_module[trailer_at + 1:]
+    sig_len = int.from_bytes(real_module[trailer_at + 8:trailer_at + 12], "big")
+    garbage_cms = bytearray(real_module)
+    garbage_cms[trailer_at - sig_len:trailer_at - sig_len + 8] = bytes(8)  # the CMS SEQUENCE header
+    kernel = load_kernel([str(testdata.kernel_root("6.1.0-47-amd64"))])
+    for data, defect in ((huge_length, "exceeds the module"), (nonzero_params, "unexpected non-zero params"),
+                         (bytes(garbage_cms), "unparseable PKCS#7")):
+        module = parse_module(data, "af_key.ko")
+        assert defect in module.signature.defect
+        verdict = check_modules([module], kernel)[0]
+        assert [r.code for r in verdict.reasons] == ["bad-signature"]
+    intact = check_modules([parse_module(real_module, "af_key.ko")], kernel)[0]
+    assert intact.loads and not intact.warnings
 
 
 def test_compressed_module_bomb_is_refused():

@@ -50,6 +50,9 @@ class ModuleSignature:
     key_id: str  # hex, colon separated as modinfo prints it
     signature_size: int
     signed_size: int  # bytes of the module covered by the signature
+    # Why the kernel's mod_check_sig()/pkcs7 parser rejects it: "EBADMSG: ..." is fatal even on
+    # kernels that do not enforce signatures, "ENOPKG: ..." is treated like an unsigned module.
+    defect: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,13 +103,20 @@ def _check_one(module: Module, kernel: Kernel, providers: dict[str, _Provider], 
 
 
 def _check_signature(module: Module, kernel: Kernel, options: LoadOptions, reasons, warnings) -> None:
-    """module_sig_check(), kernel/module/signing.c: only presence is judged here."""
-    enforced = options.require_signature or kernel.config_enabled("CONFIG_MODULE_SIG_FORCE") is True
-    if module.signature is not None:
+    """module_sig_check(), kernel/module/signing.c. A malformed signature (EBADMSG) is fatal even
+    when signatures are not enforced; unsigned and ENOPKG modules only taint unless enforced.
+    Whether the signature verifies against the kernel's keys is not judged here."""
+    signature = module.signature
+    if signature is not None and signature.defect and signature.defect.startswith("EBADMSG"):
+        reasons.append(Reason("bad-signature", f"module signature is malformed ({signature.defect}): "
+                                               "Bad message"))
         return
+    if signature is not None and not signature.defect:
+        return
+    enforced = options.require_signature or kernel.config_enabled("CONFIG_MODULE_SIG_FORCE") is True
+    what = "unsigned module" if signature is None else "module with unsupported crypto"
     if enforced:
-        reasons.append(Reason("unsigned", "module is not signed and the kernel enforces signatures: "
-                                          "Key was rejected by service"))
+        reasons.append(Reason("unsigned", f"Loading of {what} is rejected"))
     elif kernel.config_enabled("CONFIG_MODULE_SIG") is not False:
         warnings.append(Reason("unsigned", "module verification failed: signature and/or required key "
                                            "missing - tainting kernel"))

@@ -24,11 +24,12 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 def compression_of(data: bytes) -> str | None:
     """'xz', 'zstd', 'gzip' or None for uncompressed data."""
-    if data.startswith(XZ_MAGIC):
+    head = bytes(data[:6])
+    if head.startswith(XZ_MAGIC):
         return "xz"
-    if data.startswith(ZSTD_MAGIC):
+    if head.startswith(ZSTD_MAGIC):
         return "zstd"
-    if data.startswith(GZIP_MAGIC):
+    if head.startswith(GZIP_MAGIC):
         return "gzip"
     return None
 

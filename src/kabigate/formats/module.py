@@ -8,6 +8,8 @@ the symbol table (simplify_symbols) and the `__ksymtab*`/`__kcrctab*` export tab
 
 from __future__ import annotations
 
+import mmap
+import os
 import struct
 
 from kabigate.errors import InputError
@@ -28,17 +30,21 @@ def read_module(path: str) -> Module:
     """Parse the module file at `path`; raises InputError for anything that is not a module."""
     try:
         with open(path, "rb") as file:
-            raw = file.read()
+            size = os.fstat(file.fileno()).st_size
+            if size == 0:
+                raise InputError(f"{path}: empty file, not an ELF file")
+            # mmap: only the pages of the sections read are touched (most of a module is code).
+            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                return parse_module(mapped, path)
     except OSError as error:
         raise InputError(f"{path}: {error.strerror}") from None
-    return parse_module(raw, path)
 
 
-def parse_module(raw: bytes, path: str) -> Module:
+def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
     compression = compression_of(raw)
-    data = decompress(raw, path)
-    content, signature = split_signature(data, path)
-    elf = ElfFile(content, path)
+    data = decompress(raw, path) if compression else raw
+    size, signature = split_signature(data)
+    elf = ElfFile(data, path, size)
     if elf.type != ET_REL:
         raise InputError(f"{path}: not a kernel module (ELF type {elf.type}, modules are relocatable objects)")
     modinfo_section = elf.section(".modinfo")
