@@ -195,6 +195,7 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: dict[str, _Prov
     allow_missing_ns = kernel.config_enabled("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS") is True
     imported_namespaces = set(module.imported_namespaces)
     own = {export.name for export in module.exports}
+    crcs = {v.name: v.crc for v in module.versions or ()}
     for symbol in module.imports:
         if symbol.name in own:
             continue
@@ -207,22 +208,22 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: dict[str, _Prov
             if hidden_gpl:
                 reasons.append(Reason("gpl-only", f"Unknown symbol {symbol.name} (err -2): it is exported GPL-only "
                                                   f"and the module's license is '{module.license or 'unspecified'}'",
-                                      symbol.name, _module_crc(module, symbol.name), provider.export.crc))
+                                      symbol.name, crcs.get(symbol.name), provider.export.crc))
             else:
                 reasons.append(Reason("missing-symbol", f"Unknown symbol {symbol.name} (err -2)", symbol.name,
-                                      _module_crc(module, symbol.name)))
+                                      crcs.get(symbol.name)))
             continue
         export = provider.export
         if modversions and export.crc is not None and module.versions is not None:
             # check_version(): a missing record is only warned about ("broken toolchain").
-            version = module.version_of(symbol.name)
-            if version is None:
+            module_crc = crcs.get(symbol.name)
+            if module_crc is None:
                 warnings.append(Reason("no-symbol-version", f"no symbol version for {symbol.name}", symbol.name,
                                        None, export.crc))
-            elif version.crc != export.crc:
+            elif module_crc != export.crc:
                 exporter = f" (exported by {provider.module.name})" if provider.module is not None else ""
                 reasons.append(Reason("crc-mismatch", f"disagrees about version of symbol {symbol.name}{exporter}",
-                                      symbol.name, version.crc, export.crc))
+                                      symbol.name, module_crc, export.crc))
                 continue
         # verify_namespace_is_imported()
         if export.namespace and export.namespace not in imported_namespaces:
@@ -245,11 +246,6 @@ def _verify_exported_symbols(module: Module, providers: dict[str, _Provider], re
         owner = provider.module.name if provider.module is not None else provider.export.owner
         reasons.append(Reason("duplicate-export", f"exports duplicate symbol {export.name} (owned by {owner})",
                               export.name, export.crc, provider.export.crc))
-
-
-def _module_crc(module: Module, symbol: str) -> int | None:
-    version = module.version_of(symbol)
-    return version.crc if version is not None else None
 
 
 def _propagate_failures(results) -> None:
