@@ -41,3 +41,13 @@ def testdata() -> TestData:
     if not manifest.is_file():
         pytest.skip(f"no real test data in {root}: run scripts/fetch-testdata (scripts/test does)")
     return TestData(root, json.loads(manifest.read_text()))
+
+
+@pytest.fixture(scope="session")
+def synthetic_modules(testdata) -> dict[str, Path]:
+    """tests/synthetic's modules built against TEST_KERNEL's headers: name -> .ko path.
+
+    Cached in <testdata>/synthetic/<release>/, rebuilt when a file of tests/synthetic is newer."""
+    from synthetic.build import TEST_KERNEL, build_cached
+
+    return build_cached(testdata.headers(TEST_KERNEL), TEST_KERNEL, testdata.root / "synthetic" / TEST_KERNEL)

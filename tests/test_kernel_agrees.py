@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+from pathlib import Path
 
 import pytest
 from realkernel import insmod_in_qemu, qemu_available
 
+from kabigate.formats.elf import ElfFile
 from kabigate.formats.module import read_module
 from kabigate.kernels import load_kernel
 from kabigate.rules import check_modules
@@ -24,8 +26,19 @@ def vmlinux_only(testdata):
     return dataclasses.replace(kernel, exports={n: e for n, e in kernel.exports.items() if e.owner == "vmlinux"})
 
 
+def without_version_record(module: Path, symbol: str, target: Path) -> Path:
+    """A copy of `module` whose __versions record for `symbol` names another symbol: the
+    "broken toolchain" case of check_version()."""
+    data = bytearray(module.read_bytes())
+    versions = ElfFile(bytes(data), str(module)).section("__versions")
+    at = data.index(symbol.encode() + b"\0", versions.offset, versions.offset + versions.size)
+    data[at] = ord("X")
+    target.write_bytes(bytes(data))
+    return target
+
+
 @pytest.fixture(scope="module")
-def booted(testdata):
+def booted(testdata, tmp_path_factory):
     reason = qemu_available()
     if reason is not None:
         pytest.skip(reason)
@@ -35,6 +48,9 @@ def booted(testdata):
         "videodev": testdata.in_tree(KERNEL, "drivers/media/v4l2-core/videodev.ko"),
         "v4l2loopback": testdata.driver_dir("v4l2loopback", KERNEL) / "v4l2loopback.ko",
         "acpi_call-from-56": testdata.driver_dir("acpi-call", NEWER) / "acpi_call.ko",
+        "acpi_call-no-version": without_version_record(testdata.driver_dir("acpi-call", KERNEL) / "acpi_call.ko",
+                                                       "proc_create",
+                                                       tmp_path_factory.mktemp("edited") / "acpi_call.ko"),
     }
     results = insmod_in_qemu(testdata.root / testdata.manifest["kernels"][KERNEL]["vmlinuz"], list(cases.values()))
     return {name: (path, result) for (name, path), result in zip(cases.items(), results)}
@@ -82,3 +98,13 @@ def test_crc_mismatch_is_the_kernels_first_complaint(booted, testdata):
     first = verdict.reasons[0]
     assert (first.code, first.symbol) == ("module-layout-mismatch", "module_layout")
     assert own_messages(result, "acpi_call")[0] == f"acpi_call: {first.message}"
+
+
+def test_missing_version_record_is_refused_like_the_kernel(booted, testdata):
+    path, result = booted["acpi_call-no-version"]
+    assert result.exit_status == errno.EINVAL
+    verdict = check_modules([read_module(str(path))], load_kernel([str(testdata.kernel_root(KERNEL))]))[0]
+    assert [(r.code, r.symbol) for r in verdict.reasons] == [("no-symbol-version", "proc_create")]
+    messages = own_messages(result, "acpi_call")
+    assert f"acpi_call: {verdict.reasons[0].message}" in messages
+    assert "acpi_call: Unknown symbol proc_create (err -22)" in messages

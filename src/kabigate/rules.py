@@ -142,7 +142,8 @@ def _check_modstruct_version(module: Module, kernel: Kernel, force_load: bool, r
         return
     version = module.version_of(MODULE_LAYOUT)
     if version is None:
-        warnings.append(Reason("no-symbol-version", f"no symbol version for {MODULE_LAYOUT}", MODULE_LAYOUT))
+        reasons.append(Reason("no-symbol-version", f"no symbol version for {MODULE_LAYOUT}", MODULE_LAYOUT,
+                              None, kernel_layout.crc))
     elif version.crc != kernel_layout.crc:
         reasons.append(Reason("module-layout-mismatch", f"disagrees about version of symbol {MODULE_LAYOUT}",
                               MODULE_LAYOUT, version.crc, kernel_layout.crc))
@@ -215,12 +216,15 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: dict[str, _Prov
             continue
         export = provider.export
         if modversions and export.crc is not None and module.versions is not None:
-            # check_version(): a missing record is only warned about ("broken toolchain").
+            # check_version(). Upstream only warns about a missing record ("broken toolchain"),
+            # but Debian's 6.1.170 kernel refuses the module ("no symbol version for X" then
+            # "Unknown symbol X (err -22)", seen in tests/test_kernel_agrees.py): take the stricter.
             module_crc = crcs.get(symbol.name)
             if module_crc is None:
-                warnings.append(Reason("no-symbol-version", f"no symbol version for {symbol.name}", symbol.name,
-                                       None, export.crc))
-            elif module_crc != export.crc:
+                reasons.append(Reason("no-symbol-version", f"no symbol version for {symbol.name}", symbol.name,
+                                      None, export.crc))
+                continue
+            if module_crc != export.crc:
                 exporter = f" (exported by {provider.module.name})" if provider.module is not None else ""
                 reasons.append(Reason("crc-mismatch", f"disagrees about version of symbol {symbol.name}{exporter}",
                                       symbol.name, module_crc, export.crc))

@@ -1,0 +1,17 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Uses dma_buf_get() from namespace DMA_BUF without MODULE_IMPORT_NS(DMA_BUF): the kernel
+ * refuses it (EINVAL). modpost refuses it too; built with modpost's errors ignored.
+ */
+#include <linux/dma-buf.h>
+#include <linux/err.h>
+#include <linux/module.h>
+
+static int __init ns_missing_init(void)
+{
+	/* fd -1 is never a dma-buf: a harmless call that returns ERR_PTR(-EBADF). */
+	return IS_ERR(dma_buf_get(-1)) ? 0 : -EINVAL;
+}
+module_init(ns_missing_init);
+
+MODULE_LICENSE("GPL");
