@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import struct
 
-from asn1crypto import cms
-
+from kabigate.formats.der import (CONTEXT_0, CONTEXT_0_PRIMITIVE, INTEGER, SEQUENCE, SET, DerError, oid_text,
+                                  parse, string_value)
 from kabigate.model import ModuleSignature
 
 MAGIC = b"~Module signature appended~\n"
@@ -50,24 +50,48 @@ def _defective(defect: str, signature_size: int, signed_size: int) -> ModuleSign
     return ModuleSignature("PKCS#7", "", "", "", signature_size, signed_size, defect)
 
 
+# Digest OIDs -> the names the kernel (crypto/hash_info.c) and kmod's modinfo print.
+DIGEST_NAMES = {
+    "1.2.840.113549.2.5": "md5", "1.3.14.3.2.26": "sha1", "2.16.840.1.101.3.4.2.4": "sha224",
+    "2.16.840.1.101.3.4.2.1": "sha256", "2.16.840.1.101.3.4.2.2": "sha384", "2.16.840.1.101.3.4.2.3": "sha512",
+    "2.16.840.1.101.3.4.2.8": "sha3-256", "2.16.840.1.101.3.4.2.9": "sha3-384",
+    "2.16.840.1.101.3.4.2.10": "sha3-512", "1.2.156.10197.1.401": "sm3",
+}
+SIGNED_DATA = "1.2.840.113549.1.7.2"
+COMMON_NAME = "2.5.4.3"
+
+
 def parse_pkcs7(der: bytes, signed_size: int) -> ModuleSignature:
     """Signer, key id and digest of the first SignerInfo, as kmod's modinfo reports them."""
     try:
-        info = cms.ContentInfo.load(der, strict=True)
-        if info["content_type"].native != "signed_data":
-            raise ValueError(f"content type is {info['content_type'].native}, not signedData")
-        signer_info = info["content"]["signer_infos"][0]
-        sid = signer_info["sid"]
-        if sid.name == "issuer_and_serial_number":
-            issuer = sid.chosen["issuer"].native
-            signer = issuer.get("common_name", "") if isinstance(issuer, dict) else ""
-            serial = sid.chosen["serial_number"].native
-            key_id = serial.to_bytes(max(1, (serial.bit_length() + 7) // 8), "big")
+        content_type, content = parse(der).expect(SEQUENCE, "ContentInfo").children()[:2]
+        if oid_text(content_type) != SIGNED_DATA:
+            raise DerError(f"content type {oid_text(content_type)} is not signedData")
+        signed_data = content.expect(CONTEXT_0, "content").children()[0].expect(SEQUENCE, "SignedData")
+        signer_infos = signed_data.children()[-1].expect(SET, "signerInfos").children()
+        if not signer_infos:
+            raise DerError("no SignerInfo")
+        _version, sid, digest_algorithm = signer_infos[0].expect(SEQUENCE, "SignerInfo").children()[:3]
+        if sid.tag == SEQUENCE:  # issuerAndSerialNumber
+            issuer, serial = sid.children()
+            signer = _common_name(issuer.expect(SEQUENCE, "issuer"))
+            key_id = serial.expect(INTEGER, "serialNumber").content.lstrip(b"\0") or b"\0"
+        elif sid.tag == CONTEXT_0_PRIMITIVE:  # subjectKeyIdentifier
+            signer, key_id = "", sid.content
         else:
-            signer, key_id = "", bytes(sid.chosen.native)
-        hash_algorithm = signer_info["digest_algorithm"]["algorithm"].native
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return _defective(f"EBADMSG: unparseable PKCS#7 message ({reason})", len(der), signed_size)
+            raise DerError(f"unknown signer identifier tag 0x{sid.tag:02x}")
+        digest_oid = oid_text(digest_algorithm.expect(SEQUENCE, "digestAlgorithm").children()[0])
+        hash_algorithm = DIGEST_NAMES.get(digest_oid, digest_oid)
+    except (DerError, ValueError, IndexError) as error:
+        return _defective(f"EBADMSG: unparseable PKCS#7 message ({error})", len(der), signed_size)
     return ModuleSignature("PKCS#7", hash_algorithm, signer, ":".join(f"{b:02X}" for b in key_id),
                            len(der), signed_size)
+
+
+def _common_name(name) -> str:
+    for relative_name in name.children():
+        for attribute in relative_name.expect(SET, "RelativeDistinguishedName").children():
+            kind, value = attribute.expect(SEQUENCE, "AttributeTypeAndValue").children()[:2]
+            if oid_text(kind) == COMMON_NAME:
+                return string_value(value)
+    return ""
