@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from kabigate.kernels import load_kernel
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,6 +35,14 @@ class TestData:
 
     def driver_dir(self, driver: str, built_for: str) -> Path:
         return self.root / self.manifest["drivers"][driver][built_for]["dir"]
+
+
+@pytest.fixture(scope="session")
+def vmlinux_only(testdata):
+    """6.1.0-47-amd64 as insmod sees it in a fresh boot: only vmlinux's exports, until modules
+    are loaded by hand (the qemu tests insmod without modprobe)."""
+    kernel = load_kernel([str(testdata.kernel_root("6.1.0-47-amd64"))])
+    return dataclasses.replace(kernel, exports={n: e for n, e in kernel.exports.items() if e.owner == "vmlinux"})
 
 
 @pytest.fixture(scope="session")

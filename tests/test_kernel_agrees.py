@@ -3,7 +3,6 @@ modules, and check that kabigate's verdicts and reasons are the kernel's."""
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 from pathlib import Path
 
@@ -17,13 +16,6 @@ from kabigate.rules import check_modules
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]
 KERNEL, NEWER = "6.1.0-47-amd64", "6.1.0-56-amd64"
-
-
-@pytest.fixture(scope="module")
-def vmlinux_only(testdata):
-    """The kernel as insmod sees it: only vmlinux's exports, until modules are loaded by hand."""
-    kernel = load_kernel([str(testdata.kernel_root(KERNEL))])
-    return dataclasses.replace(kernel, exports={n: e for n, e in kernel.exports.items() if e.owner == "vmlinux"})
 
 
 def without_version_record(module: Path, symbol: str, target: Path) -> Path:

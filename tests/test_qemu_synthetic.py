@@ -3,7 +3,6 @@ each of tests/synthetic's modules and check kabigate's verdicts, errnos and mess
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 
 import pytest
@@ -18,17 +17,10 @@ pytestmark = [pytest.mark.realdata, pytest.mark.qemu]
 # One boot, insmod in this order; provider before consumer as modprobe would. The kernel
 # prints each taint once per boot, for the first module that causes it.
 BOOT = ("plain", "proprietary_ok", "proprietary_gpl", "ns_ok", "ns_missing", "weak_missing",
-        "unknown_symbol", "dup_export", "no_versions", "provider", "consumer")
+        "unknown_symbol", "dup_export", "no_versions", "provider", "consumer", "prop_provider", "gpl_user")
 # The errno insmod fails with, for the first reason kabigate gives.
 ERRNO = {"missing-symbol": errno.ENOENT, "gpl-only": errno.ENOENT, "namespace-not-imported": errno.EINVAL,
          "crc-mismatch": errno.EINVAL, "duplicate-export": errno.ENOEXEC, "no-versions": errno.ENOEXEC}
-
-
-@pytest.fixture(scope="module")
-def vmlinux_only(testdata):
-    """The kernel as insmod sees it: only vmlinux's exports, until modules are loaded by hand."""
-    kernel = load_kernel([str(testdata.kernel_root(TEST_KERNEL))])
-    return dataclasses.replace(kernel, exports={n: e for n, e in kernel.exports.items() if e.owner == "vmlinux"})
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +65,6 @@ def test_proprietary_taint_message_is_the_kernels(booted):
     assert f"proprietary_ok: {taint.message}" in own_messages(result, "proprietary_ok")
 
 
-@pytest.mark.xfail(strict=True, reason="kabigate bug: says '(owned by vmlinux)', "
-                                       "the kernel's module_name(NULL) is 'kernel'")
 def test_duplicate_export_message_is_the_kernels(booted):
     verdict, result = booted["dup_export"]
     assert own_messages(result, "dup_export")[0] == \
@@ -82,8 +72,6 @@ def test_duplicate_export_message_is_the_kernels(booted):
     assert own_messages(result, "dup_export")[0] == f"dup_export: {verdict.reasons[0].message}"
 
 
-@pytest.mark.xfail(strict=True, reason="kabigate bug: try_to_force_load() prints "
-                                       "'<module>: <symbol>: kernel tainted.', kabigate words it differently")
 def test_forced_load_message_is_the_kernels(booted):
     verdict, result = booted["no_versions"]
     assert own_messages(result, "no_versions") == ["no_versions: module_layout: kernel tainted."]

@@ -169,6 +169,15 @@ def test_consumer_of_a_rebuilt_incompatible_provider_is_crc_mismatch(synthetic_m
     assert (reason.module_crc, reason.kernel_crc) == (consumer_crc, provider_v2_crc)
 
 
+def test_gpl_only_user_cannot_use_a_proprietary_modules_export(synthetic_modules, kernel):
+    provider, user = check(synthetic_modules, "prop_provider", "gpl_user", kernel=kernel)
+    assert provider.reasons == ()
+    # The kernel: "gpl_user: module using GPL-only symbols uses symbols kabigate_prop_provided
+    # from proprietary module prop_provider." then "Unknown symbol kabigate_prop_provided (err -2)".
+    assert not user.loads
+    assert "kabigate_prop_provided" in {reason.symbol for reason in user.reasons}
+
+
 def test_module_without_versions_is_force_loaded_on_debian(synthetic_modules, kernel):
     assert kernel.config_enabled("CONFIG_MODULE_FORCE_LOAD")
     module = read_module(str(synthetic_modules["no_versions"]))
@@ -198,8 +207,8 @@ EXPECTED = {
 
 
 def test_cli_checks_every_case_at_once(synthetic_modules, testdata):
-    dirs = sorted({str(synthetic_modules[name].parent) for name in EXPECTED})
-    status, report = run_check("-k", str(testdata.kernel_root(TEST_KERNEL)), *dirs)
+    status, report = run_check("-k", str(testdata.kernel_root(TEST_KERNEL)),
+                               *(str(synthetic_modules[name]) for name in EXPECTED))
     assert status == 1
     assert report["kernel"]["release"] == TEST_KERNEL
     assert report["kernel"]["modversions"] is True
@@ -234,3 +243,10 @@ def test_cli_module_set_loads_exit_zero(synthetic_modules, testdata):
                                str(synthetic_modules["provider"]), str(synthetic_modules["consumer"]))
     assert status == 0
     assert [(m["name"], m["verdict"]) for m in report["modules"]] == [("provider", "loads"), ("consumer", "loads")]
+
+
+def test_a_second_module_of_the_same_name_is_already_loaded(synthetic_modules, kernel):
+    first, second = check_modules([read_module(str(synthetic_modules[name])) for name in ("provider", "provider_v2")],
+                                  kernel)
+    assert first.loads
+    assert second.reasons[0].code == "already-loaded"

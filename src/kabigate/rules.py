@@ -41,8 +41,14 @@ def check_modules(modules: list[Module], kernel: Kernel, options: LoadOptions = 
     """
     providers = _providers(modules, kernel)
     results = []
+    first_of_name: dict[str, Module] = {}
     for module in modules:
         reasons, warnings, uses = _check_one(module, kernel, providers, options)
+        # add_unformed_module(): a module of the same name is already loaded.
+        earlier = first_of_name.setdefault(module.name, module)
+        if earlier is not module:
+            reasons.insert(0, Reason("already-loaded", f"a module named {module.name} ({earlier.path}) is "
+                                                       "loaded before it: File exists"))
         results.append((module, reasons, warnings, uses))
     _propagate_failures(results)
     return [Verdict(module, tuple(reasons), tuple(warnings)) for module, reasons, warnings, _ in results]
@@ -123,9 +129,10 @@ def _check_signature(module: Module, kernel: Kernel, options: LoadOptions, reaso
 
 
 def _try_to_force_load(what: str, force_load: bool, code: str, message: str, reasons, warnings) -> None:
-    """try_to_force_load(): CONFIG_MODULE_FORCE_LOAD turns some refusals into a taint."""
+    """try_to_force_load(): CONFIG_MODULE_FORCE_LOAD turns some refusals into a taint; the
+    kernel prints "<module>: <what>: kernel tainted." """
     if force_load:
-        warnings.append(Reason("taint-forced", f"{what}: kernel tainted (CONFIG_MODULE_FORCE_LOAD)"))
+        warnings.append(Reason("taint-forced", f"{what}: kernel tainted."))
     else:
         reasons.append(Reason(code, message))
 
@@ -133,7 +140,7 @@ def _try_to_force_load(what: str, force_load: bool, code: str, message: str, rea
 def _check_modstruct_version(module: Module, kernel: Kernel, force_load: bool, reasons, warnings) -> None:
     """check_modstruct_version() -> check_version(module_layout)."""
     if module.versions is None:
-        _try_to_force_load("no versions for imported symbols", force_load, "no-versions",
+        _try_to_force_load(MODULE_LAYOUT, force_load, "no-versions",
                            "module has no __versions section but the kernel has CONFIG_MODVERSIONS: "
                            "Exec format error", reasons, warnings)
         return
@@ -191,7 +198,8 @@ def _check_export_symbol_versions(module: Module, force_load: bool, reasons, war
 def _simplify_symbols(module: Module, kernel: Kernel, providers: dict[str, _Provider], modversions: bool,
                       reasons, warnings, uses) -> None:
     """simplify_symbols() -> resolve_symbol() for every undefined symbol, in symbol table order."""
-    gpl_ok = is_gpl_compatible(module.license)
+    proprietary = not is_gpl_compatible(module.license)  # TAINT_PROPRIETARY_MODULE, may be inherited below
+    using_gpl_only = False
     ignored = IGNORED_UNDEFINED.get(module.machine, set())
     allow_missing_ns = kernel.config_enabled("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS") is True
     imported_namespaces = set(module.imported_namespaces)
@@ -202,7 +210,7 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: dict[str, _Prov
             continue
         provider = providers.get(symbol.name)
         # find_symbol() with fsa.gplok false skips GPL-only exports: "not found".
-        hidden_gpl = provider is not None and provider.export.gpl_only and not gpl_ok
+        hidden_gpl = provider is not None and provider.export.gpl_only and proprietary
         if provider is None or hidden_gpl:
             if symbol.weak or symbol.name in ignored:
                 continue
@@ -215,6 +223,20 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: dict[str, _Prov
                                       crcs.get(symbol.name)))
             continue
         export = provider.export
+        using_gpl_only = using_gpl_only or export.gpl_only
+        # inherit_taint(): symbols of a proprietary module of the set taint their user, and are
+        # refused to a module that already uses GPL-only symbols. (A set module's own inherited
+        # taint is not followed further.)
+        owner = provider.module
+        if owner is not None and owner is not module and not is_gpl_compatible(owner.license):
+            if using_gpl_only:
+                reasons.append(Reason("gpl-only", f"module using GPL-only symbols uses symbols {symbol.name} "
+                                                  f"from proprietary module {owner.name}.", symbol.name))
+                continue
+            if not proprietary:
+                warnings.append(Reason("taint-proprietary", f"module uses symbols {symbol.name} from proprietary "
+                                                            f"module {owner.name}, inheriting taint.", symbol.name))
+                proprietary = True
         if modversions and export.crc is not None and module.versions is not None:
             # check_version(). Upstream only warns about a missing record ("broken toolchain"),
             # but Debian's 6.1.170 kernel refuses the module ("no symbol version for X" then
@@ -247,9 +269,15 @@ def _verify_exported_symbols(module: Module, providers: dict[str, _Provider], re
         provider = providers.get(export.name)
         if provider is None or provider.module is module:
             continue
-        owner = provider.module.name if provider.module is not None else provider.export.owner
+        # module_name(NULL) is "kernel"; an in-tree module exports under its name.
+        owner = provider.module.name if provider.module is not None else _module_name(provider.export.owner)
         reasons.append(Reason("duplicate-export", f"exports duplicate symbol {export.name} (owned by {owner})",
                               export.name, export.crc, provider.export.crc))
+
+
+def _module_name(owner: str) -> str:
+    """Module.symvers names the owner by path ("drivers/media/mc/mc"), the kernel by name."""
+    return "kernel" if owner == "vmlinux" else owner.rsplit("/", 1)[-1].replace("-", "_")
 
 
 def _propagate_failures(results) -> None:

@@ -20,7 +20,8 @@ SOURCES = Path(__file__).resolve().parent
 TEST_KERNEL = "6.1.0-47-amd64"  # what the tests build against (the synthetic_modules fixture)
 # KABIGATE_SET (see Kbuild) -> the modules it builds
 SETS = {
-    "accepted": ("plain", "proprietary_ok", "ns_ok", "weak_missing", "provider", "consumer", "no_versions"),
+    "accepted": ("plain", "proprietary_ok", "ns_ok", "weak_missing", "provider", "consumer", "no_versions",
+                 "prop_provider", "gpl_user"),
     "refused": ("proprietary_gpl", "ns_missing", "dup_export", "unknown_symbol"),
     "provider_v2": ("provider",),
 }
