@@ -10,7 +10,6 @@ from realkernel import insmod_in_qemu, qemu_available
 from synthetic.build import TEST_KERNEL
 
 from kabigate.formats.module import read_module
-from kabigate.kernels import load_kernel
 from kabigate.rules import check_modules
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]

@@ -1,88 +1,18 @@
-"""Command line: `kabigate inspect | check | diff`.
-
-Exit status: 0 all fine, 1 an incompatibility was found, 2 usage or input error.
-Reports go to stdout (text, or JSON with --json); progress and errors go to stderr.
-"""
+"""`kabigate inspect | check | diff`: what modules need, whether they load, how kernels differ."""
 
 from __future__ import annotations
 
-import json
 import sys
-from contextlib import contextmanager
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from kabigate import __version__
 from kabigate.analysis import diff_kernels, stablelist_coverage
-from kabigate.errors import InputError
-from kabigate.formats.stablelist import Stablelist, parse_stablelist
+from kabigate.cli import (EXIT_INCOMPATIBLE, EXIT_OK, cli, crc_text, emit_json, read_modules_with_progress,
+                          out, read_stablelist)
+from kabigate.formats.stablelist import Stablelist
 from kabigate.kernels import load_kernel
 from kabigate.model import Export, Kernel, Module, Reason, Verdict
-from kabigate.modules import find_module_files, read_modules
 from kabigate.rules import LoadOptions, check_modules
-
-EXIT_OK, EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR = 0, 1, 2
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def main() -> None:
-    try:
-        cli.main(prog_name="kabigate", standalone_mode=False)
-    except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
-    except click.ClickException as error:
-        error.show()
-        sys.exit(EXIT_INPUT_ERROR)
-    except click.exceptions.Abort:
-        err.print("kabigate: aborted")
-        sys.exit(EXIT_INPUT_ERROR)
-    except InputError as error:
-        err.print(f"kabigate: error: {error}", markup=False)
-        sys.exit(EXIT_INPUT_ERROR)
-    except BrokenPipeError:
-        sys.exit(EXIT_OK)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="kabigate")
-def cli() -> None:
-    """Will this kernel module load on that kernel, and if not, why?"""
-
-
-@contextmanager
-def _progress(description: str, total: int):
-    """A progress bar on stderr, shown only when stderr is a terminal."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda: progress.advance(task)
-
-
-def _read_modules(paths: list[str]) -> list[Module]:
-    with _progress("reading modules", len(find_module_files(paths))) as advance:
-        return read_modules(paths, advance)
-
-
-def _read_stablelist(path: str | None) -> Stablelist | None:
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as file:
-            return parse_stablelist(file.read(), path)
-    except OSError as error:
-        raise InputError(f"{path}: {error.strerror}") from None
-
-
-def _crc(value: int | None) -> str | None:
-    return None if value is None else f"0x{value:08x}"
-
-
-def _emit_json(document: dict) -> None:
-    sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 
 # -- inspect --------------------------------------------------------------------------------
@@ -92,9 +22,9 @@ def _emit_json(document: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 def inspect(modules: tuple[str, ...], as_json: bool) -> None:
     """What a module needs (imports, CRCs, namespaces) and provides (exports)."""
-    parsed = _read_modules(list(modules))
+    parsed = read_modules_with_progress(list(modules))
     if as_json:
-        _emit_json({"modules": [_module_json(m) for m in parsed]})
+        emit_json({"modules": [_module_json(m) for m in parsed]})
         return
     for module in parsed:
         _print_module(module)
@@ -113,9 +43,9 @@ def _module_json(module: Module) -> dict:
         "import_ns": module.imported_namespaces,
         "intree": module.info("intree") is not None,
         "modinfo": [[key, value] for key, value in module.modinfo],
-        "versions": None if module.versions is None else [{"symbol": v.name, "crc": _crc(v.crc)}
+        "versions": None if module.versions is None else [{"symbol": v.name, "crc": crc_text(v.crc)}
                                                           for v in module.versions],
-        "imports": [{"symbol": i.name, "weak": i.weak, "crc": _crc(_version_crc(module, i.name))}
+        "imports": [{"symbol": i.name, "weak": i.weak, "crc": crc_text(_version_crc(module, i.name))}
                     for i in module.imports],
         "exports": [_export_json(e) for e in module.exports],
         "signature": None if signature is None else {
@@ -130,7 +60,7 @@ def _version_crc(module: Module, symbol: str) -> int | None:
 
 
 def _export_json(export: Export) -> dict:
-    return {"symbol": export.name, "crc": _crc(export.crc), "type": export.export_type,
+    return {"symbol": export.name, "crc": crc_text(export.crc), "type": export.export_type,
             "gpl_only": export.gpl_only, "namespace": export.namespace, "owner": export.owner}
 
 
@@ -149,12 +79,12 @@ def _print_module(module: Module) -> None:
         out.print(f"  {key:<11} {value}", markup=False)
     out.print(f"  imports     {len(module.imports)}", markup=False)
     for symbol in module.imports:
-        crc = _crc(_version_crc(module, symbol.name)) or "(no crc)"
+        crc = crc_text(_version_crc(module, symbol.name)) or "(no crc)"
         out.print(f"    {crc:<10}  {symbol.name}{'  (weak)' if symbol.weak else ''}", markup=False)
     out.print(f"  exports     {len(module.exports)}", markup=False)
     for export in module.exports:
         namespace = f"  ns {export.namespace}" if export.namespace else ""
-        out.print(f"    {_crc(export.crc) or '(no crc)':<10}  {export.name}  {export.export_type}{namespace}",
+        out.print(f"    {crc_text(export.crc) or '(no crc)':<10}  {export.name}  {export.export_type}{namespace}",
                   markup=False)
     out.print()
 
@@ -174,13 +104,13 @@ def _print_module(module: Module) -> None:
 def check(kernel_paths, vermagic, stablelist_path, require_signature, as_json, modules) -> None:
     """Will these modules, installed together, load on KERNEL? Exit 1 if any does not."""
     kernel = load_kernel(list(kernel_paths), vermagic)
-    stablelist = _read_stablelist(stablelist_path)
-    parsed = _read_modules(list(modules))
+    stablelist = read_stablelist(stablelist_path)
+    parsed = read_modules_with_progress(list(modules))
     verdicts = check_modules(parsed, kernel, LoadOptions(require_signature=require_signature))
     set_exports = {e.name for m in parsed for e in m.exports}
     reports = [_verdict_json(v, set_exports, stablelist) for v in verdicts]
     if as_json:
-        _emit_json({"kernel": _kernel_json(kernel), "modules": reports})
+        emit_json({"kernel": _kernel_json(kernel), "modules": reports})
     else:
         _print_check(kernel, verdicts, reports)
     sys.exit(EXIT_OK if all(v.loads for v in verdicts) else EXIT_INCOMPATIBLE)
@@ -192,8 +122,8 @@ def _kernel_json(kernel: Kernel) -> dict:
 
 
 def _reason_json(reason: Reason) -> dict:
-    return {"code": reason.code, "symbol": reason.symbol, "module_crc": _crc(reason.module_crc),
-            "kernel_crc": _crc(reason.kernel_crc), "message": reason.message}
+    return {"code": reason.code, "symbol": reason.symbol, "module_crc": crc_text(reason.module_crc),
+            "kernel_crc": crc_text(reason.kernel_crc), "message": reason.message}
 
 
 def _verdict_json(verdict: Verdict, set_exports: set[str], stablelist: Stablelist | None) -> dict:
@@ -232,7 +162,7 @@ def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict]) -
 def _describe(reason: Reason) -> str:
     crcs = ""
     if reason.module_crc is not None or reason.kernel_crc is not None:
-        crcs = f" (module {_crc(reason.module_crc) or '-'}, kernel {_crc(reason.kernel_crc) or '-'})"
+        crcs = f" (module {crc_text(reason.module_crc) or '-'}, kernel {crc_text(reason.kernel_crc) or '-'})"
     return f"{reason.code}: {reason.message}{crcs}"
 
 
@@ -248,14 +178,14 @@ def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, as_json:
     """Exports added, removed or changed from KERNEL_A to KERNEL_B. Exit 1 if the ABI broke
     (with --stablelist: if a listed symbol broke)."""
     old, new = load_kernel([old_kernel]), load_kernel([new_kernel])
-    stablelist = _read_stablelist(stablelist_path)
+    stablelist = read_stablelist(stablelist_path)
     result = diff_kernels(old, new, stablelist)
     sections = {"added": result.added, "removed": result.removed, "crc_changed": result.crc_changed,
                 "became_gpl_only": result.became_gpl_only, "namespace_changed": result.namespace_changed}
     if stablelist is not None:
         sections["stablelist_violations"] = result.stablelist_violations
     if as_json:
-        _emit_json({"old": _kernel_json(old), "new": _kernel_json(new),
+        emit_json({"old": _kernel_json(old), "new": _kernel_json(new),
                     **{key: [_change_json(c) for c in changes] for key, changes in sections.items()}})
     else:
         out.print(f"{old.release} -> {new.release}: {len(old.exports)} -> {len(new.exports)} exports", markup=False)
@@ -277,10 +207,10 @@ def _change_json(change) -> dict:
 def _describe_change(change) -> str:
     old, new = change.old, change.new
     if new is None:
-        return f"{change.name}  removed (was {_crc(old.crc)} {old.export_type} from {old.owner})"
+        return f"{change.name}  removed (was {crc_text(old.crc)} {old.export_type} from {old.owner})"
     parts = []
     if old.crc != new.crc:
-        parts.append(f"crc {_crc(old.crc)} -> {_crc(new.crc)}")
+        parts.append(f"crc {crc_text(old.crc)} -> {crc_text(new.crc)}")
     if old.export_type != new.export_type:
         parts.append(f"{old.export_type} -> {new.export_type}")
     if old.namespace != new.namespace:

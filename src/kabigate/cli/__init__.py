@@ -1,0 +1,92 @@
+"""Command line: the `kabigate` group, shared output helpers, and `main()`.
+
+Each area registers its commands from its own module (abi: inspect, check, diff).
+
+Exit status: 0 all fine, 1 an incompatibility was found, 2 usage or input error.
+Reports go to stdout (text, or JSON with --json); progress and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from kabigate import __version__
+from kabigate.errors import InputError
+from kabigate.formats.stablelist import Stablelist, parse_stablelist
+from kabigate.model import Module
+from kabigate.modules import find_module_files, read_modules
+
+EXIT_OK, EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR = 0, 1, 2
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="kabigate", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(EXIT_INPUT_ERROR)
+    except click.exceptions.Abort:
+        err.print("kabigate: aborted")
+        sys.exit(EXIT_INPUT_ERROR)
+    except InputError as error:
+        err.print(f"kabigate: error: {error}", markup=False)
+        sys.exit(EXIT_INPUT_ERROR)
+    except BrokenPipeError:
+        sys.exit(EXIT_OK)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kabigate")
+def cli() -> None:
+    """Will this kernel module load on that kernel, and if not, why?"""
+
+
+@contextmanager
+def progress(description: str, total: int):
+    """A progress bar on stderr, shown only when stderr is a terminal."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)
+
+
+def read_modules_with_progress(paths: list[str]) -> list[Module]:
+    with progress("reading modules", len(find_module_files(paths))) as advance:
+        return read_modules(paths, advance)
+
+
+def read_stablelist(path: str | None) -> Stablelist | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as file:
+            return parse_stablelist(file.read(), path)
+    except OSError as error:
+        raise InputError(f"{path}: {error.strerror}") from None
+
+
+def crc_text(value: int | None) -> str | None:
+    return None if value is None else f"0x{value:08x}"
+
+
+def emit_json(document: dict) -> None:
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+def _register_commands() -> None:
+    # Imported for their @cli.command() side effect; here, after `cli` exists.
+    from kabigate.cli import abi  # noqa: F401
+
+
+_register_commands()
