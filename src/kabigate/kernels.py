@@ -1,5 +1,7 @@
 """Build a Kernel from what a user points at: a symvers file, a headers/build tree,
-an installed module tree (/lib/modules/<kver>), or an extracted package root.
+an installed module tree (/lib/modules/<kver>), an extracted package root, or kernel packages
+(RPM or deb files or URLs: kernel-core, kernel-modules, kernel-devel, linux-image, linux-headers),
+read without unpacking them (packages.PackageTree gives them the same tree shape).
 
 Several paths may describe one kernel (e.g. Debian's linux-image tree for the vermagic
 plus linux-headers for Module.symvers); they are merged and must agree.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from kabigate.errors import InputError
@@ -18,6 +21,7 @@ from kabigate.formats.module import read_module
 from kabigate.formats.symvers import looks_like_symvers, parse_symvers
 from kabigate.model import Export, Kernel
 from kabigate.modules import MODULE_SUFFIXES
+from kabigate.packages import PackagePath, PackageTree, exports_from_provides, is_package_file, is_url
 
 SYMVERS_NAMES = ("Module.symvers", "symvers.gz", "symvers.xz", "symvers.zst", "symvers")
 # Debian's include/config/kernel.release holds the upstream version; utsrelease.h has the real one.
@@ -38,8 +42,13 @@ class _Facts:
         self.headers_dir: Path | None = None
 
 
-def load_kernel(paths: list[str], vermagic: str | None = None) -> Kernel:
-    facts = [_facts_of(Path(p)) for p in paths]
+def load_kernel(paths: list[str], vermagic: str | None = None,
+                advance: Callable[[], None] = lambda: None) -> Kernel:
+    """`advance` is called once per package read (progress bars)."""
+    package_paths = [p for p in paths if is_url(p) or is_package_file(p)]
+    facts = [_facts_of(Path(p)) for p in paths if p not in package_paths]
+    if package_paths:
+        facts.append(_facts_of_packages(package_paths, advance))
     kernel = Kernel(release=None, vermagic=None, machine=None, exports={}, config={}, sources=[])
     for fact in facts:
         kernel.sources.append(fact.source)
@@ -137,6 +146,7 @@ def _facts_of_module_tree(path: Path, root: Path | None) -> _Facts:
         headers = _facts_of_headers(build)
         facts.exports, facts.headers_dir = headers.exports, build
         facts.config = headers.config
+        facts.machine = facts.machine or headers.machine
     for config in (path / "config", boot / f"config-{path.name}"):
         if config.is_file():
             facts.config = parse_kconfig(_read(config).decode("utf-8", "replace"), str(config))
@@ -164,10 +174,30 @@ def _facts_of_root(root: Path, release: str) -> _Facts:
     return facts
 
 
+def _facts_of_packages(paths: list[str], advance: Callable[[], None]) -> _Facts:
+    """Several packages of one kernel, read together as the tree installing them would make."""
+    tree = PackageTree.of(paths, advance)
+    root = PackagePath(tree)
+    release = _single_kernel_in_root(root)
+    if release is None:
+        raise InputError(f"{tree.label}: no kernel in these packages (no /lib/modules/<kver>, "
+                         "/usr/src/kernels/<kver> or /usr/src/linux-headers-<kver>)")
+    facts = _facts_of_root(root, release)
+    if facts.exports is None:
+        # RHEL kernel RPMs Provide kernel(sym) = 0x<crc> for their exports (find-provides.ksyms).
+        provided = {}
+        for package in tree.packages:
+            provided.update(exports_from_provides(package.provides, "vmlinux"))
+        facts.exports = provided or None
+    return facts
+
+
 def _single_kernel_in_root(path: Path) -> str | None:
     releases = set()
     if (path / "lib" / "modules").is_dir():
-        releases |= {p.name for p in (path / "lib" / "modules").iterdir() if p.is_dir()}
+        # kabi-*: kernel-abi-stablelists' /lib/modules/kabi-rhel90/, not a kernel.
+        releases |= {p.name for p in (path / "lib" / "modules").iterdir()
+                     if p.is_dir() and not p.name.startswith("kabi-")}
     for headers_parent, prefix in ((path / "usr" / "src", "linux-headers-"), (path / "usr" / "src" / "kernels", "")):
         if headers_parent.is_dir():
             releases |= {p.name[len(prefix):] for p in headers_parent.iterdir()
@@ -182,7 +212,7 @@ def _resolve_link(link: Path, root: Path | None) -> Path | None:
     """Follow a symlink inside an extracted tree: absolute targets are taken relative to `root`."""
     if not link.is_symlink():
         return link if link.is_dir() else None
-    target = Path(os.readlink(link))
+    target = link.readlink()
     if target.is_absolute():
         if root is None:
             return target if target.is_dir() else None
@@ -196,6 +226,8 @@ def _first_in_tree_module(path: Path):
     kernel_dir = path / "kernel"
     if not kernel_dir.is_dir():
         return None
+    if isinstance(kernel_dir, PackagePath):
+        return kernel_dir.first_module()
     for directory, _dirs, files in os.walk(kernel_dir):
         for name in sorted(files):
             if name.endswith(MODULE_SUFFIXES):
@@ -210,7 +242,7 @@ def _vermagic_from_headers(facts: _Facts, kernel: Kernel) -> str | None:
     release = kernel.release or facts.release
     if not config or not release or _machine_from_config(config) != "x86_64":
         return None
-    on = lambda option: config.get(option) == "y"  # noqa: E731
+    on = lambda option: config.get(option) == "y"
     parts = [release + " "]
     parts.append("SMP " if on("CONFIG_SMP") else "")
     # PREEMPT_BUILD is the 5.16+ name; older kernels tested CONFIG_PREEMPT, which implies it.

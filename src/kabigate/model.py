@@ -56,6 +56,35 @@ class ModuleSignature:
 
 
 @dataclass(frozen=True, slots=True)
+class SignatureCheck:
+    """A module's signature verified against a set of trusted keys (mod_verify_sig())."""
+
+    # "ok", or the kernel's error: ENODATA (unsigned), ENOPKG (unsupported crypto), ENOKEY (no
+    # trusted key matches) are fatal only when signatures are enforced; EBADMSG, EKEYREJECTED
+    # (does not verify), EINVAL always are.
+    result: str
+    message: str
+    signer: str = ""
+    key_id: str = ""
+    hash_algorithm: str = ""
+    trusted_by: str | None = None  # subject of the trusted certificate that verified it
+
+
+@dataclass(frozen=True, slots=True)
+class PackageOrigin:
+    """The package (RPM or deb, a file or a repository's URL) a module was read from."""
+
+    package: str  # path or URL of the package file
+    name: str
+    version: str  # version-release (RPM) or the deb's Version
+    arch: str
+    format: str  # "rpm" or "deb"
+    # ELRepo kmods ship /usr/share/doc/kmod-*/greylist.txt: the symbols they use that are not
+    # on the distribution's kABI stablelist. None when the package has none.
+    greylist: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Module:
     path: str
     machine: str  # e.g. "x86_64", "aarch64", "ppc64le", "s390x"
@@ -65,6 +94,7 @@ class Module:
     exports: tuple[Export, ...]
     signature: ModuleSignature | None
     compression: str | None = None
+    origin: PackageOrigin | None = None  # set when the module was read from a package
 
     def info(self, key: str) -> str | None:
         """First value of a .modinfo key, as the kernel's get_modinfo() returns it."""

@@ -1,46 +1,99 @@
-"""Finding and reading the modules a user names: files, or directories searched recursively."""
+"""Finding and reading the modules a user names: module files, directories searched recursively,
+packages (.rpm, .deb, as files or http(s) URLs), folders of packages, yum/dnf repositories."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from kabigate.errors import InputError
 from kabigate.formats.module import read_module
 from kabigate.model import Module
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+PACKAGE_SUFFIXES = (".rpm", ".deb")
+
+
+@dataclass
+class _Inputs:
+    files: list[str]  # loose module files
+    packages: list  # packages.PackageSource
 
 
 def find_module_files(paths: list[str]) -> list[str]:
-    """Files given explicitly are taken as modules whatever their name; directories are
-    searched for *.ko[.xz|.zst|.gz], in a stable (sorted) order."""
-    found = []
+    """Loose module files: files given explicitly are taken as modules whatever their name (unless
+    they are packages); directories are searched for *.ko[.xz|.zst|.gz], in a stable (sorted) order."""
+    return _inputs(paths).files
+
+
+def _inputs(paths: list[str]) -> _Inputs:
+    from kabigate.packages import is_url, package_sources
+
+    inputs = _Inputs([], [])
     for path in paths:
-        if os.path.isdir(path):
-            found.extend(sorted(_walk_modules(path)))
-        elif os.path.isfile(path):
-            found.append(path)
-        else:
+        if not is_url(path) and not os.path.exists(path):
             raise InputError(f"{path}: no such file or directory")
-    return found
+        sources = package_sources(path)
+        if sources is not None:
+            inputs.packages.extend(sources)
+        elif os.path.isdir(path):
+            for found in sorted(_walk(path)):
+                if found.endswith(PACKAGE_SUFFIXES):
+                    inputs.packages.extend(package_sources(found) or [])
+                else:
+                    inputs.files.append(found)
+        else:
+            inputs.files.append(path)
+    return inputs
 
 
-def _walk_modules(top: str) -> Iterator[str]:
+def _walk(top: str) -> Iterator[str]:
     for directory, dirs, files in os.walk(top):
         dirs.sort()
         for name in files:
-            if name.endswith(MODULE_SUFFIXES):
+            if name.endswith(MODULE_SUFFIXES + PACKAGE_SUFFIXES):
                 yield os.path.join(directory, name)
 
 
-def read_modules(paths: list[str], advance: Callable[[], None] = lambda: None) -> list[Module]:
-    """Every module under `paths`; `advance` is called once per module read (progress bars)."""
-    files = find_module_files(paths)
-    if not files:
-        raise InputError(f"{', '.join(paths)}: no kernel modules (*.ko, *.ko.xz, *.ko.zst, *.ko.gz) found")
+def count_modules(paths: list[str]) -> int:
+    """Work units for a progress bar: one per loose module, one per module a package file lists
+    (RPM header file list, deb md5sums), one per package of a repository (read whole)."""
+    from kabigate.packages import Package, module_count
+
+    inputs = _inputs(paths)
+    total = len(inputs.files)
+    for source in inputs.packages:
+        if source.repository is not None or source.location.startswith(("http://", "https://")):
+            total += 1
+            continue
+        package = Package(source.location)
+        total += module_count(package) or 1
+        package.close()
+    return total
+
+
+def read_modules(paths: list[str], advance: Callable[..., None] = lambda *_: None) -> list[Module]:
+    """Every module under `paths`; `advance` is called as modules are read (progress bars)."""
+    from kabigate.packages import modules_of_package
+
+    inputs = _inputs(paths)
+    if not inputs.files and not inputs.packages:
+        raise InputError(f"{', '.join(paths)}: no kernel modules (*.ko, *.ko.xz, *.ko.zst, *.ko.gz) "
+                         "or packages (*.rpm, *.deb) found")
     modules = []
-    for path in files:
+    for path in inputs.files:
         modules.append(read_module(path))
         advance()
+    for source in inputs.packages:
+        whole = source.repository is not None or source.location.startswith(("http://", "https://"))
+        package = source.open()
+        try:
+            modules.extend(modules_of_package(package, (lambda: None) if whole else advance))
+        finally:
+            package.close()
+        if whole:
+            advance()
+    if not modules:
+        raise InputError(f"{', '.join(paths)}: no kernel modules in the packages given")
     return modules

@@ -8,9 +8,10 @@ goes on after a failure, to report every problem at once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kabigate.model import Export, Kernel, Module, Reason, Verdict
+from kabigate.model import Export, Kernel, Module, Reason, SignatureCheck, Verdict
 
 # license_is_gpl_compatible(), include/linux/license.h
 GPL_COMPATIBLE_LICENSES = frozenset({
@@ -31,6 +32,9 @@ class LoadOptions:
     """How the module is loaded, beyond what the kernel's config says."""
 
     require_signature: bool = False  # module.sig_enforce=1 / CONFIG_MODULE_SIG_FORCE / lockdown
+    # Module path -> its signature verified against the kernel's trusted keys (signing.verify_module);
+    # None: no trusted keys given, a well-formed signature is taken as verifying.
+    signature_checks: Mapping[str, SignatureCheck] | None = None
 
 
 def check_modules(modules: list[Module], kernel: Kernel, options: LoadOptions = LoadOptions()) -> list[Verdict]:
@@ -110,22 +114,29 @@ def _check_one(module: Module, kernel: Kernel, providers: dict[str, _Provider], 
 
 def _check_signature(module: Module, kernel: Kernel, options: LoadOptions, reasons, warnings) -> None:
     """module_sig_check(), kernel/module/signing.c. A malformed signature (EBADMSG) is fatal even
-    when signatures are not enforced; unsigned and ENOPKG modules only taint unless enforced.
-    Whether the signature verifies against the kernel's keys is not judged here."""
+    when signatures are not enforced, as is one that a trusted key does not verify (EKEYREJECTED);
+    unsigned (ENODATA), ENOPKG and untrusted (ENOKEY) modules only taint unless enforced."""
     signature = module.signature
+    check = None if options.signature_checks is None else options.signature_checks.get(module.path)
+    if check is not None and check.result not in ("ok", "ENODATA", "ENOPKG", "ENOKEY", "EBADMSG"):
+        reasons.append(Reason("bad-signature", f"{check.message}: Key was rejected by service"))
+        return
     if signature is not None and signature.defect and signature.defect.startswith("EBADMSG"):
         reasons.append(Reason("bad-signature", f"module signature is malformed ({signature.defect}): "
                                                "Bad message"))
         return
-    if signature is not None and not signature.defect:
+    if signature is not None and not signature.defect and (check is None or check.result == "ok"):
         return
     enforced = options.require_signature or kernel.config_enabled("CONFIG_MODULE_SIG_FORCE") is True
-    what = "unsigned module" if signature is None else "module with unsupported crypto"
+    untrusted = check is not None and check.result == "ENOKEY"
+    code = "untrusted-signature" if untrusted else "unsigned"
+    what = ("module with unavailable key" if untrusted else "unsigned module" if signature is None
+            else "module with unsupported crypto")
     if enforced:
-        reasons.append(Reason("unsigned", f"Loading of {what} is rejected"))
+        reasons.append(Reason(code, f"Loading of {what} is rejected"))
     elif kernel.config_enabled("CONFIG_MODULE_SIG") is not False:
-        warnings.append(Reason("unsigned", "module verification failed: signature and/or required key "
-                                           "missing - tainting kernel"))
+        warnings.append(Reason(code, "module verification failed: signature and/or required key "
+                                     "missing - tainting kernel"))
 
 
 def _try_to_force_load(what: str, force_load: bool, code: str, message: str, reasons, warnings) -> None:

@@ -20,7 +20,7 @@ from kabigate import __version__
 from kabigate.errors import InputError
 from kabigate.formats.stablelist import Stablelist, parse_stablelist
 from kabigate.model import Module
-from kabigate.modules import find_module_files, read_modules
+from kabigate.modules import count_modules, read_modules
 
 EXIT_OK, EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR = 0, 1, 2
 
@@ -62,13 +62,17 @@ def progress(description: str, total: int):
 
 
 def read_modules_with_progress(paths: list[str]) -> list[Module]:
-    with progress("reading modules", len(find_module_files(paths))) as advance:
+    with progress("reading modules", count_modules(paths)) as advance:
         return read_modules(paths, advance)
 
 
-def read_stablelist(path: str | None) -> Stablelist | None:
+def read_stablelist(path: str | None, machine: str | None = None) -> Stablelist | None:
+    """A stablelist file, or a kernel-abi-stablelists package (the list of `machine`)."""
     if path is None:
         return None
+    from kabigate.packages import is_package_file, stablelist_bytes_from_package
+    if is_package_file(path):
+        return parse_stablelist(*stablelist_bytes_from_package(path, machine))
     try:
         with open(path, "rb") as file:
             return parse_stablelist(file.read(), path)
@@ -86,7 +90,11 @@ def emit_json(document: dict) -> None:
 
 def _register_commands() -> None:
     # Imported for their @cli.command() side effect; here, after `cli` exists.
-    from kabigate.cli import abi  # noqa: F401
+    from kabigate.cli import (
+        abi,  # noqa: F401
+        packages,  # noqa: F401
+        signing,  # noqa: F401
+    )
 
 
 _register_commands()

@@ -7,13 +7,21 @@ import sys
 import click
 
 from kabigate.analysis import diff_kernels, stablelist_coverage
-from kabigate.cli import (EXIT_INCOMPATIBLE, EXIT_OK, cli, crc_text, emit_json, read_modules_with_progress,
-                          out, read_stablelist)
+from kabigate.cli import (
+    EXIT_INCOMPATIBLE,
+    EXIT_OK,
+    cli,
+    crc_text,
+    emit_json,
+    out,
+    read_modules_with_progress,
+    read_stablelist,
+)
+from kabigate.cli.signing import signature_checks, trust_options
 from kabigate.formats.stablelist import Stablelist
 from kabigate.kernels import load_kernel
 from kabigate.model import Export, Kernel, Module, Reason, Verdict
 from kabigate.rules import LoadOptions, check_modules
-
 
 # -- inspect --------------------------------------------------------------------------------
 
@@ -99,14 +107,16 @@ def _print_module(module: Module) -> None:
 @click.option("--stablelist", "stablelist_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="kABI stablelist: also report which imported symbols are on it.")
 @click.option("--require-signature", is_flag=True, help="Model a kernel that enforces module signatures.")
+@trust_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.argument("modules", nargs=-1, required=True, metavar="MODULE_OR_DIR...")
-def check(kernel_paths, vermagic, stablelist_path, require_signature, as_json, modules) -> None:
+def check(kernel_paths, vermagic, stablelist_path, require_signature, as_json, modules, **trust) -> None:
     """Will these modules, installed together, load on KERNEL? Exit 1 if any does not."""
     kernel = load_kernel(list(kernel_paths), vermagic)
-    stablelist = read_stablelist(stablelist_path)
+    stablelist = read_stablelist(stablelist_path, kernel.machine)
     parsed = read_modules_with_progress(list(modules))
-    verdicts = check_modules(parsed, kernel, LoadOptions(require_signature=require_signature))
+    options = LoadOptions(require_signature=require_signature, signature_checks=signature_checks(parsed, **trust))
+    verdicts = check_modules(parsed, kernel, options)
     set_exports = {e.name for m in parsed for e in m.exports}
     reports = [_verdict_json(v, set_exports, stablelist) for v in verdicts]
     if as_json:
@@ -137,6 +147,9 @@ def _verdict_json(verdict: Verdict, set_exports: set[str], stablelist: Stablelis
     if stablelist is not None:
         on, off = stablelist_coverage(verdict.module, set_exports, stablelist)
         report["stablelist"] = {"source": stablelist.source, "on": on, "off": off}
+        origin = verdict.module.origin
+        if origin is not None and origin.greylist is not None:  # the kmod package's own greylist.txt
+            report["stablelist"]["greylist_missing"] = sorted(set(off) - set(origin.greylist))
     return report
 
 

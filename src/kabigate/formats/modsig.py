@@ -11,8 +11,17 @@ from __future__ import annotations
 
 import struct
 
-from kabigate.formats.der import (CONTEXT_0, CONTEXT_0_PRIMITIVE, INTEGER, SEQUENCE, SET, DerError, oid_text,
-                                  parse, string_value)
+from kabigate.formats.der import (
+    CONTEXT_0,
+    CONTEXT_0_PRIMITIVE,
+    INTEGER,
+    SEQUENCE,
+    SET,
+    DerError,
+    oid_text,
+    parse,
+    string_value,
+)
 from kabigate.model import ModuleSignature
 
 MAGIC = b"~Module signature appended~\n"

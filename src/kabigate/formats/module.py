@@ -14,8 +14,7 @@ import struct
 
 from kabigate.errors import InputError
 from kabigate.formats.compression import compression_of, decompress
-from kabigate.formats.elf import (ET_REL, SHN_ABS, SHN_LORESERVE, SHN_UNDEF, STB_GLOBAL, STB_WEAK,
-                                  ElfFile)
+from kabigate.formats.elf import ET_REL, SHN_ABS, SHN_LORESERVE, SHN_UNDEF, STB_GLOBAL, STB_WEAK, ElfFile
 from kabigate.formats.modsig import split_signature
 from kabigate.model import Export, Import, Module, SymbolVersion
 

@@ -1,0 +1,327 @@
+"""Streaming decompression of package payloads (xz, zstd, gzip, bzip2 or none), with caps.
+
+Package payloads are hostile: the output is capped in total (MAX_PAYLOAD) and in ratio to the
+compressed input (MAX_RATIO), so a small file cannot expand into gigabytes.
+
+xz payloads made with several blocks (dpkg-deb and rpmbuild compress with threads, e.g. 17
+blocks of 24 MiB in Debian's linux-image .deb) are decoded block by block on two threads:
+liblzma releases the GIL, so decoding overlaps with the caller parsing what was already decoded.
+Measured on the 70 MB linux-image-6.1.0-47-amd64-unsigned .deb (410 MB of tar), 2 cores:
+Python's single-threaded lzma stream decoder takes 3.6-4.1 s, libarchive 3.4 s, python-debian
+3.9 s, `dpkg-deb --fsys-tarfile` (multi-threaded liblzma) 2.2-2.9 s; the block-parallel decoder
+here ~2.0 s. Python's lzma has no multi-threaded decoder, hence this one (each block is rewrapped
+as a one-block xz stream, so liblzma still checks every header, size and CRC).
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import lzma
+import struct
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import zstandard
+
+from kabigate.errors import InputError
+
+MAX_PAYLOAD = 16 * 1024**3  # no kernel package comes near; bounds a bomb's run time
+MAX_RATIO = 200  # xz'd kernel modules ratio ~6, Debian's image data.tar 5.8; zeros reach ~7000
+MIN_RATIO_ALLOWANCE = 64 * 1024**2  # tiny payloads may expand more than MAX_RATIO, up to this
+CHUNK = 1 << 20
+
+XZ_MAGIC = b"\xfd7zXZ\x00"
+XZ_FOOTER_MAGIC = b"YZ"
+
+
+def compression_name(head: bytes) -> str | None:
+    head = bytes(head[:6])
+    if head.startswith(XZ_MAGIC):
+        return "xz"
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return "zstd"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"BZh"):
+        return "bzip2"
+    if head.startswith(b"\x5d\x00\x00"):
+        return "lzma"
+    return None
+
+
+def decompressed_chunks(data, what: str, kind: str | None = None) -> Iterator[bytes]:
+    """The decompressed bytes of `data` (bytes, memoryview or mmap slice) in chunks, capped."""
+    kind = kind if kind is not None else compression_name(data)
+    limit = min(MAX_PAYLOAD, max(MIN_RATIO_ALLOWANCE, MAX_RATIO * len(data)))
+    total = 0
+    try:
+        for chunk in _chunks(data, kind, what, limit):
+            total += len(chunk)
+            if total > limit:
+                raise InputError(f"{what}: payload decompresses to more than {limit >> 20} MiB "
+                                 f"({MAX_RATIO}x its compressed size): refusing a likely decompression bomb")
+            yield chunk
+    except (lzma.LZMAError, zlib.error, zstandard.ZstdError, OSError, EOFError, ValueError) as error:
+        raise InputError(f"{what}: corrupt {kind} payload ({error})") from None
+
+
+def _chunks(data, kind: str | None, what: str, limit: int) -> Iterator[bytes]:
+    view = memoryview(data)
+    if kind is None:
+        for start in range(0, len(view), CHUNK):
+            yield bytes(view[start:start + CHUNK])
+        return
+    if kind == "xz":
+        blocks = _xz_blocks(view)
+        if blocks is not None and len(blocks) > 1:
+            yield from _xz_parallel(view, blocks, limit)
+            return
+        decompressor_factory = lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    elif kind == "lzma":
+        decompressor_factory = lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE)
+    elif kind == "gzip":
+        decompressor_factory = lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif kind == "bzip2":
+        decompressor_factory = bz2.BZ2Decompressor
+    elif kind == "zstd":
+        yield from _zstd_chunks(view)
+        return
+    else:
+        raise InputError(f"{what}: unsupported payload compression {kind!r}")
+    yield from _sequential(view, decompressor_factory, kind)
+
+
+def _sequential(view: memoryview, factory, kind: str) -> Iterator[bytes]:
+    """Concatenated streams are read on (the xz, gzip and bzip2 tools write and read them)."""
+    position, end = 0, len(view)
+    while True:
+        decompressor = factory()
+        while not decompressor.eof:
+            if position >= end:
+                raise EOFError("compressed stream is truncated")
+            piece = bytes(view[position:position + CHUNK])
+            position += len(piece)
+            out = decompressor.decompress(piece, CHUNK)
+            if out:
+                yield out
+            while not decompressor.eof and _has_more(decompressor, kind):
+                out = _more(decompressor, kind)
+                if not out:
+                    break
+                yield out
+        position -= len(decompressor.unused_data)
+        while position < end and view[position] == 0:
+            position += 1  # xz stream padding
+        if position >= end:
+            return
+        if compression_name(view[position:position + 6]) != kind:
+            if kind in ("gzip", "bzip2"):
+                return  # trailing garbage after the last stream: the tools ignore it too
+            raise ValueError("trailing data after the compressed stream")
+
+
+def _has_more(decompressor, kind: str) -> bool:
+    if kind == "gzip":
+        return bool(decompressor.unconsumed_tail)
+    return not decompressor.needs_input
+
+
+def _more(decompressor, kind: str) -> bytes:
+    if kind == "gzip":
+        return decompressor.decompress(decompressor.unconsumed_tail, CHUNK)
+    return decompressor.decompress(b"", CHUNK)
+
+
+def _zstd_chunks(view: memoryview) -> Iterator[bytes]:
+    # zstandard's decompressobj has no output limit: 16 KiB slices expand to at most ~512 MiB
+    # (zstd's best ratio) before the caller's cap is checked again.
+    position, end = 0, len(view)
+    while True:
+        decompressor = zstandard.ZstdDecompressor().decompressobj()
+        while not decompressor.eof:
+            if position >= end:
+                raise EOFError("compressed stream is truncated")
+            piece = bytes(view[position:position + 16384])
+            position += len(piece)
+            out = decompressor.decompress(piece)
+            if out:
+                yield out
+        position -= len(decompressor.unused_data)
+        if position >= end:
+            return
+        if compression_name(view[position:position + 6]) != "zstd":
+            raise ValueError("trailing data after the compressed stream")
+
+
+# -- xz, block by block ---------------------------------------------------------------------
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value = 0
+    for shift in range(0, 63, 7):
+        if position >= len(data):
+            raise ValueError("truncated xz index")
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+    raise ValueError("xz varint too long")
+
+
+def _xz_blocks(view: memoryview) -> list[tuple[int, int, int]] | None:
+    """(offset, unpadded size, uncompressed size) of each block of a single-stream xz file, from
+    its index; None when the layout is anything else (then the sequential decoder judges it)."""
+    try:
+        end = len(view)
+        while end > 12 and bytes(view[end - 4:end]) == b"\0\0\0\0":
+            end -= 4  # stream padding
+        if end < 24 or bytes(view[end - 2:end]) != XZ_FOOTER_MAGIC:
+            return None
+        footer = bytes(view[end - 12:end])
+        if zlib.crc32(footer[4:10]) != struct.unpack("<I", footer[:4])[0]:
+            return None
+        backward = (struct.unpack("<I", footer[4:8])[0] + 1) * 4
+        stream_flags = bytes(view[6:8])
+        if stream_flags != footer[8:10]:
+            return None
+        index_start = end - 12 - backward
+        if index_start < 12:
+            return None
+        index = bytes(view[index_start:end - 12])
+        if index[0] != 0 or zlib.crc32(index[:-4]) != struct.unpack("<I", index[-4:])[0]:
+            return None
+        count, position = _varint(index, 1)
+        if count > len(index):
+            return None
+        blocks, offset = [], 12
+        for _ in range(count):
+            unpadded, position = _varint(index, position)
+            uncompressed, position = _varint(index, position)
+            blocks.append((offset, unpadded, uncompressed))
+            offset += (unpadded + 3) & ~3
+        if offset != index_start:
+            return None  # several streams, or an index that does not describe this file
+        return blocks
+    except (ValueError, IndexError, struct.error):
+        return None
+
+
+def _one_block_stream(view: memoryview, stream_flags: bytes, block: tuple[int, int, int]) -> bytes:
+    offset, unpadded, uncompressed = block
+    padded = (unpadded + 3) & ~3
+    header = XZ_MAGIC + stream_flags + struct.pack("<I", zlib.crc32(stream_flags))
+    records = b"\0" + _encode_varint(1) + _encode_varint(unpadded) + _encode_varint(uncompressed)
+    records += b"\0" * (-len(records) % 4)
+    index = records + struct.pack("<I", zlib.crc32(records))
+    backward = struct.pack("<I", len(index) // 4 - 1) + stream_flags
+    footer = struct.pack("<I", zlib.crc32(backward)) + backward + XZ_FOOTER_MAGIC
+    return header + bytes(view[offset:offset + padded]) + index + footer
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _decode_block(view: memoryview, stream_flags: bytes, block: tuple[int, int, int]) -> bytes:
+    decompressor = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+    out = decompressor.decompress(_one_block_stream(view, stream_flags, block), block[2] + 1)
+    if not decompressor.eof or len(out) != block[2]:
+        raise EOFError("xz block does not match its index entry")
+    return out
+
+
+def _xz_parallel(view: memoryview, blocks: list[tuple[int, int, int]], limit: int) -> Iterator[bytes]:
+    if sum(b[2] for b in blocks) > limit:
+        raise InputError(f"payload declares more than {limit >> 20} MiB of data "
+                         f"({MAX_RATIO}x its compressed size): refusing a likely decompression bomb")
+    stream_flags = bytes(view[6:8])
+    ahead = 3
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="kabigate-xz") as pool:
+        pending = [pool.submit(_decode_block, view, stream_flags, b) for b in blocks[:ahead]]
+        following = ahead
+        try:
+            while pending:
+                data = pending.pop(0).result()
+                if following < len(blocks):
+                    pending.append(pool.submit(_decode_block, view, stream_flags, blocks[following]))
+                    following += 1
+                for start in range(0, len(data), CHUNK * 4):
+                    yield data[start:start + CHUNK * 4] if len(data) > CHUNK * 4 else data
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+class ChunkReader(io.RawIOBase):
+    """A read-only file object over an iterator of byte chunks (for tarfile's stream mode)."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._buffer = b""
+        self._offset = 0
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = [self._buffer[self._offset:]]
+            parts.extend(self._chunks)
+            self._buffer, self._offset = b"", 0
+            out = b"".join(parts)
+            self.position += len(out)
+            return out
+        available = len(self._buffer) - self._offset
+        if available >= size:
+            out = self._buffer[self._offset:self._offset + size]
+            self._offset += size
+            self.position += size
+            return out
+        parts = [self._buffer[self._offset:]] if available else []
+        need = size - available
+        while need > 0:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._buffer, self._offset = b"", 0
+                out = b"".join(parts)
+                self.position += len(out)
+                return out
+            if len(chunk) <= need:
+                parts.append(chunk)
+                need -= len(chunk)
+            else:
+                parts.append(chunk[:need])
+                self._buffer, self._offset = chunk, need
+                need = 0
+                out = b"".join(parts)
+                self.position += len(out)
+                return out
+        self._buffer, self._offset = b"", 0
+        out = b"".join(parts)
+        self.position += len(out)
+        return out
+
+    def skip(self, size: int) -> int:
+        """Discard `size` bytes without joining them; returns how many were available."""
+        skipped = 0
+        while skipped < size:
+            available = len(self._buffer) - self._offset
+            if available == 0:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._buffer, self._offset = chunk, 0
+                continue
+            step = min(available, size - skipped)
+            self._offset += step
+            skipped += step
+        self.position += skipped
+        return skipped

@@ -1,0 +1,724 @@
+"""Module signing: keys and certificates, the signature scripts/sign-file appends, and the
+kernel's verification of it against its trusted keys.
+
+Signing emulates scripts/sign-file.c (CMS_sign + CMS_add1_signer with CMS_NOCERTS | CMS_BINARY |
+CMS_NOSMIMECAP | CMS_NOATTR, then i2d_CMS_bio_stream: DER, detached, no certificates, no signed
+attributes). Verification emulates kernel/module/signing.c mod_verify_sig() ->
+certs/system_keyring.c verify_pkcs7_signature() -> crypto/asymmetric_keys/pkcs7_parser.c,
+pkcs7_verify.c and pkcs7_trust.c. Key material never leaves this module's objects: nothing here
+prints, logs or puts it in an error message.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import lzma
+import multiprocessing
+import os
+import signal
+import tempfile
+from dataclasses import dataclass
+
+import zstandard
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from kabigate.errors import InputError
+from kabigate.formats.bzimage import MAX_KERNEL_IMAGE, kernel_image
+from kabigate.formats.certlist import system_certificates
+from kabigate.formats.compression import MAX_DECOMPRESSED, compression_of, decompress
+from kabigate.formats.der import (
+    CONTEXT_0,
+    CONTEXT_0_PRIMITIVE,
+    INTEGER,
+    OCTET_STRING,
+    SEQUENCE,
+    SET,
+    DerError,
+    Element,
+    oid_text,
+    parse,
+    read_element,
+)
+from kabigate.formats.elf import ElfFile
+from kabigate.formats.modsig import DIGEST_NAMES, MAGIC, PKEY_ID_PKCS7, TRAILER, split_signature
+from kabigate.model import SignatureCheck
+
+# Red Hat's "module signing only" extended key usage: RHEL kernels accept it, shim refuses
+# certificates carrying it for boot images.
+MODULE_SIGNING_OID = x509.ObjectIdentifier("1.3.6.1.4.1.2312.16.1.2")
+HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha384": hashes.SHA384,
+                                                 "sha512": hashes.SHA512}
+# Digests the 6.1 kernel's pkcs7_sig_note_digest_algo() knows, that `cryptography` computes.
+_VERIFY_HASHES = {"sha1": hashes.SHA1, "sha224": hashes.SHA224, **HASHES, "sm3": hashes.SM3}
+_DIGEST_OIDS = {name: oid for oid, name in DIGEST_NAMES.items()}
+_SIGNED_DATA, _DATA = "1.2.840.113549.1.7.2", "1.2.840.113549.1.7.1"
+_RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
+_ECDSA_WITH = {"sha1": "1.2.840.10045.4.1", "sha224": "1.2.840.10045.4.3.1", "sha256": "1.2.840.10045.4.3.2",
+               "sha384": "1.2.840.10045.4.3.3", "sha512": "1.2.840.10045.4.3.4"}
+CURVES = {"p256": ec.SECP256R1, "p384": ec.SECP384R1}
+RSA_BITS = (2048, 3072, 4096)
+MAX_KEY_FILE = 1 << 20
+PASSPHRASE_ENV = "KBUILD_SIGN_PIN"  # what sign-file reads
+
+
+# -- DER: what `cryptography` cannot write byte for byte -------------------------------------
+# Its PKCS7SignatureBuilder (NoAttributes, NoCerts, DetachedSignature, Binary) gives the digest
+# AlgorithmIdentifiers NULL parameters where OpenSSL's CMS, and so sign-file, omits them.
+
+def _der(tag: int, *parts: bytes) -> bytes:
+    content = b"".join(parts)
+    size = len(content)
+    if size < 0x80:
+        return bytes((tag, size)) + content
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(length))) + length + content
+
+
+def _oid(dotted: str) -> bytes:
+    first, second, *rest = map(int, dotted.split("."))
+    body = bytearray([40 * first + second])
+    for value in rest:
+        chunk = [value & 0x7F]
+        while value > 0x7F:
+            value >>= 7
+            chunk.append(0x80 | (value & 0x7F))
+        body += bytes(reversed(chunk))
+    return _der(0x06, bytes(body))
+
+
+def _tlv(element: Element) -> bytes:
+    """The whole encoding (tag, length, content) of an element, from its parent's bytes."""
+    header = 2 if element.end - element.start < 0x80 else 2 + ((element.end - element.start).bit_length() + 7) // 8
+    return element.data[element.start - header:element.end]
+
+
+def _children_tlv(element: Element) -> list[tuple[Element, bytes]]:
+    items, offset = [], element.start
+    while offset < element.end:
+        item = read_element(element.data, offset, element.end)
+        items.append((item, element.data[offset:item.end]))
+        offset = item.end
+    return items
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SigningKey:
+    private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+    issuer_and_serial: bytes  # the certificate's issuer Name and serialNumber INTEGER, raw DER
+    subject_key_id: bytes | None
+
+    @property
+    def signer(self) -> str:
+        return _common_name(self.certificate.subject)
+
+
+def load_signing_key(key_path: str, cert_path: str, passphrase: bytes | None) -> SigningKey:
+    """sign-file's read_private_key() and read_x509(): PEM or DER, the key optionally encrypted
+    (the passphrase comes from the caller: environment or file, never the command line)."""
+    key_data = _read_small(key_path, "private key")
+    private_key = _load_private_key(key_data, key_path, passphrase)
+    if not isinstance(private_key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise InputError(f"{key_path}: {type(private_key).__name__} keys cannot sign modules (RSA or ECDSA)")
+    certificate = load_certificate(_read_small(cert_path, "certificate"), cert_path)
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if (certificate.public_key().public_bytes(serialization.Encoding.DER, spki)
+            != private_key.public_key().public_bytes(serialization.Encoding.DER, spki)):
+        raise InputError(f"{cert_path}: the certificate does not match the private key {key_path}")
+    issuer, serial = _issuer_and_serial(certificate)
+    return SigningKey(private_key, certificate, issuer + serial, _subject_key_id(certificate))
+
+
+def _load_private_key(data: bytes, path: str, passphrase: bytes | None):
+    pem = b"-----BEGIN" in data
+    load = serialization.load_pem_private_key if pem else serialization.load_der_private_key
+    try:
+        return load(data, passphrase)
+    except TypeError:
+        if passphrase is None:
+            raise InputError(f"{path}: the private key is encrypted: set {PASSPHRASE_ENV} or give "
+                             "--passphrase-file") from None
+        try:  # a passphrase for an unencrypted key is ignored, as sign-file ignores KBUILD_SIGN_PIN
+            return load(data, None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise InputError(f"{path}: not a readable private key") from None
+    except (ValueError, UnsupportedAlgorithm):
+        if passphrase is not None and (b"ENCRYPTED" in data or not pem):
+            raise InputError(f"{path}: cannot decrypt the private key: wrong passphrase") from None
+        raise InputError(f"{path}: not a readable private key (PEM or DER)") from None
+
+
+def load_certificate(data: bytes, what: str) -> x509.Certificate:
+    """The first certificate of a PEM file (which may also hold the key, like the kernel's
+    signing_key.pem) or a DER certificate."""
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            return x509.load_pem_x509_certificates(data)[0]
+        return x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise InputError(f"{what}: not an X.509 certificate (PEM or DER)") from None
+
+
+def _read_small(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_KEY_FILE + 1)
+    except OSError as error:
+        raise InputError(f"{path}: {error.strerror}") from None
+    if len(data) > MAX_KEY_FILE:
+        raise InputError(f"{path}: too large for a {what} file")
+    return data
+
+
+def _issuer_and_serial(certificate: x509.Certificate) -> tuple[bytes, bytes]:
+    """The raw issuer Name and serialNumber INTEGER encodings: copied, not re-encoded, as
+    OpenSSL copies them into the SignerInfo and the kernel's x509_cert_parser keeps them
+    (asymmetric_key_generate_id(serial, issuer) is the key's id)."""
+    try:
+        tbs = parse(certificate.public_bytes(serialization.Encoding.DER)).children()[0]
+        fields = _children_tlv(tbs)
+        if fields[0][0].tag == CONTEXT_0:  # [0] version
+            fields = fields[1:]
+        (serial, serial_tlv), _signature, (issuer, issuer_tlv) = fields[:3]
+        serial.expect(INTEGER, "serialNumber")
+        issuer.expect(SEQUENCE, "issuer")
+    except (DerError, ValueError) as error:
+        raise InputError(f"certificate {certificate.subject.rfc4514_string()}: {error}") from None
+    return issuer_tlv, serial_tlv
+
+
+def _subject_key_id(certificate: x509.Certificate) -> bytes | None:
+    try:
+        return certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _common_name(name: x509.Name) -> str:
+    names = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else name.rfc4514_string()
+
+
+# -- signing -----------------------------------------------------------------------------------
+
+def cms_signature(key: SigningKey, content: bytes, hash_name: str, use_key_id: bool = False) -> bytes:
+    """sign-file's PKCS#7 (CMS) message for `content`, byte for byte. RSA PKCS#1 v1.5 signatures
+    are deterministic, so the whole message is; ECDSA signature values are random."""
+    hash_class = HASHES[hash_name]
+    digest_algorithm = _der(SEQUENCE, _oid(_DIGEST_OIDS[hash_name]))  # parameters absent, as OpenSSL writes
+    if isinstance(key.private_key, rsa.RSAPrivateKey):
+        signature = key.private_key.sign(content, padding.PKCS1v15(), hash_class())
+        signature_algorithm = _der(SEQUENCE, _oid(_RSA_ENCRYPTION), b"\x05\x00")
+    else:
+        signature = key.private_key.sign(content, ec.ECDSA(hash_class()))
+        signature_algorithm = _der(SEQUENCE, _oid(_ECDSA_WITH[hash_name]))
+    if use_key_id:  # sign-file -k: CMS_USE_KEYID, SignerInfo and SignedData version 3
+        if key.subject_key_id is None:
+            raise InputError("the certificate has no subjectKeyIdentifier to sign with (-k / --key-id)")
+        version, sid = b"\x02\x01\x03", _der(CONTEXT_0_PRIMITIVE, key.subject_key_id)
+    else:
+        version, sid = b"\x02\x01\x01", _der(SEQUENCE, key.issuer_and_serial)
+    signer_info = _der(SEQUENCE, version, sid, digest_algorithm, signature_algorithm,
+                       _der(OCTET_STRING, signature))
+    signed_data = _der(SEQUENCE, version, _der(SET, digest_algorithm), _der(SEQUENCE, _oid(_DATA)),
+                       _der(SET, signer_info))
+    return _der(SEQUENCE, _oid(_SIGNED_DATA), _der(CONTEXT_0, signed_data))
+
+
+def append_signature(module: bytes, cms: bytes) -> bytes:
+    """sign-file's output: module, CMS, struct module_signature (only id_type and sig_len set), magic."""
+    return b"".join((module, cms, TRAILER.pack(0, 0, PKEY_ID_PKCS7, 0, 0, b"\0\0\0", len(cms)), MAGIC))
+
+
+def unsigned_content(data: bytes, what: str, replace: bool) -> tuple[bytes, bool]:
+    """The module to sign (an existing signature stripped when `replace`) and whether one was."""
+    size, signature = split_signature(data)
+    if signature is not None:
+        if signature.defect and signature.defect.startswith("EBADMSG"):
+            raise InputError(f"{what}: malformed module signature ({signature.defect}); "
+                             "cannot tell where the module ends")
+        if not replace:
+            raise InputError(f"{what}: already signed (by '{signature.signer}'); use --replace to re-sign")
+    content = data[:size]
+    elf = ElfFile(content, what)
+    if elf.section(".gnu.linkonce.this_module") is None:
+        raise InputError(f"{what}: not a kernel module (no .gnu.linkonce.this_module section)")
+    return content, signature is not None
+
+
+def sign_module_bytes(data: bytes, key: SigningKey, hash_name: str, what: str, replace: bool = False,
+                      use_key_id: bool = False) -> tuple[bytes, bool]:
+    """(signed module, whether a signature was replaced) for an uncompressed module."""
+    content, replaced = unsigned_content(data, what, replace)
+    return append_signature(content, cms_signature(key, content, hash_name, use_key_id)), replaced
+
+
+@dataclass(frozen=True)
+class SignedFile:
+    path: str
+    compression: str | None
+    replaced: bool
+    signature_size: int
+    temporary: str  # the signed file, written next to `path`, waiting for commit()
+
+
+def sign_file(path: str, key: SigningKey, hash_name: str, replace: bool = False,
+              use_key_id: bool = False) -> SignedFile:
+    """Sign a module file (decompressing and recompressing .ko.xz/.zst/.gz) into a temporary
+    file beside it; commit() renames it over the module. Nothing is changed on error."""
+    raw = _read_module_file(path)
+    kind = compression_of(raw)
+    data = decompress(raw, path) if kind else raw
+    signed, replaced = sign_module_bytes(data, key, hash_name, path, replace, use_key_id)
+    size = TRAILER.unpack_from(signed, len(signed) - len(MAGIC) - TRAILER.size)[-1]
+    return SignedFile(path, kind, replaced, size, _write_temporary(path, compress(signed, kind)))
+
+
+def compress(data: bytes, kind: str | None) -> bytes:
+    """As scripts/Makefile.modinst compresses modules: `xz --check=crc32 --lzma2=dict=1MiB`
+    (the kernel's own decompressor, CONFIG_MODULE_DECOMPRESS, checks only CRC32), `zstd` at its
+    default level, `gzip -n`."""
+    if kind == "xz":
+        return lzma.compress(data, lzma.FORMAT_XZ, lzma.CHECK_CRC32,
+                             filters=[{"id": lzma.FILTER_LZMA2, "preset": 6, "dict_size": 1 << 20}])
+    if kind == "zstd":
+        return zstandard.ZstdCompressor(level=3).compress(data)
+    if kind == "gzip":
+        return gzip.compress(data, compresslevel=6, mtime=0)
+    return data
+
+
+def read_module_data(path: str) -> bytes:
+    """A module file's bytes, decompressed (with the cap)."""
+    return decompress(_read_module_file(path), path)
+
+
+def _read_module_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_DECOMPRESSED + 1)
+    except OSError as error:
+        raise InputError(f"{path}: {error.strerror}") from None
+    if len(data) > MAX_DECOMPRESSED:
+        raise InputError(f"{path}: larger than {MAX_DECOMPRESSED >> 20} MiB, not a module")
+    return data
+
+
+def _write_temporary(path: str, data: bytes) -> str:
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".kabigate", dir=directory)
+    except OSError as error:
+        raise InputError(f"{path}: cannot write beside it: {error.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.chmod(temporary, mode)
+    except BaseException as error:
+        os.unlink(temporary)
+        if isinstance(error, OSError):
+            raise InputError(f"{path}: cannot write the signed module: {error.strerror}") from None
+        raise
+    return temporary
+
+
+# What forked signing workers share with their parent: set before the fork, so that the key is
+# inherited and never crosses a pipe.
+_worker_job: tuple | None = None
+
+
+def sign_files(paths: list[str], key: SigningKey, hash_name: str, replace: bool = False, use_key_id: bool = False,
+               advance=lambda: None) -> list[SignedFile]:
+    """sign_file() for every path, in one worker process per CPU (RSA, hashing, ELF checks and
+    I/O in parallel), all or none: on the first error or an interrupt the other workers stop,
+    every temporary is removed and the error is raised. The caller commit()s the result."""
+    global _worker_job
+    context = multiprocessing.get_context("fork")
+    stop = context.Event()
+    _worker_job = (key, hash_name, replace, use_key_id, stop)
+    done: dict[str, SignedFile] = {}
+    failure: BaseException | None = None
+    try:
+        with context.Pool(max(1, min(len(paths), os.cpu_count() or 1)), initializer=_ignore_sigint) as pool:
+            results = pool.imap_unordered(_sign_in_worker, paths, chunksize=4)
+            while True:
+                try:
+                    path, signed, error = next(results)
+                except StopIteration:
+                    break
+                except BaseException as raised:  # noqa: BLE001 - a worker's bug, or ^C: drain, clean up, re-raise
+                    failure = failure or raised
+                    stop.set()
+                    continue
+                if signed is not None:
+                    done[path] = signed
+                if error is not None and failure is None:
+                    failure = InputError(error)
+                    stop.set()
+                advance()
+    finally:
+        _worker_job = None
+    if failure is not None:
+        for signed in done.values():
+            discard(signed)
+        raise failure
+    return [done[path] for path in paths]
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and cleans up
+
+
+def _sign_in_worker(path: str) -> tuple[str, SignedFile | None, str | None]:
+    key, hash_name, replace, use_key_id, stop = _worker_job
+    if stop.is_set():
+        return path, None, None
+    try:
+        return path, sign_file(path, key, hash_name, replace, use_key_id), None
+    except InputError as error:
+        return path, None, str(error)
+
+
+def commit(signed_files: list[SignedFile]) -> None:
+    """Rename the signed temporaries over their modules, once all of them are on disk (one
+    sync(2) for the lot: an fsync(2) per module costs more than signing it)."""
+    os.sync()
+    for signed in signed_files:
+        os.replace(signed.temporary, signed.path)
+
+
+def discard(signed: SignedFile) -> None:
+    try:
+        os.unlink(signed.temporary)
+    except FileNotFoundError:
+        pass
+
+
+# -- keygen ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KeygenSpec:
+    key_type: str = "rsa"  # "rsa" or "ecdsa"
+    bits: int = 4096
+    curve: str = "p384"
+    subject: str = "CN=kabigate module signing key"  # RFC 4514
+    days: int = 3650
+    codesigning: bool = True  # extendedKeyUsage codeSigning: SUSE kernels require it
+    module_signing_oid: bool = False  # Red Hat's 1.3.6.1.4.1.2312.16.1.2
+
+
+def generate_key(spec: KeygenSpec, now: datetime.datetime | None = None):
+    """A private key and its self-signed certificate, with the extensions certs/default_x509.genkey
+    gives the kernel's own key (CA:FALSE, digitalSignature, subject and authority key ids) plus
+    the extended key usage `spec` asks for."""
+    if spec.key_type == "rsa":
+        if spec.bits not in RSA_BITS:
+            raise InputError(f"RSA keys of {spec.bits} bits are not offered ({', '.join(map(str, RSA_BITS))})")
+        private_key = rsa.generate_private_key(65537, spec.bits)
+        digest = hashes.SHA256()
+    elif spec.key_type == "ecdsa":
+        if spec.curve not in CURVES:
+            raise InputError(f"unknown curve {spec.curve} ({', '.join(CURVES)})")
+        private_key = ec.generate_private_key(CURVES[spec.curve]())
+        digest = hashes.SHA384() if spec.curve == "p384" else hashes.SHA256()
+    else:
+        raise InputError(f"unknown key type {spec.key_type} (rsa, ecdsa)")
+    try:
+        name = x509.Name.from_rfc4514_string(spec.subject)
+    except ValueError as error:
+        raise InputError(f"subject {spec.subject!r}: {error}") from None
+    if not name.rdns:
+        raise InputError("the subject is empty")
+    if spec.days < 1:
+        raise InputError("--days must be at least 1")
+    now = now or datetime.datetime.now(datetime.UTC)
+    public_key = private_key.public_key()
+    usages = ([ExtendedKeyUsageOID.CODE_SIGNING] if spec.codesigning else []) + \
+             ([MODULE_SIGNING_OID] if spec.module_signing_oid else [])
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(public_key)
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=spec.days))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                            key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                            key_cert_sign=False, crl_sign=False, encipher_only=False,
+                                            decipher_only=False), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False))
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    return private_key, builder.sign(private_key, digest)
+
+
+def private_key_pem(private_key, passphrase: bytes | None) -> bytes:
+    encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
+                  else serialization.NoEncryption())
+    return private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+def write_files_atomically(files: list[tuple[str, bytes, int]], overwrite: bool) -> None:
+    """Write every (path, data, mode) or none: temporaries first, then renames."""
+    if not overwrite:
+        existing = [path for path, _, _ in files if os.path.lexists(path)]
+        if existing:
+            raise InputError(f"{existing[0]}: already exists (use --force to overwrite)")
+    written: list[tuple[str, str]] = []
+    try:
+        for path, data, mode in files:
+            directory = os.path.dirname(os.path.abspath(path))
+            fd, temporary = tempfile.mkstemp(prefix=".kabigate-", dir=directory)  # mode 0600 from the start
+            written.append((temporary, path))
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+            os.chmod(temporary, mode)
+    except OSError as error:
+        for temporary, _ in written:
+            os.unlink(temporary)
+        raise InputError(f"{error.filename or 'output'}: {error.strerror}") from None
+    for temporary, path in written:
+        os.replace(temporary, path)
+
+
+# -- trust -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrustedCert:
+    certificate: x509.Certificate
+    source: str  # the file it came from
+    ids: frozenset[bytes]  # the kernel's key ids: serial + issuer, and the subject key id
+
+    @property
+    def subject(self) -> str:
+        return _common_name(self.certificate.subject)
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    """Distribution rules on top of upstream's: upstream checks neither usage nor validity."""
+
+    require_codesigning: bool = False  # SUSE: the signing certificate must have the codeSigning EKU
+    accept_module_signing_oid: bool = False  # ...or Red Hat's module-signing-only EKU
+    reject_expired: bool = False
+
+
+def trusted_cert(certificate: x509.Certificate, source: str) -> TrustedCert:
+    issuer, serial = _issuer_and_serial(certificate)
+    ids = {parse(serial).content + issuer}
+    skid = _subject_key_id(certificate)
+    if skid is not None:
+        ids.add(skid)
+    return TrustedCert(certificate, source, frozenset(ids))
+
+
+def load_trust(paths: list[str]) -> list[TrustedCert]:
+    """Trusted certificates from certificate files (PEM, several per file, or DER), kernel images
+    (vmlinuz, vmlinux: their built-in keys), or a kernel root / module tree whose vmlinuz is found."""
+    trusted = []
+    for path in paths:
+        source = _kernel_image_of(path) if os.path.isdir(path) else path
+        try:
+            with open(source, "rb") as file:
+                data = file.read(MAX_KERNEL_IMAGE + 1)
+        except OSError as error:
+            raise InputError(f"{source}: {error.strerror}") from None
+        if len(data) > MAX_KERNEL_IMAGE:
+            raise InputError(f"{source}: too large for a certificate or kernel image")
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            try:
+                certificates = x509.load_pem_x509_certificates(data)
+            except ValueError:
+                raise InputError(f"{source}: unreadable PEM certificate") from None
+        elif data[:2] == b"\x30\x82" and len(data) == int.from_bytes(data[2:4], "big") + 4:
+            certificates = [load_certificate(data, source)]
+        else:
+            certificates = []
+            for der in system_certificates(kernel_image(data, source), source):
+                try:  # x509_load_certificate_list() skips what it cannot parse, so does this
+                    certificates.append(x509.load_der_x509_certificate(der))
+                except ValueError:
+                    continue
+        trusted.extend(trusted_cert(c, source) for c in certificates)
+    return trusted
+
+
+def _kernel_image_of(directory: str) -> str:
+    """boot/vmlinuz-<kver> of a kernel root, or of the root above lib/modules/<kver>."""
+    parts = os.path.normpath(os.path.abspath(directory)).split(os.sep)
+    if len(parts) >= 3 and parts[-3:-1] == ["lib", "modules"]:
+        root = os.sep.join(parts[:-3]) or os.sep
+        candidate = os.path.join(root, "boot", f"vmlinuz-{parts[-1]}")
+        if os.path.isfile(candidate):
+            return candidate
+        raise InputError(f"{directory}: no {candidate} for this module tree")
+    boot = os.path.join(directory, "boot")
+    found = sorted(n for n in os.listdir(boot) if n.startswith("vmlinuz-")) if os.path.isdir(boot) else []
+    if len(found) != 1:
+        raise InputError(f"{directory}: {'several kernels' if found else 'no boot/vmlinuz-*'}: give the vmlinuz")
+    return os.path.join(boot, found[0])
+
+
+# -- verification ------------------------------------------------------------------------------
+
+def verify_file(path: str, trust: list[TrustedCert] | None, policy: TrustPolicy = TrustPolicy()) -> SignatureCheck:
+    """verify_module() on a module file (decompressed); a file that is not a module, or whose
+    signature trailer is truncated or malformed, is an input error."""
+    data = read_module_data(path)
+    check = verify_module(data, trust, policy)
+    if check.result == "EBADMSG":
+        raise InputError(f"{path}: malformed module signature ({check.message})")
+    size, _ = split_signature(data)
+    ElfFile(data, path, size)
+    return check
+
+
+def verify_module(data: bytes, trust: list[TrustedCert] | None, policy: TrustPolicy = TrustPolicy(),
+                  now: datetime.datetime | None = None) -> SignatureCheck:
+    """mod_verify_sig() with the trust set as the kernel's keyring. The result names the
+    kernel's error: module_sig_check() refuses ENODATA/ENOPKG/ENOKEY only when signatures are
+    enforced, anything else always. Without a trust set (None) only the message is checked."""
+    size, signature = split_signature(data)
+    if signature is None:
+        return SignatureCheck("ENODATA", "unsigned module")
+    if signature.defect:
+        return SignatureCheck(signature.defect.split(":", 1)[0], signature.defect, signature.signer,
+                              signature.key_id, signature.hash_algorithm)
+    described = {"signer": signature.signer, "key_id": signature.key_id,
+                 "hash_algorithm": signature.hash_algorithm}
+    try:
+        signers = _signer_infos(data[size:len(data) - len(MAGIC) - TRAILER.size])
+    except _Refused as refused:
+        return SignatureCheck(refused.errno, refused.message, **described)
+    if trust is None:
+        return SignatureCheck("ok", "signed (not verified: no trusted keys given)", **described)
+    content = data[:size]
+    outcome = SignatureCheck("ENOKEY", "no trusted key matches the signer (module with unavailable key)",
+                             **described)
+    # pkcs7_validate_trust(): one trusted signer is enough; a key that matches but does not
+    # verify is fatal at once; ENOPKG wins over ENOKEY.
+    for signer in signers:
+        result = _verify_signer(signer, content, trust, policy, now)
+        if result[0] == "ok":
+            return SignatureCheck("ok", f"verified by '{result[1].subject}' ({result[1].source})",
+                                  trusted_by=result[1].subject, **described)
+        if result[0] in ("ENOKEY", "ENOPKG"):
+            if result[0] == "ENOPKG" or outcome.result == "ENOKEY":
+                outcome = SignatureCheck(result[0], result[1], **described)
+            continue
+        return SignatureCheck(result[0], result[1], **described)
+    return outcome
+
+
+class _Refused(Exception):
+    def __init__(self, errno: str, message: str):
+        super().__init__(message)
+        self.errno, self.message = errno, message
+
+
+@dataclass(frozen=True)
+class _SignerInfo:
+    key_id: bytes  # serial + issuer, or the subject key id
+    hash_name: str
+    algorithm: str  # "rsa" or "ecdsa"
+    signature: bytes
+
+
+def _signer_infos(cms: bytes) -> list[_SignerInfo]:
+    """pkcs7_parse_message() and pkcs7_verify()'s checks for VERIFYING_MODULE_SIGNATURE."""
+    try:
+        content_type, content = parse(cms).expect(SEQUENCE, "ContentInfo").children()[:2]
+        if oid_text(content_type) != _SIGNED_DATA:
+            raise _Refused("EBADMSG", "not a PKCS#7 signedData message")
+        fields = content.expect(CONTEXT_0, "content").children()[0].expect(SEQUENCE, "SignedData").children()
+        encapsulated = fields[2].expect(SEQUENCE, "encapContentInfo").children()
+        if oid_text(encapsulated[0]) != _DATA:
+            raise _Refused("EKEYREJECTED", "Invalid module sig (not pkcs7-data)")
+        if len(encapsulated) > 1:  # pkcs7_supply_detached_data()
+            raise _Refused("EINVAL", "the signature carries its content (Data already supplied)")
+        signers = []
+        for info in fields[-1].expect(SET, "signerInfos").children():
+            signers.append(_signer_info(info.expect(SEQUENCE, "SignerInfo").children()))
+    except (DerError, ValueError, IndexError) as error:
+        raise _Refused("EBADMSG", f"unparseable PKCS#7 message ({error})") from None
+    if not signers:
+        raise _Refused("EBADMSG", "PKCS#7 message has no signer")
+    return signers
+
+
+def _signer_info(fields: list[Element]) -> _SignerInfo:
+    _version, sid, digest_algorithm, *rest = fields
+    if sid.tag == SEQUENCE:
+        issuer, serial = sid.children()
+        key_id = serial.expect(INTEGER, "serialNumber").content + _tlv(issuer.expect(SEQUENCE, "issuer"))
+    elif sid.tag == CONTEXT_0_PRIMITIVE:
+        key_id = sid.content
+    else:
+        raise DerError(f"unknown signer identifier tag 0x{sid.tag:02x}")
+    if rest and rest[0].tag == CONTEXT_0:
+        raise _Refused("EKEYREJECTED", "Invalid module sig (has authattrs)")
+    signature_algorithm, signature = rest[0].expect(SEQUENCE, "signatureAlgorithm"), rest[1]
+    digest_oid = oid_text(digest_algorithm.expect(SEQUENCE, "digestAlgorithm").children()[0])
+    hash_name = DIGEST_NAMES.get(digest_oid)
+    if hash_name not in _VERIFY_HASHES:  # pkcs7_sig_note_digest_algo()
+        raise _Refused("ENOPKG", f"Unsupported digest algo: {hash_name or digest_oid}")
+    algorithm_oid = oid_text(signature_algorithm.children()[0])
+    if algorithm_oid == _RSA_ENCRYPTION:  # pkcs7_sig_note_pkey_algo(): not sha256WithRSAEncryption
+        algorithm = "rsa"
+    elif algorithm_oid in _ECDSA_WITH.values():
+        algorithm = "ecdsa"
+    else:
+        raise _Refused("ENOPKG", f"Unsupported pkey algo: {algorithm_oid}")
+    return _SignerInfo(key_id, hash_name, algorithm, signature.expect(OCTET_STRING, "signature").content)
+
+
+def _verify_signer(signer: _SignerInfo, content: bytes, trust: list[TrustedCert], policy: TrustPolicy,
+                   now: datetime.datetime | None):
+    """pkcs7_validate_trust_one()'s last resort, the only path for sign-file's certificate-less
+    messages: the trusted key whose id is the signer's, then verify_signature()."""
+    key = next((t for t in trust if signer.key_id in t.ids), None)
+    if key is None:
+        return "ENOKEY", "no trusted key matches the signer (module with unavailable key)"
+    refusal = _policy_refusal(key, policy, now)
+    if refusal:
+        return "ENOKEY", refusal
+    public_key = key.certificate.public_key()
+    digest = hashes.Hash(_VERIFY_HASHES[signer.hash_name]())
+    digest.update(content)
+    prehashed = Prehashed(_VERIFY_HASHES[signer.hash_name]())
+    try:
+        if signer.algorithm == "rsa" and isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(signer.signature, digest.finalize(), padding.PKCS1v15(), prehashed)
+        elif signer.algorithm == "ecdsa" and isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(signer.signature, digest.finalize(), ec.ECDSA(prehashed))
+        else:
+            return "EKEYREJECTED", f"{signer.algorithm} signature but '{key.subject}' holds another key type"
+    except InvalidSignature:
+        return "EKEYREJECTED", f"the signature does not verify with '{key.subject}' (Key was rejected by service)"
+    return "ok", key
+
+
+def _policy_refusal(key: TrustedCert, policy: TrustPolicy, now: datetime.datetime | None) -> str | None:
+    certificate = key.certificate
+    if policy.reject_expired:
+        now = now or datetime.datetime.now(datetime.UTC)
+        if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+            return f"'{key.subject}' is not valid now ({certificate.not_valid_before_utc:%Y-%m-%d} to " \
+                   f"{certificate.not_valid_after_utc:%Y-%m-%d})"
+    if policy.require_codesigning:
+        try:
+            usages = set(certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+        except x509.ExtensionNotFound:
+            usages = set()
+        accepted = {ExtendedKeyUsageOID.CODE_SIGNING} | ({MODULE_SIGNING_OID} if policy.accept_module_signing_oid
+                                                         else set())
+        if not usages & accepted:
+            return f"'{key.subject}' is not CodeSigning (no codeSigning extended key usage)"
+    return None
