@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kabigate.errors import InputError
+from kabigate.errors import InputError, read_capped
 from kabigate.formats.bzimage import MAX_KERNEL_IMAGE, kernel_image
 from kabigate.formats.certlist import system_certificates
 from kabigate.formats.compression import MAX_DECOMPRESSED, compression_of, decompress
@@ -168,14 +168,7 @@ def load_certificate(data: bytes, what: str) -> x509.Certificate:
 
 
 def _read_small(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_KEY_FILE + 1)
-    except OSError as error:
-        raise InputError(f"{path}: {error.strerror}") from None
-    if len(data) > MAX_KEY_FILE:
-        raise InputError(f"{path}: too large for a {what} file")
-    return data
+    return read_capped(path, MAX_KEY_FILE, f"too large for a {what} file")
 
 
 def _issuer_and_serial(certificate: x509.Certificate) -> tuple[bytes, bytes]:
@@ -302,14 +295,7 @@ def read_module_data(path: str) -> bytes:
 
 
 def _read_module_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_DECOMPRESSED + 1)
-    except OSError as error:
-        raise InputError(f"{path}: {error.strerror}") from None
-    if len(data) > MAX_DECOMPRESSED:
-        raise InputError(f"{path}: larger than {MAX_DECOMPRESSED >> 20} MiB, not a module")
-    return data
+    return read_capped(path, MAX_DECOMPRESSED, f"larger than {MAX_DECOMPRESSED >> 20} MiB, not a module")
 
 
 def _write_temporary(path: str, data: bytes) -> str:

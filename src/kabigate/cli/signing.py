@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from kabigate import signing
 from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_OK, cli, emit_json, err, out, progress
-from kabigate.errors import InputError
+from kabigate.errors import InputError, read_capped
 from kabigate.modules import find_module_files
 
 MAX_PASSPHRASE = 4096
@@ -19,13 +19,7 @@ MAX_PASSPHRASE = 4096
 def _passphrase(env_name: str, passphrase_file: str | None) -> bytes | None:
     """From a file (first line) or an environment variable; never from the command line."""
     if passphrase_file is not None:
-        try:
-            with open(passphrase_file, "rb") as file:
-                value = file.read(MAX_PASSPHRASE + 1)
-        except OSError as error:
-            raise InputError(f"{passphrase_file}: {error.strerror}") from None
-        if len(value) > MAX_PASSPHRASE:
-            raise InputError(f"{passphrase_file}: too long for a passphrase file")
+        value = read_capped(passphrase_file, MAX_PASSPHRASE, "too long for a passphrase file")
         value = value.split(b"\n", 1)[0].rstrip(b"\r")
         if not value:
             raise InputError(f"{passphrase_file}: empty passphrase")
