@@ -36,8 +36,8 @@ DRIVERS = {"acpi-call": OLD, "jool": OLD, "v4l2loopback": NEW}
 
 
 def kabigate(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kabigate", *map(str, args)], capture_output=True, text=True, check=False,
-                          cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "kabigate", *map(str, args)], capture_output=True, text=True,
+                          check=False, cwd=cwd)
 
 
 def deb(testdata, prefix: str) -> Path:

@@ -242,7 +242,10 @@ def _vermagic_from_headers(facts: _Facts, kernel: Kernel) -> str | None:
     release = kernel.release or facts.release
     if not config or not release or _machine_from_config(config) != "x86_64":
         return None
-    on = lambda option: config.get(option) == "y"
+
+    def on(option: str) -> bool:
+        return config.get(option) == "y"
+
     parts = [release + " "]
     parts.append("SMP " if on("CONFIG_SMP") else "")
     # PREEMPT_BUILD is the 5.16+ name; older kernels tested CONFIG_PREEMPT, which implies it.

@@ -16,6 +16,7 @@ as a one-block xz stream, so liblzma still checks every header, size and CRC).
 from __future__ import annotations
 
 import bz2
+import functools
 import io
 import lzma
 import struct
@@ -78,11 +79,11 @@ def _chunks(data, kind: str | None, what: str, limit: int) -> Iterator[bytes]:
         if blocks is not None and len(blocks) > 1:
             yield from _xz_parallel(view, blocks, limit)
             return
-        decompressor_factory = lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ)
+        decompressor_factory = functools.partial(lzma.LZMADecompressor, lzma.FORMAT_XZ)
     elif kind == "lzma":
-        decompressor_factory = lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE)
+        decompressor_factory = functools.partial(lzma.LZMADecompressor, lzma.FORMAT_ALONE)
     elif kind == "gzip":
-        decompressor_factory = lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)
+        decompressor_factory = functools.partial(zlib.decompressobj, 16 + zlib.MAX_WBITS)
     elif kind == "bzip2":
         decompressor_factory = bz2.BZ2Decompressor
     elif kind == "zstd":
