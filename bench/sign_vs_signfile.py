@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark: sign every module of a kernel tree, `kabigate sign` (one command, a worker process per CPU) vs a loop of the
-kernel's scripts/sign-file (one process per module, as Kbuild and DKMS run it).
+"""Benchmark: sign every module of a kernel tree, `kabigate sign` (one command, a worker process per
+CPU) vs a loop of the kernel's scripts/sign-file (one process per module, as Kbuild and DKMS run it).
 
 The tree's modules are copied twice with their signatures stripped; each side signs its copy in
 place with the same RSA key, certificate and hash. Prints seconds, the ratio, and whether the
