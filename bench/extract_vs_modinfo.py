@@ -12,23 +12,14 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from timing import best_of
 
 from kabigate.modules import find_module_files, read_modules
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_TREE = REPO / ".testdata/kernels/6.1.0-47-amd64/lib/modules/6.1.0-47-amd64/kernel"
-
-
-def best_of(runs: int, action) -> float:
-    action()  # warm the page cache
-    timings = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        timings.append(time.perf_counter() - start)
-    return min(timings)
 
 
 def main() -> None:

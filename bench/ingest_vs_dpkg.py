@@ -16,8 +16,9 @@ import argparse
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from timing import best_of
 
 from kabigate.modules import read_modules
 
@@ -25,16 +26,6 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DEB = next(iter(sorted((REPO / ".testdata/debs").glob("linux-image-6.1.0-47-amd64-unsigned_*.deb"))), None)
 DEFAULT_RPM = next(iter(sorted((REPO / ".testdata/packages").glob("6.1.0-47-amd64-*/kernel/kernel-core-*.rpm"))),
                    None)
-
-
-def best_of(runs: int, action) -> float:
-    action()
-    timings = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        timings.append(time.perf_counter() - start)
-    return min(timings)
 
 
 def compare(package: Path, tool: list[str], runs: int) -> float:

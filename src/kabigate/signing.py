@@ -511,13 +511,7 @@ def load_trust(paths: list[str]) -> list[TrustedCert]:
     trusted = []
     for path in paths:
         source = _kernel_image_of(path) if os.path.isdir(path) else path
-        try:
-            with open(source, "rb") as file:
-                data = file.read(MAX_KERNEL_IMAGE + 1)
-        except OSError as error:
-            raise InputError(f"{source}: {error.strerror}") from None
-        if len(data) > MAX_KERNEL_IMAGE:
-            raise InputError(f"{source}: too large for a certificate or kernel image")
+        data = read_capped(source, MAX_KERNEL_IMAGE, "too large for a certificate or kernel image")
         if b"-----BEGIN CERTIFICATE-----" in data:
             try:
                 certificates = x509.load_pem_x509_certificates(data)
