@@ -43,7 +43,7 @@ def check_modules(modules: list[Module], kernel: Kernel, options: LoadOptions = 
     Modules of the set resolve each other's symbols (as modprobe would load them, dependencies
     first); a module whose provider fails to load fails too.
     """
-    providers = _providers(modules, kernel)
+    providers = _Providers(modules, kernel)
     results = []
     first_of_name: dict[str, Module] = {}
     for module in modules:
@@ -76,19 +76,30 @@ class _Provider:
     module: Module | None  # None: the kernel itself (vmlinux or an in-tree module)
 
 
-def _providers(modules: list[Module], kernel: Kernel) -> dict[str, _Provider]:
+class _Providers:
     """Symbol -> who exports it. Exports of the set shadow in-tree modules' exports, as depmod
-    ranks updates/ and extra/ over kernel/; they cannot shadow vmlinux (see _duplicate_exports)."""
-    providers = {name: _Provider(export, None) for name, export in kernel.exports.items()}
-    for module in modules:
-        for export in module.exports:
-            known = providers.get(export.name)
-            if known is None or (known.module is None and known.export.owner != "vmlinux"):
-                providers[export.name] = _Provider(export, module)
-    return providers
+    ranks updates/ and extra/ over kernel/; they cannot shadow vmlinux (see _verify_exported_symbols).
+
+    An overlay of the set's exports on the kernel's, not a merged copy: a kernel has ~25,000
+    exports and a set a handful, and a store checks thousands of sets against one kernel."""
+
+    def __init__(self, modules: list[Module], kernel: Kernel):
+        self.kernel_exports = kernel.exports
+        self.from_set: dict[str, _Provider] = {}
+        for module in modules:
+            for export in module.exports:
+                known = self.get(export.name)
+                if known is None or (known.module is None and known.export.owner != "vmlinux"):
+                    self.from_set[export.name] = _Provider(export, module)
+
+    def get(self, name: str) -> _Provider | None:
+        provider = self.from_set.get(name)
+        if provider is None and (export := self.kernel_exports.get(name)) is not None:
+            provider = _Provider(export, None)
+        return provider
 
 
-def _check_one(module: Module, kernel: Kernel, providers: dict[str, _Provider], options: LoadOptions):
+def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: LoadOptions):
     reasons: list[Reason] = []
     warnings: list[Reason] = []
     uses: dict[str, Module] = {}  # symbol -> set module that provides it
@@ -206,7 +217,7 @@ def _check_export_symbol_versions(module: Module, force_load: bool, reasons, war
                            reasons, warnings)
 
 
-def _simplify_symbols(module: Module, kernel: Kernel, providers: dict[str, _Provider], modversions: bool,
+def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, modversions: bool,
                       reasons, warnings, uses) -> None:
     """simplify_symbols() -> resolve_symbol() for every undefined symbol, in symbol table order."""
     proprietary = not is_gpl_compatible(module.license)  # TAINT_PROPRIETARY_MODULE, may be inherited below
@@ -274,7 +285,7 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: dict[str, _Prov
             uses[symbol.name] = provider.module
 
 
-def _verify_exported_symbols(module: Module, providers: dict[str, _Provider], reasons) -> None:
+def _verify_exported_symbols(module: Module, providers: _Providers, reasons) -> None:
     """verify_exported_symbols(): a symbol already exported by vmlinux or another module of the set."""
     for export in module.exports:
         provider = providers.get(export.name)
