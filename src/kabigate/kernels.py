@@ -40,6 +40,7 @@ class _Facts:
         self.exports: dict[str, Export] | None = None
         self.config: dict[str, str] = {}
         self.headers_dir: Path | None = None
+        self.package_version: str | None = None
 
 
 def load_kernel(paths: list[str], vermagic: str | None = None,
@@ -56,6 +57,7 @@ def load_kernel(paths: list[str], vermagic: str | None = None,
         kernel.machine = _agree(kernel.machine, fact.machine, "architecture", fact.source)
         kernel.vermagic = _agree(kernel.vermagic, fact.vermagic, "vermagic", fact.source)
         kernel.config.update(fact.config)
+        kernel.package_version = kernel.package_version or fact.package_version
         for name, export in (fact.exports or {}).items():
             known = kernel.exports.get(name)
             if known is not None and known.crc != export.crc:
@@ -183,6 +185,7 @@ def _facts_of_packages(paths: list[str], advance: Callable[[], None]) -> _Facts:
         raise InputError(f"{tree.label}: no kernel in these packages (no /lib/modules/<kver>, "
                          "/usr/src/kernels/<kver> or /usr/src/linux-headers-<kver>)")
     facts = _facts_of_root(root, release)
+    facts.package_version = tree.packages[0].version
     if facts.exports is None:
         # RHEL kernel RPMs Provide kernel(sym) = 0x<crc> for their exports (find-provides.ksyms).
         provided = {}

@@ -25,6 +25,9 @@ IGNORED_UNDEFINED = {
     "ppc64le": {".TOC."},
 }
 MODULE_LAYOUT = "module_layout"
+# Stored verdicts carry the version of the rules that made them: bump it whenever a change here
+# can change a verdict, its reasons or their wording, and the store recomputes them.
+RULES_VERSION = 1
 
 
 @dataclass(frozen=True)

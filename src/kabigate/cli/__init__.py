@@ -94,6 +94,7 @@ def _register_commands() -> None:
         abi,  # noqa: F401
         packages,  # noqa: F401
         signing,  # noqa: F401
+        store,  # noqa: F401
     )
 
 

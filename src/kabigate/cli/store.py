@@ -1,0 +1,403 @@
+"""`kabigate db | ingest | matrix | history | kernels | drivers`: the store and what it remembers."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import os
+import sys
+import tempfile
+
+import click
+from rich.table import Table
+
+from kabigate.cli import cli, crc_text, emit_json, err, out, progress
+from kabigate.errors import InputError
+from kabigate.kernels import load_kernel
+from kabigate.modules import count_modules
+from kabigate.services.ingest import (
+    count_pending_verdicts,
+    ingest_driver_build,
+    ingest_kernel,
+    read_driver_builds,
+    record_build_failure,
+)
+from kabigate.services.matrix import Matrix, build_matrix, driver_history, failing_cell_details
+from kabigate.store import BuildRecord, Cell, KernelRecord, Store, default_url
+
+# Short cell texts for the table: the first reason's code, abbreviated.
+SHORT_REASONS = {
+    "crc-mismatch": "crc", "module-layout-mismatch": "layout", "vermagic-mismatch": "magic",
+    "missing-symbol": "missing", "gpl-only": "gpl", "namespace-not-imported": "ns", "no-versions": "nover",
+    "no-symbol-version": "nosymver", "arch-mismatch": "arch", "duplicate-export": "dup",
+    "already-loaded": "dupname", "dependency-fails": "dep", "bad-signature": "badsig", "unsigned": "unsigned",
+    "untrusted-signature": "untrusted",
+}
+
+
+def store_option(command):
+    """--db on every store command (also $KABIGATE_DB); the store is opened for the command."""
+    @click.option("--db", "db", metavar="PATH_OR_URL", envvar="KABIGATE_DB",
+                  help="SQLite file or postgresql:// URL (default: $KABIGATE_DB, else "
+                       f"{default_url()}).")
+    @functools.wraps(command)
+    def with_store(db, **kwargs):
+        with Store.open(db) as store:
+            return command(store, **kwargs)
+    return with_store
+
+
+def json_option(command):
+    return click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")(command)
+
+
+# -- db -------------------------------------------------------------------------------------
+
+@cli.group()
+def db() -> None:
+    """Create, upgrade and inspect the store."""
+
+
+@db.command("upgrade")
+@click.option("--db", "location", metavar="PATH_OR_URL", envvar="KABIGATE_DB", help="The store (see ingest).")
+def db_upgrade(location: str | None) -> None:
+    """Create the store, or bring an older one to this kabigate's schema (its data is kept)."""
+    with Store.connect(location) as store:
+        before, after = store.upgrade()
+        out.print(f"{store.url}: schema at revision {after}" + ("" if before == after else
+                                                                  f" (was {before or 'empty'})"), markup=False)
+
+
+@db.command("status")
+@click.option("--db", "location", metavar="PATH_OR_URL", envvar="KABIGATE_DB", help="The store (see ingest).")
+@json_option
+def db_status(location: str | None, as_json: bool) -> None:
+    """Schema revision and what the store holds."""
+    with Store.connect(location) as store:
+        current, head = store.revisions()
+        counts = store.counts() if current == head else {}
+        pending = count_pending_verdicts(store) if current == head else None
+        if as_json:
+            emit_json({"url": store.url, "revision": current, "head": head, "rows": counts,
+                       "pending_verdicts": pending})
+            return
+        out.print(f"{store.url}\nschema revision {current or '(none)'} (this kabigate: {head})", markup=False)
+        for table, count in counts.items():
+            out.print(f"  {table:<16} {count:>10,}", markup=False)
+        if pending:
+            out.print(f"  {pending} verdicts to (re)compute: the next matrix does it", markup=False)
+
+
+# -- ingest ---------------------------------------------------------------------------------
+
+@cli.group()
+def ingest() -> None:
+    """Add kernels and driver builds to the store; each is judged against everything stored."""
+
+
+@ingest.command("kernel")
+@click.option("--stream", metavar="NAME", help="The stream the kernels belong to (e.g. debian-6.1, c9s, rhel-9.4).")
+@click.option("--vermagic", help="The kernel's vermagic, when its files do not tell it.")
+@json_option
+@click.argument("kernels", nargs=-1, required=True, metavar="KERNEL...")
+@store_option
+def ingest_kernels(store: Store, stream: str | None, vermagic: str | None, as_json: bool,
+                   kernels: tuple[str, ...]) -> None:
+    """Store kernels: each KERNEL is what `check -k` takes; join the paths of one kernel with a
+    comma (image.deb,headers.deb). A kernel already stored is left as it is (its stream is added)."""
+    results = []
+    for argument in kernels:
+        paths = [p for p in argument.split(",") if p]
+        package_count = sum(1 for p in paths if p.endswith((".rpm", ".deb")) or "://" in p)
+        with progress(f"reading {os.path.basename(paths[0])}", package_count or 1) as advance:
+            kernel = load_kernel(paths, vermagic, advance)
+        with progress(f"judging driver builds on {kernel.release}", len(store.driver_builds())) as advance:
+            result = ingest_kernel(store, kernel, stream, advance)
+        results.append(result)
+        if not as_json:
+            action = "stored" if result.created else "already stored"
+            where = f" in {stream}" if stream else ""
+            out.print(f"{action}: {result.record.release}{where} ({result.record.exports} exports, "
+                      f"{result.verdicts} verdicts)", markup=False)
+    if as_json:
+        emit_json({"kernels": [dict(_kernel_json(r.record), created=r.created, verdicts=r.verdicts)
+                               for r in results]})
+
+
+@ingest.command("drivers")
+@click.option("--name", help="Driver name for module trees (default: the first module's name); "
+                             "packages are named by their package name.")
+@click.option("--version", "version", help="Version for module trees (default: the modules' modinfo version).")
+@json_option
+@click.argument("paths", nargs=-1, required=True, metavar="MODULES_OR_PACKAGES_OR_REPO...")
+@store_option
+def ingest_drivers(store: Store, name: str | None, version: str | None, as_json: bool,
+                   paths: tuple[str, ...]) -> None:
+    """Store driver builds: each package (kmod RPM or deb, in a folder or a yum repository) is one
+    build whose modules form a set; the loose modules under each path are one build."""
+    with progress("reading modules", count_modules(list(paths))) as advance:
+        builds = read_driver_builds(list(paths), name, version, advance)
+    results = []
+    kernels = len(store.kernels())
+    for build in builds:
+        with progress(f"judging {build.driver} on stored kernels", kernels) as advance:
+            result = ingest_driver_build(store, build, advance)
+        results.append(result)
+        if not as_json:
+            action = "stored" if result.created else "already stored"
+            out.print(f"{action}: {result.record.label} ({len(result.record.modules)} modules, "
+                      f"{result.verdicts} verdicts)", markup=False)
+    if as_json:
+        emit_json({"builds": [dict(_build_json(r.record), created=r.created, verdicts=r.verdicts)
+                              for r in results]})
+
+
+@ingest.command("build-failure")
+@click.option("--name", required=True, help="Driver name.")
+@click.option("--version", "version", required=True, help="The driver version that failed to build.")
+@click.option("--kernel", "kernel_release", required=True, metavar="RELEASE", help="The kernel it was built for.")
+@click.option("--error", required=True, help="What failed (one line is kept).")
+@store_option
+def ingest_build_failure(store: Store, name: str, version: str, kernel_release: str, error: str) -> None:
+    """Record that a driver version does not build against a kernel (real data for the matrix)."""
+    created = record_build_failure(store, name, version, kernel_release, error)
+    out.print(f"{'recorded' if created else 'already recorded'}: {name} {version} does not build for "
+              f"{kernel_release}", markup=False)
+
+
+# -- reading back ---------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--stream", metavar="NAME", help="Only this stream's kernels (default: every stream).")
+@click.option("--driver", metavar="GLOB", help="Only drivers whose name matches (shell pattern).")
+@click.option("--since", metavar="KERNEL", help="Only kernels from this release (or package version) on.")
+@click.option("--format", "output_format", type=click.Choice(["table", "json", "csv", "html"]), default="table",
+              show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Write the report to FILE (written whole, then renamed into place).")
+@json_option
+@store_option
+def matrix(store: Store, stream, driver, since, output_format: str, output: str | None, as_json: bool) -> None:
+    """Driver builds x kernels: which build loads on which kernel, and the first reason when not."""
+    if as_json:
+        output_format = "json"
+    with progress("judging pending cells", count_pending_verdicts(store)) as advance:
+        result = build_matrix(store, stream, driver, since, advance)
+    if output_format == "table" and output is None:
+        _print_matrix(result)
+        return
+    if output_format == "table":
+        buffer = io.StringIO()
+        _print_matrix(result, buffer)
+        text = buffer.getvalue()
+    elif output_format == "json":
+        text = _matrix_json_text(result)
+    elif output_format == "csv":
+        text = _matrix_csv(result)
+    else:
+        from kabigate.render import matrix_html
+
+        text = matrix_html(result, failing_cell_details(store, result))
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        _write_atomically(output, text)
+        err.print(f"wrote {output}", markup=False)
+
+
+@cli.command()
+@click.argument("driver")
+@click.option("--stream", metavar="NAME", help="Only this stream (default: every stream).")
+@json_option
+@store_option
+def history(store: Store, driver: str, stream: str | None, as_json: bool) -> None:
+    """Along each stream: the kernel each build of DRIVER stops loading on, why, and which build loads again."""
+    histories = driver_history(store, driver, stream)
+    if as_json:
+        emit_json({"driver": driver, "streams": [{
+            "stream": h.stream, "kernels": [k.release for k in h.kernels],
+            "builds": [{**_build_json(b.build), "loads_on": [k.release for k in b.loads_on], "breaks": [{
+                "kernel": brk.kernel.release,
+                "last_loading": brk.last_loading.release if brk.last_loading else None,
+                "reasons": brk.reasons, "symbols": brk.symbols,
+                "fixed_by": [_build_json(f) for f in brk.fixed_by]} for brk in b.breaks]} for b in h.builds],
+        } for h in histories]})
+        return
+    for stream_history in histories:
+        out.print(f"[bold]{stream_history.stream or '(no stream)'}[/bold]: "
+                  f"{len(stream_history.kernels)} kernels")
+        for build_history in stream_history.builds:
+            build = build_history.build
+            if not build_history.loads_on:
+                out.print(f"  {build.label}: loads on none of them", markup=False)
+                continue
+            span = f"{build_history.loads_on[0].release}" + (
+                f" .. {build_history.loads_on[-1].release}" if len(build_history.loads_on) > 1 else "")
+            out.print(f"  {build.label}: loads on {len(build_history.loads_on)} ({span})", markup=False)
+            for brk in build_history.breaks:
+                why = ", ".join(f"{n} {code}" for code, n in brk.reasons.items())
+                symbols = ", ".join(brk.symbols[:6]) + (" ..." if len(brk.symbols) > 6 else "")
+                fixed = ("; loads again with " + ", ".join(f"{f.version} (built for {f.built_for})"
+                                                           for f in brk.fixed_by)) if brk.fixed_by else ""
+                out.print(f"    breaks at {brk.kernel.release}: {why}" + (f" [{symbols}]" if symbols else "")
+                          + fixed, markup=False)
+
+
+@cli.command()
+@click.option("--stream", metavar="NAME", help="Only this stream, in its order.")
+@json_option
+@store_option
+def kernels(store: Store, stream: str | None, as_json: bool) -> None:
+    """The kernels in the store."""
+    records = store.kernels(stream)
+    if as_json:
+        emit_json({"kernels": [_kernel_json(r) for r in records]})
+        return
+    table = Table("release", "streams", "package version", "exports", "module_layout", box=None)
+    for r in records:
+        table.add_row(r.release, ", ".join(f"{name}#{pos}" for name, pos in r.streams) or "-",
+                      r.package_version or "-", f"{r.exports:,}", crc_text(r.module_layout_crc) or "-")
+    out.print(table)
+
+
+@cli.command()
+@click.option("--driver", metavar="GLOB", help="Only drivers whose name matches.")
+@json_option
+@store_option
+def drivers(store: Store, driver: str | None, as_json: bool) -> None:
+    """The driver builds in the store (and recorded build failures)."""
+    builds = store.driver_builds(driver)
+    failures = store.build_failures(driver)
+    if as_json:
+        emit_json({"builds": [_build_json(b) for b in builds],
+                   "build_failures": [vars(f) for f in failures]})
+        return
+    table = Table("driver", "version", "built for", "format", "modules", box=None)
+    for b in builds:
+        table.add_row(b.driver, b.version or "-", b.built_for or "-", b.format, ", ".join(b.modules))
+    out.print(table)
+    for f in failures:
+        out.print(f"does not build: {f.driver} {f.version} for {f.kernel_release}: {f.error}", markup=False)
+
+
+# -- rendering ------------------------------------------------------------------------------
+
+def _kernel_json(record: KernelRecord) -> dict:
+    return {"id": record.id, "release": record.release, "machine": record.machine, "flavor": record.flavor,
+            "vermagic": record.vermagic, "module_layout_crc": crc_text(record.module_layout_crc),
+            "package_version": record.package_version, "exports": record.exports,
+            "streams": [{"stream": s, "position": p} for s, p in record.streams], "sources": list(record.sources)}
+
+
+def _build_json(record: BuildRecord) -> dict:
+    return {"id": record.id, "driver": record.driver, "package": record.package, "version": record.version,
+            "arch": record.arch, "format": record.format, "built_for": record.built_for, "source": record.source,
+            "modules": list(record.modules)}
+
+
+def _cell_json(cell: Cell | None) -> dict | None:
+    if cell is None:
+        return None
+    return {"loads": cell.loads, "modules": cell.modules, "modules_loading": cell.modules_loading,
+            "first_reason": cell.first_reason, "failing_symbols": cell.failing_symbols}
+
+
+def _matrix_json_text(result: Matrix) -> str:
+    import json
+
+    document = {
+        "stream": result.stream, "summary": result.summary(),
+        "kernels": [_kernel_json(k) for k in result.kernels],
+        "builds": [dict(_build_json(b), cells={k.release: _cell_json(result.cell(b, k)) for k in result.kernels})
+                   for b in result.builds],
+        "build_failures": [vars(f) for f in result.build_failures],
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def cell_text(cell: Cell | None) -> str:
+    if cell is None:
+        return "-"
+    if cell.loads:
+        return "ok"
+    code = SHORT_REASONS.get(cell.first_reason or "", cell.first_reason or "fails")
+    return f"{code} {cell.failing_symbols}" if cell.failing_symbols else code
+
+
+def _matrix_csv(result: Matrix) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["driver", "version", "built_for", *[k.release for k in result.kernels]])
+    for build in result.builds:
+        row = []
+        for kernel in result.kernels:
+            cell = result.cell(build, kernel)
+            row.append("" if cell is None else "loads" if cell.loads else
+                       f"fails:{cell.first_reason}:{cell.failing_symbols}")
+        writer.writerow([build.driver, build.version or "", build.built_for or "", *row])
+    return buffer.getvalue()
+
+
+def _print_matrix(result: Matrix, file=None) -> None:
+    from rich.console import Console
+
+    console = out if file is None else Console(file=file, width=400, highlight=False, color_system=None)
+    groups: dict[str | None, list[KernelRecord]] = {}
+    for kernel in result.kernels:
+        key = result.stream or (kernel.streams[0][0] if kernel.streams else None)
+        groups.setdefault(key, []).append(kernel)
+    for stream, kernels in groups.items():
+        labels = _short_labels([k.release for k in kernels])
+        table = Table(title=f"{stream or 'kernels in no stream'}: {len(kernels)} kernels",
+                      title_justify="left", box=None, pad_edge=False)
+        table.add_column("driver build")
+        for label in labels:
+            table.add_column(label, justify="center")
+        for build in result.builds:
+            texts = [cell_text(result.cell(build, k)) for k in kernels]
+            table.add_row(f"{build.driver} {build.version or ''} @{build.built_for or '?'}",
+                          *[_styled(text) for text in texts])
+        console.print(table)
+        console.print("  columns: " + ", ".join(f"{label}={k.release}" for label, k in zip(labels, kernels)
+                                                if label != k.release), markup=False)
+    summary = result.summary()
+    console.print(f"{summary['driver_builds']} builds of {summary['drivers']} drivers x {summary['kernels']} kernels: "
+                  f"{summary['loading']} cells load, {summary['failing']} fail; "
+                  f"{summary['build_failures']} recorded build failures", markup=False)
+
+
+def _styled(text: str) -> str:
+    from rich.markup import escape
+
+    colour = "green" if text == "ok" else "dim" if text == "-" else "red"
+    return f"[{colour}]{escape(text)}[/{colour}]"
+
+
+def _short_labels(releases: list[str]) -> list[str]:
+    """Column labels: what differs between the releases (6.1.0-47-amd64, 6.1.0-50-amd64 -> 47, 50)."""
+    if len(releases) < 2:
+        return releases
+    prefix = os.path.commonprefix(releases)
+    suffix = os.path.commonprefix([r[::-1] for r in releases])[::-1]
+    # Cut at separators only, so "6.1.0-47" and "6.1.0-50" do not share the "6.1.0-5" of "-50"/"-56".
+    prefix = prefix[:max(prefix.rfind(sep) for sep in ".-+") + 1]
+    suffix = suffix[min((i for i in (suffix.find(sep) for sep in ".-+") if i >= 0), default=len(suffix)):]
+    labels = [r[len(prefix):len(r) - len(suffix)] for r in releases]
+    return labels if all(labels) and len(set(labels)) == len(labels) else releases
+
+
+def _write_atomically(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=".kabigate-", dir=directory)
+        try:
+            with os.fdopen(handle, "w") as file:
+                file.write(text)
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+    except OSError as error:
+        raise InputError(f"{path}: {error.strerror}") from None
+

@@ -1,0 +1,155 @@
+"""Ingest: kernels and driver builds into the store, each with its verdicts, all or nothing.
+
+Files are read (the slow part) before the store is touched; then one transaction stores the item
+and judges it against everything already stored (a new kernel against every driver build, a new
+build against every kernel). An interrupted ingest leaves the store as it was; ingesting the same
+content again changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from kabigate.errors import InputError
+from kabigate.model import Kernel, Module, Verdict
+from kabigate.modules import read_modules
+from kabigate.rules import RULES_VERSION, check_modules
+from kabigate.services import Advance, no_progress
+from kabigate.store import BuildRecord, Cell, KernelRecord, Store, StoredVerdict
+
+
+@dataclass(frozen=True)
+class IngestedKernel:
+    record: KernelRecord
+    created: bool
+    verdicts: int  # cells computed for it
+
+
+@dataclass(frozen=True)
+class IngestedBuild:
+    record: BuildRecord
+    created: bool
+    verdicts: int
+
+
+def ingest_kernel(store: Store, kernel: Kernel, stream: str | None = None,
+                  advance: Advance = no_progress) -> IngestedKernel:
+    """Store a kernel (kernels.load_kernel() reads one) and judge every stored driver build on it."""
+    with store.transaction():
+        record, created = store.add_kernel(kernel, stream)
+        pairs = store.pairs_needing_verdicts(RULES_VERSION, kernel_ids=[record.id])
+        computed = _judge_pairs(store, pairs, {record.id: kernel}, advance)
+    return IngestedKernel(record, created, computed)
+
+
+@dataclass(frozen=True)
+class DriverBuildInput:
+    """One driver build as read from files: a package's modules, or the loose modules of a tree."""
+
+    driver: str
+    modules: list[Module]
+    version: str | None
+    package: str | None
+    arch: str | None
+    format: str
+    source: str
+    greylist: tuple[str, ...] | None = None
+
+
+def read_driver_builds(paths: list[str], name: str | None = None, version: str | None = None,
+                       advance: Advance = no_progress) -> list[DriverBuildInput]:
+    """The driver builds under `paths`: each package is one build (its modules a set), and the loose
+    modules found under each path are one build. `name` and `version` name tree builds (default:
+    the first module's name and its modinfo version); a package names itself."""
+    builds = []
+    for path in paths:
+        loose: list[Module] = []
+        packages: dict[str, list[Module]] = {}
+        for module in read_modules([path], advance):
+            if module.origin is None:
+                loose.append(module)
+            else:
+                packages.setdefault(module.origin.package, []).append(module)
+        if loose:
+            builds.append(DriverBuildInput(
+                driver=name or loose[0].name,
+                modules=loose,
+                version=version or next((v for m in loose if (v := m.info("version"))), None),
+                package=None, arch=loose[0].machine, format="tree", source=os.path.abspath(path)))
+        for location, modules in packages.items():
+            origin = modules[0].origin
+            builds.append(DriverBuildInput(
+                driver=name or origin.name, modules=modules, version=origin.version, package=origin.name,
+                arch=origin.arch, format=origin.format, source=location, greylist=origin.greylist))
+    return builds
+
+
+def ingest_driver_build(store: Store, build: DriverBuildInput, advance: Advance = no_progress) -> IngestedBuild:
+    """Store a driver build and judge it on every stored kernel."""
+    with store.transaction():
+        record, created = store.add_driver_build(
+            build.driver, build.modules, version=build.version, package=build.package, arch=build.arch,
+            format=build.format, source=build.source, greylist=build.greylist)
+        pairs = store.pairs_needing_verdicts(RULES_VERSION, build_ids=[record.id])
+        computed = _judge_pairs(store, pairs, {}, advance)
+    return IngestedBuild(record, created, computed)
+
+
+def record_build_failure(store: Store, driver: str, version: str, kernel_release: str, error: str) -> bool:
+    if not error.strip():
+        raise InputError("a build failure needs its error message")
+    with store.transaction():
+        return store.record_build_failure(driver, version, kernel_release, error.strip().splitlines()[0])
+
+
+def refresh_verdicts(store: Store, advance: Advance = no_progress) -> int:
+    """Judge every (build, kernel) pair that has no verdict from the current rules; the count."""
+    pairs = store.pairs_needing_verdicts(RULES_VERSION)
+    by_kernel: dict[int, list[tuple[int, int]]] = {}
+    for pair in pairs:
+        by_kernel.setdefault(pair[1], []).append(pair)
+    for kernel_pairs in by_kernel.values():  # one transaction a kernel: progress survives an interruption
+        with store.transaction():
+            _judge_pairs(store, kernel_pairs, {}, advance)
+    return len(pairs)
+
+
+def count_pending_verdicts(store: Store) -> int:
+    return len(store.pairs_needing_verdicts(RULES_VERSION))
+
+
+def _judge_pairs(store: Store, pairs: list[tuple[int, int]], kernels: dict[int, Kernel], advance: Advance) -> int:
+    builds: dict[int, list[Module]] = {}
+    verdicts = []
+    for build_id, kernel_id in pairs:
+        if kernel_id not in kernels:
+            kernels[kernel_id] = store.load_kernel(kernel_id)
+        if build_id not in builds:
+            builds[build_id] = store.load_build(build_id)
+        verdicts.append(judge(build_id, kernel_id, builds[build_id], kernels[kernel_id]))
+        advance()
+    store.save_verdicts(verdicts)
+    return len(verdicts)
+
+
+def judge(build_id: int, kernel_id: int, modules: list[Module], kernel: Kernel) -> StoredVerdict:
+    """The loader rules on one build (its modules installed together) and one kernel, as a cell."""
+    verdicts = check_modules(modules, kernel)
+    failing = [v for v in verdicts if not v.loads]
+    symbols = {reason.symbol for v in failing for reason in v.reasons if reason.symbol}
+    cell = Cell(build_id=build_id, kernel_id=kernel_id, rules_version=RULES_VERSION, loads=not failing,
+                modules=len(verdicts), modules_loading=len(verdicts) - len(failing),
+                first_reason=failing[0].reasons[0].code if failing else None, failing_symbols=len(symbols))
+    return StoredVerdict(cell, [verdict_detail(v) for v in verdicts])
+
+
+def verdict_detail(verdict: Verdict) -> dict:
+    """One module's verdict as the store keeps it and reports show it."""
+    return {"module": verdict.module.name, "path": verdict.module.path, "loads": verdict.loads,
+            "reasons": [_reason(r) for r in verdict.reasons], "warnings": [_reason(r) for r in verdict.warnings]}
+
+
+def _reason(reason) -> dict:
+    return {"code": reason.code, "message": reason.message, "symbol": reason.symbol,
+            "module_crc": reason.module_crc, "kernel_crc": reason.kernel_crc}

@@ -1,0 +1,19 @@
+"""kabigate's memory: kernels, streams, driver builds and verdicts (SQLite or PostgreSQL).
+
+`Store` is the only way in; nothing outside this package writes SQL."""
+
+from kabigate.store.store import (
+    BuildFailure,
+    BuildRecord,
+    Cell,
+    KernelRecord,
+    Store,
+    StoredVerdict,
+    StoreError,
+    default_url,
+    flavor_of,
+    version_key,
+)
+
+__all__ = ["BuildFailure", "BuildRecord", "Cell", "KernelRecord", "Store", "StoreError", "StoredVerdict",
+           "default_url", "flavor_of", "version_key"]

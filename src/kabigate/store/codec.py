@@ -1,0 +1,97 @@
+"""How the store packs what it keeps as blobs: export-id sets, module facts, verdict details,
+kernel configs. Pure functions; no SQL here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from array import array
+
+import zstandard
+
+from kabigate.model import Export, Import, Module, ModuleSignature, PackageOrigin, SymbolVersion
+
+_compressor = zstandard.ZstdCompressor(level=6)
+_decompressor = zstandard.ZstdDecompressor()
+# Blobs are the store's own writing, but a store file can come from anywhere: cap what one inflates to.
+MAX_BLOB = 64 << 20
+
+
+def pack(document) -> bytes:
+    return _compressor.compress(json.dumps(document, separators=(",", ":")).encode())
+
+
+def unpack(blob: bytes):
+    return json.loads(_decompressor.decompress(blob, max_output_size=MAX_BLOB))
+
+
+def pack_ids(ids: list[int]) -> bytes:
+    """Sorted ids as compressed little-endian uint32 deltas (neighbouring ids compress to ~1 byte)."""
+    deltas = array("I", (b - a for a, b in zip([0, *ids], ids)))
+    if sys.byteorder == "big":
+        deltas.byteswap()
+    return _compressor.compress(deltas.tobytes())
+
+
+def unpack_ids(blob: bytes) -> list[int]:
+    deltas = array("I")
+    deltas.frombytes(_decompressor.decompress(blob, max_output_size=MAX_BLOB))
+    if sys.byteorder == "big":
+        deltas.byteswap()
+    ids, total = [], 0
+    for delta in deltas:
+        total += delta
+        ids.append(total)
+    return ids
+
+
+def export_digest(export: Export) -> str:
+    key = f"{export.name}\0{export.crc}\0{export.export_type}\0{export.namespace}\0{export.owner}"
+    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+
+
+def module_facts(module: Module) -> dict:
+    """Everything the loader rules read from a module, path-independent: the same file in two
+    packages has the same facts (its exports' owner is its path, set again when it is loaded)."""
+    signature = module.signature
+    return {
+        "machine": module.machine,
+        "compression": module.compression,
+        "modinfo": [list(pair) for pair in module.modinfo],
+        "versions": None if module.versions is None else [[v.name, v.crc] for v in module.versions],
+        "imports": [[i.name, i.weak] for i in module.imports],
+        "exports": [[e.name, e.crc, e.export_type, e.namespace] for e in module.exports],
+        "signature": None if signature is None else [
+            signature.id_type, signature.hash_algorithm, signature.signer, signature.key_id,
+            signature.signature_size, signature.signed_size, signature.defect],
+    }
+
+
+def facts_digest(facts: dict) -> str:
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def module_from_facts(facts: dict, path: str, origin: PackageOrigin | None) -> Module:
+    signature = facts["signature"]
+    return Module(
+        path=path,
+        machine=facts["machine"],
+        modinfo=tuple((key, value) for key, value in facts["modinfo"]),
+        versions=None if facts["versions"] is None else tuple(SymbolVersion(n, c) for n, c in facts["versions"]),
+        imports=tuple(Import(name, weak) for name, weak in facts["imports"]),
+        exports=tuple(Export(name, crc, path, export_type, namespace)
+                      for name, crc, export_type, namespace in facts["exports"]),
+        signature=None if signature is None else ModuleSignature(*signature),
+        compression=facts["compression"],
+        origin=origin,
+    )
+
+
+def pack_config(config: dict[str, str]) -> bytes:
+    return _compressor.compress("\n".join(f"{k}={v}" for k, v in sorted(config.items())).encode())
+
+
+def unpack_config(blob: bytes) -> dict[str, str]:
+    text = _decompressor.decompress(blob, max_output_size=MAX_BLOB).decode()
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)

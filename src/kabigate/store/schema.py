@@ -1,0 +1,165 @@
+"""The store's tables (SQLAlchemy Core). Alembic migrations create and change them; this module
+is what the code queries and what tests compare the migrated database with.
+
+Layout, and why:
+- Kernels share almost all of their ~25,000 exports, so an export fact (symbol, CRC, type,
+  namespace, owner) is stored once in `export`, and a kernel points at an `export_set`: the sorted
+  ids of its exports, delta-encoded and compressed (~30 KB instead of 25,000 rows per kernel).
+- Modules are content-addressed by their facts (`module.digest`): the same .ko in two packages is
+  one row. `module.facts` (compressed JSON) is the whole parsed module, enough to run the loader
+  rules again; `module_import` is its import list as rows, for questions asked across drivers
+  ("who needs this symbol, at which CRC").
+- A verdict is one driver build on one kernel, tagged with the rules version that made it; a rules
+  change makes it stale and it is recomputed. `detail` holds every module's reasons and warnings.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+stream = Table(
+    "stream", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+)
+
+symbol = Table(
+    "symbol", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(512), nullable=False, unique=True),
+)
+
+export = Table(
+    "export", metadata,
+    Column("id", Integer, primary_key=True),
+    # blake2b-128 (hex) of (name, crc, type, namespace, owner): one row per distinct export fact.
+    Column("digest", String(32), nullable=False, unique=True),
+    Column("symbol_id", Integer, ForeignKey("symbol.id"), nullable=False, index=True),
+    Column("crc", BigInteger),
+    Column("export_type", String(64), nullable=False),
+    Column("namespace", String(200), nullable=False),
+    Column("owner", String(512), nullable=False),
+)
+
+export_set = Table(
+    "export_set", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("size", Integer, nullable=False),
+    Column("members", LargeBinary, nullable=False),
+)
+
+kernel = Table(
+    "kernel", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("release", String(200), nullable=False, index=True),
+    Column("machine", String(64)),
+    Column("flavor", String(64), nullable=False),
+    Column("vermagic", String(512)),
+    Column("module_layout_crc", BigInteger),
+    Column("export_set_id", Integer, ForeignKey("export_set.id"), nullable=False),
+    Column("config", LargeBinary, nullable=False),  # compressed .config lines
+    Column("package_version", String(200)),
+    Column("build_date", String(100)),
+    Column("sources", Text, nullable=False),  # JSON list: where it was read from
+    Column("ingested_at", DateTime(timezone=True), nullable=False),
+)
+
+stream_kernel = Table(
+    "stream_kernel", metadata,
+    Column("stream_id", Integer, ForeignKey("stream.id"), primary_key=True),
+    Column("kernel_id", Integer, ForeignKey("kernel.id"), primary_key=True),
+    Column("position", Integer, nullable=False),
+)
+
+driver = Table(
+    "driver", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+)
+
+driver_build = Table(
+    "driver_build", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("driver_id", Integer, ForeignKey("driver.id"), nullable=False, index=True),
+    Column("package", String(200)),  # package name; NULL for a module tree
+    Column("version", String(200)),  # version-release of the package, or given for a tree
+    Column("arch", String(64)),
+    Column("format", String(16), nullable=False),  # "rpm", "deb" or "tree"
+    Column("built_for", String(200)),  # kernel release from the modules' vermagic
+    Column("source", Text, nullable=False),  # the path or URL it was read from
+    Column("greylist", Text),  # JSON list from ELRepo's greylist.txt, NULL when none shipped
+    Column("ingested_at", DateTime(timezone=True), nullable=False),
+)
+
+module = Table(
+    "module", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False, index=True),
+    Column("machine", String(64), nullable=False),
+    Column("vermagic", String(512)),
+    Column("license", String(200)),
+    Column("signer", String(512)),  # NULL: unsigned
+    Column("facts", LargeBinary, nullable=False),
+)
+
+module_import = Table(
+    "module_import", metadata,
+    Column("module_id", Integer, ForeignKey("module.id"), primary_key=True),
+    Column("symbol_id", Integer, ForeignKey("symbol.id"), primary_key=True),
+    Column("crc", BigInteger),  # the module's __versions CRC for it, NULL when it has none
+    Column("weak", Boolean, nullable=False),
+    Index("ix_module_import_symbol", "symbol_id"),
+)
+
+build_module = Table(
+    "build_module", metadata,
+    Column("build_id", Integer, ForeignKey("driver_build.id"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("module_id", Integer, ForeignKey("module.id"), nullable=False, index=True),
+    Column("path", Text, nullable=False),
+)
+
+verdict = Table(
+    "verdict", metadata,
+    Column("build_id", Integer, ForeignKey("driver_build.id"), primary_key=True),
+    Column("kernel_id", Integer, ForeignKey("kernel.id"), primary_key=True),
+    Column("rules_version", Integer, nullable=False),
+    Column("loads", Boolean, nullable=False),
+    Column("modules", Integer, nullable=False),
+    Column("modules_loading", Integer, nullable=False),
+    Column("first_reason", String(64)),
+    Column("failing_symbols", Integer, nullable=False),
+    Column("detail", LargeBinary, nullable=False),  # compressed JSON: each module's reasons, warnings
+    Index("ix_verdict_kernel", "kernel_id"),
+)
+
+build_failure = Table(
+    "build_failure", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("driver_id", Integer, ForeignKey("driver.id"), nullable=False, index=True),
+    Column("version", String(200), nullable=False),
+    Column("kernel_release", String(200), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("driver_id", "version", "kernel_release"),
+)

@@ -1,0 +1,617 @@
+"""The `Store`: kernels, streams, driver builds and verdicts, in SQLite or PostgreSQL.
+
+The only module that speaks SQL. Callers (the ingest/matrix services, later the gate, the web
+app and workers) get plain records and model objects back, never rows or sessions.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fnmatch
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+import platformdirs
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+
+from kabigate.errors import InputError
+from kabigate.model import Export, Kernel, Module, PackageOrigin
+from kabigate.store import codec
+from kabigate.store import schema as t
+
+# Rows per statement when ids are looked up with IN (...): below SQLite's variable limit.
+_CHUNK = 900
+
+
+class StoreError(InputError):
+    """The store cannot be opened or used (bad URL, unreachable server, schema too old)."""
+
+
+@dataclass(frozen=True)
+class KernelRecord:
+    id: int
+    release: str
+    machine: str | None
+    flavor: str
+    vermagic: str | None
+    module_layout_crc: int | None
+    package_version: str | None
+    build_date: str | None
+    sources: tuple[str, ...]
+    exports: int
+    streams: tuple[tuple[str, int], ...]  # (stream, position)
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    id: int
+    driver: str
+    package: str | None
+    version: str | None
+    arch: str | None
+    format: str
+    built_for: str | None
+    source: str
+    modules: tuple[str, ...]  # module names, in the build's order
+
+    @property
+    def label(self) -> str:
+        return f"{self.driver} {self.version or '?'} (built for {self.built_for or '?'})"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One driver build on one kernel, as stored."""
+
+    build_id: int
+    kernel_id: int
+    rules_version: int
+    loads: bool
+    modules: int
+    modules_loading: int
+    first_reason: str | None
+    failing_symbols: int
+
+
+@dataclass(frozen=True)
+class StoredVerdict:
+    """A cell and its detail (each module: its reasons and warnings), ready to be saved."""
+
+    cell: Cell
+    detail: list[dict]
+
+
+@dataclass(frozen=True)
+class BuildFailure:
+    driver: str
+    version: str
+    kernel_release: str
+    error: str
+
+
+def default_url() -> str:
+    """$KABIGATE_DB, else an SQLite file in the user's data directory."""
+    return os.environ.get("KABIGATE_DB") or str(Path(platformdirs.user_data_dir("kabigate")) / "kabigate.db")
+
+
+def engine_url(location: str) -> str:
+    """A database URL from what a user typed: a URL, or a path to an SQLite file."""
+    if "://" in location:
+        return location
+    return f"sqlite:///{os.path.abspath(os.path.expanduser(location))}"
+
+
+def flavor_of(release: str) -> str:
+    """The kernel flavor a release names: Debian `6.1.0-47-rt-amd64` -> rt-amd64,
+    `6.12.107+deb12-cloud-amd64` -> cloud-amd64; RHEL `5.14.0-427.el9.x86_64+rt` -> rt."""
+    if "+" in release and not re.search(r"\+deb\d+", release):
+        return release.rsplit("+", 1)[1]
+    debian = re.match(r"^\d+\.\d+(?:\.\d+)?(?:-\d+|\+deb\d+)-(.+)$", release)
+    return debian.group(1) if debian else "default"
+
+
+def version_key(version: str) -> tuple:
+    """Natural order of versions: digit runs compare as numbers (6.1.0-9 < 6.1.0-47, 427.31 < 427.40)."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
+                 for part in re.findall(r"\d+|[^\d.+~_-]+", version))
+
+
+class Store:
+    """Everything kabigate remembers. Open with `Store.open(url)`; use as a context manager."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._connection: Connection | None = None
+        self._exports: dict[int, Export] = {}  # id -> Export, shared by the kernels loaded
+
+    # -- opening and the schema ---------------------------------------------------------------
+
+    @classmethod
+    def open(cls, location: str | None = None, *, create: bool = True) -> Store:
+        """Open the store at `location` (URL or SQLite path; default: default_url()).
+
+        A new, empty database gets the current schema; one at an older schema revision is
+        refused (`kabigate db upgrade` upgrades it), never rebuilt."""
+        store = cls.connect(location)
+        try:
+            current, head = store.revisions()
+            if current is None and create:
+                if store._has_tables():
+                    raise StoreError(f"{store.url}: the database has tables but no kabigate schema revision")
+                store.upgrade()
+            elif current is None:
+                raise StoreError(f"{store.url}: no kabigate store here (run kabigate db upgrade to create one)")
+            elif current != head:
+                known = current in store._migration_chain()
+                raise StoreError(f"{store.url}: store schema is at revision {current}, this kabigate needs {head}: "
+                                 + ("run `kabigate db upgrade`" if known else "it was written by a newer kabigate"))
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def connect(cls, location: str | None = None) -> Store:
+        """The store at `location` without checking its schema (for `db upgrade` and `db status`)."""
+        url = engine_url(location or default_url())
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise StoreError(f"{location}: not a database URL or path") from None
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            raise StoreError(f"{location}: kabigate stores live in SQLite or PostgreSQL, not {parsed.get_backend_name()}")
+        if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        if parsed.get_backend_name() == "sqlite" and parsed.database:
+            directory = os.path.dirname(parsed.database)
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as error:
+                raise StoreError(f"{directory}: {error.strerror}") from None
+        # psycopg prepares a statement run 5 times; PostgreSQL then plans the id lookups
+        # (`digest IN (900 values)`) generically, as sequential scans: 100x slower. Never prepare.
+        connect_args = {"prepare_threshold": None} if parsed.get_backend_name() == "postgresql" else {}
+        try:
+            engine = create_engine(parsed, connect_args=connect_args)
+        except (ArgumentError, ImportError) as error:
+            raise StoreError(f"{location}: {error}") from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine)
+        try:
+            with engine.connect():
+                pass
+        except DBAPIError as error:
+            engine.dispose()
+            raise StoreError(f"{store.url}: cannot open the database: {_first_line(error.orig)}") from None
+        return store
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _alembic_config(self):
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        return config
+
+    def _migration_chain(self) -> list[str]:
+        from alembic.script import ScriptDirectory
+
+        script = ScriptDirectory.from_config(self._alembic_config())
+        return [revision.revision for revision in script.walk_revisions()]
+
+    def revisions(self) -> tuple[str | None, str]:
+        """(the database's schema revision or None, the revision this kabigate writes)."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        with self._reading() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+        return current, head
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """Apply pending migrations; returns (revision before, revision after)."""
+        from alembic import command
+
+        before, head = self.revisions()
+        config = self._alembic_config()
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+        return before, head
+
+    def _has_tables(self) -> bool:
+        from sqlalchemy import inspect
+
+        return bool(inspect(self.engine).get_table_names())
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One unit of work: everything written inside is committed together or not at all."""
+        if self._connection is not None:
+            yield
+            return
+        try:
+            with self.engine.begin() as connection:
+                self._connection = connection
+                try:
+                    yield
+                finally:
+                    self._connection = None
+        except DBAPIError as error:
+            raise StoreError(f"{self.url}: {_first_line(error.orig)}") from None
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        if self._connection is not None:
+            yield self._connection
+            return
+        try:
+            with self.engine.connect() as connection:
+                yield connection
+        except DBAPIError as error:
+            raise StoreError(f"{self.url}: {_first_line(error.orig)}") from None
+
+    def _writing(self) -> Connection:
+        if self._connection is None:
+            raise RuntimeError("store writes happen inside Store.transaction()")
+        return self._connection
+
+    def _insert_ignoring_duplicates(self, table, rows: list[dict]) -> None:
+        if not rows:
+            return
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        self._writing().execute(dialect.insert(table).on_conflict_do_nothing(), rows)
+
+    def _ids_by(self, table, key_column, keys: Iterable) -> dict:
+        keys = list(dict.fromkeys(keys))
+        found = {}
+        with self._reading() as connection:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start:start + _CHUNK]
+                for key, row_id in connection.execute(select(key_column, table.c.id).where(key_column.in_(chunk))):
+                    found[key] = row_id
+        return found
+
+    def _symbol_ids(self, names: Iterable[str]) -> dict[str, int]:
+        names = list(dict.fromkeys(names))
+        self._insert_ignoring_duplicates(t.symbol, [{"name": name} for name in names])
+        return self._ids_by(t.symbol, t.symbol.c.name, names)
+
+    def _named_id(self, table, name: str) -> int:
+        self._insert_ignoring_duplicates(table, [{"name": name}])
+        return self._ids_by(table, table.c.name, [name])[name]
+
+    # -- kernels ------------------------------------------------------------------------------
+
+    def add_kernel(self, kernel: Kernel, stream: str | None = None) -> tuple[KernelRecord, bool]:
+        """Store a kernel (and put it in `stream`); (record, False) when it is already stored."""
+        if kernel.release is None:
+            raise InputError(f"{', '.join(kernel.sources)}: the kernel release is unknown (no vermagic); "
+                             "give --vermagic or a tree with an in-tree module")
+        exports = sorted(kernel.exports.values(), key=lambda e: e.name)
+        export_digests = [codec.export_digest(e) for e in exports]
+        digest = hashlib.sha256(json.dumps([kernel.release, kernel.machine, kernel.vermagic,
+                                            sorted(kernel.config.items()), export_digests]).encode()).hexdigest()
+        connection = self._writing()
+        kernel_id = self._ids_by(t.kernel, t.kernel.c.digest, [digest]).get(digest)
+        created = kernel_id is None
+        if created:
+            export_ids = self._export_ids(exports, export_digests)
+            members = sorted(export_ids)
+            set_digest = hashlib.sha256(codec.pack_ids(members)).hexdigest()
+            self._insert_ignoring_duplicates(t.export_set, [{"digest": set_digest, "size": len(members),
+                                                              "members": codec.pack_ids(members)}])
+            layout = kernel.exports.get("module_layout")
+            kernel_id = connection.execute(t.kernel.insert().values(
+                digest=digest, release=kernel.release, machine=kernel.machine, flavor=flavor_of(kernel.release),
+                vermagic=kernel.vermagic, module_layout_crc=layout.crc if layout else None,
+                export_set_id=self._ids_by(t.export_set, t.export_set.c.digest, [set_digest])[set_digest],
+                config=codec.pack_config(kernel.config), package_version=kernel.package_version,
+                build_date=None, sources=json.dumps(kernel.sources), ingested_at=_now(),
+            )).inserted_primary_key[0]
+        if stream is not None:
+            self._put_in_stream(kernel_id, stream)
+        return self.kernel(kernel_id), created
+
+    def _export_ids(self, exports: list[Export], digests: list[str]) -> list[int]:
+        known = self._ids_by(t.export, t.export.c.digest, digests)
+        new = [(e, d) for e, d in zip(exports, digests) if d not in known]
+        if new:
+            symbols = self._symbol_ids(e.name for e, _ in new)
+            self._insert_ignoring_duplicates(t.export, [
+                {"digest": d, "symbol_id": symbols[e.name], "crc": e.crc, "export_type": e.export_type,
+                 "namespace": e.namespace, "owner": e.owner} for e, d in new])
+            known.update(self._ids_by(t.export, t.export.c.digest, [d for _, d in new]))
+        return [known[d] for d in digests]
+
+    def _put_in_stream(self, kernel_id: int, stream: str) -> None:
+        """Add the kernel to the stream and renumber the stream in version order."""
+        connection = self._writing()
+        stream_id = self._named_id(t.stream, stream)
+        self._insert_ignoring_duplicates(t.stream_kernel, [{"stream_id": stream_id, "kernel_id": kernel_id,
+                                                            "position": -1}])
+        members = connection.execute(
+            select(t.kernel.c.id, t.kernel.c.release, t.kernel.c.package_version)
+            .join(t.stream_kernel, t.stream_kernel.c.kernel_id == t.kernel.c.id)
+            .where(t.stream_kernel.c.stream_id == stream_id)).all()
+        ordered = sorted(members, key=lambda row: (version_key(row.package_version or row.release),
+                                                   version_key(row.release)))
+        for position, row in enumerate(ordered):
+            connection.execute(t.stream_kernel.update()
+                               .where(t.stream_kernel.c.stream_id == stream_id,
+                                      t.stream_kernel.c.kernel_id == row.id)
+                               .values(position=position))
+
+    def kernels(self, stream: str | None = None) -> list[KernelRecord]:
+        """Stored kernels: those of `stream` in its order, or all (by stream, then release)."""
+        records = self._kernel_records()
+        if stream is None:
+            return sorted(records, key=lambda r: (not r.streams, r.streams[:1], version_key(r.release)))
+        if stream not in self.streams():
+            raise InputError(f"no stream named {stream!r} in the store (streams: {', '.join(self.streams()) or 'none'})")
+        in_stream = [(dict(r.streams)[stream], r) for r in records if stream in dict(r.streams)]
+        return [record for _, record in sorted(in_stream, key=lambda pair: pair[0])]
+
+    def kernel(self, kernel_id: int) -> KernelRecord:
+        return self._kernel_records(t.kernel.c.id == kernel_id)[0]
+
+    def find_kernels(self, release: str) -> list[KernelRecord]:
+        return self._kernel_records(t.kernel.c.release == release)
+
+    def _kernel_records(self, *where) -> list[KernelRecord]:
+        with self._reading() as connection:
+            streams: dict[int, list[tuple[str, int]]] = {}
+            for kernel_id, name, position in connection.execute(
+                    select(t.stream_kernel.c.kernel_id, t.stream.c.name, t.stream_kernel.c.position)
+                    .join(t.stream, t.stream.c.id == t.stream_kernel.c.stream_id)):
+                streams.setdefault(kernel_id, []).append((name, position))
+            rows = connection.execute(
+                select(t.kernel, t.export_set.c.size)
+                .join(t.export_set, t.export_set.c.id == t.kernel.c.export_set_id).where(*where)
+                .order_by(t.kernel.c.id)).all()
+        return [KernelRecord(
+            id=row.id, release=row.release, machine=row.machine, flavor=row.flavor, vermagic=row.vermagic,
+            module_layout_crc=row.module_layout_crc, package_version=row.package_version,
+            build_date=row.build_date, sources=tuple(json.loads(row.sources)), exports=row.size,
+            streams=tuple(sorted(streams.get(row.id, ()))),
+        ) for row in rows]
+
+    def streams(self) -> list[str]:
+        with self._reading() as connection:
+            return list(connection.scalars(select(t.stream.c.name).order_by(t.stream.c.name)))
+
+    def load_kernel(self, kernel_id: int) -> Kernel:
+        """The stored kernel as the loader rules take it."""
+        with self._reading() as connection:
+            row = connection.execute(
+                select(t.kernel, t.export_set.c.members)
+                .join(t.export_set, t.export_set.c.id == t.kernel.c.export_set_id)
+                .where(t.kernel.c.id == kernel_id)).one()
+            ids = codec.unpack_ids(row.members)
+            missing = [i for i in ids if i not in self._exports]
+            for start in range(0, len(missing), _CHUNK):
+                chunk = missing[start:start + _CHUNK]
+                for export_id, name, crc, export_type, namespace, owner in connection.execute(
+                        select(t.export.c.id, t.symbol.c.name, t.export.c.crc, t.export.c.export_type,
+                               t.export.c.namespace, t.export.c.owner)
+                        .join(t.symbol, t.symbol.c.id == t.export.c.symbol_id).where(t.export.c.id.in_(chunk))):
+                    self._exports[export_id] = Export(name, crc, owner, export_type, namespace)
+        exports = {export.name: export for export in (self._exports[i] for i in ids)}
+        return Kernel(release=row.release, vermagic=row.vermagic, machine=row.machine, exports=exports,
+                      config=codec.unpack_config(row.config), sources=json.loads(row.sources),
+                      package_version=row.package_version)
+
+    # -- driver builds ------------------------------------------------------------------------
+
+    def add_driver_build(self, driver: str, modules: list[Module], *, version: str | None, package: str | None,
+                         arch: str | None, format: str, source: str,
+                         greylist: tuple[str, ...] | None = None) -> tuple[BuildRecord, bool]:
+        """Store one driver build (a package's modules, or a tree's): (record, False) if already stored."""
+        facts = [codec.module_facts(m) for m in modules]
+        module_digests = [codec.facts_digest(f) for f in facts]
+        digest = hashlib.sha256(json.dumps([driver, version, package, arch, format, module_digests]).encode()
+                                ).hexdigest()
+        build_id = self._ids_by(t.driver_build, t.driver_build.c.digest, [digest]).get(digest)
+        if build_id is not None:
+            return self.driver_build(build_id), False
+        connection = self._writing()
+        module_ids = self._module_ids(modules, facts, module_digests)
+        vermagic = next((m.vermagic for m in modules if m.vermagic), None)
+        build_id = connection.execute(t.driver_build.insert().values(
+            digest=digest, driver_id=self._named_id(t.driver, driver), package=package, version=version, arch=arch,
+            format=format, built_for=vermagic.split(" ", 1)[0] if vermagic else None, source=source,
+            greylist=None if greylist is None else json.dumps(list(greylist)), ingested_at=_now(),
+        )).inserted_primary_key[0]
+        connection.execute(t.build_module.insert(), [
+            {"build_id": build_id, "position": i, "module_id": module_id, "path": m.path}
+            for i, (m, module_id) in enumerate(zip(modules, module_ids))])
+        return self.driver_build(build_id), True
+
+    def _module_ids(self, modules: list[Module], facts: list[dict], digests: list[str]) -> list[int]:
+        known = self._ids_by(t.module, t.module.c.digest, digests)
+        connection = self._writing()
+        for module, fact, digest in zip(modules, facts, digests):
+            if digest in known:
+                continue
+            module_id = connection.execute(t.module.insert().values(
+                digest=digest, name=module.name, machine=module.machine, vermagic=module.vermagic,
+                license=module.license, signer=module.signature.signer if module.signature else None,
+                facts=codec.pack(fact))).inserted_primary_key[0]
+            known[digest] = module_id
+            symbols = self._symbol_ids(i.name for i in module.imports)
+            crcs = {v.name: v.crc for v in module.versions or ()}
+            imports = {i.name: i for i in module.imports}  # a symbol listed twice is one import
+            if imports:
+                connection.execute(t.module_import.insert(), [
+                    {"module_id": module_id, "symbol_id": symbols[name], "crc": crcs.get(name), "weak": i.weak}
+                    for name, i in imports.items()])
+        return [known[d] for d in digests]
+
+    def driver_builds(self, pattern: str | None = None) -> list[BuildRecord]:
+        """Stored builds, by driver name then version; `pattern` is a shell glob on the driver name."""
+        records = self._build_records()
+        if pattern is not None:
+            records = [r for r in records if fnmatch.fnmatchcase(r.driver, pattern)]
+        return sorted(records, key=lambda r: (r.driver, version_key(r.version or ""), version_key(r.built_for or ""),
+                                              r.id))
+
+    def driver_build(self, build_id: int) -> BuildRecord:
+        return self._build_records(t.driver_build.c.id == build_id)[0]
+
+    def _build_records(self, *where) -> list[BuildRecord]:
+        with self._reading() as connection:
+            names: dict[int, list[str]] = {}
+            for build_id, name in connection.execute(
+                    select(t.build_module.c.build_id, t.module.c.name)
+                    .join(t.module, t.module.c.id == t.build_module.c.module_id)
+                    .order_by(t.build_module.c.build_id, t.build_module.c.position)):
+                names.setdefault(build_id, []).append(name)
+            rows = connection.execute(
+                select(t.driver_build, t.driver.c.name.label("driver"))
+                .join(t.driver, t.driver.c.id == t.driver_build.c.driver_id).where(*where)).all()
+        return [BuildRecord(id=row.id, driver=row.driver, package=row.package, version=row.version, arch=row.arch,
+                            format=row.format, built_for=row.built_for, source=row.source,
+                            modules=tuple(names.get(row.id, ()))) for row in rows]
+
+    def load_build(self, build_id: int) -> list[Module]:
+        """The build's modules as the loader rules take them, in the build's order."""
+        with self._reading() as connection:
+            build = connection.execute(select(t.driver_build).where(t.driver_build.c.id == build_id)).one()
+            rows = connection.execute(
+                select(t.build_module.c.path, t.module.c.facts)
+                .join(t.module, t.module.c.id == t.build_module.c.module_id)
+                .where(t.build_module.c.build_id == build_id).order_by(t.build_module.c.position)).all()
+        origin = None
+        if build.format in ("rpm", "deb"):
+            origin = PackageOrigin(build.source, build.package or "", build.version or "", build.arch or "",
+                                   build.format, None if build.greylist is None else tuple(json.loads(build.greylist)))
+        return [codec.module_from_facts(codec.unpack(facts), path, origin) for path, facts in rows]
+
+    def record_build_failure(self, driver: str, version: str, kernel_release: str, error: str) -> bool:
+        """Remember that a driver version failed to build for a kernel; False if already recorded."""
+        driver_id = self._named_id(t.driver, driver)
+        key = (t.build_failure.c.driver_id == driver_id, t.build_failure.c.version == version,
+               t.build_failure.c.kernel_release == kernel_release)
+        connection = self._writing()
+        if connection.execute(select(t.build_failure.c.id).where(*key)).first() is not None:
+            return False
+        connection.execute(t.build_failure.insert().values(driver_id=driver_id, version=version,
+                                                            kernel_release=kernel_release, error=error,
+                                                            recorded_at=_now()))
+        return True
+
+    def build_failures(self, pattern: str | None = None) -> list[BuildFailure]:
+        with self._reading() as connection:
+            rows = connection.execute(
+                select(t.driver.c.name, t.build_failure.c.version, t.build_failure.c.kernel_release,
+                       t.build_failure.c.error)
+                .join(t.driver, t.driver.c.id == t.build_failure.c.driver_id)).all()
+        failures = [BuildFailure(*row) for row in rows]
+        if pattern is not None:
+            failures = [f for f in failures if fnmatch.fnmatchcase(f.driver, pattern)]
+        return sorted(failures, key=lambda f: (f.driver, version_key(f.version), version_key(f.kernel_release)))
+
+    # -- verdicts -----------------------------------------------------------------------------
+
+    def pairs_needing_verdicts(self, rules_version: int, *, kernel_ids: list[int] | None = None,
+                               build_ids: list[int] | None = None) -> list[tuple[int, int]]:
+        """(build, kernel) pairs with no verdict, or one made by other rules, among those given."""
+        with self._reading() as connection:
+            kernels = kernel_ids if kernel_ids is not None else list(connection.scalars(select(t.kernel.c.id)))
+            builds = build_ids if build_ids is not None else list(connection.scalars(select(t.driver_build.c.id)))
+            current = set(connection.execute(
+                select(t.verdict.c.build_id, t.verdict.c.kernel_id)
+                .where(t.verdict.c.rules_version == rules_version)).all())
+        return [(b, k) for k in kernels for b in builds if (b, k) not in current]
+
+    def save_verdicts(self, verdicts: list[StoredVerdict]) -> None:
+        """Store verdicts, replacing those of the same cells."""
+        if not verdicts:
+            return
+        connection = self._writing()
+        keys = [(v.cell.build_id, v.cell.kernel_id) for v in verdicts]
+        for start in range(0, len(keys), _CHUNK // 2):
+            connection.execute(t.verdict.delete().where(
+                tuple_(t.verdict.c.build_id, t.verdict.c.kernel_id).in_(keys[start:start + _CHUNK // 2])))
+        connection.execute(t.verdict.insert(), [
+            {"build_id": v.cell.build_id, "kernel_id": v.cell.kernel_id, "rules_version": v.cell.rules_version,
+             "loads": v.cell.loads, "modules": v.cell.modules, "modules_loading": v.cell.modules_loading,
+             "first_reason": v.cell.first_reason, "failing_symbols": v.cell.failing_symbols,
+             "detail": codec.pack(v.detail)} for v in verdicts])
+
+    def cells(self, rules_version: int, *, build_ids: list[int] | None = None,
+              kernel_ids: list[int] | None = None) -> dict[tuple[int, int], Cell]:
+        """Current verdicts, keyed by (build id, kernel id)."""
+        query = select(t.verdict.c.build_id, t.verdict.c.kernel_id, t.verdict.c.rules_version, t.verdict.c.loads,
+                       t.verdict.c.modules, t.verdict.c.modules_loading, t.verdict.c.first_reason,
+                       t.verdict.c.failing_symbols).where(t.verdict.c.rules_version == rules_version)
+        wanted_builds = None if build_ids is None else set(build_ids)
+        wanted_kernels = None if kernel_ids is None else set(kernel_ids)
+        with self._reading() as connection:
+            rows = connection.execute(query).all()
+        return {(row.build_id, row.kernel_id): Cell(*row) for row in rows
+                if (wanted_builds is None or row.build_id in wanted_builds)
+                and (wanted_kernels is None or row.kernel_id in wanted_kernels)}
+
+    def verdict_detail(self, build_id: int, kernel_id: int) -> list[dict] | None:
+        """Each module's reasons and warnings for one cell, as saved."""
+        with self._reading() as connection:
+            blob = connection.scalar(select(t.verdict.c.detail).where(t.verdict.c.build_id == build_id,
+                                                                      t.verdict.c.kernel_id == kernel_id))
+        return None if blob is None else codec.unpack(blob)
+
+    # -- size ---------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table (for `kabigate db status` and the benchmarks)."""
+        with self._reading() as connection:
+            return {table.name: connection.scalar(select(func.count()).select_from(table))
+                    for table in t.metadata.sorted_tables}
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL: readers (a web page, `matrix`) go on while an ingest writes; a killed writer's
+    # uncommitted pages are never seen. busy_timeout: a second writer waits instead of failing.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error or "database error").strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
