@@ -24,7 +24,7 @@ def matrix_html(matrix: Matrix, details: dict[tuple[int, int], list[dict]]) -> s
                           []).append(kernel)
     cells = {}
     for (build_id, kernel_id), modules in details.items():
-        reasons = [dict(reason, module=module["module"]) for module in modules for reason in module["reasons"]]
+        reasons = [dict(reason, module=module["name"]) for module in modules for reason in module["reasons"]]
         cells[f"{build_id}:{kernel_id}"] = {"reasons": reasons[:MAX_REASONS_SHOWN], "more": len(reasons) - len(
             reasons[:MAX_REASONS_SHOWN])}
     reason_codes = sorted({c.first_reason for c in matrix.cells.values() if c.first_reason})

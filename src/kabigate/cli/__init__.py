@@ -21,6 +21,7 @@ from kabigate.errors import InputError
 from kabigate.formats.stablelist import Stablelist, parse_stablelist
 from kabigate.model import Module
 from kabigate.modules import count_modules, read_modules
+from kabigate.reports import crc_text  # noqa: F401  (the commands' shared helper)
 
 EXIT_OK, EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR = 0, 1, 2
 
@@ -78,10 +79,6 @@ def read_stablelist(path: str | None, machine: str | None = None) -> Stablelist 
             return parse_stablelist(file.read(), path)
     except OSError as error:
         raise InputError(f"{path}: {error.strerror}") from None
-
-
-def crc_text(value: int | None) -> str | None:
-    return None if value is None else f"0x{value:08x}"
 
 
 def emit_json(document: dict) -> None:

@@ -12,8 +12,9 @@ import os
 from dataclasses import dataclass
 
 from kabigate.errors import InputError
-from kabigate.model import Kernel, Module, Verdict
+from kabigate.model import Kernel, Module
 from kabigate.modules import read_modules
+from kabigate.reports import verdict_report
 from kabigate.rules import RULES_VERSION, check_modules
 from kabigate.services import Advance, no_progress
 from kabigate.store import BuildRecord, Cell, KernelRecord, Store, StoredVerdict
@@ -141,15 +142,4 @@ def judge(build_id: int, kernel_id: int, modules: list[Module], kernel: Kernel) 
     cell = Cell(build_id=build_id, kernel_id=kernel_id, rules_version=RULES_VERSION, loads=not failing,
                 modules=len(verdicts), modules_loading=len(verdicts) - len(failing),
                 first_reason=failing[0].reasons[0].code if failing else None, failing_symbols=len(symbols))
-    return StoredVerdict(cell, [verdict_detail(v) for v in verdicts])
-
-
-def verdict_detail(verdict: Verdict) -> dict:
-    """One module's verdict as the store keeps it and reports show it."""
-    return {"module": verdict.module.name, "path": verdict.module.path, "loads": verdict.loads,
-            "reasons": [_reason(r) for r in verdict.reasons], "warnings": [_reason(r) for r in verdict.warnings]}
-
-
-def _reason(reason) -> dict:
-    return {"code": reason.code, "message": reason.message, "symbol": reason.symbol,
-            "module_crc": reason.module_crc, "kernel_crc": reason.kernel_crc}
+    return StoredVerdict(cell, [verdict_report(v) for v in verdicts])

@@ -121,8 +121,9 @@ def flavor_of(release: str) -> str:
 
 
 def version_key(version: str) -> tuple:
-    """Natural order of versions: digit runs compare as numbers (6.1.0-9 < 6.1.0-47, 427.31 < 427.40)."""
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
+    """Natural order of versions: digit runs compare as numbers (6.1.0-9 < 6.1.0-47, 427.31 < 427.40)
+    and, as in rpmvercmp(), a number is newer than letters (427.31.1.el9_4 > 427.el9)."""
+    return tuple((1, int(part), "") if part.isdigit() else (0, 0, part)
                  for part in re.findall(r"\d+|[^\d.+~_-]+", version))
 
 
