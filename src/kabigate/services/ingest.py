@@ -121,13 +121,11 @@ def count_pending_verdicts(store: Store) -> int:
 
 
 def _judge_pairs(store: Store, pairs: list[tuple[int, int]], kernels: dict[int, Kernel], advance: Advance) -> int:
-    builds: dict[int, list[Module]] = {}
+    builds = store.load_builds(sorted({build_id for build_id, _ in pairs}))
     verdicts = []
     for build_id, kernel_id in pairs:
         if kernel_id not in kernels:
             kernels[kernel_id] = store.load_kernel(kernel_id)
-        if build_id not in builds:
-            builds[build_id] = store.load_build(build_id)
         verdicts.append(judge(build_id, kernel_id, builds[build_id], kernels[kernel_id]))
         advance()
     store.save_verdicts(verdicts)

@@ -502,17 +502,23 @@ class Store:
 
     def load_build(self, build_id: int) -> list[Module]:
         """The build's modules as the loader rules take them, in the build's order."""
+        return self.load_builds([build_id])[build_id]
+
+    def load_builds(self, build_ids: list[int]) -> dict[int, list[Module]]:
+        """Several builds' modules at once (judging a new kernel reads every stored build)."""
+        modules: dict[int, list[Module]] = {build_id: [] for build_id in build_ids}
         with self._reading() as connection:
-            build = connection.execute(select(t.driver_build).where(t.driver_build.c.id == build_id)).one()
-            rows = connection.execute(
-                select(t.build_module.c.path, t.module.c.facts)
-                .join(t.module, t.module.c.id == t.build_module.c.module_id)
-                .where(t.build_module.c.build_id == build_id).order_by(t.build_module.c.position)).all()
-        origin = None
-        if build.format in ("rpm", "deb"):
-            origin = PackageOrigin(build.source, build.package or "", build.version or "", build.arch or "",
-                                   build.format, None if build.greylist is None else tuple(json.loads(build.greylist)))
-        return [codec.module_from_facts(codec.unpack(facts), path, origin) for path, facts in rows]
+            for start in range(0, len(build_ids), _CHUNK):
+                chunk = build_ids[start:start + _CHUNK]
+                origins = {row.id: _origin(row) for row in connection.execute(
+                    select(t.driver_build).where(t.driver_build.c.id.in_(chunk)))}
+                for build_id, path, facts in connection.execute(
+                        select(t.build_module.c.build_id, t.build_module.c.path, t.module.c.facts)
+                        .join(t.module, t.module.c.id == t.build_module.c.module_id)
+                        .where(t.build_module.c.build_id.in_(chunk))
+                        .order_by(t.build_module.c.build_id, t.build_module.c.position)):
+                    modules[build_id].append(codec.module_from_facts(codec.unpack(facts), path, origins[build_id]))
+        return modules
 
     def record_build_failure(self, driver: str, version: str, kernel_release: str, error: str) -> bool:
         """Remember that a driver version failed to build for a kernel; False if already recorded."""
@@ -594,6 +600,14 @@ class Store:
         with self._reading() as connection:
             return {table.name: connection.scalar(select(func.count()).select_from(table))
                     for table in t.metadata.sorted_tables}
+
+
+def _origin(build) -> PackageOrigin | None:
+    """The package a stored build came from, as modules read from it carry it."""
+    if build.format not in ("rpm", "deb"):
+        return None
+    return PackageOrigin(build.source, build.package or "", build.version or "", build.arch or "", build.format,
+                         None if build.greylist is None else tuple(json.loads(build.greylist)))
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
