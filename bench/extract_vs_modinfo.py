@@ -12,14 +12,12 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-from timing import best_of
+from timing import best_of, testdata_root
 
 from kabigate.modules import find_module_files, read_modules
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_TREE = REPO / ".testdata/kernels/6.1.0-47-amd64/lib/modules/6.1.0-47-amd64/kernel"
+DEFAULT_TREE = testdata_root() / "kernels/6.1.0-47-amd64/lib/modules/6.1.0-47-amd64/kernel"
 
 
 def main() -> None:

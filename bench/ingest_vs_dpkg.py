@@ -18,13 +18,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from timing import best_of
+from timing import best_of, testdata_root
 
 from kabigate.modules import read_modules
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DEB = next(iter(sorted((REPO / ".testdata/debs").glob("linux-image-6.1.0-47-amd64-unsigned_*.deb"))), None)
-DEFAULT_RPM = next(iter(sorted((REPO / ".testdata/packages").glob("6.1.0-47-amd64-*/kernel/kernel-core-*.rpm"))),
+DEFAULT_DEB = next(iter(sorted((testdata_root() / "debs").glob("linux-image-6.1.0-47-amd64-unsigned_*.deb"))), None)
+DEFAULT_RPM = next(iter(sorted((testdata_root() / "packages").glob("6.1.0-47-amd64-*/kernel/kernel-core-*.rpm"))),
                    None)
 
 
@@ -51,7 +50,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     if args.deb is None:
-        sys.exit("no linux-image .deb in .testdata/debs (run scripts/fetch-testdata)")
+        sys.exit(f"no linux-image .deb in {testdata_root() / 'debs'} (run scripts/fetch-testdata)")
     compare(args.deb, ["dpkg-deb", "--fsys-tarfile"], args.runs)
     if args.rpm is not None and shutil.which("rpm2cpio"):
         compare(args.rpm, ["rpm2cpio"], args.runs)

@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from timing import testdata_root
 
 from kabigate import signing
 from kabigate.formats.modsig import split_signature
 from kabigate.modules import find_module_files
 
-REPO = Path(__file__).resolve().parent.parent
-KERNEL = REPO / ".testdata/kernels/6.1.0-47-amd64"
+KERNEL = testdata_root() / "kernels/6.1.0-47-amd64"
 DEFAULT_TREE = KERNEL / "lib/modules/6.1.0-47-amd64/kernel"
 SIGN_FILE = KERNEL / "usr/lib/linux-kbuild-6.1/scripts/sign-file"
 

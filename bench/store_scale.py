@@ -20,25 +20,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
+import itertools
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
+
+from timing import testdata_root
 
 from kabigate.kernels import load_kernel
 from kabigate.modules import find_module_files, read_modules
 from kabigate.services.ingest import DriverBuildInput, ingest_driver_build, ingest_kernel
 from kabigate.services.matrix import build_matrix
 from kabigate.store import Store
-
-
-
-def testdata_root() -> Path:
-    """Where scripts/fetch-testdata caches the corpus (its default_root())."""
-    if os.environ.get("KABIGATE_TESTDATA"):
-        return Path(os.environ["KABIGATE_TESTDATA"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kabigate" / "testdata"
 
 
 def real_builds(root: Path, count: int) -> list[DriverBuildInput]:
@@ -60,7 +55,7 @@ def kernel_history(root: Path, manifest: dict, total: int):
     real = [load_kernel([str(root / manifest["kernels"][r]["root"])]) for r in releases]
     steps = max(1, -(-(total - 1) // max(1, len(real) - 1)))  # ceil: enough to reach `total`
     kernels = []
-    for older, newer in zip(real, real[1:]):
+    for older, newer in itertools.pairwise(real):
         changed = sorted(name for name, e in newer.exports.items() if older.exports.get(name) != e)
         for step in range(steps):
             if len(kernels) == total - 1:
