@@ -298,6 +298,25 @@ def test_matrix_formats(tmp_path, kernels, testdata):
     assert "50=6.1.0-50-amd64" in table and "47=" not in table
 
 
+def test_a_failing_ingest_leaves_the_store_as_it_was(store_url, kernels, testdata, monkeypatch):
+    with Store.open(store_url) as store:
+        for build in _builds(testdata, "acpi-call", "6.1.0-47-amd64"):
+            ingest_driver_build(store, build)
+        before = store.counts()
+
+        def judging_fails(*_args):
+            raise RuntimeError("judging failed")
+
+        monkeypatch.setattr(ingest_service, "check_modules", judging_fails)
+        with pytest.raises(RuntimeError, match="judging failed"):
+            ingest_kernel(store, kernels["6.1.0-47-amd64"], "debian-6.1")
+        assert store.counts() == before and store.kernels() == []
+        monkeypatch.undo()
+        result = ingest_kernel(store, kernels["6.1.0-47-amd64"], "debian-6.1")
+        assert result.created and result.verdicts == 1
+        assert store.cells(1)[(store.driver_builds()[0].id, result.record.id)].loads
+
+
 # -- crash safety -----------------------------------------------------------------------------------
 
 def test_an_ingest_killed_mid_way_then_rerun_gives_the_same_store(tmp_path, testdata):

@@ -133,7 +133,10 @@ class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._connection: Connection | None = None
-        self._exports: dict[int, Export] = {}  # id -> Export, shared by the kernels loaded
+        # Immutable rows already turned into model objects, by id: a long ingest judges every
+        # build again on each new kernel. Dropped when a transaction rolls back (its ids come back).
+        self._exports: dict[int, Export] = {}
+        self._builds: dict[int, list[Module]] = {}
 
     # -- opening and the schema ---------------------------------------------------------------
 
@@ -262,6 +265,10 @@ class Store:
                 self._connection = connection
                 try:
                     yield
+                except BaseException:
+                    self._exports.clear()
+                    self._builds.clear()
+                    raise
                 finally:
                     self._connection = None
         except DBAPIError as error:
@@ -506,10 +513,11 @@ class Store:
 
     def load_builds(self, build_ids: list[int]) -> dict[int, list[Module]]:
         """Several builds' modules at once (judging a new kernel reads every stored build)."""
-        modules: dict[int, list[Module]] = {build_id: [] for build_id in build_ids}
+        missing = [build_id for build_id in build_ids if build_id not in self._builds]
+        modules: dict[int, list[Module]] = {build_id: [] for build_id in missing}
         with self._reading() as connection:
-            for start in range(0, len(build_ids), _CHUNK):
-                chunk = build_ids[start:start + _CHUNK]
+            for start in range(0, len(missing), _CHUNK):
+                chunk = missing[start:start + _CHUNK]
                 origins = {row.id: _origin(row) for row in connection.execute(
                     select(t.driver_build).where(t.driver_build.c.id.in_(chunk)))}
                 for build_id, path, facts in connection.execute(
@@ -518,7 +526,8 @@ class Store:
                         .where(t.build_module.c.build_id.in_(chunk))
                         .order_by(t.build_module.c.build_id, t.build_module.c.position)):
                     modules[build_id].append(codec.module_from_facts(codec.unpack(facts), path, origins[build_id]))
-        return modules
+        self._builds.update(modules)
+        return {build_id: self._builds[build_id] for build_id in build_ids}
 
     def record_build_failure(self, driver: str, version: str, kernel_release: str, error: str) -> bool:
         """Remember that a driver version failed to build for a kernel; False if already recorded."""
