@@ -237,6 +237,35 @@ def test_stored_verdicts_equal_kabigate_check_cell_for_cell(tmp_path, testdata):
     assert compared == len(build_dirs) * len(RELEASES) >= 30
 
 
+def test_kmod_rpms_of_a_yum_repository_are_builds_judged_like_check_judges_them(tmp_path, testdata):
+    """Kernel from kernel-core + kernel-devel RPMs, drivers from a createrepo_c repository of kmod
+    RPMs (ELRepo layout): each package is one build of format rpm, and its stored verdict is what
+    `kabigate check` says of the same packages."""
+    import packaging as rpm_fixtures
+
+    if not rpm_fixtures.available():
+        pytest.skip("rpmbuild/createrepo_c missing (scripts/bootstrap installs them)")
+    # The packages test_packages.py builds (cached once for both).
+    rpms = rpm_fixtures.build_packages(testdata, "6.1.0-47-amd64", {"acpi-call": "6.1.0-47-amd64",
+                                                                     "jool": "6.1.0-47-amd64",
+                                                                     "v4l2loopback": "6.1.0-56-amd64"})
+    kernel = ",".join(str(p) for p in sorted((rpms / "kernel").glob("kernel-*.rpm")))
+    db = str(tmp_path / "store.db")
+    subprocess.run([*KABIGATE, "ingest", "kernel", "--db", db, "--stream", "el-test", kernel], check=True,
+                   capture_output=True)
+    subprocess.run([*KABIGATE, "ingest", "drivers", "--db", db, str(rpms / "kmods")], check=True, capture_output=True)
+    with Store.open(db) as store:
+        builds = store.driver_builds()
+        assert sorted(b.package for b in builds) == ["kmod-acpi-call", "kmod-jool", "kmod-v4l2loopback"]
+        assert {b.format for b in builds} == {"rpm"} and all(b.version for b in builds)
+        (kernel_record,) = store.kernels("el-test")
+        for build in builds:
+            check = subprocess.run([*KABIGATE, "check", "--json", *(f"-k{p}" for p in kernel.split(",")),
+                                    build.source], capture_output=True, text=True, check=False)
+            assert store.verdict_detail(build.id, kernel_record.id) == json.loads(check.stdout)["modules"]
+            assert store.cells(1)[(build.id, kernel_record.id)].loads == (check.returncode == 0)
+
+
 def test_a_rules_change_recomputes_stored_verdicts(store_url, kernels, testdata, monkeypatch):
     with Store.open(store_url) as store:
         for release in RELEASES[:2]:
