@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from kabigate.errors import InputError
+from kabigate.errors import InputError, not_regular
 from kabigate.formats.module import read_module
 from kabigate.model import Module
 
@@ -44,16 +44,47 @@ def _inputs(paths: list[str]) -> _Inputs:
                 else:
                     inputs.files.append(found)
         else:
+            kind = not_regular(os.stat(path).st_mode) if not is_url(path) else None
+            if kind is not None:
+                raise InputError(f"{path}: {kind}, not a regular file: refusing it")
             inputs.files.append(path)
     return inputs
 
 
 def _walk(top: str) -> Iterator[str]:
-    for directory, dirs, files in os.walk(top):
-        dirs.sort()
-        for name in files:
-            if name.endswith(MODULE_SUFFIXES + PACKAGE_SUFFIXES):
-                yield os.path.join(directory, name)
+    """Files under `top` named like modules or packages; a special file (FIFO, device, socket)
+    so named is refused, never opened (opening a FIFO blocks)."""
+    for path in walk_files(top):
+        if path.endswith(MODULE_SUFFIXES + PACKAGE_SUFFIXES):
+            kind = not_regular(os.stat(path).st_mode) if os.path.exists(path) else None
+            if kind is not None:
+                raise InputError(f"{path}: {kind}, not a regular file: refusing it")
+            yield path
+
+
+def walk_files(top: str) -> Iterator[str]:
+    """Every non-directory under `top`, folders in sorted order, without recursion (Python 3.11's
+    os.walk recurses, and a deep enough tree is a RecursionError); symlinked folders are not followed."""
+    stack = [top]
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(directory) as entries:
+                listed = sorted(entries, key=lambda entry: entry.name)
+        except OSError as error:
+            if directory == top:
+                raise InputError(f"{directory}: {error.strerror}") from None
+            continue  # as os.walk: an unreadable folder below is passed over
+        folders = []
+        for entry in listed:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                elif not entry.is_dir():  # a symlink to a folder is not followed, as by os.walk
+                    yield entry.path
+            except OSError:
+                yield entry.path
+        stack.extend(reversed(folders))
 
 
 def count_modules(paths: list[str]) -> int:

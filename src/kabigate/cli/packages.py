@@ -17,6 +17,7 @@ import click
 from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_OK, cli, crc_text, emit_json, out, read_modules_with_progress
 from kabigate.errors import InputError
 from kabigate.kernels import load_kernel
+from kabigate.modules import walk_files
 from kabigate.packages import (
     Package,
     check_kabi_requires,
@@ -107,7 +108,7 @@ def _requirements(paths: list[str]):
             for entry in repository.kmod_packages():
                 yield entry.nevra, entry.requires
         elif os.path.isdir(path):
-            found = sorted(os.path.join(d, n) for d, _, files in os.walk(path) for n in files if n.endswith(".rpm"))
+            found = sorted(p for p in walk_files(path) if p.endswith(".rpm"))
             if not found:
                 raise InputError(f"{path}: no RPM packages found")
             yield from _requirements(found)

@@ -12,7 +12,7 @@ import mmap
 import os
 import struct
 
-from kabigate.errors import InputError
+from kabigate.errors import InputError, open_regular
 from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.elf import ET_REL, SHN_ABS, SHN_LORESERVE, SHN_UNDEF, STB_GLOBAL, STB_WEAK, ElfFile
 from kabigate.formats.modsig import split_signature
@@ -28,7 +28,7 @@ MODVERSION_INFO_SIZE = 64
 def read_module(path: str) -> Module:
     """Parse the module file at `path`; raises InputError for anything that is not a module."""
     try:
-        with open(path, "rb") as file:
+        with open_regular(path) as file:  # a FIFO named *.ko is refused, not waited on
             size = os.fstat(file.fileno()).st_size
             if size == 0:
                 raise InputError(f"{path}: empty file, not an ELF file")
