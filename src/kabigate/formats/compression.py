@@ -2,27 +2,41 @@
 
 The format is chosen by magic bytes, not by file name, and output beyond the cap is an
 error: a small hostile file must not be able to expand into gigabytes of memory.
+
+Memory: the output is written into one buffer, allocated up front at the size the file declares
+(the xz index, gzip's ISIZE, zstd's frame content size) when it declares one, so a module of N
+bytes peaks near N, not 2N (decompress-then-join), and a file declaring more than the cap is refused
+before anything is decompressed. Producing more than the declared size is an error at once.
 """
 
 from __future__ import annotations
 
 import lzma
+import struct
 import zlib
 
 import zstandard
 
 from kabigate.errors import InputError
+from kabigate.formats.stream import xz_blocks
 
 # The largest in-tree module of a distribution kernel is ~30 MiB (amdgpu with debug info stripped);
 # 512 MiB leaves room for unstripped modules and full symvers files while stopping bombs.
 MAX_DECOMPRESSED = 512 * 1024 * 1024
+# Text inputs (symvers, stablelists, configs, headers): Debian's Module.symvers is 1.9 MiB, a
+# kernel .config 0.3 MiB; 32 MiB and a million lines leave room without letting short lines
+# turn a small file into gigabytes of Python strings.
+MAX_TEXT = 32 * 1024 * 1024
+MAX_LINES = 1_000_000
 
 XZ_MAGIC = b"\xfd7zXZ\x00"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 GZIP_MAGIC = b"\x1f\x8b"
+_STEP = 1 << 20  # input fed, and output taken, per decompressor call
+_ZSTD_STEP = 1024  # zstd's decompressobj has no output limit: 1 KiB of input expands to <= ~32 MiB
 
 
-def compression_of(data: bytes) -> str | None:
+def compression_of(data) -> str | None:
     """'xz', 'zstd', 'gzip' or None for uncompressed data."""
     head = bytes(data[:6])
     if head.startswith(XZ_MAGIC):
@@ -34,46 +48,119 @@ def compression_of(data: bytes) -> str | None:
     return None
 
 
-def decompress(data: bytes, what: str, limit: int = MAX_DECOMPRESSED) -> bytes:
-    """Return `data` decompressed (or unchanged if not compressed), refusing more than `limit` bytes."""
+def decompress(data, what: str, limit: int = MAX_DECOMPRESSED):
+    """`data` decompressed (a bytearray), or `data` itself if not compressed; more than `limit`
+    bytes is an InputError."""
     kind = compression_of(data)
     if kind is None:
         return data
     try:
-        if kind == "xz":
-            out = _drain(lzma.LZMADecompressor(), data, what, limit)
-        elif kind == "gzip":
-            # wbits 16+MAX_WBITS: gzip header and trailer, as gzip.decompress.
-            out = _drain(zlib.decompressobj(16 + zlib.MAX_WBITS), data, what, limit)
-        else:
-            out = _zstd(data, what, limit)
+        declared = _declared_size(data, kind)
+        if declared is not None and declared > limit:
+            raise InputError(f"{what}: decompresses to more than the {limit >> 20} MiB limit "
+                             f"(declares {declared} bytes)")
+        if kind == "zstd":
+            return _zstd(data, what, limit, declared)
+        factory = (lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ)) if kind == "xz" else \
+            (lambda: zlib.decompressobj(16 + zlib.MAX_WBITS))  # gzip header and trailer, as gzip.decompress
+        return _inflate(factory(), kind, data, what, limit, declared)
     except (lzma.LZMAError, zlib.error, zstandard.ZstdError, EOFError) as error:
         raise InputError(f"{what}: corrupt {kind} data ({error})") from None
-    return out
 
 
-def _drain(decompressor, data: bytes, what: str, limit: int) -> bytes:
-    out = decompressor.decompress(data, limit + 1)
-    if len(out) > limit:
-        raise InputError(f"{what}: decompresses to more than the {limit >> 20} MiB limit")
-    if not decompressor.eof:
-        raise EOFError("compressed stream is truncated")
-    return out
+def _declared_size(data, kind: str) -> int | None:
+    if kind == "gzip":
+        # ISIZE, the last four bytes: the size modulo 2**32 of the (single) member; zlib checks it.
+        return struct.unpack("<I", bytes(data[-4:]))[0] if len(data) >= 18 else None
+    if kind == "zstd":
+        try:
+            size = zstandard.frame_content_size(bytes(data[:18]))
+        except zstandard.ZstdError:
+            return None
+        return size if size >= 0 else None
+    with memoryview(data) as view:
+        blocks = xz_blocks(view)  # the index, as the package decoder reads it
+    return None if blocks is None else sum(block[2] for block in blocks)
 
 
-def _zstd(data: bytes, what: str, limit: int) -> bytes:
-    # zstandard's decompressobj has no output limit, so feed it small slices: one 4 KiB
-    # slice expands to at most ~128 MiB (zstd's best ratio) before the cap is checked again.
+class _Output:
+    """The output buffer: preallocated to the declared size, or grown as data comes."""
+
+    def __init__(self, what: str, limit: int, declared: int | None):
+        self.what, self.limit, self.declared = what, limit, declared
+        self.buffer = bytearray(declared) if declared is not None else bytearray()
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        end = self.size + len(chunk)
+        if end > self.limit:
+            raise InputError(f"{self.what}: decompresses to more than the {self.limit >> 20} MiB limit")
+        if self.declared is not None:
+            if end > self.declared:
+                raise EOFError(f"more data than the {self.declared} bytes the file declares")
+            self.buffer[self.size:end] = chunk
+        else:
+            self.buffer += chunk
+        self.size = end
+
+    def result(self) -> bytearray:
+        if self.declared is not None and self.size != self.declared:
+            raise EOFError(f"{self.size} bytes where the file declares {self.declared}")
+        return self.buffer
+
+
+def _inflate(decompressor, kind: str, data, what: str, limit: int, declared: int | None) -> bytearray:
+    """lzma and zlib decompressors, fed and drained a step at a time; data after the first
+    stream is ignored, as the kernel's module decompressor ignores it."""
+    output = _Output(what, limit, declared)
+    position = 0
+    while not decompressor.eof:
+        if kind == "gzip" and decompressor.unconsumed_tail:
+            piece = decompressor.unconsumed_tail
+        elif kind == "xz" and not decompressor.needs_input:
+            piece = b""
+        else:
+            piece = bytes(data[position:position + _STEP])
+            position += len(piece)
+        chunk = decompressor.decompress(piece, _STEP)
+        if not piece and not chunk and not decompressor.eof:
+            raise EOFError("compressed stream is truncated")
+        output.add(chunk)
+    return output.result()
+
+
+def _zstd(data, what: str, limit: int, declared: int | None) -> bytearray:
+    output = _Output(what, limit, declared)
+    if declared is not None:  # straight into the buffer, a step at a time (the first frame only)
+        reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=False)
+        view = memoryview(output.buffer)
+        while output.size < declared:
+            count = reader.readinto(view[output.size:output.size + _STEP])
+            if not count:
+                break
+            output.size += count
+        view.release()  # a following frame or data is ignored, as by the kernel's decompressor
+        return output.result()
     decompressor = zstandard.ZstdDecompressor().decompressobj()
-    parts, size = [], 0
-    for start in range(0, len(data), 4096):
-        part = decompressor.decompress(data[start:start + 4096])
-        size += len(part)
-        if size > limit:
-            raise InputError(f"{what}: decompresses to more than the {limit >> 20} MiB limit")
-        parts.append(part)
+    for start in range(0, len(data), _ZSTD_STEP):
+        output.add(decompressor.decompress(bytes(data[start:start + _ZSTD_STEP])))
         if decompressor.eof:
             break
     if not decompressor.eof:
         raise EOFError("compressed stream is truncated")
-    return b"".join(parts)
+    return output.result()
+
+
+# -- text -----------------------------------------------------------------------------------------
+
+def text_lines(data, what: str, limit: int = MAX_TEXT, max_lines: int = MAX_LINES) -> list[str]:
+    """The lines of a text file (decompressed if compressed, UTF-8 with replacement, '\\r' of
+    CRLF ends removed), refusing more than `limit` bytes or `max_lines` lines."""
+    raw = decompress(data, what, limit)
+    if len(raw) > limit:
+        raise InputError(f"{what}: larger than the {limit >> 20} MiB limit for a text file")
+    count = raw.count(b"\n") + 1
+    if count > max_lines:
+        raise InputError(f"{what}: more than {max_lines} lines, not a plausible kernel text file")
+    lines = bytes(raw).decode("utf-8", "replace").split("\n")
+    return [line.removesuffix("\r") for line in lines]

@@ -53,29 +53,33 @@ def compression_name(head: bytes) -> str | None:
 
 
 def decompressed_chunks(data, what: str, kind: str | None = None) -> Iterator[bytes]:
-    """The decompressed bytes of `data` (bytes, memoryview or mmap slice) in chunks, capped."""
+    """The decompressed bytes of `data` (bytes, memoryview or mmap slice) in chunks, capped in
+    total, and as they come against the compressed bytes consumed so far (so that data after
+    the compressed stream, or a small bomb at the start of a large member, lifts no cap)."""
     kind = kind if kind is not None else compression_name(data)
     limit = min(MAX_PAYLOAD, max(MIN_RATIO_ALLOWANCE, MAX_RATIO * len(data)))
+    consumed = [len(data)]  # the sequential decoders keep it up to date
     total = 0
     try:
-        for chunk in _chunks(data, kind, what, limit):
+        for chunk in _chunks(data, kind, what, limit, consumed):
             total += len(chunk)
-            if total > limit:
-                raise InputError(f"{what}: payload decompresses to more than {limit >> 20} MiB "
-                                 f"({MAX_RATIO}x its compressed size): refusing a likely decompression bomb")
+            if total > limit or total > MIN_RATIO_ALLOWANCE + MAX_RATIO * consumed[0]:
+                raise InputError(f"{what}: payload decompresses to more than {MAX_RATIO}x its compressed size "
+                                 f"(over {min(limit, MIN_RATIO_ALLOWANCE + MAX_RATIO * consumed[0]) >> 20} MiB): "
+                                 "refusing a likely decompression bomb")
             yield chunk
     except (lzma.LZMAError, zlib.error, zstandard.ZstdError, OSError, EOFError, ValueError) as error:
         raise InputError(f"{what}: corrupt {kind} payload ({error})") from None
 
 
-def _chunks(data, kind: str | None, what: str, limit: int) -> Iterator[bytes]:
+def _chunks(data, kind: str | None, what: str, limit: int, consumed: list[int]) -> Iterator[bytes]:
     view = memoryview(data)
     if kind is None:
         for start in range(0, len(view), CHUNK):
             yield bytes(view[start:start + CHUNK])
         return
     if kind == "xz":
-        blocks = _xz_blocks(view)
+        blocks = xz_blocks(view)
         if blocks is not None and len(blocks) > 1:
             yield from _xz_parallel(view, blocks, limit)
             return
@@ -87,23 +91,28 @@ def _chunks(data, kind: str | None, what: str, limit: int) -> Iterator[bytes]:
     elif kind == "bzip2":
         decompressor_factory = bz2.BZ2Decompressor
     elif kind == "zstd":
-        yield from _zstd_chunks(view)
+        yield from _zstd_chunks(view, consumed)
         return
     else:
         raise InputError(f"{what}: unsupported payload compression {kind!r}")
-    yield from _sequential(view, decompressor_factory, kind)
+    yield from _sequential(view, decompressor_factory, kind, consumed)
 
 
-def _sequential(view: memoryview, factory, kind: str) -> Iterator[bytes]:
+FEED = 64 * 1024  # compressed bytes fed per call: the granularity of the consumed count
+
+
+def _sequential(view: memoryview, factory, kind: str, consumed: list[int]) -> Iterator[bytes]:
     """Concatenated streams are read on (the xz, gzip and bzip2 tools write and read them)."""
     position, end = 0, len(view)
+    consumed[0] = 0
     while True:
         decompressor = factory()
         while not decompressor.eof:
             if position >= end:
                 raise EOFError("compressed stream is truncated")
-            piece = bytes(view[position:position + CHUNK])
+            piece = bytes(view[position:position + FEED])
             position += len(piece)
+            consumed[0] = position
             out = decompressor.decompress(piece, CHUNK)
             if out:
                 yield out
@@ -115,11 +124,11 @@ def _sequential(view: memoryview, factory, kind: str) -> Iterator[bytes]:
         position -= len(decompressor.unused_data)
         while position < end and view[position] == 0:
             position += 1  # xz stream padding
+        consumed[0] = position
         if position >= end:
             return
         if compression_name(view[position:position + 6]) != kind:
-            if kind in ("gzip", "bzip2"):
-                return  # trailing garbage after the last stream: the tools ignore it too
+            # gzip and bzip2 warn about trailing garbage and go on; here it is refused.
             raise ValueError("trailing data after the compressed stream")
 
 
@@ -135,21 +144,24 @@ def _more(decompressor, kind: str) -> bytes:
     return decompressor.decompress(b"", CHUNK)
 
 
-def _zstd_chunks(view: memoryview) -> Iterator[bytes]:
-    # zstandard's decompressobj has no output limit: 16 KiB slices expand to at most ~512 MiB
+def _zstd_chunks(view: memoryview, consumed: list[int]) -> Iterator[bytes]:
+    # zstandard's decompressobj has no output limit: 4 KiB slices expand to at most ~128 MiB
     # (zstd's best ratio) before the caller's cap is checked again.
     position, end = 0, len(view)
+    consumed[0] = 0
     while True:
         decompressor = zstandard.ZstdDecompressor().decompressobj()
         while not decompressor.eof:
             if position >= end:
                 raise EOFError("compressed stream is truncated")
-            piece = bytes(view[position:position + 16384])
+            piece = bytes(view[position:position + 4096])
             position += len(piece)
+            consumed[0] = position
             out = decompressor.decompress(piece)
             if out:
                 yield out
         position -= len(decompressor.unused_data)
+        consumed[0] = position
         if position >= end:
             return
         if compression_name(view[position:position + 6]) != "zstd":
@@ -171,7 +183,7 @@ def _varint(data: bytes, position: int) -> tuple[int, int]:
     raise ValueError("xz varint too long")
 
 
-def _xz_blocks(view: memoryview) -> list[tuple[int, int, int]] | None:
+def xz_blocks(view: memoryview) -> list[tuple[int, int, int]] | None:
     """(offset, unpadded size, uncompressed size) of each block of a single-stream xz file, from
     its index; None when the layout is anything else (then the sequential decoder judges it)."""
     try:
