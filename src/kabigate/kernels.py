@@ -14,13 +14,13 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from kabigate.errors import InputError
-from kabigate.formats.compression import decompress
+from kabigate.errors import InputError, not_regular, read_capped
+from kabigate.formats.compression import MAX_TEXT, text_lines
 from kabigate.formats.kconfig import looks_like_kconfig, parse_kconfig
 from kabigate.formats.module import read_module
 from kabigate.formats.symvers import looks_like_symvers, parse_symvers
 from kabigate.model import Export, Kernel
-from kabigate.modules import MODULE_SUFFIXES
+from kabigate.modules import MODULE_SUFFIXES, walk_files
 from kabigate.packages import PackagePath, PackageTree, exports_from_provides, is_package_file, is_url
 
 SYMVERS_NAMES = ("Module.symvers", "symvers.gz", "symvers.xz", "symvers.zst", "symvers")
@@ -88,6 +88,8 @@ def _facts_of(path: Path) -> _Facts:
         raise InputError(f"{path}: no such file or directory")
     if path.is_file():
         return _facts_of_file(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: {not_regular(os.stat(path).st_mode)}, not a kernel")
     root_kernel = _single_kernel_in_root(path)
     if root_kernel is not None:
         return _facts_of_root(path, root_kernel)
@@ -102,11 +104,11 @@ def _facts_of(path: Path) -> _Facts:
 def _facts_of_file(path: Path) -> _Facts:
     facts = _Facts(str(path))
     data = _read(path)
-    text = decompress(data, str(path))[:65536].decode("utf-8", "replace")
-    if looks_like_symvers(text):
+    text = _text(data, path)
+    if looks_like_symvers(text[:65536]):
         facts.exports = parse_symvers(data, str(path))
-    elif looks_like_kconfig(text):
-        facts.config = parse_kconfig(decompress(data, str(path)).decode("utf-8", "replace"), str(path))
+    elif looks_like_kconfig(text[:65536]):
+        facts.config = parse_kconfig(text, str(path))
     else:
         raise InputError(f"{path}: not a symvers file or kernel config")
     return facts
@@ -118,11 +120,11 @@ def _facts_of_headers(path: Path) -> _Facts:
     facts.exports = parse_symvers(_read(path / "Module.symvers"), str(path / "Module.symvers"))
     for config in (path / ".config", path / "include" / "config" / "auto.conf"):
         if config.is_file():
-            facts.config = parse_kconfig(_read(config).decode("utf-8", "replace"), str(config))
+            facts.config = parse_kconfig(_text(_read(config), config), str(config))
             break
     uts = path / "include" / "generated" / "utsrelease.h"
     if uts.is_file():
-        match = _UTS_RELEASE.search(_read(uts).decode("utf-8", "replace"))
+        match = _UTS_RELEASE.search(_text(_read(uts), uts))
         facts.release = match.group(1) if match else None
     facts.machine = _machine_from_config(facts.config)
     return facts
@@ -151,7 +153,7 @@ def _facts_of_module_tree(path: Path, root: Path | None) -> _Facts:
         facts.machine = facts.machine or headers.machine
     for config in (path / "config", boot / f"config-{path.name}"):
         if config.is_file():
-            facts.config = parse_kconfig(_read(config).decode("utf-8", "replace"), str(config))
+            facts.config = parse_kconfig(_text(_read(config), config), str(config))
             break
     return facts
 
@@ -231,10 +233,9 @@ def _first_in_tree_module(path: Path):
         return None
     if isinstance(kernel_dir, PackagePath):
         return kernel_dir.first_module()
-    for directory, _dirs, files in os.walk(kernel_dir):
-        for name in sorted(files):
-            if name.endswith(MODULE_SUFFIXES):
-                return read_module(os.path.join(directory, name))
+    for found in walk_files(str(kernel_dir)):
+        if found.endswith(MODULE_SUFFIXES) and os.path.isfile(found):
+            return read_module(found)
     return None
 
 
@@ -260,7 +261,9 @@ def _vermagic_from_headers(facts: _Facts, kernel: Kernel) -> str | None:
     parts.append("modversions " if on("CONFIG_MODVERSIONS") else "")
     if on("CONFIG_RANDSTRUCT_FULL") or on("CONFIG_RANDSTRUCT_PERFORMANCE"):
         seed_file = facts.headers_dir / "include" / "generated" / "randstruct_hash.h"
-        match = _RANDSTRUCT_SEED.search(_read(seed_file).decode()) if seed_file.is_file() else None
+        # Decoded as module.py decodes .modinfo (UTF-8, replacement characters), so that a module
+        # built with the same (odd) seed still has the same vermagic.
+        match = _RANDSTRUCT_SEED.search(_text(_read(seed_file), seed_file)) if seed_file.is_file() else None
         if match is None:
             return None
         parts.append("RANDSTRUCT_" + match.group(1))
@@ -278,7 +281,12 @@ def _machine_from_config(config: dict[str, str]) -> str | None:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise InputError(f"{path}: {error.strerror}") from None
+    """A kernel's text file (symvers, config, generated header), capped; special files refused."""
+    if isinstance(path, PackagePath):
+        return path.read_bytes()  # read from the package, within its caps
+    return read_capped(str(path), MAX_TEXT, f"larger than {MAX_TEXT >> 20} MiB, not a kernel's text file")
+
+
+def _text(data: bytes, path: Path) -> str:
+    """Decompressed (if compressed) and decoded, within the caps on size and lines."""
+    return "\n".join(text_lines(data, str(path)))

@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 import re
+from itertools import islice
 
 from kabigate.errors import InputError
+from kabigate.formats.compression import MAX_LINES
 
 _SETTING = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 
 
 def looks_like_kconfig(text: str) -> bool:
-    return any(_SETTING.match(line) for line in text.splitlines()[:200])
+    return any(_SETTING.match(line) for line in islice(_lines(text), 200))
+
+
+def _lines(text: str):
+    start = 0
+    while start <= len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        yield text[start:end].rstrip("\r")
+        start = end + 1
 
 
 def parse_kconfig(text: str, what: str) -> dict[str, str]:
-    """CONFIG_* settings; options that are 'not set' are absent, string values unquoted."""
+    """CONFIG_* settings; options that are 'not set' are absent, string values unquoted. The
+    caller reads the text within the text caps (compression.text_lines); lines are capped here too."""
+    if text.count("\n") >= MAX_LINES:
+        raise InputError(f"{what}: more than {MAX_LINES} lines, not a plausible kernel config")
     config = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r")
         if not line or line.startswith("#"):
             continue
         match = _SETTING.match(line)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kabigate.errors import InputError
-from kabigate.formats.compression import decompress
+from kabigate.formats.compression import text_lines
 from kabigate.formats.symvers import looks_like_symvers, parse_symvers
 
 
@@ -28,13 +28,13 @@ class Stablelist:
 
 
 def parse_stablelist(data: bytes, what: str) -> Stablelist:
-    text = decompress(data, what).decode("utf-8", "replace").replace("\r\n", "\n")
-    if looks_like_symvers(text):
-        exports = parse_symvers(text.encode(), what)
+    lines = text_lines(data, what)
+    if looks_like_symvers(next((line for line in lines if line.strip()), "")):
+        exports = parse_symvers("\n".join(lines).encode(), what)
         return Stablelist(what, "module-kabi", frozenset(exports), {n: e.crc for n, e in exports.items()})
     symbols = set()
     list_format = "plain"
-    for number, raw in enumerate(text.split("\n"), 1):
+    for number, raw in enumerate(lines, 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue

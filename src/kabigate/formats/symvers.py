@@ -10,7 +10,7 @@ One export per line, tab separated (scripts/mod/modpost.c, write_dump()):
 from __future__ import annotations
 
 from kabigate.errors import InputError
-from kabigate.formats.compression import decompress
+from kabigate.formats.compression import text_lines
 from kabigate.model import Export
 
 EXPORT_TYPES = frozenset({"EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL", "EXPORT_SYMBOL_GPL_FUTURE",
@@ -18,14 +18,16 @@ EXPORT_TYPES = frozenset({"EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL", "EXPORT_SYMBOL_G
 
 
 def looks_like_symvers(text: str) -> bool:
-    first = next((line for line in text.splitlines() if line.strip()), "")
+    start = len(text) - len(text.lstrip())
+    end = text.find("\n", start)
+    first = text[start:end if end >= 0 else len(text)]
     return first.startswith("0x") and len(first.split()) >= 3
 
 
 def parse_symvers(data: bytes, what: str) -> dict[str, Export]:
-    text = decompress(data, what).decode("utf-8", "replace")
+    """Exports by name; compressed files are decompressed, within the text caps."""
     exports: dict[str, Export] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text_lines(data, what), 1):
         if not line.strip():
             continue
         # Tabs in files modpost writes; hand-edited RHEL Module.kabi files also use spaces.
