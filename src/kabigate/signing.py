@@ -16,6 +16,8 @@ import gzip
 import lzma
 import multiprocessing
 import os
+import secrets
+import shutil
 import signal
 import tempfile
 from dataclasses import dataclass
@@ -161,10 +163,37 @@ def load_certificate(data: bytes, what: str) -> x509.Certificate:
     signing_key.pem) or a DER certificate."""
     try:
         if b"-----BEGIN CERTIFICATE-----" in data:
-            return x509.load_pem_x509_certificates(data)[0]
-        return x509.load_der_x509_certificate(data)
-    except ValueError:
-        raise InputError(f"{what}: not an X.509 certificate (PEM or DER)") from None
+            certificate = x509.load_pem_x509_certificates(data)[0]
+        else:
+            certificate = x509.load_der_x509_certificate(bytes(data))
+    except _CERTIFICATE_ERRORS as error:
+        raise InputError(f"{what}: not a usable X.509 certificate (PEM or DER): {_reason(error)}") from None
+    return usable_certificate(certificate, what)
+
+
+# What `cryptography` raises for a malformed certificate, at load or when a part is first read.
+_CERTIFICATE_ERRORS = (ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension, UnsupportedAlgorithm)
+
+
+def _reason(error: Exception) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:200]
+
+
+def usable_certificate(certificate: x509.Certificate, what: str) -> x509.Certificate:
+    """The certificate, once every part kabigate reads has parsed: `cryptography` parses
+    extensions, the key and the names lazily and raises on first use (duplicate or malformed
+    extensions, an unknown key type), which must not happen in the middle of a report."""
+    try:
+        certificate.extensions  # noqa: B018 - parsed for its errors
+        certificate.public_key()
+        certificate.subject.rfc4514_string()
+        certificate.issuer.rfc4514_string()
+        certificate.not_valid_before_utc  # noqa: B018
+        certificate.not_valid_after_utc  # noqa: B018
+        certificate.serial_number  # noqa: B018
+    except _CERTIFICATE_ERRORS as error:
+        raise InputError(f"{what}: unusable X.509 certificate: {_reason(error)}") from None
+    return certificate
 
 
 def _read_small(path: str, what: str) -> bytes:
@@ -376,10 +405,54 @@ def _sign_in_worker(path: str) -> tuple[str, SignedFile | None, str | None]:
 
 def commit(signed_files: list[SignedFile]) -> None:
     """Rename the signed temporaries over their modules, once all of them are on disk (one
-    sync(2) for the lot: an fsync(2) per module costs more than signing it)."""
+    sync(2) for the lot: an fsync(2) per module costs more than signing it). All or none: each
+    module is first hard-linked (or copied) aside, so that when a rename fails, or on ^C, the
+    modules already replaced are put back; temporaries and backups are removed either way."""
     os.sync()
-    for signed in signed_files:
-        os.replace(signed.temporary, signed.path)
+    backups: list[tuple[str, str]] = []  # (backup, module)
+    replaced: list[tuple[str, str]] = []
+    try:
+        for signed in signed_files:
+            backups.append((_backup(signed.path), signed.path))
+        for signed in signed_files:
+            os.replace(signed.temporary, signed.path)
+            replaced.append((signed.temporary, signed.path))
+    except BaseException as error:
+        restored = dict(backups)
+        for _, path in reversed(replaced):
+            backup = next(b for b, p in backups if p == path)
+            try:
+                os.replace(backup, path)
+                restored.pop(backup)
+            except OSError:
+                pass  # left beside it under its backup name, which the error names below
+        for backup in restored:
+            _remove(backup)
+        for signed in signed_files:
+            _remove(signed.temporary)
+        if isinstance(error, OSError):
+            raise InputError(f"{error.filename or 'module'}: cannot replace it with the signed module "
+                             f"({error.strerror}); no module was changed") from None
+        raise
+    for backup, _ in backups:
+        _remove(backup)
+
+
+def _backup(path: str) -> str:
+    directory, name = os.path.split(os.path.abspath(path))
+    backup = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.kabigate-backup")
+    try:
+        os.link(path, backup)
+    except OSError:
+        shutil.copy2(path, backup)  # no hard links on this file system: a copy
+    return backup
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def discard(signed: SignedFile) -> None:
@@ -515,16 +588,17 @@ def load_trust(paths: list[str]) -> list[TrustedCert]:
         if b"-----BEGIN CERTIFICATE-----" in data:
             try:
                 certificates = x509.load_pem_x509_certificates(data)
-            except ValueError:
-                raise InputError(f"{source}: unreadable PEM certificate") from None
+            except _CERTIFICATE_ERRORS as error:
+                raise InputError(f"{source}: unreadable PEM certificate: {_reason(error)}") from None
+            certificates = [usable_certificate(c, source) for c in certificates]
         elif data[:2] == b"\x30\x82" and len(data) == int.from_bytes(data[2:4], "big") + 4:
             certificates = [load_certificate(data, source)]
         else:
             certificates = []
             for der in system_certificates(kernel_image(data, source), source):
                 try:  # x509_load_certificate_list() skips what it cannot parse, so does this
-                    certificates.append(x509.load_der_x509_certificate(der))
-                except ValueError:
+                    certificates.append(usable_certificate(x509.load_der_x509_certificate(bytes(der)), source))
+                except (InputError, *_CERTIFICATE_ERRORS):
                     continue
         trusted.extend(trusted_cert(c, source) for c in certificates)
     return trusted
@@ -574,7 +648,7 @@ def verify_module(data: bytes, trust: list[TrustedCert] | None, policy: TrustPol
     described = {"signer": signature.signer, "key_id": signature.key_id,
                  "hash_algorithm": signature.hash_algorithm}
     try:
-        signers = _signer_infos(data[size:len(data) - len(MAGIC) - TRAILER.size])
+        signers = _signer_infos(bytes(data[size:len(data) - len(MAGIC) - TRAILER.size]))
     except _Refused as refused:
         return SignatureCheck(refused.errno, refused.message, **described)
     if trust is None:

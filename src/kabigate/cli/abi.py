@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.markup import escape
 
 from kabigate.analysis import diff_kernels, stablelist_coverage
 from kabigate.cli import (
@@ -73,7 +74,7 @@ def _export_json(export: Export) -> dict:
 
 
 def _print_module(module: Module) -> None:
-    out.print(f"[bold]{module.name}[/bold]  {module.path}")
+    out.print(f"[bold]{escape(module.name)}[/bold]  {escape(module.path)}")  # names and paths are not markup
     rows = [("machine", module.machine), ("vermagic", module.vermagic or "(none)"),
             ("license", module.license or "(none)"), ("depends", ",".join(module.depends)),
             ("import_ns", ",".join(module.imported_namespaces)),
@@ -158,8 +159,8 @@ def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict]) -
               f"vermagic '{kernel.vermagic or 'unknown'}'  {len(kernel.exports)} exports", markup=False)
     for verdict, report in zip(verdicts, reports):
         style = "green" if verdict.loads else "bold red"
-        out.print(f"[{style}]{report['verdict'].upper():<5}[/{style}] {verdict.module.name}  "
-                  f"[dim]{verdict.module.path}[/dim]")
+        out.print(f"[{style}]{report['verdict'].upper():<5}[/{style}] {escape(verdict.module.name)}  "
+                  f"[dim]{escape(verdict.module.path)}[/dim]")
         for reason in verdict.reasons:
             out.print("      " + _describe(reason), markup=False)
         for warning in verdict.warnings:
