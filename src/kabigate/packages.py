@@ -9,10 +9,13 @@ Member paths are hostile: absolute names and `..` components are refused, never 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import mmap
 import os
 import posixpath
 import re
+import socket
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,12 +24,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import PurePosixPath
 
-from kabigate.errors import InputError
+from kabigate.errors import InputError, open_regular, read_capped
 from kabigate.formats import deb as debfmt
 from kabigate.formats import rpm as rpmfmt
-from kabigate.formats.compression import MAX_DECOMPRESSED
+from kabigate.formats.compression import MAX_DECOMPRESSED, text_lines
 from kabigate.formats.module import parse_module
-from kabigate.formats.repomd import RepoPackage, parse_primary, parse_repomd
+from kabigate.formats.repomd import MAX_REPOMD, RepoPackage, parse_primary, parse_repomd
 from kabigate.formats.rpm import Dependency
 from kabigate.model import Export, Module, PackageOrigin
 
@@ -35,7 +38,8 @@ PACKAGE_SUFFIXES = (".rpm", ".deb")
 MAX_PACKAGE = 4 * 1024**3  # largest package fetched into memory (kernel-debuginfo is ~1 GiB)
 MAX_METADATA = 512 * 1024**2
 MAX_SMALL_MEMBER = 64 * 1024**2  # symvers (~1.5 MiB), configs, greylists, headers
-HTTP_TIMEOUT = 60
+HTTP_TIMEOUT = 60  # seconds one read may wait
+HTTP_DEADLINE = 3600.0  # seconds one transfer may take (a 4 GiB package at ~1.2 MB/s)
 
 
 def is_url(path: str) -> bool:
@@ -64,41 +68,124 @@ def is_repository(path: str) -> bool:
 
 # -- fetching -------------------------------------------------------------------------------
 
-def fetch(location: str, what: str, limit: int) -> bytes:
-    """The bytes at a path or an http(s) URL, at most `limit` of them."""
+def fetch(location: str, what: str, limit: int):
+    """The bytes at a path or an http(s) URL, at most `limit` of them (bytes, or a bytearray for a
+    URL: received data is not copied again)."""
     if not is_url(location):
-        try:
-            with open(location, "rb") as file:
-                data = file.read(limit + 1)
-        except OSError as error:
-            raise InputError(f"{location}: {error.strerror}") from None
-    else:
-        try:
-            with urllib.request.urlopen(location, timeout=HTTP_TIMEOUT) as response:
-                declared = response.headers.get("Content-Length")
-                if declared is not None and declared.isdigit() and int(declared) > limit:
+        return read_capped(location, limit, f"larger than the {limit >> 20} MiB limit")
+    return _fetch_url(location, what, limit)
+
+
+def _fetch_url(location: str, what: str, limit: int) -> bytearray:
+    """One transfer, bounded three ways: each read waits at most HTTP_TIMEOUT, the whole transfer
+    (headers included) at most HTTP_DEADLINE, and the body is read as it comes (a missing
+    Content-Length does not make it reserve `limit` bytes) up to `limit`."""
+    deadline = _Deadline(HTTP_DEADLINE)
+    opener = urllib.request.build_opener(_WatchedHTTPHandler(deadline), _WatchedHTTPSHandler(deadline))
+    received = bytearray()
+    try:
+        with opener.open(location, timeout=HTTP_TIMEOUT) as response:
+            declared = response.headers.get("Content-Length")
+            declared = int(declared) if declared is not None and declared.isdigit() else None
+            if declared is not None and declared > limit:
+                raise InputError(f"{what}: {location} is larger than the {limit >> 20} MiB limit")
+            while chunk := response.read1(1 << 20):
+                received += chunk
+                if len(received) > limit:
                     raise InputError(f"{what}: {location} is larger than the {limit >> 20} MiB limit")
-                data = response.read(limit + 1)
-                if declared is not None and declared.isdigit() and len(data) < int(declared):
-                    raise InputError(f"{what}: {location}: connection closed after {len(data)} of {declared} bytes")
-        except urllib.error.HTTPError as error:
-            raise InputError(f"{what}: {location}: HTTP {error.code} {error.reason}") from None
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            reason = getattr(error, "reason", error)
-            raise InputError(f"{what}: {location}: {reason}") from None
-    if len(data) > limit:
-        raise InputError(f"{what}: {location} is larger than the {limit >> 20} MiB limit")
-    return data
+                if deadline.expired:
+                    break
+            if deadline.expired:
+                raise deadline.error(what, location)
+            if declared is not None and len(received) < declared:
+                raise InputError(f"{what}: {location}: connection closed after {len(received)} of {declared} bytes")
+    except urllib.error.HTTPError as error:
+        reason = str(error.reason).strip().splitlines()[0][:300] if str(error.reason).strip() else ""
+        raise InputError(f"{what}: {location}: HTTP {error.code} {reason}") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+        if deadline.expired:
+            raise deadline.error(what, location) from None
+        reason = str(getattr(error, "reason", None) or error).strip() or type(error).__name__
+        raise InputError(f"{what}: {location}: {reason.splitlines()[0][:300]}") from None
+    finally:
+        deadline.cancel()
+    return received
+
+
+class _Deadline:
+    """Shuts down the transfer's sockets when its time is up: a server sending a byte now and then
+    passes every per-read timeout, and a blocked read cannot be interrupted otherwise."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def track(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def error(self, what: str, location: str) -> InputError:
+        return InputError(f"{what}: {location}: transfer not finished within its {self.seconds:g} s deadline")
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the file descriptor's, also under TLS
+    except OSError:
+        pass
+
+
+class _WatchedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(_watched(http.client.HTTPConnection, self.deadline), req)
+
+
+class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def https_open(self, req):
+        return self.do_open(_watched(http.client.HTTPSConnection, self.deadline), req, context=self._context)
+
+
+def _watched(connection_class, deadline: _Deadline):
+    class Watched(connection_class):
+        def connect(self) -> None:
+            super().connect()
+            deadline.track(self.sock)
+
+    return Watched
 
 
 def _map_file(path: str):
-    try:
-        with open(path, "rb") as file:
+    with open_regular(path) as file:  # a FIFO named *.rpm is refused, not waited on
+        try:
             if os.fstat(file.fileno()).st_size == 0:
                 raise InputError(f"{path}: empty file, not a package")
             return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-    except OSError as error:
-        raise InputError(f"{path}: {error.strerror}") from None
+        except OSError as error:
+            raise InputError(f"{path}: {error.strerror}") from None
 
 
 # -- one package ----------------------------------------------------------------------------
@@ -168,7 +255,7 @@ class Package:
                 if kind == "symlink":
                     if entry.size > 4096:
                         raise InputError(f"{what}: symlink {path} target too long")
-                    link = reader.read(entry.size).decode("utf-8", "surrogateescape")
+                    link = reader.read(entry.size).decode("utf-8", "replace")
                 elif kind == "file" and entry.size == 0 and entry.nlink > 1:
                     kind = "hardlink"  # newc stores a hard-linked file's data with its last link
                 yield Member(path, kind, entry.size, link), \
@@ -214,9 +301,9 @@ _GREYLIST = re.compile(r"^/usr/share/doc/[^/]+/greylist(\.txt)?$")
 _SYMBOL = re.compile(r"^[A-Za-z_.$][A-Za-z0-9_.$]*$")
 
 
-def parse_greylist(text: str) -> tuple[str, ...]:
+def parse_greylist(data: bytes, what: str) -> tuple[str, ...]:
     """ELRepo's greylist.txt: a sentence or two, then one symbol a line (indented or not)."""
-    return tuple(sorted({line.strip() for line in text.splitlines() if _SYMBOL.match(line.strip())}))
+    return tuple(sorted({line.strip() for line in text_lines(data, what) if _SYMBOL.match(line.strip())}))
 
 
 def modules_of_package(package: Package, advance: Callable[[], None] = lambda: None) -> list[Module]:
@@ -229,7 +316,7 @@ def modules_of_package(package: Package, advance: Callable[[], None] = lambda: N
             modules.append(parse_module(read(), f"{package.source}:{member.path}"))
             advance()
         elif _GREYLIST.match(member.path) and member.size <= MAX_SMALL_MEMBER:
-            greylist = parse_greylist(read().decode("utf-8", "replace"))
+            greylist = parse_greylist(read(), f"{package.source}:{member.path}")
     origin = package.origin(greylist)
     return [_with_origin(m, origin) for m in modules]
 
@@ -247,13 +334,12 @@ def module_count(package: Package) -> int | None:
 
 def package_file_names(package: Package) -> list[str] | None:
     if package.format == "rpm":
-        tags = package._rpm.tags
-        basenames, dirnames, indexes = tags.get(1117), tags.get(1118), tags.get(1116)
-        if isinstance(basenames, list) and isinstance(dirnames, list) and isinstance(indexes, list) \
-                and len(basenames) == len(indexes):
+        header = package._rpm
+        basenames, dirnames = header.strings(rpmfmt.BASENAMES), header.strings(rpmfmt.DIRNAMES)
+        indexes = header.ints(rpmfmt.DIRINDEXES)
+        if basenames is not None and dirnames is not None and indexes is not None and len(basenames) == len(indexes):
             return [(dirnames[i] if 0 <= i < len(dirnames) else "") + b for b, i in zip(basenames, indexes)]
-        old = tags.get(1027)
-        return old if isinstance(old, list) else None
+        return header.strings(rpmfmt.OLDFILENAMES)
     return package._deb.file_names
 
 
@@ -265,7 +351,7 @@ class Repository:
     def __init__(self, location: str):
         self.location = location.rstrip("/") if not is_url(location) else location
         repomd_location = self._join("repodata/repomd.xml")
-        files = parse_repomd(fetch(repomd_location, location, MAX_METADATA), repomd_location)
+        files = parse_repomd(fetch(repomd_location, location, MAX_REPOMD), repomd_location)
         primary = files["primary"]
         primary_location = self._join(primary.href)
         data = fetch(primary_location, location, MAX_METADATA)
@@ -448,13 +534,16 @@ class PackageTree:
         return tree
 
     def _add_dir(self, path: str) -> None:
-        if path not in self.members:
+        """The folder and its missing parents, without recursion (a member may be nested
+        thousands of folders deep)."""
+        while path not in self.members:
             self.members[path] = Member(path, "dir", 0)
             self.children.setdefault(path, set())
-            if path != "/":
-                parent = posixpath.dirname(path)
-                self._add_dir(parent)
-                self.children[parent].add(posixpath.basename(path))
+            if path == "/":
+                return
+            parent = posixpath.dirname(path)
+            self.children.setdefault(parent, set()).add(posixpath.basename(path))
+            path = parent
 
     def _add(self, member: Member) -> None:
         if member.kind == "dir":

@@ -1,19 +1,22 @@
 """Debian binary packages: an ar archive of debian-binary, control.tar.* and data.tar.*.
 
-The ar layer is parsed here (60-byte headers, bounds-checked); the tar layers with the standard
-library's tarfile in stream mode over kabigate's capped decompressor (formats/stream.py), one
-forward pass. python-debian's DebFile does the same through tarfile but with the single-threaded
-lzma decoder: 3.9 s on the 70 MB linux-image .deb against ~2.8 s here (measured, 2 cores).
+The ar layer is parsed here (60-byte headers, bounds-checked); the tar layers with formats/tar.py
+over kabigate's capped decompressor (formats/stream.py), one forward pass. python-debian's
+DebFile reads them through tarfile with the single-threaded lzma decoder: 3.9 s on the 70 MB
+linux-image .deb against ~2.8 s here (measured, 2 cores).
 """
 
 from __future__ import annotations
 
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from kabigate.errors import InputError
+from kabigate.formats.compression import text_lines
 from kabigate.formats.stream import ChunkReader, decompressed_chunks
+from kabigate.formats.tar import TarEntry, iter_tar
+
+__all__ = ["ArMember", "DebPackage", "TarEntry", "ar_members", "is_deb", "iter_data", "parse_control", "read_deb"]
 
 AR_MAGIC = b"!<arch>\n"
 MAX_CONTROL = 16 * 1024 * 1024
@@ -73,26 +76,26 @@ def read_deb(data, what: str) -> DebPackage:
         raise InputError(f"{what}: Debian package lacks control.tar or data.tar")
     fields: dict[str, str] = {}
     file_names = None
-    for name, size, read in _tar_entries(data, control, what):
-        if name.lstrip("./") in ("control", "md5sums"):
-            if size > MAX_CONTROL:
-                raise InputError(f"{what}: {name} in control.tar too large")
-            text = read().decode("utf-8", "replace")
-            if name.endswith("md5sums"):
-                file_names = ["/" + line.split(None, 1)[1].lstrip("/") for line in text.splitlines()
+    for entry, reader in _tar_entries(data, control, what):
+        if entry.kind == "file" and entry.name.lstrip("./") in ("control", "md5sums"):
+            if entry.size > MAX_CONTROL:
+                raise InputError(f"{what}: {entry.name} in control.tar too large")
+            lines = text_lines(_read_member(reader, entry, what), f"{what}:{entry.name}", limit=MAX_CONTROL)
+            if entry.name.endswith("md5sums"):
+                file_names = ["/" + line.split(None, 1)[1].lstrip("/") for line in lines
                               if len(line.split(None, 1)) == 2]
             else:
-                fields = parse_control(text)
+                fields = parse_control(lines)
     if not fields:
         raise InputError(f"{what}: Debian package has no control file")
     return DebPackage(fields, payload, file_names)
 
 
-def parse_control(text: str) -> dict[str, str]:
+def parse_control(lines: list[str]) -> dict[str, str]:
     """RFC822-style control fields (the first paragraph); continuation lines are joined."""
     fields: dict[str, str] = {}
     key = None
-    for line in text.splitlines():
+    for line in lines:
         if not line.strip():
             if fields:
                 break
@@ -106,47 +109,25 @@ def parse_control(text: str) -> dict[str, str]:
     return fields
 
 
-def _tar_entries(data, member: ArMember, what: str):
+def _read_member(reader: ChunkReader, entry: TarEntry, what: str) -> bytes:
+    data = reader.read(entry.size)
+    if len(data) != entry.size:
+        raise InputError(f"{what}: {entry.name} is truncated")
+    return data
+
+
+def _tar_entries(data, member: ArMember, what: str) -> Iterator[tuple[TarEntry, ChunkReader]]:
     view = memoryview(data)[member.offset:member.offset + member.size]
     reader = ChunkReader(decompressed_chunks(view, f"{what}:{member.name}"))
-    try:
-        with tarfile.open(fileobj=reader, mode="r|", bufsize=1 << 16) as archive:
-            for info in archive:
-                yield info.name, info.size, (lambda info=info: archive.extractfile(info).read())
-    except tarfile.TarError as error:
-        raise InputError(f"{what}:{member.name}: corrupt tar archive ({error})") from None
-
-
-@dataclass(frozen=True)
-class TarEntry:
-    name: str
-    kind: str  # "file", "dir", "symlink", "hardlink", "other"
-    size: int
-    link: str
+    yield from iter_tar(reader, f"{what}:{member.name}")
+    # Then the rest of the member (tar's zero padding): the whole compressed stream is checked,
+    # and data after it refused, as for RPM payloads.
+    while reader.skip(1 << 24) == 1 << 24:
+        pass
 
 
 def iter_data(data, package: DebPackage, what: str) -> Iterator[tuple[TarEntry, object]]:
     """(entry, read) for each member of data.tar; read() returns a file's bytes, only while the
     iteration is at that entry."""
-    member = package.data_member
-    view = memoryview(data)[member.offset:member.offset + member.size]
-    reader = ChunkReader(decompressed_chunks(view, f"{what}:{member.name}"))
-    try:
-        with tarfile.open(fileobj=reader, mode="r|", bufsize=1 << 16) as archive:
-            for info in archive:
-                if info.isreg():
-                    kind = "file"
-                elif info.isdir():
-                    kind = "dir"
-                elif info.issym():
-                    kind = "symlink"
-                elif info.islnk():
-                    kind = "hardlink"
-                else:
-                    kind = "other"
-                yield TarEntry(info.name, kind, info.size, info.linkname), \
-                    (lambda info=info: archive.extractfile(info).read())
-    except tarfile.TarError as error:
-        raise InputError(f"{what}:{member.name}: corrupt tar archive ({error})") from None
-    except EOFError as error:
-        raise InputError(f"{what}:{member.name}: truncated tar archive ({error})") from None
+    for entry, reader in _tar_entries(data, package.data_member, what):
+        yield entry, (lambda entry=entry, reader=reader: _read_member(reader, entry, what))
