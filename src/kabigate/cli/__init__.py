@@ -9,7 +9,9 @@ Reports go to stdout (text, or JSON with --json); progress and errors go to stde
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from contextlib import contextmanager
 
 import click
@@ -81,6 +83,25 @@ def read_stablelist(path: str | None, machine: str | None = None) -> Stablelist 
         raise InputError(f"{path}: {error.strerror}") from None
 
 
+def write_atomically(path: str, text: str) -> None:
+    """Write a report whole or not at all: a temporary file in the same folder, renamed into place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=".kabigate-", dir=directory)
+        try:
+            with os.fdopen(handle, "w") as file:
+                file.write(text)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 is for secrets, not reports
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+    except OSError as error:
+        raise InputError(f"{path}: {error.strerror}") from None
+
+
 def emit_json(document: dict) -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
@@ -89,6 +110,7 @@ def _register_commands() -> None:
     # Imported for their @cli.command() side effect; here, after `cli` exists.
     from kabigate.cli import (
         abi,  # noqa: F401
+        gate,  # noqa: F401
         packages,  # noqa: F401
         signing,  # noqa: F401
         store,  # noqa: F401

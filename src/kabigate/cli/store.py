@@ -7,13 +7,11 @@ import functools
 import io
 import os
 import sys
-import tempfile
 
 import click
 from rich.table import Table
 
-from kabigate.cli import cli, crc_text, emit_json, err, out, progress
-from kabigate.errors import InputError
+from kabigate.cli import cli, crc_text, emit_json, err, out, progress, write_atomically
 from kabigate.kernels import load_kernel
 from kabigate.modules import count_modules
 from kabigate.services.ingest import (
@@ -202,7 +200,7 @@ def matrix(store: Store, stream, driver, since, output_format: str, output: str 
     if output is None:
         sys.stdout.write(text)
     else:
-        _write_atomically(output, text)
+        write_atomically(output, text)
         err.print(f"wrote {output}", markup=False)
 
 
@@ -385,19 +383,3 @@ def _short_labels(releases: list[str]) -> list[str]:
     suffix = suffix[min((i for i in (suffix.find(sep) for sep in ".-+") if i >= 0), default=len(suffix)):]
     labels = [r[len(prefix):len(r) - len(suffix)] for r in releases]
     return labels if all(labels) and len(set(labels)) == len(labels) else releases
-
-
-def _write_atomically(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=".kabigate-", dir=directory)
-        try:
-            with os.fdopen(handle, "w") as file:
-                file.write(text)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
-    except OSError as error:
-        raise InputError(f"{path}: {error.strerror}") from None
-

@@ -1,0 +1,169 @@
+"""Gate policies and waivers: TOML files a kernel pipeline keeps beside its code.
+
+A policy says what each class of finding means for the candidate kernel, in ResultsDB's outcomes
+(PASSED, INFO, NEEDS_INSPECTION, FAILED), like SUSE's kabi severities file says which symbol
+changes fail a build; and which drivers gate at all. A waiver forgives findings that match its
+patterns until it expires, like a libabigail suppression or Android's allowed breaks, and says
+who decided and why:
+
+    # policy.toml
+    [outcomes]
+    regression_stablelisted = "FAILED"        # loads on the baseline, not on the candidate, through
+    regression_unlisted = "NEEDS_INSPECTION"  #   a stablelisted symbol / only through others
+    stablelist_violation = "FAILED"           # a stablelisted export removed or changed
+    still_failing = "INFO"
+    fixed = "PASSED"
+    unaffected = "PASSED"
+    new = "INFO"                              # no verdict on the baseline to compare with
+    [drivers]
+    gating = ["*"]                            # shell patterns of the drivers whose results gate
+    [coverage]
+    minimum_builds = 1                        # fewer gating builds judged than this ->
+    below_minimum = "NEEDS_INSPECTION"
+
+    # waivers.toml
+    [[waiver]]
+    driver = "acpi-call"                      # shell patterns; an omitted one matches anything
+    symbol = "proc_*"
+    kernel = "6.1.0-5*"
+    reason = "acpi-call is rebuilt for every ABI; tracked in bug 1234"
+    who = "jane@example.org"
+    expires = 2027-01-31
+"""
+
+from __future__ import annotations
+
+import datetime
+import tomllib
+from dataclasses import dataclass, field
+
+from kabigate.errors import InputError
+
+OUTCOMES = ("PASSED", "INFO", "NEEDS_INSPECTION", "FAILED")  # in increasing severity
+CLASSES = ("regression_stablelisted", "regression_unlisted", "stablelist_violation", "still_failing", "fixed",
+           "unaffected", "new")
+DEFAULT_OUTCOMES = {
+    "regression_stablelisted": "FAILED",
+    "regression_unlisted": "NEEDS_INSPECTION",
+    "stablelist_violation": "FAILED",
+    "still_failing": "INFO",
+    "fixed": "PASSED",
+    "unaffected": "PASSED",
+    "new": "INFO",
+}
+MAX_POLICY_FILE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Policy:
+    outcomes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_OUTCOMES))
+    gating: tuple[str, ...] = ("*",)
+    minimum_builds: int = 1
+    below_minimum: str = "NEEDS_INSPECTION"
+    source: str = "(built-in policy)"
+
+
+DEFAULT_POLICY = Policy()
+
+
+@dataclass(frozen=True)
+class Waiver:
+    reason: str
+    who: str
+    expires: datetime.date | None
+    driver: str = "*"
+    symbol: str = "*"
+    kernel: str = "*"
+    source: str = ""
+
+    def expired(self, today: datetime.date) -> bool:
+        return self.expires is not None and self.expires < today
+
+    @property
+    def label(self) -> str:
+        return f"{self.source}: driver={self.driver} symbol={self.symbol} kernel={self.kernel} ({self.who})"
+
+
+def parse_policy(data: bytes, what: str) -> Policy:
+    document = _toml(data, what)
+    _only(document, {"outcomes", "drivers", "coverage"}, what, "")
+    outcomes = dict(DEFAULT_OUTCOMES)
+    table = _table(document, "outcomes", what)
+    _only(table, set(CLASSES), what, "outcomes.")
+    for key, value in table.items():
+        outcomes[key] = _outcome(value, what, f"outcomes.{key}")
+    drivers = _table(document, "drivers", what)
+    _only(drivers, {"gating"}, what, "drivers.")
+    gating = drivers.get("gating", ["*"])
+    if not isinstance(gating, list) or not all(isinstance(p, str) and p for p in gating):
+        raise InputError(f"{what}: drivers.gating must be a list of driver name patterns")
+    coverage = _table(document, "coverage", what)
+    _only(coverage, {"minimum_builds", "below_minimum"}, what, "coverage.")
+    minimum = coverage.get("minimum_builds", 1)
+    if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
+        raise InputError(f"{what}: coverage.minimum_builds must be a whole number >= 0")
+    below = _outcome(coverage.get("below_minimum", "NEEDS_INSPECTION"), what, "coverage.below_minimum")
+    return Policy(outcomes, tuple(gating), minimum, below, what)
+
+
+def parse_waivers(data: bytes, what: str) -> list[Waiver]:
+    document = _toml(data, what)
+    _only(document, {"waiver"}, what, "")
+    entries = document.get("waiver", [])
+    if not isinstance(entries, list):
+        raise InputError(f"{what}: waivers are [[waiver]] tables")
+    waivers = []
+    for number, entry in enumerate(entries, 1):
+        where = f"{what}: waiver #{number}"
+        if not isinstance(entry, dict):
+            raise InputError(f"{where}: not a table")
+        _only(entry, {"driver", "symbol", "kernel", "reason", "who", "expires"}, where, "")
+        for key in ("reason", "who"):
+            if not isinstance(entry.get(key), str) or not entry[key].strip():
+                raise InputError(f"{where}: '{key}' is required (say why, and who decided)")
+        patterns = {key: entry.get(key, "*") for key in ("driver", "symbol", "kernel")}
+        for key, pattern in patterns.items():
+            if not isinstance(pattern, str) or not pattern:
+                raise InputError(f"{where}: '{key}' must be a non-empty pattern")
+        if patterns == {"driver": "*", "symbol": "*", "kernel": "*"}:
+            raise InputError(f"{where}: waives everything; name a driver, symbol or kernel pattern")
+        expires = entry.get("expires")
+        if isinstance(expires, datetime.datetime):
+            expires = expires.date()
+        if expires is not None and not isinstance(expires, datetime.date):
+            raise InputError(f"{where}: 'expires' must be a date (expires = 2027-01-31)")
+        waivers.append(Waiver(entry["reason"].strip(), entry["who"].strip(), expires, source=f"{what}#{number}",
+                              **patterns))
+    return waivers
+
+
+def _toml(data: bytes, what: str) -> dict:
+    if len(data) > MAX_POLICY_FILE:
+        raise InputError(f"{what}: larger than {MAX_POLICY_FILE >> 10} KiB, not a policy file")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{what}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"{what}: not valid TOML: {error}") from None
+    except RecursionError:
+        raise InputError(f"{what}: nested too deeply") from None
+
+
+def _table(document: dict, key: str, what: str) -> dict:
+    value = document.get(key, {})
+    if not isinstance(value, dict):
+        raise InputError(f"{what}: [{key}] must be a table")
+    return value
+
+
+def _only(table: dict, allowed: set[str], what: str, prefix: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise InputError(f"{what}: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(allowed))})")
+
+
+def _outcome(value, what: str, key: str) -> str:
+    if value not in OUTCOMES:
+        raise InputError(f"{what}: {key} = {value!r}: an outcome is one of {', '.join(OUTCOMES)}")
+    return value

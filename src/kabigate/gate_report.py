@@ -1,0 +1,167 @@
+"""A gate result as the places that listen for it want it: JSON (kabigate's own, documented in the
+README), JUnit XML (Jenkins, GitLab), Markdown (a merge request comment) and a ResultsDB v2.0
+result (Fedora/CentOS CI, read by Greenwave). All from one GateResult."""
+
+from __future__ import annotations
+
+import datetime
+
+import junitparser
+
+from kabigate.services.gate import BuildFinding, GateResult, KernelFinding
+
+GATE_JSON_VERSION = 1
+DEFAULT_TESTCASE = "kabigate.kernel-gate.functional"
+
+
+def gate_json(result: GateResult) -> dict:
+    return {
+        "format_version": GATE_JSON_VERSION,
+        "outcome": result.outcome,
+        "candidate": _kernel(result.candidate),
+        "baseline": _kernel(result.baseline) if result.baseline else None,
+        "stream": result.stream,
+        "policy": result.policy.source,
+        "stablelist": result.stablelist,
+        "counts": {klass: result.count(klass) for klass in ("regression", "still_failing", "fixed", "unaffected",
+                                                             "new")},
+        "coverage": result.coverage,
+        "export_changes": result.export_changes,
+        "notes": result.notes,
+        "builds": [_build(finding) for finding in result.builds],
+        "stablelist_violations": [_kernel_finding(finding) for finding in result.kernel_findings],
+    }
+
+
+def _kernel(record) -> dict:
+    return {"release": record.release, "package_version": record.package_version, "machine": record.machine}
+
+
+def _waiver(waiver) -> dict:
+    return {"source": waiver.source, "driver": waiver.driver, "symbol": waiver.symbol, "kernel": waiver.kernel,
+            "reason": waiver.reason, "who": waiver.who, "expires": str(waiver.expires) if waiver.expires else None}
+
+
+def _build(finding: BuildFinding) -> dict:
+    build = finding.build
+    return {
+        "driver": build.driver, "version": build.version, "built_for": build.built_for, "package": build.package,
+        "class": finding.klass, "category": finding.category, "outcome": finding.outcome, "gating": finding.gating,
+        "symbols": [{"symbol": s.name, "code": s.code, "module_crc": s.module_crc, "kernel_crc": s.kernel_crc,
+                     "stablelisted": s.stablelisted} for s in finding.symbols],
+        "reasons": finding.reasons,
+        "waivers": [_waiver(w) for w in finding.waivers],
+        "expired_waivers": [_waiver(w) for w in finding.expired_waivers],
+    }
+
+
+def _kernel_finding(finding: KernelFinding) -> dict:
+    return {"symbol": finding.symbol, "change": finding.change, "old": finding.old, "new": finding.new,
+            "outcome": finding.outcome, "waivers": [_waiver(w) for w in finding.waivers],
+            "expired_waivers": [_waiver(w) for w in finding.expired_waivers]}
+
+
+def _build_label(finding: BuildFinding) -> str:
+    build = finding.build
+    return f"{build.driver} {build.version or ''} (built for {build.built_for or '?'})".replace("  ", " ")
+
+
+def _why(finding: BuildFinding) -> str:
+    lines = [f"{reason['module']}: {reason['code']}: {reason['message']}" for reason in finding.reasons]
+    return "\n".join(lines)
+
+
+def gate_junit(result: GateResult) -> str:
+    """One test case per driver build (and per stablelist violation); FAILED and NEEDS_INSPECTION
+    are failures, builds that already failed on the baseline are skipped."""
+    suite = junitparser.TestSuite(f"kabigate gate {result.candidate.release}")
+    suite.timestamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    classname = f"kabigate.gate.{result.candidate.release}"
+    for finding in result.builds:
+        case = junitparser.TestCase(_build_label(finding), classname=classname)
+        if finding.outcome in ("FAILED", "NEEDS_INSPECTION"):
+            symbols = ", ".join(sorted({s.name for s in finding.symbols})[:20])
+            failure = junitparser.Failure(f"{finding.category} ({finding.outcome}): {symbols}", finding.outcome)
+            failure.text = _why(finding)
+            case.result = [failure]
+        elif finding.klass == "still_failing":
+            case.result = [junitparser.Skipped("fails on the baseline too")]
+        if finding.waivers:
+            case.system_out = "waived: " + "; ".join(f"{w.label}: {w.reason}" for w in finding.waivers)
+        suite.add_testcase(case)
+    for violation in result.kernel_findings:
+        case = junitparser.TestCase(f"kABI {violation.symbol}", classname=f"{classname}.stablelist")
+        if violation.outcome in ("FAILED", "NEEDS_INSPECTION"):
+            failure = junitparser.Failure(f"stablelisted {violation.symbol}: {violation.change} "
+                                          f"{violation.old} -> {violation.new}", violation.outcome)
+            case.result = [failure]
+        suite.add_testcase(case)
+    xml = junitparser.JUnitXml()
+    xml.add_testsuite(suite)
+    return xml.tostring().decode()
+
+
+def gate_markdown(result: GateResult, matrix_url: str | None = None) -> str:
+    baseline = result.baseline.release if result.baseline else "none"
+    lines = [f"## kabigate gate: {result.candidate.release}: **{result.outcome}**", "",
+             f"Baseline {baseline}" + (f" (stream {result.stream})" if result.stream else "")
+             + f"; policy {result.policy.source}; stablelist {result.stablelist or 'none'}.", "",
+             "| regression | still failing | fixed | unaffected | new |", "|---|---|---|---|---|",
+             "| " + " | ".join(str(result.count(k)) for k in ("regression", "still_failing", "fixed", "unaffected",
+                                                            "new")) + " |", ""]
+    if result.regressions:
+        lines += ["### Regressions (load on the baseline, not on the candidate)", "",
+                  "| driver build | outcome | symbols at fault |", "|---|---|---|"]
+        for finding in result.regressions:
+            symbols = ", ".join(f"`{s.name}`" + (" (stablelisted)" if s.stablelisted else "")
+                                for s in _unique(finding.symbols)[:12])
+            more = len(_unique(finding.symbols)) - 12
+            waived = " (waived)" if finding.waivers else ""
+            lines.append(f"| {_build_label(finding)} | {finding.outcome}{waived} | "
+                         f"{symbols}{f' and {more} more' if more > 0 else ''} |")
+        lines.append("")
+    if result.kernel_findings:
+        lines += ["### Stablelisted exports removed or changed", "", "| symbol | change | outcome |", "|---|---|---|"]
+        lines += [f"| `{f.symbol}` | {f.change} {f.old} -> {f.new} | {f.outcome} |" for f in result.kernel_findings]
+        lines.append("")
+    if result.export_changes:
+        changes = result.export_changes
+        lines.append(f"Exports: {changes['removed_stablelisted'] + changes['removed_unlisted']} removed, "
+                     f"{changes['changed_stablelisted'] + changes['changed_unlisted']} changed "
+                     f"({changes['changed_stablelisted']} changed on the stablelist), {changes['added']} added.")
+        lines.append("")
+    lines += [f"- {note}" for note in result.notes]
+    if matrix_url:
+        lines += ["", f"[The driver x kernel matrix]({matrix_url})"]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _unique(symbols):
+    seen, unique = set(), []
+    for symbol in symbols:
+        if symbol.name not in seen:
+            seen.add(symbol.name)
+            unique.append(symbol)
+    return unique
+
+
+def resultsdb_payload(result: GateResult, *, item: str | None = None, testcase: str = DEFAULT_TESTCASE,
+                      ref_url: str | None = None, scenario: str | None = None) -> dict:
+    """A result for ResultsDB's POST /api/v2.0/results, as Fedora/CentOS CI submit them: the kernel's
+    NVR as a koji_build item, so that a Greenwave PassingTestCaseRule on `testcase` gates it."""
+    candidate = result.candidate
+    nvr = item or (f"kernel-{candidate.package_version}" if candidate.package_version else candidate.release)
+    note = (f"{result.count('regression')} regressions, {result.count('still_failing')} still failing, "
+            f"{result.count('fixed')} fixed, {result.count('unaffected')} unaffected, {result.count('new')} new; "
+            f"{len(result.kernel_findings)} stablelist violations; baseline "
+            f"{result.baseline.release if result.baseline else 'none'}")
+    data = {"item": nvr, "type": "koji_build", "arch": candidate.machine or "noarch",
+            "scenario": scenario or f"{candidate.machine or 'noarch'}.{result.stream or 'default'}",
+            "kernel_release": candidate.release}
+    if result.baseline:
+        data["baseline"] = result.baseline.release
+    payload = {"outcome": result.outcome, "testcase": {"name": testcase}, "note": note, "data": data}
+    if ref_url:
+        payload["ref_url"] = ref_url
+        payload["testcase"]["ref_url"] = ref_url
+    return payload

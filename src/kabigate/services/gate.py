@@ -1,0 +1,223 @@
+"""The gate: may a candidate kernel ship, given what it does to the stored driver builds?
+
+Each build is classed by comparing its verdict on the candidate with its verdict on the baseline
+(by default the previous kernel of the candidate's stream): regression, still failing, fixed,
+unaffected, or new. A regression is "stablelisted" when a symbol at fault is on the kABI
+stablelist. The kernel side is RHEL's check-kabi: stablelisted exports removed or changed
+between baseline and candidate. The policy maps each class to a ResultsDB outcome; waivers
+forgive what they match until they expire; the gate's outcome is the most severe that remains.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fnmatch
+from dataclasses import dataclass, field
+
+from kabigate.analysis import diff_kernels
+from kabigate.errors import InputError
+from kabigate.formats.gatepolicy import DEFAULT_POLICY, OUTCOMES, Policy, Waiver
+from kabigate.formats.stablelist import Stablelist
+from kabigate.reports import crc_text
+from kabigate.rules import RULES_VERSION
+from kabigate.services.ingest import refresh_verdicts
+from kabigate.store import BuildRecord, Cell, KernelRecord, Store
+
+
+@dataclass(frozen=True)
+class FaultSymbol:
+    """A symbol a failing module trips over on the candidate."""
+
+    name: str
+    code: str
+    module_crc: str | None
+    kernel_crc: str | None
+    stablelisted: bool
+
+
+@dataclass(frozen=True)
+class BuildFinding:
+    build: BuildRecord
+    klass: str  # regression, still_failing, fixed, unaffected, new
+    category: str  # the policy key: regression_stablelisted / regression_unlisted / klass
+    outcome: str  # after waivers and the gating filter
+    gating: bool
+    reasons: list[dict]  # the candidate's failing reasons, each with its module's name
+    symbols: list[FaultSymbol]
+    waivers: list[Waiver] = field(default_factory=list)  # the waivers that forgive it
+    expired_waivers: list[Waiver] = field(default_factory=list)  # would have, had they not expired
+
+
+@dataclass(frozen=True)
+class KernelFinding:
+    """A stablelisted export removed or changed between baseline and candidate (check-kabi)."""
+
+    symbol: str
+    change: str  # removed, crc, gpl-only, namespace
+    old: str
+    new: str
+    outcome: str
+    waivers: list[Waiver] = field(default_factory=list)
+    expired_waivers: list[Waiver] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    candidate: KernelRecord
+    baseline: KernelRecord | None
+    stream: str | None
+    policy: Policy
+    stablelist: str | None  # its source, when one was given
+    builds: list[BuildFinding]
+    kernel_findings: list[KernelFinding]
+    export_changes: dict[str, int]  # removed/changed exports, on and off the stablelist
+    coverage: int  # gating builds judged on the candidate
+    notes: list[str]
+    outcome: str
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome in ("PASSED", "INFO")
+
+    def count(self, klass: str) -> int:
+        return sum(1 for finding in self.builds if finding.klass == klass)
+
+    @property
+    def regressions(self) -> list[BuildFinding]:
+        return [finding for finding in self.builds if finding.klass == "regression"]
+
+
+def resolve_kernel(store: Store, release: str, stream: str | None = None) -> KernelRecord:
+    """The stored kernel of this release (in `stream` when given)."""
+    found = [k for k in store.find_kernels(release) if stream is None or stream in dict(k.streams)]
+    if not found:
+        raise InputError(f"no kernel {release} in the store{' in stream ' + stream if stream else ''}; "
+                         "give its files, or ingest it first")
+    if len(found) > 1:
+        raise InputError(f"several stored kernels are {release}: name the stream with --stream")
+    return found[0]
+
+
+def previous_in_stream(store: Store, kernel: KernelRecord, stream: str | None) -> tuple[KernelRecord | None, str]:
+    """The kernel before `kernel` in `stream` (its only stream when not given)."""
+    streams = dict(kernel.streams)
+    if stream is None:
+        if len(streams) != 1:
+            raise InputError(f"{kernel.release} is in {len(streams)} streams ({', '.join(streams) or 'none'}): "
+                             "give --stream or --baseline")
+        (stream,) = streams
+    if stream not in streams:
+        raise InputError(f"{kernel.release} is not in stream {stream}")
+    ordered = store.kernels(stream)
+    position = next(i for i, k in enumerate(ordered) if k.id == kernel.id)
+    return (ordered[position - 1] if position else None), stream
+
+
+def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | None, *, stream: str | None = None,
+             policy: Policy = DEFAULT_POLICY, waivers: tuple[Waiver, ...] = (), stablelist: Stablelist | None = None,
+             driver: str | None = None, today: datetime.date | None = None) -> GateResult:
+    """Judge the candidate against the stored builds (`driver`: a pattern on their names)."""
+    today = today or datetime.date.today()
+    refresh_verdicts(store)
+    builds = store.driver_builds(driver)
+    kernel_ids = [candidate.id] + ([baseline.id] if baseline else [])
+    cells = store.cells(RULES_VERSION, build_ids=[b.id for b in builds], kernel_ids=kernel_ids)
+    findings = []
+    for build in builds:
+        after = cells.get((build.id, candidate.id))
+        if after is None:
+            continue
+        before = cells.get((build.id, baseline.id)) if baseline else None
+        findings.append(_build_finding(store, build, candidate, before, after, policy, waivers, stablelist, today))
+    kernel_findings, export_changes = _kernel_side(store, candidate, baseline, policy, waivers, stablelist, today)
+    coverage = sum(1 for finding in findings if finding.gating)
+    notes = []
+    outcomes = [f.outcome for f in findings] + [f.outcome for f in kernel_findings]
+    if coverage < policy.minimum_builds:
+        notes.append(f"only {coverage} gating driver builds judged; the policy wants {policy.minimum_builds}")
+        outcomes.append(policy.below_minimum)
+    expired = {w.source: w for f in [*findings, *kernel_findings] for w in f.expired_waivers}
+    notes += [f"expired waiver no longer applies: {w.label}, expired {w.expires}" for w in expired.values()]
+    return GateResult(candidate, baseline, stream, policy, stablelist.source if stablelist else None, findings,
+                      kernel_findings, export_changes, coverage, notes,
+                      max(outcomes, key=OUTCOMES.index, default="PASSED"))
+
+
+def _build_finding(store: Store, build: BuildRecord, candidate: KernelRecord, before: Cell | None, after: Cell,
+                   policy: Policy, waivers, stablelist: Stablelist | None, today) -> BuildFinding:
+    if before is None:
+        klass = "new"
+    elif before.loads:
+        klass = "unaffected" if after.loads else "regression"
+    else:
+        klass = "fixed" if after.loads else "still_failing"
+    reasons, symbols = [], []
+    if not after.loads:
+        for module in store.verdict_detail(build.id, candidate.id) or []:
+            for reason in module["reasons"]:
+                reasons.append(dict(reason, module=module["name"]))
+                if reason["symbol"]:
+                    symbols.append(FaultSymbol(reason["symbol"], reason["code"], reason["module_crc"],
+                                               reason["kernel_crc"], stablelist is not None
+                                               and reason["symbol"] in stablelist))
+    category = klass
+    if klass == "regression":
+        category = "regression_stablelisted" if any(s.stablelisted for s in symbols) else "regression_unlisted"
+    gating = any(fnmatch.fnmatchcase(build.driver, pattern) for pattern in policy.gating)
+    outcome = policy.outcomes[category]
+    applied, expired = [], []
+    if OUTCOMES.index(outcome) > OUTCOMES.index("INFO"):
+        applied, expired = _waivers_for(build.driver, [s.name for s in symbols] or ["*"], candidate.release,
+                                        waivers, today)
+        if applied:
+            outcome = "INFO"
+    if not gating:
+        outcome = min(outcome, "INFO", key=OUTCOMES.index)
+    return BuildFinding(build, klass, category, outcome, gating, reasons, symbols, applied, expired)
+
+
+def _waivers_for(driver: str, symbols: list[str], release: str, waivers, today) -> tuple[list[Waiver], list[Waiver]]:
+    """The waivers that together cover every symbol at fault (and those that would, but expired)."""
+    def matching(waiver: Waiver, symbol: str) -> bool:
+        return (fnmatch.fnmatchcase(driver, waiver.driver) and fnmatch.fnmatchcase(release, waiver.kernel)
+                and fnmatch.fnmatchcase(symbol, waiver.symbol))
+
+    live = [w for w in waivers if not w.expired(today)]
+    covering = [w for w in live if any(matching(w, s) for s in symbols)]
+    if not all(any(matching(w, s) for w in covering) for s in symbols):
+        covering = []
+    expired = [w for w in waivers if w.expired(today) and any(matching(w, s) for s in symbols)]
+    return covering, expired
+
+
+def _kernel_side(store: Store, candidate: KernelRecord, baseline: KernelRecord | None, policy: Policy, waivers,
+                 stablelist: Stablelist | None, today) -> tuple[list[KernelFinding], dict[str, int]]:
+    if baseline is None:
+        return [], {}
+    diff = diff_kernels(store.load_kernel(baseline.id), store.load_kernel(candidate.id), stablelist)
+    listed = (lambda name: name in stablelist) if stablelist is not None else (lambda name: False)
+    changed = {c.name for c in [*diff.crc_changed, *diff.became_gpl_only, *diff.namespace_changed]}
+    counts = {
+        "removed_stablelisted": sum(1 for c in diff.removed if listed(c.name)),
+        "removed_unlisted": sum(1 for c in diff.removed if not listed(c.name)),
+        "changed_stablelisted": sum(1 for name in changed if listed(name)),
+        "changed_unlisted": sum(1 for name in changed if not listed(name)),
+        "added": len(diff.added),
+    }
+    findings = []
+    for change in diff.stablelist_violations:
+        old, new = change.old, change.new
+        if new is None:
+            kind, before, after = "removed", crc_text(old.crc) or "-", "-"
+        elif old.crc != new.crc:
+            kind, before, after = "crc", crc_text(old.crc) or "-", crc_text(new.crc) or "-"
+        elif new.gpl_only and not old.gpl_only:
+            kind, before, after = "gpl-only", old.export_type, new.export_type
+        else:
+            kind, before, after = "namespace", old.namespace or "-", new.namespace or "-"
+        outcome = policy.outcomes["stablelist_violation"]
+        applied, expired = _waivers_for("*", [change.name], candidate.release,
+                                        [w for w in waivers if w.driver == "*"], today)
+        findings.append(KernelFinding(change.name, kind, before, after, "INFO" if applied else outcome,
+                                      applied, expired))
+    return findings, counts
