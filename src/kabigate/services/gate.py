@@ -118,9 +118,9 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
              driver: str | None = None, today: datetime.date | None = None) -> GateResult:
     """Judge the candidate against the stored builds (`driver`: a pattern on their names)."""
     today = today or datetime.date.today()
-    refresh_verdicts(store)
-    builds = store.driver_builds(driver)
     kernel_ids = [candidate.id] + ([baseline.id] if baseline else [])
+    refresh_verdicts(store, kernel_ids=kernel_ids)
+    builds = store.driver_builds(driver)
     cells = store.cells(RULES_VERSION, build_ids=[b.id for b in builds], kernel_ids=kernel_ids)
     findings = []
     for build in builds:

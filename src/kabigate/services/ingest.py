@@ -104,9 +104,12 @@ def record_build_failure(store: Store, driver: str, version: str, kernel_release
         return store.record_build_failure(driver, version, kernel_release, error.strip().splitlines()[0])
 
 
-def refresh_verdicts(store: Store, advance: Advance = no_progress) -> int:
-    """Judge every (build, kernel) pair that has no verdict from the current rules; the count."""
-    pairs = store.pairs_needing_verdicts(RULES_VERSION)
+def refresh_verdicts(store: Store, advance: Advance = no_progress, kernel_ids: list[int] | None = None) -> int:
+    """Judge every (build, kernel) pair (of these kernels) that has no verdict from the current
+    rules; the count. Cheap when there is nothing to do: one count query."""
+    if kernel_ids is None and count_pending_verdicts(store) == 0:
+        return 0
+    pairs = store.pairs_needing_verdicts(RULES_VERSION, kernel_ids=kernel_ids)
     by_kernel: dict[int, list[tuple[int, int]]] = {}
     for pair in pairs:
         by_kernel.setdefault(pair[1], []).append(pair)
@@ -117,7 +120,9 @@ def refresh_verdicts(store: Store, advance: Advance = no_progress) -> int:
 
 
 def count_pending_verdicts(store: Store) -> int:
-    return len(store.pairs_needing_verdicts(RULES_VERSION))
+    """Pairs without a verdict from the current rules (a rules change makes them all pending)."""
+    counts = store.counts(("kernel", "driver_build"))
+    return counts["kernel"] * counts["driver_build"] - store.count_verdicts(RULES_VERSION)
 
 
 def _judge_pairs(store: Store, pairs: list[tuple[int, int]], kernels: dict[int, Kernel], advance: Advance) -> int:

@@ -558,12 +558,16 @@ class Store:
     def pairs_needing_verdicts(self, rules_version: int, *, kernel_ids: list[int] | None = None,
                                build_ids: list[int] | None = None) -> list[tuple[int, int]]:
         """(build, kernel) pairs with no verdict, or one made by other rules, among those given."""
+        query = select(t.verdict.c.build_id, t.verdict.c.kernel_id).where(t.verdict.c.rules_version == rules_version)
+        # Only the verdicts of the kernels (or builds) asked about: a store holds hundreds of thousands.
+        if kernel_ids is not None and len(kernel_ids) <= _CHUNK:
+            query = query.where(t.verdict.c.kernel_id.in_(kernel_ids))
+        elif build_ids is not None and len(build_ids) <= _CHUNK:
+            query = query.where(t.verdict.c.build_id.in_(build_ids))
         with self._reading() as connection:
             kernels = kernel_ids if kernel_ids is not None else list(connection.scalars(select(t.kernel.c.id)))
             builds = build_ids if build_ids is not None else list(connection.scalars(select(t.driver_build.c.id)))
-            current = set(connection.execute(
-                select(t.verdict.c.build_id, t.verdict.c.kernel_id)
-                .where(t.verdict.c.rules_version == rules_version)).all())
+            current = set(connection.execute(query).all())
         return [(b, k) for k in kernels for b in builds if (b, k) not in current]
 
     def save_verdicts(self, verdicts: list[StoredVerdict]) -> None:
@@ -589,6 +593,10 @@ class Store:
                        t.verdict.c.failing_symbols).where(t.verdict.c.rules_version == rules_version)
         wanted_builds = None if build_ids is None else set(build_ids)
         wanted_kernels = None if kernel_ids is None else set(kernel_ids)
+        if kernel_ids is not None and len(kernel_ids) <= _CHUNK:
+            query = query.where(t.verdict.c.kernel_id.in_(kernel_ids))
+        elif build_ids is not None and len(build_ids) <= _CHUNK:
+            query = query.where(t.verdict.c.build_id.in_(build_ids))
         with self._reading() as connection:
             rows = connection.execute(query).all()
         return {(row.build_id, row.kernel_id): Cell(*row) for row in rows
@@ -604,11 +612,16 @@ class Store:
 
     # -- size ---------------------------------------------------------------------------------
 
-    def counts(self) -> dict[str, int]:
-        """Rows per table (for `kabigate db status` and the benchmarks)."""
+    def counts(self, tables: Iterable[str] | None = None) -> dict[str, int]:
+        """Rows per table (all, or those named): for `kabigate db status` and the benchmarks."""
+        wanted = [t.metadata.tables[name] for name in tables] if tables is not None else t.metadata.sorted_tables
         with self._reading() as connection:
-            return {table.name: connection.scalar(select(func.count()).select_from(table))
-                    for table in t.metadata.sorted_tables}
+            return {table.name: connection.scalar(select(func.count()).select_from(table)) for table in wanted}
+
+    def count_verdicts(self, rules_version: int) -> int:
+        with self._reading() as connection:
+            return connection.scalar(select(func.count()).select_from(t.verdict)
+                                     .where(t.verdict.c.rules_version == rules_version))
 
 
 def _origin(build) -> PackageOrigin | None:
