@@ -10,8 +10,8 @@ The data has the real shape:
   `--steps` intermediate kernels (as a z-stream drifts), 200 kernels in all.
 
 Prints: ingest of the builds, time to add one kernel to a store of 1,000 builds (after its files
-are read: store + judge 1,000 builds), the matrix read from the store, and the size per kernel
-and per build.
+are read: store + judge 1,000 builds), the gate of the last kernel (ingest, classes, export diff),
+the matrix read from the store, and the size per kernel and per build.
 
     .venv/bin/python bench/store_scale.py [--builds 1000] [--kernels 200] [--db URL]
 """
@@ -31,6 +31,7 @@ from timing import testdata_root
 
 from kabigate.kernels import load_kernel
 from kabigate.modules import find_module_files, read_modules
+from kabigate.services.gate import previous_in_stream, run_gate
 from kabigate.services.ingest import DriverBuildInput, ingest_driver_build, ingest_kernel
 from kabigate.services.matrix import build_matrix
 from kabigate.store import Store
@@ -95,13 +96,19 @@ def main() -> None:
             print(f"ingest {len(builds)} builds: {time.perf_counter() - started:.1f} s")
             builds_size = size_of(url) if url.startswith("sqlite") else 0
             timings = []
-            for kernel in kernels:
+            for kernel in kernels[:-1]:
                 started = time.perf_counter()
                 ingest_kernel(store, kernel, "bench")
                 timings.append(time.perf_counter() - started)
             timings.sort()
             print(f"add one kernel to a store of {len(builds)} builds (store + {len(builds)} verdicts): "
                   f"median {timings[len(timings) // 2]:.2f} s, max {timings[-1]:.2f} s")
+            started = time.perf_counter()
+            candidate = ingest_kernel(store, kernels[-1], "bench").record
+            baseline, stream = previous_in_stream(store, candidate, "bench")
+            result = run_gate(store, candidate, baseline, stream=stream)
+            print(f"gate of a new kernel (ingest + {len(result.builds)} builds classed, {len(result.regressions)} "
+                  f"regressions, exports diffed): {time.perf_counter() - started:.2f} s")
             started = time.perf_counter()
             matrix = build_matrix(store, "bench")
             elapsed = time.perf_counter() - started
