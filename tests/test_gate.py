@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import typing
+import urllib.parse
 
 import junitparser
 import pytest
@@ -200,6 +201,17 @@ class ResultsDB(http.server.BaseHTTPRequestHandler):
     received: typing.ClassVar[list[dict]] = []
     outcomes = ("PASSED", "INFO", "FAILED", "NEEDS_INSPECTION")
 
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        if url.path != "/api/v2.0/results":
+            return self._answer(404, {"message": "not found"})
+        query = dict(urllib.parse.parse_qsl(url.query))
+        testcases = query.pop("testcases", "").split(",")
+        limit = int(query.pop("limit", 20))
+        matching = [dict(r, id=n) for n, r in enumerate(self.received, 1)
+                    if r["testcase"]["name"] in testcases and all(r["data"].get(k) == v for k, v in query.items())]
+        self._answer(200, {"data": matching[:limit], "prev": None, "next": None})
+
     def do_POST(self):
         if self.path != "/api/v2.0/results":
             return self._answer(404, {"message": "not found"})
@@ -257,13 +269,34 @@ def test_publishes_a_result_resultsdb_accepts(gate_db, resultsdb):
                              resultsdb, "--ref-url", "https://ci.example.org/job/1", "--item",
                              "kernel-6.1.170-1", "--json"], capture_output=True, text=True, check=False)
     assert result.returncode == 1, result.stderr
-    assert json.loads(result.stdout)["resultsdb"]["id"] == 1
+    assert json.loads(result.stdout)["resultsdb"]["id"] == "1"
     (posted,) = ResultsDB.received
     assert posted["outcome"] == "NEEDS_INSPECTION"
     assert posted["testcase"] == {"name": "kabigate.kernel-gate.functional", "ref_url": "https://ci.example.org/job/1"}
     assert posted["data"]["item"] == "kernel-6.1.170-1" and posted["data"]["type"] == "koji_build"
     assert posted["data"]["arch"] == "x86_64" and posted["data"]["scenario"] == "x86_64.debian-6.1"
     assert "4 regressions" in posted["note"]
+    assert posted["data"]["kabigate_run"] == json.loads(result.stdout)["run"]
+
+
+def test_a_gate_run_is_published_once_even_when_the_publisher_died_before_noting_it(gate_db, resultsdb, tmp_path):
+    import shutil
+
+    from kabigate.gate_report import gate_json, resultsdb_payload
+    from kabigate.services.gate import publish_gate, record_gate
+
+    db = str(tmp_path / "store.db")
+    shutil.copy(gate_db, db)
+    with Store.open(db) as store:
+        result = _gate(db, "6.1.0-50-amd64")
+        run = record_gate(store, result, gate_json(result))
+        payload = resultsdb_payload(result)
+        first = publish_gate(store, run, resultsdb, payload)
+        # Killed after the POST, before the store noted it: the run still looks unpublished.
+        again = publish_gate(store, run, resultsdb, payload)
+        assert again == first and len(ResultsDB.received) == 1
+        assert store.gate_run(run.uuid).resultsdb_id == first
+        assert store.gate_report(run.uuid)["outcome"] == "NEEDS_INSPECTION"
 
 
 def test_a_refused_result_is_a_one_line_error(gate_db, resultsdb):

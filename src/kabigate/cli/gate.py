@@ -23,7 +23,7 @@ from kabigate.errors import read_capped
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, MAX_POLICY_FILE, parse_policy, parse_waivers
 from kabigate.gate_report import DEFAULT_TESTCASE, gate_json, gate_junit, gate_markdown, resultsdb_payload
 from kabigate.kernels import load_kernel
-from kabigate.services.gate import previous_in_stream, resolve_kernel, run_gate
+from kabigate.services.gate import previous_in_stream, publish_gate, record_gate, resolve_kernel, run_gate
 from kabigate.services.ingest import ingest_kernel
 from kabigate.store import KernelRecord, Store
 
@@ -76,21 +76,20 @@ def gate(store: Store, candidate: str, baseline: str | None, stream: str | None,
         write_atomically(junit_path, gate_junit(result))
     if markdown_path:
         write_atomically(markdown_path, gate_markdown(result, matrix_url))
+    document = gate_json(result)
+    run = record_gate(store, result, document)
+    document["run"] = run.uuid
     published = None
     if resultsdb_url:
-        from kabigate.resultsdb import publish_result
-
         payload = resultsdb_payload(result, item=item, testcase=testcase, ref_url=ref_url)
-        published = publish_result(resultsdb_url, payload, os.environ.get("KABIGATE_RESULTSDB_TOKEN"))
+        published = publish_gate(store, run, resultsdb_url, payload, os.environ.get("KABIGATE_RESULTSDB_TOKEN"))
+        document["resultsdb"] = {"url": resultsdb_url, "id": published}
     if as_json:
-        document = gate_json(result)
-        if published is not None:
-            document["resultsdb"] = {"url": resultsdb_url, "id": published["id"]}
         emit_json(document)
     else:
         _print_summary(result)
         if published is not None:
-            err.print(f"published to {resultsdb_url}: result {published['id']}", markup=False)
+            err.print(f"published to {resultsdb_url}: result {published}", markup=False)
     sys.exit(EXIT_OK if result.passed else EXIT_INCOMPATIBLE)
 
 

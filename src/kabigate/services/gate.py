@@ -14,6 +14,7 @@ import datetime
 import fnmatch
 from dataclasses import dataclass, field
 
+from kabigate import resultsdb
 from kabigate.analysis import diff_kernels
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, OUTCOMES, Policy, Waiver
@@ -21,7 +22,7 @@ from kabigate.formats.stablelist import Stablelist
 from kabigate.reports import crc_text
 from kabigate.rules import RULES_VERSION
 from kabigate.services.ingest import refresh_verdicts
-from kabigate.store import BuildRecord, Cell, KernelRecord, Store
+from kabigate.store import BuildRecord, Cell, GateRun, KernelRecord, Store
 
 
 @dataclass(frozen=True)
@@ -221,3 +222,25 @@ def _kernel_side(store: Store, candidate: KernelRecord, baseline: KernelRecord |
         findings.append(KernelFinding(change.name, kind, before, after, "INFO" if applied else outcome,
                                       applied, expired))
     return findings, counts
+
+
+def record_gate(store: Store, result: GateResult, report: dict) -> GateRun:
+    """Keep the gate's outcome and report (gate_report.gate_json) in the store."""
+    with store.transaction():
+        return store.record_gate_run(result.candidate.id, result.baseline.id if result.baseline else None,
+                                     result.stream, result.outcome, report)
+
+
+def publish_gate(store: Store, run: GateRun, api_url: str, payload: dict, token: str | None = None) -> str:
+    """Publish a recorded gate run to ResultsDB once: the payload carries the run's id, and a result
+    already there with it (a publisher killed before it noted the publication) is not posted again."""
+    if run.published_to == api_url and run.resultsdb_id:
+        return run.resultsdb_id
+    payload = dict(payload, data=dict(payload["data"], kabigate_run=run.uuid))
+    testcase = payload["testcase"]["name"]
+    existing = resultsdb.find_result(api_url, testcase, {"item": payload["data"]["item"], "kabigate_run": run.uuid},
+                                     token)
+    result_id = existing or resultsdb.publish_result(api_url, payload, token)
+    with store.transaction():
+        store.mark_published(run.uuid, api_url, result_id)
+    return result_id

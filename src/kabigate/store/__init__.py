@@ -6,6 +6,7 @@ from kabigate.store.store import (
     BuildFailure,
     BuildRecord,
     Cell,
+    GateRun,
     KernelRecord,
     Store,
     StoredVerdict,
@@ -15,5 +16,5 @@ from kabigate.store.store import (
     version_key,
 )
 
-__all__ = ["BuildFailure", "BuildRecord", "Cell", "KernelRecord", "Store", "StoreError", "StoredVerdict",
+__all__ = ["BuildFailure", "BuildRecord", "Cell", "GateRun", "KernelRecord", "Store", "StoreError", "StoredVerdict",
            "default_url", "flavor_of", "version_key"]

@@ -163,3 +163,17 @@ build_failure = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("driver_id", "version", "kernel_release"),
 )
+
+gate_run = Table(
+    "gate_run", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("uuid", String(36), nullable=False, unique=True),  # names the run where it is published
+    Column("kernel_id", Integer, ForeignKey("kernel.id"), nullable=False, index=True),
+    Column("baseline_id", Integer, ForeignKey("kernel.id")),
+    Column("stream", String(200)),
+    Column("outcome", String(32), nullable=False),
+    Column("report", LargeBinary, nullable=False),  # compressed gate JSON (gate_report.gate_json)
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("published_to", Text),  # the ResultsDB API it was published to, once it was
+    Column("resultsdb_id", String(64)),
+)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,6 +90,18 @@ class StoredVerdict:
 
     cell: Cell
     detail: list[dict]
+
+
+@dataclass(frozen=True)
+class GateRun:
+    uuid: str
+    kernel_id: int
+    baseline_id: int | None
+    stream: str | None
+    outcome: str
+    created_at: datetime.datetime
+    published_to: str | None
+    resultsdb_id: str | None
 
 
 @dataclass(frozen=True)
@@ -609,6 +622,43 @@ class Store:
             blob = connection.scalar(select(t.verdict.c.detail).where(t.verdict.c.build_id == build_id,
                                                                       t.verdict.c.kernel_id == kernel_id))
         return None if blob is None else codec.unpack(blob)
+
+    # -- gate runs ----------------------------------------------------------------------------
+
+    def record_gate_run(self, kernel_id: int, baseline_id: int | None, stream: str | None, outcome: str,
+                        report: dict) -> GateRun:
+        run = uuid.uuid4()
+        self._writing().execute(t.gate_run.insert().values(
+            uuid=str(run), kernel_id=kernel_id, baseline_id=baseline_id, stream=stream, outcome=outcome,
+            report=codec.pack(report), created_at=_now()))
+        return self.gate_run(str(run))
+
+    def mark_published(self, run: str, published_to: str, resultsdb_id: str) -> None:
+        self._writing().execute(t.gate_run.update().where(t.gate_run.c.uuid == run)
+                                .values(published_to=published_to, resultsdb_id=resultsdb_id))
+
+    def gate_run(self, run: str) -> GateRun:
+        runs = self.gate_runs(t.gate_run.c.uuid == run)
+        if not runs:
+            raise InputError(f"no gate run {run} in the store")
+        return runs[0]
+
+    def gate_runs_of(self, kernel_id: int) -> list[GateRun]:
+        return self.gate_runs(t.gate_run.c.kernel_id == kernel_id)
+
+    def gate_runs(self, *where) -> list[GateRun]:
+        """Gate runs, newest first."""
+        with self._reading() as connection:
+            rows = connection.execute(select(t.gate_run).where(*where).order_by(t.gate_run.c.id.desc())).all()
+        return [GateRun(row.uuid, row.kernel_id, row.baseline_id, row.stream, row.outcome, row.created_at,
+                        row.published_to, row.resultsdb_id) for row in rows]
+
+    def gate_report(self, run: str) -> dict:
+        with self._reading() as connection:
+            blob = connection.scalar(select(t.gate_run.c.report).where(t.gate_run.c.uuid == run))
+        if blob is None:
+            raise InputError(f"no gate run {run} in the store")
+        return codec.unpack(blob)
 
     # -- size ---------------------------------------------------------------------------------
 
