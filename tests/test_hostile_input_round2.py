@@ -512,3 +512,13 @@ def test_19_a_trickling_server_meets_the_transfer_deadline(path, monkeypatch):
         assert time.monotonic() - started < 6
     finally:
         server.shutdown()
+
+
+# -- found by the fuzz harness (tests/fuzz) -------------------------------------------------------
+
+@pytest.mark.parametrize("files", [[("./usr/src/x", b"f"), ("./usr/src/x/Module.symvers", b"0x1 a b")],
+                                   [("./usr/src/x/Module.symvers", b"0x1 a b"), ("./usr/src/x", b"f")]])
+def test_fuzz_a_path_that_is_both_a_file_and_a_folder(files, symvers, tmp_path):
+    package = tmp_path / "both.rpm"
+    package.write_bytes(rpm_with_files(files))
+    assert_input_error(run_cli("check", "-k", package, symvers), "is both a")

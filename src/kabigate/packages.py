@@ -536,7 +536,10 @@ class PackageTree:
     def _add_dir(self, path: str) -> None:
         """The folder and its missing parents, without recursion (a member may be nested
         thousands of folders deep)."""
-        while path not in self.members:
+        while path not in self.members or self.members[path].kind != "dir":
+            if path in self.members:
+                raise InputError(f"{self.label}: {path[:300]} is both a {self.members[path].kind} and a folder "
+                                 "in these packages")
             self.members[path] = Member(path, "dir", 0)
             self.children.setdefault(path, set())
             if path == "/":
@@ -551,6 +554,10 @@ class PackageTree:
             return
         parent = posixpath.dirname(member.path)
         self._add_dir(parent)
+        known = self.members.get(member.path)
+        if known is not None and known.kind == "dir":
+            raise InputError(f"{self.label}: {member.path[:300]} is both a folder and a {member.kind} "
+                             "in these packages")
         self.members[member.path] = member
         self.children[parent].add(posixpath.basename(member.path))
 

@@ -18,10 +18,16 @@ EXPORT_TYPES = frozenset({"EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL", "EXPORT_SYMBOL_G
 
 
 def looks_like_symvers(text: str) -> bool:
-    start = len(text) - len(text.lstrip())
-    end = text.find("\n", start)
-    first = text[start:end if end >= 0 else len(text)]
-    return first.startswith("0x") and len(first.split()) >= 3
+    """Whether the first non-blank line is a symvers line (read lazily: the text may be large)."""
+    start = 0
+    while start <= len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        line = text[start:end]
+        if line.strip():
+            return line.startswith("0x") and len(line.split()) >= 3
+        start = end + 1
+    return False
 
 
 def parse_symvers(data: bytes, what: str) -> dict[str, Export]:
