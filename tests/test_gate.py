@@ -290,7 +290,7 @@ def test_a_gate_run_is_published_once_even_when_the_publisher_died_before_noting
     with Store.open(db) as store:
         result = _gate(db, "6.1.0-50-amd64")
         run = record_gate(store, result, gate_json(result))
-        payload = resultsdb_payload(result)
+        payload = resultsdb_payload(store.gate_report(run.uuid))
         first = publish_gate(store, run, resultsdb, payload)
         # Killed after the POST, before the store noted it: the run still looks unpublished.
         again = publish_gate(store, run, resultsdb, payload)
@@ -333,3 +333,75 @@ def test_candidate_given_as_files_is_ingested_then_gated(gate_db, testdata, tmp_
 def test_expiry_is_judged_on_the_day_given():
     (waiver,) = parse_waivers(b'[[waiver]]\ndriver = "x"\nreason = "r"\nwho = "w"\nexpires = 2027-01-31\n', "w")
     assert not waiver.expired(datetime.date(2027, 1, 31)) and waiver.expired(datetime.date(2027, 2, 1))
+
+
+def _pool(testdata, folder, releases):
+    for release in releases:
+        for prefix in (f"linux-image-{release}-unsigned", f"linux-headers-{release}"):
+            (deb,) = (testdata.root / "debs").glob(prefix + "_*.deb")
+            (folder / deb.name).symlink_to(deb)
+
+
+def test_watch_gates_each_new_kernel_once_and_publishes_once(testdata, tmp_path, resultsdb):
+    db, pool, reports = str(tmp_path / "store.db"), tmp_path / "pool", tmp_path / "reports"
+    pool.mkdir()
+    with Store.open(db) as store:
+        for built_for in ("6.1.0-47-amd64", "6.1.0-56-amd64"):
+            entry = testdata.manifest["drivers"]["acpi-call"][built_for]
+            for build in read_driver_builds([str(testdata.root / entry["dir"])], "acpi-call", entry["version"]):
+                ingest_driver_build(store, build)
+    watch = [*KABIGATE, "watch", "--db", db, "--once", "--stream", "debian-6.1", "--json", "--resultsdb", resultsdb,
+             "--output-dir", str(reports), str(pool)]
+
+    def run():
+        result = subprocess.run(watch, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    _pool(testdata, pool, ["6.1.0-47-amd64", "6.1.0-50-amd64"])
+    first = run()
+    assert [(r["candidate"]["release"], r["baseline"] and r["baseline"]["release"]) for r in first] == \
+           [("6.1.0-47-amd64", None), ("6.1.0-50-amd64", "6.1.0-47-amd64")]
+    assert first[0]["counts"]["new"] == 2 and first[1]["counts"]["regression"] == 1
+    assert (reports / "6.1.0-50-amd64.junit.xml").is_file() and (reports / "6.1.0-50-amd64.md").is_file()
+    assert run() == []  # nothing new
+    _pool(testdata, pool, ["6.1.0-56-amd64"])
+    (third,) = run()
+    assert third["candidate"]["release"] == "6.1.0-56-amd64" and third["counts"]["fixed"] == 1
+    assert [r["data"]["kernel_release"] for r in ResultsDB.received] == \
+           ["6.1.0-47-amd64", "6.1.0-50-amd64", "6.1.0-56-amd64"]
+
+
+def test_watch_publishes_a_run_its_predecessor_recorded_but_did_not_publish(testdata, tmp_path, resultsdb):
+    db, pool = str(tmp_path / "store.db"), tmp_path / "pool"
+    pool.mkdir()
+    _pool(testdata, pool, ["6.1.0-47-amd64"])
+    # A watcher without --resultsdb stands for one killed after gating, before publishing.
+    subprocess.run([*KABIGATE, "watch", "--db", db, "--once", "--stream", "s", str(pool)], check=True,
+                   capture_output=True)
+    with Store.open(db) as store:
+        (run,) = store.gate_runs_of(store.kernels()[0].id)
+    result = subprocess.run([*KABIGATE, "watch", "--db", db, "--once", "--stream", "s", "--resultsdb", resultsdb,
+                             str(pool)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and f"published the earlier gate run {run.uuid}" in result.stderr
+    (posted,) = ResultsDB.received
+    assert posted["data"]["kabigate_run"] == run.uuid
+    with Store.open(db) as store:
+        assert [r.uuid for r in store.gate_runs_of(store.kernels()[0].id)] == [run.uuid]
+
+
+def test_watch_reads_a_debian_packages_index(testdata, tmp_path):
+    repository = tmp_path / "repo"
+    (repository / "pool").mkdir(parents=True)
+    _pool(testdata, repository / "pool", ["6.1.0-47-amd64"])
+    stanzas = [f"Package: {deb.name.split('_')[0]}\nVersion: {deb.name.split('_')[1]}\nFilename: pool/{deb.name}\n"
+               for deb in sorted((repository / "pool").iterdir())]
+    (repository / "Packages").write_text("\n".join(stanzas))
+    from kabigate.services.watch import offered_kernels
+
+    (kernel,) = offered_kernels(str(repository / "Packages"))
+    assert kernel.version == "6.1.170-3" and [p.rsplit("/", 1)[1].split("_")[0] for p in kernel.paths] == \
+           ["linux-image-6.1.0-47-amd64-unsigned", "linux-headers-6.1.0-47-amd64"]
+    (repository / "Packages").write_text("Package: linux-image-x\nFilename: ../../etc/passwd\n")
+    with pytest.raises(InputError, match="no usable Filename"):
+        offered_kernels(str(repository / "Packages"))

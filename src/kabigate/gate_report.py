@@ -145,22 +145,22 @@ def _unique(symbols):
     return unique
 
 
-def resultsdb_payload(result: GateResult, *, item: str | None = None, testcase: str = DEFAULT_TESTCASE,
+def resultsdb_payload(report: dict, *, item: str | None = None, testcase: str = DEFAULT_TESTCASE,
                       ref_url: str | None = None, scenario: str | None = None) -> dict:
-    """A result for ResultsDB's POST /api/v2.0/results, as Fedora/CentOS CI submit them: the kernel's
-    NVR as a koji_build item, so that a Greenwave PassingTestCaseRule on `testcase` gates it."""
-    candidate = result.candidate
-    nvr = item or (f"kernel-{candidate.package_version}" if candidate.package_version else candidate.release)
-    note = (f"{result.count('regression')} regressions, {result.count('still_failing')} still failing, "
-            f"{result.count('fixed')} fixed, {result.count('unaffected')} unaffected, {result.count('new')} new; "
-            f"{len(result.kernel_findings)} stablelist violations; baseline "
-            f"{result.baseline.release if result.baseline else 'none'}")
-    data = {"item": nvr, "type": "koji_build", "arch": candidate.machine or "noarch",
-            "scenario": scenario or f"{candidate.machine or 'noarch'}.{result.stream or 'default'}",
-            "kernel_release": candidate.release}
-    if result.baseline:
-        data["baseline"] = result.baseline.release
-    payload = {"outcome": result.outcome, "testcase": {"name": testcase}, "note": note, "data": data}
+    """A result for ResultsDB's POST /api/v2.0/results, made from a gate report (gate_json), as
+    Fedora/CentOS CI submit them: the kernel's NVR as a koji_build item, so that a Greenwave
+    PassingTestCaseRule on `testcase` gates it."""
+    candidate, baseline, counts = report["candidate"], report["baseline"], report["counts"]
+    nvr = item or (f"kernel-{candidate['package_version']}" if candidate["package_version"] else candidate["release"])
+    arch = candidate["machine"] or "noarch"
+    note = (f"{counts['regression']} regressions, {counts['still_failing']} still failing, {counts['fixed']} fixed, "
+            f"{counts['unaffected']} unaffected, {counts['new']} new; {len(report['stablelist_violations'])} "
+            f"stablelist violations; baseline {baseline['release'] if baseline else 'none'}")
+    data = {"item": nvr, "type": "koji_build", "arch": arch, "scenario": scenario or f"{arch}.{report['stream'] or 'default'}",
+            "kernel_release": candidate["release"]}
+    if baseline:
+        data["baseline"] = baseline["release"]
+    payload = {"outcome": report["outcome"], "testcase": {"name": testcase}, "note": note, "data": data}
     if ref_url:
         payload["ref_url"] = ref_url
         payload["testcase"]["ref_url"] = ref_url

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
+from dataclasses import dataclass
 
 import click
 
@@ -20,15 +23,97 @@ from kabigate.cli import (
 )
 from kabigate.cli.store import store_option
 from kabigate.errors import read_capped
-from kabigate.formats.gatepolicy import DEFAULT_POLICY, MAX_POLICY_FILE, parse_policy, parse_waivers
+from kabigate.formats.gatepolicy import DEFAULT_POLICY, MAX_POLICY_FILE, Policy, Waiver, parse_policy, parse_waivers
 from kabigate.gate_report import DEFAULT_TESTCASE, gate_json, gate_junit, gate_markdown, resultsdb_payload
 from kabigate.kernels import load_kernel
-from kabigate.services.gate import previous_in_stream, publish_gate, record_gate, resolve_kernel, run_gate
+from kabigate.services.gate import (
+    GateResult,
+    previous_in_stream,
+    publish_gate,
+    record_gate,
+    resolve_kernel,
+    run_gate,
+)
 from kabigate.services.ingest import ingest_kernel
-from kabigate.store import KernelRecord, Store
+from kabigate.services.watch import kernels_to_gate, offered_kernels
+from kabigate.store import GateRun, KernelRecord, Store, version_key
 
 OUTCOME_STYLE = {"PASSED": "bold green", "INFO": "bold green", "NEEDS_INSPECTION": "bold yellow",
                  "FAILED": "bold red"}
+
+
+def judging_options(command):
+    """What decides a gate: policy, waivers, stablelist, which drivers."""
+    for option in reversed([
+        click.option("--policy", "policy_path", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="Gate policy (TOML); default: regressions through stablelisted symbols and stablelist "
+                          "violations fail, other regressions need inspection."),
+        click.option("--waivers", "waivers_path", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="Waivers (TOML)."),
+        click.option("--stablelist", "stablelist_path", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="The distribution's kABI stablelist (which symbols are promised stable)."),
+        click.option("--driver", metavar="GLOB", help="Only the driver builds whose name matches."),
+        click.option("--matrix-url", metavar="URL", help="Link to the HTML matrix in the Markdown summary."),
+        click.option("--resultsdb", "resultsdb_url", metavar="URL",
+                     help="Publish the outcome to this ResultsDB API (.../api/v2.0); token from "
+                          "$KABIGATE_RESULTSDB_TOKEN."),
+        click.option("--testcase", default=DEFAULT_TESTCASE, show_default=True, help="ResultsDB test case name."),
+        click.option("--ref-url", metavar="URL", help="ResultsDB ref_url: where the details are (e.g. the CI job)."),
+    ]):
+        command = option(command)
+    return command
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    policy: Policy
+    waivers: tuple[Waiver, ...]
+    stablelist_path: str | None
+    driver: str | None
+    matrix_url: str | None
+    resultsdb_url: str | None
+    testcase: str
+    ref_url: str | None
+
+    @classmethod
+    def from_options(cls, policy_path, waivers_path, stablelist_path, driver, matrix_url, resultsdb_url, testcase,
+                     ref_url) -> GateSettings:
+        policy = parse_policy(_read(policy_path), policy_path) if policy_path else DEFAULT_POLICY
+        waivers = tuple(parse_waivers(_read(waivers_path), waivers_path)) if waivers_path else ()
+        return cls(policy, waivers, stablelist_path, driver, matrix_url, resultsdb_url, testcase, ref_url)
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    result: GateResult
+    document: dict
+    published: str | None
+
+
+def gate_kernel(store: Store, settings: GateSettings, candidate: KernelRecord, baseline: KernelRecord | None,
+                stream: str | None, *, junit: str | None, markdown: str | None, item: str | None) -> GateOutcome:
+    """Run, record, write and publish one gate."""
+    stablelist = read_stablelist(settings.stablelist_path, candidate.machine)
+    result = run_gate(store, candidate, baseline, stream=stream, policy=settings.policy, waivers=settings.waivers,
+                      stablelist=stablelist, driver=settings.driver)
+    if junit:
+        write_atomically(junit, gate_junit(result))
+    if markdown:
+        write_atomically(markdown, gate_markdown(result, settings.matrix_url))
+    document = gate_json(result)
+    run = record_gate(store, result, document)
+    document["run"] = run.uuid
+    published = None
+    if settings.resultsdb_url:
+        published = _publish(store, settings, run, item)
+        document["resultsdb"] = {"url": settings.resultsdb_url, "id": published}
+    return GateOutcome(result, document, published)
+
+
+def _publish(store: Store, settings: GateSettings, run: GateRun, item: str | None) -> str:
+    payload = resultsdb_payload(store.gate_report(run.uuid), item=item, testcase=settings.testcase,
+                                ref_url=settings.ref_url)
+    return publish_gate(store, run, settings.resultsdb_url, payload, os.environ.get("KABIGATE_RESULTSDB_TOKEN"))
 
 
 @cli.command()
@@ -38,59 +123,86 @@ OUTCOME_STYLE = {"PASSED": "bold green", "INFO": "bold green", "NEEDS_INSPECTION
 @click.option("--baseline", metavar="KERNEL", help="Compare with this kernel (default: the candidate's "
                                                     "predecessor in its stream).")
 @click.option("--stream", metavar="NAME", help="The candidate's stream (its baseline is the kernel before it).")
-@click.option("--policy", "policy_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Gate policy (TOML); default: regressions through stablelisted symbols and stablelist "
-                   "violations fail, other regressions need inspection.")
-@click.option("--waivers", "waivers_path", type=click.Path(dir_okay=False), metavar="FILE", help="Waivers (TOML).")
-@click.option("--stablelist", "stablelist_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="The distribution's kABI stablelist (which symbols are promised stable).")
-@click.option("--driver", metavar="GLOB", help="Only the driver builds whose name matches.")
+@judging_options
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), metavar="FILE", help="Write JUnit XML.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write a Markdown summary (a merge request comment).")
-@click.option("--matrix-url", metavar="URL", help="Link to the HTML matrix in the Markdown summary.")
-@click.option("--resultsdb", "resultsdb_url", metavar="URL",
-              help="Publish the outcome to this ResultsDB API (…/api/v2.0); token from $KABIGATE_RESULTSDB_TOKEN.")
-@click.option("--testcase", default=DEFAULT_TESTCASE, show_default=True, help="ResultsDB test case name.")
 @click.option("--item", metavar="NVR", help="ResultsDB item (default: kernel-<package version>).")
-@click.option("--ref-url", metavar="URL", help="ResultsDB ref_url: where the details are (e.g. the CI job).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
 @store_option
-def gate(store: Store, candidate: str, baseline: str | None, stream: str | None, policy_path, waivers_path,
-         stablelist_path, driver, junit_path, markdown_path, matrix_url, resultsdb_url, testcase, item, ref_url,
-         as_json: bool) -> None:
+def gate(store: Store, candidate: str, baseline: str | None, stream: str | None, junit_path, markdown_path, item,
+         as_json: bool, **options) -> None:
     """Gate a candidate kernel on the stored driver builds. Exit 0 PASSED/INFO, 1 FAILED or
     NEEDS_INSPECTION, 2 error."""
-    policy = parse_policy(_read(policy_path), policy_path) if policy_path else DEFAULT_POLICY
-    waivers = tuple(parse_waivers(_read(waivers_path), waivers_path)) if waivers_path else ()
+    settings = GateSettings.from_options(**options)
     candidate_record = _kernel(store, candidate, stream)
-    stablelist = read_stablelist(stablelist_path, candidate_record.machine)
     if baseline is not None:
-        baseline_record = _kernel(store, baseline, None)
-        chosen_stream = stream
+        baseline_record, chosen_stream = _kernel(store, baseline, None), stream
     else:
         baseline_record, chosen_stream = previous_in_stream(store, candidate_record, stream)
-    result = run_gate(store, candidate_record, baseline_record, stream=chosen_stream, policy=policy, waivers=waivers,
-                      stablelist=stablelist, driver=driver)
-    if junit_path:
-        write_atomically(junit_path, gate_junit(result))
-    if markdown_path:
-        write_atomically(markdown_path, gate_markdown(result, matrix_url))
-    document = gate_json(result)
-    run = record_gate(store, result, document)
-    document["run"] = run.uuid
-    published = None
-    if resultsdb_url:
-        payload = resultsdb_payload(result, item=item, testcase=testcase, ref_url=ref_url)
-        published = publish_gate(store, run, resultsdb_url, payload, os.environ.get("KABIGATE_RESULTSDB_TOKEN"))
-        document["resultsdb"] = {"url": resultsdb_url, "id": published}
+    outcome = gate_kernel(store, settings, candidate_record, baseline_record, chosen_stream, junit=junit_path,
+                          markdown=markdown_path, item=item)
     if as_json:
-        emit_json(document)
+        emit_json(outcome.document)
     else:
-        _print_summary(result)
-        if published is not None:
-            err.print(f"published to {resultsdb_url}: result {published}", markup=False)
-    sys.exit(EXIT_OK if result.passed else EXIT_INCOMPATIBLE)
+        _print_summary(outcome.result)
+        if outcome.published is not None:
+            err.print(f"published to {settings.resultsdb_url}: result {outcome.published}", markup=False)
+    sys.exit(EXIT_OK if outcome.result.passed else EXIT_INCOMPATIBLE)
+
+
+@cli.command()
+@click.argument("repositories", nargs=-1, required=True, metavar="REPO_OR_URL...")
+@click.option("--stream", required=True, metavar="NAME", help="The stream these repositories' kernels form.")
+@judging_options
+@click.option("--output-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Write <release>.junit.xml and <release>.md for each gated kernel here.")
+@click.option("--interval", type=click.IntRange(min=10), default=600, show_default=True,
+              help="Seconds between polls.")
+@click.option("--once", is_flag=True, help="Poll once, gate what is new, and exit (for cron).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report line per gated kernel.")
+@store_option
+def watch(store: Store, repositories: tuple[str, ...], stream: str, output_dir: str | None, interval: int,
+          once: bool, as_json: bool, **options) -> None:
+    """Poll kernel repositories (yum repodata, a folder of .debs, a Debian Packages index); ingest
+    and gate each kernel not gated yet, oldest first, once. Restart-safe: a kernel half-processed
+    when the watcher died is processed again, and a gate run is never published twice."""
+    settings = GateSettings.from_options(**options)
+    if output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+    while True:
+        offered = sorted((k for location in repositories for k in offered_kernels(location)),
+                         key=lambda k: version_key(k.version))
+        for kernel in kernels_to_gate(store, offered, settings.resultsdb_url):
+            _watch_one(store, settings, kernel, stream, output_dir, as_json)
+        if once:
+            return
+        time.sleep(interval)
+
+
+def _watch_one(store: Store, settings: GateSettings, offered, stream: str, output_dir: str | None,
+               as_json: bool) -> None:
+    record = next((k for k in store.kernels() if offered.source in k.sources), None)
+    runs = store.gate_runs_of(record.id) if record is not None else []
+    if runs:  # gated before the watcher died, not yet published: publish that run, do not gate again
+        published = _publish(store, settings, runs[0], None)
+        err.print(f"{offered.label}: published the earlier gate run {runs[0].uuid}: result {published}",
+                  markup=False)
+        return
+    with progress(f"reading {offered.label}", len(offered.paths)) as advance:
+        kernel = load_kernel(list(offered.paths), None, advance)
+    with progress(f"judging driver builds on {kernel.release}", len(store.driver_builds())) as advance:
+        record = ingest_kernel(store, kernel, stream, advance).record
+    baseline, _ = previous_in_stream(store, record, stream)
+    files = {kind: os.path.join(output_dir, f"{record.release}.{kind}") if output_dir else None
+             for kind in ("junit.xml", "md")}
+    outcome = gate_kernel(store, settings, record, baseline, stream, junit=files["junit.xml"], markdown=files["md"],
+                          item=None)
+    if as_json:
+        sys.stdout.write(json.dumps(outcome.document) + "\n")
+        sys.stdout.flush()
+    else:
+        _print_summary(outcome.result)
 
 
 def _read(path: str) -> bytes:

@@ -356,9 +356,19 @@ class Store:
                 config=codec.pack_config(kernel.config), package_version=kernel.package_version,
                 build_date=None, sources=json.dumps(kernel.sources), ingested_at=_now(),
             )).inserted_primary_key[0]
+        else:
+            self._add_sources(kernel_id, kernel.sources)
         if stream is not None:
             self._put_in_stream(kernel_id, stream)
         return self.kernel(kernel_id), created
+
+    def _add_sources(self, kernel_id: int, sources: list[str]) -> None:
+        """The same kernel read again from elsewhere (packages after a tree, a mirror): remember where."""
+        connection = self._writing()
+        known = json.loads(connection.scalar(select(t.kernel.c.sources).where(t.kernel.c.id == kernel_id)))
+        if not set(sources) <= set(known):
+            connection.execute(t.kernel.update().where(t.kernel.c.id == kernel_id)
+                               .values(sources=json.dumps(known + [s for s in sources if s not in known])))
 
     def _export_ids(self, exports: list[Export], digests: list[str]) -> list[int]:
         known = self._ids_by(t.export, t.export.c.digest, digests)
