@@ -405,3 +405,30 @@ def test_watch_reads_a_debian_packages_index(testdata, tmp_path):
     (repository / "Packages").write_text("Package: linux-image-x\nFilename: ../../etc/passwd\n")
     with pytest.raises(InputError, match="no usable Filename"):
         offered_kernels(str(repository / "Packages"))
+
+
+def test_watch_finds_kernels_in_a_yum_repository(testdata, tmp_path):
+    import shutil
+
+    import packaging as rpm_fixtures
+
+    if not rpm_fixtures.available():
+        pytest.skip("rpmbuild/createrepo_c missing (scripts/bootstrap installs them)")
+    rpms = rpm_fixtures.build_packages(testdata, "6.1.0-47-amd64", {"acpi-call": "6.1.0-47-amd64",
+                                                                     "jool": "6.1.0-47-amd64",
+                                                                     "v4l2loopback": "6.1.0-56-amd64"})
+    repository = tmp_path / "repo"
+    repository.mkdir()
+    for package in (rpms / "kernel").glob("kernel-*.rpm"):
+        shutil.copy(package, repository)
+    subprocess.run(["createrepo_c", "-q", str(repository)], check=True)
+    from kabigate.services.watch import offered_kernels
+
+    (kernel,) = offered_kernels(str(repository))
+    assert sorted(p.rsplit("/", 1)[1].split("-6.1.0")[0] for p in kernel.paths) == \
+           ["kernel-core", "kernel-devel", "kernel-modules"]
+    db = str(tmp_path / "store.db")
+    result = subprocess.run([*KABIGATE, "watch", "--db", db, "--once", "--stream", "el", "--json", str(repository)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["candidate"]["release"] == "6.1.0-47-amd64"
