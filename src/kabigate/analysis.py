@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from kabigate.formats.stablelist import Stablelist
@@ -64,3 +65,30 @@ def stablelist_coverage(module: Module, set_exports: set[str], stablelist: Stabl
     on = [name for name in wanted if name in stablelist]
     off = [name for name in wanted if name not in stablelist]
     return on, off
+
+
+@dataclass(frozen=True)
+class ListStep:
+    """From one release's stablelist to the next: what the promise gained, lost and moved."""
+
+    before: str
+    after: str
+    size: int  # symbols in `after`
+    added: list[str]
+    removed: list[str]
+    crc_changed: list[str]  # kept symbols whose reference CRC moved (lists that carry CRCs)
+
+
+def stablelist_history(lists: list[Stablelist]) -> list[ListStep]:
+    """Consecutive pairs of lists, in the order given (oldest first)."""
+    steps = []
+    for before, after in itertools.pairwise(lists):
+        kept = before.symbols & after.symbols
+        steps.append(ListStep(
+            before.source, after.source, len(after.symbols),
+            added=sorted(after.symbols - before.symbols),
+            removed=sorted(before.symbols - after.symbols),
+            crc_changed=sorted(s for s in kept if s in before.crcs and s in after.crcs
+                               and before.crcs[s] != after.crcs[s]),
+        ))
+    return steps

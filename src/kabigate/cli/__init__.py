@@ -27,7 +27,8 @@ from kabigate.reports import crc_text  # noqa: F401  (the commands' shared helpe
 
 EXIT_OK, EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR = 0, 1, 2
 
-out = Console(highlight=False, soft_wrap=True)
+# Tables are not cut to 80 columns when the report goes to a file or a pipe.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -113,6 +114,7 @@ def _register_commands() -> None:
         gate,  # noqa: F401
         packages,  # noqa: F401
         signing,  # noqa: F401
+        stablelist,  # noqa: F401
         store,  # noqa: F401
     )
 

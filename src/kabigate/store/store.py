@@ -633,6 +633,46 @@ class Store:
                                                                       t.verdict.c.kernel_id == kernel_id))
         return None if blob is None else codec.unpack(blob)
 
+    def verdict_details(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], list[dict]]:
+        """Several cells' details at once, keyed by (build id, kernel id)."""
+        wanted = set(keys)
+        details = {}
+        with self._reading() as connection:
+            for start in range(0, len(keys), _CHUNK):
+                builds = sorted({b for b, _ in keys[start:start + _CHUNK]})
+                for build_id, kernel_id, blob in connection.execute(
+                        select(t.verdict.c.build_id, t.verdict.c.kernel_id, t.verdict.c.detail)
+                        .where(t.verdict.c.build_id.in_(builds))):
+                    if (build_id, kernel_id) in wanted:
+                        details[(build_id, kernel_id)] = codec.unpack(blob)
+        return details
+
+    # -- demand -------------------------------------------------------------------------------
+
+    def imports_of(self, build_ids: list[int]) -> list[tuple[int, str, int | None]]:
+        """(build id, symbol, the module's CRC for it) for every import of these builds' modules."""
+        rows = []
+        with self._reading() as connection:
+            for start in range(0, len(build_ids), _CHUNK):
+                rows += connection.execute(
+                    select(t.build_module.c.build_id, t.symbol.c.name, t.module_import.c.crc)
+                    .join(t.module_import, t.module_import.c.module_id == t.build_module.c.module_id)
+                    .join(t.symbol, t.symbol.c.id == t.module_import.c.symbol_id)
+                    .where(t.build_module.c.build_id.in_(build_ids[start:start + _CHUNK]))).all()
+        return [tuple(row) for row in rows]
+
+    def greylists(self, build_ids: list[int]) -> dict[int, tuple[str, ...]]:
+        """The greylist.txt each of these builds' packages shipped (ELRepo kmods), when one did."""
+        found = {}
+        with self._reading() as connection:
+            for start in range(0, len(build_ids), _CHUNK):
+                for build_id, greylist in connection.execute(
+                        select(t.driver_build.c.id, t.driver_build.c.greylist)
+                        .where(t.driver_build.c.id.in_(build_ids[start:start + _CHUNK]),
+                               t.driver_build.c.greylist.is_not(None))):
+                    found[build_id] = tuple(json.loads(greylist))
+        return found
+
     # -- gate runs ----------------------------------------------------------------------------
 
     def record_gate_run(self, kernel_id: int, baseline_id: int | None, stream: str | None, outcome: str,

@@ -1,0 +1,146 @@
+"""`kabigate stablelist demand | request | history`: evidence for the kABI stablelist."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+
+import click
+from rich.table import Table
+
+from kabigate.analysis import stablelist_history
+from kabigate.cli import cli, emit_json, err, out, read_stablelist, write_atomically
+from kabigate.cli.store import store_option
+from kabigate.services.evidence import (
+    Demand,
+    SymbolDemand,
+    justification_markdown,
+    request_text,
+    requested_additions,
+    symbol_demand,
+)
+from kabigate.store import Store
+
+
+@cli.group()
+def stablelist() -> None:
+    """Which symbols drivers need that the stablelist does not promise, and how the list moved."""
+
+
+def _demand_options(command):
+    for option in reversed([
+        click.option("--stablelist", "stablelist_path", required=True, type=click.Path(dir_okay=False),
+                     metavar="FILE", help="The distribution's stablelist (RHEL list, Module.kabi, GKI list, plain)."),
+        click.option("--stream", metavar="NAME", help="The stream whose CRC history counts (default: the only one)."),
+        click.option("--driver", metavar="GLOB", help="Only drivers whose name matches."),
+        click.option("--arch", default="x86_64", show_default=True,
+                     help="Architecture (which list of a kernel-abi-stablelists package)."),
+    ]):
+        command = option(command)
+    return command
+
+
+@stablelist.command("demand")
+@_demand_options
+@click.option("--limit", type=click.IntRange(min=1), help="Show only the first N symbols of the ranking.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@store_option
+def demand(store: Store, stablelist_path: str, stream, driver, arch: str, limit, as_csv: bool, as_json: bool) -> None:
+    """Every symbol the stored drivers import, ranked by the failures it caused along the stream."""
+    result = symbol_demand(store, read_stablelist(stablelist_path, arch), stream, driver)
+    symbols = result.symbols[:limit] if limit else result.symbols
+    if as_json:
+        emit_json({"stream": result.stream, "kernels": [k.release for k in result.kernels],
+                   "stablelist": result.stablelist, "builds": result.builds, "drivers": result.drivers,
+                   "symbols": [_symbol_json(d) for d in symbols]})
+    elif as_csv:
+        sys.stdout.write(_csv(symbols))
+    else:
+        _print_demand(result, symbols)
+
+
+def _symbol_json(d: SymbolDemand) -> dict:
+    return {"symbol": d.symbol, "stablelisted": d.stablelisted, "drivers": sorted(d.drivers), "builds": d.builds,
+            "greylisted_by": d.greylisted_by, "exported_by": d.exported_by, "crc_changes": d.crc_changes,
+            "removals": d.removals, "reappearances": d.reappearances, "failures": d.failures,
+            "first_kernel": d.first_kernel, "last_kernel": d.last_kernel, "kabi_violation": d.violation}
+
+
+def _csv(symbols: list[SymbolDemand]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    columns = ["symbol", "stablelisted", "drivers", "builds", "greylisted_by", "exported_by", "crc_changes",
+               "removals", "reappearances", "failures", "first_kernel", "last_kernel", "kabi_violation"]
+    writer.writerow(columns)
+    for d in symbols:
+        row = _symbol_json(d)
+        row["drivers"] = " ".join(row["drivers"])
+        writer.writerow([row[c] for c in columns])
+    return buffer.getvalue()
+
+
+def _print_demand(result: Demand, symbols: list[SymbolDemand]) -> None:
+    listed = sum(d.stablelisted for d in result.symbols)
+    out.print(f"{len(result.symbols)} symbols imported by {result.builds} builds of {result.drivers} drivers; "
+              f"{listed} on {result.stablelist}, {len(result.symbols) - listed} not; stream {result.stream}: "
+              f"{len(result.kernels)} kernels", markup=False)
+    table = Table("symbol", "listed", "drivers", "builds", "crc changes", "removed", "failures", "kernels",
+                  box=None)
+    for d in symbols:
+        listed_text = ("yes, VIOLATED" if d.violation else "yes") if d.stablelisted else "no"
+        table.add_row(d.symbol, listed_text, str(len(d.drivers)), str(d.builds), str(d.crc_changes),
+                      str(d.removals), str(d.failures), f"{d.exported_by}/{len(result.kernels)}")
+    out.print(table)
+
+
+@stablelist.command("request")
+@_demand_options
+@click.option("--format", "list_format", type=click.Choice(["rhel", "module-kabi", "plain"]), default="rhel",
+              show_default=True, help="The list format of the proposed additions.")
+@click.option("--rhel-major", type=int, default=9, show_default=True, help="RHEL major release (rhel format).")
+@click.option("--min-drivers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Propose symbols used by at least this many drivers.")
+@click.option("--max-crc-changes", type=click.IntRange(min=0),
+              help="Leave out symbols whose CRC changed more often than this along the stream.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the list here (default: stdout).")
+@click.option("--justification", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Write the Markdown justification (one section per symbol) here.")
+@store_option
+def request(store: Store, stablelist_path: str, stream, driver, arch: str, list_format: str, rhel_major: int,
+            min_drivers: int, max_crc_changes, output, justification) -> None:
+    """The stablelist additions the stored drivers' evidence asks for, in the distribution's format."""
+    result = symbol_demand(store, read_stablelist(stablelist_path, arch), stream, driver)
+    symbols = requested_additions(result, min_drivers, max_crc_changes)
+    text = request_text(symbols, list_format, arch, rhel_major)
+    if output:
+        write_atomically(output, text)
+    else:
+        sys.stdout.write(text)
+    if justification:
+        write_atomically(justification, justification_markdown(result, symbols))
+    err.print(f"{len(symbols)} symbols proposed", markup=False)
+
+
+@stablelist.command("history")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False), metavar="FILE...")
+@click.option("--arch", default="x86_64", show_default=True,
+              help="Architecture (which list of a kernel-abi-stablelists package).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def history(files: tuple[str, ...], arch: str, as_json: bool) -> None:
+    """How a stablelist moved between releases (FILEs oldest first): symbols added, removed, and
+    kept symbols whose reference CRC changed (lists with CRCs: Module.kabi, symvers)."""
+    if len(files) < 2:
+        raise click.UsageError("give at least two lists, oldest first")
+    steps = stablelist_history([read_stablelist(path, arch) for path in files])
+    if as_json:
+        emit_json({"steps": [{"from": s.before, "to": s.after, "size": s.size, "added": s.added,
+                              "removed": s.removed, "crc_changed": s.crc_changed} for s in steps]})
+        return
+    table = Table("from", "to", "size", "added", "removed", "CRC changed", box=None)
+    for s in steps:
+        table.add_row(os.path.basename(s.before), os.path.basename(s.after), str(s.size), str(len(s.added)), str(len(s.removed)), str(len(s.crc_changed)))
+    out.print(table)

@@ -1,0 +1,144 @@
+"""Stablelist evidence on real data: the real RHEL 8 and 9 lists' history, checked against counts
+made here independently; the stored Debian drivers' demand against RHEL 9.3's stablelist and the
+Debian 6.1 CRC history; the request re-read by kabigate's own stablelist parser."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kabigate.formats.stablelist import parse_stablelist
+from kabigate.kernels import load_kernel
+from kabigate.services.evidence import request_text, requested_additions, symbol_demand
+from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
+from kabigate.store import Store
+
+KABIGATE = [sys.executable, "-m", "kabigate"]
+KABI = Path(__file__).parent / "data" / "kabi"
+RHEL = [KABI / f"rhel-{minor}-Module.kabi_x86_64" for minor in ("8.4", "8.5", "8.6", "8.7", "8.8", "8.9",
+                                                                "9.1", "9.2", "9.3")]
+RELEASES = ("6.1.0-47-amd64", "6.1.0-50-amd64", "6.1.0-56-amd64")
+
+
+def _crcs(path: Path) -> dict[str, str]:
+    """symbol -> CRC, read with nothing but split (Module.kabi: CRC TAB symbol TAB ...)."""
+    table = {}
+    for line in path.read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 2 and fields[0].startswith("0x"):
+            table[fields[1]] = int(fields[0], 16)
+    return table
+
+
+def test_history_of_the_real_rhel_8_and_9_lists():
+    result = subprocess.run([*KABIGATE, "stablelist", "history", "--json", *map(str, RHEL)], capture_output=True,
+                            text=True, check=True)
+    steps = json.loads(result.stdout)["steps"]
+    assert len(steps) == len(RHEL) - 1
+    for step, (before, after) in zip(steps, zip(RHEL, RHEL[1:]), strict=True):
+        old, new = _crcs(before), _crcs(after)
+        assert step["size"] == len(new)
+        assert step["added"] == sorted(new.keys() - old.keys())
+        assert step["removed"] == sorted(old.keys() - new.keys())
+        assert step["crc_changed"] == sorted(s for s in old.keys() & new.keys() if old[s] != new[s])
+    # What the real files say: RHEL 8's minors only ever added symbols and never moved a CRC;
+    # RHEL 9's did both.
+    rhel8 = steps[:5]
+    assert all(not s["removed"] and not s["crc_changed"] for s in rhel8)
+    assert [len(s["added"]) for s in rhel8] == [24, 3, 0, 29, 40]
+    assert [len(s["crc_changed"]) for s in steps[6:]] == [5, 22]
+
+
+@pytest.fixture(scope="module")
+def evidence_db(testdata, tmp_path_factory):
+    db = str(tmp_path_factory.mktemp("evidence") / "store.db")
+    with Store.open(db) as store:
+        for release in RELEASES:
+            ingest_kernel(store, load_kernel([str(testdata.kernel_root(release))]), "debian-6.1")
+        for driver, builds in testdata.manifest["drivers"].items():
+            for entry in builds.values():
+                for build in read_driver_builds([str(testdata.root / entry["dir"])], driver, entry["version"]):
+                    ingest_driver_build(store, build)
+    return db
+
+
+@pytest.mark.realdata
+def test_demand_of_the_debian_drivers_against_rhel_9_3(evidence_db, testdata):
+    stablelist = parse_stablelist((KABI / "rhel-9.3-Module.kabi_x86_64").read_bytes(), "rhel-9.3")
+    with Store.open(evidence_db) as store:
+        demand = symbol_demand(store, stablelist)
+    by_symbol = {d.symbol: d for d in demand.symbols}
+    # Who imports proc_create, counted from the module files themselves.
+    from kabigate.modules import read_modules
+
+    users = {driver for driver, builds in testdata.manifest["drivers"].items()
+             for entry in builds.values()
+             for module in read_modules([str(testdata.root / entry["dir"])])
+             if "proc_create" in {i.name for i in module.imports}}
+    assert by_symbol["proc_create"].drivers == users
+    # Its CRC along 47 -> 50 -> 56, read from the symvers files with split.
+    crcs = []
+    for release in RELEASES:
+        symvers = testdata.root / testdata.manifest["kernels"][release]["symvers"]
+        crcs.append(next(line.split("\t")[0] for line in symvers.read_text().splitlines()
+                         if line.split("\t")[1] == "proc_create"))
+    assert by_symbol["proc_create"].crc_changes == sum(a != b for a, b in zip(crcs, crcs[1:]))
+    assert by_symbol["proc_create"].stablelisted == ("proc_create" in stablelist)
+    # A symbol one build's modules provide to each other is not kernel demand (jool's
+    # jool_common exports what jool and jool_siit import).
+    jool_exports = {e.name for module in read_modules([str(testdata.driver_dir("jool", "6.1.0-47-amd64"))])
+                    for e in module.exports}
+    assert jool_exports and not jool_exports & by_symbol.keys()
+    ranked = [d.failures for d in demand.symbols]
+    assert ranked == sorted(ranked, reverse=True) and ranked[0] > 0
+
+
+@pytest.mark.realdata
+def test_a_stablelisted_symbol_that_moved_is_a_violation(evidence_db, tmp_path):
+    listed = tmp_path / "list"
+    listed.write_text("proc_create\n")
+    with Store.open(evidence_db) as store:
+        demand = symbol_demand(store, parse_stablelist(listed.read_bytes(), str(listed)))
+    (proc_create,) = [d for d in demand.symbols if d.symbol == "proc_create"]
+    assert proc_create.stablelisted and proc_create.crc_changes == 2 and proc_create.violation
+    assert not any(d.violation for d in demand.symbols if d.symbol != "proc_create")
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("list_format", ["rhel", "module-kabi", "plain"])
+def test_the_request_reads_back_with_kabigates_own_parser(evidence_db, tmp_path, list_format):
+    out, why = tmp_path / "request", tmp_path / "why.md"
+    subprocess.run([*KABIGATE, "stablelist", "request", "--db", evidence_db, "--stablelist",
+                    str(KABI / "rhel-9.3-Module.kabi_x86_64"), "--format", list_format, "--min-drivers", "2",
+                    "-o", str(out), "--justification", str(why)], check=True, capture_output=True)
+    parsed = parse_stablelist(out.read_bytes(), str(out))
+    stablelist = parse_stablelist((KABI / "rhel-9.3-Module.kabi_x86_64").read_bytes(), "rhel-9.3")
+    with Store.open(evidence_db) as store:
+        demand = symbol_demand(store, stablelist)
+        expected = requested_additions(demand, min_drivers=2)
+        newest = store.load_kernel(demand.kernels[-1].id)
+    assert parsed.symbols == {d.symbol for d in expected} and expected
+    assert not parsed.symbols & stablelist.symbols
+    assert all(len(d.drivers) >= 2 for d in expected)
+    if list_format == "module-kabi":
+        assert parsed.crcs == {s: newest.exports[s].crc for s in parsed.symbols}
+    if list_format == "rhel":
+        assert out.read_text().startswith("[rhel9_x86_64_stablelist]\n\t")
+    text = why.read_text()
+    assert all(f"## `{s}`" in text for s in parsed.symbols)
+    assert request_text(expected, list_format, "x86_64") == out.read_text()
+
+
+@pytest.mark.realdata
+def test_demand_csv_and_json(evidence_db):
+    stablelist = str(KABI / "rhel-9.3-Module.kabi_x86_64")
+    report = json.loads(subprocess.run([*KABIGATE, "stablelist", "demand", "--db", evidence_db, "--stablelist",
+                                        stablelist, "--json"], check=True, capture_output=True, text=True).stdout)
+    rows = subprocess.run([*KABIGATE, "stablelist", "demand", "--db", evidence_db, "--stablelist", stablelist,
+                           "--csv"], check=True, capture_output=True, text=True).stdout.splitlines()
+    assert len(rows) == len(report["symbols"]) + 1 and rows[0].startswith("symbol,stablelisted,drivers")
+    assert report["stream"] == "debian-6.1" and report["kernels"] == list(RELEASES)
