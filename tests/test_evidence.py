@@ -4,6 +4,7 @@ Debian 6.1 CRC history; the request re-read by kabigate's own stablelist parser.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -39,7 +40,7 @@ def test_history_of_the_real_rhel_8_and_9_lists():
                             text=True, check=True)
     steps = json.loads(result.stdout)["steps"]
     assert len(steps) == len(RHEL) - 1
-    for step, (before, after) in zip(steps, zip(RHEL, RHEL[1:]), strict=True):
+    for step, (before, after) in zip(steps, itertools.pairwise(RHEL), strict=True):
         old, new = _crcs(before), _crcs(after)
         assert step["size"] == len(new)
         assert step["added"] == sorted(new.keys() - old.keys())
@@ -86,7 +87,7 @@ def test_demand_of_the_debian_drivers_against_rhel_9_3(evidence_db, testdata):
         symvers = testdata.root / testdata.manifest["kernels"][release]["symvers"]
         crcs.append(next(line.split("\t")[0] for line in symvers.read_text().splitlines()
                          if line.split("\t")[1] == "proc_create"))
-    assert by_symbol["proc_create"].crc_changes == sum(a != b for a, b in zip(crcs, crcs[1:]))
+    assert by_symbol["proc_create"].crc_changes == sum(a != b for a, b in itertools.pairwise(crcs))
     assert by_symbol["proc_create"].stablelisted == ("proc_create" in stablelist)
     # A symbol one build's modules provide to each other is not kernel demand (jool's
     # jool_common exports what jool and jool_siit import).
