@@ -143,3 +143,26 @@ def test_demand_csv_and_json(evidence_db):
                            "--csv"], check=True, capture_output=True, text=True).stdout.splitlines()
     assert len(rows) == len(report["symbols"]) + 1 and rows[0].startswith("symbol,stablelisted,drivers")
     assert report["stream"] == "debian-6.1" and report["kernels"] == list(RELEASES)
+
+
+def test_elrepo_rebuilds_per_rhel_minor():
+    history = Path(__file__).parent / "data" / "elrepo" / "spec_history.tsv"
+    report = json.loads(subprocess.run([*KABIGATE, "stablelist", "rebuilds", "--json", str(history)], check=True,
+                                       capture_output=True, text=True).stdout)
+    minors = {m["minor"]: m for m in report["minors"]}
+    rows = [line.split("\t") for line in history.read_text().splitlines()[1:]]
+    # Counted here with string tests only: revisions whose target is a 9.7 (5.14.0-611) or 8.4 kernel.
+    assert minors["9.7"]["revisions"] == sum(1 for r in rows if r[6].startswith("5.14.0-611."))
+    assert minors["8.4"]["revisions"] == sum(1 for r in rows if r[6].startswith("4.18.0-305."))
+    specs_97 = {r[2] for r in rows if r[6].startswith("5.14.0-611.")}
+    assert minors["9.7"]["first_builds"] + minors["9.7"]["rebuilds"] == len(specs_97)
+    # What it shows: from RHEL 8.1 on, most ELRepo kmods are rebuilt for every minor.
+    assert all(minors[f"9.{n}"]["rebuilds"] > minors[f"9.{n}"]["first_builds"] for n in range(1, 9))
+
+
+def test_a_malformed_spec_history_is_one_line_error(tmp_path):
+    bad = tmp_path / "history.tsv"
+    bad.write_text("not\ta\theader\n")
+    result = subprocess.run([*KABIGATE, "stablelist", "rebuilds", str(bad)], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 2 and "not an ELRepo spec history" in result.stderr

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 
+from kabigate.formats.elrepo import SpecRevision
 from kabigate.formats.stablelist import Stablelist
 from kabigate.model import Export, Kernel, Module
 
@@ -92,3 +94,53 @@ def stablelist_history(lists: list[Stablelist]) -> list[ListStep]:
                                and before.crcs[s] != after.crcs[s]),
         ))
     return steps
+
+
+# The kernel release number each RHEL minor shipped with at GA (2.6.18-8 is 5.0, 4.18.0-305 is 8.4):
+# a z-stream kernel (4.18.0-305.7.1.el8_4) keeps its GA number.
+RHEL_GA_KERNELS = {
+    5: (8, 53, 92, 128, 164, 194, 238, 274, 308, 348, 371, 398),
+    6: (71, 131, 220, 279, 358, 431, 504, 573, 642, 696, 754),
+    7: (123, 229, 327, 514, 693, 862, 957, 1062, 1127, 1160),
+    8: (80, 147, 193, 240, 305, 348, 372, 425, 477, 513, 553),
+    9: (70, 162, 284, 362, 427, 503, 570, 611, 687),
+}
+
+
+def rhel_minor(kernel_release: str) -> str | None:
+    """"4.18.0-305.7.1.el8_4" -> "8.4"; "beta" below a major's first GA; None when not a RHEL kernel."""
+    match = re.match(r"^\d+\.\d+\.\d+-(\d+)[.\w]*\.el(\d+)", kernel_release)
+    if match is None or int(match.group(2)) not in RHEL_GA_KERNELS:
+        return None
+    number, major = int(match.group(1)), int(match.group(2))
+    minors = [minor for minor, ga in enumerate(RHEL_GA_KERNELS[major]) if number >= ga]
+    return f"{major}.{minors[-1]}" if minors else f"{major} beta"
+
+
+@dataclass(frozen=True)
+class MinorRebuilds:
+    minor: str
+    first_builds: int  # kmod specs whose first target is this minor's kernel
+    rebuilds: int  # kmod specs that had targeted an earlier minor and were rebuilt for this one
+    revisions: int  # spec revisions that target it
+
+
+def kmod_rebuilds(revisions: list[SpecRevision]) -> list[MinorRebuilds]:
+    """Per RHEL minor: how many ELRepo kmods had to be rebuilt for its kernel (a spec revision whose
+    target kernel is of another minor than the spec's previous target): a measure of the kABI
+    breaks that reached real drivers, since a kmod whose symbols stayed stable is reused as it is."""
+    last_minor: dict[str, str] = {}
+    first: dict[str, set[str]] = {}
+    rebuilt: dict[str, set[str]] = {}
+    targeting: dict[str, int] = {}
+    for revision in sorted(revisions, key=lambda r: r.date):  # stable: same-day commits keep their order
+        minor = rhel_minor(revision.target_kernel)
+        if minor is None:
+            continue
+        targeting[minor] = targeting.get(minor, 0) + 1
+        previous = last_minor.get(revision.spec)
+        if previous != minor:
+            (first if previous is None else rebuilt).setdefault(minor, set()).add(revision.spec)
+            last_minor[revision.spec] = minor
+    return [MinorRebuilds(minor, len(first.get(minor, ())), len(rebuilt.get(minor, ())), targeting[minor])
+            for minor in sorted(targeting, key=lambda m: [int(p) if p.isdigit() else -1 for p in m.split(".")])]

@@ -10,9 +10,12 @@ import sys
 import click
 from rich.table import Table
 
-from kabigate.analysis import stablelist_history
+from kabigate.analysis import kmod_rebuilds, stablelist_history
 from kabigate.cli import cli, emit_json, err, out, read_stablelist, write_atomically
 from kabigate.cli.store import store_option
+from kabigate.errors import read_capped
+from kabigate.formats.compression import MAX_TEXT
+from kabigate.formats.elrepo import parse_spec_history
 from kabigate.services.evidence import (
     Demand,
     SymbolDemand,
@@ -143,4 +146,21 @@ def history(files: tuple[str, ...], arch: str, as_json: bool) -> None:
     table = Table("from", "to", "size", "added", "removed", "CRC changed", box=None)
     for s in steps:
         table.add_row(os.path.basename(s.before), os.path.basename(s.after), str(s.size), str(len(s.added)), str(len(s.removed)), str(len(s.crc_changed)))
+    out.print(table)
+
+
+@stablelist.command("rebuilds")
+@click.argument("history_file", type=click.Path(dir_okay=False), metavar="SPEC_HISTORY.tsv")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def rebuilds(history_file: str, as_json: bool) -> None:
+    """ELRepo's kmod rebuilds per RHEL minor, from its spec history: how often the kABI promise
+    failed real drivers (a kmod is rebuilt for a minor when its symbols broke)."""
+    steps = kmod_rebuilds(parse_spec_history(read_capped(history_file, MAX_TEXT, "larger than a spec history"),
+                                             history_file))
+    if as_json:
+        emit_json({"minors": [vars(step) for step in steps]})
+        return
+    table = Table("RHEL minor", "first builds", "rebuilds", "spec revisions", box=None)
+    for step in steps:
+        table.add_row(step.minor, str(step.first_builds), str(step.rebuilds), str(step.revisions))
     out.print(table)
