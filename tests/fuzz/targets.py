@@ -1,0 +1,448 @@
+"""Fuzz targets: every parser, the network-facing entry points and the CLI, each a function of
+one input that may end only in kabigate's InputError (one line) or return.
+
+Seeds come from tests/fuzz/corpus (real modules, symvers, config, stablelists, the Debian
+module-signing certificate, RPMs, debs and a yum repository built by make_corpus.py); some are
+derived here (compressed modules, a vmlinux and a bzImage carrying the certificate list,
+tar archives from the debs, HTTP responses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import lzma
+import os
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import zstandard
+
+from kabigate import packages, signing
+from kabigate.errors import InputError
+from kabigate.formats import der, rpm, stream
+from kabigate.formats.bzimage import kernel_image
+from kabigate.formats.certlist import system_certificates
+from kabigate.formats.compression import decompress, text_lines
+from kabigate.formats.deb import read_deb
+from kabigate.formats.kconfig import parse_kconfig
+from kabigate.formats.module import parse_module
+from kabigate.formats.repomd import parse_primary, parse_repomd
+from kabigate.formats.stablelist import parse_stablelist
+from kabigate.formats.symvers import parse_symvers
+from kabigate.formats.tar import iter_tar
+from kabigate.kernels import load_kernel
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+
+
+@dataclass
+class Target:
+    name: str
+    seeds: Callable[[], list[bytes]]
+    run: Callable[[bytes], None]
+
+
+class Context:
+    """Files the targets share, made once per process in a temporary folder."""
+
+    def __init__(self):
+        self.root = Path(tempfile.mkdtemp(prefix="kabigate-fuzz-"))
+        self.symvers = self.root / "Module.symvers"
+        self.symvers.write_bytes((CORPUS / "text" / "Module.symvers").read_bytes())
+        self.module = self.root / "acpi_call.ko"
+        self.module.write_bytes((CORPUS / "module" / "acpi_call.ko").read_bytes())
+        self.signed = self.root / "crc7.ko"
+        self.signed.write_bytes((CORPUS / "module" / "crc7.ko").read_bytes())
+        key, cert = signing.generate_key(signing.KeygenSpec("ecdsa", curve="p256"))
+        self.key = self.root / "mok.key"
+        self.key.write_bytes(signing.private_key_pem(key, None))
+        self.cert = self.root / "mok.der"
+        self.cert.write_bytes(cert.public_bytes(signing.serialization.Encoding.DER))
+        self.input = self.root / "input"
+        self.input.mkdir()
+
+    def write(self, name: str, data: bytes) -> Path:
+        shutil.rmtree(self.input)
+        self.input.mkdir()
+        path = self.input / name
+        path.write_bytes(data)
+        return path
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@cache
+def context() -> Context:
+    return Context()
+
+
+# -- seeds -------------------------------------------------------------------------------------
+
+def _files(kind: str) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((CORPUS / kind).rglob("*")) if p.is_file()]
+
+
+@cache
+def module_seeds() -> list[bytes]:
+    raw = _files("module")
+    crc7 = (CORPUS / "module" / "crc7.ko").read_bytes()
+    return raw + [lzma.compress(crc7, check=lzma.CHECK_CRC32), gzip.compress(crc7, mtime=0),
+                  zstandard.ZstdCompressor().compress(crc7)]
+
+
+@cache
+def text_seeds() -> list[bytes]:
+    return _files("text") + [gzip.compress((CORPUS / "text" / "Module.symvers").read_bytes(), mtime=0)]
+
+
+@cache
+def certificate_seeds() -> list[bytes]:
+    der_bytes = (CORPUS / "cert" / "debian-module-signing.der").read_bytes()
+    import base64
+    pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der_bytes) + b"-----END CERTIFICATE-----\n"
+    return [der_bytes, pem]
+
+
+@cache
+def image_seeds() -> list[bytes]:
+    """A vmlinux carrying the certificate list as certs/system_certificates.S lays it out, and a
+    bzImage whose gzip payload is that vmlinux."""
+    cert = (CORPUS / "cert" / "debian-module-signing.der").read_bytes()
+    body = b"\x7fELF\x02\x01\x01" + bytes(57) + os.urandom(0) + b"\x30\x82\x00\x02\x30\x82" * 8
+    body += bytes(-len(body) % 8)
+    body += cert + bytes(-len(cert) % 8) + struct.pack("<QQ", len(cert), len(cert)) + bytes(64)
+    payload = gzip.compress(body, mtime=0)
+    setup = bytearray(5 * 512)
+    setup[0x1F1] = 4
+    setup[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", setup, 0x206, 0x20F)
+    struct.pack_into("<II", setup, 0x248, 0, len(payload))
+    return [body, bytes(setup) + payload + struct.pack("<I", len(body))]
+
+
+@cache
+def tar_seeds() -> list[bytes]:
+    out = []
+    for deb_data in _files("deb"):
+        package = read_deb(deb_data, "seed")
+        member = package.data_member
+        out.append(b"".join(stream.decompressed_chunks(deb_data[member.offset:member.offset + member.size], "s")))
+    return out
+
+
+@cache
+def primary_seeds() -> list[bytes]:
+    return [(CORPUS / "repo" / "repodata" / "primary.xml.gz").read_bytes()]
+
+
+@cache
+def repomd_seeds() -> list[bytes]:
+    return [(CORPUS / "repo" / "repodata" / "repomd.xml").read_bytes()]
+
+
+@cache
+def package_seeds() -> list[bytes]:
+    return _files("rpm") + _files("deb")
+
+
+@cache
+def payload_seeds() -> list[bytes]:
+    data = (CORPUS / "text" / "Module.symvers").read_bytes() * 20
+    blocks = lzma.LZMACompressor(lzma.FORMAT_XZ)
+    return [gzip.compress(data, mtime=0), lzma.compress(data), zstandard.ZstdCompressor().compress(data),
+            __import__("bz2").compress(data), blocks.compress(data) + blocks.flush(), data]
+
+
+@cache
+def http_seeds() -> list[bytes]:
+    body = (CORPUS / "rpm" / "kmod-crc7-1.0-1.el9.x86_64.rpm").read_bytes()
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 1000]), body[i:i + 1000]) for i in range(0, len(body), 1000))
+    return [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body,
+            b"HTTP/1.0 200 OK\r\n\r\n" + body,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked + b"0\r\n\r\n",
+            b"HTTP/1.1 302 Found\r\nLocation: /p.rpm\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"]
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+def run_module(data: bytes) -> None:
+    module = parse_module(data, "fuzz.ko")
+    for export in module.exports:
+        assert isinstance(export.name, str)
+
+
+def run_decompress(data: bytes) -> None:
+    decompress(data, "fuzz", limit=64 << 20)
+
+
+def run_symvers(data: bytes) -> None:
+    parse_symvers(data, "fuzz.symvers")
+
+
+def run_stablelist(data: bytes) -> None:
+    parse_stablelist(data, "fuzz.stablelist")
+
+
+def run_kconfig(data: bytes) -> None:
+    parse_kconfig("\n".join(text_lines(data, "fuzz.config")), "fuzz.config")  # as kernels.py reads configs
+
+
+def run_signature(data: bytes) -> None:
+    """A module's appended signature: split, parsed, and verified against the Debian key."""
+    trust = _debian_trust()
+    signing.verify_module(data, trust)
+    signing.verify_module(data, None)
+
+
+@cache
+def _debian_trust():
+    return [signing.trusted_cert(signing.load_certificate(certificate_seeds()[0], "seed"), "seed")]
+
+
+def run_der(data: bytes) -> None:
+    try:
+        stack = [der.parse(data)]
+        for _ in range(10000):
+            if not stack:
+                break
+            element = stack.pop()
+            if element.tag & 0x20:
+                stack.extend(element.children())
+    except der.DerError:
+        pass
+
+
+def run_certificate(data: bytes) -> None:
+    certificate = signing.load_certificate(data, "fuzz.crt")
+    signing.trusted_cert(certificate, "fuzz.crt")
+
+
+def run_kernel_image(data: bytes) -> None:
+    system_certificates(kernel_image(data, "fuzz.vmlinuz"), "fuzz.vmlinuz")
+
+
+def run_trust(data: bytes) -> None:
+    path = context().write("vmlinuz", data)
+    signing.load_trust([str(path)])
+
+
+def run_rpm_header(data: bytes) -> None:
+    header = rpm.read_header(data, "fuzz.rpm")
+    header.nevra  # noqa: B018
+    package = packages.Package("fuzz.rpm", data)
+    packages.package_file_names(package)
+    packages.kabi_dependencies(package.requires)
+
+
+def run_package(data: bytes) -> None:
+    """Every member of an RPM or deb, read as kabigate reads them."""
+    package = packages.Package("fuzz.pkg", data)
+    packages.module_count(package)
+    for member, read in package.members():
+        if member.kind == "file" and member.size < (16 << 20):
+            read()
+
+
+def run_package_modules(data: bytes) -> None:
+    packages.modules_of_package(packages.Package("fuzz.pkg", data))
+
+
+def run_kernel_package(data: bytes) -> None:
+    path = context().write("kernel.rpm" if data[:4] == b"\xed\xab\xee\xdb" else "kernel.deb", data)
+    load_kernel([str(path)])
+
+
+def run_tar(data: bytes) -> None:
+    reader = stream.ChunkReader(iter([data]))
+    for entry, member in iter_tar(reader, "fuzz.tar"):
+        if entry.kind == "file" and entry.size < (16 << 20):
+            member.read(entry.size)
+
+
+def run_stream(data: bytes) -> None:
+    for _ in stream.decompressed_chunks(data, "fuzz.payload"):
+        pass
+
+
+def run_repomd(data: bytes) -> None:
+    parse_repomd(data, "repomd.xml")
+
+
+def run_primary(data: bytes) -> None:
+    parse_primary(data, "primary.xml.gz")
+
+
+def run_repository(data: bytes) -> None:
+    """A repository folder whose repomd.xml or primary.xml.gz is the input (by its magic)."""
+    ctx = context()
+    shutil.rmtree(ctx.input)
+    shutil.copytree(CORPUS / "repo", ctx.input)
+    shutil.copy(CORPUS / "rpm" / "kmod-crc7-1.0-1.el9.x86_64.rpm", ctx.input)
+    target = "primary.xml.gz" if data[:2] == b"\x1f\x8b" else "repomd.xml"
+    (ctx.input / "repodata" / target).write_bytes(data)
+    repository = packages.Repository(str(ctx.input))
+    for entry in repository.kmod_packages():
+        packages.modules_of_package(repository.open(entry))
+
+
+class _RawServer:
+    """A loopback server that answers every connection with the current raw bytes."""
+
+    def __init__(self):
+        self.response = b""
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            connection, _ = self.listener.accept()
+            with connection:
+                connection.settimeout(2)
+                try:
+                    connection.recv(65536)
+                    connection.sendall(self.response)
+                except OSError:
+                    pass
+
+
+@cache
+def _server() -> _RawServer:
+    return _RawServer()
+
+
+def run_http(data: bytes) -> None:
+    server = _server()
+    server.response = data
+    packages.HTTP_TIMEOUT, packages.HTTP_DEADLINE = 2, 4.0
+    fetched = packages.fetch(f"http://127.0.0.1:{server.port}/p.rpm", "fuzz", 64 << 20)
+    packages.Package("http://127.0.0.1/p.rpm", fetched)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+def cli(args: list[str]) -> tuple[int, str, str]:
+    """`kabigate ARGS` in this process: (exit status, stdout, stderr). Any exception other than
+    SystemExit escapes (a traceback, the bug the harness looks for)."""
+    from kabigate.cli import main
+
+    packages.open_repository.cache_clear()
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["kabigate", *args]
+    status = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as done:
+        status = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    finally:
+        sys.argv = argv
+    return status, out.getvalue(), err.getvalue()
+
+
+class ContractBroken(Exception):
+    """The CLI answered bad input in another way than one line `kabigate: error: ...` and exit 2."""
+
+
+def check_cli(args: list[str], watched: Path | None = None) -> None:
+    before = watched.read_bytes() if watched is not None and watched.exists() else None
+    status, _out, err = cli(args)
+    if status not in (0, 1, 2):
+        raise ContractBroken(f"exit status {status}: {err[-500:]}")
+    if status == 2:
+        lines = err.splitlines()
+        if len(lines) != 1 or not lines[0].startswith(("kabigate: error: ", "Error: ", "kabigate: aborted")):
+            raise ContractBroken(f"exit 2 without a one-line error: {err[-500:]!r}")
+        if before is not None and watched.read_bytes() != before:
+            raise ContractBroken("a failed run changed its input file")
+
+
+def _cli_inputs(data: bytes) -> tuple[str, list[list[str]]]:
+    """The input's file name and the commands to run on it, by what it looks like."""
+    ctx = context()
+    symvers, module, signed = str(ctx.symvers), str(ctx.module), str(ctx.signed)
+    head = data[:8]
+    if head.startswith(b"\xed\xab\xee\xdb"):
+        return "p.rpm", [["inspect", "{}"], ["check", "-k", "{}", module], ["precheck", "-k", symvers, "{}"],
+                         ["check", "-k", symvers, "--stablelist", "{}", module], ["rpm-deps", "{}"]]
+    if head.startswith(b"!<arch>"):
+        return "p.deb", [["inspect", "--json", "{}"], ["check", "-k", "{}", module]]
+    if head.startswith((b"\x7fELF", b"\x28\xb5")) or head[:2] in (b"\x1f\x8b", b"\xfd7"):
+        return "m.ko", [["inspect", "{}"], ["check", "-k", symvers, "{}"], ["check", "--json", "-k", symvers, "{}"],
+                        ["verify", "{}"], ["rpm-deps", "{}"], ["verify", "--trust", str(CORPUS / "cert" /
+                                                                 "debian-module-signing.der"), "{}"]]
+    if head.startswith((b"0\x82", b"-----")):
+        return "c.crt", [["verify", "--trust", "{}", signed], ["check", "-k", symvers, "--trust", "{}", signed],
+                         ["sign", "--key", str(ctx.key), "--cert", "{}", module + ".copy"]]
+    return "t.txt", [["check", "-k", "{}", module], ["diff", "{}", symvers], ["diff", symvers, symvers,
+                                                                           "--stablelist", "{}"]]
+
+
+def run_cli(data: bytes) -> None:
+    ctx = context()
+    name, commands = _cli_inputs(data)
+    path = ctx.write(name, data)
+    shutil.copy(ctx.module, str(ctx.module) + ".copy")
+    for command in commands:
+        check_cli([str(path) if part == "{}" else part for part in command], watched=path)
+
+
+def run_cli_sign(data: bytes) -> None:
+    """`sign` on a folder of a good module and the input as a module: all or nothing."""
+    ctx = context()
+    folder = ctx.input
+    shutil.rmtree(folder)
+    folder.mkdir()
+    (folder / "a.ko").write_bytes(ctx.module.read_bytes())
+    (folder / "b.ko").write_bytes(data)
+    status, _, err = cli(["sign", "--key", str(ctx.key), "--cert", str(ctx.cert), str(folder)])
+    if status == 2:
+        if (folder / "a.ko").read_bytes() != ctx.module.read_bytes() or (folder / "b.ko").read_bytes() != data:
+            raise ContractBroken("a failed sign changed a module")
+        if len(err.splitlines()) != 1:
+            raise ContractBroken(f"exit 2 without a one-line error: {err[-500:]!r}")
+    if sorted(os.listdir(folder)) != ["a.ko", "b.ko"]:
+        raise ContractBroken(f"sign left files behind: {sorted(os.listdir(folder))}")
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in [
+    Target("module", module_seeds, run_module),
+    Target("decompress", module_seeds, run_decompress),
+    Target("signature", lambda: module_seeds()[:1], run_signature),
+    Target("der", lambda: certificate_seeds()[:1], run_der),
+    Target("certificate", certificate_seeds, run_certificate),
+    Target("kernel_image", image_seeds, run_kernel_image),
+    Target("trust", image_seeds, run_trust),
+    Target("symvers", text_seeds, run_symvers),
+    Target("stablelist", text_seeds, run_stablelist),
+    Target("kconfig", text_seeds, run_kconfig),
+    Target("rpm_header", lambda: _files("rpm"), run_rpm_header),
+    Target("package", package_seeds, run_package),
+    Target("package_modules", package_seeds, run_package_modules),
+    Target("kernel_package", package_seeds, run_kernel_package),
+    Target("tar", tar_seeds, run_tar),
+    Target("stream", payload_seeds, run_stream),
+    Target("repomd", repomd_seeds, run_repomd),
+    Target("primary", primary_seeds, run_primary),
+    Target("repository", lambda: repomd_seeds() + primary_seeds(), run_repository),
+    Target("http", http_seeds, run_http),
+    Target("cli", lambda: module_seeds() + text_seeds() + certificate_seeds() + package_seeds(), run_cli),
+    Target("cli_sign", lambda: module_seeds()[:3], run_cli_sign),
+]}
+
+
+def accepted(error: BaseException) -> bool:
+    """kabigate's input error, and only as one non-empty line."""
+    return isinstance(error, InputError) and bool(str(error)) and "\n" not in str(error)
