@@ -116,6 +116,7 @@ def _register_commands() -> None:
         signing,  # noqa: F401
         stablelist,  # noqa: F401
         store,  # noqa: F401
+        web,  # noqa: F401
     )
 
 

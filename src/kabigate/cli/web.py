@@ -1,0 +1,35 @@
+"""`kabigate serve`: the web dashboard and REST API over the store."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from kabigate.cli import cli, err
+from kabigate.store import default_url
+
+
+@cli.command()
+@click.option("--db", "db", metavar="PATH_OR_URL", envvar="KABIGATE_DB",
+              help=f"SQLite file or postgresql:// URL (default: $KABIGATE_DB, else {default_url()}).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@click.option("--stablelist", "stablelist_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="The kABI stablelist for the demand page and gates (a plain, RHEL, GKI or Module.kabi list).")
+@click.option("--max-upload", default=512, show_default=True, type=click.IntRange(1), metavar="MIB",
+              help="Largest write request body (uploaded packages) in MiB.")
+def serve(db: str | None, host: str, port: int, stablelist_path: str | None, max_upload: int) -> None:
+    """Serve the dashboard (matrix, kernels, drivers, gate runs, stablelist demand) and the REST API
+    (/api/v1, schema at /api/v1/openapi.json). Writes (ingest, gate) need `Authorization: Bearer
+    $KABIGATE_API_TOKEN`; without that variable set the server is read-only."""
+    import uvicorn
+
+    from kabigate.web import create_app
+
+    token = os.environ.get("KABIGATE_API_TOKEN") or None
+    app = create_app(db, token=token, stablelist_path=stablelist_path, max_upload=max_upload * 1024 * 1024)
+    err.print(f"kabigate: serving {app.state.settings.store_url} on http://{host}:{port}/ "
+              f"({'writes need the API token' if token else 'read-only: KABIGATE_API_TOKEN is not set'})",
+              markup=False)
+    uvicorn.run(app, host=host, port=port, log_level="info")

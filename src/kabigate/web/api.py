@@ -1,0 +1,221 @@
+"""The REST API, /api/v1: read the store (open to all), ingest and gate (bearer token, see app.WriteGuard).
+
+Uploads are written to a private temporary folder under names checked here, then read by the same
+readers as the CLI's, with the same hostile-input rules (an InputError is a 400, never a trace)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import tempfile
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, Field
+
+from kabigate.errors import InputError
+from kabigate.formats.gatepolicy import DEFAULT_POLICY, parse_policy, parse_waivers
+from kabigate.gate_report import gate_json
+from kabigate.kernels import load_kernel
+from kabigate.packages import is_url
+from kabigate.services.evidence import symbol_demand
+from kabigate.services.gate import previous_in_stream, record_gate, run_gate
+from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
+from kabigate.services.matrix import build_matrix, driver_history
+from kabigate.store import Store
+from kabigate.web.app import Settings, request_store, settings_of
+from kabigate.web.views import (
+    build_json,
+    cell_json,
+    demand_json,
+    find_cell,
+    find_gate_run,
+    find_kernel,
+    gate_run_json,
+    history_json,
+    kernel_json,
+    kernel_story,
+    matrix_json,
+    story_json,
+)
+
+router = APIRouter()
+StoreDep = Annotated[Store, Depends(request_store)]
+SettingsDep = Annotated[Settings, Depends(settings_of)]
+# The token is checked by app.WriteGuard before the body is read; declared here for the OpenAPI schema.
+token_required = [Depends(HTTPBearer(auto_error=False, description="KABIGATE_API_TOKEN of the server"))]
+
+# Upload names as packages and modules are named: no path, no leading dot, nothing a shell or a URL needs quoted.
+_UPLOAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~%-]{0,254}")
+MAX_TOML = 1024 * 1024
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+@router.get("/streams", summary="Kernel streams")
+def streams(store: StoreDep) -> dict:
+    return {"streams": store.streams()}
+
+
+@router.get("/kernels", summary="Stored kernels (a stream's in its order)")
+def kernels(store: StoreDep, stream: str | None = None) -> dict:
+    return {"kernels": [kernel_json(k) for k in store.kernels(stream)]}
+
+
+@router.get("/kernels/{release}", summary="One kernel and its gate runs")
+def kernel(store: StoreDep, release: str, stream: str | None = None) -> dict:
+    record = find_kernel(store, release, stream)
+    return {**kernel_json(record), "gate_runs": [r.uuid for r in store.gate_runs_of(record.id)]}
+
+
+@router.get("/kernels/{release}/changes",
+            summary="What the kernel broke and fixed relative to the kernel before it in its stream")
+def kernel_changes(store: StoreDep, settings: SettingsDep, release: str, stream: str | None = None) -> dict:
+    record = find_kernel(store, release, stream)
+    return story_json(kernel_story(store, record, stream, settings.stablelist))
+
+
+@router.get("/drivers", summary="Driver builds and recorded build failures")
+def drivers(store: StoreDep, driver: Annotated[str | None, Query(description="shell pattern on the name")] = None
+            ) -> dict:
+    return {"builds": [build_json(b) for b in store.driver_builds(driver)],
+            "build_failures": [vars(f) for f in store.build_failures(driver)]}
+
+
+@router.get("/drivers/{name}/history",
+            summary="Where each build of a driver stops loading along each stream, why, and what loads again")
+def driver_history_endpoint(store: StoreDep, name: str, stream: str | None = None) -> dict:
+    if not store.driver_builds(name):
+        raise HTTPException(404, f"no driver named {name} in the store")
+    return history_json(name, driver_history(store, name, stream))
+
+
+@router.get("/matrix", summary="Driver builds x kernels: each cell's verdict")
+def matrix(store: StoreDep, stream: str | None = None, driver: str | None = None, since: str | None = None) -> dict:
+    return matrix_json(build_matrix(store, stream, driver, since))
+
+
+@router.get("/verdicts/{build_id}/{kernel_id}", summary="One build on one kernel: each module's reasons")
+def verdict(store: StoreDep, build_id: int, kernel_id: int) -> dict:
+    build, kernel_record, cell = find_cell(store, build_id, kernel_id)
+    return {"build": build_json(build), "kernel": kernel_json(kernel_record), "cell": cell_json(cell),
+            "modules": store.verdict_detail(build_id, kernel_id) or []}
+
+
+@router.get("/gate-runs", summary="Gate runs, newest first")
+def gate_runs(store: StoreDep, kernel: Annotated[str | None, Query(description="a kernel release")] = None,
+              stream: str | None = None) -> dict:
+    runs = store.gate_runs_of(find_kernel(store, kernel, stream).id) if kernel else store.gate_runs()
+    kernels_by_id = {k.id: k for k in store.kernels()}
+    return {"gate_runs": [gate_run_json(r, kernels_by_id) for r in runs]}
+
+
+@router.get("/gate-runs/{run}", summary="One gate run and its report")
+def gate_run(store: StoreDep, run: str) -> dict:
+    record = find_gate_run(store, run)
+    kernels_by_id = {k.id: k for k in store.kernels()}
+    return {**gate_run_json(record, kernels_by_id), "report": store.gate_report(run)}
+
+
+@router.get("/demand", summary="Symbols the stored drivers import, against the server's stablelist")
+def demand(store: StoreDep, settings: SettingsDep, stream: str | None = None, driver: str | None = None) -> dict:
+    if settings.stablelist is None:
+        raise HTTPException(404, "this server has no stablelist (start it with kabigate serve --stablelist FILE)")
+    return demand_json(symbol_demand(store, settings.stablelist, stream, driver))
+
+
+# -- writing ----------------------------------------------------------------------------------------
+
+@router.post("/kernels", status_code=201, dependencies=token_required,
+             summary="Ingest one kernel from uploaded packages or files, or URLs of its packages")
+def ingest_kernel_endpoint(
+        store: StoreDep,
+        stream: Annotated[str | None, Form()] = None,
+        vermagic: Annotated[str | None, Form()] = None,
+        files: Annotated[list[UploadFile] | None, File(description="e.g. linux-image-*.deb, linux-headers-*.deb")] = None,
+        urls: Annotated[list[str] | None, Form()] = None) -> dict:
+    files, urls = files or [], urls or []
+    with tempfile.TemporaryDirectory(prefix="kabigate-upload-") as directory:
+        saved = _save_uploads(files, urls, directory)
+        kernel_read = load_kernel(saved + urls, vermagic)
+        kernel_read = dataclasses.replace(kernel_read, sources=[_upload_source(p, directory) for p in saved] + urls)
+    result = ingest_kernel(store, kernel_read, stream)
+    return {"kernel": kernel_json(result.record), "created": result.created, "verdicts": result.verdicts}
+
+
+@router.post("/drivers", status_code=201, dependencies=token_required,
+             summary="Ingest driver builds: uploaded packages (each one build) or modules (together one build), "
+                     "or URLs of packages and repositories")
+def ingest_drivers_endpoint(
+        store: StoreDep,
+        name: Annotated[str | None, Form(description="name of a build of loose modules")] = None,
+        version: Annotated[str | None, Form(description="version of a build of loose modules")] = None,
+        files: Annotated[list[UploadFile] | None, File()] = None,
+        urls: Annotated[list[str] | None, Form()] = None) -> dict:
+    files, urls = files or [], urls or []
+    with tempfile.TemporaryDirectory(prefix="kabigate-upload-") as directory:
+        # Uploads are read as one folder: its loose modules are one build, each package one build.
+        paths = [directory] if _save_uploads(files, urls, directory) else []
+        builds = [dataclasses.replace(b, source=_upload_source(b.source, directory))
+                  for b in read_driver_builds(paths + urls, name, version)]
+    results = [ingest_driver_build(store, build) for build in builds]
+    return {"builds": [dict(build_json(r.record), created=r.created, verdicts=r.verdicts) for r in results]}
+
+
+class GateRequest(BaseModel):
+    candidate: str = Field(max_length=256, description="a stored kernel's release")
+    stream: str | None = Field(None, max_length=256)
+    baseline: str | None = Field(None, max_length=256, description="default: the kernel before the candidate")
+    driver: str | None = Field(None, max_length=256, description="only the builds of drivers matching")
+    policy: str | None = Field(None, max_length=MAX_TOML, description="gate policy, TOML (as --policy)")
+    waivers: str | None = Field(None, max_length=MAX_TOML, description="[[waiver]] tables, TOML (as --waivers)")
+
+
+@router.post("/gate", status_code=201, dependencies=token_required,
+             summary="Gate a stored kernel and record the run; the report is the gate's JSON")
+def gate(store: StoreDep, settings: SettingsDep, request: GateRequest) -> dict:
+    candidate = find_kernel(store, request.candidate, request.stream)
+    if request.baseline is not None:
+        baseline, stream = find_kernel(store, request.baseline), request.stream
+    else:
+        baseline, stream = previous_in_stream(store, candidate, request.stream)
+    policy = parse_policy(request.policy.encode(), "policy") if request.policy else DEFAULT_POLICY
+    waivers = tuple(parse_waivers(request.waivers.encode(), "waivers")) if request.waivers else ()
+    result = run_gate(store, candidate, baseline, stream=stream, policy=policy, waivers=waivers,
+                      stablelist=settings.stablelist, driver=request.driver)
+    document = gate_json(result)
+    run = record_gate(store, result, document)
+    return dict(document, run=run.uuid)
+
+
+def _save_uploads(files: list[UploadFile], urls: list[str], directory: str) -> list[str]:
+    """Check what a write request names and save its uploads in `directory`: their paths."""
+    if not files and not urls:
+        raise InputError("nothing to ingest: upload files or give urls")
+    for url in urls:
+        if not is_url(url):
+            raise InputError(f"{url[:200]}: not an http(s) URL")
+    paths = []
+    for upload in files:
+        name = upload.filename or ""
+        if not _UPLOAD_NAME.fullmatch(name):
+            raise InputError(f"{name[:200]!r}: not a usable file name (letters, digits, ._+~%-; no path)")
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            raise InputError(f"{name}: uploaded twice")
+        with open(path, "xb") as file:
+            shutil.copyfileobj(upload.file, file, 1024 * 1024)
+        paths.append(path)
+    return paths
+
+
+def _upload_source(source: str, directory: str) -> str:
+    """Where a build came from, without the temporary folder it was read in."""
+    if source == directory:
+        return "upload"
+    if source.startswith(directory + os.sep):
+        return "upload:" + source[len(directory) + 1:]
+    return source

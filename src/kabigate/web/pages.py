@@ -1,0 +1,113 @@
+"""The dashboard's pages: server-rendered HTML, each at a URL that can be pasted into a bug.
+
+Filters are query parameters (the matrix's driver and reason filters too), so a filtered view is a
+link; the matrix's script only applies the same filters as one types, and keeps the URL in step."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse
+
+from kabigate.services.evidence import symbol_demand
+from kabigate.services.matrix import build_matrix, driver_history
+from kabigate.store import Store
+from kabigate.web.app import Settings, request_store, settings_of, templates
+from kabigate.web.views import find_cell, find_gate_run, find_kernel, kernel_story
+
+router = APIRouter(include_in_schema=False)
+StoreDep = Annotated[Store, Depends(request_store)]
+SettingsDep = Annotated[Settings, Depends(settings_of)]
+# Demand rows on one page: the ranking puts what matters first; the API has them all.
+DEMAND_ROWS = 300
+
+
+def _page(request: Request, template: str, **context):
+    context["has_stablelist"] = request.app.state.settings.stablelist is not None
+    return templates.TemplateResponse(request, template, context)
+
+
+@router.get("/")
+def home() -> RedirectResponse:
+    return RedirectResponse("/matrix", 302)
+
+
+@router.get("/matrix")
+def matrix_page(request: Request, store: StoreDep, stream: str | None = None, driver: str = "", reason: str = "",
+                failing: bool = False):
+    streams = store.streams()
+    stream = stream or (streams[0] if streams else None)
+    matrix = build_matrix(store, stream)
+    rows = []
+    for build in matrix.builds:
+        cells = [matrix.cell(build, kernel) for kernel in matrix.kernels]
+        reasons = {c.first_reason for c in cells if c is not None and not c.loads}
+        shown = (driver.lower() in build.driver.lower() and (not reason or reason in reasons)
+                 and (not failing or bool(reasons)))
+        rows.append((build, cells, shown))
+    reason_codes = sorted({c.first_reason for c in matrix.cells.values() if c.first_reason})
+    return _page(request, "matrix.html", matrix=matrix, streams=streams, stream=stream, rows=rows,
+                 summary=matrix.summary(), reason_codes=reason_codes, driver=driver, reason=reason, failing=failing)
+
+
+@router.get("/verdicts/{build_id}/{kernel_id}")
+def verdict_page(request: Request, store: StoreDep, build_id: int, kernel_id: int):
+    build, kernel, cell = find_cell(store, build_id, kernel_id)
+    return _page(request, "verdict.html", build=build, kernel=kernel, cell=cell,
+                 modules=store.verdict_detail(build_id, kernel_id) or [])
+
+
+@router.get("/kernels")
+def kernels_page(request: Request, store: StoreDep):
+    groups: dict[str, list] = {}
+    for kernel in store.kernels():
+        for name in [s for s, _ in kernel.streams] or ["(no stream)"]:
+            groups.setdefault(name, []).append(kernel)
+    return _page(request, "kernels.html", groups=groups)
+
+
+@router.get("/kernels/{release}")
+def kernel_page(request: Request, store: StoreDep, settings: SettingsDep, release: str, stream: str | None = None):
+    story = kernel_story(store, find_kernel(store, release, stream), stream, settings.stablelist)
+    return _page(request, "kernel.html", story=story, result=story.result)
+
+
+@router.get("/drivers")
+def drivers_page(request: Request, store: StoreDep):
+    drivers: dict[str, list] = {}
+    for build in store.driver_builds():
+        drivers.setdefault(build.driver, []).append(build)
+    return _page(request, "drivers.html", drivers=drivers, failures=store.build_failures())
+
+
+@router.get("/drivers/{name}")
+def driver_page(request: Request, store: StoreDep, name: str, stream: str | None = None):
+    if not store.driver_builds(name):
+        raise HTTPException(404, f"no driver named {name} in the store")
+    return _page(request, "driver.html", name=name, histories=driver_history(store, name, stream),
+                 failures=store.build_failures(name))
+
+
+@router.get("/gate-runs")
+def gate_runs_page(request: Request, store: StoreDep):
+    kernels = {k.id: k for k in store.kernels()}
+    return _page(request, "gate_runs.html", runs=store.gate_runs(), kernels=kernels)
+
+
+@router.get("/gate-runs/{run}")
+def gate_run_page(request: Request, store: StoreDep, run: str):
+    record = find_gate_run(store, run)
+    return _page(request, "gate_run.html", run=record, report=store.gate_report(run))
+
+
+@router.get("/demand")
+def demand_page(request: Request, store: StoreDep, settings: SettingsDep, stream: str | None = None,
+                driver: str | None = None):
+    if settings.stablelist is None:
+        raise HTTPException(404, "this server has no stablelist: start it with kabigate serve --stablelist FILE")
+    streams = store.streams()
+    stream = stream or (streams[0] if streams else None)
+    demand = symbol_demand(store, settings.stablelist, stream, driver)
+    return _page(request, "demand.html", demand=demand, symbols=demand.symbols[:DEMAND_ROWS], streams=streams,
+                 driver=driver or "")

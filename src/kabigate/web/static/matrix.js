@@ -1,0 +1,26 @@
+// The matrix's filters as one types: rows are shown or hidden as the server would render them for
+// the same query, and the URL follows, so the filtered view can be pasted into a bug.
+"use strict";
+const form = document.getElementById("filters");
+const driverInput = document.getElementById("driver-filter");
+const reasonSelect = document.getElementById("reason-filter");
+const failingOnly = document.getElementById("failing-only");
+
+function applyFilters() {
+  const name = driverInput.value.toLowerCase();
+  const reason = reasonSelect.value;
+  document.querySelectorAll("#matrix tbody tr").forEach((row) => {
+    const reasons = row.dataset.reasons.split(" ").filter(Boolean);
+    row.hidden = !(row.dataset.driver.toLowerCase().includes(name)
+                   && (!reason || reasons.includes(reason))
+                   && (!failingOnly.checked || reasons.length > 0));
+  });
+  const query = new URLSearchParams(new FormData(form));
+  for (const [key, value] of [...query.entries()]) {
+    if (!value) query.delete(key);
+  }
+  history.replaceState(null, "", "/matrix" + (query.toString() ? "?" + query : ""));
+}
+
+form.addEventListener("input", applyFilters);
+form.addEventListener("submit", (event) => { event.preventDefault(); applyFilters(); });

@@ -1,0 +1,144 @@
+"""What the pages and the API show, from the services: finding records by their URL names, a kernel's
+story against its predecessor, and the JSON shapes of the store's records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import HTTPException
+
+from kabigate.errors import InputError
+from kabigate.formats.stablelist import Stablelist
+from kabigate.reports import crc_text
+from kabigate.rules import RULES_VERSION
+from kabigate.services.evidence import Demand
+from kabigate.services.gate import GateResult, previous_in_stream, run_gate
+from kabigate.services.ingest import refresh_verdicts
+from kabigate.services.matrix import Matrix, StreamHistory
+from kabigate.store import BuildRecord, Cell, GateRun, KernelRecord, Store
+
+
+def find_kernel(store: Store, release: str, stream: str | None = None) -> KernelRecord:
+    """The kernel a URL names by its release (`stream` tells apart two stored kernels of one release)."""
+    found = [k for k in store.find_kernels(release) if stream is None or stream in dict(k.streams)]
+    if not found:
+        raise HTTPException(404, f"no kernel {release} in the store" + (f" in stream {stream}" if stream else ""))
+    if len(found) > 1:
+        raise HTTPException(409, f"several stored kernels are {release}: add ?stream=NAME")
+    return found[0]
+
+
+def find_cell(store: Store, build_id: int, kernel_id: int) -> tuple[BuildRecord, KernelRecord, Cell]:
+    """One verdict by its build and kernel ids (judged first if the rules changed since)."""
+    try:
+        build, kernel = store.driver_build(build_id), store.kernel(kernel_id)
+    except IndexError:
+        raise HTTPException(404, f"no driver build {build_id} or no kernel {kernel_id} in the store") from None
+    refresh_verdicts(store, kernel_ids=[kernel_id])
+    cells = store.cells(RULES_VERSION, build_ids=[build_id], kernel_ids=[kernel_id])
+    return build, kernel, cells[(build_id, kernel_id)]
+
+
+def find_gate_run(store: Store, run: str) -> GateRun:
+    try:
+        return store.gate_run(run)
+    except InputError:
+        raise HTTPException(404, f"no gate run {run} in the store") from None
+
+
+@dataclass(frozen=True)
+class KernelStory:
+    """What a kernel did to the stored builds, compared with the kernel before it in `stream`."""
+
+    kernel: KernelRecord
+    stream: str | None
+    previous: KernelRecord | None
+    result: GateResult | None  # the gate's classes and export changes, not recorded as a gate run
+    gate_runs: list[GateRun]
+
+
+def kernel_story(store: Store, kernel: KernelRecord, stream: str | None,
+                 stablelist: Stablelist | None) -> KernelStory:
+    streams = [name for name, _ in kernel.streams]
+    stream = stream or (streams[0] if streams else None)
+    previous, result = None, None
+    if stream is not None:
+        previous, stream = previous_in_stream(store, kernel, stream)
+        if previous is not None:
+            result = run_gate(store, kernel, previous, stream=stream, stablelist=stablelist)
+    return KernelStory(kernel, stream, previous, result, store.gate_runs_of(kernel.id))
+
+
+# -- JSON shapes ----------------------------------------------------------------------------------
+
+def kernel_json(record: KernelRecord) -> dict:
+    return {"id": record.id, "release": record.release, "machine": record.machine, "flavor": record.flavor,
+            "vermagic": record.vermagic, "module_layout_crc": crc_text(record.module_layout_crc),
+            "package_version": record.package_version, "exports": record.exports,
+            "streams": [{"stream": s, "position": p} for s, p in record.streams], "sources": list(record.sources)}
+
+
+def build_json(record: BuildRecord) -> dict:
+    return {"id": record.id, "driver": record.driver, "package": record.package, "version": record.version,
+            "arch": record.arch, "format": record.format, "built_for": record.built_for, "source": record.source,
+            "modules": list(record.modules)}
+
+
+def cell_json(cell: Cell) -> dict:
+    return {"build_id": cell.build_id, "kernel_id": cell.kernel_id, "loads": cell.loads, "modules": cell.modules,
+            "modules_loading": cell.modules_loading, "first_reason": cell.first_reason,
+            "failing_symbols": cell.failing_symbols, "rules_version": cell.rules_version}
+
+
+def matrix_json(matrix: Matrix) -> dict:
+    return {"stream": matrix.stream, "summary": matrix.summary(),
+            "kernels": [kernel_json(k) for k in matrix.kernels],
+            "builds": [build_json(b) for b in matrix.builds],
+            "cells": [cell_json(c) for c in matrix.cells.values()],
+            "build_failures": [vars(f) for f in matrix.build_failures]}
+
+
+def gate_run_json(run: GateRun, kernels: dict[int, KernelRecord]) -> dict:
+    return {"uuid": run.uuid, "outcome": run.outcome, "stream": run.stream,
+            "kernel": kernels[run.kernel_id].release,
+            "baseline": kernels[run.baseline_id].release if run.baseline_id is not None else None,
+            "created_at": run.created_at.isoformat(), "published_to": run.published_to,
+            "resultsdb_id": run.resultsdb_id}
+
+
+def story_json(story: KernelStory) -> dict:
+    result = story.result
+    return {
+        "kernel": kernel_json(story.kernel), "stream": story.stream,
+        "previous": kernel_json(story.previous) if story.previous else None,
+        "counts": ({klass: result.count(klass) for klass in ("regression", "still_failing", "fixed", "unaffected",
+                                                              "new")} if result else None),
+        "export_changes": result.export_changes if result else None,
+        "regressions": [{"build": build_json(f.build), "category": f.category,
+                         "symbols": sorted({s.name for s in f.symbols}),
+                         "reasons": sorted({r["code"] for r in f.reasons})} for f in result.regressions]
+        if result else [],
+        "fixed": [build_json(f.build) for f in result.builds if f.klass == "fixed"] if result else [],
+        "gate_runs": [{"uuid": r.uuid, "outcome": r.outcome, "created_at": r.created_at.isoformat()}
+                      for r in story.gate_runs],
+    }
+
+
+def history_json(driver: str, histories: list[StreamHistory]) -> dict:
+    return {"driver": driver, "streams": [{
+        "stream": h.stream, "kernels": [k.release for k in h.kernels],
+        "builds": [{**build_json(b.build), "loads_on": [k.release for k in b.loads_on], "breaks": [{
+            "kernel": brk.kernel.release, "last_loading": brk.last_loading.release if brk.last_loading else None,
+            "reasons": brk.reasons, "symbols": brk.symbols,
+            "fixed_by": [build_json(f) for f in brk.fixed_by]} for brk in b.breaks]} for b in h.builds],
+    } for h in histories]}
+
+
+def demand_json(demand: Demand) -> dict:
+    return {"stream": demand.stream, "stablelist": demand.stablelist, "kernels": [k.release for k in demand.kernels],
+            "builds": demand.builds, "drivers": demand.drivers, "symbols": [{
+                "symbol": d.symbol, "stablelisted": d.stablelisted, "drivers": sorted(d.drivers), "builds": d.builds,
+                "greylisted_by": d.greylisted_by, "exported_by": d.exported_by, "crc_changes": d.crc_changes,
+                "removals": d.removals, "reappearances": d.reappearances, "failures": d.failures,
+                "first_kernel": d.first_kernel, "last_kernel": d.last_kernel, "kabi_violation": d.violation,
+            } for d in demand.symbols]}
