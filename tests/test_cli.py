@@ -146,3 +146,15 @@ def test_inspect_json(testdata):
     symvers = parse_symvers((testdata.headers(OLD) / "Module.symvers").read_bytes(), "s")
     assert exports["video_ioctl2"]["crc"] == "0x%08x" % symvers["video_ioctl2"].crc
     assert len(exports) == sum(1 for e in symvers.values() if e.owner == "drivers/media/v4l2-core/videodev")
+
+
+def test_module_commands_do_not_load_the_store(testdata):
+    """Commands are imported when used: `inspect` and `check` start without SQLAlchemy, Alembic,
+    Jinja2 or the web stack."""
+    code = ("import sys; from kabigate.cli import cli; "
+            f"cli.main(['inspect', '--json', {str(testdata.driver_dir('acpi-call', '6.1.0-47-amd64'))!r}], "
+            "standalone_mode=False); "
+            "print(sorted(m for m in ('sqlalchemy', 'alembic', 'jinja2', 'fastapi', 'junitparser') "
+            "if m in sys.modules), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stderr.strip() == "[]"
