@@ -10,6 +10,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
@@ -138,7 +140,7 @@ def ingest_kernel_endpoint(
         files: Annotated[list[UploadFile] | None, File(description="e.g. linux-image-*.deb, linux-headers-*.deb")] = None,
         urls: Annotated[list[str] | None, Form()] = None) -> dict:
     files, urls = files or [], urls or []
-    with tempfile.TemporaryDirectory(prefix="kabigate-upload-") as directory:
+    with _upload_folder() as directory:
         saved = _save_uploads(files, urls, directory)
         kernel_read = load_kernel(saved + urls, vermagic)
         kernel_read = dataclasses.replace(kernel_read, sources=[_upload_source(p, directory) for p in saved] + urls)
@@ -156,7 +158,7 @@ def ingest_drivers_endpoint(
         files: Annotated[list[UploadFile] | None, File()] = None,
         urls: Annotated[list[str] | None, Form()] = None) -> dict:
     files, urls = files or [], urls or []
-    with tempfile.TemporaryDirectory(prefix="kabigate-upload-") as directory:
+    with _upload_folder() as directory:
         # Uploads are read as one folder: its loose modules are one build, each package one build.
         paths = [directory] if _save_uploads(files, urls, directory) else []
         builds = [dataclasses.replace(b, source=_upload_source(b.source, directory))
@@ -189,6 +191,16 @@ def gate(store: StoreDep, settings: SettingsDep, request: GateRequest) -> dict:
     document = gate_json(result)
     run = record_gate(store, result, document)
     return dict(document, run=run.uuid)
+
+
+@contextmanager
+def _upload_folder() -> Iterator[str]:
+    """A private temporary folder for a request's uploads; errors name the uploads as the client did."""
+    with tempfile.TemporaryDirectory(prefix="kabigate-upload-") as directory:
+        try:
+            yield directory
+        except InputError as error:
+            raise InputError(str(error).replace(directory + os.sep, "upload:").replace(directory, "upload")) from None
 
 
 def _save_uploads(files: list[UploadFile], urls: list[str], directory: str) -> list[str]:

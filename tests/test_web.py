@@ -1,0 +1,312 @@
+"""The web app through FastAPI's TestClient, on a store of the real Debian kernels and drivers: every
+page and API endpoint, the bearer token on writes, hostile and oversized uploads, and errors that
+are JSON with a status, never a stack trace."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import re
+import shutil
+
+import pytest
+from fastapi.testclient import TestClient
+from hostile import TAR_END, deb, tar_member
+from webdata import RELEASES, STREAM, build_store
+
+from kabigate.web import create_app
+
+pytestmark = pytest.mark.realdata
+TOKEN = "correct-horse-battery-staple-7f3a"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def web_db(testdata, tmp_path_factory):
+    return build_store(testdata, tmp_path_factory.mktemp("web") / "store.db")
+
+
+@pytest.fixture(scope="module")
+def reader(web_db):
+    """The app as `kabigate serve` starts it without KABIGATE_API_TOKEN: read-only."""
+    with TestClient(create_app(web_db)) as client:
+        yield client
+
+
+@pytest.fixture
+def writer(web_db, tmp_path):
+    """An app with a token over a copy of the store (writes do not leak into other tests)."""
+    copy = tmp_path / "store.db"
+    shutil.copy(web_db, copy)
+    with TestClient(create_app(str(copy), token=TOKEN, max_upload=8 * MiB)) as client:
+        yield client
+
+
+@pytest.fixture
+def empty_writer(tmp_path):
+    with TestClient(create_app(str(tmp_path / "empty.db"), token=TOKEN, max_upload=8 * MiB)) as client:
+        yield client
+
+
+def _rows(html: str) -> dict[str, bool]:
+    """The matrix page's rows: driver -> shown (a driver's builds are shown or hidden together)."""
+    return {driver: not hidden for driver, hidden in re.findall(r'<tr data-driver="([^"]+)"[^>]*?( hidden)?>', html)}
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+def test_api_reads_streams_kernels_and_drivers(reader, testdata):
+    assert reader.get("/api/v1/streams").json() == {"streams": [STREAM]}
+    kernels = reader.get("/api/v1/kernels", params={"stream": STREAM}).json()["kernels"]
+    assert [k["release"] for k in kernels] == list(RELEASES)
+    assert kernels[1]["streams"] == [{"stream": STREAM, "position": 1}] and kernels[1]["exports"] > 20000
+    one = reader.get("/api/v1/kernels/6.1.0-50-amd64").json()
+    assert one["release"] == "6.1.0-50-amd64" and one["gate_runs"] == []
+    drivers = reader.get("/api/v1/drivers").json()
+    expected = sum(len(builds) for builds in testdata.manifest["drivers"].values())
+    assert len(drivers["builds"]) == expected and drivers["build_failures"] == []
+    assert {b["driver"] for b in reader.get("/api/v1/drivers", params={"driver": "acpi*"}).json()["builds"]} == {
+        "acpi-call"}
+
+
+def test_api_matrix_and_a_cells_reasons(reader):
+    matrix = reader.get("/api/v1/matrix", params={"stream": STREAM}).json()
+    summary = matrix["summary"]
+    assert summary["cells"] == summary["kernels"] * summary["driver_builds"] == 3 * len(matrix["builds"])
+    kernel = {k["release"]: k["id"] for k in matrix["kernels"]}
+    build = next(b for b in matrix["builds"] if b["driver"] == "acpi-call" and b["built_for"] == "6.1.0-47-amd64")
+    cells = {(c["build_id"], c["kernel_id"]): c for c in matrix["cells"]}
+    assert cells[(build["id"], kernel["6.1.0-47-amd64"])]["loads"]
+    broken = cells[(build["id"], kernel["6.1.0-50-amd64"])]
+    assert not broken["loads"] and broken["first_reason"] == "module-layout-mismatch"
+    verdict = reader.get(f"/api/v1/verdicts/{build['id']}/{kernel['6.1.0-50-amd64']}").json()
+    reasons = {r["symbol"]: r for m in verdict["modules"] for r in m["reasons"]}
+    assert reasons["proc_create"]["code"] == "crc-mismatch"
+    assert reasons["proc_create"]["module_crc"] != reasons["proc_create"]["kernel_crc"]
+
+
+def test_api_kernel_changes_and_driver_history(reader):
+    changes = reader.get("/api/v1/kernels/6.1.0-50-amd64/changes").json()
+    assert changes["previous"]["release"] == "6.1.0-47-amd64" and changes["stream"] == STREAM
+    regressed = {(r["build"]["driver"], r["build"]["built_for"]): r for r in changes["regressions"]}
+    assert {"module_layout", "proc_create"} <= set(regressed[("acpi-call", "6.1.0-47-amd64")]["symbols"])
+    assert changes["counts"]["regression"] == len(regressed) >= 4
+    assert changes["export_changes"]["changed_unlisted"] > 18000  # Debian's ABI bump changes most CRCs
+    first = reader.get("/api/v1/kernels/6.1.0-47-amd64/changes").json()
+    assert first["previous"] is None and first["regressions"] == []
+
+    history = reader.get("/api/v1/drivers/acpi-call/history").json()
+    (stream,) = history["streams"]
+    builds = {b["built_for"]: b for b in stream["builds"]}
+    (brk,) = builds["6.1.0-47-amd64"]["breaks"]
+    assert brk["kernel"] == "6.1.0-50-amd64" and brk["last_loading"] == "6.1.0-47-amd64"
+    assert brk["reasons"]["crc-mismatch"] >= 1 and "proc_create" in brk["symbols"]
+    assert builds["6.1.0-56-amd64"]["loads_on"] == ["6.1.0-56-amd64"]
+
+
+def test_pages_render_the_store(reader):
+    matrix = reader.get("/matrix")
+    assert matrix.status_code == 200 and matrix.headers["content-type"].startswith("text/html")
+    assert "Driver builds x kernels: debian-6.1" in matrix.text and '<script src="/static/matrix.js">' in matrix.text
+    assert all(_rows(matrix.text).values()) and "acpi-call" in _rows(matrix.text)
+    assert reader.get("/").url.path == "/matrix"
+    for path in ("/static/kabigate.css", "/static/matrix.js"):
+        assert reader.get(path).status_code == 200
+
+    kernel = reader.get("/kernels/6.1.0-50-amd64").text
+    assert "Previous kernel: " in kernel and "6.1.0-47-amd64" in kernel and "What it broke" in kernel
+    assert "<code>proc_create</code>" in kernel
+    assert "6.1.0-56-amd64" in reader.get("/kernels").text
+    driver = reader.get("/drivers/acpi-call").text
+    assert "first fails on" in driver and "6.1.0-50-amd64" in driver and "crc-mismatch" in driver
+    assert 'href="/drivers/acpi-call"' in reader.get("/drivers").text
+    assert "No gate runs yet" in reader.get("/gate-runs").text
+
+
+def test_matrix_filters_are_in_the_url(reader):
+    by_name = _rows(reader.get("/matrix", params={"driver": "ACPI"}).text)
+    assert by_name["acpi-call"] and not any(shown for driver, shown in by_name.items() if driver != "acpi-call")
+    # dahdi never loads (a staging module Debian does not build), for another reason than the ABI bump
+    by_reason = _rows(reader.get("/matrix", params={"reason": "crc-mismatch"}).text)
+    other = _rows(reader.get("/matrix", params={"reason": "module-layout-mismatch"}).text)
+    assert by_reason != other and other["acpi-call"]
+    assert all(_rows(reader.get("/matrix", params={"failing": "true"}).text).values())
+
+
+def test_a_failing_cell_links_to_its_reasons(reader):
+    page = reader.get("/matrix").text
+    links = re.findall(r'<td class="cell fails"[^>]*><a href="(/verdicts/\d+/\d+)">', page)
+    assert links
+    verdict = reader.get(links[0])
+    assert verdict.status_code == 200 and "does not load" in verdict.text and "kernel says" in verdict.text
+
+
+def test_unknown_names_are_404_as_json_or_a_page(reader):
+    for path in ("/api/v1/kernels/6.6.6", "/api/v1/drivers/nothing/history", "/api/v1/verdicts/999/1",
+                 "/api/v1/gate-runs/not-a-run", "/api/v1/demand"):
+        response = reader.get(path)
+        assert response.status_code == 404 and response.headers["content-type"] == "application/json", path
+        assert set(response.json()) == {"detail"}
+    page = reader.get("/kernels/6.6.6")
+    assert page.status_code == 404 and "no kernel 6.6.6 in the store" in page.text and "<nav>" in page.text
+    assert reader.get("/api/v1/kernels", params={"stream": "nope"}).status_code == 400
+    assert reader.get("/api/v1/verdicts/x/1").status_code == 422
+
+
+def test_openapi_schema_is_served_and_no_cdn_page(reader):
+    schema = reader.get("/api/v1/openapi.json").json()
+    paths = schema["paths"]
+    for path in ("/api/v1/kernels", "/api/v1/kernels/{release}", "/api/v1/kernels/{release}/changes",
+                 "/api/v1/drivers", "/api/v1/drivers/{name}/history", "/api/v1/matrix",
+                 "/api/v1/verdicts/{build_id}/{kernel_id}", "/api/v1/gate-runs", "/api/v1/gate-runs/{run}",
+                 "/api/v1/demand", "/api/v1/gate", "/api/v1/streams"):
+        assert path in paths, path
+    assert paths["/api/v1/gate"]["post"]["security"] and paths["/api/v1/kernels"]["post"]["security"]
+    assert "/matrix" not in paths  # pages are not API
+    assert reader.get("/docs").status_code == 404  # Swagger's page would load scripts from a CDN
+
+
+def test_demand_needs_a_stablelist_and_ranks_symbols(web_db, tmp_path):
+    stablelist = tmp_path / "stablelist"
+    stablelist.write_text("# promised\nproc_create\nkmalloc_caches\n")
+    with TestClient(create_app(web_db, stablelist_path=str(stablelist))) as client:
+        demand = client.get("/api/v1/demand").json()
+        symbols = {d["symbol"]: d for d in demand["symbols"]}
+        assert demand["stream"] == STREAM and symbols["proc_create"]["stablelisted"]
+        assert symbols["proc_create"]["failures"] > 0 and "acpi-call" in symbols["proc_create"]["drivers"]
+        assert not symbols["remove_proc_entry"]["stablelisted"]
+        page = client.get("/demand").text
+        assert "<code>proc_create</code>" in page and 'href="/demand"' in page
+        changes = client.get("/api/v1/kernels/6.1.0-50-amd64/changes").json()
+        assert changes["export_changes"]["changed_stablelisted"] >= 1
+
+
+# -- writing: the token ------------------------------------------------------------------------------
+
+def test_a_server_without_token_is_read_only(reader):
+    for path in ("/api/v1/gate", "/api/v1/kernels", "/api/v1/drivers"):
+        response = reader.post(path, json={"candidate": "6.1.0-50-amd64"}, headers=AUTH)
+        assert response.status_code == 403 and "read-only" in response.json()["detail"]
+
+
+def test_writes_need_the_token_which_is_never_logged(writer, caplog):
+    caplog.set_level(logging.DEBUG)
+    body = {"candidate": "6.1.0-50-amd64"}
+    refused = [writer.post("/api/v1/gate", json=body),
+               writer.post("/api/v1/gate", json=body, headers={"Authorization": f"Bearer {TOKEN[:-1]}"}),
+               writer.post("/api/v1/gate", json=body, headers={"Authorization": f"Bearer {TOKEN}x"}),
+               writer.post("/api/v1/gate", json=body, headers={"Authorization": f"Basic {TOKEN}"}),
+               writer.post("/api/v1/gate", json=body, headers={"Authorization": TOKEN}),
+               writer.post("/api/v1/gate", params={"token": TOKEN}, json=body)]
+    for response in refused:
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    assert writer.get("/api/v1/gate-runs").json() == {"gate_runs": []}
+    ran = writer.post("/api/v1/gate", json=body, headers=AUTH)
+    assert ran.status_code == 201, ran.text
+    server_log = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("httpx"))  # the client's
+    assert TOKEN not in server_log
+
+
+def test_gate_is_recorded_and_shown(writer):
+    report = writer.post("/api/v1/gate", json={"candidate": "6.1.0-50-amd64"}, headers=AUTH).json()
+    assert report["outcome"] == "NEEDS_INSPECTION" and report["baseline"]["release"] == "6.1.0-47-amd64"
+    runs = writer.get("/api/v1/gate-runs", params={"kernel": "6.1.0-50-amd64"}).json()["gate_runs"]
+    assert [r["uuid"] for r in runs] == [report["run"]] and runs[0]["baseline"] == "6.1.0-47-amd64"
+    stored = writer.get(f"/api/v1/gate-runs/{report['run']}").json()
+    assert stored["report"]["counts"] == report["counts"]
+    page = writer.get(f"/gate-runs/{report['run']}").text
+    assert "NEEDS_INSPECTION" in page and "Regressions" in page and "<code>proc_create</code>" in page
+    assert report["run"][:8] in writer.get("/gate-runs").text
+    assert report["run"][:8] in writer.get("/kernels/6.1.0-50-amd64").text
+
+
+def test_gate_with_waivers_and_policy(writer):
+    waivers = ('[[waiver]]\ndriver = "acpi-call"\nkernel = "6.1.0-5*"\nreason = "rebuilt for every ABI"\n'
+               'who = "jane@example.org"\nexpires = 2099-01-31\n')
+    report = writer.post("/api/v1/gate", headers=AUTH, json={
+        "candidate": "6.1.0-50-amd64", "waivers": waivers, "driver": "acpi-call"}).json()
+    (regression,) = [b for b in report["builds"] if b["class"] == "regression"]
+    assert regression["outcome"] == "INFO" and regression["waivers"][0]["who"] == "jane@example.org"
+    assert "waiver waivers#1" in writer.get(f"/gate-runs/{report['run']}").text
+    policy = '[outcomes]\nregression_unlisted = "PASSED"\n'
+    assert writer.post("/api/v1/gate", headers=AUTH, json={"candidate": "6.1.0-50-amd64", "policy": policy}
+                       ).json()["outcome"] in ("PASSED", "INFO")
+    bad = writer.post("/api/v1/gate", headers=AUTH, json={"candidate": "6.1.0-50-amd64", "waivers": "[[waiver"})
+    assert bad.status_code == 400 and "waivers" in bad.json()["detail"]
+    assert writer.post("/api/v1/gate", headers=AUTH, json={"candidate": "9.9.9"}).status_code == 404
+    assert writer.post("/api/v1/gate", headers=AUTH, json={}).status_code == 422
+
+
+# -- writing: ingest ---------------------------------------------------------------------------------
+
+def test_ingest_a_kernel_and_a_driver_by_upload(empty_writer, testdata):
+    symvers = testdata.headers("6.1.0-56-amd64") / "Module.symvers"
+    kernel = empty_writer.post("/api/v1/kernels", headers=AUTH,
+                               data={"stream": "uploads", "vermagic": "6.1.0-56-amd64 SMP preempt mod_unload modversions "},
+                               files=[("files", ("Module.symvers", symvers.read_bytes()))])
+    assert kernel.status_code == 201, kernel.text
+    assert kernel.json()["kernel"]["release"] == "6.1.0-56-amd64" and kernel.json()["created"]
+    assert kernel.json()["kernel"]["sources"] == ["upload:Module.symvers"]
+    module = testdata.driver_dir("acpi-call", "6.1.0-47-amd64") / "acpi_call.ko"
+    driver = empty_writer.post("/api/v1/drivers", headers=AUTH, data={"name": "acpi-call", "version": "1.2.2"},
+                               files=[("files", ("acpi_call.ko", module.read_bytes()))])
+    assert driver.status_code == 201, driver.text
+    (build,) = driver.json()["builds"]
+    assert build["driver"] == "acpi-call" and build["verdicts"] == 1 and build["source"] == "upload"
+    matrix = empty_writer.get("/api/v1/matrix").json()
+    (cell,) = matrix["cells"]
+    assert not cell["loads"] and cell["first_reason"] == "module-layout-mismatch"
+    again = empty_writer.post("/api/v1/drivers", headers=AUTH, data={"name": "acpi-call", "version": "1.2.2"},
+                              files=[("files", ("acpi_call.ko", module.read_bytes()))])
+    assert again.json()["builds"][0]["created"] is False
+
+
+def _refused(response, status: int, fragment: str = "") -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    detail = response.json()["detail"]
+    assert fragment in str(detail) and "Traceback" not in response.text and "/tmp/" not in response.text
+
+
+def test_hostile_uploads_are_refused_with_json_errors(empty_writer):
+    post = empty_writer.post
+    _refused(post("/api/v1/drivers", headers=AUTH, files=[("files", ("../escape.ko", b"x"))]), 400, "file name")
+    _refused(post("/api/v1/drivers", headers=AUTH, files=[("files", (".hidden.ko", b"x"))]), 400, "file name")
+    _refused(post("/api/v1/drivers", headers=AUTH, files=[("files", ("a.ko", b"x")), ("files", ("a.ko", b"y"))]),
+             400, "uploaded twice")
+    _refused(post("/api/v1/drivers", headers=AUTH, files=[("files", ("a.ko", b"\x7fELF" + bytes(60)))]), 400,
+             "upload:a.ko")
+    _refused(post("/api/v1/drivers", headers=AUTH, data={"name": "x"}), 400, "nothing to ingest")
+    _refused(post("/api/v1/drivers", headers=AUTH, data={"urls": "file:///etc/passwd"}), 400, "not an http(s) URL")
+    _refused(post("/api/v1/kernels", headers=AUTH, files=[("files", ("k.rpm", b"\xed\xab\xee\xdb" + bytes(200)))]),
+             400)
+    escape = deb(gzip.compress(tar_member(b"../../lib/modules/x/escape.ko", b"\x7fELF") + TAR_END, mtime=0))
+    _refused(post("/api/v1/drivers", headers=AUTH, files=[("files", ("evil_1_amd64.deb", escape))]), 400)
+    bomb = deb(gzip.compress(tar_member(b"./zero.ko", bytes(200 * MiB)) + TAR_END, compresslevel=9, mtime=0))
+    assert len(bomb) < MiB
+    _refused(post("/api/v1/drivers", headers=AUTH, files=[("files", ("bomb_1_amd64.deb", bomb))]), 400)
+    assert empty_writer.get("/api/v1/drivers").json()["builds"] == []
+
+
+def test_oversized_bodies_are_refused_before_they_are_read(empty_writer):
+    big = bytes(9 * MiB)
+    _refused(empty_writer.post("/api/v1/drivers", headers=AUTH, files=[("files", ("big.ko", big))]), 413, "larger")
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(9):
+            yield bytes(MiB)
+    _refused(empty_writer.post("/api/v1/drivers", headers={**AUTH, "Content-Type": "multipart/form-data; boundary=x"},
+                               content=chunks()), 413, "larger")
+
+
+def test_unexpected_errors_are_json_500_without_details(web_db, monkeypatch):
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("secret internals /etc/shadow")
+    monkeypatch.setattr("kabigate.web.api.build_matrix", broken)
+    monkeypatch.setattr("kabigate.web.pages.build_matrix", broken)
+    with TestClient(create_app(web_db), raise_server_exceptions=False) as client:
+        api = client.get("/api/v1/matrix")
+        assert api.status_code == 500 and api.json() == {"detail": "internal server error"}
+        page = client.get("/matrix")
+        assert page.status_code == 500 and "secret" not in page.text and "Traceback" not in page.text
