@@ -1,0 +1,119 @@
+"""The dashboard in a real browser: `kabigate serve` (uvicorn on 127.0.0.1) over a store of the real
+Debian kernels and drivers, driven by Playwright with Debian's own headless Chromium. Loads the
+matrix, filters it, opens a failing cell and reaches its reasons; screenshots are kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from webdata import STREAM, build_store
+
+pytestmark = pytest.mark.realdata
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/bootstrap); Playwright downloads no browser
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(testdata, tmp_path_factory):
+    """`kabigate serve` on a free port, read-only (no KABIGATE_API_TOKEN), until the module's tests end."""
+    db = build_store(testdata, tmp_path_factory.mktemp("browser") / "store.db")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "KABIGATE_API_TOKEN"}
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "kabigate", "serve", "--db", db, "--port", str(port)],
+                                   stdout=output, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/api/v1/streams", timeout=5).close()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"kabigate serve did not start:\n{log.read_text()}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no {CHROMIUM} (Debian's chromium package)")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def test_serve_is_read_only_without_a_token(server):
+    streams = json.load(urllib.request.urlopen(server + "/api/v1/streams", timeout=10))
+    assert streams == {"streams": [STREAM]}
+    request = urllib.request.Request(server + "/api/v1/gate", data=b'{"candidate": "6.1.0-50-amd64"}', method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403
+
+
+def test_matrix_filter_and_a_failing_cells_reasons_in_chromium(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    requested, errors = [], []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    page.goto(server + "/matrix")
+    assert f"Driver builds x kernels: {STREAM}" in page.inner_text("h1")
+    rows = page.locator("#matrix tbody tr")
+    all_rows = rows.count()
+    assert all_rows >= 10
+
+    page.fill("#driver-filter", "acpi")  # filtered as one types, by matrix.js
+    visible = page.locator("#matrix tbody tr:visible")
+    assert visible.count() == 2 < all_rows
+    assert {visible.nth(i).get_attribute("data-driver") for i in range(2)} == {"acpi-call"}
+    page.select_option("#reason-filter", "module-layout-mismatch")
+    assert "driver=acpi" in page.url and "reason=module-layout-mismatch" in page.url
+    shown = page.locator("#matrix tbody tr:visible").count()
+    assert shown >= 1
+    matrix_png = tmp_path / "matrix.png"
+    page.screenshot(path=str(matrix_png), full_page=True)
+
+    page.goto(page.url)  # the filtered view is a link: the server renders the same rows
+    assert page.locator("#matrix tbody tr:visible").count() == shown
+    assert page.input_value("#driver-filter") == "acpi"
+
+    page.locator("#matrix tbody tr:visible td.fails a").first.click()
+    page.wait_for_url("**/verdicts/**")
+    assert "does not load" in page.inner_text("h1")
+    reasons = page.inner_text("table.reasons")
+    assert "module-layout-mismatch" in reasons and "crc-mismatch" in reasons and "proc_create" in reasons
+    verdict_png = tmp_path / "verdict.png"
+    page.screenshot(path=str(verdict_png), full_page=True)
+    print(f"\nscreenshots: {matrix_png} {verdict_png}")
+
+    assert matrix_png.stat().st_size > 10_000 and verdict_png.stat().st_size > 5_000
+    assert errors == []
+    assert all(url.startswith(server) for url in requested), "the pages fetch only from the app"
+    page.close()
