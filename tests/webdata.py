@@ -13,9 +13,9 @@ RELEASES = ("6.1.0-47-amd64", "6.1.0-50-amd64", "6.1.0-56-amd64")
 STREAM = "debian-6.1"
 
 
-def build_store(testdata, path: Path) -> str:
+def build_store(testdata, path: Path, releases: tuple[str, ...] = RELEASES) -> str:
     with Store.open(str(path)) as store:
-        for release in RELEASES:
+        for release in releases:
             ingest_kernel(store, load_kernel([str(testdata.kernel_root(release))]), STREAM)
         for driver, builds in testdata.manifest["drivers"].items():
             for entry in builds.values():

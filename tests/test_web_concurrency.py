@@ -1,0 +1,93 @@
+"""Readers and a writer at once: 20 clients read the matrix from `kabigate serve`'s app (uvicorn,
+SQLite in WAL mode) while a kernel is ingested through the API. No request fails, and no read is
+torn: every matrix has a verdict for each of its builds on each of its kernels."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.request
+
+import pytest
+import uvicorn
+from webdata import STREAM, build_store
+
+from kabigate.web import create_app
+
+pytestmark = pytest.mark.realdata
+TOKEN = "concurrency-test-token"
+READERS = 20
+
+
+@pytest.fixture
+def served(testdata, tmp_path):
+    db = build_store(testdata, tmp_path / "store.db", ("6.1.0-47-amd64", "6.1.0-50-amd64"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(db, token=TOKEN), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    boundary = "kabigate-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+             for name, value in fields.items()]
+    parts += [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+              f'Content-Type: application/octet-stream\r\n\r\n'.encode() + data + b"\r\n"
+              for name, (filename, data) in files.items()]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_readers_see_whole_matrices_while_a_kernel_is_ingested(served, testdata):
+    writing = threading.Event()
+    written = threading.Event()
+    failures: list[str] = []
+    kernel_counts: set[int] = set()
+
+    def read() -> None:
+        reads = 0
+        while not written.is_set() or reads < 5:
+            try:
+                with urllib.request.urlopen(f"{served}/api/v1/matrix?stream={STREAM}", timeout=60) as response:
+                    matrix = json.load(response)
+                summary = matrix["summary"]
+                if summary["cells"] != summary["kernels"] * summary["driver_builds"]:
+                    failures.append(f"torn read: {summary}")
+                kernel_counts.add(summary["kernels"])
+                urllib.request.urlopen(f"{served}/matrix?stream={STREAM}", timeout=60).close()
+            except Exception as error:  # noqa: BLE001 (every failure is the finding)
+                failures.append(repr(error))
+            reads += 1
+            writing.set()
+
+    readers = [threading.Thread(target=read) for _ in range(READERS)]
+    for reader in readers:
+        reader.start()
+    writing.wait(timeout=60)
+    symvers = (testdata.headers("6.1.0-56-amd64") / "Module.symvers").read_bytes()
+    body, content_type = _multipart({"stream": STREAM, "vermagic": "6.1.0-56-amd64 SMP preempt mod_unload modversions "},
+                                    {"files": ("Module.symvers", symvers)})
+    request = urllib.request.Request(f"{served}/api/v1/kernels", data=body, method="POST", headers={
+        "Content-Type": content_type, "Authorization": f"Bearer {TOKEN}"})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            ingested = json.load(response)
+    finally:
+        written.set()
+        for reader in readers:
+            reader.join(timeout=300)
+    assert ingested["created"] and ingested["verdicts"] == sum(len(b) for b in testdata.manifest["drivers"].values())
+    assert failures == []
+    assert kernel_counts == {2, 3}  # reads before the ingest and after it
