@@ -5,14 +5,11 @@ torn: every matrix has a verdict for each of its builds on each of its kernels."
 from __future__ import annotations
 
 import json
-import socket
 import threading
-import time
 import urllib.request
 
 import pytest
-import uvicorn
-from webdata import STREAM, build_store
+from webdata import STREAM, build_store, serving
 
 from kabigate.web import create_app
 
@@ -24,20 +21,8 @@ READERS = 20
 @pytest.fixture
 def served(testdata, tmp_path):
     db = build_store(testdata, tmp_path / "store.db", ("6.1.0-47-amd64", "6.1.0-50-amd64"))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(db, token=TOKEN), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with serving(create_app(db, token=TOKEN)) as url:
+        yield url
 
 
 def _multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:

@@ -3,7 +3,14 @@ driver of the test data (built for 47 and for 56), as tests/test_gate.py's gate_
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import uvicorn
 
 from kabigate.kernels import load_kernel
 from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
@@ -22,3 +29,24 @@ def build_store(testdata, path: Path, releases: tuple[str, ...] = RELEASES) -> s
                 for build in read_driver_builds([str(testdata.root / entry["dir"])], driver, entry["version"]):
                     ingest_driver_build(store, build)
     return str(path)
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """The app served by uvicorn on a free port of 127.0.0.1, in a thread: its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

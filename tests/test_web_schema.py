@@ -1,0 +1,33 @@
+"""The API against its own OpenAPI schema: schemathesis (its CLI, in a process of its own) generates
+requests for every operation of a served app, reads and writes with the token (random uploads,
+forms, gate requests), and checks that none is answered with a server error."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from webdata import build_store, serving
+
+from kabigate.web import create_app
+
+pytestmark = pytest.mark.realdata
+TOKEN = "schema-test-token"
+SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+
+
+def test_no_generated_request_is_a_server_error(testdata, tmp_path):
+    if not SCHEMATHESIS.is_file():
+        pytest.skip("schemathesis is not installed (pip install -e '.[test]')")
+    db = build_store(testdata, tmp_path / "store.db")
+    with serving(create_app(db, token=TOKEN, max_upload=1 << 20)) as url:
+        run = subprocess.run([str(SCHEMATHESIS), "run", f"{url}/api/v1/openapi.json", "--checks", "not_a_server_error",
+                              "--header", f"Authorization: Bearer {TOKEN}", "--max-examples", "25",
+                              "--report-dir", str(tmp_path / "schemathesis")],
+                             check=False, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    generated = re.search(r"(\d+) generated, (\d+) passed", run.stdout)
+    assert generated and generated[1] == generated[2] and int(generated[1]) > 200, run.stdout[-2000:]
