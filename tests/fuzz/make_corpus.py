@@ -32,7 +32,9 @@ def main() -> None:
     import json
     import os
 
-    root = Path(os.environ.get("KABIGATE_TESTDATA", REPO / ".testdata"))
+    candidates = [os.environ.get("KABIGATE_TESTDATA"), REPO / ".testdata",
+                  Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kabigate" / "testdata"]
+    root = next(Path(c) for c in candidates if c and (Path(c) / "manifest.json").is_file())
     data = TestData(root, json.loads((root / "manifest.json").read_text()))
     corpus = HERE / "corpus"
     shutil.rmtree(corpus, ignore_errors=True)

@@ -3,10 +3,11 @@
 The format is chosen by magic bytes, not by file name, and output beyond the cap is an
 error: a small hostile file must not be able to expand into gigabytes of memory.
 
-Memory: the output is written into one buffer, allocated up front at the size the file declares
-(the xz index, gzip's ISIZE, zstd's frame content size) when it declares one, so a module of N
-bytes peaks near N, not 2N (decompress-then-join), and a file declaring more than the cap is refused
-before anything is decompressed. Producing more than the declared size is an error at once.
+Memory: the output is appended, a step at a time, to one buffer that grows in place (realloc),
+so a module of N bytes peaks near N, not 2N (decompress-then-join). The size a file declares (the
+xz index, gzip's ISIZE, zstd's frame content size) is not trusted for an allocation, only to refuse
+a file declaring more than the cap before anything is decompressed, and to stop at once when the
+output exceeds it.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def decompress(data, what: str, limit: int = MAX_DECOMPRESSED):
     try:
         declared = _declared_size(data, kind)
         if declared is not None and declared > limit:
-            raise InputError(f"{what}: decompresses to more than the {limit >> 20} MiB limit "
-                             f"(declares {declared} bytes)")
+            raise InputError(f"{what}: decompresses to more than the {limit >> 20} MiB limit ({kind} data "
+                             f"declaring {declared} bytes: a decompression bomb, or not one {kind} stream)")
         if kind == "zstd":
             return _zstd(data, what, limit, declared)
         factory = (lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ)) if kind == "xz" else \
@@ -84,23 +85,20 @@ def _declared_size(data, kind: str) -> int | None:
 
 
 class _Output:
-    """The output buffer: preallocated to the declared size, or grown as data comes."""
+    """The output buffer, grown as data comes (never allocated at an untrusted declared size)."""
 
     def __init__(self, what: str, limit: int, declared: int | None):
         self.what, self.limit, self.declared = what, limit, declared
-        self.buffer = bytearray(declared) if declared is not None else bytearray()
+        self.buffer = bytearray()
         self.size = 0
 
     def add(self, chunk: bytes) -> None:
         end = self.size + len(chunk)
         if end > self.limit:
             raise InputError(f"{self.what}: decompresses to more than the {self.limit >> 20} MiB limit")
-        if self.declared is not None:
-            if end > self.declared:
-                raise EOFError(f"more data than the {self.declared} bytes the file declares")
-            self.buffer[self.size:end] = chunk
-        else:
-            self.buffer += chunk
+        if self.declared is not None and end > self.declared:
+            raise EOFError(f"more data than the {self.declared} bytes the file declares")
+        self.buffer += chunk
         self.size = end
 
     def result(self) -> bytearray:
@@ -131,16 +129,14 @@ def _inflate(decompressor, kind: str, data, what: str, limit: int, declared: int
 
 def _zstd(data, what: str, limit: int, declared: int | None) -> bytearray:
     output = _Output(what, limit, declared)
-    if declared is not None:  # straight into the buffer, a step at a time (the first frame only)
+    if declared is not None:  # a step at a time, the first frame only (its size is known)
         reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=False)
-        view = memoryview(output.buffer)
         while output.size < declared:
-            count = reader.readinto(view[output.size:output.size + _STEP])
-            if not count:
+            chunk = reader.read(min(_STEP, declared - output.size))
+            if not chunk:
                 break
-            output.size += count
-        view.release()  # a following frame or data is ignored, as by the kernel's decompressor
-        return output.result()
+            output.add(chunk)
+        return output.result()  # a following frame or data is ignored, as by the kernel's decompressor
     decompressor = zstandard.ZstdDecompressor().decompressobj()
     for start in range(0, len(data), _ZSTD_STEP):
         output.add(decompressor.decompress(bytes(data[start:start + _ZSTD_STEP])))
