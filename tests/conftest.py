@@ -45,9 +45,16 @@ def vmlinux_only(testdata):
     return dataclasses.replace(kernel, exports={n: e for n, e in kernel.exports.items() if e.owner == "vmlinux"})
 
 
+def testdata_root() -> Path:
+    """scripts/fetch-testdata's cache root: $KABIGATE_TESTDATA, else ${XDG_CACHE_HOME:-$HOME/.cache}/kabigate/testdata."""
+    if os.environ.get("KABIGATE_TESTDATA"):
+        return Path(os.environ["KABIGATE_TESTDATA"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kabigate" / "testdata"
+
+
 @pytest.fixture(scope="session")
 def testdata() -> TestData:
-    root = Path(os.environ.get("KABIGATE_TESTDATA", REPO / ".testdata"))
+    root = testdata_root()
     manifest = root / "manifest.json"
     if not manifest.is_file():
         pytest.skip(f"no real test data in {root}: run scripts/fetch-testdata (scripts/test does)")
