@@ -522,3 +522,13 @@ def test_fuzz_a_path_that_is_both_a_file_and_a_folder(files, symvers, tmp_path):
     package = tmp_path / "both.rpm"
     package.write_bytes(rpm_with_files(files))
     assert_input_error(run_cli("check", "-k", package, symvers), "is both a")
+
+
+def test_members_of_one_package_are_capped():
+    """A payload of half a million empty members is 3 MB compressed: each would be an entry of
+    the kernel's package tree."""
+    files = [(f"./f{i}", b"") for i in range(packages.MAX_MEMBERS + 1)]
+    package = packages.Package("many.rpm", rpm(rpm_tags(NAME_TAGS), gzip.compress(cpio(files), 9)))
+    with pytest.raises(InputError, match="more than 500000 members"):
+        for _ in package.members():
+            pass

@@ -38,6 +38,11 @@ PACKAGE_SUFFIXES = (".rpm", ".deb")
 MAX_PACKAGE = 4 * 1024**3  # largest package fetched into memory (kernel-debuginfo is ~1 GiB)
 MAX_METADATA = 512 * 1024**2
 MAX_SMALL_MEMBER = 64 * 1024**2  # symvers (~1.5 MiB), configs, greylists, headers
+# Members of one package: linux-headers has ~20,000 files, kernel-devel ~25,000; modules of one
+# package: Debian's linux-image ~4,000. Tiny members compress to almost nothing: without a cap a
+# small package could make millions of entries (each kept in a PackageTree, or parsed).
+MAX_MEMBERS = 500_000
+MAX_MODULES = 50_000
 HTTP_TIMEOUT = 60  # seconds one read may wait
 HTTP_DEADLINE = 3600.0  # seconds one transfer may take (a 4 GiB package at ~1.2 MB/s)
 
@@ -246,6 +251,12 @@ class Package:
     def members(self) -> Iterator[tuple[Member, Callable[[], bytes]]]:
         """(member, read) in archive order; read() gives a file's bytes (capped) only while the
         iteration is at that member."""
+        for count, item in enumerate(self._members(), 1):
+            if count > MAX_MEMBERS:
+                raise InputError(f"{self.source}: more than {MAX_MEMBERS} members, not a plausible kernel package")
+            yield item
+
+    def _members(self) -> Iterator[tuple[Member, Callable[[], bytes]]]:
         what = self.source
         if self.format == "rpm":
             for entry, reader in rpmfmt.iter_payload(self.data, self._rpm, what):
@@ -313,6 +324,8 @@ def modules_of_package(package: Package, advance: Callable[[], None] = lambda: N
         if member.kind != "file":
             continue
         if is_module_path(member.path):
+            if len(modules) == MAX_MODULES:
+                raise InputError(f"{package.source}: more than {MAX_MODULES} modules in one package")
             modules.append(parse_module(read(), f"{package.source}:{member.path}"))
             advance()
         elif _GREYLIST.match(member.path) and member.size <= MAX_SMALL_MEMBER:
