@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from realstore import build_store
 
 from kabigate.formats.stablelist import parse_stablelist
-from kabigate.kernels import load_kernel
 from kabigate.services.evidence import request_text, requested_additions, symbol_demand
-from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
 from kabigate.store import Store
 
 KABIGATE = [sys.executable, "-m", "kabigate"]
@@ -56,15 +55,8 @@ def test_history_of_the_real_rhel_8_and_9_lists():
 
 @pytest.fixture(scope="module")
 def evidence_db(testdata, tmp_path_factory):
-    db = str(tmp_path_factory.mktemp("evidence") / "store.db")
-    with Store.open(db) as store:
-        for release in RELEASES:
-            ingest_kernel(store, load_kernel([str(testdata.kernel_root(release))]), "debian-6.1")
-        for driver, builds in testdata.manifest["drivers"].items():
-            for entry in builds.values():
-                for build in read_driver_builds([str(testdata.root / entry["dir"])], driver, entry["version"]):
-                    ingest_driver_build(store, build)
-    return db
+    """A store with 47, 50, 56 in stream debian-6.1 and every driver built for 47 and for 56."""
+    return build_store(testdata, tmp_path_factory.mktemp("evidence") / "store.db")
 
 
 @pytest.mark.realdata

@@ -16,12 +16,12 @@ import urllib.parse
 
 import junitparser
 import pytest
+from realstore import build_store
 
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import parse_policy, parse_waivers
-from kabigate.kernels import load_kernel
 from kabigate.services.gate import previous_in_stream, resolve_kernel, run_gate
-from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
+from kabigate.services.ingest import ingest_driver_build, read_driver_builds
 from kabigate.store import Store
 
 pytestmark = pytest.mark.realdata
@@ -32,15 +32,7 @@ RELEASES = ("6.1.0-47-amd64", "6.1.0-50-amd64", "6.1.0-56-amd64")
 @pytest.fixture(scope="module")
 def gate_db(testdata, tmp_path_factory):
     """A store with 47, 50, 56 in stream debian-6.1 and every driver built for 47 and for 56."""
-    db = str(tmp_path_factory.mktemp("gate") / "store.db")
-    with Store.open(db) as store:
-        for release in RELEASES:
-            ingest_kernel(store, load_kernel([str(testdata.kernel_root(release))]), "debian-6.1")
-        for driver, builds in testdata.manifest["drivers"].items():
-            for entry in builds.values():
-                for build in read_driver_builds([str(testdata.root / entry["dir"])], driver, entry["version"]):
-                    ingest_driver_build(store, build)
-    return db
+    return build_store(testdata, tmp_path_factory.mktemp("gate") / "store.db")
 
 
 def _gate(db, release, **options):

@@ -12,7 +12,7 @@ import shutil
 import pytest
 from fastapi.testclient import TestClient
 from hostile import TAR_END, deb, tar_member
-from webdata import RELEASES, STREAM, build_store
+from realstore import RELEASES, STREAM, build_store
 
 from kabigate.web import create_app
 

@@ -9,7 +9,8 @@ import threading
 import urllib.request
 
 import pytest
-from webdata import STREAM, build_store, serving
+from realstore import STREAM, build_store
+from webdata import serving
 
 from kabigate.web import create_app
 

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from webdata import build_store, serving
+from realstore import build_store
+from webdata import serving
 
 from kabigate.web import create_app
 

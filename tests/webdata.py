@@ -1,5 +1,4 @@
-"""The store the web tests serve: the real kernels 6.1.0-47/50/56 in stream debian-6.1 and every
-driver of the test data (built for 47 and for 56), as tests/test_gate.py's gate_db builds it."""
+"""Serving the web app in tests (uvicorn in a thread); the store they serve is realstore's."""
 
 from __future__ import annotations
 
@@ -8,27 +7,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import uvicorn
-
-from kabigate.kernels import load_kernel
-from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
-from kabigate.store import Store
-
-RELEASES = ("6.1.0-47-amd64", "6.1.0-50-amd64", "6.1.0-56-amd64")
-STREAM = "debian-6.1"
-
-
-def build_store(testdata, path: Path, releases: tuple[str, ...] = RELEASES) -> str:
-    with Store.open(str(path)) as store:
-        for release in releases:
-            ingest_kernel(store, load_kernel([str(testdata.kernel_root(release))]), STREAM)
-        for driver, builds in testdata.manifest["drivers"].items():
-            for entry in builds.values():
-                for build in read_driver_builds([str(testdata.root / entry["dir"])], driver, entry["version"]):
-                    ingest_driver_build(store, build)
-    return str(path)
 
 
 @contextmanager

@@ -1,9 +1,14 @@
-"""JSON-ready shapes of what the rules say, one shape wherever a verdict is shown or kept:
-`check --json`, the store's verdict details, the HTML matrix and the web API."""
+"""JSON-ready shapes of what the rules say and the store keeps, one shape wherever they are shown or
+kept: `check --json`, the store's verdict details, the CLI's store reports and the web API."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kabigate.model import Reason, Verdict
+
+if TYPE_CHECKING:  # the store's records; not imported at run time (it would load SQLAlchemy)
+    from kabigate.store import BuildRecord, Cell, KernelRecord
 
 
 def crc_text(value: int | None) -> str | None:
@@ -23,3 +28,22 @@ def verdict_report(verdict: Verdict) -> dict:
         "reasons": [reason_report(r) for r in verdict.reasons],
         "warnings": [reason_report(w) for w in verdict.warnings],
     }
+
+
+def kernel_record_json(record: KernelRecord) -> dict:
+    return {"id": record.id, "release": record.release, "machine": record.machine, "flavor": record.flavor,
+            "vermagic": record.vermagic, "module_layout_crc": crc_text(record.module_layout_crc),
+            "package_version": record.package_version, "exports": record.exports,
+            "streams": [{"stream": s, "position": p} for s, p in record.streams], "sources": list(record.sources)}
+
+
+def build_record_json(record: BuildRecord) -> dict:
+    return {"id": record.id, "driver": record.driver, "package": record.package, "version": record.version,
+            "arch": record.arch, "format": record.format, "built_for": record.built_for, "source": record.source,
+            "modules": list(record.modules)}
+
+
+def cell_json(cell: Cell) -> dict:
+    return {"build_id": cell.build_id, "kernel_id": cell.kernel_id, "loads": cell.loads, "modules": cell.modules,
+            "modules_loading": cell.modules_loading, "first_reason": cell.first_reason,
+            "failing_symbols": cell.failing_symbols, "rules_version": cell.rules_version}

@@ -14,6 +14,7 @@ from rich.table import Table
 from kabigate.cli import cli, crc_text, emit_json, err, out, progress, write_atomically
 from kabigate.kernels import load_kernel
 from kabigate.modules import count_modules
+from kabigate.reports import build_record_json, cell_json, kernel_record_json
 from kabigate.services.ingest import (
     count_pending_verdicts,
     ingest_driver_build,
@@ -22,7 +23,7 @@ from kabigate.services.ingest import (
     record_build_failure,
 )
 from kabigate.services.matrix import Matrix, build_matrix, driver_history, failing_cell_details
-from kabigate.store import BuildRecord, Cell, KernelRecord, Store, default_url
+from kabigate.store import Cell, KernelRecord, Store, default_url
 
 # Short cell texts for the table: the first reason's code, abbreviated.
 SHORT_REASONS = {
@@ -119,7 +120,7 @@ def ingest_kernels(store: Store, stream: str | None, vermagic: str | None, as_js
             out.print(f"{action}: {result.record.release}{where} ({result.record.exports} exports, "
                       f"{result.verdicts} verdicts)", markup=False)
     if as_json:
-        emit_json({"kernels": [dict(_kernel_json(r.record), created=r.created, verdicts=r.verdicts)
+        emit_json({"kernels": [dict(kernel_record_json(r.record), created=r.created, verdicts=r.verdicts)
                                for r in results]})
 
 
@@ -147,7 +148,7 @@ def ingest_drivers(store: Store, name: str | None, version: str | None, as_json:
             out.print(f"{action}: {result.record.label} ({len(result.record.modules)} modules, "
                       f"{result.verdicts} verdicts)", markup=False)
     if as_json:
-        emit_json({"builds": [dict(_build_json(r.record), created=r.created, verdicts=r.verdicts)
+        emit_json({"builds": [dict(build_record_json(r.record), created=r.created, verdicts=r.verdicts)
                               for r in results]})
 
 
@@ -215,11 +216,11 @@ def history(store: Store, driver: str, stream: str | None, as_json: bool) -> Non
     if as_json:
         emit_json({"driver": driver, "streams": [{
             "stream": h.stream, "kernels": [k.release for k in h.kernels],
-            "builds": [{**_build_json(b.build), "loads_on": [k.release for k in b.loads_on], "breaks": [{
+            "builds": [{**build_record_json(b.build), "loads_on": [k.release for k in b.loads_on], "breaks": [{
                 "kernel": brk.kernel.release,
                 "last_loading": brk.last_loading.release if brk.last_loading else None,
                 "reasons": brk.reasons, "symbols": brk.symbols,
-                "fixed_by": [_build_json(f) for f in brk.fixed_by]} for brk in b.breaks]} for b in h.builds],
+                "fixed_by": [build_record_json(f) for f in brk.fixed_by]} for brk in b.breaks]} for b in h.builds],
         } for h in histories]})
         return
     for stream_history in histories:
@@ -250,7 +251,7 @@ def kernels(store: Store, stream: str | None, as_json: bool) -> None:
     """The kernels in the store."""
     records = store.kernels(stream)
     if as_json:
-        emit_json({"kernels": [_kernel_json(r) for r in records]})
+        emit_json({"kernels": [kernel_record_json(r) for r in records]})
         return
     table = Table("release", "streams", "package version", "exports", "module_layout", box=None)
     for r in records:
@@ -268,7 +269,7 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
     builds = store.driver_builds(driver)
     failures = store.build_failures(driver)
     if as_json:
-        emit_json({"builds": [_build_json(b) for b in builds],
+        emit_json({"builds": [build_record_json(b) for b in builds],
                    "build_failures": [vars(f) for f in failures]})
         return
     table = Table("driver", "version", "built for", "format", "modules", box=None)
@@ -281,24 +282,8 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
 
 # -- rendering ------------------------------------------------------------------------------
 
-def _kernel_json(record: KernelRecord) -> dict:
-    return {"id": record.id, "release": record.release, "machine": record.machine, "flavor": record.flavor,
-            "vermagic": record.vermagic, "module_layout_crc": crc_text(record.module_layout_crc),
-            "package_version": record.package_version, "exports": record.exports,
-            "streams": [{"stream": s, "position": p} for s, p in record.streams], "sources": list(record.sources)}
-
-
-def _build_json(record: BuildRecord) -> dict:
-    return {"id": record.id, "driver": record.driver, "package": record.package, "version": record.version,
-            "arch": record.arch, "format": record.format, "built_for": record.built_for, "source": record.source,
-            "modules": list(record.modules)}
-
-
 def _cell_json(cell: Cell | None) -> dict | None:
-    if cell is None:
-        return None
-    return {"loads": cell.loads, "modules": cell.modules, "modules_loading": cell.modules_loading,
-            "first_reason": cell.first_reason, "failing_symbols": cell.failing_symbols}
+    return None if cell is None else cell_json(cell)
 
 
 def _matrix_json_text(result: Matrix) -> str:
@@ -306,8 +291,8 @@ def _matrix_json_text(result: Matrix) -> str:
 
     document = {
         "stream": result.stream, "summary": result.summary(),
-        "kernels": [_kernel_json(k) for k in result.kernels],
-        "builds": [dict(_build_json(b), cells={k.release: _cell_json(result.cell(b, k)) for k in result.kernels})
+        "kernels": [kernel_record_json(k) for k in result.kernels],
+        "builds": [dict(build_record_json(b), cells={k.release: _cell_json(result.cell(b, k)) for k in result.kernels})
                    for b in result.builds],
         "build_failures": [vars(f) for f in result.build_failures],
     }

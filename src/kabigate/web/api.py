@@ -30,7 +30,7 @@ from kabigate.services.matrix import build_matrix, driver_history
 from kabigate.store import Store
 from kabigate.web.app import Settings, request_store, settings_of
 from kabigate.web.views import (
-    build_json,
+    build_record_json,
     cell_json,
     demand_json,
     find_cell,
@@ -38,7 +38,7 @@ from kabigate.web.views import (
     find_kernel,
     gate_run_json,
     history_json,
-    kernel_json,
+    kernel_record_json,
     kernel_story,
     matrix_json,
     story_json,
@@ -64,13 +64,13 @@ def streams(store: StoreDep) -> dict:
 
 @router.get("/kernels", summary="Stored kernels (a stream's in its order)")
 def kernels(store: StoreDep, stream: str | None = None) -> dict:
-    return {"kernels": [kernel_json(k) for k in store.kernels(stream)]}
+    return {"kernels": [kernel_record_json(k) for k in store.kernels(stream)]}
 
 
 @router.get("/kernels/{release}", summary="One kernel and its gate runs")
 def kernel(store: StoreDep, release: str, stream: str | None = None) -> dict:
     record = find_kernel(store, release, stream)
-    return {**kernel_json(record), "gate_runs": [r.uuid for r in store.gate_runs_of(record.id)]}
+    return {**kernel_record_json(record), "gate_runs": [r.uuid for r in store.gate_runs_of(record.id)]}
 
 
 @router.get("/kernels/{release}/changes",
@@ -83,7 +83,7 @@ def kernel_changes(store: StoreDep, settings: SettingsDep, release: str, stream:
 @router.get("/drivers", summary="Driver builds and recorded build failures")
 def drivers(store: StoreDep, driver: Annotated[str | None, Query(description="shell pattern on the name")] = None
             ) -> dict:
-    return {"builds": [build_json(b) for b in store.driver_builds(driver)],
+    return {"builds": [build_record_json(b) for b in store.driver_builds(driver)],
             "build_failures": [vars(f) for f in store.build_failures(driver)]}
 
 
@@ -103,7 +103,7 @@ def matrix(store: StoreDep, stream: str | None = None, driver: str | None = None
 @router.get("/verdicts/{build_id}/{kernel_id}", summary="One build on one kernel: each module's reasons")
 def verdict(store: StoreDep, build_id: int, kernel_id: int) -> dict:
     build, kernel_record, cell = find_cell(store, build_id, kernel_id)
-    return {"build": build_json(build), "kernel": kernel_json(kernel_record), "cell": cell_json(cell),
+    return {"build": build_record_json(build), "kernel": kernel_record_json(kernel_record), "cell": cell_json(cell),
             "modules": store.verdict_detail(build_id, kernel_id) or []}
 
 
@@ -145,7 +145,7 @@ def ingest_kernel_endpoint(
         kernel_read = load_kernel(saved + urls, vermagic)
         kernel_read = dataclasses.replace(kernel_read, sources=[_upload_source(p, directory) for p in saved] + urls)
     result = ingest_kernel(store, kernel_read, stream)
-    return {"kernel": kernel_json(result.record), "created": result.created, "verdicts": result.verdicts}
+    return {"kernel": kernel_record_json(result.record), "created": result.created, "verdicts": result.verdicts}
 
 
 @router.post("/drivers", status_code=201, dependencies=token_required,
@@ -164,7 +164,7 @@ def ingest_drivers_endpoint(
         builds = [dataclasses.replace(b, source=_upload_source(b.source, directory))
                   for b in read_driver_builds(paths + urls, name, version)]
     results = [ingest_driver_build(store, build) for build in builds]
-    return {"builds": [dict(build_json(r.record), created=r.created, verdicts=r.verdicts) for r in results]}
+    return {"builds": [dict(build_record_json(r.record), created=r.created, verdicts=r.verdicts) for r in results]}
 
 
 class GateRequest(BaseModel):

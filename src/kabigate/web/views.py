@@ -9,7 +9,7 @@ from fastapi import HTTPException
 
 from kabigate.errors import InputError
 from kabigate.formats.stablelist import Stablelist
-from kabigate.reports import crc_text
+from kabigate.reports import build_record_json, cell_json, kernel_record_json
 from kabigate.rules import RULES_VERSION
 from kabigate.services.evidence import Demand
 from kabigate.services.gate import GateResult, previous_in_stream, run_gate
@@ -71,29 +71,11 @@ def kernel_story(store: Store, kernel: KernelRecord, stream: str | None,
 
 # -- JSON shapes ----------------------------------------------------------------------------------
 
-def kernel_json(record: KernelRecord) -> dict:
-    return {"id": record.id, "release": record.release, "machine": record.machine, "flavor": record.flavor,
-            "vermagic": record.vermagic, "module_layout_crc": crc_text(record.module_layout_crc),
-            "package_version": record.package_version, "exports": record.exports,
-            "streams": [{"stream": s, "position": p} for s, p in record.streams], "sources": list(record.sources)}
-
-
-def build_json(record: BuildRecord) -> dict:
-    return {"id": record.id, "driver": record.driver, "package": record.package, "version": record.version,
-            "arch": record.arch, "format": record.format, "built_for": record.built_for, "source": record.source,
-            "modules": list(record.modules)}
-
-
-def cell_json(cell: Cell) -> dict:
-    return {"build_id": cell.build_id, "kernel_id": cell.kernel_id, "loads": cell.loads, "modules": cell.modules,
-            "modules_loading": cell.modules_loading, "first_reason": cell.first_reason,
-            "failing_symbols": cell.failing_symbols, "rules_version": cell.rules_version}
-
 
 def matrix_json(matrix: Matrix) -> dict:
     return {"stream": matrix.stream, "summary": matrix.summary(),
-            "kernels": [kernel_json(k) for k in matrix.kernels],
-            "builds": [build_json(b) for b in matrix.builds],
+            "kernels": [kernel_record_json(k) for k in matrix.kernels],
+            "builds": [build_record_json(b) for b in matrix.builds],
             "cells": [cell_json(c) for c in matrix.cells.values()],
             "build_failures": [vars(f) for f in matrix.build_failures]}
 
@@ -109,16 +91,16 @@ def gate_run_json(run: GateRun, kernels: dict[int, KernelRecord]) -> dict:
 def story_json(story: KernelStory) -> dict:
     result = story.result
     return {
-        "kernel": kernel_json(story.kernel), "stream": story.stream,
-        "previous": kernel_json(story.previous) if story.previous else None,
+        "kernel": kernel_record_json(story.kernel), "stream": story.stream,
+        "previous": kernel_record_json(story.previous) if story.previous else None,
         "counts": ({klass: result.count(klass) for klass in ("regression", "still_failing", "fixed", "unaffected",
                                                               "new")} if result else None),
         "export_changes": result.export_changes if result else None,
-        "regressions": [{"build": build_json(f.build), "category": f.category,
+        "regressions": [{"build": build_record_json(f.build), "category": f.category,
                          "symbols": sorted({s.name for s in f.symbols}),
                          "reasons": sorted({r["code"] for r in f.reasons})} for f in result.regressions]
         if result else [],
-        "fixed": [build_json(f.build) for f in result.builds if f.klass == "fixed"] if result else [],
+        "fixed": [build_record_json(f.build) for f in result.builds if f.klass == "fixed"] if result else [],
         "gate_runs": [{"uuid": r.uuid, "outcome": r.outcome, "created_at": r.created_at.isoformat()}
                       for r in story.gate_runs],
     }
@@ -127,10 +109,10 @@ def story_json(story: KernelStory) -> dict:
 def history_json(driver: str, histories: list[StreamHistory]) -> dict:
     return {"driver": driver, "streams": [{
         "stream": h.stream, "kernels": [k.release for k in h.kernels],
-        "builds": [{**build_json(b.build), "loads_on": [k.release for k in b.loads_on], "breaks": [{
+        "builds": [{**build_record_json(b.build), "loads_on": [k.release for k in b.loads_on], "breaks": [{
             "kernel": brk.kernel.release, "last_loading": brk.last_loading.release if brk.last_loading else None,
             "reasons": brk.reasons, "symbols": brk.symbols,
-            "fixed_by": [build_json(f) for f in brk.fixed_by]} for brk in b.breaks]} for b in h.builds],
+            "fixed_by": [build_record_json(f) for f in brk.fixed_by]} for brk in b.breaks]} for b in h.builds],
     } for h in histories]}
 
 

@@ -1,0 +1,26 @@
+"""The store most store-level tests read: the real kernels 6.1.0-47/50/56 in stream debian-6.1
+and every driver of the test data (built for 47 and for 56)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kabigate.kernels import load_kernel
+from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
+from kabigate.store import Store
+
+RELEASES = ("6.1.0-47-amd64", "6.1.0-50-amd64", "6.1.0-56-amd64")
+STREAM = "debian-6.1"
+
+
+def build_store(testdata, path: Path, releases: tuple[str, ...] = RELEASES) -> str:
+    """Ingest `releases` (in stream debian-6.1) and every driver build of the test data into a new
+    SQLite store at `path`; its path."""
+    with Store.open(str(path)) as store:
+        for release in releases:
+            ingest_kernel(store, load_kernel([str(testdata.kernel_root(release))]), STREAM)
+        for driver, builds in testdata.manifest["drivers"].items():
+            for entry in builds.values():
+                for build in read_driver_builds([str(testdata.root / entry["dir"])], driver, entry["version"]):
+                    ingest_driver_build(store, build)
+    return str(path)
