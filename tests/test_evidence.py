@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from realstore import build_store
+from realstore import DRIVERS, build_store
 
 from kabigate.formats.stablelist import parse_stablelist
 from kabigate.services.evidence import request_text, requested_additions, symbol_demand
@@ -68,9 +68,8 @@ def test_demand_of_the_debian_drivers_against_rhel_9_3(evidence_db, testdata):
     # Who imports proc_create, counted from the module files themselves.
     from kabigate.modules import read_modules
 
-    users = {driver for driver, builds in testdata.manifest["drivers"].items()
-             for entry in builds.values()
-             for module in read_modules([str(testdata.root / entry["dir"])])
+    users = {driver for driver in DRIVERS for built_for in (RELEASES[0], RELEASES[2])
+             for module in read_modules([str(testdata.driver_dir(driver, built_for))])
              if "proc_create" in {i.name for i in module.imports}}
     assert by_symbol["proc_create"].drivers == users
     # Its CRC along 47 -> 50 -> 56, read from the symvers files with split.

@@ -61,6 +61,11 @@ def test_each_build_falls_in_its_class(gate_db, testdata):
     assert regression.category == "regression_unlisted" and regression.outcome == "NEEDS_INSPECTION"
     assert result.outcome == "NEEDS_INSPECTION" and not result.passed
     assert result.export_changes["changed_unlisted"] > 18000  # Debian's ABI bump changes most CRCs
+    in_use = {c.symbol: c for c in result.changes_in_use}
+    with Store.open(gate_db) as store:  # counted from the stored modules' imports
+        importing = {b.id for b in store.driver_builds()
+                     for m in store.load_build(b.id) if "proc_create" in {i.name for i in m.imports}}
+    assert in_use["proc_create"].change == "crc" and in_use["proc_create"].builds == len(importing) > 0
 
     later = _classes(_gate(gate_db, "6.1.0-56-amd64"))
     assert later[("acpi-call", "6.1.0-56-amd64")] == "fixed"

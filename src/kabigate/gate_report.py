@@ -30,6 +30,7 @@ def gate_json(result: GateResult) -> dict:
         "notes": result.notes,
         "builds": [_build(finding) for finding in result.builds],
         "stablelist_violations": [_kernel_finding(finding) for finding in result.kernel_findings],
+        "changed_exports_in_use": [vars(change) for change in result.changes_in_use],
     }
 
 
@@ -123,6 +124,14 @@ def gate_markdown(result: GateResult, matrix_url: str | None = None) -> str:
     if result.kernel_findings:
         lines += ["### Stablelisted exports removed or changed", "", "| symbol | change | outcome |", "|---|---|---|"]
         lines += [f"| `{f.symbol}` | {f.change} {f.old} -> {f.new} | {f.outcome} |" for f in result.kernel_findings]
+        lines.append("")
+    if result.changes_in_use:
+        lines += ["### Changed exports the stored drivers use", "", "| symbol | change | builds using it |",
+                  "|---|---|---|"]
+        lines += [f"| `{c.symbol}`{' (stablelisted)' if c.stablelisted else ''} | {c.change} {c.old} -> {c.new} | "
+                  f"{c.builds} |" for c in result.changes_in_use[:30]]
+        if len(result.changes_in_use) > 30:
+            lines.append(f"| ... and {len(result.changes_in_use) - 30} more | | |")
         lines.append("")
     if result.export_changes:
         changes = result.export_changes

@@ -245,6 +245,10 @@ def _print_summary(result) -> None:
         out.print(f"  exports: {changes['removed_stablelisted'] + changes['removed_unlisted']} removed, "
                   f"{changes['changed_stablelisted'] + changes['changed_unlisted']} changed "
                   f"({changes['changed_stablelisted']} on the stablelist), {changes['added']} added", markup=False)
+    if result.changes_in_use:
+        used = ", ".join(f"{c.symbol} ({c.builds})" for c in result.changes_in_use[:10])
+        more = f" and {len(result.changes_in_use) - 10} more" if len(result.changes_in_use) > 10 else ""
+        out.print(f"  changed exports the stored builds use: {used}{more}", markup=False)
     for note in result.notes:
         out.print(f"  note: {note}", markup=False)
 

@@ -63,6 +63,18 @@ class KernelFinding:
 
 
 @dataclass(frozen=True)
+class ChangedExport:
+    """An export removed or changed from baseline to candidate that stored driver builds import."""
+
+    symbol: str
+    change: str  # removed, crc, gpl-only, namespace
+    old: str
+    new: str
+    stablelisted: bool
+    builds: int  # stored builds (of the gate) that import it
+
+
+@dataclass(frozen=True)
 class GateResult:
     candidate: KernelRecord
     baseline: KernelRecord | None
@@ -72,6 +84,7 @@ class GateResult:
     builds: list[BuildFinding]
     kernel_findings: list[KernelFinding]
     export_changes: dict[str, int]  # removed/changed exports, on and off the stablelist
+    changes_in_use: list[ChangedExport]  # removed/changed exports that stored builds import
     coverage: int  # gating builds judged on the candidate
     notes: list[str]
     outcome: str
@@ -130,7 +143,8 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
             continue
         before = cells.get((build.id, baseline.id)) if baseline else None
         findings.append(_build_finding(store, build, candidate, before, after, policy, waivers, stablelist, today))
-    kernel_findings, export_changes = _kernel_side(store, candidate, baseline, policy, waivers, stablelist, today)
+    kernel_findings, export_changes, in_use = _kernel_side(store, candidate, baseline, builds, policy, waivers,
+                                                           stablelist, today)
     coverage = sum(1 for finding in findings if finding.gating)
     notes = []
     outcomes = [f.outcome for f in findings] + [f.outcome for f in kernel_findings]
@@ -140,7 +154,7 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
     expired = {w.source: w for f in [*findings, *kernel_findings] for w in f.expired_waivers}
     notes += [f"expired waiver no longer applies: {w.label}, expired {w.expires}" for w in expired.values()]
     return GateResult(candidate, baseline, stream, policy, stablelist.source if stablelist else None, findings,
-                      kernel_findings, export_changes, coverage, notes,
+                      kernel_findings, export_changes, in_use, coverage, notes,
                       max(outcomes, key=OUTCOMES.index, default="PASSED"))
 
 
@@ -191,10 +205,11 @@ def _waivers_for(driver: str, symbols: list[str], release: str, waivers, today) 
     return covering, expired
 
 
-def _kernel_side(store: Store, candidate: KernelRecord, baseline: KernelRecord | None, policy: Policy, waivers,
-                 stablelist: Stablelist | None, today) -> tuple[list[KernelFinding], dict[str, int]]:
+def _kernel_side(store: Store, candidate: KernelRecord, baseline: KernelRecord | None, builds: list[BuildRecord],
+                 policy: Policy, waivers, stablelist: Stablelist | None, today):
+    """check-kabi's findings, the export change counts, and the changed exports stored builds use."""
     if baseline is None:
-        return [], {}
+        return [], {}, []
     diff = diff_kernels(store.load_kernel(baseline.id), store.load_kernel(candidate.id), stablelist)
     listed = (lambda name: name in stablelist) if stablelist is not None else (lambda name: False)
     changed = {c.name for c in [*diff.crc_changed, *diff.became_gpl_only, *diff.namespace_changed]}
@@ -207,21 +222,31 @@ def _kernel_side(store: Store, candidate: KernelRecord, baseline: KernelRecord |
     }
     findings = []
     for change in diff.stablelist_violations:
-        old, new = change.old, change.new
-        if new is None:
-            kind, before, after = "removed", crc_text(old.crc) or "-", "-"
-        elif old.crc != new.crc:
-            kind, before, after = "crc", crc_text(old.crc) or "-", crc_text(new.crc) or "-"
-        elif new.gpl_only and not old.gpl_only:
-            kind, before, after = "gpl-only", old.export_type, new.export_type
-        else:
-            kind, before, after = "namespace", old.namespace or "-", new.namespace or "-"
         outcome = policy.outcomes["stablelist_violation"]
         applied, expired = _waivers_for("*", [change.name], candidate.release,
                                         [w for w in waivers if w.driver == "*"], today)
-        findings.append(KernelFinding(change.name, kind, before, after, "INFO" if applied else outcome,
+        findings.append(KernelFinding(change.name, *_described(change), "INFO" if applied else outcome,
                                       applied, expired))
-    return findings, counts
+    users: dict[str, set[int]] = {}
+    for build_id, symbol, _crc in store.imports_of([b.id for b in builds]):
+        users.setdefault(symbol, set()).add(build_id)
+    in_use = [ChangedExport(c.name, *_described(c), listed(c.name), len(users[c.name]))
+              for c in [*diff.removed, *diff.crc_changed, *diff.became_gpl_only, *diff.namespace_changed]
+              if c.name in users]
+    in_use.sort(key=lambda c: (-c.builds, c.symbol))
+    return findings, counts, in_use
+
+
+def _described(change) -> tuple[str, str, str]:
+    """(what changed, before, after) of an export that was removed or changed."""
+    old, new = change.old, change.new
+    if new is None:
+        return "removed", crc_text(old.crc) or "-", "-"
+    if old.crc != new.crc:
+        return "crc", crc_text(old.crc) or "-", crc_text(new.crc) or "-"
+    if new.gpl_only and not old.gpl_only:
+        return "gpl-only", old.export_type, new.export_type
+    return "namespace", old.namespace or "-", new.namespace or "-"
 
 
 def record_gate(store: Store, result: GateResult, report: dict) -> GateRun:
