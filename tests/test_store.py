@@ -385,3 +385,24 @@ def test_modules_read_back_equal_modules_read_from_files(tmp_path, testdata):
                 for build in _builds(testdata, driver, built_for):
                     record = ingest_driver_build(store, build).record
                     assert store.load_build(record.id) == read_modules([build.source])
+
+
+def test_names_from_outside_are_printed_as_they_are(tmp_path, testdata):
+    """Driver and stream names are neither Rich markup nor emoji codes in the text reports."""
+    db, odd = str(tmp_path / "store.db"), "x[/bold]:smile:[red]"
+    subprocess.run([*KABIGATE, "ingest", "kernel", "--db", db, "--stream", f"s{odd}",
+                    str(testdata.kernel_root("6.1.0-47-amd64"))], check=True, capture_output=True)
+    subprocess.run([*KABIGATE, "ingest", "drivers", "--db", db, "--name", odd,
+                    str(testdata.driver_dir("acpi-call", "6.1.0-47-amd64"))], check=True, capture_output=True)
+    for command in (["drivers"], ["matrix"], ["kernels"], ["history", odd]):
+        result = subprocess.run([*KABIGATE, *command, "--db", db], capture_output=True, text=True, check=False)
+        assert result.returncode == 0 and odd in result.stdout, (command, result.stdout, result.stderr)
+
+
+def test_a_fifo_given_as_stablelist_is_refused_not_opened(tmp_path, testdata):
+    fifo = tmp_path / "stablelist"
+    os.mkfifo(fifo)
+    result = subprocess.run([*KABIGATE, "check", "-k", str(testdata.kernel_root("6.1.0-47-amd64")), "--stablelist",
+                             str(fifo), str(testdata.driver_dir("acpi-call", "6.1.0-47-amd64"))],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2 and "not a regular file" in result.stderr

@@ -18,19 +18,22 @@ from contextlib import contextmanager
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from kabigate import __version__
-from kabigate.errors import InputError
+from kabigate.errors import InputError, read_capped
 from kabigate.formats.stablelist import Stablelist, parse_stablelist
 from kabigate.model import Module
 from kabigate.modules import count_modules, read_modules
 from kabigate.reports import crc_text  # noqa: F401  (the commands' shared helper)
 
 EXIT_OK, EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR = 0, 1, 2
+MAX_STABLELIST_FILE = 64 << 20  # compressed symvers-style lists; parse_stablelist caps the text
 
 # Tables are not cut to 80 columns when the report goes to a file or a pipe.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: a module or driver named "x:smile:y" is printed as it is.
+out = Console(highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
+err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 
 def main() -> None:
@@ -106,11 +109,12 @@ def read_stablelist(path: str | None, machine: str | None = None) -> Stablelist 
     from kabigate.packages import is_package_file, stablelist_bytes_from_package
     if is_package_file(path):
         return parse_stablelist(*stablelist_bytes_from_package(path, machine))
-    try:
-        with open(path, "rb") as file:
-            return parse_stablelist(file.read(), path)
-    except OSError as error:
-        raise InputError(f"{path}: {error.strerror}") from None
+    return parse_stablelist(read_capped(path, MAX_STABLELIST_FILE, "larger than a stablelist can be"), path)
+
+
+def cells(*values: str) -> list[Text]:
+    """Table cells taken as they are: names and paths from outside are not Rich markup."""
+    return [Text(value) for value in values]
 
 
 def write_atomically(path: str, text: str) -> None:

@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 
 from kabigate.analysis import kmod_rebuilds, stablelist_history
-from kabigate.cli import cli, emit_json, err, out, read_stablelist, write_atomically
+from kabigate.cli import cells, cli, emit_json, err, out, read_stablelist, write_atomically
 from kabigate.cli.store import store_option
 from kabigate.errors import read_capped
 from kabigate.formats.compression import MAX_TEXT
@@ -94,8 +94,8 @@ def _print_demand(result: Demand, symbols: list[SymbolDemand]) -> None:
                   box=None)
     for d in symbols:
         listed_text = ("yes, VIOLATED" if d.violation else "yes") if d.stablelisted else "no"
-        table.add_row(d.symbol, listed_text, str(len(d.drivers)), str(d.builds), str(d.crc_changes),
-                      str(d.removals), str(d.failures), f"{d.exported_by}/{len(result.kernels)}")
+        table.add_row(*cells(d.symbol, listed_text, str(len(d.drivers)), str(d.builds), str(d.crc_changes),
+                             str(d.removals), str(d.failures), f"{d.exported_by}/{len(result.kernels)}"))
     out.print(table)
 
 
@@ -145,7 +145,8 @@ def history(files: tuple[str, ...], arch: str, as_json: bool) -> None:
         return
     table = Table("from", "to", "size", "added", "removed", "CRC changed", box=None)
     for s in steps:
-        table.add_row(os.path.basename(s.before), os.path.basename(s.after), str(s.size), str(len(s.added)), str(len(s.removed)), str(len(s.crc_changed)))
+        table.add_row(*cells(os.path.basename(s.before), os.path.basename(s.after), str(s.size), str(len(s.added)),
+                             str(len(s.removed)), str(len(s.crc_changed))))
     out.print(table)
 
 
@@ -162,5 +163,5 @@ def rebuilds(history_file: str, as_json: bool) -> None:
         return
     table = Table("RHEL minor", "first builds", "rebuilds", "spec revisions", box=None)
     for step in steps:
-        table.add_row(step.minor, str(step.first_builds), str(step.rebuilds), str(step.revisions))
+        table.add_row(*cells(step.minor, str(step.first_builds), str(step.rebuilds), str(step.revisions)))
     out.print(table)

@@ -9,9 +9,11 @@ import os
 import sys
 
 import click
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from kabigate.cli import cli, crc_text, emit_json, err, out, progress, write_atomically
+from kabigate.cli import cells, cli, crc_text, emit_json, err, out, progress, write_atomically
 from kabigate.kernels import load_kernel
 from kabigate.modules import count_modules
 from kabigate.reports import build_record_json, cell_json, kernel_record_json
@@ -224,7 +226,7 @@ def history(store: Store, driver: str, stream: str | None, as_json: bool) -> Non
         } for h in histories]})
         return
     for stream_history in histories:
-        out.print(f"[bold]{stream_history.stream or '(no stream)'}[/bold]: "
+        out.print(f"[bold]{escape(stream_history.stream or '(no stream)')}[/bold]: "
                   f"{len(stream_history.kernels)} kernels")
         for build_history in stream_history.builds:
             build = build_history.build
@@ -255,8 +257,8 @@ def kernels(store: Store, stream: str | None, as_json: bool) -> None:
         return
     table = Table("release", "streams", "package version", "exports", "module_layout", box=None)
     for r in records:
-        table.add_row(r.release, ", ".join(f"{name}#{pos}" for name, pos in r.streams) or "-",
-                      r.package_version or "-", f"{r.exports:,}", crc_text(r.module_layout_crc) or "-")
+        table.add_row(*cells(r.release, ", ".join(f"{name}#{pos}" for name, pos in r.streams) or "-",
+                             r.package_version or "-", f"{r.exports:,}", crc_text(r.module_layout_crc) or "-"))
     out.print(table)
 
 
@@ -274,7 +276,7 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
         return
     table = Table("driver", "version", "built for", "format", "modules", box=None)
     for b in builds:
-        table.add_row(b.driver, b.version or "-", b.built_for or "-", b.format, ", ".join(b.modules))
+        table.add_row(*cells(b.driver, b.version or "-", b.built_for or "-", b.format, ", ".join(b.modules)))
     out.print(table)
     for f in failures:
         out.print(f"does not build: {f.driver} {f.version} for {f.kernel_release}: {f.error}", markup=False)
@@ -332,14 +334,14 @@ def _print_matrix(result: Matrix, file=None) -> None:
         groups.setdefault(key, []).append(kernel)
     for stream, kernels in groups.items():
         labels = _short_labels([k.release for k in kernels])
-        table = Table(title=f"{stream or 'kernels in no stream'}: {len(kernels)} kernels",
+        table = Table(title=Text(f"{stream or 'kernels in no stream'}: {len(kernels)} kernels"),
                       title_justify="left", box=None, pad_edge=False)
         table.add_column("driver build")
         for label in labels:
             table.add_column(label, justify="center")
         for build in result.builds:
             texts = [cell_text(result.cell(build, k)) for k in kernels]
-            table.add_row(f"{build.driver} {build.version or ''} @{build.built_for or '?'}",
+            table.add_row(Text(f"{build.driver} {build.version or ''} @{build.built_for or '?'}"),
                           *[_styled(text) for text in texts])
         console.print(table)
         console.print("  columns: " + ", ".join(f"{label}={k.release}" for label, k in zip(labels, kernels)
@@ -351,8 +353,6 @@ def _print_matrix(result: Matrix, file=None) -> None:
 
 
 def _styled(text: str) -> str:
-    from rich.markup import escape
-
     colour = "green" if text == "ok" else "dim" if text == "-" else "red"
     return f"[{colour}]{escape(text)}[/{colour}]"
 
