@@ -34,6 +34,9 @@ from kabigate.formats.bzimage import kernel_image
 from kabigate.formats.certlist import system_certificates
 from kabigate.formats.compression import decompress, text_lines
 from kabigate.formats.deb import read_deb
+from kabigate.formats.debindex import parse_packages_index
+from kabigate.formats.elrepo import parse_spec_history
+from kabigate.formats.gatepolicy import parse_policy, parse_waivers
 from kabigate.formats.kconfig import parse_kconfig
 from kabigate.formats.module import parse_module
 from kabigate.formats.repomd import parse_primary, parse_repomd
@@ -192,6 +195,23 @@ def run_symvers(data: bytes) -> None:
 
 def run_stablelist(data: bytes) -> None:
     parse_stablelist(data, "fuzz.stablelist")
+
+
+def run_gate_policy(data: bytes) -> None:
+    parse_policy(data, "fuzz.policy.toml")
+    parse_waivers(data, "fuzz.waivers.toml")
+
+
+def run_packages_index(data: bytes) -> None:
+    parse_packages_index(data, "fuzz.Packages")
+
+
+def run_spec_history(data: bytes) -> None:
+    parse_spec_history(data, "fuzz.spec_history.tsv")
+
+
+def _text_seed(*names: str) -> list[bytes]:
+    return [(CORPUS / "text" / name).read_bytes() for name in names]
 
 
 def run_kconfig(data: bytes) -> None:
@@ -428,6 +448,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("symvers", text_seeds, run_symvers),
     Target("stablelist", text_seeds, run_stablelist),
     Target("kconfig", text_seeds, run_kconfig),
+    Target("gate_policy", lambda: _text_seed("policy.toml", "waivers.toml"), run_gate_policy),
+    Target("packages_index", lambda: _text_seed("Packages"), run_packages_index),
+    Target("spec_history", lambda: _text_seed("spec_history.tsv"), run_spec_history),
     Target("rpm_header", lambda: _files("rpm"), run_rpm_header),
     Target("package", package_seeds, run_package),
     Target("package_modules", package_seeds, run_package_modules),

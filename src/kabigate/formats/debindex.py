@@ -5,7 +5,7 @@ from __future__ import annotations
 from kabigate.errors import InputError
 from kabigate.formats.compression import compression_of, decompress
 
-MAX_INDEX = 512 << 20  # bookworm's whole main/binary-amd64 index is ~100 MiB uncompressed
+MAX_INDEX = 128 << 20  # bookworm's whole main/binary-amd64 index is ~100 MiB uncompressed
 MAX_STANZAS = 500_000
 MAX_FIELD = 1 << 20
 
@@ -17,7 +17,11 @@ def parse_packages_index(data: bytes, what: str) -> list[dict[str, str]]:
         data = decompress(data, what, MAX_INDEX)
     text = bytes(data).decode("utf-8", "replace")
     stanzas = []
-    for block in text.split("\n\n"):
+    position = 0
+    while position < len(text):  # a stanza at a time: no list of every stanza's text at once
+        end = text.find("\n\n", position)
+        end = len(text) if end < 0 else end
+        block, position = text[position:end], end + 2
         if not block.strip():
             continue
         if len(stanzas) == MAX_STANZAS:
