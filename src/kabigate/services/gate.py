@@ -136,13 +136,16 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
     refresh_verdicts(store, kernel_ids=kernel_ids)
     builds = store.driver_builds(driver)
     cells = store.cells(RULES_VERSION, build_ids=[b.id for b in builds], kernel_ids=kernel_ids)
+    details = store.verdict_details([(b.id, candidate.id) for b in builds
+                                     if (cell := cells.get((b.id, candidate.id))) is not None and not cell.loads])
     findings = []
     for build in builds:
         after = cells.get((build.id, candidate.id))
         if after is None:
             continue
         before = cells.get((build.id, baseline.id)) if baseline else None
-        findings.append(_build_finding(store, build, candidate, before, after, policy, waivers, stablelist, today))
+        findings.append(_build_finding(build, details.get((build.id, candidate.id), []), before, after, policy,
+                                       waivers, stablelist, candidate.release, today))
     kernel_findings, export_changes, in_use = _kernel_side(store, candidate, baseline, builds, policy, waivers,
                                                            stablelist, today)
     coverage = sum(1 for finding in findings if finding.gating)
@@ -158,8 +161,9 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
                       max(outcomes, key=OUTCOMES.index, default="PASSED"))
 
 
-def _build_finding(store: Store, build: BuildRecord, candidate: KernelRecord, before: Cell | None, after: Cell,
-                   policy: Policy, waivers, stablelist: Stablelist | None, today) -> BuildFinding:
+def _build_finding(build: BuildRecord, detail: list[dict], before: Cell | None, after: Cell, policy: Policy, waivers,
+                   stablelist: Stablelist | None, release: str, today) -> BuildFinding:
+    """One build's class and outcome; `detail` is its failing verdict's modules on the candidate."""
     if before is None:
         klass = "new"
     elif before.loads:
@@ -167,14 +171,13 @@ def _build_finding(store: Store, build: BuildRecord, candidate: KernelRecord, be
     else:
         klass = "fixed" if after.loads else "still_failing"
     reasons, symbols = [], []
-    if not after.loads:
-        for module in store.verdict_detail(build.id, candidate.id) or []:
-            for reason in module["reasons"]:
-                reasons.append(dict(reason, module=module["name"]))
-                if reason["symbol"]:
-                    symbols.append(FaultSymbol(reason["symbol"], reason["code"], reason["module_crc"],
-                                               reason["kernel_crc"], stablelist is not None
-                                               and reason["symbol"] in stablelist))
+    for module in detail:
+        for reason in module["reasons"]:
+            reasons.append(dict(reason, module=module["name"]))
+            if reason["symbol"]:
+                symbols.append(FaultSymbol(reason["symbol"], reason["code"], reason["module_crc"],
+                                           reason["kernel_crc"], stablelist is not None
+                                           and reason["symbol"] in stablelist))
     category = klass
     if klass == "regression":
         category = "regression_stablelisted" if any(s.stablelisted for s in symbols) else "regression_unlisted"
@@ -182,8 +185,7 @@ def _build_finding(store: Store, build: BuildRecord, candidate: KernelRecord, be
     outcome = policy.outcomes[category]
     applied, expired = [], []
     if OUTCOMES.index(outcome) > OUTCOMES.index("INFO"):
-        applied, expired = _waivers_for(build.driver, [s.name for s in symbols] or ["*"], candidate.release,
-                                        waivers, today)
+        applied, expired = _waivers_for(build.driver, [s.name for s in symbols] or ["*"], release, waivers, today)
         if applied:
             outcome = "INFO"
     if not gating:

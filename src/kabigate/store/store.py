@@ -149,6 +149,7 @@ class Store:
         # Immutable rows already turned into model objects, by id: a long ingest judges every
         # build again on each new kernel. Dropped when a transaction rolls back (its ids come back).
         self._exports: dict[int, Export] = {}
+        self._export_ids_by_digest: dict[str, int] = {}
         self._builds: dict[int, list[Module]] = {}
 
     # -- opening and the schema ---------------------------------------------------------------
@@ -280,6 +281,7 @@ class Store:
                     yield
                 except BaseException:
                     self._exports.clear()
+                    self._export_ids_by_digest.clear()
                     self._builds.clear()
                     raise
                 finally:
@@ -344,6 +346,7 @@ class Store:
         created = kernel_id is None
         if created:
             export_ids = self._export_ids(exports, export_digests)
+            self._exports.update(zip(export_ids, exports))  # a gate reads the new kernel back at once
             members = sorted(export_ids)
             set_digest = hashlib.sha256(codec.pack_ids(members)).hexdigest()
             self._insert_ignoring_duplicates(t.export_set, [{"digest": set_digest, "size": len(members),
@@ -371,7 +374,8 @@ class Store:
                                .values(sources=json.dumps(known + [s for s in sources if s not in known])))
 
     def _export_ids(self, exports: list[Export], digests: list[str]) -> list[int]:
-        known = self._ids_by(t.export, t.export.c.digest, digests)
+        known = {d: self._export_ids_by_digest[d] for d in digests if d in self._export_ids_by_digest}
+        known.update(self._ids_by(t.export, t.export.c.digest, [d for d in digests if d not in known]))
         new = [(e, d) for e, d in zip(exports, digests) if d not in known]
         if new:
             symbols = self._symbol_ids(e.name for e, _ in new)
@@ -379,6 +383,7 @@ class Store:
                 {"digest": d, "symbol_id": symbols[e.name], "crc": e.crc, "export_type": e.export_type,
                  "namespace": e.namespace, "owner": e.owner} for e, d in new])
             known.update(self._ids_by(t.export, t.export.c.digest, [d for _, d in new]))
+        self._export_ids_by_digest.update(known)
         return [known[d] for d in digests]
 
     def _put_in_stream(self, kernel_id: int, stream: str) -> None:
@@ -635,15 +640,17 @@ class Store:
 
     def verdict_details(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], list[dict]]:
         """Several cells' details at once, keyed by (build id, kernel id)."""
-        wanted = set(keys)
+        by_kernel: dict[int, list[int]] = {}
+        for build_id, kernel_id in keys:
+            by_kernel.setdefault(kernel_id, []).append(build_id)
         details = {}
         with self._reading() as connection:
-            for start in range(0, len(keys), _CHUNK):
-                builds = sorted({b for b, _ in keys[start:start + _CHUNK]})
-                for build_id, kernel_id, blob in connection.execute(
-                        select(t.verdict.c.build_id, t.verdict.c.kernel_id, t.verdict.c.detail)
-                        .where(t.verdict.c.build_id.in_(builds))):
-                    if (build_id, kernel_id) in wanted:
+            for kernel_id, build_ids in by_kernel.items():
+                for start in range(0, len(build_ids), _CHUNK):
+                    for build_id, blob in connection.execute(
+                            select(t.verdict.c.build_id, t.verdict.c.detail)
+                            .where(t.verdict.c.kernel_id == kernel_id,
+                                   t.verdict.c.build_id.in_(build_ids[start:start + _CHUNK]))):
                         details[(build_id, kernel_id)] = codec.unpack(blob)
         return details
 
