@@ -5,9 +5,9 @@ The data has the real shape:
 - driver builds are real modules: the first N in-tree modules of 6.1.0-47-amd64 (real import
   lists with their real __versions CRCs, a third of them depending on another), each renamed
   `drv-NNNN` with its `intree` tag dropped, one build each;
-- kernels come from the real symvers history: the real Debian kernels of the test corpus in
-  release order, and between two consecutive ones the real CRC changes of that step spread over
-  `--steps` intermediate kernels (as a z-stream drifts), 200 kernels in all.
+- kernels come from the real symvers history: the 7 kernels of Debian's 6.1 stream in the corpus
+  (6.1.0-47 .. -57), and between two consecutive ones the real CRC changes of that step spread over
+  the kernels made between them (as a z-stream drifts), 200 kernels in all.
 
 Prints: ingest of the builds, time to add one kernel to a store of 1,000 builds (after its files
 are read: store + judge 1,000 builds), the gate of the last kernel (ingest, classes, export diff),
@@ -50,10 +50,15 @@ def real_builds(root: Path, count: int) -> list[DriverBuildInput]:
 
 
 def kernel_history(root: Path, manifest: dict, total: int):
-    """`total` kernels: the real ones in order, with real CRC changes spread between them."""
-    releases = sorted(r for r in manifest["kernels"] if r.endswith("-amd64") and "-rt-" not in r
-                      and "-cloud-" not in r)
-    real = [load_kernel([str(root / manifest["kernels"][r]["root"])]) for r in releases]
+    """`total` kernels: the real Debian 6.1 stream in order (its image and headers .debs), with the
+    real CRC changes between two consecutive kernels spread over the kernels made between them."""
+    if "stream_kernels" in manifest:
+        real = [load_kernel([str(root / deb) for deb in manifest["stream_kernels"][release]["debs"]])
+                for release in manifest["streams"]["debian-6.1"]]
+    else:  # an older corpus: its extracted amd64 kernels
+        real = [load_kernel([str(root / manifest["kernels"][r]["root"])])
+                for r in sorted(r for r in manifest["kernels"] if r.split("-")[-2:-1] != ["rt"]
+                                and "-cloud-" not in r and r.endswith("-amd64"))]
     steps = max(1, -(-(total - 1) // max(1, len(real) - 1)))  # ceil: enough to reach `total`
     kernels = []
     for older, newer in itertools.pairwise(real):
