@@ -52,13 +52,8 @@ def real_builds(root: Path, count: int) -> list[DriverBuildInput]:
 def kernel_history(root: Path, manifest: dict, total: int):
     """`total` kernels: the real Debian 6.1 stream in order (its image and headers .debs), with the
     real CRC changes between two consecutive kernels spread over the kernels made between them."""
-    if "stream_kernels" in manifest:
-        real = [load_kernel([str(root / deb) for deb in manifest["stream_kernels"][release]["debs"]])
-                for release in manifest["streams"]["debian-6.1"]]
-    else:  # an older corpus: its extracted amd64 kernels
-        real = [load_kernel([str(root / manifest["kernels"][r]["root"])])
-                for r in sorted(r for r in manifest["kernels"] if r.split("-")[-2:-1] != ["rt"]
-                                and "-cloud-" not in r and r.endswith("-amd64"))]
+    real = [load_kernel([str(root / deb) for deb in manifest["stream_kernels"][release]["debs"]])
+            for release in manifest["streams"]["debian-6.1"]]
     steps = max(1, -(-(total - 1) // max(1, len(real) - 1)))  # ceil: enough to reach `total`
     kernels = []
     for older, newer in itertools.pairwise(real):
