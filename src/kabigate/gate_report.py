@@ -43,6 +43,14 @@ def _waiver(waiver) -> dict:
             "reason": waiver.reason, "who": waiver.who, "expires": str(waiver.expires) if waiver.expires else None}
 
 
+def waiver_json(waiver) -> dict:
+    """A stored waiver as `waiver list --json` and the API show it: the gate report's fields, its id
+    and when it was added and revoked."""
+    return {**_waiver(waiver), "id": waiver.id,
+            "created_at": waiver.created_at.isoformat() if waiver.created_at else None,
+            "revoked_at": waiver.revoked_at.isoformat() if waiver.revoked_at else None}
+
+
 def _build(finding: BuildFinding) -> dict:
     build = finding.build
     return {

@@ -76,7 +76,7 @@ COMMAND_MODULES = {
     "precheck": "packages", "rpm-deps": "packages",
     "keygen": "signing", "sign": "signing", "verify": "signing",
     "db": "store", "ingest": "store", "matrix": "store", "history": "store", "kernels": "store", "drivers": "store",
-    "gate": "gate", "watch": "gate",
+    "gate": "gate", "watch": "gate", "waiver": "waiver",
     "stablelist": "stablelist",
     "serve": "web",
 }

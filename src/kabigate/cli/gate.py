@@ -49,7 +49,7 @@ def judging_options(command):
                      help="Gate policy (TOML); default: regressions through stablelisted symbols and stablelist "
                           "violations fail, other regressions need inspection."),
         click.option("--waivers", "waivers_path", type=click.Path(dir_okay=False), metavar="FILE",
-                     help="Waivers (TOML)."),
+                     help="Waivers (TOML), applied with the store's waivers (kabigate waiver add)."),
         click.option("--stablelist", "stablelist_path", type=click.Path(dir_okay=False), metavar="FILE",
                      help="The distribution's kABI stablelist (which symbols are promised stable)."),
         click.option("--driver", metavar="GLOB", help="Only the driver builds whose name matches."),
@@ -94,8 +94,8 @@ def gate_kernel(store: Store, settings: GateSettings, candidate: KernelRecord, b
                 stream: str | None, *, junit: str | None, markdown: str | None, item: str | None) -> GateOutcome:
     """Run, record, write and publish one gate."""
     stablelist = read_stablelist(settings.stablelist_path, candidate.machine)
-    result = run_gate(store, candidate, baseline, stream=stream, policy=settings.policy, waivers=settings.waivers,
-                      stablelist=stablelist, driver=settings.driver)
+    result = run_gate(store, candidate, baseline, stream=stream, policy=settings.policy,
+                      waivers=(*settings.waivers, *store.waivers()), stablelist=stablelist, driver=settings.driver)
     if junit:
         write_atomically(junit, gate_junit(result))
     if markdown:

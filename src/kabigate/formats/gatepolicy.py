@@ -34,6 +34,7 @@ who decided and why:
 from __future__ import annotations
 
 import datetime
+import re
 import tomllib
 from dataclasses import dataclass, field
 
@@ -74,7 +75,10 @@ class Waiver:
     driver: str = "*"
     symbol: str = "*"
     kernel: str = "*"
-    source: str = ""
+    source: str = ""  # where it was read: "waivers.toml#2", or "store#12" for a stored waiver
+    id: int | None = None  # a stored waiver's id
+    created_at: datetime.datetime | None = None  # when a stored waiver was added
+    revoked_at: datetime.datetime | None = None  # when a stored waiver was revoked (never deleted)
 
     def expired(self, today: datetime.date) -> bool:
         return self.expires is not None and self.expires < today
@@ -112,29 +116,40 @@ def parse_waivers(data: bytes, what: str) -> list[Waiver]:
     entries = document.get("waiver", [])
     if not isinstance(entries, list):
         raise InputError(f"{what}: waivers are [[waiver]] tables")
-    waivers = []
-    for number, entry in enumerate(entries, 1):
-        where = f"{what}: waiver #{number}"
-        if not isinstance(entry, dict):
-            raise InputError(f"{where}: not a table")
-        _only(entry, {"driver", "symbol", "kernel", "reason", "who", "expires"}, where, "")
-        for key in ("reason", "who"):
-            if not isinstance(entry.get(key), str) or not entry[key].strip():
-                raise InputError(f"{where}: '{key}' is required (say why, and who decided)")
-        patterns = {key: entry.get(key, "*") for key in ("driver", "symbol", "kernel")}
-        for key, pattern in patterns.items():
-            if not isinstance(pattern, str) or not pattern:
-                raise InputError(f"{where}: '{key}' must be a non-empty pattern")
-        if patterns == {"driver": "*", "symbol": "*", "kernel": "*"}:
-            raise InputError(f"{where}: waives everything; name a driver, symbol or kernel pattern")
-        expires = entry.get("expires")
-        if isinstance(expires, datetime.datetime):
-            expires = expires.date()
-        if expires is not None and not isinstance(expires, datetime.date):
-            raise InputError(f"{where}: 'expires' must be a date (expires = 2027-01-31)")
-        waivers.append(Waiver(entry["reason"].strip(), entry["who"].strip(), expires, source=f"{what}#{number}",
-                              **patterns))
-    return waivers
+    return [waiver_from_mapping(entry, f"{what}: waiver #{number}", f"{what}#{number}")
+            for number, entry in enumerate(entries, 1)]
+
+
+WAIVER_KEYS = ("driver", "symbol", "kernel", "reason", "who", "expires")
+
+
+def waiver_from_mapping(entry, where: str, source: str = "", waiver_id: int | None = None) -> Waiver:
+    """One waiver from a [[waiver]] table, a JSON object or stored columns, checked by the same rules:
+    reason and who required, non-empty patterns (omitted: "*") that do not all match everything, and
+    `expires` a date (a TOML date, or YYYY-MM-DD text) or none. `where` names it in errors."""
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: not a table")
+    _only(entry, set(WAIVER_KEYS), where, "")
+    for key in ("reason", "who"):
+        if not isinstance(entry.get(key), str) or not entry[key].strip():
+            raise InputError(f"{where}: '{key}' is required (say why, and who decided)")
+    patterns = {key: "*" if entry.get(key) is None else entry[key] for key in ("driver", "symbol", "kernel")}
+    for key, pattern in patterns.items():
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise InputError(f"{where}: '{key}' must be a non-empty pattern")
+    if patterns == {"driver": "*", "symbol": "*", "kernel": "*"}:
+        raise InputError(f"{where}: waives everything; name a driver, symbol or kernel pattern")
+    expires = entry.get("expires")
+    if isinstance(expires, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", expires):
+        try:
+            expires = datetime.date.fromisoformat(expires)
+        except ValueError:
+            pass
+    if isinstance(expires, datetime.datetime):
+        expires = expires.date()
+    if expires is not None and not isinstance(expires, datetime.date):
+        raise InputError(f"{where}: 'expires' must be a date (expires = 2027-01-31)")
+    return Waiver(entry["reason"].strip(), entry["who"].strip(), expires, source=source, id=waiver_id, **patterns)
 
 
 def _toml(data: bytes, what: str) -> dict:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from kabigate import resultsdb
 from kabigate.analysis import diff_kernels
 from kabigate.errors import InputError
-from kabigate.formats.gatepolicy import DEFAULT_POLICY, OUTCOMES, Policy, Waiver
+from kabigate.formats.gatepolicy import DEFAULT_POLICY, OUTCOMES, Policy, Waiver, waiver_from_mapping
 from kabigate.formats.stablelist import Stablelist
 from kabigate.reports import crc_text
 from kabigate.rules import RULES_VERSION
@@ -271,3 +271,18 @@ def publish_gate(store: Store, run: GateRun, api_url: str, payload: dict, token:
     with store.transaction():
         store.mark_published(run.uuid, api_url, result_id)
     return result_id
+
+
+def add_waiver(store: Store, fields: dict) -> Waiver:
+    """Store a waiver given as a [[waiver]] table's keys (a JSON object, command line options), checked by
+    the waivers file's rules; the waiver as stored."""
+    waiver = waiver_from_mapping(fields, "waiver")
+    with store.transaction():
+        waiver_id = store.add_waiver(waiver)
+    return next(w for w in store.waivers() if w.id == waiver_id)
+
+
+def revoke_waiver(store: Store, waiver_id: int) -> Waiver:
+    """Revoke a stored waiver: kept, shown as revoked, no longer applied by gates."""
+    with store.transaction():
+        return store.revoke_waiver(waiver_id)

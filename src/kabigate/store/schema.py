@@ -19,6 +19,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -176,4 +177,18 @@ gate_run = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("published_to", Text),  # the ResultsDB API it was published to, once it was
     Column("resultsdb_id", String(64)),
+)
+
+waiver = Table(
+    "waiver", metadata,
+    Column("id", Integer, primary_key=True),
+    # shell patterns, as in a waivers file ("*": anything)
+    Column("driver", String(512), nullable=False),
+    Column("symbol", String(512), nullable=False),
+    Column("kernel", String(512), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("who", String(512), nullable=False),
+    Column("expires", Date),  # NULL: never
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),  # waivers are revoked, never deleted
 )

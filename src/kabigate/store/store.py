@@ -6,6 +6,7 @@ app and workers) get plain records and model objects back, never rows or session
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import fnmatch
 import hashlib
@@ -26,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from kabigate.errors import InputError
+from kabigate.formats.gatepolicy import WAIVER_KEYS, Waiver, waiver_from_mapping
 from kabigate.model import Export, Kernel, Module, PackageOrigin
 from kabigate.store import codec
 from kabigate.store import schema as t
@@ -717,6 +719,37 @@ class Store:
             raise InputError(f"no gate run {run} in the store")
         return codec.unpack(blob)
 
+    # -- waivers ------------------------------------------------------------------------------
+
+    def add_waiver(self, waiver: Waiver) -> int:
+        """Store a waiver (checked as a waivers file's are); its id."""
+        checked = _checked_waiver({key: getattr(waiver, key) for key in WAIVER_KEYS}, "waiver")
+        return self._writing().execute(t.waiver.insert().values(
+            driver=checked.driver, symbol=checked.symbol, kernel=checked.kernel, reason=checked.reason,
+            who=checked.who, expires=checked.expires, created_at=_now())).inserted_primary_key[0]
+
+    def waivers(self, include_revoked: bool = False) -> list[Waiver]:
+        """Stored waivers, oldest first; each with its id and source "store#ID"."""
+        query = select(t.waiver).order_by(t.waiver.c.id)
+        if not include_revoked:
+            query = query.where(t.waiver.c.revoked_at.is_(None))
+        with self._reading() as connection:
+            rows = connection.execute(query).all()
+        return [dataclasses.replace(_checked_waiver({key: getattr(row, key) for key in WAIVER_KEYS},
+                                                    f"store#{row.id}", row.id),
+                                    created_at=row.created_at, revoked_at=row.revoked_at) for row in rows]
+
+    def revoke_waiver(self, waiver_id: int) -> Waiver:
+        """Revoke a stored waiver (it is kept, no longer applied); the waiver as revoked."""
+        connection = self._writing()
+        row = connection.execute(select(t.waiver.c.revoked_at).where(t.waiver.c.id == waiver_id)).first()
+        if row is None:
+            raise InputError(f"no waiver {waiver_id} in the store")
+        if row.revoked_at is not None:
+            raise InputError(f"waiver {waiver_id} was already revoked on {row.revoked_at:%Y-%m-%d %H:%M}")
+        connection.execute(t.waiver.update().where(t.waiver.c.id == waiver_id).values(revoked_at=_now()))
+        return next(w for w in self.waivers(include_revoked=True) if w.id == waiver_id)
+
     # -- size ---------------------------------------------------------------------------------
 
     def counts(self, tables: Iterable[str] | None = None) -> dict[str, int]:
@@ -737,6 +770,12 @@ def _origin(build) -> PackageOrigin | None:
         return None
     return PackageOrigin(build.source, build.package or "", build.version or "", build.arch or "", build.format,
                          None if build.greylist is None else tuple(json.loads(build.greylist)))
+
+
+def _checked_waiver(fields: dict, source: str, waiver_id: int | None = None) -> Waiver:
+    """A waiver checked by the waivers file's rules (a stored one was checked when added, and again
+    when read: a row written by hand is no way around them)."""
+    return waiver_from_mapping({k: v for k, v in fields.items() if v is not None}, source, source, waiver_id)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

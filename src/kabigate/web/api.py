@@ -186,7 +186,7 @@ def gate(store: StoreDep, settings: SettingsDep, request: GateRequest) -> dict:
         baseline, stream = previous_in_stream(store, candidate, request.stream)
     policy = parse_policy(request.policy.encode(), "policy") if request.policy else DEFAULT_POLICY
     waivers = tuple(parse_waivers(request.waivers.encode(), "waivers")) if request.waivers else ()
-    result = run_gate(store, candidate, baseline, stream=stream, policy=policy, waivers=waivers,
+    result = run_gate(store, candidate, baseline, stream=stream, policy=policy, waivers=(*waivers, *store.waivers()),
                       stablelist=settings.stablelist, driver=request.driver)
     document = gate_json(result)
     run = record_gate(store, result, document)
