@@ -16,15 +16,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, parse_policy, parse_waivers
-from kabigate.gate_report import gate_json
+from kabigate.gate_report import gate_json, waiver_json
 from kabigate.kernels import load_kernel
 from kabigate.packages import is_url
 from kabigate.services.evidence import symbol_demand
-from kabigate.services.gate import previous_in_stream, record_gate, run_gate
+from kabigate.services.gate import add_waiver, previous_in_stream, record_gate, revoke_waiver, run_gate
 from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
 from kabigate.services.matrix import build_matrix, driver_history
 from kabigate.store import Store
@@ -191,6 +191,38 @@ def gate(store: StoreDep, settings: SettingsDep, request: GateRequest) -> dict:
     document = gate_json(result)
     run = record_gate(store, result, document)
     return dict(document, run=run.uuid)
+
+
+@router.get("/waivers", summary="Stored waivers, oldest first (every gate applies them)")
+def waivers(store: StoreDep, include_revoked: Annotated[bool, Query(alias="all", description="revoked ones too")]
+            = False) -> dict:
+    return {"waivers": [waiver_json(w) for w in store.waivers(include_revoked=include_revoked)]}
+
+
+class WaiverRequest(BaseModel):
+    """A [[waiver]] table as JSON; checked by the waivers file's rules (a 400 names what is wrong)."""
+
+    model_config = ConfigDict(extra="forbid")
+    driver: str | None = Field(None, max_length=512, description="shell pattern; omitted: any")
+    symbol: str | None = Field(None, max_length=512, description="shell pattern; omitted: any")
+    kernel: str | None = Field(None, max_length=512, description="shell pattern on the release; omitted: any")
+    reason: str | None = Field(None, max_length=4096, description="why (required)")
+    who: str | None = Field(None, max_length=512, description="who decided (required)")
+    expires: str | None = Field(None, max_length=32, description="YYYY-MM-DD, the last day it applies")
+
+
+@router.post("/waivers", status_code=201, dependencies=token_required,
+             summary="Store a waiver; every later gate applies it until it expires or is revoked")
+def add_waiver_endpoint(store: StoreDep, request: WaiverRequest) -> dict:
+    return waiver_json(add_waiver(store, request.model_dump(exclude_none=True)))
+
+
+@router.post("/waivers/{waiver_id}/revoke", dependencies=token_required,
+             summary="Revoke a stored waiver (kept, listed as revoked, no longer applied)")
+def revoke_waiver_endpoint(store: StoreDep, waiver_id: int) -> dict:
+    if not any(w.id == waiver_id for w in store.waivers(include_revoked=True)):
+        raise HTTPException(404, f"no waiver {waiver_id} in the store")
+    return waiver_json(revoke_waiver(store, waiver_id))
 
 
 @contextmanager

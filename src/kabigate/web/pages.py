@@ -5,6 +5,7 @@ link; the matrix's script only applies the same filters as one types, and keeps 
 
 from __future__ import annotations
 
+import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -99,6 +100,11 @@ def gate_runs_page(request: Request, store: StoreDep):
 def gate_run_page(request: Request, store: StoreDep, run: str):
     record = find_gate_run(store, run)
     return _page(request, "gate_run.html", run=record, report=store.gate_report(run))
+
+
+@router.get("/waivers")
+def waivers_page(request: Request, store: StoreDep):
+    return _page(request, "waivers.html", waivers=store.waivers(include_revoked=True), today=datetime.date.today())
 
 
 @router.get("/demand")

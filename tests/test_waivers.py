@@ -1,0 +1,211 @@
+"""Stored waivers: the migration that adds them to an older store, `kabigate waiver add|list|revoke`,
+the API's /waivers, and gates (CLI and API) applying them with a waivers file's, on the real Debian
+kernels and drivers: a stored waiver forgives the 6.1.0-50 regression, an expired or revoked one
+does not, and bad waivers are refused by the waivers file's rules (exit 2 / HTTP 400)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from fastapi.testclient import TestClient
+from realstore import STREAM, build_store
+
+from kabigate.formats.gatepolicy import waiver_from_mapping
+from kabigate.kernels import load_kernel
+from kabigate.store import Store, StoreError
+from kabigate.web import create_app
+
+pytestmark = pytest.mark.realdata
+KABIGATE = [sys.executable, "-m", "kabigate"]
+TOKEN = "waiver-test-token-0c1d"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ACPI = {"driver": "acpi-call", "kernel": "6.1.0-5*", "reason": "rebuilt for every ABI; bug 1234",
+        "who": "jane@example.org"}
+
+
+def _kabigate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*KABIGATE, *args], capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def base_db(testdata, tmp_path_factory):
+    return build_store(testdata, tmp_path_factory.mktemp("waivers") / "store.db")
+
+
+@pytest.fixture
+def db(base_db, tmp_path):
+    """A copy of the store for one test: waivers added here do not leak into others."""
+    copy = tmp_path / "store.db"
+    shutil.copy(base_db, copy)
+    return str(copy)
+
+
+def _gate(db: str, *options: str) -> tuple[int, dict]:
+    result = _kabigate("gate", "--candidate", "6.1.0-50-amd64", "--driver", "acpi-call", "--json", "--db", db,
+                       *options)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+def _regression(report: dict) -> dict:
+    (regression,) = [b for b in report["builds"] if b["class"] == "regression"]
+    return regression
+
+
+# -- the migration ---------------------------------------------------------------------------------
+
+def test_a_0003_store_is_upgraded_with_its_data_and_gets_waivers(tmp_path, testdata):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with Store.connect(url) as store:
+        from alembic import command
+
+        config = store._alembic_config()
+        with store.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0003")
+        kernel = load_kernel([str(testdata.kernel_root("6.1.0-47-amd64"))])
+        with store.transaction():
+            record, _ = store.add_kernel(kernel, STREAM)
+            store.record_gate_run(record.id, None, STREAM, "PASSED", {"outcome": "PASSED"})
+    with pytest.raises(StoreError, match="revision 0003.*kabigate db upgrade"):
+        Store.open(url)
+    upgraded = _kabigate("db", "upgrade", "--db", url)
+    assert upgraded.returncode == 0 and "revision 0004 (was 0003)" in upgraded.stdout, upgraded.stderr
+    with Store.open(url) as store:
+        assert [k.release for k in store.kernels(STREAM)] == ["6.1.0-47-amd64"]
+        assert store.load_kernel(store.kernels()[0].id).exports == kernel.exports
+        assert [r.outcome for r in store.gate_runs()] == ["PASSED"]
+        assert store.waivers(include_revoked=True) == []
+        with store.transaction():
+            waiver_id = store.add_waiver(waiver_from_mapping(ACPI, "test"))
+        assert [w.source for w in store.waivers()] == [f"store#{waiver_id}"]
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+
+def test_add_list_revoke(db):
+    added = _kabigate("waiver", "add", "--db", db, "--driver", "acpi-call", "--kernel", "6.1.0-5*",
+                      "--reason", "bug 1234", "--who", "jane@example.org", "--expires", "2099-01-31", "--json")
+    assert added.returncode == 0, added.stderr
+    waiver = json.loads(added.stdout)
+    assert waiver["id"] == 1 and waiver["source"] == "store#1" and waiver["symbol"] == "*"
+    assert waiver["expires"] == "2099-01-31" and waiver["revoked_at"] is None
+    listed = _kabigate("waiver", "list", "--db", db)
+    assert "driver=acpi-call symbol=* kernel=6.1.0-5*" in listed.stdout and "until 2099-01-31" in listed.stdout
+    revoked = _kabigate("waiver", "revoke", "--db", db, "1")
+    assert revoked.returncode == 0 and "waiver 1 revoked" in revoked.stdout, revoked.stderr
+    assert json.loads(_kabigate("waiver", "list", "--db", db, "--json").stdout) == {"waivers": []}
+    (kept,) = json.loads(_kabigate("waiver", "list", "--db", db, "--all", "--json").stdout)["waivers"]
+    assert kept["id"] == 1 and kept["revoked_at"] is not None  # revoked, never deleted
+    again = _kabigate("waiver", "revoke", "--db", db, "1")
+    assert again.returncode == 2 and "already revoked" in again.stderr
+    missing = _kabigate("waiver", "revoke", "--db", db, "7")
+    assert missing.returncode == 2 and "no waiver 7" in missing.stderr
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--driver", "x", "--reason", "", "--who", "w"], "'reason' is required"),
+    (["--driver", "x", "--reason", "r", "--who", "  "], "'who' is required"),
+    (["--reason", "r", "--who", "w"], "waives everything"),
+    (["--driver", "*", "--symbol", "*", "--kernel", "*", "--reason", "r", "--who", "w"], "waives everything"),
+    (["--driver", "x", "--reason", "r", "--who", "w", "--expires", "2027-02-30"], "'expires' must be a date"),
+    (["--driver", "x", "--reason", "r", "--who", "w", "--expires", "soon"], "'expires' must be a date"),
+])
+def test_bad_waivers_are_one_line_errors(db, options, message):
+    result = _kabigate("waiver", "add", "--db", db, *options)
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    with Store.open(db) as store:
+        assert store.waivers(include_revoked=True) == []
+
+
+# -- gates apply them ------------------------------------------------------------------------------
+
+def test_a_stored_waiver_forgives_the_regression(db, tmp_path):
+    status, report = _gate(db)
+    assert status == 1 and _regression(report)["outcome"] == "NEEDS_INSPECTION"
+    assert _kabigate("waiver", "add", "--db", db, *[f"--{k}={v}" for k, v in ACPI.items()]).returncode == 0
+    status, report = _gate(db)
+    regression = _regression(report)
+    assert status == 0 and report["outcome"] == "INFO" and regression["outcome"] == "INFO"
+    assert [w["source"] for w in regression["waivers"]] == ["store#1"]
+    # With a waivers file: both apply, the file's first.
+    waivers = tmp_path / "waivers.toml"
+    waivers.write_text('[[waiver]]\ndriver = "acpi-*"\nreason = "file"\nwho = "joe"\n')
+    _status, report = _gate(db, "--waivers", str(waivers))
+    assert [w["source"] for w in _regression(report)["waivers"]] == [f"{waivers}#1", "store#1"]
+    # Revoked: no longer applied.
+    assert _kabigate("waiver", "revoke", "--db", db, "1").returncode == 0
+    status, report = _gate(db)
+    assert status == 1 and _regression(report)["waivers"] == []
+
+
+def test_an_expired_stored_waiver_is_reported_not_applied(db):
+    assert _kabigate("waiver", "add", "--db", db, *[f"--{k}={v}" for k, v in ACPI.items()],
+                     "--expires", "2020-01-31").returncode == 0
+    status, report = _gate(db)
+    regression = _regression(report)
+    assert status == 1 and regression["outcome"] == "NEEDS_INSPECTION" and regression["waivers"] == []
+    assert [w["source"] for w in regression["expired_waivers"]] == ["store#1"]
+    assert any("expired waiver no longer applies: store#1" in note and "2020-01-31" in note
+               for note in report["notes"])
+
+
+# -- the API and the page --------------------------------------------------------------------------
+
+def test_api_adds_lists_revokes_and_gates_with_stored_waivers(db):
+    with TestClient(create_app(db, token=TOKEN)) as client:
+        assert client.get("/api/v1/waivers").json() == {"waivers": []}
+        added = client.post("/api/v1/waivers", json=dict(ACPI, expires="2099-01-31"), headers=AUTH)
+        assert added.status_code == 201, added.text
+        waiver = added.json()
+        assert waiver["source"] == f"store#{waiver['id']}" and waiver["expires"] == "2099-01-31"
+        assert [w["id"] for w in client.get("/api/v1/waivers").json()["waivers"]] == [waiver["id"]]
+        report = client.post("/api/v1/gate", json={"candidate": "6.1.0-50-amd64", "driver": "acpi-call"},
+                             headers=AUTH).json()
+        assert _regression(report)["outcome"] == "INFO"
+        assert f"waiver store#{waiver['id']}" in client.get(f"/gate-runs/{report['run']}").text
+        page = client.get("/waivers").text
+        assert "rebuilt for every ABI; bug 1234" in page and "until 2099-01-31" in page
+        revoked = client.post(f"/api/v1/waivers/{waiver['id']}/revoke", headers=AUTH)
+        assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+        assert client.get("/api/v1/waivers").json() == {"waivers": []}
+        assert len(client.get("/api/v1/waivers", params={"all": "true"}).json()["waivers"]) == 1
+        assert "revoked" in client.get("/waivers").text
+        assert client.post(f"/api/v1/waivers/{waiver['id']}/revoke", headers=AUTH).status_code == 400
+        assert client.post("/api/v1/waivers/999/revoke", headers=AUTH).status_code == 404
+        report = client.post("/api/v1/gate", json={"candidate": "6.1.0-50-amd64", "driver": "acpi-call"},
+                             headers=AUTH).json()
+        assert _regression(report)["outcome"] == "NEEDS_INSPECTION"
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"driver": "x", "reason": "", "who": "w"}, "'reason' is required"),
+    ({"driver": "x", "reason": "r"}, "'who' is required"),
+    ({"reason": "r", "who": "w"}, "waives everything"),
+    ({"driver": "*", "symbol": "*", "kernel": "*", "reason": "r", "who": "w"}, "waives everything"),
+    ({"driver": "x", "reason": "r", "who": "w", "expires": "2027-13-01"}, "'expires' must be a date"),
+    ({"driver": "x", "reason": "r", "who": "w", "expires": "31/01/2027"}, "'expires' must be a date"),
+])
+def test_api_refuses_bad_waivers_with_400(db, body, message):
+    with TestClient(create_app(db, token=TOKEN)) as client:
+        response = client.post("/api/v1/waivers", json=body, headers=AUTH)
+        assert response.status_code == 400 and message in response.json()["detail"], response.text
+        assert client.get("/api/v1/waivers", params={"all": "true"}).json() == {"waivers": []}
+
+
+def test_api_refuses_waiver_writes_without_the_token(db):
+    with TestClient(create_app(db, token=TOKEN)) as client:
+        assert client.post("/api/v1/waivers", json=ACPI).status_code == 401
+        assert client.post("/api/v1/waivers", json=ACPI, headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert client.post("/api/v1/waivers", json=ACPI, headers=AUTH).status_code == 201
+        assert client.post("/api/v1/waivers/1/revoke").status_code == 401
+        assert client.get("/api/v1/waivers").status_code == 200
+    with TestClient(create_app(db)) as client:  # started without a token: read-only
+        assert client.post("/api/v1/waivers", json=ACPI, headers=AUTH).status_code == 403
+        assert client.post("/api/v1/waivers/1/revoke", headers=AUTH).status_code == 403
+        assert [w["id"] for w in client.get("/api/v1/waivers").json()["waivers"]] == [1]
