@@ -15,24 +15,55 @@ from kabigate.services import Advance, no_progress
 from kabigate.services.ingest import refresh_verdicts
 from kabigate.store import BuildFailure, BuildRecord, Cell, KernelRecord, Store
 
+# Driver builds on one page of a matrix too large for one (the dashboard's, the API's default):
+# 100 builds x 200 kernels is 20,000 cells, rendered in well under 2 s.
+PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class MatrixFilter:
+    """The dashboard's row filters: the driver name contains `text` (any case), a cell fails first for
+    `reason`, some cell fails. Applied by the server before paging a matrix of several pages."""
+
+    text: str = ""
+    reason: str = ""
+    failing: bool = False
+
+    def keeps(self, build: BuildRecord, reasons: set[str]) -> bool:
+        """`reasons`: the first reasons of the build's failing cells."""
+        return (self.text.lower() in build.driver.lower() and (not self.reason or self.reason in reasons)
+                and (not self.failing or bool(reasons)))
+
 
 @dataclass(frozen=True)
 class Matrix:
     kernels: list[KernelRecord]  # columns, in stream order
-    builds: list[BuildRecord]  # rows
+    builds: list[BuildRecord]  # rows (of this page)
     cells: dict[tuple[int, int], Cell]  # (build id, kernel id)
     build_failures: list[BuildFailure]
     stream: str | None
+    page: int = 1
+    pages: int = 1
+    totals: dict[str, int] | None = None  # the whole matrix's summary when this is one page of it
+    reason_codes: list[str] | None = None  # every failing cell's first reason, when paged
+    filtered: bool = False  # rows were filtered (MatrixFilter) by the server before paging
 
     def cell(self, build: BuildRecord, kernel: KernelRecord) -> Cell | None:
         return self.cells.get((build.id, kernel.id))
 
     def summary(self) -> dict[str, int]:
+        if self.totals is not None:
+            return dict(self.totals)
         cells = list(self.cells.values())
         return {"kernels": len(self.kernels), "driver_builds": len(self.builds),
                 "drivers": len({b.driver for b in self.builds}), "cells": len(cells),
                 "loading": sum(c.loads for c in cells), "failing": sum(not c.loads for c in cells),
                 "build_failures": len(self.build_failures)}
+
+    def reasons(self) -> list[str]:
+        if self.reason_codes is not None:
+            return self.reason_codes
+        return sorted({c.first_reason for c in self.cells.values() if c.first_reason})
 
 
 def select_kernels(store: Store, stream: str | None = None, since: str | None = None) -> list[KernelRecord]:
@@ -47,12 +78,36 @@ def select_kernels(store: Store, stream: str | None = None, since: str | None = 
 
 
 def build_matrix(store: Store, stream: str | None = None, driver: str | None = None, since: str | None = None,
-                 advance: Advance = no_progress) -> Matrix:
+                 advance: Advance = no_progress, *, page: int | None = None, page_size: int = PAGE_SIZE,
+                 where: MatrixFilter | None = None) -> Matrix:
+    """The matrix; with `page`, a matrix of more than `page_size` builds is cut into pages (the rows
+    `where` keeps first, when given) and only that page's cells are read: totals come from counts."""
     refresh_verdicts(store, advance)
     kernels = select_kernels(store, stream, since)
     builds = store.driver_builds(driver)
-    cells = store.cells(RULES_VERSION, build_ids=[b.id for b in builds], kernel_ids=[k.id for k in kernels])
-    return Matrix(kernels, builds, cells, store.build_failures(driver), stream)
+    kernel_ids = [k.id for k in kernels]
+    failures = store.build_failures(driver)
+    if page is None or len(builds) <= page_size:
+        cells = store.cells(RULES_VERSION, build_ids=[b.id for b in builds], kernel_ids=kernel_ids)
+        return Matrix(kernels, builds, cells, failures, stream)
+    counts = store.cell_counts(RULES_VERSION, kernel_ids)
+    wanted = {b.id for b in builds}
+    counts = [row for row in counts if row[0] in wanted]
+    reasons: dict[int, set[str]] = {}
+    for build_id, loads, reason, _count in counts:
+        if not loads and reason:
+            reasons.setdefault(build_id, set()).add(reason)
+    totals = {"kernels": len(kernels), "driver_builds": len(builds), "drivers": len({b.driver for b in builds}),
+              "cells": sum(row[3] for row in counts), "loading": sum(row[3] for row in counts if row[1]),
+              "failing": sum(row[3] for row in counts if not row[1]), "build_failures": len(failures)}
+    if where is not None:
+        builds = [b for b in builds if where.keeps(b, reasons.get(b.id, set()))]
+    pages = max(1, -(-len(builds) // page_size))
+    page = min(max(page, 1), pages)
+    shown = builds[(page - 1) * page_size:page * page_size]
+    cells = store.cells(RULES_VERSION, build_ids=[b.id for b in shown], kernel_ids=kernel_ids)
+    return Matrix(kernels, shown, cells, failures, stream, page, pages, totals,
+                  sorted(set().union(*reasons.values())), where is not None)
 
 
 def failing_cell_details(store: Store, matrix: Matrix) -> dict[tuple[int, int], list[dict]]:

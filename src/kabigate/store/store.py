@@ -623,7 +623,10 @@ class Store:
                        t.verdict.c.failing_symbols).where(t.verdict.c.rules_version == rules_version)
         wanted_builds = None if build_ids is None else set(build_ids)
         wanted_kernels = None if kernel_ids is None else set(kernel_ids)
-        if kernel_ids is not None and len(kernel_ids) <= _CHUNK:
+        if kernel_ids is not None and build_ids is not None and len(kernel_ids) + len(build_ids) <= _CHUNK:
+            # a page of a matrix: only its cells are read (the primary key's build_id comes first)
+            query = query.where(t.verdict.c.build_id.in_(build_ids), t.verdict.c.kernel_id.in_(kernel_ids))
+        elif kernel_ids is not None and len(kernel_ids) <= _CHUNK:
             query = query.where(t.verdict.c.kernel_id.in_(kernel_ids))
         elif build_ids is not None and len(build_ids) <= _CHUNK:
             query = query.where(t.verdict.c.build_id.in_(build_ids))
@@ -632,6 +635,21 @@ class Store:
         return {(row.build_id, row.kernel_id): Cell(*row) for row in rows
                 if (wanted_builds is None or row.build_id in wanted_builds)
                 and (wanted_kernels is None or row.kernel_id in wanted_kernels)}
+
+    def cell_counts(self, rules_version: int, kernel_ids: list[int]) -> list[tuple[int, bool, str | None, int]]:
+        """(build id, loads, first reason, cells) over these kernels' current verdicts: a matrix's totals
+        and each build's failing reasons without reading every cell."""
+        counts: dict[tuple[int, bool, str | None], int] = {}
+        with self._reading() as connection:
+            for start in range(0, len(kernel_ids), _CHUNK):
+                for build_id, loads, reason, count in connection.execute(
+                        select(t.verdict.c.build_id, t.verdict.c.loads, t.verdict.c.first_reason, func.count())
+                        .where(t.verdict.c.rules_version == rules_version,
+                               t.verdict.c.kernel_id.in_(kernel_ids[start:start + _CHUNK]))
+                        .group_by(t.verdict.c.build_id, t.verdict.c.loads, t.verdict.c.first_reason)):
+                    key = (build_id, bool(loads), reason)
+                    counts[key] = counts.get(key, 0) + count
+        return [(*key, count) for key, count in counts.items()]
 
     def verdict_detail(self, build_id: int, kernel_id: int) -> list[dict] | None:
         """Each module's reasons and warnings for one cell, as saved."""

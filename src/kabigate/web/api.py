@@ -26,7 +26,7 @@ from kabigate.packages import is_url
 from kabigate.services.evidence import symbol_demand
 from kabigate.services.gate import add_waiver, previous_in_stream, record_gate, revoke_waiver, run_gate
 from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
-from kabigate.services.matrix import build_matrix, driver_history
+from kabigate.services.matrix import PAGE_SIZE, build_matrix, driver_history
 from kabigate.store import Store
 from kabigate.web.app import Settings, request_store, settings_of
 from kabigate.web.views import (
@@ -95,9 +95,12 @@ def driver_history_endpoint(store: StoreDep, name: str, stream: str | None = Non
     return history_json(name, driver_history(store, name, stream))
 
 
-@router.get("/matrix", summary="Driver builds x kernels: each cell's verdict")
-def matrix(store: StoreDep, stream: str | None = None, driver: str | None = None, since: str | None = None) -> dict:
-    return matrix_json(build_matrix(store, stream, driver, since))
+@router.get("/matrix", summary="Driver builds x kernels: each cell's verdict; more than per_page builds are paged "
+                                "(`page`, `pages` in the reply; the summary counts the whole matrix)")
+def matrix(store: StoreDep, stream: str | None = None, driver: str | None = None, since: str | None = None,
+           page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+           per_page: Annotated[int, Query(ge=1, le=1000, description="driver builds a page")] = PAGE_SIZE) -> dict:
+    return matrix_json(build_matrix(store, stream, driver, since, page=page, page_size=per_page))
 
 
 @router.get("/verdicts/{build_id}/{kernel_id}", summary="One build on one kernel: each module's reasons")

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import datetime
 from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse
 
 from kabigate.services.evidence import symbol_demand
-from kabigate.services.matrix import build_matrix, driver_history
+from kabigate.services.matrix import PAGE_SIZE, MatrixFilter, build_matrix, driver_history
 from kabigate.store import Store
 from kabigate.web.app import Settings, request_store, settings_of, templates
 from kabigate.web.views import find_cell, find_gate_run, find_kernel, kernel_story
@@ -36,20 +37,23 @@ def home() -> RedirectResponse:
 
 @router.get("/matrix")
 def matrix_page(request: Request, store: StoreDep, stream: str | None = None, driver: str = "", reason: str = "",
-                failing: bool = False):
+                failing: bool = False, page: Annotated[int, Query(ge=1, le=1_000_000)] = 1):
+    """The heat map. A store of more than PAGE_SIZE builds is paged: the filters are applied by the
+    server (then matrix.js narrows one page as one types); a smaller one is one page that matrix.js filters."""
     streams = store.streams()
     stream = stream or (streams[0] if streams else None)
-    matrix = build_matrix(store, stream)
+    where = MatrixFilter(driver, reason, failing)
+    matrix = build_matrix(store, stream, page=page, page_size=PAGE_SIZE, where=where)
     rows = []
     for build in matrix.builds:
         cells = [matrix.cell(build, kernel) for kernel in matrix.kernels]
         reasons = {c.first_reason for c in cells if c is not None and not c.loads}
-        shown = (driver.lower() in build.driver.lower() and (not reason or reason in reasons)
-                 and (not failing or bool(reasons)))
-        rows.append((build, cells, shown))
-    reason_codes = sorted({c.first_reason for c in matrix.cells.values() if c.first_reason})
+        rows.append((build, cells, where.keeps(build, reasons)))
+    query = {key: value for key, value in (("stream", stream), ("driver", driver), ("reason", reason),
+                                           ("failing", "true" if failing else "")) if value}
     return _page(request, "matrix.html", matrix=matrix, streams=streams, stream=stream, rows=rows,
-                 summary=matrix.summary(), reason_codes=reason_codes, driver=driver, reason=reason, failing=failing)
+                 summary=matrix.summary(), reason_codes=matrix.reasons(), driver=driver, reason=reason,
+                 failing=failing, page_query=urlencode(query))
 
 
 @router.get("/verdicts/{build_id}/{kernel_id}")

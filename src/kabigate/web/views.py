@@ -73,7 +73,7 @@ def kernel_story(store: Store, kernel: KernelRecord, stream: str | None,
 
 
 def matrix_json(matrix: Matrix) -> dict:
-    return {"stream": matrix.stream, "summary": matrix.summary(),
+    return {"stream": matrix.stream, "summary": matrix.summary(), "page": matrix.page, "pages": matrix.pages,
             "kernels": [kernel_record_json(k) for k in matrix.kernels],
             "builds": [build_record_json(b) for b in matrix.builds],
             "cells": [cell_json(c) for c in matrix.cells.values()],

@@ -23,4 +23,7 @@ function applyFilters() {
 }
 
 form.addEventListener("input", applyFilters);
-form.addEventListener("submit", (event) => { event.preventDefault(); applyFilters(); });
+// A paged matrix is filtered by the server (every page): the form is sent; one page is filtered here.
+form.addEventListener("submit", (event) => {
+  if (!form.dataset.paged) { event.preventDefault(); applyFilters(); }
+});

@@ -1,0 +1,60 @@
+"""The matrix page and API cut into pages when the store holds more driver builds than a page (100;
+3 here, over the real test store's 10 builds): totals count the whole matrix, a page reads its own
+cells, the page's filters apply to every page, and page links keep them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from realstore import STREAM, build_store
+
+from kabigate.web import create_app
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def client(testdata, tmp_path_factory):
+    db = build_store(testdata, tmp_path_factory.mktemp("pages") / "store.db")
+    with TestClient(create_app(db)) as client:
+        yield client
+
+
+def _drivers(html: str) -> list[str]:
+    return re.findall(r'<tr data-driver="([^"]+)"', html)
+
+
+def test_api_pages(client):
+    whole = client.get("/api/v1/matrix", params={"stream": STREAM}).json()
+    assert whole["page"] == whole["pages"] == 1
+    builds = len(whole["builds"])
+    seen, cells = [], 0
+    for page in range(1, 5):
+        part = client.get("/api/v1/matrix", params={"stream": STREAM, "per_page": 3, "page": page}).json()
+        assert part["pages"] == -(-builds // 3) and part["page"] == min(page, part["pages"])
+        assert part["summary"] == whole["summary"]  # the whole matrix's counts on every page
+        ids = {b["id"] for b in part["builds"]}
+        assert {c["build_id"] for c in part["cells"]} == ids
+        seen += [b["id"] for b in part["builds"]]
+        cells += len(part["cells"])
+    assert seen == [b["id"] for b in whole["builds"]] and cells == len(whole["cells"])
+    assert client.get("/api/v1/matrix", params={"per_page": 0}).status_code == 422
+
+
+def test_page_links_and_server_side_filters(client, monkeypatch):
+    monkeypatch.setattr("kabigate.web.pages.PAGE_SIZE", 3)
+    first = client.get("/matrix").text
+    assert "Page 1 of 4" in first and len(_drivers(first)) == 3 and 'data-paged="true"' in first
+    assert 'href="/matrix?stream=debian-6.1&amp;page=2"' in first
+    assert "hidden" not in re.findall(r"<tr data-driver[^>]*>", first)[0]
+    last = client.get("/matrix", params={"page": 4}).text
+    assert len(_drivers(last)) == 10 - 9 and 'rel="prev"' in last and 'rel="next"' not in last
+    acpi = client.get("/matrix", params={"driver": "ACPI"}).text  # 2 builds: one page, filtered by the server
+    assert _drivers(acpi) == ["acpi-call", "acpi-call"] and "Page " not in acpi
+    failing = client.get("/matrix", params={"reason": "module-layout-mismatch", "page": 1}).text
+    assert _drivers(failing) and "acpi-call" in _drivers(failing)
+    assert all(re.search(r'module-layout-mismatch', row) for row in re.findall(r'<tr data-driver[^>]*>', failing))
+    kept = client.get("/matrix", params={"failing": "true"}).text
+    assert "failing=true&amp;page=2" in kept
