@@ -311,3 +311,9 @@ def test_unexpected_errors_are_json_500_without_details(web_db, monkeypatch):
         assert api.status_code == 500 and api.json() == {"detail": "internal server error"}
         page = client.get("/matrix")
         assert page.status_code == 500 and "secret" not in page.text and "Traceback" not in page.text
+
+
+def test_row_ids_beyond_64_bits_are_422_not_500(reader):
+    huge = 3994962390526432113351645227646976  # found by schemathesis: an OverflowError in SQLite
+    for path in (f"/api/v1/verdicts/{huge}/1", f"/api/v1/verdicts/1/{huge}", f"/verdicts/{huge}/1"):
+        assert reader.get(path).status_code == 422

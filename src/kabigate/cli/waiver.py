@@ -55,7 +55,7 @@ def waiver_list(store: Store, include_revoked: bool, as_json: bool) -> None:
 
 
 @waiver.command("revoke")
-@click.argument("waiver_id", type=int, metavar="ID")
+@click.argument("waiver_id", type=click.IntRange(1, 2**63 - 1), metavar="ID")
 @json_option
 @store_option
 def waiver_revoke(store: Store, waiver_id: int, as_json: bool) -> None:

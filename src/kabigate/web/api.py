@@ -30,6 +30,7 @@ from kabigate.services.matrix import PAGE_SIZE, build_matrix, driver_history
 from kabigate.store import Store
 from kabigate.web.app import Settings, request_store, settings_of
 from kabigate.web.views import (
+    RowId,
     build_record_json,
     cell_json,
     demand_json,
@@ -104,7 +105,7 @@ def matrix(store: StoreDep, stream: str | None = None, driver: str | None = None
 
 
 @router.get("/verdicts/{build_id}/{kernel_id}", summary="One build on one kernel: each module's reasons")
-def verdict(store: StoreDep, build_id: int, kernel_id: int) -> dict:
+def verdict(store: StoreDep, build_id: RowId, kernel_id: RowId) -> dict:
     build, kernel_record, cell = find_cell(store, build_id, kernel_id)
     return {"build": build_record_json(build), "kernel": kernel_record_json(kernel_record), "cell": cell_json(cell),
             "modules": store.verdict_detail(build_id, kernel_id) or []}
@@ -222,7 +223,7 @@ def add_waiver_endpoint(store: StoreDep, request: WaiverRequest) -> dict:
 
 @router.post("/waivers/{waiver_id}/revoke", dependencies=token_required,
              summary="Revoke a stored waiver (kept, listed as revoked, no longer applied)")
-def revoke_waiver_endpoint(store: StoreDep, waiver_id: int) -> dict:
+def revoke_waiver_endpoint(store: StoreDep, waiver_id: RowId) -> dict:
     if not any(w.id == waiver_id for w in store.waivers(include_revoked=True)):
         raise HTTPException(404, f"no waiver {waiver_id} in the store")
     return waiver_json(revoke_waiver(store, waiver_id))

@@ -16,7 +16,7 @@ from kabigate.services.evidence import symbol_demand
 from kabigate.services.matrix import PAGE_SIZE, MatrixFilter, build_matrix, driver_history
 from kabigate.store import Store
 from kabigate.web.app import Settings, request_store, settings_of, templates
-from kabigate.web.views import find_cell, find_gate_run, find_kernel, kernel_story
+from kabigate.web.views import RowId, find_cell, find_gate_run, find_kernel, kernel_story
 
 router = APIRouter(include_in_schema=False)
 StoreDep = Annotated[Store, Depends(request_store)]
@@ -57,7 +57,7 @@ def matrix_page(request: Request, store: StoreDep, stream: str | None = None, dr
 
 
 @router.get("/verdicts/{build_id}/{kernel_id}")
-def verdict_page(request: Request, store: StoreDep, build_id: int, kernel_id: int):
+def verdict_page(request: Request, store: StoreDep, build_id: RowId, kernel_id: RowId):
     build, kernel, cell = find_cell(store, build_id, kernel_id)
     return _page(request, "verdict.html", build=build, kernel=kernel, cell=cell,
                  modules=store.verdict_detail(build_id, kernel_id) or [])

@@ -4,8 +4,9 @@ story against its predecessor, and the JSON shapes of the store's records."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Path
 
 from kabigate.errors import InputError
 from kabigate.formats.stablelist import Stablelist
@@ -16,6 +17,10 @@ from kabigate.services.gate import GateResult, previous_in_stream, run_gate
 from kabigate.services.ingest import refresh_verdicts
 from kabigate.services.matrix import Matrix, StreamHistory
 from kabigate.store import BuildRecord, Cell, GateRun, KernelRecord, Store
+
+# A store row id in a URL: SQLite and PostgreSQL integers are 64-bit; a larger number is a 422,
+# not an overflow deep in the database driver.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def find_kernel(store: Store, release: str, stream: str | None = None) -> KernelRecord:
