@@ -11,10 +11,11 @@ from kabigate.store.store import (
     Store,
     StoredVerdict,
     StoreError,
+    TaskRecord,
     default_url,
     flavor_of,
     version_key,
 )
 
 __all__ = ["BuildFailure", "BuildRecord", "Cell", "GateRun", "KernelRecord", "Store", "StoreError", "StoredVerdict",
-           "default_url", "flavor_of", "version_key"]
+           "TaskRecord", "default_url", "flavor_of", "version_key"]

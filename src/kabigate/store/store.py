@@ -114,6 +114,24 @@ class BuildFailure:
     error: str
 
 
+@dataclass(frozen=True)
+class TaskRecord:
+    """A worker task (kabigate.workers): what was asked, where it stands."""
+
+    key: str
+    kind: str
+    args: dict
+    state: str  # queued, running, done, failed
+    attempts: int
+    error: str | None
+    result: dict | None
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+
+TASK_STATES = ("queued", "running", "done", "failed")
+
+
 def default_url() -> str:
     """$KABIGATE_DB, else an SQLite file in the user's data directory."""
     return os.environ.get("KABIGATE_DB") or str(Path(platformdirs.user_data_dir("kabigate")) / "kabigate.db")
@@ -767,6 +785,79 @@ class Store:
             raise InputError(f"waiver {waiver_id} was already revoked on {row.revoked_at:%Y-%m-%d %H:%M}")
         connection.execute(t.waiver.update().where(t.waiver.c.id == waiver_id).values(revoked_at=_now()))
         return next(w for w in self.waivers(include_revoked=True) if w.id == waiver_id)
+
+    # -- worker tasks -------------------------------------------------------------------------
+
+    def queue_task(self, key: str, kind: str, args: dict) -> tuple[TaskRecord, bool]:
+        """Record a request (state queued) unless one of this key exists; (its record, created)."""
+        now = _now()
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        inserted = self._writing().execute(dialect.insert(t.task).on_conflict_do_nothing().values(
+            key=key, kind=kind, args=json.dumps(args), state="queued", attempts=0, created_at=now, updated_at=now))
+        return self.task(key), inserted.rowcount == 1
+
+    def claim_task(self, key: str, kind: str, args: dict, *, redelivered: bool, max_attempts: int) -> TaskRecord | None:
+        """Take a task for this worker (state running), or None when it is not this delivery's to do:
+        done or failed already, or running elsewhere and this delivery is a duplicate rather than a
+        redelivery (the broker redelivers only what a lost worker or connection left unacknowledged).
+        A task delivered more than `max_attempts` times is recorded as failed instead."""
+        self.queue_task(key, kind, args)
+        connection = self._writing()
+        row = self.lock_task(key)
+        if row.state in ("done", "failed") or (row.state == "running" and not redelivered):
+            return None
+        if row.attempts >= max_attempts:
+            why = row.error or "the worker running it was lost each time"
+            self.finish_task(key, "failed", error=f"given up after {row.attempts} attempts: {why}")
+            return None
+        connection.execute(t.task.update().where(t.task.c.key == key)
+                           .values(state="running", attempts=row.attempts + 1, updated_at=_now()))
+        return self.task(key)
+
+    def lock_task(self, key: str) -> TaskRecord:
+        """A task, locked until the transaction ends (PostgreSQL: FOR UPDATE; SQLite has one writer):
+        two workers given the same task decide one after the other."""
+        self._writing()
+        rows = self.tasks(key=key, for_update=True)
+        if not rows:
+            raise InputError(f"no task {key} in the store")
+        return rows[0]
+
+    def finish_task(self, key: str, state: str, *, error: str | None = None, result: dict | None = None) -> None:
+        """Set a task's state (done, failed; queued again before a retry) and its error or result."""
+        if state not in TASK_STATES:
+            raise ValueError(state)
+        values = {"state": state, "updated_at": _now(), "error": error}
+        if result is not None:
+            values["result"] = json.dumps(result)
+        self._writing().execute(t.task.update().where(t.task.c.key == key).values(**values))
+
+    def task(self, key: str) -> TaskRecord:
+        tasks = self.tasks(key=key)
+        if not tasks:
+            raise InputError(f"no task {key} in the store")
+        return tasks[0]
+
+    def tasks(self, state: str | None = None, *, key: str | None = None, limit: int | None = None,
+              for_update: bool = False) -> list[TaskRecord]:
+        """Tasks, most recently updated first."""
+        query = select(t.task).order_by(t.task.c.updated_at.desc(), t.task.c.id.desc()).limit(limit)
+        if for_update:
+            query = query.with_for_update()
+        if state is not None:
+            query = query.where(t.task.c.state == state)
+        if key is not None:
+            query = query.where(t.task.c.key == key)
+        with self._reading() as connection:
+            rows = connection.execute(query).all()
+        return [TaskRecord(row.key, row.kind, json.loads(row.args), row.state, row.attempts, row.error,
+                           None if row.result is None else json.loads(row.result), row.created_at, row.updated_at)
+                for row in rows]
+
+    def task_counts(self) -> dict[str, int]:
+        with self._reading() as connection:
+            found = dict(connection.execute(select(t.task.c.state, func.count()).group_by(t.task.c.state)).all())
+        return {state: found.get(state, 0) for state in TASK_STATES}
 
     # -- size ---------------------------------------------------------------------------------
 
