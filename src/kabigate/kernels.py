@@ -14,11 +14,14 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from kabigate.errors import InputError, not_regular, read_capped
+from kabigate.errors import InputError, not_regular, open_regular, read_capped
+from kabigate.formats.bzimage import MAX_KERNEL_IMAGE, kernel_image, looks_like_kernel_image
 from kabigate.formats.compression import MAX_TEXT, text_lines
+from kabigate.formats.elf import ElfFile
 from kabigate.formats.kconfig import looks_like_kconfig, parse_kconfig
 from kabigate.formats.module import read_module
 from kabigate.formats.symvers import looks_like_symvers, parse_symvers
+from kabigate.formats.vmlinux import image_exports, image_release, image_vermagic
 from kabigate.model import Export, Kernel
 from kabigate.modules import MODULE_SUFFIXES, walk_files
 from kabigate.packages import PackagePath, PackageTree, exports_from_provides, is_package_file, is_url
@@ -41,6 +44,7 @@ class _Facts:
         self.config: dict[str, str] = {}
         self.headers_dir: Path | None = None
         self.package_version: str | None = None
+        self.image: str | None = None
 
 
 def load_kernel(paths: list[str], vermagic: str | None = None,
@@ -58,6 +62,7 @@ def load_kernel(paths: list[str], vermagic: str | None = None,
         kernel.vermagic = _agree(kernel.vermagic, fact.vermagic, "vermagic", fact.source)
         kernel.config.update(fact.config)
         kernel.package_version = kernel.package_version or fact.package_version
+        kernel.image = kernel.image or fact.image
         for name, export in (fact.exports or {}).items():
             known = kernel.exports.get(name)
             if known is not None and known.crc != export.crc:
@@ -65,8 +70,8 @@ def load_kernel(paths: list[str], vermagic: str | None = None,
                                  "these paths describe different kernels")
             kernel.exports[name] = export
     if not any(f.exports is not None for f in facts):
-        raise InputError(f"{', '.join(paths)}: no Module.symvers or symvers file found; "
-                         "give the kernel's headers/build tree or its symvers file too")
+        raise InputError(f"{', '.join(paths)}: no Module.symvers, symvers file or kernel image found; "
+                         "give the kernel's headers/build tree, its symvers file or its vmlinuz too")
     if kernel.vermagic is None:
         kernel.vermagic = next((v for f in facts if f.headers_dir and (v := _vermagic_from_headers(f, kernel))),
                                None)
@@ -102,6 +107,8 @@ def _facts_of(path: Path) -> _Facts:
 
 
 def _facts_of_file(path: Path) -> _Facts:
+    if _is_kernel_image(path):
+        return _facts_of_image(path)
     facts = _Facts(str(path))
     data = _read(path)
     text = _text(data, path)
@@ -130,9 +137,54 @@ def _facts_of_headers(path: Path) -> _Facts:
     return facts
 
 
+def _is_kernel_image(path: Path) -> bool:
+    if isinstance(path, PackagePath):
+        return False
+    with open_regular(str(path)) as file:
+        return looks_like_kernel_image(file.read(0x210))
+
+
+def _facts_of_image(path: Path) -> _Facts:
+    """A vmlinuz or vmlinux alone: the whole ABI of vmlinux (its exports and CRCs), its release
+    and vermagic; no module's exports."""
+    facts = _Facts(str(path))
+    data = read_capped(str(path), MAX_KERNEL_IMAGE, f"larger than {MAX_KERNEL_IMAGE >> 20} MiB, not a kernel image")
+    image = kernel_image(data, str(path))
+    elf = ElfFile(image, str(path))
+    facts.exports = image_exports(elf)
+    facts.machine = elf.machine_name
+    facts.release = image_release(image)
+    facts.vermagic = image_vermagic(image, facts.release) if facts.release else None
+    facts.image = str(path)
+    return facts
+
+
+def _image_in(boot: Path, release: str) -> Path | None:
+    if isinstance(boot, PackagePath):
+        return None
+    return next((p for p in (boot / f"vmlinuz-{release}", boot / f"vmlinux-{release}") if p.is_file()), None)
+
+
+def _module_exports(path: Path) -> dict[str, Export]:
+    """The exports of the kernel's own modules (/lib/modules/<kver>/kernel, not DKMS's updates/),
+    owned by their path the way Module.symvers names it (kernel/drivers/x/y.ko -> drivers/x/y)."""
+    exports = {}
+    top = path / "kernel"
+    if not top.is_dir():
+        return exports
+    for found in walk_files(str(top)):
+        if not found.endswith(MODULE_SUFFIXES):
+            continue
+        owner = os.path.relpath(found, top).split(".ko", 1)[0]
+        for export in read_module(found).exports:
+            exports[export.name] = Export(export.name, export.crc, owner, export.export_type, export.namespace)
+    return exports
+
+
 def _facts_of_module_tree(path: Path, root: Path | None) -> _Facts:
     """/lib/modules/<kver>: vermagic from an in-tree module, symvers from RHEL's symvers.gz,
-    /boot/symvers-<kver>.gz, or the `build` link to the headers."""
+    /boot/symvers-<kver>.gz, or the `build` link to the headers; without those, the exports of
+    /boot/vmlinuz-<kver> and of the tree's modules (the image alone is the whole ABI)."""
     facts = _Facts(str(path))
     facts.release = path.name
     module = _first_in_tree_module(path)
@@ -151,6 +203,11 @@ def _facts_of_module_tree(path: Path, root: Path | None) -> _Facts:
         facts.exports, facts.headers_dir = headers.exports, build
         facts.config = headers.config
         facts.machine = facts.machine or headers.machine
+    image = _image_in(boot, path.name)
+    if image is not None:
+        facts.image = str(image)
+        if facts.exports is None and not (root is not None and _headers_in(root, path.name)):
+            facts.exports = {**_facts_of_image(image).exports, **_module_exports(path)}
     for config in (path / "config", boot / f"config-{path.name}"):
         if config.is_file():
             facts.config = parse_kconfig(_text(_read(config), config), str(config))
@@ -168,14 +225,19 @@ def _facts_of_root(root: Path, release: str) -> _Facts:
         facts.release = release
     facts.source = str(root)
     if facts.exports is None:
-        for headers in (root / "usr" / "src" / f"linux-headers-{release}", root / "usr" / "src" / "kernels" / release):
-            if (headers / "Module.symvers").is_file():
-                found = _facts_of_headers(headers)
-                facts.exports, facts.headers_dir = found.exports, headers
-                facts.config = facts.config or found.config
-                facts.machine = facts.machine or found.machine
-                break
+        headers = _headers_in(root, release)
+        if headers is not None:
+            found = _facts_of_headers(headers)
+            facts.exports, facts.headers_dir = found.exports, headers
+            facts.config = facts.config or found.config
+            facts.machine = facts.machine or found.machine
     return facts
+
+
+def _headers_in(root: Path, release: str) -> Path | None:
+    return next((headers for headers in (root / "usr" / "src" / f"linux-headers-{release}",
+                                         root / "usr" / "src" / "kernels" / release)
+                 if (headers / "Module.symvers").is_file()), None)
 
 
 def _facts_of_packages(paths: list[str], advance: Callable[[], None]) -> _Facts:

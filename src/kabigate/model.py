@@ -145,6 +145,7 @@ class Kernel:
     config: dict[str, str] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     package_version: str | None = None  # when read from packages: the kernel package's version
+    image: str | None = None  # its vmlinuz/vmlinux when one was found (BTF for `kabigate explain`)
 
     def config_enabled(self, option: str) -> bool | None:
         """True/False from the kernel's .config, None when the config is unknown."""

@@ -30,11 +30,13 @@ import zstandard
 from kabigate import packages, signing
 from kabigate.errors import InputError
 from kabigate.formats import der, rpm, stream
+from kabigate.formats.btf import parse_btf
 from kabigate.formats.bzimage import kernel_image
 from kabigate.formats.certlist import system_certificates
 from kabigate.formats.compression import decompress, text_lines
 from kabigate.formats.deb import read_deb
 from kabigate.formats.debindex import parse_packages_index
+from kabigate.formats.elf import ElfFile
 from kabigate.formats.elrepo import parse_spec_history
 from kabigate.formats.gatepolicy import parse_policy, parse_waivers
 from kabigate.formats.kconfig import parse_kconfig
@@ -43,6 +45,7 @@ from kabigate.formats.repomd import parse_primary, parse_repomd
 from kabigate.formats.stablelist import parse_stablelist
 from kabigate.formats.symvers import parse_symvers
 from kabigate.formats.tar import iter_tar
+from kabigate.formats.vmlinux import image_exports
 from kabigate.kernels import load_kernel
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -252,6 +255,16 @@ def run_kernel_image(data: bytes) -> None:
     system_certificates(kernel_image(data, "fuzz.vmlinuz"), "fuzz.vmlinuz")
 
 
+def run_image_exports(data: bytes) -> None:
+    image_exports(ElfFile(kernel_image(data, "fuzz.vmlinuz"), "fuzz.vmlinuz"))
+
+
+def run_btf(data: bytes) -> None:
+    """Standalone BTF, then the same bytes as split BTF on it (a module's on vmlinux's)."""
+    base = parse_btf(data, "fuzz.btf")
+    parse_btf(data, "fuzz.btf (split)", base)
+
+
 def run_trust(data: bytes) -> None:
     path = context().write("vmlinuz", data)
     signing.load_trust([str(path)])
@@ -445,6 +458,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("certificate", certificate_seeds, run_certificate),
     Target("kernel_image", image_seeds, run_kernel_image),
     Target("trust", image_seeds, run_trust),
+    Target("image_exports", image_seeds, run_image_exports),
+    Target("btf", lambda: _files("btf"), run_btf),
     Target("symvers", text_seeds, run_symvers),
     Target("stablelist", text_seeds, run_stablelist),
     Target("kconfig", text_seeds, run_kconfig),

@@ -21,6 +21,11 @@ MAX_KERNEL_IMAGE = 512 * 1024 * 1024
 _UNSUPPORTED = {b"\x5d\x00\x00": "lzma", b"BZh": "bzip2", b"\x02\x21\x4c\x18": "lz4", b"\x89LZO": "lzo"}
 
 
+def looks_like_kernel_image(head: bytes) -> bool:
+    """An ELF file or a bzImage, from its first 0x210 bytes (a symvers or config file is text)."""
+    return head[:4] == ELF_MAGIC or head[0x202:0x206] == b"HdrS"
+
+
 def kernel_image(data: bytes, what: str) -> bytes:
     """The decompressed kernel (vmlinux ELF, or the raw image) from a vmlinuz, a vmlinux, or a
     whole-file compressed vmlinux."""

@@ -61,6 +61,7 @@ class Section:
     link: int
     info: int
     entsize: int
+    addr: int = 0  # sh_addr: where a linked image (vmlinux) loads the section
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +194,7 @@ class ElfFile:
         names = self._slice(names_offset, names_size, "section name table")
         sections = []
         for index, header in enumerate(raw_headers):
-            name_off, sh_type, flags, _addr, offset, size, link, info, _align, entsize = header
+            name_off, sh_type, flags, addr, offset, size, link, info, _align, entsize = header
             if not 0 <= name_off < max(names_size, 1):
                 raise ElfError(f"{self.what}: section {index} name offset out of range")
             end = names.find(b"\0", name_off)
@@ -201,5 +202,5 @@ class ElfFile:
             if sh_type != SHT_NOBITS and (offset + size > self.size):
                 raise ElfError(f"{self.what}: truncated (section {name or index} ends at {offset + size}, "
                                f"file has {self.size} bytes)")
-            sections.append(Section(index, name, sh_type, flags, offset, size, link, info, entsize))
+            sections.append(Section(index, name, sh_type, flags, offset, size, link, info, entsize, addr))
         return sections
