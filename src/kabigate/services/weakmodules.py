@@ -1,0 +1,604 @@
+"""weak-modules with the kernel's loader rules: which out-of-tree modules built for one kernel are
+linked into another kernel's /lib/modules/<krel>/weak-updates/.
+
+Follows RHEL's `weak-modules` (the kmod package's /usr/sbin/weak-modules, CentOS Stream dist-git
+`kmod`) function by function, and names them: the same actions, the same file layout, the same
+precedence. Where that script asks `depmod -naeE` (presence and CRC of symbols only) this module
+asks rules.check_modules(), so a module the kernel's load_module() would refuse (vermagic,
+GPL-only, namespaces, ...) is not linked, with the kernel's reason.
+
+Two deliberate differences, both where the script's result is not what it means to do:
+* links are relative (`../../<krel>/extra/x.ko`), so a tree built under --basedir is right once
+  it is the real root, and depmod -b sees the same modules as the booted system;
+* a link depmod would never use (a module of the same name in the kernel's own updates/, extra/
+  or kernel/: dist.conf's `search updates extra built-in weak-updates`) is not made.
+
+Changes are all or nothing across every kernel a run touches (`Transaction`): each kernel's new
+weak-updates/ is built beside the old one, a journal names them, then each is swapped in with
+renameat2(RENAME_EXCHANGE); a run killed at any point leaves the old trees, or its journal, which
+the next run finishes (with its depmod and initramfs steps) before doing anything else.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kabigate.errors import InputError
+from kabigate.formats.module import read_module
+from kabigate.kernels import load_kernel
+from kabigate.model import Kernel, Module, Reason
+from kabigate.modules import MODULE_SUFFIXES
+from kabigate.rules import check_modules
+
+WEAK = "weak-updates"
+STAGED = ".weak-updates.kabigate"  # the next weak-updates/, built beside it
+SWAPPED = ".weak-updates.kabigate-old"  # only when RENAME_EXCHANGE is not supported
+MARKER = ".kabigate-transaction"  # inside a staged tree: which transaction built it
+JOURNAL = ".kabigate-weak-modules.journal"
+LOCK = ".kabigate-weak-modules.lock"
+
+
+def version_key(release: str) -> tuple:
+    """rpmsort(): digit runs compare as numbers (6.1.0-9 < 6.1.0-47)."""
+    return tuple((1, int(part), "") if part.isdigit() else (0, 0, part)
+                 for part in re.findall(r"\d+|[^\d.+~_-]+", release))
+
+
+def module_name(path: str) -> str:
+    base = path.rsplit("/", 1)[-1]
+    return base.split(".ko", 1)[0].replace("-", "_")
+
+
+class Root:
+    """A system's module trees, at `basedir` (weak-modules --basedir)."""
+
+    def __init__(self, basedir: str = "/"):
+        self.base = Path(basedir).resolve()
+        self.modules = self.base / "lib" / "modules"
+        if not self.modules.is_dir():
+            raise InputError(f"{self.modules}: no such directory (is --basedir a system root?)")
+
+    def host(self, path: str) -> Path:
+        """A path as seen in the root -> the same file here."""
+        return self.base / path.lstrip("/")
+
+    def inside(self, path: Path) -> str:
+        """A file here -> its path as seen in the root."""
+        return "/" + str(path.relative_to(self.base))
+
+    def kernels(self) -> list[str]:
+        """find_installed_kernels(): the folders of /lib/modules, in rpmsort order."""
+        return sorted((p.name for p in self.modules.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=version_key)
+
+    def symvers(self, krel: str) -> Path | None:
+        """is_kernel_installed(): /boot/symvers-<krel>.gz (RHEL 8), /lib/modules/<krel>/symvers.gz (RHEL 9+)."""
+        for candidate in (self.base / "boot" / f"symvers-{krel}.gz", self.modules / krel / "symvers.gz"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def system_map(self, krel: str) -> Path | None:
+        """/boot/System.map-<krel>; Debian's is a one-line placeholder (the real one is in -dbg)."""
+        for candidate in (self.base / "boot" / f"System.map-{krel}", self.modules / krel / "System.map"):
+            if candidate.is_file() and candidate.stat().st_size > 4096:
+                return candidate
+        return None
+
+    def weak_dir(self, krel: str) -> Path:
+        return self.modules / krel / WEAK
+
+    def module_files(self, krel: str, top: str | None = None) -> list[Path]:
+        """find_modules(): module files under /lib/modules/<krel>[/top], weak-updates/ and kernel/
+        left out when `top` is None (the kernel's own out-of-tree modules: extra/, updates/, DKMS)."""
+        base = self.modules / krel
+        roots = [base / top] if top else [p for p in sorted(base.iterdir()) if p.is_dir() and not p.is_symlink()
+                                          and p.name not in (WEAK, "kernel", "build", "source")
+                                          and not p.name.startswith(".")]
+        found = []
+        for root in roots:
+            for directory, folders, files in os.walk(root):
+                folders.sort()
+                found += [Path(directory) / f for f in sorted(files) if f.endswith(MODULE_SUFFIXES)
+                          and os.path.isfile(os.path.join(directory, f))]
+        return found
+
+    def in_tree_names(self, krel: str) -> set[str]:
+        """Module names of kernel/ (modules.order) and built into the image (modules.builtin)."""
+        names = set()
+        for listing in ("modules.order", "modules.builtin"):
+            path = self.modules / krel / listing
+            if path.is_file():
+                names |= {module_name(line.strip()) for line in path.read_text(errors="replace").splitlines()
+                          if line.strip()}
+        return names
+
+    def links(self, krel: str) -> dict[str, str]:
+        """weak-updates/ of `krel`: link path below it -> the module it names, as seen in the root
+        (links made by RHEL's script are absolute, with --basedir in front; kabigate's relative)."""
+        top = self.weak_dir(krel)
+        links = {}
+        if not top.is_dir():
+            return links
+        for directory, folders, files in os.walk(top):
+            folders.sort()
+            for name in files + [f for f in folders if os.path.islink(os.path.join(directory, f))]:
+                path = Path(directory) / name
+                if not path.is_symlink() or not name.endswith(MODULE_SUFFIXES):
+                    continue
+                target = os.readlink(path)
+                if os.path.isabs(target):
+                    base = str(self.base)
+                    if base != "/" and (target == base or target.startswith(base + "/")):
+                        target = target[len(base):]
+                else:
+                    target = os.path.normpath(os.path.join(self.inside(path.parent), target))
+                links[str(path.relative_to(top))] = target
+        return links
+
+    def weak_link(self, module: str, module_krel: str) -> str:
+        """module_weak_link(): /lib/modules/<module_krel>/<dir>/<rest> -> <rest>; a module
+        elsewhere keeps its whole path."""
+        match = re.match(rf"^(?:/usr)?/lib/modules/{re.escape(module_krel)}/[^/]*/(.+)$", module)
+        return match.group(1) if match else module.lstrip("/")
+
+
+@dataclass
+class Refusal:
+    kernel: str
+    module: str  # as seen in the root
+    module_kernel: str
+    reasons: tuple[Reason, ...]
+
+    def to_json(self) -> dict:
+        return {"kernel": self.kernel, "module": self.module, "module_kernel": self.module_kernel,
+                "reasons": [{"code": r.code, "message": r.message, "symbol": r.symbol} for r in self.reasons]}
+
+
+@dataclass
+class KernelPlan:
+    kernel: str
+    before: dict[str, str]
+    after: dict[str, str]
+    compatible: list[str] = field(default_factory=list)  # modules of this run linked (or kept linked)
+    refused: list[Refusal] = field(default_factory=list)
+    shadowed: list[tuple[str, str]] = field(default_factory=list)  # (module, the kernel's own module)
+    restored: bool = False  # add-modules: the new set did not load whole, the old state was kept
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+@dataclass
+class Outcome:
+    action: str
+    plans: list[KernelPlan]
+    messages: list[str]  # the script's --verbose lines
+    commands: list[list[str]] = field(default_factory=list)  # depmod and initramfs runs, in order
+    initramfs_kernels: list[str] = field(default_factory=list)
+
+    @property
+    def refused(self) -> list[Refusal]:
+        return [r for plan in self.plans for r in plan.refused]
+
+    def to_json(self) -> dict:
+        return {"action": self.action,
+                "kernels": [{"kernel": p.kernel, "changed": p.changed, "restored": p.restored,
+                             "links": {link: p.after[link] for link in sorted(p.after)},
+                             "added": sorted(p.after.keys() - p.before.keys()),
+                             "removed": sorted(p.before.keys() - p.after.keys()),
+                             "compatible": p.compatible,
+                             "shadowed": [{"module": m, "by": by} for m, by in p.shadowed]}
+                            for p in self.plans],
+                "refused": [r.to_json() for r in self.refused],
+                "commands": self.commands}
+
+
+class WeakModules:
+    """One run of weak-modules over `root`: plan (pure but for reading the root), then commit."""
+
+    def __init__(self, root: Root, say: Callable[[str], None] = lambda _line: None):
+        self.root = root
+        self.say = say
+        self._modules: dict[str, Module | InputError] = {}
+        self._kernels: dict[str, Kernel] = {}
+        self.messages: list[str] = []
+
+    def _message(self, line: str) -> None:
+        self.messages.append(line)
+        self.say(line)
+
+    # ------------------------------------------------------------------ reading
+
+    def module(self, path: str) -> Module | InputError:
+        """The module at `path` (as seen in the root); an unreadable one is an InputError value."""
+        if path not in self._modules:
+            try:
+                self._modules[path] = read_module(str(self.root.host(path)))
+            except InputError as error:
+                self._modules[path] = error
+        return self._modules[path]
+
+    def krel_of_module(self, path: str) -> str:
+        """krel_of_module(): the first word of its vermagic, else the <krel> of its path."""
+        module = self.module(path) if self.root.host(path).is_file() else None
+        if isinstance(module, Module) and module.vermagic:
+            return module.vermagic.split(" ", 1)[0]
+        match = re.match(r"^(?:/usr)?/lib/modules/([^/]+)/", path)
+        return match.group(1) if match else ""
+
+    def kernel(self, krel: str) -> Kernel:
+        if krel not in self._kernels:
+            self._kernels[krel] = load_kernel([str(self.root.modules / krel)])
+        return self._kernels[krel]
+
+    def installed(self) -> list[str]:
+        """update_modules_for_krel() skips a kernel without symvers."""
+        return [k for k in self.root.kernels() if self.root.symvers(k) is not None]
+
+    # ------------------------------------------------------------------ deciding
+
+    def _plan(self, krel: str, adding: list[str], dropping: set[str], force: bool) -> KernelPlan:
+        """update_modules_for_krel(): propose the links, validate them with the loader rules
+        (validate_weak_links()), and for add-modules fall back to the old state when the new
+        modules do not load as a set (global_link_state_restore())."""
+        before = self.root.links(krel)
+        proposed = {link: target for link, target in before.items() if target not in dropping}
+        plan = KernelPlan(krel, before, dict(before))
+        own_paths = [self.root.inside(p) for p in self.root.module_files(krel)]
+        own_names = {module_name(p): p for p in own_paths}
+        in_tree = self.root.in_tree_names(krel)
+        # Builds of each module name, the one to try first first: the later kernel's (add_kernel()
+        # reads kernels in rpmsort order and `ln -sf` leaves the last), then older ones, which the
+        # script never tries once the later one fails.
+        alternates: dict[str, list[str]] = {}
+        for module in reversed(adding):
+            # add_weak_links(): a module of this kernel itself is not linked to it.
+            if re.match(rf"^(?:/usr)?/lib/modules/{re.escape(krel)}/", module):
+                continue
+            name = module_name(module)
+            if name in own_names or name in in_tree:
+                plan.shadowed.append((module, own_names.get(name) or f"{name} (in-tree)"))
+                self._message(f"Module {name} from kernel {self.krel_of_module(module)} is not linked to "
+                              f"kernel {krel}: its own {own_names.get(name) or 'in-tree module'} comes first")
+                continue
+            if module not in alternates.setdefault(name, []):
+                alternates[name].append(module)
+        new_links: dict[str, str] = {}  # link -> module name
+        for name, builds in alternates.items():
+            self._propose(proposed, new_links, name, builds[0])
+
+        own = [m for p in own_paths if isinstance(m := self.module(p), Module)]
+        while True:
+            accepted, refused = self._validate(krel, own, proposed)
+            retry = [(link, new_links[link]) for link in refused if link in new_links
+                     and alternates[new_links[link]].index(proposed[link]) + 1 < len(alternates[new_links[link]])]
+            if not retry:
+                break
+            for link, name in retry:
+                builds = alternates[name]
+                following = builds[builds.index(proposed[link]) + 1]
+                self._message(f"Module {name} from kernel {self.krel_of_module(proposed[link])} is not compatible "
+                              f"with kernel {krel}: {refused[link][0].code}; trying the one from kernel "
+                              f"{self.krel_of_module(following)}")
+                del proposed[link], new_links[link]
+                self._propose(proposed, new_links, name, following)
+        new_refused = [link for link in refused if link in new_links]
+        for link, reasons in refused.items():
+            target = proposed[link]
+            plan.refused.append(Refusal(krel, target, self.krel_of_module(target), reasons))
+        if force:
+            plan.after = accepted
+        elif new_refused:
+            plan.after = dict(before)
+            plan.restored = True
+            self._message(f"Falling back weak-modules state for kernel {krel}")
+        else:
+            # Links that were there before and fail are left as they were: not this run's change.
+            plan.after = {**accepted, **{link: proposed[link] for link in refused if link not in new_links}}
+        for link in sorted(new_links):
+            if link in plan.after and plan.after[link] == proposed[link]:
+                target = proposed[link]
+                plan.compatible.append(target)
+                self._message(f"Module {module_name(target)} from kernel {self.krel_of_module(target)} "
+                              f"is compatible with kernel {krel}")
+        for refusal in plan.refused:
+            first = refusal.reasons[0]
+            self._message(f"Module {module_name(refusal.module)} from kernel {refusal.module_kernel} is not "
+                          f"compatible with kernel {krel}: {first.code}: {first.message}")
+        for link in sorted(before.keys() - plan.after.keys()):
+            self._message(f"Removing compatible module {module_name(before[link])} from kernel {krel}")
+        return plan
+
+    def _propose(self, proposed: dict[str, str], new_links: dict[str, str], name: str, module: str) -> None:
+        """module_weak_link() for `module`, replacing a link to another build of the same name."""
+        link = self.root.weak_link(module, self.krel_of_module(module))
+        for other in [lk for lk, target in proposed.items() if module_name(target) == name and lk != link]:
+            del proposed[other]
+            new_links.pop(other, None)
+        proposed[link] = module
+        new_links[link] = name
+
+    def _validate(self, krel: str, own: list[Module], proposed: dict[str, str]):
+        """validate_weak_links(): drop the links whose module the kernel would refuse, until the
+        rest loads as a set (a module whose provider was dropped fails in turn). Dangling links
+        are kept unjudged, as depmod cannot read them either."""
+        kernel = self.kernel(krel)
+        judged = {}
+        refused: dict[str, tuple[Reason, ...]] = {}
+        for link, target in proposed.items():
+            module = self.module(target) if self.root.host(target).is_file() else None
+            if isinstance(module, InputError):
+                refused[link] = (Reason("unreadable", str(module)),)
+            elif module is not None:
+                judged[link] = module
+        while True:
+            links = list(judged)
+            verdicts = check_modules(own + [judged[link] for link in links], kernel)[len(own):]
+            failing = [(link, v) for link, v in zip(links, verdicts) if not v.loads]
+            if not failing:
+                break
+            for link, verdict in failing:
+                refused[link] = verdict.reasons
+                del judged[link]
+        accepted = {link: target for link, target in proposed.items() if link not in refused}
+        return accepted, refused
+
+    # ------------------------------------------------------------------ the four actions
+
+    def add_modules(self, modules: list[str]) -> Outcome:
+        """add_modules(): link the modules into every installed kernel they load on, as a set."""
+        for module in modules:
+            if not self.root.host(module).is_file():
+                raise InputError(f"{module}: no such module file")
+            if isinstance(self.module(module), InputError):
+                raise self.module(module)
+        plans = [self._plan(k, modules, set(), force=False) for k in self.installed()]
+        return self._outcome("add-modules", plans, self._own_kernels(modules))
+
+    def remove_modules(self, modules: list[str]) -> Outcome:
+        """remove_modules(): drop the links to modules that are gone (an update reinstalls the
+        same path first: that link stays), then drop what no longer loads without them."""
+        gone = {m for m in modules if not self.root.host(m).is_file()}
+        plans = [self._plan(k, [], gone, force=True) for k in self.installed()]
+        return self._outcome("remove-modules", plans, self._own_kernels(modules))
+
+    def add_kernel(self, krel: str) -> Outcome:
+        """add_kernel(): every other kernel's extra/ modules, older kernels first so that a later
+        build of the same module wins, linked into `krel` where they load."""
+        if self.root.symvers(krel) is None:
+            raise InputError(f"Symvers dump file {self.root.base / 'boot' / f'symvers-{krel}.gz'} not found")
+        candidates = [self.root.inside(p) for k in self.root.kernels() if k != krel
+                      for p in self.root.module_files(k, "extra")]
+        return self._outcome("add-kernel", [self._plan(krel, candidates, set(), force=True)], [])
+
+    def remove_kernel(self, krel: str) -> Outcome:
+        """remove_kernel(): empty its weak-updates/ (the script runs neither depmod nor dracut)."""
+        before = self.root.links(krel)
+        plan = KernelPlan(krel, before, {})
+        return Outcome("remove-kernel", [plan] if self.root.weak_dir(krel).is_dir() else [], self.messages)
+
+    def _own_kernels(self, modules: list[str]) -> list[str]:
+        """update_modules(): the kernel each module was built for gets depmod and initramfs too."""
+        return [k for k in dict.fromkeys(self.krel_of_module(m) for m in modules) if k]
+
+    def _outcome(self, action: str, plans: list[KernelPlan], own_kernels: list[str]) -> Outcome:
+        outcome = Outcome(action, plans, self.messages)
+        touched = [p.kernel for p in plans if p.changed] + own_kernels
+        outcome.initramfs_kernels = [k for k in dict.fromkeys(touched) if (self.root.modules / k).is_dir()]
+        return outcome
+
+
+# ---------------------------------------------------------------------- committing
+
+
+def _renameat2_exchange() -> Callable[[str, str], None] | None:
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return None
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    function = getattr(libc, "renameat2", None)
+    if function is None:
+        return None
+    at_fdcwd, rename_exchange = -100, 2
+
+    def exchange(a: str, b: str) -> None:
+        if function(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), a)
+    return exchange
+
+
+_EXCHANGE = _renameat2_exchange()
+
+
+class Transaction:
+    """All of a run's weak-updates/ changes, or none (see the module's docstring)."""
+
+    def __init__(self, root: Root, post: Callable[[dict], None] = lambda _journal: None):
+        self.root = root
+        self.post = post  # depmod and initramfs, given the journal; run before the journal goes
+        self.journal = root.modules / JOURNAL
+
+    def __enter__(self):
+        self._lock = open(self.root.modules / LOCK, "a")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)  # two weak-modules at once (rpm + dnf plugin)
+        self.recover()
+        return self
+
+    def __exit__(self, *exc):
+        self._lock.close()
+
+    def recover(self) -> list[str]:
+        """Finish a journaled run (roll forward), remove the trees of one that never got a journal."""
+        finished = []
+        if self.journal.is_file():
+            journal = json.loads(self.journal.read_text())
+            self._apply(journal)
+            finished = journal["kernels"]
+        for krel in self.root.kernels():
+            for name in (STAGED, SWAPPED):
+                leftover = self.root.modules / krel / name
+                if leftover.exists():
+                    shutil.rmtree(leftover)
+        return finished
+
+    def commit(self, trees: dict[str, dict[str, str]], extra: dict) -> None:
+        """`trees`: kernel -> its complete new weak-updates/ (link -> module, as seen in the root)."""
+        txn = uuid.uuid4().hex
+        for krel, links in trees.items():
+            staged = self.root.modules / krel / STAGED
+            if staged.exists():
+                shutil.rmtree(staged)
+            staged.mkdir()
+            for link, target in sorted(links.items()):
+                path = staged / link
+                path.parent.mkdir(parents=True, exist_ok=True)
+                final_dir = self.root.inside(self.root.weak_dir(krel) / link).rsplit("/", 1)[0]
+                os.symlink(os.path.relpath(target, final_dir), path)
+            (staged / MARKER).write_text(txn)
+        journal = {"transaction": txn, "kernels": sorted(trees), **extra}
+        temporary = self.journal.with_suffix(".tmp")
+        with open(temporary, "w") as file:
+            json.dump(journal, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, self.journal)  # the decision: from here on the run is finished, not undone
+        self._apply(journal)
+
+    def _apply(self, journal: dict) -> None:
+        txn = journal["transaction"]
+        for krel in journal["kernels"]:
+            weak, staged, swapped = (self.root.modules / krel / n for n in (WEAK, STAGED, SWAPPED))
+            if swapped.exists():  # the two-rename fallback was cut short
+                if not weak.exists():
+                    os.rename(swapped, weak)
+                else:
+                    shutil.rmtree(swapped)
+            if _marker(staged) == txn:
+                if not weak.exists():
+                    os.rename(staged, weak)
+                else:
+                    _exchange(str(staged), str(weak), str(swapped))
+            if _marker(weak) == txn:
+                (weak / MARKER).unlink()
+            if staged.exists():
+                shutil.rmtree(staged)  # the old tree
+        self.post(journal)
+        self.journal.unlink()
+
+
+def _marker(tree: Path) -> str | None:
+    try:
+        return (tree / MARKER).read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _exchange(staged: str, weak: str, swapped: str) -> None:
+    if _EXCHANGE is not None:
+        try:
+            _EXCHANGE(staged, weak)
+            return
+        except OSError as error:
+            if error.errno not in (errno.EINVAL, errno.ENOSYS):
+                raise
+    # A filesystem without RENAME_EXCHANGE: two renames, which _apply() finishes if cut short.
+    os.rename(weak, swapped)
+    os.rename(staged, weak)
+    os.rename(swapped, staged)
+
+
+# ---------------------------------------------------------------------- after the change
+
+
+@dataclass
+class Tools:
+    dry_run: bool = False
+    initramfs: bool = True
+    dracut: str = "/sbin/dracut"
+    depmod: str = "depmod"
+    run: Callable[[list[str]], None] = field(default=lambda argv: _run(argv))
+
+
+def _run(argv: list[str]) -> None:
+    """depmod's and dracut's output is theirs to give only when they fail."""
+    result = subprocess.run(argv, check=False, capture_output=True, text=True, errors="replace")
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        raise InputError(f"{' '.join(argv)}: {last}")
+
+
+def post_commands(root: Root, journal: dict, tools: Tools) -> list[list[str]]:
+    """The script's cleanup: `depmod -ae -F System.map-<krel> <krel>` for each changed, installed
+    kernel; then the initramfs of each kernel whose module set changed, when it has one: dracut
+    (initramfs-<krel>.img, RHEL family) or update-initramfs (initrd.img-<krel>, Debian)."""
+    commands = []
+    basedir = [] if str(root.base) == "/" else ["-b", str(root.base)]
+    for krel in journal.get("depmod", []):
+        if root.symvers(krel) is None:
+            continue
+        system_map = root.system_map(krel)
+        commands.append([tools.depmod, *basedir, "-ae", *(["-F", str(system_map)] if system_map else []), krel])
+    if tools.initramfs:
+        for krel in journal.get("initramfs", []):
+            if (root.base / "boot" / f"initramfs-{krel}.img").is_file():
+                image = str(root.base / "boot" / f"initramfs-{krel}.img")
+                commands.append([tools.dracut, "-f", image, krel])
+            elif (root.base / "boot" / f"initrd.img-{krel}").is_file() and str(root.base) == "/":
+                commands.append(["update-initramfs", "-u", "-k", krel])
+    return commands
+
+
+def commit(root: Root, outcome: Outcome, tools: Tools) -> None:
+    """Write the plans' trees (unless --dry-run), then depmod and the initramfs."""
+    changed = {p.kernel: p.after for p in outcome.plans if p.changed}
+    # module_has_changed() marks a kernel for both; remove_kernel() exits before either runs.
+    touched = [] if outcome.action == "remove-kernel" else outcome.initramfs_kernels
+    journal_extra = {"depmod": touched, "initramfs": touched}
+    outcome.commands = post_commands(root, {"kernels": sorted(changed), **journal_extra}, tools)
+    if tools.dry_run:
+        return
+
+    def post(journal: dict) -> None:
+        for argv in post_commands(root, journal, tools):
+            try:
+                tools.run(argv)
+            except OSError as error:
+                raise InputError(f"{' '.join(argv)}: {error.strerror}") from None
+
+    with Transaction(root, post) as transaction:
+        if changed:
+            transaction.commit(changed, journal_extra)
+        elif journal_extra["depmod"] or journal_extra["initramfs"]:
+            post({"kernels": [], **journal_extra})
+
+
+def read_module_list(lines: Iterable[str], cwd: str, root: Root) -> list[str]:
+    """read_modules_list(): one path a line, relative ones taken from the current directory; the
+    paths are of the system (`/lib/modules/...`), also when they are given with --basedir in front."""
+    modules = []
+    for line in lines:
+        path = line.strip()
+        if not path:
+            continue
+        if not path.startswith("/"):
+            path = os.path.normpath(os.path.join(cwd, path))
+        base = str(root.base)
+        if base != "/" and (path == base or path.startswith(base + "/")):
+            path = path[len(base):]
+        modules.append(path)
+    return modules
