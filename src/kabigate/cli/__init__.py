@@ -79,7 +79,6 @@ COMMAND_MODULES = {
     "gate": "gate", "watch": "gate", "waiver": "waiver",
     "stablelist": "stablelist",
     "serve": "web",
-    "worker": "service", "listen": "service", "health": "service", "tasks": "service",
     "weak-modules": "install", "preflight": "install",
 }
 
