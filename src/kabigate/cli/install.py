@@ -9,6 +9,7 @@ import sys
 import click
 
 from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_OK, cli, emit_json, err, out
+from kabigate.errors import InputError
 from kabigate.services import weakmodules as wm
 
 
@@ -68,3 +69,75 @@ def weak_modules(action: str | None, dry_run: bool, verbose: bool, no_initramfs:
             err.print(f"weak-modules: {refusal.module} (built for {refusal.module_kernel}) will not load on "
                       f"{refusal.kernel}: {first.code}: {first.message}", markup=False)
     raise SystemExit(EXIT_INCOMPATIBLE if outcome.refused else EXIT_OK)
+
+
+@cli.command()
+@click.argument("kernel", metavar="KERNEL_PACKAGE_OR_RELEASE")
+@click.option("--root", default="/", metavar="DIR", help="The system whose installed modules are judged (default /).")
+@click.option("--db", metavar="PATH_OR_URL", envvar="KABIGATE_DB",
+              help="A kabigate store to look for builds that load on the kernel (default: $KABIGATE_DB, else none).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+def preflight(kernel: str, root: str, db: str | None, as_json: bool) -> None:
+    """Before installing a kernel: which installed out-of-tree modules (weak-updates/, extra/,
+    updates/, DKMS) will load on it, which will not and why, and which stored build would.
+
+    KERNEL_PACKAGE_OR_RELEASE: kernel packages or trees as `check -k` takes them (comma-joined:
+    kernel-core.rpm,kernel-devel.rpm; linux-image.deb,linux-headers.deb), or a release installed
+    under --root or kept in the store. Exit 1 when something installed will stop loading."""
+    from kabigate.services.preflight import preflight as run_preflight
+
+    system = wm.Root(root)
+    store = None
+    if db:
+        from kabigate.store import Store
+        store = Store.open(db, create=False)
+    try:
+        release, target = _target_kernel(kernel, system, store)
+        result = run_preflight(system, release, target, store)
+    finally:
+        if store is not None:
+            store.close()
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        _print_preflight(result)
+    raise SystemExit(EXIT_INCOMPATIBLE if result.breaks else EXIT_OK)
+
+
+def _target_kernel(argument: str, system: wm.Root, store):
+    from kabigate.kernels import load_kernel
+    from kabigate.packages import is_url
+
+    paths = [p for p in argument.split(",") if p]
+    if len(paths) > 1 or is_url(argument) or os.path.exists(argument):
+        target = load_kernel(paths)
+        if not target.release:
+            raise InputError(f"{argument}: the kernel's release is unknown")
+        return target.release, target
+    if system.symvers(argument) is not None:
+        return argument, load_kernel([str(system.modules / argument)])
+    if store is not None and (records := store.find_kernels(argument)):
+        return argument, store.load_kernel(records[0].id)
+    raise InputError(f"{argument}: no such kernel package or tree, no kernel of that release under "
+                     f"{system.base}{' or in the store' if store is not None else ''}")
+
+
+def _print_preflight(result) -> None:
+    out.print(f"kernel {result.kernel}: {len(result.findings)} installed out-of-tree modules", markup=False)
+    for finding in result.findings:
+        where = f"{finding.module} (built for {finding.built_for})"
+        if finding.loads:
+            out.print(f"  loads  {finding.name}  {where}", markup=False)
+            continue
+        if finding.shadowed_by:
+            out.print(f"  own    {finding.name}  the kernel's {finding.shadowed_by} is used", markup=False)
+            continue
+        first = finding.reasons[0]
+        label = "dkms" if finding.dkms else "FAILS"
+        out.print(f"  {label:<6} {finding.name}  {where}: {first['code']}: {first['message']}", markup=False)
+        if finding.dkms:
+            out.print("         DKMS rebuilds it for the new kernel at install; the build decides", markup=False)
+        for build in finding.available:
+            out.print(f"         a build that loads: {build}", markup=False)
+    if result.breaks:
+        err.print(f"kabigate: {len(result.breaks)} installed modules will not load on {result.kernel}", markup=False)

@@ -104,6 +104,8 @@ class Root:
         """find_modules(): module files under /lib/modules/<krel>[/top], weak-updates/ and kernel/
         left out when `top` is None (the kernel's own out-of-tree modules: extra/, updates/, DKMS)."""
         base = self.modules / krel
+        if not base.is_dir():
+            return []
         roots = [base / top] if top else [p for p in sorted(base.iterdir()) if p.is_dir() and not p.is_symlink()
                                           and p.name not in (WEAK, "kernel", "build", "source")
                                           and not p.name.startswith(".")]
@@ -244,6 +246,14 @@ class WeakModules:
         if krel not in self._kernels:
             self._kernels[krel] = load_kernel([str(self.root.modules / krel)])
         return self._kernels[krel]
+
+    def use_kernel(self, krel: str, kernel: Kernel) -> None:
+        """Judge `krel` against `kernel` (read elsewhere: packages not installed yet, the store)."""
+        self._kernels[krel] = kernel
+
+    def plan_kernel(self, krel: str, modules: list[str]) -> KernelPlan:
+        """What add_kernel() would link into `krel` from `modules` (older kernels' first)."""
+        return self._plan(krel, modules, set(), force=True)
 
     def installed(self) -> list[str]:
         """update_modules_for_krel() skips a kernel without symvers."""
