@@ -79,6 +79,7 @@ COMMAND_MODULES = {
     "gate": "gate", "watch": "gate", "waiver": "waiver",
     "stablelist": "stablelist",
     "serve": "web",
+    "worker": "service", "listen": "service", "announce": "service", "health": "service", "tasks": "service",
     "weak-modules": "install", "preflight": "install",
 }
 

@@ -128,12 +128,20 @@ def _publish(store: Store, settings: GateSettings, run: GateRun, item: str | Non
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write a Markdown summary (a merge request comment).")
 @click.option("--item", metavar="NVR", help="ResultsDB item (default: kernel-<package version>).")
+@click.option("--queue", is_flag=True, help="Enqueue for the workers (kabigate worker), which gate with their "
+                                           "settings' policy and publish the result; kernel files are ingested first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
 @store_option
 def gate(store: Store, candidate: str, baseline: str | None, stream: str | None, junit_path, markdown_path, item,
-         as_json: bool, **options) -> None:
+         queue: bool, as_json: bool, **options) -> None:
     """Gate a candidate kernel on the stored driver builds. Exit 0 PASSED/INFO, 1 FAILED or
     NEEDS_INSPECTION, 2 error."""
+    if queue:
+        _queue_gate(store, candidate, baseline, stream, as_json,
+                    given=[_option_name(name) for name, value in (("junit", junit_path), ("markdown", markdown_path),
+                                                                   ("item", item), *options.items())
+                           if value is not None and name != "testcase"])
+        return
     settings = GateSettings.from_options(**options)
     candidate_record = _kernel(store, candidate, stream)
     if baseline is not None:
@@ -203,6 +211,28 @@ def _watch_one(store: Store, settings: GateSettings, offered, stream: str, outpu
         sys.stdout.flush()
     else:
         _print_summary(outcome.result)
+
+
+def _option_name(parameter: str) -> str:
+    return "--resultsdb" if parameter == "resultsdb_url" else "--" + parameter.removesuffix("_path").replace("_", "-")
+
+
+def _queue_gate(store: Store, candidate: str, baseline: str | None, stream: str | None, as_json: bool,
+                given: list[str]) -> None:
+    from kabigate.cli.service import queue_requests
+    from kabigate.workers.work import gate_request, ingest_kernel_request
+
+    if given:
+        raise click.UsageError(f"--queue: the workers gate with their settings; {', '.join(given)} do not apply")
+    paths = [p for p in candidate.split(",") if p]
+    if any(os.path.exists(p) or "://" in p for p in paths):
+        if baseline is not None or stream is None:
+            raise click.UsageError("--queue with kernel files: give --stream (the baseline is the kernel before it)")
+        request = ingest_kernel_request([p if "://" in p else os.path.abspath(p) for p in paths], stream, gate=True)
+    else:
+        release = resolve_kernel(store, candidate, stream).release
+        request = gate_request(release, stream, baseline, once=False)
+    queue_requests(store, [request], as_json)
 
 
 def _read(path: str) -> bytes:

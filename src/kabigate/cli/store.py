@@ -53,6 +53,16 @@ def json_option(command):
     return click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")(command)
 
 
+def queue_option(command):
+    return click.option("--queue", is_flag=True, help="Enqueue for the workers (kabigate worker) instead: paths "
+                                                      "must be where the workers see them, or URLs.")(command)
+
+
+def _absolute(paths) -> list[str]:
+    """Paths as a worker elsewhere in the filesystem finds them (URLs as they are)."""
+    return [p if "://" in p else os.path.abspath(p) for p in paths if p]
+
+
 # -- db -------------------------------------------------------------------------------------
 
 @cli.group()
@@ -100,13 +110,21 @@ def ingest() -> None:
 @ingest.command("kernel")
 @click.option("--stream", metavar="NAME", help="The stream the kernels belong to (e.g. debian-6.1, c9s, rhel-9.4).")
 @click.option("--vermagic", help="The kernel's vermagic, when its files do not tell it.")
+@queue_option
 @json_option
 @click.argument("kernels", nargs=-1, required=True, metavar="KERNEL...")
 @store_option
-def ingest_kernels(store: Store, stream: str | None, vermagic: str | None, as_json: bool,
+def ingest_kernels(store: Store, stream: str | None, vermagic: str | None, queue: bool, as_json: bool,
                    kernels: tuple[str, ...]) -> None:
     """Store kernels: each KERNEL is what `check -k` takes; join the paths of one kernel with a
     comma (image.deb,headers.deb). A kernel already stored is left as it is (its stream is added)."""
+    if queue:
+        from kabigate.cli.service import queue_requests
+        from kabigate.workers.work import ingest_kernel_request
+
+        queue_requests(store, [ingest_kernel_request(_absolute(argument.split(",")), stream, vermagic=vermagic)
+                               for argument in kernels], as_json)
+        return
     results = []
     for argument in kernels:
         paths = [p for p in argument.split(",") if p]
@@ -130,13 +148,20 @@ def ingest_kernels(store: Store, stream: str | None, vermagic: str | None, as_js
 @click.option("--name", help="Driver name for module trees (default: the first module's name); "
                              "packages are named by their package name.")
 @click.option("--version", "version", help="Version for module trees (default: the modules' modinfo version).")
+@queue_option
 @json_option
 @click.argument("paths", nargs=-1, required=True, metavar="MODULES_OR_PACKAGES_OR_REPO...")
 @store_option
-def ingest_drivers(store: Store, name: str | None, version: str | None, as_json: bool,
+def ingest_drivers(store: Store, name: str | None, version: str | None, queue: bool, as_json: bool,
                    paths: tuple[str, ...]) -> None:
     """Store driver builds: each package (kmod RPM or deb, in a folder or a yum repository) is one
     build whose modules form a set; the loose modules under each path are one build."""
+    if queue:
+        from kabigate.cli.service import queue_requests
+        from kabigate.workers.work import ingest_drivers_request
+
+        queue_requests(store, [ingest_drivers_request(_absolute(paths), name, version)], as_json)
+        return
     with progress("reading modules", count_modules(list(paths))) as advance:
         builds = read_driver_builds(list(paths), name, version, advance)
     results = []

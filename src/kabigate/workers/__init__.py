@@ -1,0 +1,9 @@
+"""kabigate as a service: Celery workers on RabbitMQ ingest and gate into a shared store, and a
+listener turns build events (fedora-messaging) into tasks.
+
+config   the service's settings: a TOML file and the environment
+work     what a task is asked (ingest a kernel, ingest drivers, gate a kernel), its idempotency
+         key, and build events (Koji's, kabigate's own) turned into requests
+app      the Celery app, its tasks, and enqueueing
+listener `kabigate listen`: the fedora-messaging consumer
+"""

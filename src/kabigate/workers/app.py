@@ -1,0 +1,148 @@
+"""The Celery app: one task, `kabigate.run`, does a request (work.Request) against the shared store.
+
+Delivery is at least once and the work is done once: a task is acknowledged only when done
+(acks_late), given back to the broker when its worker process dies (reject_on_worker_lost), and
+recorded in the store's `task` table, where a worker claims it before working. A second delivery
+of a claimed task is skipped unless the broker marks it redelivered (its worker or connection was
+lost); the work itself is idempotent (content-addressed ingest; a gate records its run with the
+task, in one transaction). Bad input is recorded as failed with its one-line error and not
+retried; a store or broker error (a server restart, two workers on one kernel) is retried, up to
+max_attempts deliveries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from kabigate.errors import InputError
+from kabigate.store import Store, StoreError, TaskRecord
+from kabigate.workers.config import Settings
+from kabigate.workers.messaging import PublishError
+from kabigate.workers.work import Request, gate_request
+
+log = logging.getLogger("kabigate.workers")
+
+app = Celery("kabigate", set_as_current=False)
+app.conf.update(
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,  # a task is minutes of reading packages: none waits behind another
+    task_ignore_result=True,  # results live in the store
+    task_serializer="json",
+    accept_content=["json"],
+    task_default_queue="kabigate",
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"confirm_publish": True},  # enqueued means the broker has it
+    # A task whose connection was lost cannot be acknowledged; the broker redelivers it. Stop the
+    # first copy rather than run both (harmless, as the work is idempotent, but twice the work).
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    worker_hijack_root_logger=False,
+)
+SETTINGS = Settings()
+RETRY_DELAY = 5  # seconds before a task that met a store error runs again
+
+
+def configure(settings: Settings) -> None:
+    """Use these settings in this process (and the worker processes it forks)."""
+    global SETTINGS
+    SETTINGS = settings
+    app.conf.broker_url = settings.broker
+
+
+def enqueue(store: Store, request: Request) -> tuple[TaskRecord, bool]:
+    """Record the request and send it to the workers; (its task, sent). A request whose task is
+    running, done or failed is not sent again."""
+    with store.transaction():
+        task, _created = store.queue_task(request.key, request.kind, request.args)
+    if task.state != "queued":
+        return task, False
+    try:
+        run.apply_async((request.kind, request.key, request.args))
+    except OperationalError as error:  # kombu's word for a broker it cannot reach
+        raise InputError(f"{SETTINGS.broker.split('@')[-1]}: cannot enqueue: {error}") from None
+    return task, True
+
+
+@app.task(name="kabigate.run", bind=True, max_retries=None)
+def run(self, kind: str, key: str, args: dict) -> None:
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    try:
+        with Store.open(SETTINGS.db) as store:
+            with store.transaction():
+                task = store.claim_task(key, kind, args, redelivered=redelivered, max_attempts=SETTINGS.max_attempts)
+            if task is None:
+                log.info("%s: %s already done, failed or running elsewhere", kind, key)
+                return
+            try:
+                result = HANDLERS[kind](store, task)
+            except (StoreError, PublishError):
+                raise
+            except InputError as error:
+                _finish(store, key, "failed", error=str(error))
+                log.warning("%s %s failed: %s", kind, key, error)
+                return
+            except Exception as error:  # a bug: recorded, not retried (it would fail the same way)
+                log.exception("%s %s", kind, key)
+                _finish(store, key, "failed", error=f"internal error: {type(error).__name__}: {error}")
+                return
+            _finish(store, key, "done", result=result)
+            log.info("%s %s done: %s", kind, key, result)
+    except (StoreError, PublishError) as error:
+        log.warning("%s %s: %s; again in %d s", kind, key, error, RETRY_DELAY)
+        try:
+            with Store.open(SETTINGS.db) as store, store.transaction():
+                store.finish_task(key, "queued", error=str(error))
+        except StoreError:
+            pass  # the store is down: the claim stays, and the retry is a redelivery of sorts
+        raise self.retry(countdown=RETRY_DELAY, exc=error) from None
+
+
+def _finish(store: Store, key: str, state: str, **fields) -> None:
+    with store.transaction():
+        store.finish_task(key, state, **fields)
+
+
+def _ingest_kernel(store: Store, task: TaskRecord) -> dict:
+    from kabigate.kernels import load_kernel
+    from kabigate.services.ingest import ingest_kernel
+
+    args = task.args
+    ingested = ingest_kernel(store, load_kernel(args["paths"], args["vermagic"]), args["stream"])
+    result = {"release": ingested.record.release, "verdicts": ingested.verdicts}
+    if args["gate"]:
+        gate, _sent = enqueue(store, gate_request(ingested.record.release, args["stream"]))
+        result["gate"] = gate.key
+    return result
+
+
+def _ingest_drivers(store: Store, task: TaskRecord) -> dict:
+    from kabigate.services.ingest import ingest_driver_build, read_driver_builds
+
+    args = task.args
+    builds = read_driver_builds(args["paths"], args["name"], args["version"])
+    if not builds:
+        raise InputError(f"{', '.join(args['paths'])[:300]}: no kernel modules or driver packages")
+    return {"builds": [ingest_driver_build(store, build).record.label for build in builds]}
+
+
+def _gate(store: Store, task: TaskRecord) -> dict:
+    from kabigate.workers.gating import gate_task
+
+    return gate_task(store, SETTINGS, task)
+
+
+HANDLERS = {"ingest-kernel": _ingest_kernel, "ingest-drivers": _ingest_drivers, "gate": _gate}
+
+
+def worker_main(settings: Settings, concurrency: int | None, hostname: str | None, loglevel: str) -> None:
+    """Run a worker (blocks): `concurrency` processes taking tasks from the broker."""
+    configure(settings)
+    argv = ["worker", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
+            f"--concurrency={concurrency or settings.concurrency or os.cpu_count() or 1}"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    app.worker_main(argv)

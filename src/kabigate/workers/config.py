@@ -1,0 +1,125 @@
+"""The service's settings: a TOML file (`--config`, else $KABIGATE_CONFIG) and the environment
+($KABIGATE_DB, $KABIGATE_BROKER win over the file), checked whole before anything starts.
+
+```toml
+db = "postgresql://kabigate@db.example.org/kabigate"
+broker = "amqp://kabigate:secret@mq.example.org:5672/%2F"
+
+[worker]
+concurrency = 4          # processes per `kabigate worker` (default: the CPUs)
+max_attempts = 3         # deliveries of one task before it is recorded as failed (a worker lost each time)
+
+[gate]                   # as `kabigate gate` takes them
+policy = "/etc/kabigate/policy.toml"
+waivers = "/etc/kabigate/waivers.toml"
+stablelist = "/etc/kabigate/kabi_stablelist_x86_64"
+resultsdb = "https://resultsdb.example.org/api/v2.0"   # token: $KABIGATE_RESULTSDB_TOKEN
+testcase = "kabigate.kernel-gate.functional"
+
+[listen]
+queue = "kabigate-events"                  # a durable queue on the broker's amq.topic exchange
+topic_prefix = "org.fedoraproject.prod."   # of the gate results kabigate publishes
+allow = ["https://kojipkgs.fedoraproject.org/"]   # where build events may point (prefixes)
+
+[koji]
+topurl = "https://kojipkgs.fedoraproject.org"
+kernel_packages = ["kernel"]
+arch = "x86_64"
+streams = { "*.fc41" = "f41", "*.el9*" = "c9s" }   # the build's release -> its stream
+```
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tomllib
+from dataclasses import dataclass, field
+
+from kabigate.errors import InputError, read_capped
+
+MAX_CONFIG_FILE = 1 << 20
+DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: str | None = None
+    broker: str = DEFAULT_BROKER
+    concurrency: int | None = None
+    max_attempts: int = 3
+    policy: str | None = None
+    waivers: str | None = None
+    stablelist: str | None = None
+    resultsdb: str | None = None
+    testcase: str | None = None
+    queue: str = "kabigate-events"
+    topic_prefix: str = ""
+    allow: tuple[str, ...] = ("https://", "http://")
+    koji_topurl: str | None = None
+    koji_kernel_packages: tuple[str, ...] = ("kernel",)
+    koji_arch: str = "x86_64"
+    koji_streams: dict[str, str] = field(default_factory=dict)
+
+    def allowed(self, location: str) -> bool:
+        return any(location.startswith(prefix) for prefix in self.allow)
+
+    def koji_stream(self, release: str) -> str | None:
+        return next((stream for pattern, stream in self.koji_streams.items()
+                     if fnmatch.fnmatchcase(release, pattern)), None)
+
+
+_SECTIONS = {
+    None: {"db": ("db", str), "broker": ("broker", str)},
+    "worker": {"concurrency": ("concurrency", int), "max_attempts": ("max_attempts", int)},
+    "gate": {key: (key, str) for key in ("policy", "waivers", "stablelist", "resultsdb", "testcase")},
+    "listen": {"queue": ("queue", str), "topic_prefix": ("topic_prefix", str), "allow": ("allow", list)},
+    "koji": {"topurl": ("koji_topurl", str), "kernel_packages": ("koji_kernel_packages", list),
+             "arch": ("koji_arch", str), "streams": ("koji_streams", dict)},
+}
+
+
+def load_settings(path: str | None = None, **overrides) -> Settings:
+    """The settings from `path` (or $KABIGATE_CONFIG), the environment, then `overrides` (command
+    line options that were given)."""
+    path = path or os.environ.get("KABIGATE_CONFIG")
+    values: dict = {}
+    if path:
+        try:
+            document = tomllib.loads(read_capped(path, MAX_CONFIG_FILE, "larger than a config file can be")
+                                     .decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+            raise InputError(f"{path}: not a TOML file: {error}") from None
+        values = _read_sections(document, path)
+    for variable, key in (("KABIGATE_DB", "db"), ("KABIGATE_BROKER", "broker")):
+        if os.environ.get(variable):
+            values[key] = os.environ[variable]
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    settings = Settings(**values)
+    if settings.max_attempts < 1 or (settings.concurrency is not None and settings.concurrency < 1):
+        raise InputError(f"{path}: worker concurrency and max_attempts must be at least 1")
+    if not settings.broker.startswith(("amqp://", "amqps://")):
+        raise InputError(f"{settings.broker.split('@')[-1]}: the broker is an amqp:// or amqps:// URL")
+    return settings
+
+
+def _read_sections(document: dict, path: str) -> dict:
+    values = {}
+    for name, value in document.items():
+        section, items = (name, value) if isinstance(value, dict) and name in _SECTIONS else (None, {name: value})
+        known = _SECTIONS[section]
+        for key, item in items.items():
+            where = f"{section}.{key}" if section else key
+            if key not in known:
+                raise InputError(f"{path}: unknown setting {where}")
+            attribute, kind = known[key]
+            if not isinstance(item, kind) or isinstance(item, bool):
+                raise InputError(f"{path}: {where} must be a {kind.__name__}")
+            if kind is list:
+                if not all(isinstance(entry, str) for entry in item):
+                    raise InputError(f"{path}: {where} must be a list of strings")
+                item = tuple(item)
+            if kind is dict and not all(isinstance(entry, str) for entry in item.values()):
+                raise InputError(f"{path}: {where} must map patterns to stream names")
+            values[attribute] = item
+    return values

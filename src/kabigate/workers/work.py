@@ -1,0 +1,110 @@
+"""What a task is asked, and its idempotency key; build events turned into requests.
+
+A key names the work, not the delivery: the same build announced twice (Koji resends, a
+listener redelivered after a crash, two build systems) has one key, and a key that is done is
+not done again. Ingest is content-addressed in the store besides (a kernel or build read twice
+is stored once), and a gate is keyed by the kernel release and stream it gates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+
+from kabigate.errors import InputError
+from kabigate.workers.config import Settings
+
+KOJI_COMPLETE = 1  # koji.BUILD_STATES["COMPLETE"]
+MAX_FIELD = 4096
+
+
+@dataclass(frozen=True)
+class Request:
+    kind: str  # ingest-kernel, ingest-drivers, gate
+    key: str
+    args: dict
+
+
+def ingest_kernel_request(paths: list[str], stream: str | None, *, vermagic: str | None = None, gate: bool = False,
+                          build_id: str | None = None) -> Request:
+    args = {"paths": paths, "stream": stream, "vermagic": vermagic, "gate": gate}
+    return Request("ingest-kernel", _key("ingest-kernel", build_id or args), args)
+
+
+def ingest_drivers_request(paths: list[str], name: str | None = None, version: str | None = None,
+                           build_id: str | None = None) -> Request:
+    args = {"paths": paths, "name": name, "version": version}
+    return Request("ingest-drivers", _key("ingest-drivers", build_id or args), args)
+
+
+def gate_request(release: str, stream: str | None, baseline: str | None = None, *, once: bool = True) -> Request:
+    """A gate of a stored kernel. `once`: the gate an event asks for, done once per release and
+    stream; otherwise (a person asking again, after new drivers) a new gate each time."""
+    args = {"release": release, "stream": stream, "baseline": baseline}
+    identity = args if once else dict(args, request=str(uuid.uuid4()))
+    return Request("gate", _key("gate", identity), args)
+
+
+def _key(kind: str, identity) -> str:
+    text = identity if isinstance(identity, str) else json.dumps(identity, sort_keys=True)
+    return f"{kind}:{hashlib.sha256(text.encode()).hexdigest()}"
+
+
+def event_request(topic: str, body, settings: Settings) -> Request | None:
+    """The request a build event makes, None when it is not for kabigate (another package, a build
+    that did not complete). Bodies come from the network: checked field by field, InputError."""
+    if not isinstance(body, dict):
+        raise InputError(f"{topic[:200]}: the message body is not a JSON object")
+    if topic.endswith("buildsys.build.state.change"):
+        return _koji_request(body, settings)
+    if topic.endswith("kabigate.build.complete"):
+        return _kabigate_request(body, settings)
+    return None
+
+
+def _kabigate_request(body: dict, settings: Settings) -> Request:
+    """kabigate's own message (kabigate_messages.BuildCompleteV1: validated against its schema)."""
+    files = body.get("files")
+    if not isinstance(files, list) or not files or not all(_text(f) for f in files):
+        raise InputError("kabigate.build.complete: files must be a list of paths or URLs")
+    for location in files:
+        if not settings.allowed(location):
+            raise InputError(f"kabigate.build.complete: {location[:200]} is not under an allowed location "
+                             "(listen.allow)")
+    fields = {key: body.get(key) for key in ("stream", "name", "version", "build_id")}
+    if not all(value is None or _text(value) for value in fields.values()):
+        raise InputError("kabigate.build.complete: stream, name, version and build_id are strings")
+    build_id = f"build:{fields['build_id']}" if fields["build_id"] else None
+    if body.get("kind") == "kernel":
+        return ingest_kernel_request(files, fields["stream"], gate=fields["stream"] is not None, build_id=build_id)
+    if body.get("kind") == "drivers":
+        return ingest_drivers_request(files, fields["name"], fields["version"], build_id=build_id)
+    raise InputError("kabigate.build.complete: kind must be kernel or drivers")
+
+
+def _koji_request(body: dict, settings: Settings) -> Request | None:
+    """Koji's buildsys.build.state.change: a kernel package's build that reached COMPLETE, read
+    from Koji's package tree (topurl/packages/NAME/VERSION/RELEASE/ARCH/)."""
+    if body.get("new") != KOJI_COMPLETE or body.get("name") not in settings.koji_kernel_packages:
+        return None
+    name, version, release = body["name"], body.get("version"), body.get("release")
+    if not (_text(version) and _text(release) and "/" not in version + release and ".." not in version + release):
+        raise InputError(f"buildsys.build.state.change: build {name} has no usable version and release")
+    if settings.koji_topurl is None:
+        raise InputError("buildsys.build.state.change: koji.topurl is not configured")
+    stream = settings.koji_stream(release)
+    if stream is None:
+        return None  # a kernel of no stream kabigate gates
+    arch = settings.koji_arch
+    base = f"{settings.koji_topurl.rstrip('/')}/packages/{name}/{version}/{release}/{arch}"
+    # kernel-core holds symvers and vmlinuz, kernel-devel the build tree (kernels.py reads both)
+    paths = [f"{base}/{name}-{part}-{version}-{release}.{arch}.rpm" for part in ("core", "devel")]
+    build = body.get("build_id")
+    identity = f"koji:{body.get('instance', 'primary')}:{build}" if isinstance(build, int) else None
+    return ingest_kernel_request(paths, stream, gate=True, build_id=identity)
+
+
+def _text(value) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_FIELD and value.isprintable()

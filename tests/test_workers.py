@@ -1,0 +1,331 @@
+"""kabigate as a service, on real servers started here: PostgreSQL (tests/pgserver.py) and RabbitMQ
+(tests/rabbitserver.py) on loopback, `kabigate worker` and `kabigate listen` processes, build events
+published with `kabigate announce` (fedora-messaging), on the real Debian kernels and DKMS drivers.
+
+End to end: events -> listener -> workers ingest -> gate -> result messages and stored gate runs,
+equal cell for cell to the single-machine SQLite run. Faults: a worker SIGKILLed mid-ingest, the
+broker restarted mid-run, one build announced twice, bad events."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pgserver import create_database, postgres_bindir, postgres_server
+from rabbitserver import RabbitMQ, rabbitmq_installed
+from realstore import DRIVERS, RELEASES, STREAM, build_store
+
+from kabigate.gate_report import gate_json
+from kabigate.services.gate import previous_in_stream, run_gate
+from kabigate.store import Store
+
+pytestmark = [
+    pytest.mark.realdata,
+    pytest.mark.skipif(not rabbitmq_installed() or postgres_bindir() is None,
+                       reason="needs rabbitmq-server and postgresql (scripts/bootstrap installs them)"),
+]
+
+KABIGATE = [str(Path(sys.executable).parent / "kabigate")]
+RESULTS_QUEUE = "test-gate-results"
+WAIT = 600  # seconds: a guard against a hang, never a measure (2 shared cores, TCG neighbours)
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def broker():
+    with RabbitMQ() as server:
+        yield server
+
+
+class Cluster:
+    """A store, a broker, and the kabigate processes a test starts (stopped at the end)."""
+
+    def __init__(self, db: str, broker: RabbitMQ, workdir: Path, testdata):
+        self.db, self.broker, self.workdir = db, broker, workdir
+        config = workdir / "kabigate.toml"
+        config.write_text(f'db = "{db}"\nbroker = "{broker.url}"\n[worker]\nmax_attempts = 3\n'
+                          f'[listen]\nallow = ["{testdata.root}/", "{workdir}/"]\n')
+        self.env = dict(os.environ, KABIGATE_CONFIG=str(config), KABIGATE_DB=db, KABIGATE_BROKER=broker.url)
+        self.env.pop("FEDORA_MESSAGING_CONF", None)
+        self.processes: list[subprocess.Popen] = []
+        _declare_results_queue(broker)
+
+    def start(self, *args: str) -> subprocess.Popen:
+        with open(self.workdir / f"{args[0]}-{len(self.processes)}.log", "w") as log:
+            process = subprocess.Popen([*KABIGATE, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def worker(self, concurrency: int = 1) -> subprocess.Popen:
+        return self.start("worker", "--concurrency", str(concurrency), "--hostname",
+                          f"w{len(self.processes)}@%h", "--loglevel", "INFO")
+
+    def listener(self) -> subprocess.Popen:
+        process = self.start("listen")
+        self._until(lambda: _consumers(self.broker, "kabigate-events") > 0, "the listener consumes")
+        return process
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([*KABIGATE, *args], check=False, env=self.env, capture_output=True, text=True,
+                                timeout=WAIT)
+        assert not check or result.returncode == 0, result.stderr
+        return result
+
+    def tasks(self) -> list[dict]:
+        return json.loads(self.run("tasks", "--json", "--limit", "1000").stdout)["tasks"]
+
+    def wait_for_tasks(self, count: int) -> list[dict]:
+        """Until `count` tasks exist and none is queued or running; the tasks."""
+        found: list[dict] = []
+
+        def settled() -> bool:
+            nonlocal found
+            found = self.tasks()
+            return len(found) >= count and all(t["state"] in ("done", "failed") for t in found)
+        self._until(settled, f"{count} tasks settle")
+        return found
+
+    def _until(self, condition, what: str) -> None:
+        deadline = time.monotonic() + WAIT
+        while not condition():
+            for process in self.processes:
+                assert process.poll() is None or process.returncode in (0, -signal.SIGKILL), \
+                    f"{process.args[1]} exited {process.returncode}: {self.logs()}"
+            assert time.monotonic() < deadline, f"timed out waiting until {what}: {self.logs()}"
+            time.sleep(0.5)
+
+    def logs(self) -> str:
+        return "\n".join(f"== {log.name}\n" + log.read_text()[-3000:] for log in sorted(self.workdir.glob("*.log")))
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)  # the main process: a warm shutdown of its children
+        for process in self.processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture
+def cluster(postgres, broker, tmp_path, testdata):
+    db = create_database(postgres, f"workers{next(_databases)}")
+    with Store.open(db):
+        pass
+    running = Cluster(db, broker, tmp_path, testdata)
+    yield running
+    running.stop()
+
+
+# -- the broker, read directly (py-amqp, which Celery's kombu uses) ------------------------------
+
+def _channel(broker: RabbitMQ):
+    import amqp
+
+    connection = amqp.Connection(f"127.0.0.1:{broker.port}", userid="guest", password="guest")
+    connection.connect()
+    return connection, connection.channel()
+
+
+def _declare_results_queue(broker: RabbitMQ) -> None:
+    connection, channel = _channel(broker)
+    channel.queue_declare(RESULTS_QUEUE, durable=True, auto_delete=False)
+    channel.queue_bind(RESULTS_QUEUE, "amq.topic", "#.kabigate.gate.result")
+    connection.close()
+
+
+def _consumers(broker: RabbitMQ, queue: str) -> int:
+    import amqp
+
+    connection, channel = _channel(broker)
+    try:
+        return channel.queue_declare(queue, passive=True).consumer_count
+    except amqp.exceptions.NotFound:
+        return 0
+    finally:
+        connection.close()
+
+
+def gate_results(broker: RabbitMQ) -> list:
+    """The kabigate.gate.result messages published so far, as fedora-messaging gives them to a
+    consumer: the schema (kabigate_messages, found by its entry point) checks each body."""
+    import pika
+    from fedora_messaging.message import get_message
+
+    connection, channel = _channel(broker)
+    messages = []
+    while (received := channel.basic_get(RESULTS_QUEUE, no_ack=True)) is not None:
+        properties = pika.BasicProperties(headers=received.properties.get("application_headers"),
+                                          content_encoding=received.properties.get("content_encoding"),
+                                          message_id=received.properties.get("message_id"))
+        body = received.body.encode() if isinstance(received.body, str) else received.body  # py-amqp decodes
+        messages.append(get_message(received.delivery_info["routing_key"], properties, body))
+    connection.close()
+    return messages
+
+
+# -- what the stores hold ----------------------------------------------------------------------
+
+def cells(url: str) -> dict:
+    """Every verdict by natural keys, with its detail."""
+    with Store.open(url) as store:
+        kernels = {k.id: k.release for k in store.kernels()}
+        builds = {b.id: (b.driver, b.version, b.built_for) for b in store.driver_builds()}
+        return {(builds[b], kernels[k]): (c.loads, c.first_reason, c.failing_symbols, c.modules,
+                                          json.dumps(store.verdict_detail(b, k)))
+                for (b, k), c in store.cells(store_rules_version()).items()}
+
+
+def store_rules_version() -> int:
+    from kabigate.rules import RULES_VERSION
+
+    return RULES_VERSION
+
+
+def gate_summary(report: dict) -> tuple:
+    return (report["candidate"]["release"], report["baseline"]["release"] if report["baseline"] else None,
+            report["outcome"], tuple(sorted(report["counts"].items())),
+            tuple(sorted((b["driver"], b["version"], b["built_for"], b["class"], b["outcome"])
+                         for b in report["builds"])))
+
+
+def driver_events(cluster: Cluster, testdata) -> int:
+    """Announce the DRIVERS built for 6.1.0-47 and -56 (realstore's), one event a build."""
+    count = 0
+    for driver in DRIVERS:
+        for built_for in (RELEASES[0], RELEASES[2]):
+            entry = testdata.manifest["drivers"][driver][built_for]
+            cluster.run("announce", "--kind", "drivers", "--name", driver, "--version", entry["version"],
+                        str(testdata.root / entry["dir"]))
+            count += 1
+    return count
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+def test_build_events_become_stored_gates_and_result_messages_equal_to_the_single_machine_run(
+        cluster, testdata, tmp_path):
+    cluster.listener()
+    cluster.worker(concurrency=2)
+    builds = driver_events(cluster, testdata)
+    cluster.wait_for_tasks(builds)
+    for number, release in enumerate(RELEASES, 1):  # kernel builds come one after another
+        cluster.run("announce", "--kind", "kernel", "--stream", STREAM, str(testdata.kernel_root(release)))
+        cluster.wait_for_tasks(builds + 2 * number)  # its ingest and its gate
+
+    tasks = cluster.tasks()
+    assert {t["state"] for t in tasks} == {"done"}, tasks
+    assert all(t["attempts"] == 1 for t in tasks)
+
+    reference = build_store(testdata, tmp_path / "single.db")
+    assert cells(cluster.db) == cells(reference)
+    assert len(cells(reference)) == len(RELEASES) * 2 * len(DRIVERS)
+
+    with Store.open(reference) as single:
+        expected = []
+        for release in RELEASES:
+            candidate = single.find_kernels(release)[0]
+            baseline, stream = previous_in_stream(single, candidate, STREAM)
+            expected.append(gate_summary(gate_json(run_gate(single, candidate, baseline, stream=stream))))
+    with Store.open(cluster.db) as shared:
+        runs = {shared.kernel(run.kernel_id).release: run for run in shared.gate_runs()}
+        stored = [gate_summary(shared.gate_report(runs[release].uuid)) for release in RELEASES]
+    assert stored == expected
+    assert any(summary[2] != "PASSED" for summary in expected)  # the corpus has real regressions
+
+    messages = gate_results(cluster.broker)
+    assert sorted(m.id for m in messages) == sorted(run.uuid for run in runs.values())
+    for message in messages:
+        release = message.body["candidate"]["release"]
+        assert type(message).__name__ == "GateResultV1"
+        assert message.body["outcome"] == runs[release].outcome
+        assert message.body["counts"] == dict(expected[RELEASES.index(release)][3])
+        assert message.topic == "kabigate.gate.result" and release in message.summary
+
+
+def test_a_build_announced_twice_is_done_once_and_bad_events_are_recorded_or_dropped(cluster, testdata, tmp_path):
+    cluster.listener()
+    cluster.worker()
+    kernel = str(testdata.kernel_root(RELEASES[0]))
+    for _ in range(2):
+        cluster.run("announce", "--kind", "kernel", "--stream", STREAM, kernel)
+    cluster.run("announce", "--kind", "drivers", "--name", "x", str(tmp_path / "kabigate.toml"))  # not a module
+    outside = cluster.run("announce", "--kind", "kernel", "--stream", STREAM, "/etc/hostname")  # not allowed
+    assert outside.returncode == 0  # published; the listener drops it
+    tasks = cluster.wait_for_tasks(3)  # the kernel's ingest and gate, the bad driver build
+    by_kind = {t["kind"]: t for t in tasks}
+    assert len(tasks) == 3 and set(by_kind) == {"ingest-kernel", "gate", "ingest-drivers"}
+    assert by_kind["ingest-kernel"]["state"] == by_kind["gate"]["state"] == "done"
+    failed = by_kind["ingest-drivers"]
+    assert failed["state"] == "failed" and failed["attempts"] == 1  # bad input: not retried
+    assert "kabigate.toml" in failed["error"] and "\n" not in failed["error"]
+    with Store.open(cluster.db) as store:
+        assert store.counts(["kernel", "gate_run"]) == {"kernel": 1, "gate_run": 1}
+    assert len(gate_results(cluster.broker)) == 1
+    cluster._until(lambda: "is not under an allowed location" in cluster.logs(), "the listener drops the event")
+
+    health = json.loads(cluster.run("health", "--json").stdout)
+    assert health["ok"] and health["tasks"] == {"queued": 0, "running": 0, "done": 2, "failed": 1}
+    assert health["recent_failures"][0]["error"] == failed["error"]
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+def _deb(testdata, prefix: str) -> str:
+    return str(next((testdata.root / "debs").glob(f"{prefix}_*.deb")))
+
+
+def test_a_worker_killed_mid_ingest_leaves_its_task_to_another_and_the_store_complete(cluster, testdata):
+    # Reading the kernel's .debs takes seconds: long enough to be killed in the middle of it.
+    image = _deb(testdata, "linux-image-6.1.0-50-amd64-unsigned")
+    headers = _deb(testdata, "linux-headers-6.1.0-50-amd64")
+    first = cluster.worker()
+    cluster.run("ingest", "drivers", "--queue", "--name", "acpi-call", "--version", "1.2.2-2.1",
+                str(testdata.driver_dir("acpi-call", RELEASES[0])))
+    cluster.run("ingest", "kernel", "--queue", "--stream", STREAM, f"{image},{headers}")
+    cluster._until(lambda: any(t["kind"] == "ingest-kernel" and t["state"] == "running" for t in cluster.tasks()),
+                   "the kernel's ingest runs")
+    time.sleep(1)
+    os.killpg(first.pid, signal.SIGKILL)  # the whole worker: its main process and the one reading the .debs
+    first.wait()
+    with Store.open(cluster.db) as store:
+        assert store.counts(["kernel"]) == {"kernel": 0}  # it died before committing anything
+    cluster.worker()
+    tasks = cluster.wait_for_tasks(2)
+    kernel_task = next(t for t in tasks if t["kind"] == "ingest-kernel")
+    assert kernel_task["state"] == "done" and kernel_task["attempts"] == 2, kernel_task
+    with Store.open(cluster.db) as store:
+        counts = store.counts(["kernel", "driver_build", "verdict", "stream_kernel", "task"])
+    assert counts == {"kernel": 1, "driver_build": 1, "verdict": 1, "stream_kernel": 1, "task": 2}
+
+
+def test_the_broker_restarted_mid_run_and_the_run_completes(cluster, testdata, tmp_path):
+    cluster.worker()
+    for release in RELEASES:
+        cluster.run("ingest", "kernel", "--queue", "--stream", STREAM, str(testdata.kernel_root(release)))
+    for driver in DRIVERS[:2]:
+        cluster.run("ingest", "drivers", "--queue", "--name", driver, "--version", "v",
+                    str(testdata.driver_dir(driver, RELEASES[0])))
+    cluster._until(lambda: any(t["state"] == "running" for t in cluster.tasks()), "a task runs")
+    cluster.broker.restart()  # durable queue, persistent messages: what was waiting is still there
+    tasks = cluster.wait_for_tasks(len(RELEASES) + 2)
+    assert {t["state"] for t in tasks} == {"done"}, tasks
+    with Store.open(cluster.db) as store:
+        assert store.counts(["kernel", "driver_build", "verdict"]) == {
+            "kernel": len(RELEASES), "driver_build": 2, "verdict": 2 * len(RELEASES)}
