@@ -20,6 +20,7 @@ from pgserver import create_database, postgres_server
 
 from kabigate.kernels import load_kernel
 from kabigate.modules import read_modules
+from kabigate.rules import RULES_VERSION
 from kabigate.services import ingest as ingest_service
 from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
 from kabigate.services.matrix import build_matrix, driver_history
@@ -60,7 +61,7 @@ def _snapshot(store: Store) -> dict:
     """The store's content by natural keys (ids differ between two stores holding the same facts)."""
     kernels = {k.id: k.release for k in store.kernels()}
     builds = {b.id: (b.driver, b.version, b.built_for) for b in store.driver_builds()}
-    cells = store.cells(1)
+    cells = store.cells(RULES_VERSION)
     return {
         "kernels": sorted((k.release, k.exports, k.streams, k.vermagic, k.module_layout_crc) for k in store.kernels()),
         "exports": {k.release: sorted(store.load_kernel(k.id).exports.values(), key=lambda e: e.name)
@@ -263,7 +264,7 @@ def test_kmod_rpms_of_a_yum_repository_are_builds_judged_like_check_judges_them(
             check = subprocess.run([*KABIGATE, "check", "--json", *(f"-k{p}" for p in kernel.split(",")),
                                     build.source], capture_output=True, text=True, check=False)
             assert store.verdict_detail(build.id, kernel_record.id) == json.loads(check.stdout)["modules"]
-            assert store.cells(1)[(build.id, kernel_record.id)].loads == (check.returncode == 0)
+            assert store.cells(RULES_VERSION)[(build.id, kernel_record.id)].loads == (check.returncode == 0)
 
 
 def test_a_rules_change_recomputes_stored_verdicts(store_url, kernels, testdata, monkeypatch):
@@ -272,13 +273,13 @@ def test_a_rules_change_recomputes_stored_verdicts(store_url, kernels, testdata,
             ingest_kernel(store, kernels[release], "debian-6.1")
         for build in _builds(testdata, "v4l2loopback", "6.1.0-47-amd64"):
             ingest_driver_build(store, build)
-        before = {key: (c.loads, c.first_reason) for key, c in store.cells(1).items()}
-        monkeypatch.setattr(ingest_service, "RULES_VERSION", 2)
-        monkeypatch.setattr("kabigate.services.matrix.RULES_VERSION", 2)
+        before = {key: (c.loads, c.first_reason) for key, c in store.cells(RULES_VERSION).items()}
+        monkeypatch.setattr(ingest_service, "RULES_VERSION", RULES_VERSION + 1)
+        monkeypatch.setattr("kabigate.services.matrix.RULES_VERSION", RULES_VERSION + 1)
         matrix = build_matrix(store)
         assert {key: (c.loads, c.first_reason) for key, c in matrix.cells.items()} == before
-        assert {c.rules_version for c in matrix.cells.values()} == {2}
-        assert store.cells(1) == {}
+        assert {c.rules_version for c in matrix.cells.values()} == {RULES_VERSION + 1}
+        assert store.cells(RULES_VERSION) == {}
 
 
 def test_history_names_the_break_and_the_build_that_loads_again(store_url, kernels, testdata):
@@ -343,7 +344,7 @@ def test_a_failing_ingest_leaves_the_store_as_it_was(store_url, kernels, testdat
         monkeypatch.undo()
         result = ingest_kernel(store, kernels["6.1.0-47-amd64"], "debian-6.1")
         assert result.created and result.verdicts == 1
-        assert store.cells(1)[(store.driver_builds()[0].id, result.record.id)].loads
+        assert store.cells(RULES_VERSION)[(store.driver_builds()[0].id, result.record.id)].loads
 
 
 # -- crash safety -----------------------------------------------------------------------------------

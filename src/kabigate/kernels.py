@@ -45,6 +45,7 @@ class _Facts:
         self.headers_dir: Path | None = None
         self.package_version: str | None = None
         self.image: str | None = None
+        self.module_struct_size: int | None = None
 
 
 def load_kernel(paths: list[str], vermagic: str | None = None,
@@ -63,6 +64,7 @@ def load_kernel(paths: list[str], vermagic: str | None = None,
         kernel.config.update(fact.config)
         kernel.package_version = kernel.package_version or fact.package_version
         kernel.image = kernel.image or fact.image
+        kernel.module_struct_size = kernel.module_struct_size or fact.module_struct_size
         for name, export in (fact.exports or {}).items():
             known = kernel.exports.get(name)
             if known is not None and known.crc != export.crc:
@@ -191,6 +193,8 @@ def _facts_of_module_tree(path: Path, root: Path | None) -> _Facts:
     if module is not None:
         facts.vermagic = module.vermagic
         facts.machine = module.machine
+        # sizeof(struct module) of this kernel: 6.4+ refuses modules built with another one.
+        facts.module_struct_size = module.layout.this_module_size
     boot = (root / "boot") if root is not None else path.parent.parent.parent / "boot"
     candidates = [path / name for name in SYMVERS_NAMES[1:]]
     candidates += [boot / f"symvers-{path.name}{suffix}" for suffix in (".gz", ".xz", ".zst", "")]

@@ -85,6 +85,25 @@ class PackageOrigin:
 
 
 @dataclass(frozen=True, slots=True)
+class ElfLayout:
+    """What load_module() checks in a module's ELF image before it resolves a symbol (see
+    docs/loader-checks.md): the facts the ELF parser does not already refuse as malformed input."""
+
+    # sh_size of .gnu.linkonce.this_module: the sizeof(struct module) the module was built with
+    this_module_size: int
+    this_module_sections: int  # how many sections have that name
+    this_module_nobits: bool
+    this_module_alloc: bool  # SHF_ALLOC
+    modinfo_sections: int
+    symbol_tables: int  # SHT_SYMTAB sections
+    symbol_strings_ok: bool  # the symbol table's sh_link is a SHT_STRTAB section
+    section_names_ok: bool  # the section name table (e_shstrndx) is a SHT_STRTAB section
+    write_exec_sections: tuple[str, ...]  # "name (index N)" of sections both SHF_WRITE and SHF_EXECINSTR
+    common_symbols: tuple[str, ...]  # SHN_COMMON symbols (built without -fno-common)
+    ctors_and_init_array: bool  # both .ctors and .init_array sections
+
+
+@dataclass(frozen=True, slots=True)
 class Module:
     path: str
     machine: str  # e.g. "x86_64", "aarch64", "ppc64le", "s390x"
@@ -95,6 +114,7 @@ class Module:
     signature: ModuleSignature | None
     compression: str | None = None
     origin: PackageOrigin | None = None  # set when the module was read from a package
+    layout: ElfLayout | None = None  # None: not known (a module stored by an older kabigate)
 
     def info(self, key: str) -> str | None:
         """First value of a .modinfo key, as the kernel's get_modinfo() returns it."""
@@ -145,6 +165,8 @@ class Kernel:
     config: dict[str, str] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     package_version: str | None = None  # when read from packages: the kernel package's version
+    # sizeof(struct module), read from an in-tree module's .gnu.linkonce.this_module; None: unknown
+    module_struct_size: int | None = None
     image: str | None = None  # its vmlinuz/vmlinux when one was found (BTF for `kabigate explain`)
 
     def config_enabled(self, option: str) -> bool | None:

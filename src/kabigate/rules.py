@@ -1,13 +1,14 @@
 """The kernel's module loader rules as one pure function: modules x kernel -> verdicts.
 
 Follows load_module() in kernel/module/main.c (6.1-6.12) step by step; each check names
-the kernel function it emulates. Reasons come in the order the kernel meets them, so the
+the kernel function it emulates, docs/loader-checks.md lists them in the kernel's order. Reasons come in the order the kernel meets them, so the
 first reason is what the kernel would refuse the module for; unlike the kernel, checking
 goes on after a failure, to report every problem at once.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,7 +28,12 @@ IGNORED_UNDEFINED = {
 MODULE_LAYOUT = "module_layout"
 # Stored verdicts carry the version of the rules that made them: bump it whenever a change here
 # can change a verdict, its reasons or their wording, and the store recomputes them.
-RULES_VERSION = 1
+RULES_VERSION = 2
+# v6.4 reorganised load_module()'s early checks (elf_validity_cache_copy(), early_mod_check()):
+# sizeof(struct module) compared, duplicate sections refused, the duplicate name checked before
+# the module's memory is laid out. 6.1.192 has none of it, 6.12.117 all of it.
+EARLY_CHECKS_SERIES = (6, 4)
+THIS_MODULE = ".gnu.linkonce.this_module"
 
 
 @dataclass(frozen=True)
@@ -50,12 +56,9 @@ def check_modules(modules: list[Module], kernel: Kernel, options: LoadOptions = 
     results = []
     first_of_name: dict[str, Module] = {}
     for module in modules:
-        reasons, warnings, uses = _check_one(module, kernel, providers, options)
-        # add_unformed_module(): a module of the same name is already loaded.
         earlier = first_of_name.setdefault(module.name, module)
-        if earlier is not module:
-            reasons.insert(0, Reason("already-loaded", f"a module named {module.name} ({earlier.path}) is "
-                                                       "loaded before it: File exists"))
+        reasons, warnings, uses = _check_one(module, kernel, providers, options,
+                                             earlier if earlier is not module else None)
         results.append((module, reasons, warnings, uses))
     _propagate_failures(results)
     return [Verdict(module, tuple(reasons), tuple(warnings)) for module, reasons, warnings, _ in results]
@@ -102,28 +105,106 @@ class _Providers:
         return provider
 
 
-def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: LoadOptions):
+def kernel_series(kernel: Kernel) -> tuple[int, int] | None:
+    """(major, minor) of the kernel's release ("6.12.107+deb12-amd64" -> (6, 12)), None if unknown."""
+    release = kernel.release or (kernel.vermagic.split(" ", 1)[0] if kernel.vermagic else "")
+    match = re.match(r"(\d+)\.(\d+)", release)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: LoadOptions,
+               loaded_before: Module | None):
     reasons: list[Reason] = []
     warnings: list[Reason] = []
     uses: dict[str, Module] = {}  # symbol -> set module that provides it
+    series = kernel_series(kernel)
+    early_checks = series is not None and series >= EARLY_CHECKS_SERIES
 
-    # elf_validity_check() -> elf_check_arch()
+    # load_module() checks the signature first, before it looks at the ELF image.
+    _check_signature(module, kernel, options, reasons, warnings)
+    # elf_validity_check() (6.1) / elf_validity_ehdr() (6.4+) -> elf_check_arch()
     if kernel.machine and module.machine != kernel.machine:
         reasons.append(Reason("arch-mismatch", f"module is built for {module.machine}, "
                                                f"the kernel is {kernel.machine}: Exec format error"))
         return reasons, warnings, uses
-
-    _check_signature(module, kernel, options, reasons, warnings)
+    _check_elf_validity(module, kernel, early_checks, reasons, warnings)
     modversions = kernel.has_modversions
     force_load = kernel.config_enabled("CONFIG_MODULE_FORCE_LOAD") is True
     if modversions:
         _check_modstruct_version(module, kernel, force_load, reasons, warnings)
     _check_modinfo(module, kernel, modversions, force_load, reasons, warnings)
+    # early_mod_check() -> module_patient_check_exists() (6.4+) comes before the memory layout,
+    # add_unformed_module() (6.1) after it.
+    if early_checks:
+        _check_not_loaded(module, loaded_before, reasons)
+    _check_write_exec_sections(module, kernel, reasons)
+    if not early_checks:
+        _check_not_loaded(module, loaded_before, reasons)
+    _check_taints(module, kernel, warnings)
+    _find_module_sections(module, kernel, reasons)
     if modversions:
         _check_export_symbol_versions(module, force_load, reasons, warnings)
     _simplify_symbols(module, kernel, providers, modversions, reasons, warnings, uses)
     _verify_exported_symbols(module, providers, reasons)
     return reasons, warnings, uses
+
+
+def _check_elf_validity(module: Module, kernel: Kernel, early_checks: bool, reasons, warnings) -> None:
+    """The section checks of elf_validity_check() + setup_load_info() (6.1) or
+    elf_validity_cache_copy() (6.4+) that a well-formed ELF file can still fail; a malformed one
+    (truncated, bad offsets or names) is refused as input before the rules run."""
+    layout = module.layout
+    if layout is None:
+        return
+    if early_checks:
+        # elf_validity_cache_secstrings(), _index_info(), _index_mod(), _index_sym(), _index_str()
+        if not layout.section_names_ok:
+            reasons.append(Reason("invalid-elf", "Invalid ELF section name table type"))
+        if layout.modinfo_sections > 1:
+            reasons.append(Reason("invalid-elf", "Only one .modinfo section must exist."))
+        if layout.this_module_sections != 1:
+            reasons.append(Reason("invalid-elf", f"Exactly one {THIS_MODULE} section must exist."))
+        elif layout.this_module_nobits:
+            reasons.append(Reason("invalid-elf", f"{THIS_MODULE} section must have a size set"))
+        elif not layout.this_module_alloc:
+            reasons.append(Reason("invalid-elf", f"{THIS_MODULE} must occupy memory during process execution"))
+        elif kernel.module_struct_size is None:
+            warnings.append(Reason("module-struct-unknown", "the size of the kernel's struct module is unknown "
+                                   f"(give an in-tree module of it, e.g. its module tree or image package): {THIS_MODULE} "
+                                   "not compared"))
+        elif layout.this_module_size != kernel.module_struct_size:
+            reasons.append(Reason("module-struct-size", f"{THIS_MODULE} section size must match the kernel's built "
+                                  "struct module size at run time (module: "
+                                  f"{layout.this_module_size} bytes, kernel: {kernel.module_struct_size})"))
+    elif not layout.this_module_alloc:
+        # setup_load_info(): find_sec() only finds SHF_ALLOC sections.
+        reasons.append(Reason("invalid-elf", "No module found in object"))
+    if layout.symbol_tables == 0 or (early_checks and layout.symbol_tables > 1):
+        reasons.append(Reason("invalid-elf", "module has no symbols (stripped?)"))
+    elif early_checks and not layout.symbol_strings_ok:
+        reasons.append(Reason("invalid-elf", "Invalid ELF symbol string table type"))
+
+
+def _check_not_loaded(module: Module, loaded_before: Module | None, reasons) -> None:
+    """add_unformed_module() / module_patient_check_exists(): a module of the same name is loaded."""
+    if loaded_before is not None:
+        reasons.append(Reason("already-loaded", f"a module named {module.name} ({loaded_before.path}) is "
+                                                "loaded before it: File exists"))
+
+
+def _check_write_exec_sections(module: Module, kernel: Kernel, reasons) -> None:
+    """layout_and_allocate() -> module_enforce_rwx_sections() (CONFIG_STRICT_MODULE_RWX)."""
+    if module.layout is None or kernel.config_enabled("CONFIG_STRICT_MODULE_RWX") is False:
+        return
+    for section in module.layout.write_exec_sections:
+        reasons.append(Reason("write-exec-section", f"section {section} has invalid WRITE|EXEC flags"))
+
+
+def _find_module_sections(module: Module, kernel: Kernel, reasons) -> None:
+    """find_module_sections(): with CONFIG_CONSTRUCTORS, .ctors and .init_array both is EINVAL."""
+    if module.layout is not None and module.layout.ctors_and_init_array \
+            and kernel.config_enabled("CONFIG_CONSTRUCTORS") is not False:
+        reasons.append(Reason("invalid-elf", "has both .ctors and .init_array."))
 
 
 def _check_signature(module: Module, kernel: Kernel, options: LoadOptions, reasons, warnings) -> None:
@@ -182,7 +263,7 @@ def _check_modstruct_version(module: Module, kernel: Kernel, force_load: bool, r
 
 
 def _check_modinfo(module: Module, kernel: Kernel, modversions: bool, force_load: bool, reasons, warnings) -> None:
-    """check_modinfo(): vermagic, then the taints it adds."""
+    """check_modinfo(): vermagic, then check_modinfo_livepatch()."""
     module_magic = module.vermagic
     if module_magic is None:
         _try_to_force_load("bad vermagic", force_load, "vermagic-mismatch",
@@ -193,18 +274,42 @@ def _check_modinfo(module: Module, kernel: Kernel, modversions: bool, force_load
     elif not same_magic(module_magic, kernel.vermagic, modversions and module.versions is not None):
         reasons.append(Reason("vermagic-mismatch",
                               f"version magic '{module_magic}' should be '{kernel.vermagic}'"))
+    # check_modinfo_livepatch()
+    if module.info("livepatch") is not None and kernel.config_enabled("CONFIG_LIVEPATCH") is not True:
+        reasons.append(Reason("livepatch-unsupported", "module is marked as livepatch module, but livepatch "
+                                                       "support is disabled"))
 
+
+# Modules the kernel taints as proprietary whatever their license says (driverloader "was caught
+# wrongly pretending to be under GPL", lve "claims to be GPL but upstream won't provide source").
+PROPRIETARY_BY_NAME = frozenset({"driverloader", "lve"})
+
+
+def is_proprietary(module: Module) -> bool:
+    """TAINT_PROPRIETARY_MODULE on the module itself: set before simplify_symbols() looks for
+    GPL-only symbols (check_module_license_and_versions() / module_augment_kernel_taints())."""
+    return not is_gpl_compatible(module.license) or module.name in PROPRIETARY_BY_NAME
+
+
+def _check_taints(module: Module, kernel: Kernel, warnings) -> None:
+    """The taints check_modinfo() (6.1) / module_augment_kernel_taints() (6.4+) add."""
     if module.info("intree") is None:
         warnings.append(Reason("taint-out-of-tree", "loading out-of-tree module taints kernel."))
     if _kernel_has_retpoline(kernel) and module.info("retpoline") is None:
-        warnings.append(Reason("no-retpoline", "module built without retpoline-enabled compiler, "
-                                               "may affect Spectre v2 mitigation"))
+        # check_modinfo_retpoline(); the message is only printed while Spectre v2 mitigation is on.
+        warnings.append(Reason("no-retpoline", "loading module not compiled with retpoline compiler."))
     if module.info("staging") is not None:
         warnings.append(Reason("taint-staging", "module is from the staging directory, "
                                                 "the quality is unknown, you have been warned."))
+    if module.info("livepatch") is not None:
+        warnings.append(Reason("taint-livepatch", "tainting kernel with TAINT_LIVEPATCH"))
     if not is_gpl_compatible(module.license):
         warnings.append(Reason("taint-proprietary",
                                f"module license '{module.license or 'unspecified'}' taints kernel."))
+    elif module.name in PROPRIETARY_BY_NAME:
+        warnings.append(Reason("taint-proprietary", "module license taints kernel."))
+    if module.info("test") is not None:
+        warnings.append(Reason("taint-test", "loading test module taints kernel."))
 
 
 def _kernel_has_retpoline(kernel: Kernel) -> bool:
@@ -223,8 +328,12 @@ def _check_export_symbol_versions(module: Module, force_load: bool, reasons, war
 def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, modversions: bool,
                       reasons, warnings, uses) -> None:
     """simplify_symbols() -> resolve_symbol() for every undefined symbol, in symbol table order."""
-    proprietary = not is_gpl_compatible(module.license)  # TAINT_PROPRIETARY_MODULE, may be inherited below
+    proprietary = is_proprietary(module)  # TAINT_PROPRIETARY_MODULE, may be inherited below
     using_gpl_only = False
+    if module.layout is not None and module.layout.common_symbols:
+        # SHN_COMMON: "Common symbol: <name>" is only pr_debug; the warning names no symbol.
+        reasons.append(Reason("common-symbol", "please compile with -fno-common",
+                              module.layout.common_symbols[0]))
     ignored = IGNORED_UNDEFINED.get(module.machine, set())
     allow_missing_ns = kernel.config_enabled("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS") is True
     imported_namespaces = set(module.imported_namespaces)
@@ -263,9 +372,8 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
                                                             f"module {owner.name}, inheriting taint.", symbol.name))
                 proprietary = True
         if modversions and export.crc is not None and module.versions is not None:
-            # check_version(). Upstream only warns about a missing record ("broken toolchain"),
-            # but Debian's 6.1.170 kernel refuses the module ("no symbol version for X" then
-            # "Unknown symbol X (err -22)", seen in tests/test_kernel_agrees.py): take the stricter.
+            # check_version() refuses a missing record, 6.1 and 6.12 alike ("no symbol version
+            # for X", then "Unknown symbol X (err -22)", seen in tests/test_kernel_agrees.py).
             module_crc = crcs.get(symbol.name)
             if module_crc is None:
                 reasons.append(Reason("no-symbol-version", f"no symbol version for {symbol.name}", symbol.name,

@@ -14,15 +14,30 @@ import struct
 
 from kabigate.errors import InputError, open_regular
 from kabigate.formats.compression import compression_of, decompress
-from kabigate.formats.elf import ET_REL, SHN_ABS, SHN_LORESERVE, SHN_UNDEF, STB_GLOBAL, STB_WEAK, ElfFile
+from kabigate.formats.elf import (
+    ET_REL,
+    SHN_ABS,
+    SHN_COMMON,
+    SHN_LORESERVE,
+    SHN_UNDEF,
+    SHN_XINDEX,
+    SHT_NOBITS,
+    SHT_STRTAB,
+    SHT_SYMTAB,
+    STB_GLOBAL,
+    STB_WEAK,
+    ElfFile,
+)
 from kabigate.formats.modsig import split_signature
-from kabigate.model import Export, Import, Module, SymbolVersion
+from kabigate.model import ElfLayout, Export, Import, Module, SymbolVersion
 
 KSYMTAB_PREFIX = "__ksymtab_"
 CRC_PREFIX = "__crc_"
 NAMESPACE_PREFIX = "__kstrtabns_"
 # struct modversion_info { unsigned long crc; char name[MODULE_NAME_LEN]; } is 64 bytes.
 MODVERSION_INFO_SIZE = 64
+THIS_MODULE = ".gnu.linkonce.this_module"
+SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
 
 
 def read_module(path: str) -> Module:
@@ -47,8 +62,8 @@ def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
     if elf.type != ET_REL:
         raise InputError(f"{path}: not a kernel module (ELF type {elf.type}, modules are relocatable objects)")
     modinfo_section = elf.section(".modinfo")
-    if modinfo_section is None or elf.section(".gnu.linkonce.this_module") is None:
-        raise InputError(f"{path}: not a kernel module (no .modinfo or .gnu.linkonce.this_module section)")
+    if modinfo_section is None or elf.section(THIS_MODULE) is None:
+        raise InputError(f"{path}: not a kernel module (no .modinfo or {THIS_MODULE} section)")
     return Module(
         path=path,
         machine=elf.machine_name,
@@ -58,7 +73,41 @@ def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
         exports=_read_exports(elf),
         signature=signature,
         compression=compression,
+        layout=_read_layout(elf),
     )
+
+
+def _read_layout(elf: ElfFile) -> ElfLayout:
+    """The section facts elf_validity_cache_copy() (6.4+) / setup_load_info() (6.1),
+    module_enforce_rwx_sections(), find_module_sections() and simplify_symbols() check."""
+    sections = elf.sections
+    this_module = [s for s in sections if s.name == THIS_MODULE]
+    symtabs = [s for s in sections if s.type == SHT_SYMTAB]
+    first = this_module[0]  # find_sec() takes the first (that is SHF_ALLOC)
+    names = {s.name for s in sections}
+    return ElfLayout(
+        this_module_size=first.size,
+        this_module_sections=len(this_module),
+        this_module_nobits=first.type == SHT_NOBITS,
+        this_module_alloc=bool(first.flags & SHF_ALLOC),
+        modinfo_sections=sum(s.name == ".modinfo" for s in sections),
+        symbol_tables=len(symtabs),
+        symbol_strings_ok=bool(symtabs) and 0 < symtabs[0].link < len(sections)
+        and sections[symtabs[0].link].type == SHT_STRTAB,
+        section_names_ok=sections[_section_names_index(elf)].type == SHT_STRTAB,
+        write_exec_sections=tuple(f"{s.name} (index {s.index})" for s in sections
+                                  if s.flags & (SHF_WRITE | SHF_EXECINSTR) == SHF_WRITE | SHF_EXECINSTR),
+        # simplify_symbols() lets LTO's __gnu_lto* common symbols through.
+        common_symbols=tuple(sorted({sym.name for sym in elf.symbols_in({SHN_COMMON})
+                                     if not sym.name.startswith("__gnu_lto")})),
+        ctors_and_init_array=".ctors" in names and ".init_array" in names,
+    )
+
+
+def _section_names_index(elf: ElfFile) -> int:
+    """e_shstrndx (ElfFile checked it is in range), or section 0's sh_link for SHN_XINDEX."""
+    (index,) = struct.unpack_from(elf.endian + "H", elf.data, 62 if elf.is64 else 50)
+    return elf.sections[0].link if index == SHN_XINDEX else index
 
 
 def _parse_modinfo(data: bytes) -> tuple[tuple[str, str], ...]:

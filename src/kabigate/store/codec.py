@@ -3,6 +3,7 @@ kernel configs. Pure functions; no SQL here."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -10,7 +11,7 @@ from array import array
 
 import zstandard
 
-from kabigate.model import Export, Import, Module, ModuleSignature, PackageOrigin, SymbolVersion
+from kabigate.model import ElfLayout, Export, Import, Module, ModuleSignature, PackageOrigin, SymbolVersion
 
 _compressor = zstandard.ZstdCompressor(level=6)
 _decompressor = zstandard.ZstdDecompressor()
@@ -65,6 +66,8 @@ def module_facts(module: Module) -> dict:
         "signature": None if signature is None else [
             signature.id_type, signature.hash_algorithm, signature.signer, signature.key_id,
             signature.signature_size, signature.signed_size, signature.defect],
+        # The ELF facts of rules version 2 (docs/loader-checks.md); absent in modules stored before.
+        "layout": None if module.layout is None else list(dataclasses.astuple(module.layout)),
     }
 
 
@@ -85,7 +88,15 @@ def module_from_facts(facts: dict, path: str, origin: PackageOrigin | None) -> M
         signature=None if signature is None else ModuleSignature(*signature),
         compression=facts["compression"],
         origin=origin,
+        layout=_layout(facts.get("layout")),
     )
+
+
+def _layout(values: list | None) -> ElfLayout | None:
+    if values is None:
+        return None
+    *scalars, write_exec, common, ctors = values
+    return ElfLayout(*scalars, tuple(write_exec), tuple(common), ctors)
 
 
 def pack_config(config: dict[str, str]) -> bytes:
