@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -55,13 +56,18 @@ class Cluster:
 
     def __init__(self, db: str, broker: RabbitMQ, workdir: Path, testdata):
         self.db, self.broker, self.workdir = db, broker, workdir
-        config = workdir / "kabigate.toml"
-        config.write_text(f'db = "{db}"\nbroker = "{broker.url}"\n[worker]\nmax_attempts = 3\n'
-                          f'[listen]\nallow = ["{testdata.root}/", "{workdir}/"]\n')
-        self.env = dict(os.environ, KABIGATE_CONFIG=str(config), KABIGATE_DB=db, KABIGATE_BROKER=broker.url)
+        self.config = workdir / "kabigate.toml"
+        self.allow = [f"{testdata.root}/", f"{workdir}/"]
+        self.configure()
+        self.env = dict(os.environ, KABIGATE_CONFIG=str(self.config), KABIGATE_DB=db, KABIGATE_BROKER=broker.url)
         self.env.pop("FEDORA_MESSAGING_CONF", None)
         self.processes: list[subprocess.Popen] = []
         _declare_results_queue(broker)
+
+    def configure(self, more: str = "") -> None:
+        """The settings file (before starting processes): store, broker, allowed locations, `more`."""
+        self.config.write_text(f'db = "{self.db}"\nbroker = "{self.broker.url}"\n[worker]\nmax_attempts = 3\n'
+                               f'[listen]\nallow = {json.dumps(self.allow)}\n{more}')
 
     def start(self, *args: str) -> subprocess.Popen:
         with open(self.workdir / f"{args[0]}-{len(self.processes)}.log", "w") as log:
@@ -285,6 +291,85 @@ def test_a_build_announced_twice_is_done_once_and_bad_events_are_recorded_or_dro
     assert health["recent_failures"][0]["error"] == failed["error"]
 
 
+# -- Koji --------------------------------------------------------------------------------------
+
+def publish_raw(broker: RabbitMQ, topic: str, body: bytes, schema: str = "base.message") -> None:
+    """A message as fedora-messaging publishers send it (Koji's come from its fedora-messaging
+    plugin), made by hand: its body need not be valid."""
+    import amqp
+
+    connection, channel = _channel(broker)
+    channel.basic_publish(amqp.Message(body, content_type="application/json", content_encoding="utf-8",
+                                       message_id=str(uuid.uuid4()), delivery_mode=2, application_headers={
+                                           "fedora_messaging_schema": schema, "fedora_messaging_severity": 20}),
+                          exchange="amq.topic", routing_key=topic)
+    connection.close()
+
+
+@pytest.fixture
+def koji_packages(testdata, tmp_path):
+    """Koji's package tree (topurl/packages/NAME/VERSION/RELEASE/ARCH/) of real kernel RPMs
+    (tests/packaging.py: kernel-core and kernel-devel of 6.1.0-47), served over HTTP on 127.0.0.1."""
+    import functools
+    import http.server
+    import threading
+
+    import packaging as rpm_fixtures
+
+    if not rpm_fixtures.available():
+        pytest.skip("rpmbuild/createrepo_c missing (scripts/bootstrap installs them)")
+    rpms = rpm_fixtures.build_packages(testdata, "6.1.0-47-amd64", {"acpi-call": "6.1.0-47-amd64",
+                                                                     "jool": "6.1.0-47-amd64",
+                                                                     "v4l2loopback": "6.1.0-56-amd64"})
+    tree = tmp_path / "koji" / "packages" / "kernel" / "6.1.0" / "47_amd64" / "x86_64"
+    tree.mkdir(parents=True)
+    for package in (rpms / "kernel").glob("kernel-*.rpm"):
+        (tree / package.name).symlink_to(package)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(Quiet, directory=str(tmp_path / "koji")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_koji_kernel_build_is_read_from_kojis_package_tree_and_gated_once(cluster, koji_packages):
+    cluster.allow.append(f"{koji_packages}/")
+    cluster.configure(f'[koji]\ntopurl = "{koji_packages}"\nstreams = {{ "*_amd64" = "el-test" }}\n')
+    cluster.listener()
+    cluster.worker()
+    topic = "org.fedoraproject.prod.buildsys.build.state.change"
+    build = {"build_id": 2600001, "name": "kernel", "version": "6.1.0", "release": "47_amd64", "epoch": None,
+             "owner": "kernel-team", "instance": "primary", "attribute": "state", "old": 0, "new": 1}
+    publish_raw(cluster.broker, topic, json.dumps(build).encode())
+    publish_raw(cluster.broker, topic, json.dumps(build).encode())  # Koji's message, delivered twice
+    publish_raw(cluster.broker, topic, json.dumps(dict(build, build_id=2600002, new=3)).encode())  # FAILED
+    publish_raw(cluster.broker, topic, json.dumps(dict(build, build_id=2600003, name="bash")).encode())
+    publish_raw(cluster.broker, topic, b"{not json")
+    publish_raw(cluster.broker, "kabigate.build.complete", json.dumps({"kind": "kernel"}).encode(),
+                schema="kabigate.build.complete.v1")  # fails its schema: no files
+    # Last, an event that makes a (failing) task: the listener takes messages in order, so once it
+    # is there every message before it has been handled.
+    cluster.run("announce", "--kind", "drivers", str(cluster.config))
+    tasks = cluster.wait_for_tasks(3)
+    assert sorted((t["kind"], t["state"], t["attempts"]) for t in tasks) == [
+        ("gate", "done", 1), ("ingest-drivers", "failed", 1), ("ingest-kernel", "done", 1)]
+    ingest = next(t for t in tasks if t["kind"] == "ingest-kernel")
+    assert ingest["args"]["paths"] == [
+        f"{koji_packages}/packages/kernel/6.1.0/47_amd64/x86_64/kernel-{part}-6.1.0-47_amd64.x86_64.rpm"
+        for part in ("core", "devel")]
+    with Store.open(cluster.db) as store:
+        assert [k.release for k in store.kernels("el-test")] == ["6.1.0-47-amd64"]
+        assert len(store.gate_runs()) == 1
+    (message,) = gate_results(cluster.broker)
+    assert message.body["candidate"]["release"] == "6.1.0-47-amd64" and message.body["stream"] == "el-test"
+
+
 # -- faults ------------------------------------------------------------------------------------
 
 def _deb(testdata, prefix: str) -> str:
@@ -329,3 +414,41 @@ def test_the_broker_restarted_mid_run_and_the_run_completes(cluster, testdata, t
     with Store.open(cluster.db) as store:
         assert store.counts(["kernel", "driver_build", "verdict"]) == {
             "kernel": len(RELEASES), "driver_build": 2, "verdict": 2 * len(RELEASES)}
+
+
+# -- settings and unreachable servers: one line, exit 2 (health: exit 1) ----------------------------
+
+@pytest.mark.parametrize("config, message", [
+    ("db = 5\n", "db must be a str"),
+    ("[worker]\nthreads = 2\n", "unknown setting worker.threads"),
+    ("broker = 'redis://localhost'\n", "the broker is an amqp:// or amqps:// URL"),
+    ("[koji]\nstreams = { '*' = 1 }\n", "must map patterns to stream names"),
+    ("db = \n", "not a TOML file"),
+])
+def test_bad_settings_are_one_line_errors(config, message, tmp_path):
+    path = tmp_path / "kabigate.toml"
+    path.write_text(config)
+    result = subprocess.run([*KABIGATE, "health", "--config", str(path)], check=False, capture_output=True, text=True)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_an_unreachable_broker_is_an_error_for_enqueueing_and_down_for_health(tmp_path, testdata):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, KABIGATE_BROKER=f"amqp://guest:guest@127.0.0.1:{port}//",
+               KABIGATE_DB=str(tmp_path / "store.db"))
+    env.pop("KABIGATE_CONFIG", None)
+    queued = subprocess.run([*KABIGATE, "ingest", "kernel", "--queue", str(testdata.kernel_root(RELEASES[0]))],
+                            check=False, env=env, capture_output=True, text=True, timeout=WAIT)
+    assert queued.returncode == 2 and "cannot enqueue" in queued.stderr, queued.stderr
+    assert len(queued.stderr.strip().splitlines()) == 1, queued.stderr
+    health = subprocess.run([*KABIGATE, "health", "--json", "--timeout", "1"], check=False, env=env,
+                            capture_output=True, text=True, timeout=WAIT)
+    report = json.loads(health.stdout)
+    assert health.returncode == 1 and report["store"]["ok"] and not report["broker"]["ok"], health.stdout
+    with Store.open(str(tmp_path / "store.db")) as store:
+        assert [t.state for t in store.tasks()] == ["queued"]  # recorded: enqueueing it again sends it
