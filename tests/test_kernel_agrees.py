@@ -7,11 +7,11 @@ import errno
 from pathlib import Path
 
 import pytest
-from realkernel import insmod_in_qemu, qemu_available
 
 from kabigate.formats.elf import ElfFile
 from kabigate.formats.module import read_module
 from kabigate.kernels import load_kernel
+from kabigate.qemu import insmod_in_qemu, qemu_available
 from kabigate.rules import check_modules
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]

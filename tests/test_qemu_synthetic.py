@@ -6,10 +6,10 @@ from __future__ import annotations
 import errno
 
 import pytest
-from realkernel import insmod_in_qemu, qemu_available
 from synthetic.build import TEST_KERNEL
 
 from kabigate.formats.module import read_module
+from kabigate.qemu import insmod_in_qemu, qemu_available
 from kabigate.rules import check_modules
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from realkernel import InsmodResult, insmod_in_qemu, qemu_available
+from kabigate.qemu import InsmodResult, insmod_in_qemu, qemu_available
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]
 

@@ -1,16 +1,19 @@
-"""Ground truth for kabigate: load modules into a real kernel booted in qemu.
+"""The real kernel as the judge: load modules into a kernel booted in qemu.
 
 One call boots ``vmlinuz`` once with a busybox initramfs whose /init insmod-s
 the given modules in order and reports, for each one, insmod's exit status and
 the kernel messages it caused.  The report travels over the serial console as
 lines tagged with a per-boot random marker, so stray console output can never
-be mistaken for it.
+be mistaken for it.  `kabigate boot-check` and the qemu tests use it;
+`kernel_reason()` reads the kernel's refusal back as a kabigate reason code.
 """
 
 from __future__ import annotations
 
+import errno
 import lzma
 import os
+import posixpath
 import re
 import secrets
 import select
@@ -22,6 +25,10 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from kabigate.errors import InputError
+from kabigate.formats.bzimage import MAX_KERNEL_IMAGE
+from kabigate.packages import Package, is_package_file, is_url
 
 BUSYBOX = Path("/bin/busybox")
 QEMU = "qemu-system-x86_64"
@@ -279,3 +286,76 @@ def _is_static_elf(path: Path) -> bool:
     return all(
         struct.unpack_from("<I", table, i * phentsize)[0] != pt_interp for i in range(phnum)
     )
+
+
+# Where kernel packages keep the image qemu boots: Debian /boot/vmlinuz-<kver>, RHEL/Fedora
+# kernel-core /lib/modules/<kver>/vmlinuz, SUSE /boot/vmlinuz-<kver>.
+_IMAGE_MEMBER = re.compile(r"^(/boot/vmlinuz-[^/]+|/lib/modules/[^/]+/vmlinuz)$")
+
+
+def kernel_image(source: str, directory: Path) -> Path:
+    """The bootable image `source` names: a vmlinuz file as is, or the one in a kernel package
+    (file or URL), written into `directory`."""
+    if not (is_url(source) or is_package_file(source)):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"{source}: no such kernel image")
+        return path
+    package = Package(source)
+    try:
+        for member, read in package.members():
+            if member.kind == "file" and _IMAGE_MEMBER.match(member.path):
+                if member.size > MAX_KERNEL_IMAGE:
+                    raise InputError(f"{source}: {member.path} is larger than {MAX_KERNEL_IMAGE >> 20} MiB")
+                target = directory / posixpath.basename(member.path)
+                target.write_bytes(read())
+                return target
+    finally:
+        package.close()
+    raise InputError(f"{source}: no kernel image in this package (/boot/vmlinuz-* or /lib/modules/*/vmlinuz)")
+
+
+# The kernel's refusals (kernel/module/main.c, version.c, signing.c), first match wins, as
+# kabigate reason codes; the symbol is the message's group 1 where it names one.
+_KERNEL_REFUSALS = [(re.compile(pattern), code) for pattern, code in (
+    (r"Loading of (?:unsigned module|module with unsupported crypto) is rejected", "unsigned"),
+    (r"Loading of module with unavailable key is rejected", "untrusted-signature"),
+    (r"Invalid (?:module )?architecture in ELF header", "arch-mismatch"),
+    (r"\.gnu\.linkonce\.this_module section size must match", "module-struct-size"),
+    ((r"Only one \.modinfo section|Exactly one \.gnu\.linkonce\.this_module|this_module section must have a size"
+     r"|this_module must occupy memory|module has no symbols|No module found in object|Invalid ELF"
+     r"|has both \.ctors and \.init_array"), "invalid-elf"),
+    (r"disagrees about version of symbol (module_layout)$", "module-layout-mismatch"),
+    (r"version magic '.*' should be", "vermagic-mismatch"),
+    (r"livepatch support is disabled", "livepatch-unsupported"),
+    (r"has invalid WRITE\|EXEC flags", "write-exec-section"),
+    (r"please compile with -fno-common", "common-symbol"),
+    (r"no symbol version for (\S+)$", "no-symbol-version"),
+    (r"disagrees about version of symbol (\S+)$", "crc-mismatch"),
+    # A GPL-only symbol hidden from a proprietary module is "Unknown symbol" too.
+    (r"Unknown symbol (\S+) \(err -2\)$", "missing-symbol"),
+    (r"uses symbol \((\S+)\) from namespace .*, but does not import it", "namespace-not-imported"),
+    (r"exports duplicate symbol (\S+)", "duplicate-export"),
+    (r"module using GPL-only symbols uses symbols (\S+) from proprietary", "gpl-only"),
+)]
+
+
+@dataclass(frozen=True)
+class KernelReason:
+    code: str
+    symbol: str | None
+    message: str  # the kernel's line, without the timestamp
+
+
+def kernel_reason(result: InsmodResult) -> KernelReason | None:
+    """What the kernel refused the module for (its first complaint), None when it loaded."""
+    if result.exit_status == 0:
+        return None
+    for message in result.kernel_messages:
+        for pattern, code in _KERNEL_REFUSALS:
+            if (match := pattern.search(message)) is not None:
+                return KernelReason(code, match.group(1) if match.groups() else None, message)
+    if result.exit_status == errno.EEXIST:
+        return KernelReason("already-loaded", None, "File exists")
+    # try_to_force_load() refusals print nothing: no __versions, no vermagic.
+    return KernelReason(f"errno-{result.exit_status}", None, os.strerror(result.exit_status))

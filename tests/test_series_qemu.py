@@ -1,0 +1,220 @@
+"""Across kernel series, the real kernel judges: boot Debian's 6.12.107 and 6.12.117 (backports),
+6.1.0-57 and the 6.1 rt and cloud flavors in qemu, insmod modules built for 6.1, for an older
+6.12.x and for the booted kernel itself, plus real modules edited to fail one pre-resolution check
+each (docs/loader-checks.md), and compare kabigate's verdict and first reason with the kernel's.
+One boot per kernel, every module of it in that boot."""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from pathlib import Path
+
+import pytest
+
+from kabigate.formats.elf import SHT_SYMTAB, ElfFile
+from kabigate.formats.module import SHF_ALLOC, SHF_WRITE, parse_module
+from kabigate.kernels import load_kernel
+from kabigate.qemu import insmod_in_qemu, kernel_image, kernel_reason, qemu_available
+from kabigate.rules import check_modules
+
+pytestmark = [pytest.mark.realdata, pytest.mark.qemu]
+OLD_61, NEW_61, OLD_612 = "6.1.0-47-amd64", "6.1.0-56-amd64", "6.12.107+deb12-amd64"
+SHN_COMMON = 0xFFF2
+
+
+# -- real modules edited to fail one check ------------------------------------------------------
+
+def _section_header(elf: ElfFile, index: int) -> int:
+    (shoff,) = struct.unpack_from("<Q", elf.data, 0x28)
+    return shoff + index * 64
+
+
+def with_flags(data: bytes, section: str, add: int = 0, remove: int = 0) -> bytes:
+    out = bytearray(data)
+    elf = ElfFile(data)
+    at = _section_header(elf, elf.section(section).index) + 8
+    (flags,) = struct.unpack_from("<Q", out, at)
+    struct.pack_into("<Q", out, at, (flags | add) & ~remove)
+    return bytes(out)
+
+
+def renamed(data: bytes, section: str, to: str) -> bytes:
+    """`section` renamed `to` (an existing section's name): two sections of that name."""
+    out = bytearray(data)
+    elf = ElfFile(data)
+    (name,) = struct.unpack_from("<I", out, _section_header(elf, elf.section(to).index))
+    struct.pack_into("<I", out, _section_header(elf, elf.section(section).index), name)
+    return bytes(out)
+
+
+def stripped(data: bytes) -> bytes:
+    """The symbol table turned into plain data: no SHT_SYMTAB left."""
+    out = bytearray(data)
+    elf = ElfFile(data)
+    symtab = next(s for s in elf.sections if s.type == SHT_SYMTAB)
+    struct.pack_into("<I", out, _section_header(elf, symtab.index) + 4, 1)  # SHT_PROGBITS
+    return bytes(out)
+
+
+def with_common_symbol(data: bytes) -> bytes:
+    """The first data object of the symbol table made SHN_COMMON, as without -fno-common."""
+    out = bytearray(data)
+    elf = ElfFile(data)
+    symtab = next(s for s in elf.sections if s.type == SHT_SYMTAB)
+    for offset in range(symtab.offset + 24, symtab.offset + symtab.size, 24):
+        info, shndx = out[offset + 4], struct.unpack_from("<H", out, offset + 6)[0]
+        if info & 0xF == 1 and 0 < shndx < len(elf.sections) and elf.sections[shndx].name.startswith(".bss"):
+            struct.pack_into("<H", out, offset + 6, SHN_COMMON)
+            return bytes(out)
+    raise AssertionError("no .bss object to make common")
+
+
+EDITS = {
+    "write-exec": lambda d: with_flags(d, ".text", add=SHF_WRITE),
+    "two-modinfo": lambda d: renamed(d, ".comment", ".modinfo"),
+    "this-module-not-alloc": lambda d: with_flags(d, ".gnu.linkonce.this_module", remove=SHF_ALLOC),
+    "stripped": stripped,
+    "common": with_common_symbol,
+}
+
+
+# -- boots --------------------------------------------------------------------------------------
+
+def kernel_paths(testdata, release: str) -> tuple[list[str], str]:
+    """(what check -k takes, what qemu boots) for a corpus kernel: an extracted tree or its .debs."""
+    if release in testdata.manifest["kernels"]:
+        entry = testdata.manifest["kernels"][release]
+        return [str(testdata.kernel_root(release))], str(testdata.root / entry["vmlinuz"])
+    debs = [str(testdata.root / deb) for deb in testdata.manifest["stream_kernels"][release]["debs"]]
+    return debs, debs[0]
+
+
+def built(testdata, driver: str, built_for: str, module: str) -> Path:
+    return testdata.root / testdata.manifest["drivers"][driver][built_for]["dir"] / module
+
+
+def boot(testdata, tmp_path_factory, release: str, cases: dict[str, Path | tuple[Path, str]]):
+    """Boot `release`, insmod every case in order; {case: (module, kernel's result)} and the
+    kernel as insmod sees it after boot (vmlinux's exports only: nothing else is loaded)."""
+    reason = qemu_available()
+    if reason is not None:
+        pytest.skip(reason)
+    directory = tmp_path_factory.mktemp(release)
+    files = []
+    for name, case in cases.items():
+        if isinstance(case, tuple):  # (module, edit)
+            path, edit = case
+            target = directory / name / path.name
+            target.parent.mkdir()
+            target.write_bytes(EDITS[edit](path.read_bytes()))
+            files.append(target)
+        else:
+            files.append(case)
+    paths, image = kernel_paths(testdata, release)
+    results = insmod_in_qemu(kernel_image(image, directory), files)
+    kernel = load_kernel(paths)
+    kernel = dataclasses.replace(kernel, exports={n: e for n, e in kernel.exports.items() if e.owner == "vmlinux"})
+    modules = {name: parse_module(path.read_bytes(), str(path)) for name, path in zip(cases, files)}
+    return kernel, {name: (modules[name], result) for name, result in zip(cases, results)}
+
+
+def assert_agrees(kernel, booted: dict) -> dict[str, str | None]:
+    """kabigate's verdict and first reason are the kernel's, for every module; returns the
+    first reason of each (None: loads)."""
+    firsts = {}
+    for name, (module, result) in booted.items():
+        verdict = check_modules([module], kernel)[0]
+        said = kernel_reason(result)
+        assert verdict.loads == (said is None), (name, verdict.reasons[:2], result)
+        if said is None:
+            firsts[name] = None
+            continue
+        first = verdict.reasons[0]
+        assert first.code == said.code, (name, first, said, result.kernel_messages)
+        if said.symbol:
+            assert first.symbol == said.symbol, (name, first, said)
+        # The kernel's words, after its "<module>: " or "module <module>: " prefix if any, begin kabigate's.
+        words = said.message.removeprefix("module ").removeprefix(f"{module.name}: ").rstrip()
+        assert first.message.startswith(words), (name, first.message, said)
+        if said.code == "missing-symbol":
+            unknown = {m.split("Unknown symbol ", 1)[1].split(" ", 1)[0] for m in result.kernel_messages
+                       if "Unknown symbol" in m}
+            assert unknown == {r.symbol for r in verdict.reasons if r.code in ("missing-symbol", "gpl-only")}
+        firsts[name] = first.code
+    return firsts
+
+
+def test_612107_judges_61_builds_its_own_builds_and_each_pre_resolution_check(testdata, tmp_path_factory):
+    own = built(testdata, "acpi-call", OLD_612, "acpi_call.ko")
+    cases = {
+        "acpi_call-for-6.1.0-47": built(testdata, "acpi-call", OLD_61, "acpi_call.ko"),
+        "jool_common-for-6.1.0-56": built(testdata, "jool", NEW_61, "jool_common.ko"),
+        **{f"acpi_call-{edit}": (own, edit) for edit in EDITS},
+        "igb_uio": built(testdata, "dpdk-kmods", OLD_612, "igb_uio.ko"),  # needs in-tree uio: not loaded
+        "acpi_call": own,
+    }
+    kernel, booted = boot(testdata, tmp_path_factory, OLD_612, cases)
+    assert kernel.module_struct_size == 1280
+    firsts = assert_agrees(kernel, booted)
+    assert firsts == {
+        "acpi_call-for-6.1.0-47": "module-struct-size",
+        "jool_common-for-6.1.0-56": "module-struct-size",
+        "acpi_call-write-exec": "write-exec-section",
+        "acpi_call-two-modinfo": "invalid-elf",
+        "acpi_call-this-module-not-alloc": "invalid-elf",
+        "acpi_call-stripped": "invalid-elf",
+        "acpi_call-common": "common-symbol",
+        "igb_uio": "missing-symbol",
+        "acpi_call": None,
+    }
+
+
+def test_612117_judges_61_and_older_612_builds(testdata, tmp_path_factory):
+    cases = {
+        "acpi_call-for-6.1.0-47": built(testdata, "acpi-call", OLD_61, "acpi_call.ko"),
+        "v4l2loopback-for-6.1.0-56": built(testdata, "v4l2loopback", NEW_61, "v4l2loopback.ko"),
+        "acpi_call-for-6.12.107": built(testdata, "acpi-call", OLD_612, "acpi_call.ko"),
+        "bbswitch-for-6.12.107": built(testdata, "bbswitch", OLD_612, "bbswitch.ko"),
+        "lime-for-6.12.107": built(testdata, "lime-forensics", OLD_612, "lime.ko"),
+    }
+    kernel, booted = boot(testdata, tmp_path_factory, "6.12.117+deb12-amd64", cases)
+    firsts = assert_agrees(kernel, booted)
+    assert firsts["acpi_call-for-6.1.0-47"] == firsts["v4l2loopback-for-6.1.0-56"] == "module-struct-size"
+    assert firsts["acpi_call-for-6.12.107"] == "module-layout-mismatch"
+
+
+def test_610057_judges_612_and_61_builds_and_has_no_612_section_checks(testdata, tmp_path_factory):
+    """6.1 has no sizeof(struct module) or duplicate-section check: a 6.12 build fails there on
+    module_layout, a second .modinfo loads."""
+    own = built(testdata, "acpi-call", NEW_61, "acpi_call.ko")
+    cases = {
+        "acpi_call-for-6.12.107": built(testdata, "acpi-call", OLD_612, "acpi_call.ko"),
+        "acpi_call-for-6.1.0-47": built(testdata, "acpi-call", OLD_61, "acpi_call.ko"),
+        "acpi_call-this-module-not-alloc": (own, "this-module-not-alloc"),
+        "acpi_call-stripped": (own, "stripped"),
+        "acpi_call-two-modinfo": (own, "two-modinfo"),
+        "rapiddisk-for-6.1.0-56": built(testdata, "rapiddisk", NEW_61, "rapiddisk.ko"),
+    }
+    kernel, booted = boot(testdata, tmp_path_factory, "6.1.0-57-amd64", cases)
+    firsts = assert_agrees(kernel, booted)
+    assert firsts == {
+        "acpi_call-for-6.12.107": "module-layout-mismatch",
+        "acpi_call-for-6.1.0-47": "module-layout-mismatch",
+        "acpi_call-this-module-not-alloc": "invalid-elf",
+        "acpi_call-stripped": "invalid-elf",
+        "acpi_call-two-modinfo": None,
+        "rapiddisk-for-6.1.0-56": None,
+    }
+
+
+@pytest.mark.parametrize("flavor", ["6.1.0-47-rt-amd64", "6.1.0-47-cloud-amd64"])
+def test_rt_and_cloud_flavors_judge_builds_of_other_flavors_and_series(testdata, tmp_path_factory, flavor):
+    cases = {
+        "acpi_call-for-6.12.107": built(testdata, "acpi-call", OLD_612, "acpi_call.ko"),
+        "acpi_call-for-6.1.0-47-amd64": built(testdata, "acpi-call", OLD_61, "acpi_call.ko"),
+        "acpi_call-for-6.1.0-56-amd64": built(testdata, "acpi-call", NEW_61, "acpi_call.ko"),
+    }
+    kernel, booted = boot(testdata, tmp_path_factory, flavor, cases)
+    firsts = assert_agrees(kernel, booted)
+    assert all(first is not None for first in firsts.values())
