@@ -339,3 +339,74 @@ def test_killed_add_kernel_then_rerun_gives_the_uninterrupted_tree(system, tmp_p
         assert weakroot.tree_state(trial) == {"weak": expected, "leftovers": []}, after
         shutil.rmtree(trial)
     assert killed == len(points)
+
+
+# --------------------------------------------------------------------------- initramfs
+
+GENERATOR = """#!/bin/sh
+# Stands in for dracut (-f OUT KREL), which this machine does not run: writes an image laid out as
+# dracut's are (an uncompressed early cpio, then a gzip'd one) holding, as a host-only dracut
+# would, the one driver this "host" needs (acpi_call) if the kernel's module tree has it.
+set -e
+out=$2 krel=$3
+tmp=$(mktemp -d)
+mkdir -p "$tmp/early/kernel/x86/microcode" "$tmp/main/usr/lib/modules/$krel" "$tmp/main/etc/modprobe.d"
+echo microcode > "$tmp/early/kernel/x86/microcode/GenuineIntel.bin"
+echo "options acpi_call debug=0" > "$tmp/main/etc/modprobe.d/acpi_call.conf"
+cd "ROOT/lib/modules/$krel"
+find -L . -name acpi_call.ko | cpio --quiet -pdL "$tmp/main/usr/lib/modules/$krel"
+(cd "$tmp/early" && find . | cpio --quiet -o -H newc) > "$out"
+(cd "$tmp/main" && find . | cpio --quiet -o -H newc | gzip) >> "$out"
+rm -rf "$tmp"
+echo "$krel" >> ROOT/generator.log
+"""
+
+
+def test_initramfs_is_replaced_only_when_its_modules_change(system, tmp_path):
+    """check_initramfs(): a new image is built for a kernel whose modules changed, and replaces
+    the old one only if their module files or modprobe.d configuration differ."""
+    generator = tmp_path / "dracut"
+    generator.write_text(GENERATOR.replace("ROOT", str(system)))
+    generator.chmod(0o755)
+    image = system / "boot" / f"initramfs-{RESPIN}.img"
+    subprocess.run([str(generator), "-f", str(image), RESPIN], check=True)
+    first = image.read_bytes()
+
+    def run(*args):
+        result = _kabigate("weak-modules", "--basedir", str(system), "--dracut", str(generator), "--json", *args)
+        assert result.returncode == 1, result.stderr  # refused on MID and NEW
+        return json.loads(result.stdout)
+
+    v4l2 = [m for m in _extra(system, OLD) if "/v4l2loopback/" in m]
+    report = run("--add-modules", *v4l2)  # RESPIN's links change; its image would not
+    assert (system / "generator.log").read_text().split() == [RESPIN, RESPIN]
+    assert report["initramfs_replaced"] == [] and image.read_bytes() == first
+    assert not list(image.parent.glob("*.kabigate-new"))
+
+    acpi = [m for m in _extra(system, OLD) if "/acpi-call/" in m]
+    report = run("--add-modules", *acpi)
+    assert report["initramfs_replaced"] == [str(image)] and image.read_bytes() != first
+    assert not list(image.parent.glob("*.kabigate-new"))
+
+    result = _kabigate("weak-modules", "--basedir", str(system), "--dracut", str(generator), "--no-initramfs",
+                       "--remove-kernel", RESPIN)
+    assert result.returncode == 0 and (system / "generator.log").read_text().split() == [RESPIN] * 3
+
+
+def test_initramfs_reader_on_images_made_by_cpio(system, tmp_path):
+    from kabigate.errors import InputError
+    from kabigate.formats.initramfs import module_digests
+
+    generator = tmp_path / "dracut"
+    generator.write_text(GENERATOR.replace("ROOT", str(system)))
+    generator.chmod(0o755)
+    _weak_modules(system, "--add-kernel", RESPIN)
+    image = tmp_path / "image"
+    subprocess.run([str(generator), "-f", str(image), RESPIN], check=True)
+    digests = module_digests(image.read_bytes(), "image")
+    assert set(digests) == {f"usr/lib/modules/{RESPIN}/weak-updates/acpi-call/acpi_call.ko",
+                            "etc/modprobe.d/acpi_call.conf"}
+    data = image.read_bytes()
+    for bad in (data[:200], data[:-10], b"\x00" * 8 + b"junk", data[:120] + b"zz" + data[122:]):
+        with pytest.raises(InputError):
+            module_digests(bad, "image")

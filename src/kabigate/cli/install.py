@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_OK, cli, emit_json, err, out
+from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR, EXIT_OK, cli, emit_json, err, out
 from kabigate.errors import InputError
 from kabigate.services import weakmodules as wm
 
@@ -26,7 +26,8 @@ from kabigate.services import weakmodules as wm
 @click.option("--verbose", is_flag=True, help="Print each decision and the commands run.")
 @click.option("--no-initramfs", is_flag=True, help="Never regenerate an initramfs.")
 @click.option("--basedir", default="/", metavar="DIR", help="The system root to work on (default /).")
-@click.option("--dracut", default="/sbin/dracut", metavar="PATH", help="dracut to regenerate initramfs images with.")
+@click.option("--dracut", default="/sbin/dracut", metavar="PATH",
+              help="dracut, for /boot/initramfs-<krel>.img (Debian's initrd.img-<krel>: mkinitramfs).")
 @click.option("--delete-modules", is_flag=True, hidden=True)  # deprecated in RHEL's script too: no effect
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.argument("args", nargs=-1, metavar="[KREL | MODULE...]")
@@ -36,7 +37,8 @@ def weak_modules(action: str | None, dry_run: bool, verbose: bool, no_initramfs:
     `depmod -naeE` alone (presence and CRC): a module the kernel would refuse (module_layout,
     vermagic, GPL-only, namespaces, ...) is not linked, and the reason is printed.
 
-    Exit 0 when everything judged is linked, 1 when a module was refused for a kernel, 2 on bad input."""
+    Exit 0 when everything judged is linked, 1 when a module was refused for a kernel, 2 on bad
+    input or when depmod or the initramfs generator failed (the links are in place then)."""
     if action is None:
         raise click.UsageError("one of --add-modules, --remove-modules, --add-kernel, --remove-kernel is required")
     if delete_modules:
@@ -68,7 +70,9 @@ def weak_modules(action: str | None, dry_run: bool, verbose: bool, no_initramfs:
             first = refusal.reasons[0]
             err.print(f"weak-modules: {refusal.module} (built for {refusal.module_kernel}) will not load on "
                       f"{refusal.kernel}: {first.code}: {first.message}", markup=False)
-    raise SystemExit(EXIT_INCOMPATIBLE if outcome.refused else EXIT_OK)
+    for error in outcome.errors:
+        err.print(f"kabigate: error: {error}", markup=False)
+    raise SystemExit(EXIT_INPUT_ERROR if outcome.errors else EXIT_INCOMPATIBLE if outcome.refused else EXIT_OK)
 
 
 @cli.command()

@@ -191,6 +191,8 @@ class Outcome:
     messages: list[str]  # the script's --verbose lines
     commands: list[list[str]] = field(default_factory=list)  # depmod and initramfs runs, in order
     initramfs_kernels: list[str] = field(default_factory=list)
+    initramfs_replaced: list[str] = field(default_factory=list)  # images whose module set changed
+    errors: list[str] = field(default_factory=list)  # depmod or initramfs runs that failed
 
     @property
     def refused(self) -> list[Refusal]:
@@ -206,7 +208,7 @@ class Outcome:
                              "shadowed": [{"module": m, "by": by} for m, by in p.shadowed]}
                             for p in self.plans],
                 "refused": [r.to_json() for r in self.refused],
-                "commands": self.commands}
+                "commands": self.commands, "initramfs_replaced": self.initramfs_replaced, "errors": self.errors}
 
 
 class WeakModules:
@@ -540,6 +542,7 @@ class Tools:
     dry_run: bool = False
     initramfs: bool = True
     dracut: str = "/sbin/dracut"
+    mkinitramfs: str = "mkinitramfs"
     depmod: str = "depmod"
     run: Callable[[list[str]], None] = field(default=lambda argv: _run(argv))
 
@@ -552,25 +555,54 @@ def _run(argv: list[str]) -> None:
         raise InputError(f"{' '.join(argv)}: {last}")
 
 
-def post_commands(root: Root, journal: dict, tools: Tools) -> list[list[str]]:
-    """The script's cleanup: `depmod -ae -F System.map-<krel> <krel>` for each changed, installed
-    kernel; then the initramfs of each kernel whose module set changed, when it has one: dracut
-    (initramfs-<krel>.img, RHEL family) or update-initramfs (initrd.img-<krel>, Debian)."""
+def depmod_commands(root: Root, kernels: list[str], tools: Tools) -> list[list[str]]:
+    """The script's cleanup: `depmod -ae -F System.map-<krel> <krel>` for each changed kernel that
+    is installed (has symvers); without a System.map, `depmod -a`."""
     commands = []
     basedir = [] if str(root.base) == "/" else ["-b", str(root.base)]
-    for krel in journal.get("depmod", []):
+    for krel in kernels:
         if root.symvers(krel) is None:
             continue
         system_map = root.system_map(krel)
-        commands.append([tools.depmod, *basedir, "-ae", *(["-F", str(system_map)] if system_map else []), krel])
-    if tools.initramfs:
-        for krel in journal.get("initramfs", []):
-            if (root.base / "boot" / f"initramfs-{krel}.img").is_file():
-                image = str(root.base / "boot" / f"initramfs-{krel}.img")
-                commands.append([tools.dracut, "-f", image, krel])
-            elif (root.base / "boot" / f"initrd.img-{krel}").is_file() and str(root.base) == "/":
-                commands.append(["update-initramfs", "-u", "-k", krel])
+        commands.append([tools.depmod, *basedir, *(["-ae", "-F", str(system_map)] if system_map else ["-a"]), krel])
     return commands
+
+
+def initramfs_commands(root: Root, kernels: list[str], tools: Tools) -> list[tuple[Path, Path, list[str]]]:
+    """check_initramfs(): a kernel that has an initramfs gets a new one built beside it, by dracut
+    (/boot/initramfs-<krel>.img, RHEL family) or initramfs-tools' mkinitramfs (/boot/initrd.img-<krel>,
+    Debian); -> (the image, the new one, the command writing it). None is made where none was."""
+    commands = []
+    if not tools.initramfs:
+        return commands
+    for krel in kernels:
+        rhel, debian = root.base / "boot" / f"initramfs-{krel}.img", root.base / "boot" / f"initrd.img-{krel}"
+        if rhel.is_file():
+            new = Path(f"{rhel}.kabigate-new")
+            commands.append((rhel, new, [tools.dracut, "-f", str(new), krel]))
+        elif debian.is_file():
+            new = Path(f"{debian}.kabigate-new")
+            commands.append((debian, new, [tools.mkinitramfs, "-o", str(new), krel]))
+    return commands
+
+
+def _refresh_initramfs(image: Path, new: Path, argv: list[str], tools: Tools) -> bool:
+    """compare_initramfs_modules(): the new image replaces the old one only when their module
+    files or modprobe.d configuration differ; -> replaced."""
+    try:
+        tools.run(argv)
+        from kabigate.formats.initramfs import module_digests
+
+        try:
+            changed = module_digests(image.read_bytes(), str(image)) != module_digests(new.read_bytes(), str(new))
+        except InputError:
+            changed = True  # an image kabigate cannot read (lz4, bzip2...): the script's cmp fails too
+        if changed:
+            os.replace(new, image)
+        return changed
+    finally:
+        if new.exists():
+            new.unlink()
 
 
 def commit(root: Root, outcome: Outcome, tools: Tools) -> None:
@@ -579,22 +611,34 @@ def commit(root: Root, outcome: Outcome, tools: Tools) -> None:
     # module_has_changed() marks a kernel for both; remove_kernel() exits before either runs.
     touched = [] if outcome.action == "remove-kernel" else outcome.initramfs_kernels
     journal_extra = {"depmod": touched, "initramfs": touched}
-    outcome.commands = post_commands(root, {"kernels": sorted(changed), **journal_extra}, tools)
+    outcome.commands = depmod_commands(root, touched, tools) + [argv for _image, _new, argv in
+                                                              initramfs_commands(root, touched, tools)]
     if tools.dry_run:
         return
 
     def post(journal: dict) -> None:
-        for argv in post_commands(root, journal, tools):
+        """Failures are reported, not fatal: the links are in place, and the script goes on too."""
+        for argv in depmod_commands(root, journal.get("depmod", []), tools):
             try:
                 tools.run(argv)
-            except OSError as error:
-                raise InputError(f"{' '.join(argv)}: {error.strerror}") from None
+            except (InputError, OSError) as error:
+                outcome.errors.append(_failure(argv, error))
+        for image, new, argv in initramfs_commands(root, journal.get("initramfs", []), tools):
+            try:
+                if _refresh_initramfs(image, new, argv, tools):
+                    outcome.initramfs_replaced.append(str(image))
+            except (InputError, OSError) as error:
+                outcome.errors.append(_failure(argv, error))
 
     with Transaction(root, post) as transaction:
         if changed:
             transaction.commit(changed, journal_extra)
         elif journal_extra["depmod"] or journal_extra["initramfs"]:
             post({"kernels": [], **journal_extra})
+
+
+def _failure(argv: list[str], error: Exception) -> str:
+    return str(error) if isinstance(error, InputError) else f"{' '.join(argv)}: {error.strerror}"
 
 
 def read_module_list(lines: Iterable[str], cwd: str, root: Root) -> list[str]:
