@@ -410,3 +410,21 @@ def test_initramfs_reader_on_images_made_by_cpio(system, tmp_path):
     for bad in (data[:200], data[:-10], b"\x00" * 8 + b"junk", data[:120] + b"zz" + data[122:]):
         with pytest.raises(InputError):
             module_digests(bad, "image")
+
+
+def test_rhel_drop_in_wrapper_keeps_the_scripts_exit_status(system, tmp_path):
+    """contrib/rhel/weak-modules as /usr/sbin/weak-modules: refusals printed, exit 0 (the kernel's
+    %posttrans stops before kernel-install on any other status); bad input still fails."""
+    shim = tmp_path / "bin" / "kabigate"
+    shim.parent.mkdir()
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m kabigate \"$@\"\n")
+    shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim.parent}{os.pathsep}{os.environ['PATH']}"}
+    wrapper = Path(__file__).resolve().parent.parent / "contrib" / "rhel" / "weak-modules"
+    result = subprocess.run([str(wrapper), "--basedir", str(system), "--no-initramfs", "--add-kernel", RESPIN],
+                            capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0 and "gpl-only" in result.stderr
+    assert _links(system, RESPIN)
+    result = subprocess.run([str(wrapper), "--basedir", str(system), "--add-kernel", "9.9.9-none"],
+                            capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 2
