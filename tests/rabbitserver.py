@@ -101,8 +101,11 @@ class RabbitMQ:
         # the node's own epmd (a daemon outside the process group), once the node has left it
         epmd = shutil.which("epmd") or next(iter(sorted(
             os.path.join(root, "epmd") for root, _dirs, files in os.walk("/usr/lib/erlang") if "epmd" in files)), None)
-        if epmd:
+        for _ in range(20) if epmd else ():  # it refuses while the node is still registered
             subprocess.run([epmd, "-kill"], check=False, env=self.env, capture_output=True, timeout=10)
+            if subprocess.run([epmd, "-names"], check=False, env=self.env, capture_output=True).returncode:
+                break
+            time.sleep(0.5)
 
     def restart(self) -> None:
         self.stop()

@@ -452,3 +452,73 @@ def test_an_unreachable_broker_is_an_error_for_enqueueing_and_down_for_health(tm
     assert health.returncode == 1 and report["store"]["ok"] and not report["broker"]["ok"], health.stdout
     with Store.open(str(tmp_path / "store.db")) as store:
         assert [t.state for t in store.tasks()] == ["queued"]  # recorded: enqueueing it again sends it
+
+
+# -- scripts/serve-cluster ----------------------------------------------------------------------
+
+def test_serve_cluster_starts_postgresql_rabbitmq_workers_and_a_listener_then_stops_them_all(testdata):
+    import shutil
+    import socket
+    import tempfile
+
+    def free_ports(count: int) -> int:
+        while True:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                first = probe.getsockname()[1]
+            if first + count < 65536 and all(_port_free(first + i) for i in range(count)):
+                return first
+
+    directory = tempfile.mkdtemp(prefix="kabigate-cluster-")
+    os.chmod(directory, 0o755)  # as root, PostgreSQL runs as postgres and must reach its data
+    script = [str(Path(__file__).resolve().parent.parent / "scripts" / "serve-cluster")]
+    options = ["--dir", directory, "--workers", "2", "--concurrency", "1", "--pg-port", str(free_ports(1)),
+               "--amqp-port", str(free_ports(3))]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KABIGATE_") or k == "KABIGATE_TESTDATA"}
+    try:
+        started = subprocess.run([*script, "start", *options], check=False, env=env, capture_output=True, text=True,
+                                 timeout=WAIT)
+        assert started.returncode == 0, started.stderr
+        assert "workers 2: worker1@" in started.stdout and "kabigate-events: 0 waiting, 1 consumers" in started.stdout
+        exports = started.stdout.strip().splitlines()[-1].removeprefix("export ").split()
+        env.update(variable.split("=", 1) for variable in exports)
+        subprocess.run([*KABIGATE, "ingest", "kernel", "--queue", "--stream", STREAM,
+                        str(testdata.kernel_root(RELEASES[0]))], check=True, env=env, capture_output=True)
+        deadline = time.monotonic() + WAIT
+        while (tasks := json.loads(subprocess.run([*KABIGATE, "tasks", "--json"], check=True, env=env,
+                                                  capture_output=True, text=True).stdout)["tasks"])[0]["state"] != "done":
+            assert time.monotonic() < deadline and tasks[0]["state"] in ("queued", "running"), tasks
+            time.sleep(0.5)
+        status = subprocess.run([*script, "status", "--dir", directory], check=False, env=env, capture_output=True,
+                                text=True)
+        assert status.returncode == 0 and "1 done" in status.stdout, status.stdout
+    finally:
+        stopped = subprocess.run([*script, "stop", *options], check=False, env=env, capture_output=True, text=True,
+                                 timeout=WAIT)
+        leftover = os.listdir(os.path.join(directory, "run"))
+        shutil.rmtree(directory, ignore_errors=True)
+    assert stopped.returncode == 0, stopped.stderr
+    assert leftover == []  # every worker, the listener and RabbitMQ stopped by their pid files
+    ports = [int(options[options.index(option) + 1]) for option in ("--pg-port", "--amqp-port")]
+    assert not any(_listening(port) for port in ports)  # PostgreSQL and RabbitMQ are down
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        return True
+    except OSError:
+        return False
