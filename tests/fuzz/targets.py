@@ -39,6 +39,7 @@ from kabigate.formats.debindex import parse_packages_index
 from kabigate.formats.elf import ElfFile
 from kabigate.formats.elrepo import parse_spec_history
 from kabigate.formats.gatepolicy import parse_policy, parse_waivers
+from kabigate.formats.initramfs import module_digests
 from kabigate.formats.kconfig import parse_kconfig
 from kabigate.formats.module import parse_module
 from kabigate.formats.repomd import parse_primary, parse_repomd
@@ -259,6 +260,33 @@ def run_image_exports(data: bytes) -> None:
     image_exports(ElfFile(kernel_image(data, "fuzz.vmlinuz"), "fuzz.vmlinuz"))
 
 
+def _newc(members: list[tuple[str, int, bytes]]) -> bytes:
+    """A cpio "newc" archive of (name, mode, data), as initramfs images are made of."""
+    out = bytearray()
+    for number, (name, mode, data) in enumerate([*members, ("TRAILER!!!", 0, b"")], 1):
+        fields = (number, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0)
+        out += b"070701" + b"".join(b"%08X" % f for f in fields) + name.encode() + b"\0"
+        out += bytes(-len(out) % 4) + data
+        out += bytes(-len(out) % 4)
+    return bytes(out)
+
+
+@cache
+def initramfs_seeds() -> list[bytes]:
+    """dracut's layout: an uncompressed early archive, then the main one gzip'd (xz, zstd)."""
+    early = _newc([("kernel", 0o40755, b""), ("kernel/x86/microcode/GenuineIntel.bin", 0o100644, b"ucode")])
+    main = _newc([("usr/lib/modules/6.1.0-47-amd64/extra/acpi_call.ko", 0o100644,
+                   (CORPUS / "module" / "acpi_call.ko").read_bytes()),
+                  ("etc/modprobe.d/acpi.conf", 0o100644, b"options acpi_call debug=0\n"),
+                  ("usr/lib/modules/6.1.0-47-amd64/weak-updates/x.ko", 0o120777, b"../extra/acpi_call.ko")])
+    return [early + gzip.compress(main, mtime=0), early + bytes(512) + lzma.compress(main, check=lzma.CHECK_CRC32),
+            zstandard.ZstdCompressor().compress(main), main]
+
+
+def run_initramfs(data: bytes) -> None:
+    module_digests(data, "fuzz.initramfs")
+
+
 def run_btf(data: bytes) -> None:
     """Standalone BTF, then the same bytes as split BTF on it (a module's on vmlinux's)."""
     base = parse_btf(data, "fuzz.btf")
@@ -460,6 +488,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("trust", image_seeds, run_trust),
     Target("image_exports", image_seeds, run_image_exports),
     Target("btf", lambda: _files("btf"), run_btf),
+    Target("initramfs", initramfs_seeds, run_initramfs),
     Target("symvers", text_seeds, run_symvers),
     Target("stablelist", text_seeds, run_stablelist),
     Target("kconfig", text_seeds, run_kconfig),

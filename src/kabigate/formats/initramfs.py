@@ -25,7 +25,7 @@ MAX_ARCHIVES = 64
 def module_digests(data, what: str) -> dict[str, str]:
     """Member path -> sha256 of every module and modprobe.d/*.conf file of the image."""
     found: dict[str, str] = {}
-    _archives(memoryview(bytes(data)), what, found, depth=0)
+    _archives(memoryview(data), what, found, depth=0)
     return found
 
 
@@ -48,7 +48,7 @@ def _archives(data: memoryview, what: str, found: dict[str, str], depth: int) ->
             raise InputError(f"{what}: not a cpio archive or gzip/xz/zstd data at offset {position} "
                              f"(magic {head[:4].hex()})")
         # A compressed archive runs to the end of the image.
-        _archives(memoryview(bytes(decompress(data[position:], what))), what, found, depth + 1)
+        _archives(memoryview(decompress(data[position:], what)), what, found, depth + 1)
         return
 
 
