@@ -1,0 +1,126 @@
+"""The loader's pre-resolution checks (docs/loader-checks.md) on real modules and kernels, without
+qemu: 6.1 and 6.12 differ where the kernel source says they do (tests/test_series_qemu.py boots
+the same cases)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from elfedit import EDITS
+
+from kabigate.formats.module import parse_module
+from kabigate.kernels import load_kernel
+from kabigate.rules import LoadOptions, check_modules, kernel_series
+from kabigate.store.codec import module_facts, module_from_facts
+
+pytestmark = pytest.mark.realdata
+OLD_61, NEW_61, OLD_612, NEW_612 = ("6.1.0-47-amd64", "6.1.0-56-amd64", "6.12.107+deb12-amd64",
+                                    "6.12.117+deb12-amd64")
+
+
+@pytest.fixture(scope="module")
+def kernels(testdata):
+    debs = testdata.manifest["stream_kernels"][NEW_612]["debs"]
+    return {NEW_61: load_kernel([str(testdata.kernel_root(NEW_61))]),
+            NEW_612: load_kernel([str(testdata.root / deb) for deb in debs])}
+
+
+def module(testdata, driver: str, built_for: str, name: str, edit: str | None = None):
+    path = testdata.root / testdata.manifest["drivers"][driver][built_for]["dir"] / name
+    data = path.read_bytes()
+    return parse_module(EDITS[edit](data) if edit else data, f"{path}{'+' + edit if edit else ''}")
+
+
+def first(module_, kernel):
+    verdict = check_modules([module_], kernel)[0]
+    return verdict.reasons[0].code if verdict.reasons else None
+
+
+def test_struct_module_size_is_checked_from_64_on_only(testdata, kernels):
+    for_61 = module(testdata, "acpi-call", OLD_61, "acpi_call.ko")
+    for_612 = module(testdata, "acpi-call", OLD_612, "acpi_call.ko")
+    assert (for_61.layout.this_module_size, for_612.layout.this_module_size) == (896, 1280)
+    assert kernels[NEW_612].module_struct_size == 1280 and kernels[NEW_61].module_struct_size == 896
+    reason = check_modules([for_61], kernels[NEW_612])[0].reasons[0]
+    assert reason.code == "module-struct-size"
+    assert reason.message == (".gnu.linkonce.this_module section size must match the kernel's built struct module "
+                              "size at run time (module: 896 bytes, kernel: 1280)")
+    # 6.1 has no such check: a 6.12 module fails there on module_layout.
+    assert first(for_612, kernels[NEW_61]) == "module-layout-mismatch"
+    assert first(for_612, kernels[NEW_612]) == "module-layout-mismatch"
+
+
+def test_unknown_struct_module_size_is_said(testdata):
+    """Module.symvers alone does not carry sizeof(struct module): not compared, and the verdict says so."""
+    headers = testdata.root / testdata.manifest["build_kernels"][OLD_612]["symvers"]
+    kernel = load_kernel([str(headers)], vermagic=f"{OLD_612} SMP preempt mod_unload modversions ")
+    assert kernel.module_struct_size is None and kernel_series(kernel) == (6, 12)
+    verdict = check_modules([module(testdata, "acpi-call", OLD_61, "acpi_call.ko")], kernel)[0]
+    assert "module-struct-size" not in {r.code for r in verdict.reasons}
+    assert "module-struct-unknown" in {w.code for w in verdict.warnings}
+
+
+@pytest.mark.parametrize("edit, on_61, on_612", [
+    ("write-exec", "write-exec-section", "write-exec-section"),
+    ("two-modinfo", None, "invalid-elf"),
+    ("this-module-not-alloc", "invalid-elf", "invalid-elf"),
+    ("stripped", "invalid-elf", "invalid-elf"),
+    ("common", "common-symbol", "common-symbol"),
+])
+def test_each_edit_fails_where_its_series_checks_it(testdata, kernels, edit, on_61, on_612):
+    assert first(module(testdata, "acpi-call", NEW_61, "acpi_call.ko", edit), kernels[NEW_61]) == on_61
+    edited_612 = module(testdata, "acpi-call", OLD_612, "acpi_call.ko", edit)
+    # Judged on the 6.12.117 kernel with 6.12.107's module_layout, to see the edit come first.
+    kernel = dataclasses.replace(kernels[NEW_612], exports={
+        **kernels[NEW_612].exports, "module_layout": dataclasses.replace(
+            kernels[NEW_612].exports["module_layout"], crc=edited_612.version_of("module_layout").crc)})
+    assert check_modules([edited_612], kernel)[0].reasons[0].code == on_612
+
+
+def test_config_and_modinfo_checks(testdata, kernels):
+    kernel = kernels[NEW_61]
+    own = module(testdata, "acpi-call", NEW_61, "acpi_call.ko")
+    assert first(own, kernel) is None
+
+    def with_info(**extra):
+        return dataclasses.replace(own, modinfo=own.modinfo + tuple(extra.items()))
+    livepatch = with_info(livepatch="Y")
+    verdict = check_modules([livepatch], kernel)[0]
+    assert verdict.loads and "taint-livepatch" in {w.code for w in verdict.warnings}
+    no_livepatch = dataclasses.replace(kernel, config={**kernel.config, "CONFIG_LIVEPATCH": "n"})
+    assert first(livepatch, no_livepatch) == "livepatch-unsupported"
+    assert "taint-test" in {w.code for w in check_modules([with_info(test="Y")], kernel)[0].warnings}
+    # The rwx check is CONFIG_STRICT_MODULE_RWX's: off, the W|X section is let through.
+    write_exec = module(testdata, "acpi-call", NEW_61, "acpi_call.ko", "write-exec")
+    no_rwx = dataclasses.replace(kernel, config={**kernel.config, "CONFIG_STRICT_MODULE_RWX": "n"})
+    assert first(write_exec, no_rwx) is None
+
+
+def test_driverloader_is_proprietary_whatever_its_license(testdata, kernels):
+    """check_module_license_and_versions(): "driverloader was caught wrongly pretending to be under
+    GPL": it cannot use GPL-only symbols (acpi_call uses none, so only the taint shows)."""
+    own = module(testdata, "acpi-call", NEW_61, "acpi_call.ko")
+    renamed = dataclasses.replace(own, modinfo=tuple((k, "driverloader" if k == "name" else v)
+                                                     for k, v in own.modinfo))
+    warnings = {w.code: w.message for w in check_modules([renamed], kernels[NEW_61])[0].warnings}
+    assert warnings["taint-proprietary"] == "module license taints kernel."
+
+
+def test_signature_is_checked_before_the_architecture(testdata, kernels):
+    """load_module() runs module_sig_check() before elf_validity_check(): an unsigned arm64 module
+    on an enforcing x86_64 kernel is refused for its signature first."""
+    modules = testdata.root / testdata.manifest["foreign_kernels"]["6.1.0-47-arm64"]["modules_dir"]
+    foreign = min(modules.rglob("*.ko"))
+    data = foreign.read_bytes()
+    signed = parse_module(data, str(foreign))
+    assert signed.machine == "aarch64" and signed.signature is not None
+    unsigned = parse_module(data[:signed.signature.signed_size], str(foreign))
+    reasons = check_modules([unsigned], kernels[NEW_61], LoadOptions(require_signature=True))[0].reasons
+    assert [r.code for r in reasons] == ["unsigned", "arch-mismatch"]
+
+
+def test_layout_survives_the_store(testdata):
+    own = module(testdata, "acpi-call", OLD_612, "acpi_call.ko", "write-exec")
+    again = module_from_facts(module_facts(own), own.path, None)
+    assert again.layout == own.layout and again.layout.write_exec_sections
