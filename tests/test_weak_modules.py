@@ -274,6 +274,14 @@ def test_bad_input_is_one_line_and_exit_2(system, tmp_path):
         assert "Traceback" not in result.stderr
     result = _kabigate("weak-modules", "--basedir", str(tmp_path / "nothing"), "--add-kernel", OLD)
     assert result.returncode == 2 and "no such directory" in result.stderr
+    for args, stdin in ((["--add-kernel", "../../etc"], ""), (["--remove-kernel", ".."], ""),
+                        (["--add-modules"], "/lib/modules/x\0y.ko\n"), (["--add-modules"], "/\udcff" * 3),
+                        (["--add-modules", "/" + "x" * 5000 + ".ko"], "")):
+        result = subprocess.run([*KABIGATE, "weak-modules", "--basedir", str(system), "--no-initramfs", *args],
+                                input=stdin.encode("utf-8", "surrogateescape"), capture_output=True, check=False)
+        stderr = result.stderr.decode(errors="replace")
+        assert result.returncode == 2 and len(stderr.strip().splitlines()) == 1, (args, stderr)
+    assert not (system / "etc").exists()
 
 
 # --------------------------------------------------------------------------- interrupted runs

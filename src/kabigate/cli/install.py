@@ -43,23 +43,11 @@ def weak_modules(action: str | None, dry_run: bool, verbose: bool, no_initramfs:
         raise click.UsageError("one of --add-modules, --remove-modules, --add-kernel, --remove-kernel is required")
     if delete_modules:
         err.print("WARNING: --delete-modules is deprecated, no effect", markup=False)
-    root = wm.Root(basedir)
+    try:
+        outcome = _weak_modules(action, args, basedir, verbose and not as_json, dry_run, no_initramfs, dracut)
+    except OSError as error:  # permissions, names too long, a tree changing underfoot
+        raise InputError(f"{error.filename or basedir}: {error.strerror}") from None
     verbose_lines = verbose and not as_json
-    runner = wm.WeakModules(root, say=(lambda line: out.print(line, markup=False)) if verbose_lines else (lambda _l: None))
-    if action in ("add-modules", "remove-modules"):
-        lines = args if args else (() if sys.stdin.isatty() else sys.stdin.read(1 << 24).splitlines())
-        modules = wm.read_module_list(lines, os.getcwd(), root)
-        if not modules:
-            raise SystemExit(EXIT_OK)
-        outcome = runner.add_modules(modules) if action == "add-modules" else runner.remove_modules(modules)
-    else:
-        if len(args) > 1:
-            raise click.UsageError(f"--{action} takes one kernel release")
-        krel = args[0] if args else os.uname().release
-        outcome = runner.add_kernel(krel) if action == "add-kernel" else runner.remove_kernel(krel)
-
-    tools = wm.Tools(dry_run=dry_run, initramfs=not no_initramfs, dracut=dracut)
-    wm.commit(root, outcome, tools)
     if as_json:
         emit_json({**outcome.to_json(), "dry_run": dry_run})
     else:
@@ -73,6 +61,28 @@ def weak_modules(action: str | None, dry_run: bool, verbose: bool, no_initramfs:
     for error in outcome.errors:
         err.print(f"kabigate: error: {error}", markup=False)
     raise SystemExit(EXIT_INPUT_ERROR if outcome.errors else EXIT_INCOMPATIBLE if outcome.refused else EXIT_OK)
+
+
+def _weak_modules(action: str, args: tuple[str, ...], basedir: str, verbose: bool, dry_run: bool,
+                  no_initramfs: bool, dracut: str) -> wm.Outcome:
+    root = wm.Root(basedir)
+    runner = wm.WeakModules(root, say=(lambda line: out.print(line, markup=False)) if verbose else (lambda _l: None))
+    if action in ("add-modules", "remove-modules"):
+        # Paths are bytes to the kernel: read as the filesystem encoding reads them.
+        lines = args if args else (() if sys.stdin.isatty() else os.fsdecode(sys.stdin.buffer.read(1 << 24)).splitlines())
+        modules = wm.read_module_list(lines, os.getcwd(), root)
+        if not modules:
+            raise SystemExit(EXIT_OK)
+        outcome = runner.add_modules(modules) if action == "add-modules" else runner.remove_modules(modules)
+    else:
+        if len(args) > 1:
+            raise click.UsageError(f"--{action} takes one kernel release")
+        krel = args[0] if args else os.uname().release
+        if "/" in krel or "\0" in krel or krel in ("", ".", ".."):
+            raise InputError(f"{krel!r}: not a kernel release")
+        outcome = runner.add_kernel(krel) if action == "add-kernel" else runner.remove_kernel(krel)
+    wm.commit(root, outcome, wm.Tools(dry_run=dry_run, initramfs=not no_initramfs, dracut=dracut))
+    return outcome
 
 
 @cli.command()
@@ -98,6 +108,8 @@ def preflight(kernel: str, root: str, db: str | None, as_json: bool) -> None:
     try:
         release, target = _target_kernel(kernel, system, store)
         result = run_preflight(system, release, target, store)
+    except OSError as error:
+        raise InputError(f"{error.filename or root}: {error.strerror}") from None
     finally:
         if store is not None:
             store.close()

@@ -68,7 +68,7 @@ class Root:
         self.base = Path(basedir).resolve()
         self.modules = self.base / "lib" / "modules"
         if not self.modules.is_dir():
-            raise InputError(f"{self.modules}: no such directory (is --basedir a system root?)")
+            raise InputError(f"{self.modules}: no such directory (not a system root)")
 
     def host(self, path: str) -> Path:
         """A path as seen in the root -> the same file here."""
@@ -649,6 +649,8 @@ def read_module_list(lines: Iterable[str], cwd: str, root: Root) -> list[str]:
         path = line.strip()
         if not path:
             continue
+        if "\0" in path:
+            raise InputError(f"{path!r}: a module path with a NUL byte")
         if not path.startswith("/"):
             path = os.path.normpath(os.path.join(cwd, path))
         base = str(root.base)
