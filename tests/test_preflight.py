@@ -110,3 +110,54 @@ def test_apt_hook_warns_before_dpkg(system, testdata, tmp_path):
     assert strict.returncode == 1
     alone = subprocess.run([str(HOOK)], input=f"{image}\n", capture_output=True, text=True, env=env, check=False)
     assert alone.returncode == 0 and "is not in this run" in alone.stderr
+
+
+def test_dnf_plugin_warns_before_the_transaction(tmp_path, testdata):
+    """Real dnf installs a real kernel-core RPM (6.1.0-47, tests/packaging.py) into a system whose
+    kmods were built for 6.1.0-56: contrib/dnf's plugin runs preflight on the downloaded package
+    before the transaction, warns, and with strict = 1 stops dnf before anything is installed."""
+    import shutil
+
+    import packaging as rpm_fixtures
+
+    if shutil.which("dnf") is None or not rpm_fixtures.available():
+        pytest.skip("dnf, rpmbuild or createrepo_c missing (scripts/bootstrap installs them)")
+    # The packages test_packages.py builds (cached once for all).
+    rpms = rpm_fixtures.build_packages(testdata, OLD, {"acpi-call": OLD, "jool": OLD, "v4l2loopback": NEW})
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(next((rpms / "kernel").glob("kernel-core-*.rpm")), repo)
+    subprocess.run(["createrepo_c", "-q", str(repo)], check=True)
+    plugins, conf = tmp_path / "plugins", tmp_path / "conf"
+    plugins.mkdir()
+    conf.mkdir()
+    shutil.copy(REPO / "contrib" / "dnf" / "kabigate_preflight.py", plugins)
+    shim = tmp_path / "kabigate"
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m kabigate \"$@\"\n")
+    shim.chmod(0o755)
+
+    def install(strict: bool) -> tuple[subprocess.CompletedProcess, Path]:
+        system = tmp_path / f"root-{strict}"
+        weakroot.add_kernel(system, testdata, NEW)
+        for driver in ("acpi-call", "v4l2loopback"):
+            weakroot.add_driver(system, testdata, driver, NEW)
+        settings = (REPO / "contrib" / "dnf" / "kabigate_preflight.conf").read_text()
+        (conf / "kabigate_preflight.conf").write_text(
+            settings.replace("strict = 0", f"strict = {int(strict)}").replace("command = kabigate", f"command = {shim}"))
+        result = subprocess.run(
+            ["dnf", "-y", f"--installroot={system}", "--releasever=9", "--setopt=reposdir=/dev/null",
+             f"--repofrompath=local,file://{repo}", "--repo=local", "--nogpgcheck",
+             f"--setopt=pluginpath={plugins}", f"--setopt=pluginconfpath={conf}", "install", "kernel-core"],
+            capture_output=True, text=True, check=False, timeout=300)
+        return result, system
+
+    result, system = install(strict=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    warning = result.stdout.index("installed modules will not load on kernel-core-")
+    assert "module-layout-mismatch" in result.stdout[:warning]
+    assert warning < result.stdout.index("Running transaction\n")  # before anything is installed
+    assert (system / "lib" / "modules" / OLD / "symvers.gz").is_file()
+
+    result, system = install(strict=True)
+    assert result.returncode == 1 and "kabigate preflight: installed modules will not load" in result.stderr
+    assert not (system / "lib" / "modules" / OLD).exists()

@@ -23,8 +23,9 @@ class KabigatePreflight(dnf.Plugin):
         for package in self.base.transaction.install_set:
             if package.name not in ("kernel-core", "kernel-rt-core", "kernel-64k-core"):
                 continue
-            result = subprocess.run([self.command, "preflight", package.localPkg()], check=False,
-                                    capture_output=True, text=True)
+            # The modules judged are those of the system dnf installs into (--installroot).
+            argv = [self.command, "preflight", "--root", self.base.conf.installroot, package.localPkg()]
+            result = subprocess.run(argv, check=False, capture_output=True, text=True)
             if result.stdout:
                 print(result.stdout, end="")
             if result.returncode == 1:
