@@ -76,3 +76,27 @@ def test_bad_images_are_one_line_errors(testdata, image, message):
     result = run("--image", image.format(module=module), module)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_gate_confirms_a_sample_of_its_verdicts_in_qemu(testdata, tmp_path):
+    """A gate of 6.1.0-56 (read from its .debs) over two stored builds, confirmed in one boot:
+    acpi-call built for 6.1.0-47 is refused for module_layout, jool built for 6.1.0-56 loads
+    (its in-tree dependencies from the image package), as the stored verdicts say."""
+    db = str(tmp_path / "store.db")
+    debs = ",".join(str(testdata.root / deb) for deb in testdata.manifest["stream_kernels"][NEWER]["debs"])
+    kabigate = [*KABIGATE[:3]]
+    subprocess.run([*kabigate, "ingest", "kernel", "--db", db, "--stream", "debian-6.1", debs], check=True,
+                   capture_output=True)
+    for built_for, name in ((KERNEL, "acpi-call"), (NEWER, "jool")):
+        subprocess.run([*kabigate, "ingest", "drivers", "--db", db,
+                        str(testdata.root / testdata.manifest["drivers"][name][built_for]["dir"])],
+                       check=True, capture_output=True)
+    result = subprocess.run([*kabigate, "gate", "--db", db, "--candidate", NEWER, "--stream", "debian-6.1",
+                             "--confirm-in-qemu", "2", "--json"], capture_output=True, text=True, check=False,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr
+    confirmations = {c["build"].split(" ", 1)[0]: c for c in json.loads(result.stdout)["qemu_confirmation"]}
+    assert set(confirmations) == {"acpi_call", "jool"}, confirmations
+    assert all(c["agrees"] for c in confirmations.values()), confirmations
+    assert confirmations["acpi_call"]["kernel"]["first_reason"] == "module-layout-mismatch"
+    assert confirmations["jool"]["kernel"]["loads"]

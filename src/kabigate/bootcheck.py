@@ -10,7 +10,6 @@ reverse, or a different first reason.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,10 +68,11 @@ def boot_check(image: str, kernel_paths: list[str], modules: list[Module], *, ti
         in_tree = dict(_in_tree_dependencies(image, modules)) if packaged else {}
         advance()
         ordered = _dependency_order([*in_tree, *modules])
+        payloads = {**in_tree, **_module_payloads(modules)}
         files = []
         for i, module in enumerate(ordered):
             # busybox insmod gets the plain ELF file, as kmod hands it to the kernel
-            data = in_tree[module] if module in in_tree else _module_file(module)
+            data = payloads[module]
             target = directory / f"{i}-{module.name}.ko"
             target.write_bytes(decompress(data, module.path) if compression_of(data) else data)
             files.append(target)
@@ -90,11 +90,29 @@ def boot_check(image: str, kernel_paths: list[str], modules: list[Module], *, ti
     return BootCheck(kernel, image, entries)
 
 
-def _module_file(module: Module) -> bytes:
-    if module.origin is not None or not os.path.isfile(module.path):
-        raise InputError(f"{module.path}: boot-check inserts module files, not modules inside packages")
-    with open_regular(module.path) as file:
-        return file.read()
+def _module_payloads(modules: list[Module]) -> dict[Module, bytes]:
+    """Each module's file, read again: from disk, or from its package (one pass per package)."""
+    payloads = {}
+    by_package: dict[str, dict[str, Module]] = {}
+    for module in modules:
+        if module.origin is None:
+            with open_regular(module.path) as file:
+                payloads[module] = file.read()
+        else:  # packages.modules_of_package() names it "<package>:<member path>"
+            member = module.path[len(module.origin.package) + 1:]
+            by_package.setdefault(module.origin.package, {})[member] = module
+    for location, members in by_package.items():
+        package = Package(location)
+        try:
+            for member, read in package.members():
+                if member.path in members:
+                    payloads[members[member.path]] = read()
+        finally:
+            package.close()
+    missing = [m.path for m in modules if m not in payloads]
+    if missing:
+        raise InputError(f"{missing[0]}: no longer in its package")
+    return payloads
 
 
 def _in_tree_dependencies(image: str, modules: list[Module]) -> list[tuple[Module, bytes]]:

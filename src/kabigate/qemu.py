@@ -294,10 +294,15 @@ _IMAGE_MEMBER = re.compile(r"^(/boot/vmlinuz-[^/]+|/lib/modules/[^/]+/vmlinuz)$"
 
 
 def kernel_image(source: str, directory: Path) -> Path:
-    """The bootable image `source` names: a vmlinuz file as is, or the one in a kernel package
-    (file or URL), written into `directory`."""
+    """The bootable image `source` names: a vmlinuz file as is, the one of an extracted package
+    root, or the one in a kernel package (file or URL), written into `directory`."""
     if not (is_url(source) or is_package_file(source)):
         path = Path(source)
+        if path.is_dir():  # an extracted package root
+            images = sorted(path.glob("boot/vmlinuz-*")) + sorted(path.glob("lib/modules/*/vmlinuz"))
+            if len(images) != 1:
+                raise InputError(f"{source}: {len(images)} kernel images in this tree, not one")
+            path = images[0]
         if not path.is_file():
             raise InputError(f"{source}: no such kernel image")
         return path

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 
 import click
@@ -22,7 +23,7 @@ from kabigate.cli import (
     write_atomically,
 )
 from kabigate.cli.store import store_option
-from kabigate.errors import read_capped
+from kabigate.errors import InputError, read_capped
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, MAX_POLICY_FILE, Policy, Waiver, parse_policy, parse_waivers
 from kabigate.gate_report import DEFAULT_TESTCASE, gate_json, gate_junit, gate_markdown, resultsdb_payload
 from kabigate.kernels import load_kernel
@@ -130,10 +131,13 @@ def _publish(store: Store, settings: GateSettings, run: GateRun, item: str | Non
 @click.option("--item", metavar="NVR", help="ResultsDB item (default: kernel-<package version>).")
 @click.option("--queue", is_flag=True, help="Enqueue for the workers (kabigate worker), which gate with their "
                                            "settings' policy and publish the result; kernel files are ingested first.")
+@click.option("--confirm-in-qemu", "confirm", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Boot the candidate in qemu and insmod N gated builds (regressions first): the kernel's "
+                   "verdicts beside the stored ones; a disagreement exits 1.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
 @store_option
 def gate(store: Store, candidate: str, baseline: str | None, stream: str | None, junit_path, markdown_path, item,
-         queue: bool, as_json: bool, **options) -> None:
+         queue: bool, confirm: int, as_json: bool, **options) -> None:
     """Gate a candidate kernel on the stored driver builds. Exit 0 PASSED/INFO, 1 FAILED or
     NEEDS_INSPECTION, 2 error."""
     if queue:
@@ -150,13 +154,33 @@ def gate(store: Store, candidate: str, baseline: str | None, stream: str | None,
         baseline_record, chosen_stream = previous_in_stream(store, candidate_record, stream)
     outcome = gate_kernel(store, settings, candidate_record, baseline_record, chosen_stream, junit=junit_path,
                           markdown=markdown_path, item=item)
+    confirmations = _confirm(store, outcome.result, confirm) if confirm else []
+    if confirm:
+        outcome.document["qemu_confirmation"] = [c.as_json() for c in confirmations]
     if as_json:
         emit_json(outcome.document)
     else:
         _print_summary(outcome.result)
+        for confirmation in confirmations:
+            kernel = "loads" if confirmation.kernel_loads else confirmation.kernel_reason
+            stored = "loads" if confirmation.stored_loads else confirmation.stored_reason
+            out.print(f"  qemu: {'agrees' if confirmation.agrees else 'DISAGREES'}  {confirmation.build}: kernel "
+                      f"{kernel}, kabigate {stored}", markup=False)
         if outcome.published is not None:
             err.print(f"published to {settings.resultsdb_url}: result {outcome.published}", markup=False)
-    sys.exit(EXIT_OK if outcome.result.passed else EXIT_INCOMPATIBLE)
+    agreed = all(c.agrees for c in confirmations)
+    sys.exit(EXIT_OK if outcome.result.passed and agreed else EXIT_INCOMPATIBLE)
+
+
+def _confirm(store: Store, result, count: int):
+    from kabigate.qemu import qemu_available
+    from kabigate.services.confirm import confirm_in_qemu
+    why = qemu_available()
+    if why is not None:
+        raise InputError(f"--confirm-in-qemu: cannot boot a kernel here: {why}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # KVM falling back to TCG is no news for a gate
+        return confirm_in_qemu(store, result, count)
 
 
 @cli.command()
