@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR, EXIT_OK, cli, emit_json, err, out
+from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR, EXIT_OK, cli, emit_json, err, out, progress
 from kabigate.errors import InputError
 from kabigate.services import weakmodules as wm
 
@@ -126,7 +126,8 @@ def _target_kernel(argument: str, system: wm.Root, store):
 
     paths = [p for p in argument.split(",") if p]
     if len(paths) > 1 or is_url(argument) or os.path.exists(argument):
-        target = load_kernel(paths)
+        with progress("reading the kernel", len(paths)) as advance:  # a linux-image .deb: seconds
+            target = load_kernel(paths, None, advance)
         if not target.release:
             raise InputError(f"{argument}: the kernel's release is unknown")
         return target.release, target
