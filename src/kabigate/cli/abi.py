@@ -15,6 +15,7 @@ from kabigate.cli import (
     crc_text,
     emit_json,
     out,
+    progress,
     read_modules_with_progress,
     read_stablelist,
 )
@@ -22,6 +23,7 @@ from kabigate.cli.signing import signature_checks, trust_options
 from kabigate.formats.stablelist import Stablelist
 from kabigate.kernels import load_kernel
 from kabigate.model import Export, Kernel, Module, Reason, Verdict
+from kabigate.packages import is_package_file, is_url
 from kabigate.rules import LoadOptions, check_modules
 
 # -- inspect --------------------------------------------------------------------------------
@@ -113,7 +115,7 @@ def _print_module(module: Module) -> None:
 @click.argument("modules", nargs=-1, required=True, metavar="MODULE_OR_DIR...")
 def check(kernel_paths, vermagic, stablelist_path, require_signature, as_json, modules, **trust) -> None:
     """Will these modules, installed together, load on KERNEL? Exit 1 if any does not."""
-    kernel = load_kernel(list(kernel_paths), vermagic)
+    kernel = load_kernel_with_progress(list(kernel_paths), vermagic)
     stablelist = read_stablelist(stablelist_path, kernel.machine)
     parsed = read_modules_with_progress(list(modules))
     options = LoadOptions(require_signature=require_signature, signature_checks=signature_checks(parsed, **trust))
@@ -125,6 +127,13 @@ def check(kernel_paths, vermagic, stablelist_path, require_signature, as_json, m
     else:
         _print_check(kernel, verdicts, reports)
     sys.exit(EXIT_OK if all(v.loads for v in verdicts) else EXIT_INCOMPATIBLE)
+
+
+def load_kernel_with_progress(paths: list[str], vermagic: str | None = None) -> Kernel:
+    """A progress bar while kernel packages are read (a linux-image .deb takes seconds)."""
+    packages = sum(is_url(p) or is_package_file(p) for p in paths)
+    with progress("reading kernel packages", packages) as advance:
+        return load_kernel(paths, vermagic, advance)
 
 
 def _kernel_json(kernel: Kernel) -> dict:
@@ -191,7 +200,7 @@ def _describe(reason: Reason) -> str:
 def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, as_json: bool) -> None:
     """Exports added, removed or changed from KERNEL_A to KERNEL_B. Exit 1 if the ABI broke
     (with --stablelist: if a listed symbol broke)."""
-    old, new = load_kernel([old_kernel]), load_kernel([new_kernel])
+    old, new = load_kernel_with_progress([old_kernel]), load_kernel_with_progress([new_kernel])
     stablelist = read_stablelist(stablelist_path)
     result = diff_kernels(old, new, stablelist)
     sections = {"added": result.added, "removed": result.removed, "crc_changed": result.crc_changed,

@@ -15,8 +15,8 @@ import sys
 import click
 
 from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_OK, cli, crc_text, emit_json, out, read_modules_with_progress
+from kabigate.cli.abi import load_kernel_with_progress
 from kabigate.errors import InputError
-from kabigate.kernels import load_kernel
 from kabigate.modules import walk_files
 from kabigate.packages import (
     Package,
@@ -40,7 +40,7 @@ def rpm_deps(kernel_paths, provides, as_json, modules) -> None:
     """RPM Requires (or --provides) lines for kmod spec files, like RHEL's find-requires.ksyms."""
     if not modules and not (provides and kernel_paths):
         raise click.UsageError("give MODULE_OR_DIR_OR_PACKAGE..., or --provides with --kernel")
-    kernel = load_kernel(list(kernel_paths)) if kernel_paths else None
+    kernel = load_kernel_with_progress(list(kernel_paths)) if kernel_paths else None
     lines: list[tuple[str, str, int]] = []
     if not modules:
         lines = [("kernel", e.name, e.crc) for e in sorted(kernel.exports.values(), key=lambda e: e.name)
@@ -78,7 +78,7 @@ def precheck(kernel_paths, as_json, packages) -> None:
     """Presence and CRC of every kernel(sym)/ksym(sym) an RPM Requires, from package headers or
     repository metadata alone (no payload read, nothing downloaded). `check` then applies every
     loader rule to the modules themselves. Exit 1 if a requirement is not met."""
-    kernel = load_kernel(list(kernel_paths))
+    kernel = load_kernel_with_progress(list(kernel_paths))
     reports = []
     for label, requires in _requirements(list(packages)):
         kabi = kabi_dependencies(requires)
