@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kabigate import qemu
-from kabigate.errors import InputError, open_regular
+from kabigate.errors import InputError
 from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.module import parse_module
 from kabigate.kernels import load_kernel
 from kabigate.model import Kernel, Module, Verdict
-from kabigate.packages import MODULE_SUFFIXES, Package, is_package_file, is_url
+from kabigate.packages import MODULE_SUFFIXES, Package, is_package_file, is_url, module_files
 from kabigate.rules import check_modules
 
 
@@ -68,7 +68,7 @@ def boot_check(image: str, kernel_paths: list[str], modules: list[Module], *, ti
         in_tree = dict(_in_tree_dependencies(image, modules)) if packaged else {}
         advance()
         ordered = _dependency_order([*in_tree, *modules])
-        payloads = {**in_tree, **_module_payloads(modules)}
+        payloads = {**in_tree, **module_files(modules)}
         files = []
         for i, module in enumerate(ordered):
             # busybox insmod gets the plain ELF file, as kmod hands it to the kernel
@@ -88,31 +88,6 @@ def boot_check(image: str, kernel_paths: list[str], modules: list[Module], *, ti
     entries = [BootCheckEntry(m, m in in_tree, v, r, qemu.kernel_reason(r))
                for m, v, r in zip(ordered, verdicts, results)]
     return BootCheck(kernel, image, entries)
-
-
-def _module_payloads(modules: list[Module]) -> dict[Module, bytes]:
-    """Each module's file, read again: from disk, or from its package (one pass per package)."""
-    payloads = {}
-    by_package: dict[str, dict[str, Module]] = {}
-    for module in modules:
-        if module.origin is None:
-            with open_regular(module.path) as file:
-                payloads[module] = file.read()
-        else:  # packages.modules_of_package() names it "<package>:<member path>"
-            member = module.path[len(module.origin.package) + 1:]
-            by_package.setdefault(module.origin.package, {})[member] = module
-    for location, members in by_package.items():
-        package = Package(location)
-        try:
-            for member, read in package.members():
-                if member.path in members:
-                    payloads[members[member.path]] = read()
-        finally:
-            package.close()
-    missing = [m.path for m in modules if m not in payloads]
-    if missing:
-        raise InputError(f"{missing[0]}: no longer in its package")
-    return payloads
 
 
 def _in_tree_dependencies(image: str, modules: list[Module]) -> list[tuple[Module, bytes]]:

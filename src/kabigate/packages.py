@@ -334,6 +334,30 @@ def modules_of_package(package: Package, advance: Callable[[], None] = lambda: N
     return [_with_origin(m, origin) for m in modules]
 
 
+def module_files(modules: list[Module]) -> dict[Module, bytes]:
+    """Each module's file as stored (compressed or not), read again: from disk, or from the
+    package it came from (one pass per package)."""
+    files = {}
+    by_package: dict[str, dict[str, Module]] = {}
+    for module in modules:
+        if module.origin is None:
+            files[module] = read_capped(module.path, MAX_DECOMPRESSED, "larger than a module can be")
+        else:  # modules_of_package() names it "<package>:<member path>"
+            by_package.setdefault(module.origin.package, {})[module.path[len(module.origin.package) + 1:]] = module
+    for location, members in by_package.items():
+        package = Package(location)
+        try:
+            for member, read in package.members():
+                if member.kind == "file" and member.path in members:
+                    files[members[member.path]] = read()
+        finally:
+            package.close()
+    missing = [m.path for m in modules if m not in files]
+    if missing:
+        raise InputError(f"{missing[0]}: no longer in its package")
+    return files
+
+
 def _with_origin(module: Module, origin: PackageOrigin) -> Module:
     import dataclasses
     return dataclasses.replace(module, origin=origin)
