@@ -3,6 +3,7 @@ and the RHEL vs Stream situation (flavors amd64 / rt / cloud)."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from collections import Counter
 
@@ -125,3 +126,24 @@ def test_dependency_failure_propagates(testdata):
     for name in ("jool", "jool_siit"):
         assert [r.code for r in verdicts[name].reasons] == ["dependency-fails"]
         assert "jool_common" in verdicts[name].reasons[0].message
+
+
+def test_inherited_proprietary_taint_is_followed_through_the_set(testdata, kernels):
+    """inherit_taint(): xpp uses dahdi's symbols, xpp_usb uses xpp's (none of dahdi's). With dahdi
+    proprietary, xpp inherits the taint when it resolves dahdi's symbols, and xpp_usb inherits
+    it from xpp in turn: GPL-only symbols are then hidden from it (find_symbol()'s gplok)."""
+    modules = {m.name: m for m in read_modules([str(testdata.driver_dir("dahdi", OLD))])}
+    dahdi = modules["dahdi"]
+    proprietary = dataclasses.replace(dahdi, modinfo=tuple((k, "Proprietary" if k == "license" else v)
+                                                         for k, v in dahdi.modinfo))
+    chain = [proprietary, modules["xpp"], modules["xpp_usb"]]
+    assert not {e.name for e in dahdi.exports} & {i.name for i in modules["xpp_usb"].imports}
+    verdicts = {v.module.name: v for v in check_modules(chain, kernels[OLD])}
+    inherited = [w for w in verdicts["xpp_usb"].warnings if "inheriting taint" in w.message]
+    assert inherited and "from proprietary module xpp," in inherited[0].message
+    # xpp_usb also needs GPL-only usb symbols: hidden from it once it is tainted
+    gpl_only = {name for name, e in kernels[OLD].exports.items() if e.gpl_only}
+    assert "usb_register_driver" in gpl_only & {i.name for i in modules["xpp_usb"].imports}
+    assert not verdicts["xpp_usb"].loads
+    assert {r.code for r in verdicts["xpp_usb"].reasons} == {"gpl-only"}
+    assert "usb_register_driver" in {r.symbol for r in verdicts["xpp_usb"].reasons}

@@ -28,7 +28,7 @@ IGNORED_UNDEFINED = {
 MODULE_LAYOUT = "module_layout"
 # Stored verdicts carry the version of the rules that made them: bump it whenever a change here
 # can change a verdict, its reasons or their wording, and the store recomputes them.
-RULES_VERSION = 2
+RULES_VERSION = 3
 # v6.4 reorganised load_module()'s early checks (elf_validity_cache_copy(), early_mod_check()):
 # sizeof(struct module) compared, duplicate sections refused, the duplicate name checked before
 # the module's memory is laid out. 6.1.192 has none of it, 6.12.117 all of it.
@@ -97,6 +97,23 @@ class _Providers:
                 known = self.get(export.name)
                 if known is None or (known.module is None and known.export.owner != "vmlinux"):
                     self.from_set[export.name] = _Provider(export, module)
+        self.proprietary = self._proprietary(modules)
+
+    def _proprietary(self, modules: list[Module]) -> set[int]:
+        """ids of the set's modules that carry TAINT_PROPRIETARY_MODULE once loaded: their own, or
+        inherited (inherit_taint()) from a set module whose symbols they use, transitively, as
+        modprobe loads providers first."""
+        tainted = {id(m) for m in modules if is_proprietary(m)}
+        changed = True
+        while changed:
+            changed = False
+            for module in modules:
+                if id(module) not in tainted and any(
+                        (p := self.from_set.get(i.name)) is not None and p.module is not module
+                        and id(p.module) in tainted for i in module.imports):
+                    tainted.add(id(module))
+                    changed = True
+        return tainted
 
     def get(self, name: str) -> _Provider | None:
         provider = self.from_set.get(name)
@@ -358,11 +375,11 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
             continue
         export = provider.export
         using_gpl_only = using_gpl_only or export.gpl_only
-        # inherit_taint(): symbols of a proprietary module of the set taint their user, and are
-        # refused to a module that already uses GPL-only symbols. (A set module's own inherited
-        # taint is not followed further.)
+        # inherit_taint(): symbols of a proprietary module of the set (by its license, or by a
+        # taint it inherited) taint their user, and are refused to a module that already uses
+        # GPL-only symbols.
         owner = provider.module
-        if owner is not None and owner is not module and not is_gpl_compatible(owner.license):
+        if owner is not None and owner is not module and id(owner) in providers.proprietary:
             if using_gpl_only:
                 reasons.append(Reason("gpl-only", f"module using GPL-only symbols uses symbols {symbol.name} "
                                                   f"from proprietary module {owner.name}.", symbol.name))
