@@ -81,6 +81,7 @@ COMMAND_MODULES = {
     "serve": "web",
     "worker": "service", "listen": "service", "announce": "service", "health": "service", "tasks": "service",
     "weak-modules": "install", "preflight": "install",
+    "explain": "explain",
     "boot-check": "boot",
 }
 

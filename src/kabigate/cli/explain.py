@@ -1,0 +1,93 @@
+"""`kabigate explain`: why exports' CRCs changed between two kernels, from the BTF they ship."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_OK, cli, crc_text, emit_json, out, progress
+from kabigate.explain import (
+    Explanation,
+    SymbolExplanation,
+    candidate_json,
+    cause_text,
+    explain,
+    type_change_json,
+)
+from kabigate.explain_cache import header_trees, kernel_types_of, load_headers
+from kabigate.kernels import load_kernel
+
+
+@cli.command("explain")
+@click.option("--from", "old_paths", multiple=True, required=True, metavar="KERNEL_A",
+              help="The kernel before: a vmlinuz, a package root, /lib/modules/<kver> with /boot, ... "
+                   "(repeat to combine paths of one kernel); its vmlinuz gives the BTF.")
+@click.option("--to", "new_paths", multiple=True, required=True, metavar="KERNEL_B", help="The kernel after.")
+@click.option("--headers", "header_paths", multiple=True, type=click.Path(exists=True, file_okay=False),
+              metavar="DIR", help="Headers tree of KERNEL_A (default: found in its paths) to rank causes by.")
+@click.option("--no-cache", is_flag=True, help="Read the kernels again instead of from kabigate's cache.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@click.argument("symbols", nargs=-1, metavar="[SYMBOL...]")
+def explain_command(old_paths, new_paths, header_paths, no_cache, as_json, symbols) -> None:
+    """Which changed types explain the CRC changes from KERNEL_A to KERNEL_B (every changed export,
+    or the SYMBOLs). Exit 1 when a CRC changed."""
+    with progress("reading kernels", 3) as advance:
+        old = kernel_types_of(load_kernel(list(old_paths)), use_cache=not no_cache)
+        advance()
+        new = kernel_types_of(load_kernel(list(new_paths)), use_cache=not no_cache)
+        advance()
+        headers = load_headers(header_trees(list(header_paths or old_paths)), use_cache=not no_cache)
+        advance()
+    result = explain(old, new, sorted(set(symbols)) if symbols else None, headers)
+    if as_json:
+        emit_json(_json(result, old.exports, new.exports))
+    else:
+        _print(result, detailed=bool(symbols))
+    changed = any(s.old_crc != s.new_crc for s in result.symbols)
+    sys.exit(EXIT_INCOMPATIBLE if changed else EXIT_OK)
+
+
+def _counts(result: Explanation) -> dict:
+    changed = [s for s in result.symbols if s.old_crc is not None and s.new_crc is not None
+               and s.old_crc != s.new_crc]
+    return {"crc_changed": len(changed), "explained": sum(1 for s in changed if s.candidates),
+            "changed_types": sum(1 for t in result.types if t.cause),
+            "layout_only": sum(1 for t in result.types if not t.cause)}
+
+
+def _symbol_json(explained: SymbolExplanation) -> dict:
+    return {"symbol": explained.symbol, "old_crc": crc_text(explained.old_crc), "new_crc": crc_text(explained.new_crc),
+            "candidates": [candidate_json(c) for c in explained.candidates],
+            "no_type_information": explained.no_type_info}
+
+
+def _json(result: Explanation, old_exports, new_exports) -> dict:
+    return {"old": result.old, "new": result.new, "ranking": result.ranking, "counts": _counts(result),
+            "types": [type_change_json(t) for t in result.types],
+            "symbols": [_symbol_json(s) for s in result.symbols]}
+
+
+def _print(result: Explanation, detailed: bool) -> None:
+    counts = _counts(result)
+    share = 100 * counts["explained"] / max(counts["crc_changed"], 1)
+    out.print(f"{result.old} -> {result.new}: {counts['crc_changed']} exports changed CRC, {counts['explained']} "
+              f"explained ({share:.1f} %); {counts['changed_types']} types changed, {counts['layout_only']} in "
+              f"layout only; causes ranked by {'headers, then depth' if result.ranking == 'headers' else 'depth'}",
+              markup=False)
+    named = {c.key for s in result.symbols for c in s.candidates} if detailed else None
+    for change in result.types:
+        if named is not None and change.key not in named:
+            continue  # SYMBOLs asked: the types that explain them
+        label = "" if change.cause else " (layout only, not a cause)"
+        out.print(f"  {change.name}{label}: {'; '.join(change.details)}", markup=False)
+    for explained in result.symbols:
+        crcs = f"{crc_text(explained.old_crc) or '-'} -> {crc_text(explained.new_crc) or '-'}"
+        if explained.old_crc == explained.new_crc and explained.old_crc is not None:
+            out.print(f"{explained.symbol}  CRC unchanged ({crc_text(explained.old_crc)})", markup=False)
+            continue
+        out.print(f"{explained.symbol}  {crcs}  {cause_text(explained)}", markup=False)
+        if detailed:
+            for candidate in explained.candidates[1:]:
+                seen = "" if candidate.seen_by is None else f", seen by {candidate.seen_by} headers"
+                out.print(f"      {candidate.type} (via {candidate.via}, depth {candidate.depth}{seen})", markup=False)

@@ -1,0 +1,167 @@
+"""`kabigate explain` on the real Debian kernels 6.1.0-50 -> 56, against genksyms' ground truth
+(tests/data/explain: recorded by bench/explain_truth.py, which runs genksyms on both kernels' own
+source), and on BTF that pahole makes from C the test compiles."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_cli import kabigate
+
+from kabigate.explain import explain, kernel_types
+from kabigate.explain_cache import cache_dir, header_trees, kernel_types_of, load_headers
+from kabigate.formats.btf import parse_btf
+from kabigate.formats.elf import ElfFile
+from kabigate.kernels import load_kernel
+from kabigate.model import Export
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    done = kabigate(*args)
+    return done.returncode, done.stdout, done.stderr
+
+OLD, NEW = "6.1.0-50-amd64", "6.1.0-56-amd64"
+TRUTH = Path(__file__).parent / "data" / "explain" / "6.1.0-50-to-56-amd64.json"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A cache of its own, so that the first reading is really read."""
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KABIGATE_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def pair(testdata, cache):
+    old = kernel_types_of(load_kernel([str(testdata.kernel_root(OLD))]))
+    new = kernel_types_of(load_kernel([str(testdata.kernel_root(NEW))]))
+    headers = load_headers(header_trees([str(testdata.kernel_root(OLD))]))
+    return old, new, headers
+
+
+@pytest.fixture(scope="module")
+def whole(pair):
+    return explain(*pair[:2], headers=pair[2])
+
+
+@pytest.mark.realdata
+def test_every_changed_export_is_explained_or_says_why(whole, pair):
+    old, new, _ = pair
+    changed = {s.symbol for s in whole.symbols}
+    assert changed == {n for n, e in old.exports.items() if n in new.exports and e.crc != new.exports[n].crc}
+    assert len(changed) > 15000  # Debian's ABI bump: modules' exports too
+    vmlinux = [s for s in whole.symbols if old.exports[s.symbol].owner == "vmlinux"]
+    functions = [s for s in vmlinux if s.symbol in old.funcs]
+    assert sum(bool(s.candidates) for s in vmlinux) / len(vmlinux) >= 0.95
+    assert sum(bool(s.candidates) for s in functions) / len(functions) >= 0.98
+    for explained in whole.symbols:
+        assert bool(explained.candidates) != bool(explained.no_type_info), explained.symbol
+    reasons = {s.no_type_info.split(":")[0] for s in whole.symbols if s.no_type_info}
+    assert {"a data symbol", "exported by a module"} <= reasons
+    by_name = {s.symbol: s for s in whole.symbols}
+    assert by_name["kmalloc_caches"].no_type_info.startswith("a data symbol")
+    # A tracepoint's type is struct tracepoint by the kernel's naming, not by a BTF VAR.
+    assert by_name["__tracepoint_kfree"].candidates
+
+
+@pytest.mark.realdata
+def test_member_level_differences(whole):
+    types = {t.name: t for t in whole.types}
+    assert types["struct Qdisc"].cause and "member `int depth` added" in types["struct Qdisc"].details
+    assert "member `atomic64_t futex_unique_id` added" in types["struct mm_struct"].details
+    assert any("constant SKB_DROP_REASON_TC_CHAIN_NOTFOUND = 65 added" == d
+               for d in types["enum skb_drop_reason"].details)
+    layout_only = [t for t in whole.types if not t.cause]
+    assert layout_only and all(d.startswith(("size", "offsets", "layout")) for t in layout_only for d in t.details)
+    causes = {t.key for t in whole.types if t.cause}
+    assert not any(c.key in {t.key for t in layout_only} for s in whole.symbols for c in s.candidates)
+    assert all(c.key in causes or c.key[0] == "declaration" for s in whole.symbols for c in s.candidates)
+
+
+@pytest.mark.realdata
+def test_agrees_with_genksyms_ground_truth(whole):
+    """Recorded by genksyms -T on linux-source-6.1 6.1.176-1 and 6.1.192-2 (the kernels' exact
+    source): every true cause is among the candidates of nearly every symbol, and the first
+    candidate is a true one."""
+    truth = json.loads(TRUTH.read_text())
+    assert (truth["old"], truth["new"]) == (OLD, NEW) and len(truth["truth"]) == 40
+    by_name = {s.symbol: s for s in whole.symbols}
+    all_found = first_true = 0
+    for symbol, causes in truth["truth"].items():
+        keys = [c.key for c in by_name[symbol].candidates]
+        names = [{tuple(k) for k in cause} for cause in causes]
+        assert any(n & set(keys) for n in names), symbol
+        all_found += all(n & set(keys) for n in names)
+        first_true += keys[0] in set().union(*names)
+    assert all_found >= 0.93 * len(truth["truth"]) and first_true >= 0.9 * len(truth["truth"])
+
+
+@pytest.mark.realdata
+def test_without_headers_ranks_by_depth(pair, whole):
+    old, new, _ = pair
+    result = explain(old, new, ["skb_copy_bits"])
+    assert result.ranking == "depth" and whole.ranking == "headers"
+    [explained] = result.symbols
+    depths = [c.depth for c in explained.candidates]
+    assert depths == sorted(depths) and depths[0] == 2  # struct sock, net_device: skb's own members
+    assert all(c.seen_by is None for c in explained.candidates)
+
+
+@pytest.mark.realdata
+def test_cli(testdata, cache):
+    args = ["explain", "--from", str(testdata.kernel_root(OLD)), "--to", str(testdata.kernel_root(NEW))]
+    code, stdout, _ = run_cli(*args, "skb_copy_bits", "kmalloc_caches", "crc7_be", "--json")
+    assert code == 1
+    report = json.loads(stdout)
+    assert report["ranking"] == "headers" and report["counts"]["crc_changed"] == 2
+    symbols = {s["symbol"]: s for s in report["symbols"]}
+    assert symbols["skb_copy_bits"]["candidates"][0]["key"] == ["struct", "mm_struct"]
+    assert symbols["kmalloc_caches"]["no_type_information"].startswith("a data symbol")
+    assert symbols["crc7_be"]["old_crc"] == symbols["crc7_be"]["new_crc"]
+    assert list(cache_dir().glob("*.pickle"))  # parsed once, kept for the next question
+    code, stdout, _ = run_cli(*args, "skb_copy_bits")
+    assert code == 1 and "skb_copy_bits  0x7705a93c -> 0x38abe93d  most likely struct mm_struct" in stdout
+    # A kernel without its image: one line, exit 2.
+    code, _, stderr = run_cli("explain", "--from", str(testdata.headers(OLD) / "Module.symvers"),
+                              "--to", str(testdata.kernel_root(NEW)))
+    assert code == 2 and "no kernel image" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+C_BEFORE = """
+struct inner { int a; };
+struct outer { struct inner *in; long flags; };
+typedef struct outer outer_t;
+int api(outer_t *o) { return o->in->a; }
+int other(long x) { return (int)x; }
+"""
+
+
+@pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("pahole")), reason="needs gcc and pahole")
+def test_a_member_added_two_pointers_away(tmp_path):
+    """BTF made by pahole from two versions of a C file: the inner struct gains a member; api()
+    reaches it through a typedef and two pointers, other() does not."""
+    kernels = []
+    for version, source in enumerate((C_BEFORE, C_BEFORE.replace("int a; }", "int a; char added; }"))):
+        (tmp_path / f"v{version}.c").write_text(source)
+        subprocess.run(["gcc", "-g", "-O1", "-c", f"v{version}.c"], cwd=tmp_path, check=True)
+        subprocess.run(["pahole", "-J", f"v{version}.o"], cwd=tmp_path, check=True, capture_output=True)
+        elf = ElfFile((tmp_path / f"v{version}.o").read_bytes(), "v.o")
+        btf = parse_btf(elf.section_bytes(elf.section(".BTF")), "v.o")
+        exports = {"api": Export("api", 1 + version, "vmlinux"), "other": Export("other", 7, "vmlinux")}
+        kernels.append(kernel_types(btf, f"v{version}", exports))
+    result = explain(*kernels)
+    [change] = result.types
+    assert change.name == "struct inner" and change.details == ("member `char added` added",)
+    [api] = result.symbols
+    [candidate] = api.candidates
+    assert (api.symbol, candidate.type, candidate.via, candidate.depth) == ("api", "struct inner", "o", 3)
+    # The cache's rebuild of a kernel's types with other exports keeps its type index whole.
+    again = dataclasses.replace(kernels[0], exports={})
+    assert again.by_key == kernels[0].by_key
