@@ -165,3 +165,27 @@ def test_a_member_added_two_pointers_away(tmp_path):
     # The cache's rebuild of a kernel's types with other exports keeps its type index whole.
     again = dataclasses.replace(kernels[0], exports={})
     assert again.by_key == kernels[0].by_key
+
+
+@pytest.mark.realdata
+def test_crc_mismatches_in_check_and_diff_name_their_cause(testdata, cache):
+    """check --built-for and diff attach the most likely cause to every CRC change (--json:
+    `cause`); diff only when both kernels' images are known."""
+    driver = testdata.driver_dir("acpi-call", "6.1.0-47-amd64")
+    code, stdout, _ = run_cli("check", "-k", str(testdata.kernel_root(NEW)), "--built-for",
+                              str(testdata.kernel_root("6.1.0-47-amd64")), str(driver), "--json")
+    assert code == 1
+    reasons = [r for m in json.loads(stdout)["modules"] for r in m["reasons"] if r["code"] == "crc-mismatch"]
+    assert reasons and all("cause" in r for r in reasons)
+    by_symbol = {r["symbol"]: r["cause"] for r in reasons}
+    assert by_symbol["proc_create"]["most_likely"]["key"] == ["struct", "mm_struct"]
+    assert by_symbol["kmalloc_caches"]["most_likely"] is None
+    assert by_symbol["kmalloc_caches"]["no_type_information"].startswith("a data symbol")
+    code, stdout, _ = run_cli("check", "-k", str(testdata.kernel_root(NEW)), str(driver), "--json")
+    assert not any("cause" in r for m in json.loads(stdout)["modules"] for r in m["reasons"])
+    code, stdout, _ = run_cli("diff", str(testdata.kernel_root(OLD)), str(testdata.kernel_root(NEW)), "--json")
+    changed = json.loads(stdout)["crc_changed"]
+    assert code == 1 and changed and all("cause" in c for c in changed)
+    code, stdout, _ = run_cli("diff", str(testdata.headers(OLD) / "Module.symvers"), str(testdata.kernel_root(NEW)),
+                              "--json")
+    assert code == 1 and not any("cause" in c for c in json.loads(stdout)["crc_changed"])

@@ -19,7 +19,7 @@ from pathlib import Path
 import platformdirs
 
 from kabigate.errors import InputError, read_capped
-from kabigate.explain import KernelTypes, kernel_types
+from kabigate.explain import KernelTypes, SymbolExplanation, explain, kernel_types
 from kabigate.formats.btf import parse_btf
 from kabigate.formats.bzimage import MAX_KERNEL_IMAGE, kernel_image
 from kabigate.formats.cheaders import HeaderIndex, index_headers
@@ -133,3 +133,14 @@ def _store(entry: Path, value) -> None:
             raise
     except OSError:
         pass  # a read-only or full cache only costs time
+
+
+def explain_symbols(old: Kernel, new: Kernel, symbols: list[str],
+                    use_cache: bool = True) -> dict[str, SymbolExplanation] | None:
+    """Each symbol's explanation from `old` to `new` (headers found in the old kernel's paths),
+    or None when either kernel's image, hence its BTF, is unknown."""
+    if old.image is None or new.image is None or not symbols:
+        return None
+    result = explain(kernel_types_of(old, use_cache), kernel_types_of(new, use_cache), sorted(set(symbols)),
+                     load_headers(header_trees(old.sources), use_cache=use_cache))
+    return {explained.symbol: explained for explained in result.symbols}

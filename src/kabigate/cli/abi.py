@@ -20,6 +20,8 @@ from kabigate.cli import (
     read_stablelist,
 )
 from kabigate.cli.signing import signature_checks, trust_options
+from kabigate.errors import InputError
+from kabigate.explain import SymbolExplanation, cause_json, cause_text
 from kabigate.formats.stablelist import Stablelist
 from kabigate.kernels import load_kernel
 from kabigate.model import Export, Kernel, Module, Reason, Verdict
@@ -111,22 +113,41 @@ def _print_module(module: Module) -> None:
               help="kABI stablelist: also report which imported symbols are on it.")
 @click.option("--require-signature", is_flag=True, help="Model a kernel that enforces module signatures.")
 @trust_options
+@click.option("--built-for", "built_for_paths", multiple=True, metavar="KERNEL",
+              help="The kernel the modules were built against (with its vmlinuz): each crc-mismatch then "
+                   "names the changed type that most likely caused it, from both kernels' BTF.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.argument("modules", nargs=-1, required=True, metavar="MODULE_OR_DIR...")
-def check(kernel_paths, vermagic, stablelist_path, require_signature, as_json, modules, **trust) -> None:
+def check(kernel_paths, vermagic, stablelist_path, require_signature, built_for_paths, as_json, modules,
+          **trust) -> None:
     """Will these modules, installed together, load on KERNEL? Exit 1 if any does not."""
     kernel = load_kernel_with_progress(list(kernel_paths), vermagic)
     stablelist = read_stablelist(stablelist_path, kernel.machine)
     parsed = read_modules_with_progress(list(modules))
     options = LoadOptions(require_signature=require_signature, signature_checks=signature_checks(parsed, **trust))
     verdicts = check_modules(parsed, kernel, options)
+    causes = _crc_causes(built_for_paths, kernel, verdicts)
     set_exports = {e.name for m in parsed for e in m.exports}
-    reports = [_verdict_json(v, set_exports, stablelist) for v in verdicts]
+    reports = [_verdict_json(v, set_exports, stablelist, causes) for v in verdicts]
     if as_json:
         emit_json({"kernel": _kernel_json(kernel), "modules": reports})
     else:
-        _print_check(kernel, verdicts, reports)
+        _print_check(kernel, verdicts, reports, causes)
     sys.exit(EXIT_OK if all(v.loads for v in verdicts) else EXIT_INCOMPATIBLE)
+
+
+def _crc_causes(built_for_paths, kernel: Kernel, verdicts: list[Verdict]) -> dict[str, SymbolExplanation]:
+    """The explanation of every crc-mismatch's symbol, from the built-for kernel to KERNEL."""
+    if not built_for_paths:
+        return {}
+    from kabigate.explain_cache import explain_symbols  # BTF work only when asked for
+
+    built_for = load_kernel_with_progress(list(built_for_paths))
+    if built_for.image is None or kernel.image is None:
+        raise InputError(f"{', '.join((built_for if built_for.image is None else kernel).sources)}: no kernel "
+                         "image (vmlinuz) found: --built-for explains CRC changes from both kernels' BTF")
+    symbols = [r.symbol for v in verdicts for r in v.reasons if r.code == "crc-mismatch" and r.symbol]
+    return explain_symbols(built_for, kernel, symbols) or {}
 
 
 def load_kernel_with_progress(paths: list[str], vermagic: str | None = None) -> Kernel:
@@ -141,17 +162,21 @@ def _kernel_json(kernel: Kernel) -> dict:
             "exports": len(kernel.exports), "modversions": kernel.has_modversions, "sources": kernel.sources}
 
 
-def _reason_json(reason: Reason) -> dict:
-    return {"code": reason.code, "symbol": reason.symbol, "module_crc": crc_text(reason.module_crc),
-            "kernel_crc": crc_text(reason.kernel_crc), "message": reason.message}
+def _reason_json(reason: Reason, causes: dict[str, SymbolExplanation] | None = None) -> dict:
+    report = {"code": reason.code, "symbol": reason.symbol, "module_crc": crc_text(reason.module_crc),
+              "kernel_crc": crc_text(reason.kernel_crc), "message": reason.message}
+    if causes and reason.code == "crc-mismatch" and reason.symbol in causes:
+        report["cause"] = cause_json(causes[reason.symbol])
+    return report
 
 
-def _verdict_json(verdict: Verdict, set_exports: set[str], stablelist: Stablelist | None) -> dict:
+def _verdict_json(verdict: Verdict, set_exports: set[str], stablelist: Stablelist | None,
+                  causes: dict[str, SymbolExplanation] | None = None) -> dict:
     report = {
         "path": verdict.module.path,
         "name": verdict.module.name,
         "verdict": "loads" if verdict.loads else "fails",
-        "reasons": [_reason_json(r) for r in verdict.reasons],
+        "reasons": [_reason_json(r, causes) for r in verdict.reasons],
         "warnings": [_reason_json(w) for w in verdict.warnings],
     }
     if stablelist is not None:
@@ -163,7 +188,8 @@ def _verdict_json(verdict: Verdict, set_exports: set[str], stablelist: Stablelis
     return report
 
 
-def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict]) -> None:
+def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict],
+                 causes: dict[str, SymbolExplanation]) -> None:
     out.print(f"kernel {kernel.release or '(unknown release)'} {kernel.machine or ''}  "
               f"vermagic '{kernel.vermagic or 'unknown'}'  {len(kernel.exports)} exports", markup=False)
     for verdict, report in zip(verdicts, reports):
@@ -172,6 +198,8 @@ def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict]) -
                   f"[dim]{escape(verdict.module.path)}[/dim]")
         for reason in verdict.reasons:
             out.print("      " + _describe(reason), markup=False)
+            if reason.code == "crc-mismatch" and reason.symbol in causes:
+                out.print("        cause: " + cause_text(causes[reason.symbol]), markup=False)
         for warning in verdict.warnings:
             out.print("      warning " + _describe(warning), markup=False, style="yellow")
         if "stablelist" in report:
@@ -196,10 +224,12 @@ def _describe(reason: Reason) -> str:
 @click.argument("new_kernel", metavar="KERNEL_B")
 @click.option("--stablelist", "stablelist_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Report changes to listed symbols as kABI violations (like RHEL's check-kabi).")
+@click.option("--no-explain", is_flag=True, help="Do not read the kernels' BTF to explain CRC changes.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
-def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, as_json: bool) -> None:
+def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, no_explain: bool, as_json: bool) -> None:
     """Exports added, removed or changed from KERNEL_A to KERNEL_B. Exit 1 if the ABI broke
-    (with --stablelist: if a listed symbol broke)."""
+    (with --stablelist: if a listed symbol broke). When both kernels' images are known, each CRC
+    change names the changed type that most likely caused it (from their BTF; see explain)."""
     old, new = load_kernel_with_progress([old_kernel]), load_kernel_with_progress([new_kernel])
     stablelist = read_stablelist(stablelist_path)
     result = diff_kernels(old, new, stablelist)
@@ -207,24 +237,34 @@ def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, as_json:
                 "became_gpl_only": result.became_gpl_only, "namespace_changed": result.namespace_changed}
     if stablelist is not None:
         sections["stablelist_violations"] = result.stablelist_violations
+    causes = {}
+    if old.image and new.image and result.crc_changed and not no_explain:
+        from kabigate.explain_cache import explain_symbols  # both images known: their BTF says why
+
+        causes = explain_symbols(old, new, [c.name for c in result.crc_changed]) or {}
     if as_json:
         emit_json({"old": _kernel_json(old), "new": _kernel_json(new),
-                    **{key: [_change_json(c) for c in changes] for key, changes in sections.items()}})
+                    **{key: [_change_json(c, causes) for c in changes] for key, changes in sections.items()}})
     else:
         out.print(f"{old.release} -> {new.release}: {len(old.exports)} -> {len(new.exports)} exports", markup=False)
         for key, changes in sections.items():
             out.print(f"{key.replace('_', ' ')}: {len(changes)}", markup=False)
             if key != "added":
                 for change in changes:
-                    out.print("  " + _describe_change(change), markup=False)
+                    cause = causes.get(change.name) if change.old and change.new else None
+                    suffix = f"  {cause_text(cause)}" if cause and change.old.crc != change.new.crc else ""
+                    out.print("  " + _describe_change(change) + suffix, markup=False)
     broken = result.stablelist_violations if stablelist is not None else result.breaks_abi
     sys.exit(EXIT_INCOMPATIBLE if broken else EXIT_OK)
 
 
-def _change_json(change) -> dict:
-    return {"symbol": change.name,
-            "old": None if change.old is None else _export_json(change.old),
-            "new": None if change.new is None else _export_json(change.new)}
+def _change_json(change, causes: dict[str, SymbolExplanation]) -> dict:
+    report = {"symbol": change.name,
+              "old": None if change.old is None else _export_json(change.old),
+              "new": None if change.new is None else _export_json(change.new)}
+    if change.old and change.new and change.old.crc != change.new.crc and change.name in causes:
+        report["cause"] = cause_json(causes[change.name])
+    return report
 
 
 def _describe_change(change) -> str:
