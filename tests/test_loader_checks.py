@@ -4,7 +4,11 @@ the same cases)."""
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
+import lzma
+import subprocess
+import sys
 
 import pytest
 from elfedit import EDITS
@@ -124,3 +128,18 @@ def test_layout_survives_the_store(testdata):
     own = module(testdata, "acpi-call", OLD_612, "acpi_call.ko", "write-exec")
     again = module_from_facts(module_facts(own), own.path, None)
     assert again.layout == own.layout and again.layout.write_exec_sections
+
+
+@pytest.mark.parametrize("kind, compress", [("bzip2", bz2.compress),
+                                            ("lzma", lambda d: lzma.compress(d, format=lzma.FORMAT_ALONE))])
+def test_modules_compressed_with_kinds_only_packages_use_are_refused_as_such(testdata, tmp_path, kind, compress):
+    """One sniffer for module files and package payloads (formats/stream.py): a bzip2 or lzma
+    module is refused for its compression, not misread as a broken ELF file."""
+    path = testdata.root / testdata.manifest["drivers"]["acpi-call"][NEW_61]["dir"] / "acpi_call.ko"
+    target = tmp_path / "acpi_call.ko"
+    target.write_bytes(compress(path.read_bytes()))
+    result = subprocess.run([sys.executable, "-m", "kabigate", "inspect", str(target)], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 2
+    assert result.stderr == f"kabigate: error: {target}: {kind}-compressed; modules are xz, zstd or gzip " \
+                            "compressed (kmod and the kernel's module_decompress() read no other)\n"

@@ -19,7 +19,7 @@ import zlib
 import zstandard
 
 from kabigate.errors import InputError
-from kabigate.formats.stream import xz_blocks
+from kabigate.formats.stream import compression_name, xz_blocks
 
 # The largest in-tree module of a distribution kernel is ~30 MiB (amdgpu with debug info stripped);
 # 512 MiB leaves room for unstripped modules and full symvers files while stopping bombs.
@@ -30,23 +30,27 @@ MAX_DECOMPRESSED = 512 * 1024 * 1024
 MAX_TEXT = 32 * 1024 * 1024
 MAX_LINES = 1_000_000
 
-XZ_MAGIC = b"\xfd7zXZ\x00"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-GZIP_MAGIC = b"\x1f\x8b"
+# The kinds kabigate decompresses outside package payloads: those of modules (kmod, and the
+# kernel's module_decompress() with CONFIG_MODULE_COMPRESS_{GZIP,XZ,ZSTD}) and of kernel text
+# files. Package payloads may also be bzip2 or lzma (formats/stream.py sniffs all five).
+FILE_KINDS = ("xz", "zstd", "gzip")
 _STEP = 1 << 20  # input fed, and output taken, per decompressor call
 _ZSTD_STEP = 1024  # zstd's decompressobj has no output limit: 1 KiB of input expands to <= ~32 MiB
 
 
 def compression_of(data) -> str | None:
-    """'xz', 'zstd', 'gzip' or None for uncompressed data."""
-    head = bytes(data[:6])
-    if head.startswith(XZ_MAGIC):
-        return "xz"
-    if head.startswith(ZSTD_MAGIC):
-        return "zstd"
-    if head.startswith(GZIP_MAGIC):
-        return "gzip"
-    return None
+    """'xz', 'zstd', 'gzip' or None for uncompressed data (or a kind files do not use)."""
+    kind = compression_name(data[:6])
+    return kind if kind in FILE_KINDS else None
+
+
+def refuse_other_compression(data, what: str) -> None:
+    """A module compressed with a kind kmod and the kernel do not take is refused as such, not
+    read as a malformed ELF file."""
+    kind = compression_name(data[:6])
+    if kind is not None and kind not in FILE_KINDS:
+        raise InputError(f"{what}: {kind}-compressed; modules are xz, zstd or gzip compressed "
+                         "(kmod and the kernel's module_decompress() read no other)")
 
 
 def decompress(data, what: str, limit: int = MAX_DECOMPRESSED):

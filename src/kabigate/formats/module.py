@@ -13,7 +13,7 @@ import os
 import struct
 
 from kabigate.errors import InputError, open_regular
-from kabigate.formats.compression import compression_of, decompress
+from kabigate.formats.compression import compression_of, decompress, refuse_other_compression
 from kabigate.formats.elf import (
     ET_REL,
     SHN_ABS,
@@ -56,6 +56,7 @@ def read_module(path: str) -> Module:
 
 def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
     compression = compression_of(raw)
+    refuse_other_compression(raw, path)
     data = decompress(raw, path) if compression else raw
     size, signature = split_signature(data)
     elf = ElfFile(data, path, size)
