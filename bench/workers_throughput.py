@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Benchmark: kabigate as a service (Celery workers on RabbitMQ, a PostgreSQL store) on the real corpus.
+
+Servers are private ones started here (tests/pgserver.py, tests/rabbitserver.py), on 127.0.0.1.
+The corpus: the amd64 kernels whose image + headers .debs scripts/fetch-testdata keeps (read as
+they come from the archive, tens of MB each) and every driver build of the manifest.
+
+1. Ingest throughput. The standard: one `kabigate ingest` process after another (the
+   single-machine way), into PostgreSQL. Then the same items enqueued (`ingest ... --queue`) for
+   1 and for 2 worker processes, timed from the first enqueue until the last task is done; the
+   stores must hold the same verdicts as the standard's.
+2. Event -> published gate result. With the drivers stored, a listener and an idle worker, each
+   kernel is announced (`kabigate announce`, a kabigate.build.complete message) and timed until its
+   kabigate.gate.result message arrives; against the same work done inline (`ingest kernel` then
+   `gate`).
+3. Per-row sizes in PostgreSQL after the corpus (for the README's sizing of a deployment).
+
+    .venv/bin/python bench/workers_throughput.py [--kernels N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from pgserver import create_database, postgres_server
+from rabbitserver import RabbitMQ
+from timing import testdata_root
+
+from kabigate.store import Store
+
+KABIGATE = [str(REPO / ".venv" / "bin" / "kabigate")]
+STREAM = "debian-6.1"
+_databases = itertools.count()
+
+
+def corpus(root: Path, limit: int | None) -> tuple[list[tuple[str, str]], list[list[str]]]:
+    """(release, "image.deb,headers.deb") of the amd64 kernels with both .debs, oldest first; the
+    driver builds as `ingest drivers` arguments."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    kernels = []
+    for release in sorted(manifest["kernels"], key=lambda r: [int(p) if p.isdigit() else p for p in r.split("-")]):
+        image = sorted((root / "debs").glob(f"linux-image-{release}-unsigned_*_amd64.deb"))
+        headers = sorted((root / "debs").glob(f"linux-headers-{release}_*_amd64.deb"))
+        if image and headers:
+            kernels.append((release, f"{image[0]},{headers[0]}"))
+    drivers = [["--name", driver, "--version", build["version"], str(root / build["dir"])]
+               for driver, builds in sorted(manifest["drivers"].items()) for build in builds.values()]
+    return kernels[:limit], drivers
+
+
+def kabigate(env: dict, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([*KABIGATE, *args], check=False, env=env, capture_output=True, text=True)
+    if result.returncode not in (0, 1):  # gate: 1 is a verdict
+        sys.exit(f"kabigate {' '.join(args[:2])} failed: {result.stderr.strip()}")
+    return result
+
+
+def cells(url: str) -> dict:
+    from kabigate.rules import RULES_VERSION
+
+    with Store.open(url) as store:
+        kernels = {k.id: k.release for k in store.kernels()}
+        builds = {b.id: (b.driver, b.version, b.built_for) for b in store.driver_builds()}
+        return {(builds[b], kernels[k]): (c.loads, c.first_reason, c.failing_symbols)
+                for (b, k), c in store.cells(RULES_VERSION).items()}
+
+
+def wait_done(url: str, count: int, timeout: float = 3600) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with Store.open(url) as store:
+            tasks = store.tasks()
+        if len(tasks) >= count and all(t.state in ("done", "failed") for t in tasks):
+            failed = [t for t in tasks if t.state == "failed"]
+            if failed:
+                sys.exit(f"task failed: {failed[0].error}")
+            return
+        if time.monotonic() > deadline:
+            sys.exit("timed out")
+        time.sleep(0.2)
+
+
+class Processes:
+    def __init__(self, env: dict, logdir: Path):
+        self.env, self.logdir, self.started = env, logdir, []
+
+    def start(self, *args: str) -> None:
+        with open(self.logdir / f"{args[0]}-{len(self.started)}.log", "w") as log:
+            self.started.append(subprocess.Popen([*KABIGATE, *args], env=self.env, stdout=log,
+                                                 stderr=subprocess.STDOUT, start_new_session=True))
+
+    def stop(self) -> None:
+        for process in self.started:
+            process.terminate()
+        for process in self.started:
+            process.wait()
+        self.started = []
+
+
+def wait_consumers(broker: RabbitMQ, queue: str, count: int) -> None:
+    import amqp
+
+    while True:
+        connection = amqp.Connection(f"127.0.0.1:{broker.port}", userid="guest", password="guest")
+        connection.connect()
+        try:
+            if connection.channel().queue_declare(queue, passive=True).consumer_count >= count:
+                return
+        except amqp.exceptions.NotFound:
+            pass
+        finally:
+            connection.close()
+        time.sleep(0.2)
+
+
+def throughput(postgres: str, broker: RabbitMQ, kernels, drivers, workers: int, workdir: Path) -> tuple[float, str]:
+    db = create_database(postgres, f"bench{next(_databases)}")
+    env = dict(os.environ, KABIGATE_DB=db, KABIGATE_BROKER=broker.url)
+    env.pop("KABIGATE_CONFIG", None)
+    kabigate(env, "db", "upgrade")
+    processes = Processes(env, workdir)
+    for number in range(workers):
+        processes.start("worker", "--concurrency", "1", "--hostname", f"bench{number}@%h", "--loglevel", "WARNING")
+    wait_consumers(broker, "kabigate", workers)
+    start = time.perf_counter()
+    for arguments in drivers:
+        kabigate(env, "ingest", "drivers", "--queue", *arguments)
+    for _release, files in kernels:
+        kabigate(env, "ingest", "kernel", "--queue", "--stream", STREAM, files)
+    wait_done(db, len(drivers) + len(kernels))
+    elapsed = time.perf_counter() - start
+    processes.stop()
+    return elapsed, db
+
+
+def latency(postgres: str, broker: RabbitMQ, kernels, drivers, workdir: Path) -> tuple[list[float], list[float]]:
+    """(event -> gate result message, per kernel), (inline ingest + gate, per kernel)."""
+    import amqp
+
+    inline_db = create_database(postgres, f"bench{next(_databases)}")
+    env = dict(os.environ, KABIGATE_DB=inline_db, KABIGATE_BROKER=broker.url)
+    env.pop("KABIGATE_CONFIG", None)
+    for arguments in drivers:
+        kabigate(env, "ingest", "drivers", *arguments)
+    inline = []
+    for release, files in kernels:
+        start = time.perf_counter()
+        kabigate(env, "ingest", "kernel", "--stream", STREAM, files)
+        kabigate(env, "gate", "--candidate", release, "--stream", STREAM)
+        inline.append(time.perf_counter() - start)
+
+    db = create_database(postgres, f"bench{next(_databases)}")
+    config = workdir / "kabigate.toml"
+    config.write_text(f'db = "{db}"\nbroker = "{broker.url}"\n[listen]\nallow = ["{testdata_root()}/"]\n')
+    env = dict(os.environ, KABIGATE_DB=db, KABIGATE_BROKER=broker.url, KABIGATE_CONFIG=str(config))
+    for arguments in drivers:
+        kabigate(env, "ingest", "drivers", *arguments)
+    connection = amqp.Connection(f"127.0.0.1:{broker.port}", userid="guest", password="guest")
+    connection.connect()
+    channel = connection.channel()
+    channel.queue_declare("bench-results", durable=False, auto_delete=False)
+    channel.queue_bind("bench-results", "amq.topic", "#.kabigate.gate.result")
+    processes = Processes(env, workdir)
+    processes.start("listen", "--loglevel", "WARNING")
+    processes.start("worker", "--concurrency", "1", "--loglevel", "WARNING")
+    wait_consumers(broker, "kabigate-events", 1)
+    wait_consumers(broker, "kabigate", 1)
+    latencies = []
+    for _release, files in kernels:
+        start = time.perf_counter()
+        kabigate(env, "announce", "--kind", "kernel", "--stream", STREAM, *files.split(","))
+        while channel.basic_get("bench-results", no_ack=True) is None:
+            time.sleep(0.02)
+        latencies.append(time.perf_counter() - start)
+    connection.close()
+    processes.stop()
+    return latencies, inline
+
+
+def sizes(url: str) -> None:
+    """Bytes per row of the store's tables in PostgreSQL (tables with their indexes and TOAST)."""
+    from sqlalchemy import text
+
+    with Store.open(url) as store, store.engine.connect() as connection:
+        counts = store.counts()
+        print("PostgreSQL size per table (with indexes and TOAST):")
+        total = 0
+        for table, rows in counts.items():
+            size = connection.execute(text("SELECT pg_total_relation_size(:t)"), {"t": table}).scalar()
+            total += size
+            if rows:
+                print(f"  {table:<16} {rows:>9,} rows {size / 1024:>9,.0f} KiB  {size / rows:>9,.0f} B/row")
+        print(f"  total {total / 1048576:.1f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kernels", type=int, help="only the first N kernels")
+    args = parser.parse_args()
+    root = testdata_root()
+    kernels, drivers = corpus(root, args.kernels)
+    print(f"corpus: {len(kernels)} kernels (image + headers .debs: {', '.join(r for r, _ in kernels)}), "
+          f"{len(drivers)} driver builds; {os.cpu_count()} CPUs")
+    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"kabigate-bench-workers-{os.getpid()}"
+    workdir.mkdir()
+    with postgres_server() as postgres, RabbitMQ() as broker:
+        db = create_database(postgres, "inline")
+        env = dict(os.environ, KABIGATE_DB=db)
+        kabigate(env, "db", "upgrade")
+        start = time.perf_counter()
+        for arguments in drivers:
+            kabigate(env, "ingest", "drivers", *arguments)
+        for _release, files in kernels:
+            kabigate(env, "ingest", "kernel", "--stream", STREAM, files)
+        standard = time.perf_counter() - start
+        expected = cells(db)
+        items = len(kernels) + len(drivers)
+        print(f"ingest, one process after another (the standard): {standard:6.1f} s "
+              f"({items / standard * 60:.1f} items/min)")
+        timings = {}
+        for workers in (1, 2):
+            elapsed, url = throughput(postgres, broker, kernels, drivers, workers, workdir)
+            assert cells(url) == expected, f"{workers} workers: the store differs from the standard's"
+            timings[workers] = elapsed
+            print(f"ingest, {workers} worker{'s' if workers > 1 else ' '} via RabbitMQ:               "
+                  f"{elapsed:6.1f} s ({items / elapsed * 60:.1f} items/min, {standard / elapsed:.2f}x the standard)")
+        print(f"scaling 1 -> 2 workers: {timings[1] / timings[2]:.2f}x")
+        event, inline = latency(postgres, broker, kernels, drivers, workdir)
+        print(f"event -> gate result message, median of {len(event)}: {statistics.median(event):.1f} s "
+              f"(inline ingest + gate {statistics.median(inline):.1f} s: {statistics.median(event) / statistics.median(inline):.2f}x)")
+        sizes(db)
+
+
+if __name__ == "__main__":
+    main()
