@@ -522,3 +522,48 @@ def _listening(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+# -- build events from the network: checked field by field -----------------------------------------
+
+KOJI = "org.fedoraproject.prod.buildsys.build.state.change"
+KOJI_BUILD = {"build_id": 7, "name": "kernel", "version": "6.12.0", "release": "55.el10", "new": 1, "instance": "primary"}
+
+
+@pytest.mark.parametrize("topic, body, message", [
+    ("kabigate.build.complete", ["not", "an", "object"], "not a JSON object"),
+    ("kabigate.build.complete", {"kind": "kernel", "files": "x.rpm"}, "files must be a list"),
+    ("kabigate.build.complete", {"kind": "kernel", "files": ["https://h/a\nb.rpm"]}, "files must be a list"),
+    ("kabigate.build.complete", {"kind": "kernel", "files": ["/etc/shadow"]}, "not under an allowed location"),
+    ("kabigate.build.complete", {"kind": "kernel", "files": ["https://h/" + "a" * 5000]}, "files must be a list"),
+    ("kabigate.build.complete", {"kind": "kmod", "files": ["https://h/a.rpm"]}, "kind must be kernel or drivers"),
+    ("kabigate.build.complete", {"kind": "kernel", "files": ["https://h/a.rpm"], "stream": 5}, "are strings"),
+    (KOJI, dict(KOJI_BUILD, version="../../etc"), "no usable version and release"),
+    (KOJI, dict(KOJI_BUILD, release=None), "no usable version and release"),
+])
+def test_bad_build_events_are_input_errors(topic, body, message):
+    from kabigate.errors import InputError
+    from kabigate.workers.config import Settings
+    from kabigate.workers.work import event_request
+
+    settings = Settings(koji_topurl="https://kojipkgs.example.org", koji_streams={"*.el10": "c10s"})
+    with pytest.raises(InputError, match=message):
+        event_request(topic, body, settings)
+
+
+def test_koji_events_become_requests_only_for_completed_kernel_builds_of_a_stream():
+    from kabigate.workers.config import Settings
+    from kabigate.workers.work import event_request
+
+    settings = Settings(koji_topurl="https://kojipkgs.example.org/", koji_streams={"*.el10": "c10s"})
+    request = event_request(KOJI, KOJI_BUILD, settings)
+    assert request.kind == "ingest-kernel" and request.args["stream"] == "c10s" and request.args["gate"]
+    assert request.args["paths"] == [
+        "https://kojipkgs.example.org/packages/kernel/6.12.0/55.el10/x86_64/kernel-core-6.12.0-55.el10.x86_64.rpm",
+        "https://kojipkgs.example.org/packages/kernel/6.12.0/55.el10/x86_64/kernel-devel-6.12.0-55.el10.x86_64.rpm"]
+    assert event_request(KOJI, dict(KOJI_BUILD, version="6.12.1"), settings).key == request.key  # the build id
+    assert event_request(KOJI, dict(KOJI_BUILD, build_id=8), settings).key != request.key
+    assert event_request(KOJI, dict(KOJI_BUILD, new=3), settings) is None  # FAILED
+    assert event_request(KOJI, dict(KOJI_BUILD, name="bash"), settings) is None
+    assert event_request(KOJI, dict(KOJI_BUILD, release="1.fc42"), settings) is None  # no stream gated
+    assert event_request("org.fedoraproject.prod.bodhi.update.comment", {}, settings) is None
