@@ -189,3 +189,32 @@ def test_crc_mismatches_in_check_and_diff_name_their_cause(testdata, cache):
     code, stdout, _ = run_cli("diff", str(testdata.headers(OLD) / "Module.symvers"), str(testdata.kernel_root(NEW)),
                               "--json")
     assert code == 1 and not any("cause" in c for c in json.loads(stdout)["crc_changed"])
+
+
+@pytest.mark.realdata
+def test_the_gate_names_causes(testdata, cache, tmp_path, monkeypatch):
+    """A build for 6.1.0-47 regresses on 56: its crc-mismatches and the changed exports in use name
+    their most likely cause in the gate's JSON and Markdown; --no-explain leaves them out."""
+    monkeypatch.setenv("KABIGATE_DB", str(tmp_path / "store.db"))
+    code, _, stderr = run_cli("ingest", "kernel", "--stream", "debian-6.1",
+                              str(testdata.kernel_root("6.1.0-47-amd64")), str(testdata.kernel_root(NEW)))
+    assert code == 0, stderr
+    code, _, stderr = run_cli("ingest", "drivers", "--name", "acpi-call", "--version", "1",
+                              str(testdata.driver_dir("acpi-call", "6.1.0-47-amd64")))
+    assert code == 0, stderr
+    gate = ["gate", "--candidate", NEW, "--stream", "debian-6.1", "--json"]
+    code, stdout, _ = run_cli(*gate, "--markdown", str(tmp_path / "gate.md"))
+    report = json.loads(stdout)
+    assert code == 1 and report["counts"]["regression"] == 1
+    [build] = report["builds"]
+    mismatches = [r for r in build["reasons"] if r["code"] == "crc-mismatch"]
+    assert mismatches and all(r["cause"]["most_likely"] or r["cause"]["no_type_information"] for r in mismatches)
+    assert {r["symbol"]: r["cause"]["most_likely"]["key"] for r in mismatches if r["cause"]["most_likely"]}[
+        "proc_create"] == ["struct", "mm_struct"]
+    assert all(c["cause"] for c in report["changed_exports_in_use"] if c["change"] == "crc")
+    assert "proc_create` | crc 0xff2c8e5d -> 0xbeab912c (most likely `struct mm_struct`)" in (
+        tmp_path / "gate.md").read_text()
+    code, stdout, _ = run_cli(*gate, "--no-explain")
+    report = json.loads(stdout)
+    assert not any("cause" in r for b in report["builds"] for r in b["reasons"])
+    assert all(c["cause"] is None for c in report["changed_exports_in_use"])

@@ -13,19 +13,21 @@ import dataclasses
 import hashlib
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 
 import platformdirs
 
-from kabigate.errors import InputError, read_capped
+from kabigate.errors import InputError, open_regular, read_capped
 from kabigate.explain import KernelTypes, SymbolExplanation, explain, kernel_types
 from kabigate.formats.btf import parse_btf
-from kabigate.formats.bzimage import MAX_KERNEL_IMAGE, kernel_image
+from kabigate.formats.bzimage import MAX_KERNEL_IMAGE, kernel_image, looks_like_kernel_image
 from kabigate.formats.cheaders import HeaderIndex, index_headers
 from kabigate.formats.elf import ElfFile
 from kabigate.formats.vmlinux import image_exports, image_release
 from kabigate.model import Kernel
+from kabigate.packages import Package, is_package_file, is_url
 
 FORMAT = 2
 MAX_HEADER = 4 << 20  # the largest 6.1 header is under 1 MiB; bigger ones are not headers
@@ -110,13 +112,17 @@ def _cached(identity: str, compute, use_cache: bool):
 
 def _read(image_path: str) -> KernelTypes:
     data = read_capped(image_path, MAX_KERNEL_IMAGE, f"larger than {MAX_KERNEL_IMAGE >> 20} MiB, not a kernel image")
-    image = kernel_image(data, image_path)
-    elf = ElfFile(image, image_path)
+    return _types_of_image(data, image_path)
+
+
+def _types_of_image(data: bytes, what: str) -> KernelTypes:
+    image = kernel_image(data, what)
+    elf = ElfFile(image, what)
     section = elf.section(".BTF")
     if section is None:
-        raise InputError(f"{image_path}: no .BTF section (a kernel built without CONFIG_DEBUG_INFO_BTF)")
-    btf = parse_btf(elf.section_bytes(section), f"{image_path} (.BTF)")
-    release = image_release(image) or os.path.basename(image_path)
+        raise InputError(f"{what}: no .BTF section (a kernel built without CONFIG_DEBUG_INFO_BTF)")
+    btf = parse_btf(elf.section_bytes(section), f"{what} (.BTF)")
+    release = image_release(image) or os.path.basename(what)
     return kernel_types(btf, release, image_exports(elf))
 
 
@@ -143,4 +149,101 @@ def explain_symbols(old: Kernel, new: Kernel, symbols: list[str],
         return None
     result = explain(kernel_types_of(old, use_cache), kernel_types_of(new, use_cache), sorted(set(symbols)),
                      load_headers(header_trees(old.sources), use_cache=use_cache))
+    return {explained.symbol: explained for explained in result.symbols}
+
+
+# -- a stored kernel's BTF and headers, from the files it was ingested from ----------------------
+
+def types_from_sources(sources: list[str], release: str, use_cache: bool = True) -> KernelTypes | None:
+    """The types of `release`'s image among a stored kernel's sources (a vmlinuz, a package root
+    or module tree holding boot/vmlinuz-<release>, or a linux-image/kernel-core package), or None."""
+    for source in _expanded(sources):
+        path = Path(source)
+        if is_url(source) or not path.exists():
+            continue
+        if path.is_file() and is_package_file(source):
+            stat = path.stat()
+            types = _cached(f"package\0{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{release}",
+                            lambda source=source: _types_in_package(source, release), use_cache)
+            if types is not None:
+                return types
+            continue
+        candidates = [path] if path.is_file() else [path / "boot" / f"vmlinuz-{release}",
+                                                    path.parent.parent.parent / "boot" / f"vmlinuz-{release}"]
+        image = next((c for c in candidates if c.is_file() and _is_image(c)), None)
+        if image is not None:
+            return load_types(str(image), use_cache)
+    return None
+
+
+def headers_from_sources(sources: list[str], arch: str = "x86", use_cache: bool = True) -> HeaderIndex | None:
+    """The header index of a stored kernel: headers trees in its folders, else its headers packages."""
+    sources = _expanded(sources)
+    trees = header_trees([s for s in sources if Path(s).is_dir()])
+    if trees:
+        return load_headers(trees, arch, use_cache)
+    packages = [s for s in sources if not is_url(s) and is_package_file(s) and Path(s).is_file()]
+    if not packages:
+        return None
+    identity = "\0".join(f"{Path(p).resolve()}\0{Path(p).stat().st_size}\0{Path(p).stat().st_mtime_ns}"
+                         for p in packages)
+    return _cached(f"headers\0{arch}\0{identity}", lambda: _headers_in_packages(packages, arch), use_cache)
+
+
+def _expanded(sources: list[str]) -> list[str]:
+    """A kernel read from packages has one source naming them all, joined by ", " (PackageTree's label)."""
+    return [part for source in sources
+            for part in (source.split(", ") if not Path(source).exists() else [source])]
+
+
+def _is_image(path: Path) -> bool:
+    with open_regular(str(path)) as file:
+        return looks_like_kernel_image(file.read(0x210))
+
+
+def _types_in_package(source: str, release: str) -> KernelTypes | None:
+    wanted = {f"/boot/vmlinuz-{release}", f"/boot/vmlinux-{release}"}
+    package = Package(source)
+    try:
+        for member, read in package.members():
+            if member.kind == "file" and member.path in wanted:
+                return _types_of_image(read(), f"{source}:{member.path}")
+    finally:
+        package.close()
+    return None
+
+
+_HEADER_MEMBER = re.compile(r"^/usr/src/(?:kernels/|linux-headers-)[^/]+/((?:include|arch/[^/]+/include)/.+\.h)$")
+
+
+def _headers_in_packages(sources: list[str], arch: str) -> HeaderIndex | None:
+    """Debian splits a kernel's headers between linux-headers-<kver>-common and the flavour's
+    package: their files are indexed together."""
+    files: dict[str, bytes] = {}
+    for source in sources:
+        package = Package(source)
+        try:
+            for member, read in package.members():
+                match = _HEADER_MEMBER.match(member.path)
+                if match and member.kind == "file" and member.size <= MAX_HEADER and len(files) < MAX_HEADERS:
+                    files.setdefault(match.group(1), read())
+        finally:
+            package.close()
+    return index_headers(files, arch) if files else None
+
+
+def explain_stored(old: tuple[list[str], Kernel], new: tuple[list[str], Kernel], symbols: list[str],
+                   use_cache: bool = True) -> dict[str, SymbolExplanation] | None:
+    """explain_symbols() for two stored kernels, each given as (its sources, the Kernel the store
+    holds): None when either image is not among its sources any more."""
+    (old_sources, old_kernel), (new_sources, new_kernel) = old, new
+    if not symbols:
+        return None
+    old_types = types_from_sources(old_sources, old_kernel.release, use_cache)
+    new_types = types_from_sources(new_sources, new_kernel.release, use_cache)
+    if old_types is None or new_types is None:
+        return None
+    result = explain(dataclasses.replace(old_types, exports=old_kernel.exports),
+                     dataclasses.replace(new_types, exports=new_kernel.exports), sorted(set(symbols)),
+                     headers_from_sources(old_sources, use_cache=use_cache))
     return {explained.symbol: explained for explained in result.symbols}

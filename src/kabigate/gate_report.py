@@ -136,8 +136,8 @@ def gate_markdown(result: GateResult, matrix_url: str | None = None) -> str:
     if result.changes_in_use:
         lines += ["### Changed exports the stored drivers use", "", "| symbol | change | builds using it |",
                   "|---|---|---|"]
-        lines += [f"| `{c.symbol}`{' (stablelisted)' if c.stablelisted else ''} | {c.change} {c.old} -> {c.new} | "
-                  f"{c.builds} |" for c in result.changes_in_use[:30]]
+        lines += [f"| `{c.symbol}`{' (stablelisted)' if c.stablelisted else ''} | {c.change} {c.old} -> {c.new}"
+                  f"{_cause(c.cause)} | {c.builds} |" for c in result.changes_in_use[:30]]
         if len(result.changes_in_use) > 30:
             lines.append(f"| ... and {len(result.changes_in_use) - 30} more | | |")
         lines.append("")
@@ -151,6 +151,13 @@ def gate_markdown(result: GateResult, matrix_url: str | None = None) -> str:
     if matrix_url:
         lines += ["", f"[The driver x kernel matrix]({matrix_url})"]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _cause(cause: dict | None) -> str:
+    if cause is None:
+        return ""
+    first = cause["most_likely"]
+    return f" (most likely `{first['type']}`)" if first else f" (no type information: {cause['no_type_information']})"
 
 
 def _unique(symbols):

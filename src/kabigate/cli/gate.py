@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -75,6 +76,7 @@ class GateSettings:
     resultsdb_url: str | None
     testcase: str
     ref_url: str | None
+    explain: bool = False  # name each CRC change's most likely cause (BTF of the stored kernels' images)
 
     @classmethod
     def from_options(cls, policy_path, waivers_path, stablelist_path, driver, matrix_url, resultsdb_url, testcase,
@@ -96,7 +98,8 @@ def gate_kernel(store: Store, settings: GateSettings, candidate: KernelRecord, b
     """Run, record, write and publish one gate."""
     stablelist = read_stablelist(settings.stablelist_path, candidate.machine)
     result = run_gate(store, candidate, baseline, stream=stream, policy=settings.policy,
-                      waivers=(*settings.waivers, *store.waivers()), stablelist=stablelist, driver=settings.driver)
+                      waivers=(*settings.waivers, *store.waivers()), stablelist=stablelist, driver=settings.driver,
+                      explain=settings.explain)
     if junit:
         write_atomically(junit, gate_junit(result))
     if markdown:
@@ -134,10 +137,12 @@ def _publish(store: Store, settings: GateSettings, run: GateRun, item: str | Non
 @click.option("--confirm-in-qemu", "confirm", type=click.IntRange(min=0), default=0, metavar="N",
               help="Boot the candidate in qemu and insmod N gated builds (regressions first): the kernel's "
                    "verdicts beside the stored ones; a disagreement exits 1.")
+@click.option("--explain/--no-explain", default=True, show_default=True,
+              help="Name each CRC change's most likely cause, from the BTF of the kernels' stored images.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
 @store_option
 def gate(store: Store, candidate: str, baseline: str | None, stream: str | None, junit_path, markdown_path, item,
-         queue: bool, confirm: int, as_json: bool, **options) -> None:
+         queue: bool, confirm: int, explain: bool, as_json: bool, **options) -> None:
     """Gate a candidate kernel on the stored driver builds. Exit 0 PASSED/INFO, 1 FAILED or
     NEEDS_INSPECTION, 2 error."""
     if queue:
@@ -146,7 +151,7 @@ def gate(store: Store, candidate: str, baseline: str | None, stream: str | None,
                                                                    ("item", item), *options.items())
                            if value is not None and name != "testcase"])
         return
-    settings = GateSettings.from_options(**options)
+    settings = dataclasses.replace(GateSettings.from_options(**options), explain=explain)
     candidate_record = _kernel(store, candidate, stream)
     if baseline is not None:
         baseline_record, chosen_stream = _kernel(store, baseline, None), stream

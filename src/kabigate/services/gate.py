@@ -10,6 +10,7 @@ forgive what they match until they expire; the gate's outcome is the most severe
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import fnmatch
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ class ChangedExport:
     new: str
     stablelisted: bool
     builds: int  # stored builds (of the gate) that import it
+    cause: dict | None = None  # a CRC change's most likely cause (explain.cause_json), when explained
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,10 @@ def previous_in_stream(store: Store, kernel: KernelRecord, stream: str | None) -
 
 def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | None, *, stream: str | None = None,
              policy: Policy = DEFAULT_POLICY, waivers: tuple[Waiver, ...] = (), stablelist: Stablelist | None = None,
-             driver: str | None = None, today: datetime.date | None = None) -> GateResult:
-    """Judge the candidate against the stored builds (`driver`: a pattern on their names)."""
+             driver: str | None = None, today: datetime.date | None = None, explain: bool = False) -> GateResult:
+    """Judge the candidate against the stored builds (`driver`: a pattern on their names). With
+    `explain`, CRC changes and crc-mismatch regressions name their most likely cause, from the BTF
+    of the kernels' images among their stored sources."""
     today = today or datetime.date.today()
     kernel_ids = [candidate.id] + ([baseline.id] if baseline else [])
     refresh_verdicts(store, kernel_ids=kernel_ids)
@@ -150,6 +154,8 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
                                                            stablelist, today)
     coverage = sum(1 for finding in findings if finding.gating)
     notes = []
+    if explain and baseline is not None:
+        in_use = _explain_changes(store, baseline, candidate, findings, in_use, notes)
     outcomes = [f.outcome for f in findings] + [f.outcome for f in kernel_findings]
     if coverage < policy.minimum_builds:
         notes.append(f"only {coverage} gating driver builds judged; the policy wants {policy.minimum_builds}")
@@ -159,6 +165,27 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
     return GateResult(candidate, baseline, stream, policy, stablelist.source if stablelist else None, findings,
                       kernel_findings, export_changes, in_use, coverage, notes,
                       max(outcomes, key=OUTCOMES.index, default="PASSED"))
+
+
+def _explain_changes(store: Store, baseline: KernelRecord, candidate: KernelRecord, findings: list[BuildFinding],
+                     in_use: list[ChangedExport], notes: list[str]) -> list[ChangedExport]:
+    """Attach causes to the changed exports in use and to the regressions' crc-mismatches (a build
+    that loaded on the baseline was built with the baseline's CRC, so baseline -> candidate is it)."""
+    from kabigate.explain import cause_json
+    from kabigate.explain_cache import explain_stored
+
+    regressions = [r for f in findings if f.klass == "regression" for r in f.reasons if r["code"] == "crc-mismatch"]
+    symbols = [c.symbol for c in in_use if c.change == "crc"] + [r["symbol"] for r in regressions]
+    if not symbols:
+        return in_use
+    causes = explain_stored((list(baseline.sources), store.load_kernel(baseline.id)),
+                            (list(candidate.sources), store.load_kernel(candidate.id)), symbols)
+    if causes is None:
+        notes.append("CRC changes not explained: no kernel image (vmlinuz) among the kernels' stored sources")
+        return in_use
+    for reason in regressions:
+        reason["cause"] = cause_json(causes[reason["symbol"]])
+    return [dataclasses.replace(c, cause=cause_json(causes[c.symbol])) if c.change == "crc" else c for c in in_use]
 
 
 def _build_finding(build: BuildRecord, detail: list[dict], before: Cell | None, after: Cell, policy: Policy, waivers,
