@@ -1,5 +1,5 @@
 """Across kernel series, the real kernel judges: boot Debian's 6.12.107 and 6.12.117 (backports),
-6.1.0-57 and the 6.1 rt and cloud flavors in qemu, insmod modules built for 6.1, for an older
+6.1.0-57, and the rt and cloud flavors of 6.1 and 6.12 in qemu, insmod modules built for 6.1, for an older
 6.12.x and for the booted kernel itself, plus real modules edited to fail one pre-resolution check
 each (docs/loader-checks.md), and compare kabigate's verdict and first reason with the kernel's.
 One boot per kernel, every module of it in that boot."""
@@ -24,10 +24,14 @@ OLD_61, NEW_61, OLD_612 = "6.1.0-47-amd64", "6.1.0-56-amd64", "6.12.107+deb12-am
 # -- boots --------------------------------------------------------------------------------------
 
 def kernel_paths(testdata, release: str) -> tuple[list[str], str]:
-    """(what check -k takes, what qemu boots) for a corpus kernel: an extracted tree or its .debs."""
+    """(what check -k takes, what qemu boots) for a corpus kernel: an extracted tree, its .debs,
+    or its image .deb alone (empty paths: read with the vmlinuz booted, as boot-check does)."""
     if release in testdata.manifest["kernels"]:
         entry = testdata.manifest["kernels"][release]
         return [str(testdata.kernel_root(release))], str(testdata.root / entry["vmlinuz"])
+    if release in testdata.manifest.get("flavor_images", {}):
+        (image,) = testdata.manifest["flavor_images"][release]["debs"]
+        return [], str(testdata.root / image)
     debs = [str(testdata.root / deb) for deb in testdata.manifest["stream_kernels"][release]["debs"]]
     return debs, debs[0]
 
@@ -54,8 +58,9 @@ def boot(testdata, tmp_path_factory, release: str, cases: dict[str, Path | tuple
         else:
             files.append(case)
     paths, image = kernel_paths(testdata, release)
-    results = insmod_in_qemu(kernel_image(image, directory), files)
-    kernel = load_kernel(paths)
+    vmlinuz = kernel_image(image, directory)
+    results = insmod_in_qemu(vmlinuz, files)
+    kernel = load_kernel(paths or [image, str(vmlinuz)])
     kernel = dataclasses.replace(kernel, exports={n: e for n, e in kernel.exports.items() if e.owner == "vmlinux"})
     modules = {name: parse_module(path.read_bytes(), str(path)) for name, path in zip(cases, files)}
     return kernel, {name: (modules[name], result) for name, result in zip(cases, results)}
@@ -159,4 +164,22 @@ def test_rt_and_cloud_flavors_judge_builds_of_other_flavors_and_series(testdata,
     }
     kernel, booted = boot(testdata, tmp_path_factory, flavor, cases)
     firsts = assert_agrees(kernel, booted)
+    assert all(first is not None for first in firsts.values())
+
+
+@pytest.mark.parametrize("flavor", ["6.12.117+deb12-rt-amd64", "6.12.117+deb12-cloud-amd64"])
+def test_612_rt_and_cloud_flavors_judge_amd64_builds_of_both_series(testdata, tmp_path_factory, flavor):
+    """The 6.12 flavors read from their image package alone (exports from the vmlinuz, the
+    struct module size from an in-tree module)."""
+    if flavor not in testdata.manifest.get("flavor_images", {}):
+        pytest.skip("run scripts/fetch-testdata: the 6.12 flavor images are missing")
+    cases = {
+        "acpi_call-for-6.12.107": built(testdata, "acpi-call", OLD_612, "acpi_call.ko"),
+        "acpi_call-for-6.1.0-47-amd64": built(testdata, "acpi-call", OLD_61, "acpi_call.ko"),
+        "v4l2loopback-for-6.1.0-56-amd64": built(testdata, "v4l2loopback", NEW_61, "v4l2loopback.ko"),
+    }
+    kernel, booted = boot(testdata, tmp_path_factory, flavor, cases)
+    assert kernel.module_struct_size is not None
+    firsts = assert_agrees(kernel, booted)
+    assert firsts["acpi_call-for-6.1.0-47-amd64"] == "module-struct-size"
     assert all(first is not None for first in firsts.values())
