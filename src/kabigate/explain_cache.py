@@ -29,7 +29,7 @@ from kabigate.formats.vmlinux import image_exports, image_release
 from kabigate.model import Kernel
 from kabigate.packages import Package, is_package_file, is_url
 
-FORMAT = 2
+FORMAT = 3
 MAX_HEADER = 4 << 20  # the largest 6.1 header is under 1 MiB; bigger ones are not headers
 MAX_HEADERS = 200_000
 

@@ -15,7 +15,9 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
-_INCLUDE = re.compile(rb'^[ \t]*#[ \t]*include[ \t]*[<"]([^>"\n]{1,256})[>"]', re.MULTILINE)
+_DIRECTIVE = re.compile(rb"^[ \t]*#[ \t]*(if|ifdef|ifndef|else|elif|endif|include)\b([^\n]{0,512})", re.MULTILINE)
+_INCLUDE_NAME = re.compile(rb'[<"]([^>"\n]{1,256})[>"]')
+_EXCLUDED_IFS = (b"!defined(__KERNEL__)", b"!defined__KERNEL__", b"defined(__ASSEMBLY__)", b"defined__ASSEMBLY__")
 _DEFINITION = re.compile(rb"^[ \t]*(?:typedef[ \t]+)?(struct|union|enum)[ \t]+(\w{1,256})[ \t\n]*\{", re.MULTILINE)
 _TYPEDEF = re.compile(rb"^typedef[ \t][^;{}]{0,512}?\b(\w{1,256})[ \t]*(?:\[[^;\]]*\][ \t]*)?;", re.MULTILINE)
 _TYPEDEF_FUNCTION = re.compile(rb"^typedef[ \t][^;{}]{0,512}?\([ \t]*\*?[ \t]*(\w{1,256})[ \t]*\)[ \t]*\(", re.MULTILINE)
@@ -55,8 +57,7 @@ def index_headers(files: dict[str, bytes], arch: str = "x86") -> HeaderIndex:
     index = HeaderIndex()
     search = [s.format(arch=arch) for s in SEARCH]
     for path, data in files.items():
-        for match in _INCLUDE.finditer(data):
-            name = match.group(1).decode("utf-8", "replace")
+        for name in _kernel_includes(data):
             target = _resolve(files, search, path, name)
             if target is not None:
                 index.included_by.setdefault(target, set()).add(path)
@@ -66,6 +67,28 @@ def index_headers(files: dict[str, bytes], arch: str = "x86") -> HeaderIndex:
             for match in pattern.finditer(data):
                 index.defined_in.setdefault(("typedef", match.group(1).decode()), path)
     return index
+
+
+def _kernel_includes(data: bytes) -> list[str]:
+    """The headers a file includes when the kernel is built: those under `#ifndef __KERNEL__` or
+    `#ifdef __ASSEMBLY__` (uapi headers' userspace side, assembly) are not; every other condition
+    (CONFIG_*, ...) is taken as true, the wider reading."""
+    included, stack = [], []  # stack: is this conditional block excluded from a kernel C build?
+    for match in _DIRECTIVE.finditer(data):
+        directive, rest = match.group(1), match.group(2).strip()
+        if directive in (b"if", b"ifdef", b"ifndef"):
+            stack.append((directive == b"ifndef" and rest == b"__KERNEL__")
+                         or (directive == b"ifdef" and rest == b"__ASSEMBLY__")
+                         or (directive == b"if" and rest.replace(b" ", b"") in _EXCLUDED_IFS))
+        elif directive == b"else" and stack:
+            stack[-1] = not stack[-1] if stack[-1] else False
+        elif directive == b"endif" and stack:
+            stack.pop()
+        elif directive == b"include" and not any(stack):
+            name = _INCLUDE_NAME.match(rest)
+            if name:
+                included.append(name.group(1).decode("utf-8", "replace"))
+    return included
 
 
 def _resolve(files: dict[str, bytes], search: list[str], source: str, name: str) -> str | None:
