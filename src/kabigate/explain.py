@@ -98,6 +98,9 @@ class _Renderer:
 
     def __init__(self, btf: B.Btf):
         self.types = btf.types
+        # type id -> (text, named types it names): a type is used many times (every prototype
+        # naming `struct sk_buff *`), rendered once.
+        self.memo: dict[int, tuple[str, frozenset[int]]] = {}
 
     def definition(self, type_id: int, refs: set[int]) -> str:
         entry = self.types[type_id]
@@ -125,6 +128,14 @@ class _Renderer:
         """How a use of the type reads; named types it names go into `refs`."""
         if depth > MAX_INLINE_DEPTH:
             return "<too deep>"
+        known = self.memo.get(type_id)
+        if known is None:
+            named: set[int] = set()
+            known = self.memo[type_id] = (self._ref(type_id, named, depth), frozenset(named))
+        refs |= known[1]
+        return known[0]
+
+    def _ref(self, type_id: int, refs: set[int], depth: int) -> str:
         entry = self.types[type_id]
         kind = entry.kind
         if kind == 0:
@@ -284,17 +295,23 @@ def _layout_details(before: tuple, after: tuple) -> tuple[str, ...]:
 
 
 class _Reach:
-    """For every named type of the old kernel, its distance to each changed type it reaches in the
-    named-type graph (edges: a definition names a type): one breadth-first search backwards from
-    each changed type."""
+    """For a declaration's parts, the changed types they reach in the old kernel's named-type graph
+    (edges: a definition names a type) and at what depth. Many declarations: one breadth-first
+    search backwards from each changed type, shared by all; a few: one forward search each."""
 
-    def __init__(self, types: KernelTypes, changed: dict[int, TypeChange]):
+    def __init__(self, types: KernelTypes, changed: dict[int, TypeChange], declarations: int):
+        self.types, self.changed = types, changed
+        self.rows: dict[int, dict[TypeKey, int]] | None = None
+        if declarations > FORWARD_SEARCHES:
+            self.rows = self._backwards()
+
+    def _backwards(self) -> dict[int, dict[TypeKey, int]]:
         reverse: dict[int, list[int]] = {}
-        for source, targets in types.edges.items():
+        for source, targets in self.types.edges.items():
             for target in targets:
                 reverse.setdefault(target, []).append(source)
-        self.rows: dict[int, dict[TypeKey, int]] = {}
-        for target, change in changed.items():
+        rows: dict[int, dict[TypeKey, int]] = {}
+        for target, change in self.changed.items():
             seen = {target: 0}
             queue = deque([target])
             while queue:
@@ -305,20 +322,40 @@ class _Reach:
                         seen[parent] = step
                         queue.append(parent)
             for node, distance in seen.items():
-                row = self.rows.setdefault(node, {})
+                row = rows.setdefault(node, {})
                 if distance < row.get(change.key, distance + 1):
                     row[change.key] = distance
+        return rows
+
+    def _forwards(self, start: tuple[int, ...]) -> dict[TypeKey, int]:
+        seen = dict.fromkeys(start, 0)
+        queue = deque(start)
+        found: dict[TypeKey, int] = {}
+        while queue:
+            node = queue.popleft()
+            change = self.changed.get(node)
+            if change is not None and change.key not in found:
+                found[change.key] = seen[node]
+            for child in self.types.edges.get(node, ()):
+                if child not in seen:
+                    seen[child] = seen[node] + 1
+                    queue.append(child)
+        return found
 
     def of(self, params) -> dict[TypeKey, tuple[int, str]]:
         """Changed type -> (depth, part of the declaration) for a declaration's parts."""
         found: dict[TypeKey, tuple[int, str]] = {}
         for via, ids in params:
-            for type_id in ids:
-                for key, distance in self.rows.get(type_id, {}).items():
+            rows = ([self.rows.get(i, {}) for i in ids] if self.rows is not None else [self._forwards(ids)])
+            for row in rows:
+                for key, distance in row.items():
                     known = found.get(key)
                     if known is None or distance + 1 < known[0]:
                         found[key] = (distance + 1, via)
         return found
+
+
+FORWARD_SEARCHES = 50  # up to this many declarations, a forward search each beats the shared one
 
 
 def explain(old: KernelTypes, new: KernelTypes, symbols: list[str] | None = None,
@@ -332,10 +369,10 @@ def explain(old: KernelTypes, new: KernelTypes, symbols: list[str] | None = None
     then by depth; without them, by depth."""
     changed, changes = diff_types(old, new)
     names = {change.key: change.name for change in changes}
-    reach = _Reach(old, changed)
     if symbols is None:
         symbols = sorted(name for name, export in old.exports.items()
                          if name in new.exports and export.crc != new.exports[name].crc)
+    reach = _Reach(old, changed, len(symbols))
     results = [_explain_symbol(symbol, old, new, reach, names, headers) for symbol in symbols]
     return Explanation(old.release, new.release, changes, results, "headers" if headers else "depth")
 

@@ -9,6 +9,7 @@ of one. Entries are pickles kabigate wrote itself: the cache directory is the us
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import os
@@ -40,12 +41,37 @@ def cache_dir() -> Path:
 
 def load_types(image_path: str, use_cache: bool = True) -> KernelTypes:
     """The KernelTypes of the kernel image at `image_path` (vmlinuz or vmlinux)."""
+    return _cached(_image_identity(image_path), lambda: _read(image_path), use_cache)
+
+
+def warm(images: list[str], header_tree_list: list[Path]) -> None:
+    """Fill the cache for these images and headers in parallel processes (one per core, two at
+    most): reading one kernel is CPU-bound Python (decompress, parse, render), so a pair read
+    side by side takes half the time. Each child writes its cache entry; nothing large comes back."""
+    todo = [(load_types, (image,)) for image in images if not _cached_already(_image_identity(image))]
+    if header_tree_list and not _cached_already(_headers_identity(header_tree_list, "x86")[0]):
+        todo.append((load_headers, (header_tree_list,)))
+    if len(todo) < 2 or (os.cpu_count() or 1) < 2:
+        return  # one job: done in-process by the caller
+    with concurrent.futures.ProcessPoolExecutor(max_workers=2) as pool:
+        for future in [pool.submit(_fill, function, args) for function, args in todo]:
+            future.result()
+
+
+def _fill(function, args) -> None:
+    function(*args)  # its result is in the cache; the parent reads it there
+
+
+def _cached_already(identity: str) -> bool:
+    return _entry(identity).is_file()
+
+
+def _image_identity(image_path: str) -> str:
     try:
         stat = os.stat(image_path)
     except OSError as error:
         raise InputError(f"{image_path}: {error.strerror}") from None
-    return _cached(f"{os.path.abspath(image_path)}\0{stat.st_size}\0{stat.st_mtime_ns}",
-                   lambda: _read(image_path), use_cache)
+    return f"{os.path.abspath(image_path)}\0{stat.st_size}\0{stat.st_mtime_ns}"
 
 
 def kernel_types_of(kernel: Kernel, use_cache: bool = True) -> KernelTypes:
@@ -77,6 +103,14 @@ def header_trees(paths: list[str]) -> list[Path]:
 def load_headers(trees: list[Path], arch: str = "x86", use_cache: bool = True) -> HeaderIndex | None:
     """The HeaderIndex of the .h files under include/ and arch/<arch>/include of `trees` (merged:
     Debian splits them between linux-headers-<kver>-common and the flavour's), None if none."""
+    identity, files = _headers_identity(trees, arch)
+    if not files:
+        return None
+    return _cached(identity, lambda: index_headers({name: path.read_bytes() for name, (path, _s) in files.items()},
+                                                   arch), use_cache)
+
+
+def _headers_identity(trees: list[Path], arch: str) -> tuple[str, dict[str, tuple[Path, os.stat_result]]]:
     files: dict[str, tuple[Path, os.stat_result]] = {}
     for tree in trees:
         for top in (tree / "include", tree / "arch" / arch / "include"):
@@ -87,17 +121,17 @@ def load_headers(trees: list[Path], arch: str = "x86", use_cache: bool = True) -
                         stat = path.stat() if path.is_file() else None
                         if stat is not None and stat.st_size <= MAX_HEADER:
                             files.setdefault(path.relative_to(tree).as_posix(), (path, stat))
-    if not files:
-        return None
     listing = "\0".join(f"{name}\0{path}\0{stat.st_size}\0{stat.st_mtime_ns}"
                         for name, (path, stat) in sorted(files.items()))
-    return _cached(listing, lambda: index_headers({name: path.read_bytes() for name, (path, _s) in files.items()},
-                                                  arch), use_cache)
+    return f"{arch}\0{listing}", files
+
+
+def _entry(identity: str) -> Path:
+    return cache_dir() / f"{hashlib.sha256(f'{FORMAT}{chr(0)}{identity}'.encode()).hexdigest()}.pickle"
 
 
 def _cached(identity: str, compute, use_cache: bool):
-    digest = hashlib.sha256(f"{FORMAT}\0{identity}".encode()).hexdigest()
-    entry = cache_dir() / f"{digest}.pickle"
+    entry = _entry(identity)
     if use_cache and entry.is_file():
         try:
             with open(entry, "rb") as file:

@@ -15,8 +15,10 @@ from kabigate.explain import (
     explain,
     type_change_json,
 )
-from kabigate.explain_cache import header_trees, kernel_types_of, load_headers
+from kabigate.explain_cache import header_trees, kernel_types_of, load_headers, warm
 from kabigate.kernels import load_kernel
+
+LISTED = 5  # candidates per symbol in a whole release's JSON
 
 
 @cli.command("explain")
@@ -33,15 +35,21 @@ def explain_command(old_paths, new_paths, header_paths, no_cache, as_json, symbo
     """Which changed types explain the CRC changes from KERNEL_A to KERNEL_B (every changed export,
     or the SYMBOLs). Exit 1 when a CRC changed."""
     with progress("reading kernels", 3) as advance:
-        old = kernel_types_of(load_kernel(list(old_paths)), use_cache=not no_cache)
+        kernels = [load_kernel(list(old_paths)), load_kernel(list(new_paths))]
+        trees = header_trees(list(header_paths or old_paths))
+        if not no_cache:
+            warm([k.image for k in kernels if k.image], trees)
+        old, new = (kernel_types_of(k, use_cache=not no_cache) for k in kernels)
         advance()
-        new = kernel_types_of(load_kernel(list(new_paths)), use_cache=not no_cache)
         advance()
-        headers = load_headers(header_trees(list(header_paths or old_paths)), use_cache=not no_cache)
+        headers = load_headers(trees, use_cache=not no_cache)
         advance()
     result = explain(old, new, sorted(set(symbols)) if symbols else None, headers)
+    # A whole release lists each symbol's first candidates (the full lists of 18,000 symbols are
+    # 60 MB of JSON, mostly the same types); asked-for SYMBOLs list them all.
+    listed = None if symbols else LISTED
     if as_json:
-        emit_json(_json(result, old.exports, new.exports))
+        emit_json(_json(result, listed))
     else:
         _print(result, detailed=bool(symbols))
     changed = any(s.old_crc != s.new_crc for s in result.symbols)
@@ -56,16 +64,16 @@ def _counts(result: Explanation) -> dict:
             "layout_only": sum(1 for t in result.types if not t.cause)}
 
 
-def _symbol_json(explained: SymbolExplanation) -> dict:
+def _symbol_json(explained: SymbolExplanation, listed: int | None) -> dict:
     return {"symbol": explained.symbol, "old_crc": crc_text(explained.old_crc), "new_crc": crc_text(explained.new_crc),
-            "candidates": [candidate_json(c) for c in explained.candidates],
-            "no_type_information": explained.no_type_info}
+            "candidates": [candidate_json(c) for c in explained.candidates[:listed]],
+            "candidates_total": len(explained.candidates), "no_type_information": explained.no_type_info}
 
 
-def _json(result: Explanation, old_exports, new_exports) -> dict:
+def _json(result: Explanation, listed: int | None) -> dict:
     return {"old": result.old, "new": result.new, "ranking": result.ranking, "counts": _counts(result),
             "types": [type_change_json(t) for t in result.types],
-            "symbols": [_symbol_json(s) for s in result.symbols]}
+            "symbols": [_symbol_json(s, listed) for s in result.symbols]}
 
 
 def _print(result: Explanation, detailed: bool) -> None:
