@@ -16,6 +16,7 @@ from test_cli import kabigate
 from kabigate.explain import explain, kernel_types
 from kabigate.explain_cache import cache_dir, header_trees, kernel_types_of, load_headers
 from kabigate.formats.btf import parse_btf
+from kabigate.formats.cheaders import index_headers
 from kabigate.formats.elf import ElfFile
 from kabigate.kernels import load_kernel
 from kabigate.model import Export
@@ -218,3 +219,16 @@ def test_the_gate_names_causes(testdata, cache, tmp_path, monkeypatch):
     report = json.loads(stdout)
     assert not any("cause" in r for b in report["builds"] for r in b["reasons"])
     assert all(c["cause"] is None for c in report["changed_exports_in_use"])
+
+
+def test_header_index_follows_the_kernel_build():
+    """A uapi header's userspace-only include is not the kernel's (uapi/linux/fs.h includes
+    linux/fscrypt.h only #ifndef __KERNEL__): popularity counts the headers that really see a type."""
+    seed = (Path(__file__).parent / "fuzz" / "corpus" / "cheaders" / "types.h").read_bytes()
+    index = index_headers({"include/linux/seed.h": seed, "include/linux/kernel_only.h": b"struct k { int x; };\n",
+                           "include/linux/userspace_only.h": b"struct u { int x; };\n",
+                           "include/linux/user.h": b"#include <linux/seed.h>\n"})
+    assert index.defined_in[("typedef", "seed_fn")] == index.defined_in[("struct", "seed")] == "include/linux/seed.h"
+    assert index.popularity(("struct", "seed")) == 2  # seed.h and user.h
+    assert index.popularity(("struct", "k")) == 3 and index.popularity(("struct", "u")) == 1
+    assert index.popularity(("struct", "nowhere")) == 0  # private: no shipped header defines it

@@ -33,6 +33,7 @@ from kabigate.formats import der, rpm, stream
 from kabigate.formats.btf import parse_btf
 from kabigate.formats.bzimage import kernel_image
 from kabigate.formats.certlist import system_certificates
+from kabigate.formats.cheaders import index_headers
 from kabigate.formats.compression import decompress, text_lines
 from kabigate.formats.deb import read_deb
 from kabigate.formats.debindex import parse_packages_index
@@ -293,6 +294,13 @@ def run_btf(data: bytes) -> None:
     parse_btf(data, "fuzz.btf (split)", base)
 
 
+def run_cheaders(data: bytes) -> None:
+    """A header including itself and another: the include graph walked, every type's popularity."""
+    index = index_headers({"include/linux/a.h": data, "include/linux/b.h": b"#include <linux/a.h>\n" + data})
+    for key in list(index.defined_in):
+        index.popularity(key)
+
+
 def run_trust(data: bytes) -> None:
     path = context().write("vmlinuz", data)
     signing.load_trust([str(path)])
@@ -488,6 +496,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("trust", image_seeds, run_trust),
     Target("image_exports", image_seeds, run_image_exports),
     Target("btf", lambda: _files("btf"), run_btf),
+    Target("cheaders", lambda: _files("cheaders"), run_cheaders),
     Target("initramfs", initramfs_seeds, run_initramfs),
     Target("symvers", text_seeds, run_symvers),
     Target("stablelist", text_seeds, run_stablelist),
