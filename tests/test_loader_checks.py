@@ -15,7 +15,7 @@ from elfedit import EDITS
 
 from kabigate.formats.module import parse_module
 from kabigate.kernels import load_kernel
-from kabigate.rules import LoadOptions, check_modules, kernel_series
+from kabigate.rules import RULES_VERSION, LoadOptions, check_modules, kernel_series
 from kabigate.store.codec import module_facts, module_from_facts
 
 pytestmark = pytest.mark.realdata
@@ -143,3 +143,22 @@ def test_modules_compressed_with_kinds_only_packages_use_are_refused_as_such(tes
     assert result.returncode == 2
     assert result.stderr == f"kabigate: error: {target}: {kind}-compressed; modules are xz, zstd or gzip " \
                             "compressed (kmod and the kernel's module_decompress() read no other)\n"
+
+
+def test_verdicts_recomputed_from_the_store_keep_the_struct_module_check(testdata, kernels, tmp_path, monkeypatch):
+    """The store keeps the kernel's sizeof(struct module) (migration 0006): a verdict recomputed
+    after a rules change is the one ingest made, not a module_layout one."""
+    from kabigate.services import ingest as ingest_service
+    from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
+    from kabigate.services.matrix import build_matrix
+    from kabigate.store import Store
+
+    with Store.open(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        record = ingest_kernel(store, kernels[NEW_612], "debian-6.12").record
+        (build,) = read_driver_builds([str(testdata.driver_dir("acpi-call", OLD_61))], "acpi-call", "1")
+        ingest_driver_build(store, build)
+        assert store.load_kernel(record.id).module_struct_size == 1280
+        monkeypatch.setattr(ingest_service, "RULES_VERSION", RULES_VERSION + 1)
+        monkeypatch.setattr("kabigate.services.matrix.RULES_VERSION", RULES_VERSION + 1)
+        (cell,) = build_matrix(store).cells.values()
+        assert (cell.loads, cell.first_reason) == (False, "module-struct-size")

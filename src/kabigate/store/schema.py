@@ -75,6 +75,7 @@ kernel = Table(
     Column("flavor", String(64), nullable=False),
     Column("vermagic", String(512)),
     Column("module_layout_crc", BigInteger),
+    Column("module_struct_size", Integer),  # sizeof(struct module), checked from 6.4 on; NULL: unknown
     Column("export_set_id", Integer, ForeignKey("export_set.id"), nullable=False),
     Column("config", LargeBinary, nullable=False),  # compressed .config lines
     Column("package_version", String(200)),

@@ -377,10 +377,15 @@ class Store:
                 vermagic=kernel.vermagic, module_layout_crc=layout.crc if layout else None,
                 export_set_id=self._ids_by(t.export_set, t.export_set.c.digest, [set_digest])[set_digest],
                 config=codec.pack_config(kernel.config), package_version=kernel.package_version,
+                module_struct_size=kernel.module_struct_size,
                 build_date=None, sources=json.dumps(kernel.sources), ingested_at=_now(),
             )).inserted_primary_key[0]
         else:
             self._add_sources(kernel_id, kernel.sources)
+            if kernel.module_struct_size is not None:  # a kernel stored before it was kept, read again
+                connection.execute(t.kernel.update().where(
+                    t.kernel.c.id == kernel_id, t.kernel.c.module_struct_size.is_(None)).values(
+                    module_struct_size=kernel.module_struct_size))
         if stream is not None:
             self._put_in_stream(kernel_id, stream)
         return self.kernel(kernel_id), created
@@ -481,7 +486,7 @@ class Store:
         exports = {export.name: export for export in (self._exports[i] for i in ids)}
         return Kernel(release=row.release, vermagic=row.vermagic, machine=row.machine, exports=exports,
                       config=codec.unpack_config(row.config), sources=json.loads(row.sources),
-                      package_version=row.package_version)
+                      package_version=row.package_version, module_struct_size=row.module_struct_size)
 
     # -- driver builds ------------------------------------------------------------------------
 
