@@ -162,3 +162,15 @@ def test_verdicts_recomputed_from_the_store_keep_the_struct_module_check(testdat
         monkeypatch.setattr("kabigate.services.matrix.RULES_VERSION", RULES_VERSION + 1)
         (cell,) = build_matrix(store).cells.values()
         assert (cell.loads, cell.first_reason) == (False, "module-struct-size")
+
+
+def test_struct_module_size_from_the_kernel_image_btf(testdata, kernels, tmp_path):
+    """A vmlinuz alone tells sizeof(struct module) through its BTF: the in-tree modules' size."""
+    from kabigate.qemu import kernel_image
+    image_612 = kernel_image(str(testdata.root / testdata.manifest["stream_kernels"][NEW_612]["debs"][0]), tmp_path)
+    image_61 = testdata.root / testdata.manifest["kernels"][NEW_61]["vmlinuz"]
+    for image, release in ((image_612, NEW_612), (image_61, NEW_61)):
+        kernel = load_kernel([str(image)])
+        assert kernel.module_struct_size == kernels[release].module_struct_size
+    verdict = check_modules([module(testdata, "acpi-call", OLD_61, "acpi_call.ko")], load_kernel([str(image_612)]))[0]
+    assert verdict.reasons[0].code == "module-struct-size"

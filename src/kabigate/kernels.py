@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kabigate.errors import InputError, not_regular, open_regular, read_capped
+from kabigate.formats.btf import STRUCT as BTF_STRUCT
+from kabigate.formats.btf import parse_btf
 from kabigate.formats.bzimage import MAX_KERNEL_IMAGE, kernel_image, looks_like_kernel_image
 from kabigate.formats.compression import MAX_TEXT, text_lines
 from kabigate.formats.elf import ElfFile
@@ -147,8 +149,8 @@ def _is_kernel_image(path: Path) -> bool:
 
 
 def _facts_of_image(path: Path) -> _Facts:
-    """A vmlinuz or vmlinux alone: the whole ABI of vmlinux (its exports and CRCs), its release
-    and vermagic; no module's exports."""
+    """A vmlinuz or vmlinux alone: the whole ABI of vmlinux (its exports and CRCs), its release,
+    vermagic and sizeof(struct module) (from its BTF); no module's exports."""
     facts = _Facts(str(path))
     data = read_capped(str(path), MAX_KERNEL_IMAGE, f"larger than {MAX_KERNEL_IMAGE >> 20} MiB, not a kernel image")
     image = kernel_image(data, str(path))
@@ -158,7 +160,17 @@ def _facts_of_image(path: Path) -> _Facts:
     facts.release = image_release(image)
     facts.vermagic = image_vermagic(image, facts.release) if facts.release else None
     facts.image = str(path)
+    facts.module_struct_size = _module_struct_size(elf)
     return facts
+
+
+def _module_struct_size(elf: ElfFile) -> int | None:
+    """sizeof(struct module) from vmlinux's BTF (CONFIG_DEBUG_INFO_BTF; 0.7 s for 6.12's)."""
+    section = elf.section(".BTF")
+    if section is None:
+        return None
+    btf = parse_btf(elf.section_bytes(section), f"{elf.what}: .BTF")
+    return next((btf.types[i].size for i in btf.by_name("module") if btf.types[i].kind == BTF_STRUCT), None)
 
 
 def _image_in(boot: Path, release: str) -> Path | None:
