@@ -28,7 +28,7 @@ IGNORED_UNDEFINED = {
 MODULE_LAYOUT = "module_layout"
 # Stored verdicts carry the version of the rules that made them: bump it whenever a change here
 # can change a verdict, its reasons or their wording, and the store recomputes them.
-RULES_VERSION = 3
+RULES_VERSION = 4
 # v6.4 reorganised load_module()'s early checks (elf_validity_cache_copy(), early_mod_check()):
 # sizeof(struct module) compared, duplicate sections refused, the duplicate name checked before
 # the module's memory is laid out. 6.1.192 has none of it, 6.12.117 all of it.
@@ -187,8 +187,8 @@ def _check_elf_validity(module: Module, kernel: Kernel, early_checks: bool, reas
             reasons.append(Reason("invalid-elf", f"{THIS_MODULE} must occupy memory during process execution"))
         elif kernel.module_struct_size is None:
             warnings.append(Reason("module-struct-unknown", "the size of the kernel's struct module is unknown "
-                                   f"(give an in-tree module of it, e.g. its module tree or image package): {THIS_MODULE} "
-                                   "not compared"))
+                                   "(give its module tree, image package or vmlinuz): "
+                                   f"{THIS_MODULE} not compared"))
         elif layout.this_module_size != kernel.module_struct_size:
             reasons.append(Reason("module-struct-size", f"{THIS_MODULE} section size must match the kernel's built "
                                   "struct module size at run time (module: "
