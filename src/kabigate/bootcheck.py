@@ -34,9 +34,14 @@ class BootCheckEntry:
     kernel_reason: qemu.KernelReason | None  # None: the kernel loaded it
 
     @property
+    def accepted(self) -> bool:
+        """The loader took the module (its init function may still have failed)."""
+        return self.kernel_reason is None or self.kernel_reason.code == qemu.INIT_FAILED
+
+    @property
     def agrees(self) -> bool:
-        if self.verdict.loads or self.kernel_reason is None:
-            return self.verdict.loads == (self.kernel_reason is None)
+        if self.verdict.loads or self.accepted:
+            return self.verdict.loads == self.accepted
         first = self.verdict.reasons[0]
         return first.code == self.kernel_reason.code and (
             self.kernel_reason.symbol is None or first.symbol == self.kernel_reason.symbol)

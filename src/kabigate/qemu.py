@@ -352,8 +352,13 @@ class KernelReason:
     message: str  # the kernel's line, without the timestamp
 
 
+# The module's init function failed after the loader accepted it (do_init_module()).
+INIT_FAILED = "init-failed"
+
+
 def kernel_reason(result: InsmodResult) -> KernelReason | None:
-    """What the kernel refused the module for (its first complaint), None when it loaded."""
+    """What the kernel refused the module for (its first complaint), None when it loaded;
+    INIT_FAILED when the loader took it and its init function returned an error."""
     if result.exit_status == 0:
         return None
     for message in result.kernel_messages:
@@ -362,5 +367,8 @@ def kernel_reason(result: InsmodResult) -> KernelReason | None:
                 return KernelReason(code, match.group(1) if match.groups() else None, message)
     if result.exit_status == errno.EEXIST:
         return KernelReason("already-loaded", None, "File exists")
-    # try_to_force_load() refusals print nothing: no __versions, no vermagic.
-    return KernelReason(f"errno-{result.exit_status}", None, os.strerror(result.exit_status))
+    if result.exit_status == errno.ENOEXEC:
+        # try_to_force_load() refuses without a word: no __versions, no vermagic, exports without CRCs
+        return KernelReason("no-versions", None, "Exec format error (no message: try_to_force_load())")
+    return KernelReason(INIT_FAILED, None, f"{os.strerror(result.exit_status)}: the loader took the module, "
+                                           "its init function failed")

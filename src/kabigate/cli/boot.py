@@ -43,7 +43,8 @@ def boot_check_command(image, kernel_paths, timeout, as_json, modules) -> None:
         reports.append({
             "path": entry.module.path, "name": entry.module.name, "in_tree": entry.in_tree,
             "agrees": entry.agrees,
-            "kernel": {"verdict": "loads" if said is None else "fails", "exit_status": entry.result.exit_status,
+            "kernel": {"verdict": "loads" if said is None else said.code if entry.accepted else "fails",
+                       "exit_status": entry.result.exit_status,
                        "reason": None if said is None else {"code": said.code, "symbol": said.symbol,
                                                             "message": said.message},
                        "messages": entry.result.kernel_messages},
@@ -67,7 +68,8 @@ def _print(result, reports) -> None:
         out.print(f"{mark} {entry.module.name}{origin}  {entry.module.path}", markup=False,
                   style=None if entry.agrees else "bold red")
         said = entry.kernel_reason
-        kernel_text = "loads" if said is None else f"fails: {said.code}: {said.message}"
+        kernel_text = "loads" if said is None else f"{'takes it' if entry.accepted else 'fails'}: " \
+            f"{said.code}: {said.message}"
         predicted = entry.verdict.reasons[0] if entry.verdict.reasons else None
         out.print(f"    kernel:   {kernel_text}", markup=False)
         out.print(f"    kabigate: {'loads' if predicted is None else 'fails: ' + _describe(predicted)}", markup=False)

@@ -59,7 +59,7 @@ def confirm_in_qemu(store: Store, result: GateResult, count: int, *, timeout: fl
         for finding in group:
             entries = [by_module[id(m)] for m in modules[finding.build.id]]
             # A build loads when all its modules do; its first refusal is its first refused module's.
-            refused = next((e for e in entries if e.kernel_reason is not None), None)
+            refused = next((e for e in entries if not e.accepted), None)
             stored = _stored_first(store, finding, result.candidate.id)
             confirmations.append(Confirmation(
                 finding.build.label, stored is None, stored, refused is None,
