@@ -14,6 +14,7 @@ sees, so this explains a CRC change that happened (the CRCs say so) rather than 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -47,6 +48,8 @@ class KernelTypes:
     layout: dict[int, tuple]  # struct/union id -> (size, ((member, bit offset), ...)): for humans only
     funcs: dict[str, tuple[str, tuple[tuple[str, tuple[int, ...]], ...]]]  # name -> (decl, ((param, ids)))
     vars: dict[str, tuple[str, tuple[int, ...]]]  # name -> (decl, ids)
+    # a module's own types (its split BTF on vmlinux's), by owner as Module.symvers names it
+    modules: dict[str, KernelTypes] = field(default_factory=dict)
     by_key: dict[TypeKey, list[int]] = field(default_factory=dict, init=False)
 
     def __post_init__(self):
@@ -55,9 +58,11 @@ class KernelTypes:
 
 
 def kernel_types(btf: B.Btf, release: str, exports: dict[str, Export]) -> KernelTypes:
+    """A kernel's (or, for a module's split BTF, the module's own) types and functions."""
     renderer = _Renderer(btf)
     defs, keys, edges, members, layout = {}, {}, {}, {}, {}
-    for type_id, entry in enumerate(btf.types):
+    for type_id in range(btf.first_own_id if btf.base is not None else 0, len(btf.types)):
+        entry = btf.types[type_id]
         kind_key = _KEY_KIND.get(entry.kind)
         if kind_key is None or not entry.name:
             continue
@@ -194,10 +199,12 @@ class TypeChange:
     key: TypeKey
     cause: bool
     details: tuple[str, ...]  # "member `int depth` added", ...
+    module: str = ""  # a module's own type (its split BTF): the module, as Module.symvers names it
 
     @property
     def name(self) -> str:
-        return self.key[1] if self.key[0] == "typedef" else f"{self.key[0]} {self.key[1]}"
+        name = self.key[1] if self.key[0] == "typedef" else f"{self.key[0]} {self.key[1]}"
+        return f"{name} (in {self.module})" if self.module else name
 
 
 @dataclass(frozen=True)
@@ -327,6 +334,11 @@ class _Reach:
                     row[change.key] = distance
         return rows
 
+    def backwards_rows(self) -> dict[int, dict[TypeKey, int]]:
+        if self.rows is None:
+            self.rows = self._backwards()
+        return self.rows
+
     def _forwards(self, start: tuple[int, ...]) -> dict[TypeKey, int]:
         seen = dict.fromkeys(start, 0)
         queue = deque(start)
@@ -374,7 +386,76 @@ def explain(old: KernelTypes, new: KernelTypes, symbols: list[str] | None = None
                          if name in new.exports and export.crc != new.exports[name].crc)
     reach = _Reach(old, changed, len(symbols))
     results = [_explain_symbol(symbol, old, new, reach, names, headers) for symbol in symbols]
+    modules: dict[str, list[int]] = {}
+    for index, explained in enumerate(results):
+        owner = old.exports[explained.symbol].owner if explained.symbol in old.exports else "vmlinux"
+        if not explained.candidates and owner in old.modules and owner in new.modules:
+            modules.setdefault(owner, []).append(index)
+    for owner, indexes in modules.items():
+        module_changes = _explain_module(owner, old, new, [results[i].symbol for i in indexes], reach, changed,
+                                         names, headers)
+        changes += module_changes[0]
+        for index, explained in zip(indexes, module_changes[1]):
+            results[index] = explained
     return Explanation(old.release, new.release, changes, results, "headers" if headers else "depth")
+
+
+def _explain_module(owner: str, old: KernelTypes, new: KernelTypes, symbols: list[str], reach: _Reach,
+                    base_changed: dict[int, TypeChange], names: dict[TypeKey, str],
+                    headers: HeaderIndex | None) -> tuple[list[TypeChange], list[SymbolExplanation]]:
+    """A module's exports: its own changed types (its split BTF, old against new), and vmlinux's
+    reached through them (the shared distances from vmlinux's types)."""
+    old_module, new_module = old.modules[owner], new.modules[owner]
+    own_changed, own_changes = diff_types(old_module, new_module)
+    own_changes = [dataclasses.replace(c, module=owner) for c in own_changes]
+    own_changed = {i: dataclasses.replace(c, module=owner) for i, c in own_changed.items()}
+    rows = reach.backwards_rows()
+    results = []
+    for symbol in symbols:
+        before, after = old.exports[symbol], new.exports.get(symbol)
+        roots = old_module.funcs.get(symbol)
+        if roots is None:
+            why = ("a data symbol: BTF describes no type for it" if symbol not in old_module.vars
+                   else "no type information")
+            results.append(SymbolExplanation(symbol, before.crc, after.crc if after else None, (), why))
+            continue
+        declaration, params = roots
+        found: dict[TypeKey, tuple[int, str, str]] = {}
+        for via, ids in params:
+            # Breadth first through the module's own types; at a vmlinux type, its shared distances.
+            seen = dict.fromkeys(ids, 1)
+            queue = deque(ids)
+            while queue:
+                node = queue.popleft()
+                depth = seen[node]
+                if node in own_changed:
+                    _closer(found, own_changed[node].key, depth, via, own_changed[node].name)
+                if node not in old_module.edges:  # a vmlinux type
+                    for key, distance in rows.get(node, {}).items():
+                        _closer(found, key, depth + distance, via, names[key])
+                    continue
+                for child in old_module.edges[node]:
+                    if child not in seen:
+                        seen[child] = depth + 1
+                        queue.append(child)
+        candidates = [Candidate(key, name, via, depth, headers.popularity(key) if headers else None)
+                      for key, (depth, via, name) in found.items()]
+        candidates.sort(key=lambda c: (-(c.seen_by or 0), c.depth, c.type))
+        new_roots = new_module.funcs.get(symbol)
+        if new_roots is not None and new_roots[0] != declaration:
+            candidates.insert(0, Candidate(("declaration", symbol),
+                                           f"declaration of {symbol}: `{declaration}` -> `{new_roots[0]}`",
+                                           "declaration", 0, None))
+        why = None if candidates else ("CRC changed but no type it reaches changed in BTF: a change BTF does not "
+                                       "record (an attribute, a macro, a declaration-only or include-only change)")
+        results.append(SymbolExplanation(symbol, before.crc, after.crc if after else None, tuple(candidates), why))
+    return own_changes, results
+
+
+def _closer(found: dict, key: TypeKey, depth: int, via: str, name: str) -> None:
+    known = found.get(key)
+    if known is None or depth < known[0]:
+        found[key] = (depth, via, name)
 
 
 def _explain_symbol(symbol: str, old: KernelTypes, new: KernelTypes, reach: _Reach, names: dict[TypeKey, str],
@@ -384,7 +465,7 @@ def _explain_symbol(symbol: str, old: KernelTypes, new: KernelTypes, reach: _Rea
     roots = _roots(old, symbol)
     if roots is None:
         why = ("not exported by the old kernel" if before is None else
-               "exported by a module: its type information is in that module's BTF" if before.owner != "vmlinux" else
+               "exported by a module whose BTF was not read" if before.owner != "vmlinux" else
                "a data symbol: BTF describes no type for it" if symbol not in old.funcs else
                "no type information")
         return SymbolExplanation(symbol, old_crc, new_crc, (), why)

@@ -25,12 +25,15 @@ from kabigate.explain import KernelTypes, SymbolExplanation, explain, kernel_typ
 from kabigate.formats.btf import parse_btf
 from kabigate.formats.bzimage import MAX_KERNEL_IMAGE, kernel_image, looks_like_kernel_image
 from kabigate.formats.cheaders import HeaderIndex, index_headers
+from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.elf import ElfFile
+from kabigate.formats.modsig import split_signature
 from kabigate.formats.vmlinux import image_exports, image_release
 from kabigate.model import Kernel
+from kabigate.modules import MODULE_SUFFIXES
 from kabigate.packages import Package, is_package_file, is_url
 
-FORMAT = 3
+FORMAT = 4
 MAX_HEADER = 4 << 20  # the largest 6.1 header is under 1 MiB; bigger ones are not headers
 MAX_HEADERS = 200_000
 
@@ -39,16 +42,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("KABIGATE_CACHE") or platformdirs.user_cache_dir("kabigate")) / "btf"
 
 
-def load_types(image_path: str, use_cache: bool = True) -> KernelTypes:
-    """The KernelTypes of the kernel image at `image_path` (vmlinuz or vmlinux)."""
-    return _cached(_image_identity(image_path), lambda: _read(image_path), use_cache)
+def load_types(image_path: str, use_cache: bool = True, modules: tuple[str, tuple[str, ...]] | None = None
+               ) -> KernelTypes:
+    """The KernelTypes of the kernel image at `image_path` (vmlinuz or vmlinux); with `modules`
+    (a module tree's kernel/ folder, the owners of module exports), those modules' own types too."""
+    return _cached(_image_identity(image_path, modules), lambda: _read(image_path, modules), use_cache)
 
 
-def warm(images: list[str], header_tree_list: list[Path]) -> None:
-    """Fill the cache for these images and headers in parallel processes (one per core, two at
+def warm(kernels: list[Kernel], header_tree_list: list[Path]) -> None:
+    """Fill the cache for these kernels and headers in parallel processes (one per core, two at
     most): reading one kernel is CPU-bound Python (decompress, parse, render), so a pair read
     side by side takes half the time. Each child writes its cache entry; nothing large comes back."""
-    todo = [(load_types, (image,)) for image in images if not _cached_already(_image_identity(image))]
+    todo = [(load_types, (kernel.image, True, _modules_of(kernel))) for kernel in kernels
+            if kernel.image and not _cached_already(_image_identity(kernel.image, _modules_of(kernel)))]
     if header_tree_list and not _cached_already(_headers_identity(header_tree_list, "x86")[0]):
         todo.append((load_headers, (header_tree_list,)))
     if len(todo) < 2 or (os.cpu_count() or 1) < 2:
@@ -66,12 +72,27 @@ def _cached_already(identity: str) -> bool:
     return _entry(identity).is_file()
 
 
-def _image_identity(image_path: str) -> str:
+def _image_identity(image_path: str, modules: tuple[str, tuple[str, ...]] | None = None) -> str:
     try:
         stat = os.stat(image_path)
     except OSError as error:
         raise InputError(f"{image_path}: {error.strerror}") from None
-    return f"{os.path.abspath(image_path)}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    identity = f"{os.path.abspath(image_path)}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    if modules is not None:
+        folder = Path(modules[0])
+        owners = hashlib.sha256("\0".join(modules[1]).encode()).hexdigest()
+        identity += f"\0{folder.resolve()}\0{folder.stat().st_mtime_ns}\0{owners}"
+    return identity
+
+
+def _modules_of(kernel: Kernel) -> tuple[str, tuple[str, ...]] | None:
+    """The in-tree module folder beside a kernel's image (<root>/boot/vmlinuz-<kver> ->
+    <root>/lib/modules/<kver>/kernel) and the modules that export something."""
+    if kernel.image is None or kernel.release is None:
+        return None
+    folder = Path(kernel.image).parent.parent / "lib" / "modules" / kernel.release / "kernel"
+    owners = tuple(sorted({e.owner for e in kernel.exports.values() if e.owner != "vmlinux"}))
+    return (str(folder), owners) if folder.is_dir() and owners else None
 
 
 def kernel_types_of(kernel: Kernel, use_cache: bool = True) -> KernelTypes:
@@ -79,7 +100,7 @@ def kernel_types_of(kernel: Kernel, use_cache: bool = True) -> KernelTypes:
     if kernel.image is None:
         raise InputError(f"{', '.join(kernel.sources)}: no kernel image (vmlinuz/vmlinux) found: its BTF is "
                          "what explains CRC changes; give the kernel's /boot/vmlinuz-<kver> too")
-    types = load_types(kernel.image, use_cache)
+    types = load_types(kernel.image, use_cache, _modules_of(kernel))
     return dataclasses.replace(types, exports=kernel.exports, release=kernel.release or types.release)
 
 
@@ -144,12 +165,12 @@ def _cached(identity: str, compute, use_cache: bool):
     return value
 
 
-def _read(image_path: str) -> KernelTypes:
+def _read(image_path: str, modules: tuple[str, tuple[str, ...]] | None = None) -> KernelTypes:
     data = read_capped(image_path, MAX_KERNEL_IMAGE, f"larger than {MAX_KERNEL_IMAGE >> 20} MiB, not a kernel image")
-    return _types_of_image(data, image_path)
+    return _types_of_image(data, image_path, modules)
 
 
-def _types_of_image(data: bytes, what: str) -> KernelTypes:
+def _types_of_image(data: bytes, what: str, modules: tuple[str, tuple[str, ...]] | None = None) -> KernelTypes:
     image = kernel_image(data, what)
     elf = ElfFile(image, what)
     section = elf.section(".BTF")
@@ -157,7 +178,35 @@ def _types_of_image(data: bytes, what: str) -> KernelTypes:
         raise InputError(f"{what}: no .BTF section (a kernel built without CONFIG_DEBUG_INFO_BTF)")
     btf = parse_btf(elf.section_bytes(section), f"{what} (.BTF)")
     release = image_release(image) or os.path.basename(what)
-    return kernel_types(btf, release, image_exports(elf))
+    types = kernel_types(btf, release, image_exports(elf))
+    if modules is not None:
+        types.modules = _module_types(btf, release, *modules)
+    return types
+
+
+def read_module_elf(path: str) -> ElfFile:
+    """A module file's ELF image (decompressed, its signature cut off), for its .BTF."""
+    raw = read_capped(path, MAX_KERNEL_IMAGE, f"larger than {MAX_KERNEL_IMAGE >> 20} MiB, not a module")
+    data = decompress(raw, path) if compression_of(raw) else raw
+    size, _signature = split_signature(data)
+    return ElfFile(data, path, size)
+
+
+def _module_types(base, release: str, folder: str, owners: tuple[str, ...]) -> dict[str, KernelTypes]:
+    """Each exporting module's own types, from its split BTF on vmlinux's (a module without
+    .BTF, or whose file is not there, is left out: its exports say their BTF was not read)."""
+    found = {}
+    for owner in owners:
+        path = next((p for p in (Path(folder) / f"{owner}{suffix}" for suffix in MODULE_SUFFIXES) if p.is_file()),
+                    None)
+        if path is None:
+            continue
+        module = read_module_elf(str(path))
+        section = module.section(".BTF")
+        if section is not None:
+            split = parse_btf(module.section_bytes(section), f"{path} (.BTF)", base)
+            found[owner] = kernel_types(split, release, {})
+    return found
 
 
 def _store(entry: Path, value) -> None:

@@ -38,7 +38,7 @@ def explain_command(old_paths, new_paths, header_paths, no_cache, as_json, symbo
         kernels = [load_kernel(list(old_paths)), load_kernel(list(new_paths))]
         trees = header_trees(list(header_paths or old_paths))
         if not no_cache:
-            warm([k.image for k in kernels if k.image], trees)
+            warm(kernels, trees)
         old, new = (kernel_types_of(k, use_cache=not no_cache) for k in kernels)
         advance()
         advance()

@@ -148,7 +148,7 @@ def parse_btf(data: bytes, what: str, base: Btf | None = None) -> Btf:
             known = names[offset] = btf.string_at(offset)
         return known
 
-    types = list(base.types) if base is not None else [BtfType(kind=0, name="void")]
+    types = SplitTypes(base.types) if base is not None else [BtfType(kind=0, name="void")]
     first = len(types)
     position, end = hdr_len + type_off, hdr_len + type_off + type_len
     header_struct, u32, triple, pair, enum32 = (_TYPE[endian], _U32[endian], _TRIPLE[endian], _PAIR[endian],
@@ -234,6 +234,30 @@ def parse_btf(data: bytes, what: str, base: Btf | None = None) -> Btf:
     _check_references(types, first, what)
     btf.types = types
     return btf
+
+
+class SplitTypes:
+    """A split BTF's types: its base's, then its own, by type id; the base's list is shared, not
+    copied (vmlinux has 100,000 types, a kernel 4,000 modules)."""
+
+    def __init__(self, base: list[BtfType]):
+        self.base = base
+        self.own: list[BtfType] = []
+
+    def __len__(self) -> int:
+        return len(self.base) + len(self.own)
+
+    def __getitem__(self, type_id: int) -> BtfType:
+        if 0 <= type_id < len(self.base):
+            return self.base[type_id]
+        return self.own[type_id - len(self.base)]
+
+    def __iter__(self):
+        yield from self.base
+        yield from self.own
+
+    def append(self, entry: BtfType) -> None:
+        self.own.append(entry)
 
 
 def _check_references(types: list[BtfType], first: int, what: str) -> None:
