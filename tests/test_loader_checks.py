@@ -174,3 +174,15 @@ def test_struct_module_size_from_the_kernel_image_btf(testdata, kernels, tmp_pat
         assert kernel.module_struct_size == kernels[release].module_struct_size
     verdict = check_modules([module(testdata, "acpi-call", OLD_61, "acpi_call.ko")], load_kernel([str(image_612)]))[0]
     assert verdict.reasons[0].code == "module-struct-size"
+
+
+def test_a_verdict_resting_on_an_unknown_config_says_so(testdata, kernels):
+    """Module.symvers alone has no .config: the stricter reading is taken, and the reason says it."""
+    headers = testdata.root / testdata.manifest["build_kernels"][NEW_61]["symvers"]
+    kernel = load_kernel([str(headers)], vermagic=kernels[NEW_61].vermagic)
+    assert not kernel.config
+    write_exec = module(testdata, "acpi-call", NEW_61, "acpi_call.ko", "write-exec")
+    (reason,) = [r for r in check_modules([write_exec], kernel)[0].reasons if r.code == "write-exec-section"]
+    assert reason.message.endswith("(the kernel's config is unknown: CONFIG_STRICT_MODULE_RWX taken as on)")
+    (known,) = [r for r in check_modules([write_exec], kernels[NEW_61])[0].reasons if r.code == "write-exec-section"]
+    assert known.message.endswith("has invalid WRITE|EXEC flags")

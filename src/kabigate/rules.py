@@ -28,7 +28,7 @@ IGNORED_UNDEFINED = {
 MODULE_LAYOUT = "module_layout"
 # Stored verdicts carry the version of the rules that made them: bump it whenever a change here
 # can change a verdict, its reasons or their wording, and the store recomputes them.
-RULES_VERSION = 4
+RULES_VERSION = 5
 # v6.4 reorganised load_module()'s early checks (elf_validity_cache_copy(), early_mod_check()):
 # sizeof(struct module) compared, duplicate sections refused, the duplicate name checked before
 # the module's memory is laid out. 6.1.192 has none of it, 6.12.117 all of it.
@@ -214,14 +214,16 @@ def _check_write_exec_sections(module: Module, kernel: Kernel, reasons) -> None:
     if module.layout is None or kernel.config_enabled("CONFIG_STRICT_MODULE_RWX") is False:
         return
     for section in module.layout.write_exec_sections:
-        reasons.append(Reason("write-exec-section", f"section {section} has invalid WRITE|EXEC flags"))
+        reasons.append(Reason("write-exec-section", f"section {section} has invalid WRITE|EXEC flags"
+                              + _config_unknown(kernel, "CONFIG_STRICT_MODULE_RWX", "on")))
 
 
 def _find_module_sections(module: Module, kernel: Kernel, reasons) -> None:
     """find_module_sections(): with CONFIG_CONSTRUCTORS, .ctors and .init_array both is EINVAL."""
     if module.layout is not None and module.layout.ctors_and_init_array \
             and kernel.config_enabled("CONFIG_CONSTRUCTORS") is not False:
-        reasons.append(Reason("invalid-elf", "has both .ctors and .init_array."))
+        reasons.append(Reason("invalid-elf", "has both .ctors and .init_array."
+                              + _config_unknown(kernel, "CONFIG_CONSTRUCTORS", "on")))
 
 
 def _check_signature(module: Module, kernel: Kernel, options: LoadOptions, reasons, warnings) -> None:
@@ -294,7 +296,12 @@ def _check_modinfo(module: Module, kernel: Kernel, modversions: bool, force_load
     # check_modinfo_livepatch()
     if module.info("livepatch") is not None and kernel.config_enabled("CONFIG_LIVEPATCH") is not True:
         reasons.append(Reason("livepatch-unsupported", "module is marked as livepatch module, but livepatch "
-                                                       "support is disabled"))
+                              "support is disabled" + _config_unknown(kernel, "CONFIG_LIVEPATCH", "off")))
+
+
+def _config_unknown(kernel: Kernel, option: str, taken_as: str) -> str:
+    """What a verdict says when it rests on a config option the kernel's files did not give."""
+    return "" if kernel.config else f" (the kernel's config is unknown: {option} taken as {taken_as})"
 
 
 # Modules the kernel taints as proprietary whatever their license says (driverloader "was caught
