@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from kabigate.formats import btf as B
 from kabigate.formats.cheaders import HeaderIndex
@@ -207,8 +208,7 @@ class TypeChange:
         return f"{name} (in {self.module})" if self.module else name
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):  # a tuple: a release has hundreds of thousands of them
     key: TypeKey  # ("struct", "Qdisc"), ("declaration", symbol)
     type: str  # "struct Qdisc", or "declaration of <symbol>: `old` -> `new`"
     via: str  # the parameter ("return", a parameter name or #N) it is reached through
@@ -385,15 +385,22 @@ def explain(old: KernelTypes, new: KernelTypes, symbols: list[str] | None = None
         symbols = sorted(name for name, export in old.exports.items()
                          if name in new.exports and export.crc != new.exports[name].crc)
     reach = _Reach(old, changed, len(symbols))
-    results = [_explain_symbol(symbol, old, new, reach, names, headers) for symbol in symbols]
+    popularity: dict[TypeKey, int | None] = {}
+
+    def seen_by(key: TypeKey) -> int | None:
+        if key not in popularity:
+            popularity[key] = headers.popularity(key) if headers else None
+        return popularity[key]
+
+    results = [_explain_symbol(symbol, old, new, reach, names, seen_by) for symbol in symbols]
     modules: dict[str, list[int]] = {}
     for index, explained in enumerate(results):
         owner = old.exports[explained.symbol].owner if explained.symbol in old.exports else "vmlinux"
         if not explained.candidates and owner in old.modules and owner in new.modules:
             modules.setdefault(owner, []).append(index)
     for owner, indexes in modules.items():
-        module_changes = _explain_module(owner, old, new, [results[i].symbol for i in indexes], reach, changed,
-                                         names, headers)
+        module_changes = _explain_module(owner, old, new, [results[i].symbol for i in indexes], reach, names,
+                                         seen_by)
         changes += module_changes[0]
         for index, explained in zip(indexes, module_changes[1]):
             results[index] = explained
@@ -401,8 +408,7 @@ def explain(old: KernelTypes, new: KernelTypes, symbols: list[str] | None = None
 
 
 def _explain_module(owner: str, old: KernelTypes, new: KernelTypes, symbols: list[str], reach: _Reach,
-                    base_changed: dict[int, TypeChange], names: dict[TypeKey, str],
-                    headers: HeaderIndex | None) -> tuple[list[TypeChange], list[SymbolExplanation]]:
+                    names: dict[TypeKey, str], seen_by) -> tuple[list[TypeChange], list[SymbolExplanation]]:
     """A module's exports: its own changed types (its split BTF, old against new), and vmlinux's
     reached through them (the shared distances from vmlinux's types)."""
     old_module, new_module = old.modules[owner], new.modules[owner]
@@ -410,6 +416,8 @@ def _explain_module(owner: str, old: KernelTypes, new: KernelTypes, symbols: lis
     own_changes = [dataclasses.replace(c, module=owner) for c in own_changes]
     own_changed = {i: dataclasses.replace(c, module=owner) for i, c in own_changed.items()}
     rows = reach.backwards_rows()
+    own_names = {c.key: c.name for c in own_changes}
+    memo: dict[tuple[int, ...], dict[TypeKey, int]] = {}  # a module's functions share parameter types
     results = []
     for symbol in symbols:
         before, after = old.exports[symbol], new.exports.get(symbol)
@@ -420,26 +428,17 @@ def _explain_module(owner: str, old: KernelTypes, new: KernelTypes, symbols: lis
             results.append(SymbolExplanation(symbol, before.crc, after.crc if after else None, (), why))
             continue
         declaration, params = roots
-        found: dict[TypeKey, tuple[int, str, str]] = {}
+        found: dict[TypeKey, tuple[int, str]] = {}
         for via, ids in params:
-            # Breadth first through the module's own types; at a vmlinux type, its shared distances.
-            seen = dict.fromkeys(ids, 1)
-            queue = deque(ids)
-            while queue:
-                node = queue.popleft()
-                depth = seen[node]
-                if node in own_changed:
-                    _closer(found, own_changed[node].key, depth, via, own_changed[node].name)
-                if node not in old_module.edges:  # a vmlinux type
-                    for key, distance in rows.get(node, {}).items():
-                        _closer(found, key, depth + distance, via, names[key])
-                    continue
-                for child in old_module.edges[node]:
-                    if child not in seen:
-                        seen[child] = depth + 1
-                        queue.append(child)
-        candidates = [Candidate(key, name, via, depth, headers.popularity(key) if headers else None)
-                      for key, (depth, via, name) in found.items()]
+            reached = memo.get(ids)
+            if reached is None:
+                reached = memo[ids] = _module_reach(ids, old_module, own_changed, rows)
+            for key, depth in reached.items():
+                known = found.get(key)
+                if known is None or depth < known[0]:
+                    found[key] = (depth, via)
+        candidates = [Candidate(key, own_names.get(key) or names[key], via, depth, seen_by(key))
+                      for key, (depth, via) in found.items()]
         candidates.sort(key=lambda c: (-(c.seen_by or 0), c.depth, c.type))
         new_roots = new_module.funcs.get(symbol)
         if new_roots is not None and new_roots[0] != declaration:
@@ -452,14 +451,34 @@ def _explain_module(owner: str, old: KernelTypes, new: KernelTypes, symbols: lis
     return own_changes, results
 
 
-def _closer(found: dict, key: TypeKey, depth: int, via: str, name: str) -> None:
-    known = found.get(key)
-    if known is None or depth < known[0]:
-        found[key] = (depth, via, name)
+def _module_reach(ids: tuple[int, ...], module: KernelTypes, own_changed: dict[int, TypeChange],
+                  rows: dict[int, dict[TypeKey, int]]) -> dict[TypeKey, int]:
+    """Changed type -> depth from a declaration part's types: breadth first through the module's
+    own types; at a vmlinux type, its shared distances."""
+    seen = dict.fromkeys(ids, 1)
+    queue = deque(ids)
+    found: dict[TypeKey, int] = {}
+    while queue:
+        node = queue.popleft()
+        depth = seen[node]
+        change = own_changed.get(node)
+        if change is not None and depth < found.get(change.key, depth + 1):
+            found[change.key] = depth
+        children = module.edges.get(node)
+        if children is None:  # a vmlinux type
+            for key, distance in rows.get(node, {}).items():
+                if depth + distance < found.get(key, depth + distance + 1):
+                    found[key] = depth + distance
+            continue
+        for child in children:
+            if child not in seen:
+                seen[child] = depth + 1
+                queue.append(child)
+    return found
 
 
 def _explain_symbol(symbol: str, old: KernelTypes, new: KernelTypes, reach: _Reach, names: dict[TypeKey, str],
-                    headers: HeaderIndex | None) -> SymbolExplanation:
+                    seen_by) -> SymbolExplanation:
     before, after = old.exports.get(symbol), new.exports.get(symbol)
     old_crc, new_crc = (before.crc if before else None), (after.crc if after else None)
     roots = _roots(old, symbol)
@@ -470,8 +489,7 @@ def _explain_symbol(symbol: str, old: KernelTypes, new: KernelTypes, reach: _Rea
                "no type information")
         return SymbolExplanation(symbol, old_crc, new_crc, (), why)
     declaration, params = roots
-    candidates = [Candidate(key, names[key], via, depth, headers.popularity(key) if headers else None)
-                  for key, (depth, via) in reach.of(params).items()]
+    candidates = [Candidate(key, names[key], via, depth, seen_by(key)) for key, (depth, via) in reach.of(params).items()]
     candidates.sort(key=lambda c: (-(c.seen_by or 0), c.depth, c.type))
     new_roots = _roots(new, symbol)
     if new_roots is not None and new_roots[0] != declaration:  # its own line: genksyms hashes it first
