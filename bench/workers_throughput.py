@@ -5,14 +5,14 @@ Servers are private ones started here (tests/pgserver.py, tests/rabbitserver.py)
 The corpus: the amd64 kernels whose image + headers .debs scripts/fetch-testdata keeps (read as
 they come from the archive, tens of MB each) and every driver build of the manifest.
 
-1. Ingest throughput. The standard: one `kabigate ingest` process after another (the
-   single-machine way), into PostgreSQL. Then the same items enqueued (`ingest ... --queue`) for
-   1 and for 2 worker processes, timed from the first enqueue until the last task is done; the
-   stores must hold the same verdicts as the standard's.
+1. Ingest throughput. The standard: one process ingesting one item after another (the
+   single-machine way, `kabigate ingest`'s code), into PostgreSQL. Then the same items enqueued
+   (what `ingest ... --queue` does) for 1 and for 2 worker processes, timed from the first enqueue
+   until the last task is done; the stores must hold the same verdicts as the standard's.
 2. Event -> published gate result. With the drivers stored, a listener and an idle worker, each
-   kernel is announced (`kabigate announce`, a kabigate.build.complete message) and timed until its
-   kabigate.gate.result message arrives; against the same work done inline (`ingest kernel` then
-   `gate`).
+   kernel is announced (a kabigate.build.complete message, as `kabigate announce` sends it) and
+   timed until its kabigate.gate.result message arrives; against the same work done inline
+   (ingest, then gate and record).
 3. Per-row sizes in PostgreSQL after the corpus (for the README's sizing of a deployment).
 
     .venv/bin/python bench/workers_throughput.py [--kernels N]
@@ -24,6 +24,7 @@ import argparse
 import itertools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -59,13 +60,6 @@ def corpus(root: Path, limit: int | None) -> tuple[list[tuple[str, str]], list[l
     return kernels[:limit], drivers
 
 
-def kabigate(env: dict, *args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([*KABIGATE, *args], check=False, env=env, capture_output=True, text=True)
-    if result.returncode not in (0, 1):  # gate: 1 is a verdict
-        sys.exit(f"kabigate {' '.join(args[:2])} failed: {result.stderr.strip()}")
-    return result
-
-
 def cells(url: str) -> dict:
     from kabigate.rules import RULES_VERSION
 
@@ -76,9 +70,10 @@ def cells(url: str) -> dict:
                 for (b, k), c in store.cells(RULES_VERSION).items()}
 
 
-def wait_done(url: str, count: int, timeout: float = 3600) -> None:
+def wait_done(url: str, count: int, processes: Processes, timeout: float = 3600) -> None:
     deadline = time.monotonic() + timeout
     while True:
+        processes.check()
         with Store.open(url) as store:
             tasks = store.tasks()
         if len(tasks) >= count and all(t.state in ("done", "failed") for t in tasks):
@@ -99,6 +94,11 @@ class Processes:
         with open(self.logdir / f"{args[0]}-{len(self.started)}.log", "w") as log:
             self.started.append(subprocess.Popen([*KABIGATE, *args], env=self.env, stdout=log,
                                                  stderr=subprocess.STDOUT, start_new_session=True))
+
+    def check(self) -> None:
+        for process in self.started:
+            if process.poll() is not None:
+                sys.exit(f"kabigate {process.args[1]} exited {process.returncode}: see {self.logdir}")
 
     def stop(self) -> None:
         for process in self.started:
@@ -124,21 +124,46 @@ def wait_consumers(broker: RabbitMQ, queue: str, count: int) -> None:
         time.sleep(0.2)
 
 
+def ingest_inline(db: str, kernels, drivers) -> float:
+    """The standard: one process ingesting one item after another (kabigate ingest's own code)."""
+    from kabigate.kernels import load_kernel
+    from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
+
+    start = time.perf_counter()
+    with Store.open(db) as store:
+        for arguments in drivers:
+            for build in read_driver_builds([arguments[4]], arguments[1], arguments[3]):
+                ingest_driver_build(store, build)
+        for _release, files in kernels:
+            ingest_kernel(store, load_kernel(files.split(",")), STREAM)
+    return time.perf_counter() - start
+
+
+def requests(kernels, drivers) -> list:
+    from kabigate.workers.work import ingest_drivers_request, ingest_kernel_request
+
+    return [*(ingest_drivers_request([arguments[4]], arguments[1], arguments[3]) for arguments in drivers),
+            *(ingest_kernel_request(files.split(","), STREAM) for _release, files in kernels)]
+
+
 def throughput(postgres: str, broker: RabbitMQ, kernels, drivers, workers: int, workdir: Path) -> tuple[float, str]:
+    from kabigate.workers.app import configure, enqueue
+    from kabigate.workers.config import Settings
+
     db = create_database(postgres, f"bench{next(_databases)}")
     env = dict(os.environ, KABIGATE_DB=db, KABIGATE_BROKER=broker.url)
     env.pop("KABIGATE_CONFIG", None)
-    kabigate(env, "db", "upgrade")
+    Store.open(db).close()  # the schema, before the workers start
     processes = Processes(env, workdir)
     for number in range(workers):
         processes.start("worker", "--concurrency", "1", "--hostname", f"bench{number}@%h", "--loglevel", "WARNING")
     wait_consumers(broker, "kabigate", workers)
+    configure(Settings(db=db, broker=broker.url))
     start = time.perf_counter()
-    for arguments in drivers:
-        kabigate(env, "ingest", "drivers", "--queue", *arguments)
-    for _release, files in kernels:
-        kabigate(env, "ingest", "kernel", "--queue", "--stream", STREAM, files)
-    wait_done(db, len(drivers) + len(kernels))
+    with Store.open(db) as store:
+        for request in requests(kernels, drivers):
+            enqueue(store, request)
+    wait_done(db, len(drivers) + len(kernels), processes)
     elapsed = time.perf_counter() - start
     processes.stop()
     return elapsed, db
@@ -148,24 +173,31 @@ def latency(postgres: str, broker: RabbitMQ, kernels, drivers, workdir: Path) ->
     """(event -> gate result message, per kernel), (inline ingest + gate, per kernel)."""
     import amqp
 
+    from kabigate.gate_report import gate_json
+    from kabigate.kernels import load_kernel
+    from kabigate.services.gate import previous_in_stream, record_gate, run_gate
+    from kabigate.services.ingest import ingest_kernel
+    from kabigate.workers.config import Settings
+    from kabigate.workers.messaging import publish
+    from kabigate_messages import BuildCompleteV1
+
     inline_db = create_database(postgres, f"bench{next(_databases)}")
-    env = dict(os.environ, KABIGATE_DB=inline_db, KABIGATE_BROKER=broker.url)
-    env.pop("KABIGATE_CONFIG", None)
-    for arguments in drivers:
-        kabigate(env, "ingest", "drivers", *arguments)
+    ingest_inline(inline_db, [], drivers)
     inline = []
-    for release, files in kernels:
-        start = time.perf_counter()
-        kabigate(env, "ingest", "kernel", "--stream", STREAM, files)
-        kabigate(env, "gate", "--candidate", release, "--stream", STREAM)
-        inline.append(time.perf_counter() - start)
+    with Store.open(inline_db) as store:
+        for _release, files in kernels:
+            start = time.perf_counter()
+            record = ingest_kernel(store, load_kernel(files.split(",")), STREAM).record
+            baseline, stream = previous_in_stream(store, record, STREAM)
+            result = run_gate(store, record, baseline, stream=stream)
+            record_gate(store, result, gate_json(result))
+            inline.append(time.perf_counter() - start)
 
     db = create_database(postgres, f"bench{next(_databases)}")
+    ingest_inline(db, [], drivers)
     config = workdir / "kabigate.toml"
     config.write_text(f'db = "{db}"\nbroker = "{broker.url}"\n[listen]\nallow = ["{testdata_root()}/"]\n')
     env = dict(os.environ, KABIGATE_DB=db, KABIGATE_BROKER=broker.url, KABIGATE_CONFIG=str(config))
-    for arguments in drivers:
-        kabigate(env, "ingest", "drivers", *arguments)
     connection = amqp.Connection(f"127.0.0.1:{broker.port}", userid="guest", password="guest")
     connection.connect()
     channel = connection.channel()
@@ -176,15 +208,28 @@ def latency(postgres: str, broker: RabbitMQ, kernels, drivers, workdir: Path) ->
     processes.start("worker", "--concurrency", "1", "--loglevel", "WARNING")
     wait_consumers(broker, "kabigate-events", 1)
     wait_consumers(broker, "kabigate", 1)
-    latencies = []
+    settings = Settings(db=db, broker=broker.url)
+    latencies, published = [], []
     for _release, files in kernels:
         start = time.perf_counter()
-        kabigate(env, "announce", "--kind", "kernel", "--stream", STREAM, *files.split(","))
+        published.append(time.time())
+        publish(settings, BuildCompleteV1(body={"kind": "kernel", "stream": STREAM, "files": files.split(",")}))
         while channel.basic_get("bench-results", no_ack=True) is None:
+            processes.check()
             time.sleep(0.02)
         latencies.append(time.perf_counter() - start)
     connection.close()
     processes.stop()
+    with Store.open(db) as store:  # where the time goes, from the task rows' timestamps
+        tasks = sorted(store.tasks(), key=lambda t: t.created_at)
+    ingests = [t for t in tasks if t.kind == "ingest-kernel"]
+    gates = [t for t in tasks if t.kind == "gate"]
+    if len(ingests) == len(gates) == len(published):
+        median = statistics.median
+        print(f"  where it goes (medians): event -> task enqueued by the listener "
+              f"{median(i.created_at.timestamp() - p for i, p in zip(ingests, published)):.2f} s, "
+              f"ingest enqueued -> done {median((i.updated_at - i.created_at).total_seconds() for i in ingests):.2f} s, "
+              f"gate enqueued -> done and published {median((g.updated_at - g.created_at).total_seconds() for g in gates):.2f} s")
     return latencies, inline
 
 
@@ -205,8 +250,10 @@ def sizes(url: str) -> None:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))  # stop the servers on the way out
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kernels", type=int, help="only the first N kernels")
+    parser.add_argument("--latency-only", action="store_true", help="only the event -> gate result latency")
     args = parser.parse_args()
     root = testdata_root()
     kernels, drivers = corpus(root, args.kernels)
@@ -215,31 +262,31 @@ def main() -> None:
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"kabigate-bench-workers-{os.getpid()}"
     workdir.mkdir()
     with postgres_server() as postgres, RabbitMQ() as broker:
+        if args.latency_only:
+            report_latency(postgres, broker, kernels, drivers, workdir)
+            return
         db = create_database(postgres, "inline")
-        env = dict(os.environ, KABIGATE_DB=db)
-        kabigate(env, "db", "upgrade")
-        start = time.perf_counter()
-        for arguments in drivers:
-            kabigate(env, "ingest", "drivers", *arguments)
-        for _release, files in kernels:
-            kabigate(env, "ingest", "kernel", "--stream", STREAM, files)
-        standard = time.perf_counter() - start
+        standard = ingest_inline(db, kernels, drivers)
         expected = cells(db)
         items = len(kernels) + len(drivers)
-        print(f"ingest, one process after another (the standard): {standard:6.1f} s "
+        print(f"ingest, one item after another in one process (the standard): {standard:6.1f} s "
               f"({items / standard * 60:.1f} items/min)")
         timings = {}
         for workers in (1, 2):
             elapsed, url = throughput(postgres, broker, kernels, drivers, workers, workdir)
             assert cells(url) == expected, f"{workers} workers: the store differs from the standard's"
             timings[workers] = elapsed
-            print(f"ingest, {workers} worker{'s' if workers > 1 else ' '} via RabbitMQ:               "
+            print(f"ingest, {workers} worker process{'es' if workers > 1 else '  '} via RabbitMQ:                     "
                   f"{elapsed:6.1f} s ({items / elapsed * 60:.1f} items/min, {standard / elapsed:.2f}x the standard)")
         print(f"scaling 1 -> 2 workers: {timings[1] / timings[2]:.2f}x")
-        event, inline = latency(postgres, broker, kernels, drivers, workdir)
-        print(f"event -> gate result message, median of {len(event)}: {statistics.median(event):.1f} s "
-              f"(inline ingest + gate {statistics.median(inline):.1f} s: {statistics.median(event) / statistics.median(inline):.2f}x)")
+        report_latency(postgres, broker, kernels, drivers, workdir)
         sizes(db)
+
+
+def report_latency(postgres: str, broker: RabbitMQ, kernels, drivers, workdir: Path) -> None:
+    event, inline = latency(postgres, broker, kernels, drivers, workdir)
+    print(f"event -> gate result message, median of {len(event)}: {statistics.median(event):.1f} s "
+          f"(inline ingest + gate {statistics.median(inline):.1f} s: {statistics.median(event) / statistics.median(inline):.2f}x)")
 
 
 if __name__ == "__main__":

@@ -225,8 +225,26 @@ def driver_events(cluster: Cluster, testdata) -> int:
 
 # -- end to end --------------------------------------------------------------------------------
 
+@pytest.fixture
+def resultsdb():
+    """tests/test_gate.py's ResultsDB endpoint (it validates results as ResultsDB's API v2.0 does)."""
+    import http.server
+    import threading
+
+    from test_gate import ResultsDB
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ResultsDB)
+    ResultsDB.received = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/api/v2.0", ResultsDB.received
+    server.shutdown()
+    server.server_close()
+
+
 def test_build_events_become_stored_gates_and_result_messages_equal_to_the_single_machine_run(
-        cluster, testdata, tmp_path):
+        cluster, testdata, tmp_path, resultsdb):
+    resultsdb_url, posted = resultsdb
+    cluster.configure(f'[gate]\nresultsdb = "{resultsdb_url}"\n')
     cluster.listener()
     cluster.worker(concurrency=2)
     builds = driver_events(cluster, testdata)
@@ -257,10 +275,13 @@ def test_build_events_become_stored_gates_and_result_messages_equal_to_the_singl
 
     messages = gate_results(cluster.broker)
     assert sorted(m.id for m in messages) == sorted(run.uuid for run in runs.values())
+    assert sorted((r["data"]["kernel_release"], r["outcome"]) for r in posted) == \
+        sorted((release, run.outcome) for release, run in runs.items())  # ResultsDB, once a gate
     for message in messages:
         release = message.body["candidate"]["release"]
         assert type(message).__name__ == "GateResultV1"
         assert message.body["outcome"] == runs[release].outcome
+        assert message.body["resultsdb"] == runs[release].resultsdb_id is not None
         assert message.body["counts"] == dict(expected[RELEASES.index(release)][3])
         assert message.topic == "kabigate.gate.result" and release in message.summary
 

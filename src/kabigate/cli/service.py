@@ -19,8 +19,8 @@ def service_options(command):
     """--config, --db and --broker: the settings file, and what overrides it."""
     @click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="FILE",
                   help="Service settings (TOML; default: $KABIGATE_CONFIG).")
-    @click.option("--db", metavar="URL", help="The shared store (default: the settings', else $KABIGATE_DB).")
-    @click.option("--broker", metavar="AMQP_URL", help="RabbitMQ (default: the settings', else $KABIGATE_BROKER, "
+    @click.option("--db", metavar="URL", help="The shared store (default: $KABIGATE_DB, else the settings').")
+    @click.option("--broker", metavar="AMQP_URL", help="RabbitMQ (default: $KABIGATE_BROKER, else the settings', "
                                                         "else amqp://guest:guest@127.0.0.1:5672//).")
     @functools.wraps(command)
     def with_settings(config_path, db, broker, **kwargs):

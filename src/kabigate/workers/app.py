@@ -43,7 +43,14 @@ app.conf.update(
     worker_hijack_root_logger=False,
 )
 SETTINGS = Settings()
-RETRY_DELAY = 5  # seconds before a task that met a store error runs again
+# A task that met a store or broker error runs again after 5 s, 10 s, ... at most 5 minutes apart,
+# 20 times (about an hour and a half of outage); a task that gets to work counts deliveries instead
+# (max_attempts).
+RETRY_DELAY, RETRY_DELAY_MAX, RETRIES = 5, 300, 20
+
+
+class BrokerError(InputError):
+    """The broker cannot be reached: for a command, an error; for a task, a reason to try again."""
 
 
 def configure(settings: Settings) -> None:
@@ -63,13 +70,15 @@ def enqueue(store: Store, request: Request) -> tuple[TaskRecord, bool]:
     try:
         run.apply_async((request.kind, request.key, request.args))
     except OperationalError as error:  # kombu's word for a broker it cannot reach
-        raise InputError(f"{SETTINGS.broker.split('@')[-1]}: cannot enqueue: {error}") from None
+        raise BrokerError(f"{SETTINGS.broker.split('@')[-1]}: cannot enqueue: {error}") from None
     return task, True
 
 
-@app.task(name="kabigate.run", bind=True, max_retries=None)
+@app.task(name="kabigate.run", bind=True, max_retries=RETRIES)
 def run(self, kind: str, key: str, args: dict) -> None:
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    # A retry of this task carries on its own claim (left running when the store was down) as a
+    # redelivery does a lost worker's.
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered")) or self.request.retries > 0
     try:
         with Store.open(SETTINGS.db) as store:
             with store.transaction():
@@ -79,7 +88,7 @@ def run(self, kind: str, key: str, args: dict) -> None:
                 return
             try:
                 result = HANDLERS[kind](store, task)
-            except (StoreError, PublishError):
+            except (StoreError, PublishError, BrokerError):
                 raise
             except InputError as error:
                 _finish(store, key, "failed", error=str(error))
@@ -91,14 +100,15 @@ def run(self, kind: str, key: str, args: dict) -> None:
                 return
             _finish(store, key, "done", result=result)
             log.info("%s %s done: %s", kind, key, result)
-    except (StoreError, PublishError) as error:
-        log.warning("%s %s: %s; again in %d s", kind, key, error, RETRY_DELAY)
+    except (StoreError, PublishError, BrokerError) as error:
+        delay = min(RETRY_DELAY_MAX, RETRY_DELAY * 2 ** self.request.retries)
+        log.warning("%s %s: %s; again in %d s", kind, key, error, delay)
         try:
             with Store.open(SETTINGS.db) as store, store.transaction():
                 store.finish_task(key, "queued", error=str(error))
         except StoreError:
-            pass  # the store is down: the claim stays, and the retry is a redelivery of sorts
-        raise self.retry(countdown=RETRY_DELAY, exc=error) from None
+            pass  # the store is down: the claim stays running, and the retry takes it up
+        raise self.retry(countdown=delay, exc=error) from None
 
 
 def _finish(store: Store, key: str, state: str, **fields) -> None:
