@@ -444,6 +444,7 @@ def test_the_broker_restarted_mid_run_and_the_run_completes(cluster, testdata, t
     ("[worker]\nthreads = 2\n", "unknown setting worker.threads"),
     ("broker = 'redis://localhost'\n", "the broker is an amqp:// or amqps:// URL"),
     ("[koji]\nstreams = { '*' = 1 }\n", "must map patterns to stream names"),
+    ("[gate]\nexplain = 'yes'\n", "gate.explain must be a bool"),
     ("db = \n", "not a TOML file"),
 ])
 def test_bad_settings_are_one_line_errors(config, message, tmp_path):

@@ -15,6 +15,7 @@ waivers = "/etc/kabigate/waivers.toml"
 stablelist = "/etc/kabigate/kabi_stablelist_x86_64"
 resultsdb = "https://resultsdb.example.org/api/v2.0"   # token: $KABIGATE_RESULTSDB_TOKEN
 testcase = "kabigate.kernel-gate.functional"
+explain = true           # name each CRC change's likely cause (BTF of the kernels' images; slower)
 
 [listen]
 queue = "kabigate-events"                  # a durable queue on the broker's amq.topic exchange
@@ -53,6 +54,7 @@ class Settings:
     stablelist: str | None = None
     resultsdb: str | None = None
     testcase: str | None = None
+    explain: bool = False
     queue: str = "kabigate-events"
     topic_prefix: str = ""
     allow: tuple[str, ...] = ("https://", "http://")
@@ -72,7 +74,8 @@ class Settings:
 _SECTIONS = {
     None: {"db": ("db", str), "broker": ("broker", str)},
     "worker": {"concurrency": ("concurrency", int), "max_attempts": ("max_attempts", int)},
-    "gate": {key: (key, str) for key in ("policy", "waivers", "stablelist", "resultsdb", "testcase")},
+    "gate": {**{key: (key, str) for key in ("policy", "waivers", "stablelist", "resultsdb", "testcase")},
+             "explain": ("explain", bool)},
     "listen": {"queue": ("queue", str), "topic_prefix": ("topic_prefix", str), "allow": ("allow", list)},
     "koji": {"topurl": ("koji_topurl", str), "kernel_packages": ("koji_kernel_packages", list),
              "arch": ("koji_arch", str), "streams": ("koji_streams", dict)},
@@ -113,7 +116,7 @@ def _read_sections(document: dict, path: str) -> dict:
             if key not in known:
                 raise InputError(f"{path}: unknown setting {where}")
             attribute, kind = known[key]
-            if not isinstance(item, kind) or isinstance(item, bool):
+            if not isinstance(item, kind) or (isinstance(item, bool) and kind is not bool):
                 raise InputError(f"{path}: {where} must be a {kind.__name__}")
             if kind is list:
                 if not all(isinstance(entry, str) for entry in item):

@@ -27,7 +27,7 @@ def gate_task(store: Store, settings: Settings, task: TaskRecord) -> dict:
         waivers = tuple(parse_waivers(_read(settings.waivers), settings.waivers)) if settings.waivers else ()
         result = run_gate(store, candidate, baseline, stream=stream, policy=policy,
                           waivers=(*waivers, *store.waivers()),
-                          stablelist=read_stablelist(settings.stablelist, candidate.machine))
+                          stablelist=read_stablelist(settings.stablelist, candidate.machine), explain=settings.explain)
         with store.transaction():
             # A delivery of this task that ran alongside (the broker redelivered it after losing the
             # first worker's connection) may have recorded its run meanwhile: keep that one.
