@@ -33,7 +33,7 @@ from kabigate.model import Kernel
 from kabigate.modules import MODULE_SUFFIXES
 from kabigate.packages import Package, is_package_file, is_url
 
-FORMAT = 4
+FORMAT = 5
 MAX_HEADER = 4 << 20  # the largest 6.1 header is under 1 MiB; bigger ones are not headers
 MAX_HEADERS = 200_000
 
@@ -42,19 +42,28 @@ def cache_dir() -> Path:
     return Path(os.environ.get("KABIGATE_CACHE") or platformdirs.user_cache_dir("kabigate")) / "btf"
 
 
-def load_types(image_path: str, use_cache: bool = True, modules: tuple[str, tuple[str, ...]] | None = None
-               ) -> KernelTypes:
-    """The KernelTypes of the kernel image at `image_path` (vmlinuz or vmlinux); with `modules`
-    (a module tree's kernel/ folder, the owners of module exports), those modules' own types too."""
-    return _cached(_image_identity(image_path, modules), lambda: _read(image_path, modules), use_cache)
+def load_types(image_path: str, use_cache: bool = True) -> KernelTypes:
+    """The KernelTypes of the kernel image at `image_path` (vmlinuz or vmlinux)."""
+    return _cached(_image_identity(image_path), lambda: _read(image_path), use_cache)
 
 
-def warm(kernels: list[Kernel], header_tree_list: list[Path]) -> None:
+def load_module_types(image_path: str, modules: tuple[str, tuple[str, ...]], use_cache: bool = True
+                      ) -> dict[str, KernelTypes]:
+    """The own types of a kernel's exporting modules (`modules`: its module tree's kernel/ folder,
+    the owners of module exports), cached apart from vmlinux's: a question about vmlinux's
+    exports does not read them."""
+    return _cached(_image_identity(image_path, modules), lambda: _read_modules(image_path, modules), use_cache)
+
+
+def warm(kernels: list[Kernel], header_tree_list: list[Path], with_modules: bool = True) -> None:
     """Fill the cache for these kernels and headers in parallel processes (one per core, two at
     most): reading one kernel is CPU-bound Python (decompress, parse, render), so a pair read
     side by side takes half the time. Each child writes its cache entry; nothing large comes back."""
-    todo = [(load_types, (kernel.image, True, _modules_of(kernel))) for kernel in kernels
-            if kernel.image and not _cached_already(_image_identity(kernel.image, _modules_of(kernel)))]
+    todo = [(load_types, (kernel.image,)) for kernel in kernels
+            if kernel.image and not _cached_already(_image_identity(kernel.image))]
+    todo += [(load_module_types, (kernel.image, _modules_of(kernel))) for kernel in kernels
+             if with_modules and kernel.image and _modules_of(kernel)
+             and not _cached_already(_image_identity(kernel.image, _modules_of(kernel)))]
     if header_tree_list and not _cached_already(_headers_identity(header_tree_list, "x86")[0]):
         todo.append((load_headers, (header_tree_list,)))
     if len(todo) < 2 or (os.cpu_count() or 1) < 2:
@@ -95,13 +104,22 @@ def _modules_of(kernel: Kernel) -> tuple[str, tuple[str, ...]] | None:
     return (str(folder), owners) if folder.is_dir() and owners else None
 
 
-def kernel_types_of(kernel: Kernel, use_cache: bool = True) -> KernelTypes:
+def kernel_types_of(kernel: Kernel, use_cache: bool = True, with_modules: bool = True) -> KernelTypes:
     """A loaded kernel's types (from its image's BTF), with all its exports (modules' too)."""
     if kernel.image is None:
         raise InputError(f"{', '.join(kernel.sources)}: no kernel image (vmlinuz/vmlinux) found: its BTF is "
                          "what explains CRC changes; give the kernel's /boot/vmlinuz-<kver> too")
-    types = load_types(kernel.image, use_cache, _modules_of(kernel))
-    return dataclasses.replace(types, exports=kernel.exports, release=kernel.release or types.release)
+    types = load_types(kernel.image, use_cache)
+    types = dataclasses.replace(types, exports=kernel.exports, release=kernel.release or types.release)
+    modules = _modules_of(kernel)
+    if with_modules and modules is not None:
+        types.modules = load_module_types(kernel.image, modules, use_cache)
+    return types
+
+
+def needs_modules(kernel: Kernel, symbols: list[str] | None) -> bool:
+    """Whether explaining `symbols` (None: all) needs the modules' BTF: one is a module's export."""
+    return symbols is None or any(kernel.exports[s].owner != "vmlinux" for s in symbols if s in kernel.exports)
 
 
 def header_trees(paths: list[str]) -> list[Path]:
@@ -165,23 +183,30 @@ def _cached(identity: str, compute, use_cache: bool):
     return value
 
 
-def _read(image_path: str, modules: tuple[str, tuple[str, ...]] | None = None) -> KernelTypes:
+def _read(image_path: str) -> KernelTypes:
     data = read_capped(image_path, MAX_KERNEL_IMAGE, f"larger than {MAX_KERNEL_IMAGE >> 20} MiB, not a kernel image")
-    return _types_of_image(data, image_path, modules)
+    return _types_of_image(data, image_path)
 
 
-def _types_of_image(data: bytes, what: str, modules: tuple[str, tuple[str, ...]] | None = None) -> KernelTypes:
+def _read_modules(image_path: str, modules: tuple[str, tuple[str, ...]]) -> dict[str, KernelTypes]:
+    data = read_capped(image_path, MAX_KERNEL_IMAGE, f"larger than {MAX_KERNEL_IMAGE >> 20} MiB, not a kernel image")
+    image, btf = _image_btf(data, image_path)
+    return _module_types(btf, image_release(image) or os.path.basename(image_path), *modules)
+
+
+def _image_btf(data: bytes, what: str):
     image = kernel_image(data, what)
     elf = ElfFile(image, what)
     section = elf.section(".BTF")
     if section is None:
         raise InputError(f"{what}: no .BTF section (a kernel built without CONFIG_DEBUG_INFO_BTF)")
-    btf = parse_btf(elf.section_bytes(section), f"{what} (.BTF)")
+    return image, parse_btf(elf.section_bytes(section), f"{what} (.BTF)")
+
+
+def _types_of_image(data: bytes, what: str) -> KernelTypes:
+    image, btf = _image_btf(data, what)
     release = image_release(image) or os.path.basename(what)
-    types = kernel_types(btf, release, image_exports(elf))
-    if modules is not None:
-        types.modules = _module_types(btf, release, *modules)
-    return types
+    return kernel_types(btf, release, image_exports(ElfFile(image, what)))
 
 
 def read_module_elf(path: str) -> ElfFile:
@@ -230,7 +255,9 @@ def explain_symbols(old: Kernel, new: Kernel, symbols: list[str],
     or None when either kernel's image, hence its BTF, is unknown."""
     if old.image is None or new.image is None or not symbols:
         return None
-    result = explain(kernel_types_of(old, use_cache), kernel_types_of(new, use_cache), sorted(set(symbols)),
+    modules = needs_modules(old, symbols)
+    result = explain(kernel_types_of(old, use_cache, modules), kernel_types_of(new, use_cache, modules),
+                     sorted(set(symbols)),
                      load_headers(header_trees(old.sources), use_cache=use_cache))
     return {explained.symbol: explained for explained in result.symbols}
 

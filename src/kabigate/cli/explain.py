@@ -15,7 +15,7 @@ from kabigate.explain import (
     explain,
     type_change_json,
 )
-from kabigate.explain_cache import header_trees, kernel_types_of, load_headers, warm
+from kabigate.explain_cache import header_trees, kernel_types_of, load_headers, needs_modules, warm
 from kabigate.kernels import load_kernel
 
 LISTED = 5  # candidates per symbol in a whole release's JSON
@@ -37,9 +37,10 @@ def explain_command(old_paths, new_paths, header_paths, no_cache, as_json, symbo
     with progress("reading kernels", 3) as advance:
         kernels = [load_kernel(list(old_paths)), load_kernel(list(new_paths))]
         trees = header_trees(list(header_paths or old_paths))
+        modules = needs_modules(kernels[0], sorted(set(symbols)) if symbols else None)
         if not no_cache:
-            warm(kernels, trees)
-        old, new = (kernel_types_of(k, use_cache=not no_cache) for k in kernels)
+            warm(kernels, trees, modules)
+        old, new = (kernel_types_of(k, not no_cache, modules) for k in kernels)
         advance()
         advance()
         headers = load_headers(trees, use_cache=not no_cache)
