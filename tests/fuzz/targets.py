@@ -207,6 +207,31 @@ def run_gate_policy(data: bytes) -> None:
     parse_waivers(data, "fuzz.waivers.toml")
 
 
+def run_build_event(data: bytes) -> None:
+    """A build event's body as the listener gets it (fedora-messaging has decoded its JSON)."""
+    import json
+
+    from kabigate.workers.config import Settings
+    from kabigate.workers.work import event_request
+
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        return  # fedora-messaging decodes the body: kabigate sees only what json.loads made of it
+    settings = Settings(koji_topurl="https://kojipkgs.example.org", koji_streams={"*": "s"})
+    for topic in ("org.fedoraproject.prod.buildsys.build.state.change", "kabigate.build.complete"):
+        event_request(topic, body, settings)
+
+
+def run_service_config(data: bytes) -> None:
+    from kabigate.workers.config import load_settings
+
+    with tempfile.NamedTemporaryFile(suffix=".toml") as file:
+        file.write(data)
+        file.flush()
+        load_settings(file.name)
+
+
 def run_packages_index(data: bytes) -> None:
     parse_packages_index(data, "fuzz.Packages")
 
@@ -503,6 +528,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("kconfig", text_seeds, run_kconfig),
     Target("gate_policy", lambda: _text_seed("policy.toml", "waivers.toml"), run_gate_policy),
     Target("packages_index", lambda: _text_seed("Packages"), run_packages_index),
+    Target("build_event", lambda: _text_seed("koji-build-state-change.json", "kabigate-build-complete.json"),
+           run_build_event),
+    Target("service_config", lambda: _text_seed("kabigate-service.toml"), run_service_config),
     Target("spec_history", lambda: _text_seed("spec_history.tsv"), run_spec_history),
     Target("rpm_header", lambda: _files("rpm"), run_rpm_header),
     Target("package", package_seeds, run_package),

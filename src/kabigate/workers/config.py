@@ -91,7 +91,7 @@ def load_settings(path: str | None = None, **overrides) -> Settings:
         try:
             document = tomllib.loads(read_capped(path, MAX_CONFIG_FILE, "larger than a config file can be")
                                      .decode("utf-8"))
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        except (ValueError, RecursionError) as error:  # TOMLDecodeError, UnicodeDecodeError, 10,000 digits, [[[[...
             raise InputError(f"{path}: not a TOML file: {error}") from None
         values = _read_sections(document, path)
     for variable, key in (("KABIGATE_DB", "db"), ("KABIGATE_BROKER", "broker")):
