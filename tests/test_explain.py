@@ -219,6 +219,19 @@ def test_the_gate_names_causes(testdata, cache, tmp_path, monkeypatch):
     assert all(c["cause"] for c in report["changed_exports_in_use"] if c["change"] == "crc")
     assert "proc_create` | crc 0xff2c8e5d -> 0xbeab912c (most likely `struct mm_struct`)" in (
         tmp_path / "gate.md").read_text()
+    # The dashboard's verdict (API and page) shows the causes the gate worked out, from the cache.
+    from fastapi.testclient import TestClient
+
+    from kabigate.web import create_app
+
+    with TestClient(create_app(str(tmp_path / "store.db"))) as client:
+        [stored_build] = client.get("/api/v1/drivers").json()["builds"]
+        kernel_id = next(k["id"] for k in client.get("/api/v1/kernels").json()["kernels"] if k["release"] == NEW)
+        cell = f"{stored_build['id']}/{kernel_id}"
+        modules = client.get(f"/api/v1/verdicts/{cell}").json()["modules"]
+        causes = {r["symbol"]: r.get("cause") for m in modules for r in m["reasons"] if r["code"] == "crc-mismatch"}
+        assert causes["proc_create"]["most_likely"]["key"] == ["struct", "mm_struct"]
+        assert "most likely\n    <code>struct mm_struct</code> (via proc_ops" in client.get(f"/verdicts/{cell}").text
     code, stdout, _ = run_cli(*gate, "--no-explain")
     report = json.loads(stdout)
     assert not any("cause" in r for b in report["builds"] for r in b["reasons"])

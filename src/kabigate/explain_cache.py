@@ -10,6 +10,8 @@ of one. Entries are pickles kabigate wrote itself: the cache directory is the us
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import os
@@ -169,6 +171,24 @@ def _entry(identity: str) -> Path:
     return cache_dir() / f"{hashlib.sha256(f'{FORMAT}{chr(0)}{identity}'.encode()).hexdigest()}.pickle"
 
 
+class NotCached(Exception):
+    """Inside cached_only(): an entry is not in the cache, and is not to be computed."""
+
+
+_CACHED_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("kabigate_cached_only", default=False)
+
+
+@contextlib.contextmanager
+def cached_only():
+    """Read entries from the cache and never compute one (NotCached instead): a web page shows
+    the causes a gate or `explain` has already worked out, without decompressing kernels itself."""
+    token = _CACHED_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _CACHED_ONLY.reset(token)
+
+
 def _cached(identity: str, compute, use_cache: bool):
     entry = _entry(identity)
     if use_cache and entry.is_file():
@@ -177,6 +197,8 @@ def _cached(identity: str, compute, use_cache: bool):
                 return pickle.load(file)
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
             pass  # unreadable or from another kabigate: computed again below
+    if _CACHED_ONLY.get():
+        raise NotCached(identity)
     value = compute()
     if use_cache:
         _store(entry, value)

@@ -23,6 +23,7 @@ from kabigate.formats.gatepolicy import DEFAULT_POLICY, parse_policy, parse_waiv
 from kabigate.gate_report import gate_json, waiver_json
 from kabigate.kernels import load_kernel
 from kabigate.packages import is_url
+from kabigate.services.causes import with_causes
 from kabigate.services.evidence import symbol_demand
 from kabigate.services.gate import add_waiver, previous_in_stream, record_gate, revoke_waiver, run_gate
 from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
@@ -108,7 +109,7 @@ def matrix(store: StoreDep, stream: str | None = None, driver: str | None = None
 def verdict(store: StoreDep, build_id: RowId, kernel_id: RowId) -> dict:
     build, kernel_record, cell = find_cell(store, build_id, kernel_id)
     return {"build": build_record_json(build), "kernel": kernel_record_json(kernel_record), "cell": cell_json(cell),
-            "modules": store.verdict_detail(build_id, kernel_id) or []}
+            "modules": with_causes(store, build, kernel_record, store.verdict_detail(build_id, kernel_id) or [])}
 
 
 @router.get("/gate-runs", summary="Gate runs, newest first")

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse
 
+from kabigate.services.causes import with_causes
 from kabigate.services.evidence import symbol_demand
 from kabigate.services.matrix import PAGE_SIZE, MatrixFilter, build_matrix, driver_history
 from kabigate.store import Store
@@ -60,7 +61,7 @@ def matrix_page(request: Request, store: StoreDep, stream: str | None = None, dr
 def verdict_page(request: Request, store: StoreDep, build_id: RowId, kernel_id: RowId):
     build, kernel, cell = find_cell(store, build_id, kernel_id)
     return _page(request, "verdict.html", build=build, kernel=kernel, cell=cell,
-                 modules=store.verdict_detail(build_id, kernel_id) or [])
+                 modules=with_causes(store, build, kernel, store.verdict_detail(build_id, kernel_id) or []))
 
 
 @router.get("/kernels")
