@@ -372,6 +372,7 @@ def test_a_koji_kernel_build_is_read_from_kojis_package_tree_and_gated_once(clus
     publish_raw(cluster.broker, topic, json.dumps(dict(build, build_id=2600002, new=3)).encode())  # FAILED
     publish_raw(cluster.broker, topic, json.dumps(dict(build, build_id=2600003, name="bash")).encode())
     publish_raw(cluster.broker, topic, b"{not json")
+    publish_raw(cluster.broker, topic, b"[" * 100000 + b"]" * 100000)  # json.loads: RecursionError
     publish_raw(cluster.broker, "kabigate.build.complete", json.dumps({"kind": "kernel"}).encode(),
                 schema="kabigate.build.complete.v1")  # fails its schema: no files
     # Last, an event that makes a (failing) task: the listener takes messages in order, so once it

@@ -88,7 +88,31 @@ def listen(settings: Settings) -> None:
     from fedora_messaging import api
 
     configure_messaging(settings)
+    _drop_undecodable_messages()
     api.consume(EventConsumer(settings))
+
+
+def _drop_undecodable_messages() -> None:
+    """fedora-messaging (3.9) drops a message whose body fails its schema or is not JSON, but a
+    body of arrays nested ~1,000 deep makes json.loads raise RecursionError, which stops the
+    consumer; restarted, it meets the same message first: one message from anyone who may publish
+    stops kabigate for good. Its consumer reads messages with `get_message`: a RecursionError there
+    becomes the ValidationError that has the message dropped."""
+    from fedora_messaging.exceptions import ValidationError
+    from fedora_messaging.twisted import consumer
+
+    decode = consumer.get_message
+    if getattr(decode, "kabigate_guarded", False):
+        return
+
+    def guarded(topic, properties, body):
+        try:
+            return decode(topic, properties, body)
+        except RecursionError:
+            raise ValidationError("the body is nested too deeply") from None
+
+    guarded.kabigate_guarded = True
+    consumer.get_message = guarded
 
 
 class EventConsumer:
