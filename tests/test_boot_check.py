@@ -100,3 +100,8 @@ def test_gate_confirms_a_sample_of_its_verdicts_in_qemu(testdata, tmp_path):
     assert all(c["agrees"] for c in confirmations.values()), confirmations
     assert confirmations["acpi_call"]["kernel"]["first_reason"] == "module-layout-mismatch"
     assert confirmations["jool"]["kernel"]["loads"]
+    # kept with the gate run
+    from kabigate.store import Store
+    with Store.open(f"sqlite:///{db}") as store:
+        (run,) = store.gate_runs()
+        assert store.gate_report(run.uuid)["qemu_confirmation"] == json.loads(result.stdout)["qemu_confirmation"]

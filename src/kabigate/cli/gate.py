@@ -91,11 +91,14 @@ class GateOutcome:
     result: GateResult
     document: dict
     published: str | None
+    confirmations: list = ()  # services.confirm.Confirmation, with --confirm-in-qemu
 
 
 def gate_kernel(store: Store, settings: GateSettings, candidate: KernelRecord, baseline: KernelRecord | None,
-                stream: str | None, *, junit: str | None, markdown: str | None, item: str | None) -> GateOutcome:
-    """Run, record, write and publish one gate."""
+                stream: str | None, *, junit: str | None, markdown: str | None, item: str | None,
+                confirm: int = 0) -> GateOutcome:
+    """Run, record, write and publish one gate; with `confirm`, that many builds are first
+    confirmed in qemu and the confirmation is recorded with the run."""
     stablelist = read_stablelist(settings.stablelist_path, candidate.machine)
     result = run_gate(store, candidate, baseline, stream=stream, policy=settings.policy,
                       waivers=(*settings.waivers, *store.waivers()), stablelist=stablelist, driver=settings.driver,
@@ -105,13 +108,16 @@ def gate_kernel(store: Store, settings: GateSettings, candidate: KernelRecord, b
     if markdown:
         write_atomically(markdown, gate_markdown(result, settings.matrix_url))
     document = gate_json(result)
+    confirmations = _confirm(store, result, confirm) if confirm else []
+    if confirm:
+        document["qemu_confirmation"] = [c.as_json() for c in confirmations]
     run = record_gate(store, result, document)
     document["run"] = run.uuid
     published = None
     if settings.resultsdb_url:
         published = _publish(store, settings, run, item)
         document["resultsdb"] = {"url": settings.resultsdb_url, "id": published}
-    return GateOutcome(result, document, published)
+    return GateOutcome(result, document, published, confirmations)
 
 
 def _publish(store: Store, settings: GateSettings, run: GateRun, item: str | None) -> str:
@@ -158,10 +164,8 @@ def gate(store: Store, candidate: str, baseline: str | None, stream: str | None,
     else:
         baseline_record, chosen_stream = previous_in_stream(store, candidate_record, stream)
     outcome = gate_kernel(store, settings, candidate_record, baseline_record, chosen_stream, junit=junit_path,
-                          markdown=markdown_path, item=item)
-    confirmations = _confirm(store, outcome.result, confirm) if confirm else []
-    if confirm:
-        outcome.document["qemu_confirmation"] = [c.as_json() for c in confirmations]
+                          markdown=markdown_path, item=item, confirm=confirm)
+    confirmations = outcome.confirmations
     if as_json:
         emit_json(outcome.document)
     else:
