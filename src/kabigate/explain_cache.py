@@ -300,12 +300,30 @@ def types_from_sources(sources: list[str], release: str, use_cache: bool = True)
             if types is not None:
                 return types
             continue
-        candidates = [path] if path.is_file() else [path / "boot" / f"vmlinuz-{release}",
-                                                    path.parent.parent.parent / "boot" / f"vmlinuz-{release}"]
-        image = next((c for c in candidates if c.is_file() and _is_image(c)), None)
+        image = _image_at(path, release)
         if image is not None:
             return load_types(str(image), use_cache)
     return None
+
+
+def _image_at(path: Path, release: str) -> Path | None:
+    """The image a stored kernel's file or folder source is or holds (boot/vmlinuz-<release> of a
+    root, or of the root above a module tree)."""
+    candidates = [path] if path.is_file() else [path / "boot" / f"vmlinuz-{release}",
+                                                path.parent.parent.parent / "boot" / f"vmlinuz-{release}"]
+    return next((c for c in candidates if c.is_file() and _is_image(c)), None)
+
+
+def _stored_modules(sources: list[str], kernel: Kernel, use_cache: bool) -> dict[str, KernelTypes]:
+    """A stored kernel's modules' own types, when one of its sources is a folder with the image and
+    the module tree beside it (packages are not read for them)."""
+    for source in _expanded(sources):
+        path = Path(source)
+        image = _image_at(path, kernel.release) if path.is_dir() else None
+        modules = _modules_of(dataclasses.replace(kernel, image=str(image))) if image is not None else None
+        if modules is not None:
+            return load_module_types(str(image), modules, use_cache)
+    return {}
 
 
 def headers_from_sources(sources: list[str], arch: str = "x86", use_cache: bool = True) -> HeaderIndex | None:
@@ -375,7 +393,10 @@ def explain_stored(old: tuple[list[str], Kernel], new: tuple[list[str], Kernel],
     new_types = types_from_sources(new_sources, new_kernel.release, use_cache)
     if old_types is None or new_types is None:
         return None
-    result = explain(dataclasses.replace(old_types, exports=old_kernel.exports),
-                     dataclasses.replace(new_types, exports=new_kernel.exports), sorted(set(symbols)),
-                     headers_from_sources(old_sources, use_cache=use_cache))
+    old_types = dataclasses.replace(old_types, exports=old_kernel.exports)
+    new_types = dataclasses.replace(new_types, exports=new_kernel.exports)
+    if needs_modules(old_kernel, symbols):
+        old_types.modules = _stored_modules(old_sources, old_kernel, use_cache)
+        new_types.modules = _stored_modules(new_sources, new_kernel, use_cache)
+    result = explain(old_types, new_types, sorted(set(symbols)), headers_from_sources(old_sources, use_cache=use_cache))
     return {explained.symbol: explained for explained in result.symbols}
