@@ -1,8 +1,9 @@
 """The real kernel as the judge: load modules into a kernel booted in qemu.
 
-One call boots ``vmlinuz`` once with a busybox initramfs whose /init insmod-s
-the given modules in order and reports, for each one, insmod's exit status and
-the kernel messages it caused.  The report travels over the serial console as
+One call boots ``vmlinuz`` once with a busybox initramfs whose /init runs the
+given steps in order (`insmod_in_qemu`: insmod each module; `run_in_qemu`: any
+busybox command over any files, e.g. modprobe through a module tree) and reports,
+for each one, its exit status and the kernel messages it caused.  The report travels over the serial console as
 lines tagged with a per-boot random marker, so stray console output can never
 be mistaken for it.  `kabigate boot-check` and the qemu tests use it;
 `kernel_reason()` reads the kernel's refusal back as a kabigate reason code.
@@ -32,7 +33,7 @@ from kabigate.packages import Package, is_package_file, is_url
 
 BUSYBOX = Path("/bin/busybox")
 QEMU = "qemu-system-x86_64"
-_APPLETS = ("sh", "mount", "insmod", "dmesg", "poweroff")
+_APPLETS = ("sh", "mount", "insmod", "modprobe", "dmesg", "poweroff")
 # "quiet" keeps the boot short on the console but still shows errors if the
 # boot itself fails; /init then silences the console entirely.
 _BASE_KERNEL_ARGS = "console=ttyS0 panic=-1 quiet"
@@ -41,7 +42,7 @@ _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\] ?")
 
 @dataclass(frozen=True)
 class InsmodResult:
-    module: str  # file name as given
+    module: str  # file name as given (run_in_qemu: the step's label)
     exit_status: int  # busybox insmod's exit status: 0 = loaded, else the errno (2 = ENOENT...)
     # dmesg lines emitted during this insmod, without timestamp.  On failure
     # busybox tries finit_module and then init_module, so the kernel's
@@ -51,6 +52,14 @@ class InsmodResult:
 
 class RealKernelError(RuntimeError):
     """The VM did not produce a complete report (timeout, panic, bad kernel...)."""
+
+
+@dataclass(frozen=True)
+class GuestFile:
+    """A file of the initramfs: `data`, or a symbolic link to `link`; its folders are made."""
+    path: str  # relative to the guest's /
+    data: bytes = b""
+    link: str | None = None
 
 
 def qemu_available() -> str | None:
@@ -68,6 +77,24 @@ def insmod_in_qemu(
     vmlinuz: Path, modules: list[Path], *, kernel_args: str = "", timeout: float = 180
 ) -> list[InsmodResult]:
     """Boot ``vmlinuz`` once, insmod ``modules`` in order, report each insmod."""
+    files = []
+    for i, module in enumerate(modules):
+        data = module.read_bytes()
+        # busybox would decompress too, but only after a failed finit_module
+        # that logs a spurious "Invalid ELF header magic".
+        if module.suffix == ".xz":
+            data = lzma.decompress(data)
+        files.append(GuestFile(f"modules/{i}-{module.name}", data))
+    steps = [(module.name, f"insmod /modules/{i}-{module.name}") for i, module in enumerate(modules)]
+    return run_in_qemu(vmlinuz, steps, files, kernel_args=kernel_args, timeout=timeout)
+
+
+def run_in_qemu(
+    vmlinuz: Path, steps: list[tuple[str, str]], files: list[GuestFile] = (), *,
+    kernel_args: str = "", timeout: float = 180,
+) -> list[InsmodResult]:
+    """Boot ``vmlinuz`` once with ``files`` in its initramfs, run each (label, shell command)
+    step in order, report each one's exit status and kernel messages under its label."""
     reason = qemu_available()
     if reason is not None:
         raise RealKernelError(reason)
@@ -75,7 +102,7 @@ def insmod_in_qemu(
     deadline = time.monotonic() + timeout
     with tempfile.TemporaryDirectory(prefix="kabigate-qemu-") as tmp:
         initrd = Path(tmp) / "initramfs.cpio"
-        initrd.write_bytes(_initramfs(modules, marker))
+        initrd.write_bytes(_initramfs(files, [command for _, command in steps], marker))
         append = f"{_BASE_KERNEL_ARGS} {kernel_args}"
         boot = None
         if _kvm_usable():
@@ -96,7 +123,7 @@ def insmod_in_qemu(
         raise RealKernelError(
             f"qemu did not finish within {timeout:.0f}s; console tail:\n{_tail(boot.console)}"
         )
-    return _parse_report(boot.console, marker, modules)
+    return _parse_report(boot.console, marker, [label for label, _ in steps])
 
 
 # Seconds a KVM guest gets to reach /init (normally ~1s) before KVM is deemed
@@ -173,7 +200,7 @@ def _boot(cmd: list[str], marker: str, deadline: float, init_deadline: float) ->
     return _Boot(console, init_tag in out, timed_out)
 
 
-def _init_script(modules: list[Path], marker: str) -> str:
+def _init_script(commands: list[str], marker: str) -> str:
     lines = [
         "#!/bin/sh",
         f'echo "{marker} init"',
@@ -183,9 +210,9 @@ def _init_script(modules: list[Path], marker: str) -> str:
         "dmesg -n 1",
         "dmesg -c >/dev/null",
     ]
-    for i, module in enumerate(modules):
+    for i, command in enumerate(commands):
         lines += [
-            f"insmod /modules/{i}-{module.name}",
+            command,
             f'echo "{marker} rc {i} $?"',
             f'dmesg -c | while IFS= read -r l; do echo "{marker} msg {i} $l"; done',
             f'echo "{marker} end {i}"',
@@ -194,11 +221,11 @@ def _init_script(modules: list[Path], marker: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _parse_report(console: str, marker: str, modules: list[Path]) -> list[InsmodResult]:
+def _parse_report(console: str, marker: str, labels: list[str]) -> list[InsmodResult]:
     # search, not match: a kernel message may still be glued in front of a line.
     tagged = re.compile(re.escape(marker) + r" (rc|msg|end) (\d+)(?: (.*))?$")
     statuses: dict[int, int] = {}
-    messages: dict[int, list[str]] = {i: [] for i in range(len(modules))}
+    messages: dict[int, list[str]] = {i: [] for i in range(len(labels))}
     ended: set[int] = set()
     for line in console.splitlines():
         m = tagged.search(line)
@@ -211,39 +238,39 @@ def _parse_report(console: str, marker: str, modules: list[Path]) -> list[Insmod
             messages[i].append(_TIMESTAMP.sub("", rest))
         else:
             ended.add(i)
-    if len(ended) != len(modules) or f"{marker} done" not in console:
+    if len(ended) != len(labels) or f"{marker} done" not in console:
         done = len(ended)
-        stuck = f" while loading {modules[done].name}" if done < len(modules) else ""
+        stuck = f" at {labels[done]}" if done < len(labels) else ""
         raise RealKernelError(
-            f"VM stopped after {done} of {len(modules)} insmods{stuck}; "
+            f"VM stopped after {done} of {len(labels)} steps{stuck}; "
             f"console tail:\n{_tail(console)}"
         )
-    return [
-        InsmodResult(module.name, statuses[i], messages[i]) for i, module in enumerate(modules)
-    ]
+    return [InsmodResult(label, statuses[i], messages[i]) for i, label in enumerate(labels)]
 
 
 def _tail(console: str, lines: int = 40) -> str:
     return "\n".join(console.splitlines()[-lines:])
 
 
-def _initramfs(modules: list[Path], marker: str) -> bytes:
+def _initramfs(files: list[GuestFile], commands: list[str], marker: str) -> bytes:
     archive = _Cpio()
-    for d in ("bin", "dev", "proc", "modules"):
-        archive.add(d, 0o040755)
+    folders = {"bin", "dev", "proc"}
+    for file in files:
+        parts = file.path.split("/")[:-1]
+        folders |= {"/".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    for folder in sorted(folders, key=lambda f: (f.count("/"), f)):
+        archive.add(folder, 0o040755)
     # The kernel opens /dev/console for init's stdio before anything can mount devtmpfs.
     archive.add("dev/console", 0o020600, rdev=(5, 1))
     archive.add("bin/busybox", 0o100755, BUSYBOX.read_bytes())
     for applet in _APPLETS:
         archive.add(f"bin/{applet}", 0o120777, b"busybox")
-    archive.add("init", 0o100755, _init_script(modules, marker).encode())
-    for i, module in enumerate(modules):
-        data = module.read_bytes()
-        # busybox would decompress too, but only after a failed finit_module
-        # that logs a spurious "Invalid ELF header magic".
-        if module.suffix == ".xz":
-            data = lzma.decompress(data)
-        archive.add(f"modules/{i}-{module.name}", 0o100644, data)
+    archive.add("init", 0o100755, _init_script(commands, marker).encode())
+    for file in files:
+        if file.link is not None:
+            archive.add(file.path, 0o120777, file.link.encode())
+        else:
+            archive.add(file.path, 0o100644, file.data)
     return archive.finish()
 
 
