@@ -253,3 +253,22 @@ def test_header_index_follows_the_kernel_build():
     assert index.popularity(("struct", "seed")) == 2  # seed.h and user.h
     assert index.popularity(("struct", "k")) == 3 and index.popularity(("struct", "u")) == 1
     assert index.popularity(("struct", "nowhere")) == 0  # private: no shipped header defines it
+
+
+@pytest.mark.realdata
+def test_kernels_given_as_packages(testdata, cache):
+    """The image inside linux-image-*.deb and the headers inside linux-headers-*.deb do what the
+    extracted trees do."""
+    debs = testdata.root / "debs"
+
+    def kernel(release: str) -> list[str]:
+        found = sorted(str(p) for p in debs.glob(f"linux-*-{release.rsplit('-', 1)[0]}-*.deb")
+                       if "-amd64" in p.name or "-common_" in p.name)
+        assert any("linux-image" in p for p in found), found
+        return [arg for path in found for arg in ("--from" if release == OLD else "--to", path)]
+
+    code, stdout, stderr = run_cli("explain", *kernel(OLD), *kernel(NEW), "proc_create", "--json")
+    assert code == 1, stderr
+    [symbol] = json.loads(stdout)["symbols"]
+    assert json.loads(stdout)["ranking"] == "headers"
+    assert symbol["candidates"][0]["key"] == ["struct", "mm_struct"] and symbol["candidates"][0]["via"] == "proc_ops"

@@ -108,6 +108,10 @@ def _modules_of(kernel: Kernel) -> tuple[str, tuple[str, ...]] | None:
 
 def kernel_types_of(kernel: Kernel, use_cache: bool = True, with_modules: bool = True) -> KernelTypes:
     """A loaded kernel's types (from its image's BTF), with all its exports (modules' too)."""
+    if kernel.image is None and kernel.release:  # read from packages: the image inside linux-image/kernel-core
+        types = types_from_sources(kernel.sources, kernel.release, use_cache)
+        if types is not None:
+            return dataclasses.replace(types, exports=kernel.exports, release=kernel.release)
     if kernel.image is None:
         raise InputError(f"{', '.join(kernel.sources)}: no kernel image (vmlinuz/vmlinux) found: its BTF is "
                          "what explains CRC changes; give the kernel's /boot/vmlinuz-<kver> too")
@@ -271,16 +275,17 @@ def _store(entry: Path, value) -> None:
         pass  # a read-only or full cache only costs time
 
 
-def explain_symbols(old: Kernel, new: Kernel, symbols: list[str],
-                    use_cache: bool = True) -> dict[str, SymbolExplanation] | None:
+def explain_symbols(old: Kernel, new: Kernel, symbols: list[str], use_cache: bool = True,
+                    required: bool = False) -> dict[str, SymbolExplanation] | None:
     """Each symbol's explanation from `old` to `new` (headers found in the old kernel's paths),
-    or None when either kernel's image, hence its BTF, is unknown."""
-    if old.image is None or new.image is None or not symbols:
+    or None when either kernel's image, hence its BTF, is unknown (`required`: an input error)."""
+    if not required and (old.image is None or new.image is None):
+        return None
+    if not symbols:
         return None
     modules = needs_modules(old, symbols)
     result = explain(kernel_types_of(old, use_cache, modules), kernel_types_of(new, use_cache, modules),
-                     sorted(set(symbols)),
-                     load_headers(header_trees(old.sources), use_cache=use_cache))
+                     sorted(set(symbols)), headers_from_sources(old.sources, use_cache=use_cache))
     return {explained.symbol: explained for explained in result.symbols}
 
 

@@ -20,7 +20,6 @@ from kabigate.cli import (
     read_stablelist,
 )
 from kabigate.cli.signing import signature_checks, trust_options
-from kabigate.errors import InputError
 from kabigate.explain import SymbolExplanation, cause_json, cause_text
 from kabigate.formats.stablelist import Stablelist
 from kabigate.kernels import load_kernel
@@ -143,11 +142,8 @@ def _crc_causes(built_for_paths, kernel: Kernel, verdicts: list[Verdict]) -> dic
     from kabigate.explain_cache import explain_symbols  # BTF work only when asked for
 
     built_for = load_kernel_with_progress(list(built_for_paths))
-    if built_for.image is None or kernel.image is None:
-        raise InputError(f"{', '.join((built_for if built_for.image is None else kernel).sources)}: no kernel "
-                         "image (vmlinuz) found: --built-for explains CRC changes from both kernels' BTF")
     symbols = [r.symbol for v in verdicts for r in v.reasons if r.code == "crc-mismatch" and r.symbol]
-    return explain_symbols(built_for, kernel, symbols) or {}
+    return explain_symbols(built_for, kernel, symbols, required=True) or {}
 
 
 def load_kernel_with_progress(paths: list[str], vermagic: str | None = None) -> Kernel:

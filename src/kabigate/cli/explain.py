@@ -15,7 +15,14 @@ from kabigate.explain import (
     explain,
     type_change_json,
 )
-from kabigate.explain_cache import header_trees, kernel_types_of, load_headers, needs_modules, warm
+from kabigate.explain_cache import (
+    header_trees,
+    headers_from_sources,
+    kernel_types_of,
+    load_headers,
+    needs_modules,
+    warm,
+)
 from kabigate.kernels import load_kernel
 
 LISTED = 5  # candidates per symbol in a whole release's JSON
@@ -43,7 +50,9 @@ def explain_command(old_paths, new_paths, header_paths, no_cache, as_json, symbo
         old, new = (kernel_types_of(k, not no_cache, modules) for k in kernels)
         advance()
         advance()
-        headers = load_headers(trees, use_cache=not no_cache)
+        # --headers, else the old kernel's: its folders' headers trees, or its headers packages
+        headers = (load_headers(trees, use_cache=not no_cache) if header_paths
+                   else headers_from_sources(kernels[0].sources, use_cache=not no_cache))
         advance()
     result = explain(old, new, sorted(set(symbols)) if symbols else None, headers)
     # A whole release lists each symbol's first candidates (the full lists of 18,000 symbols are
