@@ -61,5 +61,8 @@ EDITS = {
     "two-modinfo": lambda d: renamed(d, ".comment", ".modinfo"),
     "this-module-not-alloc": lambda d: with_flags(d, ".gnu.linkonce.this_module", remove=SHF_ALLOC),
     "stripped": stripped,
+    # two defects, to see which check each series makes first
+    "stripped-this-module-not-alloc": lambda d: stripped(with_flags(d, ".gnu.linkonce.this_module",
+                                                                    remove=SHF_ALLOC)),
     "common": with_common_symbol,
 }

@@ -71,6 +71,7 @@ def test_unknown_struct_module_size_is_said(testdata):
     ("this-module-not-alloc", "invalid-elf", "invalid-elf"),
     ("stripped", "invalid-elf", "invalid-elf"),
     ("common", "common-symbol", "common-symbol"),
+    ("stripped-this-module-not-alloc", "invalid-elf", "invalid-elf"),
 ])
 def test_each_edit_fails_where_its_series_checks_it(testdata, kernels, edit, on_61, on_612):
     assert first(module(testdata, "acpi-call", NEW_61, "acpi_call.ko", edit), kernels[NEW_61]) == on_61
@@ -186,3 +187,17 @@ def test_a_verdict_resting_on_an_unknown_config_says_so(testdata, kernels):
     assert reason.message.endswith("(the kernel's config is unknown: CONFIG_STRICT_MODULE_RWX taken as on)")
     (known,) = [r for r in check_modules([write_exec], kernels[NEW_61])[0].reasons if r.code == "write-exec-section"]
     assert known.message.endswith("has invalid WRITE|EXEC flags")
+
+
+def test_each_series_meets_the_section_defects_in_its_order(testdata, kernels):
+    """6.1's setup_load_info() and v6.4's elf_validity_cache_copy() look for the symbol table
+    before .gnu.linkonce.this_module, the split checks of v6.13 (6.12.117) the other way round."""
+    both = "stripped-this-module-not-alloc"
+    on_61 = check_modules([module(testdata, "acpi-call", NEW_61, "acpi_call.ko", both)], kernels[NEW_61])[0]
+    on_612 = check_modules([module(testdata, "acpi-call", OLD_612, "acpi_call.ko", both)], kernels[NEW_612])[0]
+    assert [r.message for r in on_61.reasons[:2]] == ["module has no symbols (stripped?)", "No module found in object"]
+    assert on_612.reasons[0].message == ".gnu.linkonce.this_module must occupy memory during process execution"
+    # 6.12.115 still has v6.4's elf_validity_cache_copy(): the symbol table first
+    kernel_115 = dataclasses.replace(kernels[NEW_612], release="6.12.115+deb12-amd64")
+    on_115 = check_modules([module(testdata, "acpi-call", OLD_612, "acpi_call.ko", both)], kernel_115)[0]
+    assert on_115.reasons[0].message == "module has no symbols (stripped?)"

@@ -114,6 +114,7 @@ def test_612107_judges_61_builds_its_own_builds_and_each_pre_resolution_check(te
         "acpi_call-this-module-not-alloc": "invalid-elf",
         "acpi_call-stripped": "invalid-elf",
         "acpi_call-common": "common-symbol",
+        "acpi_call-stripped-this-module-not-alloc": "invalid-elf",  # the symbol table first, as v6.4
         "igb_uio": "missing-symbol",
         "lime": INIT_FAILED,
         "acpi_call": None,
@@ -121,7 +122,12 @@ def test_612107_judges_61_builds_its_own_builds_and_each_pre_resolution_check(te
 
 
 def test_612117_judges_61_and_older_612_builds(testdata, tmp_path_factory):
+    """6.12.117 has v6.13's split ELF checks (stable brought them): this section before the
+    symbol table, where 6.12.107 looks at the symbol table first."""
+    own = built(testdata, "acpi-call", OLD_612, "acpi_call.ko")
     cases = {
+        "acpi_call-stripped-this-module-not-alloc": (own, "stripped-this-module-not-alloc"),
+        "acpi_call-two-modinfo": (own, "two-modinfo"),
         "acpi_call-for-6.1.0-47": built(testdata, "acpi-call", OLD_61, "acpi_call.ko"),
         "v4l2loopback-for-6.1.0-56": built(testdata, "v4l2loopback", NEW_61, "v4l2loopback.ko"),
         "acpi_call-for-6.12.107": built(testdata, "acpi-call", OLD_612, "acpi_call.ko"),
@@ -132,6 +138,8 @@ def test_612117_judges_61_and_older_612_builds(testdata, tmp_path_factory):
     firsts = assert_agrees(kernel, booted)
     assert firsts["acpi_call-for-6.1.0-47"] == firsts["v4l2loopback-for-6.1.0-56"] == "module-struct-size"
     assert firsts["acpi_call-for-6.12.107"] == "module-layout-mismatch"
+    assert booted["acpi_call-stripped-this-module-not-alloc"][1].kernel_messages[0] == \
+        "module acpi_call: .gnu.linkonce.this_module must occupy memory during process execution"
 
 
 def test_610057_judges_612_and_61_builds_and_has_no_612_section_checks(testdata, tmp_path_factory):
@@ -144,6 +152,7 @@ def test_610057_judges_612_and_61_builds_and_has_no_612_section_checks(testdata,
         "acpi_call-this-module-not-alloc": (own, "this-module-not-alloc"),
         "acpi_call-stripped": (own, "stripped"),
         "acpi_call-two-modinfo": (own, "two-modinfo"),
+        "acpi_call-stripped-this-module-not-alloc": (own, "stripped-this-module-not-alloc"),
         "rapiddisk-for-6.1.0-56": built(testdata, "rapiddisk", NEW_61, "rapiddisk.ko"),
     }
     kernel, booted = boot(testdata, tmp_path_factory, "6.1.0-57-amd64", cases)
@@ -154,6 +163,7 @@ def test_610057_judges_612_and_61_builds_and_has_no_612_section_checks(testdata,
         "acpi_call-this-module-not-alloc": "invalid-elf",
         "acpi_call-stripped": "invalid-elf",
         "acpi_call-two-modinfo": None,
+        "acpi_call-stripped-this-module-not-alloc": "invalid-elf",
         "rapiddisk-for-6.1.0-56": None,
     }
 

@@ -28,11 +28,15 @@ IGNORED_UNDEFINED = {
 MODULE_LAYOUT = "module_layout"
 # Stored verdicts carry the version of the rules that made them: bump it whenever a change here
 # can change a verdict, its reasons or their wording, and the store recomputes them.
-RULES_VERSION = 5
-# v6.4 reorganised load_module()'s early checks (elf_validity_cache_copy(), early_mod_check()):
-# sizeof(struct module) compared, duplicate sections refused, the duplicate name checked before
-# the module's memory is laid out. 6.1.192 has none of it, 6.12.117 all of it.
+RULES_VERSION = 6
+# load_module()'s early checks changed twice (docs/loader-checks.md). v6.4: elf_validity_cache_copy()
+# compares sizeof(struct module) and refuses duplicate sections, early_mod_check() looks for a
+# loaded module of the same name before the memory layout. v6.13: elf_validity_cache_copy() split
+# into elf_validity_cache_*(), checking the sections in another order and their types; stable
+# brought that to 6.12.117 (Debian's 6.12.115 has the v6.4 code, booted in tests/test_series_qemu.py).
 EARLY_CHECKS_SERIES = (6, 4)
+SPLIT_VALIDITY_SERIES = (6, 13)
+SPLIT_VALIDITY_STABLE = {(6, 12): 117}  # series -> the stable sublevel that brought it
 THIS_MODULE = ".gnu.linkonce.this_module"
 
 
@@ -122,11 +126,29 @@ class _Providers:
         return provider
 
 
+def kernel_version(kernel: Kernel) -> tuple[int, int, int] | None:
+    """The kernel's release as numbers ("6.12.107+deb12-amd64" -> (6, 12, 107); Debian's 6.1
+    "6.1.0-47-amd64" -> (6, 1, 0): its ABI name, not the stable sublevel), None if unknown."""
+    release = kernel.release or (kernel.vermagic.split(" ", 1)[0] if kernel.vermagic else "")
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
+    return (int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)) if match else None
+
+
 def kernel_series(kernel: Kernel) -> tuple[int, int] | None:
     """(major, minor) of the kernel's release ("6.12.107+deb12-amd64" -> (6, 12)), None if unknown."""
-    release = kernel.release or (kernel.vermagic.split(" ", 1)[0] if kernel.vermagic else "")
-    match = re.match(r"(\d+)\.(\d+)", release)
-    return (int(match.group(1)), int(match.group(2))) if match else None
+    version = kernel_version(kernel)
+    return version[:2] if version else None
+
+
+def _validity_generation(version: tuple[int, int, int] | None) -> int:
+    """0: 6.1's elf_validity_check() + setup_load_info(); 1: v6.4's elf_validity_cache_copy();
+    2: the split elf_validity_cache_*() (v6.13, 6.12.117)."""
+    if version is None or version[:2] < EARLY_CHECKS_SERIES:
+        return 0
+    series, sublevel = version[:2], version[2]
+    if series >= SPLIT_VALIDITY_SERIES or sublevel >= SPLIT_VALIDITY_STABLE.get(series, sublevel + 1):
+        return 2
+    return 1
 
 
 def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: LoadOptions,
@@ -134,8 +156,8 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
     reasons: list[Reason] = []
     warnings: list[Reason] = []
     uses: dict[str, Module] = {}  # symbol -> set module that provides it
-    series = kernel_series(kernel)
-    early_checks = series is not None and series >= EARLY_CHECKS_SERIES
+    generation = _validity_generation(kernel_version(kernel))
+    early_checks = generation > 0
 
     # load_module() checks the signature first, before it looks at the ELF image.
     _check_signature(module, kernel, options, reasons, warnings)
@@ -144,7 +166,7 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
         reasons.append(Reason("arch-mismatch", f"module is built for {module.machine}, "
                                                f"the kernel is {kernel.machine}: Exec format error"))
         return reasons, warnings, uses
-    _check_elf_validity(module, kernel, early_checks, reasons, warnings)
+    _check_elf_validity(module, kernel, generation, reasons, warnings)
     modversions = kernel.has_modversions
     force_load = kernel.config_enabled("CONFIG_MODULE_FORCE_LOAD") is True
     if modversions:
@@ -166,24 +188,38 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
     return reasons, warnings, uses
 
 
-def _check_elf_validity(module: Module, kernel: Kernel, early_checks: bool, reasons, warnings) -> None:
-    """The section checks of elf_validity_check() + setup_load_info() (6.1) or
-    elf_validity_cache_copy() (6.4+) that a well-formed ELF file can still fail; a malformed one
-    (truncated, bad offsets or names) is refused as input before the rules run."""
+def _check_elf_validity(module: Module, kernel: Kernel, generation: int, reasons, warnings) -> None:
+    """The section checks that a well-formed ELF file can still fail, in each generation's order
+    (see _validity_generation()); a malformed file (truncated, bad offsets or names) is refused as
+    input before the rules run."""
     layout = module.layout
     if layout is None:
         return
-    if early_checks:
-        # elf_validity_cache_secstrings(), _index_info(), _index_mod(), _index_sym(), _index_str()
-        if not layout.section_names_ok:
-            reasons.append(Reason("invalid-elf", "Invalid ELF section name table type"))
-        if layout.modinfo_sections > 1:
-            reasons.append(Reason("invalid-elf", "Only one .modinfo section must exist."))
-        if layout.this_module_sections != 1:
-            reasons.append(Reason("invalid-elf", f"Exactly one {THIS_MODULE} section must exist."))
-        elif layout.this_module_nobits:
-            reasons.append(Reason("invalid-elf", f"{THIS_MODULE} section must have a size set"))
-        elif not layout.this_module_alloc:
+    if generation == 0:
+        # setup_load_info(): the symbol table, then this section with find_sec(), which only
+        # finds SHF_ALLOC sections
+        if layout.symbol_tables == 0:
+            reasons.append(Reason("invalid-elf", "module has no symbols (stripped?)"))
+        if not layout.this_module_alloc:
+            reasons.append(Reason("invalid-elf", "No module found in object"))
+        return
+    if generation == 2 and not layout.section_names_ok:  # elf_validity_cache_secstrings()
+        reasons.append(Reason("invalid-elf", "Invalid ELF section name table type"))
+    if layout.modinfo_sections > 1:
+        reasons.append(Reason("invalid-elf", "Only one .modinfo section must exist."))
+    if generation == 1:
+        # v6.4 counts the symbol tables before it looks at this section; it counts only
+        # sections with contents, so a SHT_NOBITS one is "not one".
+        _check_symbol_table(layout, generation, reasons)
+        if layout.this_module_sections != 1 or layout.this_module_nobits:
+            reasons.append(Reason("invalid-elf", f"Only one {THIS_MODULE} section must exist."))
+            return
+    elif layout.this_module_sections != 1:  # elf_validity_cache_index_mod()
+        reasons.append(Reason("invalid-elf", f"Exactly one {THIS_MODULE} section must exist."))
+    elif layout.this_module_nobits:
+        reasons.append(Reason("invalid-elf", f"{THIS_MODULE} section must have a size set"))
+    if layout.this_module_sections == 1 and not layout.this_module_nobits:
+        if not layout.this_module_alloc:
             reasons.append(Reason("invalid-elf", f"{THIS_MODULE} must occupy memory during process execution"))
         elif kernel.module_struct_size is None:
             warnings.append(Reason("module-struct-unknown", "the size of the kernel's struct module is unknown "
@@ -193,12 +229,14 @@ def _check_elf_validity(module: Module, kernel: Kernel, early_checks: bool, reas
             reasons.append(Reason("module-struct-size", f"{THIS_MODULE} section size must match the kernel's built "
                                   "struct module size at run time (module: "
                                   f"{layout.this_module_size} bytes, kernel: {kernel.module_struct_size})"))
-    elif not layout.this_module_alloc:
-        # setup_load_info(): find_sec() only finds SHF_ALLOC sections.
-        reasons.append(Reason("invalid-elf", "No module found in object"))
-    if layout.symbol_tables == 0 or (early_checks and layout.symbol_tables > 1):
+    if generation == 2:  # elf_validity_cache_index_sym(), _index_str()
+        _check_symbol_table(layout, generation, reasons)
+
+
+def _check_symbol_table(layout, generation: int, reasons) -> None:
+    if layout.symbol_tables != 1:
         reasons.append(Reason("invalid-elf", "module has no symbols (stripped?)"))
-    elif early_checks and not layout.symbol_strings_ok:
+    elif generation == 2 and not layout.symbol_strings_ok:
         reasons.append(Reason("invalid-elf", "Invalid ELF symbol string table type"))
 
 
