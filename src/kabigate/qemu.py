@@ -354,7 +354,7 @@ _KERNEL_REFUSALS = [(re.compile(pattern), code) for pattern, code in (
     (r"Loading of module with unavailable key is rejected", "untrusted-signature"),
     (r"Invalid (?:module )?architecture in ELF header", "arch-mismatch"),
     (r"\.gnu\.linkonce\.this_module section size must match", "module-struct-size"),
-    ((r"Only one \.modinfo section|Exactly one \.gnu\.linkonce\.this_module|this_module section must have a size"
+    ((r"Only one \.(?:modinfo|gnu\.linkonce\.this_module) section|Exactly one \.gnu\.linkonce\.this_module|this_module section must have a size"
      r"|this_module must occupy memory|module has no symbols|No module found in object|Invalid ELF"
      r"|has both \.ctors and \.init_array"), "invalid-elf"),
     (r"disagrees about version of symbol (module_layout)$", "module-layout-mismatch"),
