@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from kabigate.errors import InputError
 from kabigate.formats import btf
 from kabigate.formats.bzimage import kernel_image
 from kabigate.formats.elf import ElfFile
@@ -16,8 +18,8 @@ from kabigate.formats.symvers import parse_symvers
 from kabigate.kernels import load_kernel
 
 pytestmark = pytest.mark.realdata
-# The cloud flavour is left out: its vmlinuz payload is lz4 (CONFIG_KERNEL_LZ4), which bzimage.py refuses.
-RELEASES = ("6.1.0-47-amd64", "6.1.0-50-amd64", "6.1.0-56-amd64", "6.1.0-47-rt-amd64")
+# The cloud flavour's vmlinuz payload is lz4 (CONFIG_KERNEL_LZ4), the others' xz.
+RELEASES = ("6.1.0-47-amd64", "6.1.0-50-amd64", "6.1.0-56-amd64", "6.1.0-47-rt-amd64", "6.1.0-47-cloud-amd64")
 
 
 def vmlinuz(testdata, release):
@@ -103,3 +105,25 @@ def test_bad_btf_is_one_input_error():
     for bad in (good[:10], b"\x00" * 40, good[:-30], good[:24] + b"\xff" * (len(good) - 24)):
         with pytest.raises(btf.InputError):
             btf.parse_btf(bad, "bad")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt block", "oversized block"])
+def test_a_damaged_lz4_image_is_an_input_error(testdata, tmp_path, damage):
+    """The cloud flavor's lz4 payload, cut short or with a broken block: one line, exit 2."""
+    image = bytearray(vmlinuz(testdata, "6.1.0-47-cloud-amd64").read_bytes())
+    start = (image[0x1F1] + 1) * 512 + int.from_bytes(image[0x248:0x24C], "little")
+    length = int.from_bytes(image[0x24C:0x250], "little")
+    if damage == "truncated":  # cut inside a block, the header saying so
+        image = image[:start + length // 2]
+        image[0x24C:0x250] = (length // 2).to_bytes(4, "little")
+    elif damage == "corrupt block":
+        image[start + 8:start + 4096] = bytes(4088)  # zeroes are an lz4 token asking for a far match
+    else:
+        image[start + 4:start + 8] = (length * 2).to_bytes(4, "little")
+    path = tmp_path / "vmlinuz"
+    path.write_bytes(image)
+    with pytest.raises(InputError):
+        load_kernel([str(path)])
+    result = subprocess.run([sys.executable, "-m", "kabigate", "check", "-k", str(path), str(path)],
+                            check=False, capture_output=True, text=True)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr

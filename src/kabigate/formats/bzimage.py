@@ -18,7 +18,10 @@ ELF_MAGIC = b"\x7fELF"
 # A distribution vmlinux is 40-80 MiB; debug builds reach a few hundred.
 MAX_KERNEL_IMAGE = 512 * 1024 * 1024
 # Payload formats the kernel can build but kabigate does not decompress (CONFIG_KERNEL_*).
-_UNSUPPORTED = {b"\x5d\x00\x00": "lzma", b"BZh": "bzip2", b"\x02\x21\x4c\x18": "lz4", b"\x89LZO": "lzo"}
+_UNSUPPORTED = {b"\x5d\x00\x00": "lzma", b"BZh": "bzip2", b"\x89LZO": "lzo"}
+# CONFIG_KERNEL_LZ4 (Debian's cloud flavor): `lz4 -l`, the legacy frame lib/decompress_unlz4.c reads.
+_LZ4_LEGACY_MAGIC = b"\x02\x21\x4c\x18"
+_LZ4_LEGACY_BLOCK = 8 << 20  # LZ4_DEFAULT_UNCOMPRESSED_CHUNK_SIZE: the most one block holds
 
 
 def looks_like_kernel_image(head: bytes) -> bool:
@@ -48,7 +51,37 @@ def _bzimage_payload(data: bytes, what: str) -> bytes:
     if payload_length == 0 or start + payload_length > len(data):
         raise InputError(f"{what}: bzImage payload ({payload_length} bytes at {start}) lies outside the file")
     payload = data[start:start + payload_length]
+    if payload.startswith(_LZ4_LEGACY_MAGIC):
+        return _unlz4_legacy(payload, f"{what} (bzImage payload)")
     if compression_of(payload) is None:
         kind = next((name for magic, name in _UNSUPPORTED.items() if payload.startswith(magic)), "unknown")
-        raise InputError(f"{what}: bzImage payload is {kind}-compressed; kabigate reads gzip, xz and zstd")
+        raise InputError(f"{what}: bzImage payload is {kind}-compressed; kabigate reads gzip, xz, zstd and lz4")
     return decompress(payload, f"{what} (bzImage payload)", MAX_KERNEL_IMAGE)
+
+
+def _unlz4_legacy(payload: bytes, what: str) -> bytes:
+    """unlz4() of lib/decompress_unlz4.c: blocks of a little-endian 32-bit compressed size and
+    that many bytes, each at most 8 MiB decompressed; the magic may recur between blocks (frames
+    concatenated); the last 4 bytes are the bzImage's decompressed-size trailer."""
+    import lz4.block  # the reference implementation's binding: only lz4 images need it
+
+    out = bytearray()
+    position = len(_LZ4_LEGACY_MAGIC)
+    while len(payload) - position > 4:
+        if payload.startswith(_LZ4_LEGACY_MAGIC, position):
+            position += 4
+            continue
+        (size,) = struct.unpack_from("<I", payload, position)
+        position += 4
+        if size == 0 or size > len(payload) - position:
+            raise InputError(f"{what}: lz4 block of {size} bytes at {position - 4} lies outside the payload")
+        try:
+            out += lz4.block.decompress(payload[position:position + size], uncompressed_size=_LZ4_LEGACY_BLOCK)
+        except lz4.block.LZ4BlockError as error:
+            raise InputError(f"{what}: corrupt lz4 block at {position - 4} ({error})") from None
+        if len(out) > MAX_KERNEL_IMAGE:
+            raise InputError(f"{what}: decompresses to more than {MAX_KERNEL_IMAGE >> 20} MiB")
+        position += size
+    if len(payload) - position not in (0, 4):
+        raise InputError(f"{what}: lz4 payload ends inside a block header")
+    return bytes(out)
