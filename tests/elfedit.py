@@ -59,6 +59,7 @@ def with_common_symbol(data: bytes) -> bytes:
 EDITS = {
     "write-exec": lambda d: with_flags(d, ".text", add=SHF_WRITE),
     "two-modinfo": lambda d: renamed(d, ".comment", ".modinfo"),
+    "two-this-module": lambda d: renamed(d, ".comment", ".gnu.linkonce.this_module"),
     "this-module-not-alloc": lambda d: with_flags(d, ".gnu.linkonce.this_module", remove=SHF_ALLOC),
     "stripped": stripped,
     # two defects, to see which check each series makes first

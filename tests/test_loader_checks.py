@@ -68,6 +68,7 @@ def test_unknown_struct_module_size_is_said(testdata):
 @pytest.mark.parametrize("edit, on_61, on_612", [
     ("write-exec", "write-exec-section", "write-exec-section"),
     ("two-modinfo", None, "invalid-elf"),
+    ("two-this-module", None, "invalid-elf"),
     ("this-module-not-alloc", "invalid-elf", "invalid-elf"),
     ("stripped", "invalid-elf", "invalid-elf"),
     ("common", "common-symbol", "common-symbol"),

@@ -111,6 +111,7 @@ def test_612107_judges_61_builds_its_own_builds_and_each_pre_resolution_check(te
         "jool_common-for-6.1.0-56": "module-struct-size",
         "acpi_call-write-exec": "write-exec-section",
         "acpi_call-two-modinfo": "invalid-elf",
+        "acpi_call-two-this-module": "invalid-elf",  # "Only one ...", as v6.4
         "acpi_call-this-module-not-alloc": "invalid-elf",
         "acpi_call-stripped": "invalid-elf",
         "acpi_call-common": "common-symbol",
@@ -128,6 +129,7 @@ def test_612117_judges_61_and_older_612_builds(testdata, tmp_path_factory):
     cases = {
         "acpi_call-stripped-this-module-not-alloc": (own, "stripped-this-module-not-alloc"),
         "acpi_call-two-modinfo": (own, "two-modinfo"),
+        "acpi_call-two-this-module": (own, "two-this-module"),  # "Exactly one ...", as v6.13
         "acpi_call-for-6.1.0-47": built(testdata, "acpi-call", OLD_61, "acpi_call.ko"),
         "v4l2loopback-for-6.1.0-56": built(testdata, "v4l2loopback", NEW_61, "v4l2loopback.ko"),
         "acpi_call-for-6.12.107": built(testdata, "acpi-call", OLD_612, "acpi_call.ko"),
