@@ -20,7 +20,7 @@ from kabigate.qemu import qemu_available
 @click.option("--kernel", "-k", "kernel_paths", multiple=True, metavar="KERNEL",
               help="What kabigate predicts with (as check -k takes it); default: the image itself.")
 @click.option("--timeout", type=click.IntRange(10, 3600), default=300, show_default=True,
-              help="Seconds the boot and every insmod may take.")
+              help="Seconds the whole run (boot and every insmod) may take.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.argument("modules", nargs=-1, required=True, metavar="MODULE...")
 def boot_check_command(image, kernel_paths, timeout, as_json, modules) -> None:
