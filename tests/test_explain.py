@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -272,3 +274,43 @@ def test_kernels_given_as_packages(testdata, cache):
     [symbol] = json.loads(stdout)["symbols"]
     assert json.loads(stdout)["ranking"] == "headers"
     assert symbol["candidates"][0]["key"] == ["struct", "mm_struct"] and symbol["candidates"][0]["via"] == "proc_ops"
+
+
+@pytest.mark.realdata
+def test_the_matrix_names_cached_causes(testdata, cache, tmp_path):
+    """`matrix --format json|html` on the real store: a crc-mismatch names the cause check
+    --built-for names, from the cache only (an empty cache: no cause, nothing read)."""
+    from realstore import build_store
+
+    db = build_store(testdata, tmp_path / "store.db")
+    driver = testdata.driver_dir("acpi-call", NEW)
+    code, stdout, stderr = run_cli("check", "-k", str(testdata.kernel_root(OLD)), "--built-for",
+                                   str(testdata.kernel_root(NEW)), str(driver), "--json")
+    assert code == 1, stderr  # explains 56 -> 50: the pair's kernels and 56's headers are cached now
+    expected = {r["symbol"]: r["cause"] for m in json.loads(stdout)["modules"] for r in m["reasons"]
+                if r["code"] == "crc-mismatch"}
+    assert expected["proc_create"]["most_likely"]["key"] == ["struct", "mm_struct"]
+
+    def cells(*env_cache: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "kabigate", "matrix", "--db", db, "--format", "json"],
+                              check=False, capture_output=True, text=True,
+                              env={**os.environ, **({"KABIGATE_CACHE": env_cache[0]} if env_cache else {})})
+        assert done.returncode == 0, done.stderr
+        return {(b["driver"], b["built_for"], release): cell for b in json.loads(done.stdout)["builds"]
+                for release, cell in b["cells"].items() if cell}
+
+    matrix = cells()
+    assert matrix[("acpi-call", NEW, OLD)]["causes"] == expected
+    for (_driver, built_for, release), cell in matrix.items():
+        assert ("causes" in cell) <= (built_for != release and cell["first_reason"] is not None)
+    assert not any("causes" in cell for cell in cells(str(tmp_path / "empty-cache")).values())
+    assert not (tmp_path / "empty-cache").exists()  # nothing was read, computed or written
+    page = tmp_path / "matrix.html"
+    code, _, stderr = run_cli("matrix", "--db", db, "--format", "html", "-o", str(page))
+    assert code == 0, stderr
+    html = page.read_text()
+    assert "most likely cause" in html
+    blob = json.loads(html.split('<script type="application/json" id="cells">')[1].split("</script>")[0])
+    cell = matrix[("acpi-call", NEW, OLD)]
+    reasons = blob[f"{cell['build_id']}:{cell['kernel_id']}"]["reasons"]
+    assert {r["symbol"]: r["cause"] for r in reasons if "cause" in r} == expected

@@ -148,7 +148,14 @@ def header_trees(paths: list[str]) -> list[Path]:
 def load_headers(trees: list[Path], arch: str = "x86", use_cache: bool = True) -> HeaderIndex | None:
     """The HeaderIndex of the .h files under include/ and arch/<arch>/include of `trees` (merged:
     Debian splits them between linux-headers-<kver>-common and the flavour's), None if none."""
-    identity, files = _headers_identity(trees, arch)
+    memo = _CACHED_ONLY.get()
+    key = ("headers", tuple(trees), arch)  # walking a headers tree takes ~0.3 s: once inside cached_only()
+    if memo is not None and key in memo:
+        identity, files = memo[key]
+    else:
+        identity, files = _headers_identity(trees, arch)
+        if memo is not None:
+            memo[key] = identity, files
     if not files:
         return None
     return _cached(identity, lambda: index_headers({name: path.read_bytes() for name, (path, _s) in files.items()},
@@ -179,34 +186,63 @@ class NotCached(Exception):
     """Inside cached_only(): an entry is not in the cache, and is not to be computed."""
 
 
-_CACHED_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("kabigate_cached_only", default=False)
+# Inside cached_only(): the entries read so far (entry path -> value), or None outside it.
+_CACHED_ONLY: contextvars.ContextVar[dict | None] = contextvars.ContextVar("kabigate_cached_only", default=None)
 
 
 @contextlib.contextmanager
 def cached_only():
     """Read entries from the cache and never compute one (NotCached instead): a web page shows
-    the causes a gate or `explain` has already worked out, without decompressing kernels itself."""
-    token = _CACHED_ONLY.set(True)
+    the causes a gate or `explain` has already worked out, without decompressing kernels itself.
+    An entry is unpickled once inside it: the matrix asks about each kernel for several pairs."""
+    token = _CACHED_ONLY.set({})
     try:
         yield
     finally:
         _CACHED_ONLY.reset(token)
 
 
+# Inside explain_stored()'s look-ahead: an entry in the cache is a placeholder, not unpickled.
+_PROBING: contextvars.ContextVar[bool] = contextvars.ContextVar("kabigate_probing", default=False)
+
+
 def _cached(identity: str, compute, use_cache: bool):
     entry = _entry(identity)
+    memo = _CACHED_ONLY.get()
+    if memo is not None and entry in memo:
+        return memo[entry]
+    if _PROBING.get():
+        if use_cache and entry.is_file():
+            return entry
+        raise NotCached(identity)
     if use_cache and entry.is_file():
         try:
             with open(entry, "rb") as file:
-                return pickle.load(file)
+                value = pickle.load(file)
+            if memo is not None:
+                memo[entry] = value
+            return value
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
             pass  # unreadable or from another kabigate: computed again below
-    if _CACHED_ONLY.get():
+    if memo is not None:
         raise NotCached(identity)
     value = compute()
     if use_cache:
         _store(entry, value)
     return value
+
+
+def read_entry(identity: str):
+    """The value cached under `identity` (written by write_entry), or None."""
+    try:
+        with open(_entry(identity), "rb") as file:
+            return pickle.load(file)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+        return None
+
+
+def write_entry(identity: str, value) -> None:
+    _store(_entry(identity), value)
 
 
 def _read(image_path: str) -> KernelTypes:
@@ -345,6 +381,19 @@ def headers_from_sources(sources: list[str], arch: str = "x86", use_cache: bool 
     return _cached(f"headers\0{arch}\0{identity}", lambda: _headers_in_packages(packages, arch), use_cache)
 
 
+def sources_identity(sources: list[str]) -> str:
+    """A stored kernel's source files as they are now (path, size, mtime; "-" for one gone): what
+    an entry derived from them is keyed by."""
+    parts = []
+    for source in _expanded(sources):
+        try:
+            stat = os.stat(source)
+            parts.append(f"{os.path.abspath(source)}\0{stat.st_size}\0{stat.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{source}\0-")
+    return "\0".join(parts)
+
+
 def _expanded(sources: list[str]) -> list[str]:
     """A kernel read from packages has one source naming them all, joined by ", " (PackageTree's label)."""
     return [part for source in sources
@@ -394,14 +443,29 @@ def explain_stored(old: tuple[list[str], Kernel], new: tuple[list[str], Kernel],
     (old_sources, old_kernel), (new_sources, new_kernel) = old, new
     if not symbols:
         return None
-    old_types = types_from_sources(old_sources, old_kernel.release, use_cache)
-    new_types = types_from_sources(new_sources, new_kernel.release, use_cache)
+    modules = needs_modules(old_kernel, symbols)
+
+    def inputs():
+        return (types_from_sources(old_sources, old_kernel.release, use_cache),
+                types_from_sources(new_sources, new_kernel.release, use_cache),
+                headers_from_sources(old_sources, use_cache=use_cache),
+                (_stored_modules(old_sources, old_kernel, use_cache),
+                 _stored_modules(new_sources, new_kernel, use_cache)) if modules else None)
+
+    if _CACHED_ONLY.get() is not None:
+        # Every entry is looked for before any is unpickled: a pair the cache cannot explain
+        # costs stats, not seconds of reading the half of it that is there.
+        token = _PROBING.set(True)
+        try:
+            inputs()
+        finally:
+            _PROBING.reset(token)
+    old_types, new_types, headers, module_types = inputs()
     if old_types is None or new_types is None:
         return None
     old_types = dataclasses.replace(old_types, exports=old_kernel.exports)
     new_types = dataclasses.replace(new_types, exports=new_kernel.exports)
-    if needs_modules(old_kernel, symbols):
-        old_types.modules = _stored_modules(old_sources, old_kernel, use_cache)
-        new_types.modules = _stored_modules(new_sources, new_kernel, use_cache)
-    result = explain(old_types, new_types, sorted(set(symbols)), headers_from_sources(old_sources, use_cache=use_cache))
+    if module_types is not None:
+        old_types.modules, new_types.modules = module_types
+    result = explain(old_types, new_types, sorted(set(symbols)), headers)
     return {explained.symbol: explained for explained in result.symbols}

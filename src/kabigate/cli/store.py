@@ -218,7 +218,7 @@ def matrix(store: Store, stream, driver, since, output_format: str, output: str 
         _print_matrix(result, buffer)
         text = buffer.getvalue()
     elif output_format == "json":
-        text = _matrix_json_text(result)
+        text = _matrix_json_text(result, failing_cell_details(store, result))
     elif output_format == "csv":
         text = _matrix_csv(result)
     else:
@@ -309,17 +309,24 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
 
 # -- rendering ------------------------------------------------------------------------------
 
-def _cell_json(cell: Cell | None) -> dict | None:
-    return None if cell is None else cell_json(cell)
+def _cell_json(cell: Cell | None, details: dict[tuple[int, int], list[dict]]) -> dict | None:
+    if cell is None:
+        return None
+    causes = {r["symbol"]: r["cause"] for m in details.get((cell.build_id, cell.kernel_id), []) for r in m["reasons"]
+              if "cause" in r}
+    return dict(cell_json(cell), causes=causes) if causes else cell_json(cell)
 
 
-def _matrix_json_text(result: Matrix) -> str:
+def _matrix_json_text(result: Matrix, details: dict[tuple[int, int], list[dict]]) -> str:
+    """`details`: failing_cell_details(); a cell's crc-mismatches with a known cause add `causes`
+    (symbol -> cause, as check --built-for gives it)."""
     import json
 
     document = {
         "stream": result.stream, "summary": result.summary(),
         "kernels": [kernel_record_json(k) for k in result.kernels],
-        "builds": [dict(build_record_json(b), cells={k.release: _cell_json(result.cell(b, k)) for k in result.kernels})
+        "builds": [dict(build_record_json(b), cells={k.release: _cell_json(result.cell(b, k), details)
+                                                     for k in result.kernels})
                    for b in result.builds],
         "build_failures": [vars(f) for f in result.build_failures],
     }

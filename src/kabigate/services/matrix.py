@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from kabigate.errors import InputError
 from kabigate.rules import RULES_VERSION
 from kabigate.services import Advance, no_progress
+from kabigate.services.causes import cells_with_causes
 from kabigate.services.ingest import refresh_verdicts
 from kabigate.store import BuildFailure, BuildRecord, Cell, KernelRecord, Store
 
@@ -111,8 +112,10 @@ def build_matrix(store: Store, stream: str | None = None, driver: str | None = N
 
 
 def failing_cell_details(store: Store, matrix: Matrix) -> dict[tuple[int, int], list[dict]]:
-    """Each failing cell's module verdicts (reasons and warnings), for reports that show them."""
-    return {key: store.verdict_detail(*key) or [] for key, cell in matrix.cells.items() if not cell.loads}
+    """Each failing cell's module verdicts (reasons and warnings; a crc-mismatch's most likely
+    cause when kabigate's cache holds both kernels), for reports that show them."""
+    details = store.verdict_details([key for key, cell in matrix.cells.items() if not cell.loads])
+    return cells_with_causes(store, {b.id: b for b in matrix.builds}, {k.id: k for k in matrix.kernels}, details)
 
 
 @dataclass(frozen=True)
