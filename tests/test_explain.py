@@ -16,7 +16,15 @@ import pytest
 from test_cli import kabigate
 
 from kabigate.explain import explain, kernel_types
-from kabigate.explain_cache import cache_dir, header_trees, kernel_types_of, load_headers
+from kabigate.explain_cache import (
+    cache_dir,
+    header_trees,
+    kernel_types_of,
+    load_headers,
+    load_types,
+    read_entry,
+    write_entry,
+)
 from kabigate.formats.btf import parse_btf
 from kabigate.formats.cheaders import index_headers
 from kabigate.formats.elf import ElfFile
@@ -314,3 +322,39 @@ def test_the_matrix_names_cached_causes(testdata, cache, tmp_path):
     cell = matrix[("acpi-call", NEW, OLD)]
     reasons = blob[f"{cell['build_id']}:{cell['kernel_id']}"]["reasons"]
     assert {r["symbol"]: r["cause"] for r in reasons if "cause" in r} == expected
+
+
+@pytest.mark.realdata
+def test_the_cache_keeps_to_its_size(testdata, tmp_path, monkeypatch):
+    """Two explains filling one cache at once under a 30 MiB cap (three kernels' types, ~11 MB each,
+    and two header indexes do not fit): both answer, the cache ends under the cap with no temporary
+    file left, and a new entry removes the least recently used ones (a read counts as a use)."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("KABIGATE_CACHE", str(folder))
+    monkeypatch.setenv("KABIGATE_CACHE_MAX", "30M")
+    runs = [subprocess.Popen([sys.executable, "-m", "kabigate", "explain", "--from", str(testdata.kernel_root(old)),
+                              "--to", str(testdata.kernel_root(NEW)), "proc_create", "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for old in ("6.1.0-47-amd64", OLD)]
+    for run in runs:
+        stdout, stderr = run.communicate(timeout=900)
+        assert run.returncode == 1, stderr
+        assert json.loads(stdout)["symbols"][0]["candidates"][0]["key"] == ["struct", "mm_struct"]
+
+    def entries() -> dict[Path, int]:
+        return {path: path.stat().st_mtime_ns for path in cache_dir().glob("*.pickle")}
+
+    assert sum(path.stat().st_size for path in entries()) <= 30 << 20
+    assert not list(cache_dir().glob(".btf-*"))
+    assert load_types(str(testdata.kernel_root(NEW) / "boot" / f"vmlinuz-{NEW}")).release == NEW  # read: used now
+    before = entries()
+    newest = max(before, key=before.get)
+    write_entry("twelve MiB", bytes(12 << 20))
+    after = entries()
+    removed, kept = before.keys() - after.keys(), before.keys() & after.keys()
+    assert removed and newest in kept and max(before[p] for p in removed) <= min(before[p] for p in kept)
+    assert sum(path.stat().st_size for path in after) <= 30 << 20 and read_entry("twelve MiB") == bytes(12 << 20)
+    monkeypatch.setenv("KABIGATE_CACHE_MAX", "lots")
+    (folder / "btf").rename(tmp_path / "filled")  # nothing cached: an entry is to be written
+    code, _, stderr = run_cli("explain", "--from", str(testdata.kernel_root(OLD)), "--to", str(testdata.kernel_root(NEW)))
+    assert code == 2 and "KABIGATE_CACHE_MAX='lots': not a size" in stderr and len(stderr.strip().splitlines()) == 1

@@ -4,7 +4,8 @@ that the second question about a kernel does not decompress, parse or scan it ag
 
 An entry is keyed by its files' paths, sizes and mtimes and by FORMAT (bumped when KernelTypes,
 HeaderIndex or their rendering change); it is written to a temporary file and renamed, so a reader never sees half
-of one. Entries are pickles kabigate wrote itself: the cache directory is the user's own.
+of one. Entries are pickles kabigate wrote itself: the cache directory is the user's own. The cache
+keeps to a size (cache_max(), $KABIGATE_CACHE_MAX): writing an entry removes the least recently used.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import pickle
 import re
 import tempfile
+import time
 from pathlib import Path
 
 import platformdirs
@@ -217,26 +219,35 @@ def _cached(identity: str, compute, use_cache: bool):
         raise NotCached(identity)
     if use_cache and entry.is_file():
         try:
-            with open(entry, "rb") as file:
-                value = pickle.load(file)
+            value = _load(entry)
             if memo is not None:
                 memo[entry] = value
             return value
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-            pass  # unreadable or from another kabigate: computed again below
+            pass  # unreadable, from another kabigate, or just evicted: computed again below
     if memo is not None:
         raise NotCached(identity)
+    if use_cache:
+        cache_max()  # a bad $KABIGATE_CACHE_MAX is an input error before the work, not after
     value = compute()
     if use_cache:
         _store(entry, value)
     return value
 
 
+def _load(entry: Path):
+    """An entry's value; its mtime is set to now: eviction removes the least recently used first."""
+    with open(entry, "rb") as file:
+        value = pickle.load(file)
+        with contextlib.suppress(OSError):  # a read-only cache is still read
+            os.utime(file.fileno())
+    return value
+
+
 def read_entry(identity: str):
     """The value cached under `identity` (written by write_entry), or None."""
     try:
-        with open(_entry(identity), "rb") as file:
-            return pickle.load(file)
+        return _load(_entry(identity))
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
         return None
 
@@ -296,7 +307,18 @@ def _module_types(base, release: str, folder: str, owners: tuple[str, ...]) -> d
     return found
 
 
+def cache_max() -> int:
+    """The cache's size cap in bytes: $KABIGATE_CACHE_MAX (a number of bytes, or with K, M, G or T:
+    binary units), 2 GiB by default (a kernel's types take ~11 MB, its modules' ~60 MB)."""
+    text = os.environ.get("KABIGATE_CACHE_MAX", "").strip() or "2G"
+    match = re.fullmatch(r"(\d{1,15})\s*([KMGT]?)i?B?", text, re.IGNORECASE)
+    if match is None:
+        raise InputError(f"KABIGATE_CACHE_MAX={text!r}: not a size (bytes, or a number with K, M, G or T)")
+    return int(match.group(1)) << 10 * " KMGT".index(match.group(2).upper() or " ")
+
+
 def _store(entry: Path, value) -> None:
+    limit = cache_max()
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=".btf-", dir=entry.parent)
@@ -307,8 +329,37 @@ def _store(entry: Path, value) -> None:
         except BaseException:
             os.unlink(temporary)
             raise
+        _evict(entry, limit)
     except OSError:
         pass  # a read-only or full cache only costs time
+
+
+STALE_TEMPORARY = 24 * 3600  # a writer's temporary file this old belongs to a process that died
+
+
+def _evict(kept: Path, limit: int) -> None:
+    """Remove the least recently used entries (mtime: written or last read) until the cache holds
+    `limit` bytes, `kept` (just written) last of all. Safe beside other processes: an entry is
+    replaced or removed whole (a reader with it open keeps reading it; one opening it after finds
+    none and computes it again) and one removed by another process meanwhile is skipped."""
+    entries = []
+    for path in kept.parent.iterdir():
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # removed meanwhile
+        if path.name.startswith(".btf-") and stat.st_mtime < time.time() - STALE_TEMPORARY:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        elif path.suffix == ".pickle":
+            entries.append((path != kept, stat.st_mtime_ns, stat.st_size, path))
+    total = sum(size for _other, _mtime, size, _path in entries)
+    for _other, _mtime, size, path in sorted(entries, key=lambda e: (not e[0], e[1])):
+        if total <= limit or path == kept:
+            break
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        total -= size
 
 
 def explain_symbols(old: Kernel, new: Kernel, symbols: list[str], use_cache: bool = True,
