@@ -346,6 +346,11 @@ def koji_packages(testdata, tmp_path):
     tree.mkdir(parents=True)
     for package in (rpms / "kernel").glob("kernel-*.rpm"):
         (tree / package.name).symlink_to(package)
+    for package in (rpms / "kmods").glob("kmod-*.rpm"):  # kmod-acpi-call-1.0-1.47_amd64.x86_64.rpm
+        name, version, release = package.name.removesuffix(".x86_64.rpm").rsplit("-", 2)
+        folder = tmp_path / "koji" / "packages" / name / version / release / "x86_64"
+        folder.mkdir(parents=True)
+        (folder / package.name).symlink_to(package)
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
@@ -590,3 +595,137 @@ def test_koji_events_become_requests_only_for_completed_kernel_builds_of_a_strea
     assert event_request(KOJI, dict(KOJI_BUILD, name="bash"), settings) is None
     assert event_request(KOJI, dict(KOJI_BUILD, release="1.fc42"), settings) is None  # no stream gated
     assert event_request("org.fedoraproject.prod.bodhi.update.comment", {}, settings) is None
+
+
+# -- Koji kmod builds: their RPMs asked of Koji's hub (tests/kojihub.py, a real XML-RPC server) -------
+
+KMOD_BUILDS = {3001: ("kmod-acpi-call", "1.0", "1.47_amd64"), 3002: ("kmod-jool", "1.0", "1.47_amd64"),
+               3003: ("kmod-v4l2loopback", "1.0", "1.56_amd64"), 2600001: ("kernel", "6.1.0", "47_amd64")}
+
+
+@pytest.fixture
+def koji_hub(koji_packages, tmp_path):
+    from kojihub import KojiHub
+
+    with KojiHub(tmp_path / "koji", KMOD_BUILDS) as hub:
+        yield hub
+
+
+def _koji_settings(koji_packages: str, hub, **more):
+    from kabigate.workers.config import Settings
+
+    return Settings(**{"koji_topurl": koji_packages, "koji_hub": hub.url, **more})
+
+
+def test_a_koji_kmod_build_is_read_through_the_hub_as_a_driver_ingest_of_its_real_rpms(koji_packages, koji_hub):
+    from kabigate.services.ingest import read_driver_builds
+    from kabigate.workers.koji import kmod_request
+    from kabigate.workers.work import event_request
+
+    settings = _koji_settings(koji_packages, koji_hub)
+    body = {"build_id": 3001, "name": "kmod-acpi-call", "version": "1.0", "release": "1.47_amd64", "new": 1,
+            "old": 0, "attribute": "state", "instance": "primary", "owner": "kmods-sig", "epoch": None}
+    request = event_request(KOJI, body, settings)
+    assert request.kind == "ingest-drivers"
+    assert request.args["paths"] == [
+        f"{koji_packages}/packages/kmod-acpi-call/1.0/1.47_amd64/x86_64/kmod-acpi-call-1.0-1.47_amd64.x86_64.rpm"]
+    assert request.key == event_request(KOJI, dict(body, version="2"), settings).key  # the build id
+    (build,) = read_driver_builds(request.args["paths"])  # the URL is the real package, over HTTP
+    assert (build.package, build.version, [m.name for m in build.modules]) == ("kmod-acpi-call", "1.0-1.47_amd64",
+                                                                              ["acpi_call"])
+    assert event_request(KOJI, dict(body, new=3), settings) is None  # FAILED
+    assert event_request(KOJI, dict(body, build_id=2600001, name="bash"), settings) is None  # no hub call
+    # By name, or by its RPMs' Requires: kernel(sym) = CRC, as kmodtool writes them (getRPMDeps).
+    by_name_only = _koji_settings(koji_packages, koji_hub, koji_kmod_packages=("kmod-acpi-call",))
+    assert event_request(KOJI, dict(body, build_id=3002, name="kmod-jool"), by_name_only) is None
+    by_requires = _koji_settings(koji_packages, koji_hub, koji_kmod_packages=(), koji_kmod_requires=True)
+    assert event_request(KOJI, dict(body, build_id=3002, name="kmod-jool"), by_requires).args["paths"] == [
+        f"{koji_packages}/packages/kmod-jool/1.0/1.47_amd64/x86_64/kmod-jool-1.0-1.47_amd64.x86_64.rpm"]
+    # the kernel's own RPMs provide kernel(sym) and require none: not a kmod build
+    assert kmod_request(2600001, "primary", "kernel", by_requires) is None
+    assert kmod_request(3003, "primary", "kmod-v4l2loopback", _koji_settings(
+        koji_packages, koji_hub, koji_arches=("aarch64",))) is None  # no RPM of these arches
+    assert event_request(KOJI, body, _koji_settings(koji_packages, koji_hub, koji_hub=None)) is None  # kmods off
+
+
+def _huge() -> str:
+    return "x" * (17 << 20)
+
+
+@pytest.mark.parametrize("answers, message", [
+    ({"getBuild": lambda: (_ for _ in ()).throw(ValueError("no such build"))}, "fault 1: <class 'ValueError'>"),
+    ({"getBuild": _huge}, "bad answer: an answer of more than 16 MiB"),
+    ({"getBuild": lambda: ["not", "a", "build"]}, "not a build"),
+    ({"getBuild": lambda: {"id": 3001, "name": 7, "version": "1", "release": "1", "state": 1}}, "name: '7' is not"),
+    ({"getBuild": lambda: {"id": 3001, "name": "kmod-acpi-call", "version": "1.0", "release": "../../../etc",
+                           "state": 1}}, "is not an RPM name, version or release"),
+    ({"getBuild": lambda: {"id": 3001, "name": "kmod-acpi-call", "version": "1.0", "release": "1", "state": 1,
+                           "volume_name": ".."}}, "volume_name: '..' is not"),
+    ({"getBuild": lambda: {"id": 3999, "name": "kmod-acpi-call", "version": "1.0", "release": "1", "state": 1}},
+     "answered for another build"),
+    ({"getBuild": lambda: {"id": 3001, "name": "kmod-acpi-call", "version": "1.0", "release": "1", "state": 0}},
+     "not complete"),
+    ({"listRPMs": lambda: {"rpms": []}}, "not a list of RPMs"),
+    ({"listRPMs": lambda: [{"id": 1, "name": "kmod-acpi-call", "version": "1.0", "release": "1", "arch": "..",
+                            "build_id": 3001}]}, "arch: '..' is not"),
+    ({"listRPMs": lambda: [{"id": 1, "name": "bash", "version": "5", "release": "1", "arch": "x86_64",
+                            "build_id": 42}]}, "is not of this build"),
+    ({"listRPMs": lambda: [{"id": "1", "name": "bash", "version": "5", "release": "1", "arch": "x86_64",
+                            "build_id": 3001}]}, "has no RPM id"),
+])
+def test_hostile_koji_hub_answers_are_one_line_input_errors(koji_packages, koji_hub, answers, message):
+    from kabigate.errors import InputError
+    from kabigate.workers.koji import HubUnavailable, kmod_request
+
+    koji_hub.hostile[3001] = answers
+    with pytest.raises(InputError) as raised:
+        kmod_request(3001, "primary", "kmod-acpi-call", _koji_settings(koji_packages, koji_hub))
+    assert message in str(raised.value) and "\n" not in str(raised.value) and len(str(raised.value)) < 600
+    assert not isinstance(raised.value, HubUnavailable)
+
+
+def test_an_unreachable_koji_hub_gives_the_message_back(koji_packages, koji_hub):
+    import socket
+
+    from kabigate.workers.config import Settings
+    from kabigate.workers.koji import HubUnavailable, kmod_request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(koji_topurl=koji_packages, koji_hub=f"http://127.0.0.1:{port}/kojihub")
+    with pytest.raises(HubUnavailable, match="Connection refused"):
+        kmod_request(3001, "primary", "kmod-acpi-call", settings)
+
+
+def test_koji_kmod_builds_through_the_listener_are_ingested_and_judged_on_stored_kernels(
+        cluster, testdata, koji_packages, koji_hub):
+    cluster.allow.append(f"{koji_packages}/")
+    cluster.configure(f'[koji]\ntopurl = "{koji_packages}"\nhub = "{koji_hub.url}"\n')
+    cluster.run("ingest", "kernel", "--stream", STREAM, str(testdata.kernel_root(RELEASES[0])))  # 6.1.0-47
+    koji_hub.hostile[3666] = {"getBuild": lambda: {"id": 3666, "name": "kmod-evil", "version": "1",
+                                                    "release": "../../../../etc", "state": 1}}
+    cluster.listener()
+    cluster.worker()
+    topic = "org.fedoraproject.prod.buildsys.build.state.change"
+    base = {"attribute": "state", "old": 0, "new": 1, "instance": "primary", "owner": "kmods-sig", "epoch": None}
+    for build_id in (3001, 3003, 3001):  # the second 3001: Koji's message delivered twice
+        name, version, release = KMOD_BUILDS[build_id]
+        publish_raw(cluster.broker, topic, json.dumps(
+            dict(base, build_id=build_id, name=name, version=version, release=release)).encode())
+    publish_raw(cluster.broker, topic, json.dumps(dict(base, build_id=3666, name="kmod-evil", version="1",
+                                                       release="1")).encode())
+    cluster.run("announce", "--kind", "drivers", str(cluster.config))  # last: every message before is handled
+    tasks = cluster.wait_for_tasks(3)
+    assert sorted((t["kind"], t["state"], t["attempts"]) for t in tasks) == [
+        ("ingest-drivers", "done", 1), ("ingest-drivers", "done", 1), ("ingest-drivers", "failed", 1)]
+    with Store.open(cluster.db) as store:
+        builds = {b.package: b for b in store.driver_builds()}
+        assert set(builds) == {"kmod-acpi-call", "kmod-v4l2loopback"}
+        (kernel,) = store.kernels()
+        verdicts = {package: store.cells(store_rules_version())[(b.id, kernel.id)].loads
+                    for package, b in builds.items()}
+    assert verdicts == {"kmod-acpi-call": True, "kmod-v4l2loopback": False}  # built for -47; for -56
+    assert not gate_results(cluster.broker)  # a driver ingest, then nothing else
+    cluster._until(lambda: "koji getBuild(3666) release: '../../../../etc' is not an RPM name" in cluster.logs(),
+                   "the listener drops the hostile hub's answer")

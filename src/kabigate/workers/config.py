@@ -27,6 +27,11 @@ topurl = "https://kojipkgs.fedoraproject.org"
 kernel_packages = ["kernel"]
 arch = "x86_64"
 streams = { "*.fc41" = "f41", "*.el9*" = "c9s" }   # the build's release -> its stream
+hub = "https://koji.fedoraproject.org/kojihub"   # asked for kmod builds' RPMs (XML-RPC)
+kmod_packages = ["kmod-*"]   # builds of these package names are kmods
+kmod_requires = false        # also any other build with an RPM requiring kernel(sym)/ksym(sym):
+                             # a hub call for every completed build
+arches = ["x86_64", "aarch64"]   # kmod RPMs of these arches (default: arch)
 ```
 """
 
@@ -62,6 +67,10 @@ class Settings:
     koji_kernel_packages: tuple[str, ...] = ("kernel",)
     koji_arch: str = "x86_64"
     koji_streams: dict[str, str] = field(default_factory=dict)
+    koji_hub: str | None = None
+    koji_kmod_packages: tuple[str, ...] = ("kmod-*",)
+    koji_kmod_requires: bool = False
+    koji_arches: tuple[str, ...] = ()  # kmod RPMs' arches; empty: koji_arch
 
     def allowed(self, location: str) -> bool:
         return any(location.startswith(prefix) for prefix in self.allow)
@@ -78,7 +87,9 @@ _SECTIONS = {
              "explain": ("explain", bool)},
     "listen": {"queue": ("queue", str), "topic_prefix": ("topic_prefix", str), "allow": ("allow", list)},
     "koji": {"topurl": ("koji_topurl", str), "kernel_packages": ("koji_kernel_packages", list),
-             "arch": ("koji_arch", str), "streams": ("koji_streams", dict)},
+             "arch": ("koji_arch", str), "streams": ("koji_streams", dict), "hub": ("koji_hub", str),
+             "kmod_packages": ("koji_kmod_packages", list), "kmod_requires": ("koji_kmod_requires", bool),
+             "arches": ("koji_arches", list)},
 }
 
 

@@ -131,10 +131,15 @@ class EventConsumer:
 
         from kabigate.store import Store
         from kabigate.workers.app import configure, enqueue
+        from kabigate.workers.koji import HubUnavailable
         from kabigate.workers.work import event_request
 
         try:
             request = event_request(message.topic, message.body, self.settings)
+        except HubUnavailable as error:  # Koji's hub is down or busy: the build is not lost
+            log.warning("message %s: %s; given back", message.id, error)
+            time.sleep(5)
+            raise Nack() from None
         except InputError as error:
             log.warning("dropped message %s: %s", message.id, error)
             raise Drop() from None

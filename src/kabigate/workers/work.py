@@ -86,9 +86,12 @@ def _kabigate_request(body: dict, settings: Settings) -> Request:
 
 def _koji_request(body: dict, settings: Settings) -> Request | None:
     """Koji's buildsys.build.state.change: a kernel package's build that reached COMPLETE, read
-    from Koji's package tree (topurl/packages/NAME/VERSION/RELEASE/ARCH/)."""
-    if body.get("new") != KOJI_COMPLETE or body.get("name") not in settings.koji_kernel_packages:
+    from Koji's package tree (topurl/packages/NAME/VERSION/RELEASE/ARCH/); a kmod build's, whose
+    RPMs the hub names (workers/koji.py), when koji.hub is set."""
+    if body.get("new") != KOJI_COMPLETE:
         return None
+    if body.get("name") not in settings.koji_kernel_packages:
+        return _koji_kmod_request(body, settings)
     name, version, release = body["name"], body.get("version"), body.get("release")
     if not (_text(version) and _text(release) and "/" not in version + release and ".." not in version + release):
         raise InputError(f"buildsys.build.state.change: build {name} has no usable version and release")
@@ -104,6 +107,18 @@ def _koji_request(body: dict, settings: Settings) -> Request | None:
     build = body.get("build_id")
     identity = f"koji:{body.get('instance', 'primary')}:{build}" if isinstance(build, int) else None
     return ingest_kernel_request(paths, stream, gate=True, build_id=identity)
+
+
+def _koji_kmod_request(body: dict, settings: Settings) -> Request | None:
+    from kabigate.workers.koji import is_kmod_name, kmod_request
+
+    name = body.get("name")
+    if settings.koji_hub is None or not _text(name) or not (settings.koji_kmod_requires or is_kmod_name(name, settings)):
+        return None
+    build, instance = body.get("build_id"), body.get("instance", "primary")
+    if type(build) is not int or not _text(instance):
+        raise InputError(f"buildsys.build.state.change: build {name[:200]} has no build_id and instance")
+    return kmod_request(build, instance, name, settings)
 
 
 def _text(value) -> bool:
