@@ -150,12 +150,24 @@ def health(settings, timeout: float, as_json: bool) -> None:
 @cli.command()
 @click.option("--state", type=click.Choice(["queued", "running", "done", "failed"]), help="Only tasks in this state.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--prune", is_flag=True, help="Delete done and failed tasks last updated more than --older-than "
+                                            "days ago (never queued or running ones).")
+@click.option("--older-than", "older_than", type=click.FloatRange(min=0), metavar="DAYS",
+              help="With --prune: the age of the tasks deleted.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.option("--db", "db", metavar="PATH_OR_URL", envvar="KABIGATE_DB", help="The store (default: $KABIGATE_DB).")
-def tasks(state: str | None, limit: int, as_json: bool, db: str | None) -> None:
+def tasks(state: str | None, limit: int, prune: bool, older_than: float | None, as_json: bool,
+          db: str | None) -> None:
     """The workers' tasks, most recent first: what was asked, its state, its error or result."""
     from kabigate.store import Store
 
+    if prune != (older_than is not None):
+        raise InputError("--prune and --older-than DAYS go together")
+    if prune:
+        if state is not None:
+            raise InputError("--prune deletes done and failed tasks: no --state")
+        _prune_tasks(Store, db, older_than, as_json)
+        return
     with Store.open(db) as store:
         records = store.tasks(state, limit=limit)
     if as_json:
@@ -169,6 +181,22 @@ def tasks(state: str | None, limit: int, as_json: bool, db: str | None) -> None:
     out.print(table)
     if not records:
         err.print("no tasks", markup=False)
+
+
+def _prune_tasks(store_class, db: str | None, days: float, as_json: bool) -> None:
+    import datetime
+
+    try:
+        before = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=days)
+    except (OverflowError, ValueError):  # inf, nan, a million years
+        raise InputError(f"--older-than {days:g}: not a number of days a date can go back") from None
+    with store_class.open(db) as store, store.transaction():
+        pruned = store.prune_tasks(before)
+    if as_json:
+        emit_json({"pruned": pruned, "before": before.isoformat()})
+    else:
+        out.print(f"pruned {pruned} done or failed tasks last updated before {before:%Y-%m-%d %H:%M:%S} UTC",
+                  markup=False)
 
 
 def task_json(task) -> dict:

@@ -859,6 +859,14 @@ class Store:
                            None if row.result is None else json.loads(row.result), row.created_at, row.updated_at)
                 for row in rows]
 
+    def prune_tasks(self, before: datetime.datetime) -> int:
+        """Delete the done and failed tasks last updated before `before`; how many. Queued and
+        running tasks are kept, however old: a worker may be on one, and its key is what makes a
+        redelivery a no-op. A pruned key is forgotten: the same request later is done again."""
+        deleted = self._writing().execute(t.task.delete().where(
+            t.task.c.state.in_(("done", "failed")), t.task.c.updated_at < before))
+        return deleted.rowcount
+
     def task_counts(self) -> dict[str, int]:
         with self._reading() as connection:
             found = dict(connection.execute(select(t.task.c.state, func.count()).group_by(t.task.c.state)).all())

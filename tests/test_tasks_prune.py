@@ -1,0 +1,67 @@
+"""`kabigate tasks --prune --older-than DAYS` on SQLite and on a real PostgreSQL server: done and
+failed tasks older than that go, queued and running ones stay whatever their age."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from pgserver import create_database, postgres_bindir, postgres_server
+
+from kabigate.store import Store
+from kabigate.store import schema as t
+
+KABIGATE = [sys.executable, "-m", "kabigate"]
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    if postgres_bindir() is None:
+        pytest.skip("needs postgresql (scripts/bootstrap installs it)")
+    return create_database(request.getfixturevalue("postgres"), f"prune{next(_databases)}")
+
+
+def test_tasks_prune_deletes_old_done_and_failed_tasks_only(store_url):
+    import datetime
+
+    long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=40)
+    with Store.open(store_url) as store:
+        with store.transaction():
+            for key in ("old-done", "old-failed", "old-queued", "old-running", "new-done"):
+                store.queue_task(key, "ingest-drivers", {"paths": [key]})
+            store.claim_task("old-running", "ingest-drivers", {}, redelivered=False, max_attempts=3)
+            for key, state in (("old-done", "done"), ("old-failed", "failed"), ("new-done", "done")):
+                store.finish_task(key, state, error="bad input" if state == "failed" else None)
+        with store.transaction():
+            store._writing().execute(t.task.update().where(t.task.c.key.like("old-%")).values(updated_at=long_ago))
+    env = dict(os.environ, KABIGATE_DB=store_url)
+    pruned = subprocess.run([*KABIGATE, "tasks", "--prune", "--older-than", "30", "--json"], check=False, env=env,
+                            capture_output=True, text=True)
+    assert pruned.returncode == 0, pruned.stderr
+    assert json.loads(pruned.stdout)["pruned"] == 2
+    with Store.open(store_url) as store:
+        assert sorted((task.key, task.state) for task in store.tasks()) == [
+            ("new-done", "done"), ("old-queued", "queued"), ("old-running", "running")]
+        with store.transaction():
+            task, _created = store.queue_task("old-done", "ingest-drivers", {"paths": ["old-done"]})
+        assert (task.state, task.attempts) == ("queued", 0)  # its key forgotten: the request is asked anew
+    again = subprocess.run([*KABIGATE, "tasks", "--prune", "--older-than", "30"], check=False, env=env,
+                           capture_output=True, text=True)
+    assert again.returncode == 0 and again.stdout.startswith("pruned 0 done or failed tasks"), again.stdout
+    for bad in (["--prune"], ["--older-than", "3"], ["--prune", "--older-than", "inf"],
+                ["--prune", "--older-than", "nan"], ["--prune", "--older-than", "3", "--state", "done"]):
+        refused = subprocess.run([*KABIGATE, "tasks", *bad], check=False, env=env, capture_output=True, text=True)
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, (bad, refused.stderr)
