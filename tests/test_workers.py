@@ -696,6 +696,16 @@ def test_an_unreachable_koji_hub_gives_the_message_back(koji_packages, koji_hub)
     settings = Settings(koji_topurl=koji_packages, koji_hub=f"http://127.0.0.1:{port}/kojihub")
     with pytest.raises(HubUnavailable, match="Connection refused"):
         kmod_request(3001, "primary", "kmod-acpi-call", settings)
+    # the listener's callback, given Koji's message: not dropped (Drop) but given back (Nack)
+    from fedora_messaging.exceptions import Nack
+    from fedora_messaging.message import Message
+
+    from kabigate.workers.messaging import EventConsumer
+
+    message = Message(topic=KOJI, body={"build_id": 3001, "name": "kmod-acpi-call", "version": "1.0",
+                                        "release": "1.47_amd64", "new": 1, "instance": "primary"})
+    with pytest.raises(Nack):
+        EventConsumer(settings)(message)
 
 
 def test_koji_kmod_builds_through_the_listener_are_ingested_and_judged_on_stored_kernels(
