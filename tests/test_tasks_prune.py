@@ -56,7 +56,7 @@ def test_tasks_prune_deletes_old_done_and_failed_tasks_only(store_url):
         assert sorted((task.key, task.state) for task in store.tasks()) == [
             ("new-done", "done"), ("old-queued", "queued"), ("old-running", "running")]
         with store.transaction():
-            task, _created = store.queue_task("old-done", "ingest-drivers", {"paths": ["old-done"]})
+            task = store.queue_task("old-done", "ingest-drivers", {"paths": ["old-done"]})
         assert (task.state, task.attempts) == ("queued", 0)  # its key forgotten: the request is asked anew
     again = subprocess.run([*KABIGATE, "tasks", "--prune", "--older-than", "30"], check=False, env=env,
                            capture_output=True, text=True)

@@ -793,13 +793,13 @@ class Store:
 
     # -- worker tasks -------------------------------------------------------------------------
 
-    def queue_task(self, key: str, kind: str, args: dict) -> tuple[TaskRecord, bool]:
-        """Record a request (state queued) unless one of this key exists; (its record, created)."""
+    def queue_task(self, key: str, kind: str, args: dict) -> TaskRecord:
+        """Record a request (state queued) unless one of this key exists; its record."""
         now = _now()
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        inserted = self._writing().execute(dialect.insert(t.task).on_conflict_do_nothing().values(
+        self._writing().execute(dialect.insert(t.task).on_conflict_do_nothing().values(
             key=key, kind=kind, args=json.dumps(args), state="queued", attempts=0, created_at=now, updated_at=now))
-        return self.task(key), inserted.rowcount == 1
+        return self.task(key)
 
     def claim_task(self, key: str, kind: str, args: dict, *, redelivered: bool, max_attempts: int) -> TaskRecord | None:
         """Take a task for this worker (state running), or None when it is not this delivery's to do:

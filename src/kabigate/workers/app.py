@@ -64,7 +64,7 @@ def enqueue(store: Store, request: Request) -> tuple[TaskRecord, bool]:
     """Record the request and send it to the workers; (its task, sent). A request whose task is
     running, done or failed is not sent again."""
     with store.transaction():
-        task, _created = store.queue_task(request.key, request.kind, request.args)
+        task = store.queue_task(request.key, request.kind, request.args)
     if task.state != "queued":
         return task, False
     try:
