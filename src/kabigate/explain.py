@@ -15,6 +15,7 @@ sees, so this explains a CRC change that happened (the CRCs say so) rather than 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -378,7 +379,8 @@ def explain(old: KernelTypes, new: KernelTypes, symbols: list[str] | None = None
     everywhere); genksyms hashes only the definitions the exporting file sees. With the kernel's
     shipped headers the candidates are ranked by how many headers see the type's definition
     (struct mm_struct: most; struct iommu_device: a few; a type no header defines: none, last),
-    then by depth; without them, by depth."""
+    then by depth; without them, by depth and how many exported prototypes are near the type
+    (exported_use())."""
     changed, changes = diff_types(old, new)
     names = {change.key: change.name for change in changes}
     if symbols is None:
@@ -392,7 +394,16 @@ def explain(old: KernelTypes, new: KernelTypes, symbols: list[str] | None = None
             popularity[key] = headers.popularity(key) if headers else None
         return popularity[key]
 
-    results = [_explain_symbol(symbol, old, new, reach, names, seen_by) for symbol in symbols]
+    if headers is not None:
+        def rank(candidate: Candidate):
+            return -(candidate.seen_by or 0), candidate.depth, candidate.type
+    else:
+        use = exported_use(old, changed)
+
+        def rank(candidate: Candidate):
+            return candidate.depth - USE_WEIGHT * math.log2(1 + use.get(candidate.key, 0)), candidate.type
+
+    results = [_explain_symbol(symbol, old, new, reach, names, seen_by, rank) for symbol in symbols]
     modules: dict[str, list[int]] = {}
     for index, explained in enumerate(results):
         owner = old.exports[explained.symbol].owner if explained.symbol in old.exports else "vmlinux"
@@ -400,15 +411,50 @@ def explain(old: KernelTypes, new: KernelTypes, symbols: list[str] | None = None
             modules.setdefault(owner, []).append(index)
     for owner, indexes in modules.items():
         module_changes = _explain_module(owner, old, new, [results[i].symbol for i in indexes], reach, names,
-                                         seen_by)
+                                         seen_by, rank)
         changes += module_changes[0]
         for index, explained in zip(indexes, module_changes[1]):
             results[index] = explained
-    return Explanation(old.release, new.release, changes, results, "headers" if headers else "depth")
+    return Explanation(old.release, new.release, changes, results, "headers" if headers else "exports")
+
+
+# Without headers, a candidate ranks by its depth - USE_WEIGHT * log2(1 + exported_use()): a type
+# one level deeper comes first when four times as many exported prototypes are near it.
+# bench/explain_truth.py --no-headers, first candidate true (seed 1 / seed 2) for 50->53, 50->56,
+# 47->56: by depth alone 74.8/71.2, 59.6/63.6, 87.2/88.8 %; with USE_WEIGHT 0.5 79.6/75.6,
+# 66.8/67.2, 94.4/92.8 % (0.25 to 1 are within 2 points of it; counting only the prototypes that
+# name the type, or the types whose definitions name it, did worse than depth alone).
+USE_WEIGHT = 0.5
+
+
+def exported_use(types: KernelTypes, changed: dict[int, TypeChange]) -> dict[TypeKey, int]:
+    """For each changed type, how many exported functions' prototypes name it, or name a type whose
+    definition names it, or one more step: BTF's stand-in for how many headers see its definition
+    (genksyms expands only the definitions the exporting file sees). A type private to a .c file
+    is near few exported prototypes; struct mm_struct, near hundreds."""
+    reverse: dict[int, set[int]] = {}
+    for source, targets in types.edges.items():
+        for target in targets:
+            reverse.setdefault(target, set()).add(source)
+    naming: dict[int, set[str]] = {}
+    for name, (_declaration, params) in types.funcs.items():
+        if name in types.exports:
+            for _via, ids in params:
+                for type_id in ids:
+                    naming.setdefault(type_id, set()).add(name)
+    use: dict[TypeKey, int] = {}
+    for type_id, change in changed.items():
+        near, frontier = {type_id}, {type_id}
+        for _step in range(2):
+            frontier = {parent for node in frontier for parent in reverse.get(node, ())} - near
+            near |= frontier
+        functions = set().union(*(naming.get(node, ()) for node in near))
+        use[change.key] = max(use.get(change.key, 0), len(functions))
+    return use
 
 
 def _explain_module(owner: str, old: KernelTypes, new: KernelTypes, symbols: list[str], reach: _Reach,
-                    names: dict[TypeKey, str], seen_by) -> tuple[list[TypeChange], list[SymbolExplanation]]:
+                    names: dict[TypeKey, str], seen_by, rank) -> tuple[list[TypeChange], list[SymbolExplanation]]:
     """A module's exports: its own changed types (its split BTF, old against new), and vmlinux's
     reached through them (the shared distances from vmlinux's types)."""
     old_module, new_module = old.modules[owner], new.modules[owner]
@@ -439,7 +485,7 @@ def _explain_module(owner: str, old: KernelTypes, new: KernelTypes, symbols: lis
                     found[key] = (depth, via)
         candidates = [Candidate(key, own_names.get(key) or names[key], via, depth, seen_by(key))
                       for key, (depth, via) in found.items()]
-        candidates.sort(key=lambda c: (-(c.seen_by or 0), c.depth, c.type))
+        candidates.sort(key=rank)
         new_roots = new_module.funcs.get(symbol)
         if new_roots is not None and new_roots[0] != declaration:
             candidates.insert(0, Candidate(("declaration", symbol),
@@ -478,7 +524,7 @@ def _module_reach(ids: tuple[int, ...], module: KernelTypes, own_changed: dict[i
 
 
 def _explain_symbol(symbol: str, old: KernelTypes, new: KernelTypes, reach: _Reach, names: dict[TypeKey, str],
-                    seen_by) -> SymbolExplanation:
+                    seen_by, rank) -> SymbolExplanation:
     before, after = old.exports.get(symbol), new.exports.get(symbol)
     old_crc, new_crc = (before.crc if before else None), (after.crc if after else None)
     roots = _roots(old, symbol)
@@ -490,7 +536,7 @@ def _explain_symbol(symbol: str, old: KernelTypes, new: KernelTypes, reach: _Rea
         return SymbolExplanation(symbol, old_crc, new_crc, (), why)
     declaration, params = roots
     candidates = [Candidate(key, names[key], via, depth, seen_by(key)) for key, (depth, via) in reach.of(params).items()]
-    candidates.sort(key=lambda c: (-(c.seen_by or 0), c.depth, c.type))
+    candidates.sort(key=rank)
     new_roots = _roots(new, symbol)
     if new_roots is not None and new_roots[0] != declaration:  # its own line: genksyms hashes it first
         candidates.insert(0, Candidate(("declaration", symbol),

@@ -91,7 +91,7 @@ def _print(result: Explanation, detailed: bool) -> None:
     share = 100 * counts["explained"] / max(counts["crc_changed"], 1)
     out.print(f"{result.old} -> {result.new}: {counts['crc_changed']} exports changed CRC, {counts['explained']} "
               f"explained ({share:.1f} %); {counts['changed_types']} types changed, {counts['layout_only']} in "
-              f"layout only; causes ranked by {'headers, then depth' if result.ranking == 'headers' else 'depth'}",
+              f"layout only; causes ranked by {'headers, then depth' if result.ranking == 'headers' else 'depth and exported use (no headers)'}",
               markup=False)
     named = {c.key for s in result.symbols for c in s.candidates} if detailed else None
     for change in result.types:
