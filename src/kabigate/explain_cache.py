@@ -398,6 +398,17 @@ def types_from_sources(sources: list[str], release: str, use_cache: bool = True)
     return None
 
 
+def types_cached(sources: list[str], release: str) -> bool:
+    """Whether the cache holds the types of a stored kernel's image (nothing is unpickled)."""
+    token = _PROBING.set(True)
+    try:
+        return types_from_sources(sources, release) is not None
+    except NotCached:
+        return False
+    finally:
+        _PROBING.reset(token)
+
+
 def _image_at(path: Path, release: str) -> Path | None:
     """The image a stored kernel's file or folder source is or holds (boot/vmlinuz-<release> of a
     root, or of the root above a module tree)."""

@@ -218,7 +218,7 @@ def matrix(store: Store, stream, driver, since, output_format: str, output: str 
         _print_matrix(result, buffer)
         text = buffer.getvalue()
     elif output_format == "json":
-        text = _matrix_json_text(result, failing_cell_details(store, result))
+        text = _matrix_json_text(result, failing_cell_details(store, result, explainable_only=True))
     elif output_format == "csv":
         text = _matrix_csv(result)
     else:

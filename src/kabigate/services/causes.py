@@ -5,7 +5,15 @@ cache already holds both kernels (a gate or `explain` read them): computed on re
 from __future__ import annotations
 
 from kabigate.explain import cause_json
-from kabigate.explain_cache import NotCached, cached_only, explain_stored, read_entry, sources_identity, write_entry
+from kabigate.explain_cache import (
+    NotCached,
+    cached_only,
+    explain_stored,
+    read_entry,
+    sources_identity,
+    types_cached,
+    write_entry,
+)
 from kabigate.model import Kernel
 from kabigate.store import BuildRecord, KernelRecord, Store
 
@@ -68,6 +76,18 @@ def cells_with_causes(store: Store, builds: dict[int, BuildRecord], kernels: dic
             dict(m, reasons=[dict(r, cause=known[r["symbol"]]) if r["code"] == "crc-mismatch" and r["symbol"] in known
                              else r for r in m["reasons"]]) for m in modules]
     return found
+
+
+def explainable_cells(store: Store, builds: list[BuildRecord], kernels: list[KernelRecord],
+                      cells: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The cells (build id, kernel id) whose built-for kernel and kernel both have their types in the
+    cache: the only ones worth reading the stored details of for causes (a matrix may have 200,000)."""
+    records = {k.id: k for k in kernels}
+    for release in {b.built_for for b in builds if b.built_for}:
+        records.update((k.id, k) for k in store.find_kernels(release)[:1])
+    cached = {kernel_id: types_cached(list(k.sources), k.release) for kernel_id, k in records.items()}
+    built_for = {b.id: next((k.id for k in records.values() if k.release == b.built_for), None) for b in builds}
+    return [(b, k) for b, k in cells if built_for[b] not in (None, k) and cached[built_for[b]] and cached.get(k)]
 
 
 def _identity(kernel: KernelRecord) -> str:

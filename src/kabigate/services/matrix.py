@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from kabigate.errors import InputError
 from kabigate.rules import RULES_VERSION
 from kabigate.services import Advance, no_progress
-from kabigate.services.causes import cells_with_causes
+from kabigate.services.causes import cells_with_causes, explainable_cells
 from kabigate.services.ingest import refresh_verdicts
 from kabigate.store import BuildFailure, BuildRecord, Cell, KernelRecord, Store
 
@@ -111,10 +111,15 @@ def build_matrix(store: Store, stream: str | None = None, driver: str | None = N
                   sorted(set().union(*reasons.values())), where is not None)
 
 
-def failing_cell_details(store: Store, matrix: Matrix) -> dict[tuple[int, int], list[dict]]:
+def failing_cell_details(store: Store, matrix: Matrix, explainable_only: bool = False
+                         ) -> dict[tuple[int, int], list[dict]]:
     """Each failing cell's module verdicts (reasons and warnings; a crc-mismatch's most likely
-    cause when kabigate's cache holds both kernels), for reports that show them."""
-    details = store.verdict_details([key for key, cell in matrix.cells.items() if not cell.loads])
+    cause when kabigate's cache holds both kernels), for reports that show them; `explainable_only`:
+    only the cells a cause may be found for (reports that show causes, not reasons)."""
+    failing = [key for key, cell in matrix.cells.items() if not cell.loads]
+    if explainable_only:
+        failing = explainable_cells(store, matrix.builds, matrix.kernels, failing)
+    details = store.verdict_details(failing)
     return cells_with_causes(store, {b.id: b for b in matrix.builds}, {k.id: k for k in matrix.kernels}, details)
 
 
