@@ -117,3 +117,11 @@ def test_matrix_filter_and_a_failing_cells_reasons_in_chromium(server, browser, 
     assert errors == []
     assert all(url.startswith(server) for url in requested), "the pages fetch only from the app"
     page.close()
+
+
+def test_serve_refuses_a_bad_cache_size_before_serving(tmp_path):
+    env = dict(os.environ, KABIGATE_CACHE_MAX="lots")
+    result = subprocess.run([sys.executable, "-m", "kabigate", "serve", "--db", f"sqlite:///{tmp_path / 'k.db'}"],
+                            check=False, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "kabigate: error: KABIGATE_CACHE_MAX='lots': not a size (bytes, or a number with K, M, G or T)"]
