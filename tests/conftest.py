@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pgserver import create_database, postgres_server
 
 from kabigate.kernels import load_kernel
 
@@ -69,3 +71,27 @@ def synthetic_modules(testdata) -> dict[str, Path]:
     from synthetic.build import TEST_KERNEL, build_cached
 
     return build_cached(testdata.headers(TEST_KERNEL), TEST_KERNEL, testdata.root / "synthetic" / TEST_KERNEL)
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One private PostgreSQL server for the session (tests/pgserver.py); its URL."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def new_database(postgres):
+    """Make another empty database on the session's server: new_database(prefix) -> its URL."""
+    return lambda prefix: create_database(postgres, f"{prefix}{next(_databases)}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A URL of a new, empty database, for each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("new_database")("test")

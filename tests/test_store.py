@@ -5,7 +5,6 @@ recomputation after a rules change, and a store left whole by SIGKILL mid-ingest
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import os
 import signal
@@ -16,7 +15,6 @@ import time
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from pgserver import create_database, postgres_server
 
 from kabigate.kernels import load_kernel
 from kabigate.modules import read_modules
@@ -30,23 +28,6 @@ from kabigate.store import schema as t
 pytestmark = pytest.mark.realdata
 KABIGATE = [sys.executable, "-m", "kabigate"]
 RELEASES = ("6.1.0-47-amd64", "6.1.0-50-amd64", "6.1.0-56-amd64")
-_databases = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def postgres():
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    """A URL of a new, empty database, for each backend."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    return create_database(request.getfixturevalue("postgres"), f"test{next(_databases)}")
-
-
 @pytest.fixture(scope="session")
 def kernels(testdata):
     return {release: load_kernel([str(testdata.kernel_root(release))]) for release in RELEASES}

@@ -3,37 +3,16 @@ failed tasks older than that go, queued and running ones stay whatever their age
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
 import sys
 
-import pytest
-from pgserver import create_database, postgres_bindir, postgres_server
 
 from kabigate.store import Store
 from kabigate.store import schema as t
 
 KABIGATE = [sys.executable, "-m", "kabigate"]
-_databases = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    with postgres_server() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    if postgres_bindir() is None:
-        pytest.skip("needs postgresql (scripts/bootstrap installs it)")
-    return create_database(request.getfixturevalue("postgres"), f"prune{next(_databases)}")
-
-
 def test_tasks_prune_deletes_old_done_and_failed_tasks_only(store_url):
     import datetime
 

@@ -8,7 +8,6 @@ broker restarted mid-run, one build announced twice, bad events."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
@@ -19,7 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from pgserver import create_database, postgres_bindir, postgres_server
+from pgserver import postgres_bindir
 from rabbitserver import RabbitMQ, rabbitmq_installed
 from realstore import DRIVERS, RELEASES, STREAM, build_store
 
@@ -36,13 +35,6 @@ pytestmark = [
 KABIGATE = [str(Path(sys.executable).parent / "kabigate")]
 RESULTS_QUEUE = "test-gate-results"
 WAIT = 600  # seconds: a guard against a hang, never a measure (2 shared cores, TCG neighbours)
-_databases = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    with postgres_server() as url:
-        yield url
 
 
 @pytest.fixture
@@ -130,8 +122,8 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(postgres, broker, tmp_path, testdata):
-    db = create_database(postgres, f"workers{next(_databases)}")
+def cluster(new_database, broker, tmp_path, testdata):
+    db = new_database("workers")
     with Store.open(db):
         pass
     running = Cluster(db, broker, tmp_path, testdata)
