@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,39 +93,113 @@ def test_unknown_kernel_is_an_input_error(system):
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
 
 
+def _hook(stdin: str, env: dict, strict: bool = False) -> subprocess.CompletedProcess:
+    """The APT hook as APT runs it (DPkg::Pre-Install-Pkgs: the run's .deb files on stdin)."""
+    env = {**env, "KABIGATE_PREFLIGHT_STRICT": "1" if strict else "0"}
+    return subprocess.run([str(HOOK)], input=stdin, capture_output=True, text=True, env=env, check=False)
+
+
+def _kabigate_in(system: Path, folder: Path) -> dict:
+    """The environment of a hook whose kabigate (this checkout's) judges `system`."""
+    wrapper = folder / "kabigate"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m kabigate \"$@\" --root {system}\n")
+    wrapper.chmod(0o755)
+    return {**os.environ, "KABIGATE": str(wrapper)}
+
+
 def test_apt_hook_warns_before_dpkg(system, testdata, tmp_path):
     """DPkg::Pre-Install-Pkgs gives the run's .deb files on stdin; the hook judges the kernel when
     image and headers are both there, warns, and lets APT go on (unless strict)."""
     image, headers = _debs(testdata, NEW)
-    wrapper = tmp_path / "kabigate"
-    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m kabigate \"$@\" --root {system}\n")
-    wrapper.chmod(0o755)
-    env = {**os.environ, "KABIGATE": str(wrapper)}
+    env = _kabigate_in(system, tmp_path)
     stdin = "\n".join([str(image), str(headers), str(testdata.root / "debs" / "acpi-call-dkms_1.2.2-2.1_all.deb")])
-    result = subprocess.run([str(HOOK)], input=stdin + "\n", capture_output=True, text=True, env=env, check=False)
+    result = _hook(stdin + "\n", env)
     assert result.returncode == 0, result.stderr
     assert f"installed modules will not load on {NEW}" in result.stderr
     assert "module-layout-mismatch" in result.stderr
-    strict = subprocess.run([str(HOOK)], input=stdin + "\n", capture_output=True, text=True, check=False,
-                            env={**env, "KABIGATE_PREFLIGHT_STRICT": "1"})
-    assert strict.returncode == 1
-    alone = subprocess.run([str(HOOK)], input=f"{image}\n", capture_output=True, text=True, env=env, check=False)
-    assert alone.returncode == 0 and "is not in this run" in alone.stderr
+    assert _hook(stdin + "\n", env, strict=True).returncode == 1
+    # Without its headers the kernel cannot be judged: a warning, and in strict mode a stop.
+    alone = _hook(f"{image}\n", env)
+    assert alone.returncode == 0 and "is not in this run" in alone.stderr and "WARNING: cannot judge" in alone.stderr
+    alone = _hook(f"{image}\n", env, strict=True)
+    assert alone.returncode == 1 and "is not in this run" in alone.stderr
+    assert "KABIGATE_PREFLIGHT_STRICT=1: stopping before dpkg" in alone.stderr
 
 
-def test_dnf_plugin_warns_before_the_transaction(tmp_path, testdata):
-    """Real dnf installs a real kernel-core RPM (6.1.0-47, tests/packaging.py) into a system whose
-    kmods were built for 6.1.0-56: contrib/dnf's plugin runs preflight on the downloaded package
-    before the transaction, warns, and with strict = 1 stops dnf before anything is installed."""
-    import shutil
+def test_apt_hook_judges_debian_12s_own_kernels(tmp_path, testdata):
+    """6.12.107+deb12-amd64: the '+' of Debian 12's 6.12 releases is a pattern operator; the hook
+    finds the kernel's headers all the same, and strict stops on 6.1's modules (a 6.12 kernel
+    refuses every one: module-struct-size)."""
+    base = tmp_path / "root"
+    weakroot.add_kernel(base, testdata, OLD)
+    weakroot.add_driver(base, testdata, "acpi-call", OLD)
+    krel = "6.12.107+deb12-amd64"
+    debs = [testdata.root / deb for deb in testdata.manifest["stream_kernels"][krel]["debs"]]
+    result = _hook("".join(f"{deb}\n" for deb in debs), _kabigate_in(base, tmp_path), strict=True)
+    assert result.returncode == 1, result.stderr
+    assert f"1 installed modules will not load on {krel}" in result.stderr
+    assert "acpi_call" in result.stderr and "module-struct-size" in result.stderr
+    assert "cannot judge" not in result.stderr
 
+
+def test_apt_hook_takes_a_path_with_spaces_whole(system, testdata, tmp_path):
+    """A local .deb's folder may hold spaces (and commas, which kabigate's command line joins
+    packages with): each of APT's lines is one file."""
+    folder = tmp_path / "local debs, with spaces"
+    folder.mkdir()
+    for deb in _debs(testdata, NEW):
+        (folder / deb.name).symlink_to(deb)
+    stdin = "".join(f"{folder / deb.name}\n" for deb in _debs(testdata, NEW))
+    result = _hook(stdin, _kabigate_in(system, tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert f"installed modules will not load on {NEW}" in result.stderr and "cannot judge" not in result.stderr
+
+
+def _shims(folder: Path) -> dict[str, Path]:
+    """kabigate commands that cannot judge: one failing with exit 2, one killed by a signal."""
+    shims = {"fails": "echo 'kabigate: error: something went wrong' >&2; exit 2", "crashes": "kill -SEGV $$"}
+    for name, body in shims.items():
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return {name: folder / name for name in shims}
+
+
+def test_apt_hook_when_kabigate_cannot_judge(testdata, tmp_path):
+    """kabigate missing, failing (exit 2) or crashing: a warning and APT goes on; strict stops it.
+    A run without a kernel does not need kabigate at all."""
+    stdin = "".join(f"{deb}\n" for deb in _debs(testdata, NEW))
+    path = "/usr/sbin:/usr/bin:/sbin:/bin"
+    assert shutil.which("kabigate", path=path) is None
+    missing = {**{k: v for k, v in os.environ.items() if k != "KABIGATE"}, "PATH": path}
+    result = _hook(stdin, missing)
+    assert result.returncode == 0 and "WARNING: cannot judge" in result.stderr
+    assert "'kabigate' is not installed" in result.stderr
+    result = _hook(stdin, missing, strict=True)
+    assert result.returncode == 1 and "'kabigate' is not installed" in result.stderr
+    assert "stopping before dpkg" in result.stderr
+    for strict in (False, True):
+        no_kernel = _hook(str(testdata.root / "debs" / "acpi-call-dkms_1.2.2-2.1_all.deb") + "\n", missing, strict)
+        assert no_kernel.returncode == 0 and no_kernel.stderr == ""
+    for shim in _shims(tmp_path).values():
+        env = {**os.environ, "KABIGATE": str(shim)}
+        result = _hook(stdin, env)
+        assert result.returncode == 0 and "WARNING: cannot judge" in result.stderr, result.stderr
+        result = _hook(stdin, env, strict=True)
+        assert result.returncode == 1 and "kabigate preflight failed (exit status" in result.stderr, result.stderr
+
+
+@pytest.fixture
+def dnf_install(tmp_path, testdata):
+    """Real dnf installing a real kernel-core RPM (6.1.0-47, tests/packaging.py) into a system whose
+    kmods were built for 6.1.0-56, with contrib/dnf's plugin: install(strict, command) -> (dnf's
+    result, the root). The repository and roots are in folders with spaces and commas."""
     import packaging as rpm_fixtures
 
     if shutil.which("dnf") is None or not rpm_fixtures.available():
         pytest.skip("dnf, rpmbuild or createrepo_c missing (scripts/bootstrap installs them)")
     # The packages test_packages.py builds (cached once for all).
     rpms = rpm_fixtures.build_packages(testdata, OLD, {"acpi-call": OLD, "jool": OLD, "v4l2loopback": NEW})
-    repo = tmp_path / "repo"
+    repo = tmp_path / "dnf repo, local"
     repo.mkdir()
     shutil.copy(next((rpms / "kernel").glob("kernel-core-*.rpm")), repo)
     subprocess.run(["createrepo_c", "-q", str(repo)], check=True)
@@ -132,32 +207,55 @@ def test_dnf_plugin_warns_before_the_transaction(tmp_path, testdata):
     plugins.mkdir()
     conf.mkdir()
     shutil.copy(REPO / "contrib" / "dnf" / "kabigate_preflight.py", plugins)
-    shim = tmp_path / "kabigate"
-    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m kabigate \"$@\"\n")
-    shim.chmod(0o755)
+    settings = (REPO / "contrib" / "dnf" / "kabigate_preflight.conf").read_text()
+    runs = iter(range(100))
 
-    def install(strict: bool) -> tuple[subprocess.CompletedProcess, Path]:
-        system = tmp_path / f"root-{strict}"
+    def install(strict: bool, command: str) -> tuple[subprocess.CompletedProcess, Path]:
+        system = tmp_path / f"root {next(runs)}, {strict}"
         weakroot.add_kernel(system, testdata, NEW)
         for driver in ("acpi-call", "v4l2loopback"):
             weakroot.add_driver(system, testdata, driver, NEW)
-        settings = (REPO / "contrib" / "dnf" / "kabigate_preflight.conf").read_text()
         (conf / "kabigate_preflight.conf").write_text(
-            settings.replace("strict = 0", f"strict = {int(strict)}").replace("command = kabigate", f"command = {shim}"))
+            settings.replace("strict = 0", f"strict = {int(strict)}").replace("command = kabigate", f"command = {command}"))
         result = subprocess.run(
             ["dnf", "-y", f"--installroot={system}", "--releasever=9", "--setopt=reposdir=/dev/null",
-             f"--repofrompath=local,file://{repo}", "--repo=local", "--nogpgcheck",
+             f"--repofrompath=local,{repo.as_uri()}", "--repo=local", "--nogpgcheck",
              f"--setopt=pluginpath={plugins}", f"--setopt=pluginconfpath={conf}", "install", "kernel-core"],
             capture_output=True, text=True, check=False, timeout=300)
         return result, system
 
-    result, system = install(strict=False)
+    return install
+
+
+def test_dnf_plugin_warns_before_the_transaction(dnf_install, tmp_path):
+    """contrib/dnf's plugin runs preflight on the downloaded package before the transaction, warns,
+    and with strict = 1 stops dnf before anything is installed."""
+    shim = tmp_path / "kabigate"
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m kabigate \"$@\"\n")
+    shim.chmod(0o755)
+    result, system = dnf_install(strict=False, command=str(shim))
     assert result.returncode == 0, result.stdout + result.stderr
     warning = result.stdout.index("installed modules will not load on kernel-core-")
     assert "module-layout-mismatch" in result.stdout[:warning]
     assert warning < result.stdout.index("Running transaction\n")  # before anything is installed
     assert (system / "lib" / "modules" / OLD / "symvers.gz").is_file()
 
-    result, system = install(strict=True)
+    result, system = dnf_install(strict=True, command=str(shim))
     assert result.returncode == 1 and "kabigate preflight: installed modules will not load" in result.stderr
+    assert not (system / "lib" / "modules" / OLD).exists()
+
+
+def test_dnf_plugin_when_kabigate_cannot_judge(dnf_install, tmp_path):
+    """kabigate not installed: a warning and the kernel is installed; strict stops the transaction,
+    as it does when kabigate fails (exit 2)."""
+    missing = str(tmp_path / "no such folder" / "kabigate")
+    result, system = dnf_install(strict=False, command=missing)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "kabigate: WARNING: could not judge kernel-core-" in result.stdout and "No such file" in result.stdout
+    assert (system / "lib" / "modules" / OLD / "symvers.gz").is_file()
+    result, system = dnf_install(strict=True, command=missing)
+    assert result.returncode == 1 and "kabigate preflight: could not judge kernel-core-" in result.stderr
+    assert not (system / "lib" / "modules" / OLD).exists()
+    result, system = dnf_install(strict=True, command=str(_shims(tmp_path)["fails"]))
+    assert result.returncode == 1 and "something went wrong (strict = 1: stopping)" in result.stderr
     assert not (system / "lib" / "modules" / OLD).exists()

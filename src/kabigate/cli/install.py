@@ -85,58 +85,87 @@ def _weak_modules(action: str, args: tuple[str, ...], basedir: str, verbose: boo
     return outcome
 
 
+# An APT run's .deb files: about 100 bytes each, a full upgrade a few thousand.
+_APT_LISTING_MAX = 16 << 20
+
+
 @cli.command()
-@click.argument("kernel", metavar="KERNEL_PACKAGE_OR_RELEASE")
+@click.argument("kernel", metavar="KERNEL_PACKAGE_OR_RELEASE", required=False)
+@click.option("--apt", is_flag=True,
+              help="Judge the kernels of an APT run: the .deb files DPkg::Pre-Install-Pkgs writes on stdin "
+                   "(protocol 1, 2 or 3), each linux-image package with its release's linux-headers.")
 @click.option("--root", default="/", metavar="DIR", help="The system whose installed modules are judged (default /).")
 @click.option("--db", metavar="PATH_OR_URL", envvar="KABIGATE_DB",
               help="A kabigate store to look for builds that load on the kernel (default: $KABIGATE_DB, else none).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
-def preflight(kernel: str, root: str, db: str | None, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report (with --apt: {\"kernels\": [...]}).")
+def preflight(kernel: str | None, apt: bool, root: str, db: str | None, as_json: bool) -> None:
     """Before installing a kernel: which installed out-of-tree modules (weak-updates/, extra/,
     updates/, DKMS) will load on it, which will not and why, and which stored build would.
 
     KERNEL_PACKAGE_OR_RELEASE: kernel packages or trees as `check -k` takes them (comma-joined:
     kernel-core.rpm,kernel-devel.rpm; linux-image.deb,linux-headers.deb), or a release installed
-    under --root or kept in the store. Exit 1 when something installed will stop loading."""
+    under --root or kept in the store. Exit 1 when something installed will stop loading.
+
+    With --apt instead (contrib/apt's hook): every kernel of the APT run; none: exit 0; one without
+    its linux-headers package in the run: exit 2 before any is read."""
+    from kabigate.services.preflight import apt_kernels
     from kabigate.services.preflight import preflight as run_preflight
 
+    if apt == (kernel is not None):
+        raise click.UsageError("give KERNEL_PACKAGE_OR_RELEASE or --apt (the APT run's .deb files on stdin)")
     system = wm.Root(root)
+    if apt:
+        listing = sys.stdin.buffer.read(_APT_LISTING_MAX + 1)
+        if len(listing) > _APT_LISTING_MAX:
+            raise InputError(f"standard input: more than {_APT_LISTING_MAX >> 20} MiB: not an APT run's .deb files")
+        kernels = apt_kernels(os.fsdecode(listing))  # all paired before one is read
     store = None
     if db:
         from kabigate.store import Store
         store = Store.open(db, create=False)
+    results = []
     try:
-        release, target = _target_kernel(kernel, system, store)
-        result = run_preflight(system, release, target, store)
+        for item in kernels if apt else [kernel]:
+            release, target = _kernel_of([item.image, item.headers]) if apt else _target_kernel(item, system, store)
+            results.append(run_preflight(system, release, target, store))
     except OSError as error:
         raise InputError(f"{error.filename or root}: {error.strerror}") from None
     finally:
         if store is not None:
             store.close()
     if as_json:
-        emit_json(result.to_json())
+        emit_json({"kernels": [r.to_json() for r in results]} if apt else results[0].to_json())
     else:
-        _print_preflight(result)
-    raise SystemExit(EXIT_INCOMPATIBLE if result.breaks else EXIT_OK)
+        for result in results:
+            _print_preflight(result)
+    raise SystemExit(EXIT_INCOMPATIBLE if any(r.breaks for r in results) else EXIT_OK)
 
 
 def _target_kernel(argument: str, system: wm.Root, store):
-    from kabigate.kernels import load_kernel
     from kabigate.packages import is_url
 
+    if os.path.exists(argument):  # one file or tree, whatever its name holds (a comma)
+        return _kernel_of([argument])
     paths = [p for p in argument.split(",") if p]
-    if len(paths) > 1 or is_url(argument) or os.path.exists(argument):
-        with progress("reading the kernel", len(paths)) as advance:  # a linux-image .deb: seconds
-            target = load_kernel(paths, None, advance)
-        if not target.release:
-            raise InputError(f"{argument}: the kernel's release is unknown")
-        return target.release, target
+    if len(paths) > 1 or is_url(argument):
+        return _kernel_of(paths)
     if system.symvers(argument) is not None:
+        from kabigate.kernels import load_kernel
         return argument, load_kernel([str(system.modules / argument)])
     if store is not None and (records := store.find_kernels(argument)):
         return argument, store.load_kernel(records[0].id)
     raise InputError(f"{argument}: no such kernel package or tree, no kernel of that release under "
                      f"{system.base}{' or in the store' if store is not None else ''}")
+
+
+def _kernel_of(paths: list[str]):
+    from kabigate.kernels import load_kernel
+
+    with progress("reading the kernel", len(paths)) as advance:  # a linux-image .deb: seconds
+        target = load_kernel(paths, None, advance)
+    if not target.release:
+        raise InputError(f"{','.join(paths)}: the kernel's release is unknown")
+    return target.release, target
 
 
 def _print_preflight(result) -> None:

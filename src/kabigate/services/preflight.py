@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kabigate.errors import InputError
 from kabigate.model import Kernel
 from kabigate.rules import check_modules
 from kabigate.services import weakmodules as wm
@@ -66,6 +67,56 @@ def installed_modules(root: wm.Root, exclude: str) -> list[str]:
             if root.host(target).is_file():
                 found[target] = None
     return list(found)
+
+
+@dataclass
+class AptKernel:
+    release: str  # as the package names it
+    image: str  # linux-image-<release>[-unsigned] .deb
+    headers: str  # linux-headers-<release> .deb: Module.symvers
+
+
+# The fields of a package action line (apt.conf(5), Pre-Install-Pkgs): name, old version, direction,
+# new version, action (VERSION 2); each version followed by its architecture and Multi-Arch type (3).
+# The action, last, is the .deb's file name, which may hold spaces.
+_APT_ACTION_FIELDS = {"2": 5, "3": 9}
+
+
+def apt_kernels(listing: str) -> list[AptKernel]:
+    """The Debian kernels an APT run unpacks, from what DPkg::Pre-Install-Pkgs writes to its hook:
+    a .deb file per line (protocol 1), or `VERSION 2|3`, the configuration up to a blank line and a
+    package action line per package. Names are compared as strings, never made into patterns.
+    A kernel whose linux-headers package (Module.symvers) is not in the run cannot be judged: an
+    input error, before any kernel is read."""
+    lines = listing.split("\n")  # one line per file: a name may hold any other character
+    debs: dict[str, str] = {}  # package -> .deb file
+    if lines[0].startswith("VERSION "):
+        version = lines[0].removeprefix("VERSION ")
+        if version not in _APT_ACTION_FIELDS:
+            raise InputError(f"APT hook protocol {lines[0]!r}: kabigate reads versions 1, 2 and 3")
+        if "" not in lines:
+            raise InputError("APT hook input: the configuration section has no end (a blank line)")
+        for line in lines[lines.index("") + 1:]:
+            fields = line.split(" ", _APT_ACTION_FIELDS[version] - 1)
+            if len(fields) == _APT_ACTION_FIELDS[version] and fields[-1].endswith(".deb"):
+                debs[fields[0]] = fields[-1]
+    else:
+        for line in lines:
+            name = line.rsplit("/", 1)[-1]
+            if name.endswith(".deb"):  # the archive's <package>_<version>_<arch>.deb
+                debs[name.split("_", 1)[0]] = line
+    kernels: dict[str, AptKernel] = {}
+    for package, image in debs.items():
+        release = package.removeprefix("linux-image-").removesuffix("-unsigned")
+        # linux-image-amd64 is a metapackage, linux-image-<release>-dbg debug information only
+        if release == package or not release[:1].isdigit() or release.endswith("-dbg"):
+            continue
+        headers = debs.get(f"linux-headers-{release}")
+        if headers is None:
+            raise InputError(f"{image}: linux-headers-{release} is not in this run: cannot judge the installed "
+                             f"modules on {release} without its Module.symvers")
+        kernels[release] = AptKernel(release, image, headers)
+    return list(kernels.values())
 
 
 def preflight(root: wm.Root, release: str, kernel: Kernel, store=None) -> Preflight:
