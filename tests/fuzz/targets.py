@@ -130,13 +130,17 @@ def image_seeds() -> list[bytes]:
     body = b"\x7fELF\x02\x01\x01" + bytes(57) + os.urandom(0) + b"\x30\x82\x00\x02\x30\x82" * 8
     body += bytes(-len(body) % 8)
     body += cert + bytes(-len(cert) % 8) + struct.pack("<QQ", len(cert), len(cert)) + bytes(64)
-    payload = gzip.compress(body, mtime=0)
+    return [body, _bzimage(gzip.compress(body, mtime=0), len(body))]
+
+
+def _bzimage(payload: bytes, size: int) -> bytes:
+    """A bzImage (boot protocol 2.15) around a compressed payload of `size` bytes decompressed."""
     setup = bytearray(5 * 512)
     setup[0x1F1] = 4
     setup[0x202:0x206] = b"HdrS"
     struct.pack_into("<H", setup, 0x206, 0x20F)
-    struct.pack_into("<II", setup, 0x248, 0, len(payload))
-    return [body, bytes(setup) + payload + struct.pack("<I", len(body))]
+    struct.pack_into("<II", setup, 0x248, 0, len(payload) + 4)
+    return bytes(setup) + payload + struct.pack("<I", size)
 
 
 @cache
@@ -180,6 +184,41 @@ def http_seeds() -> list[bytes]:
             b"HTTP/1.0 200 OK\r\n\r\n" + body,
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked + b"0\r\n\r\n",
             b"HTTP/1.1 302 Found\r\nLocation: /p.rpm\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"]
+
+
+@cache
+def lz4_image_seeds() -> list[bytes]:
+    """bzImages whose payload is the vmlinux seed as `lz4 -l` writes it (CONFIG_KERNEL_LZ4): one
+    block; two blocks, the magic again between them (concatenated frames)."""
+    import lz4.block
+
+    body = image_seeds()[0]
+    magic, half = b"\x02\x21\x4c\x18", len(body) // 2
+
+    def block(data: bytes) -> bytes:
+        compressed = lz4.block.compress(data, store_size=False)
+        return struct.pack("<I", len(compressed)) + compressed
+
+    return [_bzimage(magic + block(body), len(body)),
+            _bzimage(magic + block(body[:half]) + magic + block(body[half:]), len(body))]
+
+
+@cache
+def hook_input_seeds() -> list[bytes]:
+    """What APT's DPkg::Pre-Install-Pkgs writes to the apt hook: protocol 1 (a .deb a line),
+    2 and 3 (configuration, a blank line, package actions); a kernel's pair, a name with spaces."""
+    archives, version = "/var/cache/apt/archives/", "6.12.107-1~deb12u1"
+    image, headers = "linux-image-6.12.107+deb12-amd64-unsigned", "linux-headers-6.12.107+deb12-amd64"
+    debs = [f"{archives}{image}_{version}_amd64.deb", f"{archives}{headers}_{version}_amd64.deb",
+            f"{archives}acpi-call-dkms_1.2.2-2.1_all.deb", "/tmp/a dir, b/linux-image-6.1.0-47-amd64_1_amd64.deb",
+            "/tmp/a dir, b/linux-headers-6.1.0-47-amd64_1_amd64.deb"]
+    config = "APT::Architecture=amd64\nAPT::NeverAutoRemove::=^linux-image-6\\.1\\.0-47-amd64$\n\n"
+    v2 = [f"{image} - < {version} {debs[0]}", f"{headers} - < {version} {debs[1]}", "nano 7.2-1 = 7.2-1 **CONFIGURE**"]
+    v3 = [f"{image} - - none < {version} amd64 same {debs[0]}",
+          f"{headers} 6.12.106-1 amd64 same < {version} amd64 same {debs[1]}",
+          "nano 7.2-1 amd64 foreign = 7.2-1 amd64 foreign **REMOVE**"]
+    return ["\n".join(debs).encode() + b"\n", ("VERSION 2\n" + config + "\n".join(v2) + "\n").encode(),
+            ("VERSION 3\n" + config + "\n".join(v3) + "\n").encode()]
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -424,6 +463,17 @@ def run_http(data: bytes) -> None:
     packages.Package("http://127.0.0.1/p.rpm", fetched)
 
 
+def run_hook_input(data: bytes) -> None:
+    """`kabigate preflight --apt`'s reading of the hook's stdin: every kernel it pairs is two .deb
+    files named in the input, whole."""
+    from kabigate.services.preflight import apt_kernels
+
+    listing = os.fsdecode(data)
+    for kernel in apt_kernels(listing):
+        assert kernel.image.endswith(".deb") and kernel.headers.endswith(".deb")
+        assert kernel.image in listing and kernel.headers in listing and "\n" not in kernel.image + kernel.headers
+
+
 # -- the command line --------------------------------------------------------------------------
 
 def cli(args: list[str]) -> tuple[int, str, str]:
@@ -544,6 +594,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("http", http_seeds, run_http),
     Target("cli", lambda: module_seeds() + text_seeds() + certificate_seeds() + package_seeds(), run_cli),
     Target("cli_sign", lambda: module_seeds()[:3], run_cli_sign),
+    Target("lz4_image", lz4_image_seeds, run_kernel_image),
+    Target("hook_input", hook_input_seeds, run_hook_input),
 ]}
 
 
