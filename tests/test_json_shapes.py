@@ -1,0 +1,170 @@
+"""Every public JSON shape kabigate prints or serves, pinned: the CLI's `--json` reports and the
+REST API's answers, made from the real store (tests/realstore.py), reduced to their shapes (keys,
+value types, list element shapes) and compared with tests/snapshots/json_shapes.json.
+
+A shape that changes on purpose is rewritten with KABIGATE_UPDATE_SNAPSHOTS=1 and said in the
+README; one that changes by accident (a field renamed, dropped, or a type changed while code moves)
+fails here. Values are the other tests' business."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from realstore import RELEASES, STREAM, build_store
+
+from kabigate.web import create_app
+
+pytestmark = pytest.mark.realdata
+SNAPSHOTS = Path(__file__).parent / "snapshots" / "json_shapes.json"
+UPDATE = os.environ.get("KABIGATE_UPDATE_SNAPSHOTS") == "1"
+TOKEN = "shape-token-0b1c"
+
+# Objects keyed by data (kernel releases, reason codes, symbols), not by field names: their keys
+# become "*" and their values share one shape. Paths as shape_of() writes them.
+MAPS = {
+    "matrix": ["$.builds[].cells"],
+    "history": ["$.streams[].builds[].breaks[].reasons"],
+    "api drivers/NAME/history": ["$.streams[].builds[].breaks[].reasons"],
+}
+
+
+NULLABLE = "(null or)"  # an object or list that is sometimes null
+
+
+def _type(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _merge(a, b):
+    """One shape covering both (None: nothing known yet): objects key by key, lists element by
+    element, scalar types as a sorted union ("null|str")."""
+    if a is None or b is None:
+        return b if a is None else a
+    if NULLABLE in (a if isinstance(a, dict) else ()) or NULLABLE in (b if isinstance(b, dict) else ()) \
+            or "null" in (a, b) and (isinstance(a, dict | list) or isinstance(b, dict | list)):
+        inner = [x[NULLABLE] if isinstance(x, dict) and NULLABLE in x else x for x in (a, b) if x != "null"]
+        return {NULLABLE: _merge(inner[0], inner[1]) if len(inner) == 2 else inner[0]}
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {key: _merge(a.get(key), b.get(key)) for key in sorted(a.keys() | b.keys())}
+    if isinstance(a, list) and isinstance(b, list):
+        element = _merge(a[0] if a else None, b[0] if b else None)
+        return [element] if element is not None else []
+    if isinstance(a, str) and isinstance(b, str):
+        return "|".join(sorted(set(a.split("|")) | set(b.split("|"))))
+    raise AssertionError(f"a value is sometimes a container, sometimes not: {a!r} / {b!r}")
+
+
+def shape_of(value, maps: list[str] = (), path: str = "$"):
+    if isinstance(value, dict):
+        if path in maps:
+            merged = None
+            for item in value.values():
+                merged = _merge(merged, shape_of(item, maps, path + ".*"))
+            return {"*": merged} if value else {}
+        return {key: shape_of(item, maps, f"{path}.{key}") for key, item in sorted(value.items())}
+    if isinstance(value, list):
+        merged = None
+        for item in value:
+            merged = _merge(merged, shape_of(item, maps, path + "[]"))
+        return [merged] if merged is not None else []
+    return _type(value)
+
+
+@pytest.fixture(scope="module")
+def snapshots():
+    known = json.loads(SNAPSHOTS.read_text()) if SNAPSHOTS.is_file() else {}
+    seen: dict = {}
+    yield known, seen
+    if UPDATE:
+        SNAPSHOTS.parent.mkdir(exist_ok=True)
+        SNAPSHOTS.write_text(json.dumps({**known, **seen}, indent=1, sort_keys=True) + "\n")
+
+
+def pin(snapshots, name: str, document) -> None:
+    known, seen = snapshots
+    shape = shape_of(document, MAPS.get(name, []))
+    seen[name] = shape
+    if not UPDATE:
+        assert name in known, f"no snapshot of {name!r}: run with KABIGATE_UPDATE_SNAPSHOTS=1"
+        assert shape == known[name], f"the JSON shape of {name!r} changed"
+
+
+@pytest.fixture(scope="module")
+def store(testdata, tmp_path_factory):
+    return build_store(testdata, tmp_path_factory.mktemp("shapes") / "store.db")
+
+
+def kabigate(*args, expect: tuple[int, ...] = (0,)) -> object:
+    result = subprocess.run([sys.executable, "-m", "kabigate", *map(str, args)], capture_output=True, text=True)
+    assert result.returncode in expect, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_module_reports(testdata, snapshots):
+    kernel = testdata.kernel_root(RELEASES[2])
+    old_build = testdata.driver_dir("acpi-call", RELEASES[0])
+    pin(snapshots, "inspect", kabigate("inspect", "--json", old_build))
+    pin(snapshots, "check", kabigate("check", "--json", "-k", kernel, old_build, expect=(1,)))
+    pin(snapshots, "diff", kabigate("diff", "--json", "--no-explain", testdata.kernel_root(RELEASES[1]), kernel,
+                                    expect=(1,)))
+
+
+def test_store_reports(store, testdata, tmp_path, snapshots):
+    pin(snapshots, "matrix", kabigate("matrix", "--db", store, "--format", "json"))
+    pin(snapshots, "history", kabigate("history", "acpi-call", "--db", store, "--json"))
+    pin(snapshots, "kernels", kabigate("kernels", "--db", store, "--json"))
+    pin(snapshots, "drivers", kabigate("drivers", "--db", store, "--json"))
+    pin(snapshots, "db status", kabigate("db", "status", "--db", store, "--json"))
+    stablelist = tmp_path / "stablelist"
+    stablelist.write_text("proc_create\nkmalloc_trace\n")
+    pin(snapshots, "stablelist demand", kabigate("stablelist", "demand", "--db", store, "--stablelist", stablelist,
+                                                 "--json"))
+
+
+def test_gate_report(store, tmp_path, snapshots):
+    copy = tmp_path / "store.db"
+    copy.write_bytes(Path(store).read_bytes())
+    waivers = tmp_path / "waivers.toml"
+    waivers.write_text('[[waiver]]\ndriver = "acpi-call"\nsymbol = "proc_*"\nreason = "r"\nwho = "w@example.org"\n'
+                       'expires = 2020-01-01\n[[waiver]]\ndriver = "jool"\nreason = "r"\nwho = "w@example.org"\n')
+    # 50 against 47: regressions with causes, a waived one and an expired waiver
+    pin(snapshots, "gate", kabigate("gate", "--db", copy, "--candidate", RELEASES[1], "--stream", STREAM,
+                                    "--waivers", waivers, "--json", expect=(1,)))
+    pin(snapshots, "waiver add", kabigate("waiver", "add", "--db", copy, "--driver", "dahdi", "--reason", "r", "--who", "w@example.org",
+             "--json"))
+    pin(snapshots, "waiver list", kabigate("waiver", "list", "--db", copy, "--all", "--json"))
+
+
+def test_api(store, tmp_path, snapshots):
+    copy = tmp_path / "store.db"
+    copy.write_bytes(Path(store).read_bytes())
+    stablelist = tmp_path / "stablelist"
+    stablelist.write_text("proc_create\nkmalloc_trace\n")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with TestClient(create_app(str(copy), token=TOKEN, stablelist_path=str(stablelist))) as client:
+        def get(url: str, **params):
+            answer = client.get(f"/api/v1/{url}", params=params)
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+        report = client.post("/api/v1/gate", json={"candidate": RELEASES[1]}, headers=auth)
+        pin(snapshots, "api POST gate", report.json())
+        waiver = client.post("/api/v1/waivers", json={"driver": "dahdi", "reason": "r", "who": "w@example.org"},
+                             headers=auth)
+        pin(snapshots, "api POST waivers", waiver.json())
+        matrix = get("matrix", stream=STREAM)
+        build = next(b for b in matrix["builds"] if b["driver"] == "acpi-call" and b["built_for"] == RELEASES[0])
+        kernel = next(k for k in matrix["kernels"] if k["release"] == RELEASES[1])
+        for name, url in [("streams", "streams"), ("kernels", "kernels"), ("kernels/RELEASE", f"kernels/{RELEASES[1]}"),
+                          ("kernels/RELEASE/changes", f"kernels/{RELEASES[1]}/changes"), ("drivers", "drivers"),
+                          ("drivers/NAME/history", "drivers/acpi-call/history"), ("matrix", "matrix"),
+                          ("verdicts/BUILD/KERNEL", f"verdicts/{build['id']}/{kernel['id']}"),
+                          ("gate-runs", "gate-runs"), ("gate-runs/UUID", f"gate-runs/{report.json()['run']}"),
+                          ("demand", "demand"), ("waivers", "waivers")]:
+            pin(snapshots, f"api {name}", get(url))
