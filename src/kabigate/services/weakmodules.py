@@ -133,9 +133,10 @@ def _read_file(name: str, directory: int, limit: int) -> bytes:
         if error.errno == errno.ELOOP:
             raise InputError("a symbolic link") from None
         raise
+    if kind := not_regular(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(kind)
     with os.fdopen(fd, "rb") as file:
-        if kind := not_regular(os.fstat(fd).st_mode):
-            raise InputError(kind)
         return file.read(limit + 1)
 
 
@@ -169,16 +170,16 @@ class Root:
         fds = [os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
         names: list[str] = []
         pending = relative.split("/")
+        link, target = "", ""  # the last link followed: only a link's target can hold `..` or lead out
         followed = 0
         try:
             while pending:
                 part = pending.pop(0)
                 if part in ("", ".") or (part == ".." and not names and base == "/"):
                     continue
-                where = os.path.join(base, *names, part)
                 if part == "..":
                     if not names:
-                        raise InputError(f"{where}: leads out of {base}")
+                        raise InputError(f"{link}: a symbolic link to {target}, which leads out of {base}")
                     os.close(fds.pop())
                     names.pop()
                     continue
@@ -189,20 +190,19 @@ class Root:
                 except NotADirectoryError:
                     if not stat.S_ISLNK(os.stat(part, dir_fd=fds[-1], follow_symlinks=False).st_mode):
                         raise
-                target = os.readlink(part, dir_fd=fds[-1])
+                link, target = os.path.join(base, *names, part), os.readlink(part, dir_fd=fds[-1])
                 followed += 1
                 if followed > MAX_LINKS:
-                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), where)
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), link)
                 if target.startswith("/"):
-                    inside = base == "/" or target == base or target.startswith(base + "/")
-                    if not inside:
-                        raise InputError(f"{where}: a symbolic link to {target}, which leads out of {base}; "
-                                         f"not used as root")
+                    if not (base == "/" or target == base or target.startswith(base + "/")):
+                        raise InputError(f"{link}: a symbolic link to {target}, which leads out of {base}")
                     for fd in fds[1:]:
                         os.close(fd)
                     del fds[1:], names[:]
-                    target = target[len(base):] if base != "/" else target
-                pending[:0] = target.split("/")
+                    pending[:0] = target[len(base) if base != "/" else 0:].split("/")
+                else:
+                    pending[:0] = target.split("/")
             return fds.pop()
         finally:
             for fd in fds:
