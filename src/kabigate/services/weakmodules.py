@@ -71,8 +71,8 @@ def module_name(path: str) -> str:
 
 def name_problem(path: str) -> str | None:
     """Why a module path or file name is not used, or None: depmod writes paths into modules.dep
-    separated by white space, one a line, and crashed on bytes that are not UTF-8; the script
-    splits them on white space too."""
+    separated by white space, one a line (link names with a line break or bytes that are not UTF-8
+    made it crash), and the script splits them on white space too."""
     try:
         path.encode("utf-8")  # the bytes of a name that is not UTF-8 are lone surrogates here
     except UnicodeEncodeError:
@@ -158,6 +158,8 @@ class Root:
             os.close(self.open_dir("lib/modules"))
         except (FileNotFoundError, NotADirectoryError):
             raise InputError(f"{self.modules}: no such directory (not a system root)") from None
+        except OSError as error:
+            raise InputError(f"{self.modules}: {error.strerror}") from None
 
     def open_dir(self, relative: str) -> int:
         """A descriptor of the directory at `relative` (a path in the root), reached one component
@@ -165,7 +167,7 @@ class Root:
         followed where it leads as the host sees it (as depmod -b and dracut will follow it), and
         only while that stays inside the root: RHEL's lib -> usr/lib works; lib -> /usr/lib under
         --basedir is the host's tree and is refused. Written out rather than openat2(RESOLVE_BENEATH),
-        which refuses every absolute link (also those of the root "/") and is not in glibc."""
+        which refuses every absolute link, also one that stays in the root, and has no glibc wrapper."""
         base = str(self.base)
         fds = [os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
         names: list[str] = []
