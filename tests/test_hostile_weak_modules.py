@@ -301,6 +301,6 @@ def test_which_duplicate_build_is_linked_does_not_depend_on_odd_names(root):
         (build.parent.parent / folder).mkdir()
         shutil.copyfile(build, build.parent.parent / folder / build.name)
     result = _run(root, "--add-kernel", RESPIN)
+    assert _links(root) == LINKED
     stderr = result.stderr.decode(errors="replace")
     assert result.returncode == 1 and stderr.count("not used:") == 2, stderr
-    assert _links(root) == LINKED
