@@ -12,6 +12,8 @@ from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR, EXIT_OK, cli, emit
 from kabigate.errors import InputError
 from kabigate.services import weakmodules as wm
 
+SCRIPT_STOPPED = 1  # RHEL's weak-modules: its `exit 1` (no symvers dump file) and getopt's `usage 1`
+
 
 class _DropIn(click.Command):
     """With --compat a command line the options parser refuses exits 1, as the script's getopt does."""
@@ -24,7 +26,7 @@ class _DropIn(click.Command):
             if not compat:
                 raise
             error.show()
-            raise SystemExit(1) from None
+            raise SystemExit(SCRIPT_STOPPED) from None
 
 
 @cli.command("weak-modules", cls=_DropIn)
@@ -70,12 +72,12 @@ def weak_modules(action: str | None, dry_run: bool, verbose: bool, no_initramfs:
     except (InputError, click.UsageError) as error:
         if not compat:
             raise
-        # The script stops with `exit 1` (usage, no symvers dump file), but --remove-kernel ends in `exit 0`.
+        # The script's --remove-kernel ends in `exit 0` whatever happened.
         if isinstance(error, click.UsageError):
             error.show()
         else:
             err.print(f"kabigate: error: {error}", markup=False)
-        raise SystemExit(EXIT_OK if action == "remove-kernel" else 1) from None
+        raise SystemExit(EXIT_OK if action == "remove-kernel" else SCRIPT_STOPPED) from None
     if as_json:
         emit_json({**outcome.to_json(), "dry_run": dry_run})
     else:
