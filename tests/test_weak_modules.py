@@ -332,7 +332,7 @@ def test_killed_add_kernel_then_rerun_gives_the_uninterrupted_tree(system, tmp_p
               env={**env, "KABIGATE_KILL_AFTER": "1000000"})
     operations = (tmp_path / "count").read_text().splitlines()  # file operations of a whole run, in order
     shutil.rmtree(counting)
-    journal = next(i for i, op in enumerate(operations) if op.startswith("replace ") and "/.kabigate-weak-modules." in op)
+    journal = next(i for i, op in enumerate(operations) if op == f"replace {wm.JOURNAL_TEMP}")
     assert journal > 60 and any(op.startswith("fsencode ") and wm.STAGED in op for op in operations[journal:])
     # Staging starts, half-way through staging, then every operation from the journal's to the end
     # (the swap, the clean-up, depmod, the journal's removal), but subprocess' search of PATH.
@@ -428,18 +428,30 @@ def test_initramfs_reader_on_images_made_by_cpio(system, tmp_path):
 
 
 def test_rhel_drop_in_wrapper_keeps_the_scripts_exit_status(system, tmp_path):
-    """contrib/rhel/weak-modules as /usr/sbin/weak-modules: refusals printed, exit 0 (the kernel's
-    %posttrans stops before kernel-install on any other status); bad input still fails."""
+    """contrib/rhel/weak-modules as /usr/sbin/weak-modules (--compat): RHEL's script's statuses.
+    Refusals printed, exit 0 (the kernel's %posttrans stops before kernel-install on any other
+    status); a kernel without symvers and bad options 1 (the script's `exit 1` and getopt's
+    `usage 1`), where kabigate alone says 2; --remove-kernel 0 (the script's `exit 0`)."""
     shim = tmp_path / "bin" / "kabigate"
     shim.parent.mkdir()
     shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m kabigate \"$@\"\n")
     shim.chmod(0o755)
     env = {**os.environ, "PATH": f"{shim.parent}{os.pathsep}{os.environ['PATH']}"}
     wrapper = Path(__file__).resolve().parent.parent / "contrib" / "rhel" / "weak-modules"
-    result = subprocess.run([str(wrapper), "--basedir", str(system), "--no-initramfs", "--add-kernel", RESPIN],
-                            capture_output=True, text=True, env=env, check=False)
+
+    def drop_in(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(wrapper), "--basedir", str(system), "--no-initramfs", *args],
+                              capture_output=True, text=True, env=env, check=False)
+
+    result = drop_in("--add-kernel", RESPIN)
     assert result.returncode == 0 and "gpl-only" in result.stderr
     assert _links(system, RESPIN)
-    result = subprocess.run([str(wrapper), "--basedir", str(system), "--add-kernel", "9.9.9-none"],
-                            capture_output=True, text=True, env=env, check=False)
-    assert result.returncode == 2
+    result = drop_in("--add-kernel", "9.9.9-none")
+    assert result.returncode == 1 and "Symvers dump file" in result.stderr and "Traceback" not in result.stderr
+    assert _kabigate("weak-modules", "--basedir", str(system), "--add-kernel", "9.9.9-none").returncode == 2
+    assert drop_in("--add-kernel", RESPIN, "--no-such-option").returncode == 1
+    assert drop_in("--add-kernel", "a", "b").returncode == 1
+    result = drop_in("--remove-kernel", "../../etc")
+    assert result.returncode == 0 and "not a kernel release" in result.stderr
+    result = drop_in("--remove-kernel", RESPIN)
+    assert result.returncode == 0 and not _links(system, RESPIN)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import json
 import lzma
 import os
 import shutil
@@ -352,6 +353,47 @@ def run_initramfs(data: bytes) -> None:
     module_digests(data, "fuzz.initramfs")
 
 
+_TXN = "0" * 32
+
+
+def journal_seeds() -> list[bytes]:
+    """weak-modules' journal as Transaction.commit() writes it, and one naming a folder outside."""
+    good = {"transaction": _TXN, "kernels": ["6.1.0-1"], "depmod": [], "initramfs": ["6.1.0-1"]}
+    return [json.dumps(good).encode(), json.dumps({**good, "kernels": ["../../../outside"]}).encode()]
+
+
+def _tree(top: Path) -> list[tuple[str, bytes | str]]:
+    return sorted((str(p), os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else "dir")
+                  for p in top.rglob("*"))
+
+
+def run_journal(data: bytes) -> None:
+    """The journal of a run killed after its decision, as the next weak-modules finds it (as root,
+    in a root someone else wrote): finished, or set aside with one line; nothing outside changes."""
+    from kabigate.services import weakmodules as wm
+
+    top = context().input
+    shutil.rmtree(top)
+    modules = top / "root" / "lib" / "modules"
+    staged = modules / "6.1.0-1" / wm.STAGED
+    (staged / "x").mkdir(parents=True)
+    (staged / wm.MARKER).write_text(_TXN)
+    (staged / "x" / "x.ko").symlink_to("../../../6.1.0-2/extra/x.ko")
+    (modules / "6.1.0-2" / "extra").mkdir(parents=True)
+    (top / "outside" / wm.STAGED).mkdir(parents=True)  # what `"kernels": ["../../../outside"]` names
+    (top / "outside" / wm.STAGED / wm.MARKER).write_text(_TXN)
+    (modules / wm.JOURNAL).write_bytes(data)
+    before = _tree(top / "outside")
+    try:
+        with wm.Transaction(wm.Root(str(top / "root"))):
+            pass
+    finally:
+        if _tree(top / "outside") != before:
+            raise ContractBroken("recovering from a journal changed a file outside the root")
+    if os.path.lexists(modules / wm.JOURNAL):
+        raise ContractBroken("the journal outlived the recovery")
+
+
 def run_btf(data: bytes) -> None:
     """Standalone BTF, then the same bytes as split BTF on it (a module's on vmlinux's)."""
     base = parse_btf(data, "fuzz.btf")
@@ -573,6 +615,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("btf", lambda: _files("btf"), run_btf),
     Target("cheaders", lambda: _files("cheaders"), run_cheaders),
     Target("initramfs", initramfs_seeds, run_initramfs),
+    Target("journal", journal_seeds, run_journal),
     Target("symvers", text_seeds, run_symvers),
     Target("stablelist", text_seeds, run_stablelist),
     Target("kconfig", text_seeds, run_kconfig),

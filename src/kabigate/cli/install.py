@@ -12,8 +12,24 @@ from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR, EXIT_OK, cli, emit
 from kabigate.errors import InputError
 from kabigate.services import weakmodules as wm
 
+SCRIPT_STOPPED = 1  # RHEL's weak-modules: its `exit 1` (no symvers dump file) and getopt's `usage 1`
 
-@cli.command("weak-modules")
+
+class _DropIn(click.Command):
+    """With --compat a command line the options parser refuses exits 1, as the script's getopt does."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        compat = "--compat" in args  # before the parser consumes `args`
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:
+            if not compat:
+                raise
+            error.show()
+            raise SystemExit(SCRIPT_STOPPED) from None
+
+
+@cli.command("weak-modules", cls=_DropIn)
 @click.option("--add-modules", "action", flag_value="add-modules",
               help="Link the modules (read from stdin, or given as arguments) into every installed kernel they load on.")
 @click.option("--remove-modules", "action", flag_value="remove-modules",
@@ -29,38 +45,57 @@ from kabigate.services import weakmodules as wm
 @click.option("--dracut", default="/sbin/dracut", metavar="PATH",
               help="dracut, for /boot/initramfs-<krel>.img (Debian's initrd.img-<krel>: mkinitramfs).")
 @click.option("--delete-modules", is_flag=True, hidden=True)  # deprecated in RHEL's script too: no effect
+@click.option("--compat", is_flag=True,
+              help="Exit as RHEL's script does (contrib/rhel/weak-modules passes it): 0 when the run completed, "
+                   "refusals and failed depmod runs said on stderr; 1 when it stopped (bad input, a kernel "
+                   "without symvers); --remove-kernel always 0.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.argument("args", nargs=-1, metavar="[KREL | MODULE...]")
 def weak_modules(action: str | None, dry_run: bool, verbose: bool, no_initramfs: bool, basedir: str, dracut: str,
-                 delete_modules: bool, as_json: bool, args: tuple[str, ...]) -> None:
+                 delete_modules: bool, compat: bool, as_json: bool, args: tuple[str, ...]) -> None:
     """RHEL's weak-modules, deciding with every rule of the kernel's module loader instead of
     `depmod -naeE` alone (presence and CRC): a module the kernel would refuse (module_layout,
     vermagic, GPL-only, namespaces, ...) is not linked, and the reason is printed.
 
-    Exit 0 when everything judged is linked, 1 when a module was refused for a kernel, 2 on bad
-    input or when depmod or the initramfs generator failed (the links are in place then)."""
-    if action is None:
-        raise click.UsageError("one of --add-modules, --remove-modules, --add-kernel, --remove-kernel is required")
-    if delete_modules:
-        err.print("WARNING: --delete-modules is deprecated, no effect", markup=False)
+    Exit 0 when everything judged is linked, 1 when a module was refused for a kernel (or a name
+    in the tree was not used), 2 on bad input or when depmod or the initramfs generator failed
+    (the links are in place then); --compat: the script's statuses."""
     try:
-        outcome = _weak_modules(action, args, basedir, verbose and not as_json, dry_run, no_initramfs, dracut)
-    except OSError as error:  # permissions, names too long, a tree changing underfoot
-        raise InputError(f"{error.filename or basedir}: {error.strerror}") from None
-    verbose_lines = verbose and not as_json
+        if action is None:
+            raise click.UsageError("one of --add-modules, --remove-modules, --add-kernel, --remove-kernel is required")
+        if delete_modules:
+            err.print("WARNING: --delete-modules is deprecated, no effect", markup=False)
+        try:
+            outcome = _weak_modules(action, args, basedir, verbose and not as_json, dry_run, no_initramfs, dracut)
+        except OSError as error:  # permissions, names too long, a tree changing underfoot
+            raise InputError(f"{error.filename or basedir}: {error.strerror or error}") from None
+    except (InputError, click.UsageError) as error:
+        if not compat:
+            raise
+        # The script's --remove-kernel ends in `exit 0` whatever happened.
+        if isinstance(error, click.UsageError):
+            error.show()
+        else:
+            err.print(f"kabigate: error: {error}", markup=False)
+        raise SystemExit(EXIT_OK if action == "remove-kernel" else SCRIPT_STOPPED) from None
     if as_json:
         emit_json({**outcome.to_json(), "dry_run": dry_run})
     else:
-        if verbose_lines:
+        if verbose:
             for argv in outcome.commands:
                 out.print(" ".join(argv), markup=False)
         for refusal in outcome.refused:
             first = refusal.reasons[0]
             err.print(f"weak-modules: {refusal.module} (built for {refusal.module_kernel}) will not load on "
                       f"{refusal.kernel}: {first.code}: {first.message}", markup=False)
+        for module, why in outcome.skipped:
+            err.print(f"weak-modules: {module!r}: not used: {why}", markup=False)
     for error in outcome.errors:
         err.print(f"kabigate: error: {error}", markup=False)
-    raise SystemExit(EXIT_INPUT_ERROR if outcome.errors else EXIT_INCOMPATIBLE if outcome.refused else EXIT_OK)
+    if compat:
+        raise SystemExit(EXIT_OK)  # the script does not look at depmod's status either
+    raise SystemExit(EXIT_INPUT_ERROR if outcome.errors else
+                     EXIT_INCOMPATIBLE if outcome.refused or outcome.skipped else EXIT_OK)
 
 
 def _weak_modules(action: str, args: tuple[str, ...], basedir: str, verbose: bool, dry_run: bool,
@@ -73,16 +108,14 @@ def _weak_modules(action: str, args: tuple[str, ...], basedir: str, verbose: boo
         modules = wm.read_module_list(lines, os.getcwd(), root)
         if not modules:
             raise SystemExit(EXIT_OK)
-        outcome = runner.add_modules(modules) if action == "add-modules" else runner.remove_modules(modules)
+        plan = (lambda: runner.add_modules(modules)) if action == "add-modules" else (
+            lambda: runner.remove_modules(modules))
     else:
         if len(args) > 1:
             raise click.UsageError(f"--{action} takes one kernel release")
-        krel = args[0] if args else os.uname().release
-        if "/" in krel or "\0" in krel or krel in ("", ".", ".."):
-            raise InputError(f"{krel!r}: not a kernel release")
-        outcome = runner.add_kernel(krel) if action == "add-kernel" else runner.remove_kernel(krel)
-    wm.commit(root, outcome, wm.Tools(dry_run=dry_run, initramfs=not no_initramfs, dracut=dracut))
-    return outcome
+        krel = wm.check_release(args[0] if args else os.uname().release)
+        plan = (lambda: runner.add_kernel(krel)) if action == "add-kernel" else (lambda: runner.remove_kernel(krel))
+    return wm.run(root, plan, wm.Tools(dry_run=dry_run, initramfs=not no_initramfs, dracut=dracut))
 
 
 # An APT run's .deb files: about 100 bytes each, a full upgrade a few thousand.
