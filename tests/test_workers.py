@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from kojihub import KojiHub, RawXML
 from pgserver import postgres_bindir
 from rabbitserver import RabbitMQ, rabbitmq_installed
 from realstore import DRIVERS, RELEASES, STREAM, build_store
@@ -597,7 +599,6 @@ KMOD_BUILDS = {3001: ("kmod-acpi-call", "1.0", "1.47_amd64"), 3002: ("kmod-jool"
 
 @pytest.fixture
 def koji_hub(koji_packages, tmp_path):
-    from kojihub import KojiHub
 
     with KojiHub(tmp_path / "koji", KMOD_BUILDS) as hub:
         yield hub
@@ -707,6 +708,8 @@ def test_koji_kmod_builds_through_the_listener_are_ingested_and_judged_on_stored
     cluster.run("ingest", "kernel", "--stream", STREAM, str(testdata.kernel_root(RELEASES[0])))  # 6.1.0-47
     koji_hub.hostile[3666] = {"getBuild": lambda: {"id": 3666, "name": "kmod-evil", "version": "1",
                                                     "release": "../../../../etc", "state": 1}}
+    koji_hub.hostile[3667] = {"getBuild": lambda: RawXML("<value><struct><member><name>id</name></member>"
+                                                         "</struct></value>")}  # xmlrpc.client: IndexError
     cluster.listener()
     cluster.worker()
     topic = "org.fedoraproject.prod.buildsys.build.state.change"
@@ -715,8 +718,9 @@ def test_koji_kmod_builds_through_the_listener_are_ingested_and_judged_on_stored
         name, version, release = KMOD_BUILDS[build_id]
         publish_raw(cluster.broker, topic, json.dumps(
             dict(base, build_id=build_id, name=name, version=version, release=release)).encode())
-    publish_raw(cluster.broker, topic, json.dumps(dict(base, build_id=3666, name="kmod-evil", version="1",
-                                                       release="1")).encode())
+    for build_id in (3666, 3667):
+        publish_raw(cluster.broker, topic, json.dumps(dict(base, build_id=build_id, name="kmod-evil", version="1",
+                                                           release="1")).encode())
     cluster.run("announce", "--kind", "drivers", str(cluster.config))  # last: every message before is handled
     tasks = cluster.wait_for_tasks(3)
     assert sorted((t["kind"], t["state"], t["attempts"]) for t in tasks) == [
@@ -731,3 +735,4 @@ def test_koji_kmod_builds_through_the_listener_are_ingested_and_judged_on_stored
     assert not gate_results(cluster.broker)  # a driver ingest, then nothing else
     cluster._until(lambda: "koji getBuild(3666) release: '../../../../etc' is not an RPM name" in cluster.logs(),
                    "the listener drops the hostile hub's answer")
+    assert re.search(r"dropped message \S+: koji getBuild: \S+: bad answer: IndexError", cluster.logs())

@@ -1,0 +1,144 @@
+"""The services against hostile peers, on real servers on 127.0.0.1: a Koji hub whose answers are
+malformed or sent a byte at a time (the listener's callback, Hub.call)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+import time
+import xmlrpc.client
+
+import pytest
+from kojihub import KojiHub, RawXML
+
+from kabigate.errors import InputError
+from kabigate.workers import koji
+from kabigate.workers.config import Settings
+
+KOJI = "org.fedoraproject.prod.buildsys.build.state.change"
+KMOD_BUILD = {"build_id": 3001, "name": "kmod-acpi-call", "version": "1.0", "release": "1.el9", "new": 1,
+              "old": 0, "attribute": "state", "instance": "primary", "owner": "kmods-sig", "epoch": None}
+GUARD = 120  # seconds: a guard against a hang, never a measure
+
+
+# -- Koji's hub: malformed answers ------------------------------------------------------------------
+
+@pytest.fixture
+def hub(tmp_path):
+    """tests/kojihub.py's hub, with no builds of its own: each test gives it the answer it sends."""
+    with KojiHub(tmp_path, {}) as server:
+        yield server
+
+
+@pytest.mark.parametrize("answer", [
+    "<value><struct><member><name>id</name></member></struct></value>",  # no <value>
+    "<value><struct><member><value><int>3001</int></value></member></struct></value>",  # no <name>
+    "<value><struct><member><name>id</name><value><i4>1</i4></value><value><i4>2</i4></value></member></struct></value>",
+    "<value><array><data><value><struct><member><name>x</name></member></struct></value></data></array></value>",
+], ids=["no value", "no name", "two values", "in an array"])
+def test_a_malformed_hub_answer_is_a_message_dropped_in_one_line_by_the_listeners_callback(hub, answer, caplog):
+    from fedora_messaging.exceptions import Drop
+    from fedora_messaging.message import Message
+
+    from kabigate.workers.messaging import EventConsumer
+
+    hub.hostile[3001] = {"getBuild": lambda: RawXML(answer)}
+    settings = Settings(koji_topurl="http://127.0.0.1:9/koji", koji_hub=hub.url)
+    with caplog.at_level(logging.INFO, logger="kabigate.workers"), pytest.raises(Drop):
+        EventConsumer(settings)(Message(topic=KOJI, body=KMOD_BUILD))
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and "internal error" not in record.getMessage()
+    assert re.fullmatch(r"dropped message \S+: koji getBuild: http://127\.0\.0\.1:\d+/kojihub: bad answer: "
+                        r"IndexError: list index out of range", record.getMessage()), record.getMessage()
+
+
+def test_any_unexpected_exception_in_the_listeners_callback_drops_the_message_in_one_line(monkeypatch, caplog):
+    from fedora_messaging.exceptions import Drop
+    from fedora_messaging.message import Message
+
+    from kabigate.workers import work
+    from kabigate.workers.messaging import EventConsumer
+
+    def a_bug(topic, body, settings):  # stands in for a defect no test has found yet
+        raise RuntimeError("a bug\nits second line")
+
+    monkeypatch.setattr(work, "event_request", a_bug)
+    with caplog.at_level(logging.INFO, logger="kabigate.workers"), pytest.raises(Drop):
+        EventConsumer(Settings())(Message(topic=KOJI, body=KMOD_BUILD))
+    (record,) = caplog.records
+    assert record.levelname == "ERROR" and record.exc_info is None
+    assert record.getMessage().endswith("internal error: RuntimeError: a bug\\nits second line"), record.getMessage()
+
+
+# -- Koji's hub: answers sent a byte at a time --------------------------------------------------------
+
+ANSWER = xmlrpc.client.dumps(({"id": 3001, "name": "kmod-acpi-call", "version": "1.0", "release": "1.el9",
+                               "state": 1, "volume_name": "DEFAULT"},), methodresponse=True).encode()
+
+
+class SlowHub:
+    """A hub on 127.0.0.1 that answers each call with ANSWER, sending the bytes of `slow` (its
+    headers, or its body) one at a time, `pause` seconds apart."""
+
+    def __init__(self, slow: str, pause: float):
+        self.slow, self.pause = slow, pause
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/kojihub"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nX-Padding: " + b"." * 40 +
+                b"\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(ANSWER))
+        request = b""
+        with connection:
+            try:
+                while b"</methodCall>" not in request and len(request) < 1 << 20:
+                    request += connection.recv(65536) or b"</methodCall>"
+                for part, data in (("headers", head), ("body", ANSWER)):
+                    if part != self.slow:
+                        connection.sendall(data)
+                        continue
+                    for byte in data:
+                        connection.sendall(bytes([byte]))
+                        time.sleep(self.pause)
+            except OSError:  # the client gave up
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("slow", ["headers", "body"])
+def test_a_hub_sending_its_answer_a_byte_at_a_time_does_not_answer_within_the_calls_deadline(monkeypatch, slow):
+    monkeypatch.setattr(koji, "HUB_TIMEOUT", 1.0)  # the answer takes ~5 s (headers) or ~15 s (body)
+    server = SlowHub(slow, pause=0.1)
+    try:
+        with pytest.raises(koji.HubUnavailable, match=r"koji getBuild: .*: the hub does not answer: no whole "
+                                                       r"answer in 1 s$"):
+            koji.Hub(server.url).call("getBuild", 3001)
+    finally:
+        server.close()
+
+
+def test_the_calls_about_one_build_share_a_time_budget_and_the_build_is_dropped_past_it(monkeypatch):
+    monkeypatch.setattr(koji, "BUILD_BUDGET", 1.0)  # each call takes ~0.3 s: within its own HUB_TIMEOUT
+    server = SlowHub("headers", pause=0.005)
+    try:
+        hub = koji.Hub(server.url)
+        assert hub.call("getBuild", 3001)["name"] == "kmod-acpi-call"
+        with pytest.raises(InputError, match=r"the calls about one build took more than 1 s$") as raised:
+            for _ in range(30):
+                hub.call("getRPMDeps", 1, 0)
+        assert not isinstance(raised.value, koji.HubUnavailable)  # dropped: given back, it would take as long
+    finally:
+        server.close()
