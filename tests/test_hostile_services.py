@@ -1,14 +1,21 @@
 """The services against hostile peers, on real servers on 127.0.0.1: a Koji hub whose answers are
-malformed or sent a byte at a time (the listener's callback, Hub.call)."""
+malformed or sent a byte at a time (the listener's callback, Hub.call), and clients holding
+`kabigate serve`'s connections open with half a request."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 import xmlrpc.client
+from pathlib import Path
 
 import pytest
 from kojihub import KojiHub, RawXML
@@ -142,3 +149,74 @@ def test_the_calls_about_one_build_share_a_time_budget_and_the_build_is_dropped_
         assert not isinstance(raised.value, koji.HubUnavailable)  # dropped: given back, it would take as long
     finally:
         server.close()
+
+
+# -- kabigate serve: connections held open with half a request ---------------------------------------
+
+class Serve:
+    """`kabigate serve` on a new store, on a free port of 127.0.0.1, allowed 600 open files."""
+
+    def __init__(self, tmp_path: Path, *options: str):
+        self.log = tmp_path / "serve.log"
+        env = {k: v for k, v in os.environ.items() if k != "KABIGATE_API_TOKEN"}
+        with open(self.log, "w") as output:
+            self.process = subprocess.Popen(["prlimit", "--nofile=600:600", sys.executable, "-m", "kabigate", "serve",
+                                             "--db", str(tmp_path / "store.db"), "--port", "0", *options],
+                                            stdout=output, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + GUARD
+        while not (found := re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", self.log.read_text())):
+            assert self.process.poll() is None and time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.1)
+        self.port = int(found.group(1))
+
+    def stop(self) -> list[str]:
+        """Stop it; its log's lines."""
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=GUARD)
+        return self.log.read_text().splitlines()
+
+
+def _closed_by_the_server(connection: socket.socket) -> None:
+    """Read until the server closes (what it answered, then EOF or a reset)."""
+    try:
+        while connection.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+
+
+def test_half_open_connections_neither_silence_kabigate_serve_nor_flood_its_log(tmp_path):
+    """700 connections that send half a request head and wait, against a server allowed 600 open
+    files: uvicorn alone accepts until accept() fails (EMFILE), logging a traceback each time."""
+    server = Serve(tmp_path, "--max-connections", "50", "--header-timeout", "3")
+    attackers: list[socket.socket] = []
+    try:
+        for _ in range(700):
+            attacker = socket.create_connection(("127.0.0.1", server.port), timeout=GUARD)
+            attacker.sendall(b"GET /api/v1/kernels HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            attackers.append(attacker)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/api/v1/kernels", timeout=GUARD) as response:
+            assert response.status == 200 and response.read() == b'{"kernels":[]}'
+        for attacker in attackers:  # each closed: the oldest for a newcomer, the others in 3 s
+            _closed_by_the_server(attacker)
+    finally:
+        for attacker in attackers:
+            attacker.close()
+        lines = server.stop()
+    assert any("closed the connection waiting longest for its request head" in line for line in lines), lines
+    assert any("sent no whole request head in 3 s" in line for line in lines), lines
+    assert len(lines) < 25, lines  # startup, one access line, each kind of closing once in 10 s, shutdown
+
+
+def test_a_body_sent_a_byte_at_a_time_after_its_answer_does_not_hold_the_connection(tmp_path):
+    server = Serve(tmp_path, "--header-timeout", "1")
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=GUARD) as client:
+            client.sendall(b"GET /api/v1/kernels HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n")
+            assert client.recv(65536).startswith(b"HTTP/1.1 200 OK")  # answered without the body
+            with pytest.raises((BrokenPipeError, ConnectionResetError)):
+                for _ in range(300):  # a minute of it: uvicorn's keep-alive timer restarts with each byte
+                    client.sendall(b"x")
+                    time.sleep(0.2)
+    finally:
+        server.stop()
