@@ -220,3 +220,12 @@ def test_a_body_sent_a_byte_at_a_time_after_its_answer_does_not_hold_the_connect
                     time.sleep(0.2)
     finally:
         server.stop()
+
+
+def test_more_connections_than_the_open_file_limit_holds_is_a_one_line_error_before_serving(tmp_path):
+    result = subprocess.run(["prlimit", "--nofile=600:600", sys.executable, "-m", "kabigate", "serve", "--db",
+                             str(tmp_path / "store.db"), "--port", "0", "--max-connections", "1000"],
+                            check=False, capture_output=True, text=True, timeout=GUARD)
+    (line,) = result.stderr.splitlines()
+    assert result.returncode == 2 and line == ("kabigate: error: --max-connections 1000: the open-file limit "
+                                               "(ulimit -Hn) is 600, and serving takes 512 besides the connections")

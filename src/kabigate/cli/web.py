@@ -31,9 +31,11 @@ def serve(db: str | None, host: str, port: int, stablelist_path: str | None, max
     $KABIGATE_API_TOKEN`; without that variable set the server is read-only."""
     from kabigate.explain_cache import cache_max
     from kabigate.web import create_app
+    from kabigate.web.server import fit_open_file_limit
     from kabigate.web.server import serve as run_server
 
     cache_max()  # a bad $KABIGATE_CACHE_MAX is an error now, not on the first verdict page that writes causes
+    max_connections = fit_open_file_limit(max_connections)
     token = os.environ.get("KABIGATE_API_TOKEN") or None
     app = create_app(db, token=token, stablelist_path=stablelist_path, max_upload=max_upload * 1024 * 1024)
     err.print(f"kabigate: serving {app.state.settings.store_url} on http://{host}:{port}/ "

@@ -41,9 +41,8 @@ REFUSED = "refused a connection"
 SLOW_HEAD = "closed a connection that sent no whole request head in"
 
 
-def serve(app, host: str, port: int, *, max_connections: int | None, header_timeout: float) -> None:
-    """Run the server (blocks) with the guards above."""
-    max_connections = _fit_open_file_limit(max_connections)
+def serve(app, host: str, port: int, *, max_connections: int, header_timeout: float) -> None:
+    """Run the server (blocks) with the guards above (max_connections: fit_open_file_limit()'s)."""
     config = uvicorn.Config(app, host=host, port=port, log_level="info", backlog=BACKLOG,
                             http=GuardedH11Protocol.limited(max_connections, header_timeout))
     once_an_interval = RateLimit(LOG_INTERVAL, (EVICTED, REFUSED, SLOW_HEAD, "Invalid HTTP request received",
@@ -53,7 +52,7 @@ def serve(app, host: str, port: int, *, max_connections: int | None, header_time
     uvicorn.Server(config).run()
 
 
-def _fit_open_file_limit(max_connections: int | None) -> int:
+def fit_open_file_limit(max_connections: int | None) -> int:
     """max_connections (by default MAX_CONNECTIONS, or fewer if the hard open-file limit holds fewer),
     the soft limit raised to hold them, a burst just accepted and the connections it replaces
     (closed on the loop's next turn)."""
