@@ -4,11 +4,13 @@ malformed or sent a byte at a time (the listener's callback, Hub.call), and clie
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -87,12 +89,12 @@ ANSWER = xmlrpc.client.dumps(({"id": 3001, "name": "kmod-acpi-call", "version": 
 
 class SlowHub:
     """A hub on 127.0.0.1 that answers each call with ANSWER, sending the bytes of `slow` (its
-    headers, or its body) one at a time, `pause` seconds apart."""
+    headers, or its body) one at a time, `pause` seconds apart; over TLS with a `tls` context."""
 
-    def __init__(self, slow: str, pause: float):
-        self.slow, self.pause = slow, pause
+    def __init__(self, slow: str, pause: float, tls: ssl.SSLContext | None = None):
+        self.slow, self.pause, self.tls = slow, pause, tls
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/kojihub"
+        self.url = f"http{'s' if tls else ''}://127.0.0.1:{self.listener.getsockname()[1]}/kojihub"
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -109,6 +111,8 @@ class SlowHub:
         request = b""
         with connection:
             try:
+                if self.tls:
+                    connection = self.tls.wrap_socket(connection, server_side=True)
                 while b"</methodCall>" not in request and len(request) < 1 << 20:
                     request += connection.recv(65536) or b"</methodCall>"
                 for part, data in (("headers", head), ("body", ANSWER)):
@@ -125,10 +129,43 @@ class SlowHub:
         self.listener.close()
 
 
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory) -> tuple[ssl.SSLContext, Path]:
+    """A TLS server context for 127.0.0.1, and its self-signed certificate (PEM) for clients to trust."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kojihub.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                  critical=False)
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                   .sign(key, hashes.SHA256()))
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    return context, folder / "cert.pem"
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
 @pytest.mark.parametrize("slow", ["headers", "body"])
-def test_a_hub_sending_its_answer_a_byte_at_a_time_does_not_answer_within_the_calls_deadline(monkeypatch, slow):
+def test_a_hub_sending_its_answer_a_byte_at_a_time_does_not_answer_within_the_calls_deadline(
+        monkeypatch, tls_server, slow, scheme):
     monkeypatch.setattr(koji, "HUB_TIMEOUT", 1.0)  # the answer takes ~5 s (headers) or ~15 s (body)
-    server = SlowHub(slow, pause=0.1)
+    context, certificate = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))  # what the hub's default TLS context trusts
+    server = SlowHub(slow, pause=0.1, tls=context if scheme == "https" else None)
     try:
         with pytest.raises(koji.HubUnavailable, match=r"koji getBuild: .*: the hub does not answer: no whole "
                                                        r"answer in 1 s$"):
