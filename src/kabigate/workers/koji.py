@@ -32,7 +32,7 @@ from kabigate.workers.work import KOJI_COMPLETE, Request, ingest_drivers_request
 
 DEP_REQUIRE = 0  # koji.DEP_REQUIRE
 HUB_TIMEOUT = 30.0  # seconds one call may take in all: connecting, sending, the answer's headers and body
-BUILD_BUDGET = 300.0  # seconds the calls about one build may take in all (Koji's hub answers one in ~0.1 s)
+BUILD_BUDGET = 300.0  # seconds the calls about one build may take in all: MAX_RPMS + 2 calls at 0.6 s
 MAX_RESPONSE = 16 << 20  # a kernel build's listRPMs is ~100 KB; a kmod's Requires ~30 KB
 MAX_RPMS = 500  # a build's RPMs of the wanted arches (the kernel's: ~40)
 _COMPONENT = re.compile(r"[A-Za-z0-9._+~^-]{1,255}")
