@@ -4,19 +4,29 @@ from the real RPMs of a Koji package tree (topdir/packages/NAME/VERSION/RELEASE/
 their headers read with `rpm -qp` as the hub reads them with koji.get_header_fields(). Keyword
 arguments arrive as koji.encode_args() sends them (a last struct marked __starstar).
 
-`hostile` maps a build id to what the hub answers instead of its getBuild, or of its listRPMs."""
+`hostile` maps a build id to what the hub answers instead of its getBuild, or of its listRPMs: a
+value, or RawXML, which is sent as it is (XML-RPC that xmlrpc.server would never write)."""
 
 from __future__ import annotations
 
 import socketserver
 import subprocess
 import threading
+import xmlrpc.client
 import xmlrpc.server
 from pathlib import Path
 from typing import Self
 
 DEP_REQUIRE = 0
 QUERY = "%{NAME}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\n"
+
+
+class RawXML(str):
+    """An answer's <value> as the hub sends it, e.g. a struct member without <value> or <name>."""
+
+
+# xmlrpc.client's marshaller (which xmlrpc.server answers with) picks a writer by type: this one writes as is.
+xmlrpc.client.Marshaller.dispatch[RawXML] = lambda _marshaller, value, write: write(value)
 
 
 class KojiHub:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from kojihub import KojiHub, RawXML
 from pgserver import postgres_bindir
 from rabbitserver import RabbitMQ, rabbitmq_installed
 from realstore import DRIVERS, RELEASES, STREAM, build_store
@@ -395,21 +397,73 @@ def _deb(testdata, prefix: str) -> str:
     return str(next((testdata.root / "debs").glob(f"{prefix}_*.deb")))
 
 
-def test_a_worker_killed_mid_ingest_leaves_its_task_to_another_and_the_store_complete(cluster, testdata):
-    # Reading the kernel's .debs takes seconds: long enough to be killed in the middle of it.
-    image = _deb(testdata, "linux-image-6.1.0-50-amd64-unsigned")
-    headers = _deb(testdata, "linux-headers-6.1.0-50-amd64")
+class HeldFiles:
+    """Files over HTTP on 127.0.0.1, every request held until release(): a task reading them is
+    running (mid-read, nothing stored) for as long as the test needs, and `requests` (which only
+    grows) says when it has started."""
+
+    def __init__(self, files: list[str]):
+        import http.server
+        import threading
+
+        self.files = {os.path.basename(f): f for f in files}
+        self.requests = 0
+        self.released = threading.Event()
+        held = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                held.requests += 1
+                held.released.wait(WAIT)
+                with open(held.files[self.path.lstrip("/")], "rb") as file:
+                    data = file.read()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except OSError:  # the reader was killed meanwhile
+                    pass
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def urls(self) -> str:
+        """The files' URLs, as one kernel's comma-separated argument to `ingest kernel`."""
+        return ",".join(f"http://127.0.0.1:{self.server.server_port}/{name}" for name in self.files)
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def held_kernel(testdata):
+    """6.1.0-50's image and headers .debs, held (HeldFiles)."""
+    held = HeldFiles([_deb(testdata, "linux-image-6.1.0-50-amd64-unsigned"),
+                      _deb(testdata, "linux-headers-6.1.0-50-amd64")])
+    yield held
+    held.close()
+
+
+def test_a_worker_killed_mid_ingest_leaves_its_task_to_another_and_the_store_complete(cluster, testdata, held_kernel):
     first = cluster.worker()
     cluster.run("ingest", "drivers", "--queue", "--name", "acpi-call", "--version", "1.2.2-2.1",
                 str(testdata.driver_dir("acpi-call", RELEASES[0])))
-    cluster.run("ingest", "kernel", "--queue", "--stream", STREAM, f"{image},{headers}")
-    cluster._until(lambda: any(t["kind"] == "ingest-kernel" and t["state"] == "running" for t in cluster.tasks()),
-                   "the kernel's ingest runs")
-    time.sleep(1)
+    cluster.run("ingest", "kernel", "--queue", "--stream", STREAM, held_kernel.urls())
+    cluster._until(lambda: held_kernel.requests > 0, "the kernel's ingest reads its packages")
     os.killpg(first.pid, signal.SIGKILL)  # the whole worker: its main process and the one reading the .debs
     first.wait()
     with Store.open(cluster.db) as store:
         assert store.counts(["kernel"]) == {"kernel": 0}  # it died before committing anything
+    held_kernel.release()
     cluster.worker()
     tasks = cluster.wait_for_tasks(2)
     kernel_task = next(t for t in tasks if t["kind"] == "ingest-kernel")
@@ -419,18 +473,21 @@ def test_a_worker_killed_mid_ingest_leaves_its_task_to_another_and_the_store_com
     assert counts == {"kernel": 1, "driver_build": 1, "verdict": 1, "stream_kernel": 1, "task": 2}
 
 
-def test_the_broker_restarted_mid_run_and_the_run_completes(cluster, testdata, tmp_path):
-    cluster.worker()
-    for release in RELEASES:
+def test_the_broker_restarted_mid_run_and_the_run_completes(cluster, testdata, held_kernel):
+    cluster.worker()  # one process, taking one message at a time (worker_prefetch_multiplier=1)
+    cluster.run("ingest", "kernel", "--queue", "--stream", STREAM, held_kernel.urls())  # RELEASES[1], held
+    cluster._until(lambda: held_kernel.requests > 0, "the worker reads the first kernel")
+    for release in (RELEASES[0], RELEASES[2]):  # waiting in the broker's queue behind it
         cluster.run("ingest", "kernel", "--queue", "--stream", STREAM, str(testdata.kernel_root(release)))
     for driver in DRIVERS[:2]:
         cluster.run("ingest", "drivers", "--queue", "--name", driver, "--version", "v",
                     str(testdata.driver_dir(driver, RELEASES[0])))
-    cluster._until(lambda: any(t["state"] == "running" for t in cluster.tasks()), "a task runs")
-    cluster.broker.restart()  # durable queue, persistent messages: what was waiting is still there
+    held_kernel.release()  # (a read held past the broker's restart might meet its 60 s read timeout)
+    cluster.broker.restart()  # durable queue, persistent messages: the 4 waiting are still there
     tasks = cluster.wait_for_tasks(len(RELEASES) + 2)
     assert {t["state"] for t in tasks} == {"done"}, tasks
     with Store.open(cluster.db) as store:
+        assert sorted(k.release for k in store.kernels()) == sorted(RELEASES)
         assert store.counts(["kernel", "driver_build", "verdict"]) == {
             "kernel": len(RELEASES), "driver_build": 2, "verdict": 2 * len(RELEASES)}
 
@@ -597,7 +654,6 @@ KMOD_BUILDS = {3001: ("kmod-acpi-call", "1.0", "1.47_amd64"), 3002: ("kmod-jool"
 
 @pytest.fixture
 def koji_hub(koji_packages, tmp_path):
-    from kojihub import KojiHub
 
     with KojiHub(tmp_path / "koji", KMOD_BUILDS) as hub:
         yield hub
@@ -707,6 +763,8 @@ def test_koji_kmod_builds_through_the_listener_are_ingested_and_judged_on_stored
     cluster.run("ingest", "kernel", "--stream", STREAM, str(testdata.kernel_root(RELEASES[0])))  # 6.1.0-47
     koji_hub.hostile[3666] = {"getBuild": lambda: {"id": 3666, "name": "kmod-evil", "version": "1",
                                                     "release": "../../../../etc", "state": 1}}
+    koji_hub.hostile[3667] = {"getBuild": lambda: RawXML("<value><struct><member><name>id</name></member>"
+                                                         "</struct></value>")}  # xmlrpc.client: IndexError
     cluster.listener()
     cluster.worker()
     topic = "org.fedoraproject.prod.buildsys.build.state.change"
@@ -715,8 +773,9 @@ def test_koji_kmod_builds_through_the_listener_are_ingested_and_judged_on_stored
         name, version, release = KMOD_BUILDS[build_id]
         publish_raw(cluster.broker, topic, json.dumps(
             dict(base, build_id=build_id, name=name, version=version, release=release)).encode())
-    publish_raw(cluster.broker, topic, json.dumps(dict(base, build_id=3666, name="kmod-evil", version="1",
-                                                       release="1")).encode())
+    for build_id in (3666, 3667):
+        publish_raw(cluster.broker, topic, json.dumps(dict(base, build_id=build_id, name="kmod-evil", version="1",
+                                                           release="1")).encode())
     cluster.run("announce", "--kind", "drivers", str(cluster.config))  # last: every message before is handled
     tasks = cluster.wait_for_tasks(3)
     assert sorted((t["kind"], t["state"], t["attempts"]) for t in tasks) == [
@@ -731,3 +790,4 @@ def test_koji_kmod_builds_through_the_listener_are_ingested_and_judged_on_stored
     assert not gate_results(cluster.broker)  # a driver ingest, then nothing else
     cluster._until(lambda: "koji getBuild(3666) release: '../../../../etc' is not an RPM name" in cluster.logs(),
                    "the listener drops the hostile hub's answer")
+    assert re.search(r"dropped message \S+: koji getBuild: \S+: bad answer: IndexError", cluster.logs())

@@ -222,6 +222,41 @@ def hook_input_seeds() -> list[bytes]:
             ("VERSION 3\n" + config + "\n".join(v3) + "\n").encode()]
 
 
+# A kmod build's hub answers, shaped as Koji's hub gives them (kojihub.py: get_build(), list_rpms(),
+# RootExports.getRPMDeps()), for build 3001 of kmod-acpi-call-1.0-1.el9.
+KOJI_ANSWERS = {
+    "getBuild": {"build_id": 3001, "cg_id": None, "cg_name": None,
+                 "completion_time": "2025-06-02 10:11:12.345678+00:00",
+                 "completion_ts": 1748859072.345678, "creation_event_id": 104807, "creation_time":
+                 "2025-06-02 10:01:02.123456+00:00", "creation_ts": 1748858462.123456, "draft": False, "epoch": None,
+                 "extra": {"source": {"original_url": "git+https://gitlab.com/CentOS/kmods/acpi_call.git#v1.0"}},
+                 "id": 3001, "name": "kmod-acpi-call", "nvr": "kmod-acpi-call-1.0-1.el9", "owner_id": 3102,
+                 "owner_name": "kmods-sig", "package_id": 8811, "package_name": "kmod-acpi-call", "release": "1.el9",
+                 "source": "git+https://gitlab.com/CentOS/kmods/acpi_call.git#2f1e0c9", "start_time":
+                 "2025-06-02 10:01:02.123456+00:00", "start_ts": 1748858462.123456, "state": 1, "task_id": 6543210,
+                 "version": "1.0", "volume_id": 0, "volume_name": "DEFAULT"},
+    "listRPMs": [{"arch": "x86_64", "build_id": 3001, "buildroot_id": 55501, "buildtime": 1748859000, "draft": False,
+                  "epoch": None, "external_repo_id": 0, "external_repo_name": "INTERNAL", "extra": None, "id": id_,
+                  "metadata_only": False, "name": name, "nvr": f"{name}-1.0-1.el9", "payloadhash":
+                  "6f1ed002ab5595859014ebf0951522d9", "release": "1.el9", "size": size, "version": "1.0"}
+                 for id_, name, size in ((9001, "kmod-acpi-call", 23456), (9002, "kmod-acpi-call-debuginfo", 61234))],
+    "getRPMDeps": [{"name": name, "version": version, "flags": flags, "type": 0} for name, version, flags in (
+        ("kernel(acpi_evaluate_object)", "0x6a2c0f33", 8), ("kernel(acpi_get_handle)", "0x9d6fe3c1", 8),
+        ("kernel-uname-r", "5.14.0-503.el9.x86_64", 8), ("/usr/bin/sh", "", 0),
+        ("rpmlib(PayloadIsZstd)", "5.4.18-1", 16777226))],
+}
+
+
+@cache
+def koji_answer_seeds() -> list[bytes]:
+    import xmlrpc.client
+
+    answers = [xmlrpc.client.dumps((answer,), methodresponse=True, allow_none=True) for answer in KOJI_ANSWERS.values()]
+    answers.append(xmlrpc.client.dumps(xmlrpc.client.Fault(1000, "koji.GenericError: No such build: 3001")))
+    answers.append(answers[0].replace("<value><int>3001</int></value>", "", 1))  # a struct member without <value>
+    return [answer.encode() for answer in answers]
+
+
 # -- runs --------------------------------------------------------------------------------------
 
 def run_module(data: bytes) -> None:
@@ -516,6 +551,58 @@ def run_hook_input(data: bytes) -> None:
         assert kernel.image in listing and kernel.headers in listing and "\n" not in kernel.image + kernel.headers
 
 
+class _KojiHub(_RawServer):
+    """A loopback Koji hub answering each XML-RPC call with `answers[its method]` as the body."""
+
+    def __init__(self):
+        self.answers: dict[str, bytes] = {}
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}/kojihub"
+
+    def _serve(self) -> None:
+        while True:
+            connection, _ = self.listener.accept()
+            with connection:
+                connection.settimeout(2)
+                try:
+                    request = b""
+                    while b"</methodCall>" not in request and len(request) < 1 << 16:
+                        request += connection.recv(65536) or b"</methodCall>"
+                    method = request.partition(b"<methodName>")[2].partition(b"</methodName>")[0].decode()
+                    body = self.answers.get(method, b"")
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n"
+                                       b"Connection: close\r\n\r\n%s" % (len(body), body))
+                except (OSError, UnicodeDecodeError):
+                    pass
+
+
+@cache
+def _koji_hub() -> _KojiHub:
+    return _KojiHub()
+
+
+def run_koji_answer(data: bytes) -> None:
+    """The input as the hub's answer to each of a kmod build's calls in turn (getBuild, listRPMs,
+    getRPMDeps; the others answered with KOJI_ANSWERS), read by Hub and checked by kmod_request():
+    an InputError each time (which the listener logs and drops, or gives back: HubUnavailable),
+    never another exception (which would reach the listener's catch-all)."""
+    import xmlrpc.client
+
+    from kabigate.workers import koji
+    from kabigate.workers.config import Settings
+
+    hub = _koji_hub()
+    koji.HUB_TIMEOUT = 4.0
+    settings = Settings(koji_topurl="https://kojipkgs.example.org", koji_hub=hub.url, koji_kmod_packages=(),
+                        koji_kmod_requires=True)
+    for method in KOJI_ANSWERS:
+        hub.answers = {name: xmlrpc.client.dumps((answer,), methodresponse=True, allow_none=True).encode()
+                       for name, answer in KOJI_ANSWERS.items()}
+        hub.answers[method] = data
+        with contextlib.suppress(InputError):
+            koji.kmod_request(3001, "primary", "kmod-acpi-call", settings)
+
+
 # -- the command line --------------------------------------------------------------------------
 
 def cli(args: list[str]) -> tuple[int, str, str]:
@@ -635,6 +722,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("primary", primary_seeds, run_primary),
     Target("repository", lambda: repomd_seeds() + primary_seeds(), run_repository),
     Target("http", http_seeds, run_http),
+    Target("koji_answer", koji_answer_seeds, run_koji_answer),
     Target("cli", lambda: module_seeds() + text_seeds() + certificate_seeds() + package_seeds(), run_cli),
     Target("cli_sign", lambda: module_seeds()[:3], run_cli_sign),
     Target("lz4_image", lz4_image_seeds, run_kernel_image),

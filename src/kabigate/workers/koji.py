@@ -11,25 +11,28 @@ build() and rpm()).
 
 Answers are hostile like any input from outside: each call is bounded in time and size, and every
 field used is type-checked; a component of a path must be an RPM name, version or release
-(letters, digits, `._+~^-`, never `.` or `..`).
+(letters, digits, `._+~^-`, never `.` or `..`). The listener is one thread, and a kmod build with
+`kmod_requires` takes up to MAX_RPMS + 2 calls: the calls about one build share a time budget too.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import http.client
+import io
+import math
 import re
 import socket
 import time
 import xmlrpc.client
-from xml.parsers.expat import ExpatError
 
 from kabigate.errors import InputError
 from kabigate.workers.config import Settings
 from kabigate.workers.work import KOJI_COMPLETE, Request, ingest_drivers_request
 
 DEP_REQUIRE = 0  # koji.DEP_REQUIRE
-HUB_TIMEOUT = 30.0  # seconds one read may wait, and one call may take in all
+HUB_TIMEOUT = 30.0  # seconds one call may take in all: connecting, sending, the answer's headers and body
+BUILD_BUDGET = 300.0  # seconds the calls about one build may take in all: MAX_RPMS + 2 calls at 0.6 s
 MAX_RESPONSE = 16 << 20  # a kernel build's listRPMs is ~100 KB; a kmod's Requires ~30 KB
 MAX_RPMS = 500  # a build's RPMs of the wanted arches (the kernel's: ~40)
 _COMPONENT = re.compile(r"[A-Za-z0-9._+~^-]{1,255}")
@@ -67,12 +70,11 @@ def kmod_request(build_id: int, instance: str, name: str, settings: Settings) ->
     if volume not in (None, "DEFAULT"):
         _component(volume, f"koji getBuild({build_id}) volume_name")
     rpms = _rpms(hub, build_id, settings.koji_arches or (settings.koji_arch,))
-    by_name = is_kmod_name(name, settings)
-    if not by_name:
+    rpms = [rpm for rpm in rpms if not rpm["name"].endswith(("-debuginfo", "-debugsource"))]
+    if not is_kmod_name(name, settings):
         if not settings.koji_kmod_requires:
             return None
-        rpms = [rpm for rpm in rpms if _requires_kabi(hub, rpm["id"])]
-    rpms = [rpm for rpm in rpms if not rpm["name"].endswith(("-debuginfo", "-debugsource"))]
+        rpms = [rpm for rpm in rpms if _requires_kabi(hub, rpm["id"])]  # a hub call each: debuginfo left out first
     if not rpms:
         return None
     top = settings.koji_topurl.rstrip("/")
@@ -115,18 +117,27 @@ def _component(value, what: str) -> str:
 
 
 class Hub:
-    """Koji's hub over XML-RPC (python's xmlrpc.client, as koji's own ClientSession encodes calls),
-    each answer read within HUB_TIMEOUT and MAX_RESPONSE."""
+    """Koji's hub over XML-RPC (python's xmlrpc.client, as koji's own ClientSession encodes calls).
+    A call ends within HUB_TIMEOUT, from connecting to the answer's last byte, and the calls one Hub
+    makes (those about one build) within BUILD_BUDGET; an answer is read up to MAX_RESPONSE."""
 
     def __init__(self, url: str):
         if not url.startswith(("http://", "https://")):
             raise InputError(f"{url[:200]}: koji.hub is an http(s) URL")
         self.url = url
-        transport = _BoundedSafeTransport() if url.startswith("https://") else _BoundedTransport()
-        self.proxy = xmlrpc.client.ServerProxy(url, transport=transport, allow_none=True)
+        self.transport = _BoundedSafeTransport() if url.startswith("https://") else _BoundedTransport()
+        self.proxy = xmlrpc.client.ServerProxy(url, transport=self.transport, allow_none=True)
+        self.budget_end = time.monotonic() + BUILD_BUDGET
 
     def call(self, method: str, *args):
         where = f"koji {method}"
+        # A build whose calls take longer than its budget would take as long again if given back:
+        # it is dropped (an input error), where a call that times out is given back (HubUnavailable).
+        over_budget = InputError(f"{where}: {self.url}: the calls about one build took more than {BUILD_BUDGET:g} s")
+        now = time.monotonic()
+        if now >= self.budget_end:
+            raise over_budget
+        self.transport.deadline = min(now + HUB_TIMEOUT, self.budget_end)
         try:
             try:
                 return getattr(self.proxy, method)(*args)
@@ -139,50 +150,122 @@ class Hub:
         except xmlrpc.client.ProtocolError as error:
             reason = f"{where}: {self.url}: HTTP {error.errcode} {str(error.errmsg)[:100]}"
             raise (HubUnavailable if error.errcode in (502, 503, 504) else InputError)(reason) from None
-        except (TimeoutError, ConnectionError, socket.gaierror) as error:
+        except TimeoutError:
+            if self.transport.deadline == self.budget_end:
+                raise over_budget from None
+            raise HubUnavailable(f"{where}: {self.url}: the hub does not answer: no whole answer in "
+                                 f"{HUB_TIMEOUT:g} s") from None
+        except (ConnectionError, socket.gaierror) as error:
             raise HubUnavailable(f"{where}: {self.url}: {error or type(error).__name__}") from None
-        except (xmlrpc.client.ResponseError, ExpatError, http.client.HTTPException, OSError, ValueError,
-                TypeError, OverflowError, RecursionError) as error:  # unparsable, huge, 10,000-digit ints
+        except _Refused as error:
+            raise InputError(f"{where}: {self.url}: bad answer: {error}") from None
+        except Exception as error:  # noqa: BLE001  reading the answer failed, so the answer is bad:
+            # xmlrpc.client's unmarshaller meets malformed XML-RPC with ExpatError, IndexError (a struct
+            # member without <name> or <value>), KeyError, TypeError, ValueError (10,000-digit ints) ...
             text = str(error).strip().splitlines()
-            raise InputError(f"{where}: {self.url}: bad answer: {text[0][:300] if text else type(error).__name__}") \
-                from None
+            detail = f"{type(error).__name__}: {text[0][:300]}" if text else type(error).__name__
+            raise InputError(f"{where}: {self.url}: bad answer: {detail}") from None
+
+
+class _Refused(Exception):
+    """An answer refused unread: too large, or in an encoding not asked for."""
+
+
+def _remaining(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("the call's time is up")
+    return remaining
+
+
+class _HubConnection(http.client.HTTPConnection):
+    """http.client's connection, each step of which waits only until the call's deadline: a socket
+    timeout alone bounds one read, and headers sent a byte a second never meet it."""
+
+    deadline = math.inf  # the transport's, set for each call
+
+    def connect(self):
+        self.timeout = _remaining(self.deadline)
+        super().connect()
+        self.sock.settimeout(_remaining(self.deadline))  # HTTPS: the TLS handshake that follows, in all
+
+    def send(self, data):
+        if self.sock is not None:
+            self.sock.settimeout(_remaining(self.deadline))  # sendall(): one timeout for all the data
+        super().send(data)
+
+    def response_class(self, sock, *args, **kwargs):  # http.client makes each answer with this
+        return _HubResponse(sock, self.deadline, *args, **kwargs)
+
+
+class _HubHTTPSConnection(http.client.HTTPSConnection, _HubConnection):
+    pass
+
+
+class _HubResponse(http.client.HTTPResponse):
+    """An answer whose status line, headers and body are all read by the deadline."""
+
+    def __init__(self, sock, deadline: float, *args, **kwargs):
+        super().__init__(sock, *args, **kwargs)
+        self.fp = io.BufferedReader(_DeadlineReader(self.fp.detach(), sock, deadline))
+
+
+class _DeadlineReader(io.RawIOBase):
+    """sock.makefile()'s raw reader (which keeps the socket open while the answer is read, though
+    its connection is closed), each read given the time left until the deadline."""
+
+    def __init__(self, raw: io.RawIOBase, sock, deadline: float):
+        self.raw, self.sock, self.deadline = raw, sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:
+        self.sock.settimeout(_remaining(self.deadline))
+        return self.raw.readinto(buffer)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
 
 
 class _Bounded:
-    """xmlrpc.client's Transport with a socket timeout, a deadline and a size cap on the answer
-    (xmlrpc.client reads until the server stops, however long and large). Answers are asked
-    uncompressed: xmlrpc.client inflates a gzip answer whole, unbounded."""
+    """xmlrpc.client's Transport over _HubConnection, with a size cap on the answer (xmlrpc.client
+    reads until the server stops, however large). Answers are asked uncompressed: xmlrpc.client
+    inflates a gzip answer whole, unbounded."""
 
     accept_gzip_encoding = False
+    deadline = math.inf  # the Hub's, set for each call
 
     def make_connection(self, host):
-        connection = super().make_connection(host)
-        connection.timeout = HUB_TIMEOUT
-        return connection
+        if not (self._connection and host == self._connection[0]):  # else the kept-alive one, as Transport
+            chost, self._extra_headers, _x509 = self.get_host_info(host)
+            self._connection = host, self.new_connection(chost)
+        self._connection[1].deadline = self.deadline
+        return self._connection[1]
 
     def parse_response(self, response):
-        deadline = time.monotonic() + HUB_TIMEOUT
         declared = response.getheader("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_RESPONSE:
-            raise ValueError(f"an answer of more than {MAX_RESPONSE >> 20} MiB ({declared} bytes)")
+            raise _Refused(f"an answer of more than {MAX_RESPONSE >> 20} MiB ({declared} bytes)")
         if response.getheader("Content-Encoding", "identity") != "identity":
-            raise ValueError(f"an answer in {response.getheader('Content-Encoding')[:50]} encoding, not asked for")
+            raise _Refused(f"an answer in {response.getheader('Content-Encoding')[:50]} encoding, not asked for")
         parser, unmarshaller = self.getparser()
         received = 0
         while data := response.read(1 << 16):
             received += len(data)
             if received > MAX_RESPONSE:
-                raise ValueError(f"an answer of more than {MAX_RESPONSE >> 20} MiB")
-            if time.monotonic() > deadline:  # a byte now and then passes the socket's timeout
-                raise ValueError(f"no whole answer in {HUB_TIMEOUT:.0f} s")
+                raise _Refused(f"an answer of more than {MAX_RESPONSE >> 20} MiB")
             parser.feed(data)
         parser.close()
         return unmarshaller.close()
 
 
 class _BoundedTransport(_Bounded, xmlrpc.client.Transport):
-    pass
+    def new_connection(self, host: str) -> http.client.HTTPConnection:
+        return _HubConnection(host)
 
 
 class _BoundedSafeTransport(_Bounded, xmlrpc.client.SafeTransport):
-    pass
+    def new_connection(self, host: str) -> http.client.HTTPConnection:
+        return _HubHTTPSConnection(host, context=self.context)

@@ -121,12 +121,27 @@ class EventConsumer:
     A message is acknowledged once its task is recorded and sent, so a listener killed in
     between gets it again, and the task's key makes the second time a no-op. Bad messages are
     logged in one line and dropped; when the store or broker is unreachable the message is
-    given back (and the listener waits a little before the next)."""
+    given back (and the listener waits a little before the next). Any other exception is a bug,
+    logged in one line (its traceback at DEBUG) and dropped too: fedora-messaging would stop the
+    listener on it and give the message back, to meet it first again after every restart."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
 
     def __call__(self, message) -> None:
+        from fedora_messaging.exceptions import Drop, Nack
+
+        try:
+            self._handle(message)
+        except (Drop, Nack):
+            raise
+        except Exception as error:  # a bug must not stop the listener: see above
+            log.error("dropped message %s: internal error: %s", message.id,
+                      InputError(f"{type(error).__name__}: {str(error)[:300]}"))  # escapes line breaks
+            log.debug("message %s", message.id, exc_info=True)
+            raise Drop() from None
+
+    def _handle(self, message) -> None:
         from fedora_messaging.exceptions import Drop, Nack
 
         from kabigate.store import Store
