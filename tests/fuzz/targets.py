@@ -27,7 +27,7 @@ from pathlib import Path
 
 import zstandard
 
-from kabigate import packages, signing
+from kabigate import httpclient, packages, signing
 from kabigate.errors import InputError
 from kabigate.formats import der, rpm, stream
 from kabigate.formats.btf import parse_btf
@@ -419,7 +419,7 @@ def _server() -> _RawServer:
 def run_http(data: bytes) -> None:
     server = _server()
     server.response = data
-    packages.HTTP_TIMEOUT, packages.HTTP_DEADLINE = 2, 4.0
+    httpclient.READ_TIMEOUT, httpclient.DEFAULT_DEADLINE = 2, 4.0
     fetched = packages.fetch(f"http://127.0.0.1:{server.port}/p.rpm", "fuzz", 64 << 20)
     packages.Package("http://127.0.0.1/p.rpm", fetched)
 
