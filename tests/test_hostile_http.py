@@ -6,23 +6,31 @@ that would reveal what a fetch reached, and ResultsDB answers that redirect, nes
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import re
 import socket
 import socketserver
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 
+import anyio.to_thread
 import pytest
 from hostile import rpm_with_files, run_cli
+from webdata import serving
 
 from kabigate import packages
 from kabigate.errors import InputError
+from kabigate.web import api, create_app
 from kabigate.workers.config import Settings
 from kabigate.workers.work import event_request
 
 MiB = 1 << 20
+TOKEN = "hostile-http-test-token"
 
 
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -255,6 +263,71 @@ def test_https_downloads_are_verified_and_a_stalled_tls_handshake_meets_the_dead
         assert _fetch_error(url) == f"{url}: cannot fetch URL: not finished within its 2 s deadline"
     finally:
         silent.close()
+
+
+# -- 8: serve's URL ingests: their own few threads, 503 when all are busy, cancelled with their client --------
+
+def _few_threads(app, threads: int):
+    """The app with the server's thread pool (anyio's, 40 threads) cut to `threads`: what 40 slow URL
+    ingests did to it, here with a few."""
+    async def limited(scope, receive, send):
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        await app(scope, receive, send)
+    return limited
+
+
+def _post_urls(base: str, url: str, outcomes: list) -> None:
+    request = urllib.request.Request(f"{base}/api/v1/kernels", data=urllib.parse.urlencode({"urls": url}).encode(),
+                                     headers={"Authorization": f"Bearer {TOKEN}"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            outcomes.append((response.status, None))
+    except urllib.error.HTTPError as error:
+        outcomes.append((error.code, error.headers.get("Retry-After")))
+
+
+def test_slow_url_ingests_leave_reads_answerable_and_extra_ones_are_503_at_once(serve, tmp_path, monkeypatch):
+    trickle = Trickle()
+    package_server, _ = serve({"/kernel.rpm": trickle})
+    monkeypatch.setattr(api, "URL_INGESTS", 2, raising=False)
+    app = create_app(str(tmp_path / "store.db"), token=TOKEN)
+    outcomes: list = []
+    with serving(_few_threads(app, 4)) as base:
+        posts = [threading.Thread(target=_post_urls, args=(base, f"{package_server}/kernel.rpm", outcomes))
+                 for _ in range(4)]
+        try:
+            for post in posts:
+                post.start()
+            _wait_for(lambda: trickle.started >= 2, "two transfers")
+            _wait_for(lambda: len(outcomes) >= 2, "the ingests beyond the two slots to be refused")
+            assert outcomes == [(503, "30"), (503, "30")] and trickle.started == 2
+            with urllib.request.urlopen(f"{base}/api/v1/kernels", timeout=60) as response:
+                assert response.status == 200 and json.load(response) == {"kernels": []}
+        finally:
+            trickle.release.set()
+            for post in posts:
+                post.join(timeout=120)
+    assert sorted(status for status, _ in outcomes) == [400, 400, 503, 503]
+
+
+def test_a_client_that_goes_away_stops_its_url_ingests_transfer(serve, tmp_path):
+    trickle = Trickle(seconds=120)
+    package_server, _ = serve({"/kernel.rpm": trickle})
+    app = create_app(str(tmp_path / "store.db"), token=TOKEN)
+    with serving(app) as base:
+        body = urllib.parse.urlencode({"urls": f"{package_server}/kernel.rpm"}).encode()
+        client = socket.create_connection(("127.0.0.1", urllib.parse.urlsplit(base).port))
+        try:
+            client.sendall(b"POST /api/v1/kernels HTTP/1.1\r\nHost: kabigate\r\nAuthorization: Bearer " + TOKEN.encode()
+                           + b"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n"
+                           % len(body) + body)
+            _wait_for(lambda: trickle.started == 1, "the transfer")
+        finally:
+            client.close()
+        try:
+            assert trickle.client_left.wait(60), "the transfer went on after its client left"
+        finally:
+            trickle.release.set()
 
 
 # -- 11: redirects and errors ---------------------------------------------------------------------------
