@@ -23,7 +23,7 @@ import pytest
 from hostile import rpm_with_files, run_cli
 from webdata import serving
 
-from kabigate import packages
+from kabigate import packages, resultsdb
 from kabigate.errors import InputError
 from kabigate.web import api, create_app
 from kabigate.workers.config import Settings
@@ -400,3 +400,46 @@ def test_a_workers_download_is_not_redirected_outside_the_allowed_locations(serv
         assert _fetch_error(f"{elsewhere}/x.rpm").endswith("cannot fetch URL: not under listen.allow")
         assert _fetch_error(f"{base}/inside.rpm").endswith("redirected outside listen.allow: not followed")
     assert elsewhere_seen == []
+
+
+# -- 12: ResultsDB ------------------------------------------------------------------------------------------
+
+PAYLOAD = {"outcome": "PASSED", "testcase": {"name": "kabigate.kernel-gate.functional"}, "data": {"item": "k"}}
+
+
+def test_resultsdb_post_is_not_redirected_and_the_token_stays_home(serve):
+    elsewhere, elsewhere_seen = serve({"/api/v2.0/results": answer(200, b'{"id": 42, "data": [{"id": 42}]}')})
+    base, seen = serve({"/api/v2.0/results": redirect(f"{elsewhere}/api/v2.0/results")})
+    with pytest.raises(InputError, match=r"answered the POST with a redirect \(HTTP 302\): not followed"):
+        resultsdb.publish_result(f"{base}/api/v2.0", PAYLOAD, "secret-token")
+    with pytest.raises(InputError, match="redirected to another origin: not followed with the credentials"):
+        resultsdb.find_result(f"{base}/api/v2.0", "t", {"item": "k"}, "secret-token")
+    assert elsewhere_seen == [] and [method for method, _, _ in seen] == ["POST", "GET"]
+
+
+def test_resultsdb_get_follows_a_redirect_within_its_origin(serve):
+    base, seen = serve({"/api/v2.0/results": redirect("/api/v2.0/results/", 308),
+                        "/api/v2.0/results/": answer(200, b'{"data": [{"id": 7}]}')})
+    assert resultsdb.find_result(f"{base}/api/v2.0", "t", {"item": "k"}, "secret-token") == "7"
+    assert [token for _, _, token in seen] == ["Bearer secret-token"] * 2
+
+
+def test_resultsdb_publishes_only_on_a_created_result_with_an_id(serve):
+    base, _ = serve({"/accepted/results": answer(202, b'{"id": 42}'), "/no-id/results": answer(201, b'{"id": []}')})
+    with pytest.raises(InputError, match="answered HTTP 202, not 201 Created"):
+        resultsdb.publish_result(f"{base}/accepted", PAYLOAD)
+    with pytest.raises(InputError, match="has no result id"):
+        resultsdb.publish_result(f"{base}/no-id", PAYLOAD)
+
+
+def test_a_deeply_nested_resultsdb_answer_is_a_one_line_error(serve):
+    base, _ = serve({"/api/v2.0/results": answer(201, b"[" * 200_000)})
+    with pytest.raises(InputError, match="nested too deeply"):
+        resultsdb.publish_result(f"{base}/api/v2.0", PAYLOAD)
+
+
+def test_a_crawling_resultsdb_answer_meets_the_whole_call_deadline(serve, monkeypatch):
+    base, _ = serve({"/api/v2.0/results": Trickle(seconds=30, pause=0.5)})
+    monkeypatch.setattr(resultsdb, "DEADLINE", 2.0, raising=False)
+    with pytest.raises(InputError, match="cannot reach ResultsDB: not finished within its 2 s deadline"):
+        resultsdb.publish_result(f"{base}/api/v2.0", PAYLOAD)
