@@ -359,6 +359,8 @@ def test_errors_show_no_content_and_do_not_tell_ports_apart(serve):
     closed = _closed_port()
     answers = {re.sub(r":\d+/", ":PORT/", _fetch_error(f"http://127.0.0.1:{port}/p.rpm")) for port in (ssh.port, closed)}
     assert answers == {"http://127.0.0.1:PORT/p.rpm: cannot fetch URL: no valid HTTP answer"}
+    for unusable in ("http://[::1/p.rpm", "http://127.0.0.1:99999/p.rpm", "http://127.0.0.1:1/a b.rpm"):
+        assert _fetch_error(unusable) == f"{unusable}: cannot fetch URL: not a usable URL"
 
 
 @pytest.mark.parametrize(("location", "allowed"), [

@@ -22,6 +22,7 @@ import ssl
 import string
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -126,6 +127,7 @@ class _Watch:
 
     def __init__(self, seconds: float, cancel: Cancel | None):
         self.seconds = seconds
+        self.ends = time.monotonic() + seconds
         self.stopped: str | None = None  # "deadline" or "cancelled"
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -155,6 +157,10 @@ class _Watch:
         if self._cancel is not None:
             self._cancel._discard(self)
 
+    def over(self) -> bool:
+        """Stopped, or past the deadline (a connect or read timeout set to the time left ends at it too)."""
+        return self.stopped is not None or time.monotonic() >= self.ends
+
     def reason(self) -> str:
         if self.stopped == "cancelled":
             return "cancelled"
@@ -169,13 +175,13 @@ def _shutdown(sock: socket.socket) -> None:
 
 
 def _check_url(url: str, allowed: tuple[Callable[[str], bool], str] | None, first: bool) -> None:
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises)
+    except ValueError:  # the port, a broken IPv6 address
+        raise _Refused("not a usable URL" if first else "redirected to an unusable URL: not followed") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise _Refused("not an http(s) URL" if first else "redirected to a URL that is not http(s): not followed")
-    try:
-        parts.port  # noqa: B018 (a port that is not a number raises)
-    except ValueError:
-        raise _Refused("not a usable URL (its port)") from None
     if allowed is not None and not allowed[0](url):
         raise _Refused(f"not under {allowed[1]}" if first else f"redirected outside {allowed[1]}: not followed")
 
@@ -260,14 +266,15 @@ class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
 # -- transfers ----------------------------------------------------------------------------------------
 
 @contextmanager
-def _open(request: urllib.request.Request, failure: str, deadline: float, *, allowed=None,
-          errors_answer: bool = False) -> Iterator[tuple[object, _Watch]]:
-    """(response, watch) of one request; errors are InputError("<failure>: <reason>"). With
-    `errors_answer`, an HTTP error status is an answer like any other (its body is the caller's)."""
+def _open(url: str, failure: str, deadline: float, *, data: bytes | None = None, headers: dict[str, str] | None = None,
+          allowed=None, errors_answer: bool = False) -> Iterator[tuple[object, _Watch]]:
+    """(response, watch) of a GET, or a POST of `data`; errors are InputError("<failure>: <reason>").
+    With `errors_answer`, an HTTP error status is an answer like any other (its body is the caller's)."""
     try:
-        _check_url(request.full_url, allowed, first=True)
+        _check_url(url, allowed, first=True)
     except _Refused as refused:
         raise InputError(f"{failure}: {refused}") from None
+    request = urllib.request.Request(url, data=data, headers=headers or {}, method="GET" if data is None else "POST")
     watch = _Watch(deadline, _cancel.get())
     # Only these handlers: build_opener() would add ftp:, file: and data: ones, and urllib's redirects.
     opener = urllib.request.OpenerDirector()
@@ -287,7 +294,7 @@ def _open(request: urllib.request.Request, failure: str, deadline: float, *, all
     except _Refused as refused:
         raise InputError(f"{failure}: {refused}") from None
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
-        raise InputError(f"{failure}: {watch.reason() if watch.stopped else _reason(error)}") from None
+        raise InputError(f"{failure}: {watch.reason() if watch.over() else _reason(error)}") from None
     finally:
         watch.close()
 
@@ -299,6 +306,8 @@ def _reason(error: BaseException) -> str:
         phrase = http.HTTPStatus(error.code).phrase if error.code in http.HTTPStatus._value2member_map_ else ""
         return f"HTTP {error.code} {phrase}".rstrip()
     reason = getattr(error, "reason", error)
+    if isinstance(reason, http.client.InvalidURL):
+        return "not a usable URL"
     if isinstance(reason, socket.gaierror):
         return "host name not found"
     if isinstance(reason, TimeoutError):
@@ -338,7 +347,7 @@ def download(location: str, what: str, limit: int | None = None) -> BinaryIO:
     deadline = download_deadline()
     file = tempfile.TemporaryFile(prefix="kabigate-download-")  # noqa: SIM115 (the caller closes it)
     try:
-        with _open(urllib.request.Request(location), failure, deadline, allowed=_allowed.get()) as (response, watch):
+        with _open(location, failure, deadline, allowed=_allowed.get()) as (response, watch):
             _body(response, watch, cap, lambda chunk: _write(file, chunk, failure), too_large)
         file.seek(0)
         return file
@@ -360,9 +369,8 @@ def exchange(url: str, failure: str, *, data: bytes | None = None, headers: dict
     """One API call (a POST when there is `data`): the answer's status and body (at most `limit`
     bytes), error statuses included; the whole call within `deadline` seconds. Errors are
     InputError("<failure>: <reason>")."""
-    request = urllib.request.Request(url, data=data, headers=headers or {}, method="GET" if data is None else "POST")
     received = bytearray()
-    with _open(request, failure, deadline, errors_answer=True) as (response, watch):
+    with _open(url, failure, deadline, data=data, headers=headers, errors_answer=True) as (response, watch):
         _body(response, watch, limit, received.extend, f"answer larger than {limit >> 10} KiB")
         return response.status, bytes(received)
 

@@ -241,21 +241,15 @@ class UrlIngests:
             finally:
                 self._slots.release()
 
-        try:
-            return self._executor.submit(run)
-        except BaseException:
-            self._slots.release()
-            raise
-
-
-_url_ingests_lock = threading.Lock()
+        return self._executor.submit(run)
 
 
 def _url_ingests(app) -> UrlIngests:
-    with _url_ingests_lock:
-        if not hasattr(app.state, "url_ingests"):
-            app.state.url_ingests = UrlIngests(URL_INGESTS)
-        return app.state.url_ingests
+    """The app's URL ingest threads, made on its first URL ingest (requests run on one event loop:
+    no two make them at once)."""
+    if not hasattr(app.state, "url_ingests"):
+        app.state.url_ingests = UrlIngests(URL_INGESTS)
+    return app.state.url_ingests
 
 
 class GateRequest(BaseModel):

@@ -151,21 +151,18 @@ def is_under(location: str, prefix: str) -> bool:
     scheme, host and port, then the path's components once %-escapes, `.` and `..` are resolved (a local
     path's symbolic links too). A prefix without a host ("https://") takes every URL of its scheme.
     A bare string prefix would let `/srv/builds/../../etc/shadow` and `https://host.evil` pass."""
-    if "://" in prefix:
-        where, within = urllib.parse.urlsplit(location), urllib.parse.urlsplit(prefix)
-        if "://" not in location or where.scheme.lower() != within.scheme.lower():
-            return False
-        if not within.netloc:
-            return True
-        try:
-            if (where.hostname, _port(where)) != (within.hostname, _port(within)):
+    try:
+        if "://" in prefix:
+            where, within = urllib.parse.urlsplit(location), urllib.parse.urlsplit(prefix)
+            if "://" not in location or where.scheme.lower() != within.scheme.lower():
                 return False
-        except ValueError:  # a port that is not a number
+            return not within.netloc or ((where.hostname, _port(where)) == (within.hostname, _port(within))
+                                         and _path_under(_url_path(where.path), _url_path(within.path)))
+        if "://" in location or not os.path.isabs(location):
             return False
-        return _path_under(_url_path(where.path), _url_path(within.path))
-    if "://" in location or not os.path.isabs(location):
+        return _path_under(os.path.realpath(location), os.path.realpath(prefix))
+    except ValueError:  # a port that is not a number, a broken IPv6 address, a NUL in a path
         return False
-    return _path_under(os.path.realpath(location), os.path.realpath(prefix))
 
 
 def _port(url: urllib.parse.SplitResult) -> int | None:
