@@ -4,10 +4,10 @@ temporary file, and ResultsDB's API is called, through it.
 Every transfer is bounded in size ($KABIGATE_FETCH_MAX for downloads), in time (a deadline for the
 whole transfer, connection, TLS handshake and headers included: $KABIGATE_FETCH_DEADLINE; and a
 timeout per read) and in where it goes: http(s) only, at most MAX_REDIRECTS redirects, each target
-checked by the same rules before it is opened (its scheme, the caller's allow-list), a request with
-credentials or a body never redirected elsewhere. A transfer started under a Cancel stops when it is
-cancelled. Errors name the URL and a class of reason, never what the server sent: an error must not
-turn a fetch into a way to read or scan hosts the fetching server reaches.
+checked by the same rules before it is opened (its scheme, the caller's allow-list); a request with
+a body is never redirected, nor one with credentials to another origin. A transfer started under a
+Cancel stops when it is cancelled. Errors name the URL and a class of reason, never what the server
+sent: an error must not turn a fetch into a way to read or scan hosts the fetching server reaches.
 """
 
 from __future__ import annotations
