@@ -504,7 +504,7 @@ class _Trickle(http.server.BaseHTTPRequestHandler):
 @pytest.mark.parametrize("path", ["/body.rpm", "/headers.rpm"])
 def test_19_a_trickling_server_meets_the_transfer_deadline(path, monkeypatch):
     url, server = _serve(_Trickle)
-    monkeypatch.setattr(packages, "HTTP_DEADLINE", 2.0)
+    monkeypatch.setenv("KABIGATE_FETCH_DEADLINE", "2")
     try:
         started = time.monotonic()
         with pytest.raises(InputError, match="s deadline"):

@@ -9,21 +9,17 @@ Member paths are hostile: absolute names and `..` components are refused, never 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import mmap
 import os
 import posixpath
 import re
-import socket
-import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import PurePosixPath
 
+from kabigate import httpclient
 from kabigate.errors import InputError, open_regular, read_capped
 from kabigate.formats import deb as debfmt
 from kabigate.formats import rpm as rpmfmt
@@ -35,7 +31,6 @@ from kabigate.model import Export, Module, PackageOrigin
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 PACKAGE_SUFFIXES = (".rpm", ".deb")
-MAX_PACKAGE = 4 * 1024**3  # largest package fetched into memory (kernel-debuginfo is ~1 GiB)
 MAX_METADATA = 512 * 1024**2
 MAX_SMALL_MEMBER = 64 * 1024**2  # symvers (~1.5 MiB), configs, greylists, headers
 # Members of one package: linux-headers has ~20,000 files, kernel-devel ~25,000; modules of one
@@ -43,8 +38,6 @@ MAX_SMALL_MEMBER = 64 * 1024**2  # symvers (~1.5 MiB), configs, greylists, heade
 # small package could make millions of entries (each kept in a PackageTree, or parsed).
 MAX_MEMBERS = 500_000
 MAX_MODULES = 50_000
-HTTP_TIMEOUT = 60  # seconds one read may wait
-HTTP_DEADLINE = 3600.0  # seconds one transfer may take (a 4 GiB package at ~1.2 MB/s)
 
 
 def is_url(path: str) -> bool:
@@ -74,113 +67,19 @@ def is_repository(path: str) -> bool:
 # -- fetching -------------------------------------------------------------------------------
 
 def fetch(location: str, what: str, limit: int):
-    """The bytes at a path or an http(s) URL, at most `limit` of them (bytes, or a bytearray for a
-    URL: received data is not copied again)."""
+    """The bytes at a path or an http(s) URL, at most `limit` of them (a URL's are mapped from the
+    temporary file they were downloaded to: it is gone once the mapping is)."""
     if not is_url(location):
         return read_capped(location, limit, f"larger than the {limit >> 20} MiB limit")
-    return _fetch_url(location, what, limit)
+    return _map_url(location, what, limit)
 
 
-def _fetch_url(location: str, what: str, limit: int) -> bytearray:
-    """One transfer, bounded three ways: each read waits at most HTTP_TIMEOUT, the whole transfer
-    (headers included) at most HTTP_DEADLINE, and the body is read as it comes (a missing
-    Content-Length does not make it reserve `limit` bytes) up to `limit`."""
-    deadline = _Deadline(HTTP_DEADLINE)
-    opener = urllib.request.build_opener(_WatchedHTTPHandler(deadline), _WatchedHTTPSHandler(deadline))
-    received = bytearray()
-    try:
-        with opener.open(location, timeout=HTTP_TIMEOUT) as response:
-            declared = response.headers.get("Content-Length")
-            declared = int(declared) if declared is not None and declared.isdigit() else None
-            if declared is not None and declared > limit:
-                raise InputError(f"{what}: {location} is larger than the {limit >> 20} MiB limit")
-            while chunk := response.read1(1 << 20):
-                received += chunk
-                if len(received) > limit:
-                    raise InputError(f"{what}: {location} is larger than the {limit >> 20} MiB limit")
-                if deadline.expired:
-                    break
-            if deadline.expired:
-                raise deadline.error(what, location)
-            if declared is not None and len(received) < declared:
-                raise InputError(f"{what}: {location}: connection closed after {len(received)} of {declared} bytes")
-    except urllib.error.HTTPError as error:
-        reason = str(error.reason).strip().splitlines()[0][:300] if str(error.reason).strip() else ""
-        raise InputError(f"{what}: {location}: HTTP {error.code} {reason}") from None
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
-        if deadline.expired:
-            raise deadline.error(what, location) from None
-        reason = str(getattr(error, "reason", None) or error).strip() or type(error).__name__
-        raise InputError(f"{what}: {location}: {reason.splitlines()[0][:300]}") from None
-    finally:
-        deadline.cancel()
-    return received
-
-
-class _Deadline:
-    """Shuts down the transfer's sockets when its time is up: a server sending a byte now and then
-    passes every per-read timeout, and a blocked read cannot be interrupted otherwise."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.expired = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def track(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.append(sock)
-            if self.expired:
-                _shutdown(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for sock in self._sockets:
-                _shutdown(sock)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-    def error(self, what: str, location: str) -> InputError:
-        return InputError(f"{what}: {location}: transfer not finished within its {self.seconds:g} s deadline")
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the file descriptor's, also under TLS
-    except OSError:
-        pass
-
-
-class _WatchedHTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, deadline: _Deadline):
-        super().__init__()
-        self.deadline = deadline
-
-    def http_open(self, req):
-        return self.do_open(_watched(http.client.HTTPConnection, self.deadline), req)
-
-
-class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline):
-        super().__init__()
-        self.deadline = deadline
-
-    def https_open(self, req):
-        return self.do_open(_watched(http.client.HTTPSConnection, self.deadline), req, context=self._context)
-
-
-def _watched(connection_class, deadline: _Deadline):
-    class Watched(connection_class):
-        def connect(self) -> None:
-            super().connect()
-            deadline.track(self.sock)
-
-    return Watched
+def _map_url(location: str, what: str, limit: int | None = None):
+    """A download mapped read-only (b"" when empty: an empty file cannot be mapped)."""
+    with httpclient.download(location, what, limit) as file:
+        if os.fstat(file.fileno()).st_size == 0:
+            return b""
+        return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def _map_file(path: str):
@@ -216,12 +115,12 @@ def safe_member_path(name: str, what: str) -> str:
 
 
 class Package:
-    """An RPM or deb, mapped from a file or fetched from a URL; read in one forward pass."""
+    """An RPM or deb, mapped from its file or its download (httpclient: capped by $KABIGATE_FETCH_MAX);
+    read in one forward pass."""
 
     def __init__(self, source: str, data=None):
         self.source = source
-        self.data = data if data is not None else (
-            fetch(source, source, MAX_PACKAGE) if is_url(source) else _map_file(source))
+        self.data = data if data is not None else (_map_url(source, source) if is_url(source) else _map_file(source))
         head = bytes(self.data[:21])
         self.provides: list[Dependency] = []
         self.requires: list[Dependency] = []
@@ -240,8 +139,9 @@ class Package:
                 fields.get("Architecture", "")
             self.provides = [Dependency(p.strip().split(" ", 1)[0]) for p in fields.get("Provides", "").split(",")
                              if p.strip()]
-        else:
-            raise InputError(f"{source}: not an RPM or deb package (magic {head[:8].hex()})")
+        else:  # a downloaded answer's bytes are not shown: the URL may name any file of a host the server reaches
+            raise InputError(f"{source}: not an RPM or deb package" + ("" if is_url(source) else
+                                                                       f" (magic {head[:8].hex()})"))
 
     @property
     def label(self) -> str:
@@ -410,7 +310,7 @@ class Repository:
 
     def open(self, entry: RepoPackage) -> Package:
         location = self._join(entry.href)
-        data = fetch(location, self.location, MAX_PACKAGE)
+        data = _map_url(location, self.location) if is_url(location) else _map_file(location)
         _verify_checksum(data, entry.checksum_type, entry.checksum, location)
         return Package(location, data)
 

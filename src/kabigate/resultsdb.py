@@ -1,53 +1,31 @@
 """Publishing to ResultsDB (v2.0 API), where Fedora and CentOS CI keep test results and
-Greenwave reads them to gate builds."""
+Greenwave reads them to gate builds.
+
+Calls go through httpclient: the POST is never redirected (urllib would resend it as a GET without
+its body, and a 30x would look published), a GET only within ResultsDB's origin (the bearer token
+goes nowhere else); each call has a deadline as a whole, and answers are parsed bounded."""
 
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 
+from kabigate import httpclient
 from kabigate.errors import InputError
 
 # A ResultsDB answer is the created result, a few KiB; anything larger is not one.
 MAX_RESPONSE = 1 << 20
-TIMEOUT = 30
+DEADLINE = 60.0  # seconds one call may take, all told (a server answering a byte a second passes any read timeout)
+MAX_ID = 64  # the store's gate_run.resultsdb_id column
 
 
 def publish_result(api_url: str, payload: dict, token: str | None = None) -> str:
     """POST the result to <api_url>/results; returns the id ResultsDB gave it."""
     url = api_url.rstrip("/") + "/results"
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
-                                     headers=dict(_headers(token), **{"Content-Type": "application/json"}))
-    record = _exchange(request, url)
-    if not isinstance(record, dict) or "id" not in record:
-        raise InputError(f"{url}: ResultsDB's answer has no result id")
-    return str(record["id"])
-
-
-def _headers(token: str | None) -> dict[str, str]:
-    return {"Accept": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
-
-
-def _exchange(request: urllib.request.Request, url: str):
-    if not url.startswith(("http://", "https://")):
-        raise InputError(f"{url}: a ResultsDB API URL starts with http:// or https://")
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-            body = response.read(MAX_RESPONSE + 1)
-    except urllib.error.HTTPError as error:
-        detail = _message(error.read(4096)) or error.reason
-        raise InputError(f"{url}: ResultsDB refused the request: HTTP {error.code}: {detail}") from None
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        raise InputError(f"{url}: cannot reach ResultsDB: {reason}") from None
-    if len(body) > MAX_RESPONSE:
-        raise InputError(f"{url}: ResultsDB's answer is larger than {MAX_RESPONSE >> 10} KiB")
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise InputError(f"{url}: ResultsDB's answer is not JSON") from None
+    status, body = _call(url, token, json.dumps(payload).encode())
+    if status not in (200, 201):
+        raise InputError(f"{url}: ResultsDB answered HTTP {status}, not 201 Created: the result is not published")
+    return created_id(parse_answer(body, url), url)
 
 
 def find_result(api_url: str, testcase: str, data: dict[str, str], token: str | None = None) -> str | None:
@@ -55,18 +33,77 @@ def find_result(api_url: str, testcase: str, data: dict[str, str], token: str | 
     result is never published twice: a restarted publisher asks before it posts)."""
     query = urllib.parse.urlencode({"testcases": testcase, **data, "limit": 1})
     url = api_url.rstrip("/") + "/results?" + query
-    document = _exchange(urllib.request.Request(url, headers=_headers(token)), url)
+    status, body = _call(url, token)
+    if status != 200:
+        raise InputError(f"{url}: ResultsDB answered HTTP {status}, not 200 OK")
+    return found_id(parse_answer(body, url), url)
+
+
+def _call(url: str, token: str | None, data: bytes | None = None) -> tuple[int, bytes]:
+    """(status, body) of a call; an error status is an InputError with ResultsDB's message."""
+    if not url.startswith(("http://", "https://")):
+        raise InputError(f"{url}: a ResultsDB API URL starts with http:// or https://")
+    headers = {"Accept": "application/json", **({"Authorization": f"Bearer {token}"} if token else {}),
+               **({"Content-Type": "application/json"} if data is not None else {})}
+    status, body = httpclient.exchange(url, f"{url}: cannot reach ResultsDB", data=data, headers=headers,
+                                       limit=MAX_RESPONSE, deadline=DEADLINE)
+    if status >= 400:
+        detail = error_message(body)
+        raise InputError(f"{url}: ResultsDB refused the request: HTTP {status}" + (f": {detail}" if detail else ""))
+    return status, body
+
+
+def parse_answer(body: bytes, url: str):
+    """A ResultsDB answer's JSON document; bad or too deeply nested JSON is an InputError."""
+    if len(body) > MAX_RESPONSE:
+        raise InputError(f"{url}: ResultsDB's answer is larger than {MAX_RESPONSE >> 10} KiB")
+    try:
+        return json.loads(body)
+    except RecursionError:  # [[[[... deeper than the interpreter's stack
+        raise InputError(f"{url}: ResultsDB's answer is nested too deeply") from None
+    except ValueError:
+        raise InputError(f"{url}: ResultsDB's answer is not JSON") from None
+
+
+def created_id(document, url: str) -> str:
+    """The id of the result a POST created (its answer is the result)."""
+    found = _id(document.get("id") if isinstance(document, dict) else None)
+    if found is None:
+        raise InputError(f"{url}: ResultsDB's answer has no result id")
+    return found
+
+
+def found_id(document, url: str) -> str | None:
+    """The id of the first result a query found, None when it found none."""
     results = document.get("data") if isinstance(document, dict) else None
     if not isinstance(results, list):
         raise InputError(f"{url}: ResultsDB's answer has no result list")
-    found = results[0].get("id") if results and isinstance(results[0], dict) else None
-    return None if found is None else str(found)
+    if not results:
+        return None
+    found = _id(results[0].get("id") if isinstance(results[0], dict) else None)
+    if found is None:
+        raise InputError(f"{url}: ResultsDB's answer has a result without a usable id")
+    return found
 
 
-def _message(body: bytes) -> str:
+def _id(value) -> str | None:
+    """ResultsDB's ids are integers; a short printable string is taken too."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**MAX_ID:
+        return str(value)
+    if isinstance(value, str) and 0 < len(value) <= MAX_ID and value.isprintable():
+        return value
+    return None
+
+
+def error_message(body: bytes) -> str:
+    """What an error answer says, on one line: its JSON "message", else its first line."""
     try:
         document = json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", "replace").strip().splitlines()[0][:200] if body.strip() else ""
+    except (ValueError, RecursionError):
+        lines = body.decode("utf-8", "replace").strip().splitlines()
+        return lines[0][:200] if lines else ""
     message = document.get("message") if isinstance(document, dict) else None
-    return json.dumps(message)[:300] if message is not None else ""
+    try:
+        return json.dumps(message)[:300] if message is not None else ""
+    except RecursionError:
+        return ""

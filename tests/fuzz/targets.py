@@ -28,7 +28,7 @@ from pathlib import Path
 
 import zstandard
 
-from kabigate import packages, signing
+from kabigate import httpclient, packages, resultsdb, signing
 from kabigate.errors import InputError
 from kabigate.formats import der, rpm, stream
 from kabigate.formats.btf import parse_btf
@@ -535,7 +535,7 @@ def _server() -> _RawServer:
 def run_http(data: bytes) -> None:
     server = _server()
     server.response = data
-    packages.HTTP_TIMEOUT, packages.HTTP_DEADLINE = 2, 4.0
+    httpclient.READ_TIMEOUT, httpclient.DEFAULT_DEADLINE = 2, 4.0
     fetched = packages.fetch(f"http://127.0.0.1:{server.port}/p.rpm", "fuzz", 64 << 20)
     packages.Package("http://127.0.0.1/p.rpm", fetched)
 
@@ -601,6 +601,27 @@ def run_koji_answer(data: bytes) -> None:
         hub.answers[method] = data
         with contextlib.suppress(InputError):
             koji.kmod_request(3001, "primary", "kmod-acpi-call", settings)
+
+
+def resultsdb_seeds() -> list[bytes]:
+    """ResultsDB v2.0's answers: a created result, a page of results, an error; and one nested deep."""
+    result = {"id": 42, "outcome": "PASSED", "note": "", "ref_url": None, "submit_time": "2026-11-29T00:00:00.000000",
+              "testcase": {"name": "kabigate.kernel-gate.functional", "ref_url": None,
+                           "href": "https://resultsdb.example.org/api/v2.0/testcases/kabigate.kernel-gate.functional"},
+              "data": {"item": ["kernel-6.1.170-1"], "type": ["koji_build"]}, "groups": [],
+              "href": "https://resultsdb.example.org/api/v2.0/results/42"}
+    return [json.dumps(result).encode(), json.dumps({"data": [result], "prev": None, "next": None}).encode(),
+            json.dumps({"message": {"errors": ["outcome must be one of: PASSED, INFO, FAILED"]}}).encode(),
+            b'{"data": ' + b"[" * 5000 + b"]" * 5000 + b"}"]
+
+
+def run_resultsdb_answer(data: bytes) -> None:
+    """A ResultsDB answer as an error's body, then as the answer to a POST and to a query."""
+    resultsdb.error_message(data)
+    document = resultsdb.parse_answer(data, "fuzz")
+    for read in (resultsdb.created_id, resultsdb.found_id):
+        with contextlib.suppress(InputError):
+            read(document, "fuzz")
 
 
 # -- the command line --------------------------------------------------------------------------
@@ -723,6 +744,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("repository", lambda: repomd_seeds() + primary_seeds(), run_repository),
     Target("http", http_seeds, run_http),
     Target("koji_answer", koji_answer_seeds, run_koji_answer),
+    Target("resultsdb_answer", resultsdb_seeds, run_resultsdb_answer),
     Target("cli", lambda: module_seeds() + text_seeds() + certificate_seeds() + package_seeds(), run_cli),
     Target("cli_sign", lambda: module_seeds()[:3], run_cli_sign),
     Target("lz4_image", lz4_image_seeds, run_kernel_image),

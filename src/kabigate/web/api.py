@@ -5,19 +5,24 @@ readers as the CLI's, with the same hostile-input rules (an InputError is a 400,
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from kabigate import httpclient
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, parse_policy, parse_waivers
 from kabigate.gate_report import gate_json, waiver_json
@@ -55,6 +60,22 @@ token_required = [Depends(HTTPBearer(auto_error=False, description="KABIGATE_API
 # Upload names as packages and modules are named: no path, no leading dot, nothing a shell or a URL needs quoted.
 _UPLOAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~%-]{0,254}")
 MAX_TOML = 1024 * 1024
+DISCONNECT_POLL = 0.5  # seconds between checks whether a URL ingest's client is still there
+RETRY_AFTER = 30  # seconds a client is asked to wait when every URL ingest slot is taken
+
+
+def url_ingest_slots() -> int:
+    """URL ingests a server runs at once: $KABIGATE_URL_INGESTS, 4 by default."""
+    text = os.environ.get("KABIGATE_URL_INGESTS", "").strip() or "4"
+    if not re.fullmatch(r"[1-9][0-9]{0,2}", text):
+        raise InputError(f"KABIGATE_URL_INGESTS={text[:40]!r}: not a number of ingests (1 to 999)")
+    return int(text)
+
+
+# Read when `serve` starts (create_app imports this module): a bad setting is an error then, not on an ingest.
+URL_INGESTS = url_ingest_slots()
+httpclient.max_download()
+httpclient.download_deadline()
 
 
 # -- reading ----------------------------------------------------------------------------------------
@@ -138,38 +159,97 @@ def demand(store: StoreDep, settings: SettingsDep, stream: str | None = None, dr
 
 @router.post("/kernels", status_code=201, dependencies=token_required,
              summary="Ingest one kernel from uploaded packages or files, or URLs of its packages")
-def ingest_kernel_endpoint(
+async def ingest_kernel_endpoint(
+        request: Request,
         store: StoreDep,
         stream: Annotated[str | None, Form()] = None,
         vermagic: Annotated[str | None, Form()] = None,
         files: Annotated[list[UploadFile] | None, File(description="e.g. linux-image-*.deb, linux-headers-*.deb")] = None,
         urls: Annotated[list[str] | None, Form()] = None) -> dict:
     files, urls = files or [], urls or []
-    with _upload_folder() as directory:
-        saved = _save_uploads(files, urls, directory)
-        kernel_read = load_kernel(saved + urls, vermagic)
-        kernel_read = dataclasses.replace(kernel_read, sources=[_upload_source(p, directory) for p in saved] + urls)
-    result = ingest_kernel(store, kernel_read, stream)
-    return {"kernel": kernel_record_json(result.record), "created": result.created, "verdicts": result.verdicts}
+
+    def ingest() -> dict:
+        with _upload_folder() as directory:
+            saved = _save_uploads(files, urls, directory)
+            kernel_read = load_kernel(saved + urls, vermagic)
+            kernel_read = dataclasses.replace(kernel_read, sources=[_upload_source(p, directory) for p in saved] + urls)
+        result = ingest_kernel(store, kernel_read, stream)
+        return {"kernel": kernel_record_json(result.record), "created": result.created, "verdicts": result.verdicts}
+
+    return await _run_ingest(request, ingest, urls)
 
 
 @router.post("/drivers", status_code=201, dependencies=token_required,
              summary="Ingest driver builds: uploaded packages (each one build) or modules (together one build), "
                      "or URLs of packages and repositories")
-def ingest_drivers_endpoint(
+async def ingest_drivers_endpoint(
+        request: Request,
         store: StoreDep,
         name: Annotated[str | None, Form(description="name of a build of loose modules")] = None,
         version: Annotated[str | None, Form(description="version of a build of loose modules")] = None,
         files: Annotated[list[UploadFile] | None, File()] = None,
         urls: Annotated[list[str] | None, Form()] = None) -> dict:
     files, urls = files or [], urls or []
-    with _upload_folder() as directory:
-        # Uploads are read as one folder: its loose modules are one build, each package one build.
-        paths = [directory] if _save_uploads(files, urls, directory) else []
-        builds = [dataclasses.replace(b, source=_upload_source(b.source, directory))
-                  for b in read_driver_builds(paths + urls, name, version)]
-    results = [ingest_driver_build(store, build) for build in builds]
-    return {"builds": [dict(build_record_json(r.record), created=r.created, verdicts=r.verdicts) for r in results]}
+
+    def ingest() -> dict:
+        with _upload_folder() as directory:
+            # Uploads are read as one folder: its loose modules are one build, each package one build.
+            paths = [directory] if _save_uploads(files, urls, directory) else []
+            builds = [dataclasses.replace(b, source=_upload_source(b.source, directory))
+                      for b in read_driver_builds(paths + urls, name, version)]
+        results = [ingest_driver_build(store, build) for build in builds]
+        return {"builds": [dict(build_record_json(r.record), created=r.created, verdicts=r.verdicts)
+                           for r in results]}
+
+    return await _run_ingest(request, ingest, urls)
+
+
+async def _run_ingest(request: Request, ingest: Callable[[], dict], urls: list[str]) -> dict:
+    """An ingest of uploads in the server's thread pool; one that fetches URLs in the URL ingests' own
+    executor, so that slow or endless servers cannot take the threads every other request needs. A
+    client that goes away cancels its transfers."""
+    if not urls:
+        return await run_in_threadpool(ingest)
+    cancel = httpclient.Cancel()
+    running = asyncio.wrap_future(_url_ingests(request.app).submit(ingest, cancel))
+    while not running.done():
+        await asyncio.wait([running], timeout=DISCONNECT_POLL)
+        if not running.done() and await request.is_disconnected():
+            cancel.set()
+            break
+    return await running
+
+
+class UrlIngests:
+    """A few threads for URL ingests (each holds one for up to its transfers' deadlines); when all are
+    busy a request is refused at once (503, Retry-After), not queued behind servers that may never answer."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._executor = ThreadPoolExecutor(size, thread_name_prefix="kabigate-url-ingest")
+        self._slots = threading.BoundedSemaphore(size)
+
+    def submit(self, ingest: Callable[[], dict], cancel: httpclient.Cancel) -> Future:
+        if not self._slots.acquire(blocking=False):
+            raise HTTPException(503, f"all {self.size} URL ingests of this server are running; try again later",
+                                headers={"Retry-After": str(RETRY_AFTER)})
+
+        def run() -> dict:
+            try:
+                with httpclient.cancelled_by(cancel):
+                    return ingest()
+            finally:
+                self._slots.release()
+
+        return self._executor.submit(run)
+
+
+def _url_ingests(app) -> UrlIngests:
+    """The app's URL ingest threads, made on its first URL ingest (requests run on one event loop:
+    no two make them at once)."""
+    if not hasattr(app.state, "url_ingests"):
+        app.state.url_ingests = UrlIngests(URL_INGESTS)
+    return app.state.url_ingests
 
 
 class GateRequest(BaseModel):

@@ -19,6 +19,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from kabigate.errors import InputError
+from kabigate.httpclient import only_under
 from kabigate.store import Store, StoreError, TaskRecord
 from kabigate.workers.config import Settings
 from kabigate.workers.messaging import PublishError
@@ -87,7 +88,8 @@ def run(self, kind: str, key: str, args: dict) -> None:
                 log.info("%s: %s already done, failed or running elsewhere", kind, key)
                 return
             try:
-                result = HANDLERS[kind](store, task)
+                with only_under(SETTINGS.may_fetch, "listen.allow or koji.topurl"):
+                    result = HANDLERS[kind](store, task)
             except (StoreError, PublishError, BrokerError):
                 raise
             except InputError as error:

@@ -20,7 +20,8 @@ explain = true           # name each CRC change's likely cause (BTF of the kerne
 [listen]
 queue = "kabigate-events"                  # a durable queue on the broker's amq.topic exchange
 topic_prefix = "org.fedoraproject.prod."   # of the gate results kabigate publishes
-allow = ["https://kojipkgs.fedoraproject.org/"]   # where build events may point (prefixes)
+allow = ["https://kojipkgs.fedoraproject.org/"]   # where build events may point and workers fetch from (besides
+                                                  # koji.topurl), redirects included; compared normalised
 
 [koji]
 topurl = "https://kojipkgs.fedoraproject.org"
@@ -39,7 +40,9 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import posixpath
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 
 from kabigate.errors import InputError, read_capped
@@ -73,7 +76,11 @@ class Settings:
     koji_arches: tuple[str, ...] = ()  # kmod RPMs' arches; empty: koji_arch
 
     def allowed(self, location: str) -> bool:
-        return any(location.startswith(prefix) for prefix in self.allow)
+        return any(is_under(location, prefix) for prefix in self.allow)
+
+    def may_fetch(self, location: str) -> bool:
+        """Where a worker may download from, redirects included: the allowed locations and Koji's packages."""
+        return self.allowed(location) or (self.koji_topurl is not None and is_under(location, self.koji_topurl))
 
     def koji_stream(self, release: str) -> str | None:
         return next((stream for pattern, stream in self.koji_streams.items()
@@ -137,3 +144,34 @@ def _read_sections(document: dict, path: str) -> dict:
                 raise InputError(f"{path}: {where} must map patterns to stream names")
             values[attribute] = item
     return values
+
+
+def is_under(location: str, prefix: str) -> bool:
+    """Whether a URL or an absolute path is at or below `prefix` (a URL or a path), compared normalised:
+    scheme, host and port, then the path's components once %-escapes, `.` and `..` are resolved (a local
+    path's symbolic links too). A prefix without a host ("https://") takes every URL of its scheme.
+    A bare string prefix would let `/srv/builds/../../etc/shadow` and `https://host.evil` pass."""
+    try:
+        if "://" in prefix:
+            where, within = urllib.parse.urlsplit(location), urllib.parse.urlsplit(prefix)
+            if "://" not in location or where.scheme.lower() != within.scheme.lower():
+                return False
+            return not within.netloc or ((where.hostname, _port(where)) == (within.hostname, _port(within))
+                                         and _path_under(_url_path(where.path), _url_path(within.path)))
+        if "://" in location or not os.path.isabs(location):
+            return False
+        return _path_under(os.path.realpath(location), os.path.realpath(prefix))
+    except ValueError:  # a port that is not a number, a broken IPv6 address, a NUL in a path
+        return False
+
+
+def _port(url: urllib.parse.SplitResult) -> int | None:
+    return url.port or {"http": 80, "https": 443}.get(url.scheme.lower())
+
+
+def _url_path(path: str) -> str:
+    return posixpath.normpath("/" + urllib.parse.unquote(path).lstrip("/"))
+
+
+def _path_under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
