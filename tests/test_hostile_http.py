@@ -21,7 +21,7 @@ from collections.abc import Callable
 import anyio.to_thread
 import pytest
 from hostile import rpm_with_files, run_cli
-from webdata import serving
+from webdata import Serve, serving
 
 from kabigate import packages, resultsdb
 from kabigate.errors import InputError
@@ -328,6 +328,28 @@ def test_a_client_that_goes_away_stops_its_url_ingests_transfer(serve, tmp_path)
             assert trickle.client_left.wait(60), "the transfer went on after its client left"
         finally:
             trickle.release.set()
+
+
+
+def test_a_server_stopping_cancels_its_url_ingests_transfers(serve, tmp_path):
+    """SIGTERM to `kabigate serve` during a URL ingest from a server that never finishes: requests in
+    progress get a grace period, then the ingest's transfer is cancelled with its request (before,
+    uvicorn waited for it up to the download deadline and the process did not end)."""
+    trickle = Trickle(seconds=600)
+    package_server, _ = serve({"/kernel.rpm": trickle})
+    server = Serve(tmp_path, env={"KABIGATE_API_TOKEN": TOKEN})
+    body = urllib.parse.urlencode({"urls": f"{package_server}/kernel.rpm"}).encode()
+    client = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        client.sendall(b"POST /api/v1/kernels HTTP/1.1\r\nHost: kabigate\r\nAuthorization: Bearer " + TOKEN.encode()
+                       + b"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n"
+                       % len(body) + body)
+        _wait_for(lambda: trickle.started == 1, "the transfer")
+        server.stop()  # waits for the process to end (a guard of minutes, far below the deadline)
+        assert trickle.client_left.wait(60), "the transfer went on after the server stopped"
+    finally:
+        client.close()
+        trickle.release.set()
 
 
 # -- 11: redirects and errors ---------------------------------------------------------------------------

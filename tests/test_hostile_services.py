@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import re
-import signal
 import socket
 import ssl
 import subprocess
@@ -21,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from kojihub import KojiHub, RawXML
+from webdata import Serve
 
 from kabigate.errors import InputError
 from kabigate.workers import koji
@@ -189,29 +188,6 @@ def test_the_calls_about_one_build_share_a_time_budget_and_the_build_is_dropped_
 
 
 # -- kabigate serve: connections held open with half a request ---------------------------------------
-
-class Serve:
-    """`kabigate serve` on a new store, on a free port of 127.0.0.1, allowed 600 open files."""
-
-    def __init__(self, tmp_path: Path, *options: str):
-        self.log = tmp_path / "serve.log"
-        env = {k: v for k, v in os.environ.items() if k != "KABIGATE_API_TOKEN"}
-        with open(self.log, "w") as output:
-            self.process = subprocess.Popen(["prlimit", "--nofile=600:600", sys.executable, "-m", "kabigate", "serve",
-                                             "--db", str(tmp_path / "store.db"), "--port", "0", *options],
-                                            stdout=output, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + GUARD
-        while not (found := re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", self.log.read_text())):
-            assert self.process.poll() is None and time.monotonic() < deadline, self.log.read_text()
-            time.sleep(0.1)
-        self.port = int(found.group(1))
-
-    def stop(self) -> list[str]:
-        """Stop it; its log's lines."""
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=GUARD)
-        return self.log.read_text().splitlines()
-
 
 def _closed_by_the_server(connection: socket.socket) -> None:
     """Read until the server closes (what it answered, then EOF or a reset)."""

@@ -212,12 +212,16 @@ async def _run_ingest(request: Request, ingest: Callable[[], dict], urls: list[s
         return await run_in_threadpool(ingest)
     cancel = httpclient.Cancel()
     running = asyncio.wrap_future(_url_ingests(request.app).submit(ingest, cancel))
-    while not running.done():
-        await asyncio.wait([running], timeout=DISCONNECT_POLL)
-        if not running.done() and await request.is_disconnected():
-            cancel.set()
-            break
-    return await running
+    try:
+        while not running.done():
+            await asyncio.wait([running], timeout=DISCONNECT_POLL)
+            if not running.done() and await request.is_disconnected():
+                cancel.set()
+                break
+        return await running
+    except asyncio.CancelledError:  # the server stops: its thread must not go on up to the deadline
+        cancel.set()
+        raise
 
 
 class UrlIngests:

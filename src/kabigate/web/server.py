@@ -33,6 +33,9 @@ LOG_INTERVAL = 10.0  # seconds between two log lines about refused connections o
 # asyncio accepts up to `backlog` connections each time the listening socket is readable, before the
 # protocol sees any: uvicorn's 2048 let a burst take 2048 files past max_connections.
 BACKLOG = 128
+# A stopping server lets requests in progress finish for this long, then cancels them (a URL ingest's
+# transfer with its request: uvicorn would otherwise wait for it up to the download deadline).
+SHUTDOWN_GRACE = 10.0
 SPARE_FILES = 256  # open files besides the connections: the store, uploads, static files, packages read
 
 log = logging.getLogger("uvicorn.error")  # the server's own log, as uvicorn writes it
@@ -44,6 +47,7 @@ SLOW_HEAD = "closed a connection that sent no whole request head in"
 def serve(app, host: str, port: int, *, max_connections: int, header_timeout: float) -> None:
     """Run the server (blocks) with the guards above (max_connections: fit_open_file_limit()'s)."""
     config = uvicorn.Config(app, host=host, port=port, log_level="info", backlog=BACKLOG,
+                            timeout_graceful_shutdown=SHUTDOWN_GRACE,
                             http=GuardedH11Protocol.limited(max_connections, header_timeout))
     once_an_interval = RateLimit(LOG_INTERVAL, (EVICTED, REFUSED, SLOW_HEAD, "Invalid HTTP request received",
                                                 "socket.accept() out of system resource"))
