@@ -1,9 +1,11 @@
 """Hostile input, round three (issue 19), on the user's own machine: a legal module of hundreds of
-MiB signed and verified in bounded memory."""
+MiB signed and verified in bounded memory, a module name that would stop the offline matrix page's
+script."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import struct
 import subprocess
@@ -16,6 +18,9 @@ from hostile import run_cli
 
 from kabigate import signing
 from kabigate.formats.modsig import MAGIC, TRAILER
+from kabigate.render import matrix_html
+from kabigate.services.matrix import Matrix
+from kabigate.store.store import BuildRecord, Cell, KernelRecord
 
 MiB = 1 << 20
 MODULE = Path(__file__).resolve().parent / "fuzz" / "corpus" / "module" / "acpi_call.ko"
@@ -107,3 +112,52 @@ def test_a_300_mib_module_is_signed_and_verified_in_bounded_memory(tmp_path, sig
     finally:
         for path in tmp_path.glob("*.ko*"):
             path.unlink()  # 600 MiB that pytest would otherwise keep for three runs
+
+
+# -- matrix --format html: a name that opens a comment in the page's script -------------------------
+
+HOSTILE_NAME = "<!--<script>x"
+
+
+def hostile_page(tmp_path: Path) -> Path:
+    kernel = KernelRecord(1, "6.1.0-50-amd64", "x86_64", "amd64", None, None, None, None, (), 0, (("debian", 1),))
+    build = BuildRecord(1, HOSTILE_NAME, None, "1.0", "x86_64", "deb", "6.1.0-47-amd64", "x.deb", (HOSTILE_NAME,))
+    cell = Cell(1, 1, 1, False, 1, 0, "crc-mismatch", 1)
+    matrix = Matrix([kernel], [build], {(1, 1): cell}, [], "debian")
+    details = {(1, 1): [{"name": HOSTILE_NAME, "reasons": [
+        {"code": "crc-mismatch", "symbol": "</script><script>x", "message": "<!-- CRC of <script> differs"}]}]}
+    page = tmp_path / "matrix.html"
+    page.write_text(matrix_html(matrix, details))
+    return page
+
+
+def test_the_matrix_pages_data_cannot_open_a_comment_or_a_script(tmp_path):
+    page = hostile_page(tmp_path).read_text()
+    data = page.split('<script type="application/json" id="cells">', 1)[1].split("</script>", 1)[0]
+    for opener in ("<!--", "<script", "</script"):
+        assert opener not in data.lower()
+    [cell] = json.loads(data).values()
+    assert cell["reasons"][0]["module"] == HOSTILE_NAME  # JSON's \u003c is "<" again once parsed
+
+
+def test_the_matrix_pages_script_runs_with_such_a_name_in_chromium(tmp_path):
+    from test_web_browser import CHROMIUM, CHROMIUM_ARGS
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no {CHROMIUM} (Debian's chromium package)")
+    page_file = hostile_page(tmp_path)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(page_file.as_uri())
+            page.click("td.fails")
+            detail = page.locator("#detail")
+            detail.wait_for(state="visible", timeout=10_000)
+            assert HOSTILE_NAME in detail.inner_text() and "</script><script>x" in detail.inner_text()
+            assert not errors
+        finally:
+            browser.close()
