@@ -1,11 +1,13 @@
 """Hostile input, round three (issue 19), on the user's own machine: a legal module of hundreds of
 MiB signed and verified in bounded memory, a module name that would stop the offline matrix page's
-script."""
+script, and a cache entry planted by someone who can write to the explain cache."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pickle
 import shutil
 import struct
 import subprocess
@@ -16,8 +18,12 @@ import zstandard
 from cryptography.hazmat.primitives import serialization
 from hostile import run_cli
 
-from kabigate import signing
+from kabigate import explain_cache, signing
+from kabigate.errors import InputError
+from kabigate.explain import KernelTypes
+from kabigate.formats.cheaders import HeaderIndex
 from kabigate.formats.modsig import MAGIC, TRAILER
+from kabigate.model import Export
 from kabigate.render import matrix_html
 from kabigate.services.matrix import Matrix
 from kabigate.store.store import BuildRecord, Cell, KernelRecord
@@ -161,3 +167,75 @@ def test_the_matrix_pages_script_runs_with_such_a_name_in_chromium(tmp_path):
             assert not errors
         finally:
             browser.close()
+
+
+# -- the explain cache: a planted entry -----------------------------------------------------------
+
+class CreatesMarker:
+    """Unpickled, creates the marker directory: what a planted pickle could do as kabigate."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("KABIGATE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "btf").mkdir(parents=True)
+    return tmp_path / "cache" / "btf"
+
+
+def test_a_planted_pickle_in_an_entrys_place_is_never_run(tmp_path, cache):
+    marker = tmp_path / "ran"
+    planted = pickle.dumps(CreatesMarker(marker))
+    image = tmp_path / "vmlinuz"
+    image.write_bytes(b"not a kernel")
+    identity = explain_cache._image_identity(str(image))
+    for entry in (explain_cache._entry(identity), explain_cache._entry("causes")):
+        entry.write_bytes(planted)
+    assert explain_cache.read_entry("causes") is None
+    with pytest.raises(InputError, match="vmlinuz"):  # computed again: the file is no kernel
+        explain_cache.load_types(str(image))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("document", [
+    {"kind": "json", "value": ["not", "an", "object"]},
+    {"kind": "types", "value": {"release": "x"}},
+    {"kind": "json"},
+    [[[[]]]],
+    "[" * 100_000,
+    "1" * 5000,
+])
+def test_a_damaged_or_foreign_entry_is_computed_again(cache, document):
+    raw = (document if isinstance(document, str) else json.dumps(document)).encode()
+    explain_cache._entry("causes").write_bytes(zstandard.ZstdCompressor().compress(raw))
+    assert explain_cache.read_entry("causes") is None
+    explain_cache.write_entry("causes", {"a": {"b": 1}})
+    assert explain_cache.read_entry("causes") == {"a": {"b": 1}}
+
+
+def test_every_kind_of_entry_comes_back_as_written():
+    types = KernelTypes(
+        "6.1.0-50-amd64", {"api": Export("api", 7, "vmlinux"),
+                           "mod_api": Export("mod_api", None, "drivers/x", "EXPORT_SYMBOL_GPL", "NS")},
+        {1: "struct a { int x; }", 2: "typedef struct a a_t"}, {1: ("struct", "a"), 2: ("typedef", "a_t")},
+        {1: (), 2: (1,)}, {1: (("x", "int"),)}, {1: (4, (("x", 0),))},
+        {"api": ("int api(a_t *)", (("return", ()), ("p", (2, 1)))), "f": ("void f()", (("return", ()),))},
+        {"v": ("int v", ())})
+    types.modules = {"drivers/x": KernelTypes("6.1.0-50-amd64", {}, {3: "struct b { }"},
+                                                            {3: ("struct", "b")}, {3: ()}, {3: ()}, {3: (0, ())},
+                                                            {}, {})}
+    headers = HeaderIndex({("struct", "a"): "include/linux/a.h"},
+                                        {"include/linux/a.h": {"include/linux/b.h", "include/linux/c.h"}})
+    for codec, value in [(explain_cache.TYPES, types), (explain_cache.MODULE_TYPES, types.modules),
+                         (explain_cache.HEADERS, headers), (explain_cache.JSON_OBJECT, {"x": [1, "y", None]})]:
+        back = explain_cache.decode_entry(codec, explain_cache.encode_entry(codec, value))
+        assert back == value and type(back) is type(value)
+    back = explain_cache.decode_entry(explain_cache.TYPES, explain_cache.encode_entry(explain_cache.TYPES, types))
+    assert back.by_key == types.by_key and back.funcs["api"][1][1] == ("p", (2, 1))  # tuples, not lists
+    with pytest.raises(InputError):
+        explain_cache.decode_entry(explain_cache.HEADERS, explain_cache.encode_entry(explain_cache.TYPES, types))
