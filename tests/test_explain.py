@@ -17,7 +17,13 @@ from test_cli import kabigate
 
 from kabigate.explain import explain, kernel_types
 from kabigate.explain_cache import (
+    ENTRY_SUFFIX,
+    HEADERS,
+    MODULE_TYPES,
+    TYPES,
     cache_dir,
+    decode_entry,
+    encode_entry,
     header_trees,
     kernel_types_of,
     load_headers,
@@ -141,6 +147,17 @@ def test_without_headers_ranks_by_depth_and_exported_use(pair, whole):
 
 
 @pytest.mark.realdata
+def test_cache_entries_read_back_as_written(pair):
+    """A real kernel's types (with its modules'), and its header index, through the cache's JSON."""
+    old, _new, headers = pair
+    assert old.modules
+    for codec, value in ((TYPES, old), (MODULE_TYPES, old.modules)):
+        assert decode_entry(codec, encode_entry(codec, value)) == value
+    back = decode_entry(HEADERS, encode_entry(HEADERS, headers))
+    assert (back.defined_in, back.included_by) == (headers.defined_in, headers.included_by)
+
+
+@pytest.mark.realdata
 def test_cli(testdata, cache):
     args = ["explain", "--from", str(testdata.kernel_root(OLD)), "--to", str(testdata.kernel_root(NEW))]
     code, stdout, _ = run_cli(*args, "skb_copy_bits", "kmalloc_caches", "crc7_be", "--json")
@@ -151,7 +168,7 @@ def test_cli(testdata, cache):
     assert symbols["skb_copy_bits"]["candidates"][0]["key"] == ["struct", "mm_struct"]
     assert symbols["kmalloc_caches"]["no_type_information"].startswith("a data symbol")
     assert symbols["crc7_be"]["old_crc"] == symbols["crc7_be"]["new_crc"]
-    assert list(cache_dir().glob("*.pickle"))  # parsed once, kept for the next question
+    assert list(cache_dir().glob(f"*{ENTRY_SUFFIX}"))  # parsed once, kept for the next question
     code, stdout, _ = run_cli(*args, "skb_copy_bits")
     assert code == 1 and "skb_copy_bits  0x7705a93c -> 0x38abe93d  most likely struct mm_struct" in stdout
     # A kernel without its image: one line, exit 2.
@@ -337,12 +354,12 @@ def test_the_matrix_names_cached_causes(testdata, cache, tmp_path):
 
 @pytest.mark.realdata
 def test_the_cache_keeps_to_its_size(testdata, tmp_path, monkeypatch):
-    """Two explains filling one cache at once under a 30 MiB cap (three kernels' types, ~11 MB each,
+    """Two explains filling one cache at once under a 6 MiB cap (three kernels' types, ~2.3 MB each,
     and two header indexes do not fit): both answer, the cache ends under the cap with no temporary
     file left, and a new entry removes the least recently used ones (a read counts as a use)."""
     folder = tmp_path / "cache"
     monkeypatch.setenv("KABIGATE_CACHE", str(folder))
-    monkeypatch.setenv("KABIGATE_CACHE_MAX", "30M")
+    monkeypatch.setenv("KABIGATE_CACHE_MAX", "6M")
     runs = [subprocess.Popen([sys.executable, "-m", "kabigate", "explain", "--from", str(testdata.kernel_root(old)),
                               "--to", str(testdata.kernel_root(NEW)), "proc_create", "--json"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -353,18 +370,19 @@ def test_the_cache_keeps_to_its_size(testdata, tmp_path, monkeypatch):
         assert json.loads(stdout)["symbols"][0]["candidates"][0]["key"] == ["struct", "mm_struct"]
 
     def entries() -> dict[Path, int]:
-        return {path: path.stat().st_mtime_ns for path in cache_dir().glob("*.pickle")}
+        return {path: path.stat().st_mtime_ns for path in cache_dir().glob(f"*{ENTRY_SUFFIX}")}
 
-    assert sum(path.stat().st_size for path in entries()) <= 30 << 20
+    assert sum(path.stat().st_size for path in entries()) <= 6 << 20
     assert not list(cache_dir().glob(".btf-*"))
     assert load_types(str(testdata.kernel_root(NEW) / "boot" / f"vmlinuz-{NEW}")).release == NEW  # read: used now
     before = entries()
     newest = max(before, key=before.get)
-    write_entry("twelve MiB", bytes(12 << 20))
+    filler = {"random": os.urandom(3 << 20).hex()}  # ~3.3 MB compressed: not all that is there still fits
+    write_entry("filler", filler)
     after = entries()
     removed, kept = before.keys() - after.keys(), before.keys() & after.keys()
     assert removed and newest in kept and max(before[p] for p in removed) <= min(before[p] for p in kept)
-    assert sum(path.stat().st_size for path in after) <= 30 << 20 and read_entry("twelve MiB") == bytes(12 << 20)
+    assert sum(path.stat().st_size for path in after) <= 6 << 20 and read_entry("filler") == filler
     monkeypatch.setenv("KABIGATE_CACHE_MAX", "lots")
     (folder / "btf").rename(tmp_path / "filled")  # nothing cached: an entry is to be written
     code, _, stderr = run_cli("explain", "--from", str(testdata.kernel_root(OLD)), "--to", str(testdata.kernel_root(NEW)))

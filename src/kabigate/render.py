@@ -28,8 +28,10 @@ def matrix_html(matrix: Matrix, details: dict[tuple[int, int], list[dict]]) -> s
         cells[f"{build_id}:{kernel_id}"] = {"reasons": reasons[:MAX_REASONS_SHOWN], "more": len(reasons) - len(
             reasons[:MAX_REASONS_SHOWN])}
     reason_codes = sorted({c.first_reason for c in matrix.cells.values() if c.first_reason})
-    # "</" inside a <script> block would end it: JSON allows "<\/".
-    cell_json = json.dumps(cells, separators=(",", ":")).replace("</", "<\\/")
+    # Inside a <script> element "</script" ends it, and "<!--" then "<script" put the HTML tokenizer
+    # in states where the element's own "</script>" no longer does (script data double escaped):
+    # names are anyone's, so the JSON spells every "<" (found only inside its strings) "\u003c".
+    cell_json = json.dumps(cells, separators=(",", ":")).replace("<", "\\u003c")
     return _environment.get_template("matrix.html").render(
         matrix=matrix, groups=groups, summary=matrix.summary(), reason_codes=reason_codes, cell_json=cell_json,
         version=__version__)

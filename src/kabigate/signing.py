@@ -11,9 +11,11 @@ prints, logs or puts it in an error message.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gzip
 import lzma
+import mmap
 import multiprocessing
 import os
 import secrets
@@ -30,10 +32,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kabigate.errors import InputError, read_capped
+from kabigate.errors import InputError, open_regular, read_capped
 from kabigate.formats.bzimage import MAX_KERNEL_IMAGE, kernel_image
 from kabigate.formats.certlist import system_certificates
-from kabigate.formats.compression import MAX_DECOMPRESSED, compression_of, decompress
+from kabigate.formats.compression import MAX_DECOMPRESSED, compression_of, decompress, decompress_into
 from kabigate.formats.der import (
     CONTEXT_0,
     CONTEXT_0_PRIMITIVE,
@@ -231,16 +233,24 @@ def _common_name(name: x509.Name) -> str:
 
 # -- signing -----------------------------------------------------------------------------------
 
-def cms_signature(key: SigningKey, content: bytes, hash_name: str, use_key_id: bool = False) -> bytes:
-    """sign-file's PKCS#7 (CMS) message for `content`, byte for byte. RSA PKCS#1 v1.5 signatures
-    are deterministic, so the whole message is; ECDSA signature values are random."""
-    hash_class = HASHES[hash_name]
+CHUNK = 1 << 20  # bytes of a module hashed and copied at a time
+# A decompressed module up to this size is kept in memory while being signed, a larger one in an
+# unlinked temporary file (beside the module when signing, in $TMPDIR when verifying).
+SPOOL_IN_MEMORY = 16 << 20
+
+
+def cms_signature(key: SigningKey, digest: bytes, hash_name: str, use_key_id: bool = False) -> bytes:
+    """sign-file's PKCS#7 (CMS) message for content whose `hash_name` digest is `digest`, byte for
+    byte: without signed attributes (CMS_NOATTR) the signature is over the content's digest
+    itself, so the content is hashed as it streams past and need not be in memory. RSA PKCS#1
+    v1.5 signatures are deterministic, so the whole message is; ECDSA signature values are random."""
+    prehashed = Prehashed(HASHES[hash_name]())
     digest_algorithm = _der(SEQUENCE, _oid(_DIGEST_OIDS[hash_name]))  # parameters absent, as OpenSSL writes
     if isinstance(key.private_key, rsa.RSAPrivateKey):
-        signature = key.private_key.sign(content, padding.PKCS1v15(), hash_class())
+        signature = key.private_key.sign(digest, padding.PKCS1v15(), prehashed)
         signature_algorithm = _der(SEQUENCE, _oid(_RSA_ENCRYPTION), b"\x05\x00")
     else:
-        signature = key.private_key.sign(content, ec.ECDSA(hash_class()))
+        signature = key.private_key.sign(digest, ec.ECDSA(prehashed))
         signature_algorithm = _der(SEQUENCE, _oid(_ECDSA_WITH[hash_name]))
     if use_key_id:  # sign-file -k: CMS_USE_KEYID, SignerInfo and SignedData version 3
         if key.subject_key_id is None:
@@ -255,32 +265,102 @@ def cms_signature(key: SigningKey, content: bytes, hash_name: str, use_key_id: b
     return _der(SEQUENCE, _oid(_SIGNED_DATA), _der(CONTEXT_0, signed_data))
 
 
-def append_signature(module: bytes, cms: bytes) -> bytes:
-    """sign-file's output: module, CMS, struct module_signature (only id_type and sig_len set), magic."""
-    return b"".join((module, cms, TRAILER.pack(0, 0, PKEY_ID_PKCS7, 0, 0, b"\0\0\0", len(cms)), MAGIC))
+def signature_block(cms: bytes) -> bytes:
+    """What sign-file appends to the module: the CMS, struct module_signature (only id_type and
+    sig_len set), the magic."""
+    return b"".join((cms, TRAILER.pack(0, 0, PKEY_ID_PKCS7, 0, 0, b"\0\0\0", len(cms)), MAGIC))
 
 
-def unsigned_content(data: bytes, what: str, replace: bool) -> tuple[bytes, bool]:
-    """The module to sign (an existing signature stripped when `replace`) and whether one was."""
-    size, signature = split_signature(data)
+class ModuleImage:
+    """A module's bytes read from its file on demand, sliced like bytes: ElfFile and
+    split_signature read its headers and its end, and signing streams the rest, so a module of
+    hundreds of MiB is neither held in memory nor mapped (a mapping counts against RLIMIT_AS
+    as a copy does)."""
+
+    def __init__(self, file, size: int, what: str):
+        self.file, self.size, self.what = file, size, what
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            if key.step not in (None, 1):
+                raise TypeError("a module image is sliced in steps of 1")
+            start, stop, _ = key.indices(self.size)
+            return self.read(start, stop - start)
+        index = key + self.size if key < 0 else key
+        if not 0 <= index < self.size:
+            raise IndexError("module image index out of range")
+        return self.read(index, 1)[0]
+
+    def read(self, offset: int, size: int) -> bytes:
+        if size <= 0:
+            return b""
+        try:
+            self.file.seek(offset)
+            data = self.file.read(size)
+        except OSError as error:
+            raise InputError(f"{self.what}: {error.strerror}") from None
+        if len(data) != size:
+            raise InputError(f"{self.what}: changed while being read")
+        return data
+
+
+def _chunks(data, end: int):
+    """data[:end] a step at a time, never copied whole (bytes, an mmap or a ModuleImage)."""
+    view = data if isinstance(data, ModuleImage) else memoryview(data)
+    for start in range(0, end, CHUNK):
+        yield view[start:min(start + CHUNK, end)]
+
+
+@contextlib.contextmanager
+def module_image(path: str, spool_directory: str | None = None):
+    """(the module file's bytes as a ModuleImage, its compression): a compressed module is
+    decompressed (with the cap) from a mapping of the file (the compressed bytes, a fraction of
+    the module's) into a temporary file, spooled to `spool_directory` when large."""
+    with open_regular(path) as file:
+        size = os.fstat(file.fileno()).st_size
+        if size > MAX_DECOMPRESSED:
+            raise InputError(f"{path}: larger than {MAX_DECOMPRESSED >> 20} MiB, not a module")
+        kind = compression_of(file.read(6))
+        if kind is None:
+            yield ModuleImage(file, size, path), None
+            return
+        with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, dir=spool_directory) as spool:
+            try:
+                with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as compressed:
+                    decompress_into(compressed, spool, path)
+            except OSError as error:
+                raise InputError(f"{path}: cannot decompress it into a temporary file: {error.strerror}") from None
+            yield ModuleImage(spool, spool.tell(), path), kind
+
+
+def unsigned_size(image, what: str, replace: bool) -> tuple[int, bool]:
+    """The size of the module to sign (an existing signature cut off when `replace`) and whether
+    it was signed."""
+    size, signature = split_signature(image)
     if signature is not None:
         if signature.defect and signature.defect.startswith("EBADMSG"):
             raise InputError(f"{what}: malformed module signature ({signature.defect}); "
                              "cannot tell where the module ends")
         if not replace:
             raise InputError(f"{what}: already signed (by '{signature.signer}'); use --replace to re-sign")
-    content = data[:size]
-    elf = ElfFile(content, what)
-    if elf.section(".gnu.linkonce.this_module") is None:
+    if ElfFile(image, what, size).section(".gnu.linkonce.this_module") is None:
         raise InputError(f"{what}: not a kernel module (no .gnu.linkonce.this_module section)")
-    return content, signature is not None
+    return size, signature is not None
 
 
-def sign_module_bytes(data: bytes, key: SigningKey, hash_name: str, what: str, replace: bool = False,
-                      use_key_id: bool = False) -> tuple[bytes, bool]:
-    """(signed module, whether a signature was replaced) for an uncompressed module."""
-    content, replaced = unsigned_content(data, what, replace)
-    return append_signature(content, cms_signature(key, content, hash_name, use_key_id)), replaced
+def _write_signed(image, size: int, write, key: SigningKey, hash_name: str, use_key_id: bool) -> int:
+    """image[:size] and its signature through `write`, hashed in the same pass that copies it
+    (so the signature is over the bytes written, even if the file changes meanwhile); the CMS's size."""
+    digest = hashes.Hash(HASHES[hash_name]())
+    for chunk in _chunks(image, size):
+        digest.update(chunk)
+        write(chunk)
+    cms = cms_signature(key, digest.finalize(), hash_name, use_key_id)
+    write(signature_block(cms))
+    return len(cms)
 
 
 @dataclass(frozen=True)
@@ -295,39 +375,51 @@ class SignedFile:
 def sign_file(path: str, key: SigningKey, hash_name: str, replace: bool = False,
               use_key_id: bool = False) -> SignedFile:
     """Sign a module file (decompressing and recompressing .ko.xz/.zst/.gz) into a temporary
-    file beside it; commit() renames it over the module. Nothing is changed on error."""
-    raw = _read_module_file(path)
-    kind = compression_of(raw)
-    data = decompress(raw, path) if kind else raw
-    signed, replaced = sign_module_bytes(data, key, hash_name, path, replace, use_key_id)
-    size = TRAILER.unpack_from(signed, len(signed) - len(MAGIC) - TRAILER.size)[-1]
-    return SignedFile(path, kind, replaced, size, _write_temporary(path, compress(signed, kind)))
+    file beside it; commit() renames it over the module. Nothing is changed on error. Memory
+    stays bounded whatever the module's size: it is streamed CHUNK by CHUNK, and a compressed
+    one's decompressed and signed bytes go through temporary files spooled beside it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    with module_image(path, directory) as (image, kind):
+        size, replaced = unsigned_size(image, path, replace)
+        with _temporary_beside(path) as (output, temporary):
+            if kind is None:
+                signature_size = _write_signed(image, size, output.write, key, hash_name, use_key_id)
+            else:
+                with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY, dir=directory) as signed:
+                    signature_size = _write_signed(image, size, signed.write, key, hash_name, use_key_id)
+                    compress_into(signed, output, kind)
+    return SignedFile(path, kind, replaced, signature_size, temporary)
 
 
-def compress(data: bytes, kind: str | None) -> bytes:
-    """As scripts/Makefile.modinst compresses modules: `xz --check=crc32 --lzma2=dict=1MiB`
-    (the kernel's own decompressor, CONFIG_MODULE_DECOMPRESS, checks only CRC32), `zstd` at its
-    default level, `gzip -n`."""
+def compress_into(source, output, kind: str) -> None:
+    """All of `source` (a binary file) compressed into `output` as
+    scripts/Makefile.modinst compresses modules: `xz --check=crc32 --lzma2=dict=1MiB` (the
+    kernel's own decompressor, CONFIG_MODULE_DECOMPRESS, checks only CRC32), `zstd` at its default
+    level with the content size in the frame header, `gzip -n`."""
+    size = source.seek(0, os.SEEK_END)
+    source.seek(0)
+    with _compressor(output, kind, size) as writer:
+        shutil.copyfileobj(source, writer, CHUNK)
+
+
+def _compressor(output, kind: str, size: int):
     if kind == "xz":
-        return lzma.compress(data, lzma.FORMAT_XZ, lzma.CHECK_CRC32,
+        return lzma.LZMAFile(output, "wb", format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32,
                              filters=[{"id": lzma.FILTER_LZMA2, "preset": 6, "dict_size": 1 << 20}])
     if kind == "zstd":
-        return zstandard.ZstdCompressor(level=3).compress(data)
-    if kind == "gzip":
-        return gzip.compress(data, compresslevel=6, mtime=0)
-    return data
+        return zstandard.ZstdCompressor(level=3).stream_writer(output, size=size, closefd=False)
+    return gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=output, mtime=0)
 
 
 def read_module_data(path: str) -> bytes:
     """A module file's bytes, decompressed (with the cap)."""
-    return decompress(_read_module_file(path), path)
+    return decompress(read_capped(path, MAX_DECOMPRESSED, f"larger than {MAX_DECOMPRESSED >> 20} MiB, not a module"),
+                      path)
 
 
-def _read_module_file(path: str) -> bytes:
-    return read_capped(path, MAX_DECOMPRESSED, f"larger than {MAX_DECOMPRESSED >> 20} MiB, not a module")
-
-
-def _write_temporary(path: str, data: bytes) -> str:
+@contextlib.contextmanager
+def _temporary_beside(path: str):
+    """(a binary file, its name): a new file beside `path`, given its mode once written, removed on error."""
     directory, name = os.path.split(os.path.abspath(path))
     try:
         mode = os.stat(path).st_mode & 0o7777
@@ -336,14 +428,13 @@ def _write_temporary(path: str, data: bytes) -> str:
         raise InputError(f"{path}: cannot write beside it: {error.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(data)
+            yield file, temporary
         os.chmod(temporary, mode)
     except BaseException as error:
         os.unlink(temporary)
         if isinstance(error, OSError):
             raise InputError(f"{path}: cannot write the signed module: {error.strerror}") from None
         raise
-    return temporary
 
 
 # What forked signing workers share with their parent: set before the fork, so that the key is
@@ -623,22 +714,24 @@ def _kernel_image_of(directory: str) -> str:
 # -- verification ------------------------------------------------------------------------------
 
 def verify_file(path: str, trust: list[TrustedCert] | None, policy: TrustPolicy = TrustPolicy()) -> SignatureCheck:
-    """verify_module() on a module file (decompressed); a file that is not a module, or whose
-    signature trailer is truncated or malformed, is an input error."""
-    data = read_module_data(path)
-    check = verify_module(data, trust, policy)
-    if check.result == "EBADMSG":
-        raise InputError(f"{path}: malformed module signature ({check.message})")
-    size, _ = split_signature(data)
-    ElfFile(data, path, size)
+    """verify_module() on a module file (decompressed, read as a ModuleImage: hashed a step at a
+    time); a file that is not a module, or whose signature trailer is truncated or malformed, is
+    an input error."""
+    with module_image(path) as (image, _compression):
+        check = verify_module(image, trust, policy)
+        if check.result == "EBADMSG":
+            raise InputError(f"{path}: malformed module signature ({check.message})")
+        size, _ = split_signature(image)
+        ElfFile(image, path, size)
     return check
 
 
-def verify_module(data: bytes, trust: list[TrustedCert] | None, policy: TrustPolicy = TrustPolicy(),
+def verify_module(data, trust: list[TrustedCert] | None, policy: TrustPolicy = TrustPolicy(),
                   now: datetime.datetime | None = None) -> SignatureCheck:
-    """mod_verify_sig() with the trust set as the kernel's keyring. The result names the
-    kernel's error: module_sig_check() refuses ENODATA/ENOPKG/ENOKEY only when signatures are
-    enforced, anything else always. Without a trust set (None) only the message is checked."""
+    """mod_verify_sig() with the trust set as the kernel's keyring, on a module's bytes (bytes,
+    an mmap or a ModuleImage). The result names the kernel's error: module_sig_check() refuses
+    ENODATA/ENOPKG/ENOKEY only when signatures are enforced, anything else always. Without a
+    trust set (None) only the message is checked."""
     size, signature = split_signature(data)
     if signature is None:
         return SignatureCheck("ENODATA", "unsigned module")
@@ -653,13 +746,12 @@ def verify_module(data: bytes, trust: list[TrustedCert] | None, policy: TrustPol
         return SignatureCheck(refused.errno, refused.message, **described)
     if trust is None:
         return SignatureCheck("ok", "signed (not verified: no trusted keys given)", **described)
-    content = data[:size]
     outcome = SignatureCheck("ENOKEY", "no trusted key matches the signer (module with unavailable key)",
                              **described)
     # pkcs7_validate_trust(): one trusted signer is enough; a key that matches but does not
     # verify is fatal at once; ENOPKG wins over ENOKEY.
     for signer in signers:
-        result = _verify_signer(signer, content, trust, policy, now)
+        result = _verify_signer(signer, data, size, trust, policy, now)
         if result[0] == "ok":
             return SignatureCheck("ok", f"verified by '{result[1].subject}' ({result[1].source})",
                                   trusted_by=result[1].subject, **described)
@@ -733,7 +825,7 @@ def _signer_info(fields: list[Element]) -> _SignerInfo:
     return _SignerInfo(key_id, hash_name, algorithm, signature.expect(OCTET_STRING, "signature").content)
 
 
-def _verify_signer(signer: _SignerInfo, content: bytes, trust: list[TrustedCert], policy: TrustPolicy,
+def _verify_signer(signer: _SignerInfo, data, size: int, trust: list[TrustedCert], policy: TrustPolicy,
                    now: datetime.datetime | None):
     """pkcs7_validate_trust_one()'s last resort, the only path for sign-file's certificate-less
     messages: the trusted key whose id is the signer's, then verify_signature()."""
@@ -745,7 +837,8 @@ def _verify_signer(signer: _SignerInfo, content: bytes, trust: list[TrustedCert]
         return "ENOKEY", refusal
     public_key = key.certificate.public_key()
     digest = hashes.Hash(_VERIFY_HASHES[signer.hash_name]())
-    digest.update(content)
+    for chunk in _chunks(data, size):
+        digest.update(chunk)
     prehashed = Prehashed(_VERIFY_HASHES[signer.hash_name]())
     try:
         if signer.algorithm == "rsa" and isinstance(public_key, rsa.RSAPublicKey):

@@ -28,13 +28,14 @@ from pathlib import Path
 
 import zstandard
 
-from kabigate import httpclient, packages, resultsdb, signing
+from kabigate import explain_cache, httpclient, packages, resultsdb, signing
 from kabigate.errors import InputError
+from kabigate.explain import KernelTypes
 from kabigate.formats import der, rpm, stream
 from kabigate.formats.btf import parse_btf
 from kabigate.formats.bzimage import kernel_image
 from kabigate.formats.certlist import system_certificates
-from kabigate.formats.cheaders import index_headers
+from kabigate.formats.cheaders import HeaderIndex, index_headers
 from kabigate.formats.compression import decompress, text_lines
 from kabigate.formats.deb import read_deb
 from kabigate.formats.debindex import parse_packages_index
@@ -50,6 +51,7 @@ from kabigate.formats.symvers import parse_symvers
 from kabigate.formats.tar import iter_tar
 from kabigate.formats.vmlinux import image_exports
 from kabigate.kernels import load_kernel
+from kabigate.model import Export
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
@@ -442,6 +444,29 @@ def run_cheaders(data: bytes) -> None:
         index.popularity(key)
 
 
+def cache_entry_seeds() -> list[bytes]:
+    """The JSON of a cache entry of each kind (types with a module's, headers, a JSON object)."""
+    module = KernelTypes("m", {}, {3: "struct b { }"}, {3: ("struct", "b")}, {3: ()}, {3: ()}, {3: (0, ())}, {}, {})
+    types = KernelTypes("r", {"f": Export("f", 7, "vmlinux"), "g": Export("g", None, "m", "EXPORT_SYMBOL_GPL", "N")},
+                        {1: "struct a { int x; }"}, {1: ("struct", "a")}, {1: ()}, {1: (("x", "int"),)},
+                        {1: (4, (("x", 0),))}, {"f": ("int f(struct a *)", (("return", ()), ("p", (1,))))},
+                        {"v": ("int v", ())}, {"m": module})
+    headers = HeaderIndex({("struct", "a"): "include/a.h"}, {"include/a.h": {"include/b.h"}})
+    entries = [explain_cache.encode_entry(explain_cache.TYPES, types),
+               explain_cache.encode_entry(explain_cache.HEADERS, headers),
+               explain_cache.encode_entry(explain_cache.JSON_OBJECT, {"s": {"cause": [1, None]}})]
+    return [zstandard.ZstdDecompressor().decompress(entry) for entry in entries]
+
+
+def run_cache_entry(data: bytes) -> None:
+    """An explain cache entry someone else wrote, as JSON and as it stands: read as each kind."""
+    for raw in (zstandard.ZstdCompressor().compress(data), data):
+        for codec in (explain_cache.TYPES, explain_cache.MODULE_TYPES, explain_cache.HEADERS,
+                      explain_cache.JSON_OBJECT):
+            with contextlib.suppress(InputError):
+                explain_cache.decode_entry(codec, raw)
+
+
 def run_trust(data: bytes) -> None:
     path = context().write("vmlinuz", data)
     signing.load_trust([str(path)])
@@ -722,6 +747,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("image_exports", image_seeds, run_image_exports),
     Target("btf", lambda: _files("btf"), run_btf),
     Target("cheaders", lambda: _files("cheaders"), run_cheaders),
+    Target("cache_entry", cache_entry_seeds, run_cache_entry),
     Target("initramfs", initramfs_seeds, run_initramfs),
     Target("journal", journal_seeds, run_journal),
     Target("symvers", text_seeds, run_symvers),

@@ -59,16 +59,27 @@ def decompress(data, what: str, limit: int = MAX_DECOMPRESSED):
     kind = compression_of(data)
     if kind is None:
         return data
+    return _decompress(data, kind, what, limit, None)
+
+
+def decompress_into(data, file, what: str, limit: int = MAX_DECOMPRESSED) -> None:
+    """decompress() of compressed `data`, written to the binary `file` a step at a time instead
+    of gathered in memory: a module being signed may decompress to hundreds of MiB."""
+    _decompress(data, compression_of(data), what, limit, file)
+
+
+def _decompress(data, kind: str, what: str, limit: int, file) -> bytearray:
     try:
         declared = _declared_size(data, kind)
         if declared is not None and declared > limit:
             raise InputError(f"{what}: decompresses to more than the {limit >> 20} MiB limit ({kind} data "
                              f"declaring {declared} bytes: a decompression bomb, or not one {kind} stream)")
+        output = _Output(what, limit, declared, file)
         if kind == "zstd":
-            return _zstd(data, what, limit, declared)
+            return _zstd(data, output)
         factory = (lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ)) if kind == "xz" else \
             (lambda: zlib.decompressobj(16 + zlib.MAX_WBITS))  # gzip header and trailer, as gzip.decompress
-        return _inflate(factory(), kind, data, what, limit, declared)
+        return _inflate(factory(), kind, data, output)
     except (lzma.LZMAError, zlib.error, zstandard.ZstdError, EOFError) as error:
         raise InputError(f"{what}: corrupt {kind} data ({error})") from None
 
@@ -89,10 +100,11 @@ def _declared_size(data, kind: str) -> int | None:
 
 
 class _Output:
-    """The output buffer, grown as data comes (never allocated at an untrusted declared size)."""
+    """The output buffer, grown as data comes (never allocated at an untrusted declared size), or
+    the file it goes to."""
 
-    def __init__(self, what: str, limit: int, declared: int | None):
-        self.what, self.limit, self.declared = what, limit, declared
+    def __init__(self, what: str, limit: int, declared: int | None, file=None):
+        self.what, self.limit, self.declared, self.file = what, limit, declared, file
         self.buffer = bytearray()
         self.size = 0
 
@@ -102,7 +114,10 @@ class _Output:
             raise InputError(f"{self.what}: decompresses to more than the {self.limit >> 20} MiB limit")
         if self.declared is not None and end > self.declared:
             raise EOFError(f"more data than the {self.declared} bytes the file declares")
-        self.buffer += chunk
+        if self.file is None:
+            self.buffer += chunk
+        else:
+            self.file.write(chunk)
         self.size = end
 
     def result(self) -> bytearray:
@@ -111,10 +126,9 @@ class _Output:
         return self.buffer
 
 
-def _inflate(decompressor, kind: str, data, what: str, limit: int, declared: int | None) -> bytearray:
+def _inflate(decompressor, kind: str, data, output: _Output) -> bytearray:
     """lzma and zlib decompressors, fed and drained a step at a time; data after the first
     stream is ignored, as the kernel's module decompressor ignores it."""
-    output = _Output(what, limit, declared)
     position = 0
     while not decompressor.eof:
         if kind == "gzip" and decompressor.unconsumed_tail:
@@ -131,8 +145,8 @@ def _inflate(decompressor, kind: str, data, what: str, limit: int, declared: int
     return output.result()
 
 
-def _zstd(data, what: str, limit: int, declared: int | None) -> bytearray:
-    output = _Output(what, limit, declared)
+def _zstd(data, output: _Output) -> bytearray:
+    declared = output.declared
     if declared is not None:  # a step at a time, the first frame only (its size is known)
         reader = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=False)
         while output.size < declared:

@@ -78,8 +78,9 @@ class ElfFile:
     """Header, section table and lazily read symbol table of one ELF image in memory."""
 
     def __init__(self, data: bytes | mmap.mmap, what: str = "file", size: int | None = None):
-        """`data` may be an mmap of the whole file; only its first `size` bytes are the ELF
-        image (a signed module carries its signature after them)."""
+        """`data` may be an mmap of the whole file, or any object sliced like bytes (signing
+        reads a module from its file on demand); only its first `size` bytes are the ELF image
+        (a signed module carries its signature after them)."""
         self.data = data
         self.size = len(data) if size is None else size
         self.what = what
@@ -161,7 +162,7 @@ class ElfFile:
         size = struct.calcsize(fmt)
         if offset < 0 or offset + size > self.size:
             raise ElfError(f"{self.what}: truncated ({what} at offset {offset} beyond end of file)")
-        return struct.unpack_from(fmt, self.data, offset)
+        return struct.unpack(fmt, self.data[offset:offset + size])
 
     def _slice(self, offset: int, size: int, what: str) -> bytes:
         if offset < 0 or size < 0 or offset + size > self.size:

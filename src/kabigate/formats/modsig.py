@@ -32,14 +32,15 @@ ID_TYPES = {0: "PGP", 1: "X509", PKEY_ID_PKCS7: "PKCS#7"}
 
 
 def split_signature(data: bytes) -> tuple[int, ModuleSignature | None]:
-    """(size of the module without its signature, parsed signature or None if unsigned)."""
+    """(size of the module without its signature, parsed signature or None if unsigned). `data`
+    is sliced, never read whole: it may be a module file read on demand."""
     size = len(data)
     if size <= len(MAGIC) or data[size - len(MAGIC):] != MAGIC:
         return size, None
     end = size - len(MAGIC)
     if end < TRAILER.size:
         return end, _defective("EBADMSG: truncated signature trailer", 0, end)
-    algo, hash_id, id_type, signer_len, key_id_len, pad, sig_len = TRAILER.unpack_from(data, end - TRAILER.size)
+    algo, hash_id, id_type, signer_len, key_id_len, pad, sig_len = TRAILER.unpack(data[end - TRAILER.size:end])
     signed_size = end - TRAILER.size - sig_len
     # mod_check_sig(): the order of its checks decides which error the kernel reports.
     if sig_len >= end - TRAILER.size:
