@@ -4,10 +4,16 @@ kabigate, and names that cannot be URL path segments or file names."""
 
 from __future__ import annotations
 
+import random
+import re
+import shutil
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from realstore import build_store
 
 from kabigate.modules import read_modules
 from kabigate.store import Store
@@ -64,3 +70,69 @@ def test_an_sqlite_writer_waits_minutes_for_another_not_seconds(tmp_path):
     writer waits for it (busy_timeout) rather than failing with "database is locked"."""
     with Store.open(str(tmp_path / "store.db")) as store, store.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 600_000
+
+
+# -- damaged and newer stores ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def base_store(testdata, tmp_path_factory) -> Path:
+    return Path(build_store(testdata, tmp_path_factory.mktemp("hostile") / "store.db", RELEASES[:2]))
+
+
+@pytest.fixture
+def db(base_store, tmp_path) -> Path:
+    """A copy of the store for one test to damage."""
+    return Path(shutil.copy(base_store, tmp_path / "store.db"))
+
+
+def _damage_a_page(path: Path, table: str) -> int:
+    """Random bytes over the second half of a middle leaf page of `table` (a bad sector, a torn
+    copy); the page's number."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+        pages = [page for (page,) in connection.execute(
+            "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno", (table,))]
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+    page = pages[len(pages) // 2]
+    with open(path, "r+b") as file:
+        file.seek((page - 1) * page_size + page_size // 2)
+        file.write(random.Random(1).randbytes(page_size // 2))
+    return page
+
+
+def test_a_damaged_sqlite_store_is_refused_by_every_command(db):
+    """A damaged page of `symbol` made `gate` a KeyError traceback and `kernels`, `drivers` and
+    `matrix` print from the damaged store without a word."""
+    page = _damage_a_page(db, "symbol")
+    for command in (["gate", "--candidate", "6.1.0-50-amd64"], ["kernels"], ["drivers"], ["matrix"],
+                    ["history", "jool"], ["db", "status"], ["db", "upgrade"]):
+        result = _kabigate(*command, "--db", str(db))
+        assert result.returncode == 2 and result.stdout == "", (command, result)
+        assert re.fullmatch(rf"kabigate: error: store sqlite:///{re.escape(str(db))} is damaged \(quick_check: On tree page {page} "
+                            r"cell \d+: [^\n]+\)\n", result.stderr), (command, result.stderr)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("UPDATE verdict SET detail = flipped(detail)", "the store is damaged: a stored"),
+    ("UPDATE export_set SET members = flipped(members)", "the store is damaged: a stored"),
+    ("DELETE FROM export WHERE id = (SELECT max(id) FROM export)", "names 1 exports it does not hold"),
+])
+def test_damage_inside_rows_is_a_one_line_error(db, damage, message):
+    """Damage quick_check cannot see (it checks pages, not the bytes of a row): compressed blobs
+    with bytes changed were zstd tracebacks, a lost export a KeyError."""
+    with sqlite3.connect(db) as connection:
+        connection.create_function("flipped", 1, lambda blob: blob[:len(blob) // 2] + bytes(
+            b ^ 0x5A for b in blob[len(blob) // 2:len(blob) // 2 + 8]) + blob[len(blob) // 2 + 8:])
+        connection.execute(damage)
+    result = _kabigate("gate", "--candidate", "6.1.0-50-amd64", "--db", str(db))
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1, result
+
+
+def test_db_upgrade_of_a_store_from_a_newer_kabigate_is_a_one_line_error(store_url):
+    with Store.open(store_url) as store, store.engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+    result = _kabigate("db", "upgrade", "--db", store_url)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "revision 0099, which this kabigate (revision 0006) does not know: it was written by a newer kabigate" \
+        in result.stderr
+    with Store.connect(store_url) as store:
+        assert store.revisions()[0] == "0099"
