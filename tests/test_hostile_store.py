@@ -4,6 +4,7 @@ kabigate, and names that cannot be URL path segments or file names."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import shutil
@@ -13,14 +14,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from realstore import build_store
 
+from kabigate.errors import InputError
 from kabigate.modules import read_modules
+from kabigate.services.ingest import DriverBuildInput, ingest_kernel, record_build_failure
 from kabigate.store import Store
+from kabigate.web import create_app
 
 pytestmark = pytest.mark.realdata
 KABIGATE = [sys.executable, "-m", "kabigate"]
 RELEASES = ("6.1.0-47-amd64", "6.1.0-50-amd64", "6.1.0-56-amd64")
+TOKEN = "hostile-store-token-7f3b"
 
 
 def _kabigate(*args: str) -> subprocess.CompletedProcess:
@@ -136,3 +142,43 @@ def test_db_upgrade_of_a_store_from_a_newer_kabigate_is_a_one_line_error(store_u
         in result.stderr
     with Store.connect(store_url) as store:
         assert store.revisions()[0] == "0099"
+
+
+# -- names that become URL path segments and file names --------------------------------------------
+
+@pytest.mark.parametrize("name", ["a/b", "..", "acpi call", "x[/bold]", "café", "a" * 201])
+def test_driver_and_stream_names_that_cannot_be_path_segments_are_refused_at_ingest(db, testdata, name):
+    """A driver named "a/b" got a dashboard link (/drivers/a/b) that always 404s."""
+    acpi = str(testdata.driver_dir("acpi-call", "6.1.0-47-amd64"))
+    for command, what in ((["ingest", "drivers", "--name", name, acpi], "driver name"),
+                          (["ingest", "kernel", "--stream", name, str(testdata.kernel_root("6.1.0-56-amd64"))],
+                           "stream name"),
+                          (["ingest", "build-failure", "--name", name, "--version", "1", "--kernel", "6.1.0-56-amd64",
+                            "--error", "e"], "driver name")):
+        result = _kabigate(*command, "--db", str(db))
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, (command, result)
+        assert result.stderr.startswith(f"kabigate: error: {what} ") and "not usable in a URL or file name" \
+            in result.stderr, result.stderr
+    with Store.open(str(db)) as store:
+        assert len(store.driver_builds()) == 10 and store.streams() == ["debian-6.1"] and store.build_failures() == []
+
+
+def test_names_are_checked_in_the_service_for_every_edge(db, testdata):
+    """The CLI, the API and the workers all ingest through services.ingest: a kernel release from
+    a package's vermagic, a build named by its package and an API upload's name are checked there."""
+    with Store.open(str(db)) as store:
+        kernel = store.load_kernel(store.kernels()[0].id)
+        for release in ("6.1.0-47/../../../etc", "../6.1.0-47-amd64", "6.1.0 47"):
+            with pytest.raises(InputError, match=r"^kernel release .*: not usable in a URL or file name"):
+                ingest_kernel(store, dataclasses.replace(kernel, release=release), "debian-6.1")
+        with pytest.raises(InputError, match=r"^driver name '\.\./x': not usable"):
+            DriverBuildInput("../x", [], "1", "../x", "x86_64", "rpm", "/srv/x.rpm")
+        with pytest.raises(InputError, match=r"^kernel release '\.\.': not usable"):
+            record_build_failure(store, "acpi-call", "1", "..", "does not build")
+        assert len(store.kernels()) == 2 and store.build_failures() == []
+    module = testdata.driver_dir("acpi-call", "6.1.0-47-amd64") / "acpi_call.ko"
+    with TestClient(create_app(str(db), token=TOKEN)) as client:
+        response = client.post("/api/v1/drivers", headers={"Authorization": f"Bearer {TOKEN}"},
+                               data={"name": "acpi/call"}, files=[("files", ("acpi_call.ko", module.read_bytes()))])
+        assert response.status_code == 400 and "driver name 'acpi/call': not usable" in response.json()["detail"]
+        assert len(client.get("/api/v1/drivers").json()["builds"]) == 10
