@@ -16,6 +16,7 @@ import urllib.parse
 
 import junitparser
 import pytest
+from fastapi.testclient import TestClient
 from realstore import build_store
 
 from kabigate.errors import InputError
@@ -23,10 +24,12 @@ from kabigate.formats.gatepolicy import parse_policy, parse_waivers
 from kabigate.services.gate import previous_in_stream, resolve_kernel, run_gate
 from kabigate.services.ingest import ingest_driver_build, read_driver_builds
 from kabigate.store import Store
+from kabigate.web import create_app
 
 pytestmark = pytest.mark.realdata
 KABIGATE = [sys.executable, "-m", "kabigate"]
 RELEASES = ("6.1.0-47-amd64", "6.1.0-50-amd64", "6.1.0-56-amd64")
+TOKEN = "gate-test-token-5e2a"
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +130,20 @@ def test_policy_decides_outcomes_gating_drivers_and_coverage(gate_db):
     assert _gate(gate_db, "6.1.0-50-amd64", policy=relaxed).outcome == "INFO"
 
 
+# TOML that broke the parser's callers: integers past int()'s 4,300 digits (ValueError), hexadecimal
+# ones of any length (a ValueError where they are printed), dotted keys whose every prefix tomllib keeps
+# (memory: the square of the parts), nesting past the recursion limit.
+OUTSIDE_INT64 = "an integer outside the 64-bit range TOML allows"
+HOSTILE_TOML = [
+    (b"[coverage]\nminimum_builds = 1" + b"0" * 4300 + b"\n", OUTSIDE_INT64),
+    (b"[outcomes]\nfixed = 0x" + b"f" * 4000 + b"\n", OUTSIDE_INT64),
+    (b"[coverage]\nminimum_builds = 0x8000000000000000\n", OUTSIDE_INT64),
+    (b"[[waiver]]\ndriver = \"x\"\nreason = \"r\"\nwho = \"w\"\nexpires = [0o" + b"7" * 5000 + b"]\n", OUTSIDE_INT64),
+    (b"outcomes" + b".a" * 5_000 + b" = 1\n", "a dotted key of more than 64 parts"),
+    (b"x = {" + b"y = {" * 50_000 + b"}" * 50_000 + b"}\n", "nested too deeply"),
+]
+
+
 @pytest.mark.parametrize("text, message", [
     (b"[outcomes\n", "not valid TOML"),
     (b'[outcomes]\nregression = "FAILED"\n', "unknown key outcomes.regression"),
@@ -135,6 +152,7 @@ def test_policy_decides_outcomes_gating_drivers_and_coverage(gate_db):
     (b'[coverage]\nminimum_builds = -1\n', "minimum_builds must be a whole number"),
     (b"\xff\xfe", "not UTF-8"),
     (b"a = " + b"[" * 5000 + b"]" * 5000, "policy.toml"),
+    *HOSTILE_TOML,
 ])
 def test_malformed_policies_are_one_line_errors(text, message):
     with pytest.raises(InputError, match=message):
@@ -147,6 +165,7 @@ def test_malformed_policies_are_one_line_errors(text, message):
     (b'[[waiver]]\ndriver = "x"\nreason = "r"\nwho = "w"\nexpires = "soon"\n', "'expires' must be a date"),
     (b'[[waiver]]\ndriver = "x"\nreason = "r"\nwho = "w"\nseverity = 1\n', "unknown key severity"),
     (b'waiver = 3\n', "waivers are [[waiver]] tables"),
+    *HOSTILE_TOML,
 ])
 def test_malformed_waivers_are_one_line_errors(text, message):
     with pytest.raises(InputError, match=re.escape(message)):
@@ -160,6 +179,21 @@ def test_cli_bad_policy_file_exits_2_with_one_line(gate_db, tmp_path):
                              "--policy", str(policy)], capture_output=True, text=True, check=False)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "outcomes.fixed = 'MAYBE'" in result.stderr
+
+
+@pytest.mark.parametrize("text, message", HOSTILE_TOML[:2])
+def test_hostile_policy_and_waivers_are_exit_2_in_the_cli_and_400_from_the_api(gate_db, tmp_path, text, message):
+    path = tmp_path / "hostile.toml"
+    path.write_bytes(text)
+    for option in ("--policy", "--waivers"):
+        result = subprocess.run([*KABIGATE, "gate", "--db", gate_db, "--candidate", "6.1.0-50-amd64", option,
+                                 str(path)], capture_output=True, text=True, check=False)
+        assert result.returncode == 2 and result.stderr == f"kabigate: error: {path}: not valid TOML: {message}\n"
+    with TestClient(create_app(gate_db, token=TOKEN)) as client:
+        for field in ("policy", "waivers"):
+            response = client.post("/api/v1/gate", json={"candidate": "6.1.0-50-amd64", field: text.decode()},
+                                   headers={"Authorization": f"Bearer {TOKEN}"})
+            assert response.status_code == 400 and message in response.json()["detail"], response.text
 
 
 def test_junit_markdown_and_json_outputs(gate_db, tmp_path):

@@ -9,6 +9,7 @@ content again changes nothing.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from kabigate.errors import InputError
@@ -18,6 +19,23 @@ from kabigate.reports import verdict_report
 from kabigate.rules import RULES_VERSION, check_modules
 from kabigate.services import Advance, no_progress
 from kabigate.store import BuildRecord, Cell, KernelRecord, Store, StoredVerdict
+
+# Driver and stream names and kernel releases become URL path segments (/drivers/NAME,
+# /kernels/RELEASE) and file names (gate --output-dir writes RELEASE.json): the characters of RPM
+# and Debian package names, first a letter or digit (no "..", no option), as long as the columns
+# hold. Kernel releases may hold '~' too. Versions are only shown, never part of a path.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,199}")
+
+
+def checked_name(name: str, what: str, pattern: re.Pattern = NAME) -> str:
+    """`name` if it may be a path segment, else an InputError naming `what` ("driver name", ...)."""
+    if not pattern.fullmatch(name):
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        allowed = "._+~-" if pattern is RELEASE else "._+-"
+        raise InputError(f"{what} {shown!r}: not usable in a URL or file name (letters, digits and {allowed}, "
+                         "first a letter or digit, at most 200 characters)")
+    return name
 
 
 @dataclass(frozen=True)
@@ -37,6 +55,10 @@ class IngestedBuild:
 def ingest_kernel(store: Store, kernel: Kernel, stream: str | None = None,
                   advance: Advance = no_progress) -> IngestedKernel:
     """Store a kernel (kernels.load_kernel() reads one) and judge every stored driver build on it."""
+    if kernel.release is not None:  # Store.add_kernel says why a kernel without one is refused
+        checked_name(kernel.release, "kernel release", RELEASE)
+    if stream is not None:
+        checked_name(stream, "stream name")
     with store.transaction():
         record, created = store.add_kernel(kernel, stream)
         pairs = store.pairs_needing_verdicts(RULES_VERSION, kernel_ids=[record.id])
@@ -56,6 +78,11 @@ class DriverBuildInput:
     format: str
     source: str
     greylist: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        # here, not at ingest: every build read from an upload or a repository is checked before
+        # the first of them is stored
+        checked_name(self.driver, "driver name")
 
 
 def read_driver_builds(paths: list[str], name: str | None = None, version: str | None = None,
@@ -100,6 +127,8 @@ def ingest_driver_build(store: Store, build: DriverBuildInput, advance: Advance 
 def record_build_failure(store: Store, driver: str, version: str, kernel_release: str, error: str) -> bool:
     if not error.strip():
         raise InputError("a build failure needs its error message")
+    checked_name(driver, "driver name")
+    checked_name(kernel_release, "kernel release", RELEASE)
     with store.transaction():
         return store.record_build_failure(driver, version, kernel_release, error.strip().splitlines()[0])
 

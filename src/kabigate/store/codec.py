@@ -11,6 +11,7 @@ from array import array
 
 import zstandard
 
+from kabigate.errors import InputError
 from kabigate.model import ElfLayout, Export, Import, Module, ModuleSignature, PackageOrigin, SymbolVersion
 
 _compressor = zstandard.ZstdCompressor(level=6)
@@ -19,12 +20,27 @@ _decompressor = zstandard.ZstdDecompressor()
 MAX_BLOB = 64 << 20
 
 
+class DamagedBlob(InputError):
+    """A stored blob does not unpack: the store was damaged inside a row, where SQLite's quick_check
+    does not look (it checks pages, not their bytes)."""
+
+
 def pack(document) -> bytes:
     return _compressor.compress(json.dumps(document, separators=(",", ":")).encode())
 
 
 def unpack(blob: bytes):
-    return json.loads(_decompressor.decompress(blob, max_output_size=MAX_BLOB))
+    try:
+        return json.loads(_decompress(blob))
+    except ValueError as error:  # JSON, UTF-8
+        raise DamagedBlob(f"the store is damaged: a stored document does not unpack ({error})") from None
+
+
+def _decompress(blob: bytes) -> bytes:
+    try:
+        return _decompressor.decompress(blob, max_output_size=MAX_BLOB)
+    except zstandard.ZstdError as error:
+        raise DamagedBlob(f"the store is damaged: a stored blob does not unpack ({error})") from None
 
 
 def pack_ids(ids: list[int]) -> bytes:
@@ -37,7 +53,10 @@ def pack_ids(ids: list[int]) -> bytes:
 
 def unpack_ids(blob: bytes) -> list[int]:
     deltas = array("I")
-    deltas.frombytes(_decompressor.decompress(blob, max_output_size=MAX_BLOB))
+    data = _decompress(blob)
+    if len(data) % deltas.itemsize:
+        raise DamagedBlob(f"the store is damaged: a stored export set is {len(data)} bytes, not whole ids")
+    deltas.frombytes(data)
     if sys.byteorder == "big":
         deltas.byteswap()
     ids, total = [], 0
@@ -104,5 +123,8 @@ def pack_config(config: dict[str, str]) -> bytes:
 
 
 def unpack_config(blob: bytes) -> dict[str, str]:
-    text = _decompressor.decompress(blob, max_output_size=MAX_BLOB).decode()
+    try:
+        text = _decompress(blob).decode()
+    except UnicodeDecodeError as error:
+        raise DamagedBlob(f"the store is damaged: a stored kernel config does not unpack ({error})") from None
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Self
 
 import platformdirs
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, tuple_
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import WAIVER_KEYS, Waiver, waiver_from_mapping
@@ -34,6 +34,10 @@ from kabigate.store import schema as t
 
 # Rows per statement when ids are looked up with IN (...): below SQLite's variable limit.
 _CHUNK = 900
+# Seconds an SQLite writer waits for another one to commit before "database is locked".
+SQLITE_BUSY_TIMEOUT = 600
+# pg_advisory_xact_lock key of schema changes ("kabigate" in ASCII)
+_SCHEMA_LOCK = 0x6B61626967617465
 
 
 class StoreError(InputError):
@@ -184,8 +188,6 @@ class Store:
         try:
             current, head = store.revisions()
             if current is None and create:
-                if store._has_tables():
-                    raise StoreError(f"{store.url}: the database has tables but no kabigate schema revision")
                 store.upgrade()
             elif current is None:
                 raise StoreError(f"{store.url}: no kabigate store here (run kabigate db upgrade to create one)")
@@ -232,7 +234,25 @@ class Store:
         except DBAPIError as error:
             engine.dispose()
             raise StoreError(f"{store.url}: cannot open the database: {_first_line(error.orig)}") from None
+        if engine.dialect.name == "sqlite":
+            store._quick_check()
         return store
+
+    def _quick_check(self) -> None:
+        """Refuse a damaged SQLite file (a bad disk, a copy of a file being written, a hand edit):
+        SQLite reads a damaged page only when a query meets it, and then may give wrong rows rather
+        than an error. quick_check reads every page once (the demo's 30 MB store: 55 ms)."""
+        try:
+            with self.engine.connect() as connection:
+                found = connection.exec_driver_sql("PRAGMA quick_check(1)").scalar()
+        except OperationalError as error:  # locked, I/O: not the file's content
+            self.engine.dispose()
+            raise StoreError(f"{self.url}: cannot open the database: {_first_line(error.orig)}") from None
+        except DBAPIError as error:  # "database disk image is malformed", "file is not a database"
+            found = _first_line(error.orig)
+        if found != "ok":
+            self.engine.dispose()
+            raise StoreError(f"store {self.url} is damaged (quick_check: {found.splitlines()[-1]})")
 
     @property
     def url(self) -> str:
@@ -263,28 +283,41 @@ class Store:
     def revisions(self) -> tuple[str | None, str]:
         """(the database's schema revision or None, the revision this kabigate writes)."""
         from alembic.runtime.migration import MigrationContext
-        from alembic.script import ScriptDirectory
 
-        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
         with self._reading() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
-        return current, head
+        return current, self._head()
+
+    def _head(self) -> str:
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
 
     def upgrade(self) -> tuple[str | None, str]:
-        """Apply pending migrations; returns (revision before, revision after)."""
+        """Apply pending migrations; returns (revision before, revision after). Under a lock held to
+        the commit, so that parallel first ingests into a new store create its schema once."""
         from alembic import command
-
-        before, head = self.revisions()
-        config = self._alembic_config()
-        with self.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-        return before, head
-
-    def _has_tables(self) -> bool:
+        from alembic.runtime.migration import MigrationContext
         from sqlalchemy import inspect
 
-        return bool(inspect(self.engine).get_table_names())
+        config = self._alembic_config()
+        try:
+            with self.engine.begin() as connection:
+                if self.engine.dialect.name == "sqlite":
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock now, DDL in the transaction
+                else:
+                    connection.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+                before = MigrationContext.configure(connection).get_current_revision()
+                if before is None and inspect(connection).get_table_names():
+                    raise StoreError(f"{self.url}: the database has tables but no kabigate schema revision")
+                if before is not None and before not in self._migration_chain():
+                    raise StoreError(f"{self.url}: store schema is at revision {before}, which this kabigate "
+                                     f"(revision {self._head()}) does not know: it was written by a newer kabigate")
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except DBAPIError as error:
+            raise StoreError(f"{self.url}: {_first_line(error.orig)}") from None
+        return before, self._head()
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -326,10 +359,22 @@ class Store:
         return self._connection
 
     def _insert_ignoring_duplicates(self, table, rows: list[dict]) -> None:
-        if not rows:
-            return
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        self._writing().execute(dialect.insert(table).on_conflict_do_nothing(), rows)
+        """Insert the rows whose unique key is not stored yet. Content-addressed rows are added this
+        way, then looked up: two ingests storing the same row at once both succeed, the later one
+        waiting for the earlier one's commit (one SQLite writer at a time; PostgreSQL waits on the
+        uncommitted key). Give rows in the order of their unique key: parallel transactions then
+        lock keys in one order and never deadlock."""
+        if rows:
+            self._writing().execute(self._insert(table).on_conflict_do_nothing(), rows)
+
+    def _insert_if_new(self, table, row: dict) -> int | None:
+        """Insert a row unless its unique key is stored (as _insert_ignoring_duplicates); its id, or
+        None when it was there (rowcount says -1 with RETURNING on psycopg: ask for the id)."""
+        return self._writing().execute(self._insert(table).on_conflict_do_nothing().returning(table.c.id),
+                                       row).scalar()
+
+    def _insert(self, table):
+        return (postgresql if self.engine.dialect.name == "postgresql" else sqlite).insert(table)
 
     def _ids_by(self, table, key_column, keys: Iterable) -> dict:
         keys = list(dict.fromkeys(keys))
@@ -342,7 +387,7 @@ class Store:
         return found
 
     def _symbol_ids(self, names: Iterable[str]) -> dict[str, int]:
-        names = list(dict.fromkeys(names))
+        names = sorted(set(names))
         self._insert_ignoring_duplicates(t.symbol, [{"name": name} for name in names])
         return self._ids_by(t.symbol, t.symbol.c.name, names)
 
@@ -363,8 +408,8 @@ class Store:
                                             sorted(kernel.config.items()), export_digests]).encode()).hexdigest()
         connection = self._writing()
         kernel_id = self._ids_by(t.kernel, t.kernel.c.digest, [digest]).get(digest)
-        created = kernel_id is None
-        if created:
+        created = False
+        if kernel_id is None:
             export_ids = self._export_ids(exports, export_digests)
             self._exports.update(zip(export_ids, exports))  # a gate reads the new kernel back at once
             members = sorted(export_ids)
@@ -372,15 +417,19 @@ class Store:
             self._insert_ignoring_duplicates(t.export_set, [{"digest": set_digest, "size": len(members),
                                                               "members": codec.pack_ids(members)}])
             layout = kernel.exports.get("module_layout")
-            kernel_id = connection.execute(t.kernel.insert().values(
-                digest=digest, release=kernel.release, machine=kernel.machine, flavor=flavor_of(kernel.release),
-                vermagic=kernel.vermagic, module_layout_crc=layout.crc if layout else None,
-                export_set_id=self._ids_by(t.export_set, t.export_set.c.digest, [set_digest])[set_digest],
-                config=codec.pack_config(kernel.config), package_version=kernel.package_version,
-                module_struct_size=kernel.module_struct_size,
-                build_date=None, sources=json.dumps(kernel.sources), ingested_at=_now(),
-            )).inserted_primary_key[0]
-        else:
+            kernel_id = self._insert_if_new(t.kernel, {
+                "digest": digest, "release": kernel.release, "machine": kernel.machine,
+                "flavor": flavor_of(kernel.release), "vermagic": kernel.vermagic,
+                "module_layout_crc": layout.crc if layout else None,
+                "export_set_id": self._ids_by(t.export_set, t.export_set.c.digest, [set_digest])[set_digest],
+                "config": codec.pack_config(kernel.config), "package_version": kernel.package_version,
+                "module_struct_size": kernel.module_struct_size, "build_date": None,
+                "sources": json.dumps(kernel.sources), "ingested_at": _now(),
+            })
+            created = kernel_id is not None
+            if not created:  # a parallel ingest stored the same kernel since the look-up above
+                kernel_id = self._ids_by(t.kernel, t.kernel.c.digest, [digest])[digest]
+        if not created:
             self._add_sources(kernel_id, kernel.sources)
             if kernel.module_struct_size is not None:  # a kernel stored before it was kept, read again
                 connection.execute(t.kernel.update().where(
@@ -401,7 +450,7 @@ class Store:
     def _export_ids(self, exports: list[Export], digests: list[str]) -> list[int]:
         known = {d: self._export_ids_by_digest[d] for d in digests if d in self._export_ids_by_digest}
         known.update(self._ids_by(t.export, t.export.c.digest, [d for d in digests if d not in known]))
-        new = [(e, d) for e, d in zip(exports, digests) if d not in known]
+        new = sorted(((e, d) for e, d in zip(exports, digests) if d not in known), key=lambda pair: pair[1])
         if new:
             symbols = self._symbol_ids(e.name for e, _ in new)
             self._insert_ignoring_duplicates(t.export, [
@@ -415,6 +464,9 @@ class Store:
         """Add the kernel to the stream and renumber the stream in version order."""
         connection = self._writing()
         stream_id = self._named_id(t.stream, stream)
+        # PostgreSQL: parallel ingests into one stream number it one after the other, each seeing
+        # the other's kernel (SQLite has one writer anyway)
+        connection.execute(select(t.stream.c.id).where(t.stream.c.id == stream_id).with_for_update())
         self._insert_ignoring_duplicates(t.stream_kernel, [{"stream_id": stream_id, "kernel_id": kernel_id,
                                                             "position": -1}])
         members = connection.execute(
@@ -483,6 +535,9 @@ class Store:
                                t.export.c.namespace, t.export.c.owner)
                         .join(t.symbol, t.symbol.c.id == t.export.c.symbol_id).where(t.export.c.id.in_(chunk))):
                     self._exports[export_id] = Export(name, crc, owner, export_type, namespace)
+        lost = sum(i not in self._exports for i in ids)
+        if lost:
+            raise StoreError(f"store {self.url} is damaged: kernel {row.release} names {lost} exports it does not hold")
         exports = {export.name: export for export in (self._exports[i] for i in ids)}
         return Kernel(release=row.release, vermagic=row.vermagic, machine=row.machine, exports=exports,
                       config=codec.unpack_config(row.config), sources=json.loads(row.sources),
@@ -504,11 +559,14 @@ class Store:
         connection = self._writing()
         module_ids = self._module_ids(modules, facts, module_digests)
         vermagic = next((m.vermagic for m in modules if m.vermagic), None)
-        build_id = connection.execute(t.driver_build.insert().values(
-            digest=digest, driver_id=self._named_id(t.driver, driver), package=package, version=version, arch=arch,
-            format=format, built_for=vermagic.split(" ", 1)[0] if vermagic else None, source=source,
-            greylist=None if greylist is None else json.dumps(list(greylist)), ingested_at=_now(),
-        )).inserted_primary_key[0]
+        build_id = self._insert_if_new(t.driver_build, {
+            "digest": digest, "driver_id": self._named_id(t.driver, driver), "package": package, "version": version,
+            "arch": arch, "format": format, "built_for": vermagic.split(" ", 1)[0] if vermagic else None,
+            "source": source, "greylist": None if greylist is None else json.dumps(list(greylist)),
+            "ingested_at": _now(),
+        })
+        if build_id is None:  # a parallel ingest stored the same build since the look-up above
+            return self.driver_build(self._ids_by(t.driver_build, t.driver_build.c.digest, [digest])[digest]), False
         connection.execute(t.build_module.insert(), [
             {"build_id": build_id, "position": i, "module_id": module_id, "path": m.path}
             for i, (m, module_id) in enumerate(zip(modules, module_ids))])
@@ -516,22 +574,25 @@ class Store:
 
     def _module_ids(self, modules: list[Module], facts: list[dict], digests: list[str]) -> list[int]:
         known = self._ids_by(t.module, t.module.c.digest, digests)
-        connection = self._writing()
-        for module, fact, digest in zip(modules, facts, digests):
-            if digest in known:
-                continue
-            module_id = connection.execute(t.module.insert().values(
-                digest=digest, name=module.name, machine=module.machine, vermagic=module.vermagic,
-                license=module.license, signer=module.signature.signer if module.signature else None,
-                facts=codec.pack(fact))).inserted_primary_key[0]
-            known[digest] = module_id
-            symbols = self._symbol_ids(i.name for i in module.imports)
-            crcs = {v.name: v.crc for v in module.versions or ()}
-            imports = {i.name: i for i in module.imports}  # a symbol listed twice is one import
-            if imports:
-                connection.execute(t.module_import.insert(), [
-                    {"module_id": module_id, "symbol_id": symbols[name], "crc": crcs.get(name), "weak": i.weak}
-                    for name, i in imports.items()])
+        new = {digest: (module, fact) for module, fact, digest in sorted(zip(modules, facts, digests),
+                                                                          key=lambda triple: triple[2])
+               if digest not in known}
+        if new:
+            symbols = self._symbol_ids(i.name for module, _ in new.values() for i in module.imports)
+            self._insert_ignoring_duplicates(t.module, [
+                {"digest": digest, "name": module.name, "machine": module.machine, "vermagic": module.vermagic,
+                 "license": module.license, "signer": module.signature.signer if module.signature else None,
+                 "facts": codec.pack(fact)} for digest, (module, fact) in new.items()])
+            known.update(self._ids_by(t.module, t.module.c.digest, new))
+            imports = []
+            for digest, (module, _) in new.items():
+                crcs = {v.name: v.crc for v in module.versions or ()}
+                imports += [(known[digest], symbols[i.name], crcs.get(i.name), i.weak)
+                            for i in {i.name: i for i in module.imports}.values()]  # listed twice: one import
+            # a module a parallel ingest stored has its imports already
+            self._insert_ignoring_duplicates(t.module_import, [
+                {"module_id": module_id, "symbol_id": symbol_id, "crc": crc, "weak": weak}
+                for module_id, symbol_id, crc, weak in sorted(imports)])
         return [known[d] for d in digests]
 
     def driver_builds(self, pattern: str | None = None) -> list[BuildRecord]:
@@ -584,16 +645,9 @@ class Store:
 
     def record_build_failure(self, driver: str, version: str, kernel_release: str, error: str) -> bool:
         """Remember that a driver version failed to build for a kernel; False if already recorded."""
-        driver_id = self._named_id(t.driver, driver)
-        key = (t.build_failure.c.driver_id == driver_id, t.build_failure.c.version == version,
-               t.build_failure.c.kernel_release == kernel_release)
-        connection = self._writing()
-        if connection.execute(select(t.build_failure.c.id).where(*key)).first() is not None:
-            return False
-        connection.execute(t.build_failure.insert().values(driver_id=driver_id, version=version,
-                                                            kernel_release=kernel_release, error=error,
-                                                            recorded_at=_now()))
-        return True
+        return self._insert_if_new(t.build_failure, {
+            "driver_id": self._named_id(t.driver, driver), "version": version, "kernel_release": kernel_release,
+            "error": error, "recorded_at": _now()}) is not None
 
     def build_failures(self, pattern: str | None = None) -> list[BuildFailure]:
         with self._reading() as connection:
@@ -624,19 +678,21 @@ class Store:
         return [(b, k) for k in kernels for b in builds if (b, k) not in current]
 
     def save_verdicts(self, verdicts: list[StoredVerdict]) -> None:
-        """Store verdicts, replacing those of the same cells."""
+        """Store verdicts, replacing those of the same cells (an upsert, in key order: two `matrix`
+        runs recomputing the same stale cells at once both succeed)."""
         if not verdicts:
             return
-        connection = self._writing()
-        keys = [(v.cell.build_id, v.cell.kernel_id) for v in verdicts]
-        for start in range(0, len(keys), _CHUNK // 2):
-            connection.execute(t.verdict.delete().where(
-                tuple_(t.verdict.c.build_id, t.verdict.c.kernel_id).in_(keys[start:start + _CHUNK // 2])))
-        connection.execute(t.verdict.insert(), [
-            {"build_id": v.cell.build_id, "kernel_id": v.cell.kernel_id, "rules_version": v.cell.rules_version,
-             "loads": v.cell.loads, "modules": v.cell.modules, "modules_loading": v.cell.modules_loading,
-             "first_reason": v.cell.first_reason, "failing_symbols": v.cell.failing_symbols,
-             "detail": codec.pack(v.detail)} for v in verdicts])
+        insert = self._insert(t.verdict)
+        self._writing().execute(
+            insert.on_conflict_do_update(index_elements=[t.verdict.c.build_id, t.verdict.c.kernel_id],
+                                         set_={column: insert.excluded[column] for column in
+                                               ("rules_version", "loads", "modules", "modules_loading",
+                                                "first_reason", "failing_symbols", "detail")}),
+            [{"build_id": v.cell.build_id, "kernel_id": v.cell.kernel_id, "rules_version": v.cell.rules_version,
+              "loads": v.cell.loads, "modules": v.cell.modules, "modules_loading": v.cell.modules_loading,
+              "first_reason": v.cell.first_reason, "failing_symbols": v.cell.failing_symbols,
+              "detail": codec.pack(v.detail)}
+             for v in sorted(verdicts, key=lambda v: (v.cell.build_id, v.cell.kernel_id))])
 
     def cells(self, rules_version: int, *, build_ids: list[int] | None = None,
               kernel_ids: list[int] | None = None) -> dict[tuple[int, int], Cell]:
@@ -796,9 +852,9 @@ class Store:
     def queue_task(self, key: str, kind: str, args: dict) -> TaskRecord:
         """Record a request (state queued) unless one of this key exists; its record."""
         now = _now()
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        self._writing().execute(dialect.insert(t.task).on_conflict_do_nothing().values(
-            key=key, kind=kind, args=json.dumps(args), state="queued", attempts=0, created_at=now, updated_at=now))
+        self._insert_ignoring_duplicates(t.task, [{"key": key, "kind": kind, "args": json.dumps(args),
+                                                   "state": "queued", "attempts": 0, "created_at": now,
+                                                   "updated_at": now}])
         return self.task(key)
 
     def claim_task(self, key: str, kind: str, args: dict, *, redelivered: bool, max_attempts: int) -> TaskRecord | None:
@@ -902,12 +958,14 @@ def _checked_waiver(fields: dict, source: str, waiver_id: int | None = None) -> 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
-    # WAL: readers (a web page, `matrix`) go on while an ingest writes; a killed writer's
-    # uncommitted pages are never seen. busy_timeout: a second writer waits instead of failing.
+    # busy_timeout first (switching a new file to WAL takes a lock too): a writer waits for the one
+    # writing, which holds the lock for its whole ingest, judging included; long, as PostgreSQL
+    # waits on a row lock. WAL: readers (a web page, `matrix`) go on while an ingest writes; a
+    # killed writer's uncommitted pages are never seen.
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT * 1000}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 
