@@ -500,7 +500,9 @@ def test_the_broker_restarted_mid_run_and_the_run_completes(cluster, testdata, h
     ("broker = 'redis://localhost'\n", "the broker is an amqp:// or amqps:// URL"),
     ("[koji]\nstreams = { '*' = 1 }\n", "must map patterns to stream names"),
     ("[gate]\nexplain = 'yes'\n", "gate.explain must be a bool"),
-    ("db = \n", "not a TOML file"),
+    ("db = \n", "not valid TOML"),
+    ("[worker]\nmax_attempts = 0x" + "f" * 40 + "\n", "an integer outside the 64-bit range"),
+    ("a" + ".a" * 20000 + " = 1\n", "a dotted key of more than 64 parts"),  # tomllib: memory grows with its square
 ])
 def test_bad_settings_are_one_line_errors(config, message, tmp_path):
     path = tmp_path / "kabigate.toml"

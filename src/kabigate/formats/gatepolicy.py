@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import datetime
 import re
-import tomllib
 from dataclasses import dataclass, field
 
 from kabigate.errors import InputError
+from kabigate.formats.toml import parse_toml
 
 OUTCOMES = ("PASSED", "INFO", "NEEDS_INSPECTION", "FAILED")  # in increasing severity
 CLASSES = ("regression_stablelisted", "regression_unlisted", "stablelist_violation", "still_failing", "fixed",
@@ -53,15 +53,6 @@ DEFAULT_OUTCOMES = {
     "new": "INFO",
 }
 MAX_POLICY_FILE = 1 << 20
-# tomllib keeps every prefix of a dotted key (a.b.c = 1) as a tuple, so its memory grows with the
-# square of the parts (10,000 parts: 400 MiB, a 1 MiB file: tens of GiB). Policies nest two deep.
-MAX_KEY_PARTS = 64
-_KEY_PART = r"""(?:[A-Za-z0-9_-]++|"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+')"""
-# Any such run where a key may start (a line, [table], [[array]], {inline, ...), also inside a
-# string: a sure bound without a second TOML parser, and linear.
-_LONG_DOTTED_KEY = re.compile(
-    rf"""(?:\A|(?<=[\n\[{{,]))[ \t]*+{_KEY_PART}(?:[ \t]*+\.[ \t]*+{_KEY_PART}){{{MAX_KEY_PARTS}}}""")
-INT64 = range(-1 << 63, 1 << 63)  # TOML 1.0: an integer that does not fit must be an error
 
 
 @dataclass(frozen=True)
@@ -164,36 +155,7 @@ def waiver_from_mapping(entry, where: str, source: str = "", waiver_id: int | No
 def _toml(data: bytes, what: str) -> dict:
     if len(data) > MAX_POLICY_FILE:
         raise InputError(f"{what}: larger than {MAX_POLICY_FILE >> 10} KiB, not a policy file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{what}: not UTF-8 text") from None
-    if _LONG_DOTTED_KEY.search(text):
-        raise InputError(f"{what}: a dotted key of more than {MAX_KEY_PARTS} parts")
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise InputError(f"{what}: not valid TOML: {error}") from None
-    except ValueError:  # int() of more than sys.get_int_max_str_digits() digits
-        raise InputError(f"{what}: not valid TOML: an integer outside the 64-bit range TOML allows") from None
-    except RecursionError:
-        raise InputError(f"{what}: nested too deeply") from None
-    _check_integers(document, what)
-    return document
-
-
-def _check_integers(document: dict, what: str) -> None:
-    """Hexadecimal, octal and binary integers of any length parse (int(text, 16) has no digit limit),
-    then fail where they are printed: TOML allows 64 bits. A loop, not recursion: tables nest deep."""
-    pending: list = [document]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, dict):
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
-        elif isinstance(value, int) and value not in INT64:
-            raise InputError(f"{what}: not valid TOML: an integer outside the 64-bit range TOML allows")
+    return parse_toml(data, what)
 
 
 def _table(document: dict, key: str, what: str) -> dict:

@@ -41,11 +41,11 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
-import tomllib
 import urllib.parse
 from dataclasses import dataclass, field
 
 from kabigate.errors import InputError, read_capped
+from kabigate.formats.toml import parse_toml
 
 MAX_CONFIG_FILE = 1 << 20
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
@@ -106,11 +106,7 @@ def load_settings(path: str | None = None, **overrides) -> Settings:
     path = path or os.environ.get("KABIGATE_CONFIG")
     values: dict = {}
     if path:
-        try:
-            document = tomllib.loads(read_capped(path, MAX_CONFIG_FILE, "larger than a config file can be")
-                                     .decode("utf-8"))
-        except (ValueError, RecursionError) as error:  # TOMLDecodeError, UnicodeDecodeError, 10,000 digits, [[[[...
-            raise InputError(f"{path}: not a TOML file: {error}") from None
+        document = parse_toml(read_capped(path, MAX_CONFIG_FILE, "larger than a config file can be"), path)
         values = _read_sections(document, path)
     for variable, key in (("KABIGATE_DB", "db"), ("KABIGATE_BROKER", "broker")):
         if os.environ.get(variable):
