@@ -301,6 +301,24 @@ def test_sign_tree_then_verify_and_check(testdata, tree, cli_key):
     assert kabigate("verify", "--trust", f"{cli_key}.crt", module).returncode == 1
 
 
+def test_a_signature_only_the_full_pkcs7_parse_finds_malformed_is_refused_even_when_not_enforced(testdata, tree,
+                                                                                                   cli_key):
+    """pkcs7_parse_message() reads every SignerInfo field: a signature value that is not an OCTET
+    STRING is EBADMSG, which module_sig_check() refuses whatever the enforcement (modinfo's reading
+    of the signer, which stops before it, does not see it)."""
+    module = tree / "acpi_call.ko"
+    assert kabigate("sign", "--key", f"{cli_key}.key", "--cert", f"{cli_key}.der", module).returncode == 0
+    data = bytearray(module.read_bytes())
+    value = len(data) - 40 - 256 - 4  # the RSA-2048 signature value: last in the CMS, before the 40-byte trailer
+    assert data[value:value + 4] == b"\x04\x82\x01\x00"
+    data[value] = 0x05
+    module.write_bytes(bytes(data))
+    result = kabigate("check", "--json", "-k", testdata.kernel_root(KERNEL), "--trust", f"{cli_key}.crt", module)
+    assert result.returncode == 1, result.stdout
+    [reason] = json.loads(result.stdout)["modules"][0]["reasons"]
+    assert reason["code"] == "bad-signature" and reason["message"].endswith(": Bad message"), reason
+
+
 def test_already_signed_is_refused_unless_replace_which_equals_a_fresh_signature(testdata, tree, cli_key):
     module = tree / "acpi_call.ko"
     original = module.read_bytes()

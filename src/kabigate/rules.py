@@ -277,6 +277,9 @@ def _check_signature(module: Module, kernel: Kernel, options: LoadOptions, reaso
         reasons.append(Reason("bad-signature", f"module signature is malformed ({signature.defect}): "
                                                "Bad message"))
         return
+    if check is not None and check.result == "EBADMSG":  # malformed past what modinfo reads (a later field)
+        reasons.append(Reason("bad-signature", f"{check.message}: Bad message"))
+        return
     if signature is not None and not signature.defect and (check is None or check.result == "ok"):
         return
     enforced = options.require_signature or kernel.config_enabled("CONFIG_MODULE_SIG_FORCE") is True
