@@ -183,6 +183,16 @@ def test_signature_a_trusted_key_rejects_is_refused_even_when_not_enforced():
     assert reason.message == "the signature does not verify with 'Build key': Key was rejected by service"
 
 
+def test_signature_the_full_pkcs7_parse_finds_malformed_is_refused_even_when_not_enforced():
+    """pkcs7_parse_message() -> EBADMSG on a field after the signer's (which modinfo's parse stops
+    before): module_sig_check() returns it, whatever the enforcement."""
+    module = make_module(signature=signed())
+    checks = {module.path: SignatureCheck("EBADMSG", "unparseable PKCS#7 message (a bad signature value)")}
+    [reason] = check_one(module, options=LoadOptions(signature_checks=checks)).reasons
+    assert (reason.code, reason.message) == ("bad-signature",
+                                             "unparseable PKCS#7 message (a bad signature value): Bad message")
+
+
 def test_verified_signature_loads_when_enforced_and_unchecked_paths_count_as_verified():
     module = make_module(signature=signed(), info=(("intree", "Y"),))
     enforced = LoadOptions(require_signature=True, signature_checks={module.path: SignatureCheck("ok", "verified")})
