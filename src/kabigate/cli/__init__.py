@@ -21,14 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from kabigate import __version__
-from kabigate.errors import InputError, read_capped
-from kabigate.formats.stablelist import Stablelist, parse_stablelist
-from kabigate.model import Module
+from kabigate.errors import InputError
+from kabigate.model import Kernel, Module, Reason
 from kabigate.modules import count_modules, read_modules
-from kabigate.reports import crc_text  # noqa: F401  (the commands' shared helper)
+from kabigate.reports import crc_text  # also the commands' shared helper
 
 EXIT_OK, EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR = 0, 1, 2
-MAX_STABLELIST_FILE = 64 << 20  # compressed symvers-style lists; parse_stablelist caps the text
 
 # Tables are not cut to 80 columns when the report goes to a file or a pipe.
 # emoji=False: a module or driver named "x:smile:y" is printed as it is.
@@ -106,14 +104,23 @@ def read_modules_with_progress(paths: list[str]) -> list[Module]:
         return read_modules(paths, advance)
 
 
-def read_stablelist(path: str | None, machine: str | None = None) -> Stablelist | None:
-    """A stablelist file, or a kernel-abi-stablelists package (the list of `machine`)."""
-    if path is None:
-        return None
-    from kabigate.packages import is_package_file, stablelist_bytes_from_package
-    if is_package_file(path):
-        return parse_stablelist(*stablelist_bytes_from_package(path, machine))
-    return parse_stablelist(read_capped(path, MAX_STABLELIST_FILE, "larger than a stablelist can be"), path)
+def load_kernel_with_progress(paths: list[str], vermagic: str | None = None) -> Kernel:
+    """A progress bar while kernel packages are read (a linux-image .deb takes seconds)."""
+    # Imported here: the package readers (HTTP, TLS) would add 60 ms to every `kabigate --help`.
+    from kabigate.kernels import load_kernel
+    from kabigate.packages import is_package_file, is_url
+
+    packages = sum(is_url(p) or is_package_file(p) for p in paths)
+    with progress("reading kernel packages", packages) as advance:
+        return load_kernel(paths, vermagic, advance)
+
+
+def describe_reason(reason: Reason) -> str:
+    """A reason (or warning) in one line of text: its code, message and CRCs."""
+    crcs = ""
+    if reason.module_crc is not None or reason.kernel_crc is not None:
+        crcs = f" (module {crc_text(reason.module_crc) or '-'}, kernel {crc_text(reason.kernel_crc) or '-'})"
+    return f"{reason.code}: {reason.message}{crcs}"
 
 
 def cells(*values: str) -> list[Text]:

@@ -20,7 +20,6 @@ from kabigate.cli import (
     err,
     out,
     progress,
-    read_stablelist,
     write_atomically,
 )
 from kabigate.cli.store import store_option
@@ -38,6 +37,7 @@ from kabigate.services.gate import (
 )
 from kabigate.services.ingest import ingest_kernel
 from kabigate.services.watch import kernels_to_gate, offered_kernels
+from kabigate.stablelists import read_stablelist
 from kabigate.store import GateRun, KernelRecord, Store, version_key
 
 OUTCOME_STYLE = {"PASSED": "bold green", "INFO": "bold green", "NEEDS_INSPECTION": "bold yellow",

@@ -14,8 +14,16 @@ import sys
 
 import click
 
-from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_OK, cli, crc_text, emit_json, out, read_modules_with_progress
-from kabigate.cli.abi import load_kernel_with_progress
+from kabigate.cli import (
+    EXIT_INCOMPATIBLE,
+    EXIT_OK,
+    cli,
+    crc_text,
+    emit_json,
+    load_kernel_with_progress,
+    out,
+    read_modules_with_progress,
+)
 from kabigate.errors import InputError
 from kabigate.modules import walk_files
 from kabigate.packages import (

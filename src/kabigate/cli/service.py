@@ -72,7 +72,7 @@ def listen(settings, loglevel: str) -> None:
     import logging
 
     from kabigate.store import Store
-    from kabigate.workers.messaging import listen as consume
+    from kabigate.workers.listener import listen as consume
 
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Store.open(settings.db):
