@@ -8,10 +8,9 @@ import click
 from rich.markup import escape
 
 from kabigate.analysis import diff_kernels
-from kabigate.cli import (
+from kabigate.cli.shared import (
     EXIT_INCOMPATIBLE,
     EXIT_OK,
-    cli,
     crc_text,
     describe_reason,
     emit_json,
@@ -28,7 +27,7 @@ from kabigate.stablelists import read_stablelist
 
 # -- inspect --------------------------------------------------------------------------------
 
-@cli.command()
+@click.command()
 @click.argument("modules", nargs=-1, required=True, metavar="MODULE_OR_DIR...")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 def inspect(modules: tuple[str, ...], as_json: bool) -> None:
@@ -102,7 +101,7 @@ def _print_module(module: Module) -> None:
 
 # -- check ----------------------------------------------------------------------------------
 
-@cli.command()
+@click.command()
 @click.option("--kernel", "-k", "kernel_paths", multiple=True, required=True, metavar="KERNEL",
               help="Symvers file, headers tree, /lib/modules/<kver> tree or extracted package root "
                    "(repeat to combine several paths of one kernel).")
@@ -169,7 +168,7 @@ def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict],
 
 # -- diff -----------------------------------------------------------------------------------
 
-@cli.command()
+@click.command()
 @click.argument("old_kernel", metavar="KERNEL_A")
 @click.argument("new_kernel", metavar="KERNEL_B")
 @click.option("--stablelist", "stablelist_path", type=click.Path(dir_okay=False), metavar="FILE",

@@ -8,10 +8,9 @@ import warnings
 import click
 
 from kabigate.bootcheck import boot_check
-from kabigate.cli import (
+from kabigate.cli.shared import (
     EXIT_INCOMPATIBLE,
     EXIT_OK,
-    cli,
     describe_reason,
     emit_json,
     err,
@@ -24,7 +23,7 @@ from kabigate.qemu import qemu_available
 from kabigate.reports import checked_verdict_report, kernel_report
 
 
-@cli.command("boot-check")
+@click.command("boot-check")
 @click.option("--image", required=True, metavar="VMLINUZ_OR_KERNEL_PACKAGE",
               help="The kernel to boot: a vmlinuz, or a kernel package (linux-image .deb, kernel-core .rpm; file or URL).")
 @click.option("--kernel", "-k", "kernel_paths", multiple=True, metavar="KERNEL",

@@ -14,10 +14,9 @@ import sys
 
 import click
 
-from kabigate.cli import (
+from kabigate.cli.shared import (
     EXIT_INCOMPATIBLE,
     EXIT_OK,
-    cli,
     crc_text,
     emit_json,
     load_kernel_with_progress,
@@ -37,7 +36,7 @@ from kabigate.packages import (
 )
 
 
-@cli.command("rpm-deps")
+@click.command("rpm-deps")
 @click.option("--kernel", "-k", "kernel_paths", multiple=True, metavar="KERNEL",
               help="The kernel the modules are built for: imports it exports become kernel(sym), "
                    "others ksym(sym). With --provides and no MODULE: the kernel's own Provides.")
@@ -77,7 +76,7 @@ def rpm_deps(kernel_paths, provides, as_json, modules) -> None:
         out.print(f"{kind}({name}) = 0x{crc:08x}", markup=False)
 
 
-@cli.command()
+@click.command()
 @click.option("--kernel", "-k", "kernel_paths", multiple=True, required=True, metavar="KERNEL",
               help="Kernel to check against (as for `check`).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
