@@ -27,7 +27,7 @@ from kabigate import packages, resultsdb
 from kabigate.errors import InputError
 from kabigate.web import api, create_app
 from kabigate.workers.config import Settings
-from kabigate.workers.work import event_request
+from kabigate.workers.events import event_request
 
 MiB = 1 << 20
 TOKEN = "hostile-http-test-token"

@@ -50,7 +50,7 @@ def test_a_malformed_hub_answer_is_a_message_dropped_in_one_line_by_the_listener
     from fedora_messaging.exceptions import Drop
     from fedora_messaging.message import Message
 
-    from kabigate.workers.messaging import EventConsumer
+    from kabigate.workers.listener import EventConsumer
 
     hub.hostile[3001] = {"getBuild": lambda: RawXML(answer)}
     settings = Settings(koji_topurl="http://127.0.0.1:9/koji", koji_hub=hub.url)
@@ -66,13 +66,13 @@ def test_any_unexpected_exception_in_the_listeners_callback_drops_the_message_in
     from fedora_messaging.exceptions import Drop
     from fedora_messaging.message import Message
 
-    from kabigate.workers import work
-    from kabigate.workers.messaging import EventConsumer
+    from kabigate.workers import listener
+    from kabigate.workers.listener import EventConsumer
 
     def a_bug(topic, body, settings):  # stands in for a defect no test has found yet
         raise RuntimeError("a bug\nits second line")
 
-    monkeypatch.setattr(work, "event_request", a_bug)
+    monkeypatch.setattr(listener, "event_request", a_bug)
     with caplog.at_level(logging.INFO, logger="kabigate.workers"), pytest.raises(Drop):
         EventConsumer(Settings())(Message(topic=KOJI, body=KMOD_BUILD))
     (record,) = caplog.records

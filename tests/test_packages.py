@@ -294,6 +294,19 @@ def test_stablelist_package_and_greylist(rpms):
         == {n: (m["stablelist"]["on"], m["stablelist"]["off"]) for n, m in modules.items()}
 
 
+
+def test_the_server_reads_a_stablelist_package_with_the_clis_reader(rpms, tmp_path):
+    """kabigate serve --stablelist takes what check --stablelist takes (it once parsed the RPM's
+    bytes as a list): this package's lists are for two architectures, and the server has no kernel
+    to choose one by, so it says so."""
+    from kabigate.web import create_app
+
+    [kabi] = (rpms / "kabi").glob("*.rpm")
+    with pytest.raises(InputError, match=r"stablelists for aarch64, x86_64; the kernel's architecture \(unknown\)"):
+        create_app(str(tmp_path / "store.db"), stablelist_path=str(kabi))
+    assert not (tmp_path / "store.db").exists()
+
+
 # -- hostile packages ---------------------------------------------------------------------------
 
 def _cpio(entries) -> bytes:

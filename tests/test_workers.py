@@ -623,7 +623,7 @@ KOJI_BUILD = {"build_id": 7, "name": "kernel", "version": "6.12.0", "release": "
 def test_bad_build_events_are_input_errors(topic, body, message):
     from kabigate.errors import InputError
     from kabigate.workers.config import Settings
-    from kabigate.workers.work import event_request
+    from kabigate.workers.events import event_request
 
     settings = Settings(koji_topurl="https://kojipkgs.example.org", koji_streams={"*.el10": "c10s"})
     with pytest.raises(InputError, match=message):
@@ -632,7 +632,7 @@ def test_bad_build_events_are_input_errors(topic, body, message):
 
 def test_koji_events_become_requests_only_for_completed_kernel_builds_of_a_stream():
     from kabigate.workers.config import Settings
-    from kabigate.workers.work import event_request
+    from kabigate.workers.events import event_request
 
     settings = Settings(koji_topurl="https://kojipkgs.example.org/", koji_streams={"*.el10": "c10s"})
     request = event_request(KOJI, KOJI_BUILD, settings)
@@ -669,8 +669,8 @@ def _koji_settings(koji_packages: str, hub, **more):
 
 def test_a_koji_kmod_build_is_read_through_the_hub_as_a_driver_ingest_of_its_real_rpms(koji_packages, koji_hub):
     from kabigate.services.ingest import read_driver_builds
+    from kabigate.workers.events import event_request
     from kabigate.workers.koji import kmod_request
-    from kabigate.workers.work import event_request
 
     settings = _koji_settings(koji_packages, koji_hub)
     body = {"build_id": 3001, "name": "kmod-acpi-call", "version": "1.0", "release": "1.47_amd64", "new": 1,
@@ -750,7 +750,7 @@ def test_an_unreachable_koji_hub_gives_the_message_back(koji_packages, koji_hub)
     from fedora_messaging.exceptions import Nack
     from fedora_messaging.message import Message
 
-    from kabigate.workers.messaging import EventConsumer
+    from kabigate.workers.listener import EventConsumer
 
     message = Message(topic=KOJI, body={"build_id": 3001, "name": "kmod-acpi-call", "version": "1.0",
                                         "release": "1.47_amd64", "new": 1, "instance": "primary"})

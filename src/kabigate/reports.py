@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kabigate.model import Reason, Verdict
+from kabigate.analysis import stablelist_coverage
+from kabigate.model import Kernel, Reason, Verdict
 
 if TYPE_CHECKING:  # the store's records; not imported at run time (it would load SQLAlchemy)
+    from kabigate.explain import SymbolExplanation
+    from kabigate.formats.stablelist import Stablelist
     from kabigate.store import BuildRecord, Cell, KernelRecord
 
 
@@ -28,6 +31,32 @@ def verdict_report(verdict: Verdict) -> dict:
         "reasons": [reason_report(r) for r in verdict.reasons],
         "warnings": [reason_report(w) for w in verdict.warnings],
     }
+
+
+def checked_verdict_report(verdict: Verdict, set_exports: set[str], stablelist: Stablelist | None,
+                           causes: dict[str, SymbolExplanation] | None = None) -> dict:
+    """A verdict as `check --json` and `boot-check --json` show it: with each crc-mismatch's likely
+    cause (from `causes`) and, given a stablelist, which of the module's imports are on it."""
+    report = verdict_report(verdict)
+    if causes:
+        from kabigate.explain import cause_json  # loaded already: the causes came from it
+
+        for reason, shown in zip(verdict.reasons, report["reasons"]):
+            if reason.code == "crc-mismatch" and reason.symbol in causes:
+                shown["cause"] = cause_json(causes[reason.symbol])
+    if stablelist is not None:
+        on, off = stablelist_coverage(verdict.module, set_exports, stablelist)
+        report["stablelist"] = {"source": stablelist.source, "on": on, "off": off}
+        origin = verdict.module.origin
+        if origin is not None and origin.greylist is not None:  # the kmod package's own greylist.txt
+            report["stablelist"]["greylist_missing"] = sorted(set(off) - set(origin.greylist))
+    return report
+
+
+def kernel_report(kernel: Kernel) -> dict:
+    """A kernel as read (not stored): what `check`, `diff` and `boot-check` say they checked against."""
+    return {"release": kernel.release, "vermagic": kernel.vermagic, "machine": kernel.machine,
+            "exports": len(kernel.exports), "modversions": kernel.has_modversions, "sources": kernel.sources}
 
 
 def kernel_record_json(record: KernelRecord) -> dict:

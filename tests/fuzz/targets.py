@@ -289,7 +289,7 @@ def run_build_event(data: bytes) -> None:
     import json
 
     from kabigate.workers.config import Settings
-    from kabigate.workers.work import event_request
+    from kabigate.workers.events import event_request
 
     try:
         body = json.loads(data)

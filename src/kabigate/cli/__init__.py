@@ -1,6 +1,7 @@
-"""Command line: the `kabigate` group, shared output helpers, and `main()`.
+"""Command line: the `kabigate` group and `main()`.
 
-Each area registers its commands from its own module (abi: inspect, check, diff).
+Each area defines its commands in its own module (abi: inspect, check, diff), which the group
+imports when the command is used; what those modules share is in cli/shared.py.
 
 Exit status: 0 all fine, 1 an incompatibility was found, 2 usage or input error.
 Reports go to stdout (text, or JSON with --json); progress and errors go to stderr.
@@ -9,31 +10,13 @@ Reports go to stdout (text, or JSON with --json); progress and errors go to stde
 from __future__ import annotations
 
 import importlib
-import json
-import os
 import sys
-import tempfile
-from contextlib import contextmanager
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.text import Text
 
 from kabigate import __version__
-from kabigate.errors import InputError, read_capped
-from kabigate.formats.stablelist import Stablelist, parse_stablelist
-from kabigate.model import Module
-from kabigate.modules import count_modules, read_modules
-from kabigate.reports import crc_text  # noqa: F401  (the commands' shared helper)
-
-EXIT_OK, EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR = 0, 1, 2
-MAX_STABLELIST_FILE = 64 << 20  # compressed symvers-style lists; parse_stablelist caps the text
-
-# Tables are not cut to 80 columns when the report goes to a file or a pipe.
-# emoji=False: a module or driver named "x:smile:y" is printed as it is.
-out = Console(highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
-err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
+from kabigate.cli.shared import EXIT_INPUT_ERROR, EXIT_OK, err
+from kabigate.errors import InputError
 
 
 def main() -> None:
@@ -56,33 +39,37 @@ def main() -> None:
 
 class LazyGroup(click.Group):
     """Imports a command's module when the command is used, not at start-up: `kabigate check`
-    does not pay for SQLAlchemy, Alembic and the web stack (0.4 s and 20 MB of every run)."""
+    does not pay for SQLAlchemy, Alembic and the web stack (0.4 s and 20 MB of every run).
+    The command modules do not import this one: the imports run one way, from the group down."""
 
     def __init__(self, *args, modules: dict[str, str], **kwargs):
         super().__init__(*args, **kwargs)
-        self.modules = modules  # command name -> module that registers it with @cli.command()
+        self.modules = modules  # command name -> "module:attribute" of its click command
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self.modules))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands and name in self.modules:
-            importlib.import_module(f"kabigate.cli.{self.modules[name]}")
+            module, _, attribute = self.modules[name].partition(":")
+            self.add_command(getattr(importlib.import_module(f"kabigate.cli.{module}"), attribute), name)
         return super().get_command(ctx, name)
 
 
 COMMAND_MODULES = {
-    "inspect": "abi", "check": "abi", "diff": "abi",
-    "precheck": "packages", "rpm-deps": "packages",
-    "keygen": "signing", "sign": "signing", "verify": "signing",
-    "db": "store", "ingest": "store", "matrix": "store", "history": "store", "kernels": "store", "drivers": "store",
-    "gate": "gate", "watch": "gate", "waiver": "waiver",
-    "stablelist": "stablelist",
-    "serve": "web",
-    "worker": "service", "listen": "service", "announce": "service", "health": "service", "tasks": "service",
-    "weak-modules": "install", "preflight": "install",
-    "explain": "explain",
-    "boot-check": "boot",
+    "inspect": "abi:inspect", "check": "abi:check", "diff": "abi:diff",
+    "precheck": "packages:precheck", "rpm-deps": "packages:rpm_deps",
+    "keygen": "signing:keygen", "sign": "signing:sign", "verify": "signing:verify",
+    "db": "store:db", "ingest": "store:ingest", "matrix": "store:matrix", "history": "store:history",
+    "kernels": "store:kernels", "drivers": "store:drivers",
+    "gate": "gate:gate", "watch": "gate:watch", "waiver": "waiver:waiver",
+    "stablelist": "stablelist:stablelist",
+    "serve": "web:serve",
+    "worker": "service:worker", "listen": "service:listen", "announce": "service:announce",
+    "health": "service:health", "tasks": "service:tasks",
+    "weak-modules": "install:weak_modules", "preflight": "install:preflight",
+    "explain": "explain:explain_command",
+    "boot-check": "boot:boot_check_command",
 }
 
 
@@ -90,55 +77,3 @@ COMMAND_MODULES = {
 @click.version_option(__version__, prog_name="kabigate")
 def cli() -> None:
     """Will this kernel module load on that kernel, and if not, why?"""
-
-
-@contextmanager
-def progress(description: str, total: int):
-    """A progress bar on stderr, shown only when stderr is a terminal."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda: progress.advance(task)
-
-
-def read_modules_with_progress(paths: list[str]) -> list[Module]:
-    with progress("reading modules", count_modules(paths)) as advance:
-        return read_modules(paths, advance)
-
-
-def read_stablelist(path: str | None, machine: str | None = None) -> Stablelist | None:
-    """A stablelist file, or a kernel-abi-stablelists package (the list of `machine`)."""
-    if path is None:
-        return None
-    from kabigate.packages import is_package_file, stablelist_bytes_from_package
-    if is_package_file(path):
-        return parse_stablelist(*stablelist_bytes_from_package(path, machine))
-    return parse_stablelist(read_capped(path, MAX_STABLELIST_FILE, "larger than a stablelist can be"), path)
-
-
-def cells(*values: str) -> list[Text]:
-    """Table cells taken as they are: names and paths from outside are not Rich markup."""
-    return [Text(value) for value in values]
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Write a report whole or not at all: a temporary file in the same folder, renamed into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=".kabigate-", dir=directory)
-        try:
-            with os.fdopen(handle, "w") as file:
-                file.write(text)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 is for secrets, not reports
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
-    except OSError as error:
-        raise InputError(f"{path}: {error.strerror}") from None
-
-
-def emit_json(document: dict) -> None:
-    sys.stdout.write(json.dumps(document, indent=2) + "\n")

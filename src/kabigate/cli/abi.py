@@ -7,29 +7,27 @@ import sys
 import click
 from rich.markup import escape
 
-from kabigate.analysis import diff_kernels, stablelist_coverage
-from kabigate.cli import (
+from kabigate.analysis import diff_kernels
+from kabigate.cli.shared import (
     EXIT_INCOMPATIBLE,
     EXIT_OK,
-    cli,
     crc_text,
+    describe_reason,
     emit_json,
+    load_kernel_with_progress,
     out,
-    progress,
     read_modules_with_progress,
-    read_stablelist,
 )
 from kabigate.cli.signing import signature_checks, trust_options
 from kabigate.explain import SymbolExplanation, cause_json, cause_text
-from kabigate.formats.stablelist import Stablelist
-from kabigate.kernels import load_kernel
-from kabigate.model import Export, Kernel, Module, Reason, Verdict
-from kabigate.packages import is_package_file, is_url
+from kabigate.model import Export, Kernel, Module, Verdict
+from kabigate.reports import checked_verdict_report, kernel_report
 from kabigate.rules import LoadOptions, check_modules
+from kabigate.stablelists import read_stablelist
 
 # -- inspect --------------------------------------------------------------------------------
 
-@cli.command()
+@click.command()
 @click.argument("modules", nargs=-1, required=True, metavar="MODULE_OR_DIR...")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 def inspect(modules: tuple[str, ...], as_json: bool) -> None:
@@ -103,7 +101,7 @@ def _print_module(module: Module) -> None:
 
 # -- check ----------------------------------------------------------------------------------
 
-@cli.command()
+@click.command()
 @click.option("--kernel", "-k", "kernel_paths", multiple=True, required=True, metavar="KERNEL",
               help="Symvers file, headers tree, /lib/modules/<kver> tree or extracted package root "
                    "(repeat to combine several paths of one kernel).")
@@ -127,9 +125,9 @@ def check(kernel_paths, vermagic, stablelist_path, require_signature, built_for_
     verdicts = check_modules(parsed, kernel, options)
     causes = _crc_causes(built_for_paths, kernel, verdicts)
     set_exports = {e.name for m in parsed for e in m.exports}
-    reports = [_verdict_json(v, set_exports, stablelist, causes) for v in verdicts]
+    reports = [checked_verdict_report(v, set_exports, stablelist, causes) for v in verdicts]
     if as_json:
-        emit_json({"kernel": _kernel_json(kernel), "modules": reports})
+        emit_json({"kernel": kernel_report(kernel), "modules": reports})
     else:
         _print_check(kernel, verdicts, reports, causes)
     sys.exit(EXIT_OK if all(v.loads for v in verdicts) else EXIT_INCOMPATIBLE)
@@ -146,44 +144,6 @@ def _crc_causes(built_for_paths, kernel: Kernel, verdicts: list[Verdict]) -> dic
     return explain_symbols(built_for, kernel, symbols, required=True) or {}
 
 
-def load_kernel_with_progress(paths: list[str], vermagic: str | None = None) -> Kernel:
-    """A progress bar while kernel packages are read (a linux-image .deb takes seconds)."""
-    packages = sum(is_url(p) or is_package_file(p) for p in paths)
-    with progress("reading kernel packages", packages) as advance:
-        return load_kernel(paths, vermagic, advance)
-
-
-def _kernel_json(kernel: Kernel) -> dict:
-    return {"release": kernel.release, "vermagic": kernel.vermagic, "machine": kernel.machine,
-            "exports": len(kernel.exports), "modversions": kernel.has_modversions, "sources": kernel.sources}
-
-
-def _reason_json(reason: Reason, causes: dict[str, SymbolExplanation] | None = None) -> dict:
-    report = {"code": reason.code, "symbol": reason.symbol, "module_crc": crc_text(reason.module_crc),
-              "kernel_crc": crc_text(reason.kernel_crc), "message": reason.message}
-    if causes and reason.code == "crc-mismatch" and reason.symbol in causes:
-        report["cause"] = cause_json(causes[reason.symbol])
-    return report
-
-
-def _verdict_json(verdict: Verdict, set_exports: set[str], stablelist: Stablelist | None,
-                  causes: dict[str, SymbolExplanation] | None = None) -> dict:
-    report = {
-        "path": verdict.module.path,
-        "name": verdict.module.name,
-        "verdict": "loads" if verdict.loads else "fails",
-        "reasons": [_reason_json(r, causes) for r in verdict.reasons],
-        "warnings": [_reason_json(w) for w in verdict.warnings],
-    }
-    if stablelist is not None:
-        on, off = stablelist_coverage(verdict.module, set_exports, stablelist)
-        report["stablelist"] = {"source": stablelist.source, "on": on, "off": off}
-        origin = verdict.module.origin
-        if origin is not None and origin.greylist is not None:  # the kmod package's own greylist.txt
-            report["stablelist"]["greylist_missing"] = sorted(set(off) - set(origin.greylist))
-    return report
-
-
 def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict],
                  causes: dict[str, SymbolExplanation]) -> None:
     out.print(f"kernel {kernel.release or '(unknown release)'} {kernel.machine or ''}  "
@@ -193,11 +153,11 @@ def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict],
         out.print(f"[{style}]{report['verdict'].upper():<5}[/{style}] {escape(verdict.module.name)}  "
                   f"[dim]{escape(verdict.module.path)}[/dim]")
         for reason in verdict.reasons:
-            out.print("      " + _describe(reason), markup=False)
+            out.print("      " + describe_reason(reason), markup=False)
             if reason.code == "crc-mismatch" and reason.symbol in causes:
                 out.print("        cause: " + cause_text(causes[reason.symbol]), markup=False)
         for warning in verdict.warnings:
-            out.print("      warning " + _describe(warning), markup=False, style="yellow")
+            out.print("      warning " + describe_reason(warning), markup=False, style="yellow")
         if "stablelist" in report:
             coverage = report["stablelist"]
             out.print(f"      stablelist: {len(coverage['on'])} on, {len(coverage['off'])} off"
@@ -206,16 +166,9 @@ def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict],
     out.print(f"{len(verdicts) - failing} load, {failing} fail")
 
 
-def _describe(reason: Reason) -> str:
-    crcs = ""
-    if reason.module_crc is not None or reason.kernel_crc is not None:
-        crcs = f" (module {crc_text(reason.module_crc) or '-'}, kernel {crc_text(reason.kernel_crc) or '-'})"
-    return f"{reason.code}: {reason.message}{crcs}"
-
-
 # -- diff -----------------------------------------------------------------------------------
 
-@cli.command()
+@click.command()
 @click.argument("old_kernel", metavar="KERNEL_A")
 @click.argument("new_kernel", metavar="KERNEL_B")
 @click.option("--stablelist", "stablelist_path", type=click.Path(dir_okay=False), metavar="FILE",
@@ -239,7 +192,7 @@ def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, no_expla
 
         causes = explain_symbols(old, new, [c.name for c in result.crc_changed]) or {}
     if as_json:
-        emit_json({"old": _kernel_json(old), "new": _kernel_json(new),
+        emit_json({"old": kernel_report(old), "new": kernel_report(new),
                     **{key: [_change_json(c, causes) for c in changes] for key, changes in sections.items()}})
     else:
         out.print(f"{old.release} -> {new.release}: {len(old.exports)} -> {len(new.exports)} exports", markup=False)

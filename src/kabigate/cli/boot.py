@@ -8,13 +8,22 @@ import warnings
 import click
 
 from kabigate.bootcheck import boot_check
-from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_OK, cli, emit_json, err, out, progress, read_modules_with_progress
-from kabigate.cli.abi import _describe, _kernel_json, _verdict_json
+from kabigate.cli.shared import (
+    EXIT_INCOMPATIBLE,
+    EXIT_OK,
+    describe_reason,
+    emit_json,
+    err,
+    out,
+    progress,
+    read_modules_with_progress,
+)
 from kabigate.errors import InputError
 from kabigate.qemu import qemu_available
+from kabigate.reports import checked_verdict_report, kernel_report
 
 
-@cli.command("boot-check")
+@click.command("boot-check")
 @click.option("--image", required=True, metavar="VMLINUZ_OR_KERNEL_PACKAGE",
               help="The kernel to boot: a vmlinuz, or a kernel package (linux-image .deb, kernel-core .rpm; file or URL).")
 @click.option("--kernel", "-k", "kernel_paths", multiple=True, metavar="KERNEL",
@@ -48,10 +57,10 @@ def boot_check_command(image, kernel_paths, timeout, as_json, modules) -> None:
                        "reason": None if said is None else {"code": said.code, "symbol": said.symbol,
                                                             "message": said.message},
                        "messages": entry.result.kernel_messages},
-            "kabigate": _verdict_json(entry.verdict, set_exports, None),
+            "kabigate": checked_verdict_report(entry.verdict, set_exports, None),
         })
     if as_json:
-        emit_json({"kernel": _kernel_json(result.kernel), "image": image, "modules": reports,
+        emit_json({"kernel": kernel_report(result.kernel), "image": image, "modules": reports,
                    "disagreements": len(result.disagreements)})
     else:
         _print(result, reports)
@@ -72,7 +81,7 @@ def _print(result, reports) -> None:
             f"{said.code}: {said.message}"
         predicted = entry.verdict.reasons[0] if entry.verdict.reasons else None
         out.print(f"    kernel:   {kernel_text}", markup=False)
-        out.print(f"    kabigate: {'loads' if predicted is None else 'fails: ' + _describe(predicted)}", markup=False)
+        out.print(f"    kabigate: {'loads' if predicted is None else 'fails: ' + describe_reason(predicted)}", markup=False)
         for message in report["kernel"]["messages"]:
             out.print(f"      | {message}", markup=False, style="dim")
     out.print(f"{len(result.entries) - len(result.disagreements)} agree, {len(result.disagreements)} disagree")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_OK, cli, crc_text, emit_json, out, progress
+from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, crc_text, emit_json, out, progress
 from kabigate.explain import (
     Explanation,
     SymbolExplanation,
@@ -28,7 +28,7 @@ from kabigate.kernels import load_kernel
 LISTED = 5  # candidates per symbol in a whole release's JSON
 
 
-@cli.command("explain")
+@click.command("explain")
 @click.option("--from", "old_paths", multiple=True, required=True, metavar="KERNEL_A",
               help="The kernel before: a vmlinuz, a package root, /lib/modules/<kver> with /boot, ... "
                    "(repeat to combine paths of one kernel); its vmlinuz gives the BTF.")

@@ -12,17 +12,7 @@ from dataclasses import dataclass
 
 import click
 
-from kabigate.cli import (
-    EXIT_INCOMPATIBLE,
-    EXIT_OK,
-    cli,
-    emit_json,
-    err,
-    out,
-    progress,
-    read_stablelist,
-    write_atomically,
-)
+from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out, progress, write_atomically
 from kabigate.cli.store import store_option
 from kabigate.errors import InputError, read_capped
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, MAX_POLICY_FILE, Policy, Waiver, parse_policy, parse_waivers
@@ -38,6 +28,7 @@ from kabigate.services.gate import (
 )
 from kabigate.services.ingest import ingest_kernel
 from kabigate.services.watch import kernels_to_gate, offered_kernels
+from kabigate.stablelists import read_stablelist
 from kabigate.store import GateRun, KernelRecord, Store, version_key
 
 OUTCOME_STYLE = {"PASSED": "bold green", "INFO": "bold green", "NEEDS_INSPECTION": "bold yellow",
@@ -126,7 +117,7 @@ def _publish(store: Store, settings: GateSettings, run: GateRun, item: str | Non
     return publish_gate(store, run, settings.resultsdb_url, payload, os.environ.get("KABIGATE_RESULTSDB_TOKEN"))
 
 
-@cli.command()
+@click.command()
 @click.option("--candidate", required=True, metavar="KERNEL",
               help="The kernel to gate: a release in the store, or its files as `check -k` takes them "
                    "(comma-joined), which are ingested first.")
@@ -192,7 +183,7 @@ def _confirm(store: Store, result, count: int):
         return confirm_in_qemu(store, result, count)
 
 
-@cli.command()
+@click.command()
 @click.argument("repositories", nargs=-1, required=True, metavar="REPO_OR_URL...")
 @click.option("--stream", required=True, metavar="NAME", help="The stream these repositories' kernels form.")
 @judging_options

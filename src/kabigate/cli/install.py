@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR, EXIT_OK, cli, emit_json, err, out, progress
+from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR, EXIT_OK, emit_json, err, out, progress
 from kabigate.errors import InputError
 from kabigate.services import weakmodules as wm
 
@@ -29,7 +29,7 @@ class _DropIn(click.Command):
             raise SystemExit(SCRIPT_STOPPED) from None
 
 
-@cli.command("weak-modules", cls=_DropIn)
+@click.command("weak-modules", cls=_DropIn)
 @click.option("--add-modules", "action", flag_value="add-modules",
               help="Link the modules (read from stdin, or given as arguments) into every installed kernel they load on.")
 @click.option("--remove-modules", "action", flag_value="remove-modules",
@@ -122,7 +122,7 @@ def _weak_modules(action: str, args: tuple[str, ...], basedir: str, verbose: boo
 _APT_LISTING_MAX = 16 << 20
 
 
-@cli.command()
+@click.command()
 @click.argument("kernel", metavar="KERNEL_PACKAGE_OR_RELEASE", required=False)
 @click.option("--apt", is_flag=True,
               help="Judge the kernels of an APT run: the .deb files DPkg::Pre-Install-Pkgs writes on stdin "

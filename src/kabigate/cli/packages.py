@@ -14,8 +14,15 @@ import sys
 
 import click
 
-from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_OK, cli, crc_text, emit_json, out, read_modules_with_progress
-from kabigate.cli.abi import load_kernel_with_progress
+from kabigate.cli.shared import (
+    EXIT_INCOMPATIBLE,
+    EXIT_OK,
+    crc_text,
+    emit_json,
+    load_kernel_with_progress,
+    out,
+    read_modules_with_progress,
+)
 from kabigate.errors import InputError
 from kabigate.modules import walk_files
 from kabigate.packages import (
@@ -29,7 +36,7 @@ from kabigate.packages import (
 )
 
 
-@cli.command("rpm-deps")
+@click.command("rpm-deps")
 @click.option("--kernel", "-k", "kernel_paths", multiple=True, metavar="KERNEL",
               help="The kernel the modules are built for: imports it exports become kernel(sym), "
                    "others ksym(sym). With --provides and no MODULE: the kernel's own Provides.")
@@ -69,7 +76,7 @@ def rpm_deps(kernel_paths, provides, as_json, modules) -> None:
         out.print(f"{kind}({name}) = 0x{crc:08x}", markup=False)
 
 
-@cli.command()
+@click.command()
 @click.option("--kernel", "-k", "kernel_paths", multiple=True, required=True, metavar="KERNEL",
               help="Kernel to check against (as for `check`).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")

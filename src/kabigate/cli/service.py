@@ -11,7 +11,7 @@ import sys
 import click
 from rich.table import Table
 
-from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_OK, cells, cli, emit_json, err, out
+from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, cells, emit_json, err, out
 from kabigate.errors import InputError
 
 
@@ -45,7 +45,7 @@ def queue_requests(store, requests: list, as_json: bool) -> None:
         out.print(f"{'queued' if sent else 'already ' + task.state}: {task.kind} {task.key}", markup=False)
 
 
-@cli.command()
+@click.command()
 @service_options
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Worker processes (default: the settings', "
                                                                        "else one per CPU).")
@@ -62,7 +62,7 @@ def worker(settings, concurrency: int | None, hostname: str | None, loglevel: st
     worker_main(settings, concurrency, hostname, loglevel)
 
 
-@cli.command()
+@click.command()
 @service_options
 @click.option("--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO",
               show_default=True)
@@ -72,7 +72,7 @@ def listen(settings, loglevel: str) -> None:
     import logging
 
     from kabigate.store import Store
-    from kabigate.workers.messaging import listen as consume
+    from kabigate.workers.listener import listen as consume
 
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Store.open(settings.db):
@@ -87,7 +87,7 @@ def listen(settings, loglevel: str) -> None:
         raise
 
 
-@cli.command()
+@click.command()
 @service_options
 @click.option("--kind", type=click.Choice(["kernel", "drivers"]), required=True,
               help="kernel: FILES are one kernel's packages; drivers: driver packages, a repository or module trees.")
@@ -119,7 +119,7 @@ def announce(settings, kind: str, stream: str | None, name: str | None, version:
     out.print(f"published {message.topic} {message.id}", markup=False)
 
 
-@cli.command()
+@click.command()
 @service_options
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Seconds to wait for workers to answer.")
@@ -147,7 +147,7 @@ def health(settings, timeout: float, as_json: bool) -> None:
     sys.exit(EXIT_OK if report["ok"] else EXIT_INCOMPATIBLE)
 
 
-@cli.command()
+@click.command()
 @click.option("--state", type=click.Choice(["queued", "running", "done", "failed"]), help="Only tasks in this state.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--prune", is_flag=True, help="Delete done and failed tasks last updated more than --older-than "

@@ -9,7 +9,7 @@ import click
 from cryptography.hazmat.primitives import hashes, serialization
 
 from kabigate import signing
-from kabigate.cli import EXIT_INCOMPATIBLE, EXIT_OK, cli, emit_json, err, out, progress
+from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out, progress
 from kabigate.errors import InputError, read_capped
 from kabigate.modules import find_module_files
 
@@ -44,7 +44,7 @@ def _module_files(paths: tuple[str, ...]) -> list[str]:
 
 # -- keygen ---------------------------------------------------------------------------------
 
-@cli.command()
+@click.command()
 @click.option("--out", "prefix", required=True, metavar="PREFIX",
               help="Write PREFIX.key (private, mode 0600), PREFIX.crt (PEM) and PREFIX.der (for mokutil --import).")
 @click.option("--type", "key_type", type=click.Choice(["rsa", "ecdsa"]), default="rsa", show_default=True)
@@ -96,7 +96,7 @@ def keygen(prefix, key_type, bits, curve, subject, days, no_codesigning, module_
 
 # -- sign -----------------------------------------------------------------------------------
 
-@cli.command()
+@click.command()
 @click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False), help="Private key (PEM or DER).")
 @click.option("--cert", "cert_path", required=True, type=click.Path(dir_okay=False),
               help="Its X.509 certificate (PEM or DER).")
@@ -150,7 +150,7 @@ def trust_policy(require_codesigning_eku: bool, accept_module_signing_oid: bool,
     return signing.TrustPolicy(require_codesigning_eku, accept_module_signing_oid, reject_expired)
 
 
-@cli.command()
+@click.command()
 @trust_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.argument("modules", nargs=-1, required=True, metavar="MODULE_OR_DIR...")

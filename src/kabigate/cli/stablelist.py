@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 
 from kabigate.analysis import kmod_rebuilds, stablelist_history
-from kabigate.cli import cells, cli, emit_json, err, out, read_stablelist, write_atomically
+from kabigate.cli.shared import cells, emit_json, err, out, write_atomically
 from kabigate.cli.store import store_option
 from kabigate.errors import read_capped
 from kabigate.formats.compression import MAX_TEXT
@@ -24,10 +24,11 @@ from kabigate.services.evidence import (
     requested_additions,
     symbol_demand,
 )
+from kabigate.stablelists import read_stablelist
 from kabigate.store import Store
 
 
-@cli.group()
+@click.group()
 def stablelist() -> None:
     """Which symbols drivers need that the stablelist does not promise, and how the list moved."""
 

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from kabigate.cli import cells, cli, crc_text, emit_json, err, out, progress, write_atomically
+from kabigate.cli.shared import cells, crc_text, emit_json, err, out, progress, write_atomically
 from kabigate.kernels import load_kernel
 from kabigate.modules import count_modules
 from kabigate.reports import build_record_json, cell_json, kernel_record_json
@@ -65,7 +65,7 @@ def _absolute(paths) -> list[str]:
 
 # -- db -------------------------------------------------------------------------------------
 
-@cli.group()
+@click.group()
 def db() -> None:
     """Create, upgrade and inspect the store."""
 
@@ -102,7 +102,7 @@ def db_status(location: str | None, as_json: bool) -> None:
 
 # -- ingest ---------------------------------------------------------------------------------
 
-@cli.group()
+@click.group()
 def ingest() -> None:
     """Add kernels and driver builds to the store; each is judged against everything stored."""
 
@@ -194,7 +194,7 @@ def ingest_build_failure(store: Store, name: str, version: str, kernel_release: 
 
 # -- reading back ---------------------------------------------------------------------------
 
-@cli.command()
+@click.command()
 @click.option("--stream", metavar="NAME", help="Only this stream's kernels (default: every stream).")
 @click.option("--driver", metavar="GLOB", help="Only drivers whose name matches (shell pattern).")
 @click.option("--since", metavar="KERNEL", help="Only kernels from this release (or package version) on.")
@@ -232,7 +232,7 @@ def matrix(store: Store, stream, driver, since, output_format: str, output: str 
         err.print(f"wrote {output}", markup=False)
 
 
-@cli.command()
+@click.command()
 @click.argument("driver")
 @click.option("--stream", metavar="NAME", help="Only this stream (default: every stream).")
 @json_option
@@ -270,7 +270,7 @@ def history(store: Store, driver: str, stream: str | None, as_json: bool) -> Non
                           + fixed, markup=False)
 
 
-@cli.command()
+@click.command()
 @click.option("--stream", metavar="NAME", help="Only this stream, in its order.")
 @json_option
 @store_option
@@ -287,7 +287,7 @@ def kernels(store: Store, stream: str | None, as_json: bool) -> None:
     out.print(table)
 
 
-@cli.command()
+@click.command()
 @click.option("--driver", metavar="GLOB", help="Only drivers whose name matches.")
 @json_option
 @store_option

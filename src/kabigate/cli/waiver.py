@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import click
 
-from kabigate.cli import cli, emit_json, err, out
+from kabigate.cli.shared import emit_json, err, out
 from kabigate.cli.store import json_option, store_option
 from kabigate.gate_report import waiver_json
 from kabigate.services.gate import add_waiver, revoke_waiver
 from kabigate.store import Store
 
 
-@cli.group()
+@click.group()
 def waiver() -> None:
     """Waivers kept in the store: every gate (CLI, watch, API) applies them with its --waivers file.
     A waiver is never deleted: it is revoked, and stays listed as revoked."""

@@ -6,11 +6,11 @@ import os
 
 import click
 
-from kabigate.cli import cli, err
+from kabigate.cli.shared import err
 from kabigate.store import default_url
 
 
-@cli.command()
+@click.command()
 @click.option("--db", "db", metavar="PATH_OR_URL", envvar="KABIGATE_DB",
               help=f"SQLite file or postgresql:// URL (default: $KABIGATE_DB, else {default_url()}).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")

@@ -34,7 +34,7 @@ from kabigate.services.gate import add_waiver, previous_in_stream, record_gate, 
 from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
 from kabigate.services.matrix import PAGE_SIZE, build_matrix, driver_history
 from kabigate.store import Store
-from kabigate.web.app import Settings, request_store, settings_of
+from kabigate.web.deps import Settings, request_store, settings_of
 from kabigate.web.views import (
     RowId,
     build_record_json,

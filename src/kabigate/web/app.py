@@ -9,50 +9,32 @@ from __future__ import annotations
 import hmac
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kabigate import __version__
-from kabigate.errors import InputError, read_capped
-from kabigate.formats.stablelist import Stablelist, parse_stablelist
+from kabigate.errors import InputError
+from kabigate.stablelists import read_stablelist
 from kabigate.store import Store, StoreError
+from kabigate.web import api, pages
+from kabigate.web.deps import HERE, Settings, templates
 
-HERE = Path(__file__).parent
 API_PREFIX = "/api/v1"
 # A kernel's image and headers packages together are ~80 MB (Debian 6.1); a repository is given by URL.
 DEFAULT_MAX_UPLOAD = 512 * 1024 * 1024
-MAX_STABLELIST_FILE = 64 * 1024 * 1024
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 log = logging.getLogger("kabigate.web")
-templates = Jinja2Templates(directory=HERE / "templates")
-templates.env.globals["version"] = __version__
-
-
-@dataclass(frozen=True)
-class Settings:
-    store_url: str  # as shown: without a password
-    token: str | None  # None: the server is read-only
-    stablelist: Stablelist | None
-    max_upload: int
 
 
 def create_app(store_url: str | None = None, *, token: str | None = None, stablelist_path: str | None = None,
                max_upload: int = DEFAULT_MAX_UPLOAD) -> FastAPI:
     """The app over the store at `store_url` (created when new, refused when its schema is older)."""
-    from kabigate.web import api, pages
-
-    stablelist = None
-    if stablelist_path is not None:
-        stablelist = parse_stablelist(read_capped(stablelist_path, MAX_STABLELIST_FILE, "too large for a stablelist"),
-                                      stablelist_path)
+    stablelist = read_stablelist(stablelist_path)
     store = Store.open(store_url)  # checks the schema once; requests share its engine
     settings = Settings(store.url, token or None, stablelist, max_upload)
 
@@ -72,16 +54,6 @@ def create_app(store_url: str | None = None, *, token: str | None = None, stable
     app.include_router(pages.router)
     _add_error_handlers(app)
     return app
-
-
-def request_store(request: Request) -> Store:
-    """A Store for one request over the app's engine: a Store keeps its open transaction on itself,
-    so concurrent requests must not share one."""
-    return Store(request.app.state.engine)
-
-
-def settings_of(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 # -- writes: the token, and the size of what is sent --------------------------------------------

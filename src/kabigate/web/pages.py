@@ -16,7 +16,7 @@ from kabigate.services.causes import with_causes
 from kabigate.services.evidence import symbol_demand
 from kabigate.services.matrix import PAGE_SIZE, MatrixFilter, build_matrix, driver_history
 from kabigate.store import Store
-from kabigate.web.app import Settings, request_store, settings_of, templates
+from kabigate.web.deps import Settings, request_store, settings_of, templates
 from kabigate.web.views import RowId, find_cell, find_gate_run, find_kernel, kernel_story
 
 router = APIRouter(include_in_schema=False)

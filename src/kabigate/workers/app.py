@@ -22,6 +22,7 @@ from kabigate.errors import InputError
 from kabigate.httpclient import only_under
 from kabigate.store import Store, StoreError, TaskRecord
 from kabigate.workers.config import Settings
+from kabigate.workers.gating import gate_task
 from kabigate.workers.messaging import PublishError
 from kabigate.workers.work import Request, gate_request
 
@@ -142,8 +143,6 @@ def _ingest_drivers(store: Store, task: TaskRecord) -> dict:
 
 
 def _gate(store: Store, task: TaskRecord) -> dict:
-    from kabigate.workers.gating import gate_task
-
     return gate_task(store, SETTINGS, task)
 
 

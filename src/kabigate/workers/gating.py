@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 
-from kabigate.cli import read_stablelist
 from kabigate.errors import read_capped
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, MAX_POLICY_FILE, parse_policy, parse_waivers
 from kabigate.gate_report import DEFAULT_TESTCASE, gate_json, resultsdb_payload
 from kabigate.services.gate import previous_in_stream, publish_gate, record_gate, resolve_kernel, run_gate
+from kabigate.stablelists import read_stablelist
 from kabigate.store import Store, TaskRecord
 from kabigate.workers.config import Settings
+from kabigate.workers.messaging import publish_gate_result
 
 
 def gate_task(store: Store, settings: Settings, task: TaskRecord) -> dict:
@@ -41,8 +42,6 @@ def gate_task(store: Store, settings: Settings, task: TaskRecord) -> dict:
     if settings.resultsdb and run.published_to != settings.resultsdb:
         payload = resultsdb_payload(report, testcase=settings.testcase or DEFAULT_TESTCASE)
         resultsdb_id = publish_gate(store, run, settings.resultsdb, payload, os.environ.get("KABIGATE_RESULTSDB_TOKEN"))
-    from kabigate.workers.messaging import publish_gate_result
-
     publish_gate_result(settings, run_id, report, resultsdb_id)
     return {"run": run_id, "outcome": run.outcome, "candidate": candidate.release}
 

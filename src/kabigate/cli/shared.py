@@ -1,0 +1,87 @@
+"""What the command modules share: exit statuses, the consoles, progress bars, reading the inputs
+named on the command line with one, and writing reports (text, JSON, files written whole)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from kabigate.errors import InputError
+from kabigate.model import Kernel, Module, Reason
+from kabigate.modules import count_modules, read_modules
+from kabigate.reports import crc_text  # also the commands' shared helper
+
+EXIT_OK, EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR = 0, 1, 2
+
+# Tables are not cut to 80 columns when the report goes to a file or a pipe.
+# emoji=False: a module or driver named "x:smile:y" is printed as it is.
+out = Console(highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
+err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
+
+
+@contextmanager
+def progress(description: str, total: int):
+    """A progress bar on stderr, shown only when stderr is a terminal."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)
+
+
+def read_modules_with_progress(paths: list[str]) -> list[Module]:
+    with progress("reading modules", count_modules(paths)) as advance:
+        return read_modules(paths, advance)
+
+
+def load_kernel_with_progress(paths: list[str], vermagic: str | None = None) -> Kernel:
+    """A progress bar while kernel packages are read (a linux-image .deb takes seconds)."""
+    # Imported here: the package readers (HTTP, TLS) would add 60 ms to every `kabigate --help`.
+    from kabigate.kernels import load_kernel
+    from kabigate.packages import is_package_file, is_url
+
+    packages = sum(is_url(p) or is_package_file(p) for p in paths)
+    with progress("reading kernel packages", packages) as advance:
+        return load_kernel(paths, vermagic, advance)
+
+
+def describe_reason(reason: Reason) -> str:
+    """A reason (or warning) in one line of text: its code, message and CRCs."""
+    crcs = ""
+    if reason.module_crc is not None or reason.kernel_crc is not None:
+        crcs = f" (module {crc_text(reason.module_crc) or '-'}, kernel {crc_text(reason.kernel_crc) or '-'})"
+    return f"{reason.code}: {reason.message}{crcs}"
+
+
+def cells(*values: str) -> list[Text]:
+    """Table cells taken as they are: names and paths from outside are not Rich markup."""
+    return [Text(value) for value in values]
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write a report whole or not at all: a temporary file in the same folder, renamed into place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=".kabigate-", dir=directory)
+        try:
+            with os.fdopen(handle, "w") as file:
+                file.write(text)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 is for secrets, not reports
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+    except OSError as error:
+        raise InputError(f"{path}: {error.strerror}") from None
+
+
+def emit_json(document: dict) -> None:
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
