@@ -23,7 +23,7 @@ from kabigate.cli.signing import signature_checks, trust_options
 from kabigate.explain import SymbolExplanation, cause_json, cause_text
 from kabigate.formats.stablelist import Stablelist
 from kabigate.kernels import load_kernel
-from kabigate.model import Export, Kernel, Module, Reason, Verdict
+from kabigate.model import Export, Kernel, Module, Reason, ReasonCode, Verdict
 from kabigate.packages import is_package_file, is_url
 from kabigate.rules import LoadOptions, check_modules
 
@@ -142,7 +142,7 @@ def _crc_causes(built_for_paths, kernel: Kernel, verdicts: list[Verdict]) -> dic
     from kabigate.explain_cache import explain_symbols  # BTF work only when asked for
 
     built_for = load_kernel_with_progress(list(built_for_paths))
-    symbols = [r.symbol for v in verdicts for r in v.reasons if r.code == "crc-mismatch" and r.symbol]
+    symbols = [r.symbol for v in verdicts for r in v.reasons if r.code == ReasonCode.CRC_MISMATCH and r.symbol]
     return explain_symbols(built_for, kernel, symbols, required=True) or {}
 
 
@@ -161,7 +161,7 @@ def _kernel_json(kernel: Kernel) -> dict:
 def _reason_json(reason: Reason, causes: dict[str, SymbolExplanation] | None = None) -> dict:
     report = {"code": reason.code, "symbol": reason.symbol, "module_crc": crc_text(reason.module_crc),
               "kernel_crc": crc_text(reason.kernel_crc), "message": reason.message}
-    if causes and reason.code == "crc-mismatch" and reason.symbol in causes:
+    if causes and reason.code == ReasonCode.CRC_MISMATCH and reason.symbol in causes:
         report["cause"] = cause_json(causes[reason.symbol])
     return report
 
@@ -194,7 +194,7 @@ def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict],
                   f"[dim]{escape(verdict.module.path)}[/dim]")
         for reason in verdict.reasons:
             out.print("      " + _describe(reason), markup=False)
-            if reason.code == "crc-mismatch" and reason.symbol in causes:
+            if reason.code == ReasonCode.CRC_MISMATCH and reason.symbol in causes:
                 out.print("        cause: " + cause_text(causes[reason.symbol]), markup=False)
         for warning in verdict.warnings:
             out.print("      warning " + _describe(warning), markup=False, style="yellow")
