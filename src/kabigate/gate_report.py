@@ -176,8 +176,9 @@ def resultsdb_payload(report: dict, *, item: str | None = None, testcase: str = 
     candidate, baseline, counts = report["candidate"], report["baseline"], report["counts"]
     nvr = item or (f"kernel-{candidate['package_version']}" if candidate["package_version"] else candidate["release"])
     arch = candidate["machine"] or "noarch"
-    note = (f"{counts['regression']} regressions, {counts['still_failing']} still failing, {counts['fixed']} fixed, "
-            f"{counts['unaffected']} unaffected, {counts['new']} new; {len(report['stablelist_violations'])} "
+    note = (f"{counts[GateClass.REGRESSION]} regressions, {counts[GateClass.STILL_FAILING]} still failing, "
+            f"{counts[GateClass.FIXED]} fixed, {counts[GateClass.UNAFFECTED]} unaffected, {counts[GateClass.NEW]} new; "
+            f"{len(report['stablelist_violations'])} "
             f"stablelist violations; baseline {baseline['release'] if baseline else 'none'}")
     data = {"item": nvr, "type": "koji_build", "arch": arch, "scenario": scenario or f"{arch}.{report['stream'] or 'default'}",
             "kernel_release": candidate["release"]}

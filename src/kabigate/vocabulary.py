@@ -40,6 +40,15 @@ class Outcome(StrEnum):
     FAILED = "FAILED"
 
 
+class ExportChange(StrEnum):
+    """How a stablelisted or used export changed from baseline to candidate (a gate's `change`)."""
+
+    REMOVED = "removed"
+    CRC = "crc"
+    GPL_ONLY = "gpl-only"
+    NAMESPACE = "namespace"
+
+
 class TaskState(StrEnum):
     """A worker task's state, as the task table's `state` column holds it."""
 

@@ -25,7 +25,7 @@ from kabigate.reports import crc_text
 from kabigate.rules import RULES_VERSION
 from kabigate.services.ingest import refresh_verdicts
 from kabigate.store import BuildRecord, Cell, GateRun, KernelRecord, Store
-from kabigate.vocabulary import GateCategory, GateClass, Outcome
+from kabigate.vocabulary import ExportChange, GateCategory, GateClass, Outcome
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class KernelFinding:
     """A stablelisted export removed or changed between baseline and candidate (check-kabi)."""
 
     symbol: str
-    change: str  # removed, crc, gpl-only, namespace
+    change: ExportChange
     old: str
     new: str
     outcome: Outcome
@@ -70,7 +70,7 @@ class ChangedExport:
     """An export removed or changed from baseline to candidate that stored driver builds import."""
 
     symbol: str
-    change: str  # removed, crc, gpl-only, namespace
+    change: ExportChange
     old: str
     new: str
     stablelisted: bool
@@ -178,7 +178,7 @@ def _explain_changes(store: Store, baseline: KernelRecord, candidate: KernelReco
 
     regressions = [r for f in findings if f.klass == GateClass.REGRESSION for r in f.reasons
                    if r["code"] == ReasonCode.CRC_MISMATCH]
-    symbols = [c.symbol for c in in_use if c.change == "crc"] + [r["symbol"] for r in regressions]
+    symbols = [c.symbol for c in in_use if c.change == ExportChange.CRC] + [r["symbol"] for r in regressions]
     if not symbols:
         return in_use
     causes = explain_stored((list(baseline.sources), store.load_kernel(baseline.id)),
@@ -188,7 +188,7 @@ def _explain_changes(store: Store, baseline: KernelRecord, candidate: KernelReco
         return in_use
     for reason in regressions:
         reason["cause"] = cause_json(causes[reason["symbol"]])
-    return [dataclasses.replace(c, cause=cause_json(causes[c.symbol])) if c.change == "crc" else c for c in in_use]
+    return [dataclasses.replace(c, cause=cause_json(causes[c.symbol])) if c.change == ExportChange.CRC else c for c in in_use]
 
 
 def _build_finding(build: BuildRecord, detail: list[dict], before: Cell | None, after: Cell, policy: Policy, waivers,
@@ -271,16 +271,16 @@ def _kernel_side(store: Store, candidate: KernelRecord, baseline: KernelRecord |
     return findings, counts, in_use
 
 
-def _described(change) -> tuple[str, str, str]:
+def _described(change) -> tuple[ExportChange, str, str]:
     """(what changed, before, after) of an export that was removed or changed."""
     old, new = change.old, change.new
     if new is None:
-        return "removed", crc_text(old.crc) or "-", "-"
+        return ExportChange.REMOVED, crc_text(old.crc) or "-", "-"
     if old.crc != new.crc:
-        return "crc", crc_text(old.crc) or "-", crc_text(new.crc) or "-"
+        return ExportChange.CRC, crc_text(old.crc) or "-", crc_text(new.crc) or "-"
     if new.gpl_only and not old.gpl_only:
-        return "gpl-only", old.export_type, new.export_type
-    return "namespace", old.namespace or "-", new.namespace or "-"
+        return ExportChange.GPL_ONLY, old.export_type, new.export_type
+    return ExportChange.NAMESPACE, old.namespace or "-", new.namespace or "-"
 
 
 def record_gate(store: Store, result: GateResult, report: dict) -> GateRun:
