@@ -29,7 +29,7 @@ from kabigate.services.matrix import Matrix, build_matrix, driver_history, faili
 from kabigate.store import Cell, KernelRecord, Store, default_url
 
 # Short cell texts for the table: the first reason's code, abbreviated.
-SHORT_REASONS = {
+SHORT_REASONS: dict[str, str] = {  # keyed by ReasonCode; the store gives plain text
     ReasonCode.CRC_MISMATCH: "crc", ReasonCode.MODULE_LAYOUT_MISMATCH: "layout", ReasonCode.VERMAGIC_MISMATCH: "magic",
     ReasonCode.MISSING_SYMBOL: "missing", ReasonCode.GPL_ONLY: "gpl", ReasonCode.NAMESPACE_NOT_IMPORTED: "ns",
     ReasonCode.NO_VERSIONS: "nover", ReasonCode.NO_SYMBOL_VERSION: "nosymver", ReasonCode.ARCH_MISMATCH: "arch",
