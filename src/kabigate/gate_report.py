@@ -9,6 +9,7 @@ import datetime
 import junitparser
 
 from kabigate.services.gate import BuildFinding, GateResult, KernelFinding
+from kabigate.vocabulary import GateClass, Outcome
 
 GATE_JSON_VERSION = 1
 DEFAULT_TESTCASE = "kabigate.kernel-gate.functional"
@@ -23,8 +24,7 @@ def gate_json(result: GateResult) -> dict:
         "stream": result.stream,
         "policy": result.policy.source,
         "stablelist": result.stablelist,
-        "counts": {klass: result.count(klass) for klass in ("regression", "still_failing", "fixed", "unaffected",
-                                                             "new")},
+        "counts": {klass: result.count(klass) for klass in GateClass},
         "coverage": result.coverage,
         "export_changes": result.export_changes,
         "notes": result.notes,
@@ -88,19 +88,19 @@ def gate_junit(result: GateResult) -> str:
     classname = f"kabigate.gate.{result.candidate.release}"
     for finding in result.builds:
         case = junitparser.TestCase(_build_label(finding), classname=classname)
-        if finding.outcome in ("FAILED", "NEEDS_INSPECTION"):
+        if finding.outcome in (Outcome.FAILED, Outcome.NEEDS_INSPECTION):
             symbols = ", ".join(sorted({s.name for s in finding.symbols})[:20])
             failure = junitparser.Failure(f"{finding.category} ({finding.outcome}): {symbols}", finding.outcome)
             failure.text = _why(finding)
             case.result = [failure]
-        elif finding.klass == "still_failing":
+        elif finding.klass == GateClass.STILL_FAILING:
             case.result = [junitparser.Skipped("fails on the baseline too")]
         if finding.waivers:
             case.system_out = "waived: " + "; ".join(f"{w.label}: {w.reason}" for w in finding.waivers)
         suite.add_testcase(case)
     for violation in result.kernel_findings:
         case = junitparser.TestCase(f"kABI {violation.symbol}", classname=f"{classname}.stablelist")
-        if violation.outcome in ("FAILED", "NEEDS_INSPECTION"):
+        if violation.outcome in (Outcome.FAILED, Outcome.NEEDS_INSPECTION):
             failure = junitparser.Failure(f"stablelisted {violation.symbol}: {violation.change} "
                                           f"{violation.old} -> {violation.new}", violation.outcome)
             case.result = [failure]
@@ -116,8 +116,7 @@ def gate_markdown(result: GateResult, matrix_url: str | None = None) -> str:
              f"Baseline {baseline}" + (f" (stream {result.stream})" if result.stream else "")
              + f"; policy {result.policy.source}; stablelist {result.stablelist or 'none'}.", "",
              "| regression | still failing | fixed | unaffected | new |", "|---|---|---|---|---|",
-             "| " + " | ".join(str(result.count(k)) for k in ("regression", "still_failing", "fixed", "unaffected",
-                                                            "new")) + " |", ""]
+             "| " + " | ".join(str(result.count(k)) for k in GateClass) + " |", ""]
     if result.regressions:
         lines += ["### Regressions (load on the baseline, not on the candidate)", "",
                   "| driver build | outcome | symbols at fault |", "|---|---|---|"]
@@ -177,8 +176,9 @@ def resultsdb_payload(report: dict, *, item: str | None = None, testcase: str = 
     candidate, baseline, counts = report["candidate"], report["baseline"], report["counts"]
     nvr = item or (f"kernel-{candidate['package_version']}" if candidate["package_version"] else candidate["release"])
     arch = candidate["machine"] or "noarch"
-    note = (f"{counts['regression']} regressions, {counts['still_failing']} still failing, {counts['fixed']} fixed, "
-            f"{counts['unaffected']} unaffected, {counts['new']} new; {len(report['stablelist_violations'])} "
+    note = (f"{counts[GateClass.REGRESSION]} regressions, {counts[GateClass.STILL_FAILING]} still failing, "
+            f"{counts[GateClass.FIXED]} fixed, {counts[GateClass.UNAFFECTED]} unaffected, {counts[GateClass.NEW]} new; "
+            f"{len(report['stablelist_violations'])} "
             f"stablelist violations; baseline {baseline['release'] if baseline else 'none'}")
     data = {"item": nvr, "type": "koji_build", "arch": arch, "scenario": scenario or f"{arch}.{report['stream'] or 'default'}",
             "kernel_release": candidate["release"]}

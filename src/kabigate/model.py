@@ -1,4 +1,5 @@
-"""Plain data: what a kernel exports and what a module needs and provides.
+"""Plain data: what a kernel exports and what a module needs and provides, and why a module
+fails to load (ReasonCode: kabigate/vocabulary.py has the gate's and the workers' words).
 
 Parsers in `formats/` produce these; the loader rules and analyses consume them.
 """
@@ -6,6 +7,7 @@ Parsers in `formats/` produce these; the loader rules and analyses consume them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +185,50 @@ class Kernel:
         return any(export.crc is not None for export in self.exports.values())
 
 
+class ReasonCode(StrEnum):
+    """Why a module fails to load, or what loading it does: the `code` of a Reason, as JSON, the
+    store and the README's "Reason codes" list spell it (a StrEnum: equal to and printed as that text)."""
+
+    # Failures, in the order load_module() meets them (docs/loader-checks.md).
+    UNSIGNED = "unsigned"  # also a warning, when signatures are not enforced
+    UNTRUSTED_SIGNATURE = "untrusted-signature"  # also a warning
+    BAD_SIGNATURE = "bad-signature"
+    ARCH_MISMATCH = "arch-mismatch"
+    INVALID_ELF = "invalid-elf"
+    MODULE_STRUCT_SIZE = "module-struct-size"
+    NO_VERSIONS = "no-versions"
+    MODULE_LAYOUT_MISMATCH = "module-layout-mismatch"
+    VERMAGIC_MISMATCH = "vermagic-mismatch"
+    LIVEPATCH_UNSUPPORTED = "livepatch-unsupported"
+    ALREADY_LOADED = "already-loaded"
+    WRITE_EXEC_SECTION = "write-exec-section"
+    COMMON_SYMBOL = "common-symbol"
+    MISSING_SYMBOL = "missing-symbol"
+    GPL_ONLY = "gpl-only"
+    CRC_MISMATCH = "crc-mismatch"
+    NO_SYMBOL_VERSION = "no-symbol-version"
+    NAMESPACE_NOT_IMPORTED = "namespace-not-imported"  # a warning with CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS
+    DUPLICATE_EXPORT = "duplicate-export"
+    DEPENDENCY_FAILS = "dependency-fails"
+    # Warnings: the module loads.
+    TAINT_OUT_OF_TREE = "taint-out-of-tree"
+    TAINT_PROPRIETARY = "taint-proprietary"
+    TAINT_STAGING = "taint-staging"
+    TAINT_LIVEPATCH = "taint-livepatch"
+    TAINT_TEST = "taint-test"
+    TAINT_FORCED = "taint-forced"
+    NO_RETPOLINE = "no-retpoline"
+    VERMAGIC_UNKNOWN = "vermagic-unknown"
+    MODULE_STRUCT_UNKNOWN = "module-struct-unknown"
+    # Not a loader rule: weak-modules cannot read the module a link would point at.
+    UNREADABLE = "unreadable"
+
+
 @dataclass(frozen=True, slots=True)
 class Reason:
     """Why a module fails to load (or, as a warning, what loading it does)."""
 
-    code: str
+    code: ReasonCode
     message: str
     symbol: str | None = None
     module_crc: int | None = None
@@ -203,3 +244,4 @@ class Verdict:
     @property
     def loads(self) -> bool:
         return not self.reasons
+

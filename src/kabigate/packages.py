@@ -27,7 +27,7 @@ from kabigate.formats.compression import MAX_DECOMPRESSED, text_lines
 from kabigate.formats.module import parse_module
 from kabigate.formats.repomd import MAX_REPOMD, RepoPackage, parse_primary, parse_repomd
 from kabigate.formats.rpm import Dependency
-from kabigate.model import Export, Module, PackageOrigin
+from kabigate.model import Export, Module, PackageOrigin, ReasonCode
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 PACKAGE_SUFFIXES = (".rpm", ".deb")
@@ -399,7 +399,7 @@ def kabi_dependencies(dependencies: list[Dependency]) -> list[KabiDependency]:
 
 @dataclass(frozen=True)
 class MetadataFinding:
-    code: str  # "missing-symbol" or "crc-mismatch"
+    code: ReasonCode  # MISSING_SYMBOL or CRC_MISMATCH
     symbol: str
     required_crc: int | None
     kernel_crc: int | None
@@ -412,9 +412,9 @@ def check_kabi_requires(requires: list[KabiDependency], exports: dict[str, Expor
     for requirement in requires:
         export = exports.get(requirement.symbol)
         if export is None:
-            findings.append(MetadataFinding("missing-symbol", requirement.symbol, requirement.crc, None))
+            findings.append(MetadataFinding(ReasonCode.MISSING_SYMBOL, requirement.symbol, requirement.crc, None))
         elif requirement.crc is not None and export.crc is not None and export.crc != requirement.crc:
-            findings.append(MetadataFinding("crc-mismatch", requirement.symbol, requirement.crc, export.crc))
+            findings.append(MetadataFinding(ReasonCode.CRC_MISMATCH, requirement.symbol, requirement.crc, export.crc))
     return findings
 
 

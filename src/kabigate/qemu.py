@@ -29,6 +29,7 @@ from pathlib import Path
 
 from kabigate.errors import InputError
 from kabigate.formats.bzimage import MAX_KERNEL_IMAGE
+from kabigate.model import ReasonCode
 from kabigate.packages import Package, is_package_file, is_url
 
 BUSYBOX = Path("/bin/busybox")
@@ -350,31 +351,31 @@ def kernel_image(source: str, directory: Path) -> Path:
 # The kernel's refusals (kernel/module/main.c, version.c, signing.c), first match wins, as
 # kabigate reason codes; the symbol is the message's group 1 where it names one.
 _KERNEL_REFUSALS = [(re.compile(pattern), code) for pattern, code in (
-    (r"Loading of (?:unsigned module|module with unsupported crypto) is rejected", "unsigned"),
-    (r"Loading of module with unavailable key is rejected", "untrusted-signature"),
-    (r"Invalid (?:module )?architecture in ELF header", "arch-mismatch"),
-    (r"\.gnu\.linkonce\.this_module section size must match", "module-struct-size"),
+    (r"Loading of (?:unsigned module|module with unsupported crypto) is rejected", ReasonCode.UNSIGNED),
+    (r"Loading of module with unavailable key is rejected", ReasonCode.UNTRUSTED_SIGNATURE),
+    (r"Invalid (?:module )?architecture in ELF header", ReasonCode.ARCH_MISMATCH),
+    (r"\.gnu\.linkonce\.this_module section size must match", ReasonCode.MODULE_STRUCT_SIZE),
     ((r"Only one \.(?:modinfo|gnu\.linkonce\.this_module) section|Exactly one \.gnu\.linkonce\.this_module|this_module section must have a size"
      r"|this_module must occupy memory|module has no symbols|No module found in object|Invalid ELF"
-     r"|has both \.ctors and \.init_array"), "invalid-elf"),
-    (r"disagrees about version of symbol (module_layout)$", "module-layout-mismatch"),
-    (r"version magic '.*' should be", "vermagic-mismatch"),
-    (r"livepatch support is disabled", "livepatch-unsupported"),
-    (r"has invalid WRITE\|EXEC flags", "write-exec-section"),
-    (r"please compile with -fno-common", "common-symbol"),
-    (r"no symbol version for (\S+)$", "no-symbol-version"),
-    (r"disagrees about version of symbol (\S+)$", "crc-mismatch"),
+     r"|has both \.ctors and \.init_array"), ReasonCode.INVALID_ELF),
+    (r"disagrees about version of symbol (module_layout)$", ReasonCode.MODULE_LAYOUT_MISMATCH),
+    (r"version magic '.*' should be", ReasonCode.VERMAGIC_MISMATCH),
+    (r"livepatch support is disabled", ReasonCode.LIVEPATCH_UNSUPPORTED),
+    (r"has invalid WRITE\|EXEC flags", ReasonCode.WRITE_EXEC_SECTION),
+    (r"please compile with -fno-common", ReasonCode.COMMON_SYMBOL),
+    (r"no symbol version for (\S+)$", ReasonCode.NO_SYMBOL_VERSION),
+    (r"disagrees about version of symbol (\S+)$", ReasonCode.CRC_MISMATCH),
     # A GPL-only symbol hidden from a proprietary module is "Unknown symbol" too.
-    (r"Unknown symbol (\S+) \(err -2\)$", "missing-symbol"),
-    (r"uses symbol \((\S+)\) from namespace .*, but does not import it", "namespace-not-imported"),
-    (r"exports duplicate symbol (\S+)", "duplicate-export"),
-    (r"module using GPL-only symbols uses symbols (\S+) from proprietary", "gpl-only"),
+    (r"Unknown symbol (\S+) \(err -2\)$", ReasonCode.MISSING_SYMBOL),
+    (r"uses symbol \((\S+)\) from namespace .*, but does not import it", ReasonCode.NAMESPACE_NOT_IMPORTED),
+    (r"exports duplicate symbol (\S+)", ReasonCode.DUPLICATE_EXPORT),
+    (r"module using GPL-only symbols uses symbols (\S+) from proprietary", ReasonCode.GPL_ONLY),
 )]
 
 
 @dataclass(frozen=True)
 class KernelReason:
-    code: str
+    code: ReasonCode | str  # a ReasonCode, or INIT_FAILED
     symbol: str | None
     message: str  # the kernel's line, without the timestamp
 
@@ -393,9 +394,9 @@ def kernel_reason(result: InsmodResult) -> KernelReason | None:
             if (match := pattern.search(message)) is not None:
                 return KernelReason(code, match.group(1) if match.groups() else None, message)
     if result.exit_status == errno.EEXIST:
-        return KernelReason("already-loaded", None, "File exists")
+        return KernelReason(ReasonCode.ALREADY_LOADED, None, "File exists")
     if result.exit_status == errno.ENOEXEC:
         # try_to_force_load() refuses without a word: no __versions, no vermagic, exports without CRCs
-        return KernelReason("no-versions", None, "Exec format error (no message: try_to_force_load())")
+        return KernelReason(ReasonCode.NO_VERSIONS, None, "Exec format error (no message: try_to_force_load())")
     return KernelReason(INIT_FAILED, None, f"{os.strerror(result.exit_status)}: the loader took the module, "
                                            "its init function failed")

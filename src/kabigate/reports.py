@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kabigate.analysis import stablelist_coverage
-from kabigate.model import Kernel, Reason, Verdict
+from kabigate.model import Kernel, Reason, ReasonCode, Verdict
 
 if TYPE_CHECKING:  # the store's records; not imported at run time (it would load SQLAlchemy)
     from kabigate.explain import SymbolExplanation
@@ -42,7 +42,7 @@ def checked_verdict_report(verdict: Verdict, set_exports: set[str], stablelist: 
         from kabigate.explain import cause_json  # loaded already: the causes came from it
 
         for reason, shown in zip(verdict.reasons, report["reasons"]):
-            if reason.code == "crc-mismatch" and reason.symbol in causes:
+            if reason.code == ReasonCode.CRC_MISMATCH and reason.symbol in causes:
                 shown["cause"] = cause_json(causes[reason.symbol])
     if stablelist is not None:
         on, off = stablelist_coverage(verdict.module, set_exports, stablelist)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kabigate.model import Export, Kernel, Module, Reason, SignatureCheck, Verdict
+from kabigate.model import Export, Kernel, Module, Reason, ReasonCode, SignatureCheck, Verdict
 
 # license_is_gpl_compatible(), include/linux/license.h
 GPL_COMPATIBLE_LICENSES = frozenset({
@@ -163,8 +163,8 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
     _check_signature(module, kernel, options, reasons, warnings)
     # elf_validity_check() (6.1) / elf_validity_ehdr() (6.4+) -> elf_check_arch()
     if kernel.machine and module.machine != kernel.machine:
-        reasons.append(Reason("arch-mismatch", f"module is built for {module.machine}, "
-                                               f"the kernel is {kernel.machine}: Exec format error"))
+        reasons.append(Reason(ReasonCode.ARCH_MISMATCH, f"module is built for {module.machine}, "
+                                                        f"the kernel is {kernel.machine}: Exec format error"))
         return reasons, warnings, uses
     _check_elf_validity(module, kernel, generation, reasons, warnings)
     modversions = kernel.has_modversions
@@ -199,34 +199,34 @@ def _check_elf_validity(module: Module, kernel: Kernel, generation: int, reasons
         # setup_load_info(): the symbol table, then this section with find_sec(), which only
         # finds SHF_ALLOC sections
         if layout.symbol_tables == 0:
-            reasons.append(Reason("invalid-elf", "module has no symbols (stripped?)"))
+            reasons.append(Reason(ReasonCode.INVALID_ELF, "module has no symbols (stripped?)"))
         if not layout.this_module_alloc:
-            reasons.append(Reason("invalid-elf", "No module found in object"))
+            reasons.append(Reason(ReasonCode.INVALID_ELF, "No module found in object"))
         return
     if generation == 2 and not layout.section_names_ok:  # elf_validity_cache_secstrings()
-        reasons.append(Reason("invalid-elf", "Invalid ELF section name table type"))
+        reasons.append(Reason(ReasonCode.INVALID_ELF, "Invalid ELF section name table type"))
     if layout.modinfo_sections > 1:
-        reasons.append(Reason("invalid-elf", "Only one .modinfo section must exist."))
+        reasons.append(Reason(ReasonCode.INVALID_ELF, "Only one .modinfo section must exist."))
     if generation == 1:
         # v6.4 counts the symbol tables before it looks at this section; it counts only
         # sections with contents, so a SHT_NOBITS one is "not one".
         _check_symbol_table(layout, generation, reasons)
         if layout.this_module_sections != 1 or layout.this_module_nobits:
-            reasons.append(Reason("invalid-elf", f"Only one {THIS_MODULE} section must exist."))
+            reasons.append(Reason(ReasonCode.INVALID_ELF, f"Only one {THIS_MODULE} section must exist."))
             return
     elif layout.this_module_sections != 1:  # elf_validity_cache_index_mod()
-        reasons.append(Reason("invalid-elf", f"Exactly one {THIS_MODULE} section must exist."))
+        reasons.append(Reason(ReasonCode.INVALID_ELF, f"Exactly one {THIS_MODULE} section must exist."))
     elif layout.this_module_nobits:
-        reasons.append(Reason("invalid-elf", f"{THIS_MODULE} section must have a size set"))
+        reasons.append(Reason(ReasonCode.INVALID_ELF, f"{THIS_MODULE} section must have a size set"))
     if layout.this_module_sections == 1 and not layout.this_module_nobits:
         if not layout.this_module_alloc:
-            reasons.append(Reason("invalid-elf", f"{THIS_MODULE} must occupy memory during process execution"))
+            reasons.append(Reason(ReasonCode.INVALID_ELF, f"{THIS_MODULE} must occupy memory during process execution"))
         elif kernel.module_struct_size is None:
-            warnings.append(Reason("module-struct-unknown", "the size of the kernel's struct module is unknown "
+            warnings.append(Reason(ReasonCode.MODULE_STRUCT_UNKNOWN, "the size of the kernel's struct module is unknown "
                                    "(give its module tree, image package or vmlinuz): "
                                    f"{THIS_MODULE} not compared"))
         elif layout.this_module_size != kernel.module_struct_size:
-            reasons.append(Reason("module-struct-size", f"{THIS_MODULE} section size must match the kernel's built "
+            reasons.append(Reason(ReasonCode.MODULE_STRUCT_SIZE, f"{THIS_MODULE} section size must match the kernel's built "
                                   "struct module size at run time (module: "
                                   f"{layout.this_module_size} bytes, kernel: {kernel.module_struct_size})"))
     if generation == 2:  # elf_validity_cache_index_sym(), _index_str()
@@ -235,16 +235,16 @@ def _check_elf_validity(module: Module, kernel: Kernel, generation: int, reasons
 
 def _check_symbol_table(layout, generation: int, reasons) -> None:
     if layout.symbol_tables != 1:
-        reasons.append(Reason("invalid-elf", "module has no symbols (stripped?)"))
+        reasons.append(Reason(ReasonCode.INVALID_ELF, "module has no symbols (stripped?)"))
     elif generation == 2 and not layout.symbol_strings_ok:
-        reasons.append(Reason("invalid-elf", "Invalid ELF symbol string table type"))
+        reasons.append(Reason(ReasonCode.INVALID_ELF, "Invalid ELF symbol string table type"))
 
 
 def _check_not_loaded(module: Module, loaded_before: Module | None, reasons) -> None:
     """add_unformed_module() / module_patient_check_exists(): a module of the same name is loaded."""
     if loaded_before is not None:
-        reasons.append(Reason("already-loaded", f"a module named {module.name} ({loaded_before.path}) is "
-                                                "loaded before it: File exists"))
+        reasons.append(Reason(ReasonCode.ALREADY_LOADED, f"a module named {module.name} ({loaded_before.path}) is "
+                                                         "loaded before it: File exists"))
 
 
 def _check_write_exec_sections(module: Module, kernel: Kernel, reasons) -> None:
@@ -252,7 +252,7 @@ def _check_write_exec_sections(module: Module, kernel: Kernel, reasons) -> None:
     if module.layout is None or kernel.config_enabled("CONFIG_STRICT_MODULE_RWX") is False:
         return
     for section in module.layout.write_exec_sections:
-        reasons.append(Reason("write-exec-section", f"section {section} has invalid WRITE|EXEC flags"
+        reasons.append(Reason(ReasonCode.WRITE_EXEC_SECTION, f"section {section} has invalid WRITE|EXEC flags"
                               + _config_unknown(kernel, "CONFIG_STRICT_MODULE_RWX", "on")))
 
 
@@ -260,7 +260,7 @@ def _find_module_sections(module: Module, kernel: Kernel, reasons) -> None:
     """find_module_sections(): with CONFIG_CONSTRUCTORS, .ctors and .init_array both is EINVAL."""
     if module.layout is not None and module.layout.ctors_and_init_array \
             and kernel.config_enabled("CONFIG_CONSTRUCTORS") is not False:
-        reasons.append(Reason("invalid-elf", "has both .ctors and .init_array."
+        reasons.append(Reason(ReasonCode.INVALID_ELF, "has both .ctors and .init_array."
                               + _config_unknown(kernel, "CONFIG_CONSTRUCTORS", "on")))
 
 
@@ -271,11 +271,11 @@ def _check_signature(module: Module, kernel: Kernel, options: LoadOptions, reaso
     signature = module.signature
     check = None if options.signature_checks is None else options.signature_checks.get(module.path)
     if check is not None and check.result not in ("ok", "ENODATA", "ENOPKG", "ENOKEY", "EBADMSG"):
-        reasons.append(Reason("bad-signature", f"{check.message}: Key was rejected by service"))
+        reasons.append(Reason(ReasonCode.BAD_SIGNATURE, f"{check.message}: Key was rejected by service"))
         return
     if signature is not None and signature.defect and signature.defect.startswith("EBADMSG"):
-        reasons.append(Reason("bad-signature", f"module signature is malformed ({signature.defect}): "
-                                               "Bad message"))
+        reasons.append(Reason(ReasonCode.BAD_SIGNATURE, f"module signature is malformed ({signature.defect}): "
+                                                        "Bad message"))
         return
     if check is not None and check.result == "EBADMSG":  # malformed past what modinfo reads (a later field)
         reasons.append(Reason("bad-signature", f"{check.message}: Bad message"))
@@ -284,7 +284,7 @@ def _check_signature(module: Module, kernel: Kernel, options: LoadOptions, reaso
         return
     enforced = options.require_signature or kernel.config_enabled("CONFIG_MODULE_SIG_FORCE") is True
     untrusted = check is not None and check.result == "ENOKEY"
-    code = "untrusted-signature" if untrusted else "unsigned"
+    code = ReasonCode.UNTRUSTED_SIGNATURE if untrusted else ReasonCode.UNSIGNED
     what = ("module with unavailable key" if untrusted else "unsigned module" if signature is None
             else "module with unsupported crypto")
     if enforced:
@@ -294,11 +294,11 @@ def _check_signature(module: Module, kernel: Kernel, options: LoadOptions, reaso
                                      "missing - tainting kernel"))
 
 
-def _try_to_force_load(what: str, force_load: bool, code: str, message: str, reasons, warnings) -> None:
+def _try_to_force_load(what: str, force_load: bool, code: ReasonCode, message: str, reasons, warnings) -> None:
     """try_to_force_load(): CONFIG_MODULE_FORCE_LOAD turns some refusals into a taint; the
     kernel prints "<module>: <what>: kernel tainted." """
     if force_load:
-        warnings.append(Reason("taint-forced", f"{what}: kernel tainted."))
+        warnings.append(Reason(ReasonCode.TAINT_FORCED, f"{what}: kernel tainted."))
     else:
         reasons.append(Reason(code, message))
 
@@ -306,7 +306,7 @@ def _try_to_force_load(what: str, force_load: bool, code: str, message: str, rea
 def _check_modstruct_version(module: Module, kernel: Kernel, force_load: bool, reasons, warnings) -> None:
     """check_modstruct_version() -> check_version(module_layout)."""
     if module.versions is None:
-        _try_to_force_load(MODULE_LAYOUT, force_load, "no-versions",
+        _try_to_force_load(MODULE_LAYOUT, force_load, ReasonCode.NO_VERSIONS,
                            "module has no __versions section but the kernel has CONFIG_MODVERSIONS: "
                            "Exec format error", reasons, warnings)
         return
@@ -315,10 +315,10 @@ def _check_modstruct_version(module: Module, kernel: Kernel, force_load: bool, r
         return
     version = module.version_of(MODULE_LAYOUT)
     if version is None:
-        reasons.append(Reason("no-symbol-version", f"no symbol version for {MODULE_LAYOUT}", MODULE_LAYOUT,
+        reasons.append(Reason(ReasonCode.NO_SYMBOL_VERSION, f"no symbol version for {MODULE_LAYOUT}", MODULE_LAYOUT,
                               None, kernel_layout.crc))
     elif version.crc != kernel_layout.crc:
-        reasons.append(Reason("module-layout-mismatch", f"disagrees about version of symbol {MODULE_LAYOUT}",
+        reasons.append(Reason(ReasonCode.MODULE_LAYOUT_MISMATCH, f"disagrees about version of symbol {MODULE_LAYOUT}",
                               MODULE_LAYOUT, version.crc, kernel_layout.crc))
 
 
@@ -326,17 +326,17 @@ def _check_modinfo(module: Module, kernel: Kernel, modversions: bool, force_load
     """check_modinfo(): vermagic, then check_modinfo_livepatch()."""
     module_magic = module.vermagic
     if module_magic is None:
-        _try_to_force_load("bad vermagic", force_load, "vermagic-mismatch",
+        _try_to_force_load("bad vermagic", force_load, ReasonCode.VERMAGIC_MISMATCH,
                            "module has no vermagic: Exec format error", reasons, warnings)
     elif kernel.vermagic is None:
-        warnings.append(Reason("vermagic-unknown", "the kernel's vermagic is unknown, not compared "
-                                                   "(give a module tree, a headers tree or --vermagic)"))
+        warnings.append(Reason(ReasonCode.VERMAGIC_UNKNOWN, "the kernel's vermagic is unknown, not compared "
+                                                            "(give a module tree, a headers tree or --vermagic)"))
     elif not same_magic(module_magic, kernel.vermagic, modversions and module.versions is not None):
-        reasons.append(Reason("vermagic-mismatch",
+        reasons.append(Reason(ReasonCode.VERMAGIC_MISMATCH,
                               f"version magic '{module_magic}' should be '{kernel.vermagic}'"))
     # check_modinfo_livepatch()
     if module.info("livepatch") is not None and kernel.config_enabled("CONFIG_LIVEPATCH") is not True:
-        reasons.append(Reason("livepatch-unsupported", "module is marked as livepatch module, but livepatch "
+        reasons.append(Reason(ReasonCode.LIVEPATCH_UNSUPPORTED, "module is marked as livepatch module, but livepatch "
                               "support is disabled" + _config_unknown(kernel, "CONFIG_LIVEPATCH", "off")))
 
 
@@ -359,22 +359,22 @@ def is_proprietary(module: Module) -> bool:
 def _check_taints(module: Module, kernel: Kernel, warnings) -> None:
     """The taints check_modinfo() (6.1) / module_augment_kernel_taints() (6.4+) add."""
     if module.info("intree") is None:
-        warnings.append(Reason("taint-out-of-tree", "loading out-of-tree module taints kernel."))
+        warnings.append(Reason(ReasonCode.TAINT_OUT_OF_TREE, "loading out-of-tree module taints kernel."))
     if _kernel_has_retpoline(kernel) and module.info("retpoline") is None:
         # check_modinfo_retpoline(); the message is only printed while Spectre v2 mitigation is on.
-        warnings.append(Reason("no-retpoline", "loading module not compiled with retpoline compiler."))
+        warnings.append(Reason(ReasonCode.NO_RETPOLINE, "loading module not compiled with retpoline compiler."))
     if module.info("staging") is not None:
-        warnings.append(Reason("taint-staging", "module is from the staging directory, "
-                                                "the quality is unknown, you have been warned."))
+        warnings.append(Reason(ReasonCode.TAINT_STAGING, "module is from the staging directory, "
+                                                         "the quality is unknown, you have been warned."))
     if module.info("livepatch") is not None:
-        warnings.append(Reason("taint-livepatch", "tainting kernel with TAINT_LIVEPATCH"))
+        warnings.append(Reason(ReasonCode.TAINT_LIVEPATCH, "tainting kernel with TAINT_LIVEPATCH"))
     if not is_gpl_compatible(module.license):
-        warnings.append(Reason("taint-proprietary",
+        warnings.append(Reason(ReasonCode.TAINT_PROPRIETARY,
                                f"module license '{module.license or 'unspecified'}' taints kernel."))
     elif module.name in PROPRIETARY_BY_NAME:
-        warnings.append(Reason("taint-proprietary", "module license taints kernel."))
+        warnings.append(Reason(ReasonCode.TAINT_PROPRIETARY, "module license taints kernel."))
     if module.info("test") is not None:
-        warnings.append(Reason("taint-test", "loading test module taints kernel."))
+        warnings.append(Reason(ReasonCode.TAINT_TEST, "loading test module taints kernel."))
 
 
 def _kernel_has_retpoline(kernel: Kernel) -> bool:
@@ -385,7 +385,7 @@ def _kernel_has_retpoline(kernel: Kernel) -> bool:
 def _check_export_symbol_versions(module: Module, force_load: bool, reasons, warnings) -> None:
     """check_export_symbol_versions(): a module's own exports need CRCs on a modversions kernel."""
     if any(export.crc is None for export in module.exports):
-        _try_to_force_load("no versions for exported symbols", force_load, "no-versions",
+        _try_to_force_load("no versions for exported symbols", force_load, ReasonCode.NO_VERSIONS,
                            "module exports symbols without CRCs: no versions for exported symbols",
                            reasons, warnings)
 
@@ -397,7 +397,7 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
     using_gpl_only = False
     if module.layout is not None and module.layout.common_symbols:
         # SHN_COMMON: "Common symbol: <name>" is only pr_debug; the warning names no symbol.
-        reasons.append(Reason("common-symbol", "please compile with -fno-common",
+        reasons.append(Reason(ReasonCode.COMMON_SYMBOL, "please compile with -fno-common",
                               module.layout.common_symbols[0]))
     ignored = IGNORED_UNDEFINED.get(module.machine, set())
     allow_missing_ns = kernel.config_enabled("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS") is True
@@ -414,11 +414,11 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
             if symbol.weak or symbol.name in ignored:
                 continue
             if hidden_gpl:
-                reasons.append(Reason("gpl-only", f"Unknown symbol {symbol.name} (err -2): it is exported GPL-only "
-                                                  f"and the module's license is '{module.license or 'unspecified'}'",
+                reasons.append(Reason(ReasonCode.GPL_ONLY, f"Unknown symbol {symbol.name} (err -2): it is exported GPL-only "
+                                                           f"and the module's license is '{module.license or 'unspecified'}'",
                                       symbol.name, crcs.get(symbol.name), provider.export.crc))
             else:
-                reasons.append(Reason("missing-symbol", f"Unknown symbol {symbol.name} (err -2)", symbol.name,
+                reasons.append(Reason(ReasonCode.MISSING_SYMBOL, f"Unknown symbol {symbol.name} (err -2)", symbol.name,
                                       crcs.get(symbol.name)))
             continue
         export = provider.export
@@ -429,24 +429,24 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
         owner = provider.module
         if owner is not None and owner is not module and id(owner) in providers.proprietary:
             if using_gpl_only:
-                reasons.append(Reason("gpl-only", f"module using GPL-only symbols uses symbols {symbol.name} "
-                                                  f"from proprietary module {owner.name}.", symbol.name))
+                reasons.append(Reason(ReasonCode.GPL_ONLY, f"module using GPL-only symbols uses symbols {symbol.name} "
+                                                           f"from proprietary module {owner.name}.", symbol.name))
                 continue
             if not proprietary:
-                warnings.append(Reason("taint-proprietary", f"module uses symbols {symbol.name} from proprietary "
-                                                            f"module {owner.name}, inheriting taint.", symbol.name))
+                warnings.append(Reason(ReasonCode.TAINT_PROPRIETARY, f"module uses symbols {symbol.name} from proprietary "
+                                                                     f"module {owner.name}, inheriting taint.", symbol.name))
                 proprietary = True
         if modversions and export.crc is not None and module.versions is not None:
             # check_version() refuses a missing record, 6.1 and 6.12 alike ("no symbol version
             # for X", then "Unknown symbol X (err -22)", seen in tests/test_kernel_agrees.py).
             module_crc = crcs.get(symbol.name)
             if module_crc is None:
-                reasons.append(Reason("no-symbol-version", f"no symbol version for {symbol.name}", symbol.name,
+                reasons.append(Reason(ReasonCode.NO_SYMBOL_VERSION, f"no symbol version for {symbol.name}", symbol.name,
                                       None, export.crc))
                 continue
             if module_crc != export.crc:
                 exporter = f" (exported by {provider.module.name})" if provider.module is not None else ""
-                reasons.append(Reason("crc-mismatch", f"disagrees about version of symbol {symbol.name}{exporter}",
+                reasons.append(Reason(ReasonCode.CRC_MISMATCH, f"disagrees about version of symbol {symbol.name}{exporter}",
                                       symbol.name, module_crc, export.crc))
                 continue
         # verify_namespace_is_imported()
@@ -454,7 +454,7 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
             message = (f"module uses symbol ({symbol.name}) from namespace {export.namespace}, "
                        "but does not import it.")
             target = warnings if allow_missing_ns else reasons
-            target.append(Reason("namespace-not-imported", message, symbol.name))
+            target.append(Reason(ReasonCode.NAMESPACE_NOT_IMPORTED, message, symbol.name))
             if not allow_missing_ns:
                 continue
         if provider.module is not None and provider.module is not module:
@@ -469,7 +469,7 @@ def _verify_exported_symbols(module: Module, providers: _Providers, reasons) -> 
             continue
         # module_name(NULL) is "kernel"; an in-tree module exports under its name.
         owner = provider.module.name if provider.module is not None else _module_name(provider.export.owner)
-        reasons.append(Reason("duplicate-export", f"exports duplicate symbol {export.name} (owned by {owner})",
+        reasons.append(Reason(ReasonCode.DUPLICATE_EXPORT, f"exports duplicate symbol {export.name} (owned by {owner})",
                               export.name, export.crc, provider.export.crc))
 
 
@@ -490,7 +490,7 @@ def _propagate_failures(results) -> None:
             broken = [(symbol, provider) for symbol, provider in uses.items() if id(provider) in failed]
             if broken:
                 symbol, provider = broken[0]
-                reasons.append(Reason("dependency-fails", f"needs {symbol} from {provider.name}, "
-                                                          f"which does not load", symbol))
+                reasons.append(Reason(ReasonCode.DEPENDENCY_FAILS, f"needs {symbol} from {provider.name}, "
+                                                                   f"which does not load", symbol))
                 failed.add(id(module))
                 changed = True

@@ -20,7 +20,7 @@ from kabigate.cli.shared import (
 )
 from kabigate.cli.signing import signature_checks, trust_options
 from kabigate.explain import SymbolExplanation, cause_json, cause_text
-from kabigate.model import Export, Kernel, Module, Verdict
+from kabigate.model import Export, Kernel, Module, ReasonCode, Verdict
 from kabigate.reports import checked_verdict_report, kernel_report
 from kabigate.rules import LoadOptions, check_modules
 from kabigate.stablelists import read_stablelist
@@ -140,7 +140,7 @@ def _crc_causes(built_for_paths, kernel: Kernel, verdicts: list[Verdict]) -> dic
     from kabigate.explain_cache import explain_symbols  # BTF work only when asked for
 
     built_for = load_kernel_with_progress(list(built_for_paths))
-    symbols = [r.symbol for v in verdicts for r in v.reasons if r.code == "crc-mismatch" and r.symbol]
+    symbols = [r.symbol for v in verdicts for r in v.reasons if r.code == ReasonCode.CRC_MISMATCH and r.symbol]
     return explain_symbols(built_for, kernel, symbols, required=True) or {}
 
 
@@ -154,7 +154,7 @@ def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict],
                   f"[dim]{escape(verdict.module.path)}[/dim]")
         for reason in verdict.reasons:
             out.print("      " + describe_reason(reason), markup=False)
-            if reason.code == "crc-mismatch" and reason.symbol in causes:
+            if reason.code == ReasonCode.CRC_MISMATCH and reason.symbol in causes:
                 out.print("        cause: " + cause_text(causes[reason.symbol]), markup=False)
         for warning in verdict.warnings:
             out.print("      warning " + describe_reason(warning), markup=False, style="yellow")

@@ -30,9 +30,10 @@ from kabigate.services.ingest import ingest_kernel
 from kabigate.services.watch import kernels_to_gate, offered_kernels
 from kabigate.stablelists import read_stablelist
 from kabigate.store import GateRun, KernelRecord, Store, version_key
+from kabigate.vocabulary import GateClass, Outcome
 
-OUTCOME_STYLE = {"PASSED": "bold green", "INFO": "bold green", "NEEDS_INSPECTION": "bold yellow",
-                 "FAILED": "bold red"}
+OUTCOME_STYLE = {Outcome.PASSED: "bold green", Outcome.INFO: "bold green", Outcome.NEEDS_INSPECTION: "bold yellow",
+                 Outcome.FAILED: "bold red"}
 
 
 def judging_options(command):
@@ -281,7 +282,7 @@ def _print_summary(result) -> None:
     out.print(f"gate of {result.candidate.release} against {baseline}"
               + (f" in {result.stream}" if result.stream else ""), markup=False)
     counts = ", ".join(f"{result.count(k)} {k.replace('_', ' ')}"
-                       for k in ("regression", "still_failing", "fixed", "unaffected", "new"))
+                       for k in GateClass)
     out.print(f"  driver builds: {counts}; {result.coverage} gating", markup=False)
     for finding in result.regressions:
         symbols = sorted({s.name + (" (stablelisted)" if s.stablelisted else "") for s in finding.symbols})

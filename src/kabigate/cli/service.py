@@ -13,6 +13,7 @@ from rich.table import Table
 
 from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, cells, emit_json, err, out
 from kabigate.errors import InputError
+from kabigate.vocabulary import TaskState
 
 
 def service_options(command):
@@ -148,7 +149,7 @@ def health(settings, timeout: float, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--state", type=click.Choice(["queued", "running", "done", "failed"]), help="Only tasks in this state.")
+@click.option("--state", type=click.Choice([s.value for s in TaskState]), help="Only tasks in this state.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--prune", is_flag=True, help="Delete done and failed tasks last updated more than --older-than "
                                             "days ago (never queued or running ones).")
@@ -169,7 +170,7 @@ def tasks(state: str | None, limit: int, prune: bool, older_than: float | None, 
         _prune_tasks(Store, db, older_than, as_json)
         return
     with Store.open(db) as store:
-        records = store.tasks(state, limit=limit)
+        records = store.tasks(None if state is None else TaskState(state), limit=limit)
     if as_json:
         emit_json({"tasks": [task_json(t) for t in records]})
         return

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from kabigate.cli.shared import cells, crc_text, emit_json, err, out, progress, write_atomically
 from kabigate.kernels import load_kernel
+from kabigate.model import ReasonCode
 from kabigate.modules import count_modules
 from kabigate.reports import build_record_json, cell_json, kernel_record_json
 from kabigate.services.ingest import (
@@ -28,12 +29,12 @@ from kabigate.services.matrix import Matrix, build_matrix, driver_history, faili
 from kabigate.store import Cell, KernelRecord, Store, default_url
 
 # Short cell texts for the table: the first reason's code, abbreviated.
-SHORT_REASONS = {
-    "crc-mismatch": "crc", "module-layout-mismatch": "layout", "vermagic-mismatch": "magic",
-    "missing-symbol": "missing", "gpl-only": "gpl", "namespace-not-imported": "ns", "no-versions": "nover",
-    "no-symbol-version": "nosymver", "arch-mismatch": "arch", "duplicate-export": "dup",
-    "already-loaded": "dupname", "dependency-fails": "dep", "bad-signature": "badsig", "unsigned": "unsigned",
-    "untrusted-signature": "untrusted",
+SHORT_REASONS: dict[str, str] = {  # keyed by ReasonCode; the store gives plain text
+    ReasonCode.CRC_MISMATCH: "crc", ReasonCode.MODULE_LAYOUT_MISMATCH: "layout", ReasonCode.VERMAGIC_MISMATCH: "magic",
+    ReasonCode.MISSING_SYMBOL: "missing", ReasonCode.GPL_ONLY: "gpl", ReasonCode.NAMESPACE_NOT_IMPORTED: "ns",
+    ReasonCode.NO_VERSIONS: "nover", ReasonCode.NO_SYMBOL_VERSION: "nosymver", ReasonCode.ARCH_MISMATCH: "arch",
+    ReasonCode.DUPLICATE_EXPORT: "dup", ReasonCode.ALREADY_LOADED: "dupname", ReasonCode.DEPENDENCY_FAILS: "dep",
+    ReasonCode.BAD_SIGNATURE: "badsig", ReasonCode.UNSIGNED: "unsigned", ReasonCode.UNTRUSTED_SIGNATURE: "untrusted",
 }
 
 

@@ -39,28 +39,28 @@ from dataclasses import dataclass, field
 
 from kabigate.errors import InputError
 from kabigate.formats.toml import parse_toml
+from kabigate.vocabulary import GateCategory, Outcome
 
-OUTCOMES = ("PASSED", "INFO", "NEEDS_INSPECTION", "FAILED")  # in increasing severity
-CLASSES = ("regression_stablelisted", "regression_unlisted", "stablelist_violation", "still_failing", "fixed",
-           "unaffected", "new")
+OUTCOMES = tuple(Outcome)  # in increasing severity
+CLASSES = tuple(GateCategory)
 DEFAULT_OUTCOMES = {
-    "regression_stablelisted": "FAILED",
-    "regression_unlisted": "NEEDS_INSPECTION",
-    "stablelist_violation": "FAILED",
-    "still_failing": "INFO",
-    "fixed": "PASSED",
-    "unaffected": "PASSED",
-    "new": "INFO",
+    GateCategory.REGRESSION_STABLELISTED: Outcome.FAILED,
+    GateCategory.REGRESSION_UNLISTED: Outcome.NEEDS_INSPECTION,
+    GateCategory.STABLELIST_VIOLATION: Outcome.FAILED,
+    GateCategory.STILL_FAILING: Outcome.INFO,
+    GateCategory.FIXED: Outcome.PASSED,
+    GateCategory.UNAFFECTED: Outcome.PASSED,
+    GateCategory.NEW: Outcome.INFO,
 }
 MAX_POLICY_FILE = 1 << 20
 
 
 @dataclass(frozen=True)
 class Policy:
-    outcomes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_OUTCOMES))
+    outcomes: dict[GateCategory, Outcome] = field(default_factory=lambda: dict(DEFAULT_OUTCOMES))
     gating: tuple[str, ...] = ("*",)
     minimum_builds: int = 1
-    below_minimum: str = "NEEDS_INSPECTION"
+    below_minimum: Outcome = Outcome.NEEDS_INSPECTION
     source: str = "(built-in policy)"
 
 
@@ -95,7 +95,7 @@ def parse_policy(data: bytes, what: str) -> Policy:
     table = _table(document, "outcomes", what)
     _only(table, set(CLASSES), what, "outcomes.")
     for key, value in table.items():
-        outcomes[key] = _outcome(value, what, f"outcomes.{key}")
+        outcomes[GateCategory(key)] = _outcome(value, what, f"outcomes.{key}")
     drivers = _table(document, "drivers", what)
     _only(drivers, {"gating"}, what, "drivers.")
     gating = drivers.get("gating", ["*"])
@@ -106,7 +106,7 @@ def parse_policy(data: bytes, what: str) -> Policy:
     minimum = coverage.get("minimum_builds", 1)
     if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
         raise InputError(f"{what}: coverage.minimum_builds must be a whole number >= 0")
-    below = _outcome(coverage.get("below_minimum", "NEEDS_INSPECTION"), what, "coverage.below_minimum")
+    below = _outcome(coverage.get("below_minimum", Outcome.NEEDS_INSPECTION), what, "coverage.below_minimum")
     return Policy(outcomes, tuple(gating), minimum, below, what)
 
 
@@ -171,7 +171,7 @@ def _only(table: dict, allowed: set[str], what: str, prefix: str) -> None:
         raise InputError(f"{what}: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(allowed))})")
 
 
-def _outcome(value, what: str, key: str) -> str:
+def _outcome(value, what: str, key: str) -> Outcome:
     if value not in OUTCOMES:
         raise InputError(f"{what}: {key} = {value!r}: an outcome is one of {', '.join(OUTCOMES)}")
-    return value
+    return Outcome(value)

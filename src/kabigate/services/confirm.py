@@ -21,8 +21,10 @@ from kabigate.qemu import kernel_image
 from kabigate.rules import RULES_VERSION
 from kabigate.services.gate import BuildFinding, GateResult
 from kabigate.store import Store
+from kabigate.vocabulary import GateClass
 
-_PRIORITY = {"regression": 0, "still_failing": 1, "fixed": 2, "new": 3, "unaffected": 4}
+_PRIORITY = {GateClass.REGRESSION: 0, GateClass.STILL_FAILING: 1, GateClass.FIXED: 2, GateClass.NEW: 3,
+             GateClass.UNAFFECTED: 4}
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,12 @@ from kabigate.analysis import diff_kernels
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, OUTCOMES, Policy, Waiver, waiver_from_mapping
 from kabigate.formats.stablelist import Stablelist
+from kabigate.model import ReasonCode
 from kabigate.reports import crc_text
 from kabigate.rules import RULES_VERSION
 from kabigate.services.ingest import refresh_verdicts
 from kabigate.store import BuildRecord, Cell, GateRun, KernelRecord, Store
+from kabigate.vocabulary import ExportChange, GateCategory, GateClass, Outcome
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class FaultSymbol:
     """A symbol a failing module trips over on the candidate."""
 
     name: str
-    code: str
+    code: ReasonCode
     module_crc: str | None
     kernel_crc: str | None
     stablelisted: bool
@@ -40,9 +42,9 @@ class FaultSymbol:
 @dataclass(frozen=True)
 class BuildFinding:
     build: BuildRecord
-    klass: str  # regression, still_failing, fixed, unaffected, new
-    category: str  # the policy key: regression_stablelisted / regression_unlisted / klass
-    outcome: str  # after waivers and the gating filter
+    klass: GateClass
+    category: GateCategory  # the policy key: the class, a regression split by the stablelist
+    outcome: Outcome  # after waivers and the gating filter
     gating: bool
     reasons: list[dict]  # the candidate's failing reasons, each with its module's name
     symbols: list[FaultSymbol]
@@ -55,10 +57,10 @@ class KernelFinding:
     """A stablelisted export removed or changed between baseline and candidate (check-kabi)."""
 
     symbol: str
-    change: str  # removed, crc, gpl-only, namespace
+    change: ExportChange
     old: str
     new: str
-    outcome: str
+    outcome: Outcome
     waivers: list[Waiver] = field(default_factory=list)
     expired_waivers: list[Waiver] = field(default_factory=list)
 
@@ -68,7 +70,7 @@ class ChangedExport:
     """An export removed or changed from baseline to candidate that stored driver builds import."""
 
     symbol: str
-    change: str  # removed, crc, gpl-only, namespace
+    change: ExportChange
     old: str
     new: str
     stablelisted: bool
@@ -89,18 +91,18 @@ class GateResult:
     changes_in_use: list[ChangedExport]  # removed/changed exports that stored builds import
     coverage: int  # gating builds judged on the candidate
     notes: list[str]
-    outcome: str
+    outcome: Outcome
 
     @property
     def passed(self) -> bool:
-        return self.outcome in ("PASSED", "INFO")
+        return self.outcome in (Outcome.PASSED, Outcome.INFO)
 
-    def count(self, klass: str) -> int:
+    def count(self, klass: GateClass) -> int:
         return sum(1 for finding in self.builds if finding.klass == klass)
 
     @property
     def regressions(self) -> list[BuildFinding]:
-        return [finding for finding in self.builds if finding.klass == "regression"]
+        return [finding for finding in self.builds if finding.klass == GateClass.REGRESSION]
 
 
 def resolve_kernel(store: Store, release: str, stream: str | None = None) -> KernelRecord:
@@ -164,7 +166,7 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
     notes += [f"expired waiver no longer applies: {w.label}, expired {w.expires}" for w in expired.values()]
     return GateResult(candidate, baseline, stream, policy, stablelist.source if stablelist else None, findings,
                       kernel_findings, export_changes, in_use, coverage, notes,
-                      max(outcomes, key=OUTCOMES.index, default="PASSED"))
+                      max(outcomes, key=OUTCOMES.index, default=Outcome.PASSED))
 
 
 def _explain_changes(store: Store, baseline: KernelRecord, candidate: KernelRecord, findings: list[BuildFinding],
@@ -174,8 +176,9 @@ def _explain_changes(store: Store, baseline: KernelRecord, candidate: KernelReco
     from kabigate.explain import cause_json
     from kabigate.explain_cache import explain_stored
 
-    regressions = [r for f in findings if f.klass == "regression" for r in f.reasons if r["code"] == "crc-mismatch"]
-    symbols = [c.symbol for c in in_use if c.change == "crc"] + [r["symbol"] for r in regressions]
+    regressions = [r for f in findings if f.klass == GateClass.REGRESSION for r in f.reasons
+                   if r["code"] == ReasonCode.CRC_MISMATCH]
+    symbols = [c.symbol for c in in_use if c.change == ExportChange.CRC] + [r["symbol"] for r in regressions]
     if not symbols:
         return in_use
     causes = explain_stored((list(baseline.sources), store.load_kernel(baseline.id)),
@@ -185,38 +188,40 @@ def _explain_changes(store: Store, baseline: KernelRecord, candidate: KernelReco
         return in_use
     for reason in regressions:
         reason["cause"] = cause_json(causes[reason["symbol"]])
-    return [dataclasses.replace(c, cause=cause_json(causes[c.symbol])) if c.change == "crc" else c for c in in_use]
+    return [dataclasses.replace(c, cause=cause_json(causes[c.symbol])) if c.change == ExportChange.CRC else c for c in in_use]
 
 
 def _build_finding(build: BuildRecord, detail: list[dict], before: Cell | None, after: Cell, policy: Policy, waivers,
                    stablelist: Stablelist | None, release: str, today) -> BuildFinding:
     """One build's class and outcome; `detail` is its failing verdict's modules on the candidate."""
     if before is None:
-        klass = "new"
+        klass = GateClass.NEW
     elif before.loads:
-        klass = "unaffected" if after.loads else "regression"
+        klass = GateClass.UNAFFECTED if after.loads else GateClass.REGRESSION
     else:
-        klass = "fixed" if after.loads else "still_failing"
+        klass = GateClass.FIXED if after.loads else GateClass.STILL_FAILING
     reasons, symbols = [], []
     for module in detail:
         for reason in module["reasons"]:
             reasons.append(dict(reason, module=module["name"]))
             if reason["symbol"]:
-                symbols.append(FaultSymbol(reason["symbol"], reason["code"], reason["module_crc"],
+                symbols.append(FaultSymbol(reason["symbol"], ReasonCode(reason["code"]), reason["module_crc"],
                                            reason["kernel_crc"], stablelist is not None
                                            and reason["symbol"] in stablelist))
-    category = klass
-    if klass == "regression":
-        category = "regression_stablelisted" if any(s.stablelisted for s in symbols) else "regression_unlisted"
+    if klass == GateClass.REGRESSION:
+        category = (GateCategory.REGRESSION_STABLELISTED if any(s.stablelisted for s in symbols)
+                    else GateCategory.REGRESSION_UNLISTED)
+    else:
+        category = GateCategory(klass)
     gating = any(fnmatch.fnmatchcase(build.driver, pattern) for pattern in policy.gating)
     outcome = policy.outcomes[category]
     applied, expired = [], []
-    if OUTCOMES.index(outcome) > OUTCOMES.index("INFO"):
+    if OUTCOMES.index(outcome) > OUTCOMES.index(Outcome.INFO):
         applied, expired = _waivers_for(build.driver, [s.name for s in symbols] or ["*"], release, waivers, today)
         if applied:
-            outcome = "INFO"
+            outcome = Outcome.INFO
     if not gating:
-        outcome = min(outcome, "INFO", key=OUTCOMES.index)
+        outcome = min(outcome, Outcome.INFO, key=OUTCOMES.index)
     return BuildFinding(build, klass, category, outcome, gating, reasons, symbols, applied, expired)
 
 
@@ -251,10 +256,10 @@ def _kernel_side(store: Store, candidate: KernelRecord, baseline: KernelRecord |
     }
     findings = []
     for change in diff.stablelist_violations:
-        outcome = policy.outcomes["stablelist_violation"]
+        outcome = policy.outcomes[GateCategory.STABLELIST_VIOLATION]
         applied, expired = _waivers_for("*", [change.name], candidate.release,
                                         [w for w in waivers if w.driver == "*"], today)
-        findings.append(KernelFinding(change.name, *_described(change), "INFO" if applied else outcome,
+        findings.append(KernelFinding(change.name, *_described(change), Outcome.INFO if applied else outcome,
                                       applied, expired))
     users: dict[str, set[int]] = {}
     for build_id, symbol, _crc in store.imports_of([b.id for b in builds]):
@@ -266,16 +271,16 @@ def _kernel_side(store: Store, candidate: KernelRecord, baseline: KernelRecord |
     return findings, counts, in_use
 
 
-def _described(change) -> tuple[str, str, str]:
+def _described(change) -> tuple[ExportChange, str, str]:
     """(what changed, before, after) of an export that was removed or changed."""
     old, new = change.old, change.new
     if new is None:
-        return "removed", crc_text(old.crc) or "-", "-"
+        return ExportChange.REMOVED, crc_text(old.crc) or "-", "-"
     if old.crc != new.crc:
-        return "crc", crc_text(old.crc) or "-", crc_text(new.crc) or "-"
+        return ExportChange.CRC, crc_text(old.crc) or "-", crc_text(new.crc) or "-"
     if new.gpl_only and not old.gpl_only:
-        return "gpl-only", old.export_type, new.export_type
-    return "namespace", old.namespace or "-", new.namespace or "-"
+        return ExportChange.GPL_ONLY, old.export_type, new.export_type
+    return ExportChange.NAMESPACE, old.namespace or "-", new.namespace or "-"
 
 
 def record_gate(store: Store, result: GateResult, report: dict) -> GateRun:

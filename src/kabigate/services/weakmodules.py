@@ -40,7 +40,7 @@ from pathlib import Path
 from kabigate.errors import InputError, not_regular
 from kabigate.formats.module import read_module
 from kabigate.kernels import load_kernel
-from kabigate.model import Kernel, Module, Reason
+from kabigate.model import Kernel, Module, Reason, ReasonCode
 from kabigate.modules import MODULE_SUFFIXES
 from kabigate.rules import check_modules
 
@@ -534,7 +534,7 @@ class WeakModules:
         for link, target in proposed.items():
             module = self.module(target) if self.root.host(target).is_file() else None
             if isinstance(module, InputError):
-                refused[link] = (Reason("unreadable", str(module)),)
+                refused[link] = (Reason(ReasonCode.UNREADABLE, str(module)),)
             elif module is not None:
                 judged[link] = module
         while True:

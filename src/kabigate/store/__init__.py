@@ -12,10 +12,11 @@ from kabigate.store.store import (
     StoredVerdict,
     StoreError,
     TaskRecord,
+    TaskState,
     default_url,
     flavor_of,
     version_key,
 )
 
 __all__ = ["BuildFailure", "BuildRecord", "Cell", "GateRun", "KernelRecord", "Store", "StoreError", "StoredVerdict",
-           "TaskRecord", "default_url", "flavor_of", "version_key"]
+           "TaskRecord", "TaskState", "default_url", "flavor_of", "version_key"]

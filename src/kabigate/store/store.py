@@ -31,6 +31,7 @@ from kabigate.formats.gatepolicy import WAIVER_KEYS, Waiver, waiver_from_mapping
 from kabigate.model import Export, Kernel, Module, PackageOrigin
 from kabigate.store import codec
 from kabigate.store import schema as t
+from kabigate.vocabulary import TaskState
 
 # Rows per statement when ids are looked up with IN (...): below SQLite's variable limit.
 _CHUNK = 900
@@ -118,6 +119,9 @@ class BuildFailure:
     error: str
 
 
+TASK_STATES = tuple(TaskState)
+
+
 @dataclass(frozen=True)
 class TaskRecord:
     """A worker task (kabigate.workers): what was asked, where it stands."""
@@ -125,15 +129,12 @@ class TaskRecord:
     key: str
     kind: str
     args: dict
-    state: str  # queued, running, done, failed
+    state: TaskState
     attempts: int
     error: str | None
     result: dict | None
     created_at: datetime.datetime
     updated_at: datetime.datetime
-
-
-TASK_STATES = ("queued", "running", "done", "failed")
 
 
 def default_url() -> str:
@@ -853,7 +854,7 @@ class Store:
         """Record a request (state queued) unless one of this key exists; its record."""
         now = _now()
         self._insert_ignoring_duplicates(t.task, [{"key": key, "kind": kind, "args": json.dumps(args),
-                                                   "state": "queued", "attempts": 0, "created_at": now,
+                                                   "state": TaskState.QUEUED, "attempts": 0, "created_at": now,
                                                    "updated_at": now}])
         return self.task(key)
 
@@ -865,14 +866,14 @@ class Store:
         self.queue_task(key, kind, args)
         connection = self._writing()
         row = self.lock_task(key)
-        if row.state in ("done", "failed") or (row.state == "running" and not redelivered):
+        if row.state in (TaskState.DONE, TaskState.FAILED) or (row.state == TaskState.RUNNING and not redelivered):
             return None
         if row.attempts >= max_attempts:
             why = row.error or "the worker running it was lost each time"
-            self.finish_task(key, "failed", error=f"given up after {row.attempts} attempts: {why}")
+            self.finish_task(key, TaskState.FAILED, error=f"given up after {row.attempts} attempts: {why}")
             return None
         connection.execute(t.task.update().where(t.task.c.key == key)
-                           .values(state="running", attempts=row.attempts + 1, updated_at=_now()))
+                           .values(state=TaskState.RUNNING, attempts=row.attempts + 1, updated_at=_now()))
         return self.task(key)
 
     def lock_task(self, key: str) -> TaskRecord:
@@ -884,7 +885,7 @@ class Store:
             raise InputError(f"no task {key} in the store")
         return rows[0]
 
-    def finish_task(self, key: str, state: str, *, error: str | None = None, result: dict | None = None) -> None:
+    def finish_task(self, key: str, state: TaskState, *, error: str | None = None, result: dict | None = None) -> None:
         """Set a task's state (done, failed; queued again before a retry) and its error or result."""
         if state not in TASK_STATES:
             raise ValueError(state)
@@ -899,7 +900,7 @@ class Store:
             raise InputError(f"no task {key} in the store")
         return tasks[0]
 
-    def tasks(self, state: str | None = None, *, key: str | None = None, limit: int | None = None,
+    def tasks(self, state: TaskState | None = None, *, key: str | None = None, limit: int | None = None,
               for_update: bool = False) -> list[TaskRecord]:
         """Tasks, most recently updated first."""
         query = select(t.task).order_by(t.task.c.updated_at.desc(), t.task.c.id.desc()).limit(limit)
@@ -911,7 +912,7 @@ class Store:
             query = query.where(t.task.c.key == key)
         with self._reading() as connection:
             rows = connection.execute(query).all()
-        return [TaskRecord(row.key, row.kind, json.loads(row.args), row.state, row.attempts, row.error,
+        return [TaskRecord(row.key, row.kind, json.loads(row.args), TaskState(row.state), row.attempts, row.error,
                            None if row.result is None else json.loads(row.result), row.created_at, row.updated_at)
                 for row in rows]
 
@@ -920,10 +921,10 @@ class Store:
         running tasks are kept, however old: a worker may be on one, and its key is what makes a
         redelivery a no-op. A pruned key is forgotten: the same request later is done again."""
         deleted = self._writing().execute(t.task.delete().where(
-            t.task.c.state.in_(("done", "failed")), t.task.c.updated_at < before))
+            t.task.c.state.in_((TaskState.DONE, TaskState.FAILED)), t.task.c.updated_at < before))
         return deleted.rowcount
 
-    def task_counts(self) -> dict[str, int]:
+    def task_counts(self) -> dict[TaskState, int]:
         with self._reading() as connection:
             found = dict(connection.execute(select(t.task.c.state, func.count()).group_by(t.task.c.state)).all())
         return {state: found.get(state, 0) for state in TASK_STATES}

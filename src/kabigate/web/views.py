@@ -17,6 +17,7 @@ from kabigate.services.gate import GateResult, previous_in_stream, run_gate
 from kabigate.services.ingest import refresh_verdicts
 from kabigate.services.matrix import Matrix, StreamHistory
 from kabigate.store import BuildRecord, Cell, GateRun, KernelRecord, Store
+from kabigate.vocabulary import GateClass
 
 # A store row id in a URL: SQLite and PostgreSQL integers are 64-bit; a larger number is a 422,
 # not an overflow deep in the database driver.
@@ -98,14 +99,13 @@ def story_json(story: KernelStory) -> dict:
     return {
         "kernel": kernel_record_json(story.kernel), "stream": story.stream,
         "previous": kernel_record_json(story.previous) if story.previous else None,
-        "counts": ({klass: result.count(klass) for klass in ("regression", "still_failing", "fixed", "unaffected",
-                                                              "new")} if result else None),
+        "counts": ({klass: result.count(klass) for klass in GateClass} if result else None),
         "export_changes": result.export_changes if result else None,
         "regressions": [{"build": build_record_json(f.build), "category": f.category,
                          "symbols": sorted({s.name for s in f.symbols}),
                          "reasons": sorted({r["code"] for r in f.reasons})} for f in result.regressions]
         if result else [],
-        "fixed": [build_record_json(f.build) for f in result.builds if f.klass == "fixed"] if result else [],
+        "fixed": [build_record_json(f.build) for f in result.builds if f.klass == GateClass.FIXED] if result else [],
         "gate_runs": [{"uuid": r.uuid, "outcome": r.outcome, "created_at": r.created_at.isoformat()}
                       for r in story.gate_runs],
     }

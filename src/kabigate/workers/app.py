@@ -20,7 +20,7 @@ from kombu.exceptions import OperationalError
 
 from kabigate.errors import InputError
 from kabigate.httpclient import only_under
-from kabigate.store import Store, StoreError, TaskRecord
+from kabigate.store import Store, StoreError, TaskRecord, TaskState
 from kabigate.workers.config import Settings
 from kabigate.workers.gating import gate_task
 from kabigate.workers.messaging import PublishError
@@ -67,7 +67,7 @@ def enqueue(store: Store, request: Request) -> tuple[TaskRecord, bool]:
     running, done or failed is not sent again."""
     with store.transaction():
         task = store.queue_task(request.key, request.kind, request.args)
-    if task.state != "queued":
+    if task.state != TaskState.QUEUED:
         return task, False
     try:
         run.apply_async((request.kind, request.key, request.args))
@@ -94,27 +94,27 @@ def run(self, kind: str, key: str, args: dict) -> None:
             except (StoreError, PublishError, BrokerError):
                 raise
             except InputError as error:
-                _finish(store, key, "failed", error=str(error))
+                _finish(store, key, TaskState.FAILED, error=str(error))
                 log.warning("%s %s failed: %s", kind, key, error)
                 return
             except Exception as error:  # a bug: recorded, not retried (it would fail the same way)
                 log.exception("%s %s", kind, key)
-                _finish(store, key, "failed", error=f"internal error: {type(error).__name__}: {error}")
+                _finish(store, key, TaskState.FAILED, error=f"internal error: {type(error).__name__}: {error}")
                 return
-            _finish(store, key, "done", result=result)
+            _finish(store, key, TaskState.DONE, result=result)
             log.info("%s %s done: %s", kind, key, result)
     except (StoreError, PublishError, BrokerError) as error:
         delay = min(RETRY_DELAY_MAX, RETRY_DELAY * 2 ** self.request.retries)
         log.warning("%s %s: %s; again in %d s", kind, key, error, delay)
         try:
             with Store.open(SETTINGS.db) as store, store.transaction():
-                store.finish_task(key, "queued", error=str(error))
+                store.finish_task(key, TaskState.QUEUED, error=str(error))
         except StoreError:
             pass  # the store is down: the claim stays running, and the retry takes it up
         raise self.retry(countdown=delay, exc=error) from None
 
 
-def _finish(store: Store, key: str, state: str, **fields) -> None:
+def _finish(store: Store, key: str, state: TaskState, **fields) -> None:
     with store.transaction():
         store.finish_task(key, state, **fields)
 

@@ -10,7 +10,7 @@ from kabigate.formats.gatepolicy import DEFAULT_POLICY, MAX_POLICY_FILE, parse_p
 from kabigate.gate_report import DEFAULT_TESTCASE, gate_json, resultsdb_payload
 from kabigate.services.gate import previous_in_stream, publish_gate, record_gate, resolve_kernel, run_gate
 from kabigate.stablelists import read_stablelist
-from kabigate.store import Store, TaskRecord
+from kabigate.store import Store, TaskRecord, TaskState
 from kabigate.workers.config import Settings
 from kabigate.workers.messaging import publish_gate_result
 
@@ -35,7 +35,7 @@ def gate_task(store: Store, settings: Settings, task: TaskRecord) -> dict:
             run_id = (store.lock_task(task.key).result or {}).get("run")
             if run_id is None:
                 run_id = record_gate(store, result, gate_json(result)).uuid
-                store.finish_task(task.key, "running", result={"run": run_id})
+                store.finish_task(task.key, TaskState.RUNNING, result={"run": run_id})
     run = store.gate_run(run_id)
     report = store.gate_report(run_id)
     resultsdb_id = run.resultsdb_id

@@ -9,7 +9,7 @@ WORK_QUEUE = "kabigate"  # app.task_default_queue
 
 
 def check_health(settings: Settings, timeout: float) -> dict:
-    from kabigate.store import Store
+    from kabigate.store import Store, TaskState
     from kabigate.workers.app import app, configure
 
     configure(settings)
@@ -21,7 +21,7 @@ def check_health(settings: Settings, timeout: float) -> dict:
             report["store"] = {"url": store.url, "ok": True}
             report["tasks"] = store.task_counts()
             report["recent_failures"] = [{"key": t.key, "kind": t.kind, "error": t.error, "at": t.updated_at.isoformat()}
-                                         for t in store.tasks("failed", limit=5)]
+                                         for t in store.tasks(TaskState.FAILED, limit=5)]
     except InputError as error:
         report["store"]["error"] = str(error)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from kabigate.vocabulary import GateClass
 from kabigate.workers.config import Settings
 
 # The build topics the listener binds (under any prefix: "#" also matches no words at all).
@@ -45,7 +46,7 @@ def gate_result_body(run: str, report: dict, resultsdb_id: str | None) -> dict:
     regressions = [{"driver": b["driver"], "version": b["version"], "built_for": b["built_for"],
                     "category": b["category"], "outcome": b["outcome"],
                     "symbols": sorted({s["symbol"] for s in b["symbols"]})}
-                   for b in report["builds"] if b["class"] == "regression"]
+                   for b in report["builds"] if b["class"] == GateClass.REGRESSION]
     return {"run": run, "outcome": report["outcome"], "candidate": report["candidate"],
             "baseline": report["baseline"], "stream": report["stream"], "counts": report["counts"],
             "coverage": report["coverage"], "stablelist_violations": len(report["stablelist_violations"]),

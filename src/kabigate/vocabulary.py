@@ -1,0 +1,58 @@
+"""The closed vocabularies of the gate and the workers, as StrEnums: each member equals, prints and
+serialises as its text, the one JSON, the store's columns, policies and messages hold. A leaf module
+(no imports of kabigate), so that formats, services, the store and the CLI's lazily loaded commands
+can all name them. The loader's reason codes are model.ReasonCode."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class GateClass(StrEnum):
+    """A driver build's class in a gate: its verdict on the candidate against the baseline's."""
+
+    REGRESSION = "regression"
+    STILL_FAILING = "still_failing"
+    FIXED = "fixed"
+    UNAFFECTED = "unaffected"
+    NEW = "new"  # no verdict on the baseline to compare with
+
+
+class GateCategory(StrEnum):
+    """What a gate policy gives an outcome to (its [outcomes] keys): a build's class, a regression
+    split by the stablelist, and the kernel side's stablelist violations."""
+
+    REGRESSION_STABLELISTED = "regression_stablelisted"
+    REGRESSION_UNLISTED = "regression_unlisted"
+    STABLELIST_VIOLATION = "stablelist_violation"
+    STILL_FAILING = "still_failing"
+    FIXED = "fixed"
+    UNAFFECTED = "unaffected"
+    NEW = "new"
+
+
+class Outcome(StrEnum):
+    """ResultsDB's outcomes, in increasing severity (the order of the members)."""
+
+    PASSED = "PASSED"
+    INFO = "INFO"
+    NEEDS_INSPECTION = "NEEDS_INSPECTION"
+    FAILED = "FAILED"
+
+
+class ExportChange(StrEnum):
+    """How a stablelisted or used export changed from baseline to candidate (a gate's `change`)."""
+
+    REMOVED = "removed"
+    CRC = "crc"
+    GPL_ONLY = "gpl-only"
+    NAMESPACE = "namespace"
+
+
+class TaskState(StrEnum):
+    """A worker task's state, as the task table's `state` column holds it."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
