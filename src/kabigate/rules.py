@@ -278,7 +278,7 @@ def _check_signature(module: Module, kernel: Kernel, options: LoadOptions, reaso
                                                         "Bad message"))
         return
     if check is not None and check.result == "EBADMSG":  # malformed past what modinfo reads (a later field)
-        reasons.append(Reason("bad-signature", f"{check.message}: Bad message"))
+        reasons.append(Reason(ReasonCode.BAD_SIGNATURE, f"{check.message}: Bad message"))
         return
     if signature is not None and not signature.defect and (check is None or check.result == "ok"):
         return
