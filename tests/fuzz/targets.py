@@ -546,10 +546,13 @@ class _RawServer:
             with connection:
                 connection.settimeout(2)
                 try:
-                    connection.recv(65536)
-                    connection.sendall(self.response)
-                except OSError:
+                    self._answer(connection)
+                except (OSError, UnicodeDecodeError):
                     pass
+
+    def _answer(self, connection: socket.socket) -> None:
+        connection.recv(65536)
+        connection.sendall(self.response)
 
 
 @cache
@@ -584,21 +587,14 @@ class _KojiHub(_RawServer):
         super().__init__()
         self.url = f"http://127.0.0.1:{self.port}/kojihub"
 
-    def _serve(self) -> None:
-        while True:
-            connection, _ = self.listener.accept()
-            with connection:
-                connection.settimeout(2)
-                try:
-                    request = b""
-                    while b"</methodCall>" not in request and len(request) < 1 << 16:
-                        request += connection.recv(65536) or b"</methodCall>"
-                    method = request.partition(b"<methodName>")[2].partition(b"</methodName>")[0].decode()
-                    body = self.answers.get(method, b"")
-                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n"
-                                       b"Connection: close\r\n\r\n%s" % (len(body), body))
-                except (OSError, UnicodeDecodeError):
-                    pass
+    def _answer(self, connection: socket.socket) -> None:
+        request = b""
+        while b"</methodCall>" not in request and len(request) < 1 << 16:
+            request += connection.recv(65536) or b"</methodCall>"
+        method = request.partition(b"<methodName>")[2].partition(b"</methodName>")[0].decode()
+        body = self.answers.get(method, b"")
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: %d\r\n"
+                           b"Connection: close\r\n\r\n%s" % (len(body), body))
 
 
 @cache
