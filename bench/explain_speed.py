@@ -20,7 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from timing import best_of, testdata_root
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
+
+from support.testdata import testdata_root
+from timing import best_of
 
 from kabigate.explain import explain
 from kabigate.explain_cache import header_trees, kernel_types_of, load_headers, warm

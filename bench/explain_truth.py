@@ -35,9 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
 
-from conftest import testdata_root
+from support.testdata import testdata_root
 
 from kabigate.explain import explain
 from kabigate.explain_cache import header_trees, load_headers, load_types

@@ -12,8 +12,13 @@ import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-from timing import best_of, testdata_root
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
+
+from support.testdata import testdata_root
+from timing import best_of
 
 from kabigate.modules import find_module_files, read_modules
 

@@ -18,7 +18,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from timing import best_of, testdata_root
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
+
+from support.testdata import testdata_root
+from timing import best_of
 
 from kabigate.modules import read_modules
 

@@ -17,8 +17,13 @@ import json
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
-from timing import best_of, testdata_root
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
+
+from support.testdata import testdata_root
+from timing import best_of
 
 from kabigate.kernels import load_kernel
 from kabigate.services.ingest import ingest_kernel

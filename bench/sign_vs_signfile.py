@@ -19,7 +19,11 @@ import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from timing import testdata_root
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
+
+from support.testdata import testdata_root
 
 from kabigate import signing
 from kabigate.formats.modsig import split_signature

@@ -23,11 +23,15 @@ import dataclasses
 import itertools
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from timing import testdata_root
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
+
+from support.testdata import testdata_root
 
 from kabigate.kernels import load_kernel
 from kabigate.modules import find_module_files, read_modules

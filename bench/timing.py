@@ -1,4 +1,4 @@
-"""Shared by the bench scripts: best-of-N wall time (after one untimed warm-up run), the corpus root."""
+"""Shared by the bench scripts: best-of-N wall time (after one untimed warm-up run)."""
 
 import time
 
@@ -11,13 +11,3 @@ def best_of(runs: int, action) -> float:
         action()
         timings.append(time.perf_counter() - start)
     return min(timings)
-
-
-def testdata_root():
-    """Where scripts/fetch-testdata caches the real corpus (its default_root())."""
-    import os
-    from pathlib import Path
-
-    if os.environ.get("KABIGATE_TESTDATA"):
-        return Path(os.environ["KABIGATE_TESTDATA"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kabigate" / "testdata"

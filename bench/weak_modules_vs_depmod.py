@@ -30,10 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from timing import testdata_root
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import weakroot  # tests/weakroot.py lays the root out
+from support import weakroot  # lays the root out
+from support.testdata import testdata_root
 
 from kabigate.services import weakmodules as wm
 

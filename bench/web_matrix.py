@@ -3,7 +3,7 @@
 TestClient, in process: no network), best of 3 after a warm-up, on two stores:
 
 - the real test store: 6.1.0-47/50/56 in stream debian-6.1 and the five real DKMS drivers built
-  for 47 and 56 (tests/realstore.py's build_store over the cached corpus);
+  for 47 and 56 (tests/support/realstore.py's build_store over the cached corpus);
 - the scale store: 1,000 driver builds x 200 kernels, made by bench/store_scale.py's real_builds
   and kernel_history (real modules, the real Debian 6.1 stream's CRC changes).
 
@@ -26,12 +26,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from store_scale import kernel_history, real_builds
-from timing import testdata_root
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fastapi.testclient import TestClient
-from realstore import build_store
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
+
+from store_scale import kernel_history, real_builds
+from support.realstore import build_store
+from support.testdata import testdata_root
 
 from kabigate.services.ingest import ingest_driver_build, ingest_kernel
 from kabigate.store import Store

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: kabigate as a service (Celery workers on RabbitMQ, a PostgreSQL store) on the real corpus.
 
-Servers are private ones started here (tests/pgserver.py, tests/rabbitserver.py), on 127.0.0.1.
+Servers are private ones started here (tests/support/pgserver.py, tests/support/rabbitserver.py), on 127.0.0.1.
 The corpus: the amd64 kernels whose image + headers .debs scripts/fetch-testdata keeps (read as
 they come from the archive, tens of MB each) and every driver build of the manifest.
 
@@ -32,11 +32,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
 
-from pgserver import create_database, postgres_server
-from rabbitserver import RabbitMQ
-from timing import testdata_root
+from support.pgserver import create_database, postgres_server
+from support.rabbitserver import RabbitMQ
+from support.testdata import testdata_root
 
 from kabigate.store import Store
 

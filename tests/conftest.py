@@ -5,38 +5,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pgserver import create_database, postgres_server
+from support.pgserver import create_database, postgres_server
+from support.testdata import TestData, testdata_root
 
 from kabigate.kernels import load_kernel
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class TestData:
-    root: Path
-    manifest: dict
-
-    def kernel_root(self, release: str) -> Path:
-        return self.root / self.manifest["kernels"][release]["root"]
-
-    def headers(self, release: str) -> Path:
-        return self.root / self.manifest["kernels"][release]["headers_dir"]
-
-    def modules_dir(self, release: str) -> Path:
-        return self.root / self.manifest["kernels"][release]["modules_dir"]
-
-    def in_tree(self, release: str, relative: str) -> Path:
-        """An in-tree module, e.g. in_tree("6.1.0-47-amd64", "drivers/media/mc/mc.ko")."""
-        return self.modules_dir(release) / "kernel" / relative
-
-    def driver_dir(self, driver: str, built_for: str) -> Path:
-        return self.root / self.manifest["drivers"][driver][built_for]["dir"]
 
 
 @pytest.fixture(scope="session")
@@ -45,13 +20,6 @@ def vmlinux_only(testdata):
     are loaded by hand (the qemu tests insmod without modprobe)."""
     kernel = load_kernel([str(testdata.kernel_root("6.1.0-47-amd64"))])
     return dataclasses.replace(kernel, exports={n: e for n, e in kernel.exports.items() if e.owner == "vmlinux"})
-
-
-def testdata_root() -> Path:
-    """scripts/fetch-testdata's cache root: $KABIGATE_TESTDATA, else ${XDG_CACHE_HOME:-$HOME/.cache}/kabigate/testdata."""
-    if os.environ.get("KABIGATE_TESTDATA"):
-        return Path(os.environ["KABIGATE_TESTDATA"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kabigate" / "testdata"
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +46,7 @@ _databases = itertools.count()
 
 @pytest.fixture(scope="session")
 def postgres():
-    """One private PostgreSQL server for the session (tests/pgserver.py); its URL."""
+    """One private PostgreSQL server for the session (tests/support/pgserver.py); its URL."""
     with postgres_server() as url:
         yield url
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from realstore import DRIVERS, build_store
+from support.realstore import DRIVERS, build_store
 
 from kabigate.formats.stablelist import parse_stablelist
 from kabigate.services.evidence import request_text, requested_additions, symbol_demand

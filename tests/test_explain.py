@@ -316,7 +316,7 @@ def test_kernels_given_as_packages(testdata, cache):
 def test_the_matrix_names_cached_causes(testdata, cache, tmp_path):
     """`matrix --format json|html` on the real store: a crc-mismatch names the cause check
     --built-for names, from the cache only (an empty cache: no cause, nothing read)."""
-    from realstore import build_store
+    from support.realstore import build_store
 
     db = build_store(testdata, tmp_path / "store.db")
     driver = testdata.driver_dir("acpi-call", NEW)

@@ -17,7 +17,7 @@ import urllib.parse
 import junitparser
 import pytest
 from fastapi.testclient import TestClient
-from realstore import build_store
+from support.realstore import build_store
 
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import parse_policy, parse_waivers
@@ -441,7 +441,7 @@ def test_watch_reads_a_debian_packages_index(testdata, tmp_path):
 def test_watch_finds_kernels_in_a_yum_repository(testdata, tmp_path):
     import shutil
 
-    import packaging as rpm_fixtures
+    from support import packaging as rpm_fixtures
 
     if not rpm_fixtures.available():
         pytest.skip("rpmbuild/createrepo_c missing (scripts/bootstrap installs them)")

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import anyio.to_thread
 import pytest
-from hostile import rpm_with_files, run_cli
-from webdata import Serve, serving
+from support.hostile import rpm_with_files, run_cli
+from support.webdata import Serve, serving
 
 from kabigate import packages, resultsdb
 from kabigate.errors import InputError

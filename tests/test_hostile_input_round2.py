@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from hostile import (
+from support.hostile import (
     NAME_TAGS,
     RPM_INT32,
     RPM_STRING,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import zstandard
 from cryptography.hazmat.primitives import serialization
-from hostile import run_cli
+from support.hostile import run_cli
 
 from kabigate import explain_cache, signing
 from kabigate.errors import InputError

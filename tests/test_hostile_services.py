@@ -18,8 +18,8 @@ import xmlrpc.client
 from pathlib import Path
 
 import pytest
-from kojihub import KojiHub, RawXML
-from webdata import Serve
+from support.kojihub import KojiHub, RawXML
+from support.webdata import Serve
 
 from kabigate.errors import InputError
 from kabigate.workers import koji
@@ -35,7 +35,7 @@ GUARD = 120  # seconds: a guard against a hang, never a measure
 
 @pytest.fixture
 def hub(tmp_path):
-    """tests/kojihub.py's hub, with no builds of its own: each test gives it the answer it sends."""
+    """tests/support/kojihub.py's hub, with no builds of its own: each test gives it the answer it sends."""
     with KojiHub(tmp_path, {}) as server:
         yield server
 

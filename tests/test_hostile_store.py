@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from realstore import build_store
+from support.realstore import build_store
 
 from kabigate.errors import InputError
 from kabigate.modules import read_modules

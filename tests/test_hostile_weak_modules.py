@@ -1,7 +1,7 @@
 """kabigate weak-modules (run as root, from rpm scriptlets) on roots someone else prepared: links
 planted at every name it writes, lib/ or a kernel's folder leading out of --basedir, module paths
 with `..`, a journal that is not kabigate's, names depmod cannot take, and two runs at once.
-Each test builds the hostile root (tests/weakroot.py, real kernels and DKMS builds) beside files
+Each test builds the hostile root (tests/support/weakroot.py, real kernels and DKMS builds) beside files
 that stand for the rest of the system, and checks that nothing outside the root changed."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import weakroot
+from support import weakroot
 
 from kabigate.services import weakmodules as wm
 

@@ -1,5 +1,5 @@
 """Every public JSON shape kabigate prints or serves, pinned: the CLI's `--json` reports and the
-REST API's answers, made from the real store (tests/realstore.py), reduced to their shapes (keys,
+REST API's answers, made from the real store (tests/support/realstore.py), reduced to their shapes (keys,
 value types, list element shapes) and compared with tests/snapshots/json_shapes.json.
 
 A shape that changes on purpose is rewritten with KABIGATE_UPDATE_SNAPSHOTS=1 and said in the
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from realstore import RELEASES, STREAM, build_store
+from support.realstore import RELEASES, STREAM, build_store
 
 from kabigate.web import create_app
 

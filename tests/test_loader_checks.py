@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from elfedit import EDITS
+from support.elfedit import EDITS
 
 from kabigate.formats.module import parse_module
 from kabigate.kernels import load_kernel

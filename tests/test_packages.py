@@ -1,5 +1,5 @@
 """Packages as input: the real Debian linux-image/linux-headers debs, and real RPMs built with
-rpmbuild from real Debian modules in RHEL/ELRepo layouts (tests/packaging.py), served as a
+rpmbuild from real Debian modules in RHEL/ELRepo layouts (tests/support/packaging.py), served as a
 createrepo_c repository from a path and over http on loopback. Verdicts from packages must equal
 verdicts from the same files unpacked by the distributions' own tools (dpkg-deb, rpm2cpio+cpio)."""
 
@@ -20,8 +20,8 @@ import tarfile
 import threading
 from pathlib import Path
 
-import packaging as rpm_fixtures
 import pytest
+from support import packaging as rpm_fixtures
 
 from kabigate.errors import InputError
 from kabigate.formats import rpm as rpmfmt

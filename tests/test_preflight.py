@@ -1,4 +1,4 @@
-"""kabigate preflight on fake RHEL-layout systems (tests/weakroot.py) against the real Debian kernel
+"""kabigate preflight on fake RHEL-layout systems (tests/support/weakroot.py) against the real Debian kernel
 packages, and the APT hook that runs it before dpkg installs a kernel."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import weakroot
+from support import weakroot
 
 pytestmark = pytest.mark.realdata
 
@@ -190,10 +190,10 @@ def test_apt_hook_when_kabigate_cannot_judge(testdata, tmp_path):
 
 @pytest.fixture
 def dnf_install(tmp_path, testdata):
-    """Real dnf installing a real kernel-core RPM (6.1.0-47, tests/packaging.py) into a system whose
+    """Real dnf installing a real kernel-core RPM (6.1.0-47, tests/support/packaging.py) into a system whose
     kmods were built for 6.1.0-56, with contrib/dnf's plugin: install(strict, command) -> (dnf's
     result, the root). The repository and roots are in folders with spaces and commas."""
-    import packaging as rpm_fixtures
+    from support import packaging as rpm_fixtures
 
     if shutil.which("dnf") is None or not rpm_fixtures.available():
         pytest.skip("dnf, rpmbuild or createrepo_c missing (scripts/bootstrap installs them)")

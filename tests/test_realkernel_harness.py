@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+import support.testdata
 
 from kabigate.qemu import InsmodResult, insmod_in_qemu, qemu_available
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]
 
-TESTDATA = Path(
-    os.environ.get("KABIGATE_TESTDATA") or Path(__file__).resolve().parents[1] / ".testdata"
-)
+TESTDATA = support.testdata.testdata_root()  # through the module: pytest collects a test* function imported by name
 MC = "drivers/media/mc/mc.ko"
 VIDEODEV = "drivers/media/v4l2-core/videodev.ko"
 # errno values busybox insmod exits with.

@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from elfedit import EDITS
+from support.elfedit import EDITS
 
 from kabigate.formats.module import parse_module
 from kabigate.kernels import load_kernel

@@ -224,7 +224,7 @@ def test_kmod_rpms_of_a_yum_repository_are_builds_judged_like_check_judges_them(
     """Kernel from kernel-core + kernel-devel RPMs, drivers from a createrepo_c repository of kmod
     RPMs (ELRepo layout): each package is one build of format rpm, and its stored verdict is what
     `kabigate check` says of the same packages."""
-    import packaging as rpm_fixtures
+    from support import packaging as rpm_fixtures
 
     if not rpm_fixtures.available():
         pytest.skip("rpmbuild/createrepo_c missing (scripts/bootstrap installs them)")

@@ -10,8 +10,8 @@ import json
 import subprocess
 import sys
 
-import packaging as rpm_fixtures
 import pytest
+from support import packaging as rpm_fixtures
 
 from kabigate.formats.module import read_module
 from kabigate.kernels import load_kernel

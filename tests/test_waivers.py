@@ -12,7 +12,7 @@ import sys
 
 import pytest
 from fastapi.testclient import TestClient
-from realstore import STREAM, build_store
+from support.realstore import STREAM, build_store
 
 from kabigate.formats.gatepolicy import waiver_from_mapping
 from kabigate.kernels import load_kernel

@@ -1,5 +1,5 @@
 """kabigate weak-modules on fake systems laid out the RHEL way from the real Debian kernels and DKMS
-builds (tests/weakroot.py), against what `depmod -naeE` (RHEL's weak-modules' only check) says.
+builds (tests/support/weakroot.py), against what `depmod -naeE` (RHEL's weak-modules' only check) says.
 
 The real kernels of the test data each have their own kABI (module_layout differs between all of
 them), so the one kernel a build can be reused on is the same kernel installed under a second
@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-import weakroot
+from support import weakroot
 
 from kabigate.services import weakmodules as wm
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import weakroot
+from support import weakroot
 from test_weak_modules import _weak_modules
 
 from kabigate.qemu import GuestFile, qemu_available, run_in_qemu

@@ -11,8 +11,8 @@ import shutil
 
 import pytest
 from fastapi.testclient import TestClient
-from hostile import TAR_END, deb, tar_member
-from realstore import DRIVERS, RELEASES, STREAM, build_store
+from support.hostile import TAR_END, deb, tar_member
+from support.realstore import DRIVERS, RELEASES, STREAM, build_store
 
 from kabigate.web import create_app
 

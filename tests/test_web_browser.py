@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from realstore import STREAM, build_store
+from support.realstore import STREAM, build_store
 
 pytestmark = pytest.mark.realdata
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/bootstrap); Playwright downloads no browser

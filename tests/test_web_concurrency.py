@@ -9,8 +9,8 @@ import threading
 import urllib.request
 
 import pytest
-from realstore import DRIVERS, STREAM, build_store
-from webdata import serving
+from support.realstore import DRIVERS, STREAM, build_store
+from support.webdata import serving
 
 from kabigate.web import create_app
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
-from realstore import STREAM, build_store
+from support.realstore import STREAM, build_store
 
 from kabigate.web import create_app
 

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from realstore import build_store
-from webdata import serving
+from support.realstore import build_store
+from support.webdata import serving
 
 from kabigate.web import create_app
 

@@ -1,5 +1,5 @@
-"""kabigate as a service, on real servers started here: PostgreSQL (tests/pgserver.py) and RabbitMQ
-(tests/rabbitserver.py) on loopback, `kabigate worker` and `kabigate listen` processes, build events
+"""kabigate as a service, on real servers started here: PostgreSQL (tests/support/pgserver.py) and RabbitMQ
+(tests/support/rabbitserver.py) on loopback, `kabigate worker` and `kabigate listen` processes, build events
 published with `kabigate announce` (fedora-messaging), on the real Debian kernels and DKMS drivers.
 
 End to end: events -> listener -> workers ingest -> gate -> result messages and stored gate runs,
@@ -19,10 +19,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kojihub import KojiHub, RawXML
-from pgserver import postgres_bindir
-from rabbitserver import RabbitMQ, rabbitmq_installed
-from realstore import DRIVERS, RELEASES, STREAM, build_store
+from support.kojihub import KojiHub, RawXML
+from support.pgserver import postgres_bindir
+from support.rabbitserver import RabbitMQ, rabbitmq_installed
+from support.realstore import DRIVERS, RELEASES, STREAM, build_store
 
 from kabigate.gate_report import gate_json
 from kabigate.services.gate import previous_in_stream, run_gate
@@ -324,12 +324,12 @@ def publish_raw(broker: RabbitMQ, topic: str, body: bytes, schema: str = "base.m
 @pytest.fixture
 def koji_packages(testdata, tmp_path):
     """Koji's package tree (topurl/packages/NAME/VERSION/RELEASE/ARCH/) of real kernel RPMs
-    (tests/packaging.py: kernel-core and kernel-devel of 6.1.0-47), served over HTTP on 127.0.0.1."""
+    (tests/support/packaging.py: kernel-core and kernel-devel of 6.1.0-47), served over HTTP on 127.0.0.1."""
     import functools
     import http.server
     import threading
 
-    import packaging as rpm_fixtures
+    from support import packaging as rpm_fixtures
 
     if not rpm_fixtures.available():
         pytest.skip("rpmbuild/createrepo_c missing (scripts/bootstrap installs them)")
@@ -648,7 +648,7 @@ def test_koji_events_become_requests_only_for_completed_kernel_builds_of_a_strea
     assert event_request("org.fedoraproject.prod.bodhi.update.comment", {}, settings) is None
 
 
-# -- Koji kmod builds: their RPMs asked of Koji's hub (tests/kojihub.py, a real XML-RPC server) -------
+# -- Koji kmod builds: their RPMs asked of Koji's hub (tests/support/kojihub.py, a real XML-RPC server) -------
 
 KMOD_BUILDS = {3001: ("kmod-acpi-call", "1.0", "1.47_amd64"), 3002: ("kmod-jool", "1.0", "1.47_amd64"),
                3003: ("kmod-v4l2loopback", "1.0", "1.56_amd64"), 2600001: ("kernel", "6.1.0", "47_amd64")}

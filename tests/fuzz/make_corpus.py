@@ -17,10 +17,11 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO / "tests"))
 
-import packaging as rpm_fixtures
-from conftest import REPO, TestData
+from support import packaging as rpm_fixtures
+from support.testdata import TestData, testdata_root
 
 from kabigate.formats.bzimage import kernel_image
 from kabigate.formats.certlist import system_certificates
@@ -30,11 +31,8 @@ RELEASE = "6.1.0-47-amd64"
 
 def main() -> None:
     import json
-    import os
 
-    candidates = [os.environ.get("KABIGATE_TESTDATA"), REPO / ".testdata",
-                  Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kabigate" / "testdata"]
-    root = next(Path(c) for c in candidates if c and (Path(c) / "manifest.json").is_file())
+    root = testdata_root()
     data = TestData(root, json.loads((root / "manifest.json").read_text()))
     corpus = HERE / "corpus"
     shutil.rmtree(corpus, ignore_errors=True)

@@ -32,7 +32,7 @@ from kabigate.formats.symvers import parse_symvers
 
 KERNEL_SUBDIRS_CORE = ("kernel/fs", "kernel/crypto")  # ~250 modules
 KERNEL_SUBDIRS_MODULES = ("kernel/net/netfilter", "kernel/lib")
-KABI_SOURCE = Path(__file__).parent / "data" / "kabi" / "rhel-9.3-Module.kabi_x86_64"
+KABI_SOURCE = Path(__file__).parent.parent / "data" / "kabi" / "rhel-9.3-Module.kabi_x86_64"
 
 
 def available() -> bool:
