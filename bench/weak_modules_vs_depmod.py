@@ -35,7 +35,7 @@ from timing import testdata_root
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import weakroot  # tests/weakroot.py lays the root out
 
-from kabigate.services import weakmodules as wm
+from kabigate.host import weakmodules as wm
 
 KERNELS = ("6.1.0-47-amd64", "6.1.0-47-cloud-amd64", "6.1.0-47-rt-amd64", "6.1.0-50-amd64", "6.1.0-56-amd64")
 ADDED = "6.1.0-47.1-amd64"
