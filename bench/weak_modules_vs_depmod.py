@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
 from support import weakroot  # lays the root out
 from support.testdata import testdata_root
 
-from kabigate.services import weakmodules as wm
+from kabigate.host import weakmodules as wm
 
 KERNELS = ("6.1.0-47-amd64", "6.1.0-47-cloud-amd64", "6.1.0-47-rt-amd64", "6.1.0-50-amd64", "6.1.0-56-amd64")
 ADDED = "6.1.0-47.1-amd64"

@@ -1,5 +1,5 @@
 """Hostile input to the APT hook (contrib/apt/kabigate-preflight): what DPkg::Pre-Install-Pkgs
-writes on its stdin is read by `kabigate preflight --apt` (services/preflight.apt_kernels), never
+writes on its stdin is read by `kabigate preflight --apt` (host/preflight.apt_kernels), never
 split on spaces nor made into a pattern; lines that are not .deb files, names with line breaks or
 bytes that are not UTF-8, and a huge number of lines. The fuzz target hook_input feeds the same
 reader mutated listings."""
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kabigate.errors import InputError
-from kabigate.services.preflight import AptKernel, apt_kernels
+from kabigate.host.preflight import AptKernel, apt_kernels
 
 REPO = Path(__file__).resolve().parent.parent
 HOOK = REPO / "contrib" / "apt" / "kabigate-preflight"

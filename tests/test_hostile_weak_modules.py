@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from support import weakroot
 
-from kabigate.services import weakmodules as wm
+from kabigate.host import weakmodules as wm
 
 pytestmark = pytest.mark.realdata
 

@@ -1,6 +1,7 @@
 """The import graph of src/kabigate, read with `ast`: no circles, nothing below the edges (cli,
-web, workers) imports them, web and workers never import each other, and the parsers in formats/
-depend on nothing of kabigate's but errors and the model's dataclasses.
+web, workers) imports them, web and workers never import each other, the parsers in formats/
+depend on nothing of kabigate's but errors and the model's dataclasses, and the install-time tools
+in host/ import no store.
 
 Every kabigate import counts, at module top level or inside a function, and so do the command
 modules the CLI's LazyGroup imports by name when a command is used (for start-up time): those
@@ -23,6 +24,8 @@ LAUNCHERS = ("kabigate.__main__", "kabigate.cli")
 # The parsers build the model's dataclasses (Export, Module, ...) and name its vocabulary (gate categories);
 # model.py, vocabulary.py and errors.py import nothing of kabigate's.
 FORMATS_MAY_IMPORT = ("kabigate.formats", "kabigate.errors", "kabigate.model", "kabigate.vocabulary")
+# The install-time tools work on a system's files: a store, if any, is handed to them, never imported.
+HOST_MAY_NOT_IMPORT = ("kabigate.store", "kabigate.services")
 
 
 def _module_name(path: Path) -> str:
@@ -107,6 +110,13 @@ def test_formats_import_only_errors_formats_the_model_and_the_vocabulary():
                    if not any(_within(target, allowed) for allowed in FORMATS_MAY_IMPORT))
     assert wrong == []
     assert graph["kabigate.model"] == graph["kabigate.errors"] == graph["kabigate.vocabulary"] == set()
+
+
+def test_host_imports_no_store_and_no_service():
+    wrong = sorted(f"{module} -> {target}" for module, targets in _import_graph().items()
+                   if _within(module, "kabigate.host") for target in targets
+                   if any(_within(target, banned) for banned in HOST_MAY_NOT_IMPORT))
+    assert wrong == []
 
 
 def test_a_circle_is_found():

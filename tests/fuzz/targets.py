@@ -407,7 +407,7 @@ def _tree(top: Path) -> list[tuple[str, bytes | str]]:
 def run_journal(data: bytes) -> None:
     """The journal of a run killed after its decision, as the next weak-modules finds it (as root,
     in a root someone else wrote): finished, or set aside with one line; nothing outside changes."""
-    from kabigate.services import weakmodules as wm
+    from kabigate.host import weakmodules as wm
 
     top = context().input
     shutil.rmtree(top)
@@ -571,7 +571,7 @@ def run_http(data: bytes) -> None:
 def run_hook_input(data: bytes) -> None:
     """`kabigate preflight --apt`'s reading of the hook's stdin: every kernel it pairs is two .deb
     files named in the input, whole."""
-    from kabigate.services.preflight import apt_kernels
+    from kabigate.host.preflight import apt_kernels
 
     listing = os.fsdecode(data)
     for kernel in apt_kernels(listing):

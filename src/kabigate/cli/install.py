@@ -10,7 +10,7 @@ import click
 
 from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR, EXIT_OK, emit_json, err, out, progress
 from kabigate.errors import InputError
-from kabigate.services import weakmodules as wm
+from kabigate.host import weakmodules as wm
 
 SCRIPT_STOPPED = 1  # RHEL's weak-modules: its `exit 1` (no symvers dump file) and getopt's `usage 1`
 
@@ -141,8 +141,8 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, as_json:
 
     With --apt instead (contrib/apt's hook): every kernel of the APT run; none: exit 0; one without
     its linux-headers package in the run: exit 2 before any is read."""
-    from kabigate.services.preflight import apt_kernels
-    from kabigate.services.preflight import preflight as run_preflight
+    from kabigate.host.preflight import apt_kernels
+    from kabigate.host.preflight import preflight as run_preflight
 
     if apt == (kernel is not None):
         raise click.UsageError("give KERNEL_PACKAGE_OR_RELEASE or --apt (the APT run's .deb files on stdin)")

@@ -169,6 +169,31 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
                       max(outcomes, key=OUTCOMES.index, default=Outcome.PASSED))
 
 
+@dataclass(frozen=True)
+class KernelStory:
+    """What a kernel did to the stored builds, compared with the kernel before it in `stream`."""
+
+    kernel: KernelRecord
+    stream: str | None
+    previous: KernelRecord | None
+    result: GateResult | None  # the gate's classes and export changes, not recorded as a gate run
+    gate_runs: list[GateRun]
+
+
+def kernel_story(store: Store, kernel: KernelRecord, stream: str | None,
+                 stablelist: Stablelist | None) -> KernelStory:
+    """A kernel's page: the gate against the kernel before it in `stream` (by default its first
+    stream), not recorded as a gate run, and the gate runs recorded for it."""
+    streams = [name for name, _ in kernel.streams]
+    stream = stream or (streams[0] if streams else None)
+    previous, result = None, None
+    if stream is not None:
+        previous, stream = previous_in_stream(store, kernel, stream)
+        if previous is not None:
+            result = run_gate(store, kernel, previous, stream=stream, stablelist=stablelist)
+    return KernelStory(kernel, stream, previous, result, store.gate_runs_of(kernel.id))
+
+
 def _explain_changes(store: Store, baseline: KernelRecord, candidate: KernelRecord, findings: list[BuildFinding],
                      in_use: list[ChangedExport], notes: list[str]) -> list[ChangedExport]:
     """Attach causes to the changed exports in use and to the regressions' crc-mismatches (a build

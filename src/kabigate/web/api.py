@@ -30,7 +30,14 @@ from kabigate.kernels import load_kernel
 from kabigate.packages import is_url
 from kabigate.services.causes import with_causes
 from kabigate.services.evidence import symbol_demand
-from kabigate.services.gate import add_waiver, previous_in_stream, record_gate, revoke_waiver, run_gate
+from kabigate.services.gate import (
+    add_waiver,
+    kernel_story,
+    previous_in_stream,
+    record_gate,
+    revoke_waiver,
+    run_gate,
+)
 from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
 from kabigate.services.matrix import PAGE_SIZE, build_matrix, driver_history
 from kabigate.store import Store
@@ -46,7 +53,6 @@ from kabigate.web.views import (
     gate_run_json,
     history_json,
     kernel_record_json,
-    kernel_story,
     matrix_json,
     story_json,
 )

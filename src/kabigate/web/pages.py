@@ -14,10 +14,11 @@ from fastapi.responses import RedirectResponse
 
 from kabigate.services.causes import with_causes
 from kabigate.services.evidence import symbol_demand
+from kabigate.services.gate import kernel_story
 from kabigate.services.matrix import PAGE_SIZE, MatrixFilter, build_matrix, driver_history
 from kabigate.store import Store
 from kabigate.web.deps import Settings, request_store, settings_of, templates
-from kabigate.web.views import RowId, find_cell, find_gate_run, find_kernel, kernel_story
+from kabigate.web.views import RowId, find_cell, find_gate_run, find_kernel
 
 router = APIRouter(include_in_schema=False)
 StoreDep = Annotated[Store, Depends(request_store)]

@@ -1,19 +1,17 @@
-"""What the pages and the API show, from the services: finding records by their URL names, a kernel's
-story against its predecessor, and the JSON shapes of the store's records."""
+"""What the pages and the API show, from the services: finding records by their URL names and the
+JSON shapes of the store's records."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import HTTPException, Path
 
 from kabigate.errors import InputError
-from kabigate.formats.stablelist import Stablelist
 from kabigate.reports import build_record_json, cell_json, kernel_record_json
 from kabigate.rules import RULES_VERSION
 from kabigate.services.evidence import Demand
-from kabigate.services.gate import GateResult, previous_in_stream, run_gate
+from kabigate.services.gate import KernelStory
 from kabigate.services.ingest import refresh_verdicts
 from kabigate.services.matrix import Matrix, StreamHistory
 from kabigate.store import BuildRecord, Cell, GateRun, KernelRecord, Store
@@ -50,29 +48,6 @@ def find_gate_run(store: Store, run: str) -> GateRun:
         return store.gate_run(run)
     except InputError:
         raise HTTPException(404, f"no gate run {run} in the store") from None
-
-
-@dataclass(frozen=True)
-class KernelStory:
-    """What a kernel did to the stored builds, compared with the kernel before it in `stream`."""
-
-    kernel: KernelRecord
-    stream: str | None
-    previous: KernelRecord | None
-    result: GateResult | None  # the gate's classes and export changes, not recorded as a gate run
-    gate_runs: list[GateRun]
-
-
-def kernel_story(store: Store, kernel: KernelRecord, stream: str | None,
-                 stablelist: Stablelist | None) -> KernelStory:
-    streams = [name for name, _ in kernel.streams]
-    stream = stream or (streams[0] if streams else None)
-    previous, result = None, None
-    if stream is not None:
-        previous, stream = previous_in_stream(store, kernel, stream)
-        if previous is not None:
-            result = run_gate(store, kernel, previous, stream=stream, stablelist=stablelist)
-    return KernelStory(kernel, stream, previous, result, store.gate_runs_of(kernel.id))
 
 
 # -- JSON shapes ----------------------------------------------------------------------------------

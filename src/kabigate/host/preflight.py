@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kabigate.errors import InputError
+from kabigate.host import weakmodules as wm
 from kabigate.model import Kernel
 from kabigate.rules import check_modules
-from kabigate.services import weakmodules as wm
 
 
 @dataclass

@@ -1,0 +1,355 @@
+"""What the store keeps of what was read: kernels (their exports, shared between kernels as
+content-addressed rows), streams, driver builds (their modules and imports, likewise shared) and
+the builds that failed."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from kabigate.errors import InputError
+from kabigate.model import Export, Kernel, Module, PackageOrigin
+from kabigate.store import codec
+from kabigate.store import schema as t
+from kabigate.store.base import CHUNK, StoreBase, StoreError, utc_now
+
+
+@dataclass(frozen=True)
+class KernelRecord:
+    id: int
+    release: str
+    machine: str | None
+    flavor: str
+    vermagic: str | None
+    module_layout_crc: int | None
+    package_version: str | None
+    build_date: str | None
+    sources: tuple[str, ...]
+    exports: int
+    streams: tuple[tuple[str, int], ...]  # (stream, position)
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    id: int
+    driver: str
+    package: str | None
+    version: str | None
+    arch: str | None
+    format: str
+    built_for: str | None
+    source: str
+    modules: tuple[str, ...]  # module names, in the build's order
+
+    @property
+    def label(self) -> str:
+        return f"{self.driver} {self.version or '?'} (built for {self.built_for or '?'})"
+
+
+
+@dataclass(frozen=True)
+class BuildFailure:
+    driver: str
+    version: str
+    kernel_release: str
+    error: str
+
+
+
+def flavor_of(release: str) -> str:
+    """The kernel flavor a release names: Debian `6.1.0-47-rt-amd64` -> rt-amd64,
+    `6.12.107+deb12-cloud-amd64` -> cloud-amd64; RHEL `5.14.0-427.el9.x86_64+rt` -> rt."""
+    if "+" in release and not re.search(r"\+deb\d+", release):
+        return release.rsplit("+", 1)[1]
+    debian = re.match(r"^\d+\.\d+(?:\.\d+)?(?:-\d+|\+deb\d+)-(.+)$", release)
+    return debian.group(1) if debian else "default"
+
+
+def version_key(version: str) -> tuple:
+    """Natural order of versions: digit runs compare as numbers (6.1.0-9 < 6.1.0-47, 427.31 < 427.40)
+    and, as in rpmvercmp(), a number is newer than letters (427.31.1.el9_4 > 427.el9)."""
+    return tuple((1, int(part), "") if part.isdigit() else (0, 0, part)
+                 for part in re.findall(r"\d+|[^\d.+~_-]+", version))
+
+
+
+class RecordStore(StoreBase):
+    """Kernels, streams, driver builds and build failures: stored once, read back as model objects."""
+
+    # -- kernels ------------------------------------------------------------------------------
+
+    def add_kernel(self, kernel: Kernel, stream: str | None = None) -> tuple[KernelRecord, bool]:
+        """Store a kernel (and put it in `stream`); (record, False) when it is already stored."""
+        if kernel.release is None:
+            raise InputError(f"{', '.join(kernel.sources)}: the kernel release is unknown (no vermagic); "
+                             "give --vermagic or a tree with an in-tree module")
+        exports = sorted(kernel.exports.values(), key=lambda e: e.name)
+        export_digests = [codec.export_digest(e) for e in exports]
+        digest = hashlib.sha256(json.dumps([kernel.release, kernel.machine, kernel.vermagic,
+                                            sorted(kernel.config.items()), export_digests]).encode()).hexdigest()
+        connection = self._writing()
+        kernel_id = self._ids_by(t.kernel, t.kernel.c.digest, [digest]).get(digest)
+        created = False
+        if kernel_id is None:
+            export_ids = self._export_ids(exports, export_digests)
+            self._exports.update(zip(export_ids, exports))  # a gate reads the new kernel back at once
+            members = sorted(export_ids)
+            set_digest = hashlib.sha256(codec.pack_ids(members)).hexdigest()
+            self._insert_ignoring_duplicates(t.export_set, [{"digest": set_digest, "size": len(members),
+                                                              "members": codec.pack_ids(members)}])
+            layout = kernel.exports.get("module_layout")
+            kernel_id = self._insert_if_new(t.kernel, {
+                "digest": digest, "release": kernel.release, "machine": kernel.machine,
+                "flavor": flavor_of(kernel.release), "vermagic": kernel.vermagic,
+                "module_layout_crc": layout.crc if layout else None,
+                "export_set_id": self._ids_by(t.export_set, t.export_set.c.digest, [set_digest])[set_digest],
+                "config": codec.pack_config(kernel.config), "package_version": kernel.package_version,
+                "module_struct_size": kernel.module_struct_size, "build_date": None,
+                "sources": json.dumps(kernel.sources), "ingested_at": utc_now(),
+            })
+            created = kernel_id is not None
+            if not created:  # a parallel ingest stored the same kernel since the look-up above
+                kernel_id = self._ids_by(t.kernel, t.kernel.c.digest, [digest])[digest]
+        if not created:
+            self._add_sources(kernel_id, kernel.sources)
+            if kernel.module_struct_size is not None:  # a kernel stored before it was kept, read again
+                connection.execute(t.kernel.update().where(
+                    t.kernel.c.id == kernel_id, t.kernel.c.module_struct_size.is_(None)).values(
+                    module_struct_size=kernel.module_struct_size))
+        if stream is not None:
+            self._put_in_stream(kernel_id, stream)
+        return self.kernel(kernel_id), created
+
+    def _add_sources(self, kernel_id: int, sources: list[str]) -> None:
+        """The same kernel read again from elsewhere (packages after a tree, a mirror): remember where."""
+        connection = self._writing()
+        known = json.loads(connection.scalar(select(t.kernel.c.sources).where(t.kernel.c.id == kernel_id)))
+        if not set(sources) <= set(known):
+            connection.execute(t.kernel.update().where(t.kernel.c.id == kernel_id)
+                               .values(sources=json.dumps(known + [s for s in sources if s not in known])))
+
+    def _export_ids(self, exports: list[Export], digests: list[str]) -> list[int]:
+        known = {d: self._export_ids_by_digest[d] for d in digests if d in self._export_ids_by_digest}
+        known.update(self._ids_by(t.export, t.export.c.digest, [d for d in digests if d not in known]))
+        new = sorted(((e, d) for e, d in zip(exports, digests) if d not in known), key=lambda pair: pair[1])
+        if new:
+            symbols = self._symbol_ids(e.name for e, _ in new)
+            self._insert_ignoring_duplicates(t.export, [
+                {"digest": d, "symbol_id": symbols[e.name], "crc": e.crc, "export_type": e.export_type,
+                 "namespace": e.namespace, "owner": e.owner} for e, d in new])
+            known.update(self._ids_by(t.export, t.export.c.digest, [d for _, d in new]))
+        self._export_ids_by_digest.update(known)
+        return [known[d] for d in digests]
+
+    def _put_in_stream(self, kernel_id: int, stream: str) -> None:
+        """Add the kernel to the stream and renumber the stream in version order."""
+        connection = self._writing()
+        stream_id = self._named_id(t.stream, stream)
+        # PostgreSQL: parallel ingests into one stream number it one after the other, each seeing
+        # the other's kernel (SQLite has one writer anyway)
+        connection.execute(select(t.stream.c.id).where(t.stream.c.id == stream_id).with_for_update())
+        self._insert_ignoring_duplicates(t.stream_kernel, [{"stream_id": stream_id, "kernel_id": kernel_id,
+                                                            "position": -1}])
+        members = connection.execute(
+            select(t.kernel.c.id, t.kernel.c.release, t.kernel.c.package_version)
+            .join(t.stream_kernel, t.stream_kernel.c.kernel_id == t.kernel.c.id)
+            .where(t.stream_kernel.c.stream_id == stream_id)).all()
+        ordered = sorted(members, key=lambda row: (version_key(row.package_version or row.release),
+                                                   version_key(row.release)))
+        for position, row in enumerate(ordered):
+            connection.execute(t.stream_kernel.update()
+                               .where(t.stream_kernel.c.stream_id == stream_id,
+                                      t.stream_kernel.c.kernel_id == row.id)
+                               .values(position=position))
+
+    def kernels(self, stream: str | None = None) -> list[KernelRecord]:
+        """Stored kernels: those of `stream` in its order, or all (by stream, then release)."""
+        records = self._kernel_records()
+        if stream is None:
+            return sorted(records, key=lambda r: (not r.streams, r.streams[:1], version_key(r.release)))
+        if stream not in self.streams():
+            raise InputError(f"no stream named {stream!r} in the store (streams: {', '.join(self.streams()) or 'none'})")
+        in_stream = [(dict(r.streams)[stream], r) for r in records if stream in dict(r.streams)]
+        return [record for _, record in sorted(in_stream, key=lambda pair: pair[0])]
+
+    def kernel(self, kernel_id: int) -> KernelRecord:
+        return self._kernel_records(t.kernel.c.id == kernel_id)[0]
+
+    def find_kernels(self, release: str) -> list[KernelRecord]:
+        return self._kernel_records(t.kernel.c.release == release)
+
+    def _kernel_records(self, *where) -> list[KernelRecord]:
+        with self._reading() as connection:
+            streams: dict[int, list[tuple[str, int]]] = {}
+            for kernel_id, name, position in connection.execute(
+                    select(t.stream_kernel.c.kernel_id, t.stream.c.name, t.stream_kernel.c.position)
+                    .join(t.stream, t.stream.c.id == t.stream_kernel.c.stream_id)):
+                streams.setdefault(kernel_id, []).append((name, position))
+            rows = connection.execute(
+                select(t.kernel, t.export_set.c.size)
+                .join(t.export_set, t.export_set.c.id == t.kernel.c.export_set_id).where(*where)
+                .order_by(t.kernel.c.id)).all()
+        return [KernelRecord(
+            id=row.id, release=row.release, machine=row.machine, flavor=row.flavor, vermagic=row.vermagic,
+            module_layout_crc=row.module_layout_crc, package_version=row.package_version,
+            build_date=row.build_date, sources=tuple(json.loads(row.sources)), exports=row.size,
+            streams=tuple(sorted(streams.get(row.id, ()))),
+        ) for row in rows]
+
+    def streams(self) -> list[str]:
+        with self._reading() as connection:
+            return list(connection.scalars(select(t.stream.c.name).order_by(t.stream.c.name)))
+
+    def load_kernel(self, kernel_id: int) -> Kernel:
+        """The stored kernel as the loader rules take it."""
+        with self._reading() as connection:
+            row = connection.execute(
+                select(t.kernel, t.export_set.c.members)
+                .join(t.export_set, t.export_set.c.id == t.kernel.c.export_set_id)
+                .where(t.kernel.c.id == kernel_id)).one()
+            ids = codec.unpack_ids(row.members)
+            missing = [i for i in ids if i not in self._exports]
+            for start in range(0, len(missing), CHUNK):
+                chunk = missing[start:start + CHUNK]
+                for export_id, name, crc, export_type, namespace, owner in connection.execute(
+                        select(t.export.c.id, t.symbol.c.name, t.export.c.crc, t.export.c.export_type,
+                               t.export.c.namespace, t.export.c.owner)
+                        .join(t.symbol, t.symbol.c.id == t.export.c.symbol_id).where(t.export.c.id.in_(chunk))):
+                    self._exports[export_id] = Export(name, crc, owner, export_type, namespace)
+        lost = sum(i not in self._exports for i in ids)
+        if lost:
+            raise StoreError(f"store {self.url} is damaged: kernel {row.release} names {lost} exports it does not hold")
+        exports = {export.name: export for export in (self._exports[i] for i in ids)}
+        return Kernel(release=row.release, vermagic=row.vermagic, machine=row.machine, exports=exports,
+                      config=codec.unpack_config(row.config), sources=json.loads(row.sources),
+                      package_version=row.package_version, module_struct_size=row.module_struct_size)
+
+    # -- driver builds ------------------------------------------------------------------------
+
+    def add_driver_build(self, driver: str, modules: list[Module], *, version: str | None, package: str | None,
+                         arch: str | None, format: str, source: str,
+                         greylist: tuple[str, ...] | None = None) -> tuple[BuildRecord, bool]:
+        """Store one driver build (a package's modules, or a tree's): (record, False) if already stored."""
+        facts = [codec.module_facts(m) for m in modules]
+        module_digests = [codec.facts_digest(f) for f in facts]
+        digest = hashlib.sha256(json.dumps([driver, version, package, arch, format, module_digests]).encode()
+                                ).hexdigest()
+        build_id = self._ids_by(t.driver_build, t.driver_build.c.digest, [digest]).get(digest)
+        if build_id is not None:
+            return self.driver_build(build_id), False
+        connection = self._writing()
+        module_ids = self._module_ids(modules, facts, module_digests)
+        vermagic = next((m.vermagic for m in modules if m.vermagic), None)
+        build_id = self._insert_if_new(t.driver_build, {
+            "digest": digest, "driver_id": self._named_id(t.driver, driver), "package": package, "version": version,
+            "arch": arch, "format": format, "built_for": vermagic.split(" ", 1)[0] if vermagic else None,
+            "source": source, "greylist": None if greylist is None else json.dumps(list(greylist)),
+            "ingested_at": utc_now(),
+        })
+        if build_id is None:  # a parallel ingest stored the same build since the look-up above
+            return self.driver_build(self._ids_by(t.driver_build, t.driver_build.c.digest, [digest])[digest]), False
+        connection.execute(t.build_module.insert(), [
+            {"build_id": build_id, "position": i, "module_id": module_id, "path": m.path}
+            for i, (m, module_id) in enumerate(zip(modules, module_ids))])
+        return self.driver_build(build_id), True
+
+    def _module_ids(self, modules: list[Module], facts: list[dict], digests: list[str]) -> list[int]:
+        known = self._ids_by(t.module, t.module.c.digest, digests)
+        new = {digest: (module, fact) for module, fact, digest in sorted(zip(modules, facts, digests),
+                                                                          key=lambda triple: triple[2])
+               if digest not in known}
+        if new:
+            symbols = self._symbol_ids(i.name for module, _ in new.values() for i in module.imports)
+            self._insert_ignoring_duplicates(t.module, [
+                {"digest": digest, "name": module.name, "machine": module.machine, "vermagic": module.vermagic,
+                 "license": module.license, "signer": module.signature.signer if module.signature else None,
+                 "facts": codec.pack(fact)} for digest, (module, fact) in new.items()])
+            known.update(self._ids_by(t.module, t.module.c.digest, new))
+            imports = []
+            for digest, (module, _) in new.items():
+                crcs = {v.name: v.crc for v in module.versions or ()}
+                imports += [(known[digest], symbols[i.name], crcs.get(i.name), i.weak)
+                            for i in {i.name: i for i in module.imports}.values()]  # listed twice: one import
+            # a module a parallel ingest stored has its imports already
+            self._insert_ignoring_duplicates(t.module_import, [
+                {"module_id": module_id, "symbol_id": symbol_id, "crc": crc, "weak": weak}
+                for module_id, symbol_id, crc, weak in sorted(imports)])
+        return [known[d] for d in digests]
+
+    def driver_builds(self, pattern: str | None = None) -> list[BuildRecord]:
+        """Stored builds, by driver name then version; `pattern` is a shell glob on the driver name."""
+        records = self._build_records()
+        if pattern is not None:
+            records = [r for r in records if fnmatch.fnmatchcase(r.driver, pattern)]
+        return sorted(records, key=lambda r: (r.driver, version_key(r.version or ""), version_key(r.built_for or ""),
+                                              r.id))
+
+    def driver_build(self, build_id: int) -> BuildRecord:
+        return self._build_records(t.driver_build.c.id == build_id)[0]
+
+    def _build_records(self, *where) -> list[BuildRecord]:
+        with self._reading() as connection:
+            names: dict[int, list[str]] = {}
+            for build_id, name in connection.execute(
+                    select(t.build_module.c.build_id, t.module.c.name)
+                    .join(t.module, t.module.c.id == t.build_module.c.module_id)
+                    .order_by(t.build_module.c.build_id, t.build_module.c.position)):
+                names.setdefault(build_id, []).append(name)
+            rows = connection.execute(
+                select(t.driver_build, t.driver.c.name.label("driver"))
+                .join(t.driver, t.driver.c.id == t.driver_build.c.driver_id).where(*where)).all()
+        return [BuildRecord(id=row.id, driver=row.driver, package=row.package, version=row.version, arch=row.arch,
+                            format=row.format, built_for=row.built_for, source=row.source,
+                            modules=tuple(names.get(row.id, ()))) for row in rows]
+
+    def load_build(self, build_id: int) -> list[Module]:
+        """The build's modules as the loader rules take them, in the build's order."""
+        return self.load_builds([build_id])[build_id]
+
+    def load_builds(self, build_ids: list[int]) -> dict[int, list[Module]]:
+        """Several builds' modules at once (judging a new kernel reads every stored build)."""
+        missing = [build_id for build_id in build_ids if build_id not in self._builds]
+        modules: dict[int, list[Module]] = {build_id: [] for build_id in missing}
+        with self._reading() as connection:
+            for start in range(0, len(missing), CHUNK):
+                chunk = missing[start:start + CHUNK]
+                origins = {row.id: _origin(row) for row in connection.execute(
+                    select(t.driver_build).where(t.driver_build.c.id.in_(chunk)))}
+                for build_id, path, facts in connection.execute(
+                        select(t.build_module.c.build_id, t.build_module.c.path, t.module.c.facts)
+                        .join(t.module, t.module.c.id == t.build_module.c.module_id)
+                        .where(t.build_module.c.build_id.in_(chunk))
+                        .order_by(t.build_module.c.build_id, t.build_module.c.position)):
+                    modules[build_id].append(codec.module_from_facts(codec.unpack(facts), path, origins[build_id]))
+        self._builds.update(modules)
+        return {build_id: self._builds[build_id] for build_id in build_ids}
+
+    def record_build_failure(self, driver: str, version: str, kernel_release: str, error: str) -> bool:
+        """Remember that a driver version failed to build for a kernel; False if already recorded."""
+        return self._insert_if_new(t.build_failure, {
+            "driver_id": self._named_id(t.driver, driver), "version": version, "kernel_release": kernel_release,
+            "error": error, "recorded_at": utc_now()}) is not None
+
+    def build_failures(self, pattern: str | None = None) -> list[BuildFailure]:
+        with self._reading() as connection:
+            rows = connection.execute(
+                select(t.driver.c.name, t.build_failure.c.version, t.build_failure.c.kernel_release,
+                       t.build_failure.c.error)
+                .join(t.driver, t.driver.c.id == t.build_failure.c.driver_id)).all()
+        failures = [BuildFailure(*row) for row in rows]
+        if pattern is not None:
+            failures = [f for f in failures if fnmatch.fnmatchcase(f.driver, pattern)]
+        return sorted(failures, key=lambda f: (f.driver, version_key(f.version), version_key(f.kernel_release)))
+
+
+def _origin(build) -> PackageOrigin | None:
+    """The package a stored build came from, as modules read from it carry it."""
+    if build.format not in ("rpm", "deb"):
+        return None
+    return PackageOrigin(build.source, build.package or "", build.version or "", build.arch or "", build.format,
+                         None if build.greylist is None else tuple(json.loads(build.greylist)))
