@@ -28,7 +28,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import WAIVER_KEYS, Waiver, waiver_from_mapping
-from kabigate.model import Export, Kernel, Module, PackageOrigin
+from kabigate.model import Export, Kernel, Module, PackageOrigin, version_key
 from kabigate.store import codec
 from kabigate.store import schema as t
 from kabigate.vocabulary import TaskState
@@ -156,13 +156,6 @@ def flavor_of(release: str) -> str:
         return release.rsplit("+", 1)[1]
     debian = re.match(r"^\d+\.\d+(?:\.\d+)?(?:-\d+|\+deb\d+)-(.+)$", release)
     return debian.group(1) if debian else "default"
-
-
-def version_key(version: str) -> tuple:
-    """Natural order of versions: digit runs compare as numbers (6.1.0-9 < 6.1.0-47, 427.31 < 427.40)
-    and, as in rpmvercmp(), a number is newer than letters (427.31.1.el9_4 > 427.el9)."""
-    return tuple((1, int(part), "") if part.isdigit() else (0, 0, part)
-                 for part in re.findall(r"\d+|[^\d.+~_-]+", version))
 
 
 class Store:
