@@ -1,5 +1,6 @@
 """JSON-ready shapes of what the rules say and the store keeps, one shape wherever they are shown or
-kept: `check --json`, the store's verdict details, the CLI's store reports and the web API."""
+kept: `check --json`, the store's verdict details, the CLI's store reports and the web API (the
+symbol demand of `stablelist demand --json` and /api/v1/demand)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from kabigate.model import Kernel, Reason, ReasonCode, Verdict
 if TYPE_CHECKING:  # the store's records; not imported at run time (it would load SQLAlchemy)
     from kabigate.explain import SymbolExplanation
     from kabigate.formats.stablelist import Stablelist
+    from kabigate.services.evidence import Demand, SymbolDemand
     from kabigate.store import BuildRecord, Cell, KernelRecord
 
 
@@ -76,3 +78,17 @@ def cell_json(cell: Cell) -> dict:
     return {"build_id": cell.build_id, "kernel_id": cell.kernel_id, "loads": cell.loads, "modules": cell.modules,
             "modules_loading": cell.modules_loading, "first_reason": cell.first_reason,
             "failing_symbols": cell.failing_symbols, "rules_version": cell.rules_version}
+
+
+def symbol_demand_json(d: SymbolDemand) -> dict:
+    return {"symbol": d.symbol, "stablelisted": d.stablelisted, "drivers": sorted(d.drivers), "builds": d.builds,
+            "greylisted_by": d.greylisted_by, "exported_by": d.exported_by, "crc_changes": d.crc_changes,
+            "removals": d.removals, "reappearances": d.reappearances, "failures": d.failures,
+            "first_kernel": d.first_kernel, "last_kernel": d.last_kernel, "kabi_violation": d.violation}
+
+
+def demand_json(demand: Demand, limit: int | None = None) -> dict:
+    """The symbol demand; `limit`: only the first symbols of the ranking (the totals still count all)."""
+    symbols = demand.symbols[:limit] if limit else demand.symbols
+    return {"stream": demand.stream, "stablelist": demand.stablelist, "kernels": [k.release for k in demand.kernels],
+            "builds": demand.builds, "drivers": demand.drivers, "symbols": [symbol_demand_json(d) for d in symbols]}

@@ -28,6 +28,7 @@ from kabigate.formats.gatepolicy import DEFAULT_POLICY, parse_policy, parse_waiv
 from kabigate.gate_report import gate_json, waiver_json
 from kabigate.kernels import load_kernel
 from kabigate.packages import is_url
+from kabigate.reports import demand_json
 from kabigate.services.causes import with_causes
 from kabigate.services.evidence import symbol_demand
 from kabigate.services.gate import add_waiver, previous_in_stream, record_gate, revoke_waiver, run_gate
@@ -39,7 +40,6 @@ from kabigate.web.views import (
     RowId,
     build_record_json,
     cell_json,
-    demand_json,
     find_cell,
     find_gate_run,
     find_kernel,

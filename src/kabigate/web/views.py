@@ -12,7 +12,6 @@ from kabigate.errors import InputError
 from kabigate.formats.stablelist import Stablelist
 from kabigate.reports import build_record_json, cell_json, kernel_record_json
 from kabigate.rules import RULES_VERSION
-from kabigate.services.evidence import Demand
 from kabigate.services.gate import GateResult, previous_in_stream, run_gate
 from kabigate.services.ingest import refresh_verdicts
 from kabigate.services.matrix import Matrix, StreamHistory
@@ -119,13 +118,3 @@ def history_json(driver: str, histories: list[StreamHistory]) -> dict:
             "reasons": brk.reasons, "symbols": brk.symbols,
             "fixed_by": [build_record_json(f) for f in brk.fixed_by]} for brk in b.breaks]} for b in h.builds],
     } for h in histories]}
-
-
-def demand_json(demand: Demand) -> dict:
-    return {"stream": demand.stream, "stablelist": demand.stablelist, "kernels": [k.release for k in demand.kernels],
-            "builds": demand.builds, "drivers": demand.drivers, "symbols": [{
-                "symbol": d.symbol, "stablelisted": d.stablelisted, "drivers": sorted(d.drivers), "builds": d.builds,
-                "greylisted_by": d.greylisted_by, "exported_by": d.exported_by, "crc_changes": d.crc_changes,
-                "removals": d.removals, "reappearances": d.reappearances, "failures": d.failures,
-                "first_kernel": d.first_kernel, "last_kernel": d.last_kernel, "kabi_violation": d.violation,
-            } for d in demand.symbols]}
