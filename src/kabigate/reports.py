@@ -1,6 +1,8 @@
 """JSON-ready shapes of what the rules say and the store keeps, one shape wherever they are shown or
-kept: `check --json`, the store's verdict details, the CLI's store reports and the web API (the
-symbol demand of `stablelist demand --json` and /api/v1/demand)."""
+kept: `check --json`, the store's verdict details, the CLI's store reports and the web API. A service's
+result is shaped in its own module, which imports this one (ingest stores verdict_report()):
+services.evidence.demand_json, services.ingest.ingested_builds_json, services.matrix.history_json,
+matrix_by_build_json and matrix_page_json."""
 
 from __future__ import annotations
 
@@ -12,8 +14,7 @@ from kabigate.model import Kernel, Reason, ReasonCode, Verdict
 if TYPE_CHECKING:  # the store's records; not imported at run time (it would load SQLAlchemy)
     from kabigate.explain import SymbolExplanation
     from kabigate.formats.stablelist import Stablelist
-    from kabigate.services.evidence import Demand, SymbolDemand
-    from kabigate.store import BuildRecord, Cell, KernelRecord
+    from kabigate.store import BuildFailure, BuildRecord, Cell, KernelRecord
 
 
 def crc_text(value: int | None) -> str | None:
@@ -80,15 +81,5 @@ def cell_json(cell: Cell) -> dict:
             "failing_symbols": cell.failing_symbols, "rules_version": cell.rules_version}
 
 
-def symbol_demand_json(d: SymbolDemand) -> dict:
-    return {"symbol": d.symbol, "stablelisted": d.stablelisted, "drivers": sorted(d.drivers), "builds": d.builds,
-            "greylisted_by": d.greylisted_by, "exported_by": d.exported_by, "crc_changes": d.crc_changes,
-            "removals": d.removals, "reappearances": d.reappearances, "failures": d.failures,
-            "first_kernel": d.first_kernel, "last_kernel": d.last_kernel, "kabi_violation": d.violation}
-
-
-def demand_json(demand: Demand, limit: int | None = None) -> dict:
-    """The symbol demand; `limit`: only the first symbols of the ranking (the totals still count all)."""
-    symbols = demand.symbols[:limit] if limit else demand.symbols
-    return {"stream": demand.stream, "stablelist": demand.stablelist, "kernels": [k.release for k in demand.kernels],
-            "builds": demand.builds, "drivers": demand.drivers, "symbols": [symbol_demand_json(d) for d in symbols]}
+def drivers_json(builds: list[BuildRecord], failures: list[BuildFailure]) -> dict:
+    return {"builds": [build_record_json(b) for b in builds], "build_failures": [vars(f) for f in failures]}

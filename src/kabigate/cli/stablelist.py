@@ -16,14 +16,15 @@ from kabigate.cli.store import store_option
 from kabigate.errors import read_capped
 from kabigate.formats.compression import MAX_TEXT
 from kabigate.formats.elrepo import parse_spec_history
-from kabigate.reports import demand_json, symbol_demand_json
 from kabigate.services.evidence import (
     Demand,
     SymbolDemand,
+    demand_json,
     justification_markdown,
     request_text,
     requested_additions,
     symbol_demand,
+    symbol_demand_json,
 )
 from kabigate.stablelists import read_stablelist
 from kabigate.store import Store

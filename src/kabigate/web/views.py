@@ -10,11 +10,10 @@ from fastapi import HTTPException, Path
 
 from kabigate.errors import InputError
 from kabigate.formats.stablelist import Stablelist
-from kabigate.reports import build_record_json, cell_json, kernel_record_json
+from kabigate.reports import build_record_json, kernel_record_json
 from kabigate.rules import RULES_VERSION
 from kabigate.services.gate import GateResult, previous_in_stream, run_gate
 from kabigate.services.ingest import refresh_verdicts
-from kabigate.services.matrix import Matrix, StreamHistory
 from kabigate.store import BuildRecord, Cell, GateRun, KernelRecord, Store
 from kabigate.vocabulary import GateClass
 
@@ -77,14 +76,6 @@ def kernel_story(store: Store, kernel: KernelRecord, stream: str | None,
 # -- JSON shapes ----------------------------------------------------------------------------------
 
 
-def matrix_json(matrix: Matrix) -> dict:
-    return {"stream": matrix.stream, "summary": matrix.summary(), "page": matrix.page, "pages": matrix.pages,
-            "kernels": [kernel_record_json(k) for k in matrix.kernels],
-            "builds": [build_record_json(b) for b in matrix.builds],
-            "cells": [cell_json(c) for c in matrix.cells.values()],
-            "build_failures": [vars(f) for f in matrix.build_failures]}
-
-
 def gate_run_json(run: GateRun, kernels: dict[int, KernelRecord]) -> dict:
     return {"uuid": run.uuid, "outcome": run.outcome, "stream": run.stream,
             "kernel": kernels[run.kernel_id].release,
@@ -108,13 +99,3 @@ def story_json(story: KernelStory) -> dict:
         "gate_runs": [{"uuid": r.uuid, "outcome": r.outcome, "created_at": r.created_at.isoformat()}
                       for r in story.gate_runs],
     }
-
-
-def history_json(driver: str, histories: list[StreamHistory]) -> dict:
-    return {"driver": driver, "streams": [{
-        "stream": h.stream, "kernels": [k.release for k in h.kernels],
-        "builds": [{**build_record_json(b.build), "loads_on": [k.release for k in b.loads_on], "breaks": [{
-            "kernel": brk.kernel.release, "last_loading": brk.last_loading.release if brk.last_loading else None,
-            "reasons": brk.reasons, "symbols": brk.symbols,
-            "fixed_by": [build_record_json(f) for f in brk.fixed_by]} for brk in b.breaks]} for b in h.builds],
-    } for h in histories]}
