@@ -39,8 +39,7 @@ from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.elf import ElfFile
 from kabigate.formats.modsig import split_signature
 from kabigate.formats.vmlinux import image_exports, image_release
-from kabigate.model import Export, Kernel
-from kabigate.modules import MODULE_SUFFIXES
+from kabigate.model import MODULE_SUFFIXES, Export, Kernel
 from kabigate.packages import Package, is_package_file, is_url
 
 FORMAT = 6

@@ -6,8 +6,25 @@ Parsers in `formats/` produce these; the loader rules and analyses consume them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+
+
+def module_name(path: str) -> str:
+    """A module's name from its file name or path, as kbuild's KBUILD_MODNAME makes it: the
+    directory and suffix dropped, `-` written `_` (drivers/net/foo-bar.ko.xz -> foo_bar)."""
+    return path.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_")
+
+
+def version_key(version: str) -> tuple:
+    """Natural order of versions, package versions and kernel releases alike, as rpmsort() and
+    rpmvercmp() order them: digit runs compare as numbers (6.1.0-9 < 6.1.0-47, 427.31 < 427.40)
+    and a number is newer than letters (427.31.1.el9_4 > 427.el9)."""
+    return tuple((1, int(part), "") if part.isdigit() else (0, 0, part)
+                 for part in re.findall(r"\d+|[^\d.+~_-]+", version))
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +147,7 @@ class Module:
         name = self.info("name")
         if name:
             return name
-        base = self.path.rsplit("/", 1)[-1]
-        return base.split(".ko", 1)[0].replace("-", "_")
+        return module_name(self.path)
 
     @property
     def vermagic(self) -> str | None:

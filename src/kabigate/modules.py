@@ -9,10 +9,8 @@ from dataclasses import dataclass
 
 from kabigate.errors import InputError, not_regular
 from kabigate.formats.module import read_module
-from kabigate.model import Module
-
-MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
-PACKAGE_SUFFIXES = (".rpm", ".deb")
+from kabigate.model import MODULE_SUFFIXES, Module
+from kabigate.packages import PACKAGE_SUFFIXES, Package, is_url, module_count, modules_of_package, package_sources
 
 
 @dataclass
@@ -28,8 +26,6 @@ def find_module_files(paths: list[str]) -> list[str]:
 
 
 def _inputs(paths: list[str]) -> _Inputs:
-    from kabigate.packages import is_url, package_sources
-
     inputs = _Inputs([], [])
     for path in paths:
         if not is_url(path) and not os.path.exists(path):
@@ -90,8 +86,6 @@ def walk_files(top: str) -> Iterator[str]:
 def count_modules(paths: list[str]) -> int:
     """Work units for a progress bar: one per loose module, one per module a package file lists
     (RPM header file list, deb md5sums), one per package of a repository (read whole)."""
-    from kabigate.packages import Package, module_count
-
     inputs = _inputs(paths)
     total = len(inputs.files)
     for source in inputs.packages:
@@ -106,8 +100,6 @@ def count_modules(paths: list[str]) -> int:
 
 def read_modules(paths: list[str], advance: Callable[..., None] = lambda *_: None) -> list[Module]:
     """Every module under `paths`; `advance` is called as modules are read (progress bars)."""
-    from kabigate.packages import modules_of_package
-
     inputs = _inputs(paths)
     if not inputs.files and not inputs.packages:
         raise InputError(f"{', '.join(paths)}: no kernel modules (*.ko, *.ko.xz, *.ko.zst, *.ko.gz) "

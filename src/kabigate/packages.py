@@ -27,9 +27,8 @@ from kabigate.formats.compression import MAX_DECOMPRESSED, text_lines
 from kabigate.formats.module import parse_module
 from kabigate.formats.repomd import MAX_REPOMD, RepoPackage, parse_primary, parse_repomd
 from kabigate.formats.rpm import Dependency
-from kabigate.model import Export, Module, PackageOrigin, ReasonCode
+from kabigate.model import MODULE_SUFFIXES, Export, Module, PackageOrigin, ReasonCode
 
-MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 PACKAGE_SUFFIXES = (".rpm", ".deb")
 MAX_METADATA = 512 * 1024**2
 MAX_SMALL_MEMBER = 64 * 1024**2  # symvers (~1.5 MiB), configs, greylists, headers

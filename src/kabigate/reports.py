@@ -1,5 +1,8 @@
 """JSON-ready shapes of what the rules say and the store keeps, one shape wherever they are shown or
-kept: `check --json`, the store's verdict details, the CLI's store reports and the web API."""
+kept: `check --json`, the store's verdict details, the CLI's store reports and the web API. A service's
+result is shaped in its own module, which imports this one (ingest stores verdict_report()):
+services.evidence.demand_json, services.ingest.ingested_builds_json, services.matrix.history_json,
+matrix_by_build_json and matrix_page_json."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from kabigate.model import Kernel, Reason, ReasonCode, Verdict
 if TYPE_CHECKING:  # the store's records; not imported at run time (it would load SQLAlchemy)
     from kabigate.explain import SymbolExplanation
     from kabigate.formats.stablelist import Stablelist
-    from kabigate.store import BuildRecord, Cell, KernelRecord
+    from kabigate.store import BuildFailure, BuildRecord, Cell, KernelRecord
 
 
 def crc_text(value: int | None) -> str | None:
@@ -76,3 +79,7 @@ def cell_json(cell: Cell) -> dict:
     return {"build_id": cell.build_id, "kernel_id": cell.kernel_id, "loads": cell.loads, "modules": cell.modules,
             "modules_loading": cell.modules_loading, "first_reason": cell.first_reason,
             "failing_symbols": cell.failing_symbols, "rules_version": cell.rules_version}
+
+
+def drivers_json(builds: list[BuildRecord], failures: list[BuildFailure]) -> dict:
+    return {"builds": [build_record_json(b) for b in builds], "build_failures": [vars(f) for f in failures]}

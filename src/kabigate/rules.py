@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kabigate.model import Export, Kernel, Module, Reason, ReasonCode, SignatureCheck, Verdict
+from kabigate.model import Export, Kernel, Module, Reason, ReasonCode, SignatureCheck, Verdict, module_name
 
 # license_is_gpl_compatible(), include/linux/license.h
 GPL_COMPATIBLE_LICENSES = frozenset({
@@ -475,7 +475,7 @@ def _verify_exported_symbols(module: Module, providers: _Providers, reasons) -> 
 
 def _module_name(owner: str) -> str:
     """Module.symvers names the owner by path ("drivers/media/mc/mc"), the kernel by name."""
-    return "kernel" if owner == "vmlinux" else owner.rsplit("/", 1)[-1].replace("-", "_")
+    return "kernel" if owner == "vmlinux" else module_name(owner)
 
 
 def _propagate_failures(results) -> None:

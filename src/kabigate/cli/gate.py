@@ -18,6 +18,7 @@ from kabigate.errors import InputError, read_capped
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, MAX_POLICY_FILE, Policy, Waiver, parse_policy, parse_waivers
 from kabigate.gate_report import DEFAULT_TESTCASE, gate_json, gate_junit, gate_markdown, resultsdb_payload
 from kabigate.kernels import load_kernel
+from kabigate.model import version_key
 from kabigate.services.gate import (
     GateResult,
     previous_in_stream,
@@ -29,7 +30,7 @@ from kabigate.services.gate import (
 from kabigate.services.ingest import ingest_kernel
 from kabigate.services.watch import kernels_to_gate, offered_kernels
 from kabigate.stablelists import read_stablelist
-from kabigate.store import GateRun, KernelRecord, Store, version_key
+from kabigate.store import GateRun, KernelRecord, Store
 from kabigate.vocabulary import GateClass, Outcome
 
 OUTCOME_STYLE = {Outcome.PASSED: "bold green", Outcome.INFO: "bold green", Outcome.NEEDS_INSPECTION: "bold yellow",

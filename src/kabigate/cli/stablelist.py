@@ -19,10 +19,12 @@ from kabigate.formats.elrepo import parse_spec_history
 from kabigate.services.evidence import (
     Demand,
     SymbolDemand,
+    demand_json,
     justification_markdown,
     request_text,
     requested_additions,
     symbol_demand,
+    symbol_demand_json,
 )
 from kabigate.stablelists import read_stablelist
 from kabigate.store import Store
@@ -57,20 +59,11 @@ def demand(store: Store, stablelist_path: str, stream, driver, arch: str, limit,
     result = symbol_demand(store, read_stablelist(stablelist_path, arch), stream, driver)
     symbols = result.symbols[:limit] if limit else result.symbols
     if as_json:
-        emit_json({"stream": result.stream, "kernels": [k.release for k in result.kernels],
-                   "stablelist": result.stablelist, "builds": result.builds, "drivers": result.drivers,
-                   "symbols": [_symbol_json(d) for d in symbols]})
+        emit_json(demand_json(result, limit))
     elif as_csv:
         sys.stdout.write(_csv(symbols))
     else:
         _print_demand(result, symbols)
-
-
-def _symbol_json(d: SymbolDemand) -> dict:
-    return {"symbol": d.symbol, "stablelisted": d.stablelisted, "drivers": sorted(d.drivers), "builds": d.builds,
-            "greylisted_by": d.greylisted_by, "exported_by": d.exported_by, "crc_changes": d.crc_changes,
-            "removals": d.removals, "reappearances": d.reappearances, "failures": d.failures,
-            "first_kernel": d.first_kernel, "last_kernel": d.last_kernel, "kabi_violation": d.violation}
 
 
 def _csv(symbols: list[SymbolDemand]) -> str:
@@ -80,7 +73,7 @@ def _csv(symbols: list[SymbolDemand]) -> str:
                "removals", "reappearances", "failures", "first_kernel", "last_kernel", "kabi_violation"]
     writer.writerow(columns)
     for d in symbols:
-        row = _symbol_json(d)
+        row = symbol_demand_json(d)
         row["drivers"] = " ".join(row["drivers"])
         writer.writerow([row[c] for c in columns])
     return buffer.getvalue()

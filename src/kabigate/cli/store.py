@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import json
 import os
 import sys
 
@@ -17,15 +18,23 @@ from kabigate.cli.shared import cells, crc_text, emit_json, err, out, progress, 
 from kabigate.kernels import load_kernel
 from kabigate.model import ReasonCode
 from kabigate.modules import count_modules
-from kabigate.reports import build_record_json, cell_json, kernel_record_json
+from kabigate.reports import drivers_json, kernel_record_json
 from kabigate.services.ingest import (
     count_pending_verdicts,
     ingest_driver_build,
     ingest_kernel,
+    ingested_builds_json,
     read_driver_builds,
     record_build_failure,
 )
-from kabigate.services.matrix import Matrix, build_matrix, driver_history, failing_cell_details
+from kabigate.services.matrix import (
+    Matrix,
+    build_matrix,
+    driver_history,
+    failing_cell_details,
+    history_json,
+    matrix_by_build_json,
+)
 from kabigate.store import Cell, KernelRecord, Store, default_url
 
 # Short cell texts for the table: the first reason's code, abbreviated.
@@ -176,8 +185,7 @@ def ingest_drivers(store: Store, name: str | None, version: str | None, queue: b
             out.print(f"{action}: {result.record.label} ({len(result.record.modules)} modules, "
                       f"{result.verdicts} verdicts)", markup=False)
     if as_json:
-        emit_json({"builds": [dict(build_record_json(r.record), created=r.created, verdicts=r.verdicts)
-                              for r in results]})
+        emit_json(ingested_builds_json(results))
 
 
 @ingest.command("build-failure")
@@ -219,7 +227,8 @@ def matrix(store: Store, stream, driver, since, output_format: str, output: str 
         _print_matrix(result, buffer)
         text = buffer.getvalue()
     elif output_format == "json":
-        text = _matrix_json_text(result, failing_cell_details(store, result, explainable_only=True))
+        text = json.dumps(matrix_by_build_json(result, failing_cell_details(store, result, explainable_only=True)),
+                          indent=2) + "\n"
     elif output_format == "csv":
         text = _matrix_csv(result)
     else:
@@ -242,14 +251,7 @@ def history(store: Store, driver: str, stream: str | None, as_json: bool) -> Non
     """Along each stream: the kernel each build of DRIVER stops loading on, why, and which build loads again."""
     histories = driver_history(store, driver, stream)
     if as_json:
-        emit_json({"driver": driver, "streams": [{
-            "stream": h.stream, "kernels": [k.release for k in h.kernels],
-            "builds": [{**build_record_json(b.build), "loads_on": [k.release for k in b.loads_on], "breaks": [{
-                "kernel": brk.kernel.release,
-                "last_loading": brk.last_loading.release if brk.last_loading else None,
-                "reasons": brk.reasons, "symbols": brk.symbols,
-                "fixed_by": [build_record_json(f) for f in brk.fixed_by]} for brk in b.breaks]} for b in h.builds],
-        } for h in histories]})
+        emit_json(history_json(driver, histories))
         return
     for stream_history in histories:
         out.print(f"[bold]{escape(stream_history.stream or '(no stream)')}[/bold]: "
@@ -297,8 +299,7 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
     builds = store.driver_builds(driver)
     failures = store.build_failures(driver)
     if as_json:
-        emit_json({"builds": [build_record_json(b) for b in builds],
-                   "build_failures": [vars(f) for f in failures]})
+        emit_json(drivers_json(builds, failures))
         return
     table = Table("driver", "version", "built for", "format", "modules", box=None)
     for b in builds:
@@ -309,30 +310,6 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
 
 
 # -- rendering ------------------------------------------------------------------------------
-
-def _cell_json(cell: Cell | None, details: dict[tuple[int, int], list[dict]]) -> dict | None:
-    if cell is None:
-        return None
-    causes = {r["symbol"]: r["cause"] for m in details.get((cell.build_id, cell.kernel_id), []) for r in m["reasons"]
-              if "cause" in r}
-    return dict(cell_json(cell), causes=causes) if causes else cell_json(cell)
-
-
-def _matrix_json_text(result: Matrix, details: dict[tuple[int, int], list[dict]]) -> str:
-    """`details`: failing_cell_details(); a cell's crc-mismatches with a known cause add `causes`
-    (symbol -> cause, as check --built-for gives it)."""
-    import json
-
-    document = {
-        "stream": result.stream, "summary": result.summary(),
-        "kernels": [kernel_record_json(k) for k in result.kernels],
-        "builds": [dict(build_record_json(b), cells={k.release: _cell_json(result.cell(b, k), details)
-                                                     for k in result.kernels})
-                   for b in result.builds],
-        "build_failures": [vars(f) for f in result.build_failures],
-    }
-    return json.dumps(document, indent=2) + "\n"
-
 
 def cell_text(cell: Cell | None) -> str:
     if cell is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import lzma
 import struct
 import zlib
+from collections.abc import Iterator
 
 import zstandard
 
@@ -178,3 +179,14 @@ def text_lines(data, what: str, limit: int = MAX_TEXT, max_lines: int = MAX_LINE
         raise InputError(f"{what}: more than {max_lines} lines, not a plausible kernel text file")
     lines = bytes(raw).decode("utf-8", "replace").split("\n")
     return [line.removesuffix("\r") for line in lines]
+
+
+def lazy_lines(text: str) -> Iterator[str]:
+    """The lines of a text one at a time ('\r' of CRLF ends removed): sniffing the first lines of a
+    large text does not split all of it."""
+    start = 0
+    while start <= len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        yield text[start:end].removesuffix("\r")
+        start = end + 1

@@ -14,10 +14,10 @@ import re
 
 from kabigate.errors import InputError
 from kabigate.formats.compression import compression_of, decompress
+from kabigate.model import MODULE_SUFFIXES
 
 _HEADER = 110
 _HEX = re.compile(rb"[0-9A-Fa-f]{104}")
-_MODULE = re.compile(r"\.ko(\.xz|\.gz|\.zst)?$")
 _CONF = re.compile(r"^(etc|usr/lib|lib)/modprobe\.d/[^/]+\.conf$")
 MAX_ARCHIVES = 64
 
@@ -69,6 +69,6 @@ def _cpio(data: memoryview, position: int, what: str, found: dict[str, str]) -> 
             raise InputError(f"{what}: cpio member {name} is truncated")
         if name == "TRAILER!!!":
             return end + (-end % 4)
-        if mode & 0o170000 == 0o100000 and (_MODULE.search(name) or _CONF.match(name)):
+        if mode & 0o170000 == 0o100000 and (name.endswith(MODULE_SUFFIXES) or _CONF.match(name)):
             found[name] = hashlib.sha256(data[start:end]).hexdigest()
         position = end + (-end % 4)

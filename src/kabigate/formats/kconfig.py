@@ -6,22 +6,13 @@ import re
 from itertools import islice
 
 from kabigate.errors import InputError
-from kabigate.formats.compression import MAX_LINES
+from kabigate.formats.compression import MAX_LINES, lazy_lines
 
 _SETTING = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 
 
 def looks_like_kconfig(text: str) -> bool:
-    return any(_SETTING.match(line) for line in islice(_lines(text), 200))
-
-
-def _lines(text: str):
-    start = 0
-    while start <= len(text):
-        end = text.find("\n", start)
-        end = len(text) if end < 0 else end
-        yield text[start:end].rstrip("\r")
-        start = end + 1
+    return any(_SETTING.match(line) for line in islice(lazy_lines(text), 200))
 
 
 def parse_kconfig(text: str, what: str) -> dict[str, str]:

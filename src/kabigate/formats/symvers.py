@@ -10,7 +10,7 @@ One export per line, tab separated (scripts/mod/modpost.c, write_dump()):
 from __future__ import annotations
 
 from kabigate.errors import InputError
-from kabigate.formats.compression import text_lines
+from kabigate.formats.compression import lazy_lines, text_lines
 from kabigate.model import Export
 
 EXPORT_TYPES = frozenset({"EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL", "EXPORT_SYMBOL_GPL_FUTURE",
@@ -19,15 +19,8 @@ EXPORT_TYPES = frozenset({"EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL", "EXPORT_SYMBOL_G
 
 def looks_like_symvers(text: str) -> bool:
     """Whether the first non-blank line is a symvers line (read lazily: the text may be large)."""
-    start = 0
-    while start <= len(text):
-        end = text.find("\n", start)
-        end = len(text) if end < 0 else end
-        line = text[start:end]
-        if line.strip():
-            return line.startswith("0x") and len(line.split()) >= 3
-        start = end + 1
-    return False
+    line = next((line for line in lazy_lines(text) if line.strip()), "")
+    return line.startswith("0x") and len(line.split()) >= 3
 
 
 def parse_symvers(data: bytes, what: str) -> dict[str, Export]:

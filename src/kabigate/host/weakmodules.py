@@ -40,8 +40,7 @@ from pathlib import Path
 from kabigate.errors import InputError, not_regular
 from kabigate.formats.module import read_module
 from kabigate.kernels import load_kernel
-from kabigate.model import Kernel, Module, Reason, ReasonCode
-from kabigate.modules import MODULE_SUFFIXES
+from kabigate.model import MODULE_SUFFIXES, Kernel, Module, Reason, ReasonCode, module_name, version_key
 from kabigate.rules import check_modules
 
 WEAK = "weak-updates"
@@ -56,17 +55,6 @@ MAX_LINKS = 40  # symbolic links followed resolving one path: the kernel's MAXSY
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO planted at the name does not block
-
-
-def version_key(release: str) -> tuple:
-    """rpmsort(): digit runs compare as numbers (6.1.0-9 < 6.1.0-47)."""
-    return tuple((1, int(part), "") if part.isdigit() else (0, 0, part)
-                 for part in re.findall(r"\d+|[^\d.+~_-]+", release))
-
-
-def module_name(path: str) -> str:
-    base = path.rsplit("/", 1)[-1]
-    return base.split(".ko", 1)[0].replace("-", "_")
 
 
 def name_problem(path: str) -> str | None:

@@ -162,3 +162,17 @@ def justification_markdown(demand: Demand, symbols: list[SymbolDemand]) -> str:
                   "along the stream"),
                   f"- at fault in {d.failures} driver x kernel failures", ""]
     return "\n".join(lines)
+
+
+def symbol_demand_json(d: SymbolDemand) -> dict:
+    return {"symbol": d.symbol, "stablelisted": d.stablelisted, "drivers": sorted(d.drivers), "builds": d.builds,
+            "greylisted_by": d.greylisted_by, "exported_by": d.exported_by, "crc_changes": d.crc_changes,
+            "removals": d.removals, "reappearances": d.reappearances, "failures": d.failures,
+            "first_kernel": d.first_kernel, "last_kernel": d.last_kernel, "kabi_violation": d.violation}
+
+
+def demand_json(demand: Demand, limit: int | None = None) -> dict:
+    """The symbol demand; `limit`: only the first symbols of the ranking (the totals still count all)."""
+    symbols = demand.symbols[:limit] if limit else demand.symbols
+    return {"stream": demand.stream, "stablelist": demand.stablelist, "kernels": [k.release for k in demand.kernels],
+            "builds": demand.builds, "drivers": demand.drivers, "symbols": [symbol_demand_json(d) for d in symbols]}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from kabigate.errors import InputError
 from kabigate.model import Kernel, Module
 from kabigate.modules import read_modules
-from kabigate.reports import verdict_report
+from kabigate.reports import build_record_json, verdict_report
 from kabigate.rules import RULES_VERSION, check_modules
 from kabigate.services import Advance, no_progress
 from kabigate.store import BuildRecord, Cell, KernelRecord, Store, StoredVerdict
@@ -175,3 +175,7 @@ def judge(build_id: int, kernel_id: int, modules: list[Module], kernel: Kernel) 
                 modules=len(verdicts), modules_loading=len(verdicts) - len(failing),
                 first_reason=failing[0].reasons[0].code if failing else None, failing_symbols=len(symbols))
     return StoredVerdict(cell, [verdict_report(v) for v in verdicts])
+
+
+def ingested_builds_json(results: list[IngestedBuild]) -> dict:
+    return {"builds": [dict(build_record_json(r.record), created=r.created, verdicts=r.verdicts) for r in results]}

@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from kabigate.errors import InputError
+from kabigate.reports import build_record_json, cell_json, kernel_record_json
 from kabigate.rules import RULES_VERSION
 from kabigate.services import Advance, no_progress
 from kabigate.services.causes import cells_with_causes, explainable_cells
@@ -186,3 +187,44 @@ def _build_history(store: Store, build: BuildRecord, builds: list[BuildRecord], 
             fixed_by=[other for other in builds if other.id != build.id
                       and (c := cells.get((other.id, kernel.id))) is not None and c.loads]))
     return history
+
+
+def history_json(driver: str, histories: list[StreamHistory]) -> dict:
+    return {"driver": driver, "streams": [{
+        "stream": h.stream, "kernels": [k.release for k in h.kernels],
+        "builds": [{**build_record_json(b.build), "loads_on": [k.release for k in b.loads_on], "breaks": [{
+            "kernel": brk.kernel.release, "last_loading": brk.last_loading.release if brk.last_loading else None,
+            "reasons": brk.reasons, "symbols": brk.symbols,
+            "fixed_by": [build_record_json(f) for f in brk.fixed_by]} for brk in b.breaks]} for b in h.builds],
+    } for h in histories]}
+
+
+# The matrix has two shapes: `matrix --format json` nests each build's cells, keyed by kernel release
+# (with causes); /api/v1/matrix is paged and lists the cells flat, by build and kernel id.
+
+def matrix_by_build_json(matrix: Matrix, details: dict[tuple[int, int], list[dict]]) -> dict:
+    """`matrix --format json`. `details`: failing_cell_details(); a cell's crc-mismatches with a known
+    cause add `causes` (symbol -> cause, as check --built-for gives it)."""
+    def cell(found: Cell | None) -> dict | None:
+        if found is None:
+            return None
+        causes = {r["symbol"]: r["cause"] for m in details.get((found.build_id, found.kernel_id), [])
+                  for r in m["reasons"] if "cause" in r}
+        return dict(cell_json(found), causes=causes) if causes else cell_json(found)
+
+    return {
+        "stream": matrix.stream, "summary": matrix.summary(),
+        "kernels": [kernel_record_json(k) for k in matrix.kernels],
+        "builds": [dict(build_record_json(b), cells={k.release: cell(matrix.cell(b, k)) for k in matrix.kernels})
+                   for b in matrix.builds],
+        "build_failures": [vars(f) for f in matrix.build_failures],
+    }
+
+
+def matrix_page_json(matrix: Matrix) -> dict:
+    """/api/v1/matrix: one page of builds, the cells flat."""
+    return {"stream": matrix.stream, "summary": matrix.summary(), "page": matrix.page, "pages": matrix.pages,
+            "kernels": [kernel_record_json(k) for k in matrix.kernels],
+            "builds": [build_record_json(b) for b in matrix.builds],
+            "cells": [cell_json(c) for c in matrix.cells.values()],
+            "build_failures": [vars(f) for f in matrix.build_failures]}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from kabigate.errors import InputError
-from kabigate.model import Export, Kernel, Module, PackageOrigin
+from kabigate.model import Export, Kernel, Module, PackageOrigin, version_key
 from kabigate.store import codec
 from kabigate.store import schema as t
 from kabigate.store.base import CHUNK, StoreBase, StoreError, utc_now
@@ -68,14 +68,6 @@ def flavor_of(release: str) -> str:
         return release.rsplit("+", 1)[1]
     debian = re.match(r"^\d+\.\d+(?:\.\d+)?(?:-\d+|\+deb\d+)-(.+)$", release)
     return debian.group(1) if debian else "default"
-
-
-def version_key(version: str) -> tuple:
-    """Natural order of versions: digit runs compare as numbers (6.1.0-9 < 6.1.0-47, 427.31 < 427.40)
-    and, as in rpmvercmp(), a number is newer than letters (427.31.1.el9_4 > 427.el9)."""
-    return tuple((1, int(part), "") if part.isdigit() else (0, 0, part)
-                 for part in re.findall(r"\d+|[^\d.+~_-]+", version))
-
 
 
 class RecordStore(StoreBase):

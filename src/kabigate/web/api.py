@@ -28,8 +28,9 @@ from kabigate.formats.gatepolicy import DEFAULT_POLICY, parse_policy, parse_waiv
 from kabigate.gate_report import gate_json, waiver_json
 from kabigate.kernels import load_kernel
 from kabigate.packages import is_url
+from kabigate.reports import build_record_json, cell_json, drivers_json, kernel_record_json
 from kabigate.services.causes import with_causes
-from kabigate.services.evidence import symbol_demand
+from kabigate.services.evidence import demand_json, symbol_demand
 from kabigate.services.gate import (
     add_waiver,
     kernel_story,
@@ -38,22 +39,16 @@ from kabigate.services.gate import (
     revoke_waiver,
     run_gate,
 )
-from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
-from kabigate.services.matrix import PAGE_SIZE, build_matrix, driver_history
+from kabigate.services.ingest import ingest_driver_build, ingest_kernel, ingested_builds_json, read_driver_builds
+from kabigate.services.matrix import PAGE_SIZE, build_matrix, driver_history, history_json, matrix_page_json
 from kabigate.store import Store
 from kabigate.web.deps import Settings, request_store, settings_of
 from kabigate.web.views import (
     RowId,
-    build_record_json,
-    cell_json,
-    demand_json,
     find_cell,
     find_gate_run,
     find_kernel,
     gate_run_json,
-    history_json,
-    kernel_record_json,
-    matrix_json,
     story_json,
 )
 
@@ -112,8 +107,7 @@ def kernel_changes(store: StoreDep, settings: SettingsDep, release: str, stream:
 @router.get("/drivers", summary="Driver builds and recorded build failures")
 def drivers(store: StoreDep, driver: Annotated[str | None, Query(description="shell pattern on the name")] = None
             ) -> dict:
-    return {"builds": [build_record_json(b) for b in store.driver_builds(driver)],
-            "build_failures": [vars(f) for f in store.build_failures(driver)]}
+    return drivers_json(store.driver_builds(driver), store.build_failures(driver))
 
 
 @router.get("/drivers/{name}/history",
@@ -129,7 +123,7 @@ def driver_history_endpoint(store: StoreDep, name: str, stream: str | None = Non
 def matrix(store: StoreDep, stream: str | None = None, driver: str | None = None, since: str | None = None,
            page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
            per_page: Annotated[int, Query(ge=1, le=1000, description="driver builds a page")] = PAGE_SIZE) -> dict:
-    return matrix_json(build_matrix(store, stream, driver, since, page=page, page_size=per_page))
+    return matrix_page_json(build_matrix(store, stream, driver, since, page=page, page_size=per_page))
 
 
 @router.get("/verdicts/{build_id}/{kernel_id}", summary="One build on one kernel: each module's reasons")
@@ -204,8 +198,7 @@ async def ingest_drivers_endpoint(
             builds = [dataclasses.replace(b, source=_upload_source(b.source, directory))
                       for b in read_driver_builds(paths + urls, name, version)]
         results = [ingest_driver_build(store, build) for build in builds]
-        return {"builds": [dict(build_record_json(r.record), created=r.created, verdicts=r.verdicts)
-                           for r in results]}
+        return ingested_builds_json(results)
 
     return await _run_ingest(request, ingest, urls)
 

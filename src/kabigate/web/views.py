@@ -8,12 +8,10 @@ from typing import Annotated
 from fastapi import HTTPException, Path
 
 from kabigate.errors import InputError
-from kabigate.reports import build_record_json, cell_json, kernel_record_json
+from kabigate.reports import build_record_json, kernel_record_json
 from kabigate.rules import RULES_VERSION
-from kabigate.services.evidence import Demand
 from kabigate.services.gate import KernelStory
 from kabigate.services.ingest import refresh_verdicts
-from kabigate.services.matrix import Matrix, StreamHistory
 from kabigate.store import BuildRecord, Cell, GateRun, KernelRecord, Store
 from kabigate.vocabulary import GateClass
 
@@ -53,14 +51,6 @@ def find_gate_run(store: Store, run: str) -> GateRun:
 # -- JSON shapes ----------------------------------------------------------------------------------
 
 
-def matrix_json(matrix: Matrix) -> dict:
-    return {"stream": matrix.stream, "summary": matrix.summary(), "page": matrix.page, "pages": matrix.pages,
-            "kernels": [kernel_record_json(k) for k in matrix.kernels],
-            "builds": [build_record_json(b) for b in matrix.builds],
-            "cells": [cell_json(c) for c in matrix.cells.values()],
-            "build_failures": [vars(f) for f in matrix.build_failures]}
-
-
 def gate_run_json(run: GateRun, kernels: dict[int, KernelRecord]) -> dict:
     return {"uuid": run.uuid, "outcome": run.outcome, "stream": run.stream,
             "kernel": kernels[run.kernel_id].release,
@@ -84,23 +74,3 @@ def story_json(story: KernelStory) -> dict:
         "gate_runs": [{"uuid": r.uuid, "outcome": r.outcome, "created_at": r.created_at.isoformat()}
                       for r in story.gate_runs],
     }
-
-
-def history_json(driver: str, histories: list[StreamHistory]) -> dict:
-    return {"driver": driver, "streams": [{
-        "stream": h.stream, "kernels": [k.release for k in h.kernels],
-        "builds": [{**build_record_json(b.build), "loads_on": [k.release for k in b.loads_on], "breaks": [{
-            "kernel": brk.kernel.release, "last_loading": brk.last_loading.release if brk.last_loading else None,
-            "reasons": brk.reasons, "symbols": brk.symbols,
-            "fixed_by": [build_record_json(f) for f in brk.fixed_by]} for brk in b.breaks]} for b in h.builds],
-    } for h in histories]}
-
-
-def demand_json(demand: Demand) -> dict:
-    return {"stream": demand.stream, "stablelist": demand.stablelist, "kernels": [k.release for k in demand.kernels],
-            "builds": demand.builds, "drivers": demand.drivers, "symbols": [{
-                "symbol": d.symbol, "stablelisted": d.stablelisted, "drivers": sorted(d.drivers), "builds": d.builds,
-                "greylisted_by": d.greylisted_by, "exported_by": d.exported_by, "crc_changes": d.crc_changes,
-                "removals": d.removals, "reappearances": d.reappearances, "failures": d.failures,
-                "first_kernel": d.first_kernel, "last_kernel": d.last_kernel, "kabi_violation": d.violation,
-            } for d in demand.symbols]}
