@@ -431,9 +431,13 @@ class HeldFiles:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}/"
+
     def urls(self) -> str:
         """The files' URLs, as one kernel's comma-separated argument to `ingest kernel`."""
-        return ",".join(f"http://127.0.0.1:{self.server.server_port}/{name}" for name in self.files)
+        return ",".join(self.base + name for name in self.files)
 
     def release(self) -> None:
         self.released.set()
@@ -454,6 +458,8 @@ def held_kernel(testdata):
 
 
 def test_a_worker_killed_mid_ingest_leaves_its_task_to_another_and_the_store_complete(cluster, testdata, held_kernel):
+    cluster.allow.append(held_kernel.base)  # workers download only from listen.allow
+    cluster.configure()
     first = cluster.worker()
     cluster.run("ingest", "drivers", "--queue", "--name", "acpi-call", "--version", "1.2.2-2.1",
                 str(testdata.driver_dir("acpi-call", RELEASES[0])))
@@ -474,6 +480,8 @@ def test_a_worker_killed_mid_ingest_leaves_its_task_to_another_and_the_store_com
 
 
 def test_the_broker_restarted_mid_run_and_the_run_completes(cluster, testdata, held_kernel):
+    cluster.allow.append(held_kernel.base)  # workers download only from listen.allow
+    cluster.configure()
     cluster.worker()  # one process, taking one message at a time (worker_prefetch_multiplier=1)
     cluster.run("ingest", "kernel", "--queue", "--stream", STREAM, held_kernel.urls())  # RELEASES[1], held
     cluster._until(lambda: held_kernel.requests > 0, "the worker reads the first kernel")
