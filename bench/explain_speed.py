@@ -26,10 +26,10 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
 from support.testdata import testdata_root
 from timing import best_of
 
-from kabigate.explain import explain
-from kabigate.explain_cache import header_trees, kernel_types_of, load_headers, warm
+from kabigate.explain.crc import explain
+from kabigate.explain.cache import header_trees, kernel_types_of, load_headers, warm
 from kabigate.formats.bzimage import kernel_image
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 
 OLD, NEW = "6.1.0-50-amd64", "6.1.0-56-amd64"
 

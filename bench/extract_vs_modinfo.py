@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
 from support.testdata import testdata_root
 from timing import best_of
 
-from kabigate.modules import find_module_files, read_modules
+from kabigate.inputs.modules import find_module_files, read_modules
 
 DEFAULT_TREE = testdata_root() / "kernels/6.1.0-47-amd64/lib/modules/6.1.0-47-amd64/kernel"
 

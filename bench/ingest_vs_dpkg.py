@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
 from support.testdata import testdata_root
 from timing import best_of
 
-from kabigate.modules import read_modules
+from kabigate.inputs.modules import read_modules
 
 DEFAULT_DEB = next(iter(sorted((testdata_root() / "debs").glob("linux-image-6.1.0-47-amd64-unsigned_*.deb"))), None)
 DEFAULT_RPM = next(iter(sorted((testdata_root() / "packages").glob("6.1.0-47-amd64-*/kernel/kernel-core-*.rpm"))),

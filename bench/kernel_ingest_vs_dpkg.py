@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
 from support.testdata import testdata_root
 from timing import best_of
 
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 from kabigate.services.ingest import ingest_kernel
 from kabigate.store import Store
 

@@ -27,7 +27,7 @@ from support.testdata import testdata_root
 
 from kabigate import signing
 from kabigate.formats.modsig import split_signature
-from kabigate.modules import find_module_files
+from kabigate.inputs.modules import find_module_files
 
 KERNEL = testdata_root() / "kernels/6.1.0-47-amd64"
 DEFAULT_TREE = KERNEL / "lib/modules/6.1.0-47-amd64/kernel"

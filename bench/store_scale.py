@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
 
 from support.testdata import testdata_root
 
-from kabigate.kernels import load_kernel
-from kabigate.modules import find_module_files, read_modules
+from kabigate.inputs.kernels import load_kernel
+from kabigate.inputs.modules import find_module_files, read_modules
 from kabigate.services.gate import previous_in_stream, run_gate
 from kabigate.services.ingest import DriverBuildInput, ingest_driver_build, ingest_kernel
 from kabigate.services.matrix import build_matrix

@@ -126,7 +126,7 @@ def wait_consumers(broker: RabbitMQ, queue: str, count: int) -> None:
 
 def ingest_inline(db: str, kernels, drivers) -> float:
     """The standard: one process ingesting one item after another (kabigate ingest's own code)."""
-    from kabigate.kernels import load_kernel
+    from kabigate.inputs.kernels import load_kernel
     from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
 
     start = time.perf_counter()
@@ -173,8 +173,8 @@ def latency(postgres: str, broker: RabbitMQ, kernels, drivers, workdir: Path) ->
     """(event -> gate result message, per kernel), (inline ingest + gate, per kernel)."""
     import amqp
 
-    from kabigate.gate_report import gate_json
-    from kabigate.kernels import load_kernel
+    from kabigate.reports.gate import gate_json
+    from kabigate.inputs.kernels import load_kernel
     from kabigate.services.gate import previous_in_stream, record_gate, run_gate
     from kabigate.services.ingest import ingest_kernel
     from kabigate.workers.config import Settings

@@ -11,7 +11,7 @@ import pytest
 from support.pgserver import create_database, postgres_server
 from support.testdata import TestData, testdata_root
 
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from kabigate.qemu import qemu_available
+from kabigate.boot.qemu import qemu_available
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]
 KABIGATE = [sys.executable, "-m", "kabigate"]

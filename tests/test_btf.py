@@ -15,7 +15,7 @@ from kabigate.formats import btf
 from kabigate.formats.bzimage import kernel_image
 from kabigate.formats.elf import ElfFile
 from kabigate.formats.symvers import parse_symvers
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 
 pytestmark = pytest.mark.realdata
 # The cloud flavour's vmlinuz payload is lz4 (CONFIG_KERNEL_LZ4), the others' xz.

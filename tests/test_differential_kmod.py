@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from kabigate.formats.module import read_module
-from kabigate.kernels import load_kernel
-from kabigate.modules import MODULE_SUFFIXES, find_module_files, read_modules
+from kabigate.inputs.kernels import load_kernel
+from kabigate.inputs.modules import MODULE_SUFFIXES, find_module_files, read_modules
 from kabigate.rules import check_modules
 
 pytestmark = pytest.mark.realdata

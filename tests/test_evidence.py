@@ -66,7 +66,7 @@ def test_demand_of_the_debian_drivers_against_rhel_9_3(evidence_db, testdata):
         demand = symbol_demand(store, stablelist)
     by_symbol = {d.symbol: d for d in demand.symbols}
     # Who imports proc_create, counted from the module files themselves.
-    from kabigate.modules import read_modules
+    from kabigate.inputs.modules import read_modules
 
     users = {driver for driver in DRIVERS for built_for in (RELEASES[0], RELEASES[2])
              for module in read_modules([str(testdata.driver_dir(driver, built_for))])

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from test_cli import kabigate
 
-from kabigate.explain import explain, kernel_types
-from kabigate.explain_cache import (
+from kabigate.explain.crc import explain, kernel_types
+from kabigate.explain.cache import (
     ENTRY_SUFFIX,
     HEADERS,
     MODULE_TYPES,
@@ -34,7 +34,7 @@ from kabigate.explain_cache import (
 from kabigate.formats.btf import parse_btf
 from kabigate.formats.cheaders import index_headers
 from kabigate.formats.elf import ElfFile
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 from kabigate.model import Export
 
 

@@ -17,8 +17,8 @@ import pytest
 
 from kabigate.formats.module import read_module
 from kabigate.formats.symvers import parse_symvers
-from kabigate.kernels import load_kernel
-from kabigate.modules import read_modules
+from kabigate.inputs.kernels import load_kernel
+from kabigate.inputs.modules import read_modules
 from kabigate.rules import check_modules
 
 pytestmark = pytest.mark.realdata

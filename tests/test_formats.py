@@ -13,7 +13,7 @@ from kabigate.formats.compression import decompress
 from kabigate.formats.kconfig import parse_kconfig
 from kabigate.formats.stablelist import parse_stablelist
 from kabigate.formats.symvers import parse_symvers
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 
 KABI = Path(__file__).parent / "data" / "kabi"
 

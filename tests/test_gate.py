@@ -313,7 +313,7 @@ def test_publishes_a_result_resultsdb_accepts(gate_db, resultsdb):
 def test_a_gate_run_is_published_once_even_when_the_publisher_died_before_noting_it(gate_db, resultsdb, tmp_path):
     import shutil
 
-    from kabigate.gate_report import gate_json, resultsdb_payload
+    from kabigate.reports.gate import gate_json, resultsdb_payload
     from kabigate.services.gate import publish_gate, record_gate
 
     db = str(tmp_path / "store.db")

@@ -23,7 +23,8 @@ import pytest
 from support.hostile import rpm_with_files, run_cli
 from support.webdata import Serve, serving
 
-from kabigate import packages, resultsdb
+from kabigate.inputs import packages
+from kabigate.reports import resultsdb
 from kabigate.errors import InputError
 from kabigate.web import api, create_app
 from kabigate.workers.config import Settings
@@ -414,7 +415,7 @@ def test_a_build_event_pointing_out_of_the_allowed_folder_is_refused():
 
 
 def test_a_workers_download_is_not_redirected_outside_the_allowed_locations(serve):
-    from kabigate.httpclient import only_under
+    from kabigate.inputs.httpclient import only_under
 
     elsewhere, elsewhere_seen = serve({"/x.rpm": answer(200, b"x")})
     base, _ = serve({"/x.rpm": redirect(f"{elsewhere}/x.rpm"), "/inside.rpm": redirect("/x.rpm")})

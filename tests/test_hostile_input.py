@@ -13,7 +13,7 @@ import zstandard
 
 from kabigate.errors import InputError
 from kabigate.formats.module import parse_module
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 from kabigate.rules import check_modules
 
 KABIGATE = [sys.executable, "-m", "kabigate"]

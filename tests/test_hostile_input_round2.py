@@ -41,12 +41,13 @@ from support.hostile import (
     tar_member,
 )
 
-from kabigate import packages, signing
+from kabigate import signing
+from kabigate.inputs import packages
 from kabigate.errors import InputError
 from kabigate.formats import rpm as rpmfmt
 from kabigate.formats.certlist import system_certificates
 from kabigate.formats.compression import decompress
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 
 MiB = 1 << 20
 SYMVERS_LINE = b"0x12345678\tprintk\tvmlinux\tEXPORT_SYMBOL\t\n"
@@ -470,7 +471,7 @@ def test_18_response_without_content_length_is_read_as_it_comes():
     url, server = _serve(_NoLength)
     try:
         code = ("import sys, resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30));"
-                "from kabigate.packages import fetch; print(len(fetch(sys.argv[1], 't', 2 << 30)))")
+                "from kabigate.inputs.packages import fetch; print(len(fetch(sys.argv[1], 't', 2 << 30)))")
         result = __import__("subprocess").run([__import__("sys").executable, "-c", code, url + "/p.rpm"],
                                               capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and result.stdout.strip() == "8192", result.stderr[-2000:]

@@ -18,13 +18,14 @@ import zstandard
 from cryptography.hazmat.primitives import serialization
 from support.hostile import run_cli
 
-from kabigate import explain_cache, signing
+from kabigate import signing
+from kabigate.explain import cache as explain_cache
 from kabigate.errors import InputError
-from kabigate.explain import KernelTypes
+from kabigate.explain.crc import KernelTypes
 from kabigate.formats.cheaders import HeaderIndex
 from kabigate.formats.modsig import MAGIC, TRAILER
 from kabigate.model import Export
-from kabigate.render import matrix_html
+from kabigate.reports.html import matrix_html
 from kabigate.services.matrix import Matrix
 from kabigate.store.store import BuildRecord, Cell, KernelRecord
 

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from support.realstore import build_store
 
 from kabigate.errors import InputError
-from kabigate.modules import read_modules
+from kabigate.inputs.modules import read_modules
 from kabigate.services.ingest import DriverBuildInput, ingest_kernel, record_build_failure
 from kabigate.store import Store
 from kabigate.web import create_app

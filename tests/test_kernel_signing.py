@@ -13,7 +13,7 @@ import pytest
 
 from kabigate import signing
 from kabigate.formats.modsig import MAGIC, TRAILER
-from kabigate.qemu import insmod_in_qemu, qemu_available
+from kabigate.boot.qemu import insmod_in_qemu, qemu_available
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]
 KERNEL = "6.1.0-47-amd64"

@@ -14,7 +14,7 @@ import pytest
 from support.elfedit import EDITS
 
 from kabigate.formats.module import parse_module
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 from kabigate.rules import RULES_VERSION, LoadOptions, check_modules, kernel_series
 from kabigate.store.codec import module_facts, module_from_facts
 
@@ -168,7 +168,7 @@ def test_verdicts_recomputed_from_the_store_keep_the_struct_module_check(testdat
 
 def test_struct_module_size_from_the_kernel_image_btf(testdata, kernels, tmp_path):
     """A vmlinuz alone tells sizeof(struct module) through its BTF: the in-tree modules' size."""
-    from kabigate.qemu import kernel_image
+    from kabigate.boot.qemu import kernel_image
     image_612 = kernel_image(str(testdata.root / testdata.manifest["stream_kernels"][NEW_612]["debs"][0]), tmp_path)
     image_61 = testdata.root / testdata.manifest["kernels"][NEW_61]["vmlinuz"]
     for image, release in ((image_612, NEW_612), (image_61, NEW_61)):

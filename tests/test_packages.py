@@ -26,9 +26,9 @@ from support import packaging as rpm_fixtures
 from kabigate.errors import InputError
 from kabigate.formats import rpm as rpmfmt
 from kabigate.formats.stream import decompressed_chunks
-from kabigate.kernels import load_kernel
-from kabigate.modules import read_modules
-from kabigate.packages import Package, modules_of_package, safe_member_path
+from kabigate.inputs.kernels import load_kernel
+from kabigate.inputs.modules import read_modules
+from kabigate.inputs.packages import Package, modules_of_package, safe_member_path
 
 pytestmark = pytest.mark.realdata
 OLD, NEW = "6.1.0-47-amd64", "6.1.0-56-amd64"

@@ -11,8 +11,8 @@ import pytest
 
 from kabigate.formats.module import read_module
 from kabigate.formats.symvers import parse_symvers
-from kabigate.kernels import load_kernel
-from kabigate.modules import read_modules
+from kabigate.inputs.kernels import load_kernel
+from kabigate.inputs.modules import read_modules
 from kabigate.rules import check_modules
 
 OLD, NEW, RT, CLOUD = "6.1.0-47-amd64", "6.1.0-56-amd64", "6.1.0-47-rt-amd64", "6.1.0-47-cloud-amd64"

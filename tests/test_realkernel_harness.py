@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import support.testdata
 
-from kabigate.qemu import InsmodResult, insmod_in_qemu, qemu_available
+from kabigate.boot.qemu import InsmodResult, insmod_in_qemu, qemu_available
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]
 

@@ -14,7 +14,7 @@ import pytest
 from synthetic.build import TEST_KERNEL
 
 from kabigate.formats.module import read_module
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 from kabigate.model import Import, Kernel, Verdict
 from kabigate.rules import check_modules
 

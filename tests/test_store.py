@@ -16,8 +16,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from kabigate.kernels import load_kernel
-from kabigate.modules import read_modules
+from kabigate.inputs.kernels import load_kernel
+from kabigate.inputs.modules import read_modules
 from kabigate.rules import RULES_VERSION
 from kabigate.services import ingest as ingest_service
 from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds

@@ -14,7 +14,7 @@ import pytest
 from support import packaging as rpm_fixtures
 
 from kabigate.formats.module import read_module
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 from kabigate.rules import check_modules
 
 pytestmark = pytest.mark.realdata

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import kabigate
 import kabigate_messages
-from kabigate import qemu, vocabulary
+from kabigate import vocabulary
+from kabigate.boot import qemu
 from kabigate.formats import gatepolicy
 from kabigate.model import ReasonCode
 

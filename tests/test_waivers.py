@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from support.realstore import STREAM, build_store
 
 from kabigate.formats.gatepolicy import waiver_from_mapping
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 from kabigate.store import Store, StoreError
 from kabigate.web import create_app
 

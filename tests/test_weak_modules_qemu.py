@@ -15,7 +15,7 @@ import pytest
 from support import weakroot
 from test_weak_modules import _weak_modules
 
-from kabigate.qemu import GuestFile, qemu_available, run_in_qemu
+from kabigate.boot.qemu import GuestFile, qemu_available, run_in_qemu
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]
 

@@ -24,7 +24,7 @@ from support.pgserver import postgres_bindir
 from support.rabbitserver import RabbitMQ, rabbitmq_installed
 from support.realstore import DRIVERS, RELEASES, STREAM, build_store
 
-from kabigate.gate_report import gate_json
+from kabigate.reports.gate import gate_json
 from kabigate.services.gate import previous_in_stream, run_gate
 from kabigate.store import Store
 

@@ -28,9 +28,13 @@ from pathlib import Path
 
 import zstandard
 
-from kabigate import explain_cache, httpclient, packages, resultsdb, signing
+from kabigate import signing
+from kabigate.explain import cache as explain_cache
+from kabigate.inputs import httpclient
+from kabigate.inputs import packages
+from kabigate.reports import resultsdb
 from kabigate.errors import InputError
-from kabigate.explain import KernelTypes
+from kabigate.explain.crc import KernelTypes
 from kabigate.formats import der, rpm, stream
 from kabigate.formats.btf import parse_btf
 from kabigate.formats.bzimage import kernel_image
@@ -50,7 +54,7 @@ from kabigate.formats.stablelist import parse_stablelist
 from kabigate.formats.symvers import parse_symvers
 from kabigate.formats.tar import iter_tar
 from kabigate.formats.vmlinux import image_exports
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 from kabigate.model import Export
 
 CORPUS = Path(__file__).resolve().parent / "corpus"

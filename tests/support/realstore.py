@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
 from kabigate.store import Store
 

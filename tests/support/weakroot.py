@@ -9,7 +9,7 @@ import gzip
 import shutil
 from pathlib import Path
 
-from kabigate.modules import find_module_files
+from kabigate.inputs.modules import find_module_files
 
 _SYMVERS_GZ: dict[str, bytes] = {}
 

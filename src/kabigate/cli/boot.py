@@ -7,7 +7,7 @@ import warnings
 
 import click
 
-from kabigate.bootcheck import boot_check
+from kabigate.boot.check import boot_check
 from kabigate.cli.shared import (
     EXIT_INCOMPATIBLE,
     EXIT_OK,
@@ -19,8 +19,8 @@ from kabigate.cli.shared import (
     read_modules_with_progress,
 )
 from kabigate.errors import InputError
-from kabigate.qemu import qemu_available
-from kabigate.reports import checked_verdict_report, kernel_report
+from kabigate.boot.qemu import qemu_available
+from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 
 
 @click.command("boot-check")

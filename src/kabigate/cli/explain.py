@@ -7,7 +7,7 @@ import sys
 import click
 
 from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, crc_text, emit_json, out, progress
-from kabigate.explain import (
+from kabigate.explain.crc import (
     Explanation,
     SymbolExplanation,
     candidate_json,
@@ -15,7 +15,7 @@ from kabigate.explain import (
     explain,
     type_change_json,
 )
-from kabigate.explain_cache import (
+from kabigate.explain.cache import (
     header_trees,
     headers_from_sources,
     kernel_types_of,
@@ -23,7 +23,7 @@ from kabigate.explain_cache import (
     needs_modules,
     warm,
 )
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 
 LISTED = 5  # candidates per symbol in a whole release's JSON
 

@@ -16,8 +16,8 @@ from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out,
 from kabigate.cli.store import store_option
 from kabigate.errors import InputError, read_capped
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, MAX_POLICY_FILE, Policy, Waiver, parse_policy, parse_waivers
-from kabigate.gate_report import DEFAULT_TESTCASE, gate_json, gate_junit, gate_markdown, resultsdb_payload
-from kabigate.kernels import load_kernel
+from kabigate.reports.gate import DEFAULT_TESTCASE, gate_json, gate_junit, gate_markdown, resultsdb_payload
+from kabigate.inputs.kernels import load_kernel
 from kabigate.model import version_key
 from kabigate.services.gate import (
     GateResult,
@@ -29,7 +29,7 @@ from kabigate.services.gate import (
 )
 from kabigate.services.ingest import ingest_kernel
 from kabigate.services.watch import kernels_to_gate, offered_kernels
-from kabigate.stablelists import read_stablelist
+from kabigate.inputs.stablelists import read_stablelist
 from kabigate.store import GateRun, KernelRecord, Store
 from kabigate.vocabulary import GateClass, Outcome
 
@@ -175,7 +175,7 @@ def gate(store: Store, candidate: str, baseline: str | None, stream: str | None,
 
 
 def _confirm(store: Store, result, count: int):
-    from kabigate.qemu import qemu_available
+    from kabigate.boot.qemu import qemu_available
     from kabigate.services.confirm import confirm_in_qemu
     why = qemu_available()
     if why is not None:

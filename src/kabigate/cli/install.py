@@ -175,7 +175,7 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, as_json:
 
 
 def _target_kernel(argument: str, system: wm.Root, store):
-    from kabigate.packages import is_url
+    from kabigate.inputs.packages import is_url
 
     if os.path.exists(argument):  # one file or tree, whatever its name holds (a comma)
         return _kernel_of([argument])
@@ -183,7 +183,7 @@ def _target_kernel(argument: str, system: wm.Root, store):
     if len(paths) > 1 or is_url(argument):
         return _kernel_of(paths)
     if system.symvers(argument) is not None:
-        from kabigate.kernels import load_kernel
+        from kabigate.inputs.kernels import load_kernel
         return argument, load_kernel([str(system.modules / argument)])
     if store is not None and (records := store.find_kernels(argument)):
         return argument, store.load_kernel(records[0].id)
@@ -192,7 +192,7 @@ def _target_kernel(argument: str, system: wm.Root, store):
 
 
 def _kernel_of(paths: list[str]):
-    from kabigate.kernels import load_kernel
+    from kabigate.inputs.kernels import load_kernel
 
     with progress("reading the kernel", len(paths)) as advance:  # a linux-image .deb: seconds
         target = load_kernel(paths, None, advance)

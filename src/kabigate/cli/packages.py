@@ -24,8 +24,8 @@ from kabigate.cli.shared import (
     read_modules_with_progress,
 )
 from kabigate.errors import InputError
-from kabigate.modules import walk_files
-from kabigate.packages import (
+from kabigate.inputs.modules import walk_files
+from kabigate.inputs.packages import (
     Package,
     check_kabi_requires,
     is_package_file,

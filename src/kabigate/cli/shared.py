@@ -15,8 +15,8 @@ from rich.text import Text
 
 from kabigate.errors import InputError
 from kabigate.model import Kernel, Module, Reason
-from kabigate.modules import count_modules, read_modules
-from kabigate.reports import crc_text  # also the commands' shared helper
+from kabigate.inputs.modules import count_modules, read_modules
+from kabigate.reports.verdicts import crc_text  # also the commands' shared helper
 
 EXIT_OK, EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR = 0, 1, 2
 
@@ -43,8 +43,8 @@ def read_modules_with_progress(paths: list[str]) -> list[Module]:
 def load_kernel_with_progress(paths: list[str], vermagic: str | None = None) -> Kernel:
     """A progress bar while kernel packages are read (a linux-image .deb takes seconds)."""
     # Imported here: the package readers (HTTP, TLS) would add 60 ms to every `kabigate --help`.
-    from kabigate.kernels import load_kernel
-    from kabigate.packages import is_package_file, is_url
+    from kabigate.inputs.kernels import load_kernel
+    from kabigate.inputs.packages import is_package_file, is_url
 
     packages = sum(is_url(p) or is_package_file(p) for p in paths)
     with progress("reading kernel packages", packages) as advance:

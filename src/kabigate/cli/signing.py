@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from kabigate import signing
 from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out, progress
 from kabigate.errors import InputError, read_capped
-from kabigate.modules import find_module_files
+from kabigate.inputs.modules import find_module_files
 
 MAX_PASSPHRASE = 4096
 
@@ -200,7 +200,7 @@ def signature_checks(modules, trust_paths: tuple[str, ...], require_codesigning_
     trust = signing.load_trust(list(trust_paths))
     policy = trust_policy(require_codesigning_eku, accept_module_signing_oid, reject_expired)
     from kabigate.formats.compression import decompress
-    from kabigate.packages import module_files  # not for sign/verify: they take files
+    from kabigate.inputs.packages import module_files  # not for sign/verify: they take files
     # modules read from packages are read again from them
     return {module.path: signing.verify_module(decompress(data, module.path), trust, policy)
             for module, data in module_files(modules).items()}

@@ -26,7 +26,7 @@ from kabigate.services.evidence import (
     symbol_demand,
     symbol_demand_json,
 )
-from kabigate.stablelists import read_stablelist
+from kabigate.inputs.stablelists import read_stablelist
 from kabigate.store import Store
 
 

@@ -15,10 +15,10 @@ from rich.table import Table
 from rich.text import Text
 
 from kabigate.cli.shared import cells, crc_text, emit_json, err, out, progress, write_atomically
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 from kabigate.model import ReasonCode
-from kabigate.modules import count_modules
-from kabigate.reports import drivers_json, kernel_record_json
+from kabigate.inputs.modules import count_modules
+from kabigate.reports.verdicts import drivers_json, kernel_record_json
 from kabigate.services.ingest import (
     count_pending_verdicts,
     ingest_driver_build,
@@ -232,7 +232,7 @@ def matrix(store: Store, stream, driver, since, output_format: str, output: str 
     elif output_format == "csv":
         text = _matrix_csv(result)
     else:
-        from kabigate.render import matrix_html
+        from kabigate.reports.html import matrix_html
 
         text = matrix_html(result, failing_cell_details(store, result))
     if output is None:

@@ -6,7 +6,7 @@ import click
 
 from kabigate.cli.shared import emit_json, err, out
 from kabigate.cli.store import json_option, store_option
-from kabigate.gate_report import waiver_json
+from kabigate.reports.gate import waiver_json
 from kabigate.services.gate import add_waiver, revoke_waiver
 from kabigate.store import Store
 

@@ -29,7 +29,7 @@ def serve(db: str | None, host: str, port: int, stablelist_path: str | None, max
     """Serve the dashboard (matrix, kernels, drivers, gate runs, stablelist demand) and the REST API
     (/api/v1, schema at /api/v1/openapi.json). Writes (ingest, gate) need `Authorization: Bearer
     $KABIGATE_API_TOKEN`; without that variable set the server is read-only."""
-    from kabigate.explain_cache import cache_max
+    from kabigate.explain.cache import cache_max
     from kabigate.web import create_app
     from kabigate.web.server import fit_open_file_limit
     from kabigate.web.server import serve as run_server

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from kabigate.errors import InputError, not_regular
 from kabigate.formats.module import read_module
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 from kabigate.model import MODULE_SUFFIXES, Kernel, Module, Reason, ReasonCode, module_name, version_key
 from kabigate.rules import check_modules
 

@@ -4,8 +4,8 @@ cache already holds both kernels (a gate or `explain` read them): computed on re
 
 from __future__ import annotations
 
-from kabigate.explain import cause_json
-from kabigate.explain_cache import (
+from kabigate.explain.crc import cause_json
+from kabigate.explain.cache import (
     NotCached,
     cached_only,
     explain_stored,

@@ -13,11 +13,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kabigate.bootcheck import boot_check
+from kabigate.boot.check import boot_check
 from kabigate.errors import InputError
-from kabigate.modules import read_modules
-from kabigate.packages import is_url
-from kabigate.qemu import kernel_image
+from kabigate.inputs.modules import read_modules
+from kabigate.inputs.packages import is_url
+from kabigate.boot.qemu import kernel_image
 from kabigate.rules import RULES_VERSION
 from kabigate.services.gate import BuildFinding, GateResult
 from kabigate.store import Store

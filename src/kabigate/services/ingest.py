@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from kabigate.errors import InputError
 from kabigate.model import Kernel, Module
-from kabigate.modules import read_modules
-from kabigate.reports import build_record_json, verdict_report
+from kabigate.inputs.modules import read_modules
+from kabigate.reports.verdicts import build_record_json, verdict_report
 from kabigate.rules import RULES_VERSION, check_modules
 from kabigate.services import Advance, no_progress
 from kabigate.store import BuildRecord, Cell, KernelRecord, Store, StoredVerdict

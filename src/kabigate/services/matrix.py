@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from kabigate.errors import InputError
-from kabigate.reports import build_record_json, cell_json, kernel_record_json
+from kabigate.reports.verdicts import build_record_json, cell_json, kernel_record_json
 from kabigate.rules import RULES_VERSION
 from kabigate.services import Advance, no_progress
 from kabigate.services.causes import cells_with_causes, explainable_cells

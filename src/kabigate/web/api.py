@@ -22,13 +22,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from kabigate import httpclient
+from kabigate.inputs import httpclient
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, parse_policy, parse_waivers
-from kabigate.gate_report import gate_json, waiver_json
-from kabigate.kernels import load_kernel
-from kabigate.packages import is_url
-from kabigate.reports import build_record_json, cell_json, drivers_json, kernel_record_json
+from kabigate.reports.gate import gate_json, waiver_json
+from kabigate.inputs.kernels import load_kernel
+from kabigate.inputs.packages import is_url
+from kabigate.reports.verdicts import build_record_json, cell_json, drivers_json, kernel_record_json
 from kabigate.services.causes import with_causes
 from kabigate.services.evidence import demand_json, symbol_demand
 from kabigate.services.gate import (

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kabigate import __version__
 from kabigate.errors import InputError
-from kabigate.stablelists import read_stablelist
+from kabigate.inputs.stablelists import read_stablelist
 from kabigate.store import Store, StoreError
 from kabigate.web import api, pages
 from kabigate.web.deps import HERE, Settings, templates

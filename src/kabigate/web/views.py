@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import HTTPException, Path
 
 from kabigate.errors import InputError
-from kabigate.reports import build_record_json, kernel_record_json
+from kabigate.reports.verdicts import build_record_json, kernel_record_json
 from kabigate.rules import RULES_VERSION
 from kabigate.services.gate import KernelStory
 from kabigate.services.ingest import refresh_verdicts

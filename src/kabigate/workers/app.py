@@ -19,7 +19,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from kabigate.errors import InputError
-from kabigate.httpclient import only_under
+from kabigate.inputs.httpclient import only_under
 from kabigate.store import Store, StoreError, TaskRecord, TaskState
 from kabigate.workers.config import Settings
 from kabigate.workers.gating import gate_task
@@ -120,7 +120,7 @@ def _finish(store: Store, key: str, state: TaskState, **fields) -> None:
 
 
 def _ingest_kernel(store: Store, task: TaskRecord) -> dict:
-    from kabigate.kernels import load_kernel
+    from kabigate.inputs.kernels import load_kernel
     from kabigate.services.ingest import ingest_kernel
 
     args = task.args

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kabigate import qemu
+from kabigate.boot import qemu
 from kabigate.errors import InputError
 from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.module import parse_module
-from kabigate.kernels import load_kernel
+from kabigate.inputs.kernels import load_kernel
 from kabigate.model import MODULE_SUFFIXES, Kernel, Module, Verdict
-from kabigate.packages import Package, is_package_file, is_url, module_files
+from kabigate.inputs.packages import Package, is_package_file, is_url, module_files
 from kabigate.rules import check_modules
 
 

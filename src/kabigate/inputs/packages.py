@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import PurePosixPath
 
-from kabigate import httpclient
+from kabigate.inputs import httpclient
 from kabigate.errors import InputError, open_regular, read_capped
 from kabigate.formats import deb as debfmt
 from kabigate.formats import rpm as rpmfmt

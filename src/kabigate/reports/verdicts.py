@@ -12,7 +12,7 @@ from kabigate.analysis import stablelist_coverage
 from kabigate.model import Kernel, Reason, ReasonCode, Verdict
 
 if TYPE_CHECKING:  # the store's records; not imported at run time (it would load SQLAlchemy)
-    from kabigate.explain import SymbolExplanation
+    from kabigate.explain.crc import SymbolExplanation
     from kabigate.formats.stablelist import Stablelist
     from kabigate.store import BuildFailure, BuildRecord, Cell, KernelRecord
 
@@ -42,7 +42,7 @@ def checked_verdict_report(verdict: Verdict, set_exports: set[str], stablelist: 
     cause (from `causes`) and, given a stablelist, which of the module's imports are on it."""
     report = verdict_report(verdict)
     if causes:
-        from kabigate.explain import cause_json  # loaded already: the causes came from it
+        from kabigate.explain.crc import cause_json  # loaded already: the causes came from it
 
         for reason, shown in zip(verdict.reasons, report["reasons"]):
             if reason.code == ReasonCode.CRC_MISMATCH and reason.symbol in causes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from kabigate.errors import read_capped
 from kabigate.formats.stablelist import Stablelist, parse_stablelist
-from kabigate.packages import is_package_file, stablelist_bytes_from_package
+from kabigate.inputs.packages import is_package_file, stablelist_bytes_from_package
 
 MAX_STABLELIST_FILE = 64 << 20  # compressed symvers-style lists; parse_stablelist caps the text
 

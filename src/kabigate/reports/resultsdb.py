@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 
-from kabigate import httpclient
+from kabigate.inputs import httpclient
 from kabigate.errors import InputError
 
 # A ResultsDB answer is the created result, a few KiB; anything larger is not one.

@@ -12,7 +12,7 @@ from kabigate.services.matrix import Matrix
 # Reasons shown per failing cell; the rest are counted (a 6.1 build on a 6.12 kernel fails on every symbol).
 MAX_REASONS_SHOWN = 200
 
-_environment = jinja2.Environment(loader=jinja2.PackageLoader("kabigate", "templates"),
+_environment = jinja2.Environment(loader=jinja2.PackageLoader("kabigate.reports", "templates"),
                                   autoescape=jinja2.select_autoescape(default=True), undefined=jinja2.StrictUndefined)
 
 

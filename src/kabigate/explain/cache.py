@@ -31,7 +31,7 @@ import platformdirs
 import zstandard
 
 from kabigate.errors import InputError, open_regular, read_capped
-from kabigate.explain import KernelTypes, SymbolExplanation, explain, kernel_types
+from kabigate.explain.crc import KernelTypes, SymbolExplanation, explain, kernel_types
 from kabigate.formats.btf import parse_btf
 from kabigate.formats.bzimage import MAX_KERNEL_IMAGE, kernel_image, looks_like_kernel_image
 from kabigate.formats.cheaders import HeaderIndex, index_headers
@@ -40,7 +40,7 @@ from kabigate.formats.elf import ElfFile
 from kabigate.formats.modsig import split_signature
 from kabigate.formats.vmlinux import image_exports, image_release
 from kabigate.model import MODULE_SUFFIXES, Export, Kernel
-from kabigate.packages import Package, is_package_file, is_url
+from kabigate.inputs.packages import Package, is_package_file, is_url
 
 FORMAT = 6
 MAX_HEADER = 4 << 20  # the largest 6.1 header is under 1 MiB; bigger ones are not headers
