@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from test_cli import kabigate
 
-from kabigate.explain.crc import explain, kernel_types
 from kabigate.explain.cache import (
     ENTRY_SUFFIX,
     HEADERS,
@@ -31,6 +30,7 @@ from kabigate.explain.cache import (
     read_entry,
     write_entry,
 )
+from kabigate.explain.crc import explain, kernel_types
 from kabigate.formats.btf import parse_btf
 from kabigate.formats.cheaders import index_headers
 from kabigate.formats.elf import ElfFile
@@ -98,7 +98,7 @@ def test_member_level_differences(whole):
     types = {t.name: t for t in whole.types}
     assert types["struct Qdisc"].cause and "member `int depth` added" in types["struct Qdisc"].details
     assert "member `atomic64_t futex_unique_id` added" in types["struct mm_struct"].details
-    assert any("constant SKB_DROP_REASON_TC_CHAIN_NOTFOUND = 65 added" == d
+    assert any(d == "constant SKB_DROP_REASON_TC_CHAIN_NOTFOUND = 65 added"
                for d in types["enum skb_drop_reason"].details)
     layout_only = [t for t in whole.types if not t.cause]
     assert layout_only and all(d.startswith(("size", "offsets", "layout")) for t in layout_only for d in t.details)

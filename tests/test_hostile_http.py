@@ -23,9 +23,9 @@ import pytest
 from support.hostile import rpm_with_files, run_cli
 from support.webdata import Serve, serving
 
+from kabigate.errors import InputError
 from kabigate.inputs import packages
 from kabigate.reports import resultsdb
-from kabigate.errors import InputError
 from kabigate.web import api, create_app
 from kabigate.workers.config import Settings
 from kabigate.workers.events import event_request

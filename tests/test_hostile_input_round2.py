@@ -42,11 +42,11 @@ from support.hostile import (
 )
 
 from kabigate import signing
-from kabigate.inputs import packages
 from kabigate.errors import InputError
 from kabigate.formats import rpm as rpmfmt
 from kabigate.formats.certlist import system_certificates
 from kabigate.formats.compression import decompress
+from kabigate.inputs import packages
 from kabigate.inputs.kernels import load_kernel
 
 MiB = 1 << 20

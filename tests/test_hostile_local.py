@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from support.hostile import run_cli
 
 from kabigate import signing
-from kabigate.explain import cache as explain_cache
 from kabigate.errors import InputError
+from kabigate.explain import cache as explain_cache
 from kabigate.explain.crc import KernelTypes
 from kabigate.formats.cheaders import HeaderIndex
 from kabigate.formats.modsig import MAGIC, TRAILER

@@ -29,11 +29,8 @@ from pathlib import Path
 import zstandard
 
 from kabigate import signing
-from kabigate.explain import cache as explain_cache
-from kabigate.inputs import httpclient
-from kabigate.inputs import packages
-from kabigate.reports import resultsdb
 from kabigate.errors import InputError
+from kabigate.explain import cache as explain_cache
 from kabigate.explain.crc import KernelTypes
 from kabigate.formats import der, rpm, stream
 from kabigate.formats.btf import parse_btf
@@ -54,8 +51,10 @@ from kabigate.formats.stablelist import parse_stablelist
 from kabigate.formats.symvers import parse_symvers
 from kabigate.formats.tar import iter_tar
 from kabigate.formats.vmlinux import image_exports
+from kabigate.inputs import httpclient, packages
 from kabigate.inputs.kernels import load_kernel
 from kabigate.model import Export
+from kabigate.reports import resultsdb
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 

@@ -20,8 +20,8 @@ from kabigate.errors import InputError
 from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.module import parse_module
 from kabigate.inputs.kernels import load_kernel
-from kabigate.model import MODULE_SUFFIXES, Kernel, Module, Verdict
 from kabigate.inputs.packages import Package, is_package_file, is_url, module_files
+from kabigate.model import MODULE_SUFFIXES, Kernel, Module, Verdict
 from kabigate.rules import check_modules
 
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from kabigate.errors import InputError
 from kabigate.formats.bzimage import MAX_KERNEL_IMAGE
-from kabigate.model import ReasonCode
 from kabigate.inputs.packages import Package, is_package_file, is_url
+from kabigate.model import ReasonCode
 
 BUSYBOX = Path("/bin/busybox")
 QEMU = "qemu-system-x86_64"

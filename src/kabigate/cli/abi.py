@@ -20,10 +20,10 @@ from kabigate.cli.shared import (
 )
 from kabigate.cli.signing import signature_checks, trust_options
 from kabigate.explain.crc import SymbolExplanation, cause_json, cause_text
+from kabigate.inputs.stablelists import read_stablelist
 from kabigate.model import Export, Kernel, Module, ReasonCode, Verdict
 from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 from kabigate.rules import LoadOptions, check_modules
-from kabigate.inputs.stablelists import read_stablelist
 
 # -- inspect --------------------------------------------------------------------------------
 

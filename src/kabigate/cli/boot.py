@@ -8,6 +8,7 @@ import warnings
 import click
 
 from kabigate.boot.check import boot_check
+from kabigate.boot.qemu import qemu_available
 from kabigate.cli.shared import (
     EXIT_INCOMPATIBLE,
     EXIT_OK,
@@ -19,7 +20,6 @@ from kabigate.cli.shared import (
     read_modules_with_progress,
 )
 from kabigate.errors import InputError
-from kabigate.boot.qemu import qemu_available
 from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 
 

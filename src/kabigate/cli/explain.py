@@ -7,14 +7,6 @@ import sys
 import click
 
 from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, crc_text, emit_json, out, progress
-from kabigate.explain.crc import (
-    Explanation,
-    SymbolExplanation,
-    candidate_json,
-    cause_text,
-    explain,
-    type_change_json,
-)
 from kabigate.explain.cache import (
     header_trees,
     headers_from_sources,
@@ -22,6 +14,14 @@ from kabigate.explain.cache import (
     load_headers,
     needs_modules,
     warm,
+)
+from kabigate.explain.crc import (
+    Explanation,
+    SymbolExplanation,
+    candidate_json,
+    cause_text,
+    explain,
+    type_change_json,
 )
 from kabigate.inputs.kernels import load_kernel
 

@@ -16,9 +16,10 @@ from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out,
 from kabigate.cli.store import store_option
 from kabigate.errors import InputError, read_capped
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, MAX_POLICY_FILE, Policy, Waiver, parse_policy, parse_waivers
-from kabigate.reports.gate import DEFAULT_TESTCASE, gate_json, gate_junit, gate_markdown, resultsdb_payload
 from kabigate.inputs.kernels import load_kernel
+from kabigate.inputs.stablelists import read_stablelist
 from kabigate.model import version_key
+from kabigate.reports.gate import DEFAULT_TESTCASE, gate_json, gate_junit, gate_markdown, resultsdb_payload
 from kabigate.services.gate import (
     GateResult,
     previous_in_stream,
@@ -29,7 +30,6 @@ from kabigate.services.gate import (
 )
 from kabigate.services.ingest import ingest_kernel
 from kabigate.services.watch import kernels_to_gate, offered_kernels
-from kabigate.inputs.stablelists import read_stablelist
 from kabigate.store import GateRun, KernelRecord, Store
 from kabigate.vocabulary import GateClass, Outcome
 

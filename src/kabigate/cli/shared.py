@@ -14,8 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from kabigate.errors import InputError
-from kabigate.model import Kernel, Module, Reason
 from kabigate.inputs.modules import count_modules, read_modules
+from kabigate.model import Kernel, Module, Reason
 from kabigate.reports.verdicts import crc_text  # also the commands' shared helper
 
 EXIT_OK, EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR = 0, 1, 2

@@ -16,6 +16,7 @@ from kabigate.cli.store import store_option
 from kabigate.errors import read_capped
 from kabigate.formats.compression import MAX_TEXT
 from kabigate.formats.elrepo import parse_spec_history
+from kabigate.inputs.stablelists import read_stablelist
 from kabigate.services.evidence import (
     Demand,
     SymbolDemand,
@@ -26,7 +27,6 @@ from kabigate.services.evidence import (
     symbol_demand,
     symbol_demand_json,
 )
-from kabigate.inputs.stablelists import read_stablelist
 from kabigate.store import Store
 
 

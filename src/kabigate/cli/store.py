@@ -16,8 +16,8 @@ from rich.text import Text
 
 from kabigate.cli.shared import cells, crc_text, emit_json, err, out, progress, write_atomically
 from kabigate.inputs.kernels import load_kernel
-from kabigate.model import ReasonCode
 from kabigate.inputs.modules import count_modules
+from kabigate.model import ReasonCode
 from kabigate.reports.verdicts import drivers_json, kernel_record_json
 from kabigate.services.ingest import (
     count_pending_verdicts,

@@ -39,8 +39,8 @@ from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.elf import ElfFile
 from kabigate.formats.modsig import split_signature
 from kabigate.formats.vmlinux import image_exports, image_release
-from kabigate.model import MODULE_SUFFIXES, Export, Kernel
 from kabigate.inputs.packages import Package, is_package_file, is_url
+from kabigate.model import MODULE_SUFFIXES, Export, Kernel
 
 FORMAT = 6
 MAX_HEADER = 4 << 20  # the largest 6.1 header is under 1 MiB; bigger ones are not headers

@@ -24,9 +24,9 @@ from kabigate.formats.kconfig import looks_like_kconfig, parse_kconfig
 from kabigate.formats.module import read_module
 from kabigate.formats.symvers import looks_like_symvers, parse_symvers
 from kabigate.formats.vmlinux import image_exports, image_release, image_vermagic
-from kabigate.model import MODULE_SUFFIXES, Export, Kernel
 from kabigate.inputs.modules import walk_files
 from kabigate.inputs.packages import PackagePath, PackageTree, exports_from_provides, is_package_file, is_url
+from kabigate.model import MODULE_SUFFIXES, Export, Kernel
 
 SYMVERS_NAMES = ("Module.symvers", "symvers.gz", "symvers.xz", "symvers.zst", "symvers")
 # Debian's include/config/kernel.release holds the upstream version; utsrelease.h has the real one.

@@ -9,8 +9,15 @@ from dataclasses import dataclass
 
 from kabigate.errors import InputError, not_regular
 from kabigate.formats.module import read_module
+from kabigate.inputs.packages import (
+    PACKAGE_SUFFIXES,
+    Package,
+    is_url,
+    module_count,
+    modules_of_package,
+    package_sources,
+)
 from kabigate.model import MODULE_SUFFIXES, Module
-from kabigate.inputs.packages import PACKAGE_SUFFIXES, Package, is_url, module_count, modules_of_package, package_sources
 
 
 @dataclass

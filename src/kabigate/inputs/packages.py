@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import PurePosixPath
 
-from kabigate.inputs import httpclient
 from kabigate.errors import InputError, open_regular, read_capped
 from kabigate.formats import deb as debfmt
 from kabigate.formats import rpm as rpmfmt
@@ -27,6 +26,7 @@ from kabigate.formats.compression import MAX_DECOMPRESSED, text_lines
 from kabigate.formats.module import parse_module
 from kabigate.formats.repomd import MAX_REPOMD, RepoPackage, parse_primary, parse_repomd
 from kabigate.formats.rpm import Dependency
+from kabigate.inputs import httpclient
 from kabigate.model import MODULE_SUFFIXES, Export, Module, PackageOrigin, ReasonCode
 
 PACKAGE_SUFFIXES = (".rpm", ".deb")

@@ -4,7 +4,6 @@ cache already holds both kernels (a gate or `explain` read them): computed on re
 
 from __future__ import annotations
 
-from kabigate.explain.crc import cause_json
 from kabigate.explain.cache import (
     NotCached,
     cached_only,
@@ -14,6 +13,7 @@ from kabigate.explain.cache import (
     types_cached,
     write_entry,
 )
+from kabigate.explain.crc import cause_json
 from kabigate.model import Kernel, ReasonCode
 from kabigate.store import BuildRecord, KernelRecord, Store
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kabigate.boot.check import boot_check
+from kabigate.boot.qemu import kernel_image
 from kabigate.errors import InputError
 from kabigate.inputs.modules import read_modules
 from kabigate.inputs.packages import is_url
-from kabigate.boot.qemu import kernel_image
 from kabigate.rules import RULES_VERSION
 from kabigate.services.gate import BuildFinding, GateResult
 from kabigate.store import Store

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 
 from kabigate.errors import InputError
-from kabigate.model import Kernel, Module
 from kabigate.inputs.modules import read_modules
+from kabigate.model import Kernel, Module
 from kabigate.reports.verdicts import build_record_json, verdict_report
 from kabigate.rules import RULES_VERSION, check_modules
 from kabigate.services import Advance, no_progress

@@ -22,12 +22,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from kabigate.inputs import httpclient
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, parse_policy, parse_waivers
-from kabigate.reports.gate import gate_json, waiver_json
+from kabigate.inputs import httpclient
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.packages import is_url
+from kabigate.reports.gate import gate_json, waiver_json
 from kabigate.reports.verdicts import build_record_json, cell_json, drivers_json, kernel_record_json
 from kabigate.services.causes import with_causes
 from kabigate.services.evidence import demand_json, symbol_demand
