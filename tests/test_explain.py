@@ -385,5 +385,6 @@ def test_the_cache_keeps_to_its_size(testdata, tmp_path, monkeypatch):
     assert sum(path.stat().st_size for path in after) <= 6 << 20 and read_entry("filler") == filler
     monkeypatch.setenv("KABIGATE_CACHE_MAX", "lots")
     (folder / "btf").rename(tmp_path / "filled")  # nothing cached: an entry is to be written
-    code, _, stderr = run_cli("explain", "--from", str(testdata.kernel_root(OLD)), "--to", str(testdata.kernel_root(NEW)))
+    code, _, stderr = run_cli("explain", "--from", str(testdata.kernel_root(OLD)),
+                              "--to", str(testdata.kernel_root(NEW)))
     assert code == 2 and "KABIGATE_CACHE_MAX='lots': not a size" in stderr and len(stderr.strip().splitlines()) == 1

@@ -113,8 +113,9 @@ def test_a_damaged_sqlite_store_is_refused_by_every_command(db):
                     ["history", "jool"], ["db", "status"], ["db", "upgrade"]):
         result = _kabigate(*command, "--db", str(db))
         assert result.returncode == 2 and result.stdout == "", (command, result)
-        assert re.fullmatch(rf"kabigate: error: store sqlite:///{re.escape(str(db))} is damaged \(quick_check: On tree page {page} "
-                            r"cell \d+: [^\n]+\)\n", result.stderr), (command, result.stderr)
+        assert re.fullmatch(rf"kabigate: error: store sqlite:///{re.escape(str(db))} is damaged "
+                            rf"\(quick_check: On tree page {page} cell \d+: [^\n]+\)\n",
+                            result.stderr), (command, result.stderr)
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -146,8 +146,8 @@ def test_gate_report(store, tmp_path, snapshots):
     pin(snapshots, "gate", kabigate("gate", "--db", copy, "--candidate", RELEASES[1], "--stream", STREAM,
                                     "--waivers", waivers, "--json", expect=(1,)))
     pin(snapshots, "matrix, causes cached", kabigate("matrix", "--db", copy, "--format", "json"))  # by the gate
-    pin(snapshots, "waiver add", kabigate("waiver", "add", "--db", copy, "--driver", "dahdi", "--reason", "r", "--who", "w@example.org",
-             "--json"))
+    pin(snapshots, "waiver add", kabigate("waiver", "add", "--db", copy, "--driver", "dahdi", "--reason", "r",
+                                          "--who", "w@example.org", "--json"))
     pin(snapshots, "waiver list", kabigate("waiver", "list", "--db", copy, "--all", "--json"))
 
 

@@ -355,7 +355,8 @@ _KERNEL_REFUSALS = [(re.compile(pattern), code) for pattern, code in (
     (r"Loading of module with unavailable key is rejected", ReasonCode.UNTRUSTED_SIGNATURE),
     (r"Invalid (?:module )?architecture in ELF header", ReasonCode.ARCH_MISMATCH),
     (r"\.gnu\.linkonce\.this_module section size must match", ReasonCode.MODULE_STRUCT_SIZE),
-    ((r"Only one \.(?:modinfo|gnu\.linkonce\.this_module) section|Exactly one \.gnu\.linkonce\.this_module|this_module section must have a size"
+    ((r"Only one \.(?:modinfo|gnu\.linkonce\.this_module) section|Exactly one \.gnu\.linkonce\.this_module"
+     r"|this_module section must have a size"
      r"|this_module must occupy memory|module has no symbols|No module found in object|Invalid ELF"
      r"|has both \.ctors and \.init_array"), ReasonCode.INVALID_ELF),
     (r"disagrees about version of symbol (module_layout)$", ReasonCode.MODULE_LAYOUT_MISMATCH),

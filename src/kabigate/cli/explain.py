@@ -89,10 +89,10 @@ def _json(result: Explanation, listed: int | None) -> dict:
 def _print(result: Explanation, detailed: bool) -> None:
     counts = _counts(result)
     share = 100 * counts["explained"] / max(counts["crc_changed"], 1)
+    ranking = "headers, then depth" if result.ranking == "headers" else "depth and exported use (no headers)"
     out.print(f"{result.old} -> {result.new}: {counts['crc_changed']} exports changed CRC, {counts['explained']} "
               f"explained ({share:.1f} %); {counts['changed_types']} types changed, {counts['layout_only']} in "
-              f"layout only; causes ranked by {'headers, then depth' if result.ranking == 'headers' else 'depth and exported use (no headers)'}",
-              markup=False)
+              f"layout only; causes ranked by {ranking}", markup=False)
     named = {c.key for s in result.symbols for c in s.candidates} if detailed else None
     for change in result.types:
         if named is not None and change.key not in named:

@@ -31,7 +31,8 @@ class _DropIn(click.Command):
 
 @click.command("weak-modules", cls=_DropIn)
 @click.option("--add-modules", "action", flag_value="add-modules",
-              help="Link the modules (read from stdin, or given as arguments) into every installed kernel they load on.")
+              help="Link the modules (read from stdin, or given as arguments) "
+                   "into every installed kernel they load on.")
 @click.option("--remove-modules", "action", flag_value="remove-modules",
               help="Remove the links of modules that are gone (stdin or arguments), and what needed them.")
 @click.option("--add-kernel", "action", flag_value="add-kernel",
@@ -104,7 +105,7 @@ def _weak_modules(action: str, args: tuple[str, ...], basedir: str, verbose: boo
     runner = wm.WeakModules(root, say=(lambda line: out.print(line, markup=False)) if verbose else (lambda _l: None))
     if action in ("add-modules", "remove-modules"):
         # Paths are bytes to the kernel: read as the filesystem encoding reads them.
-        lines = args if args else (() if sys.stdin.isatty() else os.fsdecode(sys.stdin.buffer.read(1 << 24)).splitlines())
+        lines = args or (() if sys.stdin.isatty() else os.fsdecode(sys.stdin.buffer.read(1 << 24)).splitlines())
         modules = wm.read_module_list(lines, os.getcwd(), root)
         if not modules:
             raise SystemExit(EXIT_OK)

@@ -340,8 +340,8 @@ def _headers_from_json(value) -> HeaderIndex:
     (sources,) = _table(includers, header=_INT)
     if any(column and (min(column) < 0 or max(column) >= len(paths)) for column in (headers, targets, sources)):
         raise _Malformed("cache entry: a header number out of range")
-    return HeaderIndex(dict(zip(zip(kinds, names), map(paths.__getitem__, headers))),
-                       {paths[target]: {paths[n] for n in group} for target, group in zip(targets, _groups(sources, counts))})
+    included_by = {paths[target]: {paths[n] for n in group} for target, group in zip(targets, _groups(sources, counts))}
+    return HeaderIndex(dict(zip(zip(kinds, names), map(paths.__getitem__, headers))), included_by)
 
 
 def _kernel_types_from_json(value) -> KernelTypes:

@@ -535,7 +535,8 @@ def _explain_symbol(symbol: str, old: KernelTypes, new: KernelTypes, reach: _Rea
                "no type information")
         return SymbolExplanation(symbol, old_crc, new_crc, (), why)
     declaration, params = roots
-    candidates = [Candidate(key, names[key], via, depth, seen_by(key)) for key, (depth, via) in reach.of(params).items()]
+    candidates = [Candidate(key, names[key], via, depth, seen_by(key))
+                  for key, (depth, via) in reach.of(params).items()]
     candidates.sort(key=rank)
     new_roots = _roots(new, symbol)
     if new_roots is not None and new_roots[0] != declaration:  # its own line: genksyms hashes it first

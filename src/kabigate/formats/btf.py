@@ -202,7 +202,8 @@ def parse_btf(data: bytes, what: str, base: Btf | None = None) -> Btf:
             entry = BtfType(kind, name, size=size_or_type, items=tuple(values64), kind_flag=kind_flag)
         elif kind == FUNC_PROTO:
             need(8 * vlen, kind)
-            params = tuple((name_at(n) if n else "", t) for n, t in pair.iter_unpack(view[position:position + 8 * vlen]))
+            params = tuple((name_at(n) if n else "", t)
+                           for n, t in pair.iter_unpack(view[position:position + 8 * vlen]))
             position += 8 * vlen
             entry = BtfType(kind, name, type=size_or_type, items=params)
         elif kind == VAR:

@@ -27,7 +27,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import BinaryIO
 
 from kabigate.errors import InputError
@@ -168,10 +168,8 @@ class _Watch:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:
+    with suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the file descriptor's, also under TLS
-    except OSError:
-        pass
 
 
 def _check_url(url: str, allowed: tuple[Callable[[str], bool], str] | None, first: bool) -> None:

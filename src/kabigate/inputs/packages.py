@@ -8,6 +8,7 @@ Member paths are hostile: absolute names and `..` components are refused, never 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
@@ -184,10 +185,9 @@ class Package:
 
     def close(self) -> None:
         if isinstance(self.data, mmap.mmap):
-            try:
+            # BufferError: a view of it is still referenced by a finished generator: unmapped when collected
+            with contextlib.suppress(BufferError):
                 self.data.close()
-            except BufferError:
-                pass  # a view of it is still referenced by a finished generator: unmapped when collected
 
 
 def _check_size(size: int, what: str) -> None:
@@ -501,7 +501,7 @@ class PackageTree:
         """The member path `path` names, following symlinks inside the tree (never outside it)."""
         parts = [p for p in path.split("/") if p]
         current = "/"
-        for hops in range(64):
+        for _hop in range(64):  # a bound on symlinks followed
             if not parts:
                 return current
             part = parts.pop(0)

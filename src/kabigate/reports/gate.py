@@ -180,8 +180,8 @@ def resultsdb_payload(report: dict, *, item: str | None = None, testcase: str = 
             f"{counts[GateClass.FIXED]} fixed, {counts[GateClass.UNAFFECTED]} unaffected, {counts[GateClass.NEW]} new; "
             f"{len(report['stablelist_violations'])} "
             f"stablelist violations; baseline {baseline['release'] if baseline else 'none'}")
-    data = {"item": nvr, "type": "koji_build", "arch": arch, "scenario": scenario or f"{arch}.{report['stream'] or 'default'}",
-            "kernel_release": candidate["release"]}
+    data = {"item": nvr, "type": "koji_build", "arch": arch,
+            "scenario": scenario or f"{arch}.{report['stream'] or 'default'}", "kernel_release": candidate["release"]}
     if baseline:
         data["baseline"] = baseline["release"]
     payload = {"outcome": report["outcome"], "testcase": {"name": testcase}, "note": note, "data": data}

@@ -38,7 +38,8 @@ def cells_with_causes(store: Store, builds: dict[int, BuildRecord], kernels: dic
         old = built_for.get(builds[build_id].built_for)
         if old is not None and old.id != kernel_id:
             pairs.setdefault((old.id, kernel_id), set()).update(
-                r["symbol"] for m in modules for r in m["reasons"] if r["code"] == ReasonCode.CRC_MISMATCH and r["symbol"])
+                r["symbol"] for m in modules for r in m["reasons"]
+                if r["code"] == ReasonCode.CRC_MISMATCH and r["symbol"])
     records = {k.id: k for k in (*built_for.values(), *kernels.values()) if k is not None}
     loaded: dict[int, Kernel] = {}
 
@@ -73,8 +74,9 @@ def cells_with_causes(store: Store, builds: dict[int, BuildRecord], kernels: dic
         old = built_for.get(builds[build_id].built_for)
         known = causes.get((old.id, kernel_id), {}) if old is not None else {}
         found[(build_id, kernel_id)] = modules if not known else [
-            dict(m, reasons=[dict(r, cause=known[r["symbol"]]) if r["code"] == ReasonCode.CRC_MISMATCH and r["symbol"] in known
-                             else r for r in m["reasons"]]) for m in modules]
+            dict(m, reasons=[dict(r, cause=known[r["symbol"]])
+                             if r["code"] == ReasonCode.CRC_MISMATCH and r["symbol"] in known else r
+                             for r in m["reasons"]]) for m in modules]
     return found
 
 

@@ -213,7 +213,8 @@ def _explain_changes(store: Store, baseline: KernelRecord, candidate: KernelReco
         return in_use
     for reason in regressions:
         reason["cause"] = cause_json(causes[reason["symbol"]])
-    return [dataclasses.replace(c, cause=cause_json(causes[c.symbol])) if c.change == ExportChange.CRC else c for c in in_use]
+    return [dataclasses.replace(c, cause=cause_json(causes[c.symbol])) if c.change == ExportChange.CRC else c
+            for c in in_use]
 
 
 def _build_finding(build: BuildRecord, detail: list[dict], before: Cell | None, after: Cell, policy: Policy, waivers,

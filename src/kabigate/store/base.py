@@ -92,7 +92,8 @@ class StoreBase:
         except ArgumentError:
             raise StoreError(f"{location}: not a database URL or path") from None
         if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-            raise StoreError(f"{location}: kabigate stores live in SQLite or PostgreSQL, not {parsed.get_backend_name()}")
+            raise StoreError(f"{location}: kabigate stores live in SQLite or PostgreSQL, "
+                             f"not {parsed.get_backend_name()}")
         if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         if parsed.get_backend_name() == "sqlite" and parsed.database:

@@ -165,7 +165,8 @@ class RecordStore(StoreBase):
         if stream is None:
             return sorted(records, key=lambda r: (not r.streams, r.streams[:1], version_key(r.release)))
         if stream not in self.streams():
-            raise InputError(f"no stream named {stream!r} in the store (streams: {', '.join(self.streams()) or 'none'})")
+            streams = ", ".join(self.streams()) or "none"
+            raise InputError(f"no stream named {stream!r} in the store (streams: {streams})")
         in_stream = [(dict(r.streams)[stream], r) for r in records if stream in dict(r.streams)]
         return [record for _, record in sorted(in_stream, key=lambda pair: pair[0])]
 

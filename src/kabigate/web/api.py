@@ -164,7 +164,8 @@ async def ingest_kernel_endpoint(
         store: StoreDep,
         stream: Annotated[str | None, Form()] = None,
         vermagic: Annotated[str | None, Form()] = None,
-        files: Annotated[list[UploadFile] | None, File(description="e.g. linux-image-*.deb, linux-headers-*.deb")] = None,
+        files: Annotated[list[UploadFile] | None,
+                         File(description="e.g. linux-image-*.deb, linux-headers-*.deb")] = None,
         urls: Annotated[list[str] | None, Form()] = None) -> dict:
     files, urls = files or [], urls or []
 

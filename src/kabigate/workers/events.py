@@ -70,7 +70,8 @@ def _koji_request(body: dict, settings: Settings) -> Request | None:
 
 def _koji_kmod_request(body: dict, settings: Settings) -> Request | None:
     name = body.get("name")
-    if settings.koji_hub is None or not _text(name) or not (settings.koji_kmod_requires or is_kmod_name(name, settings)):
+    if (settings.koji_hub is None or not _text(name)
+            or not (settings.koji_kmod_requires or is_kmod_name(name, settings))):
         return None
     build, instance = body.get("build_id"), body.get("instance", "primary")
     if type(build) is not int or not _text(instance):
