@@ -69,7 +69,7 @@ def warm(kernels: list[Kernel], header_tree_list: list[Path], with_modules: bool
     """Fill the cache for these kernels and headers in parallel processes (one per core, two at
     most): reading one kernel is CPU-bound Python (decompress, parse, render), so a pair read
     side by side takes half the time. Each child writes its cache entry; nothing large comes back."""
-    todo = [(load_types, (kernel.image,)) for kernel in kernels
+    todo: list[tuple[Callable[..., object], tuple]] = [(load_types, (kernel.image,)) for kernel in kernels
             if kernel.image and not _cached_already(_image_identity(kernel.image))]
     todo += [(load_module_types, (kernel.image, _modules_of(kernel))) for kernel in kernels
              if with_modules and kernel.image and _modules_of(kernel)
@@ -204,7 +204,9 @@ def _entry(identity: str) -> Path:
 # not shared as a pickle's are, and the objects are built from its lists rather than in C.
 
 MAX_ENTRY = 512 << 20  # decompressed bytes; a kernel's modules' types take ~53 MB
-_STR, _INT, _CRC = {str}, {int}, {int, type(None)}
+_STR: set[type] = {str}
+_INT: set[type] = {int}
+_CRC: set[type] = {int, type(None)}
 
 
 class _Malformed(InputError):
@@ -307,9 +309,10 @@ def _types_from_json(value) -> list[tuple[str, KernelTypes]]:
     for row, (owner, release) in enumerate(zip(owners, releases)):
         exported, (type_ids, *typed), (member_keys, member_values), *fields = (
             [column[ends[row]:ends[row + 1]] for column in table] for table, ends in zip(tables, bounds))
-        found.append((owner, KernelTypes(
-            release, dict(zip(exported[0], map(Export, *exported))), *(dict(zip(type_ids, c)) for c in typed),
-            dict(zip(member_keys, member_values)), *(dict(zip(*field)) for field in fields))))
+        defs, keys, type_edges = (dict(zip(type_ids, c)) for c in typed)
+        layout, funcs, var_decls = (dict(zip(*field)) for field in fields)
+        found.append((owner, KernelTypes(release, dict(zip(exported[0], map(Export, *exported))), defs, keys,
+                                         type_edges, dict(zip(member_keys, member_values)), layout, funcs, var_decls)))
     return found
 
 
@@ -659,7 +662,7 @@ def _stored_modules(sources: list[str], kernel: Kernel, use_cache: bool) -> dict
     the module tree beside it (packages are not read for them)."""
     for source in _expanded(sources):
         path = Path(source)
-        image = _image_at(path, kernel.release) if path.is_dir() else None
+        image = _image_at(path, kernel.release) if path.is_dir() and kernel.release is not None else None
         modules = _modules_of(dataclasses.replace(kernel, image=str(image))) if image is not None else None
         if modules is not None:
             return load_module_types(str(image), modules, use_cache)
@@ -741,13 +744,14 @@ def explain_stored(old: tuple[list[str], Kernel], new: tuple[list[str], Kernel],
     """explain_symbols() for two stored kernels, each given as (its sources, the Kernel the store
     holds): None when either image is not among its sources any more."""
     (old_sources, old_kernel), (new_sources, new_kernel) = old, new
-    if not symbols:
+    old_release, new_release = old_kernel.release, new_kernel.release
+    if not symbols or old_release is None or new_release is None:  # a stored kernel's image is found by its release
         return None
     modules = needs_modules(old_kernel, symbols)
 
     def inputs():
-        return (types_from_sources(old_sources, old_kernel.release, use_cache),
-                types_from_sources(new_sources, new_kernel.release, use_cache),
+        return (types_from_sources(old_sources, old_release, use_cache),
+                types_from_sources(new_sources, new_release, use_cache),
                 headers_from_sources(old_sources, use_cache=use_cache),
                 (_stored_modules(old_sources, old_kernel, use_cache),
                  _stored_modules(new_sources, new_kernel, use_cache)) if modules else None)
