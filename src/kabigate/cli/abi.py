@@ -200,8 +200,9 @@ def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, no_expla
             out.print(f"{key.replace('_', ' ')}: {len(changes)}", markup=False)
             if key != "added":
                 for change in changes:
-                    cause = causes.get(change.name) if change.old and change.new else None
-                    suffix = f"  {cause_text(cause)}" if cause and change.old.crc != change.new.crc else ""
+                    crc_changed = change.old and change.new and change.old.crc != change.new.crc
+                    cause = causes.get(change.name) if crc_changed else None
+                    suffix = f"  {cause_text(cause)}" if cause else ""
                     out.print("  " + _describe_change(change) + suffix, markup=False)
     broken = result.stablelist_violations if stablelist is not None else result.breaks_abi
     sys.exit(EXIT_INCOMPATIBLE if broken else EXIT_OK)

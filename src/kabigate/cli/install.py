@@ -91,8 +91,8 @@ def weak_modules(action: str | None, dry_run: bool, verbose: bool, no_initramfs:
                       f"{refusal.kernel}: {first.code}: {first.message}", markup=False)
         for module, why in outcome.skipped:
             err.print(f"weak-modules: {module!r}: not used: {why}", markup=False)
-    for error in outcome.errors:
-        err.print(f"kabigate: error: {error}", markup=False)
+    for problem in outcome.errors:
+        err.print(f"kabigate: error: {problem}", markup=False)
     if compat:
         raise SystemExit(EXIT_OK)  # the script does not look at depmod's status either
     raise SystemExit(EXIT_INPUT_ERROR if outcome.errors else
@@ -142,12 +142,13 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, as_json:
 
     With --apt instead (contrib/apt's hook): every kernel of the APT run; none: exit 0; one without
     its linux-headers package in the run: exit 2 before any is read."""
-    from kabigate.host.preflight import apt_kernels
+    from kabigate.host.preflight import AptKernel, apt_kernels
     from kabigate.host.preflight import preflight as run_preflight
 
     if apt == (kernel is not None):
         raise click.UsageError("give KERNEL_PACKAGE_OR_RELEASE or --apt (the APT run's .deb files on stdin)")
     system = wm.Root(root)
+    kernels: list[AptKernel] = []
     if apt:
         listing = sys.stdin.buffer.read(_APT_LISTING_MAX + 1)
         if len(listing) > _APT_LISTING_MAX:
@@ -158,9 +159,16 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, as_json:
         from kabigate.store import Store
         store = Store.open(db, create=False)
     results = []
+
+    def targets():  # each kernel read when its turn comes
+        if kernel is None:
+            for item in kernels:
+                yield _kernel_of([item.image, item.headers])
+        else:
+            yield _target_kernel(kernel, system, store)
+
     try:
-        for item in kernels if apt else [kernel]:
-            release, target = _kernel_of([item.image, item.headers]) if apt else _target_kernel(item, system, store)
+        for release, target in targets():
             results.append(run_preflight(system, release, target, store))
     except OSError as error:
         raise InputError(f"{error.filename or root}: {error.strerror}") from None

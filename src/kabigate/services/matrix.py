@@ -158,7 +158,8 @@ def driver_history(store: Store, driver: str, stream: str | None = None) -> list
     refresh_verdicts(store)
     cells = store.cells(RULES_VERSION, build_ids=[b.id for b in builds])
     histories = []
-    for name in [stream] if stream else store.streams() or [None]:
+    names: list[str | None] = [stream] if stream else [*store.streams()] or [None]  # None: a store without streams
+    for name in names:
         kernels = store.kernels(name)
         histories.append(StreamHistory(name, kernels, [_build_history(store, b, builds, kernels, cells)
                                                         for b in builds]))

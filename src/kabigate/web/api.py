@@ -41,7 +41,7 @@ from kabigate.services.gate import (
 )
 from kabigate.services.ingest import ingest_driver_build, ingest_kernel, ingested_builds_json, read_driver_builds
 from kabigate.services.matrix import PAGE_SIZE, build_matrix, driver_history, history_json, matrix_page_json
-from kabigate.store import Store
+from kabigate.store import KernelRecord, Store
 from kabigate.web.deps import Settings, request_store, settings_of
 from kabigate.web.views import (
     RowId,
@@ -269,6 +269,7 @@ class GateRequest(BaseModel):
              summary="Gate a stored kernel and record the run; the report is the gate's JSON")
 def gate(store: StoreDep, settings: SettingsDep, request: GateRequest) -> dict:
     candidate = find_kernel(store, request.candidate, request.stream)
+    baseline: KernelRecord | None
     if request.baseline is not None:
         baseline, stream = find_kernel(store, request.baseline), request.stream
     else:

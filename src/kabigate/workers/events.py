@@ -3,6 +3,8 @@ build, or a kmod build whose RPMs the hub names) and kabigate's own kabigate.bui
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 from kabigate.errors import InputError
 from kabigate.workers.config import Settings
 from kabigate.workers.koji import is_kmod_name, kmod_request
@@ -79,5 +81,5 @@ def _koji_kmod_request(body: dict, settings: Settings) -> Request | None:
     return kmod_request(build, instance, name, settings)
 
 
-def _text(value) -> bool:
+def _text(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and 0 < len(value) <= MAX_FIELD and value.isprintable()
