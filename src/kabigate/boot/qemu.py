@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def insmod_in_qemu(
 
 
 def run_in_qemu(
-    vmlinuz: Path, steps: list[tuple[str, str]], files: list[GuestFile] = (), *,
+    vmlinuz: Path, steps: list[tuple[str, str]], files: Sequence[GuestFile] = (), *,
     kernel_args: str = "", timeout: float = 180,
 ) -> list[InsmodResult]:
     """Boot ``vmlinuz`` once with ``files`` in its initramfs, run each (label, shell command)
@@ -185,6 +186,7 @@ def _boot(cmd: list[str], marker: str, deadline: float, init_deadline: float) ->
     with subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     ) as proc:
+        assert proc.stdout is not None  # stdout=PIPE
         fd = proc.stdout.fileno()
         while True:
             remaining = (deadline if init_tag in out else init_deadline) - time.monotonic()
@@ -253,7 +255,7 @@ def _tail(console: str, lines: int = 40) -> str:
     return "\n".join(console.splitlines()[-lines:])
 
 
-def _initramfs(files: list[GuestFile], commands: list[str], marker: str) -> bytes:
+def _initramfs(files: Sequence[GuestFile], commands: list[str], marker: str) -> bytes:
     archive = _Cpio()
     folders = {"bin", "dev", "proc"}
     for file in files:

@@ -30,7 +30,7 @@ def cells_with_causes(store: Store, builds: dict[int, BuildRecord], kernels: dic
     reason the cache can explain. Cells are grouped by (built-for kernel, kernel): each pair is
     explained once, and each kernel's cached types are read once (the matrix meets a kernel in
     several pairs)."""
-    built_for = {}
+    built_for: dict[str | None, KernelRecord | None] = {}  # a build's built-for release -> its stored kernel
     for release in {b.built_for for b in builds.values() if b.built_for}:
         built_for[release] = next(iter(store.find_kernels(release)), None)
     pairs: dict[tuple[int, int], set[str]] = {}
@@ -89,7 +89,8 @@ def explainable_cells(store: Store, builds: list[BuildRecord], kernels: list[Ker
         records.update((k.id, k) for k in store.find_kernels(release)[:1])
     cached = {kernel_id: types_cached(list(k.sources), k.release) for kernel_id, k in records.items()}
     built_for = {b.id: next((k.id for k in records.values() if k.release == b.built_for), None) for b in builds}
-    return [(b, k) for b, k in cells if built_for[b] not in (None, k) and cached[built_for[b]] and cached.get(k)]
+    return [(b, k) for b, k in cells
+            if (old := built_for[b]) is not None and old != k and cached[old] and cached.get(k)]
 
 
 def _identity(kernel: KernelRecord) -> str:

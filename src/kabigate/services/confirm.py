@@ -62,11 +62,11 @@ def confirm_in_qemu(store: Store, result: GateResult, count: int, *, timeout: fl
             entries = [by_module[id(m)] for m in modules[finding.build.id]]
             # A build loads when all its modules do; its first refusal is its first refused module's.
             refused = next((e for e in entries if not e.accepted), None)
+            said = None if refused is None else refused.kernel_reason  # set: the kernel refused it
             stored = _stored_first(store, finding, result.candidate.id)
             confirmations.append(Confirmation(
                 finding.build.label, stored is None, stored, refused is None,
-                None if refused is None else refused.kernel_reason.code,
-                None if refused is None else refused.kernel_reason.message))
+                None if said is None else said.code, None if said is None else said.message))
     return confirmations
 
 

@@ -155,7 +155,7 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
     kernel_findings, export_changes, in_use = _kernel_side(store, candidate, baseline, builds, policy, waivers,
                                                            stablelist, today)
     coverage = sum(1 for finding in findings if finding.gating)
-    notes = []
+    notes: list[str] = []
     if explain and baseline is not None:
         in_use = _explain_changes(store, baseline, candidate, findings, in_use, notes)
     outcomes = [f.outcome for f in findings] + [f.outcome for f in kernel_findings]
@@ -241,7 +241,8 @@ def _build_finding(build: BuildRecord, detail: list[dict], before: Cell | None, 
         category = GateCategory(klass)
     gating = any(fnmatch.fnmatchcase(build.driver, pattern) for pattern in policy.gating)
     outcome = policy.outcomes[category]
-    applied, expired = [], []
+    applied: list[Waiver] = []
+    expired: list[Waiver] = []
     if OUTCOMES.index(outcome) > OUTCOMES.index(Outcome.INFO):
         applied, expired = _waivers_for(build.driver, [s.name for s in symbols] or ["*"], release, waivers, today)
         if applied:

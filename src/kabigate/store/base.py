@@ -128,7 +128,7 @@ class StoreBase:
         than an error. quick_check reads every page once (the demo's 30 MB store: 55 ms)."""
         try:
             with self.engine.connect() as connection:
-                found = connection.exec_driver_sql("PRAGMA quick_check(1)").scalar()
+                found = connection.exec_driver_sql("PRAGMA quick_check(1)").scalar_one()
         except OperationalError as error:  # locked, I/O: not the file's content
             self.engine.dispose()
             raise StoreError(f"{self.url}: cannot open the database: {_first_line(error.orig)}") from None
@@ -175,7 +175,10 @@ class StoreBase:
     def _head(self) -> str:
         from alembic.script import ScriptDirectory
 
-        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        if head is None:
+            raise StoreError("kabigate's schema migrations are missing: a broken installation")
+        return head
 
     def upgrade(self) -> tuple[str | None, str]:
         """Apply pending migrations; returns (revision before, revision after). Under a lock held to
@@ -285,12 +288,13 @@ class StoreBase:
         """Rows per table (all, or those named): for `kabigate db status` and the benchmarks."""
         wanted = [t.metadata.tables[name] for name in tables] if tables is not None else t.metadata.sorted_tables
         with self._reading() as connection:
-            return {table.name: connection.scalar(select(func.count()).select_from(table)) for table in wanted}
+            return {table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
+                    for table in wanted}
 
     def count_verdicts(self, rules_version: int) -> int:
         with self._reading() as connection:
-            return connection.scalar(select(func.count()).select_from(t.verdict)
-                                     .where(t.verdict.c.rules_version == rules_version))
+            return connection.execute(select(func.count()).select_from(t.verdict)
+                                      .where(t.verdict.c.rules_version == rules_version)).scalar_one()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
