@@ -416,7 +416,7 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
         if provider is None or hidden_gpl:
             if symbol.weak or symbol.name in ignored:
                 continue
-            if hidden_gpl:
+            if provider is not None:  # hidden_gpl
                 declared = module.license or "unspecified"
                 reasons.append(Reason(ReasonCode.GPL_ONLY, f"Unknown symbol {symbol.name} (err -2): it is exported "
                                                            f"GPL-only and the module's license is '{declared}'",

@@ -148,7 +148,8 @@ def waiver_from_mapping(entry, where: str, source: str = "", waiver_id: int | No
         expires = expires.date()
     if expires is not None and not isinstance(expires, datetime.date):
         raise InputError(f"{where}: 'expires' must be a date (expires = 2027-01-31)")
-    return Waiver(entry["reason"].strip(), entry["who"].strip(), expires, source=source, id=waiver_id, **patterns)
+    return Waiver(entry["reason"].strip(), entry["who"].strip(), expires, driver=patterns["driver"],
+                  symbol=patterns["symbol"], kernel=patterns["kernel"], source=source, id=waiver_id)
 
 
 def _toml(data: bytes, what: str) -> dict:
