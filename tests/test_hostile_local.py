@@ -18,15 +18,15 @@ import zstandard
 from cryptography.hazmat.primitives import serialization
 from support.hostile import run_cli
 
-from kabigate import signing
-from kabigate.explain import cache as explain_cache
 from kabigate.errors import InputError
+from kabigate.explain import cache as explain_cache
 from kabigate.explain.crc import KernelTypes
 from kabigate.formats.cheaders import HeaderIndex
 from kabigate.formats.modsig import MAGIC, TRAILER
 from kabigate.model import Export
 from kabigate.reports.html import matrix_html
 from kabigate.services.matrix import Matrix
+from kabigate.signing import keys
 from kabigate.store.store import BuildRecord, Cell, KernelRecord
 
 MiB = 1 << 20
@@ -71,8 +71,8 @@ def file_digest(path: Path, size: int | None = None) -> str:
 @pytest.fixture(scope="module")
 def signing_key(tmp_path_factory) -> tuple[Path, Path]:
     directory = tmp_path_factory.mktemp("key")
-    private_key, certificate = signing.generate_key(signing.KeygenSpec("rsa", 2048))
-    (directory / "k.key").write_bytes(signing.private_key_pem(private_key, None))
+    private_key, certificate = keys.generate_key(keys.KeygenSpec("rsa", 2048))
+    (directory / "k.key").write_bytes(keys.private_key_pem(private_key, None))
     (directory / "k.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return directory / "k.key", directory / "k.crt"
 
