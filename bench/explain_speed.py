@@ -27,7 +27,7 @@ from support.testdata import testdata_root
 from timing import best_of
 
 from kabigate.explain.crc import explain
-from kabigate.explain.cache import header_trees, kernel_types_of, load_headers, warm
+from kabigate.explain.sources import header_trees, kernel_types_of, load_headers, warm
 from kabigate.formats.bzimage import kernel_image
 from kabigate.inputs.kernels import load_kernel
 

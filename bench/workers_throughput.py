@@ -173,8 +173,8 @@ def latency(postgres: str, broker: RabbitMQ, kernels, drivers, workdir: Path) ->
     """(event -> gate result message, per kernel), (inline ingest + gate, per kernel)."""
     import amqp
 
-    from kabigate.reports.gate import gate_json
     from kabigate.inputs.kernels import load_kernel
+    from kabigate.reports.gate import gate_json
     from kabigate.services.gate import previous_in_stream, record_gate, run_gate
     from kabigate.services.ingest import ingest_kernel
     from kabigate.workers.config import Settings

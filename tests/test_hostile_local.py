@@ -20,6 +20,7 @@ from support.hostile import run_cli
 
 from kabigate.errors import InputError
 from kabigate.explain import cache as explain_cache
+from kabigate.explain import sources as explain_sources
 from kabigate.explain.crc import KernelTypes
 from kabigate.formats.cheaders import HeaderIndex
 from kabigate.formats.modsig import MAGIC, TRAILER
@@ -194,12 +195,12 @@ def test_a_planted_pickle_in_an_entrys_place_is_never_run(tmp_path, cache):
     planted = pickle.dumps(CreatesMarker(marker))
     image = tmp_path / "vmlinuz"
     image.write_bytes(b"not a kernel")
-    identity = explain_cache._image_identity(str(image))
-    for entry in (explain_cache._entry(identity), explain_cache._entry("causes")):
+    identity = explain_sources._image_identity(str(image))
+    for entry in (explain_cache.entry_path(identity), explain_cache.entry_path("causes")):
         entry.write_bytes(planted)
     assert explain_cache.read_entry("causes") is None
     with pytest.raises(InputError, match="vmlinuz"):  # computed again: the file is no kernel
-        explain_cache.load_types(str(image))
+        explain_sources.load_types(str(image))
     assert not marker.exists()
 
 
@@ -213,7 +214,7 @@ def test_a_planted_pickle_in_an_entrys_place_is_never_run(tmp_path, cache):
 ])
 def test_a_damaged_or_foreign_entry_is_computed_again(cache, document):
     raw = (document if isinstance(document, str) else json.dumps(document)).encode()
-    explain_cache._entry("causes").write_bytes(zstandard.ZstdCompressor().compress(raw))
+    explain_cache.entry_path("causes").write_bytes(zstandard.ZstdCompressor().compress(raw))
     assert explain_cache.read_entry("causes") is None
     explain_cache.write_entry("causes", {"a": {"b": 1}})
     assert explain_cache.read_entry("causes") == {"a": {"b": 1}}

@@ -137,7 +137,7 @@ def _crc_causes(built_for_paths, kernel: Kernel, verdicts: list[Verdict]) -> dic
     """The explanation of every crc-mismatch's symbol, from the built-for kernel to KERNEL."""
     if not built_for_paths:
         return {}
-    from kabigate.explain.cache import explain_symbols  # BTF work only when asked for
+    from kabigate.explain.sources import explain_symbols  # BTF work only when asked for
 
     built_for = load_kernel_with_progress(list(built_for_paths))
     symbols = [r.symbol for v in verdicts for r in v.reasons if r.code == ReasonCode.CRC_MISMATCH and r.symbol]
@@ -188,7 +188,7 @@ def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, no_expla
         sections["stablelist_violations"] = result.stablelist_violations
     causes = {}
     if old.image and new.image and result.crc_changed and not no_explain:
-        from kabigate.explain.cache import explain_symbols  # both images known: their BTF says why
+        from kabigate.explain.sources import explain_symbols  # both images known: their BTF says why
 
         causes = explain_symbols(old, new, [c.name for c in result.crc_changed]) or {}
     if as_json:

@@ -15,7 +15,7 @@ from kabigate.explain.crc import (
     explain,
     type_change_json,
 )
-from kabigate.explain.cache import (
+from kabigate.explain.sources import (
     header_trees,
     headers_from_sources,
     kernel_types_of,

@@ -24,9 +24,9 @@ from kabigate.formats.kconfig import looks_like_kconfig, parse_kconfig
 from kabigate.formats.module import read_module
 from kabigate.formats.symvers import looks_like_symvers, parse_symvers
 from kabigate.formats.vmlinux import image_exports, image_release, image_vermagic
-from kabigate.model import MODULE_SUFFIXES, Export, Kernel
 from kabigate.inputs.modules import walk_files
 from kabigate.inputs.packages import PackagePath, PackageTree, exports_from_provides, is_package_file, is_url
+from kabigate.model import MODULE_SUFFIXES, Export, Kernel
 
 SYMVERS_NAMES = ("Module.symvers", "symvers.gz", "symvers.xz", "symvers.zst", "symvers")
 # Debian's include/config/kernel.release holds the upstream version; utsrelease.h has the real one.
@@ -111,7 +111,7 @@ def _facts_of(path: Path) -> _Facts:
 
 
 def _facts_of_file(path: Path) -> _Facts:
-    if _is_kernel_image(path):
+    if is_kernel_image(path):
         return _facts_of_image(path)
     facts = _Facts(str(path))
     data = _read(path)
@@ -141,7 +141,8 @@ def _facts_of_headers(path: Path) -> _Facts:
     return facts
 
 
-def _is_kernel_image(path: Path) -> bool:
+def is_kernel_image(path: Path) -> bool:
+    """Whether a file is a vmlinuz (bzImage or a compressed payload) or a vmlinux, by its first bytes."""
     if isinstance(path, PackagePath):
         return False
     with open_regular(str(path)) as file:
@@ -173,10 +174,23 @@ def _module_struct_size(elf: ElfFile) -> int | None:
     return next((btf.types[i].size for i in btf.by_name("module") if btf.types[i].kind == BTF_STRUCT), None)
 
 
-def _image_in(boot: Path, release: str) -> Path | None:
+def kernel_image_in(boot: Path, release: str) -> Path | None:
+    """boot/vmlinuz-<release>, else boot/vmlinux-<release>: the image of `release` in a boot folder."""
     if isinstance(boot, PackagePath):
         return None
     return next((p for p in (boot / f"vmlinuz-{release}", boot / f"vmlinux-{release}") if p.is_file()), None)
+
+
+def kernel_image_at(path: Path, release: str) -> Path | None:
+    """The image of `release` that a kernel's file or folder source is or holds: the file itself, the
+    boot/ image of a package root, or of the root above a module tree (<root>/lib/modules/<release>)."""
+    if path.is_file():
+        return path if is_kernel_image(path) else None
+    for boot in (path / "boot", path.parent.parent.parent / "boot"):
+        image = kernel_image_in(boot, release)
+        if image is not None and is_kernel_image(image):
+            return image
+    return None
 
 
 def _module_exports(path: Path) -> dict[str, Export]:
@@ -219,7 +233,7 @@ def _facts_of_module_tree(path: Path, root: Path | None) -> _Facts:
         facts.exports, facts.headers_dir = headers.exports, build
         facts.config = headers.config
         facts.machine = facts.machine or headers.machine
-    image = _image_in(boot, path.name)
+    image = kernel_image_in(boot, path.name)
     if image is not None:
         facts.image = str(image)
         if facts.exports is None and not (root is not None and _headers_in(root, path.name)):

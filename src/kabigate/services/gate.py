@@ -15,12 +15,12 @@ import datetime
 import fnmatch
 from dataclasses import dataclass, field
 
-from kabigate.reports import resultsdb
 from kabigate.analysis import diff_kernels
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, OUTCOMES, Policy, Waiver, waiver_from_mapping
 from kabigate.formats.stablelist import Stablelist
 from kabigate.model import ReasonCode
+from kabigate.reports import resultsdb
 from kabigate.reports.verdicts import crc_text
 from kabigate.rules import RULES_VERSION
 from kabigate.services.ingest import refresh_verdicts
@@ -199,7 +199,7 @@ def _explain_changes(store: Store, baseline: KernelRecord, candidate: KernelReco
     """Attach causes to the changed exports in use and to the regressions' crc-mismatches (a build
     that loaded on the baseline was built with the baseline's CRC, so baseline -> candidate is it)."""
     from kabigate.explain.crc import cause_json
-    from kabigate.explain.cache import explain_stored
+    from kabigate.explain.sources import explain_stored
 
     regressions = [r for f in findings if f.klass == GateClass.REGRESSION for r in f.reasons
                    if r["code"] == ReasonCode.CRC_MISMATCH]
