@@ -201,6 +201,13 @@ class Kernel:
         return any(export.crc is not None for export in self.exports.values())
 
 
+class LoadVerdict(StrEnum):
+    """A module's or a build's verdict on a kernel, as the JSON reports spell it (`verdict`)."""
+
+    LOADS = "loads"
+    FAILS = "fails"
+
+
 class ReasonCode(StrEnum):
     """Why a module fails to load, or what loading it does: the `code` of a Reason, as JSON, the
     store and the README's "Reason codes" list spell it (a StrEnum: equal to and printed as that text)."""

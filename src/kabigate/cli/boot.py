@@ -8,6 +8,7 @@ import warnings
 import click
 
 from kabigate.boot.check import boot_check
+from kabigate.boot.qemu import qemu_available
 from kabigate.cli.shared import (
     EXIT_INCOMPATIBLE,
     EXIT_OK,
@@ -19,7 +20,7 @@ from kabigate.cli.shared import (
     read_modules_with_progress,
 )
 from kabigate.errors import InputError
-from kabigate.boot.qemu import qemu_available
+from kabigate.model import LoadVerdict
 from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 
 
@@ -52,7 +53,7 @@ def boot_check_command(image, kernel_paths, timeout, as_json, modules) -> None:
         reports.append({
             "path": entry.module.path, "name": entry.module.name, "in_tree": entry.in_tree,
             "agrees": entry.agrees,
-            "kernel": {"verdict": "loads" if said is None else said.code if entry.accepted else "fails",
+            "kernel": {"verdict": LoadVerdict.LOADS if said is None else said.code if entry.accepted else LoadVerdict.FAILS,
                        "exit_status": entry.result.exit_status,
                        "reason": None if said is None else {"code": said.code, "symbol": said.symbol,
                                                             "message": said.message},

@@ -34,6 +34,7 @@ from kabigate.inputs.packages import (
     kabi_dependencies,
     open_repository,
 )
+from kabigate.vocabulary import RequiresVerdict
 
 
 @click.command("rpm-deps")
@@ -91,7 +92,7 @@ def precheck(kernel_paths, as_json, packages) -> None:
         kabi = kabi_dependencies(requires)
         findings = check_kabi_requires(kabi, kernel.exports)
         reports.append({"package": label, "kabi_requires": len(kabi),
-                        "verdict": "fails" if findings else "passes",
+                        "verdict": RequiresVerdict.FAILS if findings else RequiresVerdict.PASSES,
                         "findings": [{"code": f.code, "symbol": f.symbol, "required_crc": crc_text(f.required_crc),
                                       "kernel_crc": crc_text(f.kernel_crc)} for f in findings]})
     if as_json:
