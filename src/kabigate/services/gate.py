@@ -309,7 +309,7 @@ def _described(change) -> tuple[ExportChange, str, str]:
 
 
 def record_gate(store: Store, result: GateResult, report: dict) -> GateRun:
-    """Keep the gate's outcome and report (gate_report.gate_json) in the store."""
+    """Keep the gate's outcome and report (reports.gate.gate_json) in the store."""
     with store.transaction():
         return store.record_gate_run(result.candidate.id, result.baseline.id if result.baseline else None,
                                      result.stream, result.outcome, report)
