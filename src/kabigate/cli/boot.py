@@ -34,9 +34,11 @@ from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.argument("modules", nargs=-1, required=True, metavar="MODULE...")
 def boot_check_command(image, kernel_paths, timeout, as_json, modules) -> None:
-    """Boot the kernel in qemu (KVM when it works, TCG otherwise), insert MODULEs in dependency
-    order (in-tree dependencies from the kernel package first) and print the kernel's verdict
-    and messages beside kabigate's. Exit 1 if they disagree or the kernel refuses a module."""
+    """Boot the kernel in qemu, insert MODULEs, and compare its verdicts with kabigate's.
+
+    qemu uses KVM when it works, TCG otherwise; MODULEs are inserted in dependency order (in-tree
+    dependencies from the kernel package first), and the kernel's verdict and messages are printed
+    beside kabigate's. Exit 1 if they disagree or the kernel refuses a module."""
     why = qemu_available()
     if why is not None:
         raise InputError(f"cannot boot a kernel here: {why}")

@@ -195,7 +195,7 @@ def _confirm(store: Store, result, count: int):
               help="Seconds between polls.")
 @click.option("--once", is_flag=True, help="Poll once, gate what is new, and exit (for cron).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report line per gated kernel.")
-@store_option
+@store_option(creates=True)
 def watch(store: Store, repositories: tuple[str, ...], stream: str, output_dir: str | None, interval: int,
           once: bool, as_json: bool, **options) -> None:
     """Poll kernel repositories (yum repodata, a folder of .debs, a Debian Packages index); ingest

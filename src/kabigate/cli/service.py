@@ -99,8 +99,10 @@ def listen(settings, loglevel: str) -> None:
 @click.argument("files", nargs=-1, required=True, metavar="FILE_OR_URL...")
 def announce(settings, kind: str, stream: str | None, name: str | None, version: str | None,
              build_id: str | None, files: tuple[str, ...]) -> None:
-    """Publish a kabigate.build.complete message (for build systems other than Koji): a finished
-    build whose packages are at FILES (paths the workers see, or URLs)."""
+    """Publish a kabigate.build.complete message: a finished build, for the workers to ingest.
+
+    For build systems other than Koji: the build's packages are at FILES (paths the workers see,
+    or URLs)."""
     from jsonschema.exceptions import ValidationError
 
     from kabigate.workers.messaging import PublishError, publish
@@ -169,7 +171,7 @@ def tasks(state: str | None, limit: int, prune: bool, older_than: float | None, 
             raise InputError("--prune deletes done and failed tasks: no --state")
         _prune_tasks(Store, db, older_than, as_json)
         return
-    with Store.open(db) as store:
+    with Store.open(db, create=False) as store:
         records = store.tasks(None if state is None else TaskState(state), limit=limit)
     if as_json:
         emit_json({"tasks": [task_json(t) for t in records]})

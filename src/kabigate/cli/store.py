@@ -16,8 +16,8 @@ from rich.text import Text
 
 from kabigate.cli.shared import cells, crc_text, emit_json, err, out, progress, write_atomically
 from kabigate.inputs.kernels import load_kernel
-from kabigate.model import ReasonCode
 from kabigate.inputs.modules import count_modules
+from kabigate.model import ReasonCode
 from kabigate.reports.verdicts import drivers_json, kernel_record_json
 from kabigate.services.ingest import (
     count_pending_verdicts,
@@ -35,7 +35,7 @@ from kabigate.services.matrix import (
     history_json,
     matrix_by_build_json,
 )
-from kabigate.store import Cell, KernelRecord, Store, default_url
+from kabigate.store import Cell, KernelRecord, Store
 
 # Short cell texts for the table: the first reason's code, abbreviated.
 SHORT_REASONS: dict[str, str] = {  # keyed by ReasonCode; the store gives plain text
@@ -47,16 +47,19 @@ SHORT_REASONS: dict[str, str] = {  # keyed by ReasonCode; the store gives plain 
 }
 
 
-def store_option(command):
-    """--db on every store command (also $KABIGATE_DB); the store is opened for the command."""
-    @click.option("--db", "db", metavar="PATH_OR_URL", envvar="KABIGATE_DB",
-                  help="SQLite file or postgresql:// URL (default: $KABIGATE_DB, else "
-                       f"{default_url()}).")
-    @functools.wraps(command)
-    def with_store(db, **kwargs):
-        with Store.open(db) as store:
-            return command(store, **kwargs)
-    return with_store
+def store_option(command=None, *, creates: bool = False):
+    """--db on every store command (also `kabigate --db` and $KABIGATE_DB); the store is opened for
+    the command. Only commands that add to a store (`creates`: ingest, watch) make a missing one."""
+    def decorate(command):
+        @click.option("--db", "db", metavar="PATH_OR_URL", envvar="KABIGATE_DB",
+                      help="SQLite file or postgresql:// URL (default: $KABIGATE_DB, else the user's data "
+                           "directory's kabigate.db).")
+        @functools.wraps(command)
+        def with_store(db, **kwargs):
+            with Store.open(db, create=creates) as store:
+                return command(store, **kwargs)
+        return with_store
+    return decorate(command) if command is not None else decorate
 
 
 def json_option(command):
@@ -95,7 +98,7 @@ def db_upgrade(location: str | None) -> None:
 @json_option
 def db_status(location: str | None, as_json: bool) -> None:
     """Schema revision and what the store holds."""
-    with Store.connect(location) as store:
+    with Store.connect(location, create=False) as store:
         current, head = store.revisions()
         counts = store.counts() if current == head else {}
         pending = count_pending_verdicts(store) if current == head else None
@@ -123,7 +126,7 @@ def ingest() -> None:
 @queue_option
 @json_option
 @click.argument("kernels", nargs=-1, required=True, metavar="KERNEL...")
-@store_option
+@store_option(creates=True)
 def ingest_kernels(store: Store, stream: str | None, vermagic: str | None, queue: bool, as_json: bool,
                    kernels: tuple[str, ...]) -> None:
     """Store kernels: each KERNEL is what `check -k` takes; join the paths of one kernel with a
@@ -161,7 +164,7 @@ def ingest_kernels(store: Store, stream: str | None, vermagic: str | None, queue
 @queue_option
 @json_option
 @click.argument("paths", nargs=-1, required=True, metavar="MODULES_OR_PACKAGES_OR_REPO...")
-@store_option
+@store_option(creates=True)
 def ingest_drivers(store: Store, name: str | None, version: str | None, queue: bool, as_json: bool,
                    paths: tuple[str, ...]) -> None:
     """Store driver builds: each package (kmod RPM or deb, in a folder or a yum repository) is one
@@ -193,7 +196,7 @@ def ingest_drivers(store: Store, name: str | None, version: str | None, queue: b
 @click.option("--version", "version", required=True, help="The driver version that failed to build.")
 @click.option("--kernel", "kernel_release", required=True, metavar="RELEASE", help="The kernel it was built for.")
 @click.option("--error", required=True, help="What failed (one line is kept).")
-@store_option
+@store_option(creates=True)
 def ingest_build_failure(store: Store, name: str, version: str, kernel_release: str, error: str) -> None:
     """Record that a driver version does not build against a kernel (real data for the matrix)."""
     created = record_build_failure(store, name, version, kernel_release, error)
