@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 
@@ -71,3 +73,28 @@ def test_db_before_the_command_is_the_commands_store(tmp_path):
     # and it wins over $KABIGATE_DB, as the command's own --db does
     elsewhere = kabigate("--db", str(store), "kernels", env={"KABIGATE_DB": str(tmp_path / "other.db")})
     assert elsewhere.returncode == 0, elsewhere.stderr
+
+
+def _examples(command: click.Command) -> list[list[str]]:
+    """The example command lines of a command's help (continuation lines joined)."""
+    text = (command.help or "").partition("Example:")[2]
+    joined = re.sub(r"\\\n\s*", "", text)
+    return [shlex.split(line.strip(), comments=False)[shlex.split(line.strip()).index("kabigate"):]
+            for line in joined.splitlines() if "kabigate" in line]
+
+
+def test_every_command_has_an_example_that_uses_its_real_options():
+    context = click.Context(cli)
+    for name in COMMAND_MODULES:
+        command = cli.get_command(context, name)
+        examples = _examples(command)
+        assert examples, f"{name}: no example in its help"
+        for words in examples:
+            assert words[1] == name, words
+            target, rest = command, words[2:]
+            if isinstance(command, click.Group):  # the example names a subcommand
+                target, rest = command.get_command(context, rest[0]), rest[1:]
+                assert target is not None, words
+            options = {opt for param in target.params for opt in param.opts + param.secondary_opts}
+            used = {word.partition("=")[0] for word in rest if word.startswith("-")}
+            assert used <= options, f"{' '.join(words)}: no {sorted(used - options)}"

@@ -20,10 +20,10 @@ from kabigate.cli.shared import (
 )
 from kabigate.cli.signing import signature_checks, trust_options
 from kabigate.explain.crc import SymbolExplanation, cause_json, cause_text
+from kabigate.inputs.stablelists import read_stablelist
 from kabigate.model import Export, Kernel, Module, ReasonCode, Verdict
 from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 from kabigate.rules import LoadOptions, check_modules
-from kabigate.inputs.stablelists import read_stablelist
 
 # -- inspect --------------------------------------------------------------------------------
 
@@ -31,7 +31,12 @@ from kabigate.inputs.stablelists import read_stablelist
 @click.argument("modules", nargs=-1, required=True, metavar="MODULE_OR_DIR...")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 def inspect(modules: tuple[str, ...], as_json: bool) -> None:
-    """What a module needs (imports, CRCs, namespaces) and provides (exports)."""
+    """What a module needs (imports, CRCs, namespaces) and provides (exports).
+
+    \b
+    Example:
+      kabigate inspect --json /lib/modules/6.1.0-56-amd64/updates/dkms/jool.ko
+    """
     parsed = read_modules_with_progress(list(modules))
     if as_json:
         emit_json({"modules": [_module_json(m) for m in parsed]})
@@ -117,7 +122,13 @@ def _print_module(module: Module) -> None:
 @click.argument("modules", nargs=-1, required=True, metavar="MODULE_OR_DIR...")
 def check(kernel_paths, vermagic, stablelist_path, require_signature, built_for_paths, as_json, modules,
           **trust) -> None:
-    """Will these modules, installed together, load on KERNEL? Exit 1 if any does not."""
+    """Will these modules, installed together, load on KERNEL? Exit 1 if any does not.
+
+    \b
+    Example:
+      kabigate check -k linux-image-6.1.0-56-amd64-unsigned.deb -k linux-headers-6.1.0-56-amd64.deb jool/
+      kabigate check -k /lib/modules/6.1.0-56-amd64 --stablelist kabi_stablelist_x86_64 --json *.ko
+    """
     kernel = load_kernel_with_progress(list(kernel_paths), vermagic)
     stablelist = read_stablelist(stablelist_path, kernel.machine)
     parsed = read_modules_with_progress(list(modules))
@@ -178,7 +189,13 @@ def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict],
 def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, no_explain: bool, as_json: bool) -> None:
     """Exports added, removed or changed from KERNEL_A to KERNEL_B. Exit 1 if the ABI broke
     (with --stablelist: if a listed symbol broke). When both kernels' images are known, each CRC
-    change names the changed type that most likely caused it (from their BTF; see explain)."""
+    change names the changed type that most likely caused it (from their BTF; see explain).
+
+    \b
+    Example:
+      kabigate diff --stablelist kabi_stablelist_x86_64 /usr/src/linux-headers-6.1.0-50-amd64 \
+          /usr/src/linux-headers-6.1.0-53-amd64
+    """
     old, new = load_kernel_with_progress([old_kernel]), load_kernel_with_progress([new_kernel])
     stablelist = read_stablelist(stablelist_path)
     result = diff_kernels(old, new, stablelist)

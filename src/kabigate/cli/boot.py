@@ -38,7 +38,12 @@ def boot_check_command(image, kernel_paths, timeout, as_json, modules) -> None:
 
     qemu uses KVM when it works, TCG otherwise; MODULEs are inserted in dependency order (in-tree
     dependencies from the kernel package first), and the kernel's verdict and messages are printed
-    beside kabigate's. Exit 1 if they disagree or the kernel refuses a module."""
+    beside kabigate's. Exit 1 if they disagree or the kernel refuses a module.
+
+    \b
+    Example:
+      kabigate boot-check -k 6.1.0-56-amd64-root/ jool/*.ko
+    """
     why = qemu_available()
     if why is not None:
         raise InputError(f"cannot boot a kernel here: {why}")

@@ -16,9 +16,10 @@ from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out,
 from kabigate.cli.store import store_option
 from kabigate.errors import InputError, read_capped
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, MAX_POLICY_FILE, Policy, Waiver, parse_policy, parse_waivers
-from kabigate.reports.gate import DEFAULT_TESTCASE, gate_json, gate_junit, gate_markdown, resultsdb_payload
 from kabigate.inputs.kernels import load_kernel
+from kabigate.inputs.stablelists import read_stablelist
 from kabigate.model import version_key
+from kabigate.reports.gate import DEFAULT_TESTCASE, gate_json, gate_junit, gate_markdown, resultsdb_payload
 from kabigate.services.gate import (
     GateResult,
     previous_in_stream,
@@ -29,7 +30,6 @@ from kabigate.services.gate import (
 )
 from kabigate.services.ingest import ingest_kernel
 from kabigate.services.watch import kernels_to_gate, offered_kernels
-from kabigate.inputs.stablelists import read_stablelist
 from kabigate.store import GateRun, KernelRecord, Store
 from kabigate.vocabulary import GateClass, Outcome
 
@@ -143,7 +143,12 @@ def _publish(store: Store, settings: GateSettings, run: GateRun, item: str | Non
 def gate(store: Store, candidate: str, baseline: str | None, stream: str | None, junit_path, markdown_path, item,
          queue: bool, confirm: int, explain: bool, as_json: bool, **options) -> None:
     """Gate a candidate kernel on the stored driver builds. Exit 0 PASSED/INFO, 1 FAILED or
-    NEEDS_INSPECTION, 2 error."""
+    NEEDS_INSPECTION, 2 error.
+
+    \b
+    Example:
+      kabigate gate --candidate 6.1.0-53-amd64 --stream debian-6.1 --junit gate.xml --markdown gate.md
+    """
     if queue:
         _queue_gate(store, candidate, baseline, stream, as_json,
                     given=[_option_name(name) for name, value in (("junit", junit_path), ("markdown", markdown_path),
@@ -200,7 +205,12 @@ def watch(store: Store, repositories: tuple[str, ...], stream: str, output_dir: 
           once: bool, as_json: bool, **options) -> None:
     """Poll kernel repositories (yum repodata, a folder of .debs, a Debian Packages index); ingest
     and gate each kernel not gated yet, oldest first, once. Restart-safe: a kernel half-processed
-    when the watcher died is processed again, and a gate run is never published twice."""
+    when the watcher died is processed again, and a gate run is never published twice.
+
+    \b
+    Example:
+      kabigate watch --stream debian-6.1 --once https://deb.debian.org/debian/dists/bookworm/main/binary-amd64/Packages.xz
+    """
     settings = GateSettings.from_options(**options)
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)

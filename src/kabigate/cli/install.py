@@ -60,7 +60,12 @@ def weak_modules(action: str | None, dry_run: bool, verbose: bool, no_initramfs:
 
     Exit 0 when everything judged is linked, 1 when a module was refused for a kernel (or a name
     in the tree was not used), 2 on bad input or when depmod or the initramfs generator failed
-    (the links are in place then); --compat: the script's statuses."""
+    (the links are in place then); --compat: the script's statuses.
+
+    \b
+    Example:
+      rpm -ql kmod-jool | kabigate weak-modules --add-modules
+    """
     try:
         if action is None:
             raise click.UsageError("one of --add-modules, --remove-modules, --add-kernel, --remove-kernel is required")
@@ -143,7 +148,12 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, as_json:
     under --root or kept in the store. Exit 1 when something installed will stop loading.
 
     With --apt instead (contrib/apt's hook): every kernel of the APT run; none: exit 0; one without
-    its linux-headers package in the run: exit 2 before any is read."""
+    its linux-headers package in the run: exit 2 before any is read.
+
+    \b
+    Example:
+      kabigate preflight linux-image-6.1.0-57-amd64-unsigned.deb
+    """
     from kabigate.host.preflight import apt_kernels
     from kabigate.host.preflight import preflight as run_preflight
 

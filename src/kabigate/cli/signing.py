@@ -79,7 +79,12 @@ def _module_files(paths: tuple[str, ...]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 def keygen(prefix, key_type, bits, curve, subject, days, no_codesigning, module_signing_oid, encrypt,
            passphrase_env, passphrase_file, force, as_json) -> None:
-    """Generate a module-signing key and its self-signed certificate."""
+    """Generate a module-signing key and its self-signed certificate.
+
+    \b
+    Example:
+      kabigate keygen --out /etc/pki/kabigate/repo --subject 'CN=Example kmods,O=Example'
+    """
     passphrase = _passphrase(passphrase_env, passphrase_file) if encrypt else None
     if encrypt and passphrase is None:
         raise InputError(f"--encrypt needs a passphrase: set {passphrase_env} or give --passphrase-file")
@@ -124,7 +129,12 @@ def sign(key_path, cert_path, hash_name, replace, use_key_id, passphrase_env, pa
     """Append a signature to each module, byte for byte what the kernel's sign-file appends.
 
     Compressed modules are signed inside and recompressed. All modules are signed or none: each is
-    written to a temporary file beside it, and renamed over it once every module is signed."""
+    written to a temporary file beside it, and renamed over it once every module is signed.
+
+    \b
+    Example:
+      kabigate sign --key /etc/pki/kabigate/repo.key --cert /etc/pki/kabigate/repo.crt jool/*.ko
+    """
     key = load_signing_key(key_path, cert_path, _passphrase(passphrase_env, passphrase_file))
     files = _module_files(modules)
     with progress("signing modules", len(files)) as advance:
@@ -169,7 +179,12 @@ def trust_policy(require_codesigning_eku: bool, accept_module_signing_oid: bool,
 def verify(trust_paths, require_codesigning_eku, accept_module_signing_oid, reject_expired, as_json,
            modules) -> None:
     """Signer, key id and hash of each module's signature, and whether it verifies against the
-    trusted keys. Exit 1 if any module is unsigned or (with --trust) does not verify."""
+    trusted keys. Exit 1 if any module is unsigned or (with --trust) does not verify.
+
+    \b
+    Example:
+      kabigate verify --trust /boot/vmlinuz-6.1.0-56-amd64 --trust mok.der jool/*.ko
+    """
     trust = load_trust(list(trust_paths))
     policy = trust_policy(require_codesigning_eku, accept_module_signing_oid, reject_expired)
     files = _module_files(modules)

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from kabigate.cli.shared import cells, crc_text, emit_json, err, out, progress, write_atomically
+from kabigate.cli.shared import Group, cells, crc_text, emit_json, err, out, progress, write_atomically
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.modules import count_modules
 from kabigate.model import ReasonCode
@@ -78,9 +78,14 @@ def _absolute(paths) -> list[str]:
 
 # -- db -------------------------------------------------------------------------------------
 
-@click.group()
+@click.group(cls=Group)
 def db() -> None:
-    """Create, upgrade and inspect the store."""
+    """Create, upgrade and inspect the store.
+
+    \b
+    Example:
+      kabigate db upgrade --db postgresql://kabigate@db/kabigate
+    """
 
 
 @db.command("upgrade")
@@ -115,9 +120,15 @@ def db_status(location: str | None, as_json: bool) -> None:
 
 # -- ingest ---------------------------------------------------------------------------------
 
-@click.group()
+@click.group(cls=Group)
 def ingest() -> None:
-    """Add kernels and driver builds to the store; each is judged against everything stored."""
+    """Add kernels and driver builds to the store; each is judged against everything stored.
+
+    \b
+    Example:
+      kabigate ingest kernel --stream debian-6.1 linux-image-6.1.0-56-amd64-unsigned.deb,linux-headers-6.1.0-56-amd64.deb
+      kabigate ingest drivers kmod-jool-4.1.10-1.el9.x86_64.rpm
+    """
 
 
 @ingest.command("kernel")
@@ -217,7 +228,12 @@ def ingest_build_failure(store: Store, name: str, version: str, kernel_release: 
 @json_option
 @store_option
 def matrix(store: Store, stream, driver, since, output_format: str, output: str | None, as_json: bool) -> None:
-    """Driver builds x kernels: which build loads on which kernel, and the first reason when not."""
+    """Driver builds x kernels: which build loads on which kernel, and the first reason when not.
+
+    \b
+    Example:
+      kabigate matrix --stream debian-6.1 --format html --output matrix.html
+    """
     if as_json:
         output_format = "json"
     with progress("judging pending cells", count_pending_verdicts(store)) as advance:
@@ -251,7 +267,12 @@ def matrix(store: Store, stream, driver, since, output_format: str, output: str 
 @json_option
 @store_option
 def history(store: Store, driver: str, stream: str | None, as_json: bool) -> None:
-    """Along each stream: the kernel each build of DRIVER stops loading on, why, and which build loads again."""
+    """Along each stream: the kernel each build of DRIVER stops loading on, why, and which build loads again.
+
+    \b
+    Example:
+      kabigate history jool --stream debian-6.1
+    """
     histories = driver_history(store, driver, stream)
     if as_json:
         emit_json(history_json(driver, histories))
@@ -281,7 +302,12 @@ def history(store: Store, driver: str, stream: str | None, as_json: bool) -> Non
 @json_option
 @store_option
 def kernels(store: Store, stream: str | None, as_json: bool) -> None:
-    """The kernels in the store."""
+    """The kernels in the store.
+
+    \b
+    Example:
+      kabigate kernels --stream debian-6.1
+    """
     records = store.kernels(stream)
     if as_json:
         emit_json({"kernels": [kernel_record_json(r) for r in records]})
@@ -298,7 +324,12 @@ def kernels(store: Store, stream: str | None, as_json: bool) -> None:
 @json_option
 @store_option
 def drivers(store: Store, driver: str | None, as_json: bool) -> None:
-    """The driver builds in the store (and recorded build failures)."""
+    """The driver builds in the store (and recorded build failures).
+
+    \b
+    Example:
+      kabigate drivers --driver 'jool*' --json
+    """
     builds = store.driver_builds(driver)
     failures = store.build_failures(driver)
     if as_json:
