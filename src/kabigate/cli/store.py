@@ -19,7 +19,9 @@ from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.modules import count_modules
 from kabigate.model import ReasonCode
 from kabigate.reports.verdicts import drivers_json, kernel_record_json
+from kabigate.rules import RULES_VERSION
 from kabigate.services.ingest import (
+    checked_name,
     count_pending_verdicts,
     ingest_driver_build,
     ingest_kernel,
@@ -35,7 +37,7 @@ from kabigate.services.matrix import (
     history_json,
     matrix_by_build_json,
 )
-from kabigate.store import Cell, KernelRecord, Store
+from kabigate.store import Cell, KernelRecord, Removed, Store
 
 # Short cell texts for the table: the first reason's code, abbreviated.
 SHORT_REASONS: dict[str, str] = {  # keyed by ReasonCode; the store gives plain text
@@ -80,11 +82,12 @@ def _absolute(paths) -> list[str]:
 
 @click.group(cls=Group)
 def db() -> None:
-    """Create, upgrade and inspect the store.
+    """Create, upgrade, inspect and tidy the store.
 
     \b
     Example:
       kabigate db upgrade --db postgresql://kabigate@db/kabigate
+      kabigate db remove-kernel 6.1.0-54-amd64
     """
 
 
@@ -118,6 +121,97 @@ def db_status(location: str | None, as_json: bool) -> None:
             out.print(f"  {pending} verdicts to (re)compute: the next matrix does it", markup=False)
 
 
+def _report_removed(removed: Removed, what: str, as_json: bool) -> None:
+    if as_json:
+        emit_json({"done": what, "removed": removed.counts})
+        return
+    done = ", ".join(f"{count} {name}" for name, count in removed.counts.items()) or "nothing else"
+    out.print(f"{what}: removed {done}", markup=False)
+
+
+@db.command("remove-kernel")
+@click.argument("release")
+@store_option
+@json_option
+def db_remove_kernel(store: Store, release: str, as_json: bool) -> None:
+    """Remove a kernel (each flavor of RELEASE) with its verdicts, stream places and gate runs.
+
+    \b
+    Example:
+      kabigate db remove-kernel 6.1.0-54-amd64
+    """
+    with store.transaction():
+        removed = store.remove_kernels(release)
+    _report_removed(removed, f"kernel {release}", as_json)
+
+
+@db.command("remove-driver")
+@click.argument("driver")
+@click.option("--version", metavar="VERSION", help="Only the builds (and build failures) of this package version.")
+@store_option
+@json_option
+def db_remove_driver(store: Store, driver: str, version: str | None, as_json: bool) -> None:
+    """Remove a driver's builds (all, or one version's) with their verdicts and build failures.
+
+    \b
+    Example:
+      kabigate db remove-driver jool --version 4.1.9-1
+    """
+    with store.transaction():
+        removed = store.remove_builds(driver, version)
+    _report_removed(removed, f"driver {driver}" + ("" if version is None else f" {version}"), as_json)
+
+
+@db.command("rename-stream")
+@click.argument("old")
+@click.argument("new")
+@store_option
+@json_option
+def db_rename_stream(store: Store, old: str, new: str, as_json: bool) -> None:
+    """Rename a stream (its gate runs follow).
+
+    \b
+    Example:
+      kabigate db rename-stream debian-6.1 debian-12
+    """
+    with store.transaction():
+        store.rename_stream(old, checked_name(new, "stream name"))
+    _report_removed(Removed(), f"stream {old} renamed {new}", as_json)
+
+
+@db.command("move-kernel")
+@click.argument("release")
+@click.option("--from", "source", metavar="STREAM", required=True, help="The stream it is in.")
+@click.option("--to", "target", metavar="STREAM", required=True, help="The stream it belongs to (made if new).")
+@store_option
+@json_option
+def db_move_kernel(store: Store, release: str, source: str, target: str, as_json: bool) -> None:
+    """Move a kernel from one stream to another; both keep their version order.
+
+    \b
+    Example:
+      kabigate db move-kernel 6.12.107+deb12-amd64 --from debian-6.1 --to debian-6.12
+    """
+    with store.transaction():
+        store.move_kernel(release, source, checked_name(target, "stream name"))
+    _report_removed(Removed(), f"kernel {release} moved from {source} to {target}", as_json)
+
+
+@db.command("prune")
+@store_option
+@json_option
+def db_prune(store: Store, as_json: bool) -> None:
+    """Delete verdicts of older rules, empty streams, and modules and drivers nothing refers to.
+
+    \b
+    Example:
+      kabigate db prune
+    """
+    with store.transaction():
+        removed = store.prune(RULES_VERSION)
+    _report_removed(removed, "prune", as_json)
+
+
 # -- ingest ---------------------------------------------------------------------------------
 
 @click.group(cls=Group)
@@ -126,7 +220,7 @@ def ingest() -> None:
 
     \b
     Example:
-      kabigate ingest kernel --stream debian-6.1 linux-image-6.1.0-56-amd64-unsigned.deb,linux-headers-6.1.0-56-amd64.deb
+      kabigate ingest kernel --stream debian-6.1 linux-image-6.1.0-56-amd64.deb,linux-headers-6.1.0-56-amd64.deb
       kabigate ingest drivers kmod-jool-4.1.10-1.el9.x86_64.rpm
     """
 

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 
 from kabigate.errors import InputError
-from kabigate.model import Kernel, Module
 from kabigate.inputs.modules import read_modules
+from kabigate.model import Kernel, Module, driver_name
 from kabigate.reports.verdicts import build_record_json, verdict_report
 from kabigate.rules import RULES_VERSION, check_modules
 from kabigate.services import Advance, no_progress
@@ -108,7 +108,7 @@ def read_driver_builds(paths: list[str], name: str | None = None, version: str |
         for location, modules in packages.items():
             origin = modules[0].origin
             builds.append(DriverBuildInput(
-                driver=name or origin.name, modules=modules, version=origin.version, package=origin.name,
+                driver=name or driver_name(origin.name), modules=modules, version=origin.version, package=origin.name,
                 arch=origin.arch, format=origin.format, source=location, greylist=origin.greylist))
     return builds
 
