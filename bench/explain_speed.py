@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
 from support.testdata import testdata_root
 from timing import best_of
 
-from kabigate.explain.cache import header_trees, kernel_types_of, load_headers, warm
 from kabigate.explain.crc import explain
+from kabigate.explain.sources import header_trees, kernel_types_of, load_headers, warm
 from kabigate.formats.bzimage import kernel_image
 from kabigate.inputs.kernels import load_kernel
 

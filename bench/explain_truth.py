@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
 
 from support.testdata import testdata_root
 
-from kabigate.explain.cache import header_trees, load_headers, load_types
 from kabigate.explain.crc import explain
+from kabigate.explain.sources import header_trees, load_headers, load_types
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kabigate" / "genksyms"
 EXPORT = re.compile(rb"EXPORT_SYMBOL(?:_GPL)?(?:_NS)?(?:_GPL)?\(\s*(\w+)")

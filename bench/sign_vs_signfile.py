@@ -25,9 +25,9 @@ sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
 
 from support.testdata import testdata_root
 
-from kabigate import signing
 from kabigate.formats.modsig import split_signature
 from kabigate.inputs.modules import find_module_files
+from kabigate.signing import keys, sign
 
 KERNEL = testdata_root() / "kernels/6.1.0-47-amd64"
 DEFAULT_TREE = KERNEL / "lib/modules/6.1.0-47-amd64/kernel"
@@ -37,7 +37,7 @@ SIGN_FILE = KERNEL / "usr/lib/linux-kbuild-6.1/scripts/sign-file"
 def stripped_copy(files: list[str], top: str, into: Path) -> list[Path]:
     copies = []
     for path in files:
-        data = signing.read_module_data(path)
+        data = sign.read_module_data(path)
         target = into / os.path.relpath(path, top)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data[:split_signature(data)[0]])
@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tree", nargs="?", default=str(DEFAULT_TREE))
     parser.add_argument("--bits", type=int, default=4096, help="RSA key size (Debian's build key: 4096)")
-    parser.add_argument("--hash", default="sha256", choices=list(signing.HASHES))
+    parser.add_argument("--hash", default="sha256", choices=list(keys.HASHES))
     parser.add_argument("--sign-file", default=str(SIGN_FILE))
     args = parser.parse_args()
     files = [f for f in find_module_files([args.tree]) if f.endswith(".ko")]
@@ -57,9 +57,9 @@ def main() -> None:
         sys.exit(f"no modules under {args.tree} or no {args.sign_file} (run scripts/fetch-testdata)")
     with tempfile.TemporaryDirectory(prefix="kabigate-bench-") as work:
         work = Path(work)
-        private_key, certificate = signing.generate_key(signing.KeygenSpec("rsa", args.bits))
+        private_key, certificate = keys.generate_key(keys.KeygenSpec("rsa", args.bits))
         key, cert = work / "signing_key.pem", work / "signing_key.x509"
-        key.write_bytes(signing.private_key_pem(private_key, None))
+        key.write_bytes(keys.private_key_pem(private_key, None))
         cert.write_bytes(certificate.public_bytes(serialization.Encoding.DER))
         ours_tree, theirs_tree = work / "kabigate", work / "sign-file"
         theirs = stripped_copy(files, args.tree, theirs_tree)

@@ -23,14 +23,11 @@ from kabigate.explain.cache import (
     cache_dir,
     decode_entry,
     encode_entry,
-    header_trees,
-    kernel_types_of,
-    load_headers,
-    load_types,
     read_entry,
     write_entry,
 )
 from kabigate.explain.crc import explain, kernel_types
+from kabigate.explain.sources import header_trees, kernel_types_of, load_headers, load_types
 from kabigate.formats.btf import parse_btf
 from kabigate.formats.cheaders import index_headers
 from kabigate.formats.elf import ElfFile

@@ -41,13 +41,13 @@ from support.hostile import (
     tar_member,
 )
 
-from kabigate import signing
 from kabigate.errors import InputError
 from kabigate.formats import rpm as rpmfmt
 from kabigate.formats.certlist import system_certificates
 from kabigate.formats.compression import decompress
 from kabigate.inputs import packages
 from kabigate.inputs.kernels import load_kernel
+from kabigate.signing import keys, sign
 
 MiB = 1 << 20
 SYMVERS_LINE = b"0x12345678\tprintk\tvmlinux\tEXPORT_SYMBOL\t\n"
@@ -93,16 +93,16 @@ def test_01_certificate_list_is_still_found_behind_decoys():
 # -- 2: sign is all or nothing, also when a rename fails ------------------------------------------
 
 def test_02_failed_rename_at_commit_restores_every_module(module_file, tmp_path, monkeypatch):
-    key, cert = signing.generate_key(signing.KeygenSpec("ecdsa", curve="p256"))
-    (tmp_path / "mok.key").write_bytes(signing.private_key_pem(key, None))
+    key, cert = keys.generate_key(keys.KeygenSpec("ecdsa", curve="p256"))
+    (tmp_path / "mok.key").write_bytes(keys.private_key_pem(key, None))
     (tmp_path / "mok.der").write_bytes(cert.public_bytes(serialization.Encoding.DER))
     tree = tmp_path / "tree"
     tree.mkdir()
     for name in ("a.ko", "b.ko", "c.ko"):
         shutil.copy(module_file, tree / name)
     before = {p.name: p.read_bytes() for p in tree.iterdir()}
-    signing_key = signing.load_signing_key(str(tmp_path / "mok.key"), str(tmp_path / "mok.der"), None)
-    signed = signing.sign_files(sorted(str(p) for p in tree.iterdir()), signing_key, "sha256")
+    signing_key = keys.load_signing_key(str(tmp_path / "mok.key"), str(tmp_path / "mok.der"), None)
+    signed = sign.sign_files(sorted(str(p) for p in tree.iterdir()), signing_key, "sha256")
     real_replace = os.replace
 
     def failing_replace(source, target, *args, **kwargs):
@@ -112,7 +112,7 @@ def test_02_failed_rename_at_commit_restores_every_module(module_file, tmp_path,
 
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(InputError, match="b.ko"):
-        signing.commit(signed)
+        sign.commit(signed)
     assert {p.name: p.read_bytes() for p in tree.iterdir()} == before  # nothing signed, nothing left over
 
 
@@ -165,8 +165,8 @@ def test_04_unusable_certificates_are_input_errors(case, module_file, symvers, t
     pem = tmp_path / "cert.pem"
     pem.write_bytes(b"-----BEGIN CERTIFICATE-----\n" + __import__("base64").encodebytes(der)
                     + b"-----END CERTIFICATE-----\n")
-    key, _ = signing.generate_key(signing.KeygenSpec("ecdsa", curve="p256"))
-    (tmp_path / "k.pem").write_bytes(signing.private_key_pem(key, None))
+    key, _ = keys.generate_key(keys.KeygenSpec("ecdsa", curve="p256"))
+    (tmp_path / "k.pem").write_bytes(keys.private_key_pem(key, None))
     for trusted in (cert, pem):
         assert_input_error(run_cli("verify", "--trust", trusted, module_file), "certificate")
         assert_input_error(run_cli("check", "-k", symvers, "--trust", trusted, module_file), "certificate")
@@ -368,8 +368,8 @@ def test_15_fifo_named_like_a_module_is_refused_not_opened(module_file, tmp_path
     folder.mkdir()
     shutil.copy(module_file, folder / "a.ko")
     os.mkfifo(folder / "b.ko")
-    key, cert = signing.generate_key(signing.KeygenSpec("ecdsa", curve="p256"))
-    (tmp_path / "k.pem").write_bytes(signing.private_key_pem(key, None))
+    key, cert = keys.generate_key(keys.KeygenSpec("ecdsa", curve="p256"))
+    (tmp_path / "k.pem").write_bytes(keys.private_key_pem(key, None))
     (tmp_path / "c.der").write_bytes(cert.public_bytes(serialization.Encoding.DER))
     before = (folder / "a.ko").read_bytes()
     for args in (("inspect", folder), ("inspect", folder / "b.ko"),

@@ -18,15 +18,16 @@ import zstandard
 from cryptography.hazmat.primitives import serialization
 from support.hostile import run_cli
 
-from kabigate import signing
 from kabigate.errors import InputError
 from kabigate.explain import cache as explain_cache
+from kabigate.explain import sources as explain_sources
 from kabigate.explain.crc import KernelTypes
 from kabigate.formats.cheaders import HeaderIndex
 from kabigate.formats.modsig import MAGIC, TRAILER
 from kabigate.model import Export
 from kabigate.reports.html import matrix_html
 from kabigate.services.matrix import Matrix
+from kabigate.signing import keys
 from kabigate.store.store import BuildRecord, Cell, KernelRecord
 
 MiB = 1 << 20
@@ -71,8 +72,8 @@ def file_digest(path: Path, size: int | None = None) -> str:
 @pytest.fixture(scope="module")
 def signing_key(tmp_path_factory) -> tuple[Path, Path]:
     directory = tmp_path_factory.mktemp("key")
-    private_key, certificate = signing.generate_key(signing.KeygenSpec("rsa", 2048))
-    (directory / "k.key").write_bytes(signing.private_key_pem(private_key, None))
+    private_key, certificate = keys.generate_key(keys.KeygenSpec("rsa", 2048))
+    (directory / "k.key").write_bytes(keys.private_key_pem(private_key, None))
     (directory / "k.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     return directory / "k.key", directory / "k.crt"
 
@@ -194,12 +195,12 @@ def test_a_planted_pickle_in_an_entrys_place_is_never_run(tmp_path, cache):
     planted = pickle.dumps(CreatesMarker(marker))
     image = tmp_path / "vmlinuz"
     image.write_bytes(b"not a kernel")
-    identity = explain_cache._image_identity(str(image))
-    for entry in (explain_cache._entry(identity), explain_cache._entry("causes")):
+    identity = explain_sources._image_identity(str(image))
+    for entry in (explain_cache.entry_path(identity), explain_cache.entry_path("causes")):
         entry.write_bytes(planted)
     assert explain_cache.read_entry("causes") is None
     with pytest.raises(InputError, match="vmlinuz"):  # computed again: the file is no kernel
-        explain_cache.load_types(str(image))
+        explain_sources.load_types(str(image))
     assert not marker.exists()
 
 
@@ -213,7 +214,7 @@ def test_a_planted_pickle_in_an_entrys_place_is_never_run(tmp_path, cache):
 ])
 def test_a_damaged_or_foreign_entry_is_computed_again(cache, document):
     raw = (document if isinstance(document, str) else json.dumps(document)).encode()
-    explain_cache._entry("causes").write_bytes(zstandard.ZstdCompressor().compress(raw))
+    explain_cache.entry_path("causes").write_bytes(zstandard.ZstdCompressor().compress(raw))
     assert explain_cache.read_entry("causes") is None
     explain_cache.write_entry("causes", {"a": {"b": 1}})
     assert explain_cache.read_entry("causes") == {"a": {"b": 1}}

@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from kabigate import signing
-from kabigate.formats.modsig import MAGIC, TRAILER
 from kabigate.boot.qemu import insmod_in_qemu, qemu_available
+from kabigate.formats.modsig import MAGIC, TRAILER
+from kabigate.signing import verify
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]
 KERNEL = "6.1.0-47-amd64"
@@ -77,4 +77,4 @@ def test_enforcing_kernel_loads_its_own_signed_module(testdata, booted):
     path, result = results["in-tree"]
     assert result.exit_status == 0, result
     assert kabigate_verdict(testdata, vmlinuz, path)["verdict"] == "loads"
-    assert signing.verify_module(path.read_bytes(), signing.load_trust([str(vmlinuz)])).result == "ok"
+    assert verify.verify_module(path.read_bytes(), verify.load_trust([str(vmlinuz)])).result == "ok"

@@ -17,12 +17,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from kabigate import signing
 from kabigate.errors import InputError
 from kabigate.formats.bzimage import kernel_image
 from kabigate.formats.certlist import system_certificates
 from kabigate.formats.der import parse
 from kabigate.formats.modsig import MAGIC, TRAILER
+from kabigate.signing.keys import KeygenSpec, SigningKey, generate_key, load_signing_key, private_key_pem
+from kabigate.signing.sign import compress_into, discard, read_module_data, sign_file
+from kabigate.signing.verify import TrustPolicy, load_trust, trusted_cert, verify_module
 
 pytestmark = pytest.mark.realdata
 KERNEL, OTHER = "6.1.0-47-amd64", "6.1.0-50-amd64"
@@ -55,7 +57,7 @@ def tree_digest(directory: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def sign_file(testdata) -> Path:
+def sign_file_tool(testdata) -> Path:
     tool = testdata.kernel_root(KERNEL) / "usr/lib/linux-kbuild-6.1/scripts/sign-file"
     if not tool.is_file():
         pytest.skip(f"{tool} missing (linux-kbuild-6.1, scripts/fetch-testdata)")
@@ -68,13 +70,13 @@ def sign_file(testdata) -> Path:
 def keys(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """kabigate-generated keys: name -> (PEM private key, DER certificate)."""
     directory = tmp_path_factory.mktemp("keys")
-    specs = {"rsa2048": signing.KeygenSpec("rsa", 2048), "rsa4096": signing.KeygenSpec("rsa", 4096),
-             "p256": signing.KeygenSpec("ecdsa", curve="p256"), "p384": signing.KeygenSpec("ecdsa", curve="p384")}
+    specs = {"rsa2048": KeygenSpec("rsa", 2048), "rsa4096": KeygenSpec("rsa", 4096),
+             "p256": KeygenSpec("ecdsa", curve="p256"), "p384": KeygenSpec("ecdsa", curve="p384")}
     made = {}
     for name, spec in specs.items():
-        private_key, certificate = signing.generate_key(spec)
+        private_key, certificate = generate_key(spec)
         key, cert = directory / f"{name}.key", directory / f"{name}.der"
-        key.write_bytes(signing.private_key_pem(private_key, None))
+        key.write_bytes(private_key_pem(private_key, None))
         cert.write_bytes(certificate.public_bytes(serialization.Encoding.DER))
         made[name] = (key, cert)
     return made
@@ -85,57 +87,57 @@ def run_sign_file(tool: Path, hash_name: str, key: Path, cert: Path, module: Pat
     return out.read_bytes()
 
 
-def sign_copy(module: Path, key: signing.SigningKey, hash_name: str, tmp_path: Path, use_key_id: bool = False) -> bytes:
-    """What `kabigate sign` writes for `module`: signing.sign_file() on a copy of it."""
+def sign_copy(module: Path, key: SigningKey, hash_name: str, tmp_path: Path, use_key_id: bool = False) -> bytes:
+    """What `kabigate sign` writes for `module`: sign_file() on a copy of it."""
     copy = tmp_path / f"copy-{module.name}"
     shutil.copy(module, copy)
-    signed = signing.sign_file(str(copy), key, hash_name, use_key_id=use_key_id)
+    signed = sign_file(str(copy), key, hash_name, use_key_id=use_key_id)
     try:
         return Path(signed.temporary).read_bytes()
     finally:
-        signing.discard(signed)
+        discard(signed)
 
 
 def compressed(data: bytes, kind: str) -> bytes:
     output = io.BytesIO()
-    signing.compress_into(io.BytesIO(data), output, kind)
+    compress_into(io.BytesIO(data), output, kind)
     return output.getvalue()
 
 
 @pytest.mark.parametrize("key_name", ["rsa2048", "rsa4096"])
 @pytest.mark.parametrize("hash_name", ["sha256", "sha384", "sha512"])
-def test_rsa_signatures_are_sign_files_bytes(testdata, sign_file, keys, tmp_path, key_name, hash_name):
+def test_rsa_signatures_are_sign_files_bytes(testdata, sign_file_tool, keys, tmp_path, key_name, hash_name):
     key_path, cert_path = keys[key_name]
-    key = signing.load_signing_key(str(key_path), str(cert_path), None)
+    key = load_signing_key(str(key_path), str(cert_path), None)
     for driver, name in DKMS:
         module = testdata.driver_dir(driver, KERNEL) / name
-        expected = run_sign_file(sign_file, hash_name, key_path, cert_path, module, tmp_path / name)
+        expected = run_sign_file(sign_file_tool, hash_name, key_path, cert_path, module, tmp_path / name)
         assert sign_copy(module, key, hash_name, tmp_path) == expected, (driver, hash_name)
 
 
-def test_key_id_signatures_are_sign_file_dash_k(testdata, sign_file, keys, tmp_path):
+def test_key_id_signatures_are_sign_file_dash_k(testdata, sign_file_tool, keys, tmp_path):
     key_path, cert_path = keys["rsa2048"]
-    key = signing.load_signing_key(str(key_path), str(cert_path), None)
+    key = load_signing_key(str(key_path), str(cert_path), None)
     module = testdata.driver_dir("acpi-call", KERNEL) / "acpi_call.ko"
-    expected = run_sign_file(sign_file, "sha256", key_path, cert_path, module, tmp_path / "k.ko", "-k")
+    expected = run_sign_file(sign_file_tool, "sha256", key_path, cert_path, module, tmp_path / "k.ko", "-k")
     assert sign_copy(module, key, "sha256", tmp_path, use_key_id=True) == expected
-    trust = [signing.trusted_cert(key.certificate, str(cert_path))]
-    assert signing.verify_module(expected, trust).result == "ok"
+    trust = [trusted_cert(key.certificate, str(cert_path))]
+    assert verify_module(expected, trust).result == "ok"
 
 
 @pytest.mark.parametrize("key_name,hash_name", [("p256", "sha256"), ("p384", "sha384"), ("p384", "sha512")])
-def test_ecdsa_signatures_match_sign_file_but_for_the_random_value(testdata, sign_file, keys, tmp_path,
+def test_ecdsa_signatures_match_sign_file_but_for_the_random_value(testdata, sign_file_tool, keys, tmp_path,
                                                                   key_name, hash_name):
     key_path, cert_path = keys[key_name]
-    key = signing.load_signing_key(str(key_path), str(cert_path), None)
-    trust = [signing.trusted_cert(key.certificate, str(cert_path))]
+    key = load_signing_key(str(key_path), str(cert_path), None)
+    trust = [trusted_cert(key.certificate, str(cert_path))]
     module = testdata.driver_dir("v4l2loopback", KERNEL) / "v4l2loopback.ko"
-    theirs = run_sign_file(sign_file, hash_name, key_path, cert_path, module, tmp_path / "e.ko")
+    theirs = run_sign_file(sign_file_tool, hash_name, key_path, cert_path, module, tmp_path / "e.ko")
     ours = sign_copy(module, key, hash_name, tmp_path)
     assert without_signature_value(cms_of(theirs)) == without_signature_value(cms_of(ours))
     assert theirs.startswith(module.read_bytes()) and ours.startswith(module.read_bytes())
-    assert signing.verify_module(theirs, trust).result == "ok"
-    assert signing.verify_module(ours, trust).result == "ok"
+    assert verify_module(theirs, trust).result == "ok"
+    assert verify_module(ours, trust).result == "ok"
 
 
 def test_openssl_cms_verify_accepts_kabigate_signatures(testdata, keys, tmp_path):
@@ -144,7 +146,7 @@ def test_openssl_cms_verify_accepts_kabigate_signatures(testdata, keys, tmp_path
     module = testdata.driver_dir("acpi-call", KERNEL) / "acpi_call.ko"
     for name in ("rsa2048", "p384"):
         key_path, cert_path = keys[name]
-        key = signing.load_signing_key(str(key_path), str(cert_path), None)
+        key = load_signing_key(str(key_path), str(cert_path), None)
         signed = sign_copy(module, key, "sha256", tmp_path)
         (tmp_path / "sig.der").write_bytes(cms_of(signed))
         pem = tmp_path / "cert.pem"
@@ -173,45 +175,45 @@ def test_the_kernels_built_in_keys_come_out_of_its_vmlinuz(testdata):
 
 
 def test_every_in_tree_module_verifies_with_its_own_kernels_keys(testdata):
-    trust = signing.load_trust([str(testdata.kernel_root(KERNEL))])
-    other = signing.load_trust([str(testdata.modules_dir(OTHER))])
+    trust = load_trust([str(testdata.kernel_root(KERNEL))])
+    other = load_trust([str(testdata.modules_dir(OTHER))])
     modules = sorted(testdata.modules_dir(KERNEL).rglob("*.ko*"))
     assert len(modules) > 3000
     results = {}
     for path in modules:
-        check = signing.verify_module(signing.read_module_data(str(path)), trust)
+        check = verify_module(read_module_data(str(path)), trust)
         results.setdefault(check.result, []).append(path)
     assert set(results) == {"ok"}, {k: v[:3] for k, v in results.items()}
     data = bytearray(modules[0].read_bytes())
     data[len(data) // 3] ^= 0x01
-    tampered = signing.verify_module(bytes(data), trust)
+    tampered = verify_module(bytes(data), trust)
     assert tampered.result == "EKEYREJECTED" and "does not verify" in tampered.message
-    assert signing.verify_module(modules[0].read_bytes(), other).result == "ENOKEY"
+    assert verify_module(modules[0].read_bytes(), other).result == "ENOKEY"
 
 
 def test_policy_options(testdata, tmp_path):
     module = testdata.in_tree(KERNEL, "drivers/media/mc/mc.ko").read_bytes()
-    built_in = signing.load_trust([str(testdata.kernel_root(KERNEL))])
+    built_in = load_trust([str(testdata.kernel_root(KERNEL))])
     # Debian's build key has no extendedKeyUsage: a SUSE-style kernel would not take it.
-    assert signing.verify_module(module, built_in, signing.TrustPolicy(require_codesigning=True)).result == "ENOKEY"
+    assert verify_module(module, built_in, TrustPolicy(require_codesigning=True)).result == "ENOKEY"
     dkms = testdata.driver_dir("acpi-call", KERNEL) / "acpi_call.ko"
     past = datetime.datetime(2001, 1, 1, tzinfo=datetime.UTC)
     for spec, policy, expected in [
-        (signing.KeygenSpec("rsa", 2048), signing.TrustPolicy(require_codesigning=True), "ok"),
-        (signing.KeygenSpec("rsa", 2048, codesigning=False, module_signing_oid=True),
-         signing.TrustPolicy(require_codesigning=True), "ENOKEY"),
-        (signing.KeygenSpec("rsa", 2048, codesigning=False, module_signing_oid=True),
-         signing.TrustPolicy(require_codesigning=True, accept_module_signing_oid=True), "ok"),
-        (signing.KeygenSpec("rsa", 2048, days=30), signing.TrustPolicy(reject_expired=True), "ENOKEY"),
-        (signing.KeygenSpec("rsa", 2048, days=30), signing.TrustPolicy(), "ok"),
+        (KeygenSpec("rsa", 2048), TrustPolicy(require_codesigning=True), "ok"),
+        (KeygenSpec("rsa", 2048, codesigning=False, module_signing_oid=True),
+         TrustPolicy(require_codesigning=True), "ENOKEY"),
+        (KeygenSpec("rsa", 2048, codesigning=False, module_signing_oid=True),
+         TrustPolicy(require_codesigning=True, accept_module_signing_oid=True), "ok"),
+        (KeygenSpec("rsa", 2048, days=30), TrustPolicy(reject_expired=True), "ENOKEY"),
+        (KeygenSpec("rsa", 2048, days=30), TrustPolicy(), "ok"),
     ]:
-        private_key, certificate = signing.generate_key(spec, now=past if spec.days == 30 else None)
-        (tmp_path / "k.pem").write_bytes(signing.private_key_pem(private_key, None))
+        private_key, certificate = generate_key(spec, now=past if spec.days == 30 else None)
+        (tmp_path / "k.pem").write_bytes(private_key_pem(private_key, None))
         (tmp_path / "c.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        key = signing.load_signing_key(str(tmp_path / "k.pem"), str(tmp_path / "c.pem"), None)
+        key = load_signing_key(str(tmp_path / "k.pem"), str(tmp_path / "c.pem"), None)
         signed = sign_copy(dkms, key, "sha256", tmp_path)
-        trust = signing.load_trust([str(tmp_path / "c.pem")])
-        assert signing.verify_module(signed, trust, policy).result == expected, (spec, policy)
+        trust = load_trust([str(tmp_path / "c.pem")])
+        assert verify_module(signed, trust, policy).result == expected, (spec, policy)
 
 
 # -- command line -------------------------------------------------------------------------
@@ -390,6 +392,6 @@ def test_kernel_image_input_errors_are_one_line(tmp_path):
     bogus = tmp_path / "vmlinuz"
     bogus.write_bytes(b"MZ" + bytes(0x200) + b"HdrS" + bytes(0x100))
     with pytest.raises(InputError):
-        signing.load_trust([str(bogus)])
+        load_trust([str(bogus)])
     result = kabigate("verify", "--trust", bogus, bogus)
     assert result.returncode == 2 and result.stderr.count("\n") == 1

@@ -15,7 +15,7 @@ import kabigate_messages
 from kabigate import vocabulary
 from kabigate.boot import qemu
 from kabigate.formats import gatepolicy
-from kabigate.model import ReasonCode
+from kabigate.model import LoadVerdict, ReasonCode
 
 SOURCE = Path(kabigate.__file__).parent
 ROOT = SOURCE.parent.parent
@@ -23,8 +23,8 @@ ROOT = SOURCE.parent.parent
 # `.gnu.linkonce.this_module` and `--require-signature` are not).
 CODE_WORD = re.compile(r"`([a-z][a-z-]*[a-z])`")
 NOT_A_LOADER_RULE = {ReasonCode.UNREADABLE}  # weak-modules' own refusal
-VOCABULARIES = [ReasonCode, vocabulary.GateClass, vocabulary.GateCategory, vocabulary.Outcome,
-                vocabulary.ExportChange, vocabulary.TaskState]
+VOCABULARIES = [ReasonCode, LoadVerdict, vocabulary.GateClass, vocabulary.GateCategory, vocabulary.Outcome,
+                vocabulary.ExportChange, vocabulary.TaskState, vocabulary.RequiresVerdict]
 
 
 def _reason_code_argument(node: ast.expr) -> str:

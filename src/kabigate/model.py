@@ -19,6 +19,18 @@ def module_name(path: str) -> str:
     return path.rsplit("/", 1)[-1].split(".ko", 1)[0].replace("-", "_")
 
 
+# The packaging conventions that wrap a driver's name: RHEL, ELRepo and the Kmods SIG's kmod-NAME,
+# Fedora's akmod-NAME, SUSE's NAME-kmp-FLAVOR, Debian's NAME-dkms (and its NAME-modules-KVER builds).
+_DRIVER_PACKAGE = re.compile(r"^(?:kmod-|akmod-)?(?P<name>.+?)(?:-kmp-[a-z0-9_]+|-dkms|-modules-\d[^/]*)?$")
+
+
+def driver_name(package: str) -> str:
+    """The driver a package carries, one name whatever it was packaged as: kmod-jool,
+    jool-kmp-default, jool-dkms -> jool."""
+    match = _DRIVER_PACKAGE.match(package)
+    return match.group("name") if match and match.group("name") else package
+
+
 def version_key(version: str) -> tuple:
     """Natural order of versions, package versions and kernel releases alike, as rpmsort() and
     rpmvercmp() order them: digit runs compare as numbers (6.1.0-9 < 6.1.0-47, 427.31 < 427.40)
@@ -199,6 +211,13 @@ class Kernel:
         if enabled is not None:
             return enabled
         return any(export.crc is not None for export in self.exports.values())
+
+
+class LoadVerdict(StrEnum):
+    """A module's or a build's verdict on a kernel, as the JSON reports spell it (`verdict`)."""
+
+    LOADS = "loads"
+    FAILS = "fails"
 
 
 class ReasonCode(StrEnum):

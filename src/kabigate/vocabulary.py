@@ -56,3 +56,10 @@ class TaskState(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+
+
+class RequiresVerdict(StrEnum):
+    """`precheck`'s verdict on a package's kernel(sym)/ksym(sym) requirements."""
+
+    PASSES = "passes"
+    FAILS = "fails"

@@ -27,8 +27,8 @@ from functools import cache
 from pathlib import Path
 
 import zstandard
+from cryptography.hazmat.primitives import serialization
 
-from kabigate import signing
 from kabigate.errors import InputError
 from kabigate.explain import cache as explain_cache
 from kabigate.explain.crc import KernelTypes
@@ -55,6 +55,7 @@ from kabigate.inputs import httpclient, packages
 from kabigate.inputs.kernels import load_kernel
 from kabigate.model import Export
 from kabigate.reports import resultsdb
+from kabigate.signing import keys, verify
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 
@@ -77,11 +78,11 @@ class Context:
         self.module.write_bytes((CORPUS / "module" / "acpi_call.ko").read_bytes())
         self.signed = self.root / "crc7.ko"
         self.signed.write_bytes((CORPUS / "module" / "crc7.ko").read_bytes())
-        key, cert = signing.generate_key(signing.KeygenSpec("ecdsa", curve="p256"))
+        key, cert = keys.generate_key(keys.KeygenSpec("ecdsa", curve="p256"))
         self.key = self.root / "mok.key"
-        self.key.write_bytes(signing.private_key_pem(key, None))
+        self.key.write_bytes(keys.private_key_pem(key, None))
         self.cert = self.root / "mok.der"
-        self.cert.write_bytes(cert.public_bytes(signing.serialization.Encoding.DER))
+        self.cert.write_bytes(cert.public_bytes(serialization.Encoding.DER))
         self.input = self.root / "input"
         self.input.mkdir()
 
@@ -331,13 +332,13 @@ def run_kconfig(data: bytes) -> None:
 def run_signature(data: bytes) -> None:
     """A module's appended signature: split, parsed, and verified against the Debian key."""
     trust = _debian_trust()
-    signing.verify_module(data, trust)
-    signing.verify_module(data, None)
+    verify.verify_module(data, trust)
+    verify.verify_module(data, None)
 
 
 @cache
 def _debian_trust():
-    return [signing.trusted_cert(signing.load_certificate(certificate_seeds()[0], "seed"), "seed")]
+    return [verify.trusted_cert(keys.load_certificate(certificate_seeds()[0], "seed"), "seed")]
 
 
 def run_der(data: bytes) -> None:
@@ -354,8 +355,8 @@ def run_der(data: bytes) -> None:
 
 
 def run_certificate(data: bytes) -> None:
-    certificate = signing.load_certificate(data, "fuzz.crt")
-    signing.trusted_cert(certificate, "fuzz.crt")
+    certificate = keys.load_certificate(data, "fuzz.crt")
+    verify.trusted_cert(certificate, "fuzz.crt")
 
 
 def run_kernel_image(data: bytes) -> None:
@@ -472,7 +473,7 @@ def run_cache_entry(data: bytes) -> None:
 
 def run_trust(data: bytes) -> None:
     path = context().write("vmlinuz", data)
-    signing.load_trust([str(path)])
+    verify.load_trust([str(path)])
 
 
 def run_rpm_header(data: bytes) -> None:

@@ -21,6 +21,7 @@ from kabigate.model import (
     SignatureCheck,
     SymbolVersion,
     Verdict,
+    driver_name,
 )
 from kabigate.rules import LoadOptions, check_modules, same_magic
 
@@ -789,3 +790,11 @@ def test_reasons_come_in_the_order_the_kernel_meets_them(release, expected):
     kernel = make_kernel(release, CONFIG_CONSTRUCTORS="y", CONFIG_MODULE_SIG_FORCE="y")
     verdict = check_modules(everything_wrong(release), kernel)[1]
     assert codes(verdict.reasons) == expected
+
+
+@pytest.mark.parametrize("package, driver", [
+    ("kmod-jool", "jool"), ("akmod-v4l2loopback", "v4l2loopback"), ("jool-kmp-default", "jool"),
+    ("jool-dkms", "jool"), ("jool-modules-6.1.0-56-amd64", "jool"), ("kmod-acpi-call", "acpi-call"),
+    ("v4l2loopback", "v4l2loopback"), ("kmod-", "kmod-"), ("dkms", "dkms")])
+def test_one_driver_name_whatever_the_packaging(package, driver):
+    assert driver_name(package) == driver

@@ -9,7 +9,9 @@ Reports go to stdout (text, or JSON with --json); progress and errors go to stde
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import os
 import sys
 
 import click
@@ -24,8 +26,12 @@ def main() -> None:
         cli.main(prog_name="kabigate", standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
+    except click.UsageError as error:  # one line, as every other input error
+        command = error.ctx.command_path if error.ctx is not None else "kabigate"
+        err.print(f"{command}: error: {error.format_message()} (see `{command} --help`)", markup=False)
+        sys.exit(EXIT_INPUT_ERROR)
     except click.ClickException as error:
-        error.show()
+        err.print(f"kabigate: error: {error.format_message()}", markup=False)
         sys.exit(EXIT_INPUT_ERROR)
     except click.exceptions.Abort:
         err.print("kabigate: aborted")
@@ -49,11 +55,37 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self.modules))
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else ""
+        if args and self.get_command(ctx, name) is None and not ctx.resilient_parsing:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            raise click.UsageError(f"no command {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""), ctx)
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The commands by what they are for (SECTIONS), each with its whole first sentence."""
+        for title, names in SECTIONS.items():
+            rows = []
+            for name in names:
+                command = self.get_command(ctx, name)
+                if command is not None and not command.hidden:
+                    rows.append((name, command.get_short_help_str(limit=1000)))
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in self.commands and name in self.modules:
             module, _, attribute = self.modules[name].partition(":")
             self.add_command(getattr(importlib.import_module(f"kabigate.cli.{module}"), attribute), name)
         return super().get_command(ctx, name)
+
+
+def _use_store(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """`kabigate --db X COMMAND`: every store command reads its --db from $KABIGATE_DB, so the
+    group's --db is that variable's value for this run (and for what the command starts)."""
+    if value is not None:
+        os.environ["KABIGATE_DB"] = value
 
 
 COMMAND_MODULES = {
@@ -73,7 +105,26 @@ COMMAND_MODULES = {
 }
 
 
-@click.group(cls=LazyGroup, modules=COMMAND_MODULES, context_settings={"help_option_names": ["-h", "--help"]})
+# The help's sections: what a command is for. tests/test_cli_surface.py holds every command to one.
+SECTIONS = {
+    "Check modules against kernels": ["inspect", "check", "diff", "explain", "boot-check", "precheck", "rpm-deps"],
+    "Sign modules": ["keygen", "sign", "verify"],
+    "The store": ["db", "ingest", "kernels", "drivers", "matrix", "history"],
+    "Gate kernels": ["gate", "watch", "waiver"],
+    "Stablelist evidence": ["stablelist"],
+    "On a host, at install time": ["preflight", "weak-modules"],
+    "kabigate as a service": ["serve", "worker", "listen", "announce", "tasks", "health"],
+}
+
+
+@click.group(cls=LazyGroup, modules=COMMAND_MODULES,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.version_option(__version__, prog_name="kabigate")
+@click.option("--db", metavar="PATH_OR_URL", expose_value=False, is_eager=True, callback=_use_store,
+              help="The store for the command (as its own --db; default: $KABIGATE_DB, else the user's data "
+                   "directory's kabigate.db).")
 def cli() -> None:
-    """Will this kernel module load on that kernel, and if not, why?"""
+    """Will this kernel module load on that kernel, and if not, why?
+
+    Exit status: 0 fine, 1 an incompatibility or a failed gate, 2 a usage or input error.
+    `kabigate COMMAND --help` shows a command's options and an example."""

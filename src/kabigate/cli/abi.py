@@ -31,7 +31,12 @@ from kabigate.rules import LoadOptions, check_modules
 @click.argument("modules", nargs=-1, required=True, metavar="MODULE_OR_DIR...")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 def inspect(modules: tuple[str, ...], as_json: bool) -> None:
-    """What a module needs (imports, CRCs, namespaces) and provides (exports)."""
+    """What a module needs (imports, CRCs, namespaces) and provides (exports).
+
+    \b
+    Example:
+      kabigate inspect --json /lib/modules/6.1.0-56-amd64/updates/dkms/jool.ko
+    """
     parsed = read_modules_with_progress(list(modules))
     if as_json:
         emit_json({"modules": [_module_json(m) for m in parsed]})
@@ -117,7 +122,13 @@ def _print_module(module: Module) -> None:
 @click.argument("modules", nargs=-1, required=True, metavar="MODULE_OR_DIR...")
 def check(kernel_paths, vermagic, stablelist_path, require_signature, built_for_paths, as_json, modules,
           **trust) -> None:
-    """Will these modules, installed together, load on KERNEL? Exit 1 if any does not."""
+    """Will these modules, installed together, load on KERNEL? Exit 1 if any does not.
+
+    \b
+    Example:
+      kabigate check -k linux-image-6.1.0-56-amd64-unsigned.deb -k linux-headers-6.1.0-56-amd64.deb jool/
+      kabigate check -k /lib/modules/6.1.0-56-amd64 --stablelist kabi_stablelist_x86_64 --json *.ko
+    """
     kernel = load_kernel_with_progress(list(kernel_paths), vermagic)
     stablelist = read_stablelist(stablelist_path, kernel.machine)
     parsed = read_modules_with_progress(list(modules))
@@ -137,7 +148,7 @@ def _crc_causes(built_for_paths, kernel: Kernel, verdicts: list[Verdict]) -> dic
     """The explanation of every crc-mismatch's symbol, from the built-for kernel to KERNEL."""
     if not built_for_paths:
         return {}
-    from kabigate.explain.cache import explain_symbols  # BTF work only when asked for
+    from kabigate.explain.sources import explain_symbols  # BTF work only when asked for
 
     built_for = load_kernel_with_progress(list(built_for_paths))
     symbols = [r.symbol for v in verdicts for r in v.reasons if r.code == ReasonCode.CRC_MISMATCH and r.symbol]
@@ -178,7 +189,13 @@ def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict],
 def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, no_explain: bool, as_json: bool) -> None:
     """Exports added, removed or changed from KERNEL_A to KERNEL_B. Exit 1 if the ABI broke
     (with --stablelist: if a listed symbol broke). When both kernels' images are known, each CRC
-    change names the changed type that most likely caused it (from their BTF; see explain)."""
+    change names the changed type that most likely caused it (from their BTF; see explain).
+
+    \b
+    Example:
+      kabigate diff --stablelist kabi_stablelist_x86_64 /usr/src/linux-headers-6.1.0-50-amd64 \
+          /usr/src/linux-headers-6.1.0-53-amd64
+    """
     old, new = load_kernel_with_progress([old_kernel]), load_kernel_with_progress([new_kernel])
     stablelist = read_stablelist(stablelist_path)
     result = diff_kernels(old, new, stablelist)
@@ -188,7 +205,7 @@ def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, no_expla
         sections["stablelist_violations"] = result.stablelist_violations
     causes = {}
     if old.image and new.image and result.crc_changed and not no_explain:
-        from kabigate.explain.cache import explain_symbols  # both images known: their BTF says why
+        from kabigate.explain.sources import explain_symbols  # both images known: their BTF says why
 
         causes = explain_symbols(old, new, [c.name for c in result.crc_changed]) or {}
     if as_json:

@@ -20,6 +20,7 @@ from kabigate.cli.shared import (
     read_modules_with_progress,
 )
 from kabigate.errors import InputError
+from kabigate.model import LoadVerdict
 from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 
 
@@ -34,9 +35,16 @@ from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.argument("modules", nargs=-1, required=True, metavar="MODULE...")
 def boot_check_command(image, kernel_paths, timeout, as_json, modules) -> None:
-    """Boot the kernel in qemu (KVM when it works, TCG otherwise), insert MODULEs in dependency
-    order (in-tree dependencies from the kernel package first) and print the kernel's verdict
-    and messages beside kabigate's. Exit 1 if they disagree or the kernel refuses a module."""
+    """Boot the kernel in qemu, insert MODULEs, and compare its verdicts with kabigate's.
+
+    qemu uses KVM when it works, TCG otherwise; MODULEs are inserted in dependency order (in-tree
+    dependencies from the kernel package first), and the kernel's verdict and messages are printed
+    beside kabigate's. Exit 1 if they disagree or the kernel refuses a module.
+
+    \b
+    Example:
+      kabigate boot-check -k 6.1.0-56-amd64-root/ jool/*.ko
+    """
     why = qemu_available()
     if why is not None:
         raise InputError(f"cannot boot a kernel here: {why}")
@@ -50,10 +58,11 @@ def boot_check_command(image, kernel_paths, timeout, as_json, modules) -> None:
     reports = []
     for entry in result.entries:
         said = entry.kernel_reason
+        kernel_verdict = LoadVerdict.LOADS if said is None else said.code if entry.accepted else LoadVerdict.FAILS
         reports.append({
             "path": entry.module.path, "name": entry.module.name, "in_tree": entry.in_tree,
             "agrees": entry.agrees,
-            "kernel": {"verdict": "loads" if said is None else said.code if entry.accepted else "fails",
+            "kernel": {"verdict": kernel_verdict,
                        "exit_status": entry.result.exit_status,
                        "reason": None if said is None else {"code": said.code, "symbol": said.symbol,
                                                             "message": said.message},

@@ -7,14 +7,6 @@ import sys
 import click
 
 from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, crc_text, emit_json, out, progress
-from kabigate.explain.cache import (
-    header_trees,
-    headers_from_sources,
-    kernel_types_of,
-    load_headers,
-    needs_modules,
-    warm,
-)
 from kabigate.explain.crc import (
     Explanation,
     SymbolExplanation,
@@ -22,6 +14,14 @@ from kabigate.explain.crc import (
     cause_text,
     explain,
     type_change_json,
+)
+from kabigate.explain.sources import (
+    header_trees,
+    headers_from_sources,
+    kernel_types_of,
+    load_headers,
+    needs_modules,
+    warm,
 )
 from kabigate.inputs.kernels import load_kernel
 
@@ -40,7 +40,12 @@ LISTED = 5  # candidates per symbol in a whole release's JSON
 @click.argument("symbols", nargs=-1, metavar="[SYMBOL...]")
 def explain_command(old_paths, new_paths, header_paths, no_cache, as_json, symbols) -> None:
     """Which changed types explain the CRC changes from KERNEL_A to KERNEL_B (every changed export,
-    or the SYMBOLs). Exit 1 when a CRC changed."""
+    or the SYMBOLs). Exit 1 when a CRC changed.
+
+    \b
+    Example:
+      kabigate explain --from 6.1.0-50-amd64-root/ --to 6.1.0-53-amd64-root/ kmalloc_trace
+    """
     with progress("reading kernels", 3) as advance:
         kernels = [load_kernel(list(old_paths)), load_kernel(list(new_paths))]
         trees = header_trees(list(header_paths or old_paths))

@@ -148,7 +148,12 @@ def _publish(store: Store, settings: GateSettings, run: GateRun, item: str | Non
 def gate(store: Store, candidate: str, baseline: str | None, stream: str | None, junit_path, markdown_path, item,
          queue: bool, confirm: int, explain: bool, as_json: bool, **options) -> None:
     """Gate a candidate kernel on the stored driver builds. Exit 0 PASSED/INFO, 1 FAILED or
-    NEEDS_INSPECTION, 2 error."""
+    NEEDS_INSPECTION, 2 error.
+
+    \b
+    Example:
+      kabigate gate --candidate 6.1.0-53-amd64 --stream debian-6.1 --junit gate.xml --markdown gate.md
+    """
     if queue:
         _queue_gate(store, candidate, baseline, stream, as_json,
                     given=[_option_name(name) for name, value in (("junit", junit_path), ("markdown", markdown_path),
@@ -201,12 +206,17 @@ def _confirm(store: Store, result, count: int):
               help="Seconds between polls.")
 @click.option("--once", is_flag=True, help="Poll once, gate what is new, and exit (for cron).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report line per gated kernel.")
-@store_option
+@store_option(creates=True)
 def watch(store: Store, repositories: tuple[str, ...], stream: str, output_dir: str | None, interval: int,
           once: bool, as_json: bool, **options) -> None:
     """Poll kernel repositories (yum repodata, a folder of .debs, a Debian Packages index); ingest
     and gate each kernel not gated yet, oldest first, once. Restart-safe: a kernel half-processed
-    when the watcher died is processed again, and a gate run is never published twice."""
+    when the watcher died is processed again, and a gate run is never published twice.
+
+    \b
+    Example:
+      kabigate watch --stream debian-6.1 --once https://deb.debian.org/debian/dists/bookworm/main/binary-amd64/Packages.xz
+    """
     settings = GateSettings.from_options(**options)
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)

@@ -54,13 +54,19 @@ class _DropIn(click.Command):
 @click.argument("args", nargs=-1, metavar="[KREL | MODULE...]")
 def weak_modules(action: str | None, dry_run: bool, verbose: bool, no_initramfs: bool, basedir: str, dracut: str,
                  delete_modules: bool, compat: bool, as_json: bool, args: tuple[str, ...]) -> None:
-    """RHEL's weak-modules, deciding with every rule of the kernel's module loader instead of
-    `depmod -naeE` alone (presence and CRC): a module the kernel would refuse (module_layout,
-    vermagic, GPL-only, namespaces, ...) is not linked, and the reason is printed.
+    """RHEL's weak-modules, deciding with every rule of the kernel's module loader.
+
+    Where RHEL's runs `depmod -naeE` alone (presence and CRC), a module the kernel would refuse
+    (module_layout, vermagic, GPL-only, namespaces, ...) is not linked, and the reason is printed.
 
     Exit 0 when everything judged is linked, 1 when a module was refused for a kernel (or a name
     in the tree was not used), 2 on bad input or when depmod or the initramfs generator failed
-    (the links are in place then); --compat: the script's statuses."""
+    (the links are in place then); --compat: the script's statuses.
+
+    \b
+    Example:
+      rpm -ql kmod-jool | kabigate weak-modules --add-modules
+    """
     try:
         if action is None:
             raise click.UsageError("one of --add-modules, --remove-modules, --add-kernel, --remove-kernel is required")
@@ -133,15 +139,22 @@ _APT_LISTING_MAX = 16 << 20
               help="A kabigate store to look for builds that load on the kernel (default: $KABIGATE_DB, else none).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report (with --apt: {\"kernels\": [...]}).")
 def preflight(kernel: str | None, apt: bool, root: str, db: str | None, as_json: bool) -> None:
-    """Before installing a kernel: which installed out-of-tree modules (weak-updates/, extra/,
-    updates/, DKMS) will load on it, which will not and why, and which stored build would.
+    """Before installing a kernel: which installed out-of-tree modules will load on it.
+
+    The modules in weak-updates/, extra/, updates/ and DKMS's trees: which will load, which will
+    not and why, and which stored build would.
 
     KERNEL_PACKAGE_OR_RELEASE: kernel packages or trees as `check -k` takes them (comma-joined:
     kernel-core.rpm,kernel-devel.rpm; linux-image.deb,linux-headers.deb), or a release installed
     under --root or kept in the store. Exit 1 when something installed will stop loading.
 
     With --apt instead (contrib/apt's hook): every kernel of the APT run; none: exit 0; one without
-    its linux-headers package in the run: exit 2 before any is read."""
+    its linux-headers package in the run: exit 2 before any is read.
+
+    \b
+    Example:
+      kabigate preflight linux-image-6.1.0-57-amd64-unsigned.deb
+    """
     from kabigate.host.preflight import AptKernel, apt_kernels
     from kabigate.host.preflight import preflight as run_preflight
 

@@ -34,6 +34,7 @@ from kabigate.inputs.packages import (
     kabi_dependencies,
     open_repository,
 )
+from kabigate.vocabulary import RequiresVerdict
 
 
 @click.command("rpm-deps")
@@ -44,7 +45,12 @@ from kabigate.inputs.packages import (
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.argument("modules", nargs=-1, metavar="[MODULE_OR_DIR_OR_PACKAGE...]")
 def rpm_deps(kernel_paths, provides, as_json, modules) -> None:
-    """RPM Requires (or --provides) lines for kmod spec files, like RHEL's find-requires.ksyms."""
+    """RPM Requires (or --provides) lines for kmod spec files, like RHEL's find-requires.ksyms.
+
+    \b
+    Example:
+      kabigate rpm-deps jool/*.ko
+    """
     if not modules and not (provides and kernel_paths):
         raise click.UsageError("give MODULE_OR_DIR_OR_PACKAGE..., or --provides with --kernel")
     kernel = load_kernel_with_progress(list(kernel_paths)) if kernel_paths else None
@@ -84,14 +90,19 @@ def rpm_deps(kernel_paths, provides, as_json, modules) -> None:
 def precheck(kernel_paths, as_json, packages) -> None:
     """Presence and CRC of every kernel(sym)/ksym(sym) an RPM Requires, from package headers or
     repository metadata alone (no payload read, nothing downloaded). `check` then applies every
-    loader rule to the modules themselves. Exit 1 if a requirement is not met."""
+    loader rule to the modules themselves. Exit 1 if a requirement is not met.
+
+    \b
+    Example:
+      kabigate precheck -k kernel-core-5.14.0-427.el9.x86_64.rpm kmod-jool-4.1.10-1.el9.x86_64.rpm
+    """
     kernel = load_kernel_with_progress(list(kernel_paths))
     reports = []
     for label, requires in _requirements(list(packages)):
         kabi = kabi_dependencies(requires)
         findings = check_kabi_requires(kabi, kernel.exports)
         reports.append({"package": label, "kabi_requires": len(kabi),
-                        "verdict": "fails" if findings else "passes",
+                        "verdict": RequiresVerdict.FAILS if findings else RequiresVerdict.PASSES,
                         "findings": [{"code": f.code, "symbol": f.symbol, "required_crc": crc_text(f.required_crc),
                                       "kernel_crc": crc_text(f.kernel_crc)} for f in findings]})
     if as_json:

@@ -54,7 +54,12 @@ def queue_requests(store, requests: list, as_json: bool) -> None:
 @click.option("--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO",
               show_default=True)
 def worker(settings, concurrency: int | None, hostname: str | None, loglevel: str) -> None:
-    """Run a Celery worker: ingest and gate tasks from RabbitMQ into the shared store."""
+    """Run a Celery worker: ingest and gate tasks from RabbitMQ into the shared store.
+
+    \b
+    Example:
+      kabigate worker --config /etc/kabigate/service.toml
+    """
     from kabigate.store import Store
     from kabigate.workers.app import worker_main
 
@@ -69,7 +74,12 @@ def worker(settings, concurrency: int | None, hostname: str | None, loglevel: st
               show_default=True)
 def listen(settings, loglevel: str) -> None:
     """Consume build events (Koji's buildsys.build.state.change, kabigate.build.complete) with
-    fedora-messaging and enqueue their ingest (and gate, for kernels)."""
+    fedora-messaging and enqueue their ingest (and gate, for kernels).
+
+    \b
+    Example:
+      kabigate listen --config /etc/kabigate/service.toml
+    """
     import logging
 
     from kabigate.store import Store
@@ -99,8 +109,15 @@ def listen(settings, loglevel: str) -> None:
 @click.argument("files", nargs=-1, required=True, metavar="FILE_OR_URL...")
 def announce(settings, kind: str, stream: str | None, name: str | None, version: str | None,
              build_id: str | None, files: tuple[str, ...]) -> None:
-    """Publish a kabigate.build.complete message (for build systems other than Koji): a finished
-    build whose packages are at FILES (paths the workers see, or URLs)."""
+    """Publish a kabigate.build.complete message: a finished build, for the workers to ingest.
+
+    For build systems other than Koji: the build's packages are at FILES (paths the workers see,
+    or URLs).
+
+    \b
+    Example:
+      kabigate announce --config /etc/kabigate/service.toml --kind drivers https://repo.example/kmod-jool.rpm
+    """
     from jsonschema.exceptions import ValidationError
 
     from kabigate.workers.messaging import PublishError, publish
@@ -126,7 +143,12 @@ def announce(settings, kind: str, stream: str | None, name: str | None, version:
               help="Seconds to wait for workers to answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 def health(settings, timeout: float, as_json: bool) -> None:
-    """The service's health: store, broker, queues, workers, tasks. Exit 1 when something is down."""
+    """The service's health: store, broker, queues, workers, tasks. Exit 1 when something is down.
+
+    \b
+    Example:
+      kabigate health --config /etc/kabigate/service.toml --json
+    """
     from kabigate.workers.health import check_health
 
     report = check_health(settings, timeout)
@@ -159,7 +181,12 @@ def health(settings, timeout: float, as_json: bool) -> None:
 @click.option("--db", "db", metavar="PATH_OR_URL", envvar="KABIGATE_DB", help="The store (default: $KABIGATE_DB).")
 def tasks(state: str | None, limit: int, prune: bool, older_than: float | None, as_json: bool,
           db: str | None) -> None:
-    """The workers' tasks, most recent first: what was asked, its state, its error or result."""
+    """The workers' tasks, most recent first: what was asked, its state, its error or result.
+
+    \b
+    Example:
+      kabigate tasks --state failed --json
+    """
     from kabigate.store import Store
 
     if prune != (older_than is not None):
@@ -169,7 +196,7 @@ def tasks(state: str | None, limit: int, prune: bool, older_than: float | None, 
             raise InputError("--prune deletes done and failed tasks: no --state")
         _prune_tasks(Store, db, older_than, as_json)
         return
-    with Store.open(db) as store:
+    with Store.open(db, create=False) as store:
         records = store.tasks(None if state is None else TaskState(state), limit=limit)
     if as_json:
         emit_json({"tasks": [task_json(t) for t in records]})

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 
+import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
@@ -85,3 +86,14 @@ def write_atomically(path: str, text: str) -> None:
 
 def emit_json(document: dict) -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+class Group(click.Group):
+    """A command group whose help lists each subcommand with its whole first sentence."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, command.get_short_help_str(limit=1000)) for name in self.list_commands(ctx)
+                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)

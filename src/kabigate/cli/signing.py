@@ -9,10 +9,22 @@ from typing import Any
 import click
 from cryptography.hazmat.primitives import hashes, serialization
 
-from kabigate import signing
 from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out, progress
 from kabigate.errors import InputError, read_capped
 from kabigate.inputs.modules import find_module_files
+from kabigate.signing.keys import (
+    CURVES,
+    HASHES,
+    PASSPHRASE_ENV,
+    RSA_BITS,
+    KeygenSpec,
+    generate_key,
+    load_signing_key,
+    private_key_pem,
+    write_files_atomically,
+)
+from kabigate.signing.sign import commit, sign_files
+from kabigate.signing.verify import TrustPolicy, load_trust, verify_file, verify_module
 
 MAX_PASSPHRASE = 4096
 
@@ -32,7 +44,7 @@ def _passphrase(env_name: str, passphrase_file: str | None) -> bytes | None:
 def _passphrase_options(function):
     function = click.option("--passphrase-file", type=click.Path(dir_okay=False), metavar="FILE",
                             help="Read the key's passphrase from the first line of FILE.")(function)
-    return click.option("--passphrase-env", default=signing.PASSPHRASE_ENV, show_default=True, metavar="VAR",
+    return click.option("--passphrase-env", default=PASSPHRASE_ENV, show_default=True, metavar="VAR",
                         help="Environment variable holding the key's passphrase.")(function)
 
 
@@ -49,9 +61,9 @@ def _module_files(paths: tuple[str, ...]) -> list[str]:
 @click.option("--out", "prefix", required=True, metavar="PREFIX",
               help="Write PREFIX.key (private, mode 0600), PREFIX.crt (PEM) and PREFIX.der (for mokutil --import).")
 @click.option("--type", "key_type", type=click.Choice(["rsa", "ecdsa"]), default="rsa", show_default=True)
-@click.option("--bits", type=click.Choice([str(b) for b in signing.RSA_BITS]), default="4096", show_default=True,
+@click.option("--bits", type=click.Choice([str(b) for b in RSA_BITS]), default="4096", show_default=True,
               help="RSA key size.")
-@click.option("--curve", type=click.Choice(list(signing.CURVES)), default="p384", show_default=True,
+@click.option("--curve", type=click.Choice(list(CURVES)), default="p384", show_default=True,
               help="ECDSA curve.")
 @click.option("--subject", default="CN=kabigate module signing key", show_default=True,
               help="Certificate subject, RFC 4514 (e.g. 'CN=Example kmods,O=Example').")
@@ -68,18 +80,23 @@ def _module_files(paths: tuple[str, ...]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 def keygen(prefix, key_type, bits, curve, subject, days, no_codesigning, module_signing_oid, encrypt,
            passphrase_env, passphrase_file, force, as_json) -> None:
-    """Generate a module-signing key and its self-signed certificate."""
+    """Generate a module-signing key and its self-signed certificate.
+
+    \b
+    Example:
+      kabigate keygen --out /etc/pki/kabigate/repo --subject 'CN=Example kmods,O=Example'
+    """
     passphrase = _passphrase(passphrase_env, passphrase_file) if encrypt else None
     if encrypt and passphrase is None:
         raise InputError(f"--encrypt needs a passphrase: set {passphrase_env} or give --passphrase-file")
     if module_signing_oid:
         err.print("kabigate: warning: shim refuses certificates with the module-signing EKU "
                   "(1.3.6.1.4.1.2312.16.1.2) for boot images; use this key for modules only", markup=False)
-    spec = signing.KeygenSpec(key_type, int(bits), curve, subject, days, not no_codesigning, module_signing_oid)
-    private_key, certificate = signing.generate_key(spec)
+    spec = KeygenSpec(key_type, int(bits), curve, subject, days, not no_codesigning, module_signing_oid)
+    private_key, certificate = generate_key(spec)
     paths = {"key": f"{prefix}.key", "cert_pem": f"{prefix}.crt", "cert_der": f"{prefix}.der"}
-    signing.write_files_atomically([
-        (paths["key"], signing.private_key_pem(private_key, passphrase), 0o600),
+    write_files_atomically([
+        (paths["key"], private_key_pem(private_key, passphrase), 0o600),
         (paths["cert_pem"], certificate.public_bytes(serialization.Encoding.PEM), 0o644),
         (paths["cert_der"], certificate.public_bytes(serialization.Encoding.DER), 0o644),
     ], force)
@@ -101,7 +118,7 @@ def keygen(prefix, key_type, bits, curve, subject, days, no_codesigning, module_
 @click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False), help="Private key (PEM or DER).")
 @click.option("--cert", "cert_path", required=True, type=click.Path(dir_okay=False),
               help="Its X.509 certificate (PEM or DER).")
-@click.option("--hash", "hash_name", type=click.Choice(list(signing.HASHES)), default="sha256", show_default=True)
+@click.option("--hash", "hash_name", type=click.Choice(list(HASHES)), default="sha256", show_default=True)
 @click.option("--replace", is_flag=True, help="Re-sign modules that are already signed.")
 @click.option("--key-id", "use_key_id", is_flag=True,
               help="Identify the signer by subjectKeyIdentifier (sign-file -k), not issuer and serial.")
@@ -113,12 +130,17 @@ def sign(key_path, cert_path, hash_name, replace, use_key_id, passphrase_env, pa
     """Append a signature to each module, byte for byte what the kernel's sign-file appends.
 
     Compressed modules are signed inside and recompressed. All modules are signed or none: each is
-    written to a temporary file beside it, and renamed over it once every module is signed."""
-    key = signing.load_signing_key(key_path, cert_path, _passphrase(passphrase_env, passphrase_file))
+    written to a temporary file beside it, and renamed over it once every module is signed.
+
+    \b
+    Example:
+      kabigate sign --key /etc/pki/kabigate/repo.key --cert /etc/pki/kabigate/repo.crt jool/*.ko
+    """
+    key = load_signing_key(key_path, cert_path, _passphrase(passphrase_env, passphrase_file))
     files = _module_files(modules)
     with progress("signing modules", len(files)) as advance:
-        done = signing.sign_files(files, key, hash_name, replace, use_key_id, advance)
-    signing.commit(done)
+        done = sign_files(files, key, hash_name, replace, use_key_id, advance)
+    commit(done)
     reports = [{"path": s.path, "compression": s.compression, "replaced": s.replaced,
                 "signature_size": s.signature_size} for s in done]
     if as_json:
@@ -147,8 +169,8 @@ def trust_options(function):
 
 
 def trust_policy(require_codesigning_eku: bool, accept_module_signing_oid: bool,
-                 reject_expired: bool) -> signing.TrustPolicy:
-    return signing.TrustPolicy(require_codesigning_eku, accept_module_signing_oid, reject_expired)
+                 reject_expired: bool) -> TrustPolicy:
+    return TrustPolicy(require_codesigning_eku, accept_module_signing_oid, reject_expired)
 
 
 @click.command()
@@ -158,14 +180,19 @@ def trust_policy(require_codesigning_eku: bool, accept_module_signing_oid: bool,
 def verify(trust_paths, require_codesigning_eku, accept_module_signing_oid, reject_expired, as_json,
            modules) -> None:
     """Signer, key id and hash of each module's signature, and whether it verifies against the
-    trusted keys. Exit 1 if any module is unsigned or (with --trust) does not verify."""
-    trust = signing.load_trust(list(trust_paths))
+    trusted keys. Exit 1 if any module is unsigned or (with --trust) does not verify.
+
+    \b
+    Example:
+      kabigate verify --trust /boot/vmlinuz-6.1.0-56-amd64 --trust mok.der jool/*.ko
+    """
+    trust = load_trust(list(trust_paths))
     policy = trust_policy(require_codesigning_eku, accept_module_signing_oid, reject_expired)
     files = _module_files(modules)
     results = []
     with progress("verifying modules", len(files)) as advance:
         for path in files:
-            results.append((path, signing.verify_file(path, trust if trust_paths else None, policy)))
+            results.append((path, verify_file(path, trust if trust_paths else None, policy)))
             advance()
     reports: list[dict[str, Any]] = [{"path": path, "signed": check.result != "ENODATA", "signer": check.signer,
                 "key_id": check.key_id, "hash_algorithm": check.hash_algorithm,
@@ -198,10 +225,10 @@ def signature_checks(modules, trust_paths: tuple[str, ...], require_codesigning_
     """For `check --trust`: each module's signature verified against the trusted keys."""
     if not trust_paths:
         return None
-    trust = signing.load_trust(list(trust_paths))
+    trust = load_trust(list(trust_paths))
     policy = trust_policy(require_codesigning_eku, accept_module_signing_oid, reject_expired)
     from kabigate.formats.compression import decompress
     from kabigate.inputs.packages import module_files  # not for sign/verify: they take files
     # modules read from packages are read again from them
-    return {module.path: signing.verify_module(decompress(data, module.path), trust, policy)
+    return {module.path: verify_module(decompress(data, module.path), trust, policy)
             for module, data in module_files(modules).items()}

@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 
 from kabigate.analysis import kmod_rebuilds, stablelist_history
-from kabigate.cli.shared import cells, emit_json, err, out, write_atomically
+from kabigate.cli.shared import Group, cells, emit_json, err, out, write_atomically
 from kabigate.cli.store import store_option
 from kabigate.errors import read_capped
 from kabigate.formats.compression import MAX_TEXT
@@ -30,9 +30,14 @@ from kabigate.services.evidence import (
 from kabigate.store import Store
 
 
-@click.group()
+@click.group(cls=Group)
 def stablelist() -> None:
-    """Which symbols drivers need that the stablelist does not promise, and how the list moved."""
+    """Which symbols drivers need that the stablelist does not promise, and how the list moved.
+
+    \b
+    Example:
+      kabigate stablelist demand --stablelist kabi_stablelist_x86_64 --json
+    """
 
 
 def _demand_options(command):

@@ -14,12 +14,14 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from kabigate.cli.shared import cells, crc_text, emit_json, err, out, progress, write_atomically
+from kabigate.cli.shared import Group, cells, crc_text, emit_json, err, out, progress, write_atomically
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.modules import count_modules
 from kabigate.model import ReasonCode
 from kabigate.reports.verdicts import drivers_json, kernel_record_json
+from kabigate.rules import RULES_VERSION
 from kabigate.services.ingest import (
+    checked_name,
     count_pending_verdicts,
     ingest_driver_build,
     ingest_kernel,
@@ -35,7 +37,7 @@ from kabigate.services.matrix import (
     history_json,
     matrix_by_build_json,
 )
-from kabigate.store import Cell, KernelRecord, Store, default_url
+from kabigate.store import Cell, KernelRecord, Removed, Store
 
 # Short cell texts for the table: the first reason's code, abbreviated.
 SHORT_REASONS: dict[str, str] = {  # keyed by ReasonCode; the store gives plain text
@@ -47,16 +49,19 @@ SHORT_REASONS: dict[str, str] = {  # keyed by ReasonCode; the store gives plain 
 }
 
 
-def store_option(command):
-    """--db on every store command (also $KABIGATE_DB); the store is opened for the command."""
-    @click.option("--db", "db", metavar="PATH_OR_URL", envvar="KABIGATE_DB",
-                  help="SQLite file or postgresql:// URL (default: $KABIGATE_DB, else "
-                       f"{default_url()}).")
-    @functools.wraps(command)
-    def with_store(db, **kwargs):
-        with Store.open(db) as store:
-            return command(store, **kwargs)
-    return with_store
+def store_option(command=None, *, creates: bool = False):
+    """--db on every store command (also `kabigate --db` and $KABIGATE_DB); the store is opened for
+    the command. Only commands that add to a store (`creates`: ingest, watch) make a missing one."""
+    def decorate(command):
+        @click.option("--db", "db", metavar="PATH_OR_URL", envvar="KABIGATE_DB",
+                      help="SQLite file or postgresql:// URL (default: $KABIGATE_DB, else the user's data "
+                           "directory's kabigate.db).")
+        @functools.wraps(command)
+        def with_store(db, **kwargs):
+            with Store.open(db, create=creates) as store:
+                return command(store, **kwargs)
+        return with_store
+    return decorate(command) if command is not None else decorate
 
 
 def json_option(command):
@@ -75,9 +80,15 @@ def _absolute(paths) -> list[str]:
 
 # -- db -------------------------------------------------------------------------------------
 
-@click.group()
+@click.group(cls=Group)
 def db() -> None:
-    """Create, upgrade and inspect the store."""
+    """Create, upgrade, inspect and tidy the store.
+
+    \b
+    Example:
+      kabigate db upgrade --db postgresql://kabigate@db/kabigate
+      kabigate db remove-kernel 6.1.0-54-amd64
+    """
 
 
 @db.command("upgrade")
@@ -95,7 +106,7 @@ def db_upgrade(location: str | None) -> None:
 @json_option
 def db_status(location: str | None, as_json: bool) -> None:
     """Schema revision and what the store holds."""
-    with Store.connect(location) as store:
+    with Store.connect(location, create=False) as store:
         current, head = store.revisions()
         counts = store.counts() if current == head else {}
         pending = count_pending_verdicts(store) if current == head else None
@@ -110,11 +121,108 @@ def db_status(location: str | None, as_json: bool) -> None:
             out.print(f"  {pending} verdicts to (re)compute: the next matrix does it", markup=False)
 
 
+def _report_removed(removed: Removed, what: str, as_json: bool) -> None:
+    if as_json:
+        emit_json({"done": what, "removed": removed.counts})
+        return
+    done = ", ".join(f"{count} {name}" for name, count in removed.counts.items()) or "nothing else"
+    out.print(f"{what}: removed {done}", markup=False)
+
+
+@db.command("remove-kernel")
+@click.argument("release")
+@store_option
+@json_option
+def db_remove_kernel(store: Store, release: str, as_json: bool) -> None:
+    """Remove a kernel (each flavor of RELEASE) with its verdicts, stream places and gate runs.
+
+    \b
+    Example:
+      kabigate db remove-kernel 6.1.0-54-amd64
+    """
+    with store.transaction():
+        removed = store.remove_kernels(release)
+    _report_removed(removed, f"kernel {release}", as_json)
+
+
+@db.command("remove-driver")
+@click.argument("driver")
+@click.option("--version", metavar="VERSION", help="Only the builds (and build failures) of this package version.")
+@store_option
+@json_option
+def db_remove_driver(store: Store, driver: str, version: str | None, as_json: bool) -> None:
+    """Remove a driver's builds (all, or one version's) with their verdicts and build failures.
+
+    \b
+    Example:
+      kabigate db remove-driver jool --version 4.1.9-1
+    """
+    with store.transaction():
+        removed = store.remove_builds(driver, version)
+    _report_removed(removed, f"driver {driver}" + ("" if version is None else f" {version}"), as_json)
+
+
+@db.command("rename-stream")
+@click.argument("old")
+@click.argument("new")
+@store_option
+@json_option
+def db_rename_stream(store: Store, old: str, new: str, as_json: bool) -> None:
+    """Rename a stream (its gate runs follow).
+
+    \b
+    Example:
+      kabigate db rename-stream debian-6.1 debian-12
+    """
+    with store.transaction():
+        store.rename_stream(old, checked_name(new, "stream name"))
+    _report_removed(Removed(), f"stream {old} renamed {new}", as_json)
+
+
+@db.command("move-kernel")
+@click.argument("release")
+@click.option("--from", "source", metavar="STREAM", required=True, help="The stream it is in.")
+@click.option("--to", "target", metavar="STREAM", required=True, help="The stream it belongs to (made if new).")
+@store_option
+@json_option
+def db_move_kernel(store: Store, release: str, source: str, target: str, as_json: bool) -> None:
+    """Move a kernel from one stream to another; both keep their version order.
+
+    \b
+    Example:
+      kabigate db move-kernel 6.12.107+deb12-amd64 --from debian-6.1 --to debian-6.12
+    """
+    with store.transaction():
+        store.move_kernel(release, source, checked_name(target, "stream name"))
+    _report_removed(Removed(), f"kernel {release} moved from {source} to {target}", as_json)
+
+
+@db.command("prune")
+@store_option
+@json_option
+def db_prune(store: Store, as_json: bool) -> None:
+    """Delete verdicts of older rules, empty streams, and modules and drivers nothing refers to.
+
+    \b
+    Example:
+      kabigate db prune
+    """
+    with store.transaction():
+        removed = store.prune(RULES_VERSION)
+    _report_removed(removed, "prune", as_json)
+
+
 # -- ingest ---------------------------------------------------------------------------------
 
-@click.group()
+@click.group(cls=Group)
 def ingest() -> None:
-    """Add kernels and driver builds to the store; each is judged against everything stored."""
+    """Add kernels and driver builds to the store; each is judged against everything stored.
+
+    \b
+    Example:
+      kabigate ingest kernel --stream debian-6.1 linux-image-6.1.0-56-amd64.deb,linux-headers-6.1.0-56-amd64.deb
+      kabigate ingest drivers kmod-jool-4.1.10-1.el9.x86_64.rpm
+    """
 
 
 @ingest.command("kernel")
@@ -123,7 +231,7 @@ def ingest() -> None:
 @queue_option
 @json_option
 @click.argument("kernels", nargs=-1, required=True, metavar="KERNEL...")
-@store_option
+@store_option(creates=True)
 def ingest_kernels(store: Store, stream: str | None, vermagic: str | None, queue: bool, as_json: bool,
                    kernels: tuple[str, ...]) -> None:
     """Store kernels: each KERNEL is what `check -k` takes; join the paths of one kernel with a
@@ -161,7 +269,7 @@ def ingest_kernels(store: Store, stream: str | None, vermagic: str | None, queue
 @queue_option
 @json_option
 @click.argument("paths", nargs=-1, required=True, metavar="MODULES_OR_PACKAGES_OR_REPO...")
-@store_option
+@store_option(creates=True)
 def ingest_drivers(store: Store, name: str | None, version: str | None, queue: bool, as_json: bool,
                    paths: tuple[str, ...]) -> None:
     """Store driver builds: each package (kmod RPM or deb, in a folder or a yum repository) is one
@@ -193,7 +301,7 @@ def ingest_drivers(store: Store, name: str | None, version: str | None, queue: b
 @click.option("--version", "version", required=True, help="The driver version that failed to build.")
 @click.option("--kernel", "kernel_release", required=True, metavar="RELEASE", help="The kernel it was built for.")
 @click.option("--error", required=True, help="What failed (one line is kept).")
-@store_option
+@store_option(creates=True)
 def ingest_build_failure(store: Store, name: str, version: str, kernel_release: str, error: str) -> None:
     """Record that a driver version does not build against a kernel (real data for the matrix)."""
     created = record_build_failure(store, name, version, kernel_release, error)
@@ -214,7 +322,12 @@ def ingest_build_failure(store: Store, name: str, version: str, kernel_release: 
 @json_option
 @store_option
 def matrix(store: Store, stream, driver, since, output_format: str, output: str | None, as_json: bool) -> None:
-    """Driver builds x kernels: which build loads on which kernel, and the first reason when not."""
+    """Driver builds x kernels: which build loads on which kernel, and the first reason when not.
+
+    \b
+    Example:
+      kabigate matrix --stream debian-6.1 --format html --output matrix.html
+    """
     if as_json:
         output_format = "json"
     with progress("judging pending cells", count_pending_verdicts(store)) as advance:
@@ -248,7 +361,12 @@ def matrix(store: Store, stream, driver, since, output_format: str, output: str 
 @json_option
 @store_option
 def history(store: Store, driver: str, stream: str | None, as_json: bool) -> None:
-    """Along each stream: the kernel each build of DRIVER stops loading on, why, and which build loads again."""
+    """Along each stream: the kernel each build of DRIVER stops loading on, why, and which build loads again.
+
+    \b
+    Example:
+      kabigate history jool --stream debian-6.1
+    """
     histories = driver_history(store, driver, stream)
     if as_json:
         emit_json(history_json(driver, histories))
@@ -278,7 +396,12 @@ def history(store: Store, driver: str, stream: str | None, as_json: bool) -> Non
 @json_option
 @store_option
 def kernels(store: Store, stream: str | None, as_json: bool) -> None:
-    """The kernels in the store."""
+    """The kernels in the store.
+
+    \b
+    Example:
+      kabigate kernels --stream debian-6.1
+    """
     records = store.kernels(stream)
     if as_json:
         emit_json({"kernels": [kernel_record_json(r) for r in records]})
@@ -295,7 +418,12 @@ def kernels(store: Store, stream: str | None, as_json: bool) -> None:
 @json_option
 @store_option
 def drivers(store: Store, driver: str | None, as_json: bool) -> None:
-    """The driver builds in the store (and recorded build failures)."""
+    """The driver builds in the store (and recorded build failures).
+
+    \b
+    Example:
+      kabigate drivers --driver 'jool*' --json
+    """
     builds = store.driver_builds(driver)
     failures = store.build_failures(driver)
     if as_json:

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import click
 
-from kabigate.cli.shared import emit_json, err, out
+from kabigate.cli.shared import Group, emit_json, err, out
 from kabigate.cli.store import json_option, store_option
 from kabigate.reports.gate import waiver_json
 from kabigate.services.gate import add_waiver, revoke_waiver
 from kabigate.store import Store
 
 
-@click.group()
+@click.group(cls=Group)
 def waiver() -> None:
     """Waivers kept in the store: every gate (CLI, watch, API) applies them with its --waivers file.
-    A waiver is never deleted: it is revoked, and stays listed as revoked."""
+    A waiver is never deleted: it is revoked, and stays listed as revoked.
+
+    \b
+    Example:
+      kabigate waiver add --driver jool --symbol 'nf_*' --kernel '6.1.0-5*' --reason 'fixed in 4.1.11' --who me
+    """
 
 
 @waiver.command("add")

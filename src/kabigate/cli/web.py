@@ -28,7 +28,12 @@ def serve(db: str | None, host: str, port: int, stablelist_path: str | None, max
           max_connections: int | None, header_timeout: float) -> None:
     """Serve the dashboard (matrix, kernels, drivers, gate runs, stablelist demand) and the REST API
     (/api/v1, schema at /api/v1/openapi.json). Writes (ingest, gate) need `Authorization: Bearer
-    $KABIGATE_API_TOKEN`; without that variable set the server is read-only."""
+    $KABIGATE_API_TOKEN`; without that variable set the server is read-only.
+
+    \b
+    Example:
+      kabigate serve --host 0.0.0.0 --port 8080
+    """
     from kabigate.explain.cache import cache_max
     from kabigate.web import create_app
     from kabigate.web.server import fit_open_file_limit

@@ -85,3 +85,43 @@ def string_value(element: Element) -> str:
     if encoding is None:
         raise DerError(f"tag 0x{element.tag:02x} is not a string")
     return element.content.decode(encoding, "replace")
+
+
+# -- writing: what `cryptography` cannot write byte for byte (module signatures) --------------
+# Its PKCS7SignatureBuilder (NoAttributes, NoCerts, DetachedSignature, Binary) gives the digest
+# AlgorithmIdentifiers NULL parameters where OpenSSL's CMS, and so sign-file, omits them.
+
+def encode(tag: int, *parts: bytes) -> bytes:
+    content = b"".join(parts)
+    size = len(content)
+    if size < 0x80:
+        return bytes((tag, size)) + content
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(length))) + length + content
+
+
+def encode_oid(dotted: str) -> bytes:
+    first, second, *rest = map(int, dotted.split("."))
+    body = bytearray([40 * first + second])
+    for value in rest:
+        chunk = [value & 0x7F]
+        while value > 0x7F:
+            value >>= 7
+            chunk.append(0x80 | (value & 0x7F))
+        body += bytes(reversed(chunk))
+    return encode(0x06, bytes(body))
+
+
+def tlv(element: Element) -> bytes:
+    """The whole encoding (tag, length, content) of an element, from its parent's bytes."""
+    header = 2 if element.end - element.start < 0x80 else 2 + ((element.end - element.start).bit_length() + 7) // 8
+    return element.data[element.start - header:element.end]
+
+
+def children_tlv(element: Element) -> list[tuple[Element, bytes]]:
+    items, offset = [], element.start
+    while offset < element.end:
+        item = read_element(element.data, offset, element.end)
+        items.append((item, element.data[offset:item.end]))
+        offset = item.end
+    return items

@@ -114,7 +114,7 @@ def _facts_of(path: Path) -> _Facts:
 
 
 def _facts_of_file(path: Path) -> _Facts:
-    if _is_kernel_image(path):
+    if is_kernel_image(path):
         return _facts_of_image(path)
     facts = _Facts(str(path))
     data = _read(path)
@@ -144,7 +144,8 @@ def _facts_of_headers(path: TreePath) -> _Facts:
     return facts
 
 
-def _is_kernel_image(path: TreePath) -> bool:
+def is_kernel_image(path: TreePath) -> bool:
+    """Whether a file is a vmlinuz (bzImage or a compressed payload) or a vmlinux, by its first bytes."""
     if isinstance(path, PackagePath):
         return False
     with open_regular(str(path)) as file:
@@ -176,10 +177,23 @@ def _module_struct_size(elf: ElfFile) -> int | None:
     return next((btf.types[i].size for i in btf.by_name("module") if btf.types[i].kind == BTF_STRUCT), None)
 
 
-def _image_in(boot: TreePath, release: str) -> Path | None:
+def kernel_image_in(boot: TreePath, release: str) -> Path | None:
+    """boot/vmlinuz-<release>, else boot/vmlinux-<release>: the image of `release` in a boot folder."""
     if isinstance(boot, PackagePath):
         return None
     return next((p for p in (boot / f"vmlinuz-{release}", boot / f"vmlinux-{release}") if p.is_file()), None)
+
+
+def kernel_image_at(path: Path, release: str) -> Path | None:
+    """The image of `release` that a kernel's file or folder source is or holds: the file itself, the
+    boot/ image of a package root, or of the root above a module tree (<root>/lib/modules/<release>)."""
+    if path.is_file():
+        return path if is_kernel_image(path) else None
+    for boot in (path / "boot", path.parent.parent.parent / "boot"):
+        image = kernel_image_in(boot, release)
+        if image is not None and is_kernel_image(image):
+            return image
+    return None
 
 
 def _module_exports(path: TreePath) -> dict[str, Export]:
@@ -222,7 +236,7 @@ def _facts_of_module_tree(path: TreePath, root: TreePath | None) -> _Facts:
         facts.exports, facts.headers_dir = headers.exports, build
         facts.config = headers.config
         facts.machine = facts.machine or headers.machine
-    image = _image_in(boot, path.name)
+    image = kernel_image_in(boot, path.name)
     if image is not None:
         facts.image = str(image)
         if facts.exports is None and not (root is not None and _headers_in(root, path.name)):

@@ -533,7 +533,7 @@ class PackageTree:
 
 
 class PackagePath:
-    """A path inside a PackageTree with the pathlib methods kernels.py uses."""
+    """A path inside a PackageTree with the pathlib methods inputs/kernels.py uses."""
 
     def __init__(self, tree: PackageTree, path: str = "/"):
         self.tree = tree

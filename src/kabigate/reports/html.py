@@ -1,4 +1,4 @@
-"""Self-contained HTML reports (Jinja2 templates in kabigate/templates; no network fetches)."""
+"""Self-contained HTML reports (Jinja2 templates in kabigate/reports/templates; no network fetches)."""
 
 from __future__ import annotations
 

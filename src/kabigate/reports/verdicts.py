@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kabigate.analysis import stablelist_coverage
-from kabigate.model import Kernel, Reason, ReasonCode, Verdict
+from kabigate.model import Kernel, LoadVerdict, Reason, ReasonCode, Verdict
 
 if TYPE_CHECKING:  # the store's records; not imported at run time (it would load SQLAlchemy)
     from kabigate.explain.crc import SymbolExplanation
@@ -30,7 +30,7 @@ def verdict_report(verdict: Verdict) -> dict:
     return {
         "path": verdict.module.path,
         "name": verdict.module.name,
-        "verdict": "loads" if verdict.loads else "fails",
+        "verdict": LoadVerdict.LOADS if verdict.loads else LoadVerdict.FAILS,
         "reasons": [reason_report(r) for r in verdict.reasons],
         "warnings": [reason_report(w) for w in verdict.warnings],
     }

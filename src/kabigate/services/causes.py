@@ -4,16 +4,9 @@ cache already holds both kernels (a gate or `explain` read them): computed on re
 
 from __future__ import annotations
 
-from kabigate.explain.cache import (
-    NotCached,
-    cached_only,
-    explain_stored,
-    read_entry,
-    sources_identity,
-    types_cached,
-    write_entry,
-)
+from kabigate.explain.cache import NotCached, cached_only, read_entry, write_entry
 from kabigate.explain.crc import cause_json
+from kabigate.explain.sources import explain_stored, sources_identity, types_cached
 from kabigate.model import Kernel, ReasonCode
 from kabigate.store import BuildRecord, KernelRecord, Store
 

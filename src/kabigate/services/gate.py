@@ -198,8 +198,8 @@ def _explain_changes(store: Store, baseline: KernelRecord, candidate: KernelReco
                      in_use: list[ChangedExport], notes: list[str]) -> list[ChangedExport]:
     """Attach causes to the changed exports in use and to the regressions' crc-mismatches (a build
     that loaded on the baseline was built with the baseline's CRC, so baseline -> candidate is it)."""
-    from kabigate.explain.cache import explain_stored
     from kabigate.explain.crc import cause_json
+    from kabigate.explain.sources import explain_stored
 
     regressions = [r for f in findings if f.klass == GateClass.REGRESSION for r in f.reasons
                    if r["code"] == ReasonCode.CRC_MISMATCH]
@@ -311,7 +311,7 @@ def _described(change) -> tuple[ExportChange, str, str]:
 
 
 def record_gate(store: Store, result: GateResult, report: dict) -> GateRun:
-    """Keep the gate's outcome and report (gate_report.gate_json) in the store."""
+    """Keep the gate's outcome and report (reports.gate.gate_json) in the store."""
     with store.transaction():
         return store.record_gate_run(result.candidate.id, result.baseline.id if result.baseline else None,
                                      result.stream, result.outcome, report)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from kabigate.errors import InputError
 from kabigate.inputs.modules import read_modules
-from kabigate.model import Kernel, Module, PackageOrigin
+from kabigate.model import Kernel, Module, PackageOrigin, driver_name
 from kabigate.reports.verdicts import build_record_json, verdict_report
 from kabigate.rules import RULES_VERSION, check_modules
 from kabigate.services import Advance, no_progress
@@ -107,7 +107,7 @@ def read_driver_builds(paths: list[str], name: str | None = None, version: str |
                 package=None, arch=loose[0].machine, format="tree", source=os.path.abspath(path)))
         for location, (origin, modules) in packages.items():
             builds.append(DriverBuildInput(
-                driver=name or origin.name, modules=modules, version=origin.version, package=origin.name,
+                driver=name or driver_name(origin.name), modules=modules, version=origin.version, package=origin.name,
                 arch=origin.arch, format=origin.format, source=location, greylist=origin.greylist))
     return builds
 

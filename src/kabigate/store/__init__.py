@@ -8,6 +8,7 @@ from kabigate.store.store import (
     Cell,
     GateRun,
     KernelRecord,
+    Removed,
     Store,
     StoredVerdict,
     StoreError,
@@ -18,5 +19,5 @@ from kabigate.store.store import (
     version_key,
 )
 
-__all__ = ["BuildFailure", "BuildRecord", "Cell", "GateRun", "KernelRecord", "Store", "StoreError", "StoredVerdict",
-           "TaskRecord", "TaskState", "default_url", "flavor_of", "version_key"]
+__all__ = ["BuildFailure", "BuildRecord", "Cell", "GateRun", "KernelRecord", "Removed", "Store", "StoreError",
+           "StoredVerdict", "TaskRecord", "TaskState", "default_url", "flavor_of", "version_key"]

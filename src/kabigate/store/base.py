@@ -67,7 +67,7 @@ class StoreBase:
 
         A new, empty database gets the current schema; one at an older schema revision is
         refused (`kabigate db upgrade` upgrades it), never rebuilt."""
-        store = cls.connect(location)
+        store = cls.connect(location, create=create)
         try:
             current, head = store.revisions()
             if current is None and create:
@@ -84,8 +84,10 @@ class StoreBase:
         return store
 
     @classmethod
-    def connect(cls, location: str | None = None) -> Self:
-        """The store at `location` without checking its schema (for `db upgrade` and `db status`)."""
+    def connect(cls, location: str | None = None, *, create: bool = True) -> Self:
+        """The store at `location` without checking its schema (for `db upgrade` and `db status`).
+        Without `create`, a missing SQLite file is an error, not a new empty store: a mistyped path
+        given to a read command is named, instead of an empty store created and read."""
         url = engine_url(location or default_url())
         try:
             parsed = make_url(url)
@@ -96,8 +98,14 @@ class StoreBase:
                              f"not {parsed.get_backend_name()}")
         if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        if parsed.get_backend_name() == "sqlite" and parsed.database:
-            directory = os.path.dirname(parsed.database)
+        database = parsed.database
+        if parsed.get_backend_name() == "sqlite":
+            if not database or database == ":memory:":
+                raise StoreError(f"{location}: an SQLite store needs a file path (sqlite:////path/to/kabigate.db)")
+            if not create and not os.path.exists(database):
+                raise StoreError(f"{database}: no kabigate store here (`kabigate ingest` or `kabigate db upgrade` "
+                                 "creates one)")
+            directory = os.path.dirname(database)
             try:
                 os.makedirs(directory, exist_ok=True)
             except OSError as error:

@@ -174,7 +174,7 @@ gate_run = Table(
     Column("baseline_id", Integer, ForeignKey("kernel.id")),
     Column("stream", String(200)),
     Column("outcome", String(32), nullable=False),
-    Column("report", LargeBinary, nullable=False),  # compressed gate JSON (gate_report.gate_json)
+    Column("report", LargeBinary, nullable=False),  # compressed gate JSON (reports.gate.gate_json)
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("published_to", Text),  # the ResultsDB API it was published to, once it was
     Column("resultsdb_id", String(64)),

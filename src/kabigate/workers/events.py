@@ -63,7 +63,7 @@ def _koji_request(body: dict, settings: Settings) -> Request | None:
         return None  # a kernel of no stream kabigate gates
     arch = settings.koji_arch
     base = f"{settings.koji_topurl.rstrip('/')}/packages/{name}/{version}/{release}/{arch}"
-    # kernel-core holds symvers and vmlinuz, kernel-devel the build tree (kernels.py reads both)
+    # kernel-core holds symvers and vmlinuz, kernel-devel the build tree (inputs/kernels.py reads both)
     paths = [f"{base}/{name}-{part}-{version}-{release}.{arch}.rpm" for part in ("core", "devel")]
     build = body.get("build_id")
     identity = f"koji:{body.get('instance', 'primary')}:{build}" if isinstance(build, int) else None

@@ -1,0 +1,118 @@
+"""Managing a real store from the command line: removing kernels and drivers with what depends on
+them, renaming streams, moving kernels, pruning; each one transaction, refusals one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.realstore import RELEASES, STREAM, build_store
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def built(testdata, tmp_path_factory) -> Path:
+    return Path(build_store(testdata, tmp_path_factory.mktemp("upkeep") / "store.db"))
+
+
+@pytest.fixture
+def db(built, tmp_path) -> str:
+    copy = tmp_path / "store.db"
+    shutil.copy(built, copy)
+    return str(copy)
+
+
+def kabigate(db: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kabigate", "--db", db, *args], capture_output=True, text=True)
+
+
+def as_json(db: str, *args: str):
+    result = kabigate(db, *args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def rows(db: str, query: str) -> list[tuple]:
+    with sqlite3.connect(db) as connection:
+        return connection.execute(query).fetchall()
+
+
+def stream_positions(db: str, stream: str) -> dict[str, int]:
+    return {kernel["release"]: place["position"] for kernel in as_json(db, "kernels")["kernels"]
+            for place in kernel["streams"] if place["stream"] == stream}
+
+
+def test_remove_kernel_takes_its_verdicts_and_renumbers_the_stream(db):
+    as_json(db, "matrix")  # every verdict computed
+    [kernel_id] = [r[0] for r in rows(db, f"select id from kernel where release = '{RELEASES[1]}'")]
+    assert rows(db, f"select count(*) from verdict where kernel_id = {kernel_id}")[0][0] > 0
+    report = as_json(db, "db", "remove-kernel", RELEASES[1])
+    assert report["removed"]["kernels"] == 1 and report["removed"]["verdicts"] > 0
+    assert rows(db, f"select count(*) from verdict where kernel_id = {kernel_id}") == [(0,)]
+    assert stream_positions(db, STREAM) == {RELEASES[0]: 0, RELEASES[2]: 1}
+    matrix = as_json(db, "matrix")
+    assert RELEASES[1] not in json.dumps(matrix["kernels"])
+
+
+def test_remove_driver_version_keeps_the_others(db):
+    builds = as_json(db, "drivers")
+    jool = [b for b in builds["builds"] if b["driver"] == "jool"]
+    assert len(jool) == 2
+    others = len(builds["builds"]) - 2
+    removed = as_json(db, "db", "remove-driver", "jool")["removed"]
+    assert removed["builds"] == 2 and removed["drivers"] == 1
+    after = as_json(db, "drivers")
+    assert len(after["builds"]) == others and all(b["driver"] != "jool" for b in after["builds"])
+    assert rows(db, "select count(*) from driver where name = 'jool'") == [(0,)]
+    # the modules only jool's builds held are left for prune, which removes exactly them
+    before = rows(db, "select count(*) from module")[0][0]
+    pruned = as_json(db, "db", "prune")["removed"]
+    assert pruned["modules"] > 0
+    assert rows(db, "select count(*) from module")[0][0] == before - pruned["modules"]
+    assert rows(db, "select count(*) from module m where not exists "
+                    "(select 1 from build_module b where b.module_id = m.id)") == [(0,)]
+
+
+def test_prune_drops_verdicts_of_older_rules_only(db):
+    as_json(db, "matrix")
+    total = rows(db, "select count(*) from verdict")[0][0]
+    with sqlite3.connect(db) as connection:  # as an older kabigate left them
+        connection.execute("update verdict set rules_version = rules_version - 1 where build_id in "
+                           "(select min(id) from driver_build)")
+    old = rows(db, "select count(*) from verdict where rules_version < (select max(rules_version) from verdict)")[0][0]
+    assert 0 < old < total
+    assert as_json(db, "db", "prune")["removed"]["old verdicts"] == old
+    assert rows(db, "select count(*) from verdict")[0][0] == total - old
+
+
+def test_rename_stream_and_move_a_kernel(db):
+    as_json(db, "db", "rename-stream", STREAM, "debian-12")
+    assert stream_positions(db, "debian-12") == {release: i for i, release in enumerate(RELEASES)}
+    as_json(db, "db", "move-kernel", RELEASES[2], "--from", "debian-12", "--to", "debian-12-next")
+    assert stream_positions(db, "debian-12") == {RELEASES[0]: 0, RELEASES[1]: 1}
+    assert stream_positions(db, "debian-12-next") == {RELEASES[2]: 0}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["db", "remove-kernel", "9.9.9-1-amd64"], "no kernel '9.9.9-1-amd64' in the store"),
+    (["db", "remove-driver", "nosuch"], "no driver 'nosuch' in the store"),
+    (["db", "remove-driver", "jool", "--version", "0.0"], "no build of 'jool' version '0.0' in the store"),
+    (["db", "rename-stream", "nosuch", "x"], "no stream 'nosuch' in the store"),
+    (["db", "rename-stream", STREAM, "../x"], "not usable in a URL or file name"),
+    (["db", "move-kernel", RELEASES[0], "--from", "nosuch", "--to", "x"], f"no kernel '{RELEASES[0]}' in stream"),
+])
+def test_refusals_are_one_line_and_change_nothing(db, args, message):
+    before = rows(db, "select (select count(*) from kernel), (select count(*) from driver_build), "
+                      "(select group_concat(name) from stream)")
+    result = kabigate(db, *args)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("kabigate: error: ") and message in line
+    assert rows(db, "select (select count(*) from kernel), (select count(*) from driver_build), "
+                    "(select group_concat(name) from stream)") == before
