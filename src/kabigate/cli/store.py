@@ -16,6 +16,7 @@ from rich.text import Text
 
 from kabigate.cli.shared import Group, cells, crc_text, emit_json, err, out, progress, write_atomically
 from kabigate.inputs.kernels import load_kernel
+from kabigate.inputs.manifest import read_build_manifest
 from kabigate.inputs.modules import count_modules
 from kabigate.model import ReasonCode
 from kabigate.reports.verdicts import drivers_json, kernel_record_json
@@ -266,22 +267,44 @@ def ingest_kernels(store: Store, stream: str | None, vermagic: str | None, queue
 @click.option("--name", help="Driver name for module trees (default: the first module's name); "
                              "packages are named by their package name.")
 @click.option("--version", "version", help="Version for module trees (default: the modules' modinfo version).")
+@click.option("--manifest", "manifest_path", metavar="FILE",
+              help="Many builds in one run: a TOML file of [[build]] (path, name, version) and [[failure]] "
+                   "(name, version, kernel, error) tables; paths relative to its folder.")
 @queue_option
 @json_option
-@click.argument("paths", nargs=-1, required=True, metavar="MODULES_OR_PACKAGES_OR_REPO...")
+@click.argument("paths", nargs=-1, metavar="MODULES_OR_PACKAGES_OR_REPO...")
 @store_option(creates=True)
-def ingest_drivers(store: Store, name: str | None, version: str | None, queue: bool, as_json: bool,
-                   paths: tuple[str, ...]) -> None:
+def ingest_drivers(store: Store, name: str | None, version: str | None, manifest_path: str | None, queue: bool,
+                   as_json: bool, paths: tuple[str, ...]) -> None:
     """Store driver builds: each package (kmod RPM or deb, in a folder or a yum repository) is one
-    build whose modules form a set; the loose modules under each path are one build."""
+    build whose modules form a set; the loose modules under each path are one build.
+
+    \b
+    Example:
+      kabigate ingest drivers kmod-jool-4.1.10-1.el9.x86_64.rpm kmod-v4l2loopback-0.12.7-1.el9.x86_64.rpm
+      kabigate ingest drivers --name jool --version 4.1.9-1 /var/lib/dkms/jool/4.1.9/6.1.0-56-amd64/x86_64/module
+      kabigate ingest drivers --manifest corpus.toml
+    """
+    if not paths and manifest_path is None:
+        raise click.UsageError("give the builds' paths, or --manifest FILE")
+    if manifest_path is not None and (paths or name or version or queue):
+        raise click.UsageError("--manifest names every build itself: no PATHS, --name, --version or --queue")
     if queue:
         from kabigate.cli.service import queue_requests
         from kabigate.workers.work import ingest_drivers_request
 
         queue_requests(store, [ingest_drivers_request(_absolute(paths), name, version)], as_json)
         return
-    with progress("reading modules", count_modules(list(paths))) as advance:
-        builds = read_driver_builds(list(paths), name, version, advance)
+    if manifest_path is not None:
+        manifest = read_build_manifest(manifest_path)
+        entries = [(entry.path, entry.name, entry.version) for entry in manifest.builds]
+        for failure in manifest.failures:
+            record_build_failure(store, failure.name, failure.version, failure.kernel, failure.error)
+    else:
+        entries = [(path, name, version) for path in paths]
+    with progress("reading modules", count_modules([path for path, _n, _v in entries])) as advance:
+        builds = [build for path, entry_name, entry_version in entries
+                  for build in read_driver_builds([path], entry_name, entry_version, advance)]
     results = []
     kernels = len(store.kernels())
     for build in builds:
