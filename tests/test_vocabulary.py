@@ -22,7 +22,7 @@ ROOT = SOURCE.parent.parent
 # `.gnu.linkonce.this_module` and `--require-signature` are not).
 CODE_WORD = re.compile(r"`([a-z][a-z-]*[a-z])`")
 NOT_A_LOADER_RULE = {ReasonCode.UNREADABLE}  # weak-modules' own refusal
-VOCABULARIES = [ReasonCode, vocabulary.GateClass, vocabulary.GateCategory, vocabulary.Outcome,
+VOCABULARIES = [ReasonCode, vocabulary.GateClass, vocabulary.GateCategory, vocabulary.Outcome, vocabulary.PackageState,
                 vocabulary.ExportChange, vocabulary.TaskState]
 
 
