@@ -226,7 +226,8 @@ def resultsdb_payload(report: dict, *, item: str | None = None, testcase: str = 
     nvr = item or (f"kernel-{candidate['package_version']}" if candidate["package_version"] else candidate["release"])
     arch = candidate["machine"] or "noarch"
     broken = sum(1 for package in report.get("packages", ()) if package["breaks"])
-    note = (f"{broken} packages broken; {counts[GateClass.REGRESSION]} regressions, {counts[GateClass.STILL_FAILING]} still failing, "
+    note = (f"{broken} packages broken; "
+            f"{counts[GateClass.REGRESSION]} regressions, {counts[GateClass.STILL_FAILING]} still failing, "
             f"{counts[GateClass.FIXED]} fixed, {counts[GateClass.UNAFFECTED]} unaffected, {counts[GateClass.NEW]} new; "
             f"{len(report['stablelist_violations'])} "
             f"stablelist violations; baseline {baseline['release'] if baseline else 'none'}")

@@ -25,7 +25,7 @@ who decided and why:
     minimum_builds = 1                        # fewer gating builds judged than this ->
     below_minimum = "NEEDS_INSPECTION"
     require_working_packages = true           # judged gating packages, none of them works ->
-    no_working_packages = "FAILED"
+    no_working_packages = "NEEDS_INSPECTION"  #   (rebuilds that fail are package_broken: FAILED)
 
     # waivers.toml
     [[waiver]]
@@ -70,7 +70,7 @@ class Policy:
     minimum_builds: int = 1
     below_minimum: Outcome = Outcome.NEEDS_INSPECTION
     require_working_packages: bool = True
-    no_working_packages: Outcome = Outcome.FAILED
+    no_working_packages: Outcome = Outcome.NEEDS_INSPECTION
     source: str = "(built-in policy)"
 
 
@@ -121,7 +121,8 @@ def parse_policy(data: bytes, what: str) -> Policy:
     require = coverage.get("require_working_packages", True)
     if not isinstance(require, bool):
         raise InputError(f"{what}: coverage.require_working_packages must be true or false")
-    none_working = _outcome(coverage.get("no_working_packages", Outcome.FAILED), what, "coverage.no_working_packages")
+    none_working = _outcome(coverage.get("no_working_packages", Outcome.NEEDS_INSPECTION), what,
+                            "coverage.no_working_packages")
     return Policy(outcomes, tuple(gating), minimum, below, require, none_working, what)
 
 

@@ -171,7 +171,8 @@ def _verdict(driver: str, kernel: KernelRecord, found: list[BuildOnKernel], fail
     return PackageVerdict(driver, kernel, state, best, failure, ordered)
 
 
-def _with_detail(store: Store, verdicts: dict[tuple[str, int], PackageVerdict]) -> dict[tuple[str, int], PackageVerdict]:
+def _with_detail(store: Store, verdicts: dict[tuple[str, int], PackageVerdict]
+                 ) -> dict[tuple[str, int], PackageVerdict]:
     wanted = {key: (v.best.build.id, v.kernel.id) for key, v in verdicts.items() if v.best and not v.best.cell.loads}
     details = store.verdict_details(list(wanted.values()))
     found = dict(verdicts)
