@@ -17,7 +17,8 @@ from kabigate.formats.gatepolicy import parse_policy
 from kabigate.kernels import load_kernel
 from kabigate.services.gate import previous_in_stream, resolve_kernel, run_gate
 from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds, record_build_failure
-from kabigate.services.packages import package_matrix, packages_on, why
+from kabigate.services.matrix import package_matrix
+from kabigate.services.packages import packages_on, why_not
 from kabigate.store import Store
 
 pytestmark = pytest.mark.realdata
@@ -63,7 +64,7 @@ def test_dahdi_loads_31_of_32_and_a_kernel_that_stops_them_breaks_the_package(db
         (dahdi,) = packages_on(store, resolve_kernel(store, "6.1.0-47-amd64"), "dahdi")
     assert dahdi.state == "partial" and (dahdi.best.cell.modules, dahdi.modules_loading) == (32, 31)
     assert dahdi.failing_modules == ("dahdi_echocan_oslec",)
-    assert "31 of 32 modules" in why(dahdi) and "missing-symbol oslec_create" in why(dahdi)
+    assert "31 of 32 modules" in why_not(dahdi) and "missing-symbol oslec_create" in why_not(dahdi)
     result = _gate(db, "6.1.0-50-amd64")
     packages = {f.driver: f for f in result.packages}
     assert {f.klass for f in result.builds if f.build.driver == "dahdi"} == {"still_failing"}
@@ -106,7 +107,7 @@ def test_53_breaks_the_packages_built_for_50_and_names_why(db):
     assert dpdk.before.state == "loads-after-rebuild" and dpdk.after.state == "broken"
     # the reason comes from the build that loaded on 50 (CRCs), not from one refused for its module_layout
     assert dpdk.after.best.build.built_for == "6.1.0-50-amd64" and "__pci_register_driver" in dpdk.symbols
-    assert "crc-mismatch" in why(dpdk.after)
+    assert "crc-mismatch" in why_not(dpdk.after)
 
 
 def test_the_612_stream_shows_only_its_own_builds(db, testdata):
@@ -136,7 +137,7 @@ def test_a_rebuild_that_fails_breaks_the_package_and_fails_the_gate(db, tmp_path
     result = _gate(str(copy), "6.12.111+deb12-amd64")
     broken = {f.driver: f for f in result.broken_packages}
     assert broken["acpi-call"].category == "package_broken" and broken["acpi-call"].outcome == "FAILED"
-    assert broken["acpi-call"].after.state == "rebuild-fails" and error in why(broken["acpi-call"].after)
+    assert broken["acpi-call"].after.state == "rebuild-fails" and error in why_not(broken["acpi-call"].after)
     assert broken["bbswitch"].category == "package_not_rebuilt"
     assert result.outcome == "FAILED" and result.module_layout_changed
 

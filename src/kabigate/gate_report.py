@@ -9,7 +9,7 @@ import datetime
 import junitparser
 
 from kabigate.services.gate import BuildFinding, GateResult, KernelFinding, PackageFinding
-from kabigate.services.packages import PackageVerdict, why
+from kabigate.services.packages import package_verdict_json, why_not
 from kabigate.vocabulary import GateClass, Outcome
 
 GATE_JSON_VERSION = 1
@@ -67,21 +67,6 @@ def _build(finding: BuildFinding) -> dict:
     }
 
 
-def package_verdict_json(verdict: PackageVerdict) -> dict:
-    """One package on one kernel (the gate report, `matrix --packages`, /api/v1/packages): its state,
-    the build that decides it (the one loading, or the one loading the most) and the build failure."""
-    best = verdict.best
-    return {"driver": verdict.driver, "kernel": verdict.kernel.release, "state": verdict.state,
-            "build": None if best is None else {"id": best.build.id, "version": best.build.version,
-                                                "built_for": best.build.built_for},
-            "modules": best.cell.modules if best else 0, "modules_loading": verdict.modules_loading,
-            "first_reason": best.cell.first_reason if best else None,
-            "failing_modules": list(verdict.failing_modules), "builds": len(verdict.builds),
-            "build_failure": None if verdict.failure is None else {"version": verdict.failure.version,
-                                                                   "error": verdict.failure.error},
-            "why": why(verdict)}
-
-
 def _package(finding: PackageFinding) -> dict:
     before = finding.before
     return {**package_verdict_json(finding.after),
@@ -129,7 +114,7 @@ def gate_junit(result: GateResult) -> str:
     for finding in result.packages:
         case = junitparser.TestCase(f"package {finding.driver}", classname=f"{classname}.packages")
         if finding.outcome in (Outcome.FAILED, Outcome.NEEDS_INSPECTION):
-            failure = junitparser.Failure(f"{finding.category} ({finding.outcome}): {why(finding.after)}",
+            failure = junitparser.Failure(f"{finding.category} ({finding.outcome}): {why_not(finding.after)}",
                                           finding.outcome)
             case.result = [failure]
         elif not finding.after.works:
@@ -164,7 +149,7 @@ def gate_markdown(result: GateResult, matrix_url: str | None = None) -> str:
         for finding in result.broken_packages:
             waived = " (waived)" if finding.waivers else ""
             lines.append(f"| {finding.driver} | {finding.before.state} | {finding.after.state} | "
-                         f"{finding.outcome}{waived} | {why(finding.after)} |")
+                         f"{finding.outcome}{waived} | {why_not(finding.after)} |")
         lines.append("")
     if result.regressions:
         lines += ["### Regressions (load on the baseline, not on the candidate)", "",

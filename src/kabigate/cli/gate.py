@@ -28,7 +28,7 @@ from kabigate.services.gate import (
     run_gate,
 )
 from kabigate.services.ingest import ingest_kernel
-from kabigate.services.packages import why
+from kabigate.services.packages import why_not
 from kabigate.services.watch import kernels_to_gate, offered_kernels
 from kabigate.stablelists import read_stablelist
 from kabigate.store import GateRun, KernelRecord, Store
@@ -292,7 +292,7 @@ def _print_summary(result) -> None:
     for finding in result.broken_packages:
         waived = "  waived by " + ", ".join(w.source for w in finding.waivers) if finding.waivers else ""
         out.print(f"  {finding.outcome:<16} package {finding.driver}: {finding.before.state} -> "
-                  f"{finding.after.state}: {why(finding.after)}{waived}", markup=False)
+                  f"{finding.after.state}: {why_not(finding.after)}{waived}", markup=False)
     for finding in result.regressions:
         symbols = sorted({s.name + (" (stablelisted)" if s.stablelisted else "") for s in finding.symbols})
         codes = sorted({reason["code"] for reason in finding.reasons})

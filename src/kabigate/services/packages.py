@@ -18,9 +18,9 @@ import re
 from dataclasses import dataclass
 
 from kabigate.model import ReasonCode, version_key
+from kabigate.reports import kernel_record_json
 from kabigate.rules import RULES_VERSION
 from kabigate.services.ingest import refresh_verdicts
-from kabigate.services.matrix import select_kernels
 from kabigate.store import BuildFailure, BuildRecord, Cell, KernelRecord, Store
 from kabigate.store.records import flavor_of
 from kabigate.vocabulary import PackageState
@@ -130,16 +130,18 @@ def package_verdicts(store: Store, kernels: list[KernelRecord], driver: str | No
                          {key: v for key, v in verdicts.items() if key[0] in drivers})
 
 
-def package_matrix(store: Store, stream: str | None = None, driver: str | None = None,
-                   since: str | None = None) -> PackageMatrix:
-    """Packages x the kernels of `stream` (every kernel without one), from `since` on."""
-    return package_verdicts(store, select_kernels(store, stream, since), driver, stream=stream)
-
-
 def packages_on(store: Store, kernel: KernelRecord, driver: str | None = None) -> list[PackageVerdict]:
     """Every package something is known of on one kernel, with the failing modules of those that do not work."""
     found = package_verdicts(store, [kernel], driver, detail=True)
     return [found.verdict(name, kernel) for name in found.drivers]
+
+
+def on_newest_kernels(store: Store, driver: str | None = None) -> list[tuple[str, PackageVerdict]]:
+    """(stream, verdict) of each package on the newest kernel of each stream (`drivers`: does it work today?)."""
+    newest = {stream: store.kernels(stream)[-1] for stream in store.streams() if store.kernels(stream)}
+    found = package_verdicts(store, list({k.id: k for k in newest.values()}.values()), driver)
+    return [(stream, found.verdict(name, kernel)) for stream, kernel in newest.items() for name in found.drivers
+            if found.verdict(name, kernel).state != PackageState.NOT_TRIED]
 
 
 def _verdict(driver: str, kernel: KernelRecord, found: list[BuildOnKernel], failed: list[BuildFailure]
@@ -186,7 +188,7 @@ def _with_detail(store: Store, verdicts: dict[tuple[str, int], PackageVerdict]
     return found
 
 
-def why(verdict: PackageVerdict) -> str | None:
+def why_not(verdict: PackageVerdict) -> str | None:
     """One line on why a package does not work: its build failure, or its best build's first failure."""
     if verdict.works or verdict.state == PackageState.NOT_TRIED:
         return None
@@ -204,3 +206,29 @@ def why(verdict: PackageVerdict) -> str | None:
     if verdict.failure is not None:
         text += f"; its rebuild failed: {verdict.failure.error}"
     return text
+
+
+def package_verdict_json(verdict: PackageVerdict) -> dict:
+    """One package on one kernel (the gate report, `matrix --packages`, /api/v1/packages): its state,
+    the build that decides it (the one loading, or the one loading the most) and the build failure."""
+    best = verdict.best
+    return {"driver": verdict.driver, "kernel": verdict.kernel.release, "state": verdict.state,
+            "build": None if best is None else {"id": best.build.id, "version": best.build.version,
+                                                "built_for": best.build.built_for},
+            "modules": best.cell.modules if best else 0, "modules_loading": verdict.modules_loading,
+            "first_reason": best.cell.first_reason if best else None,
+            "failing_modules": list(verdict.failing_modules), "builds": len(verdict.builds),
+            "build_failure": None if verdict.failure is None else {"version": verdict.failure.version,
+                                                                   "error": verdict.failure.error},
+            "why": why_not(verdict)}
+
+
+def package_matrix_json(matrix: PackageMatrix) -> dict:
+    """`matrix --packages --format json` and /api/v1/packages: each package's verdict on each kernel,
+    in the kernels' order."""
+    return {"stream": matrix.stream, "summary": matrix.summary(),
+            "kernels": [kernel_record_json(k) for k in matrix.kernels],
+            "packages": [{"driver": name, "working_on": [k.release for k in matrix.kernels
+                                                         if matrix.verdict(name, k).works],
+                          "verdicts": [package_verdict_json(matrix.verdict(name, k)) for k in matrix.kernels]}
+                         for name in matrix.drivers]}
