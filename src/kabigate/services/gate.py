@@ -206,9 +206,12 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
                      f"{baseline.release} (check_modstruct_layout); only builds for the candidate's ABI load")
     judged = [f for f in packages if f.gating and f.after.state not in (PackageState.NOT_TRIED, PackageState.EXCLUDED)]
     if policy.require_working_packages and judged and not any(f.after.works for f in judged):
-        notes.append(f"none of the {len(judged)} gating packages judged works on {candidate.release}: "
-                     + ", ".join(f.driver for f in judged))
-        outcomes.append(policy.no_working_packages)
+        # forgiven when waivers cover every one of them on the candidate, as they forgive a finding
+        waived = all(_waivers_for(f.driver, f.symbols or ["*"], candidate.release, waivers, today)[0] for f in judged)
+        notes.append(f"none of the {len(judged)} gating packages judged works on {candidate.release}"
+                     + (" (each is waived)" if waived else "") + ": " + ", ".join(f.driver for f in judged))
+        if not waived:
+            outcomes.append(policy.no_working_packages)
     expired = {w.source: w for f in [*findings, *kernel_findings, *packages] for w in f.expired_waivers}
     notes += [f"expired waiver no longer applies: {w.label}, expired {w.expires}" for w in expired.values()]
     return GateResult(candidate, baseline, stream, policy, stablelist.source if stablelist else None, findings,
