@@ -126,6 +126,7 @@ def test_module_reports(testdata, snapshots):
 
 def test_store_reports(store, testdata, tmp_path, snapshots):
     pin(snapshots, "matrix", kabigate("matrix", "--db", store, "--format", "json"))  # no causes cached
+    pin(snapshots, "matrix --packages", kabigate("matrix", "--db", store, "--packages", "--format", "json"))
     pin(snapshots, "history", kabigate("history", "acpi-call", "--db", store, "--json"))
     pin(snapshots, "kernels", kabigate("kernels", "--db", store, "--json"))
     pin(snapshots, "drivers", kabigate("drivers", "--db", store, "--json"))
@@ -179,5 +180,5 @@ def test_api(store, tmp_path, snapshots):
                           ("drivers/NAME/history", "drivers/acpi-call/history"), ("matrix", "matrix"),
                           ("verdicts/BUILD/KERNEL", f"verdicts/{build['id']}/{kernel['id']}"),
                           ("gate-runs", "gate-runs"), ("gate-runs/UUID", f"gate-runs/{report.json()['run']}"),
-                          ("demand", "demand"), ("waivers", "waivers")]:
+                          ("demand", "demand"), ("waivers", "waivers"), ("packages", "packages")]:
             pin(snapshots, f"api {name}", get(url))
