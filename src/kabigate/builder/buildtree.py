@@ -52,6 +52,14 @@ def build_tree(paths: list[str], work: Path) -> BuildTree:
     return _tree_of_packages([Path(p).resolve() for p in paths], work)
 
 
+def _build_links(root: Path) -> list[Path]:
+    """root/lib/modules/*/build, dangling or not (Debian's point to /usr/src until made relocatable)."""
+    modules = root / "lib/modules"
+    if not modules.is_dir():
+        return []
+    return sorted(d / "build" for d in modules.iterdir() if os.path.lexists(d / "build"))
+
+
 def _release(headers: Path) -> str | None:
     try:
         match = UTS_RELEASE.search((headers / "include/generated/utsrelease.h").read_bytes())
@@ -61,7 +69,7 @@ def _release(headers: Path) -> str | None:
 
 
 def _tree_of_folder(folder: Path) -> BuildTree:
-    builds = sorted(folder.glob("lib/modules/*/build"))
+    builds = _build_links(folder)
     if builds:  # a package root
         if len(builds) > 1:
             raise InputError(f"{folder}: holds the build trees of {len(builds)} kernels; name one's headers")
@@ -95,7 +103,7 @@ def _tree_of_packages(packages: list[Path], work: Path) -> BuildTree:
     run = Sandbox(work, binds=binds).run(["sh", "-c", script])
     if not run.ok:
         raise InputError(f"extracting the kernel packages failed: {run.limit or run.log.text().strip()[-300:]}")
-    builds = sorted(tree.glob("lib/modules/*/build"))
+    builds = _build_links(tree)
     if len(builds) == 1:
         make_relocatable(tree, builds[0].parent.name)
         return _tree_of_folder(tree)

@@ -18,7 +18,6 @@ is a failed build saying which, never a hung worker.
 from __future__ import annotations
 
 import os
-import resource
 import selectors
 import shutil
 import signal
@@ -93,11 +92,11 @@ class Sandbox:
         if self.kernel_root is not None:
             argv += ["--ro-bind", str(self.kernel_root), KERNEL]
         for host, inside in self.binds:
-            argv += ["--ro-bind", str(host), inside]
+            argv += _parent(inside) + ["--ro-bind", str(host), inside]
         if self.symlinks and Path("/usr/lib/modules").is_dir():
             argv += ["--tmpfs", "/usr/lib/modules"]  # the host's modules are no business of the build
-        for target, inside in self.symlinks:  # bwrap would make missing parents private to root (0700)
-            argv += ["--perms", "0755", "--dir", os.path.dirname(inside), "--symlink", target, inside]
+        for target, inside in self.symlinks:
+            argv += _parent(inside) + ["--symlink", target, inside]
         argv += ["--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", WORK, "--setenv", "LC_ALL", "C",
                  "--setenv", "TMPDIR", "/tmp", "--chdir", cwd]
         if os.geteuid() == 0:
@@ -114,29 +113,26 @@ class Sandbox:
             _chown_tree(self.work)  # nobody builds in it
         limits = self.limits
         started = time.monotonic()
-        proc = subprocess.Popen(self.argv(command, cwd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=lambda: _set_limits(limits))
+        # prlimit sets the limits bwrap and every process of the build inherit
+        limited = ["prlimit", f"--as={limits.memory_bytes}", f"--nproc={limits.processes}",
+                   f"--fsize={limits.file_bytes}", "--core=0", "--"]
+        proc = subprocess.Popen(limited + self.argv(command, cwd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         log = BoundedLog()
         limit = _drain(proc, log, started + limits.wall_seconds, limits)
         if limit is not None:
             _kill(proc)
         status = proc.wait()
         seconds = time.monotonic() - started
-        if limit is None and status < 0:  # killed by a signal from inside: SIGXFSZ, the OOM killer
-            signame = signal.Signals(-status).name
-            limit = ("wrote a file larger than {} MiB".format(limits.file_bytes >> 20) if -status == signal.SIGXFSZ
-                     else f"killed by {signame}")
         if limit is not None:
             log.write(f"\n# kabigate: {limit}\n".encode())
         return Run(None if limit is not None else status, limit, log, seconds)
 
 
-def _set_limits(limits: Limits) -> None:
-    """In the child before bwrap: inherited by every process of the build."""
-    for kind, value in ((resource.RLIMIT_AS, limits.memory_bytes), (resource.RLIMIT_NPROC, limits.processes),
-                        (resource.RLIMIT_FSIZE, limits.file_bytes), (resource.RLIMIT_CORE, 0)):
-        resource.setrlimit(kind, (value, value))
+def _parent(inside: str) -> list[str]:
+    """bwrap makes missing parent folders private to root (0700): nobody could not reach through."""
+    parent = os.path.dirname(inside)
+    return [] if parent == "/" else ["--perms", "0755", "--dir", parent]
 
 
 def _drain(proc: subprocess.Popen, log: BoundedLog, deadline: float, limits: Limits) -> str | None:

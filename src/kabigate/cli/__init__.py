@@ -70,6 +70,7 @@ COMMAND_MODULES = {
     "weak-modules": "install:weak_modules", "preflight": "install:preflight",
     "explain": "explain:explain_command",
     "boot-check": "boot:boot_check_command",
+    "build": "build:build",
 }
 
 
