@@ -23,7 +23,7 @@ ROOT = SOURCE.parent.parent
 CODE_WORD = re.compile(r"`([a-z][a-z-]*[a-z])`")
 NOT_A_LOADER_RULE = {ReasonCode.UNREADABLE}  # weak-modules' own refusal
 VOCABULARIES = [ReasonCode, vocabulary.GateClass, vocabulary.GateCategory, vocabulary.Outcome,
-                vocabulary.ExportChange, vocabulary.TaskState]
+                vocabulary.ExportChange, vocabulary.TaskState, vocabulary.BuildOutcome]
 
 
 def _reason_code_argument(node: ast.expr) -> str:

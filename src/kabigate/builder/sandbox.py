@@ -97,7 +97,7 @@ class Sandbox:
             argv += ["--tmpfs", "/usr/lib/modules"]  # the host's modules are no business of the build
         for target, inside in self.symlinks:
             argv += _parent(inside) + ["--symlink", target, inside]
-        argv += ["--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", WORK, "--setenv", "LC_ALL", "C",
+        argv += ["--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", WORK, "--setenv", "LANG", "C.UTF-8",
                  "--setenv", "TMPDIR", "/tmp", "--chdir", cwd]
         if os.geteuid() == 0:
             argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "setpriv", f"--reuid={NOBODY}",

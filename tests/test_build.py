@@ -1,0 +1,140 @@
+"""`kabigate build` on the real corpus: Debian's *-dkms packages built by the real dkms against the
+real headers, in the sandbox. The truth is what the corpus recorded for each package x kernel (and
+a plain `dkms build` for an exclusion, which the corpus does not keep): the outcome is the same,
+a failure's first error line is the compiler's, and a built module loads where the corpus' build
+of it loads. Each build takes seconds (small drivers chosen)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from kabigate.builder.buildlog import COMPILER_ERROR
+from kabigate.kernels import load_kernel
+from kabigate.modules import read_modules
+from kabigate.rules import check_modules
+from kabigate.store import Store
+
+pytestmark = [pytest.mark.realdata,
+              pytest.mark.skipif(not (shutil.which("bwrap") and shutil.which("dkms")), reason="needs dkms, bubblewrap")]
+
+NEW = "6.12.107+deb12-amd64"
+OLD = "6.1.0-47-amd64"
+CLOUD = "6.1.0-47-cloud-amd64"
+
+
+def deb(testdata, driver: str) -> Path:
+    (found,) = (testdata.root / "debs").glob(f"{driver}-dkms_*.deb")
+    return found
+
+
+def tree(testdata, release: str) -> Path:
+    return testdata.root / testdata.manifest["build_kernels"][release]["root"]
+
+
+def kabigate_build(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kabigate", "build", "--json", *map(str, args)],
+                          capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize("driver", ["vpoll", "tp-smapi"])
+def test_a_package_that_does_not_compile_on_6_12_fails_with_the_compilers_error(testdata, driver, tmp_path):
+    recorded = testdata.manifest["driver_failures"][driver][NEW]
+    db = tmp_path / "store.db"
+    run = kabigate_build("-k", tree(testdata, NEW), deb(testdata, driver), "--db", db)
+    assert run.returncode == 1, run.stderr
+    result = json.loads(run.stdout)
+    assert result["outcome"] == "failed" and result["modules"] == []
+    assert COMPILER_ERROR.search(result["error"]), result["error"]
+    if driver == "vpoll":  # one source file: one first error, whatever make's order
+        assert result["error"] == recorded["error"]
+    with Store.open(f"sqlite:///{db}") as store:
+        (failure,) = store.build_failures()
+        assert (failure.driver, failure.kernel_release, failure.error) == (result["package"], NEW, result["error"])
+        outcome, log = store.build_log(failure.driver, failure.version, NEW)
+        assert outcome == "failed" and result["error"].split(": error: ")[1] in log
+
+
+def test_a_package_built_for_6_1_loads_where_the_corpus_build_does(testdata, tmp_path):
+    keep = tmp_path / "built"
+    db = tmp_path / "store.db"
+    run = kabigate_build("-k", tree(testdata, OLD), deb(testdata, "acpi-call"), "--keep", keep, "--db", db)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["outcome"] == "built" and result["error"] is None
+    assert result["modules"] == testdata.manifest["drivers"]["acpi-call"][OLD]["modules"]
+    assert result["stored"]["build"]["built_for"] == OLD and result["stored"]["build"]["created"]
+    ours = read_modules([str(keep)])
+    corpus = read_modules([str(testdata.driver_dir("acpi-call", OLD))])
+    for release in (OLD, "6.1.0-56-amd64"):
+        kernel = load_kernel([str(testdata.kernel_root(release))])
+        assert [v.loads for v in check_modules(ours, kernel)] == [v.loads for v in check_modules(corpus, kernel)]
+
+
+def test_headers_debs_are_a_build_tree(testdata):
+    """linux-headers, its -common and linux-kbuild .debs, extracted in the sandbox: vpoll builds for
+    6.1.0-56 from them as the corpus' dkms built it."""
+    debs = testdata.root / "debs"
+    run = kabigate_build("-k", *sorted(debs.glob("linux-headers-6.1.0-56-*amd64_*.deb")),
+                         "-k", *debs.glob("linux-headers-6.1.0-56-common_*.deb"),
+                         "-k", *debs.glob("linux-kbuild-6.1_*.deb"), deb(testdata, "vpoll"))
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert (result["outcome"], result["kernel_release"]) == ("built", "6.1.0-56-amd64")
+    assert result["modules"] == testdata.manifest["drivers"]["vpoll"]["6.1.0-56-amd64"]["modules"]
+
+
+def test_build_exclusive_is_dkmss_exclusion_with_its_reason(testdata, tmp_path):
+    """The cloud kernel has no USB: openrazer-driver's BUILD_EXCLUSIVE_CONFIG excludes it, as a plain
+    `dkms build` says (exit status 77)."""
+    source = tmp_path / "source"
+    subprocess.run(["dpkg-deb", "-x", deb(testdata, "openrazer-driver"), source], check=True)
+    (conf,) = source.glob("usr/src/*/dkms.conf")
+    (tmp_path / "dkms").mkdir()
+    plain = subprocess.run(
+        ["dkms", "build", "-m", "openrazer-driver", "-v", conf.parent.name.rsplit("-", 1)[1], "-k", CLOUD,
+         f"--dkmstree={tmp_path / 'dkms'}", f"--sourcetree={conf.parent.parent}",
+         f"--kernelsourcedir={testdata.headers(CLOUD)}"], capture_output=True, text=True, check=False,
+        # dkms would make its signing key in /var/lib/dkms, on this host: elsewhere
+        env=dict(os.environ, mok_signing_key=str(tmp_path / "mok.key"), mok_certificate=str(tmp_path / "mok.pub")))
+    assert plain.returncode == 77, plain.stdout + plain.stderr
+    run = kabigate_build("-k", testdata.kernel_root(CLOUD), deb(testdata, "openrazer-driver"))
+    assert run.returncode == 1, run.stderr
+    result = json.loads(run.stdout)
+    assert result["outcome"] == "excluded"
+    assert result["error"] == "BUILD_EXCLUSIVE_CONFIG: CONFIG_USB is not set"
+
+
+def test_a_kbuild_folder_that_never_exits_is_a_failed_build_saying_so(testdata, tmp_path):
+    source = tmp_path / "hang"
+    source.mkdir()
+    (source / "Kbuild").write_text("obj-m := hang.o\n$(shell sleep 1000)\n")
+    run = kabigate_build("-k", tree(testdata, OLD), "--timeout", 3, source, "--db", tmp_path / "store.db",
+                         "--package-version", "1")
+    assert run.returncode == 1, run.stderr
+    result = json.loads(run.stdout)
+    assert (result["outcome"], result["error"], result["method"]) == ("failed", "timed out after 3 s", "kbuild")
+
+
+def test_a_kbuild_folder_builds(testdata, tmp_path):
+    source = tmp_path / "hello"
+    source.mkdir()
+    (source / "Kbuild").write_text("obj-m := hello.o\n")
+    (source / "hello.c").write_text('#include <linux/module.h>\nMODULE_LICENSE("GPL");\n')
+    run = kabigate_build("-k", tree(testdata, OLD), source)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["modules"] == ["hello.ko"]
+
+
+def test_bad_input_is_exit_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    run = kabigate_build("-k", tmp_path / "empty", tmp_path / "empty")
+    assert run.returncode == 2 and run.stderr.startswith("kabigate: error:")
+    assert tempfile.gettempdir()  # nothing left: the work folder is a TemporaryDirectory
