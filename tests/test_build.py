@@ -123,10 +123,11 @@ def test_a_kbuild_folder_that_never_exits_is_a_failed_build_saying_so(testdata, 
     assert (result["outcome"], result["error"], result["method"]) == ("failed", "timed out after 3 s", "kbuild")
 
 
-def test_a_kbuild_folder_builds(testdata, tmp_path):
+def test_a_kbuild_folder_builds_and_links_it_plants_are_not_taken(testdata, tmp_path):
+    """Only the modules it wrote: a .ko linked to a host file is not read (nor stored) by kabigate."""
     source = tmp_path / "hello"
     source.mkdir()
-    (source / "Kbuild").write_text("obj-m := hello.o\n")
+    (source / "Kbuild").write_text("obj-m := hello.o\n$(shell ln -sf /etc/hostname $(src)/planted.ko)\n")
     (source / "hello.c").write_text('#include <linux/module.h>\nMODULE_LICENSE("GPL");\n')
     run = kabigate_build("-k", tree(testdata, OLD), source)
     assert run.returncode == 0, run.stderr

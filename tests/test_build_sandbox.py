@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kabigate.builder.buildlog import HEAD_BYTES, TAIL_BYTES, first_error
+from kabigate.builder.buildlog import HEAD_BYTES, TAIL_BYTES, BoundedLog, first_error
 from kabigate.builder.sandbox import NOBODY, Limits, Sandbox
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install bubblewrap)")
@@ -119,3 +119,15 @@ def test_the_first_error_is_the_compilers():
     assert first_error("ERROR: modpost: \"y\" [/build/src/a.ko] undefined!\n") == \
         'ERROR: modpost: "y" [/build/src/a.ko] undefined!'
     assert first_error("make: *** No rule to make target\n") is None
+
+
+def test_a_log_file_is_read_by_its_head_and_tail(tmp_path):
+    big = tmp_path / "make.log"
+    big.write_bytes(b"start\n" + b"x" * (8 << 20) + b"\nthe end\n")
+    log = BoundedLog.of_file(big)
+    text = log.text()
+    assert log.total == big.stat().st_size and len(text) < HEAD_BYTES + TAIL_BYTES + 100
+    assert text.startswith("start\n") and text.endswith("the end\n") and "bytes left out" in text
+    small = tmp_path / "small.log"
+    small.write_text("all of it\n")
+    assert BoundedLog.of_file(small).text() == "all of it\n"

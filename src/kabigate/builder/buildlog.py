@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 HEAD_BYTES = 256 << 10
 TAIL_BYTES = 768 << 10
@@ -28,6 +30,18 @@ class BoundedLog:
         self.tail += data
         if len(self.tail) > 2 * TAIL_BYTES:  # trim now and then, not on every write
             del self.tail[:-TAIL_BYTES]
+
+    @classmethod
+    def of_file(cls, path: Path) -> BoundedLog:
+        """A file written by the build (dkms's make.log): only its head and tail are read."""
+        log = cls()
+        with path.open("rb") as handle:
+            log.write(handle.read(HEAD_BYTES))
+            size = os.fstat(handle.fileno()).st_size
+            handle.seek(max(HEAD_BYTES, size - TAIL_BYTES))
+            log.write(handle.read(TAIL_BYTES))
+        log.total = size
+        return log
 
     def text(self) -> str:
         tail = self.tail[-TAIL_BYTES:]

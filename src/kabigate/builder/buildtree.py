@@ -121,14 +121,17 @@ def make_relocatable(tree: Path, release: str) -> None:
     links into /usr/src, and the flavour's Makefile includes the -common one by absolute path.
     Point them inside the tree, relative to themselves (the -common Makefile derives srctree from
     the path it was included by, so it resolves inside the tree too)."""
+    inside = tree.resolve()
     for name in ("build", "source"):
         link = tree / "lib/modules" / release / name
+        if not link.parent.resolve().is_relative_to(inside):  # the packages' own links lead out
+            raise InputError(f"the kernel packages' lib/modules/{release} leads out of their tree")
         if link.is_symlink() and os.readlink(link).startswith("/"):
             target = tree / os.readlink(link).lstrip("/")
             link.unlink()
             link.symlink_to(os.path.relpath(target, link.parent))
     makefile = tree / "usr/src" / f"linux-headers-{release}" / "Makefile"
-    if makefile.is_file() and not makefile.is_symlink():
+    if makefile.is_file() and not makefile.is_symlink() and makefile.resolve().is_relative_to(inside):
         here = "$(dir $(lastword $(MAKEFILE_LIST)))"
         text = re.sub(r"^include /usr/src/(\S+)$", lambda m: f"include {here}../{m[1]}", makefile.read_text(),
                       flags=re.MULTILINE)

@@ -16,7 +16,7 @@ from pathlib import Path
 from kabigate.builder.buildlog import BoundedLog, first_error
 from kabigate.builder.buildtree import BuildTree
 from kabigate.builder.result import BuildResult
-from kabigate.builder.sandbox import KERNEL, WORK, Limits, Sandbox
+from kabigate.builder.sandbox import KERNEL, WORK, Limits, Sandbox, written_by_build
 from kabigate.errors import InputError
 from kabigate.vocabulary import BuildOutcome
 
@@ -76,11 +76,11 @@ def build(source: Path, tree: BuildTree, work: Path, limits: Limits) -> BuildRes
                        f"--kernelsourcedir={kernel_dir}"])
     package_dir = work / DKMS_TREE / name / version
     built = package_dir / tree.release / arch
-    log = run.log.text() + _make_log(built / "log/make.log" if run.ok else package_dir / "build/make.log")
+    log = run.log.text() + _make_log(built / "log/make.log" if run.ok else package_dir / "build/make.log", work)
     result = BuildResult(BuildOutcome.FAILED, name, version, tree.release, "dkms", read.seconds + run.seconds, log)
     if run.ok:
         result.outcome = BuildOutcome.BUILT
-        result.modules = sorted(p for p in (built / "module").iterdir() if ".ko" in p.name)
+        result.modules = sorted(p for p in (built / "module").glob("*.ko*") if written_by_build(p, work))
     elif run.status == EXCLUDED_STATUS:
         result.outcome = BuildOutcome.EXCLUDED
         result.error = exclusion or "a BUILD_EXCLUSIVE directive does not match"
@@ -106,15 +106,11 @@ def _unpack(source: Path, work: Path, sandbox: Sandbox) -> Path:
     return confs[0].parent
 
 
-def _make_log(path: Path) -> str:
+def _make_log(path: Path, work: Path) -> str:
     """make's output, which dkms keeps in make.log rather than print; bounded like the rest."""
-    if not path.is_file():
+    if not written_by_build(path, work):
         return ""
-    log = BoundedLog()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            log.write(chunk)
-    return f"\n# {path.name}\n{log.text()}"
+    return f"\n# {path.name}\n{BoundedLog.of_file(path).text()}"
 
 
 def _dkms_error(output: str) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from kabigate.builder.buildlog import first_error
 from kabigate.builder.buildtree import BuildTree
 from kabigate.builder.result import BuildResult
-from kabigate.builder.sandbox import KERNEL, WORK, Limits
+from kabigate.builder.sandbox import KERNEL, WORK, Limits, written_by_build
 from kabigate.vocabulary import BuildOutcome
 
 SOURCE = "src"
@@ -28,7 +28,7 @@ def build(source: Path, tree: BuildTree, work: Path, limits: Limits, name: str |
          "modules"])
     log = run.log.text()
     result = BuildResult(BuildOutcome.FAILED, name or source.name, version, tree.release, "kbuild", run.seconds, log)
-    modules = sorted((work / SOURCE).rglob("*.ko"))
+    modules = sorted(p for p in (work / SOURCE).rglob("*.ko") if written_by_build(p, work))
     if run.ok and modules:
         result.outcome, result.modules = BuildOutcome.BUILT, modules
     else:

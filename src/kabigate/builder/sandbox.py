@@ -129,6 +129,12 @@ class Sandbox:
         return Run(None if limit is not None else status, limit, log, seconds)
 
 
+def written_by_build(path: Path, work: Path) -> bool:
+    """A regular file the build wrote in its work folder: not a link it planted to a host file
+    (we read what it leaves with more rights than it had)."""
+    return path.is_file() and not path.is_symlink() and path.resolve().is_relative_to(work.resolve())
+
+
 def _parent(inside: str) -> list[str]:
     """bwrap makes missing parent folders private to root (0700): nobody could not reach through."""
     parent = os.path.dirname(inside)
