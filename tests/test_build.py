@@ -139,3 +139,83 @@ def test_bad_input_is_exit_2(tmp_path):
     run = kabigate_build("-k", tmp_path / "empty", tmp_path / "empty")
     assert run.returncode == 2 and run.stderr.startswith("kabigate: error:")
     assert tempfile.gettempdir()  # nothing left: the work folder is a TemporaryDirectory
+
+
+# ELRepo's kmod spec layout (kmod_name, kmod_kernel_version defined on the rpmbuild line, the
+# modules under /lib/modules/RELEASE/extra/NAME), for one of the Debian DKMS sources. Debian has
+# none of Red Hat's brp scripts: __spec_install_post is left empty; a Debian release (6.1.0-47-amd64)
+# is no RPM version: kernel-devel is required without ELRepo's "= %{kmod_kernel_version}".
+ELREPO_SPEC = """\
+%define kmod_name {name}
+%{{!?kmod_kernel_version: %define kmod_kernel_version 6.1.0-47-amd64}}
+%define debug_package %{{nil}}
+%define __spec_install_post %{{nil}}
+
+Name:           kmod-%{{kmod_name}}
+Version:        {version}
+Release:        1
+Summary:        %{{kmod_name}} kernel module(s)
+License:        GPLv2
+Source0:        %{{kmod_name}}-%{{version}}.tar.gz
+ExclusiveArch:  {arch}
+BuildRequires:  kernel-devel
+
+%description
+%{{kmod_name}} built for %{{kmod_kernel_version}}.
+
+%prep
+%setup -q -n %{{kmod_name}}-%{{version}}
+
+%build
+%{{__make}} -C %{{_usrsrc}}/kernels/%{{kmod_kernel_version}} %{{?_smp_mflags}} modules M=$PWD
+
+%install
+%{{__install}} -d %{{buildroot}}/lib/modules/%{{kmod_kernel_version}}/extra/%{{kmod_name}}/
+%{{__install}} %{{kmod_name}}.ko %{{buildroot}}/lib/modules/%{{kmod_kernel_version}}/extra/%{{kmod_name}}/
+find %{{buildroot}} -name \\*.ko -type f | xargs --no-run-if-empty %{{__strip}} --strip-debug
+
+%files
+/lib/modules/%{{kmod_kernel_version}}/
+"""
+
+
+def elrepo_srpm(testdata, driver: str, version: str, tmp_path: Path, arch: str = "x86_64") -> Path:
+    """kmod-DRIVER's source RPM, made with rpmbuild -bs from the Debian package's DKMS source."""
+    top = tmp_path / "srpm"
+    top.mkdir(parents=True)
+    subprocess.run(["dpkg-deb", "-x", deb(testdata, driver), top / "deb"], check=True)
+    (source,) = (top / "deb/usr/src").iterdir()
+    (top / "SOURCES").mkdir()
+    subprocess.run(["tar", "-czf", top / "SOURCES" / f"{driver}-{version}.tar.gz", "-C", source.parent,
+                    f"--transform=s,^{source.name},{driver}-{version},", source.name], check=True)
+    spec = top / f"kmod-{driver}.spec"
+    spec.write_text(ELREPO_SPEC.format(name=driver, version=version, arch=arch))
+    subprocess.run(["rpmbuild", "-bs", "--nodeps", "--define", f"_topdir {top}", spec], check=True,
+                   capture_output=True)
+    (srpm,) = (top / "SRPMS").glob("*.src.rpm")
+    return srpm
+
+
+def test_a_kmod_source_rpm_rebuilds_as_elrepo_documents(testdata, tmp_path):
+    """ELRepo's kmod-vpoll: built for 6.1.0-47 (the module is dkms's vpoll.ko), failing on 6.12 with
+    dkms's first error, excluded on an architecture its spec does not build for."""
+    srpm = elrepo_srpm(testdata, "vpoll", "0.1", tmp_path)
+    db = tmp_path / "store.db"
+    run = kabigate_build("-k", tree(testdata, OLD), srpm, "--db", db)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert (result["outcome"], result["package"], result["version"], result["method"]) == \
+        ("built", "kmod-vpoll", "0.1-1", "rpmbuild")
+    assert result["modules"] == ["vpoll.ko"] and result["stored"]["build"]["built_for"] == OLD
+
+    run = kabigate_build("-k", tree(testdata, NEW), srpm)
+    assert run.returncode == 1, run.stderr
+    ascii_quotes = str.maketrans("\u2018\u2019", "''")  # rpm's build scripts run with LANG=C
+    assert json.loads(run.stdout)["error"] == \
+        testdata.manifest["driver_failures"]["vpoll"][NEW]["error"].translate(ascii_quotes)
+
+    other = elrepo_srpm(testdata, "vpoll", "0.1", tmp_path / "arm", arch="aarch64")
+    run = kabigate_build("-k", tree(testdata, OLD), other)
+    result = json.loads(run.stdout)
+    assert run.returncode == 1 and result["outcome"] == "excluded", run.stderr
+    assert "Architecture is not included: x86_64" in result["error"]

@@ -3,8 +3,8 @@ dkms.conf are shell that runs at build time).
 
 bubblewrap builds an empty root holding only the host's /usr and /etc (read-only: no /root, /home,
 /var, nor the work folders of other builds), a private writable work folder at /build, the kernel's
-build tree read-only at /kernel, and a private /tmp of bounded size; no network (a network namespace
-with only loopback), its own PID namespace (killing bwrap kills every process of the build), and
+build tree read-only at /kernel, and a private /tmp (and /var/tmp, rpmbuild's) of bounded size; no
+network (a network namespace with only loopback), its own PID namespace (killing bwrap kills every process of the build), and
 an unprivileged uid: run as root, bwrap sets up the mounts and setpriv drops to nobody (65534)
 before the build starts, so the kernel counts the build's processes against RLIMIT_NPROC (root's
 are never counted); run as another user, a user namespace maps that user to nobody.
@@ -87,14 +87,16 @@ class Sandbox:
             elif host.is_dir():
                 argv += ["--ro-bind", str(host), str(host)]
         argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(self.limits.tmp_bytes),
-                 "--tmpfs", "/tmp",
-                 "--bind", str(self.work), WORK]
+                 "--tmpfs", "/tmp", *_parent("/var/tmp"), "--symlink", "/tmp", "/var/tmp", "--bind", str(self.work), WORK]
         if self.kernel_root is not None:
             argv += ["--ro-bind", str(self.kernel_root), KERNEL]
         for host, inside in self.binds:
             argv += _parent(inside) + ["--ro-bind", str(host), inside]
-        if self.symlinks and Path("/usr/lib/modules").is_dir():
-            argv += ["--tmpfs", "/usr/lib/modules"]  # the host's modules are no business of the build
+        # The host's modules and headers are no business of the build: where it finds the kernel's
+        # (/lib/modules/RELEASE/build, a kernel-devel's /usr/src/kernels/RELEASE), only the kernel's.
+        for folder, host in (("/lib/modules/", "/usr/lib/modules"), ("/usr/src/", "/usr/src")):
+            if any(inside.startswith(folder) for _target, inside in self.symlinks) and Path(host).is_dir():
+                argv += ["--tmpfs", host]
         for target, inside in self.symlinks:
             argv += _parent(inside) + ["--symlink", target, inside]
         argv += ["--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", WORK, "--setenv", "LANG", "C.UTF-8",

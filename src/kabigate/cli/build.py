@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from kabigate.builder import dkms, kbuild
+from kabigate.builder import dkms, kbuild, srpm
 from kabigate.builder.buildtree import build_tree
 from kabigate.builder.result import BuildResult
 from kabigate.builder.sandbox import Limits
@@ -27,8 +27,10 @@ from kabigate.vocabulary import BuildOutcome
 @click.argument("source", type=click.Path(exists=True))
 @click.option("--db", metavar="PATH_OR_URL", help="Store the outcome here: the built modules as a driver build, "
               "a failure or exclusion with its log.")
-@click.option("--name", help="The package name (default: dkms.conf's PACKAGE_NAME; a Kbuild folder's name).")
-@click.option("--package-version", help="The package version (default: dkms.conf's PACKAGE_VERSION).")
+@click.option("--name", help="The package name (default: dkms.conf's PACKAGE_NAME, the source RPM's name, "
+              "a Kbuild folder's name).")
+@click.option("--package-version", help="The package version (default: dkms.conf's PACKAGE_VERSION, the source "
+              "RPM's version-release).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=Limits.wall_seconds, show_default=True,
               help="Seconds the build may take.")
 @click.option("--keep", type=click.Path(file_okay=False), metavar="DIR", help="Copy the built modules into DIR.")
@@ -36,14 +38,16 @@ from kabigate.vocabulary import BuildOutcome
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def build(kernel: tuple[str, ...], source: str, db: str | None, name: str | None, package_version: str | None,
           timeout: float, keep: str | None, show_log: bool, as_json: bool) -> None:
-    """Build SOURCE (a Debian *-dkms .deb, a folder with dkms.conf, a Kbuild folder) against a kernel.
+    """Build SOURCE (a Debian *-dkms .deb, a folder with dkms.conf, a kmod source RPM, a Kbuild folder)
+    against a kernel.
 
-    dkms builds DKMS packages (`dkms build`, private trees), make -C KDIR M= a Kbuild folder; always
+    dkms builds DKMS packages (`dkms build`, private trees), rpmbuild --rebuild a kmod source RPM
+    (ELRepo's kmod_kernel_version), make -C KDIR M= a Kbuild folder; always
     in a bubblewrap sandbox: no network, the host read-only, nobody's uid, limits on time, memory,
     processes and output. Exit status 0 built, 1 failed or excluded, 2 bad input."""
     path = Path(source).resolve()
-    if not (dkms.is_dkms_source(path) or kbuild.is_kbuild_source(path)):
-        raise InputError(f"{source}: not a *-dkms .deb, a folder with dkms.conf, nor a Kbuild folder")
+    if not (srpm.is_source_rpm(path) or dkms.is_dkms_source(path) or kbuild.is_kbuild_source(path)):
+        raise InputError(f"{source}: not a *-dkms .deb, a folder with dkms.conf, a kmod .src.rpm nor a Kbuild folder")
     limits = Limits(wall_seconds=timeout)
     with tempfile.TemporaryDirectory(prefix="kabigate-build-") as work:
         (Path(work) / "tree").mkdir()
@@ -52,7 +56,9 @@ def build(kernel: tuple[str, ...], source: str, db: str | None, name: str | None
             err.print(f"building {path.name} against {tree.release}...", markup=False)
         build_work = Path(work) / "build"
         build_work.mkdir()
-        if dkms.is_dkms_source(path):
+        if srpm.is_source_rpm(path):
+            result = srpm.build(path, tree, build_work, limits)
+        elif dkms.is_dkms_source(path):
             result = dkms.build(path, tree, build_work, limits)
         else:
             result = kbuild.build(path, tree, build_work, limits, name, package_version)
