@@ -124,7 +124,9 @@ class Sandbox:
         limit = _drain(proc, log, started + limits.wall_seconds, limits)
         if limit is not None:
             _kill(proc)
+            _wait_for_eof(proc)
         status = proc.wait()
+        proc.stdout.close()
         seconds = time.monotonic() - started
         if limit is not None:
             log.write(f"\n# kabigate: {limit}\n".encode())
@@ -159,6 +161,17 @@ def _drain(proc: subprocess.Popen, log: BoundedLog, deadline: float, limits: Lim
             log.write(chunk)
             if log.total > limits.output_bytes:
                 return f"printed more than {limits.output_bytes >> 20} MiB"
+
+
+def _wait_for_eof(proc: subprocess.Popen, seconds: float = 10.0) -> None:
+    """The PID namespace dies after bwrap, not with it: wait until the build's processes, which hold
+    the output pipe, are gone (what they still print is dropped), so none outlives run()."""
+    deadline = time.monotonic() + seconds
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0:
+            if selector.select(left) and not os.read(proc.stdout.fileno(), 1 << 16):
+                return
 
 
 def _kill(proc: subprocess.Popen) -> None:
