@@ -2,12 +2,13 @@
 dkms.conf are shell that runs at build time).
 
 bubblewrap builds an empty root holding only the host's /usr and /etc (read-only: no /root, /home,
-/var, nor the work folders of other builds), a private writable work folder at /build, the kernel's
-build tree read-only at /kernel, and a private /tmp (and /var/tmp, rpmbuild's) of bounded size; no
-network (a network namespace with only loopback), its own PID namespace (killing bwrap kills every process of the build), and
-an unprivileged uid: run as root, bwrap sets up the mounts and setpriv drops to nobody (65534)
-before the build starts, so the kernel counts the build's processes against RLIMIT_NPROC (root's
-are never counted); run as another user, a user namespace maps that user to nobody.
+/var, nor the work folders of other builds), a private writable work folder at /build, the
+kernel's build tree read-only at /kernel, and a private /tmp (and /var/tmp, rpmbuild's) of bounded
+size; no network (a network namespace with only loopback), its own PID namespace (killing bwrap
+kills every process of the build), and an unprivileged uid: run as root, bwrap sets up the mounts
+and setpriv drops to nobody (65534) before the build starts, so the kernel counts the build's
+processes against RLIMIT_NPROC (root's are never counted); run as another user, a user namespace
+maps that user to nobody.
 
 Limits: wall time (the whole process group is killed), address space (RLIMIT_AS, per process),
 processes (RLIMIT_NPROC), the size of one file (RLIMIT_FSIZE) and of what the build prints (the
@@ -45,7 +46,7 @@ class Limits:
     processes: int = 512
     file_bytes: int = 1 << 30  # one file written (a runaway make.log)
     tmp_bytes: int = 1 << 30  # the private /tmp (memory-backed)
-    output_bytes: int = 256 << 20  # printed in all; the log keeps LOG_BYTES of it
+    output_bytes: int = 256 << 20  # printed in all; the log keeps its head and tail (buildlog)
 
 
 @dataclass
@@ -87,7 +88,8 @@ class Sandbox:
             elif host.is_dir():
                 argv += ["--ro-bind", str(host), str(host)]
         argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(self.limits.tmp_bytes),
-                 "--tmpfs", "/tmp", *_parent("/var/tmp"), "--symlink", "/tmp", "/var/tmp", "--bind", str(self.work), WORK]
+                 "--tmpfs", "/tmp", *_parent("/var/tmp"), "--symlink", "/tmp", "/var/tmp",
+                 "--bind", str(self.work), WORK]
         if self.kernel_root is not None:
             argv += ["--ro-bind", str(self.kernel_root), KERNEL]
         for host, inside in self.binds:
