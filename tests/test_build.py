@@ -196,6 +196,70 @@ def elrepo_srpm(testdata, driver: str, version: str, tmp_path: Path, arch: str =
     return srpm
 
 
+KERNEL_DEVEL_SPEC = """\
+%define debug_package %{{nil}}
+%define __spec_install_post %{{nil}}
+%define _build_id_links none
+%define _binary_payload w1.gzdio
+Name:           kernel-devel
+Version:        {version}
+Release:        1
+Summary:        {release}'s build tree, as Red Hat's kernel-devel lays it out
+License:        GPLv2
+AutoReqProv:    no
+
+%description
+Debian's headers, -common and kbuild merged into one self-contained tree.
+
+%install
+mkdir -p %{{buildroot}}/usr/src/kernels
+cp -a {tree} %{{buildroot}}/usr/src/kernels/{release}
+
+%files
+/usr/src/kernels/{release}
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel_devel(testdata, tmp_path_factory) -> Path:
+    """A kernel-devel RPM of 6.1.0-47: one tree holding the Makefile, the generated headers, scripts
+    and tools, as RHEL's /usr/src/kernels/RELEASE does (Debian splits it into three packages)."""
+    top = tmp_path_factory.mktemp("kernel-devel")
+    root = testdata.kernel_root(OLD)
+    merged = top / "tree"
+    shutil.copytree(root / "usr/src/linux-headers-6.1.0-47-common", merged, symlinks=True)
+    for name in ("scripts", "tools"):
+        (merged / name).unlink()
+        shutil.copytree(root / "usr/lib/linux-kbuild-6.1" / name, merged / name, symlinks=True)
+    flavour = root / f"usr/src/linux-headers-{OLD}"
+    for path in flavour.iterdir():
+        if path.is_symlink():  # scripts and tools: kbuild's, copied above
+            continue
+        if path.is_dir():
+            shutil.copytree(path, merged / path.name, dirs_exist_ok=True)
+        elif path.name != "Makefile":  # the flavour's only includes -common's, the tree's own now
+            shutil.copy2(path, merged)
+    spec = top / "kernel-devel.spec"
+    spec.write_text(KERNEL_DEVEL_SPEC.format(version="6.1.0", release=OLD, tree=merged))
+    subprocess.run(["rpmbuild", "-bb", "--nodeps", "--define", f"_topdir {top}", spec], check=True,
+                   capture_output=True)
+    (rpm,) = (top / "RPMS").glob("*/kernel-devel-*.rpm")
+    return rpm
+
+
+def test_a_kmod_source_rpm_builds_against_a_kernel_devel_rpm(testdata, kernel_devel, tmp_path):
+    """ELRepo's case whole: kmod-vpoll's source RPM against kernel-devel; the module loads where the
+    corpus' dkms build of vpoll loads."""
+    keep = tmp_path / "built"
+    run = kabigate_build("-k", kernel_devel, elrepo_srpm(testdata, "vpoll", "0.1", tmp_path), "--keep", keep)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["kernel_release"] == OLD
+    kernel = load_kernel([str(testdata.kernel_root(OLD))])
+    corpus = read_modules([str(testdata.driver_dir("vpoll", OLD))])
+    assert [v.loads for v in check_modules(read_modules([str(keep)]), kernel)] == \
+        [v.loads for v in check_modules(corpus, kernel)] == [True]
+
+
 def test_a_kmod_source_rpm_rebuilds_as_elrepo_documents(testdata, tmp_path):
     """ELRepo's kmod-vpoll: built for 6.1.0-47 (the module is dkms's vpoll.ko), failing on 6.12 with
     dkms's first error, excluded on an architecture its spec does not build for."""
