@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from kabigate.builder.buildlog import HEAD_BYTES, TAIL_BYTES, BoundedLog, first_error
-from kabigate.builder.sandbox import NOBODY, Limits, Sandbox
+from kabigate.builder.sandbox import NOBODY, Limits, Sandbox, check_sandbox
+from kabigate.errors import InputError
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install bubblewrap)")
 
@@ -127,3 +128,10 @@ def test_a_log_file_is_read_by_its_head_and_tail(tmp_path):
     small = tmp_path / "small.log"
     small.write_text("all of it\n")
     assert BoundedLog.of_file(small).text() == "all of it\n"
+
+
+def test_a_host_that_cannot_sandbox_is_told_so(tmp_path, monkeypatch):
+    check_sandbox(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(InputError, match="building needs bubblewrap"):
+        check_sandbox(tmp_path)

@@ -117,8 +117,8 @@ class Sandbox:
             _chown_tree(self.work)  # nobody builds in it
         limits = self.limits
         started = time.monotonic()
-        # prlimit sets the limits bwrap and every process of the build inherit
-        limited = ["prlimit", f"--as={limits.memory_bytes}", f"--nproc={limits.processes}",
+        # prlimit (util-linux) sets the limits bwrap and every process of the build inherit
+        limited = [shutil.which("prlimit") or "/usr/bin/prlimit", f"--as={limits.memory_bytes}", f"--nproc={limits.processes}",
                    f"--fsize={limits.file_bytes}", "--core=0", "--"]
         proc = subprocess.Popen(limited + self.argv(command, cwd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -133,6 +133,15 @@ class Sandbox:
         if limit is not None:
             log.write(f"\n# kabigate: {limit}\n".encode())
         return Run(None if limit is not None else status, limit, log, seconds)
+
+
+def check_sandbox(work: Path) -> None:
+    """An InputError saying why, if this host cannot run the sandbox (no bwrap, no user namespaces
+    for a user other than root): the build's own failures are not to be mistaken for that."""
+    run = Sandbox(work).run(["true"])
+    if not run.ok:
+        lines = run.log.text().strip().splitlines()
+        raise InputError(f"the build sandbox does not start: {lines[0] if lines else f'exit status {run.status}'}")
 
 
 def written_by_build(path: Path, work: Path) -> bool:

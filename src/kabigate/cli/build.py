@@ -13,7 +13,7 @@ import click
 from kabigate.builder import dkms, kbuild, srpm
 from kabigate.builder.buildtree import build_tree
 from kabigate.builder.result import BuildResult
-from kabigate.builder.sandbox import Limits
+from kabigate.builder.sandbox import Limits, check_sandbox
 from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out
 from kabigate.errors import InputError
 from kabigate.vocabulary import BuildOutcome
@@ -50,6 +50,7 @@ def build(kernel: tuple[str, ...], source: str, db: str | None, name: str | None
         raise InputError(f"{source}: not a *-dkms .deb, a folder with dkms.conf, a kmod .src.rpm nor a Kbuild folder")
     limits = Limits(wall_seconds=timeout)
     with tempfile.TemporaryDirectory(prefix="kabigate-build-") as work:
+        check_sandbox(Path(work))
         (Path(work) / "tree").mkdir()
         tree = build_tree(list(kernel), Path(work) / "tree")
         if err.is_terminal:
