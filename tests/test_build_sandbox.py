@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kabigate.builder.buildlog import HEAD_BYTES, TAIL_BYTES, BoundedLog, first_error
-from kabigate.builder.sandbox import NOBODY, Limits, Sandbox, check_sandbox
+from kabigate.builder.sandbox import NOBODY, Limits, Sandbox, check_sandbox, require
 from kabigate.errors import InputError
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (apt-get install bubblewrap)")
@@ -135,3 +135,8 @@ def test_a_host_that_cannot_sandbox_is_told_so(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(InputError, match="building needs bubblewrap"):
         check_sandbox(tmp_path)
+
+
+def test_a_missing_build_tool_is_the_hosts_fault_not_a_failed_build():
+    with pytest.raises(InputError, match="this build needs no-such-tool: apt-get install some-package"):
+        require("no-such-tool", "some-package")

@@ -16,7 +16,7 @@ from pathlib import Path
 from kabigate.builder.buildlog import BoundedLog, first_error
 from kabigate.builder.buildtree import BuildTree
 from kabigate.builder.result import BuildResult
-from kabigate.builder.sandbox import KERNEL, WORK, Limits, Sandbox, written_by_build
+from kabigate.builder.sandbox import KERNEL, WORK, Limits, Sandbox, require, written_by_build
 from kabigate.errors import InputError
 from kabigate.vocabulary import BuildOutcome
 
@@ -53,6 +53,7 @@ def is_dkms_source(path: Path) -> bool:
 
 
 def build(source: Path, tree: BuildTree, work: Path, limits: Limits) -> BuildResult:
+    require("dkms", "dkms")
     sandbox = tree.sandbox(work, limits=limits, binds=[(source, "/source")] if source.is_file() else [])
     conf_dir = _unpack(source, work, sandbox)
     kernel_dir = f"/lib/modules/{tree.release}/build"

@@ -10,7 +10,7 @@ from pathlib import Path
 from kabigate.builder.buildlog import first_error
 from kabigate.builder.buildtree import BuildTree
 from kabigate.builder.result import BuildResult
-from kabigate.builder.sandbox import KERNEL, WORK, Limits, written_by_build
+from kabigate.builder.sandbox import KERNEL, WORK, Limits, require, written_by_build
 from kabigate.vocabulary import BuildOutcome
 
 SOURCE = "src"
@@ -22,6 +22,7 @@ def is_kbuild_source(path: Path) -> bool:
 
 def build(source: Path, tree: BuildTree, work: Path, limits: Limits, name: str | None = None,
           version: str | None = None) -> BuildResult:
+    require("make", "make")
     shutil.copytree(source, work / SOURCE, symlinks=True)
     run = tree.sandbox(work, limits=limits).run(
         ["make", f"-j{os.cpu_count() or 1}", "-C", f"/lib/modules/{tree.release}/build", f"M={WORK}/{SOURCE}",

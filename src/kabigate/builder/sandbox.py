@@ -135,6 +135,12 @@ class Sandbox:
         return Run(None if limit is not None else status, limit, log, seconds)
 
 
+def require(tool: str, package: str) -> None:
+    """The build's tool runs from the host's /usr: missing, it is the host's fault, not the source's."""
+    if shutil.which(tool, path=PATH) is None:
+        raise InputError(f"this build needs {tool}: apt-get install {package}")
+
+
 def check_sandbox(work: Path) -> None:
     """An InputError saying why, if this host cannot run the sandbox (no bwrap, no user namespaces
     for a user other than root): the build's own failures are not to be mistaken for that."""

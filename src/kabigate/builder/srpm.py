@@ -12,7 +12,7 @@ from pathlib import Path
 from kabigate.builder.buildlog import first_error
 from kabigate.builder.buildtree import BuildTree
 from kabigate.builder.result import BuildResult
-from kabigate.builder.sandbox import KERNEL, WORK, Limits, written_by_build
+from kabigate.builder.sandbox import KERNEL, WORK, Limits, require, written_by_build
 from kabigate.errors import InputError
 from kabigate.vocabulary import BuildOutcome
 
@@ -27,6 +27,7 @@ def is_source_rpm(path: Path) -> bool:
 
 
 def build(source: Path, tree: BuildTree, work: Path, limits: Limits) -> BuildResult:
+    require("rpmbuild", "rpm")
     if tree.root is None:
         raise InputError("a source RPM builds against a kernel-devel tree: name the kernel by its packages or a "
                          "package root, not a headers folder of this host")
