@@ -80,8 +80,9 @@ def build(source: Path, tree: BuildTree, work: Path, limits: Limits) -> BuildRes
     log = run.log.text() + _make_log(built / "log/make.log" if run.ok else package_dir / "build/make.log", work)
     result = BuildResult(BuildOutcome.FAILED, name, version, tree.release, "dkms", read.seconds + run.seconds, log)
     if run.ok:
-        result.outcome = BuildOutcome.BUILT
         result.modules = sorted(p for p in (built / "module").glob("*.ko*") if written_by_build(p, work))
+        result.outcome = BuildOutcome.BUILT if result.modules else BuildOutcome.FAILED
+        result.error = None if result.modules else f"dkms kept no module in {built.relative_to(work)}/module"
     elif run.status == EXCLUDED_STATUS:
         result.outcome = BuildOutcome.EXCLUDED
         result.error = exclusion or "a BUILD_EXCLUSIVE directive does not match"
