@@ -105,11 +105,17 @@ def test_build_exclusive_is_dkmss_exclusion_with_its_reason(testdata, tmp_path):
         # dkms would make its signing key in /var/lib/dkms, on this host: elsewhere
         env=dict(os.environ, mok_signing_key=str(tmp_path / "mok.key"), mok_certificate=str(tmp_path / "mok.pub")))
     assert plain.returncode == 77, plain.stdout + plain.stderr
-    run = kabigate_build("-k", testdata.kernel_root(CLOUD), deb(testdata, "openrazer-driver"))
+    db = tmp_path / "store.db"
+    run = kabigate_build("-k", testdata.kernel_root(CLOUD), deb(testdata, "openrazer-driver"), "--db", db)
     assert run.returncode == 1, run.stderr
     result = json.loads(run.stdout)
     assert result["outcome"] == "excluded"
     assert result["error"] == "BUILD_EXCLUSIVE_CONFIG: CONFIG_USB is not set"
+    with Store.open(f"sqlite:///{db}") as store:
+        (failure,) = store.build_failures()
+        assert failure.error == result["error"]
+        outcome, log = store.build_log("openrazer-driver", result["version"], CLOUD)
+        assert outcome == "excluded" and "BUILD_EXCLUSIVE directive which does not match" in log
 
 
 def test_a_kbuild_folder_that_never_exits_is_a_failed_build_saying_so(testdata, tmp_path):
