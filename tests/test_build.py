@@ -40,8 +40,10 @@ def tree(testdata, release: str) -> Path:
 
 
 def kabigate_build(*args) -> subprocess.CompletedProcess:
+    """Stored only where --db says (not in a $KABIGATE_DB of the environment)."""
+    env = {k: v for k, v in os.environ.items() if k != "KABIGATE_DB"}
     return subprocess.run([sys.executable, "-m", "kabigate", "build", "--json", *map(str, args)],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, env=env)
 
 
 @pytest.mark.parametrize("driver", ["vpoll", "tp-smapi"])
@@ -89,6 +91,17 @@ def test_headers_debs_are_a_build_tree(testdata):
     result = json.loads(run.stdout)
     assert (result["outcome"], result["kernel_release"]) == ("built", "6.1.0-56-amd64")
     assert result["modules"] == testdata.manifest["drivers"]["vpoll"]["6.1.0-56-amd64"]["modules"]
+
+
+def test_the_hosts_installed_headers_are_a_build_tree(testdata):
+    """/lib/modules/RELEASE/build of this host (linux-headers installed): seen in the sandbox where
+    it is installed."""
+    installed = sorted(p for p in Path("/lib/modules").glob("*/build") if (p / "Makefile").is_file())
+    if not installed:
+        pytest.skip("no kernel headers installed on this host")
+    run = kabigate_build("-k", installed[0], deb(testdata, "vpoll"))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert json.loads(run.stdout)["kernel_release"] == installed[0].parent.name
 
 
 def test_build_exclusive_is_dkmss_exclusion_with_its_reason(testdata, tmp_path):

@@ -25,8 +25,9 @@ from kabigate.vocabulary import BuildOutcome
                    "or its packages: linux-headers-RELEASE, -common and linux-kbuild .debs, a kernel-devel RPM. "
                    "Repeatable.")
 @click.argument("source", type=click.Path(exists=True))
-@click.option("--db", metavar="PATH_OR_URL", help="Store the outcome here: the built modules as a driver build, "
-              "a failure or exclusion with its log.")
+@click.option("--db", metavar="PATH_OR_URL", envvar="KABIGATE_DB",
+              help="Store the outcome here (also $KABIGATE_DB): the built modules as a driver build, a failure or "
+                   "exclusion with its log.")
 @click.option("--name", help="The package name (default: dkms.conf's PACKAGE_NAME, the source RPM's name, "
               "a Kbuild folder's name).")
 @click.option("--package-version", help="The package version (default: dkms.conf's PACKAGE_VERSION, the source "
@@ -44,7 +45,16 @@ def build(kernel: tuple[str, ...], source: str, db: str | None, name: str | None
     dkms builds DKMS packages (`dkms build`, private trees), rpmbuild --rebuild a kmod source RPM
     (ELRepo's kmod_kernel_version), make -C KDIR M= a Kbuild folder; always
     in a bubblewrap sandbox: no network, the host read-only, nobody's uid, limits on time, memory,
-    processes and output. Exit status 0 built, 1 failed or excluded, 2 bad input."""
+    processes and output. Exit status 0 built, 1 failed or excluded, 2 bad input.
+
+    \b
+    Example:
+      kabigate build -k /lib/modules/6.12.107+deb12-amd64/build v4l2loopback-dkms_0.12.7-2_all.deb
+      kabigate build -k linux-headers-6.1.0-56-amd64_6.1.192-2_amd64.deb \\
+        -k linux-headers-6.1.0-56-common_6.1.192-2_all.deb -k linux-kbuild-6.1_6.1.192-3_amd64.deb \\
+        --db kabigate.db --json /usr/src/jool-4.1.9
+      kabigate build -k kernel-devel-5.14.0-427.el9.x86_64.rpm --timeout 600 kmod-jool-4.1.9-1.el9.src.rpm
+    """
     path = Path(source).resolve()
     if not (srpm.is_source_rpm(path) or dkms.is_dkms_source(path) or kbuild.is_kbuild_source(path)):
         raise InputError(f"{source}: not a *-dkms .deb, a folder with dkms.conf, a kmod .src.rpm nor a Kbuild folder")
