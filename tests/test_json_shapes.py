@@ -182,3 +182,12 @@ def test_api(store, tmp_path, snapshots):
                           ("gate-runs", "gate-runs"), ("gate-runs/UUID", f"gate-runs/{report.json()['run']}"),
                           ("demand", "demand"), ("waivers", "waivers"), ("packages", "packages")]:
             pin(snapshots, f"api {name}", get(url))
+
+
+def test_build_reports(testdata, tmp_path, snapshots):
+    db = tmp_path / "built.db"
+    tree = testdata.root / testdata.manifest["build_kernels"][RELEASES[0]]["root"]
+    (deb,) = (testdata.root / "debs").glob("vpoll-dkms_*.deb")
+    pin(snapshots, "build", kabigate("build", "--json", "-k", tree, deb, "--db", db))
+    new = testdata.root / testdata.manifest["build_kernels"]["6.12.107+deb12-amd64"]["root"]
+    pin(snapshots, "build (failed)", kabigate("build", "--json", "-k", new, deb, "--db", db, expect=(1,)))

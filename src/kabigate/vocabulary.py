@@ -64,6 +64,15 @@ class ExportChange(StrEnum):
     NAMESPACE = "namespace"
 
 
+class BuildOutcome(StrEnum):
+    """What building a driver package against a kernel came to (kabigate build, the build_failure
+    table's `outcome`): built, failed (a compiler error, a limit), excluded (dkms's BUILD_EXCLUSIVE_*)."""
+
+    BUILT = "built"
+    FAILED = "failed"
+    EXCLUDED = "excluded"
+
+
 class TaskState(StrEnum):
     """A worker task's state, as the task table's `state` column holds it."""
 
