@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -47,9 +48,46 @@ def load_kernel_with_progress(paths: list[str], vermagic: str | None = None) -> 
     from kabigate.inputs.kernels import load_kernel
     from kabigate.inputs.packages import is_package_file, is_url
 
+    paths = kernel_paths(paths)
     packages = sum(is_url(p) or is_package_file(p) for p in paths)
     with progress("reading kernel packages", packages) as advance:
         return load_kernel(paths, vermagic, advance)
+
+
+def kernel_paths(values: list[str]) -> list[str]:
+    """One kernel's paths, given any way a command takes them: a repeated option, paths joined by a
+    comma (image.deb,headers.deb), or the release of a kernel in the store (--db / $KABIGATE_DB),
+    which stands for the files it was ingested from."""
+    paths = []
+    for part in (part for value in values for part in value.split(",") if part):
+        if "://" in part or os.path.lexists(part) or not _RELEASE.fullmatch(part):
+            paths.append(part)
+            continue
+        stored = _stored_sources(part)
+        if stored is None:
+            raise InputError(f"{part}: no such file or directory, nor a kernel release in the store")
+        paths += stored
+    return paths
+
+
+# A kernel release as `uname -r` prints it: what a path that does not exist may be instead.
+_RELEASE = re.compile(r"\d+\.\d+[0-9A-Za-z.+_~-]*")
+
+
+def _stored_sources(release: str) -> list[str] | None:
+    """The files the stored kernel of `release` was read from, if there is a store holding one."""
+    from kabigate.store import Store, StoreError
+
+    try:
+        store = Store.open(None, create=False)
+    except StoreError:
+        return None
+    with store:
+        records = store.find_kernels(release)
+    if len(records) > 1:
+        raise InputError(f"{release}: {len(records)} stored kernels of this release (flavors): give its files")
+    # a kernel read from packages has one source naming them all, joined by ", " (PackageTree's label)
+    return [path for source in records[0].sources for path in source.split(", ")] if records else None
 
 
 def describe_reason(reason: Reason) -> str:
