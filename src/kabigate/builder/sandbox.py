@@ -18,6 +18,7 @@ is a failed build saying which, never a hung worker.
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import shutil
@@ -120,8 +121,16 @@ class Sandbox:
         # prlimit (util-linux) sets the limits bwrap and every process of the build inherit
         limited = [shutil.which("prlimit") or "/usr/bin/prlimit", f"--as={limits.memory_bytes}", f"--nproc={limits.processes}",
                    f"--fsize={limits.file_bytes}", "--core=0", "--"]
-        proc = subprocess.Popen(limited + self.argv(command, cwd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        # bwrap says its namespace's init (--info-fd): bwrap itself returns when the build's first
+        # process exits, before the kernel has killed what else runs in the namespace.
+        info_read, info_write = os.pipe()
+        argv = self.argv(command, cwd)
+        argv[1:1] = ["--info-fd", str(info_write)]
+        try:
+            proc = subprocess.Popen(limited + argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(info_write,))
+        finally:
+            os.close(info_write)
         log = BoundedLog()
         limit = _drain(proc, log, started + limits.wall_seconds, limits)
         if limit is not None:
@@ -129,10 +138,25 @@ class Sandbox:
             _wait_for_eof(proc)
         status = proc.wait()
         proc.stdout.close()
+        _wait_for_namespace_end(info_read)
         seconds = time.monotonic() - started
         if limit is not None:
             log.write(f"\n# kabigate: {limit}\n".encode())
         return Run(None if limit is not None else status, limit, log, seconds)
+
+
+def _wait_for_namespace_end(info: int, bound: float = 60.0) -> None:
+    """Wait until the build's PID namespace is gone: its init exits only after every other process
+    in it (zap_pid_ns_processes()), so a daemon the build left never outlives run()."""
+    with os.fdopen(info, "rb") as pipe:
+        text = pipe.read(4096)
+    try:
+        init = int(json.loads(text)["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return  # bwrap did not start: no namespace
+    deadline = time.monotonic() + bound
+    while os.path.exists(f"/proc/{init}") and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def require(tool: str, package: str) -> None:
