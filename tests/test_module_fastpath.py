@@ -6,6 +6,7 @@ corpus, and the same files refused when real modules are damaged byte by byte.""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from support.slow_module import ElfFile
@@ -16,6 +17,7 @@ from kabigate.errors import InputError
 from kabigate.formats.elf import SHT_SYMTAB
 from kabigate.formats.module import parse_module, read_module
 from kabigate.model import MODULE_SUFFIXES
+from kabigate.modules import PARALLEL_MIN_FILES, find_module_files, read_modules
 
 ROOT = corpus_root()
 TREES = sorted({path.parent for path in ROOT.glob("*kernels/*/lib/modules/*/kernel")})
@@ -51,10 +53,8 @@ def _outcome(parse, data: bytes, path: str):
 
 # Exported symbols (absolute and section CRCs, namespaces), a big-endian module, an arm64 one.
 DAMAGED = ["kernels/6.1.0-47-amd64/lib/modules/6.1.0-47-amd64/kernel/drivers/media/mc/mc.ko",
-           "foreign-kernels/6.1.0-47-s390x/lib/modules/6.1.0-47-s390x/kernel/drivers/media/common/videobuf2/"
-           "videobuf2-common.ko",
-           "foreign-kernels/6.1.0-47-arm64/lib/modules/6.1.0-47-arm64/kernel/drivers/media/common/videobuf2/"
-           "videobuf2-common.ko"]
+           *(f"foreign-kernels/{release}/lib/modules/{release}/kernel/drivers/media/common/videobuf2/videobuf2-common.ko"
+             for release in ("6.1.0-47-s390x", "6.1.0-47-arm64"))]
 
 
 @pytest.mark.parametrize("relative", DAMAGED, ids=lambda relative: relative.split("/")[1])
@@ -84,3 +84,24 @@ def test_damaged_modules_are_refused_alike(relative):
             assert fast == slow
             accepted += 1
     assert accepted > 100 and refused > 100, (accepted, refused)
+
+
+def test_a_tree_read_by_worker_processes_is_the_tree_read_in_order(testdata):
+    """read_modules() of a whole tree (worker processes, modules packed into tuples and back)
+    gives the Modules read_module() gives file by file, in the same order."""
+    tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel"
+    paths = find_module_files([str(tree)])
+    assert len(paths) > PARALLEL_MIN_FILES
+    assert read_modules([str(tree)]) == [read_module(path) for path in paths]
+
+
+def test_a_tree_with_a_damaged_module_raises_its_error(tmp_path, testdata):
+    """The first damaged file in order raises its InputError, as when read one by one."""
+    tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel" / "drivers" / "net"
+    for path in find_module_files([str(tree)])[:PARALLEL_MIN_FILES * 2]:
+        (tmp_path / Path(path).name).write_bytes(Path(path).read_bytes())
+    names = sorted(p.name for p in tmp_path.iterdir())
+    (tmp_path / names[100]).write_bytes(b"\x7fELF" + b"\0" * 60)
+    (tmp_path / names[110]).write_bytes(b"junk")
+    with pytest.raises(InputError, match=names[100].replace(".", r"\.") + ": unknown ELF class"):
+        read_modules([str(tmp_path)])
