@@ -84,4 +84,78 @@ def write_atomically(path: str, text: str) -> None:
 
 
 def emit_json(document: dict) -> None:
-    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    """The document as json.dumps(document, indent=2) prints it, written as it is made: json's
+    indenting encoder is pure Python, 2.3 s and 50 MB at once for a tree's `inspect --json`."""
+    pieces: list[str] = []
+    _indented(document, pieces, "\n", sys.stdout.write)
+    pieces.append("\n")
+    sys.stdout.write("".join(pieces))
+
+
+_string = json.encoder.encode_basestring_ascii  # the C function json.dumps uses (ensure_ascii)
+_FLUSH_PIECES = 65536
+
+
+def _scalar(value) -> str | None:
+    """A JSON scalar as json.dumps writes it, None for a container (checked in json's order)."""
+    if isinstance(value, str):
+        return _string(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return json.dumps(value)
+    return None
+
+
+def _indented(value, pieces: list[str], newline: str, write) -> None:
+    """json.dumps(indent=2)'s text of `value` appended to `pieces` (`newline` is "\n" and the
+    current indent); pieces are written out every _FLUSH_PIECES items of a list."""
+    text = _scalar(value)
+    if text is not None:
+        pieces.append(text)
+        return
+    inner = newline + "  "
+    if isinstance(value, dict):
+        if not value:
+            pieces.append("{}")
+            return
+        separator = "{" + inner
+        for key, item in value.items():
+            key_text = _string(key) if isinstance(key, str) else _key(key)
+            text = _scalar(item)
+            if text is None:
+                pieces.append(separator + key_text + ": ")
+                _indented(item, pieces, inner, write)
+            else:
+                pieces.append(separator + key_text + ": " + text)
+            separator = "," + inner
+        pieces.append(newline + "}")
+    elif isinstance(value, (list, tuple)):
+        if not value:
+            pieces.append("[]")
+            return
+        separator = "[" + inner
+        for item in value:
+            pieces.append(separator)
+            _indented(item, pieces, inner, write)
+            separator = "," + inner
+            if len(pieces) > _FLUSH_PIECES:
+                write("".join(pieces))
+                pieces.clear()
+        pieces.append(newline + "]")
+    else:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _key(key) -> str:
+    """A dict key that is not a str, converted as json.dumps converts it."""
+    text = _scalar(key)
+    if text is None or isinstance(key, str):
+        raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+    return text if text[0] == '"' else _string(text)
