@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -15,7 +16,6 @@ from rich.text import Text
 
 from kabigate.errors import InputError
 from kabigate.model import Kernel, Module, Reason
-from kabigate.modules import count_modules, read_modules
 from kabigate.reports import crc_text  # also the commands' shared helper
 
 EXIT_OK, EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR = 0, 1, 2
@@ -36,6 +36,8 @@ def progress(description: str, total: int):
 
 
 def read_modules_with_progress(paths: list[str]) -> list[Module]:
+    from kabigate.modules import count_modules, read_modules  # the package readers: not for --help
+
     with progress("reading modules", count_modules(paths)) as advance:
         return read_modules(paths, advance)
 
@@ -94,6 +96,21 @@ def emit_json(document: dict) -> None:
 
 _string = json.encoder.encode_basestring_ascii  # the C function json.dumps uses (ensure_ascii)
 _FLUSH_PIECES = 65536
+_LEAF_TYPES = frozenset({str, int, float, bool, type(None)})
+_flat_encoders: dict[str, Callable[[object], str]] = {}
+
+
+def _flat(value: dict | list | tuple, newline: str) -> str | None:
+    """A container of scalars in one call of json's C encoder, its item separator carrying the
+    indentation (a tree's --json is ~400,000 such dicts); None when an item is a container or of
+    another type (an enum's subclass of str: written by _indented, exactly as json does)."""
+    if not all(map(_LEAF_TYPES.__contains__, map(type, value.values() if isinstance(value, dict) else value))):
+        return None
+    encode = _flat_encoders.get(newline)
+    if encode is None:
+        encode = _flat_encoders[newline] = json.JSONEncoder(separators=("," + newline + "  ", ": ")).encode
+    text = encode(value)
+    return text[0] + newline + "  " + text[1:-1] + newline + text[-1]
 
 
 def _scalar(value) -> str | None:
@@ -120,6 +137,11 @@ def _indented(value, pieces: list[str], newline: str, write) -> None:
     if text is not None:
         pieces.append(text)
         return
+    if value and isinstance(value, (dict, list, tuple)):
+        text = _flat(value, newline)
+        if text is not None:
+            pieces.append(text)
+            return
     inner = newline + "  "
     if isinstance(value, dict):
         if not value:
