@@ -13,8 +13,8 @@ untimed warm-up each (page cache warm).
 from __future__ import annotations
 
 import argparse
-import resource
 import json
+import resource
 import subprocess
 import sys
 import tempfile
