@@ -121,7 +121,8 @@ def read_modules(paths: list[str], advance: Callable[..., None] = lambda *_: Non
         whole = source.repository is not None or source.location.startswith(("http://", "https://"))
         package = source.open()
         try:
-            modules.extend(modules_of_package(package, (lambda: None) if whole else advance))
+            with collector_paused():
+                modules.extend(modules_of_package(package, (lambda: None) if whole else advance))
         finally:
             package.close()
         if whole:

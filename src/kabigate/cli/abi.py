@@ -44,7 +44,7 @@ def inspect(modules: tuple[str, ...], as_json: bool) -> None:
 
 def _module_json(module: Module) -> dict:
     signature = module.signature
-    crcs = {v.name: v.crc for v in reversed(module.versions or ())}  # the first record, as version_of()
+    crcs = _version_crcs(module)
     return {
         "path": module.path,
         "name": module.name,
@@ -67,9 +67,9 @@ def _module_json(module: Module) -> dict:
     }
 
 
-def _version_crc(module: Module, symbol: str) -> int | None:
-    version = module.version_of(symbol)
-    return None if version is None else version.crc
+def _version_crcs(module: Module) -> dict[str, int]:
+    """Each __versions symbol's CRC, the first record's as Module.version_of() gives it."""
+    return {v.name: v.crc for v in reversed(module.versions or ())}
 
 
 def _export_json(export: Export) -> dict:
@@ -88,17 +88,17 @@ def _print_module(module: Module) -> None:
     signature = module.signature
     rows.append(("signature", "unsigned" if signature is None else
                  f"{signature.id_type} {signature.hash_algorithm} signer '{signature.signer}' key {signature.key_id}"))
-    for key, value in rows:
-        out.print(f"  {key:<11} {value}", markup=False)
-    out.print(f"  imports     {len(module.imports)}", markup=False)
+    lines = [f"  {key:<11} {value}" for key, value in rows]  # printed at once: Rich is slow a call
+    lines.append(f"  imports     {len(module.imports)}")
+    crcs = _version_crcs(module)
     for symbol in module.imports:
-        crc = crc_text(_version_crc(module, symbol.name)) or "(no crc)"
-        out.print(f"    {crc:<10}  {symbol.name}{'  (weak)' if symbol.weak else ''}", markup=False)
-    out.print(f"  exports     {len(module.exports)}", markup=False)
+        crc = crc_text(crcs.get(symbol.name)) or "(no crc)"
+        lines.append(f"    {crc:<10}  {symbol.name}{'  (weak)' if symbol.weak else ''}")
+    lines.append(f"  exports     {len(module.exports)}")
     for export in module.exports:
         namespace = f"  ns {export.namespace}" if export.namespace else ""
-        out.print(f"    {crc_text(export.crc) or '(no crc)':<10}  {export.name}  {export.export_type}{namespace}",
-                  markup=False)
+        lines.append(f"    {crc_text(export.crc) or '(no crc)':<10}  {export.name}  {export.export_type}{namespace}")
+    out.print("\n".join(lines), markup=False)
     out.print()
 
 
