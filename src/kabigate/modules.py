@@ -7,6 +7,7 @@ import gc
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -143,10 +144,13 @@ def read_module_files(paths: list[str], advance: Callable[..., None] = lambda *_
     worker process per core (parsing is CPU-bound Python); each module comes back packed in plain
     tuples, as pickling its thousands of small dataclasses costs as much as parsing them."""
     workers = min(len(os.sched_getaffinity(0)), 8)
+    # Forked from the main thread of a process that may fork (the command line, a service's main
+    # loop); a Celery worker (daemonic) may not, a web request's thread should not: read here.
+    forkable = threading.current_thread() is threading.main_thread() and not multiprocessing.current_process().daemon
     modules = []
     with collector_paused():
-        if len(paths) < PARALLEL_MIN_FILES or workers < 2 or multiprocessing.current_process().daemon:
-            for path in paths:  # a Celery worker (daemonic) may not fork children: read here
+        if len(paths) < PARALLEL_MIN_FILES or workers < 2 or not forkable:
+            for path in paths:
                 modules.append(read_module(path))
                 advance()
             return modules
