@@ -186,7 +186,7 @@ class ElfFile:
         size = struct.calcsize(fmt)
         if offset < 0 or offset + size > self.size:
             raise ElfError(f"{self.what}: truncated ({what} at offset {offset} beyond end of file)")
-        return struct.unpack_from(fmt, self.data, offset)
+        return struct.unpack(fmt, self.data[offset:offset + size])  # data may be any object sliced like bytes
 
     def _slice(self, offset: int, size: int, what: str) -> bytes:
         if offset < 0 or size < 0 or offset + size > self.size:

@@ -200,7 +200,8 @@ def _symbol_crc(elf: ElfFile, symbol) -> int | None:
     section = elf.sections[symbol.shndx]
     if symbol.value + 4 > (0 if section.type == SHT_NOBITS else section.size):
         raise InputError(f"{elf.what}: CRC of {symbol.name} lies outside its section")
-    (crc,) = struct.unpack_from(elf.endian + "I", elf.data, section.offset + symbol.value)  # headers checked the bounds
+    start = section.offset + symbol.value  # within the file: the section headers were checked
+    (crc,) = struct.unpack(elf.endian + "I", elf.data[start:start + 4])
     return crc
 
 
