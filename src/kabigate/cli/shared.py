@@ -38,7 +38,8 @@ def progress(description: str, total: int):
 def read_modules_with_progress(paths: list[str]) -> list[Module]:
     from kabigate.modules import count_modules, read_modules  # the package readers: not for --help
 
-    with progress("reading modules", count_modules(paths)) as advance:
+    # Counting walks the tree (and opens each package) once more: only for a bar that is shown.
+    with progress("reading modules", count_modules(paths) if err.is_terminal else 0) as advance:
         return read_modules(paths, advance)
 
 
