@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import signal
 import threading
+from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -180,22 +181,35 @@ def _ignore_sigint() -> None:
 
 
 def _read_packed(path: str) -> tuple:
+    """The module in a few large objects: its hundreds of symbol names joined by NULs (which a
+    name read up to its NUL cannot hold), its CRCs as an array."""
     module = read_module(path)
     versions = module.versions
     signature, layout = module.signature, module.layout
     return (module.path, module.machine, module.modinfo,
-            None if versions is None else ([v.name for v in versions], [v.crc for v in versions]),
-            [i.name for i in module.imports], [i.weak for i in module.imports],
+            None if versions is None else (_joined([v.name for v in versions]),
+                                           array("I", [v.crc for v in versions]).tobytes()),
+            _joined([i.name for i in module.imports]), bytes(i.weak for i in module.imports),
             [(e.name, e.crc, e.owner, e.export_type, e.namespace) for e in module.exports],
             None if signature is None else [getattr(signature, f) for f in _SIGNATURE_FIELDS],
             module.compression, [getattr(layout, f) for f in _LAYOUT_FIELDS])
 
 
+def _joined(names: list[str]) -> tuple[int, str]:
+    return len(names), "\0".join(names)
+
+
+def _split(joined: tuple[int, str]) -> list[str]:
+    count, text = joined
+    return text.split("\0") if count else []
+
+
 def _unpacked(packed: tuple) -> Module:
-    path, machine, modinfo, versions, import_names, import_weak, exports, signature, compression, layout = packed
+    path, machine, modinfo, versions, imports, weak, exports, signature, compression, layout = packed
     return Module(path=path, machine=machine, modinfo=modinfo,
-                  versions=None if versions is None else tuple(map(SymbolVersion, *versions)),
-                  imports=tuple(map(Import, import_names, import_weak)),
+                  versions=None if versions is None else tuple(map(SymbolVersion, _split(versions[0]),
+                                                                   array("I", versions[1]).tolist())),
+                  imports=tuple(map(Import, _split(imports), map(bool, weak))),
                   exports=tuple(Export(*export) for export in exports),
                   signature=None if signature is None else ModuleSignature(*signature),
                   compression=compression, layout=ElfLayout(*layout))
