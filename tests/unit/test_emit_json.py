@@ -20,6 +20,10 @@ DOCUMENTS = [
      "tuple": (1, "two"), "big": 2**70, "negative": -5},
     {1: "int key", 2.5: "float key", False: "bool key", None: "none key", "\x00": "control"},
     {"many": [{"symbol": f"s{i}", "crc": i} for i in range(shared._FLUSH_PIECES)]},
+    # Lists of dicts of scalars are written whole by json's C encoder: strings that look like
+    # their separators, an empty dict, an enum or a container among them.
+    {"records": [{"a": "},\n    {", "b": "}, {"}, {"c": "\n}\n", "d": 1.5}], "tuple": ({"x": None},)},
+    {"records": [{"a": 1}, {}], "more": [{"a": 1}, {"code": ReasonCode.UNSIGNED}], "deep": [{"a": 1}, {"b": [2]}]},
 ]
 
 

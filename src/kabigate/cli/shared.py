@@ -98,20 +98,45 @@ def emit_json(document: dict) -> None:
 _string = json.encoder.encode_basestring_ascii  # the C function json.dumps uses (ensure_ascii)
 _FLUSH_PIECES = 65536
 _LEAF_TYPES = frozenset({str, int, float, bool, type(None)})
-_flat_encoders: dict[str, Callable[[object], str]] = {}
+_encoders: dict[str, Callable[[object], str]] = {}
+
+
+def _encoder(newline: str) -> Callable[[object], str]:
+    """json's C encoder with "," + `newline` (a newline and an indent) between items."""
+    encode = _encoders.get(newline)
+    if encode is None:
+        encode = _encoders[newline] = json.JSONEncoder(separators=("," + newline, ": ")).encode
+    return encode
+
+
+def _is_leaf(value: dict | list | tuple) -> bool:
+    """Only scalars inside (of json's own types: an enum's subclass of str is written by
+    _indented, exactly as json does)."""
+    return all(map(_LEAF_TYPES.__contains__, map(type, value.values() if isinstance(value, dict) else value)))
 
 
 def _flat(value: dict | list | tuple, newline: str) -> str | None:
-    """A container of scalars in one call of json's C encoder, its item separator carrying the
-    indentation (a tree's --json is ~400,000 such dicts); None when an item is a container or of
-    another type (an enum's subclass of str: written by _indented, exactly as json does)."""
-    if not all(map(_LEAF_TYPES.__contains__, map(type, value.values() if isinstance(value, dict) else value))):
+    """A non-empty container of scalars in one call of json's C encoder, its item separator
+    carrying the indentation; None when it holds anything else."""
+    if not _is_leaf(value):
         return None
-    encode = _flat_encoders.get(newline)
-    if encode is None:
-        encode = _flat_encoders[newline] = json.JSONEncoder(separators=("," + newline + "  ", ": ")).encode
-    text = encode(value)
+    text = _encoder(newline + "  ")(value)
     return text[0] + newline + "  " + text[1:-1] + newline + text[-1]
+
+
+def _flat_records(value: list | tuple, newline: str) -> str | None:
+    """A non-empty list of non-empty dicts of scalars (a module's imports, versions, exports: a
+    tree's --json holds ~400,000) in one call of json's C encoder, with the members' indentation
+    as its separator; the dicts' own brackets are then indented by one replace(): ensure_ascii
+    writes a newline inside a string as \\n, so "},<newline>{" is only ever between two dicts."""
+    for item in value:
+        if type(item) is not dict or not item or not _is_leaf(item):
+            return None
+    item_newline = newline + "  "
+    member_newline = item_newline + "  "
+    text = _encoder(member_newline)(value)  # '[{"k": v,<member_newline>"k": v},<member_newline>{...}]'
+    body = text[2:-2].replace("}," + member_newline + "{", item_newline + "}," + item_newline + "{" + member_newline)
+    return "[" + item_newline + "{" + member_newline + body + item_newline + "}" + newline + "]"
 
 
 def _scalar(value) -> str | None:
@@ -140,6 +165,8 @@ def _indented(value, pieces: list[str], newline: str, write) -> None:
         return
     if value and isinstance(value, (dict, list, tuple)):
         text = _flat(value, newline)
+        if text is None and not isinstance(value, dict):
+            text = _flat_records(value, newline)
         if text is not None:
             pieces.append(text)
             return
