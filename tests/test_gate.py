@@ -126,7 +126,12 @@ def test_policy_decides_outcomes_gating_drivers_and_coverage(gate_db):
     assert {f.build.driver for f in result.builds if f.gating} == {"acpi-call"}
     assert result.coverage == 2
     assert result.outcome == "FAILED" and "only 2 gating driver builds" in result.notes[0]
+    # no package works on 50 (the store has no build for it): the builds' classes alone do not pass it
     relaxed = parse_policy(b'[outcomes]\nregression_unlisted = "INFO"\n', "policy.toml")
+    result = _gate(gate_db, "6.1.0-50-amd64", policy=relaxed)
+    assert result.outcome == "NEEDS_INSPECTION" and any("none of the 5 gating packages" in n for n in result.notes)
+    relaxed = parse_policy(b'[outcomes]\nregression_unlisted = "INFO"\npackage_not_rebuilt = "INFO"\n'
+                           b'[coverage]\nrequire_working_packages = false\n', "policy.toml")
     assert _gate(gate_db, "6.1.0-50-amd64", policy=relaxed).outcome == "INFO"
 
 
@@ -207,15 +212,22 @@ def test_junit_markdown_and_json_outputs(gate_db, tmp_path):
     assert report["baseline"]["release"] == "6.1.0-47-amd64"
     xml = junitparser.JUnitXml.fromfile(str(junit))
     (suite,) = list(xml)
-    cases = list(suite)
+    cases = [case for case in suite if not case.classname.endswith(".packages")]
     assert len(cases) == len(report["builds"])
     failed = [case for case in cases if case.result and isinstance(case.result[0], junitparser.Failure)]
     skipped = [case for case in cases if case.result and isinstance(case.result[0], junitparser.Skipped)]
     assert len(failed) == 4 and len(skipped) == report["counts"]["still_failing"]
+    # one case per package: the store has no build for 50, so every package that worked on 47 breaks,
+    # dahdi too (31 of 32 modules loaded on 47, none on 50)
+    packages = {case.name: case for case in suite if case.classname.endswith(".packages")}
+    assert set(packages) == {f"package {p['driver']}" for p in report["packages"]} and len(packages) == 5
+    assert all(isinstance(case.result[0], junitparser.Failure) for case in packages.values())
+    assert "package_not_rebuilt" in packages["package dahdi"].result[0].message
     acpi = next(case for case in failed if case.name.startswith("acpi-call"))
     assert "proc_create" in acpi.result[0].message and "disagrees about version" in acpi.result[0].text
     text = markdown.read_text()
     assert "**NEEDS_INSPECTION**" in text and "`proc_create`" in text and "https://ci.example.org/matrix.html" in text
+    assert "### Packages the candidate breaks" in text and "| dahdi | partial | broken |" in text
 
 
 def test_exit_0_when_nothing_regresses(gate_db):

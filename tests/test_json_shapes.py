@@ -126,6 +126,7 @@ def test_module_reports(testdata, snapshots):
 
 def test_store_reports(store, testdata, tmp_path, snapshots):
     pin(snapshots, "matrix", kabigate("matrix", "--db", store, "--format", "json"))  # no causes cached
+    pin(snapshots, "matrix --packages", kabigate("matrix", "--db", store, "--packages", "--format", "json"))
     pin(snapshots, "history", kabigate("history", "acpi-call", "--db", store, "--json"))
     pin(snapshots, "kernels", kabigate("kernels", "--db", store, "--json"))
     pin(snapshots, "drivers", kabigate("drivers", "--db", store, "--json"))
@@ -179,5 +180,14 @@ def test_api(store, tmp_path, snapshots):
                           ("drivers/NAME/history", "drivers/acpi-call/history"), ("matrix", "matrix"),
                           ("verdicts/BUILD/KERNEL", f"verdicts/{build['id']}/{kernel['id']}"),
                           ("gate-runs", "gate-runs"), ("gate-runs/UUID", f"gate-runs/{report.json()['run']}"),
-                          ("demand", "demand"), ("waivers", "waivers")]:
+                          ("demand", "demand"), ("waivers", "waivers"), ("packages", "packages")]:
             pin(snapshots, f"api {name}", get(url))
+
+
+def test_build_reports(testdata, tmp_path, snapshots):
+    db = tmp_path / "built.db"
+    tree = testdata.root / testdata.manifest["build_kernels"][RELEASES[0]]["root"]
+    (deb,) = (testdata.root / "debs").glob("vpoll-dkms_*.deb")
+    pin(snapshots, "build", kabigate("build", "--json", "-k", tree, deb, "--db", db))
+    new = testdata.root / testdata.manifest["build_kernels"]["6.12.107+deb12-amd64"]["root"]
+    pin(snapshots, "build (failed)", kabigate("build", "--json", "-k", new, deb, "--db", db, expect=(1,)))

@@ -94,6 +94,18 @@ def test_debian_image_and_headers_debs_make_the_same_kernel_as_unpacked(testdata
     assert from_debs.config == unpacked.config
 
 
+def test_the_image_deb_alone_is_the_whole_abi_its_headers_give(testdata):
+    """No headers package: vmlinux's exports from the image's vmlinuz and the in-tree modules' from
+    their __ksymtab*, as for an installed tree without headers; equal, export by export (CRC, owner,
+    GPL-only, namespace), to Debian's Module.symvers."""
+    image = str(deb(testdata, f"linux-image-{NEW}-unsigned"))
+    alone = load_kernel([image])
+    with_headers = load_kernel([image, str(deb(testdata, f"linux-headers-{NEW}"))])
+    assert alone.exports == with_headers.exports and len(alone.exports) > 20000
+    assert (alone.release, alone.vermagic, alone.machine, alone.module_struct_size) == \
+        (with_headers.release, with_headers.vermagic, with_headers.machine, with_headers.module_struct_size)
+
+
 def test_check_against_debs_gives_the_verdicts_of_the_unpacked_kernel(testdata):
     debs = ["-k", deb(testdata, f"linux-image-{NEW}-unsigned"), "-k", deb(testdata, f"linux-headers-{NEW}")]
     drivers = [testdata.driver_dir("acpi-call", OLD), testdata.driver_dir("jool", NEW)]

@@ -24,7 +24,8 @@ ROOT = SOURCE.parent.parent
 CODE_WORD = re.compile(r"`([a-z][a-z-]*[a-z])`")
 NOT_A_LOADER_RULE = {ReasonCode.UNREADABLE}  # weak-modules' own refusal
 VOCABULARIES = [ReasonCode, LoadVerdict, vocabulary.GateClass, vocabulary.GateCategory, vocabulary.Outcome,
-                vocabulary.ExportChange, vocabulary.TaskState, vocabulary.RequiresVerdict]
+                vocabulary.PackageState, vocabulary.ExportChange, vocabulary.TaskState, vocabulary.RequiresVerdict,
+                vocabulary.BuildOutcome]
 
 
 def _reason_code_argument(node: ast.expr) -> str:

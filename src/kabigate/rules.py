@@ -96,6 +96,7 @@ class _Providers:
 
     def __init__(self, modules: list[Module], kernel: Kernel):
         self.kernel_exports = kernel.exports
+        self.from_kernel: dict[str, _Provider] = {}
         self.from_set: dict[str, _Provider] = {}
         for module in modules:
             for export in module.exports:
@@ -122,8 +123,10 @@ class _Providers:
 
     def get(self, name: str) -> _Provider | None:
         provider = self.from_set.get(name)
-        if provider is None and (export := self.kernel_exports.get(name)) is not None:
-            provider = _Provider(export, None)
+        if provider is None:
+            provider = self.from_kernel.get(name)  # made once: a tree looks up ~200,000 imports
+            if provider is None and (export := self.kernel_exports.get(name)) is not None:
+                provider = self.from_kernel[name] = _Provider(export, None)
         return provider
 
 

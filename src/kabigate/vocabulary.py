@@ -29,6 +29,21 @@ class GateCategory(StrEnum):
     FIXED = "fixed"
     UNAFFECTED = "unaffected"
     NEW = "new"
+    PACKAGE_BROKEN = "package_broken"
+    PACKAGE_NOT_REBUILT = "package_not_rebuilt"
+
+
+class PackageState(StrEnum):
+    """A driver package on one kernel (services/packages.py), from its stored builds that matter to
+    the kernel and its recorded build failures; the first that holds, in this order."""
+
+    LOADS = "loads"  # a build made for another kernel loads whole (what weak-modules reuses)
+    LOADS_AFTER_REBUILD = "loads-after-rebuild"  # a build made for this kernel loads whole (DKMS, akmods)
+    EXCLUDED = "excluded"  # its build for this kernel was refused by dkms' BUILD_EXCLUSIVE_*: not for it
+    PARTIAL = "partial"  # no build loads whole; the best loads some of its modules
+    REBUILD_FAILS = "rebuild-fails"  # no build loads a module; its build for this kernel failed
+    BROKEN = "broken"  # builds judged here, none loads a module, no failed build recorded
+    NOT_TRIED = "not-tried"  # no build that matters to this kernel, no build failure: nothing known
 
 
 class Outcome(StrEnum):
@@ -47,6 +62,15 @@ class ExportChange(StrEnum):
     CRC = "crc"
     GPL_ONLY = "gpl-only"
     NAMESPACE = "namespace"
+
+
+class BuildOutcome(StrEnum):
+    """What building a driver package against a kernel came to (kabigate build, the build_failure
+    table's `outcome`): built, failed (a compiler error, a limit), excluded (dkms's BUILD_EXCLUSIVE_*)."""
+
+    BUILT = "built"
+    FAILED = "failed"
+    EXCLUDED = "excluded"
 
 
 class TaskState(StrEnum):

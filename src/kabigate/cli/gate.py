@@ -31,6 +31,7 @@ from kabigate.services.gate import (
     run_gate,
 )
 from kabigate.services.ingest import ingest_kernel
+from kabigate.services.packages import why_not
 from kabigate.services.watch import kernels_to_gate, offered_kernels
 from kabigate.store import GateRun, KernelRecord, Store
 from kabigate.vocabulary import GateClass, Outcome
@@ -303,6 +304,13 @@ def _print_summary(result) -> None:
     counts = ", ".join(f"{result.count(k)} {k.replace('_', ' ')}"
                        for k in GateClass)
     out.print(f"  driver builds: {counts}; {result.coverage} gating", markup=False)
+    working = sum(1 for finding in result.packages if finding.after.works)
+    out.print(f"  packages: {working} of {len(result.packages)} work on {result.candidate.release}, "
+              f"{len(result.broken_packages)} broken by it", markup=False)
+    for finding in result.broken_packages:
+        waived = "  waived by " + ", ".join(w.source for w in finding.waivers) if finding.waivers else ""
+        out.print(f"  {finding.outcome:<16} package {finding.driver}: {finding.before.state} -> "
+                  f"{finding.after.state}: {why_not(finding.after)}{waived}", markup=False)
     for finding in result.regressions:
         symbols = sorted({s.name + (" (stablelisted)" if s.stablelisted else "") for s in finding.symbols})
         codes = sorted({reason["code"] for reason in finding.reasons})

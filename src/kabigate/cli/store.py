@@ -16,6 +16,7 @@ from rich.text import Text
 
 from kabigate.cli.shared import Group, cells, crc_text, emit_json, err, out, progress, write_atomically
 from kabigate.inputs.kernels import load_kernel
+from kabigate.inputs.manifest import read_build_manifest
 from kabigate.inputs.modules import count_modules
 from kabigate.model import ReasonCode
 from kabigate.reports.verdicts import drivers_json, kernel_record_json
@@ -28,6 +29,7 @@ from kabigate.services.ingest import (
     ingested_builds_json,
     read_driver_builds,
     record_build_failure,
+    refresh_verdicts,
 )
 from kabigate.services.matrix import (
     Matrix,
@@ -36,8 +38,19 @@ from kabigate.services.matrix import (
     failing_cell_details,
     history_json,
     matrix_by_build_json,
+    package_matrix,
+)
+from kabigate.services.packages import (
+    PackageMatrix,
+    PackageVerdict,
+    on_newest_kernels,
+    package_matrix_json,
+    package_verdict_json,
+    package_verdicts,
+    why_not,
 )
 from kabigate.store import Cell, KernelRecord, Removed, Store
+from kabigate.vocabulary import PackageState
 
 # Short cell texts for the table: the first reason's code, abbreviated.
 SHORT_REASONS: dict[str, str] = {  # keyed by ReasonCode; the store gives plain text
@@ -46,6 +59,10 @@ SHORT_REASONS: dict[str, str] = {  # keyed by ReasonCode; the store gives plain 
     ReasonCode.NO_VERSIONS: "nover", ReasonCode.NO_SYMBOL_VERSION: "nosymver", ReasonCode.ARCH_MISMATCH: "arch",
     ReasonCode.DUPLICATE_EXPORT: "dup", ReasonCode.ALREADY_LOADED: "dupname", ReasonCode.DEPENDENCY_FAILS: "dep",
     ReasonCode.BAD_SIGNATURE: "badsig", ReasonCode.UNSIGNED: "unsigned", ReasonCode.UNTRUSTED_SIGNATURE: "untrusted",
+}
+PACKAGE_TEXTS: dict[str, str] = {
+    PackageState.LOADS: "ok", PackageState.LOADS_AFTER_REBUILD: "rebuilt", PackageState.EXCLUDED: "excluded",
+    PackageState.REBUILD_FAILS: "nobuild", PackageState.BROKEN: "broken", PackageState.NOT_TRIED: "-",
 }
 
 
@@ -266,22 +283,44 @@ def ingest_kernels(store: Store, stream: str | None, vermagic: str | None, queue
 @click.option("--name", help="Driver name for module trees (default: the first module's name); "
                              "packages are named by their package name.")
 @click.option("--version", "version", help="Version for module trees (default: the modules' modinfo version).")
+@click.option("--manifest", "manifest_path", metavar="FILE",
+              help="Many builds in one run: a TOML file of [[build]] (path, name, version) and [[failure]] "
+                   "(name, version, kernel, error) tables; paths relative to its folder.")
 @queue_option
 @json_option
-@click.argument("paths", nargs=-1, required=True, metavar="MODULES_OR_PACKAGES_OR_REPO...")
+@click.argument("paths", nargs=-1, metavar="MODULES_OR_PACKAGES_OR_REPO...")
 @store_option(creates=True)
-def ingest_drivers(store: Store, name: str | None, version: str | None, queue: bool, as_json: bool,
-                   paths: tuple[str, ...]) -> None:
+def ingest_drivers(store: Store, name: str | None, version: str | None, manifest_path: str | None, queue: bool,
+                   as_json: bool, paths: tuple[str, ...]) -> None:
     """Store driver builds: each package (kmod RPM or deb, in a folder or a yum repository) is one
-    build whose modules form a set; the loose modules under each path are one build."""
+    build whose modules form a set; the loose modules under each path are one build.
+
+    \b
+    Example:
+      kabigate ingest drivers kmod-jool-4.1.10-1.el9.x86_64.rpm kmod-v4l2loopback-0.12.7-1.el9.x86_64.rpm
+      kabigate ingest drivers --name jool --version 4.1.9-1 /var/lib/dkms/jool/4.1.9/6.1.0-56-amd64/x86_64/module
+      kabigate ingest drivers --manifest corpus.toml
+    """
+    if not paths and manifest_path is None:
+        raise click.UsageError("give the builds' paths, or --manifest FILE")
+    if manifest_path is not None and (paths or name or version or queue):
+        raise click.UsageError("--manifest names every build itself: no PATHS, --name, --version or --queue")
     if queue:
         from kabigate.cli.service import queue_requests
         from kabigate.workers.work import ingest_drivers_request
 
         queue_requests(store, [ingest_drivers_request(_absolute(paths), name, version)], as_json)
         return
-    with progress("reading modules", count_modules(list(paths))) as advance:
-        builds = read_driver_builds(list(paths), name, version, advance)
+    if manifest_path is not None:
+        manifest = read_build_manifest(manifest_path)
+        entries = [(entry.path, entry.name, entry.version) for entry in manifest.builds]
+        for failure in manifest.failures:
+            record_build_failure(store, failure.name, failure.version, failure.kernel, failure.error)
+    else:
+        entries = [(path, name, version) for path in paths]
+    with progress("reading modules", count_modules([path for path, _n, _v in entries])) as advance:
+        builds = [build for path, entry_name, entry_version in entries
+                  for build in read_driver_builds([path], entry_name, entry_version, advance)]
     results = []
     kernels = len(store.kernels())
     for build in builds:
@@ -315,22 +354,33 @@ def ingest_build_failure(store: Store, name: str, version: str, kernel_release: 
 @click.option("--stream", metavar="NAME", help="Only this stream's kernels (default: every stream).")
 @click.option("--driver", metavar="GLOB", help="Only drivers whose name matches (shell pattern).")
 @click.option("--since", metavar="KERNEL", help="Only kernels from this release (or package version) on.")
+@click.option("--packages", is_flag=True, help="Packages x kernels: does some build of each package load whole "
+                                               "(only the builds of the kernel's series count), and if not, how far.")
 @click.option("--format", "output_format", type=click.Choice(["table", "json", "csv", "html"]), default="table",
               show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
               help="Write the report to FILE (written whole, then renamed into place).")
 @json_option
 @store_option
-def matrix(store: Store, stream, driver, since, output_format: str, output: str | None, as_json: bool) -> None:
-    """Driver builds x kernels: which build loads on which kernel, and the first reason when not.
+def matrix(store: Store, stream, driver, since, packages: bool, output_format: str, output: str | None,
+           as_json: bool) -> None:
+    """Driver builds x kernels: which build loads on which kernel, and the first reason when not;
+    with --packages, each driver package's state on each kernel.
 
     \b
     Example:
       kabigate matrix --stream debian-6.1 --format html --output matrix.html
+      kabigate matrix --packages --stream debian-6.12
     """
     if as_json:
         output_format = "json"
     with progress("judging pending cells", count_pending_verdicts(store)) as advance:
+        if packages:
+            if output_format == "html":
+                raise click.UsageError("--packages: the formats are table, json and csv")
+            refresh_verdicts(store, advance)
+            _write(_package_report(package_matrix(store, stream, driver, since), output_format), output)
+            return
         result = build_matrix(store, stream, driver, since, advance)
     if output_format == "table" and output is None:
         _print_matrix(result)
@@ -348,11 +398,53 @@ def matrix(store: Store, stream, driver, since, output_format: str, output: str 
         from kabigate.reports.html import matrix_html
 
         text = matrix_html(result, failing_cell_details(store, result))
+    _write(text, output)
+
+
+def _write(text: str, output: str | None) -> None:
     if output is None:
         sys.stdout.write(text)
     else:
         write_atomically(output, text)
         err.print(f"wrote {output}", markup=False)
+
+
+def package_text(verdict: PackageVerdict) -> str:
+    """A package cell: ok (a stored build loads), rebuilt (a build made for this kernel loads),
+    loaded/modules when partial, the state otherwise."""
+    if verdict.state == PackageState.PARTIAL and verdict.best is not None:  # partial: a best build loads some
+        return f"{verdict.modules_loading}/{verdict.best.cell.modules}"
+    return PACKAGE_TEXTS[verdict.state]
+
+
+def _package_report(result: PackageMatrix, output_format: str) -> str:
+    if output_format == "json":
+        return json.dumps(package_matrix_json(result), indent=2) + "\n"
+    buffer = io.StringIO()
+    if output_format == "csv":
+        writer = csv.writer(buffer)
+        writer.writerow(["package", *[k.release for k in result.kernels]])
+        for name in result.drivers:
+            writer.writerow([name, *[result.verdict(name, k).state for k in result.kernels]])
+        return buffer.getvalue()
+    from rich.console import Console
+
+    console = Console(file=buffer, width=400, highlight=False, color_system=None)
+    labels = _short_labels([k.release for k in result.kernels])
+    table = Table(title=Text(f"{result.stream or 'every stream'}: {len(result.drivers)} packages x "
+                             f"{len(result.kernels)} kernels"), title_justify="left", box=None, pad_edge=False)
+    table.add_column("package")
+    for label in labels:
+        table.add_column(label, justify="center")
+    for name in result.drivers:
+        table.add_row(Text(name), *[Text(package_text(result.verdict(name, k))) for k in result.kernels])
+    table.add_row(Text("working"), *[Text(f"{len(result.working(k))}/{len(result.known(k))}") for k in result.kernels])
+    console.print(table)
+    console.print("  columns: " + ", ".join(f"{label}={k.release}" for label, k in zip(labels, result.kernels)
+                                            if label != k.release), markup=False)
+    console.print("  ok: a stored build loads; rebuilt: the build made for the kernel loads; N/M: M modules, N load; "
+                  "nobuild: its build for the kernel failed; -: nothing known", markup=False)
+    return buffer.getvalue()
 
 
 @click.command()
@@ -374,6 +466,11 @@ def history(store: Store, driver: str, stream: str | None, as_json: bool) -> Non
     for stream_history in histories:
         out.print(f"[bold]{escape(stream_history.stream or '(no stream)')}[/bold]: "
                   f"{len(stream_history.kernels)} kernels")
+        for verdict in _runs(stream_history.packages):
+            out.print(f"  package on {verdict[0].kernel.release}"
+                      + (f" .. {verdict[-1].kernel.release}" if len(verdict) > 1 else "")
+                      + f": {verdict[0].state}" + (f" ({why_not(verdict[-1])})" if why_not(verdict[-1]) else ""),
+                      markup=False)
         for build_history in stream_history.builds:
             build = build_history.build
             if not build_history.loads_on:
@@ -391,25 +488,40 @@ def history(store: Store, driver: str, stream: str | None, as_json: bool) -> Non
                           + fixed, markup=False)
 
 
+def _runs(verdicts: list[PackageVerdict]) -> list[list[PackageVerdict]]:
+    """Consecutive kernels on which the package is in the same state."""
+    runs: list[list[PackageVerdict]] = []
+    for verdict in verdicts:
+        if runs and runs[-1][0].state == verdict.state:
+            runs[-1].append(verdict)
+        else:
+            runs.append([verdict])
+    return runs
+
+
 @click.command()
 @click.option("--stream", metavar="NAME", help="Only this stream, in its order.")
 @json_option
 @store_option
 def kernels(store: Store, stream: str | None, as_json: bool) -> None:
-    """The kernels in the store.
+    """The kernels in the store, and how many driver packages work on each (of those known there).
 
     \b
     Example:
       kabigate kernels --stream debian-6.1
     """
     records = store.kernels(stream)
+    packages = package_verdicts(store, records)
     if as_json:
-        emit_json({"kernels": [kernel_record_json(r) for r in records]})
+        emit_json({"kernels": [dict(kernel_record_json(r), packages={"working": len(packages.working(r)),
+                                                                     "known": len(packages.known(r))})
+                               for r in records]})
         return
-    table = Table("release", "streams", "package version", "exports", "module_layout", box=None)
+    table = Table("release", "streams", "package version", "exports", "module_layout", "packages working", box=None)
     for r in records:
         table.add_row(*cells(r.release, ", ".join(f"{name}#{pos}" for name, pos in r.streams) or "-",
-                             r.package_version or "-", f"{r.exports:,}", crc_text(r.module_layout_crc) or "-"))
+                             r.package_version or "-", f"{r.exports:,}", crc_text(r.module_layout_crc) or "-",
+                             f"{len(packages.working(r))} of {len(packages.known(r))}"))
     out.print(table)
 
 
@@ -418,7 +530,8 @@ def kernels(store: Store, stream: str | None, as_json: bool) -> None:
 @json_option
 @store_option
 def drivers(store: Store, driver: str | None, as_json: bool) -> None:
-    """The driver builds in the store (and recorded build failures).
+    """The driver builds in the store (and recorded build failures), and whether each package works
+    on the newest kernel of each stream.
 
     \b
     Example:
@@ -426,8 +539,10 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
     """
     builds = store.driver_builds(driver)
     failures = store.build_failures(driver)
+    newest = on_newest_kernels(store, driver)
     if as_json:
-        emit_json(drivers_json(builds, failures))
+        emit_json(dict(drivers_json(builds, failures), packages=[
+            {"stream": stream, **package_verdict_json(verdict)} for stream, verdict in newest]))
         return
     table = Table("driver", "version", "built for", "format", "modules", box=None)
     for b in builds:
@@ -435,6 +550,10 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
     out.print(table)
     for f in failures:
         out.print(f"does not build: {f.driver} {f.version} for {f.kernel_release}: {f.error}", markup=False)
+    table = Table("package", "stream", "newest kernel", "state", "why not", box=None)
+    for stream, verdict in newest:
+        table.add_row(*cells(verdict.driver, stream, verdict.kernel.release, verdict.state, why_not(verdict) or ""))
+    out.print(table)
 
 
 # -- rendering ------------------------------------------------------------------------------

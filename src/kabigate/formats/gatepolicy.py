@@ -15,11 +15,17 @@ who decided and why:
     fixed = "PASSED"
     unaffected = "PASSED"
     new = "INFO"                              # no verdict on the baseline to compare with
+    package_broken = "FAILED"                 # a package that worked on the baseline (or loaded more
+                                              #   modules there) has no build loading on the candidate,
+                                              #   and its build for the candidate failed or does not load
+    package_not_rebuilt = "NEEDS_INSPECTION"  #   ... and no build for the candidate is stored yet
     [drivers]
     gating = ["*"]                            # shell patterns of the drivers whose results gate
     [coverage]
     minimum_builds = 1                        # fewer gating builds judged than this ->
     below_minimum = "NEEDS_INSPECTION"
+    require_working_packages = true           # judged gating packages, none of them works ->
+    no_working_packages = "NEEDS_INSPECTION"  #   (rebuilds that fail are package_broken: FAILED)
 
     # waivers.toml
     [[waiver]]
@@ -52,6 +58,8 @@ DEFAULT_OUTCOMES = {
     GateCategory.FIXED: Outcome.PASSED,
     GateCategory.UNAFFECTED: Outcome.PASSED,
     GateCategory.NEW: Outcome.INFO,
+    GateCategory.PACKAGE_BROKEN: Outcome.FAILED,
+    GateCategory.PACKAGE_NOT_REBUILT: Outcome.NEEDS_INSPECTION,
 }
 MAX_POLICY_FILE = 1 << 20
 
@@ -62,6 +70,8 @@ class Policy:
     gating: tuple[str, ...] = ("*",)
     minimum_builds: int = 1
     below_minimum: Outcome = Outcome.NEEDS_INSPECTION
+    require_working_packages: bool = True
+    no_working_packages: Outcome = Outcome.NEEDS_INSPECTION
     source: str = "(built-in policy)"
 
 
@@ -103,12 +113,18 @@ def parse_policy(data: bytes, what: str) -> Policy:
     if not isinstance(gating, list) or not all(isinstance(p, str) and p for p in gating):
         raise InputError(f"{what}: drivers.gating must be a list of driver name patterns")
     coverage = _table(document, "coverage", what)
-    _only(coverage, {"minimum_builds", "below_minimum"}, what, "coverage.")
+    _only(coverage, {"minimum_builds", "below_minimum", "require_working_packages", "no_working_packages"}, what,
+          "coverage.")
     minimum = coverage.get("minimum_builds", 1)
     if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
         raise InputError(f"{what}: coverage.minimum_builds must be a whole number >= 0")
     below = _outcome(coverage.get("below_minimum", Outcome.NEEDS_INSPECTION), what, "coverage.below_minimum")
-    return Policy(outcomes, tuple(gating), minimum, below, what)
+    require = coverage.get("require_working_packages", True)
+    if not isinstance(require, bool):
+        raise InputError(f"{what}: coverage.require_working_packages must be true or false")
+    none_working = _outcome(coverage.get("no_working_packages", Outcome.NEEDS_INSPECTION), what,
+                            "coverage.no_working_packages")
+    return Policy(outcomes, tuple(gating), minimum, below, require, none_working, what)
 
 
 def parse_waivers(data: bytes, what: str) -> list[Waiver]:

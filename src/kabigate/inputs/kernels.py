@@ -21,11 +21,18 @@ from kabigate.formats.bzimage import MAX_KERNEL_IMAGE, kernel_image, looks_like_
 from kabigate.formats.compression import MAX_TEXT, text_lines
 from kabigate.formats.elf import ElfFile
 from kabigate.formats.kconfig import looks_like_kconfig, parse_kconfig
-from kabigate.formats.module import read_module
+from kabigate.formats.module import parse_module, read_module
 from kabigate.formats.symvers import looks_like_symvers, parse_symvers
 from kabigate.formats.vmlinux import image_exports, image_release, image_vermagic
 from kabigate.inputs.modules import walk_files
-from kabigate.inputs.packages import PackagePath, PackageTree, exports_from_provides, is_package_file, is_url
+from kabigate.inputs.packages import (
+    Package,
+    PackagePath,
+    PackageTree,
+    exports_from_provides,
+    is_package_file,
+    is_url,
+)
 from kabigate.model import MODULE_SUFFIXES, Export, Kernel
 
 # A path on disk, or in packages read as the tree installing them would make.
@@ -155,15 +162,20 @@ def is_kernel_image(path: TreePath) -> bool:
 def _facts_of_image(path: TreePath) -> _Facts:
     """A vmlinuz or vmlinux alone: the whole ABI of vmlinux (its exports and CRCs), its release,
     vermagic and sizeof(struct module) (from its BTF); no module's exports."""
-    facts = _Facts(str(path))
     data = read_capped(str(path), MAX_KERNEL_IMAGE, f"larger than {MAX_KERNEL_IMAGE >> 20} MiB, not a kernel image")
-    image = kernel_image(data, str(path))
-    elf = ElfFile(image, str(path))
+    facts = _facts_of_image_data(data, str(path))
+    facts.image = str(path)
+    return facts
+
+
+def _facts_of_image_data(data: bytes, what: str) -> _Facts:
+    facts = _Facts(what)
+    image = kernel_image(data, what)
+    elf = ElfFile(image, what)
     facts.exports = image_exports(elf)
     facts.machine = elf.machine_name
     facts.release = image_release(image)
     facts.vermagic = image_vermagic(image, facts.release) if facts.release else None
-    facts.image = str(path)
     facts.module_struct_size = _module_struct_size(elf)
     return facts
 
@@ -289,7 +301,42 @@ def _facts_of_packages(paths: list[str], advance: Callable[[], None]) -> _Facts:
         for package in tree.packages:
             provided.update(exports_from_provides(package.provides, "vmlinux"))
         facts.exports = provided or None
+    if facts.exports is None:
+        image = _image_in_packages(paths, release)
+        if image is not None:
+            facts.exports = image.exports
+            facts.machine = facts.machine or image.machine
+            facts.vermagic = facts.vermagic or image.vermagic
+            facts.module_struct_size = facts.module_struct_size or image.module_struct_size
     return facts
+
+
+def _image_in_packages(paths: list[str], release: str) -> _Facts | None:
+    """The image package alone (linux-image-*.deb, kernel-core without Provides): the whole ABI, as
+    from an installed tree without headers, from /boot/vmlinuz-<release> and the in-tree modules'
+    exports, read as the packages stream past a second time (nothing of them kept in memory)."""
+    images = {f"/boot/vmlinuz-{release}", f"/boot/vmlinux-{release}"}
+    in_tree = f"/lib/modules/{release}/kernel/"
+    found: _Facts | None = None
+    module_exports: dict[str, Export] = {}
+    for source in paths:
+        package = Package(source)
+        try:
+            for member, read in package.members():
+                if member.kind != "file":
+                    continue
+                if member.path in images and found is None:
+                    found = _facts_of_image_data(read(), f"{source}:{member.path}")
+                elif member.path.startswith(in_tree) and member.path.endswith(MODULE_SUFFIXES):
+                    owner = member.path[len(in_tree):].split(".ko", 1)[0]
+                    for export in parse_module(read(), f"{source}:{member.path}").exports:
+                        module_exports[export.name] = Export(export.name, export.crc, owner, export.export_type,
+                                                             export.namespace)
+        finally:
+            package.close()
+    if found is not None and found.exports is not None:
+        found.exports.update(module_exports)
+    return found
 
 
 def _single_kernel_in_root(path: TreePath) -> str | None:

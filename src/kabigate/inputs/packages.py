@@ -76,6 +76,7 @@ def fetch(location: str, what: str, limit: int):
 
 def _map_url(location: str, what: str, limit: int | None = None):
     """A download mapped read-only (b"" when empty: an empty file cannot be mapped)."""
+
     with httpclient.download(location, what, limit) as file:
         if os.fstat(file.fileno()).st_size == 0:
             return b""

@@ -8,7 +8,8 @@ import datetime
 
 import junitparser
 
-from kabigate.services.gate import BuildFinding, GateResult, KernelFinding
+from kabigate.services.gate import BuildFinding, GateResult, KernelFinding, PackageFinding
+from kabigate.services.packages import package_verdict_json, why_not
 from kabigate.vocabulary import GateClass, Outcome
 
 GATE_JSON_VERSION = 1
@@ -31,6 +32,8 @@ def gate_json(result: GateResult) -> dict:
         "builds": [_build(finding) for finding in result.builds],
         "stablelist_violations": [_kernel_finding(finding) for finding in result.kernel_findings],
         "changed_exports_in_use": [vars(change) for change in result.changes_in_use],
+        "module_layout_changed": result.module_layout_changed,
+        "packages": [_package(finding) for finding in result.packages],
     }
 
 
@@ -62,6 +65,16 @@ def _build(finding: BuildFinding) -> dict:
         "waivers": [_waiver(w) for w in finding.waivers],
         "expired_waivers": [_waiver(w) for w in finding.expired_waivers],
     }
+
+
+def _package(finding: PackageFinding) -> dict:
+    before = finding.before
+    return {**package_verdict_json(finding.after),
+            "baseline": None if before is None else {"state": before.state, "modules_loading": before.modules_loading},
+            "breaks": finding.breaks, "category": finding.category, "outcome": finding.outcome,
+            "gating": finding.gating, "symbols": finding.symbols,
+            "waivers": [_waiver(w) for w in finding.waivers],
+            "expired_waivers": [_waiver(w) for w in finding.expired_waivers]}
 
 
 def _kernel_finding(finding: KernelFinding) -> dict:
@@ -98,6 +111,16 @@ def gate_junit(result: GateResult) -> str:
         if finding.waivers:
             case.system_out = "waived: " + "; ".join(f"{w.label}: {w.reason}" for w in finding.waivers)
         suite.add_testcase(case)
+    for package in result.packages:
+        case = junitparser.TestCase(f"package {package.driver}", classname=f"{classname}.packages")
+        if package.outcome in (Outcome.FAILED, Outcome.NEEDS_INSPECTION):
+            failure = junitparser.Failure(f"{package.category} ({package.outcome}): {why_not(package.after)}",
+                                          package.outcome)
+            case.result = [failure]
+        elif not package.after.works:
+            case.result = [junitparser.Skipped(f"{package.after.state} on the baseline too" if package.before
+                                               and not package.before.works else str(package.after.state))]
+        suite.add_testcase(case)
     for violation in result.kernel_findings:
         case = junitparser.TestCase(f"kABI {violation.symbol}", classname=f"{classname}.stablelist")
         if violation.outcome in (Outcome.FAILED, Outcome.NEEDS_INSPECTION):
@@ -117,6 +140,18 @@ def gate_markdown(result: GateResult, matrix_url: str | None = None) -> str:
              + f"; policy {result.policy.source}; stablelist {result.stablelist or 'none'}.", "",
              "| regression | still failing | fixed | unaffected | new |", "|---|---|---|---|---|",
              "| " + " | ".join(str(result.count(k)) for k in GateClass) + " |", ""]
+    working = [f for f in result.packages if f.after.works]
+    lines += [(f"Packages: {len(working)} of {len(result.packages)} work on the candidate, "
+               f"{len(result.broken_packages)} broken by it."), ""]
+    if result.broken_packages:
+        lines += ["### Packages the candidate breaks", "",
+                  "| package | on the baseline | on the candidate | outcome | why |", "|---|---|---|---|---|"]
+        for broken in result.broken_packages:
+            waived = " (waived)" if broken.waivers else ""
+            before = broken.before.state if broken.before is not None else ""  # broken: it worked before
+            lines.append(f"| {broken.driver} | {before} | {broken.after.state} | "
+                         f"{broken.outcome}{waived} | {why_not(broken.after)} |")
+        lines.append("")
     if result.regressions:
         lines += ["### Regressions (load on the baseline, not on the candidate)", "",
                   "| driver build | outcome | symbols at fault |", "|---|---|---|"]
@@ -176,7 +211,9 @@ def resultsdb_payload(report: dict, *, item: str | None = None, testcase: str = 
     candidate, baseline, counts = report["candidate"], report["baseline"], report["counts"]
     nvr = item or (f"kernel-{candidate['package_version']}" if candidate["package_version"] else candidate["release"])
     arch = candidate["machine"] or "noarch"
-    note = (f"{counts[GateClass.REGRESSION]} regressions, {counts[GateClass.STILL_FAILING]} still failing, "
+    broken = sum(1 for package in report.get("packages", ()) if package["breaks"])
+    note = (f"{broken} packages broken; "
+            f"{counts[GateClass.REGRESSION]} regressions, {counts[GateClass.STILL_FAILING]} still failing, "
             f"{counts[GateClass.FIXED]} fixed, {counts[GateClass.UNAFFECTED]} unaffected, {counts[GateClass.NEW]} new; "
             f"{len(report['stablelist_violations'])} "
             f"stablelist violations; baseline {baseline['release'] if baseline else 'none'}")

@@ -6,6 +6,12 @@ unaffected, or new. A regression is "stablelisted" when a symbol at fault is on 
 stablelist. The kernel side is RHEL's check-kabi: stablelisted exports removed or changed
 between baseline and candidate. The policy maps each class to a ResultsDB outcome; waivers
 forgive what they match until they expire; the gate's outcome is the most severe that remains.
+
+Packages gate too (services/packages.py): a candidate breaks a package when none of its builds
+loads there whole while one did on the baseline, or its best build loads fewer modules than on the
+baseline (dahdi: 31 of 32 on 6.1.0-47, none on -50); it is `package_broken` when its build for the
+candidate failed or does not load, `package_not_rebuilt` when none is stored. A candidate on which
+no judged gating package works at all fails (`require_working_packages`), whatever the baseline did.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from kabigate.reports import resultsdb
 from kabigate.reports.verdicts import crc_text
 from kabigate.rules import RULES_VERSION
 from kabigate.services.ingest import refresh_verdicts
+from kabigate.services.packages import PackageVerdict, package_verdicts
 from kabigate.store import BuildRecord, Cell, GateRun, KernelRecord, Store
-from kabigate.vocabulary import ExportChange, GateCategory, GateClass, Outcome
+from kabigate.vocabulary import ExportChange, GateCategory, GateClass, Outcome, PackageState
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,28 @@ class BuildFinding:
     symbols: list[FaultSymbol]
     waivers: list[Waiver] = field(default_factory=list)  # the waivers that forgive it
     expired_waivers: list[Waiver] = field(default_factory=list)  # would have, had they not expired
+
+
+@dataclass(frozen=True)
+class PackageFinding:
+    """A driver package on the candidate, beside the baseline."""
+
+    before: PackageVerdict | None  # on the baseline (None: no baseline)
+    after: PackageVerdict
+    category: GateCategory | None  # package_broken or package_not_rebuilt when the candidate breaks it
+    outcome: Outcome  # after waivers and the gating filter
+    gating: bool
+    symbols: list[str]  # the symbols its best build trips over on the candidate
+    waivers: list[Waiver] = field(default_factory=list)
+    expired_waivers: list[Waiver] = field(default_factory=list)
+
+    @property
+    def driver(self) -> str:
+        return self.after.driver
+
+    @property
+    def breaks(self) -> bool:
+        return self.category is not None
 
 
 @dataclass(frozen=True)
@@ -92,6 +121,8 @@ class GateResult:
     coverage: int  # gating builds judged on the candidate
     notes: list[str]
     outcome: Outcome
+    packages: list[PackageFinding] = field(default_factory=list)
+    module_layout_changed: bool = False  # every build made for the baseline is refused by the candidate
 
     @property
     def passed(self) -> bool:
@@ -103,6 +134,10 @@ class GateResult:
     @property
     def regressions(self) -> list[BuildFinding]:
         return [finding for finding in self.builds if finding.klass == GateClass.REGRESSION]
+
+    @property
+    def broken_packages(self) -> list[PackageFinding]:
+        return [finding for finding in self.packages if finding.breaks]
 
 
 def resolve_kernel(store: Store, release: str, stream: str | None = None) -> KernelRecord:
@@ -158,15 +193,60 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
     notes: list[str] = []
     if explain and baseline is not None:
         in_use = _explain_changes(store, baseline, candidate, findings, in_use, notes)
-    outcomes = [f.outcome for f in findings] + [f.outcome for f in kernel_findings]
+    packages = _package_findings(store, candidate, baseline, driver, policy, waivers, today)
+    outcomes = [f.outcome for f in findings] + [f.outcome for f in kernel_findings] + [f.outcome for f in packages]
     if coverage < policy.minimum_builds:
         notes.append(f"only {coverage} gating driver builds judged; the policy wants {policy.minimum_builds}")
         outcomes.append(policy.below_minimum)
-    expired = {w.source: w for f in [*findings, *kernel_findings] for w in f.expired_waivers}
+    layout_changed = (baseline is not None and None not in (baseline.module_layout_crc, candidate.module_layout_crc)
+                      and baseline.module_layout_crc != candidate.module_layout_crc)
+    if layout_changed and baseline is not None:  # layout_changed: there is a baseline
+        notes.append(f"module_layout changed ({crc_text(baseline.module_layout_crc)} -> "
+                     f"{crc_text(candidate.module_layout_crc)}): the kernel refuses every module built for "
+                     f"{baseline.release} (check_modstruct_layout); only builds for the candidate's ABI load")
+    judged = [f for f in packages if f.gating and f.after.state not in (PackageState.NOT_TRIED, PackageState.EXCLUDED)]
+    if policy.require_working_packages and judged and not any(f.after.works for f in judged):
+        # forgiven when waivers cover every one of them on the candidate, as they forgive a finding
+        waived = all(_waivers_for(f.driver, f.symbols or ["*"], candidate.release, waivers, today)[0] for f in judged)
+        notes.append(f"none of the {len(judged)} gating packages judged works on {candidate.release}"
+                     + (" (each is waived)" if waived else "") + ": " + ", ".join(f.driver for f in judged))
+        if not waived:
+            outcomes.append(policy.no_working_packages)
+    expired = {w.source: w for f in [*findings, *kernel_findings, *packages] for w in f.expired_waivers}
     notes += [f"expired waiver no longer applies: {w.label}, expired {w.expires}" for w in expired.values()]
     return GateResult(candidate, baseline, stream, policy, stablelist.source if stablelist else None, findings,
                       kernel_findings, export_changes, in_use, coverage, notes,
-                      max(outcomes, key=OUTCOMES.index, default=Outcome.PASSED))
+                      max(outcomes, key=OUTCOMES.index, default=Outcome.PASSED), packages, layout_changed)
+
+
+def _package_findings(store: Store, candidate: KernelRecord, baseline: KernelRecord | None, driver: str | None,
+                      policy: Policy, waivers, today) -> list[PackageFinding]:
+    """Each package on the candidate beside the baseline: broken when no build loads whole on the
+    candidate (nor is it excluded there) and it worked on the baseline, or loads fewer modules than there."""
+    kernels = [candidate] + ([baseline] if baseline else [])
+    found = package_verdicts(store, kernels, driver, detail=True)
+    findings = []
+    for name in found.drivers:
+        after = found.verdict(name, candidate)
+        before = found.verdict(name, baseline) if baseline else None
+        category = None
+        if (before is not None and not after.works and after.state != PackageState.EXCLUDED
+                and (before.works or after.modules_loading < before.modules_loading)):
+            category = GateCategory.PACKAGE_BROKEN if after.rebuilt else GateCategory.PACKAGE_NOT_REBUILT
+        symbols = sorted({r["symbol"] for r in after.reasons if r["symbol"]})
+        gating = any(fnmatch.fnmatchcase(name, pattern) for pattern in policy.gating)
+        outcome = (policy.outcomes[category] if category is not None
+                   else Outcome.PASSED if after.works else Outcome.INFO)  # still not working: as still_failing
+        applied: list[Waiver] = []
+        expired: list[Waiver] = []
+        if OUTCOMES.index(outcome) > OUTCOMES.index(Outcome.INFO):
+            applied, expired = _waivers_for(name, symbols or ["*"], candidate.release, waivers, today)
+            if applied:
+                outcome = Outcome.INFO
+        if not gating:
+            outcome = min(outcome, Outcome.INFO, key=OUTCOMES.index)
+        findings.append(PackageFinding(before, after, category, outcome, gating, symbols, applied, expired))
+    return findings
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ stored first, so what is shown is always what today's rules say.
 
 from __future__ import annotations
 
+import glob
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -15,6 +16,13 @@ from kabigate.rules import RULES_VERSION
 from kabigate.services import Advance, no_progress
 from kabigate.services.causes import cells_with_causes, explainable_cells
 from kabigate.services.ingest import refresh_verdicts
+from kabigate.services.packages import (
+    PackageMatrix,
+    PackageVerdict,
+    matters_to,
+    package_verdict_json,
+    package_verdicts,
+)
 from kabigate.store import BuildFailure, BuildRecord, Cell, KernelRecord, Store
 
 # Driver builds on one page of a matrix too large for one (the dashboard's, the API's default):
@@ -77,6 +85,13 @@ def select_kernels(store: Store, stream: str | None = None, since: str | None = 
             raise InputError(f"--since {since}: no such kernel{' in stream ' + stream if stream else ''}")
         kernels = kernels[start:]
     return kernels
+
+
+def package_matrix(store: Store, stream: str | None = None, driver: str | None = None,
+                   since: str | None = None) -> PackageMatrix:
+    """Packages x the kernels of `stream` (every kernel without one), from `since` on: only the builds
+    of each kernel's series count (services/packages.py)."""
+    return package_verdicts(store, select_kernels(store, stream, since), driver, stream=stream)
 
 
 def build_matrix(store: Store, stream: str | None = None, driver: str | None = None, since: str | None = None,
@@ -147,11 +162,12 @@ class StreamHistory:
     stream: str | None
     kernels: list[KernelRecord]
     builds: list[BuildHistory]
+    packages: list[PackageVerdict]  # the package on each kernel, in order
 
 
 def driver_history(store: Store, driver: str, stream: str | None = None) -> list[StreamHistory]:
-    """For each stream (or the one given): each build of `driver`, where it stops loading and why,
-    and which builds of the same driver load on that kernel."""
+    """For each stream (or the one given): the package on each kernel, and each build of `driver`
+    that can matter to the stream, where it stops loading and why, and which builds load there."""
     builds = [b for b in store.driver_builds() if b.driver == driver]
     if not builds:
         raise InputError(f"no driver named {driver!r} in the store")
@@ -161,8 +177,13 @@ def driver_history(store: Store, driver: str, stream: str | None = None) -> list
     names: list[str | None] = [stream] if stream else [*store.streams()] or [None]  # None: a store without streams
     for name in names:
         kernels = store.kernels(name)
-        histories.append(StreamHistory(name, kernels, [_build_history(store, b, builds, kernels, cells)
-                                                        for b in builds]))
+        packages = package_verdicts(store, kernels, glob.escape(driver), detail=True)
+        # the builds that can matter to the stream: a 6.1 build is no news on a 6.12 stream
+        relevant = [b for b in builds if any(matters_to(b, k) for k in kernels)]
+        histories.append(StreamHistory(name, kernels, [_build_history(store, b, relevant, kernels, cells)
+                                                        for b in relevant],
+                                       [packages.verdicts[(driver, k.id)] for k in kernels
+                                        if (driver, k.id) in packages.verdicts]))
     return histories
 
 
@@ -197,6 +218,7 @@ def history_json(driver: str, histories: list[StreamHistory]) -> dict:
             "kernel": brk.kernel.release, "last_loading": brk.last_loading.release if brk.last_loading else None,
             "reasons": brk.reasons, "symbols": brk.symbols,
             "fixed_by": [build_record_json(f) for f in brk.fixed_by]} for brk in b.breaks]} for b in h.builds],
+        "packages": [package_verdict_json(v) for v in h.packages],
     } for h in histories]}
 
 

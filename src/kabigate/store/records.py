@@ -326,11 +326,26 @@ class RecordStore(StoreBase):
         self._builds.update(modules)
         return {build_id: self._builds[build_id] for build_id in build_ids}
 
-    def record_build_failure(self, driver: str, version: str, kernel_release: str, error: str) -> bool:
-        """Remember that a driver version failed to build for a kernel; False if already recorded."""
+    def record_build_failure(self, driver: str, version: str, kernel_release: str, error: str,
+                             outcome: str | None = None, log: str | None = None) -> bool:
+        """Remember that a driver version failed to build (or was excluded, `outcome`) for a kernel, with
+        its bounded log; False if already recorded."""
         return self._insert_if_new(t.build_failure, {
             "driver_id": self._named_id(t.driver, driver), "version": version, "kernel_release": kernel_release,
-            "error": error, "recorded_at": utc_now()}) is not None
+            "error": error, "recorded_at": utc_now(), "outcome": outcome,
+            "log": None if log is None else codec.pack(log)}) is not None
+
+    def build_log(self, driver: str, version: str, kernel_release: str) -> tuple[str | None, str | None] | None:
+        """A recorded failure's (outcome, log), None where not recorded; None if there is no such failure."""
+        with self._reading() as connection:
+            row = connection.execute(
+                select(t.build_failure.c.outcome, t.build_failure.c.log)
+                .join(t.driver, t.driver.c.id == t.build_failure.c.driver_id)
+                .where(t.driver.c.name == driver, t.build_failure.c.version == version,
+                       t.build_failure.c.kernel_release == kernel_release)).first()
+        if row is None:
+            return None
+        return row.outcome, None if row.log is None else codec.unpack(row.log)
 
     def build_failures(self, pattern: str | None = None) -> list[BuildFailure]:
         with self._reading() as connection:

@@ -163,6 +163,8 @@ build_failure = Table(
     Column("kernel_release", String(200), nullable=False),
     Column("error", Text, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("outcome", String(16)),  # vocabulary.BuildOutcome: failed or excluded; NULL (recorded before 0007) failed
+    Column("log", LargeBinary),  # codec.pack of the bounded build log, when kabigate build recorded it
     UniqueConstraint("driver_id", "version", "kernel_release"),
 )
 

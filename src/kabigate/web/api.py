@@ -40,7 +40,15 @@ from kabigate.services.gate import (
     run_gate,
 )
 from kabigate.services.ingest import ingest_driver_build, ingest_kernel, ingested_builds_json, read_driver_builds
-from kabigate.services.matrix import PAGE_SIZE, build_matrix, driver_history, history_json, matrix_page_json
+from kabigate.services.matrix import (
+    PAGE_SIZE,
+    build_matrix,
+    driver_history,
+    history_json,
+    matrix_page_json,
+    package_matrix,
+)
+from kabigate.services.packages import package_matrix_json
 from kabigate.store import KernelRecord, Store
 from kabigate.web.deps import Settings, request_store, settings_of
 from kabigate.web.views import (
@@ -124,6 +132,14 @@ def matrix(store: StoreDep, stream: str | None = None, driver: str | None = None
            page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
            per_page: Annotated[int, Query(ge=1, le=1000, description="driver builds a page")] = PAGE_SIZE) -> dict:
     return matrix_page_json(build_matrix(store, stream, driver, since, page=page, page_size=per_page))
+
+
+@router.get("/packages", summary="Driver packages x kernels: does some build of each package load whole on each "
+                                  "kernel (only the builds of the kernel's series count), and if not, how far and why")
+def packages(store: StoreDep, stream: str | None = None,
+             driver: Annotated[str | None, Query(description="shell pattern on the name")] = None,
+             since: str | None = None) -> dict:
+    return package_matrix_json(package_matrix(store, stream, driver, since))
 
 
 @router.get("/verdicts/{build_id}/{kernel_id}", summary="One build on one kernel: each module's reasons")

@@ -1,0 +1,104 @@
+"""`kabigate build`: a driver package built from source against a kernel's build tree, in a sandbox."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from kabigate.builder import dkms, kbuild, srpm
+from kabigate.builder.buildtree import build_tree
+from kabigate.builder.result import BuildResult
+from kabigate.builder.sandbox import Limits, check_sandbox
+from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out
+from kabigate.errors import InputError
+from kabigate.vocabulary import BuildOutcome
+
+
+@click.command()
+@click.option("--kernel", "-k", "kernel", multiple=True, required=True, metavar="HEADERS",
+              help="The kernel's build tree: a headers folder (or a package root holding lib/modules/RELEASE/build), "
+                   "or its packages: linux-headers-RELEASE, -common and linux-kbuild .debs, a kernel-devel RPM. "
+                   "Repeatable.")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--db", metavar="PATH_OR_URL", envvar="KABIGATE_DB",
+              help="Store the outcome here (also $KABIGATE_DB): the built modules as a driver build, a failure or "
+                   "exclusion with its log.")
+@click.option("--name", help="The package name (default: dkms.conf's PACKAGE_NAME, the source RPM's name, "
+              "a Kbuild folder's name).")
+@click.option("--package-version", help="The package version (default: dkms.conf's PACKAGE_VERSION, the source "
+              "RPM's version-release).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=Limits.wall_seconds, show_default=True,
+              help="Seconds the build may take.")
+@click.option("--keep", type=click.Path(file_okay=False), metavar="DIR", help="Copy the built modules into DIR.")
+@click.option("--log", "show_log", is_flag=True, help="Print the build's log (bounded) after the outcome.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def build(kernel: tuple[str, ...], source: str, db: str | None, name: str | None, package_version: str | None,
+          timeout: float, keep: str | None, show_log: bool, as_json: bool) -> None:
+    """Build SOURCE (a Debian *-dkms .deb, a folder with dkms.conf, a kmod source RPM, a Kbuild folder)
+    against a kernel.
+
+    dkms builds DKMS packages (`dkms build`, private trees), rpmbuild --rebuild a kmod source RPM
+    (ELRepo's kmod_kernel_version), make -C KDIR M= a Kbuild folder; always
+    in a bubblewrap sandbox: no network, the host read-only, nobody's uid, limits on time, memory,
+    processes and output. Exit status 0 built, 1 failed or excluded, 2 bad input.
+
+    \b
+    Example:
+      kabigate build -k /lib/modules/6.12.107+deb12-amd64/build v4l2loopback-dkms_0.12.7-2_all.deb
+      kabigate build -k linux-headers-6.1.0-56-amd64_6.1.192-2_amd64.deb \\
+        -k linux-headers-6.1.0-56-common_6.1.192-2_all.deb -k linux-kbuild-6.1_6.1.192-3_amd64.deb \\
+        --db kabigate.db --json /usr/src/jool-4.1.9
+      kabigate build -k kernel-devel-5.14.0-427.el9.x86_64.rpm --timeout 600 kmod-jool-4.1.9-1.el9.src.rpm
+    """
+    path = Path(source).resolve()
+    if not (srpm.is_source_rpm(path) or dkms.is_dkms_source(path) or kbuild.is_kbuild_source(path)):
+        raise InputError(f"{source}: not a *-dkms .deb, a folder with dkms.conf, a kmod .src.rpm nor a Kbuild folder")
+    limits = Limits(wall_seconds=timeout)
+    with tempfile.TemporaryDirectory(prefix="kabigate-build-") as work:
+        check_sandbox(Path(work))
+        (Path(work) / "tree").mkdir()
+        tree = build_tree(list(kernel), Path(work) / "tree")
+        if err.is_terminal:
+            err.print(f"building {path.name} against {tree.release}...", markup=False)
+        build_work = Path(work) / "build"
+        build_work.mkdir()
+        if srpm.is_source_rpm(path):
+            result = srpm.build(path, tree, build_work, limits)
+        elif dkms.is_dkms_source(path):
+            result = dkms.build(path, tree, build_work, limits)
+        else:
+            result = kbuild.build(path, tree, build_work, limits, name, package_version)
+        result.package = name or result.package
+        result.version = package_version or result.version
+        document = result.json()
+        if db is not None:
+            from kabigate.services.build import store_build  # the store's imports only when storing
+            from kabigate.store import Store
+
+            with Store.open(db) as store:
+                document["stored"] = store_build(store, result, str(path))
+        if keep is not None and result.modules:
+            os.makedirs(keep, exist_ok=True)
+            for module in result.modules:
+                shutil.copy2(module, keep)
+    if as_json:
+        emit_json(dict(document, log=result.log) if show_log else document)
+    else:
+        _print(result, show_log)
+    sys.exit(EXIT_OK if result.outcome == BuildOutcome.BUILT else EXIT_INCOMPATIBLE)
+
+
+def _print(result: BuildResult, show_log: bool) -> None:
+    head = f"{result.outcome}: {result.package} {result.version or ''} for {result.kernel_release}"
+    out.print(f"{' '.join(head.split())} ({result.method}, {result.seconds:.1f} s)", markup=False)
+    for module in result.modules:
+        out.print(f"  {module.name}", markup=False)
+    if result.error:
+        out.print(f"  {result.error}", markup=False)
+    if show_log:
+        out.print(result.log, markup=False)
