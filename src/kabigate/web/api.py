@@ -96,11 +96,11 @@ def _error(description: str) -> dict:
 
 
 UNAVAILABLE: dict[int | str, dict] = {503: _error("the store is unavailable")}
-READ_ERRORS = {**UNAVAILABLE,
+READ_ERRORS = {**UNAVAILABLE, 400: _error("a parameter the store refuses (e.g. a stream it does not hold)"),
                422: {"model": schemas.ValidationErrors, "description": "parameters the route does not take"}}
 NOT_FOUND = {**READ_ERRORS, 404: _error("no such record in the store")}
 KERNEL_ERRORS = {**NOT_FOUND, 409: _error("several stored kernels have that release: add ?stream=NAME")}
-WRITE_ERRORS = {**READ_ERRORS, 400: _error("input refused (hostile, unreadable or inconsistent)"),
+WRITE_ERRORS = {**READ_ERRORS, 400: _error("input refused (unreadable, hostile or inconsistent)"),
                 401: _error("no valid bearer token"), 403: _error("this server is read-only (no token set)"),
                 413: _error("request body too large")}
 INGEST_ERRORS = {**WRITE_ERRORS,
