@@ -115,7 +115,7 @@ def documented(model: type[BaseModel], *errors: dict, status: int = 200) -> dict
 def as_built(document: dict, status: int = 200) -> Response:
     """A reply sent as it was built, serialised by pydantic-core as FastAPI would, without being
     validated against its model again (a matrix page can be 200,000 cells): its model documents it
-    (`responses=`) and tests/test_web_schema.py holds the reply to it."""
+    (`responses=`); tests/test_web_schema.py and test_json_shapes.py hold the replies to it."""
     return Response(pydantic_core.to_json(document), status, media_type="application/json")
 
 
@@ -329,7 +329,7 @@ class GateRequest(BaseModel):
 
 @router.post("/gate", status_code=201, dependencies=token_required,
              summary="Gate a stored kernel and record the run; the report is the gate's JSON",
-             responses=documented(schemas.RecordedGate, WRITE_ERRORS, KERNEL_ERRORS, status=201))
+             responses=documented(schemas.RecordedGate, KERNEL_ERRORS, WRITE_ERRORS, status=201))
 def gate(store: StoreDep, settings: SettingsDep, request: GateRequest) -> Response:
     candidate = find_kernel(store, request.candidate, request.stream)
     if request.baseline is not None:
@@ -373,7 +373,7 @@ def add_waiver_endpoint(store: StoreDep, request: WaiverRequest) -> dict:
 
 @router.post("/waivers/{waiver_id}/revoke", dependencies=token_required,
              summary="Revoke a stored waiver (kept, listed as revoked, no longer applied)",
-             response_model=schemas.StoredWaiver, responses={**WRITE_ERRORS, **NOT_FOUND})
+             response_model=schemas.StoredWaiver, responses={**NOT_FOUND, **WRITE_ERRORS})
 def revoke_waiver_endpoint(store: StoreDep, waiver_id: RowId) -> dict:
     if not any(w.id == waiver_id for w in store.waivers(include_revoked=True)):
         raise HTTPException(404, f"no waiver {waiver_id} in the store")

@@ -319,7 +319,7 @@ class Waiver(Closed):
 class StoredWaiver(Waiver):
     """A stored waiver (reports.gate.waiver_json)."""
 
-    id: int | None
+    id: int
     created_at: str | None
     revoked_at: str | None
 
