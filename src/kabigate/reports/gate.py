@@ -34,6 +34,7 @@ def gate_json(result: GateResult) -> dict:
         "changed_exports_in_use": [vars(change) for change in result.changes_in_use],
         "module_layout_changed": result.module_layout_changed,
         "packages": [_package(finding) for finding in result.packages],
+        "rebuilds": [rebuild.json() for rebuild in result.rebuilds],
     }
 
 
