@@ -161,6 +161,21 @@ def test_build_exclusive_is_dkmss_exclusion_with_its_reason(testdata, tmp_path):
         assert failure.error == result["error"]
         outcome, log = store.build_log("openrazer-driver", result["version"], CLOUD)
         assert outcome == "excluded" and "BUILD_EXCLUSIVE directive which does not match" in log
+    # readable from the CLI and the API
+    shown = subprocess.run([sys.executable, "-m", "kabigate", "build-log", "--db", db, "--json", "openrazer-driver",
+                            result["version"], CLOUD], capture_output=True, text=True, check=False)
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    assert (document["outcome"], document["error"], document["log"]) == ("excluded", result["error"], log)
+    from fastapi.testclient import TestClient
+
+    from kabigate.web.app import create_app
+    with TestClient(create_app(str(db))) as client:
+        assert client.get(f"/api/v1/build-logs/openrazer-driver/{result['version']}/{CLOUD}").json() == document
+        assert client.get(f"/api/v1/build-logs/openrazer-driver/0/{CLOUD}").status_code == 404
+    missing = subprocess.run([sys.executable, "-m", "kabigate", "build-log", "--db", db, "vpoll", "1", CLOUD],
+                             capture_output=True, text=True, check=False)
+    assert missing.returncode == 2 and missing.stderr.startswith("kabigate: error: no failed or excluded build")
 
 
 def test_a_kbuild_folder_that_never_exits_is_a_failed_build_saying_so(testdata, tmp_path):

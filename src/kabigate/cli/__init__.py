@@ -102,7 +102,7 @@ COMMAND_MODULES = {
     "weak-modules": "install:weak_modules", "preflight": "install:preflight",
     "explain": "explain:explain_command",
     "boot-check": "boot:boot_check_command",
-    "build": "build:build",
+    "build": "build:build", "build-log": "build:build_log",
 }
 
 
@@ -110,7 +110,7 @@ COMMAND_MODULES = {
 SECTIONS = {
     "Check modules against kernels": ["inspect", "check", "diff", "explain", "boot-check", "precheck", "rpm-deps"],
     "Sign modules": ["keygen", "sign", "verify"],
-    "The store": ["db", "ingest", "build", "kernels", "drivers", "matrix", "history"],
+    "The store": ["db", "ingest", "build", "build-log", "kernels", "drivers", "matrix", "history"],
     "Gate kernels": ["gate", "watch", "waiver"],
     "Stablelist evidence": ["stablelist"],
     "On a host, at install time": ["preflight", "weak-modules"],

@@ -14,6 +14,7 @@ from kabigate.builder.buildtree import build_tree
 from kabigate.builder.result import BuildResult
 from kabigate.builder.sandbox import Limits, check_sandbox
 from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out
+from kabigate.cli.store import store_option
 from kabigate.errors import InputError
 from kabigate.services.build import Signing, build_source, is_build_source
 from kabigate.signing.keys import HASHES, PASSPHRASE_ENV, load_signing_key
@@ -95,6 +96,34 @@ def build(kernel: tuple[str, ...], source: str, db: str | None, name: str | None
     else:
         _print(result, show_log)
     sys.exit(EXIT_OK if result.outcome == BuildOutcome.BUILT else EXIT_INCOMPATIBLE)
+
+
+@click.command("build-log")
+@click.argument("driver")
+@click.argument("version")
+@click.argument("kernel", metavar="KERNEL_RELEASE")
+@click.option("--json", "as_json", is_flag=True, help="Print the record and its log as JSON.")
+@store_option
+def build_log(store, driver: str, version: str, kernel: str, as_json: bool) -> None:
+    """Print the stored log of DRIVER VERSION's failed or excluded build for KERNEL_RELEASE (bounded:
+    its first 256 KiB and last 768 KiB), after its outcome and first error line.
+
+    \b
+    Example:
+      kabigate build-log vpoll 0.1-1 6.12.107+deb12-amd64
+      kabigate build-log --db kabigate.db --json openrazer-driver 3.5.1+dfsg-2 6.1.0-47-cloud-amd64
+    """
+    from kabigate.services.build import build_log_json  # the store's imports only for this command
+
+    document = build_log_json(store, driver, version, kernel)
+    if document is None:
+        raise InputError(f"no failed or excluded build of {driver} {version} for {kernel} in the store")
+    if as_json:
+        emit_json(document)
+        return
+    out.print(f"{document['outcome']}: {driver} {version} for {kernel}: {document['error']}", markup=False)
+    out.print(document["log"] if document["log"] is not None
+              else "(no log kept: recorded without kabigate build's log)", markup=False)
 
 
 def _signing(key: str | None, cert: str | None, hash_name: str) -> Signing | None:

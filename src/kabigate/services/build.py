@@ -73,3 +73,16 @@ def store_build(store: Store, result: BuildResult, source: str, advance: Advance
                                              outcome=result.outcome, log=result.log)
     return {"failure": {"driver": result.package, "version": result.version, "kernel_release": result.kernel_release,
                         "outcome": result.outcome, "created": created}}
+
+
+def build_log_json(store: Store, driver: str, version: str, kernel_release: str) -> dict | None:
+    """A recorded failed or excluded build with its bounded log (`build-log`, /api/v1/build-logs): None if
+    there is no such record; `log` null when none was kept (recorded by `ingest build-failure`, or before 0007)."""
+    found = store.build_log(driver, version, kernel_release)
+    if found is None:
+        return None
+    outcome, log = found
+    (failure,) = [f for f in store.build_failures(driver)
+                  if (f.driver, f.version, f.kernel_release) == (driver, version, kernel_release)]
+    return {"driver": driver, "version": version, "kernel_release": kernel_release,
+            "outcome": outcome or BuildOutcome.FAILED, "error": failure.error, "log": log}
