@@ -88,7 +88,7 @@ def test_the_gate_rebuilds_a_package_that_no_longer_loads_and_it_works(store_wit
 
 def test_a_kernel_whose_headers_are_incomplete_leaves_the_package_not_rebuilt_saying_why(store_with_a_built_package,
                                                                                          tmp_path):
-    db, source, _ = store_with_a_built_package
+    db, _, _ = store_with_a_built_package
     copy = tmp_path / "store.db"
     shutil.copyfile(db, copy)
     policy = tmp_path / "policy.toml"
@@ -102,3 +102,34 @@ def test_a_kernel_whose_headers_are_incomplete_leaves_the_package_not_rebuilt_sa
     (package,) = report["packages"]
     assert (package["state"], package["category"]) == ("broken", "package_not_rebuilt")
     assert run.returncode == 1
+
+
+def test_a_rebuild_that_fails_breaks_the_package_with_the_compilers_error(store_with_a_built_package, testdata,
+                                                                          tmp_path):
+    """A Kbuild folder built for -50, then broken at its source: -56 refuses the -50 build (module_layout
+    moved), the gate's rebuild fails with the compiler's error, kept with its log: package_broken, FAILED."""
+    db, _, _ = store_with_a_built_package
+    copy = tmp_path / "store.db"
+    shutil.copyfile(db, copy)
+    source = tmp_path / "hello"
+    source.mkdir()
+    (source / "Kbuild").write_text("obj-m := hello.o\n")
+    (source / "hello.c").write_text('#include <linux/module.h>\nMODULE_LICENSE("GPL");\n')
+    tree = testdata.root / testdata.manifest["build_kernels"]["6.1.0-50-amd64"]["root"]
+    built = kabigate("build", "--json", "-k", tree, source, "--db", copy, "--package-version", "1.0")
+    assert built.returncode == 0, built.stderr
+    (source / "hello.c").write_text('#include <linux/module.h>\nMODULE_LICENSE("GPL");\n'
+                                    'int broken(void) { return x; }\n')
+    run = kabigate("gate", "--db", copy, "--candidate", "6.1.0-56-amd64", "--baseline", "6.1.0-50-amd64", "--json",
+                   "--no-explain", "--rebuild", "--driver", "hello")
+    report = json.loads(run.stdout)
+    (rebuild,) = report["rebuilds"]
+    assert rebuild["outcome"] == "failed" and "hello.c:3:" in rebuild["reason"] and "error:" in rebuild["reason"]
+    (package,) = report["packages"]
+    assert (package["state"], package["category"], package["outcome"]) == \
+        ("rebuild-fails", "package_broken", "FAILED")
+    assert package["build_failure"] == {"version": "1.0", "error": rebuild["reason"]}
+    assert report["outcome"] == "FAILED" and run.returncode == 1
+    log = kabigate("build-log", "--db", copy, "hello", "1.0", "6.1.0-56-amd64")
+    assert log.returncode == 0 and "undeclared (first use in this function)" in log.stdout
+    assert "Error 2" in log.stdout  # the log, beyond the first error line
