@@ -121,7 +121,7 @@ def test_a_rebuild_that_fails_breaks_the_package_with_the_compilers_error(store_
     (source / "hello.c").write_text('#include <linux/module.h>\nMODULE_LICENSE("GPL");\n'
                                     'int broken(void) { return x; }\n')
     run = kabigate("gate", "--db", copy, "--candidate", "6.1.0-56-amd64", "--baseline", "6.1.0-50-amd64", "--json",
-                   "--no-explain", "--rebuild", "--driver", "hello")
+                   "--no-explain", "--rebuild", "--driver", "hello", "--markdown", tmp_path / "gate.md")
     report = json.loads(run.stdout)
     (rebuild,) = report["rebuilds"]
     assert rebuild["outcome"] == "failed" and "hello.c:3:" in rebuild["reason"] and "error:" in rebuild["reason"]
@@ -130,6 +130,7 @@ def test_a_rebuild_that_fails_breaks_the_package_with_the_compilers_error(store_
         ("rebuild-fails", "package_broken", "FAILED")
     assert package["build_failure"] == {"version": "1.0", "error": rebuild["reason"]}
     assert report["outcome"] == "FAILED" and run.returncode == 1
+    assert "| hello | failed | " in (tmp_path / "gate.md").read_text()
     log = kabigate("build-log", "--db", copy, "hello", "1.0", "6.1.0-56-amd64")
     assert log.returncode == 0 and "undeclared (first use in this function)" in log.stdout
     assert "Error 2" in log.stdout  # the log, beyond the first error line

@@ -335,6 +335,12 @@ def _print_summary(result) -> None:
     working = sum(1 for finding in result.packages if finding.after.works)
     out.print(f"  packages: {working} of {len(result.packages)} work on {result.candidate.release}, "
               f"{len(result.broken_packages)} broken by it", markup=False)
+    for rebuild in result.rebuilds:  # those not tried are in the notes
+        if rebuild.outcome is not None:
+            signed = f", signed by {rebuild.signer}" if rebuild.signer else ""
+            out.print(f"  rebuilt package {rebuild.driver} for {result.candidate.release}: {rebuild.outcome} "
+                      f"({rebuild.seconds:.1f} s{signed})" + (f": {rebuild.reason}" if rebuild.reason else ""),
+                      markup=False)
     for finding in result.broken_packages:
         waived = "  waived by " + ", ".join(w.source for w in finding.waivers) if finding.waivers else ""
         out.print(f"  {finding.outcome:<16} package {finding.driver}: {finding.before.state} -> "
