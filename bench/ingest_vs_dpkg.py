@@ -13,6 +13,7 @@ Best of --runs after one untimed warm-up each (page cache warm). Prints seconds 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import subprocess
 import sys
@@ -40,8 +41,9 @@ def compare(package: Path, tool: list[str], runs: int) -> float:
             subprocess.run([*tool, str(package)], stdout=sink, check=True)
 
     ours = best_of(runs, lambda: read_modules([str(package)]))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10  # this process, so far
     theirs = best_of(runs, baseline)
-    print(f"  kabigate (every module parsed)    {ours:6.2f} s")
+    print(f"  kabigate (every module parsed)    {ours:6.2f} s   peak {peak} MiB")
     print(f"  {' '.join(tool) + ' > /dev/null':<32}  {theirs:6.2f} s   ratio {ours / theirs:.2f}")
     return ours / theirs
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -54,8 +55,9 @@ def main() -> None:
                 subprocess.run(["dpkg-deb", "--fsys-tarfile", deb], stdout=sink, check=True)
 
     ours = best_of(args.runs, ingest)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10  # this process: the ingest's peak (goal < 300)
     theirs = best_of(args.runs, dpkg)
-    print(f"  kabigate ingest kernel (read + store)   {ours:6.2f} s")
+    print(f"  kabigate ingest kernel (read + store)   {ours:6.2f} s   peak {peak} MiB")
     print(f"  dpkg-deb --fsys-tarfile, both > /dev/null {theirs:6.2f} s   ratio {ours / theirs:.2f}")
 
 

@@ -30,6 +30,10 @@ def make(tmp_path: Path, recipe: str, limits: Limits = QUICK):
     return Sandbox(work, limits=limits).run(["make"])
 
 
+# Durations no other run of these tests uses (several may run on one host, all as nobody).
+TOKEN = f"{os.getpid() % 1000:03d}"
+
+
 def left_behind(command: str) -> list[str]:
     """nobody's processes running `command` (other builds may run as nobody on this host)."""
     found = subprocess.run(["pgrep", "-U", str(NOBODY), "-f", command], check=False, capture_output=True, text=True)
@@ -62,27 +66,27 @@ def test_nothing_outside_the_work_folder_is_writable_nor_the_host_secrets_readab
 
 def test_a_fork_bomb_is_held_by_the_process_limit_and_killed_at_the_deadline(tmp_path):
     started = time.monotonic()
-    run = make(tmp_path, "bash -c 'bomb() { bomb | bomb & }; bomb; sleep 61'",
+    run = make(tmp_path, f"bash -c 'bomb() {{ bomb | bomb & }}; bomb; sleep 61.{TOKEN}'",
                Limits(wall_seconds=5, processes=64))
     assert run.limit == "timed out after 5 s"
     assert run.status is None and time.monotonic() - started < 15
-    assert left_behind("bomb") == left_behind("sleep 61") == []  # the PID namespace went with bwrap
+    assert left_behind("bomb") == left_behind(f"sleep 61.{TOKEN}") == []  # the PID namespace went with bwrap
 
 
 def test_a_build_that_never_exits_is_killed_with_its_daemons(tmp_path):
     started = time.monotonic()
-    run = make(tmp_path, "setsid sleep 1001 & sleep 1002", Limits(wall_seconds=2))
+    run = make(tmp_path, f"setsid sleep 1001.{TOKEN} & sleep 1002.{TOKEN}", Limits(wall_seconds=2))
     assert run.limit == "timed out after 2 s"
     assert "kabigate: timed out after 2 s" in run.log.text()
     assert time.monotonic() - started < 10
-    assert left_behind("sleep 100[12]") == []
+    assert left_behind(f"sleep 100[12].{TOKEN}") == []
 
 
 def test_a_daemon_left_by_a_finished_build_does_not_outlive_it(tmp_path):
     started = time.monotonic()
-    run = make(tmp_path, "(setsid sleep 1003 >/dev/null 2>&1 &); echo done")
+    run = make(tmp_path, f"(setsid sleep 1003.{TOKEN} >/dev/null 2>&1 &); echo done")
     assert run.ok and time.monotonic() - started < 10
-    assert left_behind("sleep 1003") == []
+    assert left_behind(f"sleep 1003.{TOKEN}") == []
 
 
 def test_endless_output_is_cut_and_the_log_keeps_head_and_tail(tmp_path):

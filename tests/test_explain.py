@@ -95,7 +95,7 @@ def test_member_level_differences(whole):
     types = {t.name: t for t in whole.types}
     assert types["struct Qdisc"].cause and "member `int depth` added" in types["struct Qdisc"].details
     assert "member `atomic64_t futex_unique_id` added" in types["struct mm_struct"].details
-    assert any("constant SKB_DROP_REASON_TC_CHAIN_NOTFOUND = 65 added" == d
+    assert any(d == "constant SKB_DROP_REASON_TC_CHAIN_NOTFOUND = 65 added"
                for d in types["enum skb_drop_reason"].details)
     layout_only = [t for t in whole.types if not t.cause]
     assert layout_only and all(d.startswith(("size", "offsets", "layout")) for t in layout_only for d in t.details)
@@ -172,6 +172,37 @@ def test_cli(testdata, cache):
     code, _, stderr = run_cli("explain", "--from", str(testdata.headers(OLD) / "Module.symvers"),
                               "--to", str(testdata.kernel_root(NEW)))
     assert code == 2 and "no kernel image" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.realdata
+def test_cli_kernels_and_headers_given_any_way(testdata, cache, tmp_path):
+    """Debian's flavor headers folder stands for its -common tree (and the report names it); a
+    kernel's paths may be comma-joined; a stored release stands for its files; --headers without a
+    headers tree is an error, not a ranking silently done without them."""
+    old_root, new_root = testdata.kernel_root(OLD), testdata.kernel_root(NEW)
+    flavor = old_root / "usr" / "src" / f"linux-headers-{OLD}"
+    common = old_root / "usr" / "src" / f"linux-headers-{OLD.rsplit('-', 1)[0]}-common"
+    code, stdout, _ = run_cli("explain", "--from", f"{old_root}/lib/modules/{OLD},{old_root}/boot/vmlinuz-{OLD}",
+                              "--to", str(new_root), "--headers", str(flavor), "skb_copy_bits", "--json")
+    report = json.loads(stdout)
+    assert code == 1 and report["ranking"] == "headers" and report["headers"] == [str(common.resolve())]
+    assert report["symbols"][0]["candidates"][0]["key"] == ["struct", "mm_struct"]
+    code, stdout, _ = run_cli("explain", "--from", str(old_root), "--to", str(new_root), "skb_copy_bits")
+    assert code == 1 and f"causes ranked by headers ({common.resolve()}), then depth" in stdout
+    code, _, stderr = run_cli("explain", "--from", str(old_root), "--to", str(new_root),
+                              "--headers", str(old_root / "boot"), "skb_copy_bits")
+    assert code == 2 and "no headers tree here" in stderr and len(stderr.strip().splitlines()) == 1
+    db = tmp_path / "store.db"
+    for root in (old_root, new_root):
+        assert run_cli("ingest", "kernel", "--db", str(db), "--stream", "s", str(root))[0] == 0
+    stored = subprocess.run([sys.executable, "-m", "kabigate", "--db", str(db), "explain", "--from", OLD, "--to", NEW,
+                             "skb_copy_bits", "--json"], capture_output=True, text=True)
+    assert stored.returncode == 1, stored.stderr
+    assert json.loads(stored.stdout)["symbols"] == report["symbols"]
+    missing = subprocess.run([sys.executable, "-m", "kabigate", "--db", str(db), "explain", "--from", "6.1.0-99-amd64",
+                              "--to", NEW], capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert "6.1.0-99-amd64: no such file or directory, nor a kernel release in the store" in missing.stderr
 
 
 C_BEFORE = """
@@ -382,5 +413,6 @@ def test_the_cache_keeps_to_its_size(testdata, tmp_path, monkeypatch):
     assert sum(path.stat().st_size for path in after) <= 6 << 20 and read_entry("filler") == filler
     monkeypatch.setenv("KABIGATE_CACHE_MAX", "lots")
     (folder / "btf").rename(tmp_path / "filled")  # nothing cached: an entry is to be written
-    code, _, stderr = run_cli("explain", "--from", str(testdata.kernel_root(OLD)), "--to", str(testdata.kernel_root(NEW)))
+    code, _, stderr = run_cli("explain", "--from", str(testdata.kernel_root(OLD)),
+                              "--to", str(testdata.kernel_root(NEW)))
     assert code == 2 and "KABIGATE_CACHE_MAX='lots': not a size" in stderr and len(stderr.strip().splitlines()) == 1

@@ -129,7 +129,7 @@ def build_log(store, driver: str, version: str, kernel: str, as_json: bool) -> N
 def _signing(key: str | None, cert: str | None, hash_name: str) -> Signing | None:
     if (key is None) != (cert is None):
         raise InputError("--sign-key and --sign-cert go together")
-    if key is None:
+    if key is None or cert is None:
         return None
     passphrase = os.environ.get(PASSPHRASE_ENV)
     return Signing(load_signing_key(key, cert, passphrase.encode() if passphrase else None), hash_name)

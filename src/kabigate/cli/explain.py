@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, crc_text, emit_json, out, progress
+from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, crc_text, emit_json, kernel_paths, out, progress
+from kabigate.errors import InputError
 from kabigate.explain.crc import (
     Explanation,
     SymbolExplanation,
@@ -18,6 +19,7 @@ from kabigate.explain.crc import (
 from kabigate.explain.sources import (
     header_trees,
     headers_from_sources,
+    headers_of_sources,
     kernel_types_of,
     load_headers,
     needs_modules,
@@ -47,8 +49,12 @@ def explain_command(old_paths, new_paths, header_paths, no_cache, as_json, symbo
       kabigate explain --from 6.1.0-50-amd64-root/ --to 6.1.0-53-amd64-root/ kmalloc_trace
     """
     with progress("reading kernels", 3) as advance:
-        kernels = [load_kernel(list(old_paths)), load_kernel(list(new_paths))]
+        old_paths, new_paths = kernel_paths(list(old_paths)), kernel_paths(list(new_paths))
+        kernels = [load_kernel(old_paths), load_kernel(new_paths)]
         trees = header_trees(list(header_paths or old_paths))
+        if header_paths and not trees:
+            raise InputError(f"{', '.join(header_paths)}: no headers tree here (a folder with include/linux, or "
+                             "Debian's flavor folder beside its -common one)")
         modules = needs_modules(kernels[0], sorted(set(symbols)) if symbols else None)
         if not no_cache:
             warm(kernels, trees, modules)
@@ -58,15 +64,17 @@ def explain_command(old_paths, new_paths, header_paths, no_cache, as_json, symbo
         # --headers, else the old kernel's: its folders' headers trees, or its headers packages
         headers = (load_headers(trees, use_cache=not no_cache) if header_paths
                    else headers_from_sources(kernels[0].sources, use_cache=not no_cache))
+        headers_used = ([str(tree) for tree in trees] if header_paths else headers_of_sources(kernels[0].sources)
+                        ) if headers is not None else []
         advance()
     result = explain(old, new, sorted(set(symbols)) if symbols else None, headers)
     # A whole release lists each symbol's first candidates (the full lists of 18,000 symbols are
     # 60 MB of JSON, mostly the same types); asked-for SYMBOLs list them all.
     listed = None if symbols else LISTED
     if as_json:
-        emit_json(_json(result, listed))
+        emit_json(_json(result, listed, headers_used))
     else:
-        _print(result, detailed=bool(symbols))
+        _print(result, headers_used, detailed=bool(symbols))
     changed = any(s.old_crc != s.new_crc for s in result.symbols)
     sys.exit(EXIT_INCOMPATIBLE if changed else EXIT_OK)
 
@@ -85,19 +93,21 @@ def _symbol_json(explained: SymbolExplanation, listed: int | None) -> dict:
             "candidates_total": len(explained.candidates), "no_type_information": explained.no_type_info}
 
 
-def _json(result: Explanation, listed: int | None) -> dict:
-    return {"old": result.old, "new": result.new, "ranking": result.ranking, "counts": _counts(result),
+def _json(result: Explanation, listed: int | None, headers_used: list[str]) -> dict:
+    return {"old": result.old, "new": result.new, "ranking": result.ranking, "headers": headers_used,
+            "counts": _counts(result),
             "types": [type_change_json(t) for t in result.types],
             "symbols": [_symbol_json(s, listed) for s in result.symbols]}
 
 
-def _print(result: Explanation, detailed: bool) -> None:
+def _print(result: Explanation, headers_used: list[str], detailed: bool) -> None:
     counts = _counts(result)
     share = 100 * counts["explained"] / max(counts["crc_changed"], 1)
+    ranking = (f"headers ({', '.join(headers_used)}), then depth" if result.ranking == "headers"
+               else "depth and exported use (no headers found: --headers DIR gives them)")
     out.print(f"{result.old} -> {result.new}: {counts['crc_changed']} exports changed CRC, {counts['explained']} "
               f"explained ({share:.1f} %); {counts['changed_types']} types changed, {counts['layout_only']} in "
-              f"layout only; causes ranked by {'headers, then depth' if result.ranking == 'headers' else 'depth and exported use (no headers)'}",
-              markup=False)
+              f"layout only; causes ranked by {ranking}", markup=False)
     named = {c.key for s in result.symbols for c in s.candidates} if detailed else None
     for change in result.types:
         if named is not None and change.key not in named:

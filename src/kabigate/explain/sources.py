@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from kabigate.errors import InputError, read_capped
@@ -47,7 +48,7 @@ def warm(kernels: list[Kernel], header_tree_list: list[Path], with_modules: bool
     """Fill the cache for these kernels and headers in parallel processes (one per core, two at
     most): reading one kernel is CPU-bound Python (decompress, parse, render), so a pair read
     side by side takes half the time. Each child writes its cache entry; nothing large comes back."""
-    todo = [(load_types, (kernel.image,)) for kernel in kernels
+    todo: list[tuple[Callable[..., object], tuple]] = [(load_types, (kernel.image,)) for kernel in kernels
             if kernel.image and not _cached_already(_image_identity(kernel.image))]
     todo += [(load_module_types, (kernel.image, _modules_of(kernel))) for kernel in kernels
              if with_modules and kernel.image and _modules_of(kernel)
@@ -116,7 +117,8 @@ def needs_modules(kernel: Kernel, symbols: list[str] | None) -> bool:
 
 def header_trees(paths: list[str]) -> list[Path]:
     """The headers trees (a folder with include/linux) a kernel's paths name or hold: a headers or
-    source tree itself, an extracted package root's usr/src/*, a module tree's build/source links."""
+    source tree itself, an extracted package root's usr/src/*, a module tree's build/source links;
+    a Debian flavor folder stands for the -common tree it includes."""
     found = []
     for path in map(Path, paths):
         if not path.is_dir():
@@ -126,9 +128,32 @@ def header_trees(paths: list[str]) -> list[Path]:
             if parent.is_dir():
                 candidates += sorted(parent.iterdir())
         for candidate in candidates:
-            if (candidate / "include" / "linux").is_dir() and candidate.resolve() not in found:
-                found.append(candidate.resolve())
+            tree = _debian_common_tree(candidate) or candidate
+            if (tree / "include" / "linux").is_dir() and tree.resolve() not in found:
+                found.append(tree.resolve())
     return found
+
+
+# Debian's flavor headers (/usr/src/linux-headers-<kver>: generated headers, .config, Module.symvers)
+# hold a Makefile that includes the -common package's, where include/linux is.
+_COMMON_MAKEFILE = re.compile(r"^include\s+(.*linux-headers-[^/\s]+-common)/Makefile\s*$", re.M)
+
+
+def _debian_common_tree(folder: Path) -> Path | None:
+    """The -common headers tree a Debian flavor headers folder includes, None for any other folder."""
+    makefile = folder / "Makefile"
+    try:
+        if not makefile.is_file() or makefile.stat().st_size > 4096:
+            return None
+        found = _COMMON_MAKEFILE.search(makefile.read_text(errors="replace"))
+    except OSError:
+        return None
+    if found is None:
+        return None
+    # `include $(dir $(lastword $(MAKEFILE_LIST)))../linux-headers-...-common/Makefile`: beside this one
+    target = found.group(1).replace("$(dir $(lastword $(MAKEFILE_LIST)))", "")
+    common = Path(target) if target.startswith("/") else folder / target
+    return common if (common / "include" / "linux").is_dir() else None
 
 
 def load_headers(trees: list[Path], arch: str = "x86", use_cache: bool = True) -> HeaderIndex | None:
@@ -268,20 +293,29 @@ def _stored_modules(sources: list[str], kernel: Kernel, use_cache: bool) -> dict
     the module tree beside it (packages are not read for them)."""
     for source in _expanded(sources):
         path = Path(source)
-        image = kernel_image_at(path, kernel.release) if path.is_dir() else None
+        image = kernel_image_at(path, kernel.release) if path.is_dir() and kernel.release is not None else None
         modules = _modules_of(dataclasses.replace(kernel, image=str(image))) if image is not None else None
         if modules is not None:
             return load_module_types(str(image), modules, use_cache)
     return {}
 
 
-def headers_from_sources(sources: list[str], arch: str = "x86", use_cache: bool = True) -> HeaderIndex | None:
-    """The header index of a stored kernel: headers trees in its folders, else its headers packages."""
+def headers_of_sources(sources: list[str]) -> list[str]:
+    """What headers_from_sources() reads a kernel's headers from: the headers trees in its folders,
+    else its packages (those holding headers among them); [] when it has neither."""
     sources = _expanded(sources)
     trees = header_trees([s for s in sources if Path(s).is_dir()])
     if trees:
-        return load_headers(trees, arch, use_cache)
-    packages = [s for s in sources if not is_url(s) and is_package_file(s) and Path(s).is_file()]
+        return [str(tree) for tree in trees]
+    return [s for s in sources if not is_url(s) and is_package_file(s) and Path(s).is_file()]
+
+
+def headers_from_sources(sources: list[str], arch: str = "x86", use_cache: bool = True) -> HeaderIndex | None:
+    """The header index of a stored kernel: headers trees in its folders, else its headers packages."""
+    found = headers_of_sources(sources)
+    if found and Path(found[0]).is_dir():
+        return load_headers([Path(tree) for tree in found], arch, use_cache)
+    packages = found
     if not packages:
         return None
     identity = "\0".join(f"{Path(p).resolve()}\0{Path(p).stat().st_size}\0{Path(p).stat().st_mtime_ns}"
@@ -345,13 +379,14 @@ def explain_stored(old: tuple[list[str], Kernel], new: tuple[list[str], Kernel],
     """explain_symbols() for two stored kernels, each given as (its sources, the Kernel the store
     holds): None when either image is not among its sources any more."""
     (old_sources, old_kernel), (new_sources, new_kernel) = old, new
-    if not symbols:
+    old_release, new_release = old_kernel.release, new_kernel.release
+    if not symbols or old_release is None or new_release is None:  # a stored kernel's image is found by its release
         return None
     modules = needs_modules(old_kernel, symbols)
 
     def inputs():
-        return (types_from_sources(old_sources, old_kernel.release, use_cache),
-                types_from_sources(new_sources, new_kernel.release, use_cache),
+        return (types_from_sources(old_sources, old_release, use_cache),
+                types_from_sources(new_sources, new_release, use_cache),
                 headers_from_sources(old_sources, use_cache=use_cache),
                 (_stored_modules(old_sources, old_kernel, use_cache),
                  _stored_modules(new_sources, new_kernel, use_cache)) if modules else None)

@@ -27,6 +27,7 @@ from kabigate.formats.elf import (
     STB_GLOBAL,
     STB_WEAK,
     ElfFile,
+    Symbol,
 )
 from kabigate.formats.modsig import split_signature
 from kabigate.model import ElfLayout, Export, Import, Module, SymbolVersion
@@ -65,20 +66,29 @@ def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
     modinfo_section = elf.section(".modinfo")
     if modinfo_section is None or elf.section(THIS_MODULE) is None:
         raise InputError(f"{path}: not a kernel module (no .modinfo or {THIS_MODULE} section)")
+    versions = _read_versions(elf)
+    sections = elf.sections
+    tables = {s.index for s in sections
+              if s.name in EXPORT_TABLE_SECTIONS or s.name.startswith(EXPORT_TABLE_SECTIONS[1::2])}
+    # One pass over the symbol table for what the imports, exports and layout need.
+    wanted = {SHN_UNDEF, SHN_COMMON} | (tables | {SHN_ABS} if tables else set())
+    symbols = elf.symbols_in(wanted)
     return Module(
         path=path,
         machine=elf.machine_name,
         modinfo=_parse_modinfo(elf.section_bytes(modinfo_section)),
-        versions=_read_versions(elf),
-        imports=_read_imports(elf),
-        exports=_read_exports(elf),
+        versions=versions,
+        imports=tuple(Import(symbol.name, symbol.bind == STB_WEAK) for symbol in symbols
+                      if symbol.shndx == SHN_UNDEF and symbol.name and symbol.bind in (STB_GLOBAL, STB_WEAK)),
+        exports=_read_exports(elf, tables, [symbol for symbol in symbols if symbol.shndx in tables
+                                            or symbol.shndx == SHN_ABS]),
         signature=signature,
         compression=compression,
-        layout=_read_layout(elf),
+        layout=_read_layout(elf, [symbol for symbol in symbols if symbol.shndx == SHN_COMMON]),
     )
 
 
-def _read_layout(elf: ElfFile) -> ElfLayout:
+def _read_layout(elf: ElfFile, common: list[Symbol]) -> ElfLayout:
     """The section facts elf_validity_cache_copy() (6.4+) / setup_load_info() (6.1),
     module_enforce_rwx_sections(), find_module_sections() and simplify_symbols() check."""
     sections = elf.sections
@@ -99,8 +109,7 @@ def _read_layout(elf: ElfFile) -> ElfLayout:
         write_exec_sections=tuple(f"{s.name} (index {s.index})" for s in sections
                                   if s.flags & (SHF_WRITE | SHF_EXECINSTR) == SHF_WRITE | SHF_EXECINSTR),
         # simplify_symbols() lets LTO's __gnu_lto* common symbols through.
-        common_symbols=tuple(sorted({sym.name for sym in elf.symbols_in({SHN_COMMON})
-                                     if not sym.name.startswith("__gnu_lto")})),
+        common_symbols=tuple(sorted({sym.name for sym in common if not sym.name.startswith("__gnu_lto")})),
         ctors_and_init_array=".ctors" in names and ".init_array" in names,
     )
 
@@ -148,27 +157,20 @@ def _read_extended_versions(elf: ElfFile, crcs_section, names_section) -> tuple[
     return tuple(SymbolVersion(name.decode("utf-8", "replace"), crc) for name, crc in zip(names, crcs))
 
 
-def _read_imports(elf: ElfFile) -> tuple[Import, ...]:
-    return tuple(Import(symbol.name, symbol.bind == STB_WEAK)
-                 for symbol in elf.symbols_in({SHN_UNDEF})
-                 if symbol.name and symbol.bind in (STB_GLOBAL, STB_WEAK))
-
-
 # Section names of the export tables: merged by scripts/module.lds in a linked .ko,
 # still one section per symbol ("___ksymtab+foo") in an object file.
 EXPORT_TABLE_SECTIONS = ("__ksymtab", "___ksymtab+", "__ksymtab_gpl", "___ksymtab_gpl+",
                          "__kcrctab", "___kcrctab+", "__kcrctab_gpl", "___kcrctab_gpl+", "__ksymtab_strings")
 
 
-def _read_exports(elf: ElfFile) -> tuple[Export, ...]:
-    """Exports from the `__ksymtab_<sym>` symbols, with the CRC from `__crc_<sym>` and the
-    namespace from `__kstrtabns_<sym>` (include/linux/export.h lays them out that way)."""
-    sections = elf.sections
-    tables = {s.index for s in sections
-              if s.name in EXPORT_TABLE_SECTIONS or s.name.startswith(EXPORT_TABLE_SECTIONS[1::2])}
+def _read_exports(elf: ElfFile, tables: set[int], symbols: list[Symbol]) -> tuple[Export, ...]:
+    """Exports from the `__ksymtab_<sym>` symbols (of `symbols`, those in the export `tables` or
+    absolute), with the CRC from `__crc_<sym>` and the namespace from `__kstrtabns_<sym>`
+    (include/linux/export.h lays them out that way)."""
     if not tables:
         return ()
-    by_name = {symbol.name: symbol for symbol in elf.symbols_in(tables | {SHN_ABS})}
+    sections = elf.sections
+    by_name = {symbol.name: symbol for symbol in symbols}
     exports = []
     for name, symbol in by_name.items():
         if not name.startswith(KSYMTAB_PREFIX):
@@ -195,10 +197,11 @@ def _symbol_crc(elf: ElfFile, symbol) -> int | None:
         return symbol.value & 0xFFFFFFFF
     if symbol.shndx == SHN_UNDEF or symbol.shndx >= min(len(elf.sections), SHN_LORESERVE):
         return None
-    data = elf.section_bytes(elf.sections[symbol.shndx])
-    if symbol.value + 4 > len(data):
+    section = elf.sections[symbol.shndx]
+    if symbol.value + 4 > (0 if section.type == SHT_NOBITS else section.size):
         raise InputError(f"{elf.what}: CRC of {symbol.name} lies outside its section")
-    (crc,) = struct.unpack_from(elf.endian + "I", data, symbol.value)
+    start = section.offset + symbol.value  # within the file: the section headers were checked
+    (crc,) = struct.unpack(elf.endian + "I", elf.data[start:start + 4])
     return crc
 
 

@@ -3,11 +3,21 @@ reader of the CLI, the workers and the web server (formats/stablelist.py parses 
 
 from __future__ import annotations
 
+from typing import overload
+
 from kabigate.errors import read_capped
 from kabigate.formats.stablelist import Stablelist, parse_stablelist
 from kabigate.inputs.packages import is_package_file, stablelist_bytes_from_package
 
 MAX_STABLELIST_FILE = 64 << 20  # compressed symvers-style lists; parse_stablelist caps the text
+
+
+@overload
+def read_stablelist(path: str, machine: str | None = None) -> Stablelist: ...
+@overload
+def read_stablelist(path: None, machine: str | None = None) -> None: ...
+@overload
+def read_stablelist(path: str | None, machine: str | None = None) -> Stablelist | None: ...
 
 
 def read_stablelist(path: str | None, machine: str | None = None) -> Stablelist | None:

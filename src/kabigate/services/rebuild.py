@@ -85,15 +85,16 @@ def rebuild_packages(store: Store, candidate: KernelRecord, drivers: list[str], 
             return [Rebuild(name, sources[name], None, missing[name] or str(error)) for name in drivers]
         rebuilds = []
         for number, name in enumerate(drivers):
-            if missing[name]:
-                rebuilds.append(Rebuild(name, sources[name], None, missing[name]))
+            build, source = newest[name], sources[name]
+            if missing[name] or build is None or source is None:  # (the last two: when missing)
+                rebuilds.append(Rebuild(name, source, None, missing[name]))
                 continue
             started = time.monotonic()
             build_work = Path(work) / f"build-{number}"
             build_work.mkdir()
-            result = build_source(Path(sources[name]), tree, build_work, limits, name, newest[name].version, signing)
-            store_build(store, result, sources[name])
-            rebuilds.append(Rebuild(name, sources[name], result.outcome, result.error, time.monotonic() - started,
+            result = build_source(Path(source), tree, build_work, limits, name, build.version, signing)
+            store_build(store, result, source)
+            rebuilds.append(Rebuild(name, source, result.outcome, result.error, time.monotonic() - started,
                                     result.signer))
     return rebuilds
 
@@ -150,7 +151,7 @@ def _satisfying(folder: Path, name: str, relation: str | None, version: str | No
     candidates = []
     for path in folder.glob(f"{name}_*.deb"):
         have = path.name.split("_")[1].replace("%3a", ":")  # Debian's file name: NAME_VERSION_ARCH.deb
-        if relation is None or subprocess.run(["dpkg", "--compare-versions", have, relation, version],
-                                              check=False).returncode == 0:
+        if relation is None or version is None or subprocess.run(
+                ["dpkg", "--compare-versions", have, relation, version], check=False).returncode == 0:
             candidates.append((version_key(have), str(path)))
     return max(candidates)[1] if candidates else None

@@ -111,11 +111,14 @@ def module_from_facts(facts: dict, path: str, origin: PackageOrigin | None) -> M
     )
 
 
+_LAYOUT_FIELDS = [field.name for field in dataclasses.fields(ElfLayout)]  # the stored list's order (astuple)
+
+
 def _layout(values: list | None) -> ElfLayout | None:
     if values is None:
         return None
     *scalars, write_exec, common, ctors = values
-    return ElfLayout(*scalars, tuple(write_exec), tuple(common), ctors)
+    return ElfLayout(**dict(zip(_LAYOUT_FIELDS, [*scalars, tuple(write_exec), tuple(common), ctors])))
 
 
 def pack_config(config: dict[str, str]) -> bytes:

@@ -1,0 +1,107 @@
+"""The module parser's fast path (issue 23: the symbol table filtered on its st_shndx bytes, one
+pass for imports, exports and layout, tuples for sections) against the parser it replaced
+(tests/support/slow_module.py, kept verbatim): identical Modules for every module of the real
+corpus, and the same files refused when real modules are damaged byte by byte."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from support.slow_module import ElfFile
+from support.slow_module import parse_module as slow_parse_module
+from support.testdata import testdata_root as corpus_root
+
+from kabigate.errors import InputError
+from kabigate.formats.elf import SHT_SYMTAB
+from kabigate.formats.module import parse_module, read_module
+from kabigate.inputs.modules import PARALLEL_MIN_FILES, find_module_files, read_modules
+from kabigate.model import MODULE_SUFFIXES
+
+ROOT = corpus_root()
+TREES = sorted({path.parent for path in ROOT.glob("*kernels/*/lib/modules/*/kernel")})
+
+
+def _modules_under(top) -> list[str]:
+    return sorted(str(path) for path in top.rglob("*") if path.name.endswith(MODULE_SUFFIXES) and path.is_file())
+
+
+@pytest.mark.parametrize("tree", TREES, ids=lambda path: path.parent.parent.parent.name)
+def test_every_in_tree_module_reads_the_same(tree):
+    paths = _modules_under(tree / "kernel")
+    assert len(paths) > 40
+    for path in paths:
+        with open(path, "rb") as file:
+            assert read_module(path) == slow_parse_module(file.read(), path), path
+
+
+def test_every_driver_and_synthetic_module_reads_the_same():
+    paths = _modules_under(ROOT / "drivers") + _modules_under(ROOT / "synthetic")
+    assert len(paths) > 150
+    for path in paths:
+        with open(path, "rb") as file:
+            assert read_module(path) == slow_parse_module(file.read(), path), path
+
+
+def _outcome(parse, data: bytes, path: str):
+    try:
+        return parse(data, path)
+    except InputError as error:
+        return InputError, str(error)
+
+
+# Exported symbols (absolute and section CRCs, namespaces), a big-endian module, an arm64 one.
+DAMAGED = ["kernels/6.1.0-47-amd64/lib/modules/6.1.0-47-amd64/kernel/drivers/media/mc/mc.ko",
+           *(f"foreign-kernels/{release}/lib/modules/{release}/kernel/drivers/media/common/videobuf2/videobuf2-common.ko"
+             for release in ("6.1.0-47-s390x", "6.1.0-47-arm64"))]
+
+
+@pytest.mark.parametrize("relative", DAMAGED, ids=lambda relative: relative.split("/")[1])
+def test_damaged_modules_are_refused_alike(relative):
+    """Bytes of the ELF header, the section headers and the symbol table overwritten at random:
+    both parsers accept the result with identical facts, or both refuse it."""
+    original = (ROOT / relative).read_bytes()
+    module = slow_parse_module(original, relative)
+    assert module.exports or module.imports
+    rng = random.Random(relative)
+    sections = ElfFile(original, relative).sections
+    symtab = next(s for s in sections if s.type == SHT_SYMTAB)
+    shoff = int.from_bytes(original[0x28:0x30], "little" if original[5] == 1 else "big")  # ELF64's e_shoff
+    regions = [(0, 64), (shoff, len(original)), (symtab.offset, symtab.offset + symtab.size)]
+    accepted = refused = 0
+    for _ in range(1500):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 4)):
+            start, end = rng.choice(regions)
+            data[rng.randrange(start, min(end, len(data)))] = rng.randrange(256)
+        data = bytes(data)
+        fast, slow = _outcome(parse_module, data, relative), _outcome(slow_parse_module, data, relative)
+        if isinstance(slow, tuple):
+            assert isinstance(fast, tuple) and fast[0] is InputError, (fast, slow)
+            refused += 1
+        else:
+            assert fast == slow
+            accepted += 1
+    assert accepted > 100 and refused > 100, (accepted, refused)
+
+
+def test_a_tree_read_by_worker_processes_is_the_tree_read_in_order(testdata):
+    """read_modules() of a whole tree (worker processes, modules packed into tuples and back)
+    gives the Modules read_module() gives file by file, in the same order."""
+    tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel"
+    paths = find_module_files([str(tree)])
+    assert len(paths) > PARALLEL_MIN_FILES
+    assert read_modules([str(tree)]) == [read_module(path) for path in paths]
+
+
+def test_a_tree_with_a_damaged_module_raises_its_error(tmp_path, testdata):
+    """The first damaged file in order raises its InputError, as when read one by one."""
+    tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel" / "drivers" / "net"
+    for path in find_module_files([str(tree)])[:PARALLEL_MIN_FILES * 2]:
+        (tmp_path / Path(path).name).write_bytes(Path(path).read_bytes())
+    names = sorted(p.name for p in tmp_path.iterdir())
+    (tmp_path / names[100]).write_bytes(b"\x7fELF" + b"\0" * 60)
+    (tmp_path / names[110]).write_bytes(b"junk")
+    with pytest.raises(InputError, match=names[100].replace(".", r"\.") + ": unknown ELF class"):
+        read_modules([str(tmp_path)])
