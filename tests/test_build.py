@@ -20,6 +20,7 @@ from kabigate.builder.buildlog import COMPILER_ERROR
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.modules import read_modules
 from kabigate.rules import check_modules
+from kabigate.signing.verify import load_trust, verify_module
 from kabigate.store import Store
 
 pytestmark = [pytest.mark.realdata,
@@ -73,11 +74,42 @@ def test_a_package_built_for_6_1_loads_where_the_corpus_build_does(testdata, tmp
     assert result["outcome"] == "built" and result["error"] is None
     assert result["modules"] == testdata.manifest["drivers"]["acpi-call"][OLD]["modules"]
     assert result["stored"]["build"]["built_for"] == OLD and result["stored"]["build"]["created"]
+    assert result["signer"] is None
+    with Store.open(f"sqlite:///{db}") as store:  # built unsigned: stored with no signer
+        assert [m.signature for m in store.load_build(result["stored"]["build"]["id"])] == [None]
     ours = read_modules([str(keep)])
     corpus = read_modules([str(testdata.driver_dir("acpi-call", OLD))])
     for release in (OLD, "6.1.0-56-amd64"):
         kernel = load_kernel([str(testdata.kernel_root(release))])
         assert [v.loads for v in check_modules(ours, kernel)] == [v.loads for v in check_modules(corpus, kernel)]
+
+
+def test_a_signed_build_verifies_against_the_repositorys_certificate(testdata, tmp_path):
+    """kabigate keygen's key signs each built module before it is kept and stored: the modules verify
+    against its certificate as the kernel's mod_verify_sig() would, and the store knows the signer."""
+    key = tmp_path / "repo"
+    subprocess.run([sys.executable, "-m", "kabigate", "keygen", "--out", key, "--subject", "CN=Example kmods",
+                    "--bits", "2048"], check=True, capture_output=True)
+    keep, db = tmp_path / "built", tmp_path / "store.db"
+    run = kabigate_build("-k", tree(testdata, OLD), deb(testdata, "acpi-call"), "--sign-key", f"{key}.key",
+                         "--sign-cert", f"{key}.crt", "--hash", "sha512", "--keep", keep, "--db", db)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["signer"] == "Example kmods"
+    trust = load_trust([f"{key}.der"])
+    for module in keep.iterdir():
+        check = verify_module(module.read_bytes(), trust)
+        assert (check.result, check.signer, check.hash_algorithm) == ("ok", "Example kmods", "sha512")
+    verify = subprocess.run([sys.executable, "-m", "kabigate", "verify", "--trust", f"{key}.crt", keep],
+                            capture_output=True, text=True, check=False)
+    assert verify.returncode == 0 and "VERIFIED" in verify.stdout, verify.stdout + verify.stderr
+    with Store.open(f"sqlite:///{db}") as store:
+        (build,) = store.driver_builds()
+        assert build.built_from == str(deb(testdata, "acpi-call"))
+        assert [m.signature.signer for m in store.load_build(build.id)] == ["Example kmods"]
+    # a key without its certificate is bad input
+    run = kabigate_build("-k", tree(testdata, OLD), deb(testdata, "acpi-call"), "--sign-key", f"{key}.key")
+    assert run.returncode == 2 and "--sign-key and --sign-cert go together" in run.stderr
 
 
 def test_headers_debs_are_a_build_tree(testdata):
@@ -129,6 +161,21 @@ def test_build_exclusive_is_dkmss_exclusion_with_its_reason(testdata, tmp_path):
         assert failure.error == result["error"]
         outcome, log = store.build_log("openrazer-driver", result["version"], CLOUD)
         assert outcome == "excluded" and "BUILD_EXCLUSIVE directive which does not match" in log
+    # readable from the CLI and the API
+    shown = subprocess.run([sys.executable, "-m", "kabigate", "build-log", "--db", db, "--json", "openrazer-driver",
+                            result["version"], CLOUD], capture_output=True, text=True, check=False)
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    assert (document["outcome"], document["error"], document["log"]) == ("excluded", result["error"], log)
+    from fastapi.testclient import TestClient
+
+    from kabigate.web.app import create_app
+    with TestClient(create_app(str(db))) as client:
+        assert client.get(f"/api/v1/build-logs/openrazer-driver/{result['version']}/{CLOUD}").json() == document
+        assert client.get(f"/api/v1/build-logs/openrazer-driver/0/{CLOUD}").status_code == 404
+    missing = subprocess.run([sys.executable, "-m", "kabigate", "build-log", "--db", db, "vpoll", "1", CLOUD],
+                             capture_output=True, text=True, check=False)
+    assert missing.returncode == 2 and missing.stderr.startswith("kabigate: error: no failed or excluded build")
 
 
 def test_a_kbuild_folder_that_never_exits_is_a_failed_build_saying_so(testdata, tmp_path):

@@ -147,6 +147,10 @@ def test_a_rebuild_that_fails_breaks_the_package_and_fails_the_gate(db, tmp_path
     (b'[coverage]\nno_working_packages = "BAD"\n', "an outcome is one of"),
     (b'[outcomes]\npackage_broken = "NOPE"\n', "an outcome is one of"),
     (b"[packages]\nrequire = true\n", "unknown key packages"),
+    (b'[drivers]\nrebuild = "yes"\n', "drivers.rebuild must be true or false"),
+    (b'[signing]\nkey = "repo.key"\n', "signing.key and signing.cert go together"),
+    (b'[signing]\nkey = ""\ncert = "repo.crt"\n', "signing.key must be a file's path"),
+    (b"[signing]\nhash = 256\n", "signing.hash must be a hash algorithm's name"),
 ])
 def test_package_policy_keys_are_parsed_strictly(text, message):
     with pytest.raises(InputError, match=message):

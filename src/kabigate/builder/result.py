@@ -22,8 +22,9 @@ class BuildResult:
     log: str
     error: str | None = None
     modules: list[Path] = field(default_factory=list)
+    signer: str | None = None  # who signed the built modules (kabigate build --sign-key)
 
     def json(self) -> dict:
         return {"outcome": self.outcome, "package": self.package, "version": self.version,
                 "kernel_release": self.kernel_release, "method": self.method, "seconds": round(self.seconds, 1),
-                "error": self.error, "modules": sorted(p.name for p in self.modules)}
+                "error": self.error, "modules": sorted(p.name for p in self.modules), "signer": self.signer}

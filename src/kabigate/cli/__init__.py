@@ -114,7 +114,7 @@ COMMAND_MODULES = {
     "weak-modules": "install:weak_modules", "preflight": "install:preflight",
     "explain": "explain:explain_command",
     "boot-check": "boot:boot_check_command",
-    "build": "build:build",
+    "build": "build:build", "build-log": "build:build_log",
 }
 
 # Each command's first sentence, which --help lists without importing the command's module
@@ -167,13 +167,15 @@ COMMAND_SUMMARIES = {
     "boot-check": "Boot the kernel in qemu, insert MODULEs, and compare its verdicts with kabigate's.",
     "build": ('Build SOURCE (a Debian *-dkms .deb, a folder with dkms.conf, a kmod source RPM, a Kbuild '
               'folder) against a kernel.'),
+    "build-log": ("Print the stored log of DRIVER VERSION's failed or excluded build for KERNEL_RELEASE "
+                  '(bounded: its first 256 KiB and last 768 KiB), after its outcome and first error line.'),
 }
 
 # The help's sections: what a command is for. tests/test_cli_surface.py holds every command to one.
 SECTIONS = {
     "Check modules against kernels": ["inspect", "check", "diff", "explain", "boot-check", "precheck", "rpm-deps"],
     "Sign modules": ["keygen", "sign", "verify"],
-    "The store": ["db", "ingest", "build", "kernels", "drivers", "matrix", "history"],
+    "The store": ["db", "ingest", "build", "build-log", "kernels", "drivers", "matrix", "history"],
     "Gate kernels": ["gate", "watch", "waiver"],
     "Stablelist evidence": ["stablelist"],
     "On a host, at install time": ["preflight", "weak-modules"],

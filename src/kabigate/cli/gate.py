@@ -22,6 +22,7 @@ from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.stablelists import read_stablelist
 from kabigate.model import version_key
 from kabigate.reports.gate import DEFAULT_TESTCASE, gate_json, gate_junit, gate_markdown, resultsdb_payload
+from kabigate.services.build import Signing
 from kabigate.services.gate import (
     GateResult,
     previous_in_stream,
@@ -33,6 +34,7 @@ from kabigate.services.gate import (
 from kabigate.services.ingest import ingest_kernel
 from kabigate.services.packages import why_not
 from kabigate.services.watch import kernels_to_gate, offered_kernels
+from kabigate.signing.keys import HASHES, PASSPHRASE_ENV, load_signing_key
 from kabigate.store import GateRun, KernelRecord, Store
 from kabigate.vocabulary import GateClass, Outcome
 
@@ -76,13 +78,36 @@ class GateSettings:
     testcase: str
     ref_url: str | None
     explain: bool = False  # name each CRC change's most likely cause (BTF of the stored kernels' images)
+    rebuild: bool = False  # rebuild the gating packages that do not work on the candidate first
+    signing: Signing | None = None  # the key that signs the rebuilt modules
+
+    def with_rebuild(self, rebuild: bool | None, sign_key: str | None, sign_cert: str | None) -> GateSettings:
+        """The command line's --rebuild and signing key over the policy's."""
+        if (sign_key is None) != (sign_cert is None):
+            raise InputError("--sign-key and --sign-cert go together")
+        signing = self.signing
+        if sign_key is not None and sign_cert is not None:
+            signing = signing_key(sign_key, sign_cert, self.policy.sign_hash, f"{self.policy.source}: signing.hash")
+        return dataclasses.replace(self, rebuild=self.rebuild if rebuild is None else rebuild, signing=signing)
 
     @classmethod
     def from_options(cls, policy_path, waivers_path, stablelist_path, driver, matrix_url, resultsdb_url, testcase,
                      ref_url) -> GateSettings:
         policy = parse_policy(_read(policy_path), policy_path) if policy_path else DEFAULT_POLICY
         waivers = tuple(parse_waivers(_read(waivers_path), waivers_path)) if waivers_path else ()
-        return cls(policy, waivers, stablelist_path, driver, matrix_url, resultsdb_url, testcase, ref_url)
+        signing = None
+        if policy.sign_key is not None and policy.sign_cert is not None:  # both or neither, as parsed
+            signing = signing_key(policy.sign_key, policy.sign_cert, policy.sign_hash, f"{policy.source}: signing.hash")
+        return cls(policy, waivers, stablelist_path, driver, matrix_url, resultsdb_url, testcase, ref_url,
+                   rebuild=policy.rebuild, signing=signing)
+
+
+def signing_key(key: str, cert: str, hash_name: str, what: str) -> Signing:
+    """The repository's signing key (its passphrase from $KBUILD_SIGN_PIN, as sign-file reads it)."""
+    if hash_name not in HASHES:
+        raise InputError(f"{what} {hash_name!r}: one of {', '.join(HASHES)}")
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    return Signing(load_signing_key(key, cert, passphrase.encode() if passphrase else None), hash_name)
 
 
 @dataclass(frozen=True)
@@ -101,7 +126,7 @@ def gate_kernel(store: Store, settings: GateSettings, candidate: KernelRecord, b
     stablelist = read_stablelist(settings.stablelist_path, candidate.machine)
     result = run_gate(store, candidate, baseline, stream=stream, policy=settings.policy,
                       waivers=(*settings.waivers, *store.waivers()), stablelist=stablelist, driver=settings.driver,
-                      explain=settings.explain)
+                      explain=settings.explain, rebuild=settings.rebuild, signing=settings.signing)
     if junit:
         write_atomically(junit, gate_junit(result))
     if markdown:
@@ -144,24 +169,36 @@ def _publish(store: Store, settings: GateSettings, run: GateRun, item: str | Non
                    "verdicts beside the stored ones; a disagreement exits 1.")
 @click.option("--explain/--no-explain", default=True, show_default=True,
               help="Name each CRC change's most likely cause, from the BTF of the kernels' stored images.")
+@click.option("--rebuild/--no-rebuild", default=None,
+              help="First rebuild each gating package that does not work on the candidate, from the source its "
+                   "stored build was made from (kabigate build), against the candidate's headers among its "
+                   "sources; the rebuilt modules are stored and judged (default: the policy's drivers.rebuild).")
+@click.option("--sign-key", type=click.Path(dir_okay=False), metavar="KEY",
+              help="Sign the rebuilt modules with this key (default: the policy's [signing]).")
+@click.option("--sign-cert", type=click.Path(dir_okay=False), metavar="CERT", help="The signing key's certificate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
 @store_option
 def gate(store: Store, candidate: str, baseline: str | None, stream: str | None, junit_path, markdown_path, item,
-         queue: bool, confirm: int, explain: bool, as_json: bool, **options) -> None:
+         queue: bool, confirm: int, explain: bool, rebuild: bool | None, sign_key: str | None, sign_cert: str | None,
+         as_json: bool, **options) -> None:
     """Gate a candidate kernel on the stored driver builds. Exit 0 PASSED/INFO, 1 FAILED or
     NEEDS_INSPECTION, 2 error.
 
     \b
     Example:
       kabigate gate --candidate 6.1.0-53-amd64 --stream debian-6.1 --junit gate.xml --markdown gate.md
+      kabigate gate --candidate 6.1.0-56-amd64 --rebuild --sign-key repo.key --sign-cert repo.crt
     """
     if queue:
         _queue_gate(store, candidate, baseline, stream, as_json,
                     given=[_option_name(name) for name, value in (("junit", junit_path), ("markdown", markdown_path),
-                                                                   ("item", item), *options.items())
+                                                                   ("item", item), ("rebuild", rebuild),
+                                                                   ("sign_key", sign_key), ("sign_cert", sign_cert),
+                                                                   *options.items())
                            if value is not None and name != "testcase"])
         return
-    settings = dataclasses.replace(GateSettings.from_options(**options), explain=explain)
+    settings = dataclasses.replace(GateSettings.from_options(**options), explain=explain).with_rebuild(
+        rebuild, sign_key, sign_cert)
     candidate_record = _kernel(store, candidate, stream)
     baseline_record: KernelRecord | None
     if baseline is not None:
@@ -307,6 +344,12 @@ def _print_summary(result) -> None:
     working = sum(1 for finding in result.packages if finding.after.works)
     out.print(f"  packages: {working} of {len(result.packages)} work on {result.candidate.release}, "
               f"{len(result.broken_packages)} broken by it", markup=False)
+    for rebuild in result.rebuilds:  # those not tried are in the notes
+        if rebuild.outcome is not None:
+            signed = f", signed by {rebuild.signer}" if rebuild.signer else ""
+            out.print(f"  rebuilt package {rebuild.driver} for {result.candidate.release}: {rebuild.outcome} "
+                      f"({rebuild.seconds:.1f} s{signed})" + (f": {rebuild.reason}" if rebuild.reason else ""),
+                      markup=False)
     for finding in result.broken_packages:
         waived = "  waived by " + ", ".join(w.source for w in finding.waivers) if finding.waivers else ""
         out.print(f"  {finding.outcome:<16} package {finding.driver}: {finding.before.state} -> "

@@ -21,6 +21,12 @@ who decided and why:
     package_not_rebuilt = "NEEDS_INSPECTION"  #   ... and no build for the candidate is stored yet
     [drivers]
     gating = ["*"]                            # shell patterns of the drivers whose results gate
+    rebuild = false                           # before judging, rebuild each gating package that does not
+                                              #   work on the candidate from its stored build's source
+    [signing]                                 # the repository's key: signs every rebuilt module
+    key = "/etc/pki/kabigate/repo.key"        #   (passphrase from $KBUILD_SIGN_PIN)
+    cert = "/etc/pki/kabigate/repo.crt"
+    hash = "sha256"
     [coverage]
     minimum_builds = 1                        # fewer gating builds judged than this ->
     below_minimum = "NEEDS_INSPECTION"
@@ -73,6 +79,10 @@ class Policy:
     require_working_packages: bool = True
     no_working_packages: Outcome = Outcome.NEEDS_INSPECTION
     source: str = "(built-in policy)"
+    rebuild: bool = False
+    sign_key: str | None = None
+    sign_cert: str | None = None
+    sign_hash: str = "sha256"
 
 
 DEFAULT_POLICY = Policy()
@@ -101,14 +111,14 @@ class Waiver:
 
 def parse_policy(data: bytes, what: str) -> Policy:
     document = _toml(data, what)
-    _only(document, {"outcomes", "drivers", "coverage"}, what, "")
+    _only(document, {"outcomes", "drivers", "coverage", "signing"}, what, "")
     outcomes = dict(DEFAULT_OUTCOMES)
     table = _table(document, "outcomes", what)
     _only(table, set(CLASSES), what, "outcomes.")
     for key, value in table.items():
         outcomes[GateCategory(key)] = _outcome(value, what, f"outcomes.{key}")
     drivers = _table(document, "drivers", what)
-    _only(drivers, {"gating"}, what, "drivers.")
+    _only(drivers, {"gating", "rebuild"}, what, "drivers.")
     gating = drivers.get("gating", ["*"])
     if not isinstance(gating, list) or not all(isinstance(p, str) and p for p in gating):
         raise InputError(f"{what}: drivers.gating must be a list of driver name patterns")
@@ -124,7 +134,21 @@ def parse_policy(data: bytes, what: str) -> Policy:
         raise InputError(f"{what}: coverage.require_working_packages must be true or false")
     none_working = _outcome(coverage.get("no_working_packages", Outcome.NEEDS_INSPECTION), what,
                             "coverage.no_working_packages")
-    return Policy(outcomes, tuple(gating), minimum, below, require, none_working, what)
+    rebuild = drivers.get("rebuild", False)
+    if not isinstance(rebuild, bool):
+        raise InputError(f"{what}: drivers.rebuild must be true or false")
+    signing = _table(document, "signing", what)
+    _only(signing, {"key", "cert", "hash"}, what, "signing.")
+    for key in ("key", "cert"):
+        if not isinstance(signing.get(key, ""), str) or (key in signing and not signing[key]):
+            raise InputError(f"{what}: signing.{key} must be a file's path")
+    if ("key" in signing) != ("cert" in signing):
+        raise InputError(f"{what}: signing.key and signing.cert go together")
+    sign_hash = signing.get("hash", "sha256")  # one of signing.keys.HASHES: checked with the key, when loaded
+    if not isinstance(sign_hash, str):
+        raise InputError(f"{what}: signing.hash must be a hash algorithm's name")
+    return Policy(outcomes, tuple(gating), minimum, below, require, none_working, what, rebuild,
+                  signing.get("key"), signing.get("cert"), sign_hash)
 
 
 def parse_waivers(data: bytes, what: str) -> list[Waiver]:

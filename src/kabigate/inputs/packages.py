@@ -125,6 +125,7 @@ class Package:
         head = bytes(self.data[:21])
         self.provides: list[Dependency] = []
         self.requires: list[Dependency] = []
+        self.depends = ""  # a deb's Depends field
         if rpmfmt.is_rpm(head):
             self.format = "rpm"
             self._rpm = rpmfmt.read_header(self.data, source)
@@ -140,6 +141,7 @@ class Package:
                 fields.get("Architecture", "")
             self.provides = [Dependency(p.strip().split(" ", 1)[0]) for p in fields.get("Provides", "").split(",")
                              if p.strip()]
+            self.depends = fields.get("Depends", "")  # as written: "name (>= version) | other, ..."
         else:  # a downloaded answer's bytes are not shown: the URL may name any file of a host the server reaches
             raise InputError(f"{source}: not an RPM or deb package" + ("" if is_url(source) else
                                                                        f" (magic {head[:8].hex()})"))

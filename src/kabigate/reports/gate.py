@@ -34,6 +34,7 @@ def gate_json(result: GateResult) -> dict:
         "changed_exports_in_use": [vars(change) for change in result.changes_in_use],
         "module_layout_changed": result.module_layout_changed,
         "packages": [_package(finding) for finding in result.packages],
+        "rebuilds": [rebuild.json() for rebuild in result.rebuilds],
     }
 
 
@@ -143,6 +144,14 @@ def gate_markdown(result: GateResult, matrix_url: str | None = None) -> str:
     working = [f for f in result.packages if f.after.works]
     lines += [(f"Packages: {len(working)} of {len(result.packages)} work on the candidate, "
                f"{len(result.broken_packages)} broken by it."), ""]
+    if result.rebuilds:
+        lines += ["### Packages rebuilt for the candidate", "",
+                  "| package | outcome | seconds | signer | error, or why not tried |", "|---|---|---|---|---|"]
+        for rebuild in result.rebuilds:
+            why = (rebuild.reason or "").replace("|", "\\|")
+            lines.append(f"| {rebuild.driver} | {rebuild.outcome or 'not tried'} | {rebuild.seconds:.1f} | "
+                         f"{rebuild.signer or '-'} | {why} |")
+        lines.append("")
     if result.broken_packages:
         lines += ["### Packages the candidate breaks", "",
                   "| package | on the baseline | on the candidate | outcome | why |", "|---|---|---|---|---|"]

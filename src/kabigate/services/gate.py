@@ -12,6 +12,7 @@ loads there whole while one did on the baseline, or its best build loads fewer m
 baseline (dahdi: 31 of 32 on 6.1.0-47, none on -50); it is `package_broken` when its build for the
 candidate failed or does not load, `package_not_rebuilt` when none is stored. A candidate on which
 no judged gating package works at all fails (`require_working_packages`), whatever the baseline did.
+With `rebuild`, the packages that do not work are rebuilt for the candidate before it is judged.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from kabigate.model import ReasonCode
 from kabigate.reports import resultsdb
 from kabigate.reports.verdicts import crc_text
 from kabigate.rules import RULES_VERSION
+from kabigate.services.build import Signing
 from kabigate.services.ingest import refresh_verdicts
 from kabigate.services.packages import PackageVerdict, package_verdicts
+from kabigate.services.rebuild import Rebuild, needing_rebuild, rebuild_packages
 from kabigate.store import BuildRecord, Cell, GateRun, KernelRecord, Store
 from kabigate.vocabulary import ExportChange, GateCategory, GateClass, Outcome, PackageState
 
@@ -123,6 +126,7 @@ class GateResult:
     outcome: Outcome
     packages: list[PackageFinding] = field(default_factory=list)
     module_layout_changed: bool = False  # every build made for the baseline is refused by the candidate
+    rebuilds: list[Rebuild] = field(default_factory=list)  # the packages rebuilt for the candidate first
 
     @property
     def passed(self) -> bool:
@@ -168,11 +172,16 @@ def previous_in_stream(store: Store, kernel: KernelRecord, stream: str | None) -
 
 def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | None, *, stream: str | None = None,
              policy: Policy = DEFAULT_POLICY, waivers: tuple[Waiver, ...] = (), stablelist: Stablelist | None = None,
-             driver: str | None = None, today: datetime.date | None = None, explain: bool = False) -> GateResult:
+             driver: str | None = None, today: datetime.date | None = None, explain: bool = False,
+             rebuild: bool = False, signing: Signing | None = None) -> GateResult:
     """Judge the candidate against the stored builds (`driver`: a pattern on their names). With
     `explain`, CRC changes and crc-mismatch regressions name their most likely cause, from the BTF
-    of the kernels' images among their stored sources."""
+    of the kernels' images among their stored sources. With `rebuild`, the gating packages that do
+    not work on the candidate are first rebuilt for it (services/rebuild.py; signed with `signing`)."""
     today = today or datetime.date.today()
+    rebuilds = []
+    if rebuild:
+        rebuilds = rebuild_packages(store, candidate, needing_rebuild(store, candidate, driver, policy.gating), signing)
     kernel_ids = [candidate.id] + ([baseline.id] if baseline else [])
     refresh_verdicts(store, kernel_ids=kernel_ids)
     builds = store.driver_builds(driver)
@@ -190,10 +199,18 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
     kernel_findings, export_changes, in_use = _kernel_side(store, candidate, baseline, builds, policy, waivers,
                                                            stablelist, today)
     coverage = sum(1 for finding in findings if finding.gating)
-    notes: list[str] = []
+    notes = [f"{r.driver} not rebuilt: {r.reason}" for r in rebuilds if r.outcome is None]
     if explain and baseline is not None:
         in_use = _explain_changes(store, baseline, candidate, findings, in_use, notes)
     packages = _package_findings(store, candidate, baseline, driver, policy, waivers, today)
+    if rebuild:  # rebuilding is the policy: a build whose package's rebuild loads is replaced, not regressed
+        replaced = {f.driver for f in packages if f.after.state == PackageState.LOADS_AFTER_REBUILD}
+        superseded = [f for f in findings if f.klass == GateClass.REGRESSION and f.build.driver in replaced]
+        if superseded:
+            notes.append(f"{len(superseded)} regressed builds are replaced by rebuilds that load on "
+                         f"{candidate.release}: " + ", ".join(sorted({f.build.label for f in superseded})))
+        findings = [dataclasses.replace(f, outcome=min(f.outcome, Outcome.INFO, key=OUTCOMES.index))
+                    if f in superseded else f for f in findings]
     outcomes = [f.outcome for f in findings] + [f.outcome for f in kernel_findings] + [f.outcome for f in packages]
     if coverage < policy.minimum_builds:
         notes.append(f"only {coverage} gating driver builds judged; the policy wants {policy.minimum_builds}")
@@ -216,7 +233,7 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
     notes += [f"expired waiver no longer applies: {w.label}, expired {w.expires}" for w in expired.values()]
     return GateResult(candidate, baseline, stream, policy, stablelist.source if stablelist else None, findings,
                       kernel_findings, export_changes, in_use, coverage, notes,
-                      max(outcomes, key=OUTCOMES.index, default=Outcome.PASSED), packages, layout_changed)
+                      max(outcomes, key=OUTCOMES.index, default=Outcome.PASSED), packages, layout_changed, rebuilds)
 
 
 def _package_findings(store: Store, candidate: KernelRecord, baseline: KernelRecord | None, driver: str | None,

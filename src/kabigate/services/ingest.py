@@ -78,6 +78,7 @@ class DriverBuildInput:
     format: str
     source: str
     greylist: tuple[str, ...] | None = None
+    built_from: str | None = None  # what kabigate build made it from
 
     def __post_init__(self):
         # here, not at ingest: every build read from an upload or a repository is checked before
@@ -117,7 +118,8 @@ def ingest_driver_build(store: Store, build: DriverBuildInput, advance: Advance 
     with store.transaction():
         record, created = store.add_driver_build(
             build.driver, build.modules, version=build.version, package=build.package, arch=build.arch,
-            format=build.format, source=build.source, greylist=build.greylist)
+            format=build.format, source=build.source, greylist=build.greylist,
+            built_from=build.built_from)
         pairs = store.pairs_needing_verdicts(RULES_VERSION, build_ids=[record.id])
         computed = _judge_pairs(store, pairs, {}, advance)
     return IngestedBuild(record, created, computed)

@@ -45,6 +45,7 @@ class BuildRecord:
     built_for: str | None
     source: str
     modules: tuple[str, ...]  # module names, in the build's order
+    built_from: str | None = None  # the source package or tree kabigate build made it from (gate --rebuild's)
 
     @property
     def label(self) -> str:
@@ -230,7 +231,8 @@ class RecordStore(StoreBase):
 
     def add_driver_build(self, driver: str, modules: list[Module], *, version: str | None, package: str | None,
                          arch: str | None, format: str, source: str,
-                         greylist: tuple[str, ...] | None = None) -> tuple[BuildRecord, bool]:
+                         greylist: tuple[str, ...] | None = None, built_from: str | None = None
+                         ) -> tuple[BuildRecord, bool]:
         """Store one driver build (a package's modules, or a tree's): (record, False) if already stored."""
         facts = [codec.module_facts(m) for m in modules]
         module_digests = [codec.facts_digest(f) for f in facts]
@@ -246,7 +248,7 @@ class RecordStore(StoreBase):
             "digest": digest, "driver_id": self._named_id(t.driver, driver), "package": package, "version": version,
             "arch": arch, "format": format, "built_for": vermagic.split(" ", 1)[0] if vermagic else None,
             "source": source, "greylist": None if greylist is None else json.dumps(list(greylist)),
-            "ingested_at": utc_now(),
+            "built_from": built_from, "ingested_at": utc_now(),
         })
         if build_id is None:  # a parallel ingest stored the same build since the look-up above
             return self.driver_build(self._ids_by(t.driver_build, t.driver_build.c.digest, [digest])[digest]), False
@@ -302,7 +304,7 @@ class RecordStore(StoreBase):
                 .join(t.driver, t.driver.c.id == t.driver_build.c.driver_id).where(*where)).all()
         return [BuildRecord(id=row.id, driver=row.driver, package=row.package, version=row.version, arch=row.arch,
                             format=row.format, built_for=row.built_for, source=row.source,
-                            modules=tuple(names.get(row.id, ()))) for row in rows]
+                            modules=tuple(names.get(row.id, ())), built_from=row.built_from) for row in rows]
 
     def load_build(self, build_id: int) -> list[Module]:
         """The build's modules as the loader rules take them, in the build's order."""

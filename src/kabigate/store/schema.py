@@ -108,6 +108,7 @@ driver_build = Table(
     Column("format", String(16), nullable=False),  # "rpm", "deb" or "tree"
     Column("built_for", String(200)),  # kernel release from the modules' vermagic
     Column("source", Text, nullable=False),  # the path or URL it was read from
+    Column("built_from", Text),  # the source kabigate build made it from (-dkms .deb, .src.rpm, tree); NULL: ingested
     Column("greylist", Text),  # JSON list from ELRepo's greylist.txt, NULL when none shipped
     Column("ingested_at", DateTime(timezone=True), nullable=False),
 )

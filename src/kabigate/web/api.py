@@ -30,6 +30,7 @@ from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.packages import is_url
 from kabigate.reports.gate import gate_json, waiver_json
 from kabigate.reports.verdicts import build_record_json, cell_json, drivers_json, kernel_record_json
+from kabigate.services.build import build_log_json
 from kabigate.services.causes import with_causes
 from kabigate.services.evidence import demand_json, symbol_demand
 from kabigate.services.gate import (
@@ -161,6 +162,16 @@ def driver_history_endpoint(store: StoreDep, name: str, stream: str | None = Non
     if not store.driver_builds(name):
         raise HTTPException(404, f"no driver named {name} in the store")
     return as_built(history_json(name, driver_history(store, name, stream)))
+
+
+@router.get("/build-logs/{driver}/{version}/{kernel_release}",
+            summary="A failed or excluded build's record and its stored log (bounded; null when none was kept)",
+            response_model=schemas.BuildLog, responses=NOT_FOUND)
+def build_log_endpoint(store: StoreDep, driver: str, version: str, kernel_release: str) -> dict:
+    document = build_log_json(store, driver, version, kernel_release)
+    if document is None:
+        raise HTTPException(404, f"no failed or excluded build of {driver} {version} for {kernel_release}")
+    return document
 
 
 @router.get("/matrix", summary="Driver builds x kernels: each cell's verdict; more than per_page builds are paged "

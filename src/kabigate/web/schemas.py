@@ -12,7 +12,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from kabigate.model import LoadVerdict, ReasonCode
-from kabigate.vocabulary import ExportChange, GateCategory, GateClass, Outcome, PackageState
+from kabigate.vocabulary import BuildOutcome, ExportChange, GateCategory, GateClass, Outcome, PackageState
 
 
 class Closed(BaseModel):
@@ -396,6 +396,17 @@ class PackageFinding(PackageVerdict):
     expired_waivers: list[Waiver]
 
 
+class Rebuild(Closed):
+    """A package rebuilt for the candidate by `gate --rebuild` (services.rebuild.Rebuild.json)."""
+
+    driver: str
+    source: str | None = Field(description="the source it was built from (its stored build's built_from)")
+    outcome: BuildOutcome | None = Field(description="null: not tried (reason says why)")
+    reason: str | None = Field(description="why it was not tried, or the build's first error line")
+    seconds: float
+    signer: str | None
+
+
 class GateReport(Closed):
     """The gate's JSON (reports.gate.gate_json), as `gate --json` prints it."""
 
@@ -415,6 +426,7 @@ class GateReport(Closed):
     changed_exports_in_use: list[ChangedExport]
     module_layout_changed: bool
     packages: list[PackageFinding]
+    rebuilds: list[Rebuild]
 
 
 class RecordedGate(GateReport):
@@ -516,3 +528,14 @@ class IngestedBuild(BuildRecord):
 
 class IngestedBuilds(Closed):
     builds: list[IngestedBuild]
+
+
+class BuildLog(Closed):
+    """GET /build-logs/{driver}/{version}/{kernel_release} (services.build.build_log_json)."""
+
+    driver: str
+    version: str
+    kernel_release: str
+    outcome: BuildOutcome
+    error: str = Field(description="the first compiler error line, or dkms's reason for the exclusion")
+    log: str | None = Field(description="the build's bounded log; null when none was kept")

@@ -1,0 +1,136 @@
+"""The gate rebuilds, on the real corpus: acpi-call built for 6.1.0-50 by `kabigate build` (its
+source remembered) no longer loads on -56 (CRCs moved); `gate --rebuild` builds it again from its
+-dkms .deb against -56's headers .debs (with the -common and linux-kbuild they Depend on, found
+beside them), signed with the repository's key, and the package works: loads-after-rebuild. On -53,
+whose -common .deb the corpus lacks, it stays not rebuilt, saying why. One real dkms build each
+(~5 s)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from kabigate.inputs.kernels import load_kernel
+from kabigate.services.ingest import ingest_kernel
+from kabigate.store import Store
+
+pytestmark = [pytest.mark.realdata,
+              pytest.mark.skipif(not (shutil.which("bwrap") and shutil.which("dkms")), reason="needs dkms, bubblewrap")]
+KABIGATE = [sys.executable, "-m", "kabigate"]
+RELEASES = ("6.1.0-50-amd64", "6.1.0-53-amd64", "6.1.0-56-amd64")
+
+
+def kabigate(*args) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "KABIGATE_DB"}
+    return subprocess.run([*KABIGATE, *map(str, args)], capture_output=True, text=True, check=False, env=env)
+
+
+@pytest.fixture(scope="module")
+def store_with_a_built_package(testdata, tmp_path_factory):
+    """-50, -53 and -56 from their linux-image and linux-headers .debs; acpi-call built for -50 from its -dkms .deb."""
+    streams = testdata.manifest.get("stream_kernels", {})
+    if not all(release in streams for release in RELEASES):
+        pytest.skip("the corpus has no stream kernels (scripts/fetch-testdata fetches them)")
+    top = tmp_path_factory.mktemp("rebuild")
+    db = top / "store.db"
+    with Store.open(str(db)) as store:
+        for release in RELEASES:
+            ingest_kernel(store, load_kernel([str(testdata.root / deb) for deb in streams[release]["debs"]]),
+                          "debian-6.1")
+    (source,) = (testdata.root / "debs").glob("acpi-call-dkms_*.deb")
+    tree = testdata.root / testdata.manifest["build_kernels"]["6.1.0-50-amd64"]["root"]
+    built = kabigate("build", "--json", "-k", tree, source, "--db", db)
+    assert built.returncode == 0, built.stderr
+    key = top / "repo"
+    subprocess.run([*KABIGATE, "keygen", "--out", key, "--subject", "CN=Example kmods", "--bits", "2048"], check=True,
+                   capture_output=True)
+    return db, source, key
+
+
+def test_the_gate_rebuilds_a_package_that_no_longer_loads_and_it_works(store_with_a_built_package, tmp_path):
+    db, source, key = store_with_a_built_package
+    copy = tmp_path / "store.db"
+    shutil.copyfile(db, copy)
+    # without --rebuild: broken on -56, not rebuilt
+    run = kabigate("gate", "--db", copy, "--candidate", "6.1.0-56-amd64", "--baseline", "6.1.0-50-amd64", "--json",
+                   "--no-explain")
+    report = json.loads(run.stdout)
+    (package,) = report["packages"]
+    assert (package["state"], package["category"], report["rebuilds"]) == ("broken", "package_not_rebuilt", [])
+    assert run.returncode == 1
+    run = kabigate("gate", "--db", copy, "--candidate", "6.1.0-56-amd64", "--baseline", "6.1.0-50-amd64", "--json",
+                   "--no-explain", "--rebuild", "--sign-key", f"{key}.key", "--sign-cert", f"{key}.crt")
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = json.loads(run.stdout)
+    (rebuild,) = report["rebuilds"]
+    assert (rebuild["driver"], rebuild["source"], rebuild["outcome"], rebuild["signer"]) == \
+        ("acpi-call", str(source), "built", "Example kmods")
+    (package,) = report["packages"]
+    assert (package["state"], package["category"], package["build"]["built_for"]) == \
+        ("loads-after-rebuild", None, "6.1.0-56-amd64")
+    # the build for -50 still regresses (its class stays), but its package's rebuild replaces it: INFO, a pass
+    assert report["counts"]["regression"] == 1 and report["outcome"] == "INFO"
+    assert any(n.startswith("1 regressed builds are replaced by rebuilds") for n in report["notes"])
+    with Store.open(str(copy)) as store:
+        (rebuilt,) = [b for b in store.driver_builds("acpi-call") if b.built_for == "6.1.0-56-amd64"]
+        assert rebuilt.built_from == str(source)
+        assert [m.signature.signer for m in store.load_build(rebuilt.id)] == ["Example kmods"]
+    # once rebuilt, a gate rebuilds nothing again
+    run = kabigate("gate", "--db", copy, "--candidate", "6.1.0-56-amd64", "--baseline", "6.1.0-50-amd64", "--json",
+                   "--no-explain", "--rebuild")
+    assert run.returncode == 0 and json.loads(run.stdout)["rebuilds"] == []
+
+
+def test_a_kernel_whose_headers_are_incomplete_leaves_the_package_not_rebuilt_saying_why(store_with_a_built_package,
+                                                                                         tmp_path):
+    db, _, _ = store_with_a_built_package
+    copy = tmp_path / "store.db"
+    shutil.copyfile(db, copy)
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[drivers]\nrebuild = true\n")
+    run = kabigate("gate", "--db", copy, "--candidate", "6.1.0-53-amd64", "--policy", policy, "--json",
+                   "--no-explain")
+    report = json.loads(run.stdout)
+    (rebuild,) = report["rebuilds"]
+    assert rebuild["outcome"] is None and "linux-headers-6.1.0-53-common (= 6.1.187-1)" in rebuild["reason"]
+    assert any(n.startswith("acpi-call not rebuilt: ") for n in report["notes"])
+    (package,) = report["packages"]
+    assert (package["state"], package["category"]) == ("broken", "package_not_rebuilt")
+    assert run.returncode == 1
+
+
+def test_a_rebuild_that_fails_breaks_the_package_with_the_compilers_error(store_with_a_built_package, testdata,
+                                                                          tmp_path):
+    """A Kbuild folder built for -50, then broken at its source: -56 refuses the -50 build (module_layout
+    moved), the gate's rebuild fails with the compiler's error, kept with its log: package_broken, FAILED."""
+    db, _, _ = store_with_a_built_package
+    copy = tmp_path / "store.db"
+    shutil.copyfile(db, copy)
+    source = tmp_path / "hello"
+    source.mkdir()
+    (source / "Kbuild").write_text("obj-m := hello.o\n")
+    (source / "hello.c").write_text('#include <linux/module.h>\nMODULE_LICENSE("GPL");\n')
+    tree = testdata.root / testdata.manifest["build_kernels"]["6.1.0-50-amd64"]["root"]
+    built = kabigate("build", "--json", "-k", tree, source, "--db", copy, "--package-version", "1.0")
+    assert built.returncode == 0, built.stderr
+    (source / "hello.c").write_text('#include <linux/module.h>\nMODULE_LICENSE("GPL");\n'
+                                    'int broken(void) { return x; }\n')
+    run = kabigate("gate", "--db", copy, "--candidate", "6.1.0-56-amd64", "--baseline", "6.1.0-50-amd64", "--json",
+                   "--no-explain", "--rebuild", "--driver", "hello", "--markdown", tmp_path / "gate.md")
+    report = json.loads(run.stdout)
+    (rebuild,) = report["rebuilds"]
+    assert rebuild["outcome"] == "failed" and "hello.c:3:" in rebuild["reason"] and "error:" in rebuild["reason"]
+    (package,) = report["packages"]
+    assert (package["state"], package["category"], package["outcome"]) == \
+        ("rebuild-fails", "package_broken", "FAILED")
+    assert package["build_failure"] == {"version": "1.0", "error": rebuild["reason"]}
+    assert report["outcome"] == "FAILED" and run.returncode == 1
+    assert "| hello | failed | " in (tmp_path / "gate.md").read_text()
+    log = kabigate("build-log", "--db", copy, "hello", "1.0", "6.1.0-56-amd64")
+    assert log.returncode == 0 and "undeclared (first use in this function)" in log.stdout
+    assert "Error 2" in log.stdout  # the log, beyond the first error line
