@@ -28,7 +28,7 @@ IGNORED_UNDEFINED = {
 MODULE_LAYOUT = "module_layout"
 # Stored verdicts carry the version of the rules that made them: bump it whenever a change here
 # can change a verdict, its reasons or their wording, and the store recomputes them.
-RULES_VERSION = 6
+RULES_VERSION = 7
 # load_module()'s early checks changed twice (docs/loader-checks.md). v6.4: elf_validity_cache_copy()
 # compares sizeof(struct module) and refuses duplicate sections, early_mod_check() looks for a
 # loaded module of the same name before the memory layout. v6.13: elf_validity_cache_copy() split
@@ -158,7 +158,9 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
                loaded_before: Module | None):
     reasons: list[Reason] = []
     warnings: list[Reason] = []
-    uses: dict[str, Module] = {}  # symbol -> set module that provides it
+    # symbol -> the set module that provides it, and where in `reasons` the kernel would refuse
+    # that symbol if the provider does not load (_propagate_failures())
+    uses: dict[str, tuple[Module, int]] = {}
     generation = _validity_generation(kernel_version(kernel))
     early_checks = generation > 0
 
@@ -395,7 +397,12 @@ def _check_export_symbol_versions(module: Module, force_load: bool, reasons, war
 
 def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, modversions: bool,
                       reasons, warnings, uses) -> None:
-    """simplify_symbols() -> resolve_symbol() for every undefined symbol, in symbol table order."""
+    """simplify_symbols() (kernel/module/main.c) walks the symbol table from index 1; each SHN_UNDEF
+    symbol goes through resolve_symbol_wait() -> resolve_symbol() -> find_symbol(), inherit_taint(),
+    check_version(), verify_namespace_is_imported(). A failure is printed ("Unknown symbol %s (err %d)",
+    after check_version()'s own line) and the walk goes on (the `break` leaves only the switch), so the
+    kernel's first complaint is the first failing symbol in table order, whatever its kind: module.imports
+    is in that order. SHN_COMMON symbols are reported first here, wherever they sit in the table."""
     proprietary = is_proprietary(module)  # TAINT_PROPRIETARY_MODULE, may be inherited below
     using_gpl_only = False
     if module.layout is not None and module.layout.common_symbols:
@@ -461,7 +468,7 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
             if not allow_missing_ns:
                 continue
         if provider.module is not None and provider.module is not module:
-            uses[symbol.name] = provider.module
+            uses[symbol.name] = (provider.module, len(reasons))
 
 
 def _verify_exported_symbols(module: Module, providers: _Providers, reasons) -> None:
@@ -482,18 +489,24 @@ def _module_name(owner: str) -> str:
 
 
 def _propagate_failures(results) -> None:
-    """A module that resolves symbols from a set module that fails cannot load either."""
+    """A module that resolves symbols from a set module that fails cannot load either: without its
+    provider the kernel lacks the symbol. simplify_symbols() walks the symbol table in order and
+    reports each failing symbol where it meets it, so the first such symbol's reason goes where
+    _simplify_symbols() met it, before a CRC mismatch or missing symbol later in the table, also
+    in a module that fails for other reasons."""
     failed = {id(module) for module, reasons, _w, _u in results if reasons}
     changed = True
     while changed:
         changed = False
-        for module, reasons, _warnings, uses in results:
-            if id(module) in failed:
-                continue
-            broken = [(symbol, provider) for symbol, provider in uses.items() if id(provider) in failed]
-            if broken:
-                symbol, provider = broken[0]
-                reasons.append(Reason(ReasonCode.DEPENDENCY_FAILS, f"needs {symbol} from {provider.name}, "
-                                                                   f"which does not load", symbol))
+        for module, _reasons, _warnings, uses in results:
+            if id(module) not in failed and any(id(provider) in failed for provider, _at in uses.values()):
                 failed.add(id(module))
                 changed = True
+    for _module, reasons, _warnings, uses in results:
+        # uses is in symbol table order: the first broken symbol is the one the kernel meets first
+        broken = next(((symbol, provider, at) for symbol, (provider, at) in uses.items() if id(provider) in failed),
+                      None)
+        if broken is not None:
+            symbol, provider, at = broken
+            reasons.insert(at, Reason(ReasonCode.DEPENDENCY_FAILS, f"needs {symbol} from {provider.name}, "
+                                                                   f"which does not load", symbol))

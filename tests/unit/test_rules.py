@@ -792,6 +792,32 @@ def test_reasons_come_in_the_order_the_kernel_meets_them(release, expected):
     assert codes(verdict.reasons) == expected
 
 
+@pytest.mark.parametrize("imports, first", [
+    (("_printk", "gone_fn"), ("crc-mismatch", "_printk")),
+    (("gone_fn", "_printk"), ("missing-symbol", "gone_fn")),
+])
+def test_symbol_reasons_follow_the_symbol_table_not_their_kind(imports, first):
+    """simplify_symbols() walks the symbol table in order and check_version() runs as each symbol
+    resolves: a CRC mismatch before a missing symbol in the table is the kernel's first complaint."""
+    module = make_module(imports=imports, versions={"module_layout": LAYOUT_CRC, "_printk": 0xBAD, "gone_fn": 0x1})
+    verdict = check_one(module)
+    assert (verdict.reasons[0].code, verdict.reasons[0].symbol) == first
+    assert [r.symbol for r in verdict.reasons] == list(imports)
+
+
+def test_dependency_reason_sits_where_the_kernel_meets_its_symbol():
+    """Without its failing provider the kernel lacks core_fn and says so where the walk meets it:
+    before a missing symbol later in the table, also in a module failing for that symbol alone."""
+    core, _ = provider_and_user(vermagic="bad magic")
+    user = make_module("user", imports=("core_fn", "gone_fn"), versions={
+        "module_layout": LAYOUT_CRC, "core_fn": 0x5151, "gone_fn": 0x1})
+    reasons = check_modules([core, user], make_kernel())[1].reasons
+    assert [(r.code, r.symbol) for r in reasons] == [("dependency-fails", "core_fn"), ("missing-symbol", "gone_fn")]
+    late = dataclasses.replace(user, imports=tuple(reversed(user.imports)))
+    reasons = check_modules([core, late], make_kernel())[1].reasons
+    assert [(r.code, r.symbol) for r in reasons] == [("missing-symbol", "gone_fn"), ("dependency-fails", "core_fn")]
+
+
 @pytest.mark.parametrize("package, driver", [
     ("kmod-jool", "jool"), ("akmod-v4l2loopback", "v4l2loopback"), ("jool-kmp-default", "jool"),
     ("jool-dkms", "jool"), ("jool-modules-6.1.0-56-amd64", "jool"), ("kmod-acpi-call", "acpi-call"),
