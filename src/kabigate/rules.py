@@ -25,6 +25,9 @@ IGNORED_UNDEFINED = {
     "ppc64": {".TOC."},
     "ppc64le": {".TOC."},
 }
+# Byte order of the machines kabigate names (formats/elf.py): the kernel reads a module's header in its own.
+BYTE_ORDER = {"x86_64": "<", "i386": "<", "aarch64": "<", "ppc64le": "<", "riscv64": "<", "loongarch64": "<",
+              "ppc64": ">", "ppc": ">", "s390x": ">"}
 MODULE_LAYOUT = "module_layout"
 # Stored verdicts carry the version of the rules that made them: bump it whenever a change here
 # can change a verdict, its reasons or their wording, and the store recomputes them.
@@ -166,7 +169,15 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
 
     # load_module() checks the signature first, before it looks at the ELF image.
     _check_signature(module, kernel, options, reasons, warnings)
-    # elf_validity_check() (6.1) / elf_validity_ehdr() (6.4+) -> elf_check_arch()
+    # elf_validity_check() (6.1) / elf_validity_ehdr() (6.4+) read the header in the kernel's byte
+    # order, e_type before e_machine: a module of the other byte order (s390x on x86_64, ppc64 on
+    # ppc64le) has ET_REL read as 256 and is refused for that, not for its architecture.
+    if {BYTE_ORDER.get(module.machine), BYTE_ORDER.get(kernel.machine or "")} == {"<", ">"}:
+        reasons.append(Reason(ReasonCode.INVALID_ELF, f"Invalid ELF header type: 256 != 1 (module built for "
+                                                      f"{module.machine}, the kernel is {kernel.machine}, "
+                                                      "of the other byte order): Exec format error"))
+        return reasons, warnings, uses
+    # -> elf_check_arch()
     if kernel.machine and module.machine != kernel.machine:
         reasons.append(Reason(ReasonCode.ARCH_MISMATCH, f"module is built for {module.machine}, "
                                                         f"the kernel is {kernel.machine}: Exec format error"))

@@ -217,6 +217,15 @@ def test_architecture_is_not_compared_when_the_kernel_machine_is_unknown():
     assert check_one(make_module(machine="aarch64"), make_kernel(machine=None)).loads
 
 
+@pytest.mark.parametrize("module_machine, kernel_machine", [("s390x", "x86_64"), ("ppc64", "ppc64le"),
+                                                            ("aarch64", "s390x")])
+def test_module_of_the_other_byte_order_is_an_invalid_elf_type(module_machine, kernel_machine):
+    """elf_validity_check() / elf_validity_ehdr() read e_type in the kernel's byte order, before e_machine."""
+    verdict = check_one(make_module(machine=module_machine), make_kernel(machine=kernel_machine))
+    assert codes(verdict.reasons) == ["invalid-elf"]
+    assert verdict.reasons[0].message.startswith("Invalid ELF header type: 256 != 1")
+
+
 def invalid_elf(release: str, **broken) -> list[str]:
     """The invalid-elf messages of a module built for `release` with broken ELF facts, on it."""
     kernel = make_kernel(release)
