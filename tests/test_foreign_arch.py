@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.elfedit import renamed
 
-from kabigate.formats.module import read_module
+from kabigate.formats.module import parse_module, read_module
 from kabigate.formats.symvers import parse_symvers
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.modules import read_modules
@@ -172,3 +173,30 @@ def test_cli_reports_arch_mismatch_with_exit_status_1(testdata):
     [module] = report["modules"]
     assert module["name"] == "vfat" and module["verdict"] == "fails"
     assert [r["code"] for r in module["reasons"]] == ["arch-mismatch"]
+
+
+# module_frob_arch_sections(): the sections each architecture's loader looks for by name
+ARCH_SECTIONS = {"6.1.0-47-arm64": (".plt", ".init.plt"), "6.1.0-47-s390x": (),
+                 "6.1.0-47-powerpc64le": (".stubs",)}
+
+
+def test_in_tree_modules_have_the_sections_their_loader_needs(testdata, release, kernel):
+    """Every in-tree module carries what module_frob_arch_sections() looks for, and nothing else
+    of the set: s390x modules none of them."""
+    for path in module_paths(testdata, release):
+        assert read_module(str(path)).layout.arch_sections == ARCH_SECTIONS[release], path
+
+
+@pytest.mark.parametrize("release, section, message", [
+    ("6.1.0-47-arm64", ".plt", "module PLT section(s) missing: Exec format error"),
+    ("6.1.0-47-arm64", ".init.plt", "module PLT section(s) missing: Exec format error"),
+    ("6.1.0-47-powerpc64le", ".stubs", "doesn't contain .stubs.: Exec format error"),
+])
+def test_module_without_a_section_its_loader_needs_is_refused(testdata, release, section, message):
+    """A real in-tree module with the section renamed .comment, on its own kernel (arm64 and
+    ppc64el are little-endian ELF64: support.elfedit's edits apply)."""
+    own = load_kernel([str(path_of(testdata, release, "root"))])
+    path = path_of(testdata, release, "modules_dir") / "kernel/net/key/af_key.ko"
+    edited = parse_module(renamed(path.read_bytes(), section, ".comment"), f"{path}-{section}")
+    [verdict] = check_modules([edited], own)
+    assert [(r.code, r.message) for r in verdict.reasons] == [("arch-sections-missing", message)]

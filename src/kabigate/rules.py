@@ -29,6 +29,9 @@ IGNORED_UNDEFINED = {
 BYTE_ORDER = {"x86_64": "<", "i386": "<", "aarch64": "<", "ppc64le": "<", "riscv64": "<", "loongarch64": "<",
               "ppc64": ">", "ppc": ">", "s390x": ">"}
 MODULE_LAYOUT = "module_layout"
+# arm64's module PLTs stopped depending on CONFIG_ARM64_MODULE_PLTS in v6.5 (upstream history: 6.12
+# read here has no such option, 6.1 has it).
+ARM64_PLTS_ALWAYS = (6, 5)
 # Stored verdicts carry the version of the rules that made them: bump it whenever a change here
 # can change a verdict, its reasons or their wording, and the store recomputes them.
 RULES_VERSION = 7
@@ -192,6 +195,7 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
     # add_unformed_module() (6.1) after it.
     if early_checks:
         _check_not_loaded(module, loaded_before, reasons)
+    _check_arch_sections(module, kernel, reasons)
     _check_write_exec_sections(module, kernel, reasons)
     if not early_checks:
         _check_not_loaded(module, loaded_before, reasons)
@@ -270,6 +274,25 @@ def _check_write_exec_sections(module: Module, kernel: Kernel, reasons) -> None:
     for section in module.layout.write_exec_sections:
         reasons.append(Reason(ReasonCode.WRITE_EXEC_SECTION, f"section {section} has invalid WRITE|EXEC flags"
                               + _config_unknown(kernel, "CONFIG_STRICT_MODULE_RWX", "on")))
+
+
+def _check_arch_sections(module: Module, kernel: Kernel, reasons) -> None:
+    """layout_and_allocate() -> module_frob_arch_sections(), before module_enforce_rwx_sections().
+    arm64 (arch/arm64/kernel/module-plts.c): "%s: module PLT section(s) missing" (ENOEXEC) without
+    .plt and .init.plt, which asm/module.lds.h gives every module; 6.1 builds it with
+    CONFIG_ARM64_MODULE_PLTS only, 6.12 always. ppc64 (arch/powerpc/kernel/module_64.c):
+    "%s: doesn't contain .stubs." (ENOEXEC); asm/module.h puts .stubs in every module."""
+    present = None if module.layout is None else module.layout.arch_sections
+    if present is None:
+        return
+    if kernel.machine == "aarch64" and module.machine == "aarch64" and not {".plt", ".init.plt"} <= set(present):
+        version = kernel_version(kernel)
+        always = version is not None and version[:2] >= ARM64_PLTS_ALWAYS
+        if always or kernel.config_enabled("CONFIG_ARM64_MODULE_PLTS") is not False:
+            reasons.append(Reason(ReasonCode.ARCH_SECTIONS_MISSING, "module PLT section(s) missing: Exec format error"
+                                  + ("" if always else _config_unknown(kernel, "CONFIG_ARM64_MODULE_PLTS", "on"))))
+    elif kernel.machine in ("ppc64", "ppc64le") and module.machine == kernel.machine and ".stubs" not in present:
+        reasons.append(Reason(ReasonCode.ARCH_SECTIONS_MISSING, "doesn't contain .stubs.: Exec format error"))
 
 
 def _find_module_sections(module: Module, kernel: Kernel, reasons) -> None:

@@ -227,6 +227,7 @@ def _read_layout(elf: ElfFile) -> ElfLayout:
         common_symbols=tuple(sorted({sym.name for sym in elf.symbols_in({SHN_COMMON})
                                      if not sym.name.startswith("__gnu_lto")})),
         ctors_and_init_array=".ctors" in names and ".init_array" in names,
+        arch_sections=tuple(name for name in (".plt", ".init.plt", ".stubs") if name in names),
     )
 
 

@@ -471,6 +471,39 @@ def test_already_loaded_is_checked_before_the_memory_layout_from_64(release, ord
     assert codes(check_modules(modules, make_kernel(release))[1].reasons) == order
 
 
+ARM64_61, ARM64_612 = "6.1.0-47-arm64", "6.12.117+deb12-arm64"
+
+
+@pytest.mark.parametrize("present, release, config, refused", [
+    ((".plt", ".init.plt"), ARM64_61, {"CONFIG_ARM64_MODULE_PLTS": "y"}, False),
+    ((".plt",), ARM64_61, {"CONFIG_ARM64_MODULE_PLTS": "y"}, True),
+    ((), ARM64_61, {}, True),  # config unknown: Debian's arm64 has it
+    ((), ARM64_61, {"CONFIG_MODVERSIONS": "y"}, False),  # a 6.1 kernel without module PLTs
+    ((), ARM64_612, {"CONFIG_MODVERSIONS": "y"}, True),  # 6.12: PLTs whatever the config
+])
+def test_arm64_module_without_plt_sections_is_refused_where_the_kernel_needs_them(present, release, config, refused):
+    """module_frob_arch_sections(), arch/arm64/kernel/module-plts.c."""
+    kernel = make_kernel(release, machine="aarch64", config=config)
+    module = make_module(release=release, machine="aarch64", layout=make_layout(release, arch_sections=present))
+    reasons = check_one(module, kernel).reasons
+    assert codes(reasons) == (["arch-sections-missing"] if refused else [])
+    if refused:
+        assert reasons[0].message.startswith("module PLT section(s) missing")
+
+
+def test_ppc64_module_without_stubs_is_refused_and_other_arches_need_none():
+    """module_frob_arch_sections(), arch/powerpc/kernel/module_64.c; x86 has none."""
+    ppc = make_kernel(machine="ppc64le")
+    stubs = make_module(machine="ppc64le", layout=make_layout(arch_sections=(".stubs",)))
+    assert check_one(stubs, ppc).loads
+    reasons = check_one(make_module(machine="ppc64le", layout=make_layout(arch_sections=())), ppc).reasons
+    assert [(r.code, r.message) for r in reasons] == [
+        ("arch-sections-missing", "doesn't contain .stubs.: Exec format error")]
+    assert check_one(make_module(layout=make_layout(arch_sections=()))).loads
+    # a layout stored before the sections were read: not judged
+    assert check_one(make_module(machine="ppc64le", layout=make_layout(arch_sections=None)), ppc).loads
+
+
 def test_write_exec_sections_are_refused_one_reason_each():
     """module_enforce_rwx_sections() (CONFIG_STRICT_MODULE_RWX)."""
     layout = make_layout(write_exec_sections=(".text.wx (index 3)", ".data.x (index 7)"))
