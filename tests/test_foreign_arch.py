@@ -184,7 +184,10 @@ def test_in_tree_modules_have_the_sections_their_loader_needs(testdata, release,
     """Every in-tree module carries what module_frob_arch_sections() looks for, and nothing else
     of the set: s390x modules none of them."""
     for path in module_paths(testdata, release):
-        assert read_module(str(path)).layout.arch_sections == ARCH_SECTIONS[release], path
+        layout = read_module(str(path)).layout
+        assert layout.arch_sections == ARCH_SECTIONS[release], path
+        # module_elf_check_arch() (6.2+): ppc64el modules are ELF ABI v2 (e_flags & 3)
+        assert layout.e_flags & 3 == (2 if release == "6.1.0-47-powerpc64le" else 0), path
 
 
 @pytest.mark.parametrize("release, section, message", [

@@ -135,6 +135,7 @@ class ElfLayout:
     # Which of the sections module_frob_arch_sections() needs are there (ARCH_SECTIONS in formats/module.py);
     # None: not read (a layout stored before they were).
     arch_sections: tuple[str, ...] | None = None
+    e_flags: int | None = None  # the ELF header's, for powerpc's module_elf_check_arch(); None: not read
 
 
 @dataclass(frozen=True, slots=True)

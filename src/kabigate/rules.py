@@ -32,6 +32,9 @@ MODULE_LAYOUT = "module_layout"
 # arm64's module PLTs stopped depending on CONFIG_ARM64_MODULE_PLTS in v6.5 (upstream history: 6.12
 # read here has no such option, 6.1 has it).
 ARM64_PLTS_ALWAYS = (6, 5)
+# module_elf_check_arch() came with big-endian ELFv2 kernels in v6.2 (upstream history: 6.1 read
+# here has no such hook, 6.12 has it).
+MODULE_ELF_CHECK_ARCH_SERIES = (6, 2)
 # Stored verdicts carry the version of the rules that made them: bump it whenever a change here
 # can change a verdict, its reasons or their wording, and the store recomputes them.
 RULES_VERSION = 7
@@ -185,6 +188,7 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
         reasons.append(Reason(ReasonCode.ARCH_MISMATCH, f"module is built for {module.machine}, "
                                                         f"the kernel is {kernel.machine}: Exec format error"))
         return reasons, warnings, uses
+    _module_elf_check_arch(module, kernel, reasons)
     _check_elf_validity(module, kernel, generation, reasons, warnings)
     modversions = kernel.has_modversions
     force_load = kernel.config_enabled("CONFIG_MODULE_FORCE_LOAD") is True
@@ -206,6 +210,23 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
     _simplify_symbols(module, kernel, providers, modversions, reasons, warnings, uses)
     _verify_exported_symbols(module, providers, reasons)
     return reasons, warnings, uses
+
+
+def _module_elf_check_arch(module: Module, kernel: Kernel, reasons) -> None:
+    """elf_validity_ehdr() -> module_elf_check_arch() (v6.2+; arch/powerpc/kernel/module_64.c): the
+    ELF ABI level, e_flags & 3, is 2 on an ELFv2 kernel (every little-endian one; big-endian by
+    CONFIG_PPC64_ELF_ABI_V2), below 2 on an ELFv1 one."""
+    version = kernel_version(kernel)
+    if kernel.machine not in ("ppc64", "ppc64le") or module.layout is None or module.layout.e_flags is None \
+            or version is None or version[:2] < MODULE_ELF_CHECK_ARCH_SERIES:
+        return
+    v2 = True if kernel.machine == "ppc64le" else kernel.config_enabled("CONFIG_PPC64_ELF_ABI_V2")
+    if v2 is None:
+        return
+    abi = module.layout.e_flags & 0x3
+    if (abi == 2) != v2:
+        reasons.append(Reason(ReasonCode.ARCH_MISMATCH, f"Invalid module architecture in ELF header: 21 (ELF ABI "
+                                                        f"v{abi or 1} module, ELFv{2 if v2 else 1} kernel)"))
 
 
 def _check_elf_validity(module: Module, kernel: Kernel, generation: int, reasons, warnings) -> None:

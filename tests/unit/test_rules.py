@@ -504,6 +504,25 @@ def test_ppc64_module_without_stubs_is_refused_and_other_arches_need_none():
     assert check_one(make_module(machine="ppc64le", layout=make_layout(arch_sections=None)), ppc).loads
 
 
+@pytest.mark.parametrize("machine, config, release, e_flags, refused", [
+    ("ppc64le", {}, DEBIAN_612, 2, False),
+    ("ppc64le", {}, DEBIAN_612, 1, True),  # little-endian kernels are ELFv2 whatever the config
+    ("ppc64le", {}, DEBIAN_61, 1, False),  # 6.1 has no module_elf_check_arch()
+    ("ppc64", {"CONFIG_PPC64_ELF_ABI_V2": "y"}, DEBIAN_612, 0, True),
+    ("ppc64", {"CONFIG_MODVERSIONS": "y"}, DEBIAN_612, 1, False),  # an ELFv1 big-endian kernel
+    ("ppc64", {"CONFIG_MODVERSIONS": "y"}, DEBIAN_612, 2, True),
+    ("ppc64", {}, DEBIAN_612, 2, False),  # config unknown: the big-endian ABI is not guessed
+])
+def test_powerpc_module_of_the_other_elf_abi_is_refused_from_62(machine, config, release, e_flags, refused):
+    """elf_validity_ehdr() -> module_elf_check_arch(), arch/powerpc/kernel/module_64.c."""
+    kernel = make_kernel(release, machine=machine, config=config, struct_size_known=False)
+    module = make_module(release=release, machine=machine, layout=make_layout(release, e_flags=e_flags))
+    reasons = check_one(module, kernel).reasons
+    assert codes(reasons) == (["arch-mismatch"] if refused else [])
+    if refused:
+        assert reasons[0].message.startswith("Invalid module architecture in ELF header: 21")
+
+
 def test_write_exec_sections_are_refused_one_reason_each():
     """module_enforce_rwx_sections() (CONFIG_STRICT_MODULE_RWX)."""
     layout = make_layout(write_exec_sections=(".text.wx (index 3)", ".data.x (index 7)"))

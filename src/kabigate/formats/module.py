@@ -115,6 +115,7 @@ def _read_layout(elf: ElfFile, common: list[Symbol]) -> ElfLayout:
         common_symbols=tuple(sorted({sym.name for sym in common if not sym.name.startswith("__gnu_lto")})),
         ctors_and_init_array=".ctors" in names and ".init_array" in names,
         arch_sections=tuple(name for name in ARCH_SECTIONS if name in names),
+        e_flags=struct.unpack_from(elf.endian + "I", elf.data, 48 if elf.is64 else 36)[0],
     )
 
 

@@ -114,10 +114,10 @@ def module_from_facts(facts: dict, path: str, origin: PackageOrigin | None) -> M
 def _layout(values: list | None) -> ElfLayout | None:
     if values is None:
         return None
-    if len(values) == 11:  # stored before arch_sections was read
-        values = [*values, None]
-    *scalars, write_exec, common, ctors, arch = values
-    return ElfLayout(*scalars, tuple(write_exec), tuple(common), ctors, None if arch is None else tuple(arch))
+    if len(values) == 11:  # stored before arch_sections and e_flags were read
+        values = [*values, None, None]
+    *scalars, write_exec, common, ctors, arch, e_flags = values
+    return ElfLayout(*scalars, tuple(write_exec), tuple(common), ctors, None if arch is None else tuple(arch), e_flags)
 
 
 def pack_config(config: dict[str, str]) -> bytes:
