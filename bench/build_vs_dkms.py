@@ -67,7 +67,8 @@ def main() -> None:
         theirs = best_of(args.runs, lambda deb=deb: plain_dkms(tree, headers, args.kernel, deb))
         totals[0] += ours
         totals[1] += theirs
-        print(f"{package:20} kabigate build {ours:6.2f} s   dkms build {theirs:6.2f} s   {ours / theirs:.2f}x", flush=True)
+        print(f"{package:20} kabigate build {ours:6.2f} s   dkms build {theirs:6.2f} s   {ours / theirs:.2f}x",
+              flush=True)
     print(f"{'all':20} kabigate build {totals[0]:6.2f} s   dkms build {totals[1]:6.2f} s   "
           f"{totals[0] / totals[1]:.2f}x")
 

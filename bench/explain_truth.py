@@ -197,7 +197,7 @@ def main() -> None:
     sample = rng.sample(functions, min(len(functions), 2 * args.sample))
     old_index, new_index = export_index(old_tree), export_index(new_tree)
     started = time.time()
-    files = sorted({f for s in sample for f in old_index.get(s, [])} | {f for s in sample for f in new_index.get(s, [])})
+    files = sorted({f for s in sample for index in (old_index, new_index) for f in index.get(s, [])})
     old_gk, new_gk = genksyms(old_tree, files), genksyms(new_tree, files)
     print(f"genksyms on {len(files)} files of each tree: {time.time() - started:.0f} s", file=sys.stderr)
     enum_of = {const: key for types in (new_types, old_types) for type_id, key in types.keys.items()

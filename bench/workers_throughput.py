@@ -226,10 +226,11 @@ def latency(postgres: str, broker: RabbitMQ, kernels, drivers, workdir: Path) ->
     gates = [t for t in tasks if t.kind == "gate"]
     if len(ingests) == len(gates) == len(published):
         median = statistics.median
-        print(f"  where it goes (medians): event -> task enqueued by the listener "
-              f"{median(i.created_at.timestamp() - p for i, p in zip(ingests, published)):.2f} s, "
-              f"ingest enqueued -> done {median((i.updated_at - i.created_at).total_seconds() for i in ingests):.2f} s, "
-              f"gate enqueued -> done and published {median((g.updated_at - g.created_at).total_seconds() for g in gates):.2f} s")
+        enqueued = median(i.created_at.timestamp() - p for i, p in zip(ingests, published))
+        ingested = median((i.updated_at - i.created_at).total_seconds() for i in ingests)
+        gated = median((g.updated_at - g.created_at).total_seconds() for g in gates)
+        print(f"  where it goes (medians): event -> task enqueued by the listener {enqueued:.2f} s, "
+              f"ingest enqueued -> done {ingested:.2f} s, gate enqueued -> done and published {gated:.2f} s")
     return latencies, inline
 
 
@@ -285,8 +286,9 @@ def main() -> None:
 
 def report_latency(postgres: str, broker: RabbitMQ, kernels, drivers, workdir: Path) -> None:
     event, inline = latency(postgres, broker, kernels, drivers, workdir)
+    ratio = statistics.median(event) / statistics.median(inline)
     print(f"event -> gate result message, median of {len(event)}: {statistics.median(event):.1f} s "
-          f"(inline ingest + gate {statistics.median(inline):.1f} s: {statistics.median(event) / statistics.median(inline):.2f}x)")
+          f"(inline ingest + gate {statistics.median(inline):.1f} s: {ratio:.2f}x)")
 
 
 if __name__ == "__main__":

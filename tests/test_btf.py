@@ -76,8 +76,8 @@ def test_btf_agrees_with_pahole(vmlinux):
                               text=True, check=True).stdout
         # Top-level members but bitfields (pahole gives their storage unit's offset):
         # "<type> name; /* offset size */" on one line, at one tab of indentation.
-        members = [(m.group(1), int(m.group(2))) for m in
-                   re.finditer(r"^\t(?!\t)(?:[^;\n]*?\W)?([A-Za-z_]\w*)(?:\[\d*\])*;\s*/\*\s*(\d+)", text, re.MULTILINE)]
+        member_line = r"^\t(?!\t)(?:[^;\n]*?\W)?([A-Za-z_]\w*)(?:\[\d*\])*;\s*/\*\s*(\d+)"
+        members = [(m.group(1), int(m.group(2))) for m in re.finditer(member_line, text, re.MULTILINE)]
         [struct_id] = [i for i in parsed.by_name(name) if parsed.types[i].kind == btf.STRUCT]
         named = [(m[0], m[2] // 8) for m in parsed.types[struct_id].items if m[0]]
         assert len(members) > 5 and all(member in named for member in members), name

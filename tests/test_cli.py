@@ -42,10 +42,10 @@ def test_check_json_shape_and_exit_status(testdata):
     layout = module["reasons"][0]
     assert set(layout) == {"code", "symbol", "module_crc", "kernel_crc", "message"}
     symvers = parse_symvers((testdata.headers(NEW) / "Module.symvers").read_bytes(), "s")
+    driver = read_module(str(testdata.driver_dir("acpi-call", OLD) / "acpi_call.ko"))
     assert layout == {"code": "module-layout-mismatch", "symbol": "module_layout",
-                      "module_crc": "0x%08x" % read_module(str(testdata.driver_dir("acpi-call", OLD) / "acpi_call.ko"))
-                      .version_of("module_layout").crc,
-                      "kernel_crc": "0x%08x" % symvers["module_layout"].crc,
+                      "module_crc": f"0x{driver.version_of('module_layout').crc:08x}",
+                      "kernel_crc": f"0x{symvers['module_layout'].crc:08x}",
                       "message": "disagrees about version of symbol module_layout"}
 
 
@@ -144,7 +144,7 @@ def test_inspect_json(testdata):
     assert report["signature"]["hash_algorithm"] == "sha256"
     exports = {e["symbol"]: e for e in report["exports"]}
     symvers = parse_symvers((testdata.headers(OLD) / "Module.symvers").read_bytes(), "s")
-    assert exports["video_ioctl2"]["crc"] == "0x%08x" % symvers["video_ioctl2"].crc
+    assert exports["video_ioctl2"]["crc"] == f"0x{symvers['video_ioctl2'].crc:08x}"
     assert len(exports) == sum(1 for e in symvers.values() if e.owner == "drivers/media/v4l2-core/videodev")
 
 

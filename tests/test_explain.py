@@ -95,7 +95,7 @@ def test_member_level_differences(whole):
     types = {t.name: t for t in whole.types}
     assert types["struct Qdisc"].cause and "member `int depth` added" in types["struct Qdisc"].details
     assert "member `atomic64_t futex_unique_id` added" in types["struct mm_struct"].details
-    assert any("constant SKB_DROP_REASON_TC_CHAIN_NOTFOUND = 65 added" == d
+    assert any(d == "constant SKB_DROP_REASON_TC_CHAIN_NOTFOUND = 65 added"
                for d in types["enum skb_drop_reason"].details)
     layout_only = [t for t in whole.types if not t.cause]
     assert layout_only and all(d.startswith(("size", "offsets", "layout")) for t in layout_only for d in t.details)
@@ -413,5 +413,6 @@ def test_the_cache_keeps_to_its_size(testdata, tmp_path, monkeypatch):
     assert sum(path.stat().st_size for path in after) <= 6 << 20 and read_entry("filler") == filler
     monkeypatch.setenv("KABIGATE_CACHE_MAX", "lots")
     (folder / "btf").rename(tmp_path / "filled")  # nothing cached: an entry is to be written
-    code, _, stderr = run_cli("explain", "--from", str(testdata.kernel_root(OLD)), "--to", str(testdata.kernel_root(NEW)))
+    code, _, stderr = run_cli("explain", "--from", str(testdata.kernel_root(OLD)),
+                              "--to", str(testdata.kernel_root(NEW)))
     assert code == 2 and "KABIGATE_CACHE_MAX='lots': not a size" in stderr and len(stderr.strip().splitlines()) == 1

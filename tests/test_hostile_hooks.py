@@ -33,7 +33,8 @@ def test_protocol_1_pairs_each_image_with_its_own_headers():
     listing = "\n".join([
         decoy, IMAGE_612, f"{ARCHIVES}linux-image-amd64_6.12.107-1~deb12u1_amd64.deb",
         f"{ARCHIVES}linux-image-{K612}-dbg_6.12.107-1~deb12u1_amd64.deb", HEADERS_612,
-        f"{spaced}linux-image-6.1.0-47-amd64_6.1.170-3_amd64.deb", f"{spaced}linux-headers-6.1.0-47-amd64_6.1.170-3_amd64.deb",
+        f"{spaced}linux-image-6.1.0-47-amd64_6.1.170-3_amd64.deb",
+        f"{spaced}linux-headers-6.1.0-47-amd64_6.1.170-3_amd64.deb",
         "", "not a path", f"{ARCHIVES}linux-image-6.1.0-99-amd64.deb.partial", "/linux-image-/", "\x00\udcff.deb", ""])
     assert apt_kernels(listing) == [
         AptKernel(K612, IMAGE_612, HEADERS_612),
@@ -54,7 +55,8 @@ def test_protocols_2_and_3_name_the_packages(version):
         f"Dir::Cache::archives={ARCHIVES}", "",
         f"linux-image-{K612}-unsigned -{none} < 6.12.107-1~deb12u1{arch} {IMAGE_612}",
         f"linux-headers-{K612} 6.12.106-1{arch} < 6.12.107-1~deb12u1{arch} {spaced}",
-        f"nano 7.2-1{arch} = 7.2-1{arch} **CONFIGURE**", f"linux-image-6.1.0-47-amd64 6.1.170-3{arch} = -{none} **REMOVE**",
+        f"nano 7.2-1{arch} = 7.2-1{arch} **CONFIGURE**",
+        f"linux-image-6.1.0-47-amd64 6.1.170-3{arch} = -{none} **REMOVE**",
         "a line of too few fields.deb", ""])
     assert apt_kernels(listing) == [AptKernel(K612, IMAGE_612, spaced)]
 

@@ -5,6 +5,7 @@ that would reveal what a fetch reached, and ResultsDB answers that redirect, nes
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -23,9 +24,9 @@ import pytest
 from support.hostile import rpm_with_files, run_cli
 from support.webdata import Serve, serving
 
+from kabigate.errors import InputError
 from kabigate.inputs import packages
 from kabigate.reports import resultsdb
-from kabigate.errors import InputError
 from kabigate.web import api, create_app
 from kabigate.workers.config import Settings
 from kabigate.workers.events import event_request
@@ -47,10 +48,8 @@ class _Routes(http.server.BaseHTTPRequestHandler):
         self.server.seen.append((self.command, self.path, self.headers.get("Authorization")))
         self.rfile.read(int(self.headers.get("Content-Length") or 0))  # a body left unread would reset the connection
         route = self.server.routes.get(self.path.split("?")[0])
-        try:
+        with contextlib.suppress(OSError):  # the client went away
             route(self) if route else answer(404, b"no such route")(self)
-        except OSError:
-            pass  # the client went away
 
     do_POST = do_GET
 
@@ -194,7 +193,8 @@ def test_a_package_downloaded_through_a_redirect_is_read_from_its_file(serve):
     base, _ = serve({"/moved.rpm": redirect("/real/evil.rpm"), "/real/evil.rpm": answer(200, package)})
     opened = packages.Package(f"{base}/moved.rpm")
     try:
-        assert opened.name == "evil" and [m.path for m, _ in opened.members()] == ["/lib/modules/6.1.0-1-amd64/extra/a.ko"]
+        assert opened.name == "evil"
+        assert [m.path for m, _ in opened.members()] == ["/lib/modules/6.1.0-1-amd64/extra/a.ko"]
     finally:
         opened.close()
 
@@ -380,7 +380,8 @@ def test_errors_show_no_content_and_do_not_tell_ports_apart(serve):
     assert _fetch_error(f"{base}/banner.rpm") == f"{base}/banner.rpm: cannot fetch URL: HTTP 404 Not Found"
     ssh = _Listener(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n")
     closed = _closed_port()
-    answers = {re.sub(r":\d+/", ":PORT/", _fetch_error(f"http://127.0.0.1:{port}/p.rpm")) for port in (ssh.port, closed)}
+    answers = {re.sub(r":\d+/", ":PORT/", _fetch_error(f"http://127.0.0.1:{port}/p.rpm"))
+               for port in (ssh.port, closed)}
     assert answers == {"http://127.0.0.1:PORT/p.rpm: cannot fetch URL: no valid HTTP answer"}
     for unusable in ("http://[::1/p.rpm", "http://127.0.0.1:99999/p.rpm", "http://127.0.0.1:1/a b.rpm"):
         assert _fetch_error(unusable) == f"{unusable}: cannot fetch URL: not a usable URL"

@@ -5,6 +5,7 @@ kabigate, and names that cannot be URL path segments or file names."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import re
 import shutil
@@ -36,14 +37,28 @@ def _kabigate(*args: str) -> subprocess.CompletedProcess:
 # -- parallel ingests ------------------------------------------------------------------------------
 
 def test_parallel_first_commands_on_a_new_store_create_it_once(store_url):
-    """Each store command creates a missing store: six at once once gave "table ... already exists"
+    """Each ingest creates a missing store: six at once once gave "table ... already exists"
     tracebacks and "has tables but no kabigate schema revision"."""
-    processes = [subprocess.Popen([*KABIGATE, "drivers", "--db", store_url], stdout=subprocess.PIPE,
+    record = ["ingest", "build-failure", "--name", "jool", "--version", "1", "--kernel", "6.1.0-47-amd64",
+              "--error", "jool.c:1:1: error: stop"]
+    processes = [subprocess.Popen([*KABIGATE, *record, "--db", store_url], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(6)]
     results = [(process.wait(timeout=300), *process.communicate()) for process in processes]
     assert [status for status, _, _ in results] == [0] * len(processes), results
     with Store.open(store_url) as store:
         assert store.revisions()[0] == store.revisions()[1]
+        assert len(store.build_failures()) == 1
+
+
+def test_read_commands_refuse_a_store_that_was_never_made(store_url):
+    """A read command on an empty database (PostgreSQL's, or a missing SQLite file) creates nothing."""
+    result = _kabigate("drivers", "--db", store_url)
+    assert result.returncode == 2 and "no kabigate store here" in result.stderr, result.stderr
+    if "://" in store_url:  # PostgreSQL: the database is there, still without a schema
+        with Store.connect(store_url) as store:
+            assert store.revisions()[0] is None
+    else:
+        assert not os.path.exists(store_url)
 
 
 def test_parallel_ingests_sharing_modules_and_exports_all_succeed_and_store_each_once(store_url, testdata):
@@ -113,8 +128,9 @@ def test_a_damaged_sqlite_store_is_refused_by_every_command(db):
                     ["history", "jool"], ["db", "status"], ["db", "upgrade"]):
         result = _kabigate(*command, "--db", str(db))
         assert result.returncode == 2 and result.stdout == "", (command, result)
-        assert re.fullmatch(rf"kabigate: error: store sqlite:///{re.escape(str(db))} is damaged \(quick_check: On tree page {page} "
-                            r"cell \d+: [^\n]+\)\n", result.stderr), (command, result.stderr)
+        assert re.fullmatch(rf"kabigate: error: store sqlite:///{re.escape(str(db))} is damaged "
+                            rf"\(quick_check: On tree page {page} cell \d+: [^\n]+\)\n",
+                            result.stderr), (command, result.stderr)
 
 
 @pytest.mark.parametrize("damage, message", [

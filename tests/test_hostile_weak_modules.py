@@ -105,7 +105,8 @@ def test_a_root_whose_module_folders_lead_out_is_refused(root, leading_out, how)
     shutil.copytree(elsewhere, root, symlinks=True)
     shutil.rmtree(root / leading_out)
     target = elsewhere / leading_out
-    (root / leading_out).symlink_to(target if how == "absolute" else os.path.relpath(target, (root / leading_out).parent))
+    link = root / leading_out
+    link.symlink_to(target if how == "absolute" else os.path.relpath(target, link.parent))
     before = _state(root.parent, root)
     v4l2 = LINKED["v4l2loopback/v4l2loopback.ko"]
     for args, stdin in ((["--add-kernel", RESPIN], b""), (["--add-modules"], v4l2.encode()),
@@ -204,7 +205,7 @@ def test_module_paths_that_climb_out_are_refused(root):
     for path, words in (("/../../outside/v4l2loopback.ko", ("leads out of the root",)),
                         (f"{root}/lib/modules/{OLD}/extra/../../../../../outside/v4l2loopback.ko",
                          ("leads out of", str(root))),
-                        ("../../../../../../../../../../../../../../../../../../../../x.ko", ("leads out of the root",)),
+                        ("../" * 20 + "x.ko", ("leads out of the root",)),
                         (f"/lib/modules/{OLD}/extra/a\tb.ko", ("white space",)),
                         (f"/lib/modules/{OLD}/extra/\x1b[2J.ko", ("control character",)),
                         ("/lib/modules/\udcff.ko", ("not UTF-8",))):
@@ -264,7 +265,8 @@ def test_two_add_modules_at_once_both_links_stay(root):
     weak = root / "lib" / "modules" / RESPIN / "weak-updates"
     for _trial in range(3):
         runs = [subprocess.Popen([sys.executable, "-m", "kabigate", "weak-modules", "--basedir", str(root),
-                                  "--no-initramfs", "--add-modules", module], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                  "--no-initramfs", "--add-modules", module],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 for module in LINKED.values()]
         for run in runs:
             _out, err = run.communicate()

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from support.elfedit import with_crc
 
+from kabigate.boot.qemu import insmod_in_qemu, qemu_available
 from kabigate.formats.elf import ElfFile
 from kabigate.formats.module import read_module
 from kabigate.inputs.kernels import load_kernel
-from kabigate.boot.qemu import insmod_in_qemu, qemu_available
 from kabigate.rules import check_modules
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]

@@ -16,8 +16,8 @@ from support.testdata import testdata_root as corpus_root
 from kabigate.errors import InputError
 from kabigate.formats.elf import SHT_SYMTAB
 from kabigate.formats.module import parse_module, read_module
-from kabigate.model import MODULE_SUFFIXES
 from kabigate.inputs.modules import PARALLEL_MIN_FILES, find_module_files, read_modules
+from kabigate.model import MODULE_SUFFIXES
 
 ROOT = corpus_root()
 TREES = sorted({path.parent for path in ROOT.glob("*kernels/*/lib/modules/*/kernel")})

@@ -216,7 +216,8 @@ def dnf_install(tmp_path, testdata):
         for driver in ("acpi-call", "v4l2loopback"):
             weakroot.add_driver(system, testdata, driver, NEW)
         (conf / "kabigate_preflight.conf").write_text(
-            settings.replace("strict = 0", f"strict = {int(strict)}").replace("command = kabigate", f"command = {command}"))
+            settings.replace("strict = 0", f"strict = {int(strict)}")
+            .replace("command = kabigate", f"command = {command}"))
         result = subprocess.run(
             ["dnf", "-y", f"--installroot={system}", "--releasever=9", "--setopt=reposdir=/dev/null",
              f"--repofrompath=local,{repo.as_uri()}", "--repo=local", "--nogpgcheck",

@@ -8,8 +8,8 @@ import errno
 import pytest
 from synthetic.build import TEST_KERNEL
 
-from kabigate.formats.module import read_module
 from kabigate.boot.qemu import insmod_in_qemu, qemu_available
+from kabigate.formats.module import read_module
 from kabigate.rules import check_modules
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from support.elfedit import EDITS
 
+from kabigate.boot.qemu import INIT_FAILED, insmod_in_qemu, kernel_image, kernel_reason, qemu_available
 from kabigate.formats.module import parse_module
 from kabigate.inputs.kernels import load_kernel
-from kabigate.boot.qemu import INIT_FAILED, insmod_in_qemu, kernel_image, kernel_reason, qemu_available
 from kabigate.rules import check_modules
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]

@@ -77,7 +77,8 @@ def test_an_old_store_is_refused_then_upgraded_with_its_data(store_url, kernels)
             command.downgrade(config, "0001")
     with pytest.raises(StoreError, match="revision 0001.*kabigate db upgrade"):
         Store.open(store_url)
-    result = subprocess.run([*KABIGATE, "db", "upgrade", "--db", store_url], capture_output=True, text=True, check=False)
+    result = subprocess.run([*KABIGATE, "db", "upgrade", "--db", store_url],
+                            capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "revision 0007 (was 0001)" in result.stdout
     with Store.open(store_url) as store:
@@ -281,7 +282,8 @@ def test_history_names_the_break_and_the_build_that_loads_again(store_url, kerne
         assert "proc_create" in brk.symbols
         assert brk.fixed_by == []  # nothing stored loads on 50
         assert [k.release for k in new.loads_on] == ["6.1.0-56-amd64"] and new.breaks == []
-    text = subprocess.run([*KABIGATE, "history", "acpi-call", "--db", store_url], capture_output=True, text=True, check=False)
+    text = subprocess.run([*KABIGATE, "history", "acpi-call", "--db", store_url],
+                          capture_output=True, text=True, check=False)
     assert "breaks at 6.1.0-50-amd64" in text.stdout and "module-layout-mismatch" in text.stdout
 
 

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 
-
 from kabigate.store import Store
 from kabigate.store import schema as t
 

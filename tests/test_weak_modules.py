@@ -173,7 +173,8 @@ def test_add_kernel_across_module_layout_changes_agrees_with_depmod(system, targ
     assert all(r["reasons"][0]["code"] == "module-layout-mismatch" for r in report["refused"])
     _compare_with_depmod(system, target, report, judged)
     shadowed = next(k for k in report["kernels"] if k["kernel"] == target)["shadowed"]
-    assert [s["by"] for s in shadowed] == ([f"/lib/modules/{NEW}/extra/acpi-call/acpi_call.ko"] if target == NEW else [])
+    by = [f"/lib/modules/{NEW}/extra/acpi-call/acpi_call.ko"] if target == NEW else []
+    assert [s["by"] for s in shadowed] == by
     assert len(judged) + len(shadowed) == len({wm.module_name(m) for m in candidates})
 
 

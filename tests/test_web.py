@@ -246,7 +246,8 @@ def test_gate_with_waivers_and_policy(writer):
 def test_ingest_a_kernel_and_a_driver_by_upload(empty_writer, testdata):
     symvers = testdata.headers("6.1.0-56-amd64") / "Module.symvers"
     kernel = empty_writer.post("/api/v1/kernels", headers=AUTH,
-                               data={"stream": "uploads", "vermagic": "6.1.0-56-amd64 SMP preempt mod_unload modversions "},
+                               data={"stream": "uploads",
+                                     "vermagic": "6.1.0-56-amd64 SMP preempt mod_unload modversions "},
                                files=[("files", ("Module.symvers", symvers.read_bytes()))])
     assert kernel.status_code == 201, kernel.text
     assert kernel.json()["kernel"]["release"] == "6.1.0-56-amd64" and kernel.json()["created"]

@@ -63,7 +63,8 @@ def test_readers_see_whole_matrices_while_a_kernel_is_ingested(served, testdata)
         reader.start()
     writing.wait(timeout=60)
     symvers = (testdata.headers("6.1.0-56-amd64") / "Module.symvers").read_bytes()
-    body, content_type = _multipart({"stream": STREAM, "vermagic": "6.1.0-56-amd64 SMP preempt mod_unload modversions "},
+    vermagic = "6.1.0-56-amd64 SMP preempt mod_unload modversions "
+    body, content_type = _multipart({"stream": STREAM, "vermagic": vermagic},
                                     {"files": ("Module.symvers", symvers)})
     request = urllib.request.Request(f"{served}/api/v1/kernels", data=body, method="POST", headers={
         "Content-Type": content_type, "Authorization": f"Bearer {TOKEN}"})

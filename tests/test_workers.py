@@ -8,6 +8,7 @@ broker restarted mid-run, one build announced twice, bad events."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -420,10 +421,8 @@ class HeldFiles:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                try:
+                with contextlib.suppress(OSError):  # the reader was killed meanwhile
                     self.wfile.write(data)
-                except OSError:  # the reader was killed meanwhile
-                    pass
 
             def log_message(self, *args) -> None:
                 pass
@@ -572,8 +571,11 @@ def test_serve_cluster_starts_postgresql_rabbitmq_workers_and_a_listener_then_st
         subprocess.run([*KABIGATE, "ingest", "kernel", "--queue", "--stream", STREAM,
                         str(testdata.kernel_root(RELEASES[0]))], check=True, env=env, capture_output=True)
         deadline = time.monotonic() + WAIT
-        while (tasks := json.loads(subprocess.run([*KABIGATE, "tasks", "--json"], check=True, env=env,
-                                                  capture_output=True, text=True).stdout)["tasks"])[0]["state"] != "done":
+        def tasks_now() -> list[dict]:
+            listed = subprocess.run([*KABIGATE, "tasks", "--json"], check=True, env=env, capture_output=True, text=True)
+            return json.loads(listed.stdout)["tasks"]
+
+        while (tasks := tasks_now())[0]["state"] != "done":
             assert time.monotonic() < deadline and tasks[0]["state"] in ("queued", "running"), tasks
             time.sleep(0.5)
         status = subprocess.run([*script, "status", "--dir", directory], check=False, env=env, capture_output=True,
@@ -614,7 +616,8 @@ def _listening(port: int) -> bool:
 # -- build events from the network: checked field by field -----------------------------------------
 
 KOJI = "org.fedoraproject.prod.buildsys.build.state.change"
-KOJI_BUILD = {"build_id": 7, "name": "kernel", "version": "6.12.0", "release": "55.el10", "new": 1, "instance": "primary"}
+KOJI_BUILD = {"build_id": 7, "name": "kernel", "version": "6.12.0", "release": "55.el10", "new": 1,
+              "instance": "primary"}
 
 
 @pytest.mark.parametrize("topic, body, message", [

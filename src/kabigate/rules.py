@@ -1,9 +1,10 @@
 """The kernel's module loader rules as one pure function: modules x kernel -> verdicts.
 
 Follows load_module() in kernel/module/main.c (6.1-6.12) step by step; each check names
-the kernel function it emulates, docs/loader-checks.md lists them in the kernel's order. Reasons come in the order the kernel meets them, so the
-first reason is what the kernel would refuse the module for; unlike the kernel, checking
-goes on after a failure, to report every problem at once.
+the kernel function it emulates, docs/loader-checks.md lists them in the kernel's order.
+Reasons come in the order the kernel meets them, so the first reason is what the kernel would
+refuse the module for; unlike the kernel, checking goes on after a failure, to report every
+problem at once.
 """
 
 from __future__ import annotations
@@ -263,11 +264,13 @@ def _check_elf_validity(module: Module, kernel: Kernel, generation: int, reasons
         if not layout.this_module_alloc:
             reasons.append(Reason(ReasonCode.INVALID_ELF, f"{THIS_MODULE} must occupy memory during process execution"))
         elif kernel.module_struct_size is None:
-            warnings.append(Reason(ReasonCode.MODULE_STRUCT_UNKNOWN, "the size of the kernel's struct module is unknown "
+            warnings.append(Reason(ReasonCode.MODULE_STRUCT_UNKNOWN,
+                                   "the size of the kernel's struct module is unknown "
                                    "(give its module tree, image package or vmlinuz): "
                                    f"{THIS_MODULE} not compared"))
         elif layout.this_module_size != kernel.module_struct_size:
-            reasons.append(Reason(ReasonCode.MODULE_STRUCT_SIZE, f"{THIS_MODULE} section size must match the kernel's built "
+            reasons.append(Reason(ReasonCode.MODULE_STRUCT_SIZE,
+                                  f"{THIS_MODULE} section size must match the kernel's built "
                                   "struct module size at run time (module: "
                                   f"{layout.this_module_size} bytes, kernel: {kernel.module_struct_size})"))
     if generation == 2:  # elf_validity_cache_index_sym(), _index_str()
@@ -478,9 +481,10 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
         if provider is None or hidden_gpl:
             if symbol.weak or symbol.name in ignored:
                 continue
-            if hidden_gpl:
-                reasons.append(Reason(ReasonCode.GPL_ONLY, f"Unknown symbol {symbol.name} (err -2): it is exported GPL-only "
-                                                           f"and the module's license is '{module.license or 'unspecified'}'",
+            if provider is not None:  # hidden_gpl
+                declared = module.license or "unspecified"
+                reasons.append(Reason(ReasonCode.GPL_ONLY, f"Unknown symbol {symbol.name} (err -2): it is exported "
+                                                           f"GPL-only and the module's license is '{declared}'",
                                       symbol.name, crcs.get(symbol.name), provider.export.crc))
             else:
                 reasons.append(Reason(ReasonCode.MISSING_SYMBOL, f"Unknown symbol {symbol.name} (err -2)", symbol.name,
@@ -498,8 +502,9 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
                                                            f"from proprietary module {owner.name}.", symbol.name))
                 continue
             if not proprietary:
-                warnings.append(Reason(ReasonCode.TAINT_PROPRIETARY, f"module uses symbols {symbol.name} from proprietary "
-                                                                     f"module {owner.name}, inheriting taint.", symbol.name))
+                warnings.append(Reason(ReasonCode.TAINT_PROPRIETARY,
+                                       f"module uses symbols {symbol.name} from proprietary "
+                                       f"module {owner.name}, inheriting taint.", symbol.name))
                 proprietary = True
         if modversions and export.crc is not None and module.versions is not None:
             # check_version() refuses a missing record, 6.1 and 6.12 alike ("no symbol version
@@ -511,7 +516,8 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
                 continue
             if module_crc != export.crc:
                 exporter = f" (exported by {provider.module.name})" if provider.module is not None else ""
-                reasons.append(Reason(ReasonCode.CRC_MISMATCH, f"disagrees about version of symbol {symbol.name}{exporter}",
+                reasons.append(Reason(ReasonCode.CRC_MISMATCH,
+                                      f"disagrees about version of symbol {symbol.name}{exporter}",
                                       symbol.name, module_crc, export.crc))
                 continue
         # verify_namespace_is_imported()

@@ -152,8 +152,9 @@ class Mutator:
         at = rng.choice(headers)
         choice = rng.randrange(7)
         if choice == 0:  # size field
-            data[at + 124:at + 136] = rng.choice((b"%011o\0" % rng.choice(INTERESTING[:20]), b"\x80" + bytes(10) + b"\x01",
-                                                  b"\xff" * 12, b"-0000000001\0", b" 1 2\0      ", b"%011o\0" % 0))
+            data[at + 124:at + 136] = rng.choice((b"%011o\0" % rng.choice(INTERESTING[:20]),
+                                                  b"\x80" + bytes(10) + b"\x01", b"\xff" * 12, b"-0000000001\0",
+                                                  b" 1 2\0      ", b"%011o\0" % 0))
         elif choice == 1:  # type
             data[at + 156] = rng.choice(b"0125677xgLKSVM\0A")
         elif choice == 2:  # name

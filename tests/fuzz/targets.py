@@ -549,10 +549,8 @@ class _RawServer:
             connection, _ = self.listener.accept()
             with connection:
                 connection.settimeout(2)
-                try:
+                with contextlib.suppress(OSError, UnicodeDecodeError):
                     self._answer(connection)
-                except (OSError, UnicodeDecodeError):
-                    pass
 
     def _answer(self, connection: socket.socket) -> None:
         connection.recv(65536)

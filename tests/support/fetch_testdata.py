@@ -881,7 +881,8 @@ out patches "${#PATCH[@]}"
 exclude=
 [[ $BUILD_EXCLUSIVE_KERNEL && ! $kernelver =~ $BUILD_EXCLUSIVE_KERNEL ]] \
     && exclude="BUILD_EXCLUSIVE_KERNEL=\"$BUILD_EXCLUSIVE_KERNEL\""
-[[ $BUILD_EXCLUSIVE_ARCH && ! $arch =~ $BUILD_EXCLUSIVE_ARCH ]] && exclude="BUILD_EXCLUSIVE_ARCH=\"$BUILD_EXCLUSIVE_ARCH\""
+[[ $BUILD_EXCLUSIVE_ARCH && ! $arch =~ $BUILD_EXCLUSIVE_ARCH ]] \
+    && exclude="BUILD_EXCLUSIVE_ARCH=\"$BUILD_EXCLUSIVE_ARCH\""
 if [[ $BUILD_EXCLUSIVE_CONFIG && -e $kernel_config ]]; then
     for kconf in $BUILD_EXCLUSIVE_CONFIG; do
         case "$kconf" in

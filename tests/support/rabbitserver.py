@@ -7,6 +7,7 @@ and persistent messages survive it, as they survive a real broker's restart."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -88,10 +89,8 @@ class RabbitMQ:
         """Stop the node (SIGTERM: a clean shutdown that keeps durable queues and persistent messages)."""
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:

@@ -27,7 +27,8 @@ def test_each_summary_is_the_commands_short_help(name):
 def test_help_imports_no_command_module():
     code = ("import sys; from kabigate.cli import main; sys.argv = ['kabigate', '--help']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('kabigate.cli.', 'kabigate.inputs.modules', 'sqlalchemy'))))")
+            "print(sorted(m for m in sys.modules\n"
+            "             if m.startswith(('kabigate.cli.', 'kabigate.inputs.modules', 'sqlalchemy'))))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "Check modules against kernels:" in run.stdout and "weak-modules" in run.stdout
     assert run.stdout.splitlines()[-1] == "['kabigate.cli.shared']"

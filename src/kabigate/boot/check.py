@@ -20,8 +20,8 @@ from kabigate.errors import InputError
 from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.module import parse_module
 from kabigate.inputs.kernels import load_kernel
-from kabigate.model import MODULE_SUFFIXES, Kernel, Module, Verdict
 from kabigate.inputs.packages import Package, is_package_file, is_url, module_files
+from kabigate.model import MODULE_SUFFIXES, Kernel, Module, Verdict
 from kabigate.rules import check_modules
 
 
@@ -40,11 +40,11 @@ class BootCheckEntry:
 
     @property
     def agrees(self) -> bool:
-        if self.verdict.loads or self.accepted:
+        said = self.kernel_reason
+        if self.verdict.loads or self.accepted or said is None:  # None: accepted
             return self.verdict.loads == self.accepted
         first = self.verdict.reasons[0]
-        return first.code == self.kernel_reason.code and (
-            self.kernel_reason.symbol is None or first.symbol == self.kernel_reason.symbol)
+        return first.code == said.code and (said.symbol is None or first.symbol == said.symbol)
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,8 @@ def _dependency_order(modules: list[Module]) -> list[Module]:
     needs = {m.name: ({d for d in m.depends if d in by_name}
                       | {exporter[i.name] for i in m.imports if i.name in exporter}) - {m.name}
              for m in modules}
-    ordered, placed = [], set()
+    ordered: list[Module] = []
+    placed: set[int] = set()
     while len(ordered) < len(modules):
         ready = [m for m in modules if id(m) not in placed and needs[m.name] <= {o.name for o in ordered}]
         if not ready:  # a cycle: the rest as given

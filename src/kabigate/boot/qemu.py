@@ -24,13 +24,14 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from kabigate.errors import InputError
 from kabigate.formats.bzimage import MAX_KERNEL_IMAGE
-from kabigate.model import ReasonCode
 from kabigate.inputs.packages import Package, is_package_file, is_url
+from kabigate.model import ReasonCode
 
 BUSYBOX = Path("/bin/busybox")
 QEMU = "qemu-system-x86_64"
@@ -91,7 +92,7 @@ def insmod_in_qemu(
 
 
 def run_in_qemu(
-    vmlinuz: Path, steps: list[tuple[str, str]], files: list[GuestFile] = (), *,
+    vmlinuz: Path, steps: list[tuple[str, str]], files: Sequence[GuestFile] = (), *,
     kernel_args: str = "", timeout: float = 180,
 ) -> list[InsmodResult]:
     """Boot ``vmlinuz`` once with ``files`` in its initramfs, run each (label, shell command)
@@ -185,6 +186,7 @@ def _boot(cmd: list[str], marker: str, deadline: float, init_deadline: float) ->
     with subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     ) as proc:
+        assert proc.stdout is not None  # stdout=PIPE
         fd = proc.stdout.fileno()
         while True:
             remaining = (deadline if init_tag in out else init_deadline) - time.monotonic()
@@ -253,7 +255,7 @@ def _tail(console: str, lines: int = 40) -> str:
     return "\n".join(console.splitlines()[-lines:])
 
 
-def _initramfs(files: list[GuestFile], commands: list[str], marker: str) -> bytes:
+def _initramfs(files: Sequence[GuestFile], commands: list[str], marker: str) -> bytes:
     archive = _Cpio()
     folders = {"bin", "dev", "proc"}
     for file in files:
@@ -355,7 +357,8 @@ _KERNEL_REFUSALS = [(re.compile(pattern), code) for pattern, code in (
     (r"Loading of module with unavailable key is rejected", ReasonCode.UNTRUSTED_SIGNATURE),
     (r"Invalid (?:module )?architecture in ELF header", ReasonCode.ARCH_MISMATCH),
     (r"\.gnu\.linkonce\.this_module section size must match", ReasonCode.MODULE_STRUCT_SIZE),
-    ((r"Only one \.(?:modinfo|gnu\.linkonce\.this_module) section|Exactly one \.gnu\.linkonce\.this_module|this_module section must have a size"
+    ((r"Only one \.(?:modinfo|gnu\.linkonce\.this_module) section|Exactly one \.gnu\.linkonce\.this_module"
+     r"|this_module section must have a size"
      r"|this_module must occupy memory|module has no symbols|No module found in object|Invalid ELF"
      r"|has both \.ctors and \.init_array"), ReasonCode.INVALID_ELF),
     (r"disagrees about version of symbol (module_layout)$", ReasonCode.MODULE_LAYOUT_MISMATCH),

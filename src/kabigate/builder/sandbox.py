@@ -18,6 +18,7 @@ is a failed build saying which, never a hung worker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -27,6 +28,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from kabigate.builder.buildlog import BoundedLog
 from kabigate.errors import InputError
@@ -97,9 +99,9 @@ class Sandbox:
             argv += _parent(inside) + ["--ro-bind", str(host), inside]
         # The host's modules and headers are no business of the build: where it finds the kernel's
         # (/lib/modules/RELEASE/build, a kernel-devel's /usr/src/kernels/RELEASE), only the kernel's.
-        for folder, host in (("/lib/modules/", "/usr/lib/modules"), ("/usr/src/", "/usr/src")):
-            if any(inside.startswith(folder) for _target, inside in self.symlinks) and Path(host).is_dir():
-                argv += ["--tmpfs", host]
+        for folder, host_folder in (("/lib/modules/", "/usr/lib/modules"), ("/usr/src/", "/usr/src")):
+            if any(inside.startswith(folder) for _target, inside in self.symlinks) and Path(host_folder).is_dir():
+                argv += ["--tmpfs", host_folder]
         for target, inside in self.symlinks:
             argv += _parent(inside) + ["--symlink", target, inside]
         argv += ["--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", WORK, "--setenv", "LANG", "C.UTF-8",
@@ -119,8 +121,8 @@ class Sandbox:
         limits = self.limits
         started = time.monotonic()
         # prlimit (util-linux) sets the limits bwrap and every process of the build inherit
-        limited = [shutil.which("prlimit") or "/usr/bin/prlimit", f"--as={limits.memory_bytes}", f"--nproc={limits.processes}",
-                   f"--fsize={limits.file_bytes}", "--core=0", "--"]
+        limited = [shutil.which("prlimit") or "/usr/bin/prlimit", f"--as={limits.memory_bytes}",
+                   f"--nproc={limits.processes}", f"--fsize={limits.file_bytes}", "--core=0", "--"]
         # bwrap says its namespace's init (--info-fd): bwrap itself returns when the build's first
         # process exits, before the kernel has killed what else runs in the namespace.
         info_read, info_write = os.pipe()
@@ -137,7 +139,7 @@ class Sandbox:
             _kill(proc)
             _wait_for_eof(proc)
         status = proc.wait()
-        proc.stdout.close()
+        _output(proc).close()
         _wait_for_namespace_end(info_read)
         seconds = time.monotonic() - started
         if limit is not None:
@@ -188,15 +190,16 @@ def _parent(inside: str) -> list[str]:
 
 def _drain(proc: subprocess.Popen, log: BoundedLog, deadline: float, limits: Limits) -> str | None:
     """Copy the output into the log until it ends; the limit hit first, if one is."""
+    output = _output(proc)
     with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
+        selector.register(output, selectors.EVENT_READ)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 return f"timed out after {limits.wall_seconds:g} s"
             if not selector.select(left):
                 continue
-            chunk = os.read(proc.stdout.fileno(), 1 << 16)
+            chunk = os.read(output.fileno(), 1 << 16)
             if not chunk:
                 return None
             log.write(chunk)
@@ -208,19 +211,24 @@ def _wait_for_eof(proc: subprocess.Popen, seconds: float = 10.0) -> None:
     """The PID namespace dies after bwrap, not with it: wait until the build's processes, which hold
     the output pipe, are gone (what they still print is dropped), so none outlives run()."""
     deadline = time.monotonic() + seconds
+    output = _output(proc)
     with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
+        selector.register(output, selectors.EVENT_READ)
         while (left := deadline - time.monotonic()) > 0:
-            if selector.select(left) and not os.read(proc.stdout.fileno(), 1 << 16):
+            if selector.select(left) and not os.read(output.fileno(), 1 << 16):
                 return
+
+
+def _output(proc: subprocess.Popen) -> IO[bytes]:
+    if proc.stdout is None:
+        raise ValueError("the build runs with stdout=PIPE")
+    return proc.stdout
 
 
 def _kill(proc: subprocess.Popen) -> None:
     """bwrap's process group; the build's processes die with bwrap's PID namespace."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _chown_tree(path: Path) -> None:

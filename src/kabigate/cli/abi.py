@@ -21,7 +21,7 @@ from kabigate.cli.shared import (
 from kabigate.cli.signing import signature_checks, trust_options
 from kabigate.explain.crc import SymbolExplanation, cause_json, cause_text
 from kabigate.inputs.modules import collector_paused
-from kabigate.inputs.stablelists import read_stablelist
+from kabigate.inputs.stablelists import matching_kernel, read_stablelist
 from kabigate.model import Export, Kernel, Module, ReasonCode, Verdict
 from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 from kabigate.rules import LoadOptions, check_modules
@@ -133,7 +133,7 @@ def check(kernel_paths, vermagic, stablelist_path, require_signature, built_for_
       kabigate check -k /lib/modules/6.1.0-56-amd64 --stablelist kabi_stablelist_x86_64 --json *.ko
     """
     kernel = load_kernel_with_progress(list(kernel_paths), vermagic)
-    stablelist = read_stablelist(stablelist_path, kernel.machine)
+    stablelist = matching_kernel(read_stablelist(stablelist_path, kernel.machine), kernel.exports, kernel.release)
     parsed = read_modules_with_progress(list(modules))
     options = LoadOptions(require_signature=require_signature, signature_checks=signature_checks(parsed, **trust))
     verdicts = check_modules(parsed, kernel, options)
@@ -203,7 +203,7 @@ def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, no_expla
           /usr/src/linux-headers-6.1.0-53-amd64
     """
     old, new = load_kernel_with_progress([old_kernel]), load_kernel_with_progress([new_kernel])
-    stablelist = read_stablelist(stablelist_path)
+    stablelist = matching_kernel(read_stablelist(stablelist_path, old.machine), old.exports, old.release)
     result = diff_kernels(old, new, stablelist)
     sections = {"added": result.added, "removed": result.removed, "crc_changed": result.crc_changed,
                 "became_gpl_only": result.became_gpl_only, "namespace_changed": result.namespace_changed}
@@ -223,8 +223,9 @@ def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, no_expla
             out.print(f"{key.replace('_', ' ')}: {len(changes)}", markup=False)
             if key != "added":
                 for change in changes:
-                    cause = causes.get(change.name) if change.old and change.new else None
-                    suffix = f"  {cause_text(cause)}" if cause and change.old.crc != change.new.crc else ""
+                    crc_changed = change.old and change.new and change.old.crc != change.new.crc
+                    cause = causes.get(change.name) if crc_changed else None
+                    suffix = f"  {cause_text(cause)}" if cause else ""
                     out.print("  " + _describe_change(change) + suffix, markup=False)
     broken = result.stablelist_violations if stablelist is not None else result.breaks_abi
     sys.exit(EXIT_INCOMPATIBLE if broken else EXIT_OK)

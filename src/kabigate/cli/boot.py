@@ -26,7 +26,8 @@ from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 
 @click.command("boot-check")
 @click.option("--image", required=True, metavar="VMLINUZ_OR_KERNEL_PACKAGE",
-              help="The kernel to boot: a vmlinuz, or a kernel package (linux-image .deb, kernel-core .rpm; file or URL).")
+              help="The kernel to boot: a vmlinuz, or a kernel package "
+                   "(linux-image .deb, kernel-core .rpm; file or URL).")
 @click.option("--kernel", "-k", "kernel_paths", multiple=True, metavar="KERNEL",
               help="What kabigate predicts with (as check -k takes it); default: the image itself.")
 @click.option("--timeout", type=click.IntRange(10, 3600), default=300, show_default=True,
@@ -57,10 +58,11 @@ def boot_check_command(image, kernel_paths, timeout, as_json, modules) -> None:
     reports = []
     for entry in result.entries:
         said = entry.kernel_reason
+        kernel_verdict = LoadVerdict.LOADS if said is None else said.code if entry.accepted else LoadVerdict.FAILS
         reports.append({
             "path": entry.module.path, "name": entry.module.name, "in_tree": entry.in_tree,
             "agrees": entry.agrees,
-            "kernel": {"verdict": LoadVerdict.LOADS if said is None else said.code if entry.accepted else LoadVerdict.FAILS,
+            "kernel": {"verdict": kernel_verdict,
                        "exit_status": entry.result.exit_status,
                        "reason": None if said is None else {"code": said.code, "symbol": said.symbol,
                                                             "message": said.message},
@@ -89,7 +91,8 @@ def _print(result, reports) -> None:
             f"{said.code}: {said.message}"
         predicted = entry.verdict.reasons[0] if entry.verdict.reasons else None
         out.print(f"    kernel:   {kernel_text}", markup=False)
-        out.print(f"    kabigate: {'loads' if predicted is None else 'fails: ' + describe_reason(predicted)}", markup=False)
+        ours = "loads" if predicted is None else "fails: " + describe_reason(predicted)
+        out.print(f"    kabigate: {ours}", markup=False)
         for message in report["kernel"]["messages"]:
             out.print(f"      | {message}", markup=False, style="dim")
     out.print(f"{len(result.entries) - len(result.disagreements)} agree, {len(result.disagreements)} disagree")

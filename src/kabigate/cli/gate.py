@@ -8,7 +8,9 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import click
 
@@ -33,6 +35,9 @@ from kabigate.services.packages import why_not
 from kabigate.services.watch import kernels_to_gate, offered_kernels
 from kabigate.store import GateRun, KernelRecord, Store
 from kabigate.vocabulary import GateClass, Outcome
+
+if TYPE_CHECKING:  # imported when --confirm-in-qemu is given (it needs qemu)
+    from kabigate.services.confirm import Confirmation
 
 OUTCOME_STYLE = {Outcome.PASSED: "bold green", Outcome.INFO: "bold green", Outcome.NEEDS_INSPECTION: "bold yellow",
                  Outcome.FAILED: "bold red"}
@@ -85,7 +90,7 @@ class GateOutcome:
     result: GateResult
     document: dict
     published: str | None
-    confirmations: list = ()  # services.confirm.Confirmation, with --confirm-in-qemu
+    confirmations: Sequence[Confirmation] = ()  # with --confirm-in-qemu
 
 
 def gate_kernel(store: Store, settings: GateSettings, candidate: KernelRecord, baseline: KernelRecord | None,
@@ -109,15 +114,15 @@ def gate_kernel(store: Store, settings: GateSettings, candidate: KernelRecord, b
     document["run"] = run.uuid
     published = None
     if settings.resultsdb_url:
-        published = _publish(store, settings, run, item)
+        published = _publish(store, settings, run, item, settings.resultsdb_url)
         document["resultsdb"] = {"url": settings.resultsdb_url, "id": published}
     return GateOutcome(result, document, published, confirmations)
 
 
-def _publish(store: Store, settings: GateSettings, run: GateRun, item: str | None) -> str:
+def _publish(store: Store, settings: GateSettings, run: GateRun, item: str | None, api_url: str) -> str:
     payload = resultsdb_payload(store.gate_report(run.uuid), item=item, testcase=settings.testcase,
                                 ref_url=settings.ref_url)
-    return publish_gate(store, run, settings.resultsdb_url, payload, os.environ.get("KABIGATE_RESULTSDB_TOKEN"))
+    return publish_gate(store, run, api_url, payload, os.environ.get("KABIGATE_RESULTSDB_TOKEN"))
 
 
 @click.command()
@@ -158,6 +163,7 @@ def gate(store: Store, candidate: str, baseline: str | None, stream: str | None,
         return
     settings = dataclasses.replace(GateSettings.from_options(**options), explain=explain)
     candidate_record = _kernel(store, candidate, stream)
+    baseline_record: KernelRecord | None
     if baseline is not None:
         baseline_record, chosen_stream = _kernel(store, baseline, None), stream
     else:
@@ -229,8 +235,10 @@ def _watch_one(store: Store, settings: GateSettings, offered, stream: str, outpu
                as_json: bool) -> None:
     record = next((k for k in store.kernels() if offered.source in k.sources), None)
     runs = store.gate_runs_of(record.id) if record is not None else []
-    if runs:  # gated before the watcher died, not yet published: publish that run, do not gate again
-        published = _publish(store, settings, runs[0], None)
+    # Gated before the watcher died, not yet published: publish that run, do not gate again (a kernel
+    # gated already is offered again only when publishing).
+    if runs and settings.resultsdb_url:
+        published = _publish(store, settings, runs[0], None, settings.resultsdb_url)
         err.print(f"{offered.label}: published the earlier gate run {runs[0].uuid}: result {published}",
                   markup=False)
         return

@@ -31,7 +31,8 @@ class _DropIn(click.Command):
 
 @click.command("weak-modules", cls=_DropIn)
 @click.option("--add-modules", "action", flag_value="add-modules",
-              help="Link the modules (read from stdin, or given as arguments) into every installed kernel they load on.")
+              help="Link the modules (read from stdin, or given as arguments) "
+                   "into every installed kernel they load on.")
 @click.option("--remove-modules", "action", flag_value="remove-modules",
               help="Remove the links of modules that are gone (stdin or arguments), and what needed them.")
 @click.option("--add-kernel", "action", flag_value="add-kernel",
@@ -96,8 +97,8 @@ def weak_modules(action: str | None, dry_run: bool, verbose: bool, no_initramfs:
                       f"{refusal.kernel}: {first.code}: {first.message}", markup=False)
         for module, why in outcome.skipped:
             err.print(f"weak-modules: {module!r}: not used: {why}", markup=False)
-    for error in outcome.errors:
-        err.print(f"kabigate: error: {error}", markup=False)
+    for problem in outcome.errors:
+        err.print(f"kabigate: error: {problem}", markup=False)
     if compat:
         raise SystemExit(EXIT_OK)  # the script does not look at depmod's status either
     raise SystemExit(EXIT_INPUT_ERROR if outcome.errors else
@@ -110,7 +111,7 @@ def _weak_modules(action: str, args: tuple[str, ...], basedir: str, verbose: boo
     runner = wm.WeakModules(root, say=(lambda line: out.print(line, markup=False)) if verbose else (lambda _l: None))
     if action in ("add-modules", "remove-modules"):
         # Paths are bytes to the kernel: read as the filesystem encoding reads them.
-        lines = args if args else (() if sys.stdin.isatty() else os.fsdecode(sys.stdin.buffer.read(1 << 24)).splitlines())
+        lines = args or (() if sys.stdin.isatty() else os.fsdecode(sys.stdin.buffer.read(1 << 24)).splitlines())
         modules = wm.read_module_list(lines, os.getcwd(), root)
         if not modules:
             raise SystemExit(EXIT_OK)
@@ -154,12 +155,13 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, as_json:
     Example:
       kabigate preflight linux-image-6.1.0-57-amd64-unsigned.deb
     """
-    from kabigate.host.preflight import apt_kernels
+    from kabigate.host.preflight import AptKernel, apt_kernels
     from kabigate.host.preflight import preflight as run_preflight
 
     if apt == (kernel is not None):
         raise click.UsageError("give KERNEL_PACKAGE_OR_RELEASE or --apt (the APT run's .deb files on stdin)")
     system = wm.Root(root)
+    kernels: list[AptKernel] = []
     if apt:
         listing = sys.stdin.buffer.read(_APT_LISTING_MAX + 1)
         if len(listing) > _APT_LISTING_MAX:
@@ -170,9 +172,16 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, as_json:
         from kabigate.store import Store
         store = Store.open(db, create=False)
     results = []
+
+    def targets():  # each kernel read when its turn comes
+        if kernel is None:
+            for item in kernels:
+                yield _kernel_of([item.image, item.headers])
+        else:
+            yield _target_kernel(kernel, system, store)
+
     try:
-        for item in kernels if apt else [kernel]:
-            release, target = _kernel_of([item.image, item.headers]) if apt else _target_kernel(item, system, store)
+        for release, target in targets():
             results.append(run_preflight(system, release, target, store))
     except OSError as error:
         raise InputError(f"{error.filename or root}: {error.strerror}") from None

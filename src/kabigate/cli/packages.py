@@ -55,7 +55,7 @@ def rpm_deps(kernel_paths, provides, as_json, modules) -> None:
         raise click.UsageError("give MODULE_OR_DIR_OR_PACKAGE..., or --provides with --kernel")
     kernel = load_kernel_with_progress(list(kernel_paths)) if kernel_paths else None
     lines: list[tuple[str, str, int]] = []
-    if not modules:
+    if not modules and kernel is not None:  # --provides with --kernel, as checked above
         lines = [("kernel", e.name, e.crc) for e in sorted(kernel.exports.values(), key=lambda e: e.name)
                  if e.crc is not None]
     else:

@@ -191,7 +191,7 @@ def tasks(state: str | None, limit: int, prune: bool, older_than: float | None, 
 
     if prune != (older_than is not None):
         raise InputError("--prune and --older-than DAYS go together")
-    if prune:
+    if older_than is not None:  # with --prune, as checked above
         if state is not None:
             raise InputError("--prune deletes done and failed tasks: no --state")
         _prune_tasks(Store, db, older_than, as_json)

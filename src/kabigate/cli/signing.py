@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 from cryptography.hazmat.primitives import hashes, serialization
@@ -36,8 +37,8 @@ def _passphrase(env_name: str, passphrase_file: str | None) -> bytes | None:
         if not value:
             raise InputError(f"{passphrase_file}: empty passphrase")
         return value
-    value = os.environ.get(env_name)
-    return value.encode() if value else None
+    text = os.environ.get(env_name)
+    return text.encode() if text else None
 
 
 def _passphrase_options(function):
@@ -193,7 +194,7 @@ def verify(trust_paths, require_codesigning_eku, accept_module_signing_oid, reje
         for path in files:
             results.append((path, verify_file(path, trust if trust_paths else None, policy)))
             advance()
-    reports = [{"path": path, "signed": check.result != "ENODATA", "signer": check.signer,
+    reports: list[dict[str, Any]] = [{"path": path, "signed": check.result != "ENODATA", "signer": check.signer,
                 "key_id": check.key_id, "hash_algorithm": check.hash_algorithm,
                 "result": _result_word(check, bool(trust_paths)), "error": None if check.result == "ok" else
                 check.result, "trusted_by": check.trusted_by, "message": check.message} for path, check in results]

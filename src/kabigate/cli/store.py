@@ -412,7 +412,7 @@ def _write(text: str, output: str | None) -> None:
 def package_text(verdict: PackageVerdict) -> str:
     """A package cell: ok (a stored build loads), rebuilt (a build made for this kernel loads),
     loaded/modules when partial, the state otherwise."""
-    if verdict.state == PackageState.PARTIAL:
+    if verdict.state == PackageState.PARTIAL and verdict.best is not None:  # partial: a best build loads some
         return f"{verdict.modules_loading}/{verdict.best.cell.modules}"
     return PACKAGE_TEXTS[verdict.state]
 

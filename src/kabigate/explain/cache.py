@@ -62,7 +62,9 @@ def entry_path(identity: str) -> Path:
 MAX_ENTRY = 512 << 20  # decompressed bytes; a kernel's modules' types take ~53 MB
 
 
-_STR, _INT, _CRC = {str}, {int}, {int, type(None)}
+_STR: set[type] = {str}
+_INT: set[type] = {int}
+_CRC: set[type] = {int, type(None)}
 
 
 class _Malformed(InputError):
@@ -165,9 +167,10 @@ def _types_from_json(value) -> list[tuple[str, KernelTypes]]:
     for row, (owner, release) in enumerate(zip(owners, releases)):
         exported, (type_ids, *typed), (member_keys, member_values), *fields = (
             [column[ends[row]:ends[row + 1]] for column in table] for table, ends in zip(tables, bounds))
-        found.append((owner, KernelTypes(
-            release, dict(zip(exported[0], map(Export, *exported))), *(dict(zip(type_ids, c)) for c in typed),
-            dict(zip(member_keys, member_values)), *(dict(zip(*field)) for field in fields))))
+        defs, keys, type_edges = (dict(zip(type_ids, c)) for c in typed)
+        layout, funcs, var_decls = (dict(zip(*field)) for field in fields)
+        found.append((owner, KernelTypes(release, dict(zip(exported[0], map(Export, *exported))), defs, keys,
+                                         type_edges, dict(zip(member_keys, member_values)), layout, funcs, var_decls)))
     return found
 
 
@@ -198,8 +201,8 @@ def _headers_from_json(value) -> HeaderIndex:
     (sources,) = _table(includers, header=_INT)
     if any(column and (min(column) < 0 or max(column) >= len(paths)) for column in (headers, targets, sources)):
         raise _Malformed("cache entry: a header number out of range")
-    return HeaderIndex(dict(zip(zip(kinds, names), map(paths.__getitem__, headers))),
-                       {paths[target]: {paths[n] for n in group} for target, group in zip(targets, _groups(sources, counts))})
+    included_by = {paths[target]: {paths[n] for n in group} for target, group in zip(targets, _groups(sources, counts))}
+    return HeaderIndex(dict(zip(zip(kinds, names), map(paths.__getitem__, headers))), included_by)
 
 
 def _kernel_types_from_json(value) -> KernelTypes:

@@ -164,7 +164,7 @@ class _Renderer:
         if kind in _MODIFIERS:
             return f"{_MODIFIERS[kind]} {self.ref(entry.type, refs, depth + 1)}"
         if kind == B.ARRAY:
-            element, _index, count = entry.extra
+            element, _index, count = entry.array
             return f"{self.ref(element, refs, depth + 1)} [{count}]"
         if kind == B.FUNC_PROTO:
             return f"{self.ref(entry.type, refs, depth + 1)} ({self.params(entry, refs, depth + 1)})"
@@ -469,7 +469,7 @@ def _explain_module(owner: str, old: KernelTypes, new: KernelTypes, symbols: lis
         before, after = old.exports[symbol], new.exports.get(symbol)
         roots = old_module.funcs.get(symbol)
         if roots is None:
-            why = ("a data symbol: BTF describes no type for it" if symbol not in old_module.vars
+            why: str | None = ("a data symbol: BTF describes no type for it" if symbol not in old_module.vars
                    else "no type information")
             results.append(SymbolExplanation(symbol, before.crc, after.crc if after else None, (), why))
             continue
@@ -529,13 +529,14 @@ def _explain_symbol(symbol: str, old: KernelTypes, new: KernelTypes, reach: _Rea
     old_crc, new_crc = (before.crc if before else None), (after.crc if after else None)
     roots = _roots(old, symbol)
     if roots is None:
-        why = ("not exported by the old kernel" if before is None else
+        why: str | None = ("not exported by the old kernel" if before is None else
                "exported by a module whose BTF was not read" if before.owner != "vmlinux" else
                "a data symbol: BTF describes no type for it" if symbol not in old.funcs else
                "no type information")
         return SymbolExplanation(symbol, old_crc, new_crc, (), why)
     declaration, params = roots
-    candidates = [Candidate(key, names[key], via, depth, seen_by(key)) for key, (depth, via) in reach.of(params).items()]
+    candidates = [Candidate(key, names[key], via, depth, seen_by(key))
+                  for key, (depth, via) in reach.of(params).items()]
     candidates.sort(key=rank)
     new_roots = _roots(new, symbol)
     if new_roots is not None and new_roots[0] != declaration:  # its own line: genksyms hashes it first

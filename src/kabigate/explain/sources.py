@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from kabigate.errors import InputError, read_capped
@@ -47,7 +48,7 @@ def warm(kernels: list[Kernel], header_tree_list: list[Path], with_modules: bool
     """Fill the cache for these kernels and headers in parallel processes (one per core, two at
     most): reading one kernel is CPU-bound Python (decompress, parse, render), so a pair read
     side by side takes half the time. Each child writes its cache entry; nothing large comes back."""
-    todo = [(load_types, (kernel.image,)) for kernel in kernels
+    todo: list[tuple[Callable[..., object], tuple]] = [(load_types, (kernel.image,)) for kernel in kernels
             if kernel.image and not _cached_already(_image_identity(kernel.image))]
     todo += [(load_module_types, (kernel.image, _modules_of(kernel))) for kernel in kernels
              if with_modules and kernel.image and _modules_of(kernel)
@@ -292,7 +293,7 @@ def _stored_modules(sources: list[str], kernel: Kernel, use_cache: bool) -> dict
     the module tree beside it (packages are not read for them)."""
     for source in _expanded(sources):
         path = Path(source)
-        image = kernel_image_at(path, kernel.release) if path.is_dir() else None
+        image = kernel_image_at(path, kernel.release) if path.is_dir() and kernel.release is not None else None
         modules = _modules_of(dataclasses.replace(kernel, image=str(image))) if image is not None else None
         if modules is not None:
             return load_module_types(str(image), modules, use_cache)
@@ -378,13 +379,14 @@ def explain_stored(old: tuple[list[str], Kernel], new: tuple[list[str], Kernel],
     """explain_symbols() for two stored kernels, each given as (its sources, the Kernel the store
     holds): None when either image is not among its sources any more."""
     (old_sources, old_kernel), (new_sources, new_kernel) = old, new
-    if not symbols:
+    old_release, new_release = old_kernel.release, new_kernel.release
+    if not symbols or old_release is None or new_release is None:  # a stored kernel's image is found by its release
         return None
     modules = needs_modules(old_kernel, symbols)
 
     def inputs():
-        return (types_from_sources(old_sources, old_kernel.release, use_cache),
-                types_from_sources(new_sources, new_kernel.release, use_cache),
+        return (types_from_sources(old_sources, old_release, use_cache),
+                types_from_sources(new_sources, new_release, use_cache),
                 headers_from_sources(old_sources, use_cache=use_cache),
                 (_stored_modules(old_sources, old_kernel, use_cache),
                  _stored_modules(new_sources, new_kernel, use_cache)) if modules else None)

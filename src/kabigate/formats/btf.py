@@ -12,7 +12,9 @@ Everything read is bounds-checked: a module's .BTF is hostile input like the res
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from kabigate.errors import InputError
 
@@ -55,18 +57,28 @@ class BtfType:
     def kind_name(self) -> str:
         return KIND_NAMES[self.kind]
 
+    @property
+    def array(self) -> tuple[int, int, int]:
+        """An array's (elem_type, index_type, nelems)."""
+        if self.kind != ARRAY or not isinstance(self.extra, tuple):
+            raise ValueError(f"a BTF {self.kind_name}, not an array")
+        return self.extra
+
+
+# A BTF's types by id: a list, or a split BTF's view over its base's list and its own.
+TypeList: TypeAlias = "list[BtfType] | SplitTypes"
 
 class Btf:
     """A parsed BTF blob: `types[i]` is type id i (types[0] is void); a split BTF's list starts with
     its base's types, so ids resolve the way the kernel resolves them."""
 
-    def __init__(self, types: list[BtfType], base: Btf | None, what: str, strings: bytes):
+    def __init__(self, types: TypeList, base: Btf | None, what: str, strings: bytes):
         self.types = types
         self.base = base
         self.what = what
         self.strings = strings
         # Split BTF's string offsets continue its base's (btf_name_by_offset()).
-        self.strings_len = (base.strings_len if base is not None else 0) + len(strings)
+        self.strings_len: int = (base.strings_len if base is not None else 0) + len(strings)
         self._by_name: dict[str, list[int]] | None = None
 
     def string_at(self, offset: int) -> str:
@@ -148,7 +160,7 @@ def parse_btf(data: bytes, what: str, base: Btf | None = None) -> Btf:
             known = names[offset] = btf.string_at(offset)
         return known
 
-    types = SplitTypes(base.types) if base is not None else [BtfType(kind=0, name="void")]
+    types: TypeList = SplitTypes(base.types) if base is not None else [BtfType(kind=0, name="void")]
     first = len(types)
     position, end = hdr_len + type_off, hdr_len + type_off + type_len
     header_struct, u32, triple, pair, enum32 = (_TYPE[endian], _U32[endian], _TRIPLE[endian], _PAIR[endian],
@@ -202,7 +214,8 @@ def parse_btf(data: bytes, what: str, base: Btf | None = None) -> Btf:
             entry = BtfType(kind, name, size=size_or_type, items=tuple(values64), kind_flag=kind_flag)
         elif kind == FUNC_PROTO:
             need(8 * vlen, kind)
-            params = tuple((name_at(n) if n else "", t) for n, t in pair.iter_unpack(view[position:position + 8 * vlen]))
+            params = tuple((name_at(n) if n else "", t)
+                           for n, t in pair.iter_unpack(view[position:position + 8 * vlen]))
             position += 8 * vlen
             entry = BtfType(kind, name, type=size_or_type, items=params)
         elif kind == VAR:
@@ -240,7 +253,7 @@ class SplitTypes:
     """A split BTF's types: its base's, then its own, by type id; the base's list is shared, not
     copied (vmlinux has 100,000 types, a kernel 4,000 modules)."""
 
-    def __init__(self, base: list[BtfType]):
+    def __init__(self, base: TypeList):
         self.base = base
         self.own: list[BtfType] = []
 
@@ -252,7 +265,7 @@ class SplitTypes:
             return self.base[type_id]
         return self.own[type_id - len(self.base)]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[BtfType]:
         yield from self.base
         yield from self.own
 
@@ -260,7 +273,7 @@ class SplitTypes:
         self.own.append(entry)
 
 
-def _check_references(types: list[BtfType], first: int, what: str) -> None:
+def _check_references(types: TypeList, first: int, what: str) -> None:
     """Every type id a record names must exist (btf_check_all_types() resolves each); walkers of
     the graph then index `types` without further checks."""
     count = len(types)
@@ -276,7 +289,7 @@ def _check_references(types: list[BtfType], first: int, what: str) -> None:
         elif entry.kind == DATASEC:
             refs.extend(item[0] for item in entry.items)
         elif entry.kind == ARRAY:
-            refs.extend(entry.extra[:2])
+            refs.extend(entry.array[:2])
         for ref in refs:
             if ref >= count:
                 raise InputError(f"{what}: BTF type {type_id} refers to type {ref}, of {count - 1}")

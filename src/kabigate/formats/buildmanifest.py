@@ -17,6 +17,7 @@ did not complete.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from kabigate.errors import InputError
 from kabigate.formats.toml import parse_toml
@@ -69,7 +70,8 @@ def _array(document: dict, key: str, what: str) -> list:
     return value
 
 
-def _fields(entry: dict, where: str, required: set[str], optional: set[str]) -> dict[str, str | None]:
+def _fields(entry: dict, where: str, required: set[str], optional: set[str]) -> dict[str, Any]:
+    """The entry's fields, each a checked string (a required one always; None: an optional one not given)."""
     unknown = sorted(set(entry) - required - optional)
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]!r}")

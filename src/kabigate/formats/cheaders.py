@@ -20,7 +20,8 @@ _INCLUDE_NAME = re.compile(rb'[<"]([^>"\n]{1,256})[>"]')
 _EXCLUDED_IFS = (b"!defined(__KERNEL__)", b"!defined__KERNEL__", b"defined(__ASSEMBLY__)", b"defined__ASSEMBLY__")
 _DEFINITION = re.compile(rb"^[ \t]*(?:typedef[ \t]+)?(struct|union|enum)[ \t]+(\w{1,256})[ \t\n]*\{", re.MULTILINE)
 _TYPEDEF = re.compile(rb"^typedef[ \t][^;{}]{0,512}?\b(\w{1,256})[ \t]*(?:\[[^;\]]*\][ \t]*)?;", re.MULTILINE)
-_TYPEDEF_FUNCTION = re.compile(rb"^typedef[ \t][^;{}]{0,512}?\([ \t]*\*?[ \t]*(\w{1,256})[ \t]*\)[ \t]*\(", re.MULTILINE)
+_TYPEDEF_FUNCTION = re.compile(rb"^typedef[ \t][^;{}]{0,512}?\([ \t]*\*?[ \t]*(\w{1,256})[ \t]*\)[ \t]*\(",
+                               re.MULTILINE)
 # Where `#include <x>` is looked up, in the kernel's -I order (Makefile's LINUXINCLUDE).
 SEARCH = ("arch/{arch}/include", "arch/{arch}/include/generated", "include", "arch/{arch}/include/uapi",
           "arch/{arch}/include/generated/uapi", "include/uapi", "include/generated/uapi")

@@ -66,7 +66,10 @@ def decompress(data, what: str, limit: int = MAX_DECOMPRESSED):
 def decompress_into(data, file, what: str, limit: int = MAX_DECOMPRESSED) -> None:
     """decompress() of compressed `data`, written to the binary `file` a step at a time instead
     of gathered in memory: a module being signed may decompress to hundreds of MiB."""
-    _decompress(data, compression_of(data), what, limit, file)
+    kind = compression_of(data)
+    if kind is None:
+        raise InputError(f"{what}: not xz, gzip or zstd data")
+    _decompress(data, kind, what, limit, file)
 
 
 def _decompress(data, kind: str, what: str, limit: int, file) -> bytearray:

@@ -8,8 +8,9 @@ linux-image .deb against ~2.8 s here (measured, 2 cores).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 from kabigate.errors import InputError
 from kabigate.formats.compression import text_lines
@@ -126,8 +127,8 @@ def _tar_entries(data, member: ArMember, what: str) -> Iterator[tuple[TarEntry, 
         pass
 
 
-def iter_data(data, package: DebPackage, what: str) -> Iterator[tuple[TarEntry, object]]:
+def iter_data(data, package: DebPackage, what: str) -> Iterator[tuple[TarEntry, Callable[[], bytes]]]:
     """(entry, read) for each member of data.tar; read() returns a file's bytes, only while the
     iteration is at that entry."""
     for entry, reader in _tar_entries(data, package.data_member, what):
-        yield entry, (lambda entry=entry, reader=reader: _read_member(reader, entry, what))
+        yield entry, partial(_read_member, reader, entry, what)

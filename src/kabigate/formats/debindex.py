@@ -16,7 +16,7 @@ def parse_packages_index(data: bytes, what: str) -> list[dict[str, str]]:
     if compression_of(data):
         data = decompress(data, what, MAX_INDEX)
     text = bytes(data).decode("utf-8", "replace")
-    stanzas = []
+    stanzas: list[dict[str, str]] = []
     position = 0
     while position < len(text):  # a stanza at a time: no list of every stanza's text at once
         end = text.find("\n\n", position)

@@ -53,7 +53,7 @@ class ElfError(InputError):
 
 
 class Section(NamedTuple):  # a tuple: made for every section of every module read, 4x cheaper than a dataclass
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index(), which no caller uses on a Section
     name: str
     type: int
     flags: int

@@ -39,6 +39,7 @@ who decided and why:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import re
 from dataclasses import dataclass, field
@@ -157,15 +158,14 @@ def waiver_from_mapping(entry, where: str, source: str = "", waiver_id: int | No
         raise InputError(f"{where}: waives everything; name a driver, symbol or kernel pattern")
     expires = entry.get("expires")
     if isinstance(expires, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", expires):
-        try:
+        with contextlib.suppress(ValueError):
             expires = datetime.date.fromisoformat(expires)
-        except ValueError:
-            pass
     if isinstance(expires, datetime.datetime):
         expires = expires.date()
     if expires is not None and not isinstance(expires, datetime.date):
         raise InputError(f"{where}: 'expires' must be a date (expires = 2027-01-31)")
-    return Waiver(entry["reason"].strip(), entry["who"].strip(), expires, source=source, id=waiver_id, **patterns)
+    return Waiver(entry["reason"].strip(), entry["who"].strip(), expires, driver=patterns["driver"],
+                  symbol=patterns["symbol"], kernel=patterns["kernel"], source=source, id=waiver_id)
 
 
 def _toml(data: bytes, what: str) -> dict:

@@ -9,6 +9,7 @@ reported as the signature's `defect`.
 
 from __future__ import annotations
 
+import mmap
 import struct
 
 from kabigate.formats.der import (
@@ -31,7 +32,7 @@ PKEY_ID_PKCS7 = 2
 ID_TYPES = {0: "PGP", 1: "X509", PKEY_ID_PKCS7: "PKCS#7"}
 
 
-def split_signature(data: bytes) -> tuple[int, ModuleSignature | None]:
+def split_signature(data: bytes | bytearray | mmap.mmap) -> tuple[int, ModuleSignature | None]:
     """(size of the module without its signature, parsed signature or None if unsigned). `data`
     is sliced, never read whole: it may be a module file read on demand."""
     size = len(data)

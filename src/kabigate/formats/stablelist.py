@@ -21,7 +21,7 @@ class Stablelist:
     source: str
     format: str  # "rhel", "android-gki", "module-kabi", "plain"
     symbols: frozenset[str]
-    crcs: dict[str, int] = field(default_factory=dict)  # only for Module.kabi-style lists
+    crcs: dict[str, int | None] = field(default_factory=dict)  # only for Module.kabi-style lists (None: no CRC)
 
     def __contains__(self, symbol: str) -> bool:
         return symbol in self.symbols

@@ -21,8 +21,9 @@ import io
 import lzma
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 import zstandard
 
@@ -37,7 +38,7 @@ XZ_MAGIC = b"\xfd7zXZ\x00"
 XZ_FOOTER_MAGIC = b"YZ"
 
 
-def compression_name(head: bytes) -> str | None:
+def compression_name(head: bytes | memoryview) -> str | None:
     head = bytes(head[:6])
     if head.startswith(XZ_MAGIC):
         return "xz"
@@ -83,7 +84,7 @@ def _chunks(data, kind: str | None, what: str, limit: int, consumed: list[int]) 
         if blocks is not None and len(blocks) > 1:
             yield from _xz_parallel(view, blocks, limit)
             return
-        decompressor_factory = functools.partial(lzma.LZMADecompressor, lzma.FORMAT_XZ)
+        decompressor_factory: Callable[[], _Decompressor] = functools.partial(lzma.LZMADecompressor, lzma.FORMAT_XZ)
     elif kind == "lzma":
         decompressor_factory = functools.partial(lzma.LZMADecompressor, lzma.FORMAT_ALONE)
     elif kind == "gzip":
@@ -101,7 +102,18 @@ def _chunks(data, kind: str | None, what: str, limit: int, consumed: list[int]) 
 FEED = 64 * 1024  # compressed bytes fed per call: the granularity of the consumed count
 
 
-def _sequential(view: memoryview, factory, kind: str, consumed: list[int]) -> Iterator[bytes]:
+class _Decompressor(Protocol):
+    """What lzma's, zlib's and bz2's decompressor objects have in common."""
+
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def unused_data(self) -> bytes: ...
+    def decompress(self, data: bytes, max_length: int = ..., /) -> bytes: ...
+
+
+def _sequential(view: memoryview, factory: Callable[[], _Decompressor], kind: str,
+                consumed: list[int]) -> Iterator[bytes]:
     """Concatenated streams are read on (the xz, gzip and bzip2 tools write and read them)."""
     position, end = 0, len(view)
     consumed[0] = 0

@@ -289,7 +289,7 @@ class Root:
         A weak-updates/ that is not a directory (a link to one), or links depmod cannot take, are
         not kept: the kernel is `unclean`, and its next tree replaces them."""
         top = self.weak_dir(krel)
-        links = {}
+        links: dict[str, str] = {}
         if top.is_symlink() or not top.is_dir():
             if os.path.lexists(top):
                 self.unclean.add(krel)
@@ -544,8 +544,9 @@ class WeakModules:
         for module in modules:
             if not self.root.host(module).is_file():
                 raise InputError(f"{module}: no such module file")
-            if isinstance(self.module(module), InputError):
-                raise self.module(module)
+            read = self.module(module)
+            if isinstance(read, InputError):
+                raise read
         plans = [self._plan(k, modules, set(), force=False) for k in self.installed()]
         return self._outcome("add-modules", plans, self._own_kernels(modules))
 
@@ -848,7 +849,7 @@ def initramfs_commands(root: Root, kernels: list[str], tools: Tools) -> list[tup
     """check_initramfs(): a kernel that has an initramfs gets a new one built beside it, by dracut
     (/boot/initramfs-<krel>.img, RHEL family) or initramfs-tools' mkinitramfs (/boot/initrd.img-<krel>,
     Debian); -> (the image, the new one, the command writing it). None is made where none was."""
-    commands = []
+    commands: list[tuple[Path, Path, list[str]]] = []
     if not tools.initramfs:
         return commands
     for krel in kernels:
@@ -928,7 +929,7 @@ def run(root: Root, plan: Callable[[], Outcome], tools: Tools) -> Outcome:
     return outcome
 
 
-def _failure(argv: list[str], error: Exception) -> str:
+def _failure(argv: list[str], error: InputError | OSError) -> str:
     return str(error) if isinstance(error, InputError) else f"{' '.join(argv)}: {error.strerror}"
 
 

@@ -27,8 +27,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import BinaryIO
+from contextlib import contextmanager, suppress
+from typing import BinaryIO, TypeVar
 
 from kabigate.errors import InputError
 
@@ -120,6 +120,9 @@ class _Refused(Exception):
     """A URL or redirect the rules refuse, or a transfer ended early; its text is the reason."""
 
 
+_Socket = TypeVar("_Socket", bound=socket.socket)  # a plain or a TLS socket, tracked as it is
+
+
 class _Watch:
     """Ends a transfer when its deadline passes or it is cancelled, by shutting its sockets down: a
     read blocked in the kernel cannot be interrupted otherwise, and a server sending a byte now and
@@ -138,7 +141,7 @@ class _Watch:
         if cancel is not None:
             cancel._add(self)
 
-    def track(self, sock: socket.socket) -> socket.socket:
+    def track(self, sock: _Socket) -> _Socket:
         with self._lock:
             self._sockets.append(sock)
             if self.stopped:
@@ -168,10 +171,8 @@ class _Watch:
 
 
 def _shutdown(sock: socket.socket) -> None:
-    try:
+    with suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the file descriptor's, also under TLS
-    except OSError:
-        pass
 
 
 def _check_url(url: str, allowed: tuple[Callable[[str], bool], str] | None, first: bool) -> None:
@@ -231,6 +232,8 @@ def _watched(connection_class, watch: _Watch):
     handshake or a proxy tunnel, which a slow server could otherwise draw out)."""
 
     class Watched(connection_class):
+        sock: socket.socket  # the base is a parameter: mypy cannot see its attributes
+
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self._create_connection = lambda *a, **k: watch.track(socket.create_connection(*a, **k))
@@ -238,9 +241,10 @@ def _watched(connection_class, watch: _Watch):
         if issubclass(connection_class, http.client.HTTPSConnection):
             def connect(self) -> None:  # HTTPSConnection.connect, with the TLS socket tracked before its handshake
                 http.client.HTTPConnection.connect(self)
-                self.sock = watch.track(self._context.wrap_socket(
+                tls = watch.track(self._context.wrap_socket(
                     self.sock, server_hostname=self._tunnel_host or self.host, do_handshake_on_connect=False))
-                self.sock.do_handshake()
+                self.sock = tls
+                tls.do_handshake()
 
     return Watched
 
@@ -260,14 +264,17 @@ class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
         self.watch = watch
 
     def https_open(self, req):
-        return self.do_open(_watched(http.client.HTTPSConnection, self.watch), req, context=self._context)
+        # HTTPSHandler.__init__ keeps its context there; typeshed does not declare it
+        context = self._context  # type: ignore[attr-defined]
+        return self.do_open(_watched(http.client.HTTPSConnection, self.watch), req, context=context)
 
 
 # -- transfers ----------------------------------------------------------------------------------------
 
 @contextmanager
 def _open(url: str, failure: str, deadline: float, *, data: bytes | None = None, headers: dict[str, str] | None = None,
-          allowed=None, errors_answer: bool = False) -> Iterator[tuple[object, _Watch]]:
+          allowed=None, errors_answer: bool = False
+          ) -> Iterator[tuple[http.client.HTTPResponse | urllib.error.HTTPError, _Watch]]:
     """(response, watch) of a GET, or a POST of `data`; errors are InputError("<failure>: <reason>").
     With `errors_answer`, an HTTP error status is an answer like any other (its body is the caller's)."""
     try:
@@ -372,5 +379,6 @@ def exchange(url: str, failure: str, *, data: bytes | None = None, headers: dict
     received = bytearray()
     with _open(url, failure, deadline, data=data, headers=headers, errors_answer=True) as (response, watch):
         _body(response, watch, limit, received.extend, f"answer larger than {limit >> 10} KiB")
-        return response.status, bytes(received)
+        status = response.code if isinstance(response, urllib.error.HTTPError) else response.status
+        return status, bytes(received)
 

@@ -35,6 +35,9 @@ from kabigate.inputs.packages import (
 )
 from kabigate.model import MODULE_SUFFIXES, Export, Kernel
 
+# A path on disk, or in packages read as the tree installing them would make.
+TreePath = Path | PackagePath
+
 SYMVERS_NAMES = ("Module.symvers", "symvers.gz", "symvers.xz", "symvers.zst", "symvers")
 # Debian's include/config/kernel.release holds the upstream version; utsrelease.h has the real one.
 _UTS_RELEASE = re.compile(r'#define\s+UTS_RELEASE\s+"([^"]+)"')
@@ -51,7 +54,7 @@ class _Facts:
         self.machine: str | None = None
         self.exports: dict[str, Export] | None = None
         self.config: dict[str, str] = {}
-        self.headers_dir: Path | None = None
+        self.headers_dir: TreePath | None = None
         self.package_version: str | None = None
         self.image: str | None = None
         self.module_struct_size: int | None = None
@@ -132,7 +135,7 @@ def _facts_of_file(path: Path) -> _Facts:
     return facts
 
 
-def _facts_of_headers(path: Path) -> _Facts:
+def _facts_of_headers(path: TreePath) -> _Facts:
     facts = _Facts(str(path))
     facts.headers_dir = path
     facts.exports = parse_symvers(_read(path / "Module.symvers"), str(path / "Module.symvers"))
@@ -148,7 +151,7 @@ def _facts_of_headers(path: Path) -> _Facts:
     return facts
 
 
-def is_kernel_image(path: Path) -> bool:
+def is_kernel_image(path: TreePath) -> bool:
     """Whether a file is a vmlinuz (bzImage or a compressed payload) or a vmlinux, by its first bytes."""
     if isinstance(path, PackagePath):
         return False
@@ -156,7 +159,7 @@ def is_kernel_image(path: Path) -> bool:
         return looks_like_kernel_image(file.read(0x210))
 
 
-def _facts_of_image(path: Path) -> _Facts:
+def _facts_of_image(path: TreePath) -> _Facts:
     """A vmlinuz or vmlinux alone: the whole ABI of vmlinux (its exports and CRCs), its release,
     vermagic and sizeof(struct module) (from its BTF); no module's exports."""
     data = read_capped(str(path), MAX_KERNEL_IMAGE, f"larger than {MAX_KERNEL_IMAGE >> 20} MiB, not a kernel image")
@@ -186,7 +189,7 @@ def _module_struct_size(elf: ElfFile) -> int | None:
     return next((btf.types[i].size for i in btf.by_name("module") if btf.types[i].kind == BTF_STRUCT), None)
 
 
-def kernel_image_in(boot: Path, release: str) -> Path | None:
+def kernel_image_in(boot: TreePath, release: str) -> Path | None:
     """boot/vmlinuz-<release>, else boot/vmlinux-<release>: the image of `release` in a boot folder."""
     if isinstance(boot, PackagePath):
         return None
@@ -205,23 +208,23 @@ def kernel_image_at(path: Path, release: str) -> Path | None:
     return None
 
 
-def _module_exports(path: Path) -> dict[str, Export]:
+def _module_exports(path: TreePath) -> dict[str, Export]:
     """The exports of the kernel's own modules (/lib/modules/<kver>/kernel, not DKMS's updates/),
     owned by their path the way Module.symvers names it (kernel/drivers/x/y.ko -> drivers/x/y)."""
-    exports = {}
+    exports: dict[str, Export] = {}
     top = path / "kernel"
     if not top.is_dir():
         return exports
     for found in walk_files(str(top)):
         if not found.endswith(MODULE_SUFFIXES):
             continue
-        owner = os.path.relpath(found, top).split(".ko", 1)[0]
+        owner = os.path.relpath(found, str(top)).split(".ko", 1)[0]
         for export in read_module(found).exports:
             exports[export.name] = Export(export.name, export.crc, owner, export.export_type, export.namespace)
     return exports
 
 
-def _facts_of_module_tree(path: Path, root: Path | None) -> _Facts:
+def _facts_of_module_tree(path: TreePath, root: TreePath | None) -> _Facts:
     """/lib/modules/<kver>: vermagic from an in-tree module, symvers from RHEL's symvers.gz,
     /boot/symvers-<kver>.gz, or the `build` link to the headers; without those, the exports of
     /boot/vmlinuz-<kver> and of the tree's modules (the image alone is the whole ABI)."""
@@ -249,7 +252,7 @@ def _facts_of_module_tree(path: Path, root: Path | None) -> _Facts:
     if image is not None:
         facts.image = str(image)
         if facts.exports is None and not (root is not None and _headers_in(root, path.name)):
-            facts.exports = {**_facts_of_image(image).exports, **_module_exports(path)}
+            facts.exports = {**(_facts_of_image(image).exports or {}), **_module_exports(path)}
     for config in (path / "config", boot / f"config-{path.name}"):
         if config.is_file():
             facts.config = parse_kconfig(_text(_read(config), config), str(config))
@@ -257,7 +260,7 @@ def _facts_of_module_tree(path: Path, root: Path | None) -> _Facts:
     return facts
 
 
-def _facts_of_root(root: Path, release: str) -> _Facts:
+def _facts_of_root(root: TreePath, release: str) -> _Facts:
     """An extracted package root (dpkg-deb -x / rpm2cpio) holding one kernel release."""
     modules = root / "lib" / "modules" / release
     if modules.is_dir():
@@ -276,7 +279,7 @@ def _facts_of_root(root: Path, release: str) -> _Facts:
     return facts
 
 
-def _headers_in(root: Path, release: str) -> Path | None:
+def _headers_in(root: TreePath, release: str) -> TreePath | None:
     return next((headers for headers in (root / "usr" / "src" / f"linux-headers-{release}",
                                          root / "usr" / "src" / "kernels" / release)
                  if (headers / "Module.symvers").is_file()), None)
@@ -336,7 +339,7 @@ def _image_in_packages(paths: list[str], release: str) -> _Facts | None:
     return found
 
 
-def _single_kernel_in_root(path: Path) -> str | None:
+def _single_kernel_in_root(path: TreePath) -> str | None:
     releases = set()
     if (path / "lib" / "modules").is_dir():
         # kabi-*: kernel-abi-stablelists' /lib/modules/kabi-rhel90/, not a kernel.
@@ -352,21 +355,19 @@ def _single_kernel_in_root(path: Path) -> str | None:
     return releases.pop() if releases else None
 
 
-def _resolve_link(link: Path, root: Path | None) -> Path | None:
+def _resolve_link(link: TreePath, root: TreePath | None) -> TreePath | None:
     """Follow a symlink inside an extracted tree: absolute targets are taken relative to `root`."""
     if not link.is_symlink():
         return link if link.is_dir() else None
     target = link.readlink()
     if target.is_absolute():
-        if root is None:
-            return target if target.is_dir() else None
-        target = root / target.relative_to("/")
+        resolved = Path(target) if root is None else root / target.relative_to("/")
     else:
-        target = link.parent / target
-    return target if target.is_dir() else None
+        resolved = link.parent / target
+    return resolved if resolved.is_dir() else None
 
 
-def _first_in_tree_module(path: Path):
+def _first_in_tree_module(path: TreePath):
     kernel_dir = path / "kernel"
     if not kernel_dir.is_dir():
         return None
@@ -401,6 +402,8 @@ def _vermagic_from_headers(facts: _Facts, kernel: Kernel) -> str | None:
     parts.append("modversions " if on("CONFIG_MODVERSIONS") else "")
     parts.append(arch_part)
     if on("CONFIG_RANDSTRUCT_FULL") or on("CONFIG_RANDSTRUCT_PERFORMANCE"):
+        if facts.headers_dir is None:
+            return None  # the seed is in the headers tree
         seed_file = facts.headers_dir / "include" / "generated" / "randstruct_hash.h"
         # Decoded as module.py decodes .modinfo (UTF-8, replacement characters), so that a module
         # built with the same (odd) seed still has the same vermagic.
@@ -436,13 +439,13 @@ def _machine_from_config(config: dict[str, str]) -> str | None:
     return None
 
 
-def _read(path: Path) -> bytes:
+def _read(path: TreePath) -> bytes:
     """A kernel's text file (symvers, config, generated header), capped; special files refused."""
     if isinstance(path, PackagePath):
         return path.read_bytes()  # read from the package, within its caps
     return read_capped(str(path), MAX_TEXT, f"larger than {MAX_TEXT >> 20} MiB, not a kernel's text file")
 
 
-def _text(data: bytes, path: Path) -> str:
+def _text(data: bytes, path: TreePath) -> str:
     """Decompressed (if compressed) and decoded, within the caps on size and lines."""
     return "\n".join(text_lines(data, str(path)))

@@ -8,6 +8,7 @@ Member paths are hostile: absolute names and `..` components are refused, never 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
@@ -16,7 +17,7 @@ import re
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import PurePosixPath
 
 from kabigate.errors import InputError, open_regular, read_capped
@@ -26,6 +27,7 @@ from kabigate.formats.compression import MAX_DECOMPRESSED, text_lines
 from kabigate.formats.module import parse_module
 from kabigate.formats.repomd import MAX_REPOMD, RepoPackage, parse_primary, parse_repomd
 from kabigate.formats.rpm import Dependency
+from kabigate.inputs import httpclient
 from kabigate.model import MODULE_SUFFIXES, Export, Module, PackageOrigin, ReasonCode
 
 PACKAGE_SUFFIXES = (".rpm", ".deb")
@@ -74,7 +76,6 @@ def fetch(location: str, what: str, limit: int):
 
 def _map_url(location: str, what: str, limit: int | None = None):
     """A download mapped read-only (b"" when empty: an empty file cannot be mapped)."""
-    from kabigate.inputs import httpclient  # HTTP and TLS: 40 ms of every start-up that reads no URL
 
     with httpclient.download(location, what, limit) as file:
         if os.fstat(file.fileno()).st_size == 0:
@@ -169,31 +170,34 @@ class Package:
                     link = reader.read(entry.size).decode("utf-8", "replace")
                 elif kind == "file" and entry.size == 0 and entry.nlink > 1:
                     kind = "hardlink"  # newc stores a hard-linked file's data with its last link
-                yield Member(path, kind, entry.size, link), \
-                    (lambda entry=entry, reader=reader, path=path: _read_capped(reader, entry.size, f"{what}:{path}"))
+                yield Member(path, kind, entry.size, link), partial(_read_capped, reader, entry.size, f"{what}:{path}")
         else:
-            for entry, read in debfmt.iter_data(self.data, self._deb, what):
-                path = safe_member_path(entry.name, what)
-                link = entry.link
-                if entry.kind == "hardlink":
-                    link = safe_member_path(entry.link, what)
-                yield Member(path, entry.kind, entry.size, link), \
-                    (lambda entry=entry, read=read, path=path: _check_size(entry.size, f"{what}:{path}") or read())
+            for tar_entry, read in debfmt.iter_data(self.data, self._deb, what):
+                path = safe_member_path(tar_entry.name, what)
+                link = tar_entry.link
+                if tar_entry.kind == "hardlink":
+                    link = safe_member_path(tar_entry.link, what)
+                yield Member(path, tar_entry.kind, tar_entry.size, link), \
+                    partial(_sized_read, read, tar_entry.size, f"{what}:{path}")
 
     def origin(self, greylist: tuple[str, ...] | None = None) -> PackageOrigin:
         return PackageOrigin(self.source, self.name, self.version, self.arch, self.format, greylist)
 
     def close(self) -> None:
         if isinstance(self.data, mmap.mmap):
-            try:
+            # BufferError: a view of it is still referenced by a finished generator: unmapped when collected
+            with contextlib.suppress(BufferError):
                 self.data.close()
-            except BufferError:
-                pass  # a view of it is still referenced by a finished generator: unmapped when collected
 
 
 def _check_size(size: int, what: str) -> None:
     if size > MAX_DECOMPRESSED:
         raise InputError(f"{what}: member larger than the {MAX_DECOMPRESSED >> 20} MiB limit")
+
+
+def _sized_read(read: Callable[[], bytes], size: int, what: str) -> bytes:
+    _check_size(size, what)
+    return read()
 
 
 def _read_capped(reader, size: int, what: str) -> bytes:
@@ -219,7 +223,8 @@ def parse_greylist(data: bytes, what: str) -> tuple[str, ...]:
 
 def modules_of_package(package: Package, advance: Callable[[], None] = lambda: None) -> list[Module]:
     """Every kernel module in the package, each tagged with the package it came from."""
-    modules, greylist = [], None
+    modules: list[Module] = []
+    greylist = None
     for member, read in package.members():
         if member.kind != "file":
             continue
@@ -343,7 +348,7 @@ class PackageSource:
     entry: RepoPackage | None = None
 
     def open(self) -> Package:
-        if self.repository is not None:
+        if self.repository is not None and self.entry is not None:  # set together
             return self.repository.open(self.entry)
         return Package(self.location)
 
@@ -502,7 +507,7 @@ class PackageTree:
         """The member path `path` names, following symlinks inside the tree (never outside it)."""
         parts = [p for p in path.split("/") if p]
         current = "/"
-        for hops in range(64):
+        for _hop in range(64):  # a bound on symlinks followed
             if not parts:
                 return current
             part = parts.pop(0)
@@ -582,7 +587,9 @@ class PackagePath:
 
     def iterdir(self) -> Iterator[PackagePath]:
         resolved = self.tree.resolve(self.path)
-        for name in sorted(self.tree.children.get(resolved or "", ())):
+        if resolved is None:
+            return
+        for name in sorted(self.tree.children.get(resolved, ())):
             yield PackagePath(self.tree, posixpath.join(resolved, name))
 
     def read_bytes(self) -> bytes:

@@ -111,15 +111,15 @@ def gate_junit(result: GateResult) -> str:
         if finding.waivers:
             case.system_out = "waived: " + "; ".join(f"{w.label}: {w.reason}" for w in finding.waivers)
         suite.add_testcase(case)
-    for finding in result.packages:
-        case = junitparser.TestCase(f"package {finding.driver}", classname=f"{classname}.packages")
-        if finding.outcome in (Outcome.FAILED, Outcome.NEEDS_INSPECTION):
-            failure = junitparser.Failure(f"{finding.category} ({finding.outcome}): {why_not(finding.after)}",
-                                          finding.outcome)
+    for package in result.packages:
+        case = junitparser.TestCase(f"package {package.driver}", classname=f"{classname}.packages")
+        if package.outcome in (Outcome.FAILED, Outcome.NEEDS_INSPECTION):
+            failure = junitparser.Failure(f"{package.category} ({package.outcome}): {why_not(package.after)}",
+                                          package.outcome)
             case.result = [failure]
-        elif not finding.after.works:
-            case.result = [junitparser.Skipped(f"{finding.after.state} on the baseline too" if finding.before
-                                               and not finding.before.works else str(finding.after.state))]
+        elif not package.after.works:
+            case.result = [junitparser.Skipped(f"{package.after.state} on the baseline too" if package.before
+                                               and not package.before.works else str(package.after.state))]
         suite.add_testcase(case)
     for violation in result.kernel_findings:
         case = junitparser.TestCase(f"kABI {violation.symbol}", classname=f"{classname}.stablelist")
@@ -146,10 +146,11 @@ def gate_markdown(result: GateResult, matrix_url: str | None = None) -> str:
     if result.broken_packages:
         lines += ["### Packages the candidate breaks", "",
                   "| package | on the baseline | on the candidate | outcome | why |", "|---|---|---|---|---|"]
-        for finding in result.broken_packages:
-            waived = " (waived)" if finding.waivers else ""
-            lines.append(f"| {finding.driver} | {finding.before.state} | {finding.after.state} | "
-                         f"{finding.outcome}{waived} | {why_not(finding.after)} |")
+        for broken in result.broken_packages:
+            waived = " (waived)" if broken.waivers else ""
+            before = broken.before.state if broken.before is not None else ""  # broken: it worked before
+            lines.append(f"| {broken.driver} | {before} | {broken.after.state} | "
+                         f"{broken.outcome}{waived} | {why_not(broken.after)} |")
         lines.append("")
     if result.regressions:
         lines += ["### Regressions (load on the baseline, not on the candidate)", "",
@@ -216,8 +217,8 @@ def resultsdb_payload(report: dict, *, item: str | None = None, testcase: str = 
             f"{counts[GateClass.FIXED]} fixed, {counts[GateClass.UNAFFECTED]} unaffected, {counts[GateClass.NEW]} new; "
             f"{len(report['stablelist_violations'])} "
             f"stablelist violations; baseline {baseline['release'] if baseline else 'none'}")
-    data = {"item": nvr, "type": "koji_build", "arch": arch, "scenario": scenario or f"{arch}.{report['stream'] or 'default'}",
-            "kernel_release": candidate["release"]}
+    data = {"item": nvr, "type": "koji_build", "arch": arch,
+            "scenario": scenario or f"{arch}.{report['stream'] or 'default'}", "kernel_release": candidate["release"]}
     if baseline:
         data["baseline"] = baseline["release"]
     payload = {"outcome": report["outcome"], "testcase": {"name": testcase}, "note": note, "data": data}

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import urllib.parse
 
-from kabigate.inputs import httpclient
 from kabigate.errors import InputError
+from kabigate.inputs import httpclient
 
 # A ResultsDB answer is the created result, a few KiB; anything larger is not one.
 MAX_RESPONSE = 1 << 20

@@ -29,7 +29,9 @@ def store_build(store: Store, result: BuildResult, source: str, advance: Advance
     if result.version is None:
         raise InputError(f"{result.package}: a failed build is stored with its version: give --package-version")
     with store.transaction():
-        created = store.record_build_failure(result.package, result.version, result.kernel_release, result.error,
-                                             outcome=result.outcome, log=result.log)
+        # error is NOT NULL in the store: a result without one is stored with its outcome's word
+        created = store.record_build_failure(result.package, result.version, result.kernel_release,
+                                             result.error or str(result.outcome), outcome=result.outcome,
+                                             log=result.log)
     return {"failure": {"driver": result.package, "version": result.version, "kernel_release": result.kernel_release,
                         "outcome": result.outcome, "created": created}}

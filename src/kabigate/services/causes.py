@@ -23,7 +23,7 @@ def cells_with_causes(store: Store, builds: dict[int, BuildRecord], kernels: dic
     reason the cache can explain. Cells are grouped by (built-for kernel, kernel): each pair is
     explained once, and each kernel's cached types are read once (the matrix meets a kernel in
     several pairs)."""
-    built_for = {}
+    built_for: dict[str | None, KernelRecord | None] = {}  # a build's built-for release -> its stored kernel
     for release in {b.built_for for b in builds.values() if b.built_for}:
         built_for[release] = next(iter(store.find_kernels(release)), None)
     pairs: dict[tuple[int, int], set[str]] = {}
@@ -31,7 +31,8 @@ def cells_with_causes(store: Store, builds: dict[int, BuildRecord], kernels: dic
         old = built_for.get(builds[build_id].built_for)
         if old is not None and old.id != kernel_id:
             pairs.setdefault((old.id, kernel_id), set()).update(
-                r["symbol"] for m in modules for r in m["reasons"] if r["code"] == ReasonCode.CRC_MISMATCH and r["symbol"])
+                r["symbol"] for m in modules for r in m["reasons"]
+                if r["code"] == ReasonCode.CRC_MISMATCH and r["symbol"])
     records = {k.id: k for k in (*built_for.values(), *kernels.values()) if k is not None}
     loaded: dict[int, Kernel] = {}
 
@@ -66,8 +67,9 @@ def cells_with_causes(store: Store, builds: dict[int, BuildRecord], kernels: dic
         old = built_for.get(builds[build_id].built_for)
         known = causes.get((old.id, kernel_id), {}) if old is not None else {}
         found[(build_id, kernel_id)] = modules if not known else [
-            dict(m, reasons=[dict(r, cause=known[r["symbol"]]) if r["code"] == ReasonCode.CRC_MISMATCH and r["symbol"] in known
-                             else r for r in m["reasons"]]) for m in modules]
+            dict(m, reasons=[dict(r, cause=known[r["symbol"]])
+                             if r["code"] == ReasonCode.CRC_MISMATCH and r["symbol"] in known else r
+                             for r in m["reasons"]]) for m in modules]
     return found
 
 
@@ -80,7 +82,8 @@ def explainable_cells(store: Store, builds: list[BuildRecord], kernels: list[Ker
         records.update((k.id, k) for k in store.find_kernels(release)[:1])
     cached = {kernel_id: types_cached(list(k.sources), k.release) for kernel_id, k in records.items()}
     built_for = {b.id: next((k.id for k in records.values() if k.release == b.built_for), None) for b in builds}
-    return [(b, k) for b, k in cells if built_for[b] not in (None, k) and cached[built_for[b]] and cached.get(k)]
+    return [(b, k) for b, k in cells
+            if (old := built_for[b]) is not None and old != k and cached[old] and cached.get(k)]
 
 
 def _identity(kernel: KernelRecord) -> str:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kabigate.boot.check import boot_check
+from kabigate.boot.qemu import kernel_image
 from kabigate.errors import InputError
 from kabigate.inputs.modules import read_modules
 from kabigate.inputs.packages import is_url
-from kabigate.boot.qemu import kernel_image
 from kabigate.rules import RULES_VERSION
 from kabigate.services.gate import BuildFinding, GateResult
 from kabigate.store import Store
@@ -62,11 +62,11 @@ def confirm_in_qemu(store: Store, result: GateResult, count: int, *, timeout: fl
             entries = [by_module[id(m)] for m in modules[finding.build.id]]
             # A build loads when all its modules do; its first refusal is its first refused module's.
             refused = next((e for e in entries if not e.accepted), None)
+            said = None if refused is None else refused.kernel_reason  # set: the kernel refused it
             stored = _stored_first(store, finding, result.candidate.id)
             confirmations.append(Confirmation(
                 finding.build.label, stored is None, stored, refused is None,
-                None if refused is None else refused.kernel_reason.code,
-                None if refused is None else refused.kernel_reason.message))
+                None if said is None else said.code, None if said is None else said.message))
     return confirmations
 
 

@@ -135,8 +135,9 @@ def request_text(symbols: list[SymbolDemand], list_format: str, arch: str, rhel_
         return f"[rhel{rhel_major}_{arch}_stablelist]\n" + "".join(f"\t{d.symbol}\n" for d in ordered)
     if list_format == "module-kabi":
         # Module.kabi_<arch>: CRC, symbol, owner, export type, namespace, as RHEL 9 writes it.
-        return "".join(f"0x{d.latest.crc or 0:08x}\t{d.symbol}\t{d.latest.owner}\t{d.latest.export_type}\t"
-                       f"{d.latest.namespace}\n" for d in ordered)
+        exported = [(d.symbol, d.latest) for d in ordered if d.latest is not None]  # all: requested_additions()
+        return "".join(f"0x{e.crc or 0:08x}\t{symbol}\t{e.owner}\t{e.export_type}\t{e.namespace}\n"
+                       for symbol, e in exported)
     if list_format == "plain":
         return "# symbols third-party drivers need, proposed for the kABI stablelist (kabigate)\n" + \
             "".join(f"{d.symbol}\n" for d in ordered)
@@ -152,6 +153,8 @@ def justification_markdown(demand: Demand, symbols: list[SymbolDemand]) -> str:
              f"none of these symbols is on {demand.stablelist}."), ""]
     for d in symbols:
         export = d.latest
+        if export is None:  # none: requested_additions() keeps the symbols the newest kernels export
+            continue
         lines += [f"## `{d.symbol}`", "",
                   f"- used by {len(d.drivers)} drivers ({', '.join(sorted(d.drivers))}), {d.builds} builds"
                   + (f"; in {d.greylisted_by} packages' greylist.txt" if d.greylisted_by else ""),

@@ -190,7 +190,7 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
     kernel_findings, export_changes, in_use = _kernel_side(store, candidate, baseline, builds, policy, waivers,
                                                            stablelist, today)
     coverage = sum(1 for finding in findings if finding.gating)
-    notes = []
+    notes: list[str] = []
     if explain and baseline is not None:
         in_use = _explain_changes(store, baseline, candidate, findings, in_use, notes)
     packages = _package_findings(store, candidate, baseline, driver, policy, waivers, today)
@@ -200,7 +200,7 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
         outcomes.append(policy.below_minimum)
     layout_changed = (baseline is not None and None not in (baseline.module_layout_crc, candidate.module_layout_crc)
                       and baseline.module_layout_crc != candidate.module_layout_crc)
-    if layout_changed:
+    if layout_changed and baseline is not None:  # layout_changed: there is a baseline
         notes.append(f"module_layout changed ({crc_text(baseline.module_layout_crc)} -> "
                      f"{crc_text(candidate.module_layout_crc)}): the kernel refuses every module built for "
                      f"{baseline.release} (check_modstruct_layout); only builds for the candidate's ABI load")
@@ -237,7 +237,8 @@ def _package_findings(store: Store, candidate: KernelRecord, baseline: KernelRec
         gating = any(fnmatch.fnmatchcase(name, pattern) for pattern in policy.gating)
         outcome = (policy.outcomes[category] if category is not None
                    else Outcome.PASSED if after.works else Outcome.INFO)  # still not working: as still_failing
-        applied, expired = [], []
+        applied: list[Waiver] = []
+        expired: list[Waiver] = []
         if OUTCOMES.index(outcome) > OUTCOMES.index(Outcome.INFO):
             applied, expired = _waivers_for(name, symbols or ["*"], candidate.release, waivers, today)
             if applied:
@@ -292,7 +293,8 @@ def _explain_changes(store: Store, baseline: KernelRecord, candidate: KernelReco
         return in_use
     for reason in regressions:
         reason["cause"] = cause_json(causes[reason["symbol"]])
-    return [dataclasses.replace(c, cause=cause_json(causes[c.symbol])) if c.change == ExportChange.CRC else c for c in in_use]
+    return [dataclasses.replace(c, cause=cause_json(causes[c.symbol])) if c.change == ExportChange.CRC else c
+            for c in in_use]
 
 
 def _build_finding(build: BuildRecord, detail: list[dict], before: Cell | None, after: Cell, policy: Policy, waivers,
@@ -319,7 +321,8 @@ def _build_finding(build: BuildRecord, detail: list[dict], before: Cell | None, 
         category = GateCategory(klass)
     gating = any(fnmatch.fnmatchcase(build.driver, pattern) for pattern in policy.gating)
     outcome = policy.outcomes[category]
-    applied, expired = [], []
+    applied: list[Waiver] = []
+    expired: list[Waiver] = []
     if OUTCOMES.index(outcome) > OUTCOMES.index(Outcome.INFO):
         applied, expired = _waivers_for(build.driver, [s.name for s in symbols] or ["*"], release, waivers, today)
         if applied:

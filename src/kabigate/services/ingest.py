@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from kabigate.errors import InputError
 from kabigate.inputs.modules import read_modules
-from kabigate.model import Kernel, Module, driver_name
+from kabigate.model import Kernel, Module, PackageOrigin, driver_name
 from kabigate.reports.verdicts import build_record_json, verdict_report
 from kabigate.rules import RULES_VERSION, check_modules
 from kabigate.services import Advance, no_progress
@@ -93,20 +93,19 @@ def read_driver_builds(paths: list[str], name: str | None = None, version: str |
     builds = []
     for path in paths:
         loose: list[Module] = []
-        packages: dict[str, list[Module]] = {}
+        packages: dict[str, tuple[PackageOrigin, list[Module]]] = {}  # its first module's origin, its modules
         for module in read_modules([path], advance):
             if module.origin is None:
                 loose.append(module)
             else:
-                packages.setdefault(module.origin.package, []).append(module)
+                packages.setdefault(module.origin.package, (module.origin, []))[1].append(module)
         if loose:
             builds.append(DriverBuildInput(
                 driver=name or loose[0].name,
                 modules=loose,
                 version=version or next((v for m in loose if (v := m.info("version"))), None),
                 package=None, arch=loose[0].machine, format="tree", source=os.path.abspath(path)))
-        for location, modules in packages.items():
-            origin = modules[0].origin
+        for location, (origin, modules) in packages.items():
             builds.append(DriverBuildInput(
                 driver=name or driver_name(origin.name), modules=modules, version=origin.version, package=origin.name,
                 arch=origin.arch, format=origin.format, source=location, greylist=origin.greylist))

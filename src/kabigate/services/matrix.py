@@ -174,7 +174,8 @@ def driver_history(store: Store, driver: str, stream: str | None = None) -> list
     refresh_verdicts(store)
     cells = store.cells(RULES_VERSION, build_ids=[b.id for b in builds])
     histories = []
-    for name in [stream] if stream else store.streams() or [None]:
+    names: list[str | None] = [stream] if stream else [*store.streams()] or [None]  # None: a store without streams
+    for name in names:
         kernels = store.kernels(name)
         packages = package_verdicts(store, kernels, glob.escape(driver), detail=True)
         # the builds that can matter to the stream: a 6.1 build is no news on a 6.12 stream

@@ -98,7 +98,7 @@ class PackageMatrix:
         return [d for d in self.drivers if self.verdicts[(d, kernel.id)].state != PackageState.NOT_TRIED]
 
     def summary(self) -> dict[str, int]:
-        counts = {state: 0 for state in PackageState}
+        counts: dict[str, int] = {state: 0 for state in PackageState}
         for verdict in self.verdicts.values():
             counts[verdict.state] += 1
         return {"kernels": len(self.kernels), "packages": len(self.drivers), **counts}
@@ -195,6 +195,8 @@ def why_not(verdict: PackageVerdict) -> str | None:
     if verdict.failure is not None and verdict.state in (PackageState.EXCLUDED, PackageState.REBUILD_FAILS):
         return f"{verdict.failure.version} does not build: {verdict.failure.error}"
     best = verdict.best
+    if best is None:  # no stored build for the kernel: its state says all there is
+        return None
     text = f"{best.cell.modules_loading} of {best.cell.modules} modules of {best.build.version} " \
            f"(built for {best.build.built_for}) load"
     first = next((r for r in verdict.reasons if r["code"] != ReasonCode.DEPENDENCY_FAILS), None) \

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from kabigate.errors import InputError
 from kabigate.formats.debindex import parse_packages_index
-from kabigate.model import version_key
 from kabigate.inputs.packages import Package, fetch, is_repository, is_url, open_repository
+from kabigate.model import version_key
 from kabigate.store import Store
 
 MAX_PACKAGES_INDEX = 256 << 20

@@ -175,6 +175,8 @@ def generate_key(spec: KeygenSpec, now: datetime.datetime | None = None):
     """A private key and its self-signed certificate, with the extensions certs/default_x509.genkey
     gives the kernel's own key (CA:FALSE, digitalSignature, subject and authority key ids) plus
     the extended key usage `spec` asks for."""
+    private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    digest: hashes.SHA256 | hashes.SHA384
     if spec.key_type == "rsa":
         if spec.bits not in RSA_BITS:
             raise InputError(f"RSA keys of {spec.bits} bits are not offered ({', '.join(map(str, RSA_BITS))})")

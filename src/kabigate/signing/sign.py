@@ -176,6 +176,7 @@ def _ignore_sigint() -> None:
 
 
 def _sign_in_worker(path: str) -> tuple[str, SignedFile | None, str | None]:
+    assert _worker_job is not None, "set by sign_files() before the workers fork"
     key, hash_name, replace, use_key_id, stop = _worker_job
     if stop.is_set():
         return path, None, None
@@ -231,16 +232,12 @@ def _backup(path: str) -> str:
 
 
 def _remove(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def discard(signed: SignedFile) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(signed.temporary)
-    except FileNotFoundError:
-        pass
 
 

@@ -50,7 +50,8 @@ from kabigate.signing.keys import (
 )
 
 # Digests the 6.1 kernel's pkcs7_sig_note_digest_algo() knows, that `cryptography` computes.
-_VERIFY_HASHES = {"sha1": hashes.SHA1, "sha224": hashes.SHA224, **HASHES, "sm3": hashes.SM3}
+_VERIFY_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1, "sha224": hashes.SHA224, **HASHES, "sm3": hashes.SM3}
 
 
 # -- trust -------------------------------------------------------------------------------------
@@ -87,7 +88,7 @@ def trusted_cert(certificate: x509.Certificate, source: str) -> TrustedCert:
 def load_trust(paths: list[str]) -> list[TrustedCert]:
     """Trusted certificates from certificate files (PEM, several per file, or DER), kernel images
     (vmlinuz, vmlinux: their built-in keys), or a kernel root / module tree whose vmlinuz is found."""
-    trusted = []
+    trusted: list[TrustedCert] = []
     for path in paths:
         source = _kernel_image_of(path) if os.path.isdir(path) else path
         data = read_capped(source, MAX_KERNEL_IMAGE, "too large for a certificate or kernel image")

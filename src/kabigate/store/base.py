@@ -94,16 +94,18 @@ class StoreBase:
         except ArgumentError:
             raise StoreError(f"{location}: not a database URL or path") from None
         if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-            raise StoreError(f"{location}: kabigate stores live in SQLite or PostgreSQL, not {parsed.get_backend_name()}")
+            raise StoreError(f"{location}: kabigate stores live in SQLite or PostgreSQL, "
+                             f"not {parsed.get_backend_name()}")
         if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        if parsed.get_backend_name() == "sqlite" and (not parsed.database or parsed.database == ":memory:"):
-            raise StoreError(f"{location}: an SQLite store needs a file path (sqlite:////path/to/kabigate.db)")
-        if parsed.get_backend_name() == "sqlite" and not create and not os.path.exists(parsed.database):
-            raise StoreError(f"{parsed.database}: no kabigate store here (`kabigate ingest` or `kabigate db upgrade` "
-                             "creates one)")
+        database = parsed.database
         if parsed.get_backend_name() == "sqlite":
-            directory = os.path.dirname(parsed.database)
+            if not database or database == ":memory:":
+                raise StoreError(f"{location}: an SQLite store needs a file path (sqlite:////path/to/kabigate.db)")
+            if not create and not os.path.exists(database):
+                raise StoreError(f"{database}: no kabigate store here (`kabigate ingest` or `kabigate db upgrade` "
+                                 "creates one)")
+            directory = os.path.dirname(database)
             try:
                 os.makedirs(directory, exist_ok=True)
             except OSError as error:
@@ -134,7 +136,7 @@ class StoreBase:
         than an error. quick_check reads every page once (the demo's 30 MB store: 55 ms)."""
         try:
             with self.engine.connect() as connection:
-                found = connection.exec_driver_sql("PRAGMA quick_check(1)").scalar()
+                found = connection.exec_driver_sql("PRAGMA quick_check(1)").scalar_one()
         except OperationalError as error:  # locked, I/O: not the file's content
             self.engine.dispose()
             raise StoreError(f"{self.url}: cannot open the database: {_first_line(error.orig)}") from None
@@ -181,7 +183,10 @@ class StoreBase:
     def _head(self) -> str:
         from alembic.script import ScriptDirectory
 
-        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        if head is None:
+            raise StoreError("kabigate's schema migrations are missing: a broken installation")
+        return head
 
     def upgrade(self) -> tuple[str | None, str]:
         """Apply pending migrations; returns (revision before, revision after). Under a lock held to
@@ -291,12 +296,13 @@ class StoreBase:
         """Rows per table (all, or those named): for `kabigate db status` and the benchmarks."""
         wanted = [t.metadata.tables[name] for name in tables] if tables is not None else t.metadata.sorted_tables
         with self._reading() as connection:
-            return {table.name: connection.scalar(select(func.count()).select_from(table)) for table in wanted}
+            return {table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
+                    for table in wanted}
 
     def count_verdicts(self, rules_version: int) -> int:
         with self._reading() as connection:
-            return connection.scalar(select(func.count()).select_from(t.verdict)
-                                     .where(t.verdict.c.rules_version == rules_version))
+            return connection.execute(select(func.count()).select_from(t.verdict)
+                                      .where(t.verdict.c.rules_version == rules_version)).scalar_one()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -75,7 +75,7 @@ class GateStore(StoreBase):
         checked = _checked_waiver({key: getattr(waiver, key) for key in WAIVER_KEYS}, "waiver")
         return self._writing().execute(t.waiver.insert().values(
             driver=checked.driver, symbol=checked.symbol, kernel=checked.kernel, reason=checked.reason,
-            who=checked.who, expires=checked.expires, created_at=utc_now())).inserted_primary_key[0]
+            who=checked.who, expires=checked.expires, created_at=utc_now()).returning(t.waiver.c.id)).scalar_one()
 
     def waivers(self, include_revoked: bool = False) -> list[Waiver]:
         """Stored waivers, oldest first; each with its id and source "store#ID"."""

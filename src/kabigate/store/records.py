@@ -95,7 +95,7 @@ class RecordStore(StoreBase):
             self._insert_ignoring_duplicates(t.export_set, [{"digest": set_digest, "size": len(members),
                                                               "members": codec.pack_ids(members)}])
             layout = kernel.exports.get("module_layout")
-            kernel_id = self._insert_if_new(t.kernel, {
+            inserted = self._insert_if_new(t.kernel, {
                 "digest": digest, "release": kernel.release, "machine": kernel.machine,
                 "flavor": flavor_of(kernel.release), "vermagic": kernel.vermagic,
                 "module_layout_crc": layout.crc if layout else None,
@@ -104,8 +104,11 @@ class RecordStore(StoreBase):
                 "module_struct_size": kernel.module_struct_size, "build_date": None,
                 "sources": json.dumps(kernel.sources), "ingested_at": utc_now(),
             })
-            created = kernel_id is not None
-            if not created:  # a parallel ingest stored the same kernel since the look-up above
+            created = inserted is not None
+            # None: a parallel ingest stored the same kernel since the look-up above
+            if inserted is not None:
+                kernel_id = inserted
+            else:
                 kernel_id = self._ids_by(t.kernel, t.kernel.c.digest, [digest])[digest]
         if not created:
             self._add_sources(kernel_id, kernel.sources)
@@ -120,7 +123,8 @@ class RecordStore(StoreBase):
     def _add_sources(self, kernel_id: int, sources: list[str]) -> None:
         """The same kernel read again from elsewhere (packages after a tree, a mirror): remember where."""
         connection = self._writing()
-        known = json.loads(connection.scalar(select(t.kernel.c.sources).where(t.kernel.c.id == kernel_id)))
+        stored = connection.execute(select(t.kernel.c.sources).where(t.kernel.c.id == kernel_id)).scalar_one()
+        known = json.loads(stored)
         if not set(sources) <= set(known):
             connection.execute(t.kernel.update().where(t.kernel.c.id == kernel_id)
                                .values(sources=json.dumps(known + [s for s in sources if s not in known])))
@@ -165,7 +169,8 @@ class RecordStore(StoreBase):
         if stream is None:
             return sorted(records, key=lambda r: (not r.streams, r.streams[:1], version_key(r.release)))
         if stream not in self.streams():
-            raise InputError(f"no stream named {stream!r} in the store (streams: {', '.join(self.streams()) or 'none'})")
+            streams = ", ".join(self.streams()) or "none"
+            raise InputError(f"no stream named {stream!r} in the store (streams: {streams})")
         in_stream = [(dict(r.streams)[stream], r) for r in records if stream in dict(r.streams)]
         return [record for _, record in sorted(in_stream, key=lambda pair: pair[0])]
 

@@ -112,5 +112,6 @@ class TaskQueue(StoreBase):
 
     def task_counts(self) -> dict[TaskState, int]:
         with self._reading() as connection:
-            found = dict(connection.execute(select(t.task.c.state, func.count()).group_by(t.task.c.state)).all())
+            counted = connection.execute(select(t.task.c.state, func.count()).group_by(t.task.c.state)).all()
+        found: dict[str, int] = dict(counted)
         return {state: found.get(state, 0) for state in TASK_STATES}

@@ -134,15 +134,15 @@ class VerdictStore(StoreBase):
 
     def imports_of(self, build_ids: list[int]) -> list[tuple[int, str, int | None]]:
         """(build id, symbol, the module's CRC for it) for every import of these builds' modules."""
-        rows = []
+        rows: list[tuple[int, str, int | None]] = []
         with self._reading() as connection:
             for start in range(0, len(build_ids), CHUNK):
-                rows += connection.execute(
+                rows += (tuple(row) for row in connection.execute(
                     select(t.build_module.c.build_id, t.symbol.c.name, t.module_import.c.crc)
                     .join(t.module_import, t.module_import.c.module_id == t.build_module.c.module_id)
                     .join(t.symbol, t.symbol.c.id == t.module_import.c.symbol_id)
-                    .where(t.build_module.c.build_id.in_(build_ids[start:start + CHUNK]))).all()
-        return [tuple(row) for row in rows]
+                    .where(t.build_module.c.build_id.in_(build_ids[start:start + CHUNK]))))
+        return rows
 
     def greylists(self, build_ids: list[int]) -> dict[int, tuple[str, ...]]:
         """The greylist.txt each of these builds' packages shipped (ELRepo kmods), when one did."""

@@ -17,17 +17,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
+import pydantic_core
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from kabigate.inputs import httpclient
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, parse_policy, parse_waivers
-from kabigate.reports.gate import gate_json, waiver_json
+from kabigate.inputs import httpclient
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.packages import is_url
+from kabigate.reports.gate import gate_json, waiver_json
 from kabigate.reports.verdicts import build_record_json, cell_json, drivers_json, kernel_record_json
 from kabigate.services.causes import with_causes
 from kabigate.services.evidence import demand_json, symbol_demand
@@ -49,7 +50,8 @@ from kabigate.services.matrix import (
     package_matrix,
 )
 from kabigate.services.packages import package_matrix_json
-from kabigate.store import Store
+from kabigate.store import KernelRecord, Store
+from kabigate.web import schemas
 from kabigate.web.deps import Settings, request_store, settings_of
 from kabigate.web.views import (
     RowId,
@@ -87,69 +89,109 @@ httpclient.max_download()
 httpclient.download_deadline()
 
 
+# -- what the routes answer: schemas.py's models, and the errors (app.py's handlers) ---------------
+
+def _error(description: str) -> dict:
+    return {"model": schemas.ErrorMessage, "description": description}
+
+
+UNAVAILABLE: dict[int | str, dict] = {503: _error("the store is unavailable")}
+READ_ERRORS = {**UNAVAILABLE, 400: _error("a parameter the store refuses (e.g. a stream it does not hold)"),
+               422: {"model": schemas.ValidationErrors, "description": "parameters the route does not take"}}
+NOT_FOUND = {**READ_ERRORS, 404: _error("no such record in the store")}
+KERNEL_ERRORS = {**NOT_FOUND, 409: _error("several stored kernels have that release: add ?stream=NAME")}
+WRITE_ERRORS = {**READ_ERRORS, 400: _error("input refused (unreadable, hostile or inconsistent)"),
+                401: _error("no valid bearer token"), 403: _error("this server is read-only (no token set)"),
+                413: _error("request body too large")}
+INGEST_ERRORS = {**WRITE_ERRORS,
+                 503: _error("the store is unavailable, or every URL ingest is running (see Retry-After)")}
+
+
+def documented(model: type[BaseModel], *errors: dict, status: int = 200) -> dict:
+    """`responses=` of a route whose reply is sent as built (as_built), described by `model`."""
+    return {status: {"model": model}, **{code: e for table in errors for code, e in table.items()}}
+
+
+def as_built(document: dict, status: int = 200) -> Response:
+    """A reply sent as it was built, serialised by pydantic-core as FastAPI would, without being
+    validated against its model again (a matrix page can be 200,000 cells): its model documents it
+    (`responses=`); tests/test_web_schema.py and test_json_shapes.py hold the replies to it."""
+    return Response(pydantic_core.to_json(document), status, media_type="application/json")
+
+
 # -- reading ----------------------------------------------------------------------------------------
 
-@router.get("/streams", summary="Kernel streams")
+@router.get("/streams", summary="Kernel streams", response_model=schemas.Streams, responses=UNAVAILABLE)
 def streams(store: StoreDep) -> dict:
     return {"streams": store.streams()}
 
 
-@router.get("/kernels", summary="Stored kernels (a stream's in its order)")
+@router.get("/kernels", summary="Stored kernels (a stream's in its order)", response_model=schemas.Kernels,
+            responses=READ_ERRORS)
 def kernels(store: StoreDep, stream: str | None = None) -> dict:
     return {"kernels": [kernel_record_json(k) for k in store.kernels(stream)]}
 
 
-@router.get("/kernels/{release}", summary="One kernel and its gate runs")
+@router.get("/kernels/{release}", summary="One kernel and its gate runs", response_model=schemas.KernelDetail,
+            responses=KERNEL_ERRORS)
 def kernel(store: StoreDep, release: str, stream: str | None = None) -> dict:
     record = find_kernel(store, release, stream)
     return {**kernel_record_json(record), "gate_runs": [r.uuid for r in store.gate_runs_of(record.id)]}
 
 
 @router.get("/kernels/{release}/changes",
-            summary="What the kernel broke and fixed relative to the kernel before it in its stream")
-def kernel_changes(store: StoreDep, settings: SettingsDep, release: str, stream: str | None = None) -> dict:
+            summary="What the kernel broke and fixed relative to the kernel before it in its stream",
+            responses=documented(schemas.KernelChanges, KERNEL_ERRORS))
+def kernel_changes(store: StoreDep, settings: SettingsDep, release: str, stream: str | None = None) -> Response:
     record = find_kernel(store, release, stream)
-    return story_json(kernel_story(store, record, stream, settings.stablelist))
+    return as_built(story_json(kernel_story(store, record, stream, settings.stablelist)))
 
 
-@router.get("/drivers", summary="Driver builds and recorded build failures")
+@router.get("/drivers", summary="Driver builds and recorded build failures",
+            responses=documented(schemas.Drivers, READ_ERRORS))
 def drivers(store: StoreDep, driver: Annotated[str | None, Query(description="shell pattern on the name")] = None
-            ) -> dict:
-    return drivers_json(store.driver_builds(driver), store.build_failures(driver))
+            ) -> Response:
+    return as_built(drivers_json(store.driver_builds(driver), store.build_failures(driver)))
 
 
 @router.get("/drivers/{name}/history",
-            summary="Where each build of a driver stops loading along each stream, why, and what loads again")
-def driver_history_endpoint(store: StoreDep, name: str, stream: str | None = None) -> dict:
+            summary="Where each build of a driver stops loading along each stream, why, and what loads again",
+            responses=documented(schemas.DriverHistory, NOT_FOUND))
+def driver_history_endpoint(store: StoreDep, name: str, stream: str | None = None) -> Response:
     if not store.driver_builds(name):
         raise HTTPException(404, f"no driver named {name} in the store")
-    return history_json(name, driver_history(store, name, stream))
+    return as_built(history_json(name, driver_history(store, name, stream)))
 
 
 @router.get("/matrix", summary="Driver builds x kernels: each cell's verdict; more than per_page builds are paged "
-                                "(`page`, `pages` in the reply; the summary counts the whole matrix)")
+                                "(`page`, `pages` in the reply; the summary counts the whole matrix)",
+            responses=documented(schemas.MatrixPage, READ_ERRORS))
 def matrix(store: StoreDep, stream: str | None = None, driver: str | None = None, since: str | None = None,
            page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-           per_page: Annotated[int, Query(ge=1, le=1000, description="driver builds a page")] = PAGE_SIZE) -> dict:
-    return matrix_page_json(build_matrix(store, stream, driver, since, page=page, page_size=per_page))
+           per_page: Annotated[int, Query(ge=1, le=1000, description="driver builds a page")] = PAGE_SIZE) -> Response:
+    return as_built(matrix_page_json(build_matrix(store, stream, driver, since, page=page, page_size=per_page)))
 
 
 @router.get("/packages", summary="Driver packages x kernels: does some build of each package load whole on each "
-                                  "kernel (only the builds of the kernel's series count), and if not, how far and why")
+                                  "kernel (only the builds of the kernel's series count), and if not, how far and why",
+            responses=documented(schemas.PackageMatrix, READ_ERRORS))
 def packages(store: StoreDep, stream: str | None = None,
              driver: Annotated[str | None, Query(description="shell pattern on the name")] = None,
-             since: str | None = None) -> dict:
-    return package_matrix_json(package_matrix(store, stream, driver, since))
+             since: str | None = None) -> Response:
+    return as_built(package_matrix_json(package_matrix(store, stream, driver, since)))
 
 
-@router.get("/verdicts/{build_id}/{kernel_id}", summary="One build on one kernel: each module's reasons")
-def verdict(store: StoreDep, build_id: RowId, kernel_id: RowId) -> dict:
+@router.get("/verdicts/{build_id}/{kernel_id}", summary="One build on one kernel: each module's reasons",
+            responses=documented(schemas.CellDetail, NOT_FOUND))
+def verdict(store: StoreDep, build_id: RowId, kernel_id: RowId) -> Response:
     build, kernel_record, cell = find_cell(store, build_id, kernel_id)
-    return {"build": build_record_json(build), "kernel": kernel_record_json(kernel_record), "cell": cell_json(cell),
-            "modules": with_causes(store, build, kernel_record, store.verdict_detail(build_id, kernel_id) or [])}
+    return as_built({
+        "build": build_record_json(build), "kernel": kernel_record_json(kernel_record), "cell": cell_json(cell),
+        "modules": with_causes(store, build, kernel_record, store.verdict_detail(build_id, kernel_id) or [])})
 
 
-@router.get("/gate-runs", summary="Gate runs, newest first")
+@router.get("/gate-runs", summary="Gate runs, newest first", response_model=schemas.GateRuns,
+            responses=KERNEL_ERRORS)
 def gate_runs(store: StoreDep, kernel: Annotated[str | None, Query(description="a kernel release")] = None,
               stream: str | None = None) -> dict:
     runs = store.gate_runs_of(find_kernel(store, kernel, stream).id) if kernel else store.gate_runs()
@@ -157,30 +199,35 @@ def gate_runs(store: StoreDep, kernel: Annotated[str | None, Query(description="
     return {"gate_runs": [gate_run_json(r, kernels_by_id) for r in runs]}
 
 
-@router.get("/gate-runs/{run}", summary="One gate run and its report")
-def gate_run(store: StoreDep, run: str) -> dict:
+@router.get("/gate-runs/{run}", summary="One gate run and its report",
+            responses=documented(schemas.GateRunDetail, NOT_FOUND))
+def gate_run(store: StoreDep, run: str) -> Response:
     record = find_gate_run(store, run)
     kernels_by_id = {k.id: k for k in store.kernels()}
-    return {**gate_run_json(record, kernels_by_id), "report": store.gate_report(run)}
+    return as_built({**gate_run_json(record, kernels_by_id), "report": store.gate_report(run)})
 
 
-@router.get("/demand", summary="Symbols the stored drivers import, against the server's stablelist")
-def demand(store: StoreDep, settings: SettingsDep, stream: str | None = None, driver: str | None = None) -> dict:
+@router.get("/demand", summary="Symbols the stored drivers import, against the server's stablelist",
+            responses=documented(schemas.Demand, NOT_FOUND))
+def demand(store: StoreDep, settings: SettingsDep, stream: str | None = None, driver: str | None = None
+           ) -> Response:
     if settings.stablelist is None:
         raise HTTPException(404, "this server has no stablelist (start it with kabigate serve --stablelist FILE)")
-    return demand_json(symbol_demand(store, settings.stablelist, stream, driver))
+    return as_built(demand_json(symbol_demand(store, settings.stablelist, stream, driver)))
 
 
 # -- writing ----------------------------------------------------------------------------------------
 
 @router.post("/kernels", status_code=201, dependencies=token_required,
-             summary="Ingest one kernel from uploaded packages or files, or URLs of its packages")
+             summary="Ingest one kernel from uploaded packages or files, or URLs of its packages",
+             response_model=schemas.IngestedKernel, responses=INGEST_ERRORS)
 async def ingest_kernel_endpoint(
         request: Request,
         store: StoreDep,
         stream: Annotated[str | None, Form()] = None,
         vermagic: Annotated[str | None, Form()] = None,
-        files: Annotated[list[UploadFile] | None, File(description="e.g. linux-image-*.deb, linux-headers-*.deb")] = None,
+        files: Annotated[list[UploadFile] | None,
+                         File(description="e.g. linux-image-*.deb, linux-headers-*.deb")] = None,
         urls: Annotated[list[str] | None, Form()] = None) -> dict:
     files, urls = files or [], urls or []
 
@@ -197,7 +244,8 @@ async def ingest_kernel_endpoint(
 
 @router.post("/drivers", status_code=201, dependencies=token_required,
              summary="Ingest driver builds: uploaded packages (each one build) or modules (together one build), "
-                     "or URLs of packages and repositories")
+                     "or URLs of packages and repositories",
+             response_model=schemas.IngestedBuilds, responses=INGEST_ERRORS)
 async def ingest_drivers_endpoint(
         request: Request,
         store: StoreDep,
@@ -281,9 +329,11 @@ class GateRequest(BaseModel):
 
 
 @router.post("/gate", status_code=201, dependencies=token_required,
-             summary="Gate a stored kernel and record the run; the report is the gate's JSON")
-def gate(store: StoreDep, settings: SettingsDep, request: GateRequest) -> dict:
+             summary="Gate a stored kernel and record the run; the report is the gate's JSON",
+             responses=documented(schemas.RecordedGate, KERNEL_ERRORS, WRITE_ERRORS, status=201))
+def gate(store: StoreDep, settings: SettingsDep, request: GateRequest) -> Response:
     candidate = find_kernel(store, request.candidate, request.stream)
+    baseline: KernelRecord | None
     if request.baseline is not None:
         baseline, stream = find_kernel(store, request.baseline), request.stream
     else:
@@ -294,10 +344,11 @@ def gate(store: StoreDep, settings: SettingsDep, request: GateRequest) -> dict:
                       stablelist=settings.stablelist, driver=request.driver)
     document = gate_json(result)
     run = record_gate(store, result, document)
-    return dict(document, run=run.uuid)
+    return as_built(dict(document, run=run.uuid), 201)
 
 
-@router.get("/waivers", summary="Stored waivers, oldest first (every gate applies them)")
+@router.get("/waivers", summary="Stored waivers, oldest first (every gate applies them)",
+            response_model=schemas.Waivers, responses=READ_ERRORS)
 def waivers(store: StoreDep, include_revoked: Annotated[bool, Query(alias="all", description="revoked ones too")]
             = False) -> dict:
     return {"waivers": [waiver_json(w) for w in store.waivers(include_revoked=include_revoked)]}
@@ -316,13 +367,15 @@ class WaiverRequest(BaseModel):
 
 
 @router.post("/waivers", status_code=201, dependencies=token_required,
-             summary="Store a waiver; every later gate applies it until it expires or is revoked")
+             summary="Store a waiver; every later gate applies it until it expires or is revoked",
+             response_model=schemas.StoredWaiver, responses=WRITE_ERRORS)
 def add_waiver_endpoint(store: StoreDep, request: WaiverRequest) -> dict:
     return waiver_json(add_waiver(store, request.model_dump(exclude_none=True)))
 
 
 @router.post("/waivers/{waiver_id}/revoke", dependencies=token_required,
-             summary="Revoke a stored waiver (kept, listed as revoked, no longer applied)")
+             summary="Revoke a stored waiver (kept, listed as revoked, no longer applied)",
+             response_model=schemas.StoredWaiver, responses={**NOT_FOUND, **WRITE_ERRORS})
 def revoke_waiver_endpoint(store: StoreDep, waiver_id: RowId) -> dict:
     if not any(w.id == waiver_id for w in store.waivers(include_revoked=True)):
         raise HTTPException(404, f"no waiver {waiver_id} in the store")

@@ -49,7 +49,7 @@ def matrix_page(request: Request, store: StoreDep, stream: str | None = None, dr
     rows = []
     for build in matrix.builds:
         cells = [matrix.cell(build, kernel) for kernel in matrix.kernels]
-        reasons = {c.first_reason for c in cells if c is not None and not c.loads}
+        reasons = {c.first_reason for c in cells if c is not None and not c.loads and c.first_reason}
         rows.append((build, cells, where.keeps(build, reasons)))
     query = {key: value for key, value in (("stream", stream), ("driver", driver), ("reason", reason),
                                            ("failing", "true" if failing else "")) if value}

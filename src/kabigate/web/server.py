@@ -18,6 +18,7 @@ LOG_INTERVAL, with a count of the others.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import resource
@@ -35,7 +36,7 @@ LOG_INTERVAL = 10.0  # seconds between two log lines about refused connections o
 BACKLOG = 128
 # A stopping server lets requests in progress finish for this long, then cancels them (a URL ingest's
 # transfer with its request: uvicorn would otherwise wait for it up to the download deadline).
-SHUTDOWN_GRACE = 10.0
+SHUTDOWN_GRACE = 10
 SPARE_FILES = 256  # open files besides the connections: the store, uploads, static files, packages read
 
 log = logging.getLogger("uvicorn.error")  # the server's own log, as uvicorn writes it
@@ -80,7 +81,7 @@ class GuardedH11Protocol(H11Protocol):
 
     max_connections: int
     header_timeout: float
-    waiting: dict[GuardedH11Protocol, object]
+    waiting: dict[GuardedH11Protocol, asyncio.TimerHandle]
 
     @classmethod
     def limited(cls, max_connections: int, header_timeout: float) -> type[GuardedH11Protocol]:

@@ -87,7 +87,8 @@ class Settings:
                      if fnmatch.fnmatchcase(release, pattern)), None)
 
 
-_SECTIONS = {
+# section (None: the top level) -> setting -> (Settings attribute, the TOML type it must have)
+_SECTIONS: dict[str | None, dict[str, tuple[str, type]]] = {
     None: {"db": ("db", str), "broker": ("broker", str)},
     "worker": {"concurrency": ("concurrency", int), "max_attempts": ("max_attempts", int)},
     "gate": {**{key: (key, str) for key in ("policy", "waivers", "stablelist", "resultsdb", "testcase")},
@@ -132,11 +133,11 @@ def _read_sections(document: dict, path: str) -> dict:
             attribute, kind = known[key]
             if not isinstance(item, kind) or (isinstance(item, bool) and kind is not bool):
                 raise InputError(f"{path}: {where} must be a {kind.__name__}")
-            if kind is list:
+            if isinstance(item, list):  # kind is list
                 if not all(isinstance(entry, str) for entry in item):
                     raise InputError(f"{path}: {where} must be a list of strings")
                 item = tuple(item)
-            if kind is dict and not all(isinstance(entry, str) for entry in item.values()):
+            if isinstance(item, dict) and not all(isinstance(entry, str) for entry in item.values()):
                 raise InputError(f"{path}: {where} must map patterns to stream names")
             values[attribute] = item
     return values

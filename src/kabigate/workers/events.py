@@ -3,6 +3,8 @@ build, or a kmod build whose RPMs the hub names) and kabigate's own kabigate.bui
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 from kabigate.errors import InputError
 from kabigate.workers.config import Settings
 from kabigate.workers.koji import is_kmod_name, kmod_request
@@ -70,7 +72,8 @@ def _koji_request(body: dict, settings: Settings) -> Request | None:
 
 def _koji_kmod_request(body: dict, settings: Settings) -> Request | None:
     name = body.get("name")
-    if settings.koji_hub is None or not _text(name) or not (settings.koji_kmod_requires or is_kmod_name(name, settings)):
+    if (settings.koji_hub is None or not _text(name)
+            or not (settings.koji_kmod_requires or is_kmod_name(name, settings))):
         return None
     build, instance = body.get("build_id"), body.get("instance", "primary")
     if type(build) is not int or not _text(instance):
@@ -78,5 +81,5 @@ def _koji_kmod_request(body: dict, settings: Settings) -> Request | None:
     return kmod_request(build, instance, name, settings)
 
 
-def _text(value) -> bool:
+def _text(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and 0 < len(value) <= MAX_FIELD and value.isprintable()

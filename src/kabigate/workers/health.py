@@ -20,8 +20,9 @@ def check_health(settings: Settings, timeout: float) -> dict:
         with Store.open(settings.db, create=False) as store:
             report["store"] = {"url": store.url, "ok": True}
             report["tasks"] = store.task_counts()
-            report["recent_failures"] = [{"key": t.key, "kind": t.kind, "error": t.error, "at": t.updated_at.isoformat()}
-                                         for t in store.tasks(TaskState.FAILED, limit=5)]
+            report["recent_failures"] = [
+                {"key": t.key, "kind": t.kind, "error": t.error, "at": t.updated_at.isoformat()}
+                for t in store.tasks(TaskState.FAILED, limit=5)]
     except InputError as error:
         report["store"]["error"] = str(error)
     try:

@@ -194,7 +194,8 @@ class _HubConnection(http.client.HTTPConnection):
             self.sock.settimeout(_remaining(self.deadline))  # sendall(): one timeout for all the data
         super().send(data)
 
-    def response_class(self, sock, *args, **kwargs):  # http.client makes each answer with this
+    # http.client makes each answer by calling this; typeshed declares it a class, not any callable
+    def response_class(self, sock, *args, **kwargs):  # type: ignore[override]
         return _HubResponse(sock, self.deadline, *args, **kwargs)
 
 
@@ -229,7 +230,7 @@ class _DeadlineReader(io.RawIOBase):
         super().close()
 
 
-class _Bounded:
+class _Bounded(xmlrpc.client.Transport):
     """xmlrpc.client's Transport over _HubConnection, with a size cap on the answer (xmlrpc.client
     reads until the server stops, however large). Answers are asked uncompressed: xmlrpc.client
     inflates a gzip answer whole, unbounded."""
@@ -238,11 +239,16 @@ class _Bounded:
     deadline = math.inf  # the Hub's, set for each call
 
     def make_connection(self, host):
-        if not (self._connection and host == self._connection[0]):  # else the kept-alive one, as Transport
+        connection = self._connection[1]
+        if not (isinstance(connection, _HubConnection) and host == self._connection[0]):  # else the kept-alive one
             chost, self._extra_headers, _x509 = self.get_host_info(host)
-            self._connection = host, self.new_connection(chost)
-        self._connection[1].deadline = self.deadline
-        return self._connection[1]
+            connection = self.new_connection(chost)
+            self._connection = host, connection
+        connection.deadline = self.deadline
+        return connection
+
+    def new_connection(self, host: str) -> _HubConnection:
+        raise NotImplementedError
 
     def parse_response(self, response):
         declared = response.getheader("Content-Length")
@@ -261,11 +267,12 @@ class _Bounded:
         return unmarshaller.close()
 
 
-class _BoundedTransport(_Bounded, xmlrpc.client.Transport):
-    def new_connection(self, host: str) -> http.client.HTTPConnection:
+class _BoundedTransport(_Bounded):
+    def new_connection(self, host: str) -> _HubConnection:
         return _HubConnection(host)
 
 
 class _BoundedSafeTransport(_Bounded, xmlrpc.client.SafeTransport):
-    def new_connection(self, host: str) -> http.client.HTTPConnection:
-        return _HubHTTPSConnection(host, context=self.context)
+    def new_connection(self, host: str) -> _HubConnection:
+        # SafeTransport.__init__ keeps its context; typeshed does not declare the attribute
+        return _HubHTTPSConnection(host, context=self.context)  # type: ignore[attr-defined]

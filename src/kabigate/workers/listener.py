@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from kabigate.errors import InputError
 from kabigate.store import Store
@@ -31,21 +33,25 @@ def _drop_undecodable_messages() -> None:
     consumer; restarted, it meets the same message first: one message from anyone who may publish
     stops kabigate for good. Its consumer reads messages with `get_message`: a RecursionError there
     becomes the ValidationError that has the message dropped."""
-    from fedora_messaging.exceptions import ValidationError
     from fedora_messaging.twisted import consumer
 
-    decode = consumer.get_message
-    if getattr(decode, "kabigate_guarded", False):
-        return
+    if not isinstance(consumer.get_message, _GuardedDecoder):
+        consumer.get_message = _GuardedDecoder(consumer.get_message)
 
-    def guarded(topic, properties, body):
+
+class _GuardedDecoder:
+    """fedora-messaging's get_message, a RecursionError made the ValidationError that drops the message."""
+
+    def __init__(self, decode: Callable[[Any, Any, Any], Any]):
+        self.decode = decode
+
+    def __call__(self, topic, properties, body):
+        from fedora_messaging.exceptions import ValidationError
+
         try:
-            return decode(topic, properties, body)
+            return self.decode(topic, properties, body)
         except RecursionError:
             raise ValidationError("the body is nested too deeply") from None
-
-    guarded.kabigate_guarded = True
-    consumer.get_message = guarded
 
 
 class EventConsumer:

@@ -26,7 +26,8 @@ def configure_messaging(settings: Settings) -> None:
     config.conf.load_config(file)
     if not os.path.exists(file):
         config.conf.update({
-            "amqp_url": _pika_url(settings.broker), "publish_exchange": "amq.topic", "topic_prefix": settings.topic_prefix,
+            "amqp_url": _pika_url(settings.broker), "publish_exchange": "amq.topic",
+            "topic_prefix": settings.topic_prefix,
             "queues": {settings.queue: {"durable": True, "auto_delete": False, "exclusive": False, "arguments": {}}},
             "bindings": [{"queue": settings.queue, "exchange": "amq.topic", "routing_keys": list(EVENT_TOPICS)}],
             "client_properties": {"app": "kabigate"},
