@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.elfedit import renamed
 
-from kabigate.formats.module import read_module
+from kabigate.formats.module import parse_module, read_module
 from kabigate.formats.symvers import parse_symvers
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.modules import read_modules
@@ -92,13 +93,14 @@ def test_kernel_machine_and_vermagic_come_from_in_tree_modules(testdata, release
     assert kernel.exports["module_layout"].crc is not None and kernel.config["CONFIG_MODVERSIONS"] == "y"
 
 
-def test_headers_alone_give_the_machine_but_no_vermagic_outside_x86(testdata, release, kernel):
-    """kabigate computes a vermagic from the build config on x86_64 only: elsewhere the arch part
-    (MODULE_ARCH_VERMAGIC) is not in the config, so it must not guess one."""
+def test_headers_alone_give_the_machine_and_the_modules_vermagic(testdata, release, kernel):
+    """The vermagic computed from the build config, with MODULE_ARCH_VERMAGIC as each arch's
+    asm/vermagic.h makes it ("aarch64"; ppc64 "mprofile-kernel relocatable "; s390 none), is the
+    one the in-tree modules carry."""
     headers = load_kernel([str(path_of(testdata, release, "headers_dir"))])
     assert headers.machine == FOREIGN[release][0]
     assert headers.release == release
-    assert headers.vermagic is None
+    assert headers.vermagic == kernel.vermagic == f"{release} SMP mod_unload modversions {FOREIGN[release][2]}"
     assert headers.exports == kernel.exports
 
 
@@ -146,13 +148,19 @@ def test_arm64_module_fails_on_amd64_kernel_for_its_architecture_only(testdata):
 
 
 def test_foreign_modules_fail_on_each_others_kernels(testdata):
+    """elf_validity_check() reads e_type in the kernel's byte order before elf_check_arch(): a
+    module of the other byte order (s390x against the little-endian ones) is an invalid ELF type."""
     kernels = {release: load_kernel([str(path_of(testdata, release, "root"))]) for release in FOREIGN}
+    big_endian = {release for release, (_, ident, _) in FOREIGN.items() if ident[1] == 2}
     for module_release in FOREIGN:
         module = read_module(str(path_of(testdata, module_release, "modules_dir") / "kernel/net/key/af_key.ko"))
         for kernel_release, kernel in kernels.items():
             [verdict] = check_modules([module], kernel)
-            expected = [] if kernel_release == module_release else ["arch-mismatch"]
+            expected = [] if kernel_release == module_release else ["invalid-elf"] if (
+                (module_release in big_endian) != (kernel_release in big_endian)) else ["arch-mismatch"]
             assert [r.code for r in verdict.reasons] == expected, (module_release, kernel_release)
+            if expected == ["invalid-elf"]:
+                assert verdict.reasons[0].message.startswith("Invalid ELF header type: 256 != 1")
 
 
 def test_cli_reports_arch_mismatch_with_exit_status_1(testdata):
@@ -166,3 +174,33 @@ def test_cli_reports_arch_mismatch_with_exit_status_1(testdata):
     [module] = report["modules"]
     assert module["name"] == "vfat" and module["verdict"] == "fails"
     assert [r["code"] for r in module["reasons"]] == ["arch-mismatch"]
+
+
+# module_frob_arch_sections(): the sections each architecture's loader looks for by name
+ARCH_SECTIONS = {"6.1.0-47-arm64": (".plt", ".init.plt"), "6.1.0-47-s390x": (),
+                 "6.1.0-47-powerpc64le": (".stubs",)}
+
+
+def test_in_tree_modules_have_the_sections_their_loader_needs(testdata, release, kernel):
+    """Every in-tree module carries what module_frob_arch_sections() looks for, and nothing else
+    of the set: s390x modules none of them."""
+    for path in module_paths(testdata, release):
+        layout = read_module(str(path)).layout
+        assert layout.arch_sections == ARCH_SECTIONS[release], path
+        # module_elf_check_arch() (6.2+): ppc64el modules are ELF ABI v2 (e_flags & 3)
+        assert layout.e_flags & 3 == (2 if release == "6.1.0-47-powerpc64le" else 0), path
+
+
+@pytest.mark.parametrize("release, section, message", [
+    ("6.1.0-47-arm64", ".plt", "module PLT section(s) missing: Exec format error"),
+    ("6.1.0-47-arm64", ".init.plt", "module PLT section(s) missing: Exec format error"),
+    ("6.1.0-47-powerpc64le", ".stubs", "doesn't contain .stubs.: Exec format error"),
+])
+def test_module_without_a_section_its_loader_needs_is_refused(testdata, release, section, message):
+    """A real in-tree module with the section renamed .comment, on its own kernel (arm64 and
+    ppc64el are little-endian ELF64: support.elfedit's edits apply)."""
+    own = load_kernel([str(path_of(testdata, release, "root"))])
+    path = path_of(testdata, release, "modules_dir") / "kernel/net/key/af_key.ko"
+    edited = parse_module(renamed(path.read_bytes(), section, ".comment"), f"{path}-{section}")
+    [verdict] = check_modules([edited], own)
+    assert [(r.code, r.message) for r in verdict.reasons] == [("arch-sections-missing", message)]

@@ -7,6 +7,7 @@ import errno
 from pathlib import Path
 
 import pytest
+from support.elfedit import with_crc
 
 from kabigate.boot.qemu import insmod_in_qemu, qemu_available
 from kabigate.formats.elf import ElfFile
@@ -43,7 +44,10 @@ def booted(testdata, tmp_path_factory):
         "acpi_call-no-version": without_version_record(testdata.driver_dir("acpi-call", KERNEL) / "acpi_call.ko",
                                                        "proc_create",
                                                        tmp_path_factory.mktemp("edited") / "acpi_call.ko"),
+        "oslec-kfree-crc": tmp_path_factory.mktemp("kfree") / "dahdi_echocan_oslec.ko",
     }
+    oslec = testdata.driver_dir("dahdi", KERNEL) / "dahdi_echocan_oslec.ko"
+    cases["oslec-kfree-crc"].write_bytes(with_crc(oslec.read_bytes(), "kfree", 0x1))
     results = insmod_in_qemu(testdata.root / testdata.manifest["kernels"][KERNEL]["vmlinuz"], list(cases.values()))
     return {name: (path, result) for (name, path), result in zip(cases.items(), results)}
 
@@ -100,3 +104,17 @@ def test_missing_version_record_is_refused_like_the_kernel(booted, testdata):
     messages = own_messages(result, "acpi_call")
     assert f"acpi_call: {verdict.reasons[0].message}" in messages
     assert "acpi_call: Unknown symbol proc_create (err -22)" in messages
+
+
+def test_symbol_failures_come_in_the_symbol_table_order_whatever_their_kind(booted, testdata):
+    """simplify_symbols() walks the symbol table and goes on after a failure: kfree (symbol 32, its
+    CRC edited) before oslec_create (33, which no Debian kernel exports) and dahdi's symbols (dahdi
+    not loaded). insmod's errno is the last failure's (dahdi_unregister_echocan_factory: ENOENT)."""
+    path, result = booted["oslec-kfree-crc"]
+    assert result.exit_status == errno.ENOENT
+    verdict = check_modules([read_module(str(path))], load_kernel([str(testdata.kernel_root(KERNEL))]))[0]
+    assert (verdict.reasons[0].code, verdict.reasons[0].symbol) == ("crc-mismatch", "kfree")
+    ours = [f"dahdi_echocan_oslec: {r.message}" for r in verdict.reasons]
+    # The whole walk is printed twice here (each attempt the same); every message is the kernel's, in its order.
+    assert [m for m in own_messages(result, "dahdi_echocan_oslec") if m in ours][:len(ours)] == ours
+    assert own_messages(result, "dahdi_echocan_oslec")[0] == ours[0]

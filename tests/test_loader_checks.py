@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from support.elfedit import EDITS
+from support.elfedit import EDITS, with_crc
 
 from kabigate.formats.module import parse_module
 from kabigate.inputs.kernels import load_kernel
@@ -202,3 +202,33 @@ def test_each_series_meets_the_section_defects_in_its_order(testdata, kernels):
     kernel_115 = dataclasses.replace(kernels[NEW_612], release="6.12.115+deb12-amd64")
     on_115 = check_modules([module(testdata, "acpi-call", OLD_612, "acpi_call.ko", both)], kernel_115)[0]
     assert on_115.reasons[0].message == "module has no symbols (stripped?)"
+
+
+def test_symbol_reasons_come_in_the_modules_symbol_table_order(testdata, kernels):
+    """simplify_symbols() walks the symbol table and check_version() runs as each symbol resolves:
+    dahdi_echocan_oslec imports kfree (symbol 32) before oslec_create (33), which no Debian kernel
+    exports; with kfree's CRC edited the kernel's first complaint is kfree's CRC, not oslec_create."""
+    path = testdata.driver_dir("dahdi", NEW_61) / "dahdi_echocan_oslec.ko"
+    dahdi = parse_module((path.parent / "dahdi.ko").read_bytes(), str(path.parent / "dahdi.ko"))
+    real = parse_module(path.read_bytes(), str(path))
+    _, verdict = check_modules([dahdi, real], kernels[NEW_61])
+    assert [(r.code, r.symbol) for r in verdict.reasons] == [
+        ("missing-symbol", "oslec_create"), ("missing-symbol", "oslec_update"), ("missing-symbol", "oslec_free")]
+    edited = parse_module(with_crc(path.read_bytes(), "kfree", 0x1), f"{path}+kfree-crc")
+    _, verdict = check_modules([dahdi, edited], kernels[NEW_61])
+    assert [(r.code, r.symbol) for r in verdict.reasons] == [
+        ("crc-mismatch", "kfree"), ("missing-symbol", "oslec_create"), ("missing-symbol", "oslec_update"),
+        ("missing-symbol", "oslec_free")]
+
+
+def test_a_symbol_from_a_failing_set_module_is_refused_where_the_walk_meets_it(testdata, kernels):
+    """dahdi.ko refused (its module_layout CRC edited): the kernel lacks dahdi_register_echocan_factory
+    (symbol 38) and says "Unknown symbol" for it between oslec_update (37) and oslec_free (40)."""
+    folder = testdata.driver_dir("dahdi", NEW_61)
+    dahdi = parse_module(with_crc((folder / "dahdi.ko").read_bytes(), "module_layout", 0x1), "dahdi.ko+layout-crc")
+    oslec = parse_module((folder / "dahdi_echocan_oslec.ko").read_bytes(), "dahdi_echocan_oslec.ko")
+    failing, verdict = check_modules([dahdi, oslec], kernels[NEW_61])
+    assert failing.reasons[0].code == "module-layout-mismatch"
+    assert [(r.code, r.symbol) for r in verdict.reasons] == [
+        ("missing-symbol", "oslec_create"), ("missing-symbol", "oslec_update"),
+        ("dependency-fails", "dahdi_register_echocan_factory"), ("missing-symbol", "oslec_free")]

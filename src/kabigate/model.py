@@ -132,6 +132,10 @@ class ElfLayout:
     write_exec_sections: tuple[str, ...]  # "name (index N)" of sections both SHF_WRITE and SHF_EXECINSTR
     common_symbols: tuple[str, ...]  # SHN_COMMON symbols (built without -fno-common)
     ctors_and_init_array: bool  # both .ctors and .init_array sections
+    # Which of the sections module_frob_arch_sections() needs are there (ARCH_SECTIONS in formats/module.py);
+    # None: not read (a layout stored before they were).
+    arch_sections: tuple[str, ...] | None = None
+    e_flags: int | None = None  # the ELF header's, for powerpc's module_elf_check_arch(); None: not read
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +240,7 @@ class ReasonCode(StrEnum):
     VERMAGIC_MISMATCH = "vermagic-mismatch"
     LIVEPATCH_UNSUPPORTED = "livepatch-unsupported"
     ALREADY_LOADED = "already-loaded"
+    ARCH_SECTIONS_MISSING = "arch-sections-missing"  # arm64 .plt/.init.plt, ppc64 .stubs
     WRITE_EXEC_SECTION = "write-exec-section"
     COMMON_SYMBOL = "common-symbol"
     MISSING_SYMBOL = "missing-symbol"

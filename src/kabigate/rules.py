@@ -26,10 +26,19 @@ IGNORED_UNDEFINED = {
     "ppc64": {".TOC."},
     "ppc64le": {".TOC."},
 }
+# Byte order of the machines kabigate names (formats/elf.py): the kernel reads a module's header in its own.
+BYTE_ORDER = {"x86_64": "<", "i386": "<", "aarch64": "<", "ppc64le": "<", "riscv64": "<", "loongarch64": "<",
+              "ppc64": ">", "ppc": ">", "s390x": ">"}
 MODULE_LAYOUT = "module_layout"
+# arm64's module PLTs stopped depending on CONFIG_ARM64_MODULE_PLTS in v6.5 (upstream history: 6.12
+# read here has no such option, 6.1 has it).
+ARM64_PLTS_ALWAYS = (6, 5)
+# module_elf_check_arch() came with big-endian ELFv2 kernels in v6.2 (upstream history: 6.1 read
+# here has no such hook, 6.12 has it).
+MODULE_ELF_CHECK_ARCH_SERIES = (6, 2)
 # Stored verdicts carry the version of the rules that made them: bump it whenever a change here
 # can change a verdict, its reasons or their wording, and the store recomputes them.
-RULES_VERSION = 6
+RULES_VERSION = 7
 # load_module()'s early checks changed twice (docs/loader-checks.md). v6.4: elf_validity_cache_copy()
 # compares sizeof(struct module) and refuses duplicate sections, early_mod_check() looks for a
 # loaded module of the same name before the memory layout. v6.13: elf_validity_cache_copy() split
@@ -159,17 +168,28 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
                loaded_before: Module | None):
     reasons: list[Reason] = []
     warnings: list[Reason] = []
-    uses: dict[str, Module] = {}  # symbol -> set module that provides it
+    # symbol -> the set module that provides it, and where in `reasons` the kernel would refuse
+    # that symbol if the provider does not load (_propagate_failures())
+    uses: dict[str, tuple[Module, int]] = {}
     generation = _validity_generation(kernel_version(kernel))
     early_checks = generation > 0
 
     # load_module() checks the signature first, before it looks at the ELF image.
     _check_signature(module, kernel, options, reasons, warnings)
-    # elf_validity_check() (6.1) / elf_validity_ehdr() (6.4+) -> elf_check_arch()
+    # elf_validity_check() (6.1) / elf_validity_ehdr() (6.4+) read the header in the kernel's byte
+    # order, e_type before e_machine: a module of the other byte order (s390x on x86_64, ppc64 on
+    # ppc64le) has ET_REL read as 256 and is refused for that, not for its architecture.
+    if {BYTE_ORDER.get(module.machine), BYTE_ORDER.get(kernel.machine or "")} == {"<", ">"}:
+        reasons.append(Reason(ReasonCode.INVALID_ELF, f"Invalid ELF header type: 256 != 1 (module built for "
+                                                      f"{module.machine}, the kernel is {kernel.machine}, "
+                                                      "of the other byte order): Exec format error"))
+        return reasons, warnings, uses
+    # -> elf_check_arch()
     if kernel.machine and module.machine != kernel.machine:
         reasons.append(Reason(ReasonCode.ARCH_MISMATCH, f"module is built for {module.machine}, "
                                                         f"the kernel is {kernel.machine}: Exec format error"))
         return reasons, warnings, uses
+    _module_elf_check_arch(module, kernel, reasons)
     _check_elf_validity(module, kernel, generation, reasons, warnings)
     modversions = kernel.has_modversions
     force_load = kernel.config_enabled("CONFIG_MODULE_FORCE_LOAD") is True
@@ -180,6 +200,7 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
     # add_unformed_module() (6.1) after it.
     if early_checks:
         _check_not_loaded(module, loaded_before, reasons)
+    _check_arch_sections(module, kernel, reasons)
     _check_write_exec_sections(module, kernel, reasons)
     if not early_checks:
         _check_not_loaded(module, loaded_before, reasons)
@@ -190,6 +211,23 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
     _simplify_symbols(module, kernel, providers, modversions, reasons, warnings, uses)
     _verify_exported_symbols(module, providers, reasons)
     return reasons, warnings, uses
+
+
+def _module_elf_check_arch(module: Module, kernel: Kernel, reasons) -> None:
+    """elf_validity_ehdr() -> module_elf_check_arch() (v6.2+; arch/powerpc/kernel/module_64.c): the
+    ELF ABI level, e_flags & 3, is 2 on an ELFv2 kernel (every little-endian one; big-endian by
+    CONFIG_PPC64_ELF_ABI_V2), below 2 on an ELFv1 one."""
+    version = kernel_version(kernel)
+    if kernel.machine not in ("ppc64", "ppc64le") or module.layout is None or module.layout.e_flags is None \
+            or version is None or version[:2] < MODULE_ELF_CHECK_ARCH_SERIES:
+        return
+    v2 = True if kernel.machine == "ppc64le" else kernel.config_enabled("CONFIG_PPC64_ELF_ABI_V2")
+    if v2 is None:
+        return
+    abi = module.layout.e_flags & 0x3
+    if (abi == 2) != v2:
+        reasons.append(Reason(ReasonCode.ARCH_MISMATCH, f"Invalid module architecture in ELF header: 21 (ELF ABI "
+                                                        f"v{abi or 1} module, ELFv{2 if v2 else 1} kernel)"))
 
 
 def _check_elf_validity(module: Module, kernel: Kernel, generation: int, reasons, warnings) -> None:
@@ -260,6 +298,25 @@ def _check_write_exec_sections(module: Module, kernel: Kernel, reasons) -> None:
     for section in module.layout.write_exec_sections:
         reasons.append(Reason(ReasonCode.WRITE_EXEC_SECTION, f"section {section} has invalid WRITE|EXEC flags"
                               + _config_unknown(kernel, "CONFIG_STRICT_MODULE_RWX", "on")))
+
+
+def _check_arch_sections(module: Module, kernel: Kernel, reasons) -> None:
+    """layout_and_allocate() -> module_frob_arch_sections(), before module_enforce_rwx_sections().
+    arm64 (arch/arm64/kernel/module-plts.c): "%s: module PLT section(s) missing" (ENOEXEC) without
+    .plt and .init.plt, which asm/module.lds.h gives every module; 6.1 builds it with
+    CONFIG_ARM64_MODULE_PLTS only, 6.12 always. ppc64 (arch/powerpc/kernel/module_64.c):
+    "%s: doesn't contain .stubs." (ENOEXEC); asm/module.h puts .stubs in every module."""
+    present = None if module.layout is None else module.layout.arch_sections
+    if present is None:
+        return
+    if kernel.machine == "aarch64" and module.machine == "aarch64" and not {".plt", ".init.plt"} <= set(present):
+        version = kernel_version(kernel)
+        always = version is not None and version[:2] >= ARM64_PLTS_ALWAYS
+        if always or kernel.config_enabled("CONFIG_ARM64_MODULE_PLTS") is not False:
+            reasons.append(Reason(ReasonCode.ARCH_SECTIONS_MISSING, "module PLT section(s) missing: Exec format error"
+                                  + ("" if always else _config_unknown(kernel, "CONFIG_ARM64_MODULE_PLTS", "on"))))
+    elif kernel.machine in ("ppc64", "ppc64le") and module.machine == kernel.machine and ".stubs" not in present:
+        reasons.append(Reason(ReasonCode.ARCH_SECTIONS_MISSING, "doesn't contain .stubs.: Exec format error"))
 
 
 def _find_module_sections(module: Module, kernel: Kernel, reasons) -> None:
@@ -398,7 +455,12 @@ def _check_export_symbol_versions(module: Module, force_load: bool, reasons, war
 
 def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, modversions: bool,
                       reasons, warnings, uses) -> None:
-    """simplify_symbols() -> resolve_symbol() for every undefined symbol, in symbol table order."""
+    """simplify_symbols() (kernel/module/main.c) walks the symbol table from index 1; each SHN_UNDEF
+    symbol goes through resolve_symbol_wait() -> resolve_symbol() -> find_symbol(), inherit_taint(),
+    check_version(), verify_namespace_is_imported(). A failure is printed ("Unknown symbol %s (err %d)",
+    after check_version()'s own line) and the walk goes on (the `break` leaves only the switch), so the
+    kernel's first complaint is the first failing symbol in table order, whatever its kind: module.imports
+    is in that order. SHN_COMMON symbols are reported first here, wherever they sit in the table."""
     proprietary = is_proprietary(module)  # TAINT_PROPRIETARY_MODULE, may be inherited below
     using_gpl_only = False
     if module.layout is not None and module.layout.common_symbols:
@@ -467,7 +529,7 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
             if not allow_missing_ns:
                 continue
         if provider.module is not None and provider.module is not module:
-            uses[symbol.name] = provider.module
+            uses[symbol.name] = (provider.module, len(reasons))
 
 
 def _verify_exported_symbols(module: Module, providers: _Providers, reasons) -> None:
@@ -488,18 +550,24 @@ def _module_name(owner: str) -> str:
 
 
 def _propagate_failures(results) -> None:
-    """A module that resolves symbols from a set module that fails cannot load either."""
+    """A module that resolves symbols from a set module that fails cannot load either: without its
+    provider the kernel lacks the symbol. simplify_symbols() walks the symbol table in order and
+    reports each failing symbol where it meets it, so the first such symbol's reason goes where
+    _simplify_symbols() met it, before a CRC mismatch or missing symbol later in the table, also
+    in a module that fails for other reasons."""
     failed = {id(module) for module, reasons, _w, _u in results if reasons}
     changed = True
     while changed:
         changed = False
-        for module, reasons, _warnings, uses in results:
-            if id(module) in failed:
-                continue
-            broken = [(symbol, provider) for symbol, provider in uses.items() if id(provider) in failed]
-            if broken:
-                symbol, provider = broken[0]
-                reasons.append(Reason(ReasonCode.DEPENDENCY_FAILS, f"needs {symbol} from {provider.name}, "
-                                                                   f"which does not load", symbol))
+        for module, _reasons, _warnings, uses in results:
+            if id(module) not in failed and any(id(provider) in failed for provider, _at in uses.values()):
                 failed.add(id(module))
                 changed = True
+    for _module, reasons, _warnings, uses in results:
+        # uses is in symbol table order: the first broken symbol is the one the kernel meets first
+        broken = next(((symbol, provider, at) for symbol, (provider, at) in uses.items() if id(provider) in failed),
+                      None)
+        if broken is not None:
+            symbol, provider, at = broken
+            reasons.insert(at, Reason(ReasonCode.DEPENDENCY_FAILS, f"needs {symbol} from {provider.name}, "
+                                                                   f"which does not load", symbol))

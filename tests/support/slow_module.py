@@ -227,6 +227,8 @@ def _read_layout(elf: ElfFile) -> ElfLayout:
         common_symbols=tuple(sorted({sym.name for sym in elf.symbols_in({SHN_COMMON})
                                      if not sym.name.startswith("__gnu_lto")})),
         ctors_and_init_array=".ctors" in names and ".init_array" in names,
+        arch_sections=tuple(name for name in (".plt", ".init.plt", ".stubs") if name in names),
+        e_flags=struct.unpack_from(elf.endian + "I", elf.data, 48 if elf.is64 else 36)[0],
     )
 
 

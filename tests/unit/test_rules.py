@@ -217,6 +217,15 @@ def test_architecture_is_not_compared_when_the_kernel_machine_is_unknown():
     assert check_one(make_module(machine="aarch64"), make_kernel(machine=None)).loads
 
 
+@pytest.mark.parametrize("module_machine, kernel_machine", [("s390x", "x86_64"), ("ppc64", "ppc64le"),
+                                                            ("aarch64", "s390x")])
+def test_module_of_the_other_byte_order_is_an_invalid_elf_type(module_machine, kernel_machine):
+    """elf_validity_check() / elf_validity_ehdr() read e_type in the kernel's byte order, before e_machine."""
+    verdict = check_one(make_module(machine=module_machine), make_kernel(machine=kernel_machine))
+    assert codes(verdict.reasons) == ["invalid-elf"]
+    assert verdict.reasons[0].message.startswith("Invalid ELF header type: 256 != 1")
+
+
 def invalid_elf(release: str, **broken) -> list[str]:
     """The invalid-elf messages of a module built for `release` with broken ELF facts, on it."""
     kernel = make_kernel(release)
@@ -460,6 +469,58 @@ def test_already_loaded_is_checked_before_the_memory_layout_from_64(release, ord
     layout = make_layout(release, write_exec_sections=(".text.wx (index 3)",))
     modules = [make_module("dup", release=release), make_module("dup", release=release, layout=layout)]
     assert codes(check_modules(modules, make_kernel(release))[1].reasons) == order
+
+
+ARM64_61, ARM64_612 = "6.1.0-47-arm64", "6.12.117+deb12-arm64"
+
+
+@pytest.mark.parametrize("present, release, config, refused", [
+    ((".plt", ".init.plt"), ARM64_61, {"CONFIG_ARM64_MODULE_PLTS": "y"}, False),
+    ((".plt",), ARM64_61, {"CONFIG_ARM64_MODULE_PLTS": "y"}, True),
+    ((), ARM64_61, {}, True),  # config unknown: Debian's arm64 has it
+    ((), ARM64_61, {"CONFIG_MODVERSIONS": "y"}, False),  # a 6.1 kernel without module PLTs
+    ((), ARM64_612, {"CONFIG_MODVERSIONS": "y"}, True),  # 6.12: PLTs whatever the config
+])
+def test_arm64_module_without_plt_sections_is_refused_where_the_kernel_needs_them(present, release, config, refused):
+    """module_frob_arch_sections(), arch/arm64/kernel/module-plts.c."""
+    kernel = make_kernel(release, machine="aarch64", config=config)
+    module = make_module(release=release, machine="aarch64", layout=make_layout(release, arch_sections=present))
+    reasons = check_one(module, kernel).reasons
+    assert codes(reasons) == (["arch-sections-missing"] if refused else [])
+    if refused:
+        assert reasons[0].message.startswith("module PLT section(s) missing")
+
+
+def test_ppc64_module_without_stubs_is_refused_and_other_arches_need_none():
+    """module_frob_arch_sections(), arch/powerpc/kernel/module_64.c; x86 has none."""
+    ppc = make_kernel(machine="ppc64le")
+    stubs = make_module(machine="ppc64le", layout=make_layout(arch_sections=(".stubs",)))
+    assert check_one(stubs, ppc).loads
+    reasons = check_one(make_module(machine="ppc64le", layout=make_layout(arch_sections=())), ppc).reasons
+    assert [(r.code, r.message) for r in reasons] == [
+        ("arch-sections-missing", "doesn't contain .stubs.: Exec format error")]
+    assert check_one(make_module(layout=make_layout(arch_sections=()))).loads
+    # a layout stored before the sections were read: not judged
+    assert check_one(make_module(machine="ppc64le", layout=make_layout(arch_sections=None)), ppc).loads
+
+
+@pytest.mark.parametrize("machine, config, release, e_flags, refused", [
+    ("ppc64le", {}, DEBIAN_612, 2, False),
+    ("ppc64le", {}, DEBIAN_612, 1, True),  # little-endian kernels are ELFv2 whatever the config
+    ("ppc64le", {}, DEBIAN_61, 1, False),  # 6.1 has no module_elf_check_arch()
+    ("ppc64", {"CONFIG_PPC64_ELF_ABI_V2": "y"}, DEBIAN_612, 0, True),
+    ("ppc64", {"CONFIG_MODVERSIONS": "y"}, DEBIAN_612, 1, False),  # an ELFv1 big-endian kernel
+    ("ppc64", {"CONFIG_MODVERSIONS": "y"}, DEBIAN_612, 2, True),
+    ("ppc64", {}, DEBIAN_612, 2, False),  # config unknown: the big-endian ABI is not guessed
+])
+def test_powerpc_module_of_the_other_elf_abi_is_refused_from_62(machine, config, release, e_flags, refused):
+    """elf_validity_ehdr() -> module_elf_check_arch(), arch/powerpc/kernel/module_64.c."""
+    kernel = make_kernel(release, machine=machine, config=config, struct_size_known=False)
+    module = make_module(release=release, machine=machine, layout=make_layout(release, e_flags=e_flags))
+    reasons = check_one(module, kernel).reasons
+    assert codes(reasons) == (["arch-mismatch"] if refused else [])
+    if refused:
+        assert reasons[0].message.startswith("Invalid module architecture in ELF header: 21")
 
 
 def test_write_exec_sections_are_refused_one_reason_each():
@@ -790,6 +851,32 @@ def test_reasons_come_in_the_order_the_kernel_meets_them(release, expected):
     kernel = make_kernel(release, CONFIG_CONSTRUCTORS="y", CONFIG_MODULE_SIG_FORCE="y")
     verdict = check_modules(everything_wrong(release), kernel)[1]
     assert codes(verdict.reasons) == expected
+
+
+@pytest.mark.parametrize("imports, first", [
+    (("_printk", "gone_fn"), ("crc-mismatch", "_printk")),
+    (("gone_fn", "_printk"), ("missing-symbol", "gone_fn")),
+])
+def test_symbol_reasons_follow_the_symbol_table_not_their_kind(imports, first):
+    """simplify_symbols() walks the symbol table in order and check_version() runs as each symbol
+    resolves: a CRC mismatch before a missing symbol in the table is the kernel's first complaint."""
+    module = make_module(imports=imports, versions={"module_layout": LAYOUT_CRC, "_printk": 0xBAD, "gone_fn": 0x1})
+    verdict = check_one(module)
+    assert (verdict.reasons[0].code, verdict.reasons[0].symbol) == first
+    assert [r.symbol for r in verdict.reasons] == list(imports)
+
+
+def test_dependency_reason_sits_where_the_kernel_meets_its_symbol():
+    """Without its failing provider the kernel lacks core_fn and says so where the walk meets it:
+    before a missing symbol later in the table, also in a module failing for that symbol alone."""
+    core, _ = provider_and_user(vermagic="bad magic")
+    user = make_module("user", imports=("core_fn", "gone_fn"), versions={
+        "module_layout": LAYOUT_CRC, "core_fn": 0x5151, "gone_fn": 0x1})
+    reasons = check_modules([core, user], make_kernel())[1].reasons
+    assert [(r.code, r.symbol) for r in reasons] == [("dependency-fails", "core_fn"), ("missing-symbol", "gone_fn")]
+    late = dataclasses.replace(user, imports=tuple(reversed(user.imports)))
+    reasons = check_modules([core, late], make_kernel())[1].reasons
+    assert [(r.code, r.symbol) for r in reasons] == [("missing-symbol", "gone_fn"), ("dependency-fails", "core_fn")]
 
 
 @pytest.mark.parametrize("package, driver", [

@@ -364,6 +364,7 @@ _KERNEL_REFUSALS = [(re.compile(pattern), code) for pattern, code in (
     (r"disagrees about version of symbol (module_layout)$", ReasonCode.MODULE_LAYOUT_MISMATCH),
     (r"version magic '.*' should be", ReasonCode.VERMAGIC_MISMATCH),
     (r"livepatch support is disabled", ReasonCode.LIVEPATCH_UNSUPPORTED),
+    (r"module PLT section\(s\) missing|doesn't contain \.stubs\.", ReasonCode.ARCH_SECTIONS_MISSING),
     (r"has invalid WRITE\|EXEC flags", ReasonCode.WRITE_EXEC_SECTION),
     (r"please compile with -fno-common", ReasonCode.COMMON_SYMBOL),
     (r"no symbol version for (\S+)$", ReasonCode.NO_SYMBOL_VERSION),

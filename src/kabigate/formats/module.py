@@ -38,6 +38,9 @@ NAMESPACE_PREFIX = "__kstrtabns_"
 # struct modversion_info { unsigned long crc; char name[MODULE_NAME_LEN]; } is 64 bytes.
 MODVERSION_INFO_SIZE = 64
 THIS_MODULE = ".gnu.linkonce.this_module"
+# The sections module_frob_arch_sections() looks for by name: arm64's PLTs (asm/module.lds.h),
+# ppc64's stubs (asm/module.h) (rules._check_arch_sections()).
+ARCH_SECTIONS = (".plt", ".init.plt", ".stubs")
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
 
 
@@ -111,6 +114,8 @@ def _read_layout(elf: ElfFile, common: list[Symbol]) -> ElfLayout:
         # simplify_symbols() lets LTO's __gnu_lto* common symbols through.
         common_symbols=tuple(sorted({sym.name for sym in common if not sym.name.startswith("__gnu_lto")})),
         ctors_and_init_array=".ctors" in names and ".init_array" in names,
+        arch_sections=tuple(name for name in ARCH_SECTIONS if name in names),
+        e_flags=struct.unpack_from(elf.endian + "I", elf.data, 48 if elf.is64 else 36)[0],
     )
 
 

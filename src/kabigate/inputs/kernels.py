@@ -381,10 +381,11 @@ def _first_in_tree_module(path: TreePath):
 
 def _vermagic_from_headers(facts: _Facts, kernel: Kernel) -> str | None:
     """VERMAGIC_STRING (include/linux/vermagic.h) from the build config, where kabigate knows
-    the arch part (MODULE_ARCH_VERMAGIC is empty on x86_64 only)."""
+    the arch part (_arch_vermagic())."""
     config = facts.config or kernel.config
     release = kernel.release or facts.release
-    if not config or not release or _machine_from_config(config) != "x86_64":
+    arch_part = _arch_vermagic(config) if config else None
+    if not config or not release or arch_part is None:
         return None
 
     def on(option: str) -> bool:
@@ -399,6 +400,7 @@ def _vermagic_from_headers(facts: _Facts, kernel: Kernel) -> str | None:
         parts.append("preempt_rt ")
     parts.append("mod_unload " if on("CONFIG_MODULE_UNLOAD") else "")
     parts.append("modversions " if on("CONFIG_MODVERSIONS") else "")
+    parts.append(arch_part)
     if on("CONFIG_RANDSTRUCT_FULL") or on("CONFIG_RANDSTRUCT_PERFORMANCE"):
         if facts.headers_dir is None:
             return None  # the seed is in the headers tree
@@ -410,6 +412,21 @@ def _vermagic_from_headers(facts: _Facts, kernel: Kernel) -> str | None:
             return None
         parts.append("RANDSTRUCT_" + match.group(1))
     return "".join(parts)
+
+
+def _arch_vermagic(config: dict[str, str]) -> str | None:
+    """MODULE_ARCH_VERMAGIC (arch/*/include/asm/vermagic.h, 6.1 and 6.12), which vermagic.h puts
+    before MODULE_RANDSTRUCT; None for an architecture kabigate has not read it for."""
+    machine = _machine_from_config(config)
+    if machine in ("x86_64", "s390x"):  # x86_64 defines no MODULE_PROC_FAMILY; s390: asm-generic's ""
+        return ""
+    if machine == "aarch64":
+        return "aarch64"
+    if machine in ("ppc64", "ppc64le"):
+        ftrace = ("patchable-function-entry " if config.get("CONFIG_ARCH_USING_PATCHABLE_FUNCTION_ENTRY") == "y"
+                  else "mprofile-kernel " if config.get("CONFIG_MPROFILE_KERNEL") == "y" else "")
+        return ftrace + ("relocatable " if config.get("CONFIG_RELOCATABLE") == "y" else "")
+    return None
 
 
 def _machine_from_config(config: dict[str, str]) -> str | None:

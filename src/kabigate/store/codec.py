@@ -117,8 +117,11 @@ _LAYOUT_FIELDS = [field.name for field in dataclasses.fields(ElfLayout)]  # the 
 def _layout(values: list | None) -> ElfLayout | None:
     if values is None:
         return None
-    *scalars, write_exec, common, ctors = values
-    return ElfLayout(**dict(zip(_LAYOUT_FIELDS, [*scalars, tuple(write_exec), tuple(common), ctors])))
+    if len(values) == 11:  # stored before arch_sections and e_flags were read
+        values = [*values, None, None]
+    *scalars, write_exec, common, ctors, arch, e_flags = values
+    return ElfLayout(**dict(zip(_LAYOUT_FIELDS, [*scalars, tuple(write_exec), tuple(common), ctors,
+                                                 None if arch is None else tuple(arch), e_flags])))
 
 
 def pack_config(config: dict[str, str]) -> bytes:
