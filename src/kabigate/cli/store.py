@@ -620,8 +620,9 @@ def _short_labels(releases: list[str]) -> list[str]:
         return releases
     prefix = os.path.commonprefix(releases)
     suffix = os.path.commonprefix([r[::-1] for r in releases])[::-1]
-    # Cut at separators only, so "6.1.0-47" and "6.1.0-50" do not share the "6.1.0-5" of "-50"/"-56".
-    prefix = prefix[:max(prefix.rfind(sep) for sep in ".-+") + 1]
+    # Cut a prefix at a "-" only, so "6.1.0-47" and "6.1.0-50" do not share the "6.1.0-5" of "-50"/"-56",
+    # and two series (6.1.0-47, 6.12.107+deb12) keep their whole version rather than "1.0-47", "12.107".
+    prefix = prefix[:prefix.rfind("-") + 1]
     suffix = suffix[min((i for i in (suffix.find(sep) for sep in ".-+") if i >= 0), default=len(suffix)):]
     labels = [r[len(prefix):len(r) - len(suffix)] for r in releases]
     return labels if all(labels) and len(set(labels)) == len(labels) else releases
