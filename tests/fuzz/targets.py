@@ -34,6 +34,7 @@ from kabigate.explain import cache as explain_cache
 from kabigate.explain.crc import KernelTypes
 from kabigate.formats import der, rpm, stream
 from kabigate.formats.btf import parse_btf
+from kabigate.formats.buildmanifest import parse_build_manifest
 from kabigate.formats.bzimage import kernel_image
 from kabigate.formats.certlist import system_certificates
 from kabigate.formats.cheaders import HeaderIndex, index_headers
@@ -286,6 +287,15 @@ def run_stablelist(data: bytes) -> None:
 def run_gate_policy(data: bytes) -> None:
     parse_policy(data, "fuzz.policy.toml")
     parse_waivers(data, "fuzz.waivers.toml")
+
+
+BUILD_MANIFEST_SEED = (b'[[build]]\npath = "drivers/jool/6.1.0-47-amd64"\nname = "jool"\nversion = "4.1.9-1"\n\n'
+                       b'[[failure]]\nname = "jool"\nversion = "4.1.9-1"\nkernel = "6.12.107+deb12-amd64"\n'
+                       b'error = "nl_core.c:42:9: error: implicit declaration"\n')
+
+
+def run_build_manifest(data: bytes) -> None:
+    parse_build_manifest(data, "fuzz.manifest.toml")
 
 
 def run_build_event(data: bytes) -> None:
@@ -752,6 +762,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("stablelist", text_seeds, run_stablelist),
     Target("kconfig", text_seeds, run_kconfig),
     Target("gate_policy", lambda: _text_seed("policy.toml", "waivers.toml"), run_gate_policy),
+    Target("build_manifest", lambda: [BUILD_MANIFEST_SEED], run_build_manifest),
     Target("packages_index", lambda: _text_seed("Packages"), run_packages_index),
     Target("build_event", lambda: _text_seed("koji-build-state-change.json", "kabigate-build-complete.json"),
            run_build_event),
