@@ -75,6 +75,15 @@ def test_preflight_build_passes_when_every_package_builds_and_signs_with_the_mok
     assert run.returncode == 0, run.stdout + run.stderr
     [package] = json.loads(run.stdout)["packages"]
     assert package["works"] and package["build"]["signer"], package
+    # Secure Boot: the module signed with the MOK key loads once that key is enrolled, not before.
+    enrolled = kabigate("preflight", "--root", system, "--build", "--json", "--sig-enforce",
+                        "--trust", system / "var/lib/dkms/mok.pub", tree)
+    assert enrolled.returncode == 0, enrolled.stdout + enrolled.stderr
+    not_enrolled = kabigate("preflight", "--root", system, "--build", "--json", "--sig-enforce", tree)
+    assert not_enrolled.returncode == 1, not_enrolled.stderr
+    [module] = json.loads(not_enrolled.stdout)["packages"][0]["modules"]
+    assert [(r["code"], r["message"]) for r in module["reasons"]] == [
+        ("untrusted-signature", "Loading of module with unavailable key is rejected")]
 
 
 def test_preflight_build_refuses_headers_of_another_kernel(testdata, system):

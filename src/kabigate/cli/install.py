@@ -150,9 +150,15 @@ _APT_LISTING_MAX = 16 << 20
               help="With --build: its certificate (default: /var/lib/dkms/mok.pub under --root).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=1800.0, show_default=True,
               help="With --build: seconds each package's build may take.")
+@click.option("--sig-enforce", is_flag=True,
+              help="With --build: the kernel enforces module signatures (Secure Boot): trusted are the keys built "
+                   "into its image (when KERNEL has it) and the enrolled certificates given with --trust.")
+@click.option("--trust", "trust_paths", multiple=True, metavar="CERT",
+              help="With --sig-enforce: an enrolled MOK certificate (PEM or DER). Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report (with --apt: {\"kernels\": [...]}).")
 def preflight(kernel: str | None, apt: bool, root: str, db: str | None, build: bool, headers: tuple[str, ...],
-              mok_key: str | None, mok_cert: str | None, timeout: float, as_json: bool) -> None:
+              mok_key: str | None, mok_cert: str | None, timeout: float, sig_enforce: bool,
+              trust_paths: tuple[str, ...], as_json: bool) -> None:
     """Before installing a kernel: which installed out-of-tree modules will load on it.
 
     The modules in weak-updates/, extra/, updates/ and DKMS's trees: which will load, which will
@@ -180,8 +186,10 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, build: b
         raise click.UsageError("give KERNEL_PACKAGE_OR_RELEASE or --apt (the APT run's .deb files on stdin)")
     if build and apt:
         raise click.UsageError("--build takes one KERNEL_PACKAGE_OR_RELEASE and its --headers, not --apt")
-    if (headers or mok_key or mok_cert) and not build:
-        raise click.UsageError("--headers, --mok-key and --mok-cert go with --build")
+    if (headers or mok_key or mok_cert or sig_enforce) and not build:
+        raise click.UsageError("--headers, --mok-key, --mok-cert and --sig-enforce go with --build")
+    if trust_paths and not sig_enforce:
+        raise click.UsageError("--trust goes with --sig-enforce")
     system = wm.Root(root)
     kernels: list[AptKernel] = []
     if apt:
@@ -212,7 +220,14 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, build: b
         if store is not None:
             store.close()
     if build:
-        results[0].builds = _build_dkms(system, kernel, headers, mok_key, mok_cert, timeout, results[0], target)
+        trust = None
+        if sig_enforce:
+            from kabigate.signing.verify import load_trust
+
+            image = [target.image] if target.image and os.path.isfile(target.image) else []
+            trust = load_trust([*image, *trust_paths])
+        results[0].builds = _build_dkms(system, kernel, headers, mok_key, mok_cert, timeout, results[0], target,
+                                        trust)
     if as_json:
         emit_json({"kernels": [r.to_json() for r in results]} if apt else results[0].to_json())
     else:
@@ -222,7 +237,7 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, build: b
 
 
 def _build_dkms(system: wm.Root, kernel: str, headers: tuple[str, ...], mok_key: str | None, mok_cert: str | None,
-                timeout: float, result, target):
+                timeout: float, result, target, trust):
     """preflight --build: the root's DKMS packages built against the kernel's headers, in the sandbox."""
     import tempfile
     from pathlib import Path
@@ -250,7 +265,8 @@ def _build_dkms(system: wm.Root, kernel: str, headers: tuple[str, ...], mok_key:
             raise InputError(f"{', '.join(paths)}: the headers of {tree.release}, not of {result.kernel}")
         if err.is_terminal:
             err.print(f"building {len(packages)} DKMS packages against {tree.release}...", markup=False)
-        return build_packages(packages, tree, target, Path(work) / "builds", Limits(wall_seconds=timeout), signing)
+        return build_packages(packages, tree, target, Path(work) / "builds", Limits(wall_seconds=timeout), signing,
+                              trust)
 
 
 def _target_kernel(argument: str, system: wm.Root, store):

@@ -29,7 +29,8 @@ from kabigate.host import weakmodules as wm
 from kabigate.inputs.modules import read_modules
 from kabigate.model import Kernel
 from kabigate.reports.verdicts import verdict_report
-from kabigate.rules import check_modules
+from kabigate.rules import LoadOptions, check_modules
+from kabigate.signing.verify import TrustedCert, verify_file
 from kabigate.vocabulary import BuildOutcome
 
 DKMS_TREE = "var/lib/dkms"  # dkms's default dkms_tree, in the root
@@ -147,10 +148,11 @@ def host_signing(root: wm.Root, key: str | None, cert: str | None, passphrase: b
 
 
 def build_packages(packages: list[DkmsPackage], tree: BuildTree, kernel: Kernel, work: Path, limits: Limits,
-                   signing: Signing | None) -> list[PackageBuild]:
+                   signing: Signing | None, trust: list[TrustedCert] | None = None) -> list[PackageBuild]:
     """Each package built by dkms against `tree` (the new kernel's headers) in the sandbox, as dkms
     autoinstall will build it at the kernel's installation, signed with `signing`, and its modules
-    judged together on `kernel`."""
+    judged together on `kernel`; with `trust` (Secure Boot: the keys the kernel trusts) as
+    module_sig_check() judges with signatures enforced, each module's signature verified."""
     results = []
     for index, package in enumerate(packages):
         folder = work / str(index)
@@ -159,8 +161,10 @@ def build_packages(packages: list[DkmsPackage], tree: BuildTree, kernel: Kernel,
         built = PackageBuild(package, result)
         if result.modules:
             modules = read_modules([str(m) for m in result.modules])
+            options = LoadOptions() if trust is None else LoadOptions(
+                require_signature=True, signature_checks={m.path: verify_file(m.path, trust) for m in modules})
             built.verdicts = [dict(verdict_report(v), path=Path(v.module.path).name)  # the work folder goes
-                              for v in check_modules(modules, kernel)]
+                              for v in check_modules(modules, kernel, options)]
         results.append(built)
     return results
 
