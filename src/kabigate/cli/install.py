@@ -219,7 +219,7 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, build: b
     finally:
         if store is not None:
             store.close()
-    if build:
+    if build and kernel is not None and target is not None:  # --build: one KERNEL, not --apt
         trust = None
         if sig_enforce:
             from kabigate.signing.verify import load_trust
