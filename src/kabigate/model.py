@@ -231,6 +231,7 @@ class ReasonCode(StrEnum):
     # Failures, in the order load_module() meets them (docs/loader-checks.md).
     UNSIGNED = "unsigned"  # also a warning, when signatures are not enforced
     UNTRUSTED_SIGNATURE = "untrusted-signature"  # also a warning
+    UNSUPPORTED_SIGNATURE = "unsupported-signature"  # ENOPKG: also a warning
     BAD_SIGNATURE = "bad-signature"
     ARCH_MISMATCH = "arch-mismatch"
     INVALID_ELF = "invalid-elf"

@@ -29,8 +29,8 @@ err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 
 @contextmanager
-def progress(description: str, total: int):
-    """A progress bar on stderr, shown only when stderr is a terminal."""
+def progress(description: str, total: int | None):
+    """A progress bar on stderr, shown only when stderr is a terminal (total None: not known)."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task(description, total=total)
