@@ -8,9 +8,11 @@ the symbol table (simplify_symbols) and the `__ksymtab*`/`__kcrctab*` export tab
 
 from __future__ import annotations
 
+import importlib
 import mmap
 import os
 import struct
+from types import ModuleType
 
 from kabigate.errors import InputError, open_regular
 from kabigate.formats.compression import compression_of, decompress, refuse_other_compression
@@ -28,9 +30,24 @@ from kabigate.formats.elf import (
     STB_WEAK,
     ElfFile,
     Symbol,
+    machine_name,
 )
 from kabigate.formats.modsig import split_signature
 from kabigate.model import ElfLayout, Export, Import, Module, SymbolVersion
+
+
+def _c_reader() -> ModuleType | None:
+    """The C reader of the same facts (formats/_modfast.c), unless KABIGATE_PURE is set or it was
+    not built (installed without a C compiler: the Python path then reads every module)."""
+    if os.environ.get("KABIGATE_PURE"):
+        return None
+    try:
+        return importlib.import_module("kabigate.formats._modfast")
+    except ImportError:
+        return None
+
+
+_modfast = _c_reader()
 
 KSYMTAB_PREFIX = "__ksymtab_"
 CRC_PREFIX = "__crc_"
@@ -63,6 +80,14 @@ def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
     refuse_other_compression(raw, path)
     data = decompress(raw, path) if compression else raw
     size, signature = split_signature(data)
+    facts = _modfast.read(data, size, path) if _modfast is not None else None
+    if facts is not None:  # None: the C reader met something it leaves to this one (errors included)
+        e_machine, little, modinfo, versions, import_names, import_weak, exports, layout = facts
+        return Module(path=path, machine=machine_name(e_machine, little), modinfo=modinfo,
+                      versions=None if versions is None else tuple(map(SymbolVersion, *versions)),
+                      imports=tuple(map(Import, import_names, import_weak)),
+                      exports=tuple(Export(*export) for export in exports), signature=signature,
+                      compression=compression, layout=ElfLayout(*layout))
     elf = ElfFile(data, path, size)
     if elf.type != ET_REL:
         raise InputError(f"{path}: not a kernel module (ELF type {elf.type}, modules are relocatable objects)")
