@@ -49,6 +49,11 @@ def _c_reader() -> ModuleType | None:
 
 _modfast = _c_reader()
 
+
+def reads_in_c() -> bool:
+    """Whether read_module() reads modules with the C reader (KABIGATE_PURE unset, and it was built)."""
+    return _modfast is not None
+
 KSYMTAB_PREFIX = "__ksymtab_"
 CRC_PREFIX = "__crc_"
 NAMESPACE_PREFIX = "__kstrtabns_"
@@ -80,12 +85,13 @@ def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
     refuse_other_compression(raw, path)
     data = decompress(raw, path) if compression else raw
     size, signature = split_signature(data)
-    facts = _modfast.read(data, size, path) if _modfast is not None else None
-    if facts is not None:  # None: the C reader met something it leaves to this one (errors included)
+    # The C reader's None: it met something it leaves to the Python path (errors included).
+    if _modfast is not None and (facts := _modfast.read(data, size, path)) is not None:
         e_machine, little, modinfo, versions, import_names, import_weak, exports, layout = facts
+        instances = _modfast.instances  # the frozen dataclasses' fields set from C: __init__ is the cost
         return Module(path=path, machine=machine_name(e_machine, little), modinfo=modinfo,
-                      versions=None if versions is None else tuple(map(SymbolVersion, *versions)),
-                      imports=tuple(map(Import, import_names, import_weak)),
+                      versions=None if versions is None else instances(SymbolVersion, ("name", "crc"), versions),
+                      imports=instances(Import, ("name", "weak"), (import_names, import_weak)),
                       exports=tuple(Export(*export) for export in exports), signature=signature,
                       compression=compression, layout=ElfLayout(*layout))
     elf = ElfFile(data, path, size)
