@@ -3,6 +3,7 @@ named on the command line with one, and writing reports (text, JSON, files writt
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -135,6 +136,21 @@ def emit_json(document: dict) -> None:
 
 
 _string = json.encoder.encode_basestring_ascii  # the C function json.dumps uses (ensure_ascii)
+_compact = json.JSONEncoder(separators=(",", ":")).encode  # json's C encoder (no indent)
+_STREAMED_LEVELS = 2  # the document and its lists (`modules`): below them, one value at a time in C
+
+
+def _c_indenter() -> Callable[[str, str], str] | None:
+    """cli/_jsonindent.c's indent(), unless KABIGATE_PURE is set or it was not built."""
+    if os.environ.get("KABIGATE_PURE"):
+        return None
+    try:
+        return importlib.import_module("kabigate.cli._jsonindent").indent
+    except ImportError:
+        return None
+
+
+_c_indent = _c_indenter()
 _FLUSH_PIECES = 65536
 _LEAF_TYPES = frozenset({str, int, float, bool, type(None)})
 _encoders: dict[str, Callable[[object], str]] = {}
@@ -201,6 +217,10 @@ def _indented(value, pieces: list[str], newline: str, write) -> None:
     text = _scalar(value)
     if text is not None:
         pieces.append(text)
+        return
+    if _c_indent is not None and len(newline) > _STREAMED_LEVELS * 2:
+        # Below the levels streamed item by item (a tree's modules): json's C encoder, indented in C.
+        pieces.append(_c_indent(_compact(value), newline))
         return
     if value and isinstance(value, (dict, list, tuple)):
         text = _flat(value, newline)
