@@ -152,6 +152,7 @@ def _c_indenter() -> Callable[[str, str], str] | None:
 
 _c_indent = _c_indenter()
 _FLUSH_PIECES = 65536
+_FLUSH_ITEMS = 128
 _LEAF_TYPES = frozenset({str, int, float, bool, type(None)})
 _encoders: dict[str, Callable[[object], str]] = {}
 
@@ -250,11 +251,12 @@ def _indented(value, pieces: list[str], newline: str, write) -> None:
             pieces.append("[]")
             return
         separator = "[" + inner
-        for item in value:
+        for count, item in enumerate(value, 1):
             pieces.append(separator)
             _indented(item, pieces, inner, write)
             separator = "," + inner
-            if len(pieces) > _FLUSH_PIECES:
+            # Indented in C, an item is one large piece (a module's ~12 kB): written out every few.
+            if len(pieces) > _FLUSH_PIECES or (_c_indent is not None and count % _FLUSH_ITEMS == 0):
                 write("".join(pieces))
                 pieces.clear()
         pieces.append(newline + "]")

@@ -179,7 +179,8 @@ static int read_symbols(const elf_t *elf, const char *tables, int any_table, sym
     if (table->link >= elf->count) return -1;
     const section_t *strings = &elf->sections[table->link];
     uint64_t names_size = strings->type == SHT_NOBITS ? 0 : strings->size;
-    const unsigned char *names = elf->data + strings->offset; /* checked with the section headers */
+    /* checked with the section headers; a NOBITS table has no bytes (only name offset 0, "", is read) */
+    const unsigned char *names = strings->type == SHT_NOBITS ? elf->data : elf->data + strings->offset;
     uint64_t entry = elf->is64 ? 24 : 16;
     if (table->entsize != 0 && table->entsize != entry) return -1;
     uint64_t n = table->size / entry;
@@ -316,7 +317,7 @@ static PyObject *read_versions(const elf_t *elf) {
         names = PyList_New(0);
         crcs = PyList_New(0);
         if (names == NULL || crcs == NULL) goto error;
-        const unsigned char *p = elf->data + s->offset, *end = p + name_bytes;
+        const unsigned char *p = name_bytes ? elf->data + s->offset : elf->data, *end = p + name_bytes;
         for (uint64_t i = 0; i < count; i++) {
             if (p > end) goto fall_back; /* fewer names than CRCs: the Python path's error */
             size_t len = bounded_strlen(p, (size_t)(end - p));
@@ -363,7 +364,7 @@ static PyObject *read_modinfo(const elf_t *elf, const section_t *s) {
     PyObject *entries = PyList_New(0);
     if (entries == NULL) return NULL;
     uint64_t bytes = s->type == SHT_NOBITS ? 0 : s->size;
-    const unsigned char *p = elf->data + s->offset, *end = p + bytes;
+    const unsigned char *p = bytes ? elf->data + s->offset : elf->data, *end = p + bytes;
     while (p < end) {
         size_t len = bounded_strlen(p, (size_t)(end - p));
         const unsigned char *eq = memchr(p, '=', len);
@@ -541,34 +542,39 @@ static PyObject *modfast_instances(PyObject *module, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "one to eight fields, a column each");
         return NULL;
     }
-    PyObject *slots[8];
+    PyObject *slots[8], *result = NULL;
     Py_ssize_t rows = -1;
+    for (Py_ssize_t f = 0; f < width; f++)
+        slots[f] = NULL;
     for (Py_ssize_t f = 0; f < width; f++) {
-        slots[f] = _PyType_Lookup(cls, PyTuple_GET_ITEM(fields, f)); /* borrowed */
+        slots[f] = PyObject_GetAttr((PyObject *)cls, PyTuple_GET_ITEM(fields, f)); /* the class's descriptor */
         PyObject *column = PyTuple_GET_ITEM(columns, f);
         if (slots[f] == NULL || !Py_IS_TYPE(slots[f], &PyMemberDescr_Type) || !PyList_Check(column)) {
-            PyErr_SetString(PyExc_TypeError, "fields must be slots of the class, columns lists");
-            return NULL;
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "fields must be slots of the class, columns lists");
+            goto error;
         }
         if (rows >= 0 && PyList_GET_SIZE(column) != rows) {
             PyErr_SetString(PyExc_ValueError, "columns of different lengths");
-            return NULL;
+            goto error;
         }
         rows = PyList_GET_SIZE(column);
     }
-    PyObject *result = PyTuple_New(rows);
-    if (result == NULL) return NULL;
+    result = PyTuple_New(rows);
+    if (result == NULL) goto error;
     for (Py_ssize_t i = 0; i < rows; i++) {
         PyObject *item = cls->tp_alloc(cls, 0);
-        if (item == NULL) { Py_DECREF(result); return NULL; }
+        if (item == NULL) goto error;
         PyTuple_SET_ITEM(result, i, item);
         for (Py_ssize_t f = 0; f < width; f++)
-            if (Py_TYPE(slots[f])->tp_descr_set(slots[f], item, PyList_GET_ITEM(PyTuple_GET_ITEM(columns, f), i)) < 0) {
-                Py_DECREF(result);
-                return NULL;
-            }
+            if (Py_TYPE(slots[f])->tp_descr_set(slots[f], item, PyList_GET_ITEM(PyTuple_GET_ITEM(columns, f), i)) < 0)
+                goto error;
     }
+    for (Py_ssize_t f = 0; f < width; f++) Py_DECREF(slots[f]);
     return result;
+error:
+    for (Py_ssize_t f = 0; f < width; f++) Py_XDECREF(slots[f]);
+    Py_XDECREF(result);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
