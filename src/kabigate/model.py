@@ -153,7 +153,10 @@ class Module:
 
     def info(self, key: str) -> str | None:
         """First value of a .modinfo key, as the kernel's get_modinfo() returns it."""
-        return next((value for k, value in self.modinfo if k == key), None)
+        for k, value in self.modinfo:  # a loop, not next(genexpr): a tree's check asks ~64,000 times
+            if k == key:
+                return value
+        return None
 
     def info_all(self, key: str) -> list[str]:
         return [value for k, value in self.modinfo if k == key]
