@@ -16,14 +16,14 @@ from kabigate.cli import abi, shared
 from kabigate.inputs.modules import read_modules
 from kabigate.model import ReasonCode
 
-C_INDENT = shared._c_indent
+C_INDENT = shared._c_indenter()
 
 
 @pytest.fixture(params=["c", "python"])
 def indenter(request, monkeypatch):
     if request.param == "c" and C_INDENT is None:
         pytest.fail("the C indenter (kabigate.cli._jsonindent) is not built: pip install -e . builds it")
-    monkeypatch.setattr(shared, "_c_indent", C_INDENT if request.param == "c" else None)
+    monkeypatch.setattr(shared, "_c_indenter", lambda: C_INDENT if request.param == "c" else None)
     return request.param
 
 

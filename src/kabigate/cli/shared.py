@@ -3,6 +3,7 @@ named on the command line with one, and writing reports (text, JSON, files writt
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -140,8 +141,10 @@ _compact = json.JSONEncoder(separators=(",", ":")).encode  # json's C encoder (n
 _STREAMED_LEVELS = 2  # the document and its lists (`modules`): below them, one value at a time in C
 
 
+@functools.cache
 def _c_indenter() -> Callable[[str, str], str] | None:
-    """cli/_jsonindent.c's indent(), unless KABIGATE_PURE is set or it was not built."""
+    """cli/_jsonindent.c's indent(), unless KABIGATE_PURE is set or it was not built (loaded at the
+    first JSON document, not when `kabigate --help` starts)."""
     if os.environ.get("KABIGATE_PURE"):
         return None
     try:
@@ -150,7 +153,6 @@ def _c_indenter() -> Callable[[str, str], str] | None:
         return None
 
 
-_c_indent = _c_indenter()
 _FLUSH_PIECES = 65536
 _FLUSH_ITEMS = 128
 _LEAF_TYPES = frozenset({str, int, float, bool, type(None)})
@@ -219,9 +221,10 @@ def _indented(value, pieces: list[str], newline: str, write) -> None:
     if text is not None:
         pieces.append(text)
         return
-    if _c_indent is not None and len(newline) > _STREAMED_LEVELS * 2:
+    c_indent = _c_indenter()
+    if c_indent is not None and len(newline) > _STREAMED_LEVELS * 2:
         # Below the levels streamed item by item (a tree's modules): json's C encoder, indented in C.
-        pieces.append(_c_indent(_compact(value), newline))
+        pieces.append(c_indent(_compact(value), newline))
         return
     if value and isinstance(value, (dict, list, tuple)):
         text = _flat(value, newline)
@@ -256,7 +259,7 @@ def _indented(value, pieces: list[str], newline: str, write) -> None:
             _indented(item, pieces, inner, write)
             separator = "," + inner
             # Indented in C, an item is one large piece (a module's ~12 kB): written out every few.
-            if len(pieces) > _FLUSH_PIECES or (_c_indent is not None and count % _FLUSH_ITEMS == 0):
+            if len(pieces) > _FLUSH_PIECES or (c_indent is not None and count % _FLUSH_ITEMS == 0):
                 write("".join(pieces))
                 pieces.clear()
         pieces.append(newline + "]")
