@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 from support.hostile import TAR_END, deb, tar_member
 from support.realstore import DRIVERS, RELEASES, STREAM, build_store
 
+from kabigate.services.packages import package_verdicts
+from kabigate.store import Store
 from kabigate.web import create_app
 
 pytestmark = pytest.mark.realdata
@@ -109,7 +111,6 @@ def test_pages_render_the_store(reader):
     assert matrix.status_code == 200 and matrix.headers["content-type"].startswith("text/html")
     assert "Driver builds x kernels: debian-6.1" in matrix.text and '<script src="/static/matrix.js">' in matrix.text
     assert all(_rows(matrix.text).values()) and "acpi-call" in _rows(matrix.text)
-    assert reader.get("/").url.path == "/matrix"
     for path in ("/static/kabigate.css", "/static/matrix.js"):
         assert reader.get(path).status_code == 200
 
@@ -121,6 +122,38 @@ def test_pages_render_the_store(reader):
     assert "first fails on" in driver and "6.1.0-50-amd64" in driver and "crc-mismatch" in driver
     assert 'href="/drivers/acpi-call"' in reader.get("/drivers").text
     assert "No gate runs yet" in reader.get("/gate-runs").text
+
+
+def test_overview_says_what_works_on_each_streams_newest_kernel(reader, web_db):
+    (stream,) = reader.get("/api/v1/overview").json()["streams"]
+    assert (stream["stream"], stream["machine"], stream["kernel"]["release"]) == (STREAM, "x86_64", RELEASES[2])
+    assert stream["previous"] == RELEASES[1] and stream["gate"] is None and stream["packages"] == len(DRIVERS)
+    # 56 has a build made for it of every driver: four load whole, dahdi's loads 31 of its 32 modules
+    assert stream["counts"] == {"working": 0, "working_after_rebuild": 4, "broken": 1, "excluded": 0}
+    assert stream["broke"] == []
+    assert sorted(v["driver"] for v in stream["fixed"]) == sorted(set(DRIVERS) - {"dahdi"})
+    assert all(v["state"] == "loads-after-rebuild" for v in stream["fixed"])
+    timeline = stream["timeline"]
+    assert [p["kernel"] for p in timeline] == list(RELEASES) and [p["working"] for p in timeline] == [4, 0, 4]
+    # Debian's ABI bumps: most exports' CRCs change, and module_layout with them
+    assert timeline[0]["exports_changed"] is None and all(p["exports_changed"] > 18000 for p in timeline[1:])
+    assert [p["abi_bump"] for p in timeline] == [p["module_layout_changed"] for p in timeline] == [False, True, True]
+    # the timeline counts working packages from the loading cells alone: as the package verdicts do
+    with Store.open(web_db) as store:
+        kernels = store.kernels(STREAM)
+        packages = package_verdicts(store, kernels)
+        assert [p["working"] for p in timeline] == [len(packages.working(k)) for k in kernels]
+
+    page = reader.get("/")
+    assert page.status_code == 200 and page.url.path == "/"
+    html = page.text
+    assert f"Newest kernel: <a href=\"/kernels/{RELEASES[2]}?stream={STREAM}\">" in html and "not gated" in html
+    assert "<b>4</b> working after rebuild" in html and "<b>1</b> broken" in html
+    assert re.search(r"<b class=\"fixed\">Fixed</b> \(4\)", html) and "dahdi_echocan_oslec" in html
+    svg = re.search(r"<svg class=\"timeline\".*?</svg>", html, re.S)[0]
+    assert svg.count('class="column"') == 3 and svg.count('class="layout"') == 2 and svg.count('class="abi"') == 2
+    assert f"<title>{RELEASES[1]}: 0 of 5 packages work; ABI bump (" in svg and "http" not in svg.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
 
 
 def test_matrix_filters_are_in_the_url(reader):
@@ -220,6 +253,9 @@ def test_gate_is_recorded_and_shown(writer):
     assert "NEEDS_INSPECTION" in page and "Regressions" in page and "<code>proc_create</code>" in page
     assert report["run"][:8] in writer.get("/gate-runs").text
     assert report["run"][:8] in writer.get("/kernels/6.1.0-50-amd64").text
+    (stream,) = writer.get("/api/v1/overview").json()["streams"]
+    assert stream["timeline"][1]["gate"] == {"uuid": report["run"], "outcome": "NEEDS_INSPECTION"}
+    assert 'class="gate needs_inspection"' in writer.get("/").text
 
 
 def test_gate_with_waivers_and_policy(writer):

@@ -107,6 +107,18 @@ class VerdictStore(StoreBase):
                     counts[key] = counts.get(key, 0) + count
         return [(*key, count) for key, count in counts.items()]
 
+    def loading_cells(self, rules_version: int, kernel_ids: list[int]) -> list[tuple[int, int]]:
+        """(build id, kernel id) of every cell that loads on these kernels: which packages work along a
+        stream without reading (or building) a Cell for each of its failing cells."""
+        pairs: list[tuple[int, int]] = []
+        with self._reading() as connection:
+            for start in range(0, len(kernel_ids), CHUNK):
+                pairs += (tuple(row) for row in connection.execute(
+                    select(t.verdict.c.build_id, t.verdict.c.kernel_id)
+                    .where(t.verdict.c.rules_version == rules_version, t.verdict.c.loads.is_(True),
+                           t.verdict.c.kernel_id.in_(kernel_ids[start:start + CHUNK]))))
+        return pairs
+
     def verdict_detail(self, build_id: int, kernel_id: int) -> list[dict] | None:
         """Each module's reasons and warnings for one cell, as saved."""
         with self._reading() as connection:

@@ -50,6 +50,7 @@ from kabigate.services.matrix import (
     matrix_page_json,
     package_matrix,
 )
+from kabigate.services.overview import overview, overview_json
 from kabigate.services.packages import package_matrix_json
 from kabigate.store import KernelRecord, Store
 from kabigate.web import schemas
@@ -216,6 +217,13 @@ def gate_run(store: StoreDep, run: str) -> Response:
     record = find_gate_run(store, run)
     kernels_by_id = {k.id: k for k in store.kernels()}
     return as_built({**gate_run_json(record, kernels_by_id), "report": store.gate_report(run)})
+
+
+@router.get("/overview", summary="Per stream and machine: the newest kernel, its packages and gate outcome, what "
+                                  "changed since the kernel before it, and a timeline",
+            responses=documented(schemas.Overview, UNAVAILABLE))
+def overview_endpoint(store: StoreDep) -> Response:
+    return as_built(overview_json(overview(store)))
 
 
 @router.get("/demand", summary="Symbols the stored drivers import, against the server's stablelist",

@@ -10,12 +10,13 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import RedirectResponse
 
 from kabigate.services.causes import with_causes
 from kabigate.services.evidence import symbol_demand
 from kabigate.services.gate import kernel_story
 from kabigate.services.matrix import PAGE_SIZE, MatrixFilter, build_matrix, driver_history
+from kabigate.services.overview import overview
+from kabigate.services.packages import why_not
 from kabigate.store import Store
 from kabigate.web.deps import Settings, request_store, settings_of, templates
 from kabigate.web.views import RowId, find_cell, find_gate_run, find_kernel
@@ -33,8 +34,9 @@ def _page(request: Request, template: str, **context):
 
 
 @router.get("/")
-def home() -> RedirectResponse:
-    return RedirectResponse("/matrix", 302)
+def overview_page(request: Request, store: StoreDep):
+    """What a maintainer opens first: each stream's newest kernel, its packages, what changed, a timeline."""
+    return _page(request, "overview.html", streams=overview(store), why_not=why_not)
 
 
 @router.get("/matrix")
