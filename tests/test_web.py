@@ -156,6 +156,21 @@ def test_overview_says_what_works_on_each_streams_newest_kernel(reader, web_db):
         'xmlns="http://www.w3.org/2000/svg"', "")
 
 
+def test_matrix_cells_in_words_with_a_legend_and_partial_loads(reader):
+    html = reader.get("/matrix").text
+    legend = re.search(r'<div class="legend matrix-legend" id="legend">.*?</div>', html, re.S)[0]
+    assert "loads whole" in legend and "partial load" in legend and "not judged" in legend
+    # the reason names of this matrix's failing cells, as the CLI abbreviates them
+    assert "<dt>layout</dt><dd>module-layout-mismatch</dd>" in legend
+    acpi = re.search(r'<tr data-driver="acpi-call".*?</tr>', html, re.S)[0]  # acpi-call built for 47
+    assert re.search(r">layout \d+</a></td>", acpi) and not re.search(r'<a href="/verdicts/\d+/\d+">\d+</a>', html)
+    # dahdi's build for 47 loads all its modules but dahdi_echocan_oslec there: partial, not plain red
+    dahdi = re.search(r'<tr data-driver="dahdi".*?</tr>', html, re.S)[0]
+    (cell,) = re.findall(r'<td class="cell fails partial".*?</td>', dahdi, re.S)
+    assert f'title="partial load on {RELEASES[0]}: 31/32 modules; fails: dahdi_echocan_oslec (' in cell
+    assert ">31/32 <small>dahdi_echocan_oslec</small></a>" in cell
+
+
 def test_matrix_filters_are_in_the_url(reader):
     by_name = _rows(reader.get("/matrix", params={"driver": "ACPI"}).text)
     assert by_name["acpi-call"] and not any(shown for driver, shown in by_name.items() if driver != "acpi-call")

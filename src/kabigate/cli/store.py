@@ -18,8 +18,7 @@ from kabigate.cli.shared import Group, cells, crc_text, emit_json, err, out, pro
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.manifest import read_build_manifest
 from kabigate.inputs.modules import count_modules
-from kabigate.model import ReasonCode
-from kabigate.reports.verdicts import drivers_json, kernel_record_json
+from kabigate.reports.verdicts import cell_text, drivers_json, kernel_record_json
 from kabigate.rules import RULES_VERSION
 from kabigate.services.ingest import (
     checked_name,
@@ -49,17 +48,9 @@ from kabigate.services.packages import (
     package_verdicts,
     why_not,
 )
-from kabigate.store import Cell, KernelRecord, Removed, Store
+from kabigate.store import KernelRecord, Removed, Store
 from kabigate.vocabulary import PackageState
 
-# Short cell texts for the table: the first reason's code, abbreviated.
-SHORT_REASONS: dict[str, str] = {  # keyed by ReasonCode; the store gives plain text
-    ReasonCode.CRC_MISMATCH: "crc", ReasonCode.MODULE_LAYOUT_MISMATCH: "layout", ReasonCode.VERMAGIC_MISMATCH: "magic",
-    ReasonCode.MISSING_SYMBOL: "missing", ReasonCode.GPL_ONLY: "gpl", ReasonCode.NAMESPACE_NOT_IMPORTED: "ns",
-    ReasonCode.NO_VERSIONS: "nover", ReasonCode.NO_SYMBOL_VERSION: "nosymver", ReasonCode.ARCH_MISMATCH: "arch",
-    ReasonCode.DUPLICATE_EXPORT: "dup", ReasonCode.ALREADY_LOADED: "dupname", ReasonCode.DEPENDENCY_FAILS: "dep",
-    ReasonCode.BAD_SIGNATURE: "badsig", ReasonCode.UNSIGNED: "unsigned", ReasonCode.UNTRUSTED_SIGNATURE: "untrusted",
-}
 PACKAGE_TEXTS: dict[str, str] = {
     PackageState.LOADS: "ok", PackageState.LOADS_AFTER_REBUILD: "rebuilt", PackageState.EXCLUDED: "excluded",
     PackageState.REBUILD_FAILS: "nobuild", PackageState.BROKEN: "broken", PackageState.NOT_TRIED: "-",
@@ -557,15 +548,6 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
 
 
 # -- rendering ------------------------------------------------------------------------------
-
-def cell_text(cell: Cell | None) -> str:
-    if cell is None:
-        return "-"
-    if cell.loads:
-        return "ok"
-    code = SHORT_REASONS.get(cell.first_reason or "", cell.first_reason or "fails")
-    return f"{code} {cell.failing_symbols}" if cell.failing_symbols else code
-
 
 def _matrix_csv(result: Matrix) -> str:
     buffer = io.StringIO()

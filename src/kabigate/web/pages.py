@@ -11,10 +11,11 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from kabigate.reports.verdicts import SHORT_REASONS, cell_text
 from kabigate.services.causes import with_causes
 from kabigate.services.evidence import symbol_demand
 from kabigate.services.gate import kernel_story
-from kabigate.services.matrix import PAGE_SIZE, MatrixFilter, build_matrix, driver_history
+from kabigate.services.matrix import PAGE_SIZE, MatrixFilter, build_matrix, driver_history, partial_loads
 from kabigate.services.overview import overview
 from kabigate.services.packages import why_not
 from kabigate.store import Store
@@ -57,7 +58,8 @@ def matrix_page(request: Request, store: StoreDep, stream: str | None = None, dr
                                            ("failing", "true" if failing else "")) if value}
     return _page(request, "matrix.html", matrix=matrix, streams=streams, stream=stream, rows=rows,
                  summary=matrix.summary(), reason_codes=matrix.reasons(), driver=driver, reason=reason,
-                 failing=failing, page_query=urlencode(query))
+                 failing=failing, page_query=urlencode(query), partial=partial_loads(store, matrix),
+                 cell_text=cell_text, short_reasons=SHORT_REASONS)
 
 
 @router.get("/verdicts/{build_id}/{kernel_id}")
