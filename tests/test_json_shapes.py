@@ -198,8 +198,9 @@ def test_api(store, tmp_path, snapshots):
                           ("verdicts/BUILD/KERNEL", f"verdicts/{build['id']}/{kernel['id']}"),
                           ("gate-runs", "gate-runs"), ("gate-runs/UUID", f"gate-runs/{report.json()['run']}"),
                           ("demand", "demand"), ("waivers", "waivers"), ("packages", "packages"),
-                          ("overview", "overview")]:
+                          ("overview", "overview"), ("symbols/NAME", "symbols/proc_create")]:
             pin(snapshots, f"api {name}", get(url))
+        pin(snapshots, "api search", get("search", q="proc"))
 
 
 def test_build_reports(testdata, tmp_path, snapshots):

@@ -171,6 +171,52 @@ def test_matrix_cells_in_words_with_a_legend_and_partial_loads(reader):
     assert ">31/32 <small>dahdi_echocan_oslec</small></a>" in cell
 
 
+def test_a_symbols_crc_along_the_stream_and_who_imports_it(reader, web_db, tmp_path):
+    story = reader.get("/api/v1/symbols/proc_create").json()
+    assert story["symbol"] == "proc_create" and story["stablelisted"] is None
+    (stream,) = story["streams"]
+    kernels = stream["kernels"]
+    assert [k["kernel"] for k in kernels] == list(RELEASES) and all(k["owner"] == "vmlinux" for k in kernels)
+    assert [k["changed"] for k in kernels] == [False, True, True] and len({k["crc"] for k in kernels}) == 3
+    for after in kernels[1:]:  # a change has its cause, or the command that finds it
+        assert (after["cause"] is None) == (after["explain"] is not None)
+        if after["explain"]:
+            assert after["explain"].startswith("kabigate explain --from ") and after["explain"].endswith(" proc_create")
+    # acpi-call's builds import it with the CRC of the kernel each was built for
+    crc_on = {k["kernel"]: k["crc"] for k in kernels}
+    acpi = [i for i in story["importers"] if i["build"]["driver"] == "acpi-call"]
+    assert len(acpi) == 2 and all(i["crcs"] == [crc_on[i["build"]["built_for"]]] for i in acpi)
+    assert acpi[0]["modules"] == ["acpi_call.ko"]
+
+    page = reader.get("/symbols/proc_create").text
+    assert page.count('<tr class="changed">') == 2 and "Imported by" in page and "acpi-call" in page
+    assert "This server has no stablelist" in page
+    missing = reader.get("/symbols/no_such_symbol_anywhere")
+    assert missing.status_code == 404 and "no stored kernel exports no_such_symbol_anywhere" in missing.text
+    assert reader.get("/api/v1/symbols/no_such_symbol_anywhere").status_code == 404
+    stablelist = tmp_path / "stablelist"
+    stablelist.write_text("proc_create\n")
+    with TestClient(create_app(web_db, stablelist_path=str(stablelist))) as listed:
+        assert listed.get("/api/v1/symbols/proc_create").json()["stablelisted"] is True
+        assert "On the stablelist" in listed.get("/symbols/proc_create").text
+
+
+def test_search_over_drivers_kernels_and_symbols(reader):
+    assert reader.get("/api/v1/search", params={"q": "ACPI"}).json()["drivers"] == ["acpi-call"]
+    kernels = reader.get("/api/v1/search", params={"q": "6.1.0-5"}).json()["kernels"]
+    assert [k["release"] for k in kernels] == list(RELEASES[1:])
+    symbols = reader.get("/api/v1/search", params={"q": "proc_cre"}).json()["symbols"]
+    assert symbols[0] == "proc_create" and all(s.startswith("proc_cre") for s in symbols[:3])
+    assert all("proc_cre" in s.lower() for s in symbols)
+    assert reader.get("/api/v1/search", params={"q": "%"}).json()["symbols"] == []  # LIKE's wildcards are text
+    page = reader.get("/search", params={"q": "jool"}).text
+    assert '<a href="/drivers/jool">jool</a>' in page and '<a href="/symbols/' in page  # jool's own exports
+    exact = reader.get("/search", params={"q": "proc_create"})
+    assert exact.url.path == "/symbols/proc_create"  # a symbol's exact name leads to its page
+    assert "Nothing in the store" in reader.get("/search", params={"q": "zzzz-nothing"}).text
+    assert 'action="/search"' in reader.get("/matrix").text  # every page's navigation has the box
+
+
 def test_matrix_filters_are_in_the_url(reader):
     by_name = _rows(reader.get("/matrix", params={"driver": "ACPI"}).text)
     assert by_name["acpi-call"] and not any(shown for driver, shown in by_name.items() if driver != "acpi-call")

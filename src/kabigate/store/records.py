@@ -4,6 +4,7 @@ the builds that failed."""
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import hashlib
 import json
@@ -226,6 +227,42 @@ class RecordStore(StoreBase):
             if (a, b) not in _DROPPED:
                 _DROPPED[(a, b)] = 0 if a == b else len(members[a] - members[b])
         return {pair: _DROPPED[key] for pair, key in keys.items()}
+
+    def export_of(self, name: str) -> dict[int, Export]:
+        """Kernel id -> its export of the symbol `name`, for every stored kernel that exports it. The
+        symbol's few export rows are looked for in each export set (sorted ids: a binary search each)."""
+        with self._reading() as connection:
+            rows = {row.id: Export(name, row.crc, row.owner, row.export_type, row.namespace)
+                    for row in connection.execute(
+                        select(t.export.c.id, t.export.c.crc, t.export.c.owner, t.export.c.export_type,
+                               t.export.c.namespace)
+                        .join(t.symbol, t.symbol.c.id == t.export.c.symbol_id).where(t.symbol.c.name == name))}
+            if not rows:
+                return {}
+            found: dict[int, Export] = {}
+            in_set: dict[int, Export | None] = {}
+            for kernel_id, set_id in connection.execute(select(t.kernel.c.id, t.kernel.c.export_set_id)).all():
+                if set_id not in in_set:
+                    ids = codec.unpack_ids(connection.scalar(select(t.export_set.c.members)
+                                                             .where(t.export_set.c.id == set_id)))
+                    in_set[set_id] = next((rows[i] for i in rows
+                                           if (at := bisect.bisect_left(ids, i)) < len(ids) and ids[at] == i), None)
+                if in_set[set_id] is not None:
+                    found[kernel_id] = in_set[set_id]
+        return found
+
+    def symbols_matching(self, text: str, limit: int) -> list[str]:
+        """Up to `limit` symbol names (exported or imported) containing `text` (any case), those starting
+        with it first."""
+        pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        name = t.symbol.c.name
+        starts = name.ilike(pattern + "%", escape="\\")
+        with self._reading() as connection:
+            found = list(connection.scalars(select(name).where(starts).order_by(name).limit(limit)))
+            if len(found) < limit:
+                found += connection.scalars(select(name).where(name.ilike("%" + pattern + "%", escape="\\"), ~starts)
+                                            .order_by(name).limit(limit - len(found)))
+        return found
 
     def load_kernel(self, kernel_id: int) -> Kernel:
         """The stored kernel as the loader rules take it."""

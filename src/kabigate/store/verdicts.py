@@ -156,6 +156,15 @@ class VerdictStore(StoreBase):
                     .where(t.build_module.c.build_id.in_(build_ids[start:start + CHUNK]))))
         return rows
 
+    def importers_of(self, name: str) -> list[tuple[int, str, int | None]]:
+        """(build id, module path, the module's CRC for it) of every stored module importing the symbol `name`."""
+        with self._reading() as connection:
+            return [tuple(row) for row in connection.execute(
+                select(t.build_module.c.build_id, t.build_module.c.path, t.module_import.c.crc)
+                .join(t.module_import, t.module_import.c.module_id == t.build_module.c.module_id)
+                .join(t.symbol, t.symbol.c.id == t.module_import.c.symbol_id)
+                .where(t.symbol.c.name == name).order_by(t.build_module.c.build_id, t.build_module.c.position))]
+
     def greylists(self, build_ids: list[int]) -> dict[int, tuple[str, ...]]:
         """The greylist.txt each of these builds' packages shipped (ELRepo kmods), when one did."""
         found = {}

@@ -52,6 +52,7 @@ from kabigate.services.matrix import (
 )
 from kabigate.services.overview import overview, overview_json
 from kabigate.services.packages import package_matrix_json
+from kabigate.services.symbols import search, search_json, symbol_story_json
 from kabigate.store import KernelRecord, Store
 from kabigate.web import schemas
 from kabigate.web.deps import Settings, request_store, settings_of
@@ -60,6 +61,7 @@ from kabigate.web.views import (
     find_cell,
     find_gate_run,
     find_kernel,
+    find_symbol,
     gate_run_json,
     story_json,
 )
@@ -224,6 +226,20 @@ def gate_run(store: StoreDep, run: str) -> Response:
             responses=documented(schemas.Overview, UNAVAILABLE))
 def overview_endpoint(store: StoreDep) -> Response:
     return as_built(overview_json(overview(store)))
+
+
+@router.get("/symbols/{name}", summary="A symbol's CRC along each stream (where it changed, and why when cached), "
+                                        "whether the server's stablelist lists it, which driver builds import it",
+            responses=documented(schemas.Symbol, NOT_FOUND))
+def symbol(store: StoreDep, settings: SettingsDep, name: str) -> Response:
+    return as_built(symbol_story_json(find_symbol(store, name, settings.stablelist)))
+
+
+@router.get("/search", summary="Drivers, kernels and symbols whose names contain q",
+            response_model=schemas.SearchResults,
+            responses=READ_ERRORS)
+def search_endpoint(store: StoreDep, q: Annotated[str, Query(max_length=200)] = "") -> dict:
+    return search_json(search(store, q))
 
 
 @router.get("/demand", summary="Symbols the stored drivers import, against the server's stablelist",

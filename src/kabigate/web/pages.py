@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import datetime
 from typing import Annotated
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import RedirectResponse
 
 from kabigate.reports.verdicts import SHORT_REASONS, cell_text
 from kabigate.services.causes import with_causes
@@ -18,9 +19,10 @@ from kabigate.services.gate import kernel_story
 from kabigate.services.matrix import PAGE_SIZE, MatrixFilter, build_matrix, driver_history, partial_loads
 from kabigate.services.overview import overview
 from kabigate.services.packages import why_not
+from kabigate.services.symbols import SEARCH_LIMIT, search
 from kabigate.store import Store
 from kabigate.web.deps import Settings, request_store, settings_of, templates
-from kabigate.web.views import RowId, find_cell, find_gate_run, find_kernel
+from kabigate.web.views import RowId, find_cell, find_gate_run, find_kernel, find_symbol
 
 router = APIRouter(include_in_schema=False)
 StoreDep = Annotated[Store, Depends(request_store)]
@@ -115,6 +117,19 @@ def gate_run_page(request: Request, store: StoreDep, run: str):
 @router.get("/waivers")
 def waivers_page(request: Request, store: StoreDep):
     return _page(request, "waivers.html", waivers=store.waivers(include_revoked=True), today=datetime.date.today())
+
+
+@router.get("/symbols/{name}")
+def symbol_page(request: Request, store: StoreDep, settings: SettingsDep, name: str):
+    return _page(request, "symbol.html", story=find_symbol(store, name, settings.stablelist))
+
+
+@router.get("/search")
+def search_page(request: Request, store: StoreDep, q: Annotated[str, Query(max_length=200)] = ""):
+    found = search(store, q)
+    if found.symbols and found.symbols[0] == found.query and not found.drivers and not found.kernels:
+        return RedirectResponse(f"/symbols/{quote(found.query)}", 302)  # a symbol's exact name: its page
+    return _page(request, "search.html", found=found, limit=SEARCH_LIMIT)
 
 
 @router.get("/demand")

@@ -527,6 +527,47 @@ class Overview(Closed):
     streams: list[StreamOverview]
 
 
+# -- a symbol, and search (services.symbols) --------------------------------------------------------
+
+class SymbolOnKernel(Closed):
+    kernel: str
+    crc: str | None
+    exported: bool
+    owner: str | None = Field(description="vmlinux, or the exporting module")
+    changed: bool = Field(description="its CRC, or whether it is exported, differs from the kernel before it")
+    cause: Cause | None = Field(description="a CRC change's cause, when kabigate's cache holds it")
+    explain: str | None = Field(description="a CRC change without a cached cause: the command that finds it")
+
+
+class SymbolStream(Closed):
+    stream: str | None
+    kernels: list[SymbolOnKernel]
+
+
+class SymbolImporter(Closed):
+    build: BuildRecord
+    modules: list[str]
+    crcs: list[str | None] = Field(description="the CRC each module was built with")
+
+
+class Symbol(Closed):
+    """GET /symbols/{name}."""
+
+    symbol: str
+    stablelisted: bool | None = Field(description="on the server's stablelist (null: it has none)")
+    streams: list[SymbolStream]
+    importers: list[SymbolImporter]
+
+
+class SearchResults(Closed):
+    """GET /search."""
+
+    query: str
+    drivers: list[str]
+    kernels: list[KernelRecord]
+    symbols: list[str]
+
+
 # -- stablelist demand (services.evidence.demand_json) ----------------------------------------------
 
 class SymbolDemand(Closed):
