@@ -4,7 +4,9 @@ are JSON with a status, never a stack trace."""
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import logging
 import re
 import shutil
@@ -217,6 +219,19 @@ def test_search_over_drivers_kernels_and_symbols(reader):
     assert 'action="/search"' in reader.get("/matrix").text  # every page's navigation has the box
 
 
+def test_matrix_csv_is_every_page_filtered_as_the_page(reader, monkeypatch):
+    monkeypatch.setattr("kabigate.web.pages.PAGE_SIZE", 3)  # the page is cut in pages; the CSV is whole
+    assert 'href="/matrix.csv?stream=debian-6.1" id="matrix-csv" download' in reader.get("/matrix").text
+    whole = reader.get("/matrix.csv")
+    assert whole.headers["content-disposition"] == 'attachment; filename="matrix-debian-6.1.csv"'
+    rows = list(csv.reader(io.StringIO(whole.text)))
+    assert rows[0] == ["driver", "version", "built_for", *RELEASES] and len(rows) == 1 + 2 * len(DRIVERS)
+    acpi = next(r for r in rows if r[0] == "acpi-call" and r[2] == RELEASES[0])
+    assert acpi[3] == "loads" and acpi[4].startswith("fails:module-layout-mismatch:")
+    failing = list(csv.reader(io.StringIO(reader.get("/matrix.csv", params={"driver": "acpi"}).text)))
+    assert [r[0] for r in failing[1:]] == ["acpi-call", "acpi-call"]
+
+
 def test_matrix_filters_are_in_the_url(reader):
     by_name = _rows(reader.get("/matrix", params={"driver": "ACPI"}).text)
     assert by_name["acpi-call"] and not any(shown for driver, shown in by_name.items() if driver != "acpi-call")
@@ -270,7 +285,22 @@ def test_demand_needs_a_stablelist_and_ranks_symbols(web_db, tmp_path):
         assert symbols["proc_create"]["failures"] > 0 and "acpi-call" in symbols["proc_create"]["drivers"]
         assert not symbols["remove_proc_entry"]["stablelisted"]
         page = client.get("/demand").text
-        assert "<code>proc_create</code>" in page and 'href="/demand"' in page
+        assert 'href="/demand"' in page and 'href="/demand.csv?stream=debian-6.1" download' in page
+        # paged (100 rows) and filtered by the symbol's name, the CSV holding every page of the same filter
+        ranked = [d["symbol"] for d in demand["symbols"]]
+        assert len(ranked) > 100 and "Page 1 of" in page
+        assert len(re.findall(r'<tr[^>]*>\s*<td><a href="/symbols/', page)) == 100
+        last = client.get("/demand", params={"page": 99}).text  # beyond the last page: the last
+        assert ranked[-1] in last and f"Page {-(-len(ranked) // 100)} of" in last
+        proc = client.get("/demand", params={"q": "PROC_"}).text
+        assert '<a href="/symbols/proc_create"><code>proc_create</code></a>' in proc and "kmalloc" not in proc
+        assert 'href="/demand.csv?stream=debian-6.1&amp;q=PROC_"' in proc
+        rows = list(csv.reader(io.StringIO(client.get("/demand.csv").text)))
+        assert rows[0][:3] == ["symbol", "stablelisted", "drivers"] and [r[0] for r in rows[1:]] == ranked
+        one = client.get("/demand.csv", params={"q": "proc_create"})
+        assert one.headers["content-type"].startswith("text/csv")
+        assert one.headers["content-disposition"] == 'attachment; filename="demand-debian-6.1.csv"'
+        assert {r[0] for r in list(csv.reader(io.StringIO(one.text)))[1:]} == {s for s in ranked if "proc_create" in s}
         changes = client.get("/api/v1/kernels/6.1.0-50-amd64/changes").json()
         assert changes["export_changes"]["changed_stablelisted"] >= 1
 

@@ -37,6 +37,7 @@ from kabigate.services.matrix import (
     failing_cell_details,
     history_json,
     matrix_by_build_json,
+    matrix_csv,
     package_matrix,
 )
 from kabigate.services.packages import (
@@ -384,7 +385,7 @@ def matrix(store: Store, stream, driver, since, packages: bool, output_format: s
         text = json.dumps(matrix_by_build_json(result, failing_cell_details(store, result, explainable_only=True)),
                           indent=2) + "\n"
     elif output_format == "csv":
-        text = _matrix_csv(result)
+        text = matrix_csv(result)
     else:
         from kabigate.reports.html import matrix_html
 
@@ -548,20 +549,6 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
 
 
 # -- rendering ------------------------------------------------------------------------------
-
-def _matrix_csv(result: Matrix) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["driver", "version", "built_for", *[k.release for k in result.kernels]])
-    for build in result.builds:
-        row = []
-        for kernel in result.kernels:
-            cell = result.cell(build, kernel)
-            row.append("" if cell is None else "loads" if cell.loads else
-                       f"fails:{cell.first_reason}:{cell.failing_symbols}")
-        writer.writerow([build.driver, build.version or "", build.built_for or "", *row])
-    return buffer.getvalue()
-
 
 def _print_matrix(result: Matrix, file=None) -> None:
     from rich.console import Console

@@ -6,7 +6,9 @@ stored first, so what is shown is always what today's rules say.
 
 from __future__ import annotations
 
+import csv
 import glob
+import io
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -63,6 +65,11 @@ class Matrix:
 
     def cell(self, build: BuildRecord, kernel: KernelRecord) -> Cell | None:
         return self.cells.get((build.id, kernel.id))
+
+    def failing_reasons(self, build: BuildRecord) -> set[str]:
+        """The first reasons of the build's failing cells here (what MatrixFilter.keeps() takes)."""
+        return {c.first_reason for k in self.kernels
+                if (c := self.cell(build, k)) is not None and not c.loads and c.first_reason}
 
     def summary(self) -> dict[str, int]:
         if self.totals is not None:
@@ -262,3 +269,19 @@ def matrix_page_json(matrix: Matrix) -> dict:
             "builds": [build_record_json(b) for b in matrix.builds],
             "cells": [cell_json(c) for c in matrix.cells.values()],
             "build_failures": [vars(f) for f in matrix.build_failures]}
+
+
+def matrix_csv(result: Matrix) -> str:
+    """`matrix --format csv` and the dashboard's /matrix.csv: a row a build, a column a kernel; a cell is
+    empty (not judged), `loads`, or `fails:FIRST_REASON:FAILING_SYMBOLS`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["driver", "version", "built_for", *[k.release for k in result.kernels]])
+    for build in result.builds:
+        row = []
+        for kernel in result.kernels:
+            cell = result.cell(build, kernel)
+            row.append("" if cell is None else "loads" if cell.loads else
+                       f"fails:{cell.first_reason}:{cell.failing_symbols}")
+        writer.writerow([build.driver, build.version or "", build.built_for or "", *row])
+    return buffer.getvalue()
