@@ -57,11 +57,13 @@ def symbol_story(store: Store, name: str, stablelist: Stablelist | None = None) 
     if not exports and not importing:
         raise InputError(f"no stored kernel exports {name} and no stored driver build imports it")
     streams = []
-    for stream in [*store.streams(), None]:
-        kernels = store.kernels(stream) if stream else [k for k in store.kernels() if not k.streams]
+    groups: list[tuple[str | None, list[KernelRecord]]] = [(s, store.kernels(s)) for s in store.streams()]
+    groups.append((None, [k for k in store.kernels() if not k.streams]))
+    for stream, kernels in groups:
         if not kernels:
             continue
-        points, before = [], None
+        points: list[SymbolOnKernel] = []
+        before: KernelRecord | None = None
         for kernel in kernels:
             export = exports.get(kernel.id)
             cause = command = None

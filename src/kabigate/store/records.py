@@ -243,12 +243,13 @@ class RecordStore(StoreBase):
             in_set: dict[int, Export | None] = {}
             for kernel_id, set_id in connection.execute(select(t.kernel.c.id, t.kernel.c.export_set_id)).all():
                 if set_id not in in_set:
-                    ids = codec.unpack_ids(connection.scalar(select(t.export_set.c.members)
-                                                             .where(t.export_set.c.id == set_id)))
+                    ids = codec.unpack_ids(connection.execute(select(t.export_set.c.members)
+                                                              .where(t.export_set.c.id == set_id)).scalar_one())
                     in_set[set_id] = next((rows[i] for i in rows
                                            if (at := bisect.bisect_left(ids, i)) < len(ids) and ids[at] == i), None)
-                if in_set[set_id] is not None:
-                    found[kernel_id] = in_set[set_id]
+                export = in_set[set_id]
+                if export is not None:
+                    found[kernel_id] = export
         return found
 
     def symbols_matching(self, text: str, limit: int) -> list[str]:
