@@ -197,8 +197,10 @@ def test_api(store, tmp_path, snapshots):
                           ("drivers/NAME/history", "drivers/acpi-call/history"), ("matrix", "matrix"),
                           ("verdicts/BUILD/KERNEL", f"verdicts/{build['id']}/{kernel['id']}"),
                           ("gate-runs", "gate-runs"), ("gate-runs/UUID", f"gate-runs/{report.json()['run']}"),
-                          ("demand", "demand"), ("waivers", "waivers"), ("packages", "packages")]:
+                          ("demand", "demand"), ("waivers", "waivers"), ("packages", "packages"),
+                          ("overview", "overview"), ("symbols/NAME", "symbols/proc_create")]:
             pin(snapshots, f"api {name}", get(url))
+        pin(snapshots, "api search", get("search", q="proc"))
 
 
 def test_build_reports(testdata, tmp_path, snapshots):

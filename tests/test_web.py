@@ -4,7 +4,9 @@ are JSON with a status, never a stack trace."""
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import logging
 import re
 import shutil
@@ -14,6 +16,8 @@ from fastapi.testclient import TestClient
 from support.hostile import TAR_END, deb, tar_member
 from support.realstore import DRIVERS, RELEASES, STREAM, build_store
 
+from kabigate.services.packages import package_verdicts
+from kabigate.store import Store
 from kabigate.web import create_app
 
 pytestmark = pytest.mark.realdata
@@ -109,7 +113,6 @@ def test_pages_render_the_store(reader):
     assert matrix.status_code == 200 and matrix.headers["content-type"].startswith("text/html")
     assert "Driver builds x kernels: debian-6.1" in matrix.text and '<script src="/static/matrix.js">' in matrix.text
     assert all(_rows(matrix.text).values()) and "acpi-call" in _rows(matrix.text)
-    assert reader.get("/").url.path == "/matrix"
     for path in ("/static/kabigate.css", "/static/matrix.js"):
         assert reader.get(path).status_code == 200
 
@@ -121,6 +124,112 @@ def test_pages_render_the_store(reader):
     assert "first fails on" in driver and "6.1.0-50-amd64" in driver and "crc-mismatch" in driver
     assert 'href="/drivers/acpi-call"' in reader.get("/drivers").text
     assert "No gate runs yet" in reader.get("/gate-runs").text
+
+
+def test_overview_says_what_works_on_each_streams_newest_kernel(reader, web_db):
+    (stream,) = reader.get("/api/v1/overview").json()["streams"]
+    assert (stream["stream"], stream["machine"], stream["kernel"]["release"]) == (STREAM, "x86_64", RELEASES[2])
+    assert stream["previous"] == RELEASES[1] and stream["gate"] is None and stream["packages"] == len(DRIVERS)
+    # 56 has a build made for it of every driver: four load whole, dahdi's loads 31 of its 32 modules
+    assert stream["counts"] == {"working": 0, "working_after_rebuild": 4, "broken": 1, "excluded": 0}
+    assert stream["broke"] == []
+    assert sorted(v["driver"] for v in stream["fixed"]) == sorted(set(DRIVERS) - {"dahdi"})
+    assert all(v["state"] == "loads-after-rebuild" for v in stream["fixed"])
+    timeline = stream["timeline"]
+    assert [p["kernel"] for p in timeline] == list(RELEASES) and [p["working"] for p in timeline] == [4, 0, 4]
+    # Debian's ABI bumps: most exports' CRCs change, and module_layout with them
+    assert timeline[0]["exports_changed"] is None and all(p["exports_changed"] > 18000 for p in timeline[1:])
+    assert [p["abi_bump"] for p in timeline] == [p["module_layout_changed"] for p in timeline] == [False, True, True]
+    # the timeline counts working packages from the loading cells alone: as the package verdicts do
+    with Store.open(web_db) as store:
+        kernels = store.kernels(STREAM)
+        packages = package_verdicts(store, kernels)
+        assert [p["working"] for p in timeline] == [len(packages.working(k)) for k in kernels]
+
+    page = reader.get("/")
+    assert page.status_code == 200 and page.url.path == "/"
+    html = page.text
+    assert f"Newest kernel: <a href=\"/kernels/{RELEASES[2]}?stream={STREAM}\">" in html and "not gated" in html
+    assert "<b>4</b> working after rebuild" in html and "<b>1</b> broken" in html
+    assert re.search(r"<b class=\"fixed\">Fixed</b> \(4\)", html) and "dahdi_echocan_oslec" in html
+    svg = re.search(r"<svg class=\"timeline\".*?</svg>", html, re.S)[0]
+    assert svg.count('class="column"') == 3 and svg.count('class="layout"') == 2 and svg.count('class="abi"') == 2
+    assert f"<title>{RELEASES[1]}: 0 of 5 packages work; ABI bump (" in svg and "http" not in svg.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def test_matrix_cells_in_words_with_a_legend_and_partial_loads(reader):
+    html = reader.get("/matrix").text
+    legend = re.search(r'<div class="legend matrix-legend" id="legend">.*?</div>', html, re.S)[0]
+    assert "loads whole" in legend and "partial load" in legend and "not judged" in legend
+    # the reason names of this matrix's failing cells, as the CLI abbreviates them
+    assert "<dt>layout</dt><dd>module-layout-mismatch</dd>" in legend
+    acpi = re.search(r'<tr data-driver="acpi-call".*?</tr>', html, re.S)[0]  # acpi-call built for 47
+    assert re.search(r">layout \d+</a></td>", acpi) and not re.search(r'<a href="/verdicts/\d+/\d+">\d+</a>', html)
+    # dahdi's build for 47 loads all its modules but dahdi_echocan_oslec there: partial, not plain red
+    dahdi = re.search(r'<tr data-driver="dahdi".*?</tr>', html, re.S)[0]
+    (cell,) = re.findall(r'<td class="cell fails partial".*?</td>', dahdi, re.S)
+    assert f'title="partial load on {RELEASES[0]}: 31/32 modules; fails: dahdi_echocan_oslec (' in cell
+    assert ">31/32 <small>dahdi_echocan_oslec</small></a>" in cell
+
+
+def test_a_symbols_crc_along_the_stream_and_who_imports_it(reader, web_db, tmp_path):
+    story = reader.get("/api/v1/symbols/proc_create").json()
+    assert story["symbol"] == "proc_create" and story["stablelisted"] is None
+    (stream,) = story["streams"]
+    kernels = stream["kernels"]
+    assert [k["kernel"] for k in kernels] == list(RELEASES) and all(k["owner"] == "vmlinux" for k in kernels)
+    assert [k["changed"] for k in kernels] == [False, True, True] and len({k["crc"] for k in kernels}) == 3
+    for after in kernels[1:]:  # a change has its cause, or the command that finds it
+        assert (after["cause"] is None) == (after["explain"] is not None)
+        if after["explain"]:
+            assert after["explain"].startswith("kabigate explain --from ") and after["explain"].endswith(" proc_create")
+    # acpi-call's builds import it with the CRC of the kernel each was built for
+    crc_on = {k["kernel"]: k["crc"] for k in kernels}
+    acpi = [i for i in story["importers"] if i["build"]["driver"] == "acpi-call"]
+    assert len(acpi) == 2 and all(i["crcs"] == [crc_on[i["build"]["built_for"]]] for i in acpi)
+    assert acpi[0]["modules"] == ["acpi_call.ko"]
+
+    page = reader.get("/symbols/proc_create").text
+    assert page.count('<tr class="changed">') == 2 and "Imported by" in page and "acpi-call" in page
+    assert "This server has no stablelist" in page
+    missing = reader.get("/symbols/no_such_symbol_anywhere")
+    assert missing.status_code == 404 and "no stored kernel exports no_such_symbol_anywhere" in missing.text
+    assert reader.get("/api/v1/symbols/no_such_symbol_anywhere").status_code == 404
+    stablelist = tmp_path / "stablelist"
+    stablelist.write_text("proc_create\n")
+    with TestClient(create_app(web_db, stablelist_path=str(stablelist))) as listed:
+        assert listed.get("/api/v1/symbols/proc_create").json()["stablelisted"] is True
+        assert "On the stablelist" in listed.get("/symbols/proc_create").text
+
+
+def test_search_over_drivers_kernels_and_symbols(reader):
+    assert reader.get("/api/v1/search", params={"q": "ACPI"}).json()["drivers"] == ["acpi-call"]
+    kernels = reader.get("/api/v1/search", params={"q": "6.1.0-5"}).json()["kernels"]
+    assert [k["release"] for k in kernels] == list(RELEASES[1:])
+    symbols = reader.get("/api/v1/search", params={"q": "proc_cre"}).json()["symbols"]
+    assert symbols[0] == "proc_create" and all(s.startswith("proc_cre") for s in symbols[:3])
+    assert all("proc_cre" in s.lower() for s in symbols)
+    assert reader.get("/api/v1/search", params={"q": "%"}).json()["symbols"] == []  # LIKE's wildcards are text
+    page = reader.get("/search", params={"q": "jool"}).text
+    assert '<a href="/drivers/jool">jool</a>' in page and '<a href="/symbols/' in page  # jool's own exports
+    exact = reader.get("/search", params={"q": "proc_create"})
+    assert exact.url.path == "/symbols/proc_create"  # a symbol's exact name leads to its page
+    assert "Nothing in the store" in reader.get("/search", params={"q": "zzzz-nothing"}).text
+    assert 'action="/search"' in reader.get("/matrix").text  # every page's navigation has the box
+
+
+def test_matrix_csv_is_every_page_filtered_as_the_page(reader, monkeypatch):
+    monkeypatch.setattr("kabigate.web.pages.PAGE_SIZE", 3)  # the page is cut in pages; the CSV is whole
+    assert 'href="/matrix.csv?stream=debian-6.1" id="matrix-csv" download' in reader.get("/matrix").text
+    whole = reader.get("/matrix.csv")
+    assert whole.headers["content-disposition"] == 'attachment; filename="matrix-debian-6.1.csv"'
+    rows = list(csv.reader(io.StringIO(whole.text)))
+    assert rows[0] == ["driver", "version", "built_for", *RELEASES] and len(rows) == 1 + 2 * len(DRIVERS)
+    acpi = next(r for r in rows if r[0] == "acpi-call" and r[2] == RELEASES[0])
+    assert acpi[3] == "loads" and acpi[4].startswith("fails:module-layout-mismatch:")
+    failing = list(csv.reader(io.StringIO(reader.get("/matrix.csv", params={"driver": "acpi"}).text)))
+    assert [r[0] for r in failing[1:]] == ["acpi-call", "acpi-call"]
 
 
 def test_matrix_filters_are_in_the_url(reader):
@@ -176,7 +285,22 @@ def test_demand_needs_a_stablelist_and_ranks_symbols(web_db, tmp_path):
         assert symbols["proc_create"]["failures"] > 0 and "acpi-call" in symbols["proc_create"]["drivers"]
         assert not symbols["remove_proc_entry"]["stablelisted"]
         page = client.get("/demand").text
-        assert "<code>proc_create</code>" in page and 'href="/demand"' in page
+        assert 'href="/demand"' in page and 'href="/demand.csv?stream=debian-6.1" download' in page
+        # paged (100 rows) and filtered by the symbol's name, the CSV holding every page of the same filter
+        ranked = [d["symbol"] for d in demand["symbols"]]
+        assert len(ranked) > 100 and "Page 1 of" in page
+        assert len(re.findall(r'<tr[^>]*>\s*<td><a href="/symbols/', page)) == 100
+        last = client.get("/demand", params={"page": 99}).text  # beyond the last page: the last
+        assert ranked[-1] in last and f"Page {-(-len(ranked) // 100)} of" in last
+        proc = client.get("/demand", params={"q": "PROC_"}).text
+        assert '<a href="/symbols/proc_create"><code>proc_create</code></a>' in proc and "kmalloc" not in proc
+        assert 'href="/demand.csv?stream=debian-6.1&amp;q=PROC_"' in proc
+        rows = list(csv.reader(io.StringIO(client.get("/demand.csv").text)))
+        assert rows[0][:3] == ["symbol", "stablelisted", "drivers"] and [r[0] for r in rows[1:]] == ranked
+        one = client.get("/demand.csv", params={"q": "proc_create"})
+        assert one.headers["content-type"].startswith("text/csv")
+        assert one.headers["content-disposition"] == 'attachment; filename="demand-debian-6.1.csv"'
+        assert {r[0] for r in list(csv.reader(io.StringIO(one.text)))[1:]} == {s for s in ranked if "proc_create" in s}
         changes = client.get("/api/v1/kernels/6.1.0-50-amd64/changes").json()
         assert changes["export_changes"]["changed_stablelisted"] >= 1
 
@@ -220,6 +344,9 @@ def test_gate_is_recorded_and_shown(writer):
     assert "NEEDS_INSPECTION" in page and "Regressions" in page and "<code>proc_create</code>" in page
     assert report["run"][:8] in writer.get("/gate-runs").text
     assert report["run"][:8] in writer.get("/kernels/6.1.0-50-amd64").text
+    (stream,) = writer.get("/api/v1/overview").json()["streams"]
+    assert stream["timeline"][1]["gate"] == {"uuid": report["run"], "outcome": "NEEDS_INSPECTION"}
+    assert 'class="gate needs_inspection"' in writer.get("/").text
 
 
 def test_gate_with_waivers_and_policy(writer):

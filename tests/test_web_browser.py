@@ -119,6 +119,33 @@ def test_matrix_filter_and_a_failing_cells_reasons_in_chromium(server, browser, 
     page.close()
 
 
+def test_overview_timeline_and_the_matrix_legend_in_chromium(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    requested, errors = [], []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    page.goto(server + "/")
+    assert page.inner_text("h1") == "Overview" and STREAM in page.inner_text("section.stream h2")
+    assert "working after rebuild" in page.inner_text("p.counts")
+    columns = page.locator("svg.timeline a.column")
+    assert columns.count() == 3 and page.locator("svg.timeline rect.working").first.bounding_box()["height"] > 10
+    overview_png = tmp_path / "overview.png"
+    page.screenshot(path=str(overview_png), full_page=True)
+    columns.nth(1).click()  # a column is its kernel's page
+    page.wait_for_url("**/kernels/6.1.0-50-amd64?stream=*")
+
+    page.goto(server + "/matrix")
+    assert page.locator("#legend").is_visible() and "partial load" in page.inner_text("#legend")
+    partial = page.locator("td.partial").first
+    assert partial.is_visible() and partial.inner_text().startswith("31/32")
+    matrix_png = tmp_path / "matrix-legend.png"
+    page.screenshot(path=str(matrix_png), full_page=True)
+    print(f"\nscreenshots: {overview_png} {matrix_png}")
+    assert errors == [] and all(url.startswith(server) for url in requested)
+    page.close()
+
+
 def test_serve_refuses_a_bad_cache_size_before_serving(tmp_path):
     env = dict(os.environ, KABIGATE_CACHE_MAX="lots")
     result = subprocess.run([sys.executable, "-m", "kabigate", "serve", "--db", f"sqlite:///{tmp_path / 'k.db'}"],

@@ -19,8 +19,7 @@ from kabigate.errors import InputError
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.manifest import read_build_manifest
 from kabigate.inputs.modules import count_modules
-from kabigate.model import ReasonCode
-from kabigate.reports.verdicts import drivers_json, kernel_record_json
+from kabigate.reports.verdicts import cell_text, drivers_json, kernel_record_json
 from kabigate.rules import RULES_VERSION
 from kabigate.services.ingest import (
     checked_name,
@@ -40,6 +39,7 @@ from kabigate.services.matrix import (
     failing_cell_details,
     history_json,
     matrix_by_build_json,
+    matrix_csv,
     package_matrix,
 )
 from kabigate.services.packages import (
@@ -51,18 +51,9 @@ from kabigate.services.packages import (
     package_verdicts,
     why_not,
 )
-from kabigate.store import Cell, KernelRecord, Removed, Store
+from kabigate.store import KernelRecord, Removed, Store
 from kabigate.vocabulary import PackageState
 
-# Short cell texts for the table: the first reason's code, abbreviated.
-SHORT_REASONS: dict[str, str] = {  # keyed by ReasonCode; the store gives plain text
-    ReasonCode.CRC_MISMATCH: "crc", ReasonCode.MODULE_LAYOUT_MISMATCH: "layout", ReasonCode.VERMAGIC_MISMATCH: "magic",
-    ReasonCode.MISSING_SYMBOL: "missing", ReasonCode.GPL_ONLY: "gpl", ReasonCode.NAMESPACE_NOT_IMPORTED: "ns",
-    ReasonCode.NO_VERSIONS: "nover", ReasonCode.NO_SYMBOL_VERSION: "nosymver", ReasonCode.ARCH_MISMATCH: "arch",
-    ReasonCode.DUPLICATE_EXPORT: "dup", ReasonCode.ALREADY_LOADED: "dupname", ReasonCode.DEPENDENCY_FAILS: "dep",
-    ReasonCode.BAD_SIGNATURE: "badsig", ReasonCode.UNSIGNED: "unsigned", ReasonCode.UNTRUSTED_SIGNATURE: "untrusted",
-    ReasonCode.UNSUPPORTED_SIGNATURE: "unsupcrypto",
-}
 PACKAGE_TEXTS: dict[str, str] = {
     PackageState.LOADS: "ok", PackageState.LOADS_AFTER_REBUILD: "rebuilt", PackageState.EXCLUDED: "excluded",
     PackageState.REBUILD_FAILS: "nobuild", PackageState.BROKEN: "broken", PackageState.NOT_TRIED: "-",
@@ -435,7 +426,7 @@ def matrix(store: Store, stream, driver, since, packages: bool, output_format: s
         text = json.dumps(matrix_by_build_json(result, failing_cell_details(store, result, explainable_only=True)),
                           indent=2) + "\n"
     elif output_format == "csv":
-        text = _matrix_csv(result)
+        text = matrix_csv(result)
     else:
         from kabigate.reports.html import matrix_html
 
@@ -599,29 +590,6 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
 
 
 # -- rendering ------------------------------------------------------------------------------
-
-def cell_text(cell: Cell | None) -> str:
-    if cell is None:
-        return "-"
-    if cell.loads:
-        return "ok"
-    code = SHORT_REASONS.get(cell.first_reason or "", cell.first_reason or "fails")
-    return f"{code} {cell.failing_symbols}" if cell.failing_symbols else code
-
-
-def _matrix_csv(result: Matrix) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["driver", "version", "built_for", *[k.release for k in result.kernels]])
-    for build in result.builds:
-        row = []
-        for kernel in result.kernels:
-            cell = result.cell(build, kernel)
-            row.append("" if cell is None else "loads" if cell.loads else
-                       f"fails:{cell.first_reason}:{cell.failing_symbols}")
-        writer.writerow([build.driver, build.version or "", build.built_for or "", *row])
-    return buffer.getvalue()
-
 
 def _print_matrix(result: Matrix, file=None) -> None:
     from rich.console import Console

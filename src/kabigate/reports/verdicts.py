@@ -17,6 +17,28 @@ if TYPE_CHECKING:  # the store's records; not imported at run time (it would loa
     from kabigate.store import BuildFailure, BuildRecord, Cell, KernelRecord
 
 
+# A matrix cell's short text (the CLI's table, the dashboard's cells and legend): the first reason's code,
+# abbreviated.
+SHORT_REASONS: dict[str, str] = {  # keyed by ReasonCode; the store gives plain text
+    ReasonCode.CRC_MISMATCH: "crc", ReasonCode.MODULE_LAYOUT_MISMATCH: "layout", ReasonCode.VERMAGIC_MISMATCH: "magic",
+    ReasonCode.MISSING_SYMBOL: "missing", ReasonCode.GPL_ONLY: "gpl", ReasonCode.NAMESPACE_NOT_IMPORTED: "ns",
+    ReasonCode.NO_VERSIONS: "nover", ReasonCode.NO_SYMBOL_VERSION: "nosymver", ReasonCode.ARCH_MISMATCH: "arch",
+    ReasonCode.DUPLICATE_EXPORT: "dup", ReasonCode.ALREADY_LOADED: "dupname", ReasonCode.DEPENDENCY_FAILS: "dep",
+    ReasonCode.BAD_SIGNATURE: "badsig", ReasonCode.UNSIGNED: "unsigned", ReasonCode.UNTRUSTED_SIGNATURE: "untrusted",
+    ReasonCode.UNSUPPORTED_SIGNATURE: "unsupcrypto",
+}
+
+
+def cell_text(cell: Cell | None) -> str:
+    """A matrix cell in a word or two: ok, or the first reason (abbreviated) and how many symbols fail."""
+    if cell is None:
+        return "-"
+    if cell.loads:
+        return "ok"
+    code = SHORT_REASONS.get(cell.first_reason or "", cell.first_reason or "fails")
+    return f"{code} {cell.failing_symbols}" if cell.failing_symbols else code
+
+
 def crc_text(value: int | None) -> str | None:
     return None if value is None else f"0x{value:08x}"
 

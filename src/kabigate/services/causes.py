@@ -73,6 +73,26 @@ def cells_with_causes(store: Store, builds: dict[int, BuildRecord], kernels: dic
     return found
 
 
+def cached_cause(store: Store, old: KernelRecord, new: KernelRecord, symbol: str) -> dict | None:
+    """The cause of `symbol`'s CRC change from `old` to `new`, from kabigate's cache only: the pair's
+    causes as a gate, matrix or verdict page kept them, or else both kernels' cached types (explained
+    then, and kept as the matrix keeps them); None when the cache holds neither."""
+    identity = "\0".join(("causes", _identity(old), _identity(new)))
+    known = read_entry(identity) or {}
+    if symbol in known or not all(types_cached(list(k.sources), k.release) for k in (old, new)):
+        return known.get(symbol)
+    with cached_only():
+        try:
+            explained = explain_stored((list(old.sources), store.load_kernel(old.id)),
+                                       (list(new.sources), store.load_kernel(new.id)), [symbol]) or {}
+        except NotCached:
+            return None
+    if symbol not in explained:
+        return None
+    write_entry(identity, {**known, symbol: cause_json(explained[symbol])})
+    return cause_json(explained[symbol])
+
+
 def explainable_cells(store: Store, builds: list[BuildRecord], kernels: list[KernelRecord],
                       cells: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The cells (build id, kernel id) whose built-for kernel and kernel both have their types in the

@@ -9,6 +9,8 @@ how many driver x kernel cells failed with it at fault.
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass, field
 
 from kabigate.errors import InputError
@@ -179,3 +181,20 @@ def demand_json(demand: Demand, limit: int | None = None) -> dict:
     symbols = demand.symbols[:limit] if limit else demand.symbols
     return {"stream": demand.stream, "stablelist": demand.stablelist, "kernels": [k.release for k in demand.kernels],
             "builds": demand.builds, "drivers": demand.drivers, "symbols": [symbol_demand_json(d) for d in symbols]}
+
+
+DEMAND_CSV_COLUMNS = ("symbol", "stablelisted", "drivers", "builds", "greylisted_by", "exported_by_kernels",
+                      "crc_changes", "removals", "reappearances", "failures", "first_kernel", "last_kernel",
+                      "kabi_violation")
+
+
+def demand_csv(symbols: list[SymbolDemand]) -> str:
+    """The dashboard's /demand.csv: a row a symbol, in the ranking's order (drivers joined by spaces)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(DEMAND_CSV_COLUMNS)
+    for d in symbols:
+        writer.writerow([d.symbol, d.stablelisted, " ".join(sorted(d.drivers)), d.builds, d.greylisted_by,
+                         d.exported_by, d.crc_changes, d.removals, d.reappearances, d.failures,
+                         d.first_kernel or "", d.last_kernel or "", d.violation])
+    return buffer.getvalue()

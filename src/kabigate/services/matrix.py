@@ -6,7 +6,9 @@ stored first, so what is shown is always what today's rules say.
 
 from __future__ import annotations
 
+import csv
 import glob
+import io
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -28,6 +30,9 @@ from kabigate.store import BuildFailure, BuildRecord, Cell, KernelRecord, Store
 # Driver builds on one page of a matrix too large for one (the dashboard's, the API's default):
 # 100 builds x 200 kernels is 20,000 cells, rendered in well under 2 s.
 PAGE_SIZE = 100
+# Partial loads named on a page (their failing modules, from each cell's detail, ~70 us a cell): all of a
+# real page's; a page of 20,000 partial cells names its first ones only.
+PARTIAL_DETAILS = 2000
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,11 @@ class Matrix:
 
     def cell(self, build: BuildRecord, kernel: KernelRecord) -> Cell | None:
         return self.cells.get((build.id, kernel.id))
+
+    def failing_reasons(self, build: BuildRecord) -> set[str]:
+        """The first reasons of the build's failing cells here (what MatrixFilter.keeps() takes)."""
+        return {c.first_reason for k in self.kernels
+                if (c := self.cell(build, k)) is not None and not c.loads and c.first_reason}
 
     def summary(self) -> dict[str, int]:
         if self.totals is not None:
@@ -125,6 +135,14 @@ def build_matrix(store: Store, stream: str | None = None, driver: str | None = N
     cells = store.cells(RULES_VERSION, build_ids=[b.id for b in shown], kernel_ids=kernel_ids)
     return Matrix(kernels, shown, cells, failures, stream, page, pages, totals,
                   sorted(set().union(*reasons.values())), where is not None)
+
+
+def partial_loads(store: Store, matrix: Matrix) -> dict[tuple[int, int], list[str]]:
+    """The failing modules of each cell that loads some of its build's modules but not all (dahdi's 31
+    of 32 on 6.1.0-47: all but dahdi_echocan_oslec), up to PARTIAL_DETAILS cells."""
+    partial = [key for key, cell in matrix.cells.items() if not cell.loads and cell.modules_loading]
+    details = store.verdict_details(partial[:PARTIAL_DETAILS])
+    return {key: [m["name"] for m in modules if m["reasons"]] for key, modules in details.items()}
 
 
 def failing_cell_details(store: Store, matrix: Matrix, explainable_only: bool = False
@@ -251,3 +269,19 @@ def matrix_page_json(matrix: Matrix) -> dict:
             "builds": [build_record_json(b) for b in matrix.builds],
             "cells": [cell_json(c) for c in matrix.cells.values()],
             "build_failures": [vars(f) for f in matrix.build_failures]}
+
+
+def matrix_csv(result: Matrix) -> str:
+    """`matrix --format csv` and the dashboard's /matrix.csv: a row a build, a column a kernel; a cell is
+    empty (not judged), `loads`, or `fails:FIRST_REASON:FAILING_SYMBOLS`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["driver", "version", "built_for", *[k.release for k in result.kernels]])
+    for build in result.builds:
+        row = []
+        for kernel in result.kernels:
+            cell = result.cell(build, kernel)
+            row.append("" if cell is None else "loads" if cell.loads else
+                       f"fails:{cell.first_reason}:{cell.failing_symbols}")
+        writer.writerow([build.driver, build.version or "", build.built_for or "", *row])
+    return buffer.getvalue()

@@ -14,6 +14,7 @@ per major release, DKMS per kernel), so on a 6.12 stream it is noise, not a fail
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ WORKING = (PackageState.LOADS, PackageState.LOADS_AFTER_REBUILD)
 EXCLUSION = re.compile(r"BUILD_EXCLUSIVE")
 
 
+@functools.lru_cache(maxsize=4096)  # asked for each (build, kernel) pair of a matrix: a few releases, many times
 def series(release: str) -> tuple[str, str]:
     """(VERSION.PATCHLEVEL, flavor) of a kernel release: 6.1.0-47-amd64 -> (6.1, amd64)."""
     found = re.match(r"(\d+)\.(\d+)", release)

@@ -5,6 +5,7 @@ the builds that failed."""
 from __future__ import annotations
 
 import base64
+import bisect
 import fnmatch
 import hashlib
 import json
@@ -18,6 +19,10 @@ from kabigate.model import Export, Kernel, Module, PackageOrigin, version_key
 from kabigate.store import codec
 from kabigate.store import schema as t
 from kabigate.store.base import CHUNK, StoreBase, StoreError, utc_now
+
+# (old export set digest, new one) -> exports_dropped(): sets are content-addressed, so a pair's count
+# never changes; kept across requests (a stream of 200 kernels reads ~3 million ids for it).
+_DROPPED: dict[tuple[str, str], int] = {}
 
 
 @dataclass(frozen=True)
@@ -245,6 +250,62 @@ class RecordStore(StoreBase):
         if not blobs:
             return None
         return [(base64.b64decode(der), source) for blob in blobs for der, source in codec.unpack(blob)]
+    def exports_dropped(self, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
+        """For each (old kernel id, new kernel id): how many of the old kernel's exports the new one
+        does not hold as they were (removed, or their CRC, type, namespace or owner changed: an export
+        row is one such fact). 0 for kernels sharing one export set; each set is read once."""
+        with self._reading() as connection:
+            digest_of = dict(connection.execute(
+                select(t.kernel.c.id, t.export_set.c.digest)
+                .join(t.export_set, t.export_set.c.id == t.kernel.c.export_set_id)
+                .where(t.kernel.c.id.in_({i for pair in pairs for i in pair}))).all())
+            keys = {(old, new): (digest_of[old], digest_of[new]) for old, new in pairs}
+            wanted = {d for a, b in keys.values() if a != b and (a, b) not in _DROPPED for d in (a, b)}
+            members = {digest: set(codec.unpack_ids(blob)) for digest, blob in connection.execute(
+                select(t.export_set.c.digest, t.export_set.c.members).where(t.export_set.c.digest.in_(wanted)))}
+        if len(_DROPPED) > 100_000:
+            _DROPPED.clear()
+        for a, b in keys.values():
+            if (a, b) not in _DROPPED:
+                _DROPPED[(a, b)] = 0 if a == b else len(members[a] - members[b])
+        return {pair: _DROPPED[key] for pair, key in keys.items()}
+
+    def export_of(self, name: str) -> dict[int, Export]:
+        """Kernel id -> its export of the symbol `name`, for every stored kernel that exports it. The
+        symbol's few export rows are looked for in each export set (sorted ids: a binary search each)."""
+        with self._reading() as connection:
+            rows = {row.id: Export(name, row.crc, row.owner, row.export_type, row.namespace)
+                    for row in connection.execute(
+                        select(t.export.c.id, t.export.c.crc, t.export.c.owner, t.export.c.export_type,
+                               t.export.c.namespace)
+                        .join(t.symbol, t.symbol.c.id == t.export.c.symbol_id).where(t.symbol.c.name == name))}
+            if not rows:
+                return {}
+            found: dict[int, Export] = {}
+            in_set: dict[int, Export | None] = {}
+            for kernel_id, set_id in connection.execute(select(t.kernel.c.id, t.kernel.c.export_set_id)).all():
+                if set_id not in in_set:
+                    ids = codec.unpack_ids(connection.execute(select(t.export_set.c.members)
+                                                              .where(t.export_set.c.id == set_id)).scalar_one())
+                    in_set[set_id] = next((rows[i] for i in rows
+                                           if (at := bisect.bisect_left(ids, i)) < len(ids) and ids[at] == i), None)
+                export = in_set[set_id]
+                if export is not None:
+                    found[kernel_id] = export
+        return found
+
+    def symbols_matching(self, text: str, limit: int) -> list[str]:
+        """Up to `limit` symbol names (exported or imported) containing `text` (any case), those starting
+        with it first."""
+        pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        name = t.symbol.c.name
+        starts = name.ilike(pattern + "%", escape="\\")
+        with self._reading() as connection:
+            found = list(connection.scalars(select(name).where(starts).order_by(name).limit(limit)))
+            if len(found) < limit:
+                found += connection.scalars(select(name).where(name.ilike("%" + pattern + "%", escape="\\"), ~starts)
+                                            .order_by(name).limit(limit - len(found)))
+        return found
 
     def load_kernel(self, kernel_id: int) -> Kernel:
         """The stored kernel as the loader rules take it."""

@@ -107,6 +107,18 @@ class VerdictStore(StoreBase):
                     counts[key] = counts.get(key, 0) + count
         return [(*key, count) for key, count in counts.items()]
 
+    def loading_cells(self, rules_version: int, kernel_ids: list[int]) -> list[tuple[int, int]]:
+        """(build id, kernel id) of every cell that loads on these kernels: which packages work along a
+        stream without reading (or building) a Cell for each of its failing cells."""
+        pairs: list[tuple[int, int]] = []
+        with self._reading() as connection:
+            for start in range(0, len(kernel_ids), CHUNK):
+                pairs += (tuple(row) for row in connection.execute(
+                    select(t.verdict.c.build_id, t.verdict.c.kernel_id)
+                    .where(t.verdict.c.rules_version == rules_version, t.verdict.c.loads.is_(True),
+                           t.verdict.c.kernel_id.in_(kernel_ids[start:start + CHUNK]))))
+        return pairs
+
     def verdict_detail(self, build_id: int, kernel_id: int) -> list[dict] | None:
         """Each module's reasons and warnings for one cell, as saved."""
         with self._reading() as connection:
@@ -143,6 +155,15 @@ class VerdictStore(StoreBase):
                     .join(t.symbol, t.symbol.c.id == t.module_import.c.symbol_id)
                     .where(t.build_module.c.build_id.in_(build_ids[start:start + CHUNK]))))
         return rows
+
+    def importers_of(self, name: str) -> list[tuple[int, str, int | None]]:
+        """(build id, module path, the module's CRC for it) of every stored module importing the symbol `name`."""
+        with self._reading() as connection:
+            return [tuple(row) for row in connection.execute(
+                select(t.build_module.c.build_id, t.build_module.c.path, t.module_import.c.crc)
+                .join(t.module_import, t.module_import.c.module_id == t.build_module.c.module_id)
+                .join(t.symbol, t.symbol.c.id == t.module_import.c.symbol_id)
+                .where(t.symbol.c.name == name).order_by(t.build_module.c.build_id, t.build_module.c.position))]
 
     def greylists(self, build_ids: list[int]) -> dict[int, tuple[str, ...]]:
         """The greylist.txt each of these builds' packages shipped (ELRepo kmods), when one did."""

@@ -50,7 +50,9 @@ from kabigate.services.matrix import (
     matrix_page_json,
     package_matrix,
 )
+from kabigate.services.overview import overview, overview_json
 from kabigate.services.packages import package_matrix_json
+from kabigate.services.symbols import search, search_json, symbol_story_json
 from kabigate.store import KernelRecord, Store
 from kabigate.web import schemas
 from kabigate.web.deps import Settings, request_store, settings_of
@@ -59,6 +61,7 @@ from kabigate.web.views import (
     find_cell,
     find_gate_run,
     find_kernel,
+    find_symbol,
     gate_run_json,
     story_json,
 )
@@ -216,6 +219,27 @@ def gate_run(store: StoreDep, run: str) -> Response:
     record = find_gate_run(store, run)
     kernels_by_id = {k.id: k for k in store.kernels()}
     return as_built({**gate_run_json(record, kernels_by_id), "report": store.gate_report(run)})
+
+
+@router.get("/overview", summary="Per stream and machine: the newest kernel, its packages and gate outcome, what "
+                                  "changed since the kernel before it, and a timeline",
+            responses=documented(schemas.Overview, UNAVAILABLE))
+def overview_endpoint(store: StoreDep) -> Response:
+    return as_built(overview_json(overview(store)))
+
+
+@router.get("/symbols/{name}", summary="A symbol's CRC along each stream (where it changed, and why when cached), "
+                                        "whether the server's stablelist lists it, which driver builds import it",
+            responses=documented(schemas.Symbol, NOT_FOUND))
+def symbol(store: StoreDep, settings: SettingsDep, name: str) -> Response:
+    return as_built(symbol_story_json(find_symbol(store, name, settings.stablelist)))
+
+
+@router.get("/search", summary="Drivers, kernels and symbols whose names contain q",
+            response_model=schemas.SearchResults,
+            responses=READ_ERRORS)
+def search_endpoint(store: StoreDep, q: Annotated[str, Query(max_length=200)] = "") -> dict:
+    return search_json(search(store, q))
 
 
 @router.get("/demand", summary="Symbols the stored drivers import, against the server's stablelist",

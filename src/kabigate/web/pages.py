@@ -5,26 +5,39 @@ link; the matrix's script only applies the same filters as one types, and keeps 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import re
 from typing import Annotated
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 
+from kabigate.reports.verdicts import SHORT_REASONS, cell_text
 from kabigate.services.causes import with_causes
-from kabigate.services.evidence import symbol_demand
+from kabigate.services.evidence import demand_csv, symbol_demand
 from kabigate.services.gate import kernel_story
-from kabigate.services.matrix import PAGE_SIZE, MatrixFilter, build_matrix, driver_history
+from kabigate.services.matrix import (
+    PAGE_SIZE,
+    MatrixFilter,
+    build_matrix,
+    driver_history,
+    matrix_csv,
+    partial_loads,
+)
+from kabigate.services.overview import overview
+from kabigate.services.packages import why_not
+from kabigate.services.symbols import SEARCH_LIMIT, search
 from kabigate.store import Store
 from kabigate.web.deps import Settings, request_store, settings_of, templates
-from kabigate.web.views import RowId, find_cell, find_gate_run, find_kernel
+from kabigate.web.views import RowId, find_cell, find_gate_run, find_kernel, find_symbol
 
 router = APIRouter(include_in_schema=False)
 StoreDep = Annotated[Store, Depends(request_store)]
 SettingsDep = Annotated[Settings, Depends(settings_of)]
-# Demand rows on one page: the ranking puts what matters first; the API has them all.
-DEMAND_ROWS = 300
+# Demand rows on one page: the ranking puts what matters first; the API and the CSV have them all.
+DEMAND_ROWS = 100
 
 
 def _page(request: Request, template: str, **context):
@@ -33,8 +46,9 @@ def _page(request: Request, template: str, **context):
 
 
 @router.get("/")
-def home() -> RedirectResponse:
-    return RedirectResponse("/matrix", 302)
+def overview_page(request: Request, store: StoreDep):
+    """What a maintainer opens first: each stream's newest kernel, its packages, what changed, a timeline."""
+    return _page(request, "overview.html", streams=overview(store), why_not=why_not)
 
 
 @router.get("/matrix")
@@ -49,13 +63,33 @@ def matrix_page(request: Request, store: StoreDep, stream: str | None = None, dr
     rows = []
     for build in matrix.builds:
         cells = [matrix.cell(build, kernel) for kernel in matrix.kernels]
-        reasons = {c.first_reason for c in cells if c is not None and not c.loads and c.first_reason}
-        rows.append((build, cells, where.keeps(build, reasons)))
+        rows.append((build, cells, where.keeps(build, matrix.failing_reasons(build))))
     query = {key: value for key, value in (("stream", stream), ("driver", driver), ("reason", reason),
                                            ("failing", "true" if failing else "")) if value}
     return _page(request, "matrix.html", matrix=matrix, streams=streams, stream=stream, rows=rows,
                  summary=matrix.summary(), reason_codes=matrix.reasons(), driver=driver, reason=reason,
-                 failing=failing, page_query=urlencode(query))
+                 failing=failing, page_query=urlencode(query), partial=partial_loads(store, matrix),
+                 cell_text=cell_text, short_reasons=SHORT_REASONS)
+
+
+@router.get("/matrix.csv")
+def matrix_csv_download(store: StoreDep, stream: str | None = None, driver: str = "", reason: str = "",
+                        failing: bool = False) -> Response:
+    """The whole matrix of a stream (every page), filtered as the page is."""
+    streams = store.streams()
+    stream = stream or (streams[0] if streams else None)
+    matrix = build_matrix(store, stream)
+    where = MatrixFilter(driver, reason, failing)
+    if where != MatrixFilter():  # (a build's failing reasons are a walk over its row)
+        kept = [b for b in matrix.builds if where.keeps(b, matrix.failing_reasons(b))]
+        matrix = dataclasses.replace(matrix, builds=kept)
+    return _csv(matrix_csv(matrix), f"matrix-{stream or 'all'}")
+
+
+def _csv(text: str, name: str) -> Response:
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", name)  # a stream's name, made a file name
+    return Response(text, media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{safe}.csv"'})
 
 
 @router.get("/verdicts/{build_id}/{kernel_id}")
@@ -113,13 +147,44 @@ def waivers_page(request: Request, store: StoreDep):
     return _page(request, "waivers.html", waivers=store.waivers(include_revoked=True), today=datetime.date.today())
 
 
-@router.get("/demand")
-def demand_page(request: Request, store: StoreDep, settings: SettingsDep, stream: str | None = None,
-                driver: str | None = None):
+@router.get("/symbols/{name}")
+def symbol_page(request: Request, store: StoreDep, settings: SettingsDep, name: str):
+    return _page(request, "symbol.html", story=find_symbol(store, name, settings.stablelist))
+
+
+@router.get("/search")
+def search_page(request: Request, store: StoreDep, q: Annotated[str, Query(max_length=200)] = ""):
+    found = search(store, q)
+    if found.symbols and found.symbols[0] == found.query and not found.drivers and not found.kernels:
+        return RedirectResponse(f"/symbols/{quote(found.query)}", 302)  # a symbol's exact name: its page
+    return _page(request, "search.html", found=found, limit=SEARCH_LIMIT)
+
+
+def _demand(store: Store, settings: Settings, stream: str | None, driver: str | None, q: str):
     if settings.stablelist is None:
         raise HTTPException(404, "this server has no stablelist: start it with kabigate serve --stablelist FILE")
     streams = store.streams()
-    stream = stream or (streams[0] if streams else None)
-    demand = symbol_demand(store, settings.stablelist, stream, driver)
-    return _page(request, "demand.html", demand=demand, symbols=demand.symbols[:DEMAND_ROWS], streams=streams,
-                 driver=driver or "")
+    demand = symbol_demand(store, settings.stablelist, stream or (streams[0] if streams else None), driver)
+    return demand, streams, [d for d in demand.symbols if q.lower() in d.symbol.lower()]
+
+
+@router.get("/demand")
+def demand_page(request: Request, store: StoreDep, settings: SettingsDep, stream: str | None = None,
+                driver: str | None = None, q: Annotated[str, Query(max_length=200)] = "",
+                page: Annotated[int, Query(ge=1, le=1_000_000)] = 1):
+    """The ranking, DEMAND_ROWS a page; `q`: symbols whose name contains it."""
+    demand, streams, symbols = _demand(store, settings, stream, driver, q)
+    pages = max(1, -(-len(symbols) // DEMAND_ROWS))
+    page = min(page, pages)
+    query = {key: value for key, value in (("stream", demand.stream), ("driver", driver), ("q", q)) if value}
+    return _page(request, "demand.html", demand=demand, shown=len(symbols), page=page, pages=pages,
+                 symbols=symbols[(page - 1) * DEMAND_ROWS:page * DEMAND_ROWS], streams=streams, driver=driver or "",
+                 q=q, page_query=urlencode(query))
+
+
+@router.get("/demand.csv")
+def demand_csv_download(store: StoreDep, settings: SettingsDep, stream: str | None = None,
+                        driver: str | None = None, q: Annotated[str, Query(max_length=200)] = "") -> Response:
+    """Every symbol of the ranking the page shows (all its pages)."""
+    demand, _streams, symbols = _demand(store, settings, stream, driver, q)
+    return _csv(demand_csv(symbols), f"demand-{demand.stream}")

@@ -484,6 +484,90 @@ class KernelChanges(Closed):
     gate_runs: list[GateRunRef]
 
 
+# -- the overview (services.overview.overview_json) -------------------------------------------------
+
+class GateOutcome(Closed):
+    uuid: str
+    outcome: Outcome
+
+
+class TimelinePoint(Closed):
+    kernel: str
+    working: int = Field(description="packages with a build that loads whole on it")
+    exports_changed: int | None = Field(description="the previous kernel's exports removed or changed on it "
+                                                    "(null: the stream's first kernel)")
+    abi_bump: bool
+    module_layout_changed: bool
+    gate: GateOutcome | None = Field(description="the newest gate run recorded for it in the stream")
+
+
+class NewestCounts(Closed):
+    working: int
+    working_after_rebuild: int
+    broken: int
+    excluded: int
+
+
+class StreamOverview(Closed):
+    stream: str
+    machine: str | None
+    kernel: KernelRecord = Field(description="the stream's newest kernel of this machine")
+    previous: str | None
+    gate: GateOutcome | None
+    packages: int = Field(description="packages with a build or build failure that matters to the stream")
+    counts: NewestCounts = Field(description="packages on the newest kernel")
+    broke: list[PackageVerdict] = Field(description="worked on the previous kernel, not on the newest")
+    fixed: list[PackageVerdict] = Field(description="did not work on the previous kernel, work on the newest")
+    timeline: list[TimelinePoint] = Field(description="one a kernel, oldest first")
+
+
+class Overview(Closed):
+    """GET /overview: per stream and machine."""
+
+    streams: list[StreamOverview]
+
+
+# -- a symbol, and search (services.symbols) --------------------------------------------------------
+
+class SymbolOnKernel(Closed):
+    kernel: str
+    crc: str | None
+    exported: bool
+    owner: str | None = Field(description="vmlinux, or the exporting module")
+    changed: bool = Field(description="its CRC, or whether it is exported, differs from the kernel before it")
+    cause: Cause | None = Field(description="a CRC change's cause, when kabigate's cache holds it")
+    explain: str | None = Field(description="a CRC change without a cached cause: the command that finds it")
+
+
+class SymbolStream(Closed):
+    stream: str | None
+    kernels: list[SymbolOnKernel]
+
+
+class SymbolImporter(Closed):
+    build: BuildRecord
+    modules: list[str]
+    crcs: list[str | None] = Field(description="the CRC each module was built with")
+
+
+class Symbol(Closed):
+    """GET /symbols/{name}."""
+
+    symbol: str
+    stablelisted: bool | None = Field(description="on the server's stablelist (null: it has none)")
+    streams: list[SymbolStream]
+    importers: list[SymbolImporter]
+
+
+class SearchResults(Closed):
+    """GET /search."""
+
+    query: str
+    drivers: list[str]
+    kernels: list[KernelRecord]
+    symbols: list[str]
+
+
 # -- stablelist demand (services.evidence.demand_json) ----------------------------------------------
 
 class SymbolDemand(Closed):

@@ -8,10 +8,12 @@ from typing import Annotated
 from fastapi import HTTPException, Path
 
 from kabigate.errors import InputError
+from kabigate.formats.stablelist import Stablelist
 from kabigate.reports.verdicts import build_record_json, kernel_record_json
 from kabigate.rules import RULES_VERSION
 from kabigate.services.gate import KernelStory
 from kabigate.services.ingest import refresh_verdicts
+from kabigate.services.symbols import SymbolStory, symbol_story
 from kabigate.store import BuildRecord, Cell, GateRun, KernelRecord, Store
 from kabigate.vocabulary import GateClass
 
@@ -46,6 +48,13 @@ def find_gate_run(store: Store, run: str) -> GateRun:
         return store.gate_run(run)
     except InputError:
         raise HTTPException(404, f"no gate run {run} in the store") from None
+
+
+def find_symbol(store: Store, name: str, stablelist: Stablelist | None) -> SymbolStory:
+    try:
+        return symbol_story(store, name, stablelist)
+    except InputError as error:
+        raise HTTPException(404, str(error)) from None
 
 
 # -- JSON shapes ----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ function applyFilters() {
     if (!value) query.delete(key);
   }
   history.replaceState(null, "", "/matrix" + (query.toString() ? "?" + query : ""));
+  document.getElementById("matrix-csv").href = "/matrix.csv?" + query;  // the download follows the filters
 }
 
 form.addEventListener("input", applyFilters);
