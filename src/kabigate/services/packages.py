@@ -39,8 +39,9 @@ def series(release: str) -> tuple[str, str]:
 
 
 def matters_to(build: BuildRecord, kernel: KernelRecord) -> bool:
-    """A build counts for a kernel of its own series (a build of unknown vermagic, for any)."""
-    return build.built_for is None or series(build.built_for) == series(kernel.release)
+    """A build counts for a kernel of its own architecture and series (a build of unknown vermagic,
+    for any of its architecture)."""
+    return build.runs_on(kernel) and (build.built_for is None or series(build.built_for) == series(kernel.release))
 
 
 def is_exclusion(failure: BuildFailure) -> bool:
