@@ -225,11 +225,11 @@ def gate_run(store: StoreDep, run: str) -> Response:
 
 @router.get("/demand", summary="Symbols the stored drivers import, against the server's stablelist",
             responses=documented(schemas.Demand, NOT_FOUND))
-def demand(store: StoreDep, settings: SettingsDep, stream: str | None = None, driver: str | None = None
-           ) -> Response:
+def demand(store: StoreDep, settings: SettingsDep, stream: str | None = None, driver: str | None = None,
+           arch: ArchQuery = None) -> Response:
     if settings.stablelist is None:
         raise HTTPException(404, "this server has no stablelist (start it with kabigate serve --stablelist FILE)")
-    return as_built(demand_json(symbol_demand(store, settings.stablelist, stream, driver)))
+    return as_built(demand_json(symbol_demand(store, settings.stablelist, stream, driver, arch)))
 
 
 # -- writing ----------------------------------------------------------------------------------------

@@ -508,6 +508,7 @@ class Demand(Closed):
     """GET /demand: the symbols the stored drivers import, ranked, against the server's stablelist."""
 
     stream: str
+    arch: str | None = Field(description="the architecture of the kernels and builds counted (`uname -m`)")
     stablelist: str
     kernels: list[str]
     builds: int
