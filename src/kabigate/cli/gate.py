@@ -215,19 +215,16 @@ def gate(store: Store, candidate: str, baseline: str | None, stream: str | None,
     candidate_record = _kernel(store, candidate, stream)
     given_baseline = _kernel(store, baseline, None) if baseline is not None else None
     chosen_stream = stream if given_baseline is not None else previous_in_stream(store, candidate_record, stream)[1]
-    # The release on every architecture of the stream (the candidate's only one, with --baseline and no
-    # --stream), each against its own baseline: one gate run each.
-    streams = [name for name, _ in candidate_record.streams]
+    # The release on every architecture of the stream, each against its own baseline: one gate run each.
     outcomes = []
-    for kernel in release_architectures(store, candidate_record,
-                                        chosen_stream or (streams[0] if len(streams) == 1 else None)):
-        own = kernel.id == candidate_record.id
-        baseline_record = (same_release_of(store, given_baseline, kernel.machine) if given_baseline is not None
-                           else previous_in_stream(store, kernel, chosen_stream)[0])
+    for release in release_architectures(store, candidate_record, _release_stream(candidate_record, chosen_stream)):
+        own = release.id == candidate_record.id
+        baseline_record = (same_release_of(store, given_baseline, release.machine) if given_baseline is not None
+                           else previous_in_stream(store, release, chosen_stream)[0])
         outcomes.append(gate_kernel(
-            store, settings if own else dataclasses.replace(settings, rebuild=False), kernel, baseline_record,
-            chosen_stream, junit=_per_architecture(junit_path, kernel, own),
-            markdown=_per_architecture(markdown_path, kernel, own), item=item, confirm=confirm if own else 0))
+            store, settings if own else dataclasses.replace(settings, rebuild=False), release, baseline_record,
+            chosen_stream, junit=_per_architecture(junit_path, release, own),
+            markdown=_per_architecture(markdown_path, release, own), item=item, confirm=confirm if own else 0))
     outcome = outcomes[0]
     confirmations = outcome.confirmations
     passed = all(o.result.passed for o in outcomes)
@@ -360,9 +357,23 @@ def _queue_gate(store: Store, candidate: str, baseline: str | None, stream: str 
             raise click.UsageError("--queue with kernel files: give --stream (the baseline is the kernel before it)")
         request = ingest_kernel_request([p if "://" in p else os.path.abspath(p) for p in paths], stream, gate=True)
     else:
-        release = resolve_kernel(store, candidate, stream).release
-        request = gate_request(release, stream, baseline, once=False)
+        # every architecture of the release in the stream, one gate each, as gate without --queue does
+        record = resolve_kernel(store, candidate, stream)
+        given_baseline = resolve_kernel(store, baseline) if baseline is not None else None
+        requests = []
+        for kernel in release_architectures(store, record, _release_stream(record, stream)):
+            own_baseline = same_release_of(store, given_baseline, kernel.machine)
+            requests.append(gate_request(kernel.release, stream, own_baseline.release if own_baseline else None,
+                                         once=False))
+        queue_requests(store, requests, as_json)
+        return
     queue_requests(store, [request], as_json)
+
+
+def _release_stream(candidate: KernelRecord, stream: str | None) -> str | None:
+    """The stream whose other architectures a gate of the candidate covers: the one given, else its only one."""
+    streams = [name for name, _ in candidate.streams]
+    return stream or (streams[0] if len(streams) == 1 else None)
 
 
 def _read(path: str) -> bytes:

@@ -59,7 +59,7 @@ def _list_in_folder(folder: str, machine: str | None) -> str:
     first, the list with CRCs, when the folder has both kinds."""
     try:
         with os.scandir(folder) as entries:
-            names = []
+            names: list[str] = []
             for entry in entries:
                 if len(names) >= MAX_FOLDER_ENTRIES:
                     raise InputError(f"{folder}: more than {MAX_FOLDER_ENTRIES} entries, not a folder of stablelists")
