@@ -2,14 +2,14 @@
 of a build on a kernel of another architecture (every module refused by elf_check_arch()), go.
 A build's architecture is its first module's; a kernel of unknown architecture keeps its verdicts.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
