@@ -39,6 +39,24 @@ def version_key(version: str) -> tuple:
                  for part in re.findall(r"\d+|[^\d.+~_-]+", version))
 
 
+# How a kernel release names its architecture: RHEL's ends in `uname -m` (5.14.0-362.8.1.el9_3.x86_64,
+# .aarch64, then +rt or +debug), Debian's flavor holds its own name for it (6.1.0-56-amd64, -cloud-arm64,
+# -powerpc64le, -s390x).
+_RELEASE_ARCH_NAMES = {"x86_64": ("x86_64", "amd64"), "aarch64": ("aarch64", "arm64"),
+                       "ppc64le": ("ppc64le", "powerpc64le"), "s390x": ("s390x",), "i686": ("i686", "686")}
+
+
+def release_across_architectures(release: str, machine: str | None) -> str:
+    """The release with its architecture's name made `*`: the same for one build of a kernel on
+    every architecture (6.1.0-56-amd64 and 6.1.0-56-arm64: 6.1.0-56-*), which a gate covers together."""
+    names = _RELEASE_ARCH_NAMES.get(machine or "", (machine,) if machine else ())
+    found = [m for name in names for m in re.finditer(rf"(?<=[-.]){re.escape(name)}(?=$|[-.+])", release)]
+    if not found:
+        return release
+    last = max(found, key=lambda m: m.start())
+    return release[:last.start()] + "*" + release[last.end():]
+
+
 @dataclass(frozen=True, slots=True)
 class Export:
     """One exported symbol: a line of Module.symvers, or a `__ksymtab_*` entry of a module."""

@@ -171,6 +171,8 @@ FLAVOR_IMAGES = ("6.12.117+deb12-rt-amd64", "6.12.117+deb12-cloud-amd64")
 # no -unsigned package.  (Modules carry the build-time key's signature on all three.)
 FOREIGN_KERNELS = {
     "6.1.0-47-arm64": ("arm64", "linux-image-6.1.0-47-arm64-unsigned"),
+    # beside 6.1.0-56-amd64 in one stream: a gate of 6.1.0-56 covers both architectures (test_architectures.py)
+    "6.1.0-56-arm64": ("arm64", "linux-image-6.1.0-56-arm64-unsigned"),
     "6.1.0-47-s390x": ("s390x", "linux-image-6.1.0-47-s390x"),
     "6.1.0-47-powerpc64le": ("ppc64el", "linux-image-6.1.0-47-powerpc64le"),
 }

@@ -22,6 +22,7 @@ from kabigate.cli.shared import (
 from kabigate.cli.signing import signature_checks, trust_options
 from kabigate.errors import InputError
 from kabigate.explain.crc import SymbolExplanation, cause_json, cause_text
+from kabigate.formats.stablelist import Stablelist
 from kabigate.inputs.modules import collector_paused
 from kabigate.inputs.stablelists import matching_kernel, read_stablelist
 from kabigate.model import Export, Kernel, Module, ReasonCode, Verdict
@@ -116,8 +117,9 @@ def _print_module(module: Module) -> None:
               help="Symvers file, headers tree, /lib/modules/<kver> tree or extracted package root "
                    "(repeat to combine several paths of one kernel).")
 @click.option("--vermagic", help="The kernel's vermagic string, when the KERNEL paths do not tell it.")
-@click.option("--stablelist", "stablelist_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="kABI stablelist: also report which imported symbols are on it.")
+@click.option("--stablelist", "stablelist_path", type=click.Path(), metavar="FILE",
+              help="kABI stablelist: also report which imported symbols are on it (a list, a folder of "
+                   "Module.kabi_<arch> files or a kernel-abi-stablelists RPM: the kernel's architecture's list).")
 @click.option("--require-signature", is_flag=True, help="Model a kernel that enforces module signatures.")
 @click.option("--sig-enforce", is_flag=True,
               help="Model module.sig_enforce=1 (Secure Boot): --require-signature, trusting the keys built into "
@@ -154,7 +156,7 @@ def check(kernel_paths, vermagic, stablelist_path, require_signature, sig_enforc
     if as_json:
         emit_json({"kernel": kernel_report(kernel), "modules": reports})
     else:
-        _print_check(kernel, verdicts, reports, causes)
+        _print_check(kernel, stablelist, verdicts, reports, causes)
     sys.exit(EXIT_OK if all(v.loads for v in verdicts) else EXIT_INCOMPATIBLE)
 
 
@@ -169,10 +171,12 @@ def _crc_causes(built_for_paths, kernel: Kernel, verdicts: list[Verdict]) -> dic
     return explain_symbols(built_for, kernel, symbols, required=True) or {}
 
 
-def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict],
+def _print_check(kernel: Kernel, stablelist: Stablelist | None, verdicts: list[Verdict], reports: list[dict],
                  causes: dict[str, SymbolExplanation]) -> None:
     out.print(f"kernel {kernel.release or '(unknown release)'} {kernel.machine or ''}  "
               f"vermagic '{kernel.vermagic or 'unknown'}'  {len(kernel.exports)} exports", markup=False)
+    if stablelist is not None:
+        out.print(f"stablelist {stablelist.source} ({len(stablelist.symbols)} symbols)", markup=False)
     lines = []  # printed at once: Rich takes ~0.25 ms a print call, a second for a tree
     for verdict, report in zip(verdicts, reports):
         style = "green" if verdict.loads else "bold red"
@@ -199,8 +203,9 @@ def _print_check(kernel: Kernel, verdicts: list[Verdict], reports: list[dict],
 @click.command()
 @click.argument("old_kernel", metavar="KERNEL_A")
 @click.argument("new_kernel", metavar="KERNEL_B")
-@click.option("--stablelist", "stablelist_path", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Report changes to listed symbols as kABI violations (like RHEL's check-kabi).")
+@click.option("--stablelist", "stablelist_path", type=click.Path(), metavar="FILE",
+              help="Report changes to listed symbols as kABI violations (like RHEL's check-kabi); a folder or "
+                   "kernel-abi-stablelists RPM gives KERNEL_A's architecture's list.")
 @click.option("--no-explain", is_flag=True, help="Do not read the kernels' BTF to explain CRC changes.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, no_explain: bool, as_json: bool) -> None:

@@ -18,7 +18,15 @@ from kabigate.builder.source import Signing
 from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out, progress, write_atomically
 from kabigate.cli.store import store_option
 from kabigate.errors import InputError, read_capped
-from kabigate.formats.gatepolicy import DEFAULT_POLICY, MAX_POLICY_FILE, Policy, Waiver, parse_policy, parse_waivers
+from kabigate.formats.gatepolicy import (
+    DEFAULT_POLICY,
+    MAX_POLICY_FILE,
+    OUTCOMES,
+    Policy,
+    Waiver,
+    parse_policy,
+    parse_waivers,
+)
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.stablelists import read_stablelist
 from kabigate.model import version_key
@@ -28,8 +36,10 @@ from kabigate.services.gate import (
     previous_in_stream,
     publish_gate,
     record_gate,
+    release_architectures,
     resolve_kernel,
     run_gate,
+    same_release_of,
 )
 from kabigate.services.ingest import ingest_kernel
 from kabigate.services.packages import why_not
@@ -53,8 +63,9 @@ def judging_options(command):
                           "violations fail, other regressions need inspection."),
         click.option("--waivers", "waivers_path", type=click.Path(dir_okay=False), metavar="FILE",
                      help="Waivers (TOML), applied with the store's waivers (kabigate waiver add)."),
-        click.option("--stablelist", "stablelist_path", type=click.Path(dir_okay=False), metavar="FILE",
-                     help="The distribution's kABI stablelist (which symbols are promised stable)."),
+        click.option("--stablelist", "stablelist_path", type=click.Path(), metavar="FILE",
+                     help="The distribution's kABI stablelist (which symbols are promised stable): a list, or a "
+                          "folder of Module.kabi_<arch> files or a kernel-abi-stablelists RPM (each architecture's)."),
         click.option("--driver", metavar="GLOB", help="Only the driver builds whose name matches."),
         click.option("--matrix-url", metavar="URL", help="Link to the HTML matrix in the Markdown summary."),
         click.option("--resultsdb", "resultsdb_url", metavar="URL",
@@ -182,7 +193,9 @@ def gate(store: Store, candidate: str, baseline: str | None, stream: str | None,
          queue: bool, confirm: int, explain: bool, rebuild: bool | None, sign_key: str | None, sign_cert: str | None,
          as_json: bool, **options) -> None:
     """Gate a candidate kernel on the stored driver builds. Exit 0 PASSED/INFO, 1 FAILED or
-    NEEDS_INSPECTION, 2 error.
+    NEEDS_INSPECTION, 2 error. The same release of every other architecture in the stream
+    (6.1.0-56-arm64 beside 6.1.0-56-amd64) is gated too, each against its architecture's baseline,
+    recorded and published as its own run; --junit and --markdown name theirs FILE.<arch>.EXT.
 
     \b
     Example:
@@ -200,27 +213,59 @@ def gate(store: Store, candidate: str, baseline: str | None, stream: str | None,
     settings = dataclasses.replace(GateSettings.from_options(**options), explain=explain).with_rebuild(
         rebuild, sign_key, sign_cert)
     candidate_record = _kernel(store, candidate, stream)
-    baseline_record: KernelRecord | None
-    if baseline is not None:
-        baseline_record, chosen_stream = _kernel(store, baseline, None), stream
-    else:
-        baseline_record, chosen_stream = previous_in_stream(store, candidate_record, stream)
-    outcome = gate_kernel(store, settings, candidate_record, baseline_record, chosen_stream, junit=junit_path,
-                          markdown=markdown_path, item=item, confirm=confirm)
+    given_baseline = _kernel(store, baseline, None) if baseline is not None else None
+    chosen_stream = stream if given_baseline is not None else previous_in_stream(store, candidate_record, stream)[1]
+    # The release on every architecture of the stream, each against its own baseline: one gate run each.
+    outcomes = []
+    for release in release_architectures(store, candidate_record, _release_stream(candidate_record, chosen_stream)):
+        own = release.id == candidate_record.id
+        baseline_record = (same_release_of(store, given_baseline, release.machine) if given_baseline is not None
+                           else previous_in_stream(store, release, chosen_stream)[0])
+        outcomes.append(gate_kernel(
+            store, settings if own else dataclasses.replace(settings, rebuild=False), release, baseline_record,
+            chosen_stream, junit=_per_architecture(junit_path, release, own),
+            markdown=_per_architecture(markdown_path, release, own), item=item, confirm=confirm if own else 0))
+    outcome = outcomes[0]
     confirmations = outcome.confirmations
+    passed = all(o.result.passed for o in outcomes)
     if as_json:
-        emit_json(outcome.document)
+        emit_json(dict(outcome.document, **architectures_json(outcomes)))
     else:
-        _print_summary(outcome.result)
+        for other in outcomes:
+            _print_summary(other.result)
+        if len(outcomes) > 1:
+            out.print(f"all architectures: {'PASSED' if passed else 'NOT PASSED'} ("
+                      + ", ".join(f"{o.result.candidate.machine} {o.result.outcome}" for o in outcomes) + ")",
+                      markup=False)
         for confirmation in confirmations:
             kernel = "loads" if confirmation.kernel_loads else confirmation.kernel_reason
             stored = "loads" if confirmation.stored_loads else confirmation.stored_reason
             out.print(f"  qemu: {'agrees' if confirmation.agrees else 'DISAGREES'}  {confirmation.build}: kernel "
                       f"{kernel}, kabigate {stored}", markup=False)
-        if outcome.published is not None:
-            err.print(f"published to {settings.resultsdb_url}: result {outcome.published}", markup=False)
+        for published in outcomes:
+            if published.published is not None:
+                err.print(f"published to {settings.resultsdb_url}: result {published.published} "
+                          f"({published.result.candidate.machine})", markup=False)
     agreed = all(c.agrees for c in confirmations)
-    sys.exit(EXIT_OK if outcome.result.passed and agreed else EXIT_INCOMPATIBLE)
+    sys.exit(EXIT_OK if passed and agreed else EXIT_INCOMPATIBLE)
+
+
+def _per_architecture(path: str | None, kernel: KernelRecord, own: bool) -> str | None:
+    """Where another architecture's report goes: gate.xml -> gate.aarch64.xml."""
+    if path is None or own:
+        return path
+    stem, suffix = os.path.splitext(path)
+    return f"{stem}.{kernel.machine}{suffix}"
+
+
+def architectures_json(outcomes: list[GateOutcome]) -> dict:
+    """What `gate --json` adds to the candidate's report: each architecture's gate of the release (the
+    candidate's first), and the outcome of them all (the most severe)."""
+    return {"outcome_all_architectures": max((o.result.outcome for o in outcomes), key=OUTCOMES.index),
+            "architectures": [{"arch": o.result.candidate.machine, "candidate": o.result.candidate.release,
+                               "baseline": o.result.baseline.release if o.result.baseline else None,
+                               "outcome": o.result.outcome, "run": o.document["run"],
+                               "resultsdb_id": o.published} for o in outcomes]}
 
 
 def _confirm(store: Store, result, count: int):
@@ -312,9 +357,23 @@ def _queue_gate(store: Store, candidate: str, baseline: str | None, stream: str 
             raise click.UsageError("--queue with kernel files: give --stream (the baseline is the kernel before it)")
         request = ingest_kernel_request([p if "://" in p else os.path.abspath(p) for p in paths], stream, gate=True)
     else:
-        release = resolve_kernel(store, candidate, stream).release
-        request = gate_request(release, stream, baseline, once=False)
+        # every architecture of the release in the stream, one gate each, as gate without --queue does
+        record = resolve_kernel(store, candidate, stream)
+        given_baseline = resolve_kernel(store, baseline) if baseline is not None else None
+        requests = []
+        for kernel in release_architectures(store, record, _release_stream(record, stream)):
+            own_baseline = same_release_of(store, given_baseline, kernel.machine)
+            requests.append(gate_request(kernel.release, stream, own_baseline.release if own_baseline else None,
+                                         once=False))
+        queue_requests(store, requests, as_json)
+        return
     queue_requests(store, [request], as_json)
+
+
+def _release_stream(candidate: KernelRecord, stream: str | None) -> str | None:
+    """The stream whose other architectures a gate of the candidate covers: the one given, else its only one."""
+    streams = [name for name, _ in candidate.streams]
+    return stream or (streams[0] if len(streams) == 1 else None)
 
 
 def _read(path: str) -> bytes:
@@ -336,8 +395,10 @@ def _print_summary(result) -> None:
     style = OUTCOME_STYLE[result.outcome]
     baseline = result.baseline.release if result.baseline else "none (first of its stream)"
     out.print(f"[{style}]{result.outcome}[/{style}]  ", end="")
-    out.print(f"gate of {result.candidate.release} against {baseline}"
-              + (f" in {result.stream}" if result.stream else ""), markup=False)
+    out.print(f"gate of {result.candidate.release} ({result.candidate.machine or 'architecture unknown'}) against "
+              f"{baseline}" + (f" in {result.stream}" if result.stream else ""), markup=False)
+    if result.stablelist:
+        out.print(f"  stablelist: {result.stablelist}", markup=False)
     counts = ", ".join(f"{result.count(k)} {k.replace('_', ' ')}"
                        for k in GateClass)
     out.print(f"  driver builds: {counts}; {result.coverage} gating", markup=False)

@@ -21,6 +21,7 @@ from kabigate.services.evidence import (
     Demand,
     SymbolDemand,
     demand_json,
+    demand_scope,
     justification_markdown,
     request_text,
     requested_additions,
@@ -42,12 +43,13 @@ def stablelist() -> None:
 
 def _demand_options(command):
     for option in reversed([
-        click.option("--stablelist", "stablelist_path", required=True, type=click.Path(dir_okay=False),
-                     metavar="FILE", help="The distribution's stablelist (RHEL list, Module.kabi, GKI list, plain)."),
+        click.option("--stablelist", "stablelist_path", required=True, type=click.Path(), metavar="FILE",
+                     help="The distribution's stablelist (RHEL list, Module.kabi, GKI list, plain), a folder of "
+                          "Module.kabi_<arch> files or a kernel-abi-stablelists RPM: the architecture's list."),
         click.option("--stream", metavar="NAME", help="The stream whose CRC history counts (default: the only one)."),
         click.option("--driver", metavar="GLOB", help="Only drivers whose name matches."),
-        click.option("--arch", default="x86_64", show_default=True,
-                     help="Architecture (which list of a kernel-abi-stablelists package)."),
+        click.option("--arch", metavar="ARCH",
+                     help="The architecture whose kernels, builds and list count (default: the stream's only one)."),
     ]):
         command = option(command)
     return command
@@ -61,7 +63,7 @@ def _demand_options(command):
 @store_option
 def demand(store: Store, stablelist_path: str, stream, driver, arch: str, limit, as_csv: bool, as_json: bool) -> None:
     """Every symbol the stored drivers import, ranked by the failures it caused along the stream."""
-    result = symbol_demand(store, read_stablelist(stablelist_path, arch), stream, driver)
+    result = _demand(store, stablelist_path, stream, arch, driver)
     symbols = result.symbols[:limit] if limit else result.symbols
     if as_json:
         emit_json(demand_json(result, limit))
@@ -69,6 +71,12 @@ def demand(store: Store, stablelist_path: str, stream, driver, arch: str, limit,
         sys.stdout.write(_csv(symbols))
     else:
         _print_demand(result, symbols)
+
+
+def _demand(store: Store, stablelist_path: str, stream: str | None, arch: str | None, driver: str | None) -> Demand:
+    """The demand of the stream's architecture, against that architecture's list."""
+    stream, arch = demand_scope(store, stream, arch)
+    return symbol_demand(store, read_stablelist(stablelist_path, arch), stream, driver, arch)
 
 
 def _csv(symbols: list[SymbolDemand]) -> str:
@@ -88,7 +96,7 @@ def _print_demand(result: Demand, symbols: list[SymbolDemand]) -> None:
     listed = sum(d.stablelisted for d in result.symbols)
     out.print(f"{len(result.symbols)} symbols imported by {result.builds} builds of {result.drivers} drivers; "
               f"{listed} on {result.stablelist}, {len(result.symbols) - listed} not; stream {result.stream}: "
-              f"{len(result.kernels)} kernels", markup=False)
+              f"{len(result.kernels)} {result.arch or ''} kernels", markup=False)
     table = Table("symbol", "listed", "drivers", "builds", "crc changes", "removed", "failures", "kernels",
                   box=None)
     for d in symbols:
@@ -115,26 +123,28 @@ def _print_demand(result: Demand, symbols: list[SymbolDemand]) -> None:
 def request(store: Store, stablelist_path: str, stream, driver, arch: str, list_format: str, rhel_major: int,
             min_drivers: int, max_crc_changes, output, justification) -> None:
     """The stablelist additions the stored drivers' evidence asks for, in the distribution's format."""
-    result = symbol_demand(store, read_stablelist(stablelist_path, arch), stream, driver)
+    result = _demand(store, stablelist_path, stream, arch, driver)
     symbols = requested_additions(result, min_drivers, max_crc_changes)
-    text = request_text(symbols, list_format, arch, rhel_major)
+    text = request_text(symbols, list_format, result.arch or "x86_64", rhel_major)
     if output:
         write_atomically(output, text)
     else:
         sys.stdout.write(text)
     if justification:
         write_atomically(justification, justification_markdown(result, symbols))
-    err.print(f"{len(symbols)} symbols proposed", markup=False)
+    err.print(f"{len(symbols)} symbols proposed, off {result.stablelist}", markup=False)
 
 
 @stablelist.command("history")
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False), metavar="FILE...")
+@click.argument("files", nargs=-1, required=True, type=click.Path(), metavar="FILE...")
 @click.option("--arch", default="x86_64", show_default=True,
-              help="Architecture (which list of a kernel-abi-stablelists package).")
+              help="Architecture: which list of a kernel-abi-stablelists package or a folder of Module.kabi_<arch> "
+                   "files; a list named for another one is refused.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def history(files: tuple[str, ...], arch: str, as_json: bool) -> None:
-    """How a stablelist moved between releases (FILEs oldest first): symbols added, removed, and
-    kept symbols whose reference CRC changed (lists with CRCs: Module.kabi, symvers)."""
+    """How a stablelist moved between releases (FILEs oldest first; a folder or package gives the
+    list of --arch): symbols added, removed, and kept symbols whose reference CRC changed (lists
+    with CRCs: Module.kabi, symvers)."""
     if len(files) < 2:
         raise click.UsageError("give at least two lists, oldest first")
     steps = stablelist_history([read_stablelist(path, arch) for path in files])
@@ -142,9 +152,12 @@ def history(files: tuple[str, ...], arch: str, as_json: bool) -> None:
         emit_json({"steps": [{"from": s.before, "to": s.after, "size": s.size, "added": s.added,
                               "removed": s.removed, "crc_changed": s.crc_changed} for s in steps]})
         return
+    # lists picked from folders share their file name (Module.kabi_x86_64): then the paths tell them apart
+    names = {os.path.basename(path) for path in [steps[0].before, *(s.after for s in steps)]}
+    shown = os.path.basename if len(names) == len(steps) + 1 else os.path.normpath
     table = Table("from", "to", "size", "added", "removed", "CRC changed", box=None)
     for s in steps:
-        table.add_row(*cells(os.path.basename(s.before), os.path.basename(s.after), str(s.size), str(len(s.added)),
+        table.add_row(*cells(shown(s.before), shown(s.after), str(s.size), str(len(s.added)),
                              str(len(s.removed)), str(len(s.crc_changed))))
     out.print(table)
 

@@ -387,6 +387,8 @@ def ingest_build_failure(store: Store, name: str, version: str, kernel_release: 
 @click.option("--stream", metavar="NAME", help="Only this stream's kernels (default: every stream).")
 @click.option("--driver", metavar="GLOB", help="Only drivers whose name matches (shell pattern).")
 @click.option("--since", metavar="KERNEL", help="Only kernels from this release (or package version) on.")
+@click.option("--arch", metavar="ARCH", help="Only the kernels and builds of this architecture (x86_64, aarch64, "
+                                             "ppc64le, s390x; default: every one, a table each).")
 @click.option("--packages", is_flag=True, help="Packages x kernels: does some build of each package load whole "
                                                "(only the builds of the kernel's series count), and if not, how far.")
 @click.option("--format", "output_format", type=click.Choice(["table", "json", "csv", "html"]), default="table",
@@ -395,7 +397,7 @@ def ingest_build_failure(store: Store, name: str, version: str, kernel_release: 
               help="Write the report to FILE (written whole, then renamed into place).")
 @json_option
 @store_option
-def matrix(store: Store, stream, driver, since, packages: bool, output_format: str, output: str | None,
+def matrix(store: Store, stream, driver, since, arch, packages: bool, output_format: str, output: str | None,
            as_json: bool) -> None:
     """Driver builds x kernels: which build loads on which kernel, and the first reason when not;
     with --packages, each driver package's state on each kernel.
@@ -404,6 +406,7 @@ def matrix(store: Store, stream, driver, since, packages: bool, output_format: s
     Example:
       kabigate matrix --stream debian-6.1 --format html --output matrix.html
       kabigate matrix --packages --stream debian-6.12
+      kabigate matrix --stream debian-6.1 --arch aarch64
     """
     if as_json:
         output_format = "json"
@@ -412,9 +415,9 @@ def matrix(store: Store, stream, driver, since, packages: bool, output_format: s
             if output_format == "html":
                 raise click.UsageError("--packages: the formats are table, json and csv")
             refresh_verdicts(store, advance)
-            _write(_package_report(package_matrix(store, stream, driver, since), output_format), output)
+            _write(_package_report(package_matrix(store, stream, driver, since, arch), output_format), output)
             return
-        result = build_matrix(store, stream, driver, since, advance)
+        result = build_matrix(store, stream, driver, since, advance, arch=arch)
     if output_format == "table" and output is None:
         _print_matrix(result)
         return
@@ -595,18 +598,22 @@ def _print_matrix(result: Matrix, file=None) -> None:
     from rich.console import Console
 
     console = out if file is None else Console(file=file, width=400, highlight=False, color_system=None)
-    groups: dict[str | None, list[KernelRecord]] = {}
+    # One table a stream and architecture: a build has cells only on the kernels of its architecture.
+    several = len(result.architectures()) > 1
+    groups: dict[tuple[str | None, str | None], list[KernelRecord]] = {}
     for kernel in result.kernels:
         key = result.stream or (kernel.streams[0][0] if kernel.streams else None)
-        groups.setdefault(key, []).append(kernel)
-    for stream, kernels in groups.items():
+        groups.setdefault((key, kernel.machine if several else None), []).append(kernel)
+    for (stream, machine), kernels in groups.items():
         labels = _short_labels([k.release for k in kernels])
-        table = Table(title=Text(f"{stream or 'kernels in no stream'}: {len(kernels)} kernels"),
-                      title_justify="left", box=None, pad_edge=False)
+        table = Table(title=Text(f"{stream or 'kernels in no stream'}{' ' + machine if machine else ''}: "
+                                 f"{len(kernels)} kernels"), title_justify="left", box=None, pad_edge=False)
         table.add_column("driver build")
         for label in labels:
             table.add_column(label, justify="center")
         for build in result.builds:
+            if not build.runs_on(kernels[0]):
+                continue
             texts = [cell_text(result.cell(build, k)) for k in kernels]
             table.add_row(Text(f"{build.driver} {build.version or ''} @{build.built_for or '?'}"),
                           *[_styled(text) for text in texts])

@@ -632,7 +632,7 @@ def stablelist_bytes_from_package(path: str, machine: str | None) -> tuple[bytes
     if release is None:
         raise InputError(f"{path}: several kABI releases ({', '.join(releases)}) and no kabi-current link")
     arches = sorted(arch for r, arch in found if r == release)
-    arch = machine if machine in arches else (arches[0] if len(arches) == 1 else None)
+    arch = machine if machine in arches else (arches[0] if len(arches) == 1 and machine is None else None)
     if arch is None:
         raise InputError(f"{path}: stablelists for {', '.join(arches)}; "
                          f"the kernel's architecture {machine or '(unknown)'} is not among them")

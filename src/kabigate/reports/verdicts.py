@@ -93,8 +93,8 @@ def kernel_record_json(record: KernelRecord) -> dict:
 
 def build_record_json(record: BuildRecord) -> dict:
     return {"id": record.id, "driver": record.driver, "package": record.package, "version": record.version,
-            "arch": record.arch, "format": record.format, "built_for": record.built_for, "source": record.source,
-            "modules": list(record.modules)}
+            "arch": record.arch, "machine": record.machine, "format": record.format, "built_for": record.built_for,
+            "source": record.source, "modules": list(record.modules)}
 
 
 def cell_json(cell: Cell) -> dict:

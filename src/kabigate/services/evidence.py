@@ -46,6 +46,7 @@ class SymbolDemand:
 @dataclass(frozen=True)
 class Demand:
     stream: str
+    arch: str | None  # the architecture of the stream's kernels counted (None: unknown)
     kernels: list[KernelRecord]
     stablelist: str
     builds: int
@@ -53,17 +54,32 @@ class Demand:
     symbols: list[SymbolDemand]  # ranked: most failures, then most drivers, then most changes
 
 
-def symbol_demand(store: Store, stablelist: Stablelist, stream: str | None = None,
-                  driver: str | None = None) -> Demand:
+def demand_scope(store: Store, stream: str | None, arch: str | None) -> tuple[str, str | None]:
+    """The stream (the store's only one when not given) and the architecture (its kernels' only one
+    when not given) whose evidence counts: the stablelist is read for that architecture."""
     streams = store.streams()
     if stream is None:
         if len(streams) != 1:
             raise InputError(f"the store has {len(streams)} streams ({', '.join(streams) or 'none'}): give --stream")
         (stream,) = streams
-    kernels = store.kernels(stream)
-    builds = store.driver_builds(driver)
+    architectures = sorted({k.machine for k in store.kernels(stream) if k.machine})
+    if arch is None and len(architectures) > 1:
+        raise InputError(f"stream {stream} holds kernels of {', '.join(architectures)}: give --arch")
+    if arch is not None and arch not in architectures:
+        raise InputError(f"--arch {arch}: stream {stream} holds no kernel of it "
+                         f"(architectures: {', '.join(architectures) or 'none known'})")
+    return stream, arch or (architectures[0] if architectures else None)
+
+
+def symbol_demand(store: Store, stablelist: Stablelist, stream: str | None = None, driver: str | None = None,
+                  arch: str | None = None) -> Demand:
+    """The demand of the builds of `arch` along the kernels of `arch` in `stream` (demand_scope())."""
+    stream, arch = demand_scope(store, stream, arch)
+    kernels = [k for k in store.kernels(stream) if arch is None or k.machine == arch]
+    builds = [b for b in store.driver_builds(driver) if arch is None or b.machine in (arch, None)]
     if not builds:
-        raise InputError("no driver builds in the store" + (f" match {driver}" if driver else ""))
+        raise InputError("no driver builds in the store" + (f" match {driver}" if driver else "")
+                         + (f" of {arch}" if arch else ""))
     build_ids = [b.id for b in builds]
     provided = {build_id: {e.name for m in modules for e in m.exports}
                 for build_id, modules in store.load_builds(build_ids).items()}
@@ -84,7 +100,7 @@ def symbol_demand(store: Store, stablelist: Stablelist, stream: str | None = Non
     _stream_history(store, kernels, demand)
     _failures(store, kernels, build_ids, demand)
     ranked = sorted(demand.values(), key=lambda d: (-d.failures, -len(d.drivers), -d.crc_changes, d.symbol))
-    return Demand(stream, kernels, stablelist.source, len(builds), len(set(driver_of.values())), ranked)
+    return Demand(stream, arch, kernels, stablelist.source, len(builds), len(set(driver_of.values())), ranked)
 
 
 def _stream_history(store: Store, kernels: list[KernelRecord], demand: dict[str, SymbolDemand]) -> None:
@@ -151,7 +167,8 @@ def justification_markdown(demand: Demand, symbols: list[SymbolDemand]) -> str:
     kernels = demand.kernels
     lines = [f"# kABI stablelist request: {len(symbols)} symbols", "",
              (f"Evidence from {demand.builds} driver builds of {demand.drivers} drivers, against the "
-             f"{len(kernels)} kernels of stream {demand.stream} ({kernels[0].release} .. {kernels[-1].release}); "
+             f"{len(kernels)} {demand.arch or ''} kernels of stream {demand.stream} ({kernels[0].release} .. "
+             f"{kernels[-1].release}); "
              f"none of these symbols is on {demand.stablelist}."), ""]
     for d in symbols:
         export = d.latest
@@ -179,7 +196,8 @@ def symbol_demand_json(d: SymbolDemand) -> dict:
 def demand_json(demand: Demand, limit: int | None = None) -> dict:
     """The symbol demand; `limit`: only the first symbols of the ranking (the totals still count all)."""
     symbols = demand.symbols[:limit] if limit else demand.symbols
-    return {"stream": demand.stream, "stablelist": demand.stablelist, "kernels": [k.release for k in demand.kernels],
+    return {"stream": demand.stream, "arch": demand.arch, "stablelist": demand.stablelist,
+            "kernels": [k.release for k in demand.kernels],
             "builds": demand.builds, "drivers": demand.drivers, "symbols": [symbol_demand_json(d) for d in symbols]}
 
 

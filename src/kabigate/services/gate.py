@@ -27,7 +27,7 @@ from kabigate.builder.source import Signing
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, OUTCOMES, Policy, Waiver, waiver_from_mapping
 from kabigate.formats.stablelist import Stablelist
-from kabigate.model import ReasonCode
+from kabigate.model import ReasonCode, release_across_architectures
 from kabigate.reports import resultsdb
 from kabigate.reports.verdicts import crc_text
 from kabigate.rules import RULES_VERSION
@@ -156,7 +156,7 @@ def resolve_kernel(store: Store, release: str, stream: str | None = None) -> Ker
 
 
 def previous_in_stream(store: Store, kernel: KernelRecord, stream: str | None) -> tuple[KernelRecord | None, str]:
-    """The kernel before `kernel` in `stream` (its only stream when not given)."""
+    """The kernel of the same architecture before `kernel` in `stream` (its only stream when not given)."""
     streams = dict(kernel.streams)
     if stream is None:
         if len(streams) != 1:
@@ -165,9 +165,30 @@ def previous_in_stream(store: Store, kernel: KernelRecord, stream: str | None) -
         (stream,) = streams
     if stream not in streams:
         raise InputError(f"{kernel.release} is not in stream {stream}")
-    ordered = store.kernels(stream)
+    ordered = [k for k in store.kernels(stream) if k.machine == kernel.machine]
     position = next(i for i, k in enumerate(ordered) if k.id == kernel.id)
     return (ordered[position - 1] if position else None), stream
+
+
+def release_architectures(store: Store, kernel: KernelRecord, stream: str | None) -> list[KernelRecord]:
+    """The kernel and the same release of every other architecture in `stream` (6.1.0-56-amd64 and
+    6.1.0-56-arm64), the kernel first, then by architecture: what a gate of the release covers."""
+    if stream is None:
+        return [kernel]
+    release = release_across_architectures(kernel.release, kernel.machine)
+    others = [k for k in store.kernels(stream) if k.machine != kernel.machine and k.machine is not None
+              and release_across_architectures(k.release, k.machine) == release]
+    return [kernel, *sorted(others, key=lambda k: k.machine or "")]
+
+
+def same_release_of(store: Store, kernel: KernelRecord | None, machine: str | None) -> KernelRecord | None:
+    """The kernel of `machine` of the same release as `kernel` (a baseline given for another
+    architecture's candidate), among the streams of `kernel`."""
+    if kernel is None or kernel.machine == machine:
+        return kernel
+    release = release_across_architectures(kernel.release, kernel.machine)
+    return next((k for k in store.kernels() if k.machine == machine and set(dict(k.streams)) & set(dict(kernel.streams))
+                 and release_across_architectures(k.release, k.machine) == release), None)
 
 
 def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | None, *, stream: str | None = None,
@@ -184,7 +205,7 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
         rebuilds = rebuild_packages(store, candidate, needing_rebuild(store, candidate, driver, policy.gating), signing)
     kernel_ids = [candidate.id] + ([baseline.id] if baseline else [])
     refresh_verdicts(store, kernel_ids=kernel_ids)
-    builds = store.driver_builds(driver)
+    builds = [b for b in store.driver_builds(driver) if b.runs_on(candidate)]  # others' are not judged on it
     cells = store.cells(RULES_VERSION, build_ids=[b.id for b in builds], kernel_ids=kernel_ids)
     details = store.verdict_details([(b.id, candidate.id) for b in builds
                                      if (cell := cells.get((b.id, candidate.id))) is not None and not cell.loads])

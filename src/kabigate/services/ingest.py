@@ -160,9 +160,9 @@ def enforce_signatures(store: Store, stream: str, trust: list[TrustedCert] | Non
 
 
 def count_pending_verdicts(store: Store) -> int:
-    """Pairs without a verdict from the current rules (a rules change makes them all pending)."""
-    counts = store.counts(("kernel", "driver_build"))
-    return counts["kernel"] * counts["driver_build"] - store.count_verdicts(RULES_VERSION)
+    """Pairs without a verdict from the current rules (a rules change makes them all pending); a build
+    is paired only with the kernels of its architecture."""
+    return store.count_pairs() - store.count_verdicts(RULES_VERSION)
 
 
 def _judge_pairs(store: Store, pairs: list[tuple[int, int]], kernels: dict[int, Kernel], advance: Advance) -> int:

@@ -62,6 +62,10 @@ class Matrix:
     totals: dict[str, int] | None = None  # the whole matrix's summary when this is one page of it
     reason_codes: list[str] | None = None  # every failing cell's first reason, when paged
     filtered: bool = False  # rows were filtered (MatrixFilter) by the server before paging
+    arch: str | None = None  # the architecture asked for; None: every one
+
+    def architectures(self) -> list[str]:
+        return sorted({k.machine for k in self.kernels if k.machine})
 
     def cell(self, build: BuildRecord, kernel: KernelRecord) -> Cell | None:
         return self.cells.get((build.id, kernel.id))
@@ -86,9 +90,17 @@ class Matrix:
         return sorted({c.first_reason for c in self.cells.values() if c.first_reason})
 
 
-def select_kernels(store: Store, stream: str | None = None, since: str | None = None) -> list[KernelRecord]:
-    """Kernels of `stream` in order (all kernels without one), from the kernel released as `since` on."""
+def select_kernels(store: Store, stream: str | None = None, since: str | None = None,
+                   arch: str | None = None) -> list[KernelRecord]:
+    """Kernels of `stream` in order (all kernels without one), from the kernel released as `since` on;
+    with `arch`, only those of that architecture (`uname -m`: x86_64, aarch64, ...)."""
     kernels = store.kernels(stream)
+    if arch is not None:
+        architectures = sorted({k.machine for k in kernels if k.machine})
+        kernels = [k for k in kernels if k.machine == arch]
+        if not kernels:
+            raise InputError(f"--arch {arch}: no kernel of that architecture{' in stream ' + stream if stream else ''}"
+                             f" (architectures: {', '.join(architectures) or 'none known'})")
     if since is not None:
         start = next((i for i, k in enumerate(kernels) if since in (k.release, k.package_version)), None)
         if start is None:
@@ -98,25 +110,27 @@ def select_kernels(store: Store, stream: str | None = None, since: str | None = 
 
 
 def package_matrix(store: Store, stream: str | None = None, driver: str | None = None,
-                   since: str | None = None) -> PackageMatrix:
-    """Packages x the kernels of `stream` (every kernel without one), from `since` on: only the builds
-    of each kernel's series count (services/packages.py)."""
-    return package_verdicts(store, select_kernels(store, stream, since), driver, stream=stream)
+                   since: str | None = None, arch: str | None = None) -> PackageMatrix:
+    """Packages x the kernels of `stream` (every kernel without one; of `arch`), from `since` on: only the
+    builds of each kernel's architecture and series count (services/packages.py)."""
+    return package_verdicts(store, select_kernels(store, stream, since, arch), driver, stream=stream)
 
 
 def build_matrix(store: Store, stream: str | None = None, driver: str | None = None, since: str | None = None,
                  advance: Advance = no_progress, *, page: int | None = None, page_size: int = PAGE_SIZE,
-                 where: MatrixFilter | None = None) -> Matrix:
+                 where: MatrixFilter | None = None, arch: str | None = None) -> Matrix:
     """The matrix; with `page`, a matrix of more than `page_size` builds is cut into pages (the rows
-    `where` keeps first, when given) and only that page's cells are read: totals come from counts."""
+    `where` keeps first, when given) and only that page's cells are read: totals come from counts.
+    With `arch`, the kernels and builds of that architecture; without, every one, each build's cells
+    only on the kernels of its architecture."""
     refresh_verdicts(store, advance)
-    kernels = select_kernels(store, stream, since)
-    builds = store.driver_builds(driver)
+    kernels = select_kernels(store, stream, since, arch)
+    builds = [b for b in store.driver_builds(driver) if arch is None or b.machine in (arch, None)]
     kernel_ids = [k.id for k in kernels]
     failures = store.build_failures(driver)
     if page is None or len(builds) <= page_size:
         cells = store.cells(RULES_VERSION, build_ids=[b.id for b in builds], kernel_ids=kernel_ids)
-        return Matrix(kernels, builds, cells, failures, stream)
+        return Matrix(kernels, builds, cells, failures, stream, arch=arch)
     counts = store.cell_counts(RULES_VERSION, kernel_ids)
     wanted = {b.id for b in builds}
     counts = [row for row in counts if row[0] in wanted]
@@ -134,7 +148,7 @@ def build_matrix(store: Store, stream: str | None = None, driver: str | None = N
     shown = builds[(page - 1) * page_size:page * page_size]
     cells = store.cells(RULES_VERSION, build_ids=[b.id for b in shown], kernel_ids=kernel_ids)
     return Matrix(kernels, shown, cells, failures, stream, page, pages, totals,
-                  sorted(set().union(*reasons.values())), where is not None)
+                  sorted(set().union(*reasons.values())), where is not None, arch)
 
 
 def partial_loads(store: Store, matrix: Matrix) -> dict[tuple[int, int], list[str]]:
@@ -254,7 +268,7 @@ def matrix_by_build_json(matrix: Matrix, details: dict[tuple[int, int], list[dic
         return dict(cell_json(found), causes=causes) if causes else cell_json(found)
 
     return {
-        "stream": matrix.stream, "summary": matrix.summary(),
+        "stream": matrix.stream, "arch": matrix.arch, "summary": matrix.summary(),
         "kernels": [kernel_record_json(k) for k in matrix.kernels],
         "builds": [dict(build_record_json(b), cells={k.release: cell(matrix.cell(b, k)) for k in matrix.kernels})
                    for b in matrix.builds],
@@ -264,7 +278,8 @@ def matrix_by_build_json(matrix: Matrix, details: dict[tuple[int, int], list[dic
 
 def matrix_page_json(matrix: Matrix) -> dict:
     """/api/v1/matrix: one page of builds, the cells flat."""
-    return {"stream": matrix.stream, "summary": matrix.summary(), "page": matrix.page, "pages": matrix.pages,
+    return {"stream": matrix.stream, "arch": matrix.arch, "summary": matrix.summary(), "page": matrix.page,
+            "pages": matrix.pages,
             "kernels": [kernel_record_json(k) for k in matrix.kernels],
             "builds": [build_record_json(b) for b in matrix.builds],
             "cells": [cell_json(c) for c in matrix.cells.values()],

@@ -41,8 +41,9 @@ def series(release: str) -> tuple[str, str]:
 
 
 def matters_to(build: BuildRecord, kernel: KernelRecord) -> bool:
-    """A build counts for a kernel of its own series (a build of unknown vermagic, for any)."""
-    return build.built_for is None or series(build.built_for) == series(kernel.release)
+    """A build counts for a kernel of its own architecture and series (a build of unknown vermagic,
+    for any of its architecture)."""
+    return build.runs_on(kernel) and (build.built_for is None or series(build.built_for) == series(kernel.release))
 
 
 def is_exclusion(failure: BuildFailure) -> bool:
@@ -139,10 +140,11 @@ def packages_on(store: Store, kernel: KernelRecord, driver: str | None = None) -
 
 
 def on_newest_kernels(store: Store, driver: str | None = None) -> list[tuple[str, PackageVerdict]]:
-    """(stream, verdict) of each package on the newest kernel of each stream (`drivers`: does it work today?)."""
-    newest = {stream: store.kernels(stream)[-1] for stream in store.streams() if store.kernels(stream)}
+    """(stream, verdict) of each package on the newest kernel of each stream, of each architecture in it
+    (`drivers`: does it work today?)."""
+    newest = {(stream, kernel.machine): kernel for stream in store.streams() for kernel in store.kernels(stream)}
     found = package_verdicts(store, list({k.id: k for k in newest.values()}.values()), driver)
-    return [(stream, found.verdict(name, kernel)) for stream, kernel in newest.items() for name in found.drivers
+    return [(stream, found.verdict(name, kernel)) for (stream, _), kernel in newest.items() for name in found.drivers
             if found.verdict(name, kernel).state != PackageState.NOT_TRIED]
 
 

@@ -52,6 +52,12 @@ class BuildRecord:
     source: str
     modules: tuple[str, ...]  # module names, in the build's order
     built_from: str | None = None  # the source package or tree kabigate build made it from (gate --rebuild's)
+    machine: str | None = None  # its modules' architecture (ELF e_machine as `uname -m` names it); None: no module
+
+    def runs_on(self, kernel: KernelRecord) -> bool:
+        """Whether the build is for the kernel's architecture: only such pairs are judged (and a kernel
+        whose architecture is unknown, with every build)."""
+        return same_architecture(self.machine, kernel.machine)
 
     @property
     def label(self) -> str:
@@ -66,6 +72,12 @@ class BuildFailure:
     kernel_release: str
     error: str
 
+
+
+def same_architecture(build_machine: str | None, kernel_machine: str | None) -> bool:
+    """A build is judged on a kernel of its architecture, and on one whose architecture is unknown: a
+    module of another is refused by elf_check_arch() whatever else it holds, which says nothing."""
+    return kernel_machine is None or build_machine is None or build_machine == kernel_machine
 
 
 def flavor_of(release: str) -> str:
@@ -398,17 +410,20 @@ class RecordStore(StoreBase):
     def _build_records(self, *where) -> list[BuildRecord]:
         with self._reading() as connection:
             names: dict[int, list[str]] = {}
-            for build_id, name in connection.execute(
-                    select(t.build_module.c.build_id, t.module.c.name)
+            machines: dict[int, str] = {}  # the first module's: a build's modules are of one architecture
+            for build_id, name, machine in connection.execute(
+                    select(t.build_module.c.build_id, t.module.c.name, t.module.c.machine)
                     .join(t.module, t.module.c.id == t.build_module.c.module_id)
                     .order_by(t.build_module.c.build_id, t.build_module.c.position)):
                 names.setdefault(build_id, []).append(name)
+                machines.setdefault(build_id, machine)
             rows = connection.execute(
                 select(t.driver_build, t.driver.c.name.label("driver"))
                 .join(t.driver, t.driver.c.id == t.driver_build.c.driver_id).where(*where)).all()
         return [BuildRecord(id=row.id, driver=row.driver, package=row.package, version=row.version, arch=row.arch,
                             format=row.format, built_for=row.built_for, source=row.source,
-                            modules=tuple(names.get(row.id, ())), built_from=row.built_from) for row in rows]
+                            modules=tuple(names.get(row.id, ())), built_from=row.built_from,
+                            machine=machines.get(row.id)) for row in rows]
 
     def load_build(self, build_id: int) -> list[Module]:
         """The build's modules as the loader rules take them, in the build's order."""

@@ -4,6 +4,7 @@ the rules, with its detail, and the imports and greylists that symbol demand rea
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -11,6 +12,7 @@ from sqlalchemy import func, select
 from kabigate.store import codec
 from kabigate.store import schema as t
 from kabigate.store.base import CHUNK, StoreBase
+from kabigate.store.records import same_architecture
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,30 @@ class VerdictStore(StoreBase):
         elif build_ids is not None and len(build_ids) <= CHUNK:
             query = query.where(t.verdict.c.build_id.in_(build_ids))
         with self._reading() as connection:
-            kernels = kernel_ids if kernel_ids is not None else list(connection.scalars(select(t.kernel.c.id)))
-            builds = build_ids if build_ids is not None else list(connection.scalars(select(t.driver_build.c.id)))
+            kernels = dict(connection.execute(select(t.kernel.c.id, t.kernel.c.machine)).all())
+            builds = self._build_machines(connection)
             current = set(connection.execute(query).all())
-        return [(b, k) for k in kernels for b in builds if (b, k) not in current]
+        return [(b, k) for k in (kernel_ids if kernel_ids is not None else kernels)
+                for b in (build_ids if build_ids is not None else builds)
+                if (b, k) not in current and same_architecture(builds.get(b), kernels.get(k))]
+
+    def count_pairs(self) -> int:
+        """(build, kernel) pairs that are judged: each build on each kernel of its architecture."""
+        with self._reading() as connection:
+            kernels = Counter(connection.scalars(select(t.kernel.c.machine)))
+            builds = Counter(self._build_machines(connection).values())
+        return sum(count * (sum(builds.values()) if machine is None else builds[machine] + builds[None])
+                   for machine, count in kernels.items())
+
+    @staticmethod
+    def _build_machines(connection) -> dict[int, str | None]:
+        """Each build's architecture: its first module's (a build without modules: None)."""
+        machines: dict[int, str | None] = dict.fromkeys(connection.scalars(select(t.driver_build.c.id)))
+        machines.update(connection.execute(
+            select(t.build_module.c.build_id, t.module.c.machine)
+            .join(t.module, t.module.c.id == t.build_module.c.module_id)
+            .where(t.build_module.c.position == 0)).all())
+        return machines
 
     def save_verdicts(self, verdicts: list[StoredVerdict]) -> None:
         """Store verdicts, replacing those of the same cells (an upsert, in key order: two `matrix`

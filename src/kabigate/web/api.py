@@ -69,6 +69,8 @@ from kabigate.web.views import (
 router = APIRouter()
 StoreDep = Annotated[Store, Depends(request_store)]
 SettingsDep = Annotated[Settings, Depends(settings_of)]
+ArchQuery = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_]+$",
+                                        description="only this architecture (`uname -m`: x86_64, aarch64, ...)")]
 # The token is checked by app.WriteGuard before the body is read; declared here for the OpenAPI schema.
 token_required = [Depends(HTTPBearer(auto_error=False, description="KABIGATE_API_TOKEN of the server"))]
 
@@ -132,8 +134,8 @@ def streams(store: StoreDep) -> dict:
 
 @router.get("/kernels", summary="Stored kernels (a stream's in its order)", response_model=schemas.Kernels,
             responses=READ_ERRORS)
-def kernels(store: StoreDep, stream: str | None = None) -> dict:
-    return {"kernels": [kernel_record_json(k) for k in store.kernels(stream)]}
+def kernels(store: StoreDep, stream: str | None = None, arch: ArchQuery = None) -> dict:
+    return {"kernels": [kernel_record_json(k) for k in store.kernels(stream) if arch is None or k.machine == arch]}
 
 
 @router.get("/kernels/{release}", summary="One kernel and its gate runs", response_model=schemas.KernelDetail,
@@ -153,9 +155,10 @@ def kernel_changes(store: StoreDep, settings: SettingsDep, release: str, stream:
 
 @router.get("/drivers", summary="Driver builds and recorded build failures",
             responses=documented(schemas.Drivers, READ_ERRORS))
-def drivers(store: StoreDep, driver: Annotated[str | None, Query(description="shell pattern on the name")] = None
-            ) -> Response:
-    return as_built(drivers_json(store.driver_builds(driver), store.build_failures(driver)))
+def drivers(store: StoreDep, driver: Annotated[str | None, Query(description="shell pattern on the name")] = None,
+            arch: ArchQuery = None) -> Response:
+    return as_built(drivers_json([b for b in store.driver_builds(driver) if arch is None or b.machine == arch],
+                                 store.build_failures(driver)))
 
 
 @router.get("/drivers/{name}/history",
@@ -182,8 +185,10 @@ def build_log_endpoint(store: StoreDep, driver: str, version: str, kernel_releas
             responses=documented(schemas.MatrixPage, READ_ERRORS))
 def matrix(store: StoreDep, stream: str | None = None, driver: str | None = None, since: str | None = None,
            page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-           per_page: Annotated[int, Query(ge=1, le=1000, description="driver builds a page")] = PAGE_SIZE) -> Response:
-    return as_built(matrix_page_json(build_matrix(store, stream, driver, since, page=page, page_size=per_page)))
+           per_page: Annotated[int, Query(ge=1, le=1000, description="driver builds a page")] = PAGE_SIZE,
+           arch: ArchQuery = None) -> Response:
+    return as_built(matrix_page_json(build_matrix(store, stream, driver, since, page=page, page_size=per_page,
+                                                  arch=arch)))
 
 
 @router.get("/packages", summary="Driver packages x kernels: does some build of each package load whole on each "
@@ -191,8 +196,8 @@ def matrix(store: StoreDep, stream: str | None = None, driver: str | None = None
             responses=documented(schemas.PackageMatrix, READ_ERRORS))
 def packages(store: StoreDep, stream: str | None = None,
              driver: Annotated[str | None, Query(description="shell pattern on the name")] = None,
-             since: str | None = None) -> Response:
-    return as_built(package_matrix_json(package_matrix(store, stream, driver, since)))
+             since: str | None = None, arch: ArchQuery = None) -> Response:
+    return as_built(package_matrix_json(package_matrix(store, stream, driver, since, arch)))
 
 
 @router.get("/verdicts/{build_id}/{kernel_id}", summary="One build on one kernel: each module's reasons",
@@ -244,11 +249,11 @@ def search_endpoint(store: StoreDep, q: Annotated[str, Query(max_length=200)] = 
 
 @router.get("/demand", summary="Symbols the stored drivers import, against the server's stablelist",
             responses=documented(schemas.Demand, NOT_FOUND))
-def demand(store: StoreDep, settings: SettingsDep, stream: str | None = None, driver: str | None = None
-           ) -> Response:
+def demand(store: StoreDep, settings: SettingsDep, stream: str | None = None, driver: str | None = None,
+           arch: ArchQuery = None) -> Response:
     if settings.stablelist is None:
         raise HTTPException(404, "this server has no stablelist (start it with kabigate serve --stablelist FILE)")
-    return as_built(demand_json(symbol_demand(store, settings.stablelist, stream, driver)))
+    return as_built(demand_json(symbol_demand(store, settings.stablelist, stream, driver, arch)))
 
 
 # -- writing ----------------------------------------------------------------------------------------

@@ -68,7 +68,8 @@ class BuildRecord(Closed):
     driver: str
     package: str | None
     version: str | None
-    arch: str | None
+    arch: str | None = Field(description="the package's architecture, as the package names it (amd64, x86_64, all)")
+    machine: str | None = Field(description="its modules' architecture (`uname -m`); judged on kernels of it only")
     format: str
     built_for: str | None = Field(description="the kernel release it was built for")
     source: str
@@ -180,6 +181,7 @@ class MatrixPage(Closed):
     """GET /matrix (services.matrix.matrix_page_json): one page of driver builds, the cells flat."""
 
     stream: str | None
+    arch: str | None = Field(description="the architecture asked for; null: every one")
     summary: MatrixSummary
     page: int
     pages: int
@@ -590,6 +592,7 @@ class Demand(Closed):
     """GET /demand: the symbols the stored drivers import, ranked, against the server's stablelist."""
 
     stream: str
+    arch: str | None = Field(description="the architecture of the kernels and builds counted (`uname -m`)")
     stablelist: str
     kernels: list[str]
     builds: int
