@@ -18,10 +18,13 @@ from kabigate.formats.compression import MAX_TEXT
 from kabigate.formats.elrepo import parse_spec_history
 from kabigate.inputs.stablelists import read_stablelist
 from kabigate.services.evidence import (
+    COLUMNS,
     Demand,
     SymbolDemand,
+    changes_text,
     demand_json,
     justification_markdown,
+    ksc_report,
     request_text,
     requested_additions,
     symbol_demand,
@@ -75,11 +78,13 @@ def _csv(symbols: list[SymbolDemand]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     columns = ["symbol", "stablelisted", "drivers", "builds", "greylisted_by", "exported_by", "crc_changes",
-               "removals", "reappearances", "failures", "first_kernel", "last_kernel", "kabi_violation"]
+               "removals", "reappearances", "failures", "first_kernel", "last_kernel", "kabi_violation",
+               "crc_changed_in"]
     writer.writerow(columns)
     for d in symbols:
         row = symbol_demand_json(d)
         row["drivers"] = " ".join(row["drivers"])
+        row["crc_changed_in"] = changes_text(d)
         writer.writerow([row[c] for c in columns])
     return buffer.getvalue()
 
@@ -89,19 +94,21 @@ def _print_demand(result: Demand, symbols: list[SymbolDemand]) -> None:
     out.print(f"{len(result.symbols)} symbols imported by {result.builds} builds of {result.drivers} drivers; "
               f"{listed} on {result.stablelist}, {len(result.symbols) - listed} not; stream {result.stream}: "
               f"{len(result.kernels)} kernels", markup=False)
-    table = Table("symbol", "listed", "drivers", "builds", "crc changes", "removed", "failures", "kernels",
-                  box=None)
+    table = Table(*(COLUMNS[c] for c in ("symbol", "stablelisted", "drivers", "builds", "failures", "exported_by",
+                                         "removals", "crc_changes", "crc_changed_in")), box=None)
     for d in symbols:
         listed_text = ("yes, VIOLATED" if d.violation else "yes") if d.stablelisted else "no"
-        table.add_row(*cells(d.symbol, listed_text, str(len(d.drivers)), str(d.builds), str(d.crc_changes),
-                             str(d.removals), str(d.failures), f"{d.exported_by}/{len(result.kernels)}"))
+        table.add_row(*cells(d.symbol, listed_text, str(len(d.drivers)), str(d.builds), str(d.failures_caused),
+                             f"{d.exported_by}/{len(result.kernels)}", str(d.removals), str(d.crc_changes),
+                             changes_text(d)))
     out.print(table)
 
 
 @stablelist.command("request")
 @_demand_options
-@click.option("--format", "list_format", type=click.Choice(["rhel", "module-kabi", "plain"]), default="rhel",
-              show_default=True, help="The list format of the proposed additions.")
+@click.option("--format", "list_format", type=click.Choice(["rhel", "module-kabi", "plain", "ksc"]), default="rhel",
+              show_default=True, help="The list format of the proposed additions; ksc: the ksc-result.txt Red Hat's "
+              "stablelist request process takes, its justifications filled from the evidence.")
 @click.option("--rhel-major", type=int, default=9, show_default=True, help="RHEL major release (rhel format).")
 @click.option("--min-drivers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Propose symbols used by at least this many drivers.")
@@ -115,9 +122,13 @@ def _print_demand(result: Demand, symbols: list[SymbolDemand]) -> None:
 def request(store: Store, stablelist_path: str, stream, driver, arch: str, list_format: str, rhel_major: int,
             min_drivers: int, max_crc_changes, output, justification) -> None:
     """The stablelist additions the stored drivers' evidence asks for, in the distribution's format."""
-    result = symbol_demand(store, read_stablelist(stablelist_path, arch), stream, driver)
+    listed = read_stablelist(stablelist_path, arch)
+    result = symbol_demand(store, listed, stream, driver)
     symbols = requested_additions(result, min_drivers, max_crc_changes)
-    text = request_text(symbols, list_format, arch, rhel_major)
+    if list_format == "ksc":
+        text = ksc_report(result, symbols, listed, arch, " ".join(["kabigate", *sys.argv[1:]]))
+    else:
+        text = request_text(symbols, list_format, arch, rhel_major)
     if output:
         write_atomically(output, text)
     else:
