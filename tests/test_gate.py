@@ -18,6 +18,7 @@ import junitparser
 import pytest
 from fastapi.testclient import TestClient
 from support.realstore import build_store
+from support.terminal import run_on_terminal
 
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import parse_policy, parse_waivers
@@ -475,3 +476,18 @@ def test_watch_finds_kernels_in_a_yum_repository(testdata, tmp_path):
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["candidate"]["release"] == "6.1.0-47-amd64"
+
+
+def test_the_gate_shows_its_stages_on_a_terminal_and_nothing_on_a_pipe(gate_db, tmp_path):
+    import shutil
+
+    db = str(tmp_path / "store.db")
+    shutil.copy(gate_db, db)
+    args = [*KABIGATE, "gate", "--db", db, "--candidate", RELEASES[1], "--stream", "debian-6.1", "--no-explain"]
+    status, shown = run_on_terminal(args)
+    assert status == 1  # 47 -> 50 regresses
+    for stage in ("judging driver builds", "comparing exports", "judging packages", "recording the run"):
+        assert stage in shown, shown
+    assert "explaining CRC changes" not in shown and "publishing" not in shown  # stages not run are not shown
+    piped = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert piped.returncode == 1 and piped.stderr == ""

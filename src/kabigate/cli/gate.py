@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out, progress, write_atomically
+from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out, progress, stages, write_atomically
 from kabigate.cli.store import store_option
 from kabigate.errors import InputError, read_capped
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, MAX_POLICY_FILE, Policy, Waiver, parse_policy, parse_waivers
@@ -36,7 +36,7 @@ from kabigate.services.packages import why_not
 from kabigate.services.watch import kernels_to_gate, offered_kernels
 from kabigate.signing.keys import HASHES, PASSPHRASE_ENV, load_signing_key
 from kabigate.store import GateRun, KernelRecord, Store
-from kabigate.vocabulary import GateClass, Outcome
+from kabigate.vocabulary import GateClass, GateStage, Outcome
 
 if TYPE_CHECKING:  # imported when --confirm-in-qemu is given (it needs qemu)
     from kabigate.services.confirm import Confirmation
@@ -124,23 +124,29 @@ def gate_kernel(store: Store, settings: GateSettings, candidate: KernelRecord, b
     """Run, record, write and publish one gate; with `confirm`, that many builds are first
     confirmed in qemu and the confirmation is recorded with the run."""
     stablelist = read_stablelist(settings.stablelist_path, candidate.machine)
-    result = run_gate(store, candidate, baseline, stream=stream, policy=settings.policy,
-                      waivers=(*settings.waivers, *store.waivers()), stablelist=stablelist, driver=settings.driver,
-                      explain=settings.explain, rebuild=settings.rebuild, signing=settings.signing)
-    if junit:
-        write_atomically(junit, gate_junit(result))
-    if markdown:
-        write_atomically(markdown, gate_markdown(result, settings.matrix_url))
-    document = gate_json(result)
-    confirmations = _confirm(store, result, confirm) if confirm else []
-    if confirm:
-        document["qemu_confirmation"] = [c.as_json() for c in confirmations]
-    run = record_gate(store, result, document)
-    document["run"] = run.uuid
-    published = None
-    if settings.resultsdb_url:
-        published = _publish(store, settings, run, item, settings.resultsdb_url)
-        document["resultsdb"] = {"url": settings.resultsdb_url, "id": published}
+    with stages(list(GateStage)) as step:
+        result = run_gate(store, candidate, baseline, stream=stream, policy=settings.policy,
+                          waivers=(*settings.waivers, *store.waivers()), stablelist=stablelist,
+                          driver=settings.driver, explain=settings.explain, rebuild=settings.rebuild,
+                          signing=settings.signing, step=step)
+        if junit:
+            write_atomically(junit, gate_junit(result))
+        if markdown:
+            write_atomically(markdown, gate_markdown(result, settings.matrix_url))
+        document = gate_json(result)
+        if confirm:
+            step(GateStage.CONFIRM)
+        confirmations = _confirm(store, result, confirm) if confirm else []
+        if confirm:
+            document["qemu_confirmation"] = [c.as_json() for c in confirmations]
+        step(GateStage.RECORD)
+        run = record_gate(store, result, document)
+        document["run"] = run.uuid
+        published = None
+        if settings.resultsdb_url:
+            step(GateStage.PUBLISH)
+            published = _publish(store, settings, run, item, settings.resultsdb_url)
+            document["resultsdb"] = {"url": settings.resultsdb_url, "id": published}
     return GateOutcome(result, document, published, confirmations)
 
 

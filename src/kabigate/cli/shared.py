@@ -37,6 +37,17 @@ def progress(description: str, total: int):
         yield lambda: progress.advance(task)
 
 
+@contextmanager
+def stages(names: list[str]):
+    """A progress bar through a command's stages, in this order, on stderr when it is a terminal:
+    step(name) shows the stage now running (a stage may be skipped) and how many came before it."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(names[0], total=len(names))
+        # Drawn at once: a stage shorter than a refresh is still seen going by.
+        yield lambda name: bar.update(task, description=name, completed=names.index(name), refresh=True)
+
+
 def read_modules_with_progress(paths: list[str]) -> list[Module]:
     from kabigate.inputs.modules import count_modules, read_modules  # the package readers: not for --help
 
