@@ -30,6 +30,7 @@ from kabigate.services.gate import (
     record_gate,
     resolve_kernel,
     run_gate,
+    stream_of,
 )
 from kabigate.services.ingest import ingest_kernel
 from kabigate.services.packages import why_not
@@ -151,15 +152,20 @@ def gate_kernel(store: Store, settings: GateSettings, candidate: KernelRecord, b
 
 
 def _publish(store: Store, settings: GateSettings, run: GateRun, item: str | None, api_url: str) -> str:
-    payload = resultsdb_payload(store.gate_report(run.uuid), item=item, testcase=settings.testcase,
-                                ref_url=settings.ref_url)
+    report = store.gate_report(run.uuid)
+    # A run recorded before a gate against --baseline knew its stream: the scenario is its kernel's stream.
+    report = dict(report, stream=stream_of(store.kernel(run.kernel_id), report["stream"]))
+    payload = resultsdb_payload(report, item=item, testcase=settings.testcase, ref_url=settings.ref_url)
     return publish_gate(store, run, api_url, payload, os.environ.get("KABIGATE_RESULTSDB_TOKEN"))
 
 
 @click.command()
-@click.option("--candidate", required=True, metavar="KERNEL",
+@click.option("--candidate", metavar="KERNEL",
               help="The kernel to gate: a release in the store, or its files as `check -k` takes them "
-                   "(comma-joined), which are ingested first.")
+                   "(comma-joined), which are ingested first (required unless --publish).")
+@click.option("--publish", "publish_run", metavar="RUN",
+              help="Instead of gating, publish this recorded gate run (the `run` of `gate --json`) to --resultsdb "
+                   "as it was recorded; once: a run ResultsDB has already is not posted again.")
 @click.option("--baseline", metavar="KERNEL", help="Compare with this kernel (default: the candidate's "
                                                     "predecessor in its stream).")
 @click.option("--stream", metavar="NAME", help="The candidate's stream (its baseline is the kernel before it).")
@@ -184,17 +190,30 @@ def _publish(store: Store, settings: GateSettings, run: GateRun, item: str | Non
 @click.option("--sign-cert", type=click.Path(dir_okay=False), metavar="CERT", help="The signing key's certificate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
 @store_option
-def gate(store: Store, candidate: str, baseline: str | None, stream: str | None, junit_path, markdown_path, item,
-         queue: bool, confirm: int, explain: bool, rebuild: bool | None, sign_key: str | None, sign_cert: str | None,
-         as_json: bool, **options) -> None:
+def gate(store: Store, candidate: str | None, publish_run: str | None, baseline: str | None, stream: str | None,
+         junit_path, markdown_path, item, queue: bool, confirm: int, explain: bool, rebuild: bool | None,
+         sign_key: str | None, sign_cert: str | None, as_json: bool, **options) -> None:
     """Gate a candidate kernel on the stored driver builds. Exit 0 PASSED/INFO, 1 FAILED or
-    NEEDS_INSPECTION, 2 error.
+    NEEDS_INSPECTION, 2 error; with --publish, 0 once the run is published.
 
     \b
     Example:
       kabigate gate --candidate 6.1.0-53-amd64 --stream debian-6.1 --junit gate.xml --markdown gate.md
       kabigate gate --candidate 6.1.0-56-amd64 --rebuild --sign-key repo.key --sign-cert repo.crt
+      kabigate gate --publish 0b9c6f7e-5a1d-4c2e-9f3b-2d8e4a6c1f00 --resultsdb https://resultsdb.example.org/api/v2.0
     """
+    if publish_run is not None:
+        given = [name for name, value in (("--candidate", candidate), ("--baseline", baseline), ("--stream", stream),
+                                          ("--junit", junit_path), ("--markdown", markdown_path),
+                                          ("--queue", queue or None), ("--confirm-in-qemu", confirm or None),
+                                          ("--rebuild", rebuild), ("--sign-key", sign_key), ("--sign-cert", sign_cert))
+                 if value is not None]
+        if given:
+            raise click.UsageError(f"--publish publishes a recorded run: {', '.join(given)} do not apply")
+        _publish_recorded(store, publish_run, item, as_json, GateSettings.from_options(**options))
+        return
+    if candidate is None:
+        raise click.UsageError("give --candidate KERNEL (or --publish RUN)")
     if queue:
         _queue_gate(store, candidate, baseline, stream, as_json,
                     given=[_option_name(name) for name, value in (("junit", junit_path), ("markdown", markdown_path),
@@ -208,7 +227,7 @@ def gate(store: Store, candidate: str, baseline: str | None, stream: str | None,
     candidate_record = _kernel(store, candidate, stream)
     baseline_record: KernelRecord | None
     if baseline is not None:
-        baseline_record, chosen_stream = _kernel(store, baseline, None), stream
+        baseline_record, chosen_stream = _kernel(store, baseline, None), stream_of(candidate_record, stream)
     else:
         baseline_record, chosen_stream = previous_in_stream(store, candidate_record, stream)
     outcome = gate_kernel(store, settings, candidate_record, baseline_record, chosen_stream, junit=junit_path,
@@ -227,6 +246,20 @@ def gate(store: Store, candidate: str, baseline: str | None, stream: str | None,
             err.print(f"published to {settings.resultsdb_url}: result {outcome.published}", markup=False)
     agreed = all(c.agrees for c in confirmations)
     sys.exit(EXIT_OK if outcome.result.passed and agreed else EXIT_INCOMPATIBLE)
+
+
+def _publish_recorded(store: Store, run_id: str, item: str | None, as_json: bool, settings: GateSettings) -> None:
+    """gate --publish: a recorded run to ResultsDB as it was, its report not recomputed."""
+    if not settings.resultsdb_url:
+        raise click.UsageError("--publish: give --resultsdb URL")
+    run = store.gate_run(run_id)
+    published = _publish(store, settings, run, item, settings.resultsdb_url)
+    if as_json:
+        emit_json({"run": run.uuid, "outcome": run.outcome,
+                   "resultsdb": {"url": settings.resultsdb_url, "id": published}})
+    else:
+        out.print(f"gate run {run.uuid} ({run.outcome}) published to {settings.resultsdb_url}: result {published}",
+                  markup=False)
 
 
 def _confirm(store: Store, result, count: int):

@@ -171,6 +171,16 @@ def previous_in_stream(store: Store, kernel: KernelRecord, stream: str | None) -
     return (ordered[position - 1] if position else None), stream
 
 
+def stream_of(kernel: KernelRecord, stream: str | None) -> str | None:
+    """The stream a gate of `kernel` is of: the one given, else the kernel's only one (None when it is
+    in several or none). A gate against a chosen baseline is of that stream too, so that ResultsDB's
+    scenario (architecture.stream) is one per stream however the baseline was chosen."""
+    if stream is not None:
+        return stream
+    streams = [name for name, _position in kernel.streams]
+    return streams[0] if len(streams) == 1 else None
+
+
 def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | None, *, stream: str | None = None,
              policy: Policy = DEFAULT_POLICY, waivers: tuple[Waiver, ...] = (), stablelist: Stablelist | None = None,
              driver: str | None = None, today: datetime.date | None = None, explain: bool = False,
