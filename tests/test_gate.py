@@ -493,3 +493,16 @@ def test_a_run_recorded_without_its_stream_is_published_with_its_kernels_stream(
                                capture_output=True, text=True, check=False)
     assert published.returncode == 0 and f"gate run {run.uuid} (NEEDS_INSPECTION) published" in published.stdout
     assert ResultsDB.received[0]["data"]["scenario"] == "x86_64.debian-6.1"
+
+
+def test_a_published_result_says_which_waivers_applied(gate_db, resultsdb, tmp_path):
+    waivers = tmp_path / "waivers.toml"
+    waivers.write_text('[[waiver]]\ndriver = "jool"\nreason = "fixed in 4.1.11"\nwho = "w@example.org"\n')
+    result = subprocess.run([*KABIGATE, "gate", "--db", gate_db, "--candidate", RELEASES[1], "--waivers", str(waivers),
+                             "--resultsdb", resultsdb, "--json"], capture_output=True, text=True, check=False)
+    report = json.loads(result.stdout)
+    waived = [f for f in [*report["builds"], *report["packages"]] if f["waivers"]]
+    assert waived and all(f["driver"] == "jool" for f in waived)
+    (posted,) = ResultsDB.received
+    assert posted["data"]["waived_by"] == [f"{waivers}#1"]
+    assert posted["note"].endswith(f"; {len(waived)} findings waived by {waivers}#1")
