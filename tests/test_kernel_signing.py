@@ -78,3 +78,34 @@ def test_enforcing_kernel_loads_its_own_signed_module(testdata, booted):
     assert result.exit_status == 0, result
     assert kabigate_verdict(testdata, vmlinuz, path)["verdict"] == "loads"
     assert verify.verify_module(path.read_bytes(), verify.load_trust([str(vmlinuz)])).result == "ok"
+
+
+def test_an_enforcing_stream_in_the_store_agrees_with_the_booted_kernel(testdata, booted, tmp_path):
+    """The same modules as builds in a store whose stream enforces signatures, trusting the kernel
+    image's built-in keys (`db enforce-signatures --cert vmlinuz`): each stored verdict is what
+    the booted kernel did, with the kernel's reason. (A tampered module needs its bytes: the store
+    keeps its signer, so only check --sig-enforce refuses it.)"""
+    from kabigate.boot.qemu import kernel_reason
+    from kabigate.inputs.kernels import load_kernel
+    from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
+    from kabigate.store import Store
+
+    vmlinuz, results = booted
+    store = str(tmp_path / "store.db")
+    cases = ("unsigned", "kabigate-key", "in-tree")
+    with Store.open(store) as opened:
+        ingest_kernel(opened, load_kernel([str(testdata.kernel_root(KERNEL))]), "secure-boot")
+        for case in cases:
+            path = results[case][0]
+            for build in read_driver_builds([str(path)], f"case-{case}", "1"):
+                ingest_driver_build(opened, build)
+    subprocess.run([sys.executable, "-m", "kabigate", "db", "enforce-signatures", "secure-boot", "--cert", vmlinuz,
+                    "--db", store], check=True, capture_output=True)
+    matrix = json.loads(subprocess.run([sys.executable, "-m", "kabigate", "matrix", "--db", store, "--format", "json"],
+                                       check=True, capture_output=True, text=True).stdout)
+    stored = {b["driver"].removeprefix("case-"): b["cells"][KERNEL] for b in matrix["builds"]}
+    for case in cases:
+        booted_reason = kernel_reason(results[case][1])
+        assert stored[case]["loads"] == (booted_reason is None), (case, stored[case], results[case][1])
+        assert stored[case]["first_reason"] == (booted_reason and booted_reason.code), (case, booted_reason)
+    assert [stored[c]["first_reason"] for c in cases] == ["unsigned", "untrusted-signature", None]

@@ -1,7 +1,8 @@
-"""The module parser's fast path (issue 23: the symbol table filtered on its st_shndx bytes, one
-pass for imports, exports and layout, tuples for sections) against the parser it replaced
-(tests/support/slow_module.py, kept verbatim): identical Modules for every module of the real
-corpus, and the same files refused when real modules are damaged byte by byte."""
+"""The module parser's fast paths (issue 23) against the parser they replaced (tests/support/slow_module.py,
+kept verbatim): the C reader (formats/_modfast.c) and the Python one (the symbol table filtered on its
+st_shndx bytes, one pass for imports, exports and layout, tuples for sections). Identical Modules for
+every module of the real corpus from both, the C reader accepting every one of them itself, and the
+same files refused when real modules are damaged byte by byte."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from support.slow_module import parse_module as slow_parse_module
 from support.testdata import testdata_root as corpus_root
 
 from kabigate.errors import InputError
+from kabigate.formats import module as module_format
+from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.elf import SHT_SYMTAB
+from kabigate.formats.modsig import split_signature
 from kabigate.formats.module import parse_module, read_module
 from kabigate.inputs.modules import PARALLEL_MIN_FILES, find_module_files, read_modules
 from kabigate.model import MODULE_SUFFIXES
@@ -23,25 +27,46 @@ ROOT = corpus_root()
 TREES = sorted({path.parent for path in ROOT.glob("*kernels/*/lib/modules/*/kernel")})
 
 
+C_READER = module_format._modfast
+
+
+@pytest.fixture(params=["c", "python"])
+def reader(request, monkeypatch):
+    """Each test once with the C reader (the default where it is built) and once with the Python path."""
+    if request.param == "c":
+        if C_READER is None:
+            pytest.fail("the C reader (kabigate.formats._modfast) is not built: pip install -e . builds it")
+        monkeypatch.setattr(module_format, "_modfast", C_READER)
+    else:
+        monkeypatch.setattr(module_format, "_modfast", None)
+    return request.param
+
+
 def _modules_under(top) -> list[str]:
     return sorted(str(path) for path in top.rglob("*") if path.name.endswith(MODULE_SUFFIXES) and path.is_file())
 
 
+def _reads_the_same(paths: list[str], reader: str) -> None:
+    for path in paths:
+        with open(path, "rb") as file:
+            raw = file.read()
+        assert read_module(path) == slow_parse_module(raw, path), path
+        if reader == "c":  # the C reader read it itself: it never left a real module to the Python path
+            data = decompress(raw, path) if compression_of(raw) else raw
+            assert C_READER.read(data, split_signature(data)[0], path) is not None, path
+
+
 @pytest.mark.parametrize("tree", TREES, ids=lambda path: path.parent.parent.parent.name)
-def test_every_in_tree_module_reads_the_same(tree):
+def test_every_in_tree_module_reads_the_same(tree, reader):
     paths = _modules_under(tree / "kernel")
     assert len(paths) > 40
-    for path in paths:
-        with open(path, "rb") as file:
-            assert read_module(path) == slow_parse_module(file.read(), path), path
+    _reads_the_same(paths, reader)
 
 
-def test_every_driver_and_synthetic_module_reads_the_same():
+def test_every_driver_and_synthetic_module_reads_the_same(reader):
     paths = _modules_under(ROOT / "drivers") + _modules_under(ROOT / "synthetic")
     assert len(paths) > 150
-    for path in paths:
-        with open(path, "rb") as file:
-            assert read_module(path) == slow_parse_module(file.read(), path), path
+    _reads_the_same(paths, reader)
 
 
 def _outcome(parse, data: bytes, path: str):
@@ -58,7 +83,7 @@ DAMAGED = ["kernels/6.1.0-47-amd64/lib/modules/6.1.0-47-amd64/kernel/drivers/med
 
 
 @pytest.mark.parametrize("relative", DAMAGED, ids=lambda relative: relative.split("/")[1])
-def test_damaged_modules_are_refused_alike(relative):
+def test_damaged_modules_are_refused_alike(relative, reader):
     """Bytes of the ELF header, the section headers and the symbol table overwritten at random:
     both parsers accept the result with identical facts, or both refuse it."""
     original = (ROOT / relative).read_bytes()
@@ -86,7 +111,7 @@ def test_damaged_modules_are_refused_alike(relative):
     assert accepted > 100 and refused > 100, (accepted, refused)
 
 
-def test_a_tree_read_by_worker_processes_is_the_tree_read_in_order(testdata):
+def test_a_tree_read_by_worker_processes_is_the_tree_read_in_order(testdata, reader):
     """read_modules() of a whole tree (worker processes, modules packed into tuples and back)
     gives the Modules read_module() gives file by file, in the same order."""
     tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel"

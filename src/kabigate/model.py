@@ -153,7 +153,10 @@ class Module:
 
     def info(self, key: str) -> str | None:
         """First value of a .modinfo key, as the kernel's get_modinfo() returns it."""
-        return next((value for k, value in self.modinfo if k == key), None)
+        for k, value in self.modinfo:  # a loop, not next(genexpr): a tree's check asks ~64,000 times
+            if k == key:
+                return value
+        return None
 
     def info_all(self, key: str) -> list[str]:
         return [value for k, value in self.modinfo if k == key]
@@ -231,6 +234,7 @@ class ReasonCode(StrEnum):
     # Failures, in the order load_module() meets them (docs/loader-checks.md).
     UNSIGNED = "unsigned"  # also a warning, when signatures are not enforced
     UNTRUSTED_SIGNATURE = "untrusted-signature"  # also a warning
+    UNSUPPORTED_SIGNATURE = "unsupported-signature"  # ENOPKG: also a warning
     BAD_SIGNATURE = "bad-signature"
     ARCH_MISMATCH = "arch-mismatch"
     INVALID_ELF = "invalid-elf"

@@ -38,7 +38,7 @@ ARM64_PLTS_ALWAYS = (6, 5)
 MODULE_ELF_CHECK_ARCH_SERIES = (6, 2)
 # Stored verdicts carry the version of the rules that made them: bump it whenever a change here
 # can change a verdict, its reasons or their wording, and the store recomputes them.
-RULES_VERSION = 7
+RULES_VERSION = 8
 # load_module()'s early checks changed twice (docs/loader-checks.md). v6.4: elf_validity_cache_copy()
 # compares sizeof(struct module) and refuses duplicate sections, early_mod_check() looks for a
 # loaded module of the same name before the memory layout. v6.13: elf_validity_cache_copy() split
@@ -348,6 +348,11 @@ def _find_module_sections(module: Module, kernel: Kernel, reasons) -> None:
                               + _config_unknown(kernel, "CONFIG_CONSTRUCTORS", "on")))
 
 
+# module_sig_check()'s reason for each error it forgives unless signatures are enforced
+_SIG_CHECK_REASONS = {ReasonCode.UNSIGNED: "unsigned module", ReasonCode.UNSUPPORTED_SIGNATURE: "module with "
+                      "unsupported crypto", ReasonCode.UNTRUSTED_SIGNATURE: "module with unavailable key"}
+
+
 def _check_signature(module: Module, kernel: Kernel, options: LoadOptions, reasons, warnings) -> None:
     """module_sig_check(), kernel/module/signing.c. A malformed signature (EBADMSG) is fatal even
     when signatures are not enforced, as is one that a trusted key does not verify (EKEYREJECTED);
@@ -367,10 +372,14 @@ def _check_signature(module: Module, kernel: Kernel, options: LoadOptions, reaso
     if signature is not None and not signature.defect and (check is None or check.result == "ok"):
         return
     enforced = options.require_signature or kernel.config_enabled("CONFIG_MODULE_SIG_FORCE") is True
-    untrusted = check is not None and check.result == "ENOKEY"
-    code = ReasonCode.UNTRUSTED_SIGNATURE if untrusted else ReasonCode.UNSIGNED
-    what = ("module with unavailable key" if untrusted else "unsigned module" if signature is None
-            else "module with unsupported crypto")
+    # module_sig_check()'s three non-fatal errors, each with the reason it prints
+    if check is not None and check.result == "ENOKEY":
+        code = ReasonCode.UNTRUSTED_SIGNATURE
+    elif signature is None:
+        code = ReasonCode.UNSIGNED
+    else:  # ENOPKG: a digest or key algorithm the kernel's PKCS#7 parser does not know
+        code = ReasonCode.UNSUPPORTED_SIGNATURE
+    what = _SIG_CHECK_REASONS[code]
     if enforced:
         reasons.append(Reason(code, f"Loading of {what} is rejected"))
     elif kernel.config_enabled("CONFIG_MODULE_SIG") is not False:

@@ -33,6 +33,7 @@ from kabigate.errors import InputError
 from kabigate.explain import cache as explain_cache
 from kabigate.explain.crc import KernelTypes
 from kabigate.formats import der, rpm, stream
+from kabigate.formats import module as module_format
 from kabigate.formats.btf import parse_btf
 from kabigate.formats.buildmanifest import parse_build_manifest
 from kabigate.formats.bzimage import kernel_image
@@ -267,9 +268,29 @@ def koji_answer_seeds() -> list[bytes]:
 # -- runs --------------------------------------------------------------------------------------
 
 def run_module(data: bytes) -> None:
-    module = parse_module(data, "fuzz.ko")
-    for export in module.exports:
+    """parse_module() by the C reader (where built) and by the Python path: the same Module or the same error."""
+    fast = _module_outcome(data)
+    reader, module_format._modfast = module_format._modfast, None
+    try:
+        pure = _module_outcome(data)
+    finally:
+        module_format._modfast = reader
+    assert _compared(fast) == _compared(pure), f"the C reader and the Python path differ: {fast!r} != {pure!r}"
+    if isinstance(pure, InputError):
+        raise pure
+    for export in pure.exports:
         assert isinstance(export.name, str)
+
+
+def _module_outcome(data: bytes):
+    try:
+        return parse_module(data, "fuzz.ko")
+    except InputError as error:
+        return error
+
+
+def _compared(outcome):
+    return (type(outcome), str(outcome)) if isinstance(outcome, InputError) else outcome
 
 
 def run_decompress(data: bytes) -> None:

@@ -9,6 +9,7 @@ Kbuild); then no_versions.ko loses its modversions the way people strip them by 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -41,11 +42,15 @@ def expected(out: Path) -> dict[str, Path]:
 
 
 def build_cached(headers: Path, release: str, out: Path) -> dict[str, Path]:
-    """expected(out), rebuilt (atomically) unless every .ko is newer than every source file."""
+    """expected(out), rebuilt (atomically) unless every .ko is newer than every source file. Test
+    processes running side by side (pytest -n) take turns: one builds, the others then find it built."""
     modules = expected(out)
     newest_source = max(p.stat().st_mtime for p in SOURCES.iterdir() if p.is_file())
-    if not all(ko.is_file() and ko.stat().st_mtime >= newest_source for ko in modules.values()):
-        out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if all(ko.is_file() and ko.stat().st_mtime >= newest_source for ko in modules.values()):
+            return modules
         with tempfile.TemporaryDirectory(prefix=".tmp-", dir=out.parent) as tmp:
             build(headers, release, Path(tmp) / "out")
             if out.exists():

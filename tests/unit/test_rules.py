@@ -160,11 +160,13 @@ def test_malformed_signature_is_refused_first_even_when_not_enforced():
                                          "Bad message"
 
 
-def test_unsupported_crypto_signature_is_treated_like_an_unsigned_module():
+def test_unsupported_crypto_signature_is_forgiven_like_an_unsigned_module_with_its_own_reason():
+    """module_sig_check(): ENOPKG taints unless enforced, then 'module with unsupported crypto'."""
     defective = make_module(signature=signed("ENOPKG: not signed with expected PKCS#7 message (PGP)"))
-    assert codes(check_one(defective).warnings) == ["unsigned", "taint-out-of-tree"]
+    assert codes(check_one(defective).warnings) == ["unsupported-signature", "taint-out-of-tree"]
     [reason] = check_one(defective, options=LoadOptions(require_signature=True)).reasons
-    assert (reason.code, reason.message) == ("unsigned", "Loading of module with unsupported crypto is rejected")
+    assert (reason.code, reason.message) == ("unsupported-signature",
+                                             "Loading of module with unsupported crypto is rejected")
 
 
 def test_signature_no_trusted_key_verifies_warns_or_is_refused_when_enforced():

@@ -353,7 +353,8 @@ def kernel_image(source: str, directory: Path) -> Path:
 # The kernel's refusals (kernel/module/main.c, version.c, signing.c), first match wins, as
 # kabigate reason codes; the symbol is the message's group 1 where it names one.
 _KERNEL_REFUSALS = [(re.compile(pattern), code) for pattern, code in (
-    (r"Loading of (?:unsigned module|module with unsupported crypto) is rejected", ReasonCode.UNSIGNED),
+    (r"Loading of unsigned module is rejected", ReasonCode.UNSIGNED),
+    (r"Loading of module with unsupported crypto is rejected", ReasonCode.UNSUPPORTED_SIGNATURE),
     (r"Loading of module with unavailable key is rejected", ReasonCode.UNTRUSTED_SIGNATURE),
     (r"Invalid (?:module )?architecture in ELF header", ReasonCode.ARCH_MISMATCH),
     (r"\.gnu\.linkonce\.this_module section size must match", ReasonCode.MODULE_STRUCT_SIZE),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -19,6 +20,7 @@ from kabigate.cli.shared import (
     read_modules_with_progress,
 )
 from kabigate.cli.signing import signature_checks, trust_options
+from kabigate.errors import InputError
 from kabigate.explain.crc import SymbolExplanation, cause_json, cause_text
 from kabigate.inputs.modules import collector_paused
 from kabigate.inputs.stablelists import matching_kernel, read_stablelist
@@ -117,14 +119,17 @@ def _print_module(module: Module) -> None:
 @click.option("--stablelist", "stablelist_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="kABI stablelist: also report which imported symbols are on it.")
 @click.option("--require-signature", is_flag=True, help="Model a kernel that enforces module signatures.")
+@click.option("--sig-enforce", is_flag=True,
+              help="Model module.sig_enforce=1 (Secure Boot): --require-signature, trusting the keys built into "
+                   "the kernel's image (found with KERNEL) and --trust (enrolled MOK certificates).")
 @trust_options
 @click.option("--built-for", "built_for_paths", multiple=True, metavar="KERNEL",
               help="The kernel the modules were built against (with its vmlinuz): each crc-mismatch then "
                    "names the changed type that most likely caused it, from both kernels' BTF.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.argument("modules", nargs=-1, required=True, metavar="MODULE_OR_DIR...")
-def check(kernel_paths, vermagic, stablelist_path, require_signature, built_for_paths, as_json, modules,
-          **trust) -> None:
+def check(kernel_paths, vermagic, stablelist_path, require_signature, sig_enforce, built_for_paths, as_json,
+          modules, **trust) -> None:
     """Will these modules, installed together, load on KERNEL? Exit 1 if any does not.
 
     \b
@@ -135,7 +140,13 @@ def check(kernel_paths, vermagic, stablelist_path, require_signature, built_for_
     kernel = load_kernel_with_progress(list(kernel_paths), vermagic)
     stablelist = matching_kernel(read_stablelist(stablelist_path, kernel.machine), kernel.exports, kernel.release)
     parsed = read_modules_with_progress(list(modules))
-    options = LoadOptions(require_signature=require_signature, signature_checks=signature_checks(parsed, **trust))
+    if sig_enforce:  # module_sig_check() against the secondary keyring: built-in keys, then what was enrolled
+        if kernel.image is None or not os.path.isfile(kernel.image):
+            raise InputError(f"{', '.join(kernel_paths)}: --sig-enforce needs the kernel's image (vmlinuz) for its "
+                             "built-in keys: give a kernel root or /boot/vmlinuz-<kver> with --kernel")
+        trust["trust_paths"] = (kernel.image, *trust["trust_paths"])
+    options = LoadOptions(require_signature=require_signature or sig_enforce,
+                          signature_checks=signature_checks(parsed, **trust))
     verdicts = check_modules(parsed, kernel, options)
     causes = _crc_causes(built_for_paths, kernel, verdicts)
     set_exports = {e.name for m in parsed for e in m.exports}

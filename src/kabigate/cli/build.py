@@ -13,10 +13,10 @@ import click
 from kabigate.builder.buildtree import build_tree
 from kabigate.builder.result import BuildResult
 from kabigate.builder.sandbox import Limits, check_sandbox
+from kabigate.builder.source import Signing, build_source, is_build_source
 from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out
 from kabigate.cli.store import store_option
 from kabigate.errors import InputError
-from kabigate.services.build import Signing, build_source, is_build_source
 from kabigate.signing.keys import HASHES, PASSPHRASE_ENV, load_signing_key
 from kabigate.vocabulary import BuildOutcome
 

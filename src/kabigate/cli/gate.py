@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from kabigate.builder.source import Signing
 from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out, progress, stages, write_atomically
 from kabigate.cli.store import store_option
 from kabigate.errors import InputError, read_capped
@@ -22,7 +23,6 @@ from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.stablelists import read_stablelist
 from kabigate.model import version_key
 from kabigate.reports.gate import DEFAULT_TESTCASE, gate_json, gate_junit, gate_markdown, resultsdb_payload
-from kabigate.services.build import Signing
 from kabigate.services.gate import (
     GateResult,
     previous_in_stream,

@@ -137,8 +137,28 @@ _APT_LISTING_MAX = 16 << 20
 @click.option("--root", default="/", metavar="DIR", help="The system whose installed modules are judged (default /).")
 @click.option("--db", metavar="PATH_OR_URL", envvar="KABIGATE_DB",
               help="A kabigate store to look for builds that load on the kernel (default: $KABIGATE_DB, else none).")
+@click.option("--build", "build", is_flag=True,
+              help="Build each DKMS package registered under --root (/var/lib/dkms) against the kernel's headers "
+                   "with dkms, in kabigate build's sandbox, sign it with the host's MOK key, and judge its modules.")
+@click.option("--headers", multiple=True, metavar="HEADERS",
+              help="With --build: the kernel's build tree, as `kabigate build -k` takes it (default: KERNEL, "
+                   "when it is a folder holding its lib/modules/RELEASE/build). Repeatable.")
+@click.option("--mok-key", type=click.Path(dir_okay=False), metavar="KEY",
+              help="With --build: the signing key (default: --root's /var/lib/dkms/mok.key, Debian's dkms; "
+                   "passphrase from $KBUILD_SIGN_PIN).")
+@click.option("--mok-cert", type=click.Path(dir_okay=False), metavar="CERT",
+              help="With --build: its certificate (default: /var/lib/dkms/mok.pub under --root).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=1800.0, show_default=True,
+              help="With --build: seconds each package's build may take.")
+@click.option("--sig-enforce", is_flag=True,
+              help="With --build: the kernel enforces module signatures (Secure Boot): trusted are the keys built "
+                   "into its image (when KERNEL has it) and the enrolled certificates given with --trust.")
+@click.option("--trust", "trust_paths", multiple=True, metavar="CERT",
+              help="With --sig-enforce: an enrolled MOK certificate (PEM or DER). Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report (with --apt: {\"kernels\": [...]}).")
-def preflight(kernel: str | None, apt: bool, root: str, db: str | None, as_json: bool) -> None:
+def preflight(kernel: str | None, apt: bool, root: str, db: str | None, build: bool, headers: tuple[str, ...],
+              mok_key: str | None, mok_cert: str | None, timeout: float, sig_enforce: bool,
+              trust_paths: tuple[str, ...], as_json: bool) -> None:
     """Before installing a kernel: which installed out-of-tree modules will load on it.
 
     The modules in weak-updates/, extra/, updates/ and DKMS's trees: which will load, which will
@@ -151,15 +171,25 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, as_json:
     With --apt instead (contrib/apt's hook): every kernel of the APT run; none: exit 0; one without
     its linux-headers package in the run: exit 2 before any is read.
 
+    With --build, the DKMS packages are built for the kernel now, as dkms autoinstall will build
+    them when it is installed: exit 1 too when one fails to build or its modules will not load.
+
     \b
     Example:
       kabigate preflight linux-image-6.1.0-57-amd64-unsigned.deb
+      kabigate preflight --build --headers /usr/src/linux-headers-6.1.0-57-amd64 6.1.0-57-amd64
     """
     from kabigate.host.preflight import AptKernel, apt_kernels
     from kabigate.host.preflight import preflight as run_preflight
 
     if apt == (kernel is not None):
         raise click.UsageError("give KERNEL_PACKAGE_OR_RELEASE or --apt (the APT run's .deb files on stdin)")
+    if build and apt:
+        raise click.UsageError("--build takes one KERNEL_PACKAGE_OR_RELEASE and its --headers, not --apt")
+    if (headers or mok_key or mok_cert or sig_enforce) and not build:
+        raise click.UsageError("--headers, --mok-key, --mok-cert and --sig-enforce go with --build")
+    if trust_paths and not sig_enforce:
+        raise click.UsageError("--trust goes with --sig-enforce")
     system = wm.Root(root)
     kernels: list[AptKernel] = []
     if apt:
@@ -180,6 +210,7 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, as_json:
         else:
             yield _target_kernel(kernel, system, store)
 
+    target = None
     try:
         for release, target in targets():
             results.append(run_preflight(system, release, target, store))
@@ -188,12 +219,54 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, as_json:
     finally:
         if store is not None:
             store.close()
+    if build and kernel is not None and target is not None:  # --build: one KERNEL, not --apt
+        trust = None
+        if sig_enforce:
+            from kabigate.signing.verify import load_trust
+
+            image = [target.image] if target.image and os.path.isfile(target.image) else []
+            trust = load_trust([*image, *trust_paths])
+        results[0].builds = _build_dkms(system, kernel, headers, mok_key, mok_cert, timeout, results[0], target,
+                                        trust)
     if as_json:
         emit_json({"kernels": [r.to_json() for r in results]} if apt else results[0].to_json())
     else:
         for result in results:
             _print_preflight(result)
-    raise SystemExit(EXIT_INCOMPATIBLE if any(r.breaks for r in results) else EXIT_OK)
+    raise SystemExit(EXIT_INCOMPATIBLE if any(r.breaks or r.broken_packages for r in results) else EXIT_OK)
+
+
+def _build_dkms(system: wm.Root, kernel: str, headers: tuple[str, ...], mok_key: str | None, mok_cert: str | None,
+                timeout: float, result, target, trust):
+    """preflight --build: the root's DKMS packages built against the kernel's headers, in the sandbox."""
+    import tempfile
+    from pathlib import Path
+
+    from kabigate.builder.buildtree import build_tree
+    from kabigate.builder.sandbox import Limits, check_sandbox
+    from kabigate.host.preflight import build_packages, dkms_packages, host_signing
+    from kabigate.signing.keys import PASSPHRASE_ENV
+
+    packages = dkms_packages(system)
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    signing = host_signing(system, mok_key, mok_cert, passphrase.encode() if passphrase else None)
+    if not packages:
+        return []
+    with tempfile.TemporaryDirectory(prefix="kabigate-preflight-") as work:
+        check_sandbox(Path(work))
+        (Path(work) / "tree").mkdir()
+        (Path(work) / "builds").mkdir()
+        paths = list(headers) or ([kernel] if os.path.isdir(kernel) else [])
+        if not paths:
+            raise InputError(f"{kernel}: --build needs the kernel's headers: give --headers (a headers folder, or "
+                             "the linux-headers, -common and linux-kbuild .debs)")
+        tree = build_tree(paths, Path(work) / "tree")
+        if tree.release != result.kernel:
+            raise InputError(f"{', '.join(paths)}: the headers of {tree.release}, not of {result.kernel}")
+        if err.is_terminal:
+            err.print(f"building {len(packages)} DKMS packages against {tree.release}...", markup=False)
+        return build_packages(packages, tree, target, Path(work) / "builds", Limits(wall_seconds=timeout), signing,
+                              trust)
 
 
 def _target_kernel(argument: str, system: wm.Root, store):
@@ -240,5 +313,23 @@ def _print_preflight(result) -> None:
             out.print("         DKMS rebuilds it for the new kernel at install; the build decides", markup=False)
         for build in finding.available:
             out.print(f"         a build that loads: {build}", markup=False)
+    for built in result.builds or []:
+        package = f"{built.package.name} {built.package.version}"
+        outcome = built.result
+        if outcome.outcome == "built":
+            failing = [v for v in built.verdicts if v["verdict"] != "loads"]
+            signed = f", signed by '{outcome.signer}'" if outcome.signer else ", unsigned"
+            head = "built " if not failing else "FAILS "
+            out.print(f"  {head} {package}: {len(built.verdicts) - len(failing)} of {len(built.verdicts)} modules "
+                      f"load ({outcome.seconds:.0f} s build{signed})", markup=False)
+            for verdict in failing:
+                first = verdict["reasons"][0]
+                out.print(f"         {verdict['name']}: {first['code']}: {first['message']}", markup=False)
+        else:
+            label = "exclud" if outcome.outcome == "excluded" else "FAILS "
+            out.print(f"  {label} {package}: {outcome.outcome}: {outcome.error}", markup=False)
     if result.breaks:
         err.print(f"kabigate: {len(result.breaks)} installed modules will not load on {result.kernel}", markup=False)
+    if result.broken_packages:
+        err.print(f"kabigate: {len(result.broken_packages)} DKMS packages will have no working module on "
+                  f"{result.kernel}", markup=False)

@@ -3,6 +3,7 @@ named on the command line with one, and writing reports (text, JSON, files writt
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -32,8 +33,8 @@ err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 
 @contextmanager
-def progress(description: str, total: int):
-    """A progress bar on stderr, shown only when stderr is a terminal."""
+def progress(description: str, total: int | None):
+    """A progress bar on stderr, shown only when stderr is a terminal (total None: not known)."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task(description, total=total)
@@ -156,7 +157,23 @@ def emit_json(document: dict) -> None:
 
 
 _string = json.encoder.encode_basestring_ascii  # the C function json.dumps uses (ensure_ascii)
+_compact = json.JSONEncoder(separators=(",", ":")).encode  # json's C encoder (no indent)
+_STREAMED_LEVELS = 2  # the document and its lists (`modules`): below them, one value at a time in C
+
+
+def _c_indenter() -> Callable[[str, str], str] | None:
+    """cli/_jsonindent.c's indent(), unless KABIGATE_PURE is set or it was not built."""
+    if os.environ.get("KABIGATE_PURE"):
+        return None
+    try:
+        return importlib.import_module("kabigate.cli._jsonindent").indent
+    except ImportError:
+        return None
+
+
+_c_indent = _c_indenter()
 _FLUSH_PIECES = 65536
+_FLUSH_ITEMS = 128
 _LEAF_TYPES = frozenset({str, int, float, bool, type(None)})
 _encoders: dict[str, Callable[[object], str]] = {}
 
@@ -223,6 +240,10 @@ def _indented(value, pieces: list[str], newline: str, write) -> None:
     if text is not None:
         pieces.append(text)
         return
+    if _c_indent is not None and len(newline) > _STREAMED_LEVELS * 2:
+        # Below the levels streamed item by item (a tree's modules): json's C encoder, indented in C.
+        pieces.append(_c_indent(_compact(value), newline))
+        return
     if value and isinstance(value, (dict, list, tuple)):
         text = _flat(value, newline)
         if text is None and not isinstance(value, dict):
@@ -251,11 +272,12 @@ def _indented(value, pieces: list[str], newline: str, write) -> None:
             pieces.append("[]")
             return
         separator = "[" + inner
-        for item in value:
+        for count, item in enumerate(value, 1):
             pieces.append(separator)
             _indented(item, pieces, inner, write)
             separator = "," + inner
-            if len(pieces) > _FLUSH_PIECES:
+            # Indented in C, an item is one large piece (a module's ~12 kB): written out every few.
+            if len(pieces) > _FLUSH_PIECES or (_c_indent is not None and count % _FLUSH_ITEMS == 0):
                 write("".join(pieces))
                 pieces.clear()
         pieces.append(newline + "]")

@@ -26,6 +26,7 @@ from kabigate.cli.shared import (
     progress,
     write_atomically,
 )
+from kabigate.errors import InputError
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.manifest import read_build_manifest
 from kabigate.inputs.modules import count_modules
@@ -35,6 +36,7 @@ from kabigate.rules import RULES_VERSION
 from kabigate.services.ingest import (
     checked_name,
     count_pending_verdicts,
+    enforce_signatures,
     ingest_driver_build,
     ingest_kernel,
     ingested_builds_json,
@@ -70,6 +72,7 @@ SHORT_REASONS: dict[str, str] = {  # keyed by ReasonCode; the store gives plain 
     ReasonCode.NO_VERSIONS: "nover", ReasonCode.NO_SYMBOL_VERSION: "nosymver", ReasonCode.ARCH_MISMATCH: "arch",
     ReasonCode.DUPLICATE_EXPORT: "dup", ReasonCode.ALREADY_LOADED: "dupname", ReasonCode.DEPENDENCY_FAILS: "dep",
     ReasonCode.BAD_SIGNATURE: "badsig", ReasonCode.UNSIGNED: "unsigned", ReasonCode.UNTRUSTED_SIGNATURE: "untrusted",
+    ReasonCode.UNSUPPORTED_SIGNATURE: "unsupcrypto",
 }
 PACKAGE_TEXTS: dict[str, str] = {
     PackageState.LOADS: "ok", PackageState.LOADS_AFTER_REBUILD: "rebuilt", PackageState.EXCLUDED: "excluded",
@@ -223,6 +226,45 @@ def db_move_kernel(store: Store, release: str, source: str, target: str, as_json
     with store.transaction():
         store.move_kernel(release, source, checked_name(target, "stream name"))
     _report_removed(Removed(), f"kernel {release} moved from {source} to {target}", as_json)
+
+
+@db.command("enforce-signatures")
+@click.argument("stream")
+@click.option("--cert", "certs", multiple=True, metavar="FILE",
+              help="What its kernels trust: a kernel image (vmlinuz, vmlinux: its built-in keys), or an enrolled "
+                   "MOK certificate (PEM or DER); repeat.")
+@click.option("--off", is_flag=True, help="Its kernels do not enforce signatures (the default).")
+@store_option
+@json_option
+def db_enforce_signatures(store: Store, stream: str, certs: tuple[str, ...], off: bool, as_json: bool) -> None:
+    """Mark a stream's kernels as enforcing module signatures (Secure Boot, module.sig_enforce=1).
+
+    Its verdicts are judged again as module_sig_check() would: an unsigned module, or one whose
+    signer none of the trusted keys is, fails (unsigned, untrusted-signature). Stored with the
+    stream, not in a gate policy: it is how the kernels boot, so every view of them (matrix,
+    history, gate, the dashboard) agrees.
+
+    \b
+    Example:
+      kabigate db enforce-signatures debian-6.1 --cert /boot/vmlinuz-6.1.0-56-amd64 --cert /var/lib/dkms/mok.pub
+      kabigate db enforce-signatures debian-6.1 --off
+    """
+    from kabigate.signing.verify import load_trust  # cryptography: only for this command
+
+    if off == bool(certs):
+        raise click.UsageError("give the trusted certificates (--cert FILE...), or --off")
+    trust = None if off else load_trust(list(certs))
+    if trust == []:
+        raise InputError(f"{', '.join(certs)}: no certificate found: give a kernel image or certificate files")
+    with progress("judging the stream's kernels again", None) as advance:
+        computed = enforce_signatures(store, stream, trust, advance)
+    trusted = [{"subject": t.subject, "source": t.source} for t in trust or []]
+    if as_json:
+        emit_json({"stream": stream, "enforced": not off, "trusted": trusted, "verdicts": computed})
+        return
+    what = "does not enforce signatures" if off else \
+        f"enforces signatures, trusting {', '.join(repr(t['subject']) for t in trusted)}"
+    out.print(f"{stream} {what}; {computed} verdicts judged again", markup=False)
 
 
 @db.command("prune")

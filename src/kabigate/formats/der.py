@@ -7,7 +7,7 @@ only the few fields kabigate reports. Every length is checked against its enclos
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 SEQUENCE, SET, INTEGER, OCTET_STRING, OID = 0x30, 0x31, 0x02, 0x04, 0x06
 CONTEXT_0, CONTEXT_0_PRIMITIVE = 0xA0, 0x80
@@ -18,8 +18,7 @@ class DerError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Element:
+class Element(NamedTuple):  # a tuple: ~20 made per module signature of a tree read, 3x cheaper than a dataclass
     tag: int
     data: bytes
     start: int  # offset of the content in `data`

@@ -48,6 +48,12 @@ MACHINE_NAMES = {
 }
 
 
+def machine_name(machine: int, little_endian: bool) -> str:
+    """`uname -m` of an e_machine (ppc64 little-endian is ppc64le)."""
+    name = MACHINE_NAMES.get(machine, f"machine-{machine}")
+    return "ppc64le" if name == "ppc64" and little_endian else name
+
+
 class ElfError(InputError):
     """The bytes are not a well-formed ELF relocatable object."""
 
@@ -117,10 +123,7 @@ class ElfFile:
 
     @property
     def machine_name(self) -> str:
-        name = MACHINE_NAMES.get(self.machine, f"machine-{self.machine}")
-        if name == "ppc64" and self.endian == "<":
-            return "ppc64le"
-        return name
+        return machine_name(self.machine, self.endian == "<")
 
     @property
     def sections(self) -> list[Section]:

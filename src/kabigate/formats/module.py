@@ -8,9 +8,11 @@ the symbol table (simplify_symbols) and the `__ksymtab*`/`__kcrctab*` export tab
 
 from __future__ import annotations
 
+import importlib
 import mmap
 import os
 import struct
+from types import ModuleType
 
 from kabigate.errors import InputError, open_regular
 from kabigate.formats.compression import compression_of, decompress, refuse_other_compression
@@ -28,9 +30,29 @@ from kabigate.formats.elf import (
     STB_WEAK,
     ElfFile,
     Symbol,
+    machine_name,
 )
 from kabigate.formats.modsig import split_signature
 from kabigate.model import ElfLayout, Export, Import, Module, SymbolVersion
+
+
+def _c_reader() -> ModuleType | None:
+    """The C reader of the same facts (formats/_modfast.c), unless KABIGATE_PURE is set or it was
+    not built (installed without a C compiler: the Python path then reads every module)."""
+    if os.environ.get("KABIGATE_PURE"):
+        return None
+    try:
+        return importlib.import_module("kabigate.formats._modfast")
+    except ImportError:
+        return None
+
+
+_modfast = _c_reader()
+
+
+def reads_in_c() -> bool:
+    """Whether read_module() reads modules with the C reader (KABIGATE_PURE unset, and it was built)."""
+    return _modfast is not None
 
 KSYMTAB_PREFIX = "__ksymtab_"
 CRC_PREFIX = "__crc_"
@@ -63,6 +85,15 @@ def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
     refuse_other_compression(raw, path)
     data = decompress(raw, path) if compression else raw
     size, signature = split_signature(data)
+    # The C reader's None: it met something it leaves to the Python path (errors included).
+    if _modfast is not None and (facts := _modfast.read(data, size, path)) is not None:
+        e_machine, little, modinfo, versions, import_names, import_weak, exports, layout = facts
+        instances = _modfast.instances  # the frozen dataclasses' fields set from C: __init__ is the cost
+        return Module(path=path, machine=machine_name(e_machine, little), modinfo=modinfo,
+                      versions=None if versions is None else instances(SymbolVersion, ("name", "crc"), versions),
+                      imports=instances(Import, ("name", "weak"), (import_names, import_weak)),
+                      exports=tuple(Export(*export) for export in exports), signature=signature,
+                      compression=compression, layout=ElfLayout(*layout))
     elf = ElfFile(data, path, size)
     if elf.type != ET_REL:
         raise InputError(f"{path}: not a kernel module (ELF type {elf.type}, modules are relocatable objects)")

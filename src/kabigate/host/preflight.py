@@ -8,17 +8,36 @@ build that loads, the builds taken as one set, so one module's exports serve ano
 is what the machine will have after the reboot, before the reboot.
 
 DKMS rebuilds its modules for a new kernel (autoinstall) rather than reusing them, so a DKMS module
-that would not load as it is gets a warning, not a failure: the rebuild decides.
+that would not load as it is gets a warning, not a failure: the rebuild decides. With --build the
+rebuild is done before the reboot: each DKMS package registered on the system built by dkms
+against the new kernel's headers in kabigate build's sandbox, signed with the host's MOK key when
+one is configured, and its modules judged on the new kernel.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from kabigate.builder.buildtree import BuildTree
+from kabigate.builder.result import BuildResult
+from kabigate.builder.sandbox import Limits
+from kabigate.builder.source import Signing, build_source
 from kabigate.errors import InputError
 from kabigate.host import weakmodules as wm
+from kabigate.inputs.modules import read_modules
 from kabigate.model import Kernel
-from kabigate.rules import check_modules
+from kabigate.reports.verdicts import verdict_report
+from kabigate.rules import LoadOptions, check_modules
+from kabigate.signing.verify import TrustedCert, verify_file
+from kabigate.vocabulary import BuildOutcome
+
+DKMS_TREE = "var/lib/dkms"  # dkms's default dkms_tree, in the root
+# Debian's dkms (3.0.10, framework.conf's mok_signing_key / mok_certificate defaults): the key it
+# makes once and signs every module it builds with, the certificate the user enrolls with mokutil.
+MOK_KEY = "var/lib/dkms/mok.key"
+MOK_CERT = "var/lib/dkms/mok.pub"
 
 
 @dataclass
@@ -38,20 +57,116 @@ class Finding:
                 "available": self.available}
 
 
+@dataclass(frozen=True)
+class DkmsPackage:
+    """A package dkms knows on the system (`dkms add` made /var/lib/dkms/NAME/VERSION/source)."""
+
+    name: str
+    version: str
+    source: Path  # its source tree with dkms.conf, on the host (inside the root)
+
+
+@dataclass
+class PackageBuild:
+    """A DKMS package built for the new kernel and its modules judged there."""
+
+    package: DkmsPackage
+    result: BuildResult
+    verdicts: list[dict] = field(default_factory=list)  # each built module's, as check --json reports it
+
+    @property
+    def works(self) -> bool:
+        """The new kernel will have working modules: built and every one loads, or dkms excludes the
+        kernel by design (BUILD_EXCLUSIVE: the package is not meant for it)."""
+        if self.result.outcome == BuildOutcome.EXCLUDED:
+            return True
+        return self.result.outcome == BuildOutcome.BUILT and all(v["verdict"] == "loads" for v in self.verdicts)
+
+    def to_json(self) -> dict:
+        return {"name": self.package.name, "version": self.package.version, "source": str(self.package.source),
+                "works": self.works, "build": self.result.json(), "modules": self.verdicts}
+
+
 @dataclass
 class Preflight:
     kernel: str
     findings: list[Finding]
     messages: list[str]
+    builds: list[PackageBuild] | None = None  # with --build: the DKMS packages built for the kernel
 
     @property
     def breaks(self) -> list[Finding]:
         """What stops loading for good: not DKMS (rebuilt), not replaced by the kernel's own module."""
         return [f for f in self.findings if not f.loads and not f.dkms and f.shadowed_by is None]
 
+    @property
+    def broken_packages(self) -> list[PackageBuild]:
+        return [b for b in self.builds or [] if not b.works]
+
     def to_json(self) -> dict:
-        return {"kernel": self.kernel, "modules": [f.to_json() for f in self.findings],
-                "breaks": len(self.breaks)}
+        document = {"kernel": self.kernel, "modules": [f.to_json() for f in self.findings], "breaks": len(self.breaks)}
+        if self.builds is not None:
+            document["packages"] = [b.to_json() for b in self.builds]
+            document["broken_packages"] = len(self.broken_packages)
+        return document
+
+
+def dkms_packages(root: wm.Root) -> list[DkmsPackage]:
+    """The DKMS packages registered under the root, by name and version: /var/lib/dkms/NAME/VERSION
+    whose `source` (an absolute link, to /usr/src/NAME-VERSION, read as in the root) holds a
+    dkms.conf. A link leading out of the root is an input error."""
+    tree = root.base / DKMS_TREE
+    found = []
+    for name_dir in sorted(tree.iterdir()) if tree.is_dir() else []:
+        if not name_dir.is_dir() or name_dir.is_symlink():
+            continue
+        for version_dir in sorted(name_dir.iterdir()):
+            link = version_dir / "source"
+            if not os.path.lexists(link):
+                continue
+            target = os.readlink(link) if link.is_symlink() else str(link)
+            source = (root.base / target.lstrip("/") if target.startswith("/") else version_dir / target).resolve()
+            if not source.is_relative_to(root.base):
+                raise InputError(f"{link}: a symbolic link to {target}, which leads out of {root.base}")
+            if (source / "dkms.conf").is_file():
+                found.append(DkmsPackage(name_dir.name, version_dir.name, source))
+    return found
+
+
+def host_signing(root: wm.Root, key: str | None, cert: str | None, passphrase: bytes | None) -> Signing | None:
+    """The key dkms signs its modules with: the one given, else Debian's /var/lib/dkms/mok.key and
+    mok.pub under the root when both are there (none: the built modules stay unsigned, as dkms leaves them)."""
+    from kabigate.signing.keys import load_signing_key
+
+    if (key is None) != (cert is None):
+        raise InputError("--mok-key and --mok-cert go together")
+    if key is None or cert is None:
+        key, cert = str(root.base / MOK_KEY), str(root.base / MOK_CERT)
+        if not (os.path.isfile(key) and os.path.isfile(cert)):
+            return None
+    return Signing(load_signing_key(key, cert, passphrase))
+
+
+def build_packages(packages: list[DkmsPackage], tree: BuildTree, kernel: Kernel, work: Path, limits: Limits,
+                   signing: Signing | None, trust: list[TrustedCert] | None = None) -> list[PackageBuild]:
+    """Each package built by dkms against `tree` (the new kernel's headers) in the sandbox, as dkms
+    autoinstall will build it at the kernel's installation, signed with `signing`, and its modules
+    judged together on `kernel`; with `trust` (Secure Boot: the keys the kernel trusts) as
+    module_sig_check() judges with signatures enforced, each module's signature verified."""
+    results = []
+    for index, package in enumerate(packages):
+        folder = work / str(index)
+        folder.mkdir()
+        result = build_source(package.source, tree, folder, limits, package.name, package.version, signing)
+        built = PackageBuild(package, result)
+        if result.modules:
+            modules = read_modules([str(m) for m in result.modules])
+            options = LoadOptions() if trust is None else LoadOptions(
+                require_signature=True, signature_checks={m.path: verify_file(m.path, trust) for m in modules})
+            built.verdicts = [dict(verdict_report(v), path=Path(v.module.path).name)  # the work folder goes
+                              for v in check_modules(modules, kernel, options)]
+        results.append(built)
+    return results
 
 
 def installed_modules(root: wm.Root, exclude: str) -> list[str]:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kabigate.analysis import diff_kernels
+from kabigate.builder.source import Signing
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, OUTCOMES, Policy, Waiver, waiver_from_mapping
 from kabigate.formats.stablelist import Stablelist
@@ -31,7 +32,6 @@ from kabigate.model import ReasonCode
 from kabigate.reports import resultsdb
 from kabigate.reports.verdicts import crc_text
 from kabigate.rules import RULES_VERSION
-from kabigate.services.build import Signing
 from kabigate.services.ingest import refresh_verdicts
 from kabigate.services.packages import PackageVerdict, package_verdicts
 from kabigate.services.rebuild import Rebuild, needing_rebuild, rebuild_packages

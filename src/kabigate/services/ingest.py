@@ -16,8 +16,9 @@ from kabigate.errors import InputError
 from kabigate.inputs.modules import read_modules
 from kabigate.model import Kernel, Module, PackageOrigin, driver_name
 from kabigate.reports.verdicts import build_record_json, verdict_report
-from kabigate.rules import RULES_VERSION, check_modules
+from kabigate.rules import RULES_VERSION, LoadOptions, check_modules
 from kabigate.services import Advance, no_progress
+from kabigate.signing.verify import TrustedCert, key_check, trust_from_der, trust_to_der
 from kabigate.store import BuildRecord, Cell, KernelRecord, Store, StoredVerdict
 
 # Driver and stream names and kernel releases become URL path segments (/drivers/NAME,
@@ -149,6 +150,15 @@ def refresh_verdicts(store: Store, advance: Advance = no_progress, kernel_ids: l
     return len(pairs)
 
 
+def enforce_signatures(store: Store, stream: str, trust: list[TrustedCert] | None,
+                       advance: Advance = no_progress) -> int:
+    """Mark a stream as enforcing module signatures with `trust` (built-in keys and enrolled MOK
+    certificates), or (None) as not; its kernels are judged again. The verdicts computed."""
+    with store.transaction():
+        kernel_ids = store.enforce_signatures(stream, None if trust is None else trust_to_der(trust))
+    return refresh_verdicts(store, advance, kernel_ids)
+
+
 def count_pending_verdicts(store: Store) -> int:
     """Pairs without a verdict from the current rules (a rules change makes them all pending)."""
     counts = store.counts(("kernel", "driver_build"))
@@ -158,18 +168,27 @@ def count_pending_verdicts(store: Store) -> int:
 def _judge_pairs(store: Store, pairs: list[tuple[int, int]], kernels: dict[int, Kernel], advance: Advance) -> int:
     builds = store.load_builds(sorted({build_id for build_id, _ in pairs}))
     verdicts = []
+    trust: dict[int, list[TrustedCert] | None] = {}
     for build_id, kernel_id in pairs:
         if kernel_id not in kernels:
             kernels[kernel_id] = store.load_kernel(kernel_id)
-        verdicts.append(judge(build_id, kernel_id, builds[build_id], kernels[kernel_id]))
+        if kernel_id not in trust:
+            certificates = store.signature_trust(kernel_id)
+            trust[kernel_id] = None if certificates is None else trust_from_der(certificates)
+        verdicts.append(judge(build_id, kernel_id, builds[build_id], kernels[kernel_id], trust[kernel_id]))
         advance()
     store.save_verdicts(verdicts)
     return len(verdicts)
 
 
-def judge(build_id: int, kernel_id: int, modules: list[Module], kernel: Kernel) -> StoredVerdict:
-    """The loader rules on one build (its modules installed together) and one kernel, as a cell."""
-    verdicts = check_modules(modules, kernel)
+def judge(build_id: int, kernel_id: int, modules: list[Module], kernel: Kernel,
+          trust: list[TrustedCert] | None = None) -> StoredVerdict:
+    """The loader rules on one build (its modules installed together) and one kernel, as a cell;
+    with `trust` (the kernel is in a stream that enforces signatures), as module.sig_enforce=1 does,
+    each module's signer matched against the trusted keys."""
+    options = LoadOptions() if trust is None else LoadOptions(
+        require_signature=True, signature_checks={m.path: key_check(m.signature, trust) for m in modules})
+    verdicts = check_modules(modules, kernel, options)
     failing = [v for v in verdicts if not v.loads]
     symbols = {reason.symbol for v in failing for reason in v.reasons if reason.symbol}
     cell = Cell(build_id=build_id, kernel_id=kernel_id, rules_version=RULES_VERSION, loads=not failing,

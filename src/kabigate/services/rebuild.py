@@ -23,10 +23,11 @@ from pathlib import Path
 
 from kabigate.builder.buildtree import BuildTree, build_tree
 from kabigate.builder.sandbox import Limits, check_sandbox
+from kabigate.builder.source import Signing, build_source, is_build_source
 from kabigate.errors import InputError
 from kabigate.inputs.packages import Package
 from kabigate.model import version_key
-from kabigate.services.build import Signing, build_source, is_build_source, store_build
+from kabigate.services.build import store_build
 from kabigate.services.packages import package_verdicts
 from kabigate.store import BuildRecord, KernelRecord, Store
 from kabigate.vocabulary import BuildOutcome, PackageState

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -34,7 +34,7 @@ from kabigate.formats.der import (
 )
 from kabigate.formats.elf import ElfFile
 from kabigate.formats.modsig import DIGEST_NAMES, MAGIC, TRAILER, split_signature
-from kabigate.model import SignatureCheck
+from kabigate.model import ModuleSignature, SignatureCheck
 from kabigate.signing.cms import DATA, ECDSA_WITH, RSA_ENCRYPTION, SIGNED_DATA
 from kabigate.signing.image import chunks, module_image
 from kabigate.signing.keys import (
@@ -127,6 +127,13 @@ def _kernel_image_of(directory: str) -> str:
     return os.path.join(boot, found[0])
 
 
+def trust_from_der(certificates: list[tuple[bytes, str]]) -> list[TrustedCert]:
+    """Trusted certificates as a store keeps them: (DER, where it came from)."""
+    return [trusted_cert(load_certificate(der, source), source) for der, source in certificates]
+
+
+def trust_to_der(trust: list[TrustedCert]) -> list[tuple[bytes, str]]:
+    return [(t.certificate.public_bytes(serialization.Encoding.DER), t.source) for t in trust]
 
 
 # -- verification ------------------------------------------------------------------------------
@@ -179,6 +186,32 @@ def verify_module(data, trust: list[TrustedCert] | None, policy: TrustPolicy = T
             continue
         return SignatureCheck(result[0], result[1], **described)
     return outcome
+
+
+def key_check(signature: ModuleSignature | None, trust: list[TrustedCert]) -> SignatureCheck:
+    """mod_verify_sig() from a signature's fields alone, as a store keeps a module (not its bytes):
+    unsigned (ENODATA), a defect (its errno), else the trusted key asymmetric_key_id_same() finds
+    for the signer (sign-file's issuer and serial, or subject key id), or ENOKEY. Whether the
+    signature verifies with that key (EKEYREJECTED) needs the module's bytes: verify_module()."""
+    if signature is None:
+        return SignatureCheck("ENODATA", "unsigned module")
+    described = {"signer": signature.signer, "key_id": signature.key_id, "hash_algorithm": signature.hash_algorithm}
+    if signature.defect:
+        return SignatureCheck(signature.defect.split(":", 1)[0], signature.defect, **described)
+    key_id = bytes.fromhex(signature.key_id.replace(":", ""))
+    for key in trust:
+        certificate = key.certificate
+        by_serial = signature.signer and common_name(certificate.issuer) == signature.signer and \
+            _serial_bytes(certificate.serial_number) == key_id
+        if by_serial or (not signature.signer and key_id in key.ids):
+            return SignatureCheck("ok", f"signed by a trusted key '{key.subject}' ({key.source})",
+                                  trusted_by=key.subject, **described)
+    return SignatureCheck("ENOKEY", "no trusted key matches the signer (module with unavailable key)", **described)
+
+
+def _serial_bytes(serial: int) -> bytes:
+    """A serial number as modsig reads it: big-endian, no leading zero bytes."""
+    return serial.to_bytes(max(1, (serial.bit_length() + 7) // 8), "big")
 
 
 class _Refused(Exception):

@@ -4,13 +4,14 @@ the builds that failed."""
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import hashlib
 import json
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
 from kabigate.errors import InputError
 from kabigate.model import Export, Kernel, Module, PackageOrigin, version_key
@@ -149,7 +150,12 @@ class RecordStore(StoreBase):
         stream_id = self._named_id(t.stream, stream)
         # PostgreSQL: parallel ingests into one stream number it one after the other, each seeing
         # the other's kernel (SQLite has one writer anyway)
-        connection.execute(select(t.stream.c.id).where(t.stream.c.id == stream_id).with_for_update())
+        enforcing = connection.execute(select(t.stream.c.trusted_certificates.is_not(None))
+                                       .where(t.stream.c.id == stream_id).with_for_update()).scalar()
+        member = connection.execute(select(t.stream_kernel.c.kernel_id).where(
+            t.stream_kernel.c.stream_id == stream_id, t.stream_kernel.c.kernel_id == kernel_id)).first()
+        if enforcing and member is None:  # a stored kernel joins a stream that enforces signatures: judged again
+            connection.execute(delete(t.verdict).where(t.verdict.c.kernel_id == kernel_id))
         self._insert_ignoring_duplicates(t.stream_kernel, [{"stream_id": stream_id, "kernel_id": kernel_id,
                                                             "position": -1}])
         members = connection.execute(
@@ -202,6 +208,43 @@ class RecordStore(StoreBase):
     def streams(self) -> list[str]:
         with self._reading() as connection:
             return list(connection.scalars(select(t.stream.c.name).order_by(t.stream.c.name)))
+
+    def enforce_signatures(self, stream: str, certificates: list[tuple[bytes, str]] | None) -> list[int]:
+        """Mark `stream` as enforcing module signatures with these trusted certificates (DER,
+        where it came from), or (None) as not enforcing; its kernels' verdicts are dropped, to be
+        judged again under the new setting. The ids of its kernels."""
+        connection = self._writing()
+        stream_id = connection.execute(select(t.stream.c.id).where(t.stream.c.name == stream)).scalar()
+        if stream_id is None:
+            streams = ", ".join(self.streams()) or "none"
+            raise InputError(f"no stream named {stream!r} in the store (streams: {streams})")
+        packed = None if certificates is None else codec.pack(
+            [[base64.b64encode(der).decode(), source] for der, source in certificates])
+        connection.execute(update(t.stream).where(t.stream.c.id == stream_id).values(trusted_certificates=packed))
+        kernel_ids = list(connection.scalars(select(t.stream_kernel.c.kernel_id)
+                                             .where(t.stream_kernel.c.stream_id == stream_id)))
+        connection.execute(delete(t.verdict).where(t.verdict.c.kernel_id.in_(kernel_ids)))
+        return kernel_ids
+
+    def enforcing_streams(self) -> dict[str, list[tuple[bytes, str]]]:
+        """Streams that enforce module signatures -> the certificates their kernels trust."""
+        with self._reading() as connection:
+            rows = connection.execute(select(t.stream.c.name, t.stream.c.trusted_certificates)
+                                      .where(t.stream.c.trusted_certificates.is_not(None))).all()
+        return {row.name: [(base64.b64decode(der), source) for der, source in codec.unpack(row.trusted_certificates)]
+                for row in rows}
+
+    def signature_trust(self, kernel_id: int) -> list[tuple[bytes, str]] | None:
+        """The certificates a kernel trusts when one of its streams enforces module signatures (those
+        of every such stream), or None: its streams do not enforce them."""
+        with self._reading() as connection:
+            blobs = list(connection.scalars(
+                select(t.stream.c.trusted_certificates)
+                .join(t.stream_kernel, t.stream_kernel.c.stream_id == t.stream.c.id)
+                .where(t.stream_kernel.c.kernel_id == kernel_id, t.stream.c.trusted_certificates.is_not(None))))
+        if not blobs:
+            return None
+        return [(base64.b64decode(der), source) for blob in blobs for der, source in codec.unpack(blob)]
 
     def load_kernel(self, kernel_id: int) -> Kernel:
         """The stored kernel as the loader rules take it."""

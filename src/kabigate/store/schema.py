@@ -38,6 +38,9 @@ stream = Table(
     "stream", metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(200), nullable=False, unique=True),
+    # Set: its kernels enforce module signatures (module.sig_enforce=1) and trust these certificates
+    # (codec.pack of [DER base64, source]); NULL: not enforced.
+    Column("trusted_certificates", LargeBinary),
 )
 
 symbol = Table(

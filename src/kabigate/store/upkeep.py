@@ -100,6 +100,8 @@ class Upkeep(RecordStore):
         self._renumber_stream(source)
         for kernel_id in kernel_ids:
             self._put_in_stream(kernel_id, target)
+        if source in self.enforcing_streams():  # judged again without its signature trust (the target's, if any)
+            connection.execute(delete(t.verdict).where(t.verdict.c.kernel_id.in_(kernel_ids)))
 
     def prune(self, rules_version: int) -> Removed:
         """Delete verdicts judged by other versions of the rules (never read again: a newer

@@ -1,0 +1,76 @@
+"""emit_json() (cli/shared.py) writes json.dumps(document, indent=2)'s text, by its Python path
+and by the C indenter of json's compact text (cli/_jsonindent.c, issue 23): a real tree's
+`inspect --json` document, and generated documents full of what a naive indenter would get
+wrong (braces, commas, colons, quotes and backslashes inside strings, empty containers)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import random
+
+import pytest
+
+from kabigate.cli import abi, shared
+from kabigate.inputs.modules import read_modules
+from kabigate.model import ReasonCode
+
+C_INDENT = shared._c_indent
+
+
+@pytest.fixture(params=["c", "python"])
+def indenter(request, monkeypatch):
+    if request.param == "c" and C_INDENT is None:
+        pytest.fail("the C indenter (kabigate.cli._jsonindent) is not built: pip install -e . builds it")
+    monkeypatch.setattr(shared, "_c_indent", C_INDENT if request.param == "c" else None)
+    return request.param
+
+
+def _emitted(document) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        shared.emit_json(document)
+    return out.getvalue()
+
+
+def test_a_tree_inspected_is_json_dumps_indented(testdata, indenter):
+    tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel" / "drivers" / "net"
+    document = {"modules": [abi._module_json(module) for module in read_modules([str(tree)])]}
+    assert len(document["modules"]) > 200
+    assert _emitted(document) == json.dumps(document, indent=2) + "\n"
+
+
+TRICKY = ["", "{", "}", "[]", "{}", ",", ":", '"', "\\", '\\"', 'a",b', "\n\t", "é", "\u2603", "\U0001f600",
+          "\0", "[{,:}]", "\\\\", "x" * 300]
+
+
+def _value(rng: random.Random, depth: int):
+    kind = rng.randrange(10 if depth < 5 else 6)
+    if kind == 0:
+        return rng.choice(TRICKY) + rng.choice(TRICKY)
+    if kind == 1:
+        return rng.choice([0, -1, 2**70, 1.5, -0.0, 1e300, float("nan"), float("inf")])
+    if kind == 2:
+        return rng.choice([True, False, None])
+    if kind == 3:
+        return rng.choice(list(ReasonCode))  # a StrEnum: written as its string
+    if kind in (4, 5):
+        return rng.choice(TRICKY)
+    if kind in (6, 7):
+        items = [_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+        return tuple(items) if rng.random() < 0.3 else items
+    keys = [rng.choice(TRICKY + [1, 2.5, True, None]) for _ in range(rng.randrange(4))]
+    return {key: _value(rng, depth + 1) for key in keys}
+
+
+def test_generated_documents_are_json_dumps_indented(indenter):
+    rng = random.Random(23)
+    for _ in range(3000):
+        document = {"modules": [_value(rng, 2) for _ in range(rng.randrange(4))], "other": _value(rng, 1)}
+        assert _emitted(document) == json.dumps(document, indent=2) + "\n", document
+
+
+def test_what_json_cannot_write_is_refused_alike(indenter):
+    with pytest.raises(TypeError, match="is not JSON serializable"):
+        _emitted({"modules": [{"a": {"b": object()}}]})
