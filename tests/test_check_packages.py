@@ -5,36 +5,14 @@ modules inside packages."""
 from __future__ import annotations
 
 import json
-import os
-import pty
 import subprocess
 import sys
 
 import pytest
+from support.terminal import run_on_terminal
 
 pytestmark = pytest.mark.realdata
 RELEASE = "6.1.0-56-amd64"
-
-
-def run_on_terminal(args: list[str]) -> tuple[int, str]:
-    """Run with stderr on a pseudo-terminal; (exit status, what the terminal showed)."""
-    controller, terminal = pty.openpty()
-    env = {**os.environ, "TERM": "xterm", "COLUMNS": "120"}
-    with subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal,
-                          env=env) as process:
-        os.close(terminal)
-        shown = bytearray()
-        while True:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-        status = process.wait(timeout=600)
-    os.close(controller)
-    return status, shown.decode(errors="replace")
 
 
 def test_check_shows_progress_reading_kernel_packages(testdata):

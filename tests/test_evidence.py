@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from support.realstore import DRIVERS, build_store
 
 from kabigate.formats.stablelist import parse_stablelist
+from kabigate.rules import RULES_VERSION
 from kabigate.services.evidence import request_text, requested_additions, symbol_demand
 from kabigate.store import Store
 
@@ -85,7 +88,7 @@ def test_demand_of_the_debian_drivers_against_rhel_9_3(evidence_db, testdata):
     jool_exports = {e.name for module in read_modules([str(testdata.driver_dir("jool", "6.1.0-47-amd64"))])
                     for e in module.exports}
     assert jool_exports and not jool_exports & by_symbol.keys()
-    ranked = [d.failures for d in demand.symbols]
+    ranked = [d.failures_caused for d in demand.symbols]
     assert ranked == sorted(ranked, reverse=True) and ranked[0] > 0
 
 
@@ -157,3 +160,122 @@ def test_a_malformed_spec_history_is_one_line_error(tmp_path):
     result = subprocess.run([*KABIGATE, "stablelist", "rebuilds", str(bad)], capture_output=True, text=True,
                             check=False)
     assert result.returncode == 2 and "not an ELRepo spec history" in result.stderr
+
+
+@pytest.mark.realdata
+def test_failures_count_only_where_the_symbol_decides_the_verdict(evidence_db):
+    """Across a Debian ABI bump every old build is refused for module_layout first: its CRC
+    mismatches (kmalloc_caches in every driver) never reach the kernel, so they refuse nothing.
+    dahdi_echocan_oslec's missing oslec_create is its first reason: it decides its cells."""
+    stablelist = parse_stablelist((KABI / "rhel-9.3-Module.kabi_x86_64").read_bytes(), "rhel-9.3")
+    with Store.open(evidence_db) as store:
+        by_symbol = {d.symbol: d for d in symbol_demand(store, stablelist).symbols}
+        kernels = [k.id for k in store.kernels("debian-6.1")]
+        cells = store.cells(RULES_VERSION, build_ids=[b.id for b in store.driver_builds()], kernel_ids=kernels)
+        details = store.verdict_details([key for key, cell in cells.items() if not cell.loads])
+
+    def modules_naming(symbol):
+        return [m for modules in details.values() for m in modules if any(r["symbol"] == symbol for r in m["reasons"])]
+
+    refused_earlier = modules_naming("kmalloc_caches")
+    assert len({id(m) for m in refused_earlier}) >= 10
+    assert {m["reasons"][0]["code"] for m in refused_earlier} == {"module-layout-mismatch"}
+    assert by_symbol["kmalloc_caches"].failures_caused == 0 and by_symbol["kmalloc_caches"].crc_changes == 2
+    oslec_cells = [key for key, modules in details.items()
+                   if any(m["reasons"] and m["reasons"][0]["code"] == "missing-symbol"
+                          and "oslec_create" in {r["symbol"] for r in m["reasons"]} for m in modules)]
+    assert by_symbol["oslec_create"].failures_caused == len(oslec_cells) == 2
+
+
+@pytest.mark.realdata
+def test_crc_changes_name_their_kernels_and_the_causes_the_explain_cache_holds(evidence_db, testdata, tmp_path):
+    env = {**os.environ, "KABIGATE_CACHE": str(tmp_path / "cache")}
+    stablelist = str(KABI / "rhel-9.3-Module.kabi_x86_64")
+
+    def demand(*args):
+        return subprocess.run([*KABIGATE, "--db", evidence_db, "stablelist", "demand", "--stablelist", stablelist,
+                               *args], check=True, capture_output=True, text=True, env=env).stdout
+
+    def by_symbol():
+        return {d["symbol"]: d for d in json.loads(demand("--json"))["symbols"]}
+
+    crcs = {}  # release -> proc_create's CRC, read from the symvers files with split
+    for release in RELEASES:
+        symvers = testdata.root / testdata.manifest["kernels"][release]["symvers"]
+        crcs[release] = next(int(line.split("\t")[0], 16) for line in symvers.read_text().splitlines()
+                             if line.split("\t")[1] == "proc_create")
+    changed = [(a, b) for a, b in itertools.pairwise(RELEASES) if crcs[a] != crcs[b]]
+    before = by_symbol()["proc_create"]["crc_changed_in"]
+    assert [(c["previous"], c["kernel"], c["old_crc"], c["new_crc"]) for c in before] == [
+        (a, b, crcs[a], crcs[b]) for a, b in changed] and len(changed) == 2
+    assert all(c["cause"] is None for c in before)  # an empty cache: no cause, and none computed
+    # `explain` reads 50 and 56 into the cache: the change 50 -> 56 now has the cause explain gives.
+    explain = subprocess.run([*KABIGATE, "--db", evidence_db, "explain", "--from", RELEASES[1], "--to", RELEASES[2],
+                              "proc_create", "skb_copy_bits", "--json"], capture_output=True, text=True, env=env)
+    assert explain.returncode == 1  # a CRC changed
+    explained = json.loads(explain.stdout)
+    first = {s["symbol"]: s["candidates"][0] for s in explained["symbols"]}
+    after = by_symbol()
+    for symbol in ("proc_create", "skb_copy_bits"):
+        old, new = after[symbol]["crc_changed_in"]
+        assert old["cause"] is None and new["cause"]["most_likely"] == first[symbol]
+    table = demand("--limit", "400")
+    assert f"{RELEASES[1]}, {RELEASES[2]} ({first['proc_create']['type']})" in table
+    assert "failures caused" in table and "CRC changed in" in table
+
+
+def _ksc_sections(text: str) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """ksc-result.txt read the way ksc.py's read_justifications() reads it: sections split at
+    "{KO@...}", the symbol lists between [STABLELISTUSAGE] and [NONSTABLELISTUSAGE], each
+    justification "(symbol)" up to the next '#'. KO -> (stablelisted symbols, {symbol: justification})."""
+    sections, name = {}, None
+    for part in re.split(r"({[^}]*})", text):
+        if heading := re.match(r"{(?P<ko>[^@}]*)@", part):
+            name = heading["ko"]
+            continue
+        body = re.match(r".*\[STABLELISTUSAGE\](?P<wl>.*)\[NONSTABLELISTUSAGE\]\s*(?P<gl>.*)", part, re.S)
+        if body and name:
+            justified = {s.strip(): j.strip() for s, j in re.findall(r"#*\s*\((.*)\)\s*([^#]*)", body["gl"])}
+            sections[name] = (body["wl"].split(), justified)
+    return sections
+
+
+@pytest.mark.realdata
+def test_the_ksc_report_reads_back_as_ksc_reads_it(evidence_db, testdata, tmp_path):
+    from kabigate.inputs.modules import read_modules
+
+    out = tmp_path / "ksc-result.txt"
+    stablelist_path = KABI / "rhel-9.3-Module.kabi_x86_64"
+    subprocess.run([*KABIGATE, "--db", evidence_db, "stablelist", "request", "--stablelist", str(stablelist_path),
+                    "--format", "ksc", "--min-drivers", "2", "-o", str(out)], check=True, capture_output=True)
+    text = out.read_text()
+    assert text.startswith("[command: kabigate --db ")
+    sections = _ksc_sections(text)
+    stablelist = parse_stablelist(stablelist_path.read_bytes(), "rhel-9.3")
+    with Store.open(evidence_db) as store:
+        requested = {d.symbol: d for d in requested_additions(symbol_demand(store, stablelist), min_drivers=2)}
+    # Each driver's newest build is the one built for 6.1.0-56; its modules read here from the files.
+    expected = {}
+    for driver in DRIVERS:
+        modules = read_modules([str(testdata.driver_dir(driver, RELEASES[2]))])
+        own = {e.name for m in modules for e in m.exports}
+        for module in modules:
+            imports = {i.name for i in module.imports} - own
+            if imports & requested.keys():
+                expected[Path(module.path).name.split(".ko")[0] + ".ko"] = (
+                    sorted(imports & stablelist.symbols), imports & requested.keys())
+    assert sections.keys() == expected.keys() and len(sections) > 10
+    stated = {}
+    for ko, (listed, justified) in sections.items():
+        assert listed == expected[ko][0] and justified.keys() == expected[ko][1]
+        for symbol, justification in justified.items():
+            if reference := re.fullmatch(r"JUSTIFICATION STATED UNDER `(.*)' SECTION", justification):
+                assert reference[1] in sections and symbol in sections[reference[1]][1]
+            else:
+                assert symbol not in stated
+                stated[symbol] = justification
+    assert stated.keys() == set().union(*(asked for _listed, asked in expected.values()))
+    kmalloc_trace = stated["kmalloc_trace"]
+    # Causes show where the user's explain cache holds both kernels: whichever it holds.
+    assert re.search(rf"in {RELEASES[1]}( \([^)]+\))?, {RELEASES[2]}", kmalloc_trace)
+    assert "used by 5 drivers" in kmalloc_trace

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.terminal import run_on_terminal
 from test_cli import kabigate
 
 from kabigate.explain.cache import (
@@ -199,6 +200,12 @@ def test_cli_kernels_and_headers_given_any_way(testdata, cache, tmp_path):
                              "skb_copy_bits", "--json"], capture_output=True, text=True)
     assert stored.returncode == 1, stored.stderr
     assert json.loads(stored.stdout)["symbols"] == report["symbols"]
+    status, shown = run_on_terminal([sys.executable, "-m", "kabigate", "--db", str(db), "explain", "--from", OLD,
+                                     "--to", NEW, "skb_copy_bits"])
+    assert status == 1
+    for stage in (f"reading {OLD}", f"reading {NEW}", "reading types and headers", "comparing types"):
+        assert stage in shown, shown
+    assert stored.stderr == ""  # a pipe: no bar
     missing = subprocess.run([sys.executable, "-m", "kabigate", "--db", str(db), "explain", "--from", "6.1.0-99-amd64",
                               "--to", NEW], capture_output=True, text=True)
     assert missing.returncode == 2

@@ -5,19 +5,17 @@ payload as ResultsDB's API v2.0 does."""
 from __future__ import annotations
 
 import datetime
-import http.server
 import json
 import re
 import subprocess
 import sys
-import threading
-import typing
-import urllib.parse
 
 import junitparser
 import pytest
 from fastapi.testclient import TestClient
 from support.realstore import build_store
+from support.resultsdb import ResultsDB, resultsdb_server
+from support.terminal import run_on_terminal
 
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import parse_policy, parse_waivers
@@ -238,73 +236,10 @@ def test_exit_0_when_nothing_regresses(gate_db):
     assert report["counts"]["regression"] == 0 and report["counts"]["unaffected"] > 0
 
 
-class ResultsDB(http.server.BaseHTTPRequestHandler):
-    """POST /api/v2.0/results, validated as ResultsDB's CreateResultParams and create_result do."""
-
-    received: typing.ClassVar[list[dict]] = []
-    outcomes = ("PASSED", "INFO", "FAILED", "NEEDS_INSPECTION")
-
-    def do_GET(self):
-        url = urllib.parse.urlsplit(self.path)
-        if url.path != "/api/v2.0/results":
-            return self._answer(404, {"message": "not found"})
-        query = dict(urllib.parse.parse_qsl(url.query))
-        testcases = query.pop("testcases", "").split(",")
-        limit = int(query.pop("limit", 20))
-        matching = [dict(r, id=n) for n, r in enumerate(self.received, 1)
-                    if r["testcase"]["name"] in testcases and all(r["data"].get(k) == v for k, v in query.items())]
-        self._answer(200, {"data": matching[:limit], "prev": None, "next": None})
-
-    def do_POST(self):
-        if self.path != "/api/v2.0/results":
-            return self._answer(404, {"message": "not found"})
-        try:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        except (ValueError, TypeError):
-            return self._answer(400, {"message": "Malformed JSON"})
-        problems = []
-        outcome = body.get("outcome")
-        if not isinstance(outcome, str) or outcome.strip().upper() not in self.outcomes:
-            problems.append(f"outcome must be one of: {', '.join(self.outcomes)}")
-        testcase = body.get("testcase")
-        if isinstance(testcase, str):
-            testcase = {"name": testcase}
-        if not isinstance(testcase, dict) or not testcase.get("name"):
-            problems.append("testcase name must be non-empty")
-        for key in ("note", "ref_url"):
-            if key in body and not isinstance(body[key], str):
-                problems.append(f"{key} must be a string")
-        data = body.get("data", {})
-        if not isinstance(data, dict) or not all(
-                isinstance(k, str) and (isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str)
-                                                                                            for i in v)))
-                for k, v in data.items()):
-            problems.append("data must map names to strings or lists of strings")
-        if problems:
-            return self._answer(400, {"message": {"errors": problems}})
-        self.received.append(body)
-        self._answer(201, dict(body, id=len(self.received), submit_time="2026-11-29T00:00:00"))
-
-    def _answer(self, status, document):
-        payload = json.dumps(document).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *_args):
-        pass
-
-
 @pytest.fixture
 def resultsdb():
-    server = http.server.HTTPServer(("127.0.0.1", 0), ResultsDB)
-    ResultsDB.received = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/api/v2.0"
-    server.shutdown()
+    with resultsdb_server() as url:
+        yield url
 
 
 def test_publishes_a_result_resultsdb_accepts(gate_db, resultsdb):
@@ -475,3 +410,99 @@ def test_watch_finds_kernels_in_a_yum_repository(testdata, tmp_path):
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["candidate"]["release"] == "6.1.0-47-amd64"
+
+
+def test_the_gate_shows_its_stages_on_a_terminal_and_nothing_on_a_pipe(gate_db, tmp_path):
+    import shutil
+
+    db = str(tmp_path / "store.db")
+    shutil.copy(gate_db, db)
+    args = [*KABIGATE, "gate", "--db", db, "--candidate", RELEASES[1], "--stream", "debian-6.1", "--no-explain"]
+    status, shown = run_on_terminal(args)
+    assert status == 1  # 47 -> 50 regresses
+    for stage in ("judging driver builds", "comparing exports", "judging packages", "recording the run"):
+        assert stage in shown, shown
+    assert "explaining CRC changes" not in shown and "publishing" not in shown  # stages not run are not shown
+    piped = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert piped.returncode == 1 and piped.stderr == ""
+
+
+def test_a_recorded_run_is_published_later_as_it_was_once(gate_db, resultsdb, tmp_path):
+    import shutil
+
+    db = str(tmp_path / "store.db")
+    shutil.copy(gate_db, db)
+    gated = subprocess.run([*KABIGATE, "gate", "--db", db, "--candidate", RELEASES[1], "--json"], capture_output=True,
+                           text=True, check=False)
+    assert gated.returncode == 1, gated.stderr
+    report = json.loads(gated.stdout)
+    assert not ResultsDB.received  # gated without --resultsdb: nothing published yet
+    with Store.open(db) as store:
+        runs = store.gate_runs()
+    publish = [*KABIGATE, "gate", "--db", db, "--publish", report["run"], "--resultsdb", resultsdb, "--item",
+               "kernel-6.1.170-1", "--json"]
+    first = subprocess.run(publish, capture_output=True, text=True, check=False)
+    assert first.returncode == 0, first.stderr
+    (posted,) = ResultsDB.received
+    assert json.loads(first.stdout) == {"run": report["run"], "outcome": report["outcome"],
+                                        "resultsdb": {"url": resultsdb, "id": "1"}}
+    assert posted["outcome"] == report["outcome"] == "NEEDS_INSPECTION"
+    assert posted["data"]["kabigate_run"] == report["run"] and posted["data"]["item"] == "kernel-6.1.170-1"
+    assert posted["data"]["scenario"] == "x86_64.debian-6.1"
+    again = subprocess.run(publish, capture_output=True, text=True, check=False)
+    assert again.returncode == 0 and json.loads(again.stdout)["resultsdb"]["id"] == "1"
+    assert len(ResultsDB.received) == 1  # once
+    with Store.open(db) as store:
+        assert len(store.gate_runs()) == len(runs)  # published as recorded: nothing gated again
+        assert store.gate_run(report["run"]).resultsdb_id == "1"
+    for args, message in [(["--publish", "no-such-run", "--resultsdb", resultsdb], "no gate run no-such-run"),
+                          (["--publish", report["run"]], "--publish: give --resultsdb URL"),
+                          (["--publish", report["run"], "--candidate", RELEASES[1], "--resultsdb", resultsdb],
+                           "--candidate do not apply"),
+                          ([], "give --candidate KERNEL (or --publish RUN)")]:
+        refused = subprocess.run([*KABIGATE, "gate", "--db", db, *args], capture_output=True, text=True, check=False)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_one_scenario_per_stream_and_arch_however_the_baseline_is_chosen(gate_db, resultsdb, tmp_path):
+    import shutil
+
+    db = str(tmp_path / "store.db")
+    shutil.copy(gate_db, db)
+    for choice in (["--baseline", RELEASES[0]], ["--stream", "debian-6.1"], []):
+        subprocess.run([*KABIGATE, "gate", "--db", db, "--candidate", RELEASES[1], *choice, "--resultsdb",
+                        resultsdb], capture_output=True, text=True, check=False)
+    assert [posted["data"]["scenario"] for posted in ResultsDB.received] == ["x86_64.debian-6.1"] * 3
+
+
+def test_a_run_recorded_without_its_stream_is_published_with_its_kernels_stream(gate_db, resultsdb, tmp_path):
+    """Runs recorded by a gate against --baseline before it took the candidate's stream."""
+    import shutil
+
+    from kabigate.reports.gate import gate_json
+    from kabigate.services.gate import record_gate
+
+    db = str(tmp_path / "store.db")
+    shutil.copy(gate_db, db)
+    with Store.open(db) as store:
+        result = run_gate(store, resolve_kernel(store, RELEASES[1]), resolve_kernel(store, RELEASES[0]))
+        run = record_gate(store, result, gate_json(result))
+        assert store.gate_report(run.uuid)["stream"] is None
+    published = subprocess.run([*KABIGATE, "gate", "--db", db, "--publish", run.uuid, "--resultsdb", resultsdb],
+                               capture_output=True, text=True, check=False)
+    assert published.returncode == 0 and f"gate run {run.uuid} (NEEDS_INSPECTION) published" in published.stdout
+    assert ResultsDB.received[0]["data"]["scenario"] == "x86_64.debian-6.1"
+
+
+def test_a_published_result_says_which_waivers_applied(gate_db, resultsdb, tmp_path):
+    waivers = tmp_path / "waivers.toml"
+    waivers.write_text('[[waiver]]\ndriver = "jool"\nreason = "fixed in 4.1.11"\nwho = "w@example.org"\n')
+    result = subprocess.run([*KABIGATE, "gate", "--db", gate_db, "--candidate", RELEASES[1], "--waivers", str(waivers),
+                             "--resultsdb", resultsdb, "--json"], capture_output=True, text=True, check=False)
+    report = json.loads(result.stdout)
+    waived = [f for f in [*report["builds"], *report["packages"]] if f["waivers"]]
+    assert waived and all(f["driver"] == "jool" for f in waived)
+    (posted,) = ResultsDB.received
+    assert posted["data"]["waived_by"] == [f"{waivers}#1"]
+    assert posted["note"].endswith(f"; {len(waived)} findings waived by {waivers}#1")

@@ -19,6 +19,7 @@ import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 from support.realstore import RELEASES, STREAM, build_store
+from support.resultsdb import resultsdb_server
 
 from kabigate.web import create_app
 
@@ -147,8 +148,12 @@ def test_gate_report(store, tmp_path, snapshots):
     waivers.write_text('[[waiver]]\ndriver = "acpi-call"\nsymbol = "proc_*"\nreason = "r"\nwho = "w@example.org"\n'
                        'expires = 2020-01-01\n[[waiver]]\ndriver = "jool"\nreason = "r"\nwho = "w@example.org"\n')
     # 50 against 47: regressions with causes, a waived one and an expired waiver
-    pin(snapshots, "gate", kabigate("gate", "--db", copy, "--candidate", RELEASES[1], "--stream", STREAM,
-                                    "--waivers", waivers, "--json", expect=(1,)))
+    report = kabigate("gate", "--db", copy, "--candidate", RELEASES[1], "--stream", STREAM, "--waivers", waivers,
+                      "--json", expect=(1,))
+    pin(snapshots, "gate", report)
+    with resultsdb_server() as resultsdb:
+        pin(snapshots, "gate --publish", kabigate("gate", "--db", copy, "--publish", report["run"], "--resultsdb",
+                                                  resultsdb, "--json"))
     pin(snapshots, "matrix, causes cached", kabigate("matrix", "--db", copy, "--format", "json"))  # by the gate
     pin(snapshots, "waiver add", kabigate("waiver", "add", "--db", copy, "--driver", "dahdi", "--reason", "r",
                                           "--who", "w@example.org", "--json"))

@@ -222,11 +222,11 @@ def driver_events(cluster: Cluster, testdata) -> int:
 
 @pytest.fixture
 def resultsdb():
-    """tests/test_gate.py's ResultsDB endpoint (it validates results as ResultsDB's API v2.0 does)."""
+    """tests/support/resultsdb.py: the ResultsDB endpoint (it validates results as ResultsDB's API v2.0 does)."""
     import http.server
     import threading
 
-    from test_gate import ResultsDB
+    from support.resultsdb import ResultsDB
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ResultsDB)
     ResultsDB.received = []

@@ -10,7 +10,7 @@ problem at once.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from kabigate.model import Export, Kernel, Module, Reason, ReasonCode, SignatureCheck, Verdict, module_name
@@ -76,6 +76,27 @@ def check_modules(modules: list[Module], kernel: Kernel, options: LoadOptions = 
         results.append((module, reasons, warnings, uses))
     _propagate_failures(results)
     return [Verdict(module, tuple(reasons), tuple(warnings)) for module, reasons, warnings, _ in results]
+
+
+# simplify_symbols() resolves a module's imports only once every earlier check of load_module()
+# passed; verify_exported_symbols() (complete_formation()) is the only failing check after it.
+SIMPLIFY_SYMBOLS_CODES = frozenset({
+    ReasonCode.COMMON_SYMBOL, ReasonCode.MISSING_SYMBOL, ReasonCode.GPL_ONLY, ReasonCode.CRC_MISMATCH,
+    ReasonCode.NO_SYMBOL_VERSION, ReasonCode.NAMESPACE_NOT_IMPORTED, ReasonCode.DEPENDENCY_FAILS,
+})
+AFTER_SIMPLIFY_SYMBOLS_CODES = frozenset({ReasonCode.DUPLICATE_EXPORT})
+
+
+def deciding_symbols(reasons: Iterable[tuple[str, str | None]]) -> set[str]:
+    """The symbols that refuse a module, from its reasons as (code, symbol): those simplify_symbols()
+    fails on, or none when an earlier check refuses it (load_module() stops at its first failing
+    step: a module refused for module_layout or its vermagic never reaches its imports).
+    check_modstruct_version()'s "no symbol version for module_layout" is such an earlier check."""
+    reasons = list(reasons)
+    if any(code not in SIMPLIFY_SYMBOLS_CODES | AFTER_SIMPLIFY_SYMBOLS_CODES or symbol == MODULE_LAYOUT
+           for code, symbol in reasons):
+        return set()
+    return {symbol for code, symbol in reasons if code in SIMPLIFY_SYMBOLS_CODES and symbol}
 
 
 def is_gpl_compatible(license_name: str | None) -> bool:

@@ -87,3 +87,16 @@ class RequiresVerdict(StrEnum):
 
     PASSES = "passes"
     FAILS = "fails"
+
+
+class GateStage(StrEnum):
+    """A gate's stages, in the order it runs them (a progress bar names the one running)."""
+
+    REBUILD = "rebuilding packages"
+    JUDGE = "judging driver builds"
+    EXPORTS = "comparing exports"
+    EXPLAIN = "explaining CRC changes"
+    PACKAGES = "judging packages"
+    CONFIRM = "confirming in qemu"
+    RECORD = "recording the run"
+    PUBLISH = "publishing to ResultsDB"

@@ -23,7 +23,7 @@ from kabigate.model import (
     Verdict,
     driver_name,
 )
-from kabigate.rules import LoadOptions, check_modules, same_magic
+from kabigate.rules import LoadOptions, check_modules, deciding_symbols, same_magic
 
 DEBIAN_61 = "6.1.0-47-amd64"  # generation 0: elf_validity_check() + setup_load_info()
 DEBIAN_612 = "6.12.107+deb12-amd64"  # generation 1: v6.4's elf_validity_cache_copy()
@@ -887,3 +887,25 @@ def test_dependency_reason_sits_where_the_kernel_meets_its_symbol():
     ("v4l2loopback", "v4l2loopback"), ("kmod-", "kmod-"), ("dkms", "dkms")])
 def test_one_driver_name_whatever_the_packaging(package, driver):
     assert driver_name(package) == driver
+
+
+def _deciding(verdict: Verdict) -> set[str]:
+    return deciding_symbols((r.code, r.symbol) for r in verdict.reasons)
+
+
+def test_the_symbols_deciding_a_verdict_are_simplify_symbols_failures_with_nothing_earlier():
+    """load_module() stops at its first failing step: a CRC mismatch behind a module_layout, a
+    vermagic or a missing module_layout version never decides; a duplicate export after it does not hide it."""
+    stale = {"module_layout": LAYOUT_CRC, "_printk": 0xBAD, "cpu_mitigations_off": CRC["cpu_mitigations_off"]}
+    symbols_only = check_one(make_module(imports=("_printk", "cpu_mitigations_off", "nowhere"), versions=stale))
+    assert codes(symbols_only.reasons) == ["crc-mismatch", "missing-symbol"]
+    assert _deciding(symbols_only) == {"_printk", "nowhere"}
+    layout = check_one(make_module(versions={**stale, "module_layout": 0xDEAD}))
+    assert codes(layout.reasons)[0] == "module-layout-mismatch" and "crc-mismatch" in codes(layout.reasons)
+    assert _deciding(layout) == set()
+    magic = check_one(make_module(versions=stale, vermagic="6.1.0-47-amd64 SMP mod_unload modversions "))
+    assert codes(magic.reasons)[0] == "vermagic-mismatch" and _deciding(magic) == set()
+    no_layout = check_one(make_module(versions={"_printk": 0xBAD}))
+    assert codes(no_layout.reasons) == ["no-symbol-version", "crc-mismatch"] and _deciding(no_layout) == set()
+    duplicate = check_one(make_module(versions=stale, exports=(own_export("ns_fn"),)))
+    assert codes(duplicate.reasons) == ["crc-mismatch", "duplicate-export"] and _deciding(duplicate) == {"_printk"}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
-from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, crc_text, emit_json, kernel_paths, out, progress
+from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, crc_text, emit_json, kernel_paths, out, stages
 from kabigate.errors import InputError
 from kabigate.explain.crc import (
     Explanation,
@@ -28,6 +29,8 @@ from kabigate.explain.sources import (
 from kabigate.inputs.kernels import load_kernel
 
 LISTED = 5  # candidates per symbol in a whole release's JSON
+# What the progress bar names, in order; the types (BTF, headers) are read once, then cached.
+EXPLAIN_STAGES = ("reading types and headers", "comparing types")  # after reading the two kernels
 
 
 @click.command("explain")
@@ -48,26 +51,31 @@ def explain_command(old_paths, new_paths, header_paths, no_cache, as_json, symbo
     Example:
       kabigate explain --from 6.1.0-50-amd64-root/ --to 6.1.0-53-amd64-root/ kmalloc_trace
     """
-    with progress("reading kernels", 3) as advance:
-        old_paths, new_paths = kernel_paths(list(old_paths)), kernel_paths(list(new_paths))
-        kernels = [load_kernel(old_paths), load_kernel(new_paths)]
+    # Each kernel named as given (a release, a root folder, a package), before its paths are found.
+    names = [f"reading {os.path.basename(given[0].split(',')[0].rstrip('/'))}" for given in (old_paths, new_paths)]
+    names += EXPLAIN_STAGES
+    old_paths, new_paths = kernel_paths(list(old_paths)), kernel_paths(list(new_paths))
+    with stages(names) as step:
+        step(names[0])
+        kernels = [load_kernel(old_paths)]
+        step(names[1])
+        kernels.append(load_kernel(new_paths))
         trees = header_trees(list(header_paths or old_paths))
         if header_paths and not trees:
             raise InputError(f"{', '.join(header_paths)}: no headers tree here (a folder with include/linux, or "
                              "Debian's flavor folder beside its -common one)")
+        step(EXPLAIN_STAGES[0])
         modules = needs_modules(kernels[0], sorted(set(symbols)) if symbols else None)
         if not no_cache:
             warm(kernels, trees, modules)
         old, new = (kernel_types_of(k, not no_cache, modules) for k in kernels)
-        advance()
-        advance()
         # --headers, else the old kernel's: its folders' headers trees, or its headers packages
         headers = (load_headers(trees, use_cache=not no_cache) if header_paths
                    else headers_from_sources(kernels[0].sources, use_cache=not no_cache))
         headers_used = ([str(tree) for tree in trees] if header_paths else headers_of_sources(kernels[0].sources)
                         ) if headers is not None else []
-        advance()
-    result = explain(old, new, sorted(set(symbols)) if symbols else None, headers)
+        step(EXPLAIN_STAGES[1])
+        result = explain(old, new, sorted(set(symbols)) if symbols else None, headers)
     # A whole release lists each symbol's first candidates (the full lists of 18,000 symbols are
     # 60 MB of JSON, mostly the same types); asked-for SYMBOLs list them all.
     listed = None if symbols else LISTED

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from kabigate.builder.source import Signing
-from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out, progress, write_atomically
+from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out, progress, stages, write_atomically
 from kabigate.cli.store import store_option
 from kabigate.errors import InputError, read_capped
 from kabigate.formats.gatepolicy import (
@@ -40,13 +40,14 @@ from kabigate.services.gate import (
     resolve_kernel,
     run_gate,
     same_release_of,
+    stream_of,
 )
 from kabigate.services.ingest import ingest_kernel
 from kabigate.services.packages import why_not
 from kabigate.services.watch import kernels_to_gate, offered_kernels
 from kabigate.signing.keys import HASHES, PASSPHRASE_ENV, load_signing_key
 from kabigate.store import GateRun, KernelRecord, Store
-from kabigate.vocabulary import GateClass, Outcome
+from kabigate.vocabulary import GateClass, GateStage, Outcome
 
 if TYPE_CHECKING:  # imported when --confirm-in-qemu is given (it needs qemu)
     from kabigate.services.confirm import Confirmation
@@ -135,36 +136,47 @@ def gate_kernel(store: Store, settings: GateSettings, candidate: KernelRecord, b
     """Run, record, write and publish one gate; with `confirm`, that many builds are first
     confirmed in qemu and the confirmation is recorded with the run."""
     stablelist = read_stablelist(settings.stablelist_path, candidate.machine)
-    result = run_gate(store, candidate, baseline, stream=stream, policy=settings.policy,
-                      waivers=(*settings.waivers, *store.waivers()), stablelist=stablelist, driver=settings.driver,
-                      explain=settings.explain, rebuild=settings.rebuild, signing=settings.signing)
-    if junit:
-        write_atomically(junit, gate_junit(result))
-    if markdown:
-        write_atomically(markdown, gate_markdown(result, settings.matrix_url))
-    document = gate_json(result)
-    confirmations = _confirm(store, result, confirm) if confirm else []
-    if confirm:
-        document["qemu_confirmation"] = [c.as_json() for c in confirmations]
-    run = record_gate(store, result, document)
-    document["run"] = run.uuid
-    published = None
-    if settings.resultsdb_url:
-        published = _publish(store, settings, run, item, settings.resultsdb_url)
-        document["resultsdb"] = {"url": settings.resultsdb_url, "id": published}
+    with stages(list(GateStage)) as step:
+        result = run_gate(store, candidate, baseline, stream=stream, policy=settings.policy,
+                          waivers=(*settings.waivers, *store.waivers()), stablelist=stablelist,
+                          driver=settings.driver, explain=settings.explain, rebuild=settings.rebuild,
+                          signing=settings.signing, step=step)
+        if junit:
+            write_atomically(junit, gate_junit(result))
+        if markdown:
+            write_atomically(markdown, gate_markdown(result, settings.matrix_url))
+        document = gate_json(result)
+        if confirm:
+            step(GateStage.CONFIRM)
+        confirmations = _confirm(store, result, confirm) if confirm else []
+        if confirm:
+            document["qemu_confirmation"] = [c.as_json() for c in confirmations]
+        step(GateStage.RECORD)
+        run = record_gate(store, result, document)
+        document["run"] = run.uuid
+        published = None
+        if settings.resultsdb_url:
+            step(GateStage.PUBLISH)
+            published = _publish(store, settings, run, item, settings.resultsdb_url)
+            document["resultsdb"] = {"url": settings.resultsdb_url, "id": published}
     return GateOutcome(result, document, published, confirmations)
 
 
 def _publish(store: Store, settings: GateSettings, run: GateRun, item: str | None, api_url: str) -> str:
-    payload = resultsdb_payload(store.gate_report(run.uuid), item=item, testcase=settings.testcase,
-                                ref_url=settings.ref_url)
+    report = store.gate_report(run.uuid)
+    # A run recorded before a gate against --baseline knew its stream: the scenario is its kernel's stream.
+    report = dict(report, stream=stream_of(store.kernel(run.kernel_id), report["stream"]))
+    payload = resultsdb_payload(report, item=item, testcase=settings.testcase, ref_url=settings.ref_url)
     return publish_gate(store, run, api_url, payload, os.environ.get("KABIGATE_RESULTSDB_TOKEN"))
 
 
 @click.command()
-@click.option("--candidate", required=True, metavar="KERNEL",
+@click.option("--candidate", metavar="KERNEL",
               help="The kernel to gate: a release in the store, or its files as `check -k` takes them "
-                   "(comma-joined), which are ingested first.")
+                   "(comma-joined), which are ingested first (required unless --publish).")
+@click.option("--publish", "publish_run", metavar="RUN",
+              help="Instead of gating, publish this recorded gate run (the `run` of `gate --json`) to --resultsdb "
+                   "as it was recorded; once: a run ResultsDB has already is not posted again.")
 @click.option("--baseline", metavar="KERNEL", help="Compare with this kernel (default: the candidate's "
                                                     "predecessor in its stream).")
 @click.option("--stream", metavar="NAME", help="The candidate's stream (its baseline is the kernel before it).")
@@ -189,19 +201,33 @@ def _publish(store: Store, settings: GateSettings, run: GateRun, item: str | Non
 @click.option("--sign-cert", type=click.Path(dir_okay=False), metavar="CERT", help="The signing key's certificate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
 @store_option
-def gate(store: Store, candidate: str, baseline: str | None, stream: str | None, junit_path, markdown_path, item,
-         queue: bool, confirm: int, explain: bool, rebuild: bool | None, sign_key: str | None, sign_cert: str | None,
-         as_json: bool, **options) -> None:
+def gate(store: Store, candidate: str | None, publish_run: str | None, baseline: str | None, stream: str | None,
+         junit_path, markdown_path, item, queue: bool, confirm: int, explain: bool, rebuild: bool | None,
+         sign_key: str | None, sign_cert: str | None, as_json: bool, **options) -> None:
     """Gate a candidate kernel on the stored driver builds. Exit 0 PASSED/INFO, 1 FAILED or
-    NEEDS_INSPECTION, 2 error. The same release of every other architecture in the stream
-    (6.1.0-56-arm64 beside 6.1.0-56-amd64) is gated too, each against its architecture's baseline,
-    recorded and published as its own run; --junit and --markdown name theirs FILE.<arch>.EXT.
+    NEEDS_INSPECTION, 2 error; with --publish, 0 once the run is published. The same release of
+    every other architecture in the stream (6.1.0-56-arm64 beside 6.1.0-56-amd64) is gated too, each
+    against its architecture's baseline, recorded and published as its own run; --junit and
+    --markdown name theirs FILE.<arch>.EXT.
 
     \b
     Example:
       kabigate gate --candidate 6.1.0-53-amd64 --stream debian-6.1 --junit gate.xml --markdown gate.md
       kabigate gate --candidate 6.1.0-56-amd64 --rebuild --sign-key repo.key --sign-cert repo.crt
+      kabigate gate --publish 0b9c6f7e-5a1d-4c2e-9f3b-2d8e4a6c1f00 --resultsdb https://resultsdb.example.org/api/v2.0
     """
+    if publish_run is not None:
+        given = [name for name, value in (("--candidate", candidate), ("--baseline", baseline), ("--stream", stream),
+                                          ("--junit", junit_path), ("--markdown", markdown_path),
+                                          ("--queue", queue or None), ("--confirm-in-qemu", confirm or None),
+                                          ("--rebuild", rebuild), ("--sign-key", sign_key), ("--sign-cert", sign_cert))
+                 if value is not None]
+        if given:
+            raise click.UsageError(f"--publish publishes a recorded run: {', '.join(given)} do not apply")
+        _publish_recorded(store, publish_run, item, as_json, GateSettings.from_options(**options))
+        return
+    if candidate is None:
+        raise click.UsageError("give --candidate KERNEL (or --publish RUN)")
     if queue:
         _queue_gate(store, candidate, baseline, stream, as_json,
                     given=[_option_name(name) for name, value in (("junit", junit_path), ("markdown", markdown_path),
@@ -214,7 +240,8 @@ def gate(store: Store, candidate: str, baseline: str | None, stream: str | None,
         rebuild, sign_key, sign_cert)
     candidate_record = _kernel(store, candidate, stream)
     given_baseline = _kernel(store, baseline, None) if baseline is not None else None
-    chosen_stream = stream if given_baseline is not None else previous_in_stream(store, candidate_record, stream)[1]
+    chosen_stream = (stream_of(candidate_record, stream) if given_baseline is not None
+                     else previous_in_stream(store, candidate_record, stream)[1])
     # The release on every architecture of the stream, each against its own baseline: one gate run each.
     outcomes = []
     for release in release_architectures(store, candidate_record, _release_stream(candidate_record, chosen_stream)):
@@ -266,6 +293,20 @@ def architectures_json(outcomes: list[GateOutcome]) -> dict:
                                "baseline": o.result.baseline.release if o.result.baseline else None,
                                "outcome": o.result.outcome, "run": o.document["run"],
                                "resultsdb_id": o.published} for o in outcomes]}
+
+
+def _publish_recorded(store: Store, run_id: str, item: str | None, as_json: bool, settings: GateSettings) -> None:
+    """gate --publish: a recorded run to ResultsDB as it was, its report not recomputed."""
+    if not settings.resultsdb_url:
+        raise click.UsageError("--publish: give --resultsdb URL")
+    run = store.gate_run(run_id)
+    published = _publish(store, settings, run, item, settings.resultsdb_url)
+    if as_json:
+        emit_json({"run": run.uuid, "outcome": run.outcome,
+                   "resultsdb": {"url": settings.resultsdb_url, "id": published}})
+    else:
+        out.print(f"gate run {run.uuid} ({run.outcome}) published to {settings.resultsdb_url}: result {published}",
+                  markup=False)
 
 
 def _confirm(store: Store, result, count: int):

@@ -24,9 +24,12 @@ from kabigate.reports.verdicts import crc_text  # also the commands' shared help
 
 EXIT_OK, EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR = 0, 1, 2
 
-# Tables are not cut to 80 columns when the report goes to a file or a pipe.
+# On a terminal, tables are fitted to its width: Rich shrinks the widest columns and wraps their text,
+# and cut_cell()s are kept to one line ending in an ellipsis (a build's 32 module names).
+# Piped or written to a file, nothing is cut or fitted to 80 columns: every cell is whole.
+TERMINAL = sys.stdout.isatty()
 # emoji=False: a module or driver named "x:smile:y" is printed as it is.
-out = Console(highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
+out = Console(highlight=False, emoji=False, soft_wrap=True, width=None if TERMINAL else 250)
 err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 
@@ -37,6 +40,17 @@ def progress(description: str, total: int | None):
                   console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task(description, total=total)
         yield lambda: progress.advance(task)
+
+
+@contextmanager
+def stages(names: list[str]):
+    """A progress bar through a command's stages, in this order, on stderr when it is a terminal:
+    step(name) shows the stage now running (a stage may be skipped) and how many came before it."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(names[0], total=len(names))
+        # Drawn at once: a stage shorter than a refresh is still seen going by.
+        yield lambda name: bar.update(task, description=name, completed=names.index(name), refresh=True)
 
 
 def read_modules_with_progress(paths: list[str]) -> list[Module]:
@@ -101,6 +115,13 @@ def describe_reason(reason: Reason) -> str:
     if reason.module_crc is not None or reason.kernel_crc is not None:
         crcs = f" (module {crc_text(reason.module_crc) or '-'}, kernel {crc_text(reason.kernel_crc) or '-'})"
     return f"{reason.code}: {reason.message}{crcs}"
+
+
+def cut_cell(value: str) -> Text:
+    """A table cell kept to one line on a terminal, ending in an ellipsis where its column ends (the
+    cell's no_wrap, not the column's: Rich would give a no_wrap column its whole width first); whole
+    when piped."""
+    return Text(value, no_wrap=True, overflow="ellipsis") if TERMINAL else Text(value)
 
 
 def cells(*values: str) -> list[Text]:

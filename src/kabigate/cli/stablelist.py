@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import sys
 
@@ -18,15 +16,18 @@ from kabigate.formats.compression import MAX_TEXT
 from kabigate.formats.elrepo import parse_spec_history
 from kabigate.inputs.stablelists import read_stablelist
 from kabigate.services.evidence import (
+    COLUMNS,
     Demand,
     SymbolDemand,
+    changes_text,
+    demand_csv,
     demand_json,
     demand_scope,
     justification_markdown,
+    ksc_report,
     request_text,
     requested_additions,
     symbol_demand,
-    symbol_demand_json,
 )
 from kabigate.store import Store
 
@@ -68,7 +69,7 @@ def demand(store: Store, stablelist_path: str, stream, driver, arch: str, limit,
     if as_json:
         emit_json(demand_json(result, limit))
     elif as_csv:
-        sys.stdout.write(_csv(symbols))
+        sys.stdout.write(demand_csv(symbols))
     else:
         _print_demand(result, symbols)
 
@@ -79,37 +80,26 @@ def _demand(store: Store, stablelist_path: str, stream: str | None, arch: str | 
     return symbol_demand(store, read_stablelist(stablelist_path, arch), stream, driver, arch)
 
 
-def _csv(symbols: list[SymbolDemand]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    columns = ["symbol", "stablelisted", "drivers", "builds", "greylisted_by", "exported_by", "crc_changes",
-               "removals", "reappearances", "failures", "first_kernel", "last_kernel", "kabi_violation"]
-    writer.writerow(columns)
-    for d in symbols:
-        row = symbol_demand_json(d)
-        row["drivers"] = " ".join(row["drivers"])
-        writer.writerow([row[c] for c in columns])
-    return buffer.getvalue()
-
-
 def _print_demand(result: Demand, symbols: list[SymbolDemand]) -> None:
     listed = sum(d.stablelisted for d in result.symbols)
     out.print(f"{len(result.symbols)} symbols imported by {result.builds} builds of {result.drivers} drivers; "
               f"{listed} on {result.stablelist}, {len(result.symbols) - listed} not; stream {result.stream}: "
               f"{len(result.kernels)} {result.arch or ''} kernels", markup=False)
-    table = Table("symbol", "listed", "drivers", "builds", "crc changes", "removed", "failures", "kernels",
-                  box=None)
+    table = Table(*(COLUMNS[c] for c in ("symbol", "stablelisted", "drivers", "builds", "failures", "exported_by",
+                                         "removals", "crc_changes", "crc_changed_in")), box=None)
     for d in symbols:
         listed_text = ("yes, VIOLATED" if d.violation else "yes") if d.stablelisted else "no"
-        table.add_row(*cells(d.symbol, listed_text, str(len(d.drivers)), str(d.builds), str(d.crc_changes),
-                             str(d.removals), str(d.failures), f"{d.exported_by}/{len(result.kernels)}"))
+        table.add_row(*cells(d.symbol, listed_text, str(len(d.drivers)), str(d.builds), str(d.failures_caused),
+                             f"{d.exported_by}/{len(result.kernels)}", str(d.removals), str(d.crc_changes),
+                             changes_text(d)))
     out.print(table)
 
 
 @stablelist.command("request")
 @_demand_options
-@click.option("--format", "list_format", type=click.Choice(["rhel", "module-kabi", "plain"]), default="rhel",
-              show_default=True, help="The list format of the proposed additions.")
+@click.option("--format", "list_format", type=click.Choice(["rhel", "module-kabi", "plain", "ksc"]), default="rhel",
+              show_default=True, help="The list format of the proposed additions; ksc: the ksc-result.txt Red Hat's "
+              "stablelist request process takes, its justifications filled from the evidence.")
 @click.option("--rhel-major", type=int, default=9, show_default=True, help="RHEL major release (rhel format).")
 @click.option("--min-drivers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Propose symbols used by at least this many drivers.")
@@ -120,12 +110,17 @@ def _print_demand(result: Demand, symbols: list[SymbolDemand]) -> None:
 @click.option("--justification", type=click.Path(dir_okay=False), metavar="FILE",
               help="Write the Markdown justification (one section per symbol) here.")
 @store_option
-def request(store: Store, stablelist_path: str, stream, driver, arch: str, list_format: str, rhel_major: int,
+def request(store: Store, stablelist_path: str, stream, driver, arch: str | None, list_format: str, rhel_major: int,
             min_drivers: int, max_crc_changes, output, justification) -> None:
     """The stablelist additions the stored drivers' evidence asks for, in the distribution's format."""
-    result = _demand(store, stablelist_path, stream, arch, driver)
+    stream, arch = demand_scope(store, stream, arch)
+    listed = read_stablelist(stablelist_path, arch)
+    result = symbol_demand(store, listed, stream, driver, arch)
     symbols = requested_additions(result, min_drivers, max_crc_changes)
-    text = request_text(symbols, list_format, result.arch or "x86_64", rhel_major)
+    if list_format == "ksc":
+        text = ksc_report(result, symbols, listed, result.arch or "x86_64", " ".join(["kabigate", *sys.argv[1:]]))
+    else:
+        text = request_text(symbols, list_format, result.arch or "x86_64", rhel_major)
     if output:
         write_atomically(output, text)
     else:

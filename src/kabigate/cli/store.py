@@ -14,7 +14,18 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from kabigate.cli.shared import Group, cells, crc_text, emit_json, err, out, progress, write_atomically
+from kabigate.cli.shared import (
+    TERMINAL,
+    Group,
+    cells,
+    crc_text,
+    cut_cell,
+    emit_json,
+    err,
+    out,
+    progress,
+    write_atomically,
+)
 from kabigate.errors import InputError
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.manifest import read_build_manifest
@@ -415,7 +426,8 @@ def matrix(store: Store, stream, driver, since, arch, packages: bool, output_for
             if output_format == "html":
                 raise click.UsageError("--packages: the formats are table, json and csv")
             refresh_verdicts(store, advance)
-            _write(_package_report(package_matrix(store, stream, driver, since, arch), output_format), output)
+            _write(_package_report(package_matrix(store, stream, driver, since, arch), output_format, output),
+                   output)
             return
         result = build_matrix(store, stream, driver, since, advance, arch=arch)
     if output_format == "table" and output is None:
@@ -453,7 +465,7 @@ def package_text(verdict: PackageVerdict) -> str:
     return PACKAGE_TEXTS[verdict.state]
 
 
-def _package_report(result: PackageMatrix, output_format: str) -> str:
+def _package_report(result: PackageMatrix, output_format: str, output: str | None) -> str:
     if output_format == "json":
         return json.dumps(package_matrix_json(result), indent=2) + "\n"
     buffer = io.StringIO()
@@ -465,13 +477,15 @@ def _package_report(result: PackageMatrix, output_format: str) -> str:
         return buffer.getvalue()
     from rich.console import Console
 
-    console = Console(file=buffer, width=400, highlight=False, color_system=None)
+    # A terminal's width when the table goes to one (shared.TERMINAL), else whole rows.
+    width = out.width if TERMINAL and output is None else 400
+    console = Console(file=buffer, width=width, highlight=False, color_system=None)
     labels = _short_labels([k.release for k in result.kernels])
     table = Table(title=Text(f"{result.stream or 'every stream'}: {len(result.drivers)} packages x "
                              f"{len(result.kernels)} kernels"), title_justify="left", box=None, pad_edge=False)
     table.add_column("package")
-    for label in labels:
-        table.add_column(label, justify="center")
+    for label in labels:  # folded, not cut, when the terminal is too narrow: "6.1.0…" would name no kernel
+        table.add_column(Text(label, overflow="fold"), justify="center")
     for name in result.drivers:
         table.add_row(Text(name), *[Text(package_text(result.verdict(name, k))) for k in result.kernels])
     table.add_row(Text("working"), *[Text(f"{len(result.working(k))}/{len(result.known(k))}") for k in result.kernels])
@@ -582,10 +596,11 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
         return
     table = Table("driver", "version", "built for", "format", "modules", box=None)
     for b in builds:
-        table.add_row(*cells(b.driver, b.version or "-", b.built_for or "-", b.format, ", ".join(b.modules)))
+        table.add_row(*cells(b.driver, b.version or "-", b.built_for or "-", b.format), cut_cell(", ".join(b.modules)))
     out.print(table)
     for f in failures:
-        out.print(f"does not build: {f.driver} {f.version} for {f.kernel_release}: {f.error}", markup=False)
+        out.print(f"does not build: {f.driver} {f.version} for {f.kernel_release}: {f.error}", markup=False,
+                  soft_wrap=not TERMINAL)  # wrapped at words on a terminal, one line piped
     table = Table("package", "stream", "newest kernel", "state", "why not", box=None)
     for stream, verdict in newest:
         table.add_row(*cells(verdict.driver, stream, verdict.kernel.release, verdict.state, why_not(verdict) or ""))

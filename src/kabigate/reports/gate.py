@@ -226,10 +226,19 @@ def resultsdb_payload(report: dict, *, item: str | None = None, testcase: str = 
             f"{counts[GateClass.FIXED]} fixed, {counts[GateClass.UNAFFECTED]} unaffected, {counts[GateClass.NEW]} new; "
             f"{len(report['stablelist_violations'])} "
             f"stablelist violations; baseline {baseline['release'] if baseline else 'none'}")
-    data = {"item": nvr, "type": "koji_build", "arch": arch,
-            "scenario": scenario or f"{arch}.{report['stream'] or 'default'}", "kernel_release": candidate["release"]}
+    # What forgave a finding, said in the result itself: an INFO after a waiver is not a clean pass.
+    findings = [*report["builds"], *report.get("packages", ()), *report["stablelist_violations"]]
+    waived = [f for f in findings if f["waivers"]]
+    waivers = sorted({w["source"] for f in waived for w in f["waivers"]})
+    if waived:
+        note += f"; {len(waived)} findings waived by {', '.join(waivers)}"
+    data: dict[str, str | list[str]] = {
+        "item": nvr, "type": "koji_build", "arch": arch,
+        "scenario": scenario or f"{arch}.{report['stream'] or 'default'}", "kernel_release": candidate["release"]}
     if baseline:
         data["baseline"] = baseline["release"]
+    if waivers:
+        data["waived_by"] = waivers
     payload = {"outcome": report["outcome"], "testcase": {"name": testcase}, "note": note, "data": data}
     if ref_url:
         payload["ref_url"] = ref_url

@@ -34,6 +34,22 @@ def cells_with_causes(store: Store, builds: dict[int, BuildRecord], kernels: dic
                 r["symbol"] for m in modules for r in m["reasons"]
                 if r["code"] == ReasonCode.CRC_MISMATCH and r["symbol"])
     records = {k.id: k for k in (*built_for.values(), *kernels.values()) if k is not None}
+    causes = pair_causes(store, records, pairs)
+    found = {}
+    for (build_id, kernel_id), modules in details.items():
+        old = built_for.get(builds[build_id].built_for)
+        known = causes.get((old.id, kernel_id), {}) if old is not None else {}
+        found[(build_id, kernel_id)] = modules if not known else [
+            dict(m, reasons=[dict(r, cause=known[r["symbol"]])
+                             if r["code"] == ReasonCode.CRC_MISMATCH and r["symbol"] in known else r
+                             for r in m["reasons"]]) for m in modules]
+    return found
+
+
+def pair_causes(store: Store, records: dict[int, KernelRecord],
+                pairs: dict[tuple[int, int], set[str]]) -> dict[tuple[int, int], dict[str, dict]]:
+    """(old kernel id, new kernel id) -> {symbol: cause_json} for the symbols of each pair whose CRC
+    change the cache can explain (both kernels' types cached); `records` holds every kernel named."""
     loaded: dict[int, Kernel] = {}
 
     def stored(kernel_id: int) -> tuple[list[str], Kernel]:
@@ -62,15 +78,7 @@ def cells_with_causes(store: Store, builds: dict[int, BuildRecord], kernels: dic
                 if known.keys() & set(missing):
                     write_entry(identity, known)
             causes[(old_id, new_id)] = known
-    found = {}
-    for (build_id, kernel_id), modules in details.items():
-        old = built_for.get(builds[build_id].built_for)
-        known = causes.get((old.id, kernel_id), {}) if old is not None else {}
-        found[(build_id, kernel_id)] = modules if not known else [
-            dict(m, reasons=[dict(r, cause=known[r["symbol"]])
-                             if r["code"] == ReasonCode.CRC_MISMATCH and r["symbol"] in known else r
-                             for r in m["reasons"]]) for m in modules]
-    return found
+    return causes
 
 
 def cached_cause(store: Store, old: KernelRecord, new: KernelRecord, symbol: str) -> dict | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kabigate.analysis import diff_kernels
@@ -35,7 +36,7 @@ from kabigate.services.ingest import refresh_verdicts
 from kabigate.services.packages import PackageVerdict, package_verdicts
 from kabigate.services.rebuild import Rebuild, needing_rebuild, rebuild_packages
 from kabigate.store import BuildRecord, Cell, GateRun, KernelRecord, Store
-from kabigate.vocabulary import ExportChange, GateCategory, GateClass, Outcome, PackageState
+from kabigate.vocabulary import ExportChange, GateCategory, GateClass, GateStage, Outcome, PackageState
 
 
 @dataclass(frozen=True)
@@ -191,19 +192,33 @@ def same_release_of(store: Store, kernel: KernelRecord | None, machine: str | No
                  and release_across_architectures(k.release, k.machine) == release), None)
 
 
+def stream_of(kernel: KernelRecord, stream: str | None) -> str | None:
+    """The stream a gate of `kernel` is of: the one given, else the kernel's only one (None when it is
+    in several or none). A gate against a chosen baseline is of that stream too, so that ResultsDB's
+    scenario (architecture.stream) is one per stream however the baseline was chosen."""
+    if stream is not None:
+        return stream
+    streams = [name for name, _position in kernel.streams]
+    return streams[0] if len(streams) == 1 else None
+
+
 def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | None, *, stream: str | None = None,
              policy: Policy = DEFAULT_POLICY, waivers: tuple[Waiver, ...] = (), stablelist: Stablelist | None = None,
              driver: str | None = None, today: datetime.date | None = None, explain: bool = False,
-             rebuild: bool = False, signing: Signing | None = None) -> GateResult:
+             rebuild: bool = False, signing: Signing | None = None,
+             step: Callable[[GateStage], None] = lambda _stage: None) -> GateResult:
     """Judge the candidate against the stored builds (`driver`: a pattern on their names). With
     `explain`, CRC changes and crc-mismatch regressions name their most likely cause, from the BTF
     of the kernels' images among their stored sources. With `rebuild`, the gating packages that do
-    not work on the candidate are first rebuilt for it (services/rebuild.py; signed with `signing`)."""
+    not work on the candidate are first rebuilt for it (services/rebuild.py; signed with `signing`).
+    `step` is told each stage as it starts."""
     today = today or datetime.date.today()
     rebuilds = []
     if rebuild:
+        step(GateStage.REBUILD)
         rebuilds = rebuild_packages(store, candidate, needing_rebuild(store, candidate, driver, policy.gating), signing)
     kernel_ids = [candidate.id] + ([baseline.id] if baseline else [])
+    step(GateStage.JUDGE)
     refresh_verdicts(store, kernel_ids=kernel_ids)
     builds = [b for b in store.driver_builds(driver) if b.runs_on(candidate)]  # others' are not judged on it
     cells = store.cells(RULES_VERSION, build_ids=[b.id for b in builds], kernel_ids=kernel_ids)
@@ -217,12 +232,15 @@ def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | Non
         before = cells.get((build.id, baseline.id)) if baseline else None
         findings.append(_build_finding(build, details.get((build.id, candidate.id), []), before, after, policy,
                                        waivers, stablelist, candidate.release, today))
+    step(GateStage.EXPORTS)
     kernel_findings, export_changes, in_use = _kernel_side(store, candidate, baseline, builds, policy, waivers,
                                                            stablelist, today)
     coverage = sum(1 for finding in findings if finding.gating)
     notes = [f"{r.driver} not rebuilt: {r.reason}" for r in rebuilds if r.outcome is None]
     if explain and baseline is not None:
+        step(GateStage.EXPLAIN)
         in_use = _explain_changes(store, baseline, candidate, findings, in_use, notes)
+    step(GateStage.PACKAGES)
     packages = _package_findings(store, candidate, baseline, driver, policy, waivers, today)
     if rebuild:  # rebuilding is the policy: a build whose package's rebuild loads is replaced, not regressed
         replaced = {f.driver for f in packages if f.after.state == PackageState.LOADS_AFTER_REBUILD}

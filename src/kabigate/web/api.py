@@ -40,6 +40,7 @@ from kabigate.services.gate import (
     record_gate,
     revoke_waiver,
     run_gate,
+    stream_of,
 )
 from kabigate.services.ingest import ingest_driver_build, ingest_kernel, ingested_builds_json, read_driver_builds
 from kabigate.services.matrix import (
@@ -375,7 +376,7 @@ def gate(store: StoreDep, settings: SettingsDep, request: GateRequest) -> Respon
     candidate = find_kernel(store, request.candidate, request.stream)
     baseline: KernelRecord | None
     if request.baseline is not None:
-        baseline, stream = find_kernel(store, request.baseline), request.stream
+        baseline, stream = find_kernel(store, request.baseline), stream_of(candidate, request.stream)
     else:
         baseline, stream = previous_in_stream(store, candidate, request.stream)
     policy = parse_policy(request.policy.encode(), "policy") if request.policy else DEFAULT_POLICY

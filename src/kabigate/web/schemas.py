@@ -572,6 +572,16 @@ class SearchResults(Closed):
 
 # -- stablelist demand (services.evidence.demand_json) ----------------------------------------------
 
+class CrcChange(Closed):
+    """A symbol's CRC differing between two neighbouring kernels of the stream."""
+
+    kernel: str = Field(description="the release where the new CRC first appears")
+    previous: str = Field(description="the release before it in the stream")
+    old_crc: int | None
+    new_crc: int | None
+    cause: Cause | None = Field(description="null: the explain cache does not hold both kernels' types")
+
+
 class SymbolDemand(Closed):
     symbol: str
     stablelisted: bool
@@ -580,9 +590,11 @@ class SymbolDemand(Closed):
     greylisted_by: int
     exported_by: int
     crc_changes: int
+    crc_changed_in: list[CrcChange]
     removals: int
     reappearances: int
-    failures: int
+    failures: int = Field(description="driver x kernel cells the symbol refuses where it decides the verdict "
+                          "(no earlier check, such as module_layout or vermagic, refuses the module)")
     first_kernel: str | None
     last_kernel: str | None
     kabi_violation: bool

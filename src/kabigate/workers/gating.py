@@ -9,7 +9,14 @@ from kabigate.errors import read_capped
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, MAX_POLICY_FILE, parse_policy, parse_waivers
 from kabigate.inputs.stablelists import read_stablelist
 from kabigate.reports.gate import DEFAULT_TESTCASE, gate_json, resultsdb_payload
-from kabigate.services.gate import previous_in_stream, publish_gate, record_gate, resolve_kernel, run_gate
+from kabigate.services.gate import (
+    previous_in_stream,
+    publish_gate,
+    record_gate,
+    resolve_kernel,
+    run_gate,
+    stream_of,
+)
 from kabigate.store import KernelRecord, Store, TaskRecord, TaskState
 from kabigate.workers.config import Settings
 from kabigate.workers.messaging import publish_gate_result
@@ -22,7 +29,7 @@ def gate_task(store: Store, settings: Settings, task: TaskRecord) -> dict:
     if run_id is None:
         baseline: KernelRecord | None
         if args["baseline"] is not None:
-            baseline, stream = resolve_kernel(store, args["baseline"]), args["stream"]
+            baseline, stream = resolve_kernel(store, args["baseline"]), stream_of(candidate, args["stream"])
         else:
             baseline, stream = previous_in_stream(store, candidate, args["stream"])
         policy = parse_policy(_read(settings.policy), settings.policy) if settings.policy else DEFAULT_POLICY
