@@ -194,13 +194,14 @@ def test_stored_verdicts_equal_kabigate_check_cell_for_cell(tmp_path, testdata):
     kernel_paths = {release: str(testdata.kernel_root(release)) for release in RELEASES}
     subprocess.run([*KABIGATE, "ingest", "kernel", "--db", db, "--stream", "debian-6.1", *kernel_paths.values()],
                    check=True, capture_output=True)
-    build_dirs = {}
-    for driver, builds in testdata.manifest["drivers"].items():
-        for built_for, entry in builds.items():
-            path = str(testdata.root / entry["dir"])
-            subprocess.run([*KABIGATE, "ingest", "drivers", "--db", db, "--name", driver, "--version",
-                            entry["version"], path], check=True, capture_output=True)
-            build_dirs[(driver, built_for)] = path
+    build_dirs = {(driver, built_for): str(testdata.root / entry["dir"])
+                  for driver, builds in testdata.manifest["drivers"].items() for built_for, entry in builds.items()}
+    manifest = tmp_path / "builds.toml"  # every build in one run (ingest drivers --manifest)
+    manifest.write_text("".join(f"[[build]]\npath = {json.dumps(path)}\nname = {json.dumps(driver)}\n"
+                                f"version = {json.dumps(testdata.manifest['drivers'][driver][built_for]['version'])}\n"
+                                for (driver, built_for), path in build_dirs.items()))
+    subprocess.run([*KABIGATE, "ingest", "drivers", "--db", db, "--manifest", str(manifest)],
+                   check=True, capture_output=True)
     matrix = json.loads(subprocess.run([*KABIGATE, "matrix", "--db", db, "--json"], check=True,
                                        capture_output=True, text=True).stdout)
     with Store.open(db) as store:
