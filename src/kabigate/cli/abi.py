@@ -17,6 +17,7 @@ from kabigate.cli.shared import (
     emit_json,
     load_kernel_with_progress,
     out,
+    print_styled,
     read_modules_with_progress,
 )
 from kabigate.cli.signing import signature_checks, trust_options
@@ -177,23 +178,24 @@ def _print_check(kernel: Kernel, stablelist: Stablelist | None, verdicts: list[V
               f"vermagic '{kernel.vermagic or 'unknown'}'  {len(kernel.exports)} exports", markup=False)
     if stablelist is not None:
         out.print(f"stablelist {stablelist.source} ({len(stablelist.symbols)} symbols)", markup=False)
-    lines = []  # printed at once: Rich takes ~0.25 ms a print call, a second for a tree
+    pieces: list[tuple[str, str | None]] = []  # printed at once: Rich takes ~0.25 ms a print call
     for verdict, report in zip(verdicts, reports):
         style = "green" if verdict.loads else "bold red"
-        lines.append(f"[{style}]{report['verdict'].upper():<5}[/{style}] {escape(verdict.module.name)}  "
-                     f"[dim]{escape(verdict.module.path)}[/dim]")
+        pieces += [(f"{report['verdict'].upper():<5}", style), (f" {verdict.module.name}  ", None),
+                   (verdict.module.path, "dim"), ("\n", None)]
         for reason in verdict.reasons:
-            lines.append(escape("      " + describe_reason(reason)))
+            pieces += [("      " + describe_reason(reason), None), ("\n", None)]
             if reason.code == ReasonCode.CRC_MISMATCH and reason.symbol in causes:
-                lines.append(escape("        cause: " + cause_text(causes[reason.symbol])))
+                pieces += [("        cause: " + cause_text(causes[reason.symbol]), None), ("\n", None)]
         for warning in verdict.warnings:
-            lines.append("[yellow]" + escape("      warning " + describe_reason(warning)) + "[/yellow]")
+            pieces += [("      warning " + describe_reason(warning), "yellow"), ("\n", None)]
         if "stablelist" in report:
             coverage = report["stablelist"]
-            lines.append(escape(f"      stablelist: {len(coverage['on'])} on, {len(coverage['off'])} off"
-                                + (f": {' '.join(coverage['off'])}" if coverage["off"] else "")))
-    if lines:
-        out.print("\n".join(lines))
+            pieces += [(f"      stablelist: {len(coverage['on'])} on, {len(coverage['off'])} off"
+                        + (f": {' '.join(coverage['off'])}" if coverage["off"] else ""), None), ("\n", None)]
+    if pieces:
+        pieces.pop()  # the last ("\n", None): print_styled() ends the text with one
+        print_styled(pieces)
     failing = sum(not v.loads for v in verdicts)
     out.print(f"{len(verdicts) - failing} load, {failing} fail")
 
