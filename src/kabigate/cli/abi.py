@@ -26,7 +26,7 @@ from kabigate.explain.crc import SymbolExplanation, cause_json, cause_text
 from kabigate.formats.stablelist import Stablelist
 from kabigate.inputs.modules import collector_paused
 from kabigate.inputs.stablelists import matching_kernel, read_stablelist
-from kabigate.model import Export, Kernel, Module, ReasonCode, Verdict
+from kabigate.model import Export, Kernel, Module, ReasonCode, SymbolVersion, Verdict
 from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 from kabigate.rules import LoadOptions, check_modules
 
@@ -53,7 +53,9 @@ def inspect(modules: tuple[str, ...], as_json: bool) -> None:
 
 def _module_json(module: Module) -> dict:
     signature = module.signature
-    crcs = _version_crcs(module)
+    versions = module.versions or ()
+    texts = [crc_text(v.crc) for v in versions]  # once each: a tree has ~190,000, imports as many again
+    crcs = _version_crcs(versions, texts)
     return {
         "path": module.path,
         "name": module.name,
@@ -65,10 +67,9 @@ def _module_json(module: Module) -> dict:
         "import_ns": module.imported_namespaces,
         "intree": module.info("intree") is not None,
         "modinfo": [[key, value] for key, value in module.modinfo],
-        "versions": None if module.versions is None else [{"symbol": v.name, "crc": crc_text(v.crc)}
-                                                          for v in module.versions],
-        "imports": [{"symbol": i.name, "weak": i.weak, "crc": crc_text(crcs.get(i.name))}
-                    for i in module.imports],
+        "versions": None if module.versions is None else [{"symbol": v.name, "crc": text}
+                                                          for v, text in zip(versions, texts)],
+        "imports": [{"symbol": i.name, "weak": i.weak, "crc": crcs.get(i.name)} for i in module.imports],
         "exports": [_export_json(e) for e in module.exports],
         "signature": None if signature is None else {
             "id_type": signature.id_type, "signer": signature.signer, "key_id": signature.key_id,
@@ -76,9 +77,9 @@ def _module_json(module: Module) -> dict:
     }
 
 
-def _version_crcs(module: Module) -> dict[str, int]:
-    """Each __versions symbol's CRC, the first record's as Module.version_of() gives it."""
-    return {v.name: v.crc for v in reversed(module.versions or ())}
+def _version_crcs(versions: tuple[SymbolVersion, ...], texts: list[str | None]) -> dict[str, str | None]:
+    """Each __versions symbol's CRC text, the first record's as Module.version_of() gives it."""
+    return {v.name: text for v, text in zip(reversed(versions), reversed(texts))}
 
 
 def _export_json(export: Export) -> dict:
@@ -99,9 +100,10 @@ def _print_module(module: Module) -> None:
                  f"{signature.id_type} {signature.hash_algorithm} signer '{signature.signer}' key {signature.key_id}"))
     lines = [f"  {key:<11} {value}" for key, value in rows]  # printed at once: Rich is slow a call
     lines.append(f"  imports     {len(module.imports)}")
-    crcs = _version_crcs(module)
+    versions = module.versions or ()
+    crcs = _version_crcs(versions, [crc_text(v.crc) for v in versions])
     for symbol in module.imports:
-        crc = crc_text(crcs.get(symbol.name)) or "(no crc)"
+        crc = crcs.get(symbol.name) or "(no crc)"
         lines.append(f"    {crc:<10}  {symbol.name}{'  (weak)' if symbol.weak else ''}")
     lines.append(f"  exports     {len(module.exports)}")
     for export in module.exports:

@@ -42,7 +42,7 @@ def print_styled(pieces: list[tuple[str, str | None]]) -> None:
     if out.color_system is None and not out.record and plain.isascii() and plain.replace("\n", "").isprintable():
         out.file.write(plain + "\n")
         return
-    out.print(Text.assemble(*pieces))
+    out.print(Text.assemble(*(text if style is None else (text, style) for text, style in pieces)))
 
 
 @contextmanager
