@@ -51,7 +51,8 @@ def progress(description: str, total: int | None):
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda: progress.advance(task)
+        # Not shown: no call into Rich per module (~10 us each, a tree's 4,000).
+        yield (lambda: progress.advance(task)) if err.is_terminal else (lambda: None)
 
 
 @contextmanager
