@@ -77,11 +77,12 @@ def check_modules(modules: list[Module], kernel: Kernel, options: LoadOptions = 
     first); a module whose provider fails to load fails too.
     """
     providers = _Providers(modules, kernel)
+    version = kernel_version(kernel)  # once: a regex per module adds up over a tree
     results = []
     first_of_name: dict[str, Module] = {}
     for module in modules:
         earlier = first_of_name.setdefault(module.name, module)
-        reasons, warnings, uses = _check_one(module, kernel, providers, options,
+        reasons, warnings, uses = _check_one(module, kernel, version, providers, options,
                                              earlier if earlier is not module else None)
         results.append((module, reasons, warnings, uses))
     _propagate_failures(results)
@@ -189,14 +190,14 @@ def _validity_generation(version: tuple[int, int, int] | None) -> int:
     return 1
 
 
-def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: LoadOptions,
-               loaded_before: Module | None):
+def _check_one(module: Module, kernel: Kernel, version: tuple[int, int, int] | None, providers: _Providers,
+               options: LoadOptions, loaded_before: Module | None):
     reasons: list[Reason] = []
     warnings: list[Reason] = []
     # symbol -> the set module that provides it, and where in `reasons` the kernel would refuse
     # that symbol if the provider does not load (_propagate_failures())
     uses: dict[str, tuple[Module, int]] = {}
-    generation = _validity_generation(kernel_version(kernel))
+    generation = _validity_generation(version)
     early_checks = generation > 0
 
     # load_module() checks the signature first, before it looks at the ELF image.
@@ -214,7 +215,7 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
         reasons.append(Reason(ReasonCode.ARCH_MISMATCH, f"module is built for {module.machine}, "
                                                         f"the kernel is {kernel.machine}: Exec format error"))
         return reasons, warnings, uses
-    _module_elf_check_arch(module, kernel, reasons)
+    _module_elf_check_arch(module, kernel, version, reasons)
     _check_elf_validity(module, kernel, generation, reasons, warnings)
     modversions = kernel.has_modversions
     force_load = kernel.config_enabled("CONFIG_MODULE_FORCE_LOAD") is True
@@ -238,11 +239,10 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
     return reasons, warnings, uses
 
 
-def _module_elf_check_arch(module: Module, kernel: Kernel, reasons) -> None:
+def _module_elf_check_arch(module: Module, kernel: Kernel, version: tuple[int, int, int] | None, reasons) -> None:
     """elf_validity_ehdr() -> module_elf_check_arch() (v6.2+; arch/powerpc/kernel/module_64.c): the
     ELF ABI level, e_flags & 3, is 2 on an ELFv2 kernel (every little-endian one; big-endian by
     CONFIG_PPC64_ELF_ABI_V2), below 2 on an ELFv1 one."""
-    version = kernel_version(kernel)
     if kernel.machine not in ("ppc64", "ppc64le") or module.layout is None or module.layout.e_flags is None \
             or version is None or version[:2] < MODULE_ELF_CHECK_ARCH_SERIES:
         return
