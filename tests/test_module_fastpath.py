@@ -6,6 +6,7 @@ same files refused when real modules are damaged byte by byte."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from kabigate.errors import InputError
 from kabigate.formats import module as module_format
 from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.elf import SHT_SYMTAB
-from kabigate.formats.modsig import split_signature
+from kabigate.formats.modsig import parse_pkcs7, split_signature
 from kabigate.formats.module import parse_module, read_module
 from kabigate.inputs.modules import PARALLEL_MIN_FILES, find_module_files, read_modules
 from kabigate.model import MODULE_SUFFIXES
@@ -53,7 +54,11 @@ def _reads_the_same(paths: list[str], reader: str) -> None:
         assert read_module(path) == slow_parse_module(raw, path), path
         if reader == "c":  # the C reader read it itself: it never left a real module to the Python path
             data = decompress(raw, path) if compression_of(raw) else raw
-            assert C_READER.read(data, split_signature(data)[0], path) is not None, path
+            size, signature = split_signature(data)
+            assert C_READER.read(data, size, path) is not None, path
+            if signature is not None and not signature.defect:  # and its PKCS#7 too
+                der = data[signature.signed_size:signature.signed_size + signature.signature_size]
+                assert C_READER.pkcs7(der) is not None, path
 
 
 @pytest.mark.parametrize("tree", TREES, ids=lambda path: path.parent.parent.parent.name)
@@ -109,6 +114,57 @@ def test_damaged_modules_are_refused_alike(relative, reader):
             assert fast == slow
             accepted += 1
     assert accepted > 100 and refused > 100, (accepted, refused)
+
+
+def _generated_signatures(tmp_path) -> list[bytes]:
+    """CMS signatures as sign-file makes them, of other kinds than the corpus's (issuer and serial,
+    RSA, sha256): ECDSA, other digests, a subject of several names and non-ASCII, a key id."""
+    from cryptography.hazmat.primitives import serialization
+
+    from kabigate.signing import keys
+    from kabigate.signing.cms import cms_signature
+
+    signatures = []
+    for index, (spec, hash_name, use_key_id) in enumerate([
+            (keys.KeygenSpec("ecdsa", subject="O=Ünïcode Org,CN=kabigate ☃ key"), "sha512", False),
+            (keys.KeygenSpec("rsa", 2048, subject="C=DE,O=only an organisation"), "sha384", False),
+            (keys.KeygenSpec("rsa", 2048), "sha256", True)]):
+        private_key, certificate = keys.generate_key(spec)
+        (tmp_path / f"{index}.key").write_bytes(keys.private_key_pem(private_key, None))
+        (tmp_path / f"{index}.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        key = keys.load_signing_key(str(tmp_path / f"{index}.key"), str(tmp_path / f"{index}.crt"), None)
+        signatures.append(cms_signature(key, hashlib.new(hash_name, b"module").digest(), hash_name, use_key_id))
+    return signatures
+
+
+def test_damaged_signatures_read_alike(tmp_path):
+    """A module signature's PKCS#7 with bytes overwritten, cut or grown: the C reader's fields (or
+    its None, then the Python walk) give the ModuleSignature the Python walk alone gives, defects
+    included."""
+    data = (ROOT / DAMAGED[0]).read_bytes()
+    signature = split_signature(data)[1]
+    assert signature is not None and not signature.defect
+    signatures = [data[signature.signed_size:signature.signed_size + signature.signature_size],
+                  *_generated_signatures(tmp_path)]
+    for der in signatures:  # whole, each read by the C reader itself
+        assert C_READER.pkcs7(der) is not None
+        assert parse_pkcs7(der, 100, C_READER.pkcs7) == parse_pkcs7(der, 100)
+    rng = random.Random(0)
+    fast_read = 0
+    for _ in range(3000):
+        der = bytearray(rng.choice(signatures))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(der))
+            if rng.random() < 0.8:
+                der[at] = rng.choice([0, 0x80, 0x81, 0x82, 0xFF, rng.randrange(256)])
+            elif rng.random() < 0.5:
+                del der[max(at, 1):]
+            else:
+                der[at:at] = bytes([rng.randrange(256)])
+        der = bytes(der)
+        fast_read += C_READER.pkcs7(der) is not None
+        assert parse_pkcs7(der, 100, C_READER.pkcs7) == parse_pkcs7(der, 100), der.hex()
+    assert fast_read > 100, fast_read
 
 
 def test_a_tree_read_by_worker_processes_is_the_tree_read_in_order(testdata, reader):

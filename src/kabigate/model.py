@@ -57,6 +57,10 @@ def release_across_architectures(release: str, machine: str | None) -> str:
     return release[:last.start()] + "*" + release[last.end():]
 
 
+# EXPORT_SYMBOL_GPL_FUTURE (pre-4.x) was still usable by non-GPL modules.
+GPL_ONLY_EXPORT_TYPES = frozenset({"EXPORT_SYMBOL_GPL", "EXPORT_UNUSED_SYMBOL_GPL"})
+
+
 @dataclass(frozen=True, slots=True)
 class Export:
     """One exported symbol: a line of Module.symvers, or a `__ksymtab_*` entry of a module."""
@@ -69,8 +73,7 @@ class Export:
 
     @property
     def gpl_only(self) -> bool:
-        # EXPORT_SYMBOL_GPL_FUTURE (pre-4.x) was still usable by non-GPL modules.
-        return self.export_type in ("EXPORT_SYMBOL_GPL", "EXPORT_UNUSED_SYMBOL_GPL")
+        return self.export_type in GPL_ONLY_EXPORT_TYPES
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,17 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from kabigate.model import Export, Kernel, Module, Reason, ReasonCode, SignatureCheck, Verdict, module_name
+from kabigate.model import (
+    GPL_ONLY_EXPORT_TYPES,
+    Export,
+    Kernel,
+    Module,
+    Reason,
+    ReasonCode,
+    SignatureCheck,
+    Verdict,
+    module_name,
+)
 
 # license_is_gpl_compatible(), include/linux/license.h
 GPL_COMPATIBLE_LICENSES = frozenset({
@@ -67,11 +77,12 @@ def check_modules(modules: list[Module], kernel: Kernel, options: LoadOptions = 
     first); a module whose provider fails to load fails too.
     """
     providers = _Providers(modules, kernel)
+    version = kernel_version(kernel)  # once: a regex per module adds up over a tree
     results = []
     first_of_name: dict[str, Module] = {}
     for module in modules:
         earlier = first_of_name.setdefault(module.name, module)
-        reasons, warnings, uses = _check_one(module, kernel, providers, options,
+        reasons, warnings, uses = _check_one(module, kernel, version, providers, options,
                                              earlier if earlier is not module else None)
         results.append((module, reasons, warnings, uses))
     _propagate_failures(results)
@@ -111,28 +122,23 @@ def same_magic(module_magic: str, kernel_magic: str, has_crcs: bool) -> bool:
     return module_magic == kernel_magic
 
 
-@dataclass(frozen=True)
-class _Provider:
-    export: Export
-    module: Module | None  # None: the kernel itself (vmlinux or an in-tree module)
-
-
 class _Providers:
-    """Symbol -> who exports it. Exports of the set shadow in-tree modules' exports, as depmod
-    ranks updates/ and extra/ over kernel/; they cannot shadow vmlinux (see _verify_exported_symbols).
+    """Symbol -> (its export, the set module that exports it or None for the kernel itself: vmlinux
+    or an in-tree module). Exports of the set shadow in-tree modules' exports, as depmod ranks
+    updates/ and extra/ over kernel/; they cannot shadow vmlinux (see _verify_exported_symbols).
 
     An overlay of the set's exports on the kernel's, not a merged copy: a kernel has ~25,000
-    exports and a set a handful, and a store checks thousands of sets against one kernel."""
+    exports and a set a handful, and a store checks thousands of sets against one kernel. A tree
+    looks up ~200,000 imports: callers read the two dicts directly, no object per lookup."""
 
     def __init__(self, modules: list[Module], kernel: Kernel):
         self.kernel_exports = kernel.exports
-        self.from_kernel: dict[str, _Provider] = {}
-        self.from_set: dict[str, _Provider] = {}
+        self.from_set: dict[str, tuple[Export, Module]] = {}
         for module in modules:
             for export in module.exports:
                 known = self.get(export.name)
-                if known is None or (known.module is None and known.export.owner != "vmlinux"):
-                    self.from_set[export.name] = _Provider(export, module)
+                if known is None or (known[1] is None and known[0].owner != "vmlinux"):
+                    self.from_set[export.name] = (export, module)
         self.proprietary = self._proprietary(modules)
 
     def _proprietary(self, modules: list[Module]) -> set[int]:
@@ -140,24 +146,23 @@ class _Providers:
         inherited (inherit_taint()) from a set module whose symbols they use, transitively, as
         modprobe loads providers first."""
         tainted = {id(m) for m in modules if is_proprietary(m)}
-        changed = True
+        changed = bool(tainted)  # nothing to inherit from: skip walking every import (a tree has ~190,000)
         while changed:
             changed = False
             for module in modules:
                 if id(module) not in tainted and any(
-                        (p := self.from_set.get(i.name)) is not None and p.module is not module
-                        and id(p.module) in tainted for i in module.imports):
+                        (p := self.from_set.get(i.name)) is not None and p[1] is not module
+                        and id(p[1]) in tainted for i in module.imports):
                     tainted.add(id(module))
                     changed = True
         return tainted
 
-    def get(self, name: str) -> _Provider | None:
+    def get(self, name: str) -> tuple[Export, Module | None] | None:
         provider = self.from_set.get(name)
-        if provider is None:
-            provider = self.from_kernel.get(name)  # made once: a tree looks up ~200,000 imports
-            if provider is None and (export := self.kernel_exports.get(name)) is not None:
-                provider = self.from_kernel[name] = _Provider(export, None)
-        return provider
+        if provider is not None:
+            return provider
+        export = self.kernel_exports.get(name)
+        return None if export is None else (export, None)
 
 
 def kernel_version(kernel: Kernel) -> tuple[int, int, int] | None:
@@ -185,14 +190,14 @@ def _validity_generation(version: tuple[int, int, int] | None) -> int:
     return 1
 
 
-def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: LoadOptions,
-               loaded_before: Module | None):
+def _check_one(module: Module, kernel: Kernel, version: tuple[int, int, int] | None, providers: _Providers,
+               options: LoadOptions, loaded_before: Module | None):
     reasons: list[Reason] = []
     warnings: list[Reason] = []
     # symbol -> the set module that provides it, and where in `reasons` the kernel would refuse
     # that symbol if the provider does not load (_propagate_failures())
     uses: dict[str, tuple[Module, int]] = {}
-    generation = _validity_generation(kernel_version(kernel))
+    generation = _validity_generation(version)
     early_checks = generation > 0
 
     # load_module() checks the signature first, before it looks at the ELF image.
@@ -210,7 +215,7 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
         reasons.append(Reason(ReasonCode.ARCH_MISMATCH, f"module is built for {module.machine}, "
                                                         f"the kernel is {kernel.machine}: Exec format error"))
         return reasons, warnings, uses
-    _module_elf_check_arch(module, kernel, reasons)
+    _module_elf_check_arch(module, kernel, version, reasons)
     _check_elf_validity(module, kernel, generation, reasons, warnings)
     modversions = kernel.has_modversions
     force_load = kernel.config_enabled("CONFIG_MODULE_FORCE_LOAD") is True
@@ -234,11 +239,10 @@ def _check_one(module: Module, kernel: Kernel, providers: _Providers, options: L
     return reasons, warnings, uses
 
 
-def _module_elf_check_arch(module: Module, kernel: Kernel, reasons) -> None:
+def _module_elf_check_arch(module: Module, kernel: Kernel, version: tuple[int, int, int] | None, reasons) -> None:
     """elf_validity_ehdr() -> module_elf_check_arch() (v6.2+; arch/powerpc/kernel/module_64.c): the
     ELF ABI level, e_flags & 3, is 2 on an ELFv2 kernel (every little-endian one; big-endian by
     CONFIG_PPC64_ELF_ABI_V2), below 2 on an ELFv1 one."""
-    version = kernel_version(kernel)
     if kernel.machine not in ("ppc64", "ppc64le") or module.layout is None or module.layout.e_flags is None \
             or version is None or version[:2] < MODULE_ELF_CHECK_ARCH_SERIES:
         return
@@ -502,76 +506,84 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
     imported_namespaces = set(module.imported_namespaces)
     own = {export.name for export in module.exports}
     crcs = {v.name: v.crc for v in module.versions or ()}
+    check_crcs = modversions and module.versions is not None
+    from_set, from_kernel = providers.from_set.get, providers.kernel_exports.get
     for symbol in module.imports:
-        if symbol.name in own:
+        name = symbol.name
+        if name in own:
             continue
-        provider = providers.get(symbol.name)
+        # _Providers.get(), inlined: a tree resolves ~200,000 imports
+        owner: Module | None = None
+        found = from_set(name)
+        if found is None:
+            export = from_kernel(name)
+        else:
+            export, owner = found
         # find_symbol() with fsa.gplok false skips GPL-only exports: "not found".
-        hidden_gpl = provider is not None and provider.export.gpl_only and proprietary
-        if provider is None or hidden_gpl:
-            if symbol.weak or symbol.name in ignored:
+        gpl_only = export is not None and export.export_type in GPL_ONLY_EXPORT_TYPES
+        if export is None or (gpl_only and proprietary):
+            if symbol.weak or name in ignored:
                 continue
-            if provider is not None:  # hidden_gpl
+            if export is not None:  # hidden GPL-only
                 declared = module.license or "unspecified"
-                reasons.append(Reason(ReasonCode.GPL_ONLY, f"Unknown symbol {symbol.name} (err -2): it is exported "
+                reasons.append(Reason(ReasonCode.GPL_ONLY, f"Unknown symbol {name} (err -2): it is exported "
                                                            f"GPL-only and the module's license is '{declared}'",
-                                      symbol.name, crcs.get(symbol.name), provider.export.crc))
+                                      name, crcs.get(name), export.crc))
             else:
-                reasons.append(Reason(ReasonCode.MISSING_SYMBOL, f"Unknown symbol {symbol.name} (err -2)", symbol.name,
-                                      crcs.get(symbol.name)))
+                reasons.append(Reason(ReasonCode.MISSING_SYMBOL, f"Unknown symbol {name} (err -2)", name,
+                                      crcs.get(name)))
             continue
-        export = provider.export
-        using_gpl_only = using_gpl_only or export.gpl_only
+        using_gpl_only = using_gpl_only or gpl_only
         # inherit_taint(): symbols of a proprietary module of the set (by its license, or by a
         # taint it inherited) taint their user, and are refused to a module that already uses
         # GPL-only symbols.
-        owner = provider.module
         if owner is not None and owner is not module and id(owner) in providers.proprietary:
             if using_gpl_only:
-                reasons.append(Reason(ReasonCode.GPL_ONLY, f"module using GPL-only symbols uses symbols {symbol.name} "
-                                                           f"from proprietary module {owner.name}.", symbol.name))
+                reasons.append(Reason(ReasonCode.GPL_ONLY, f"module using GPL-only symbols uses symbols {name} "
+                                                           f"from proprietary module {owner.name}.", name))
                 continue
             if not proprietary:
                 warnings.append(Reason(ReasonCode.TAINT_PROPRIETARY,
-                                       f"module uses symbols {symbol.name} from proprietary "
-                                       f"module {owner.name}, inheriting taint.", symbol.name))
+                                       f"module uses symbols {name} from proprietary "
+                                       f"module {owner.name}, inheriting taint.", name))
                 proprietary = True
-        if modversions and export.crc is not None and module.versions is not None:
+        if check_crcs and export.crc is not None:
             # check_version() refuses a missing record, 6.1 and 6.12 alike ("no symbol version
             # for X", then "Unknown symbol X (err -22)", seen in tests/test_kernel_agrees.py).
-            module_crc = crcs.get(symbol.name)
+            module_crc = crcs.get(name)
             if module_crc is None:
-                reasons.append(Reason(ReasonCode.NO_SYMBOL_VERSION, f"no symbol version for {symbol.name}", symbol.name,
+                reasons.append(Reason(ReasonCode.NO_SYMBOL_VERSION, f"no symbol version for {name}", name,
                                       None, export.crc))
                 continue
             if module_crc != export.crc:
-                exporter = f" (exported by {provider.module.name})" if provider.module is not None else ""
+                exporter = f" (exported by {owner.name})" if owner is not None else ""
                 reasons.append(Reason(ReasonCode.CRC_MISMATCH,
-                                      f"disagrees about version of symbol {symbol.name}{exporter}",
-                                      symbol.name, module_crc, export.crc))
+                                      f"disagrees about version of symbol {name}{exporter}",
+                                      name, module_crc, export.crc))
                 continue
         # verify_namespace_is_imported()
         if export.namespace and export.namespace not in imported_namespaces:
-            message = (f"module uses symbol ({symbol.name}) from namespace {export.namespace}, "
+            message = (f"module uses symbol ({name}) from namespace {export.namespace}, "
                        "but does not import it.")
             target = warnings if allow_missing_ns else reasons
-            target.append(Reason(ReasonCode.NAMESPACE_NOT_IMPORTED, message, symbol.name))
+            target.append(Reason(ReasonCode.NAMESPACE_NOT_IMPORTED, message, name))
             if not allow_missing_ns:
                 continue
-        if provider.module is not None and provider.module is not module:
-            uses[symbol.name] = (provider.module, len(reasons))
+        if owner is not None and owner is not module:
+            uses[name] = (owner, len(reasons))
 
 
 def _verify_exported_symbols(module: Module, providers: _Providers, reasons) -> None:
     """verify_exported_symbols(): a symbol already exported by vmlinux or another module of the set."""
     for export in module.exports:
         provider = providers.get(export.name)
-        if provider is None or provider.module is module:
+        if provider is None or provider[1] is module:
             continue
+        known, owner_module = provider
         # module_name(NULL) is "kernel"; an in-tree module exports under its name.
-        owner = provider.module.name if provider.module is not None else _module_name(provider.export.owner)
+        owner = owner_module.name if owner_module is not None else _module_name(known.owner)
         reasons.append(Reason(ReasonCode.DUPLICATE_EXPORT, f"exports duplicate symbol {export.name} (owned by {owner})",
-                              export.name, export.crc, provider.export.crc))
+                              export.name, export.crc, known.crc))
 
 
 def _module_name(owner: str) -> str:

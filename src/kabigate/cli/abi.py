@@ -17,6 +17,7 @@ from kabigate.cli.shared import (
     emit_json,
     load_kernel_with_progress,
     out,
+    print_styled,
     read_modules_with_progress,
 )
 from kabigate.cli.signing import signature_checks, trust_options
@@ -25,7 +26,7 @@ from kabigate.explain.crc import SymbolExplanation, cause_json, cause_text
 from kabigate.formats.stablelist import Stablelist
 from kabigate.inputs.modules import collector_paused
 from kabigate.inputs.stablelists import matching_kernel, read_stablelist
-from kabigate.model import Export, Kernel, Module, ReasonCode, Verdict
+from kabigate.model import Export, Kernel, Module, ReasonCode, SymbolVersion, Verdict
 from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 from kabigate.rules import LoadOptions, check_modules
 
@@ -52,7 +53,9 @@ def inspect(modules: tuple[str, ...], as_json: bool) -> None:
 
 def _module_json(module: Module) -> dict:
     signature = module.signature
-    crcs = _version_crcs(module)
+    versions = module.versions or ()
+    texts = [crc_text(v.crc) for v in versions]  # once each: a tree has ~190,000, imports as many again
+    crcs = _version_crcs(versions, texts)
     return {
         "path": module.path,
         "name": module.name,
@@ -64,10 +67,9 @@ def _module_json(module: Module) -> dict:
         "import_ns": module.imported_namespaces,
         "intree": module.info("intree") is not None,
         "modinfo": [[key, value] for key, value in module.modinfo],
-        "versions": None if module.versions is None else [{"symbol": v.name, "crc": crc_text(v.crc)}
-                                                          for v in module.versions],
-        "imports": [{"symbol": i.name, "weak": i.weak, "crc": crc_text(crcs.get(i.name))}
-                    for i in module.imports],
+        "versions": None if module.versions is None else [{"symbol": v.name, "crc": text}
+                                                          for v, text in zip(versions, texts)],
+        "imports": [{"symbol": i.name, "weak": i.weak, "crc": crcs.get(i.name)} for i in module.imports],
         "exports": [_export_json(e) for e in module.exports],
         "signature": None if signature is None else {
             "id_type": signature.id_type, "signer": signature.signer, "key_id": signature.key_id,
@@ -75,9 +77,9 @@ def _module_json(module: Module) -> dict:
     }
 
 
-def _version_crcs(module: Module) -> dict[str, int]:
-    """Each __versions symbol's CRC, the first record's as Module.version_of() gives it."""
-    return {v.name: v.crc for v in reversed(module.versions or ())}
+def _version_crcs(versions: tuple[SymbolVersion, ...], texts: list[str | None]) -> dict[str, str | None]:
+    """Each __versions symbol's CRC text, the first record's as Module.version_of() gives it."""
+    return {v.name: text for v, text in zip(reversed(versions), reversed(texts))}
 
 
 def _export_json(export: Export) -> dict:
@@ -98,9 +100,10 @@ def _print_module(module: Module) -> None:
                  f"{signature.id_type} {signature.hash_algorithm} signer '{signature.signer}' key {signature.key_id}"))
     lines = [f"  {key:<11} {value}" for key, value in rows]  # printed at once: Rich is slow a call
     lines.append(f"  imports     {len(module.imports)}")
-    crcs = _version_crcs(module)
+    versions = module.versions or ()
+    crcs = _version_crcs(versions, [crc_text(v.crc) for v in versions])
     for symbol in module.imports:
-        crc = crc_text(crcs.get(symbol.name)) or "(no crc)"
+        crc = crcs.get(symbol.name) or "(no crc)"
         lines.append(f"    {crc:<10}  {symbol.name}{'  (weak)' if symbol.weak else ''}")
     lines.append(f"  exports     {len(module.exports)}")
     for export in module.exports:
@@ -149,14 +152,15 @@ def check(kernel_paths, vermagic, stablelist_path, require_signature, sig_enforc
         trust["trust_paths"] = (kernel.image, *trust["trust_paths"])
     options = LoadOptions(require_signature=require_signature or sig_enforce,
                           signature_checks=signature_checks(parsed, **trust))
-    verdicts = check_modules(parsed, kernel, options)
-    causes = _crc_causes(built_for_paths, kernel, verdicts)
-    set_exports = {e.name for m in parsed for e in m.exports}
-    reports = [checked_verdict_report(v, set_exports, stablelist, causes) for v in verdicts]
-    if as_json:
-        emit_json({"kernel": kernel_report(kernel), "modules": reports})
-    else:
-        _print_check(kernel, stablelist, verdicts, reports, causes)
+    with collector_paused():  # a tree's verdicts and reports: ~100,000 acyclic objects over its modules' 400,000
+        verdicts = check_modules(parsed, kernel, options)
+        causes = _crc_causes(built_for_paths, kernel, verdicts)
+        set_exports = {e.name for m in parsed for e in m.exports}
+        reports = [checked_verdict_report(v, set_exports, stablelist, causes) for v in verdicts]
+        if as_json:
+            emit_json({"kernel": kernel_report(kernel), "modules": reports})
+        else:
+            _print_check(kernel, stablelist, verdicts, reports, causes)
     sys.exit(EXIT_OK if all(v.loads for v in verdicts) else EXIT_INCOMPATIBLE)
 
 
@@ -177,23 +181,24 @@ def _print_check(kernel: Kernel, stablelist: Stablelist | None, verdicts: list[V
               f"vermagic '{kernel.vermagic or 'unknown'}'  {len(kernel.exports)} exports", markup=False)
     if stablelist is not None:
         out.print(f"stablelist {stablelist.source} ({len(stablelist.symbols)} symbols)", markup=False)
-    lines = []  # printed at once: Rich takes ~0.25 ms a print call, a second for a tree
+    pieces: list[tuple[str, str | None]] = []  # printed at once: Rich takes ~0.25 ms a print call
     for verdict, report in zip(verdicts, reports):
         style = "green" if verdict.loads else "bold red"
-        lines.append(f"[{style}]{report['verdict'].upper():<5}[/{style}] {escape(verdict.module.name)}  "
-                     f"[dim]{escape(verdict.module.path)}[/dim]")
+        pieces += [(f"{report['verdict'].upper():<5}", style), (f" {verdict.module.name}  ", None),
+                   (verdict.module.path, "dim"), ("\n", None)]
         for reason in verdict.reasons:
-            lines.append(escape("      " + describe_reason(reason)))
+            pieces += [("      " + describe_reason(reason), None), ("\n", None)]
             if reason.code == ReasonCode.CRC_MISMATCH and reason.symbol in causes:
-                lines.append(escape("        cause: " + cause_text(causes[reason.symbol])))
+                pieces += [("        cause: " + cause_text(causes[reason.symbol]), None), ("\n", None)]
         for warning in verdict.warnings:
-            lines.append("[yellow]" + escape("      warning " + describe_reason(warning)) + "[/yellow]")
+            pieces += [("      warning " + describe_reason(warning), "yellow"), ("\n", None)]
         if "stablelist" in report:
             coverage = report["stablelist"]
-            lines.append(escape(f"      stablelist: {len(coverage['on'])} on, {len(coverage['off'])} off"
-                                + (f": {' '.join(coverage['off'])}" if coverage["off"] else "")))
-    if lines:
-        out.print("\n".join(lines))
+            pieces += [(f"      stablelist: {len(coverage['on'])} on, {len(coverage['off'])} off"
+                        + (f": {' '.join(coverage['off'])}" if coverage["off"] else ""), None), ("\n", None)]
+    if pieces:
+        pieces.pop()  # the last ("\n", None): print_styled() ends the text with one
+        print_styled(pieces)
     failing = sum(not v.loads for v in verdicts)
     out.print(f"{len(verdicts) - failing} load, {failing} fail")
 

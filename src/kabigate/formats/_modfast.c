@@ -577,9 +577,154 @@ error:
     return NULL;
 }
 
+/* -- the module signature's PKCS#7 (formats/modsig.py parse_pkcs7(), formats/der.py) ------------
+ * The walk of der.py's Element: the same length rules (short or 1-4 byte long form, each element
+ * within its container, every child of a list read), to the first SignerInfo's digest OID, its
+ * signer's commonName (its string tag and bytes) and key id. Anything parse_pkcs7() would call a
+ * defect, and an OID it would have to read to know, returns None: the Python path then tells. */
+
+#define DER_SEQUENCE 0x30
+#define DER_SET 0x31
+#define DER_INTEGER 0x02
+#define DER_OID 0x06
+#define DER_CONTEXT_0 0xA0
+#define DER_CONTEXT_0_PRIMITIVE 0x80
+
+typedef struct {
+    unsigned char tag;
+    Py_ssize_t start, end; /* the content */
+} der_t;
+
+/* der.py read_element() */
+static int der_read(const unsigned char *d, Py_ssize_t offset, Py_ssize_t limit, der_t *element) {
+    if (offset > limit || limit - offset < 2) return 0;
+    unsigned char tag = d[offset], first = d[offset + 1];
+    uint64_t length = first;
+    offset += 2;
+    if (first & 0x80) {
+        int count = first & 0x7F;
+        if (count == 0 || count > 4 || limit - offset < count) return 0;
+        length = 0;
+        for (int i = 0; i < count; i++) length = (length << 8) | d[offset + i];
+        offset += count;
+    }
+    if (length > (uint64_t)(limit - offset)) return 0;
+    element->tag = tag;
+    element->start = offset;
+    element->end = offset + (Py_ssize_t)length;
+    return 1;
+}
+
+/* der.py Element.children(): every child read; the first `max` kept in `out`, the last in `last`.
+ * Their number, -1 if one is malformed. */
+static Py_ssize_t der_children(const unsigned char *d, const der_t *element, der_t *out, Py_ssize_t max,
+                               der_t *last) {
+    Py_ssize_t count = 0, offset = element->start;
+    der_t child;
+    while (offset < element->end) {
+        if (!der_read(d, offset, element->end, &child)) return -1;
+        if (count < max) out[count] = child;
+        *last = child;
+        count++;
+        offset = child.end;
+    }
+    return count;
+}
+
+/* An OID element against one OID's DER content: 1 the same, 0 another, -1 not an OID, empty, or
+ * not minimally encoded (der.py oid_text() may read such bytes as the same OID: Python decides). */
+static int der_oid_is(const unsigned char *d, const der_t *element, const unsigned char *oid, Py_ssize_t size) {
+    Py_ssize_t length = element->end - element->start;
+    const unsigned char *raw = d + element->start;
+    if (element->tag != DER_OID || length == 0 || (raw[length - 1] & 0x80)) return -1;
+    for (Py_ssize_t i = 1; i < length; i++)
+        if (raw[i] == 0x80 && (i == 1 || !(raw[i - 1] & 0x80))) return -1; /* a subidentifier's leading zero */
+    return length == size && memcmp(raw, oid, (size_t)size) == 0;
+}
+
+static const unsigned char OID_SIGNED_DATA[] = {0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02};
+static const unsigned char OID_COMMON_NAME[] = {0x55, 0x04, 0x03};
+
+/* modsig.py _common_name(): the first commonName of the issuer, 1 with *tag 0 when there is none,
+ * 0 for the Python path. */
+static int der_common_name(const unsigned char *d, const der_t *issuer, der_t *value) {
+    der_t name, attribute, pair[2], last;
+    value->tag = 0;
+    if (der_children(d, issuer, NULL, 0, &last) < 0) return 0;
+    for (Py_ssize_t offset = issuer->start; offset < issuer->end; offset = name.end) {
+        der_read(d, offset, issuer->end, &name);
+        if (name.tag != DER_SET || der_children(d, &name, NULL, 0, &last) < 0) return 0;
+        for (Py_ssize_t at = name.start; at < name.end; at = attribute.end) {
+            der_read(d, at, name.end, &attribute);
+            if (attribute.tag != DER_SEQUENCE || der_children(d, &attribute, pair, 2, &last) < 2) return 0;
+            int found = der_oid_is(d, &pair[0], OID_COMMON_NAME, sizeof OID_COMMON_NAME);
+            if (found < 0) return 0;
+            if (found) {
+                unsigned char tag = pair[1].tag; /* der.py STRING_TAGS */
+                if (tag != 0x0C && tag != 0x13 && tag != 0x16 && tag != 0x14 && tag != 0x1E) return 0;
+                *value = pair[1];
+                return 1;
+            }
+        }
+    }
+    return 1;
+}
+
+static PyObject *modfast_pkcs7(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*:pkcs7", &view)) return NULL;
+    const unsigned char *d = view.buf;
+    der_t top, kids[3], last, infos, info, sid, digest, signer = {0, 0, 0}, pair[2];
+    PyObject *result = NULL;
+    /* ContentInfo { contentType signedData, content [0] { SignedData { ..., signerInfos SET } } } */
+    if (!der_read(d, 0, view.len, &top) || top.end != view.len || top.tag != DER_SEQUENCE
+            || der_children(d, &top, kids, 2, &last) < 2
+            || der_oid_is(d, &kids[0], OID_SIGNED_DATA, sizeof OID_SIGNED_DATA) != 1
+            || kids[1].tag != DER_CONTEXT_0 || der_children(d, &kids[1], kids, 1, &last) < 1
+            || kids[0].tag != DER_SEQUENCE || der_children(d, &kids[0], NULL, 0, &last) < 1
+            || (infos = last).tag != DER_SET || der_children(d, &infos, kids, 1, &last) < 1
+            || kids[0].tag != DER_SEQUENCE)
+        goto done;
+    /* SignerInfo { version, sid, digestAlgorithm { algorithm OID, ... }, ... } */
+    info = kids[0];
+    if (der_children(d, &info, kids, 3, &last) < 3) goto done;
+    sid = kids[1];
+    if (kids[2].tag != DER_SEQUENCE || der_children(d, &kids[2], &digest, 1, &last) < 1
+            || digest.tag != DER_OID || digest.start == digest.end)
+        goto done;
+    Py_ssize_t key_start, key_end;
+    if (sid.tag == DER_SEQUENCE) { /* issuerAndSerialNumber */
+        if (der_children(d, &sid, pair, 2, &last) != 2 || pair[0].tag != DER_SEQUENCE || pair[1].tag != DER_INTEGER
+                || !der_common_name(d, &pair[0], &signer))
+            goto done;
+        key_start = pair[1].start;
+        key_end = pair[1].end;
+        while (key_start < key_end && d[key_start] == 0) key_start++;
+    } else if (sid.tag == DER_CONTEXT_0_PRIMITIVE) { /* subjectKeyIdentifier */
+        key_start = sid.start;
+        key_end = sid.end;
+    } else {
+        goto done;
+    }
+    const unsigned char *key = d + key_start;
+    Py_ssize_t key_size = key_end - key_start;
+    if (sid.tag == DER_SEQUENCE && key_size == 0) { /* a serial number of zeros: b"\0" */
+        key = (const unsigned char *)"";
+        key_size = 1;
+    }
+    result = Py_BuildValue("(y#iy#y#)", d + digest.start, digest.end - digest.start, (int)signer.tag,
+                           d + signer.start, signer.end - signer.start, key, key_size);
+done:
+    PyBuffer_Release(&view);
+    if (result == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"instances", modfast_instances, METH_VARARGS, "A tuple of slotted objects, their fields set from columns."},
     {"read", modfast_read, METH_VARARGS, "The facts of a module's ELF image, or None for the Python path."},
+    {"pkcs7", modfast_pkcs7, METH_VARARGS,
+     "(digest OID, signer's string tag or 0, its bytes, key id) of a module signature, or None for the Python path."},
     {NULL, NULL, 0, NULL},
 };
 

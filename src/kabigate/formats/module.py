@@ -84,7 +84,7 @@ def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
     compression = compression_of(raw)
     refuse_other_compression(raw, path)
     data = decompress(raw, path) if compression else raw
-    size, signature = split_signature(data)
+    size, signature = split_signature(data, _modfast.pkcs7 if _modfast is not None else None)
     # The C reader's None: it met something it leaves to the Python path (errors included).
     if _modfast is not None and (facts := _modfast.read(data, size, path)) is not None:
         e_machine, little, modinfo, versions, import_names, import_weak, exports, layout = facts
