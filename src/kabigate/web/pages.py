@@ -31,7 +31,15 @@ from kabigate.services.packages import why_not
 from kabigate.services.symbols import SEARCH_LIMIT, search
 from kabigate.store import Store
 from kabigate.web.deps import Settings, request_store, settings_of, templates
-from kabigate.web.views import RowId, find_cell, find_gate_run, find_kernel, find_symbol
+from kabigate.web.views import (
+    ArchQuery,
+    RowId,
+    find_cell,
+    find_gate_run,
+    find_kernel,
+    find_symbol,
+    pick_architecture,
+)
 
 router = APIRouter(include_in_schema=False)
 StoreDep = Annotated[Store, Depends(request_store)]
@@ -46,44 +54,52 @@ def _page(request: Request, template: str, **context):
 
 
 @router.get("/")
-def overview_page(request: Request, store: StoreDep):
-    """What a maintainer opens first: each stream's newest kernel, its packages, what changed, a timeline."""
-    return _page(request, "overview.html", streams=overview(store), why_not=why_not)
+def overview_page(request: Request, store: StoreDep, arch: ArchQuery = None):
+    """What a maintainer opens first: each stream's newest kernel, its packages, what changed, a timeline;
+    a section per stream and architecture (`arch`: that architecture's only)."""
+    architectures, _ = pick_architecture(store, None, arch)
+    return _page(request, "overview.html", streams=overview(store, arch), why_not=why_not,
+                 architectures=architectures, arch=arch)
 
 
 @router.get("/matrix")
-def matrix_page(request: Request, store: StoreDep, stream: str | None = None, driver: str = "", reason: str = "",
-                failing: bool = False, page: Annotated[int, Query(ge=1, le=1_000_000)] = 1):
+def matrix_page(request: Request, store: StoreDep, stream: str | None = None, arch: ArchQuery = None,
+                driver: str = "", reason: str = "", failing: bool = False,
+                page: Annotated[int, Query(ge=1, le=1_000_000)] = 1):
     """The heat map. A store of more than PAGE_SIZE builds is paged: the filters are applied by the
-    server (then matrix.js narrows one page as one types); a smaller one is one page that matrix.js filters."""
+    server (then matrix.js narrows one page as one types); a smaller one is one page that matrix.js filters.
+    A stream of several architectures is shown one architecture at a time (`arch`; the first by default)."""
     streams = store.streams()
     stream = stream or (streams[0] if streams else None)
+    architectures, arch = pick_architecture(store, stream, arch)
     where = MatrixFilter(driver, reason, failing)
-    matrix = build_matrix(store, stream, page=page, page_size=PAGE_SIZE, where=where)
+    matrix = build_matrix(store, stream, page=page, page_size=PAGE_SIZE, where=where, arch=arch)
     rows = []
     for build in matrix.builds:
         cells = [matrix.cell(build, kernel) for kernel in matrix.kernels]
         rows.append((build, cells, where.keeps(build, matrix.failing_reasons(build))))
-    query = {key: value for key, value in (("stream", stream), ("driver", driver), ("reason", reason),
+    query = {key: value for key, value in (("stream", stream), ("arch", arch), ("driver", driver), ("reason", reason),
                                            ("failing", "true" if failing else "")) if value}
     return _page(request, "matrix.html", matrix=matrix, streams=streams, stream=stream, rows=rows,
+                 architectures=architectures, arch=arch,
                  summary=matrix.summary(), reason_codes=matrix.reasons(), driver=driver, reason=reason,
                  failing=failing, page_query=urlencode(query), partial=partial_loads(store, matrix),
                  cell_text=cell_text, short_reasons=SHORT_REASONS)
 
 
 @router.get("/matrix.csv")
-def matrix_csv_download(store: StoreDep, stream: str | None = None, driver: str = "", reason: str = "",
-                        failing: bool = False) -> Response:
-    """The whole matrix of a stream (every page), filtered as the page is."""
+def matrix_csv_download(store: StoreDep, stream: str | None = None, arch: ArchQuery = None, driver: str = "",
+                        reason: str = "", failing: bool = False) -> Response:
+    """The whole matrix of a stream (every page) and architecture, filtered as the page is."""
     streams = store.streams()
     stream = stream or (streams[0] if streams else None)
-    matrix = build_matrix(store, stream)
+    _architectures, arch = pick_architecture(store, stream, arch)
+    matrix = build_matrix(store, stream, arch=arch)
     where = MatrixFilter(driver, reason, failing)
     if where != MatrixFilter():  # (a build's failing reasons are a walk over its row)
         kept = [b for b in matrix.builds if where.keeps(b, matrix.failing_reasons(b))]
         matrix = dataclasses.replace(matrix, builds=kept)
-    return _csv(matrix_csv(matrix), f"matrix-{stream or 'all'}")
+    return _csv(matrix_csv(matrix), f"matrix-{stream or 'all'}" + (f"-{arch}" if arch else ""))
 
 
 def _csv(text: str, name: str) -> Response:
