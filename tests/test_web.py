@@ -6,16 +6,23 @@ from __future__ import annotations
 
 import csv
 import gzip
+import html
 import io
+import json
 import logging
+import os
 import re
+import shlex
 import shutil
+import subprocess
+import sys
 
 import pytest
 from fastapi.testclient import TestClient
 from support.hostile import TAR_END, deb, tar_member
 from support.realstore import DRIVERS, RELEASES, STREAM, build_store
 
+from kabigate.services.causes import EXPLAIN_SYMBOLS
 from kabigate.services.packages import package_verdicts
 from kabigate.store import Store
 from kabigate.web import create_app
@@ -350,6 +357,57 @@ def test_gate_is_recorded_and_shown(writer):
     (stream,) = writer.get("/api/v1/overview").json()["streams"]
     assert stream["timeline"][1]["gate"] == {"uuid": report["run"], "outcome": "NEEDS_INSPECTION"}
     assert 'class="gate needs_inspection"' in writer.get("/").text
+
+
+def test_gate_run_and_kernel_pages_give_each_crc_change_its_cause_or_the_command(writer, tmp_path, monkeypatch):
+    """A CRC change the gate run or the kernel page shows names its cause (stored by the gate with
+    --explain, or held by the explain cache), and where none is known the page gives the exact
+    `kabigate explain` command: run as given, it makes the causes known to both pages."""
+    monkeypatch.setenv("KABIGATE_CACHE", str(tmp_path / "cache"))  # empty: no cause known yet
+    plain = writer.post("/api/v1/gate", json={"candidate": "6.1.0-50-amd64"}, headers=AUTH).json()
+    crc = {c["symbol"] for c in plain["changed_exports_in_use"] if c["change"] == "crc"}
+    assert "proc_create" in crc and not any(c["cause"] for c in plain["changed_exports_in_use"])
+
+    def cause_of(page: str, symbol: str) -> str:
+        row = re.search(rf'<tr><td><a href="/symbols/{symbol}"><code>{symbol}</code></a>.*?</tr>', page, re.S)[0]
+        return " ".join(re.sub(r"<[^>]+>", " ", row.split("<td>")[-1]).split())
+
+    def command_of(page: str) -> str | None:
+        found = re.search(r'<p class="explain" id="explain">(.*?)<code class="command">(.*?)</code>', page, re.S)
+        return found and html.unescape(found[2])
+
+    run_page, kernel_page = (writer.get(f"/gate-runs/{plain['run']}").text, writer.get("/kernels/6.1.0-50-amd64").text)
+    for page in (run_page, kernel_page):
+        assert cause_of(page, "proc_create") == "not known: how to find it"
+        assert f"{len(crc)} CRC changes from 6.1.0-47-amd64 to 6.1.0-50-amd64 without a known cause" in page
+    command = command_of(run_page)
+    assert command == command_of(kernel_page)
+    args = shlex.split(command)
+    with Store.open(str(tmp_path / "store.db")) as store:
+        old, new = (store.find_kernels(r)[0] for r in ("6.1.0-47-amd64", "6.1.0-50-amd64"))
+    assert len(crc) > EXPLAIN_SYMBOLS  # too many to name: the command explains every changed export
+    assert args == ["kabigate", "explain", *[a for s in old.sources for p in s.split(", ") for a in ("--from", p)],
+                    *[a for s in new.sources for p in s.split(", ") for a in ("--to", p)]]
+    done = subprocess.run([sys.executable, "-m", "kabigate", *args[1:]], capture_output=True, text=True, check=False,
+                          env={**os.environ, "KABIGATE_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 1, done.stderr  # CRCs changed
+    # the cache holds both kernels' types now: both pages name every cause, and give no command
+    for page in (writer.get(f"/gate-runs/{plain['run']}").text, writer.get("/kernels/6.1.0-50-amd64").text):
+        assert cause_of(page, "proc_create").startswith("most likely struct ") and command_of(page) is None
+        regressions = re.search(r"<h[23]>(Regressions|What it broke).*?</table>", page, re.S)[0]
+        assert re.search(r'<small class="cause">CRC changes most likely from\s+<code>struct \w+</code> \(\d+\)',
+                         regressions)
+    # a gate with --explain stores its causes: its page shows them with an empty cache too
+    explained = subprocess.run([sys.executable, "-m", "kabigate", "gate", "--db", str(tmp_path / "store.db"),
+                                "--candidate", "6.1.0-50-amd64", "--explain", "--json"], capture_output=True, text=True,
+                               check=False, env={**os.environ, "KABIGATE_CACHE": str(tmp_path / "cache")})
+    report = json.loads(explained.stdout)
+    stored = {c["symbol"]: c["cause"] for c in report["changed_exports_in_use"] if c["change"] == "crc"}
+    monkeypatch.setenv("KABIGATE_CACHE", str(tmp_path / "another-cache"))
+    page = writer.get(f"/gate-runs/{report['run']}").text
+    assert command_of(page) is None
+    assert cause_of(page, "proc_create").startswith(f"most likely {stored['proc_create']['most_likely']['type']} ")
+    assert command_of(writer.get(f"/gate-runs/{plain['run']}").text) == command  # nothing cached here
 
 
 def test_gate_with_waivers_and_policy(writer):

@@ -17,7 +17,7 @@ from fastapi.responses import RedirectResponse, Response
 from kabigate.reports.verdicts import SHORT_REASONS, cell_text
 from kabigate.services.causes import with_causes
 from kabigate.services.evidence import demand_csv, symbol_demand
-from kabigate.services.gate import kernel_story
+from kabigate.services.gate import gate_run_causes, kernel_story, story_causes
 from kabigate.services.matrix import (
     PAGE_SIZE,
     MatrixFilter,
@@ -127,7 +127,7 @@ def kernels_page(request: Request, store: StoreDep):
 @router.get("/kernels/{release}")
 def kernel_page(request: Request, store: StoreDep, settings: SettingsDep, release: str, stream: str | None = None):
     story = kernel_story(store, find_kernel(store, release, stream), stream, settings.stablelist)
-    return _page(request, "kernel.html", story=story, result=story.result)
+    return _page(request, "kernel.html", story=story, result=story.result, causes=story_causes(store, story))
 
 
 @router.get("/drivers")
@@ -155,7 +155,8 @@ def gate_runs_page(request: Request, store: StoreDep):
 @router.get("/gate-runs/{run}")
 def gate_run_page(request: Request, store: StoreDep, run: str):
     record = find_gate_run(store, run)
-    return _page(request, "gate_run.html", run=record, report=store.gate_report(run))
+    report = store.gate_report(run)
+    return _page(request, "gate_run.html", run=record, report=report, causes=gate_run_causes(store, record, report))
 
 
 @router.get("/waivers")
