@@ -410,6 +410,42 @@ def test_gate_run_and_kernel_pages_give_each_crc_change_its_cause_or_the_command
     assert command_of(writer.get(f"/gate-runs/{plain['run']}").text) == command  # nothing cached here
 
 
+def test_gate_run_kernel_and_driver_pages_link_their_downloads(writer):
+    report = writer.post("/api/v1/gate", json={"candidate": "6.1.0-50-amd64"}, headers=AUTH).json()
+
+    def links(url: str) -> tuple[str, str]:
+        page = writer.get(url).text
+        return (html.unescape(re.search(r'<a href="([^"]+)" (?:id|class)="download-csv" download>CSV</a>', page)[1]),
+                html.unescape(re.search(r'<a href="([^"]+)" (?:id|class)="download-json">JSON</a>', page)[1]))
+
+    def classes(rows: list[dict]) -> list[tuple]:
+        return [(r["driver"], r["built_for"] or "", r["class"], r["outcome"]) for r in rows]
+
+    # the gate run: a row a build, as its report says
+    csv_url, json_url = links(f"/gate-runs/{report['run']}")
+    download = writer.get(csv_url)
+    assert f'filename="gate-{report["run"]}-builds.csv"' in download.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(download.text)))
+    assert classes(rows) == classes(report["builds"])
+    acpi = next(r for r in rows if r["driver"] == "acpi-call" and r["class"] == "regression")
+    assert "proc_create" in acpi["symbols"].split()
+    assert writer.get(json_url).json()["report"]["counts"] == report["counts"]
+    # the kernel page compares with the kernel before it: the gate's baseline, so the same classes
+    csv_url, json_url = links("/kernels/6.1.0-50-amd64")
+    assert classes(list(csv.DictReader(io.StringIO(writer.get(csv_url).text)))) == classes(rows)
+    assert writer.get(json_url).json()["counts"] == report["counts"]
+    first = writer.get(f"/kernels/{RELEASES[0]}/builds.csv")
+    assert first.status_code == 404 and "has no kernel before it in debian-6.1" in first.text
+    # the driver page: its builds on the stream's kernels, and its history
+    csv_url, json_url = links("/drivers/dahdi")
+    table = list(csv.reader(io.StringIO(writer.get(csv_url).text)))
+    assert table[0] == ["driver", "version", "built_for", *RELEASES] and {row[0] for row in table[1:]} == {"dahdi"}
+    whole = list(csv.reader(io.StringIO(writer.get("/matrix.csv").text)))
+    assert table[1:] == [row for row in whole if row[0] == "dahdi"] and len(table) == 3  # its two builds, as there
+    assert writer.get(json_url).json()["driver"] == "dahdi"
+    assert writer.get("/drivers/no-such-driver/matrix.csv").status_code == 404
+
+
 def test_gate_with_waivers_and_policy(writer):
     waivers = ('[[waiver]]\ndriver = "acpi-call"\nkernel = "6.1.0-5*"\nreason = "rebuilt for every ABI"\n'
                'who = "jane@example.org"\nexpires = 2099-01-31\n')

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import glob
 import re
 from typing import Annotated
 from urllib.parse import quote, urlencode
@@ -14,6 +15,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
+from kabigate.reports.gate import gate_builds_csv, gate_json
 from kabigate.reports.verdicts import SHORT_REASONS, cell_text
 from kabigate.services.causes import with_causes
 from kabigate.services.evidence import demand_csv, symbol_demand
@@ -130,6 +132,16 @@ def kernel_page(request: Request, store: StoreDep, settings: SettingsDep, releas
     return _page(request, "kernel.html", story=story, result=story.result, causes=story_causes(store, story))
 
 
+@router.get("/kernels/{release}/builds.csv")
+def kernel_builds_csv(store: StoreDep, settings: SettingsDep, release: str, stream: str | None = None) -> Response:
+    """The kernel page's comparison with the kernel before it: each build's class, as a gate run's download."""
+    story = kernel_story(store, find_kernel(store, release, stream), stream, settings.stablelist)
+    if story.result is None:
+        raise HTTPException(404, f"{release} has no kernel before it{' in ' + story.stream if story.stream else ''}: "
+                                 "nothing compared")
+    return _csv(gate_builds_csv(gate_json(story.result)), f"{release}-{story.stream}-builds")
+
+
 @router.get("/drivers")
 def drivers_page(request: Request, store: StoreDep):
     drivers: dict[str, list] = {}
@@ -146,6 +158,16 @@ def driver_page(request: Request, store: StoreDep, name: str, stream: str | None
                  failures=store.build_failures(name))
 
 
+@router.get("/drivers/{name}/matrix.csv")
+def driver_matrix_csv(store: StoreDep, name: str, stream: str | None = None) -> Response:
+    """The driver's builds on a stream's kernels (the first stream by default), as /matrix.csv gives them."""
+    if not store.driver_builds(glob.escape(name)):
+        raise HTTPException(404, f"no driver named {name} in the store")
+    streams = store.streams()
+    stream = stream or (streams[0] if streams else None)
+    return _csv(matrix_csv(build_matrix(store, stream, driver=glob.escape(name))), f"{name}-{stream or 'all'}")
+
+
 @router.get("/gate-runs")
 def gate_runs_page(request: Request, store: StoreDep):
     kernels = {k.id: k for k in store.kernels()}
@@ -157,6 +179,12 @@ def gate_run_page(request: Request, store: StoreDep, run: str):
     record = find_gate_run(store, run)
     report = store.gate_report(run)
     return _page(request, "gate_run.html", run=record, report=report, causes=gate_run_causes(store, record, report))
+
+
+@router.get("/gate-runs/{run}/builds.csv")
+def gate_run_csv(store: StoreDep, run: str) -> Response:
+    find_gate_run(store, run)
+    return _csv(gate_builds_csv(store.gate_report(run)), f"gate-{run}-builds")
 
 
 @router.get("/waivers")
