@@ -180,6 +180,32 @@ def test_matrix_cells_in_words_with_a_legend_and_partial_loads(reader):
     assert ">31/32 <small>dahdi_echocan_oslec</small></a>" in cell
 
 
+def test_a_build_that_failed_is_in_the_column_of_its_kernel(writer, testdata, tmp_path):
+    """openrazer-driver's real DKMS build for 6.1.0-56-amd64 failed: the matrix shows it in that column."""
+    failure = testdata.manifest["driver_failures"]["openrazer-driver"]["6.1.0-56-amd64"]
+    with Store.open(str(tmp_path / "store.db")) as store, store.transaction():
+        store.record_build_failure("openrazer-driver", failure["version"], "6.1.0-56-amd64", failure["error"],
+                                   log=(testdata.root / failure["log"]).read_text(errors="replace"))
+    page = writer.get("/matrix").text
+    body = re.search(r'<tbody class="build-failures" id="build-failures">.*?</tbody>', page, re.S)[0]
+    (row,) = re.findall(r"<tr data-driver=.*?</tr>", body, re.S)
+    assert row.startswith('<tr data-driver="openrazer-driver" data-reasons="" data-build-failed>')
+    cells = re.findall(r"<td[^>]*>.*?</td>", row, re.S)
+    column = RELEASES.index("6.1.0-56-amd64")
+    assert len(cells) == len(RELEASES) and ">build failed</a></td>" in cells[column]
+    assert [c for i, c in enumerate(cells) if i != column] == ['<td class="cell"></td>'] * (len(RELEASES) - 1)
+    log = writer.get(html.unescape(re.search(r'href="(/api/v1/build-logs/[^"]+)"', cells[column])[1]))
+    assert log.status_code == 200 and failure["error"][:30] in log.text
+    assert "Builds that failed" not in page.split("</table>")[1]  # placed in the grid, not listed apart
+    # the filters treat it as a failing row without a loader reason
+    def hidden(**params) -> bool:
+        html_page = writer.get("/matrix", params=params).text
+        return " hidden" in re.search(r'<tr data-driver="openrazer-driver"[^>]*>', html_page)[0]
+
+    assert not hidden(failing="true") and not hidden(driver="razer")
+    assert hidden(driver="acpi") and hidden(reason="module-layout-mismatch")
+
+
 def test_a_symbols_crc_along_the_stream_and_who_imports_it(reader, web_db, tmp_path):
     story = reader.get("/api/v1/symbols/proc_create").json()
     assert story["symbol"] == "proc_create" and story["stablelisted"] is None

@@ -80,10 +80,13 @@ def matrix_page(request: Request, store: StoreDep, stream: str | None = None, ar
     for build in matrix.builds:
         cells = [matrix.cell(build, kernel) for kernel in matrix.kernels]
         rows.append((build, cells, where.keeps(build, matrix.failing_reasons(build))))
+    placed, elsewhere = matrix.placed_failures()
+    # a build that failed, in the column of the kernel it was built for: on the first page of a paged matrix
+    failed = [(f, where.keeps_failure(f)) for f in placed] if matrix.page == 1 else []
     query = {key: value for key, value in (("stream", stream), ("arch", arch), ("driver", driver), ("reason", reason),
                                            ("failing", "true" if failing else "")) if value}
     return _page(request, "matrix.html", matrix=matrix, streams=streams, stream=stream, rows=rows,
-                 architectures=architectures, arch=arch,
+                 architectures=architectures, arch=arch, failed=failed, failures_elsewhere=elsewhere,
                  summary=matrix.summary(), reason_codes=matrix.reasons(), driver=driver, reason=reason,
                  failing=failing, page_query=urlencode(query), partial=partial_loads(store, matrix),
                  cell_text=cell_text, short_reasons=SHORT_REASONS)
