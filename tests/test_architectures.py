@@ -8,6 +8,7 @@ architecture from a folder of RHEL's Module.kabi_<arch> lists."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -227,3 +228,45 @@ def test_history_of_folders_picks_the_architecture(tmp_path):
     assert str(old / "Module.kabi_x86_64") in text  # the same file name twice: the paths tell them apart
     arm = kabigate("stablelist", "history", "--arch", "aarch64", old, new, check=False)
     assert arm.returncode == 2 and "stablelists for x86_64; the kernel's architecture aarch64" in arm.stderr
+
+
+def test_dashboard_shows_one_architecture_at_a_time(db):
+    from fastapi.testclient import TestClient
+
+    from kabigate.web import create_app
+
+    def columns(html: str) -> list[str]:
+        return re.findall(r'<th title="(\S+) ', html)
+
+    def rows(html: str) -> set[str]:
+        return set(re.findall(r'<tr data-driver="([^"]+)"', html))
+
+    with TestClient(create_app(db)) as client:
+        # a stream of two architectures: the first one's table, a link to the other, no cell across them
+        arm = client.get("/matrix", params={"stream": "debian-6.1"}).text
+        assert columns(arm) == list(ARM64) and rows(arm) == {"fat"}
+        assert 'href="/matrix?stream=debian-6.1&amp;arch=x86_64"' in arm and 'class="cell none"' not in arm
+        x86 = client.get("/matrix", params={"stream": "debian-6.1", "arch": "x86_64"}).text
+        assert columns(x86) == list(AMD64) and rows(x86) == {"acpi-call", "jool", "fat"}
+        assert 'class="cell none"' not in x86 and '<input type="hidden" name="arch" value="x86_64">' in x86
+        assert 'href="/matrix.csv?stream=debian-6.1&amp;arch=x86_64"' in x86
+        download = client.get("/matrix.csv", params={"stream": "debian-6.1", "arch": "x86_64"})
+        assert download.text.splitlines()[0] == "driver,version,built_for," + ",".join(AMD64)
+        assert len(download.text.splitlines()) == 1 + 5
+        assert 'filename="matrix-debian-6.1-x86_64.csv"' in download.headers["content-disposition"]
+        unknown = client.get("/matrix", params={"arch": "s390x"})
+        assert unknown.status_code == 404
+        assert "no kernel of architecture s390x in stream debian-6.1 (architectures: aarch64, x86_64)" in unknown.text
+        assert client.get("/matrix", params={"arch": "x86 64"}).status_code == 422
+        # the overview: a section per architecture, and a filter to one of them
+        both = client.get("/").text
+        assert re.findall(r'<section class="stream" id="([^"]+)"', both) == ["stream-debian-6.1-aarch64",
+                                                                             "stream-debian-6.1-x86_64"]
+        assert 'href="/?arch=aarch64"' in both and 'href="/matrix?stream=debian-6.1&amp;arch=x86_64"' in both
+        one = client.get("/", params={"arch": "aarch64"}).text
+        assert re.findall(r'<section class="stream" id="([^"]+)"', one) == ["stream-debian-6.1-aarch64"]
+        assert "6.1.0-56-arm64" in one and "6.1.0-56-amd64" not in one
+        assert client.get("/", params={"arch": "s390x"}).status_code == 404
+        api = client.get("/api/v1/overview", params={"arch": "x86_64"}).json()
+        assert [(s["stream"], s["machine"], s["kernel"]["release"]) for s in api["streams"]] == [
+            ("debian-6.1", "x86_64", "6.1.0-56-amd64")]

@@ -308,7 +308,7 @@ def test_the_gate_names_causes(testdata, cache, tmp_path, monkeypatch):
         modules = client.get(f"/api/v1/verdicts/{cell}").json()["modules"]
         causes = {r["symbol"]: r.get("cause") for m in modules for r in m["reasons"] if r["code"] == "crc-mismatch"}
         assert causes["proc_create"]["most_likely"]["key"] == ["struct", "mm_struct"]
-        assert "most likely\n    <code>struct mm_struct</code> (via proc_ops" in client.get(f"/verdicts/{cell}").text
+        assert "most likely <code>struct mm_struct</code> (via proc_ops" in client.get(f"/verdicts/{cell}").text
     code, stdout, _ = run_cli(*gate, "--no-explain")
     report = json.loads(stdout)
     assert not any("cause" in r for b in report["builds"] for r in b["reasons"])

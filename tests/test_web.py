@@ -6,16 +6,23 @@ from __future__ import annotations
 
 import csv
 import gzip
+import html
 import io
+import json
 import logging
+import os
 import re
+import shlex
 import shutil
+import subprocess
+import sys
 
 import pytest
 from fastapi.testclient import TestClient
 from support.hostile import TAR_END, deb, tar_member
 from support.realstore import DRIVERS, RELEASES, STREAM, build_store
 
+from kabigate.services.causes import EXPLAIN_SYMBOLS
 from kabigate.services.packages import package_verdicts
 from kabigate.store import Store
 from kabigate.web import create_app
@@ -171,6 +178,32 @@ def test_matrix_cells_in_words_with_a_legend_and_partial_loads(reader):
     (cell,) = re.findall(r'<td class="cell fails partial".*?</td>', dahdi, re.S)
     assert f'title="partial load on {RELEASES[0]}: 31/32 modules; fails: dahdi_echocan_oslec (' in cell
     assert ">31/32 <small>dahdi_echocan_oslec</small></a>" in cell
+
+
+def test_a_build_that_failed_is_in_the_column_of_its_kernel(writer, testdata, tmp_path):
+    """openrazer-driver's real DKMS build for 6.1.0-56-amd64 failed: the matrix shows it in that column."""
+    failure = testdata.manifest["driver_failures"]["openrazer-driver"]["6.1.0-56-amd64"]
+    with Store.open(str(tmp_path / "store.db")) as store, store.transaction():
+        store.record_build_failure("openrazer-driver", failure["version"], "6.1.0-56-amd64", failure["error"],
+                                   log=(testdata.root / failure["log"]).read_text(errors="replace"))
+    page = writer.get("/matrix").text
+    body = re.search(r'<tbody class="build-failures" id="build-failures">.*?</tbody>', page, re.S)[0]
+    (row,) = re.findall(r"<tr data-driver=.*?</tr>", body, re.S)
+    assert row.startswith('<tr data-driver="openrazer-driver" data-reasons="" data-build-failed>')
+    cells = re.findall(r"<td[^>]*>.*?</td>", row, re.S)
+    column = RELEASES.index("6.1.0-56-amd64")
+    assert len(cells) == len(RELEASES) and ">build failed</a></td>" in cells[column]
+    assert [c for i, c in enumerate(cells) if i != column] == ['<td class="cell"></td>'] * (len(RELEASES) - 1)
+    log = writer.get(html.unescape(re.search(r'href="(/api/v1/build-logs/[^"]+)"', cells[column])[1]))
+    assert log.status_code == 200 and failure["error"][:30] in log.text
+    assert "Builds that failed" not in page.split("</table>")[1]  # placed in the grid, not listed apart
+    # the filters treat it as a failing row without a loader reason
+    def hidden(**params) -> bool:
+        html_page = writer.get("/matrix", params=params).text
+        return " hidden" in re.search(r'<tr data-driver="openrazer-driver"[^>]*>', html_page)[0]
+
+    assert not hidden(failing="true") and not hidden(driver="razer")
+    assert hidden(driver="acpi") and hidden(reason="module-layout-mismatch")
 
 
 def test_a_symbols_crc_along_the_stream_and_who_imports_it(reader, web_db, tmp_path):
@@ -350,6 +383,93 @@ def test_gate_is_recorded_and_shown(writer):
     (stream,) = writer.get("/api/v1/overview").json()["streams"]
     assert stream["timeline"][1]["gate"] == {"uuid": report["run"], "outcome": "NEEDS_INSPECTION"}
     assert 'class="gate needs_inspection"' in writer.get("/").text
+
+
+def test_gate_run_and_kernel_pages_give_each_crc_change_its_cause_or_the_command(writer, tmp_path, monkeypatch):
+    """A CRC change the gate run or the kernel page shows names its cause (stored by the gate with
+    --explain, or held by the explain cache), and where none is known the page gives the exact
+    `kabigate explain` command: run as given, it makes the causes known to both pages."""
+    monkeypatch.setenv("KABIGATE_CACHE", str(tmp_path / "cache"))  # empty: no cause known yet
+    plain = writer.post("/api/v1/gate", json={"candidate": "6.1.0-50-amd64"}, headers=AUTH).json()
+    crc = {c["symbol"] for c in plain["changed_exports_in_use"] if c["change"] == "crc"}
+    assert "proc_create" in crc and not any(c["cause"] for c in plain["changed_exports_in_use"])
+
+    def cause_of(page: str, symbol: str) -> str:
+        row = re.search(rf'<tr><td><a href="/symbols/{symbol}"><code>{symbol}</code></a>.*?</tr>', page, re.S)[0]
+        return " ".join(re.sub(r"<[^>]+>", " ", row.split("<td>")[-1]).split())
+
+    def command_of(page: str) -> str | None:
+        found = re.search(r'<p class="explain" id="explain">(.*?)<code class="command">(.*?)</code>', page, re.S)
+        return found and html.unescape(found[2])
+
+    run_page, kernel_page = (writer.get(f"/gate-runs/{plain['run']}").text, writer.get("/kernels/6.1.0-50-amd64").text)
+    for page in (run_page, kernel_page):
+        assert cause_of(page, "proc_create") == "not known: how to find it"
+        assert f"{len(crc)} CRC changes from 6.1.0-47-amd64 to 6.1.0-50-amd64 without a known cause" in page
+    command = command_of(run_page)
+    assert command == command_of(kernel_page)
+    args = shlex.split(command)
+    with Store.open(str(tmp_path / "store.db")) as store:
+        old, new = (store.find_kernels(r)[0] for r in ("6.1.0-47-amd64", "6.1.0-50-amd64"))
+    assert len(crc) > EXPLAIN_SYMBOLS  # too many to name: the command explains every changed export
+    assert args == ["kabigate", "explain", *[a for s in old.sources for p in s.split(", ") for a in ("--from", p)],
+                    *[a for s in new.sources for p in s.split(", ") for a in ("--to", p)]]
+    done = subprocess.run([sys.executable, "-m", "kabigate", *args[1:]], capture_output=True, text=True, check=False,
+                          env={**os.environ, "KABIGATE_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 1, done.stderr  # CRCs changed
+    # the cache holds both kernels' types now: both pages name every cause, and give no command
+    for page in (writer.get(f"/gate-runs/{plain['run']}").text, writer.get("/kernels/6.1.0-50-amd64").text):
+        assert cause_of(page, "proc_create").startswith("most likely struct ") and command_of(page) is None
+        regressions = re.search(r"<h[23]>(Regressions|What it broke).*?</table>", page, re.S)[0]
+        assert re.search(r'<small class="cause">CRC changes most likely from\s+<code>struct \w+</code> \(\d+\)',
+                         regressions)
+    # a gate with --explain stores its causes: its page shows them with an empty cache too
+    explained = subprocess.run([sys.executable, "-m", "kabigate", "gate", "--db", str(tmp_path / "store.db"),
+                                "--candidate", "6.1.0-50-amd64", "--explain", "--json"], capture_output=True, text=True,
+                               check=False, env={**os.environ, "KABIGATE_CACHE": str(tmp_path / "cache")})
+    report = json.loads(explained.stdout)
+    stored = {c["symbol"]: c["cause"] for c in report["changed_exports_in_use"] if c["change"] == "crc"}
+    monkeypatch.setenv("KABIGATE_CACHE", str(tmp_path / "another-cache"))
+    page = writer.get(f"/gate-runs/{report['run']}").text
+    assert command_of(page) is None
+    assert cause_of(page, "proc_create").startswith(f"most likely {stored['proc_create']['most_likely']['type']} ")
+    assert command_of(writer.get(f"/gate-runs/{plain['run']}").text) == command  # nothing cached here
+
+
+def test_gate_run_kernel_and_driver_pages_link_their_downloads(writer):
+    report = writer.post("/api/v1/gate", json={"candidate": "6.1.0-50-amd64"}, headers=AUTH).json()
+
+    def links(url: str) -> tuple[str, str]:
+        page = writer.get(url).text
+        return (html.unescape(re.search(r'<a href="([^"]+)" (?:id|class)="download-csv" download>CSV</a>', page)[1]),
+                html.unescape(re.search(r'<a href="([^"]+)" (?:id|class)="download-json">JSON</a>', page)[1]))
+
+    def classes(rows: list[dict]) -> list[tuple]:
+        return [(r["driver"], r["built_for"] or "", r["class"], r["outcome"]) for r in rows]
+
+    # the gate run: a row a build, as its report says
+    csv_url, json_url = links(f"/gate-runs/{report['run']}")
+    download = writer.get(csv_url)
+    assert f'filename="gate-{report["run"]}-builds.csv"' in download.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(download.text)))
+    assert classes(rows) == classes(report["builds"])
+    acpi = next(r for r in rows if r["driver"] == "acpi-call" and r["class"] == "regression")
+    assert "proc_create" in acpi["symbols"].split()
+    assert writer.get(json_url).json()["report"]["counts"] == report["counts"]
+    # the kernel page compares with the kernel before it: the gate's baseline, so the same classes
+    csv_url, json_url = links("/kernels/6.1.0-50-amd64")
+    assert classes(list(csv.DictReader(io.StringIO(writer.get(csv_url).text)))) == classes(rows)
+    assert writer.get(json_url).json()["counts"] == report["counts"]
+    first = writer.get(f"/kernels/{RELEASES[0]}/builds.csv")
+    assert first.status_code == 404 and "has no kernel before it in debian-6.1" in first.text
+    # the driver page: its builds on the stream's kernels, and its history
+    csv_url, json_url = links("/drivers/dahdi")
+    table = list(csv.reader(io.StringIO(writer.get(csv_url).text)))
+    assert table[0] == ["driver", "version", "built_for", *RELEASES] and {row[0] for row in table[1:]} == {"dahdi"}
+    whole = list(csv.reader(io.StringIO(writer.get("/matrix.csv").text)))
+    assert table[1:] == [row for row in whole if row[0] == "dahdi"] and len(table) == 3  # its two builds, as there
+    assert writer.get(json_url).json()["driver"] == "dahdi"
+    assert writer.get("/drivers/no-such-driver/matrix.csv").status_code == 404
 
 
 def test_gate_with_waivers_and_policy(writer):

@@ -1,10 +1,12 @@
 """A gate result as the places that listen for it want it: JSON (kabigate's own, documented in the
-README), JUnit XML (Jenkins, GitLab), Markdown (a merge request comment) and a ResultsDB v2.0
-result (Fedora/CentOS CI, read by Greenwave). All from one GateResult."""
+README), JUnit XML (Jenkins, GitLab), Markdown (a merge request comment), a ResultsDB v2.0
+result (Fedora/CentOS CI, read by Greenwave) and CSV (the dashboard's download). All from one GateResult."""
 
 from __future__ import annotations
 
+import csv
 import datetime
+import io
 
 import junitparser
 
@@ -92,6 +94,19 @@ def _build_label(finding: BuildFinding) -> str:
 def _why(finding: BuildFinding) -> str:
     lines = [f"{reason['module']}: {reason['code']}: {reason['message']}" for reason in finding.reasons]
     return "\n".join(lines)
+
+
+def gate_builds_csv(report: dict) -> str:
+    """A gate report's (gate_json(), or a recorded run's) driver builds as CSV, one row a build: its class,
+    category and outcome, and the symbols at fault (space-separated, a stablelisted one marked *)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["driver", "version", "built_for", "class", "category", "outcome", "gating", "symbols"])
+    for build in report["builds"]:
+        symbols = dict.fromkeys(s["symbol"] + ("*" if s["stablelisted"] else "") for s in build["symbols"])
+        writer.writerow([build["driver"], build["version"] or "", build["built_for"] or "", build["class"],
+                         build["category"], build["outcome"], str(build["gating"]).lower(), " ".join(symbols)])
+    return buffer.getvalue()
 
 
 def gate_junit(result: GateResult) -> str:

@@ -4,6 +4,10 @@ cache already holds both kernels (a gate or `explain` read them): computed on re
 
 from __future__ import annotations
 
+import shlex
+from collections import Counter
+from dataclasses import dataclass
+
 from kabigate.explain.cache import NotCached, cached_only, read_entry, write_entry
 from kabigate.explain.crc import cause_json
 from kabigate.explain.sources import explain_stored, sources_identity, types_cached
@@ -81,24 +85,63 @@ def pair_causes(store: Store, records: dict[int, KernelRecord],
     return causes
 
 
+def cached_causes(store: Store, old: KernelRecord, new: KernelRecord, symbols: set[str]) -> dict[str, dict]:
+    """The causes of `symbols`' CRC changes from `old` to `new` that kabigate's cache holds: the pair's
+    causes as a gate, matrix or page kept them, or else both kernels' cached types (explained then, and
+    kept as the matrix keeps them). Neither kernel is read from the store unless both types are cached."""
+    known = read_entry("\0".join(("causes", _identity(old), _identity(new)))) or {}
+    if not symbols - known.keys() or not all(types_cached(list(k.sources), k.release) for k in (old, new)):
+        return {s: known[s] for s in symbols if s in known}
+    found = pair_causes(store, {old.id: old, new.id: new}, {(old.id, new.id): symbols})[(old.id, new.id)]
+    return {s: found[s] for s in symbols if s in found}
+
+
 def cached_cause(store: Store, old: KernelRecord, new: KernelRecord, symbol: str) -> dict | None:
-    """The cause of `symbol`'s CRC change from `old` to `new`, from kabigate's cache only: the pair's
-    causes as a gate, matrix or verdict page kept them, or else both kernels' cached types (explained
-    then, and kept as the matrix keeps them); None when the cache holds neither."""
-    identity = "\0".join(("causes", _identity(old), _identity(new)))
-    known = read_entry(identity) or {}
-    if symbol in known or not all(types_cached(list(k.sources), k.release) for k in (old, new)):
-        return known.get(symbol)
-    with cached_only():
-        try:
-            explained = explain_stored((list(old.sources), store.load_kernel(old.id)),
-                                       (list(new.sources), store.load_kernel(new.id)), [symbol]) or {}
-        except NotCached:
-            return None
-    if symbol not in explained:
-        return None
-    write_entry(identity, {**known, symbol: cause_json(explained[symbol])})
-    return cause_json(explained[symbol])
+    """cached_causes() of one symbol; None when the cache holds none."""
+    return cached_causes(store, old, new, {symbol}).get(symbol)
+
+
+# Symbols a page's explain command names; more: the command explains every changed export.
+EXPLAIN_SYMBOLS = 12
+
+
+@dataclass(frozen=True)
+class PairCauses:
+    """The causes a page shows of the CRC changes from `old` to `new`: each symbol's (stored by a gate
+    run with --explain, or from the cache), and the `kabigate explain` command for those without one."""
+
+    old: KernelRecord
+    new: KernelRecord
+    causes: dict[str, dict]  # symbol -> cause_json
+    unknown: list[str]  # CRC changes the cache has no cause of
+    command: str | None  # what finds them (None: every cause is known)
+
+    def types(self, symbols: list[str]) -> list[tuple[str, int]]:
+        """The most likely changed types behind `symbols`' known causes, with how many each, the most first."""
+        return Counter(c["most_likely"]["type"] for s in symbols
+                       if (c := self.causes.get(s)) and c["most_likely"]).most_common()
+
+
+def causes_of_changes(store: Store, old: KernelRecord, new: KernelRecord, symbols: set[str],
+                      stored: dict[str, dict] | None = None) -> PairCauses:
+    """`symbols` changed CRC from `old` to `new`: their causes from `stored` (a gate report's), else the cache."""
+    causes = {s: c for s, c in (stored or {}).items() if s in symbols}
+    causes.update(cached_causes(store, old, new, symbols - causes.keys()) if symbols - causes.keys() else {})
+    unknown = sorted(symbols - causes.keys())
+    return PairCauses(old, new, causes, unknown, explain_command(old, new, unknown) if unknown else None)
+
+
+def explain_command(old: KernelRecord, new: KernelRecord, symbols: list[str]) -> str:
+    """The `kabigate explain` command that explains `symbols`' CRC changes from stored `old` to `new`
+    (every changed export's when there are more than EXPLAIN_SYMBOLS), and caches both kernels' types."""
+    return " ".join(["kabigate explain", *_paths("--from", old), *_paths("--to", new),
+                     *(map(shlex.quote, symbols) if len(symbols) <= EXPLAIN_SYMBOLS else [])])
+
+
+def _paths(option: str, kernel: KernelRecord) -> list[str]:
+    """`explain`'s options naming a stored kernel's files: one a path (a source of packages read
+    together is stored as their paths joined by ", ")."""
+    return [f"{option} {shlex.quote(path)}" for source in kernel.sources for path in source.split(", ")]
 
 
 def explainable_cells(store: Store, builds: list[BuildRecord], kernels: list[KernelRecord],

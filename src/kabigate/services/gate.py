@@ -32,6 +32,7 @@ from kabigate.model import ReasonCode, release_across_architectures
 from kabigate.reports import resultsdb
 from kabigate.reports.verdicts import crc_text
 from kabigate.rules import RULES_VERSION
+from kabigate.services.causes import PairCauses, causes_of_changes
 from kabigate.services.ingest import refresh_verdicts
 from kabigate.services.packages import PackageVerdict, package_verdicts
 from kabigate.services.rebuild import Rebuild, needing_rebuild, rebuild_packages
@@ -328,6 +329,33 @@ def kernel_story(store: Store, kernel: KernelRecord, stream: str | None,
         if previous is not None:
             result = run_gate(store, kernel, previous, stream=stream, stablelist=stablelist)
     return KernelStory(kernel, stream, previous, result, store.gate_runs_of(kernel.id))
+
+
+def story_causes(store: Store, story: KernelStory) -> PairCauses | None:
+    """The causes of the CRC changes a kernel's page shows (exports in use or stablelisted, the
+    regressions' crc-mismatches), from the kernel before it, as kabigate's cache holds them."""
+    result = story.result
+    if result is None or result.baseline is None:
+        return None
+    symbols = ({c.symbol for c in result.changes_in_use if c.change == ExportChange.CRC}
+               | {f.symbol for f in result.kernel_findings if f.change == ExportChange.CRC}
+               | {r["symbol"] for f in result.regressions for r in f.reasons
+                  if r["code"] == ReasonCode.CRC_MISMATCH and r["symbol"]})
+    return causes_of_changes(store, result.baseline, result.candidate, symbols)
+
+
+def gate_run_causes(store: Store, run: GateRun, report: dict) -> PairCauses | None:
+    """The causes of the CRC changes a recorded gate report shows: those it stored (a gate with
+    --explain), the others as kabigate's cache holds them now."""
+    if run.baseline_id is None:
+        return None
+    changes = [c for c in [*report.get("changed_exports_in_use", []), *report.get("stablelist_violations", [])]
+               if c["change"] == ExportChange.CRC]
+    reasons = [r for b in report.get("builds", []) if b["class"] == GateClass.REGRESSION for r in b["reasons"]
+               if r["code"] == ReasonCode.CRC_MISMATCH and r["symbol"]]
+    stored = {c["symbol"]: c["cause"] for c in [*changes, *reasons] if c.get("cause")}
+    return causes_of_changes(store, store.kernel(run.baseline_id), store.kernel(run.kernel_id),
+                             {c["symbol"] for c in [*changes, *reasons]}, stored)
 
 
 def _explain_changes(store: Store, baseline: KernelRecord, candidate: KernelRecord, findings: list[BuildFinding],

@@ -49,6 +49,10 @@ class MatrixFilter:
         return (self.text.lower() in build.driver.lower() and (not self.reason or self.reason in reasons)
                 and (not self.failing or bool(reasons)))
 
+    def keeps_failure(self, failure: BuildFailure) -> bool:
+        """A build that failed fails, with no loader reason (a reason filter hides it)."""
+        return self.text.lower() in failure.driver.lower() and not self.reason
+
 
 @dataclass(frozen=True)
 class Matrix:
@@ -66,6 +70,12 @@ class Matrix:
 
     def architectures(self) -> list[str]:
         return sorted({k.machine for k in self.kernels if k.machine})
+
+    def placed_failures(self) -> tuple[list[BuildFailure], list[BuildFailure]]:
+        """The build failures for one of these kernels (shown in its column), and the others."""
+        columns = {k.release for k in self.kernels}
+        return ([f for f in self.build_failures if f.kernel_release in columns],
+                [f for f in self.build_failures if f.kernel_release not in columns])
 
     def cell(self, build: BuildRecord, kernel: KernelRecord) -> Cell | None:
         return self.cells.get((build.id, kernel.id))

@@ -65,8 +65,9 @@ class StreamOverview:
                 "excluded": self.count(PackageState.EXCLUDED)}
 
 
-def overview(store: Store) -> list[StreamOverview]:
-    """Every stream, split by the architecture its kernels are for (as stored), in name order."""
+def overview(store: Store, arch: str | None = None) -> list[StreamOverview]:
+    """Every stream, split by the architecture its kernels are for (as stored), in name order; with
+    `arch`, that architecture's only (`uname -m`)."""
     refresh_verdicts(store)
     builds = store.driver_builds()
     failures = store.build_failures()
@@ -79,6 +80,8 @@ def overview(store: Store) -> list[StreamOverview]:
         for kernel in store.kernels(stream):
             by_machine.setdefault(kernel.machine, []).append(kernel)
         for machine, kernels in sorted(by_machine.items(), key=lambda item: item[0] or ""):
+            if arch is not None and machine != arch:
+                continue
             found.append(_stream_overview(store, stream, machine, kernels, builds, failures, runs))
     return found
 

@@ -4,14 +4,13 @@ and the dashboard's search over packages, kernels and symbols."""
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 
 from kabigate.errors import InputError
 from kabigate.formats.stablelist import Stablelist
 from kabigate.model import Export
 from kabigate.reports.verdicts import build_record_json, crc_text, kernel_record_json
-from kabigate.services.causes import cached_cause
+from kabigate.services.causes import cached_cause, explain_command
 from kabigate.store import BuildRecord, KernelRecord, Store
 
 SEARCH_LIMIT = 50  # matches of each kind a search shows
@@ -75,7 +74,7 @@ def symbol_story(store: Store, name: str, stablelist: Stablelist | None = None) 
                 changed = crc_changed or (previous is None) != (export is None)
                 cause = cached_cause(store, before, kernel, name) if crc_changed else None
                 if crc_changed and cause is None:
-                    command = " ".join(["kabigate explain", *_paths("--from", before), *_paths("--to", kernel), name])
+                    command = explain_command(before, kernel, [name])
             points.append(SymbolOnKernel(kernel, export, changed, cause, command))
             before = kernel
         streams.append(SymbolStream(stream, points))
@@ -87,12 +86,6 @@ def symbol_story(store: Store, name: str, stablelist: Stablelist | None = None) 
         importer.crcs.append(crc)
     return SymbolStory(name, streams, None if stablelist is None else name in stablelist,
                        sorted(by_build.values(), key=lambda i: (i.build.driver, i.build.built_for or "")))
-
-
-def _paths(option: str, kernel: KernelRecord) -> list[str]:
-    """`explain`'s options naming a stored kernel's files: one a path (a source of packages read
-    together is stored as their paths joined by ", ")."""
-    return [f"{option} {shlex.quote(path)}" for source in kernel.sources for path in source.split(", ")]
 
 
 def symbol_story_json(story: SymbolStory) -> dict:

@@ -58,6 +58,7 @@ from kabigate.store import KernelRecord, Store
 from kabigate.web import schemas
 from kabigate.web.deps import Settings, request_store, settings_of
 from kabigate.web.views import (
+    ArchQuery,
     RowId,
     find_cell,
     find_gate_run,
@@ -70,8 +71,6 @@ from kabigate.web.views import (
 router = APIRouter()
 StoreDep = Annotated[Store, Depends(request_store)]
 SettingsDep = Annotated[Settings, Depends(settings_of)]
-ArchQuery = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_]+$",
-                                        description="only this architecture (`uname -m`: x86_64, aarch64, ...)")]
 # The token is checked by app.WriteGuard before the body is read; declared here for the OpenAPI schema.
 token_required = [Depends(HTTPBearer(auto_error=False, description="KABIGATE_API_TOKEN of the server"))]
 
@@ -230,8 +229,8 @@ def gate_run(store: StoreDep, run: str) -> Response:
 @router.get("/overview", summary="Per stream and machine: the newest kernel, its packages and gate outcome, what "
                                   "changed since the kernel before it, and a timeline",
             responses=documented(schemas.Overview, UNAVAILABLE))
-def overview_endpoint(store: StoreDep) -> Response:
-    return as_built(overview_json(overview(store)))
+def overview_endpoint(store: StoreDep, arch: ArchQuery = None) -> Response:
+    return as_built(overview_json(overview(store, arch)))
 
 
 @router.get("/symbols/{name}", summary="A symbol's CRC along each stream (where it changed, and why when cached), "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import glob
 import re
 from typing import Annotated
 from urllib.parse import quote, urlencode
@@ -14,10 +15,11 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
+from kabigate.reports.gate import gate_builds_csv, gate_json
 from kabigate.reports.verdicts import SHORT_REASONS, cell_text
 from kabigate.services.causes import with_causes
 from kabigate.services.evidence import demand_csv, symbol_demand
-from kabigate.services.gate import kernel_story
+from kabigate.services.gate import gate_run_causes, kernel_story, story_causes
 from kabigate.services.matrix import (
     PAGE_SIZE,
     MatrixFilter,
@@ -31,7 +33,15 @@ from kabigate.services.packages import why_not
 from kabigate.services.symbols import SEARCH_LIMIT, search
 from kabigate.store import Store
 from kabigate.web.deps import Settings, request_store, settings_of, templates
-from kabigate.web.views import RowId, find_cell, find_gate_run, find_kernel, find_symbol
+from kabigate.web.views import (
+    ArchQuery,
+    RowId,
+    find_cell,
+    find_gate_run,
+    find_kernel,
+    find_symbol,
+    pick_architecture,
+)
 
 router = APIRouter(include_in_schema=False)
 StoreDep = Annotated[Store, Depends(request_store)]
@@ -46,44 +56,55 @@ def _page(request: Request, template: str, **context):
 
 
 @router.get("/")
-def overview_page(request: Request, store: StoreDep):
-    """What a maintainer opens first: each stream's newest kernel, its packages, what changed, a timeline."""
-    return _page(request, "overview.html", streams=overview(store), why_not=why_not)
+def overview_page(request: Request, store: StoreDep, arch: ArchQuery = None):
+    """What a maintainer opens first: each stream's newest kernel, its packages, what changed, a timeline;
+    a section per stream and architecture (`arch`: that architecture's only)."""
+    architectures, _ = pick_architecture(store, None, arch)
+    return _page(request, "overview.html", streams=overview(store, arch), why_not=why_not,
+                 architectures=architectures, arch=arch)
 
 
 @router.get("/matrix")
-def matrix_page(request: Request, store: StoreDep, stream: str | None = None, driver: str = "", reason: str = "",
-                failing: bool = False, page: Annotated[int, Query(ge=1, le=1_000_000)] = 1):
+def matrix_page(request: Request, store: StoreDep, stream: str | None = None, arch: ArchQuery = None,
+                driver: str = "", reason: str = "", failing: bool = False,
+                page: Annotated[int, Query(ge=1, le=1_000_000)] = 1):
     """The heat map. A store of more than PAGE_SIZE builds is paged: the filters are applied by the
-    server (then matrix.js narrows one page as one types); a smaller one is one page that matrix.js filters."""
+    server (then matrix.js narrows one page as one types); a smaller one is one page that matrix.js filters.
+    A stream of several architectures is shown one architecture at a time (`arch`; the first by default)."""
     streams = store.streams()
     stream = stream or (streams[0] if streams else None)
+    architectures, arch = pick_architecture(store, stream, arch)
     where = MatrixFilter(driver, reason, failing)
-    matrix = build_matrix(store, stream, page=page, page_size=PAGE_SIZE, where=where)
+    matrix = build_matrix(store, stream, page=page, page_size=PAGE_SIZE, where=where, arch=arch)
     rows = []
     for build in matrix.builds:
         cells = [matrix.cell(build, kernel) for kernel in matrix.kernels]
         rows.append((build, cells, where.keeps(build, matrix.failing_reasons(build))))
-    query = {key: value for key, value in (("stream", stream), ("driver", driver), ("reason", reason),
+    placed, elsewhere = matrix.placed_failures()
+    # a build that failed, in the column of the kernel it was built for: on the first page of a paged matrix
+    failed = [(f, where.keeps_failure(f)) for f in placed] if matrix.page == 1 else []
+    query = {key: value for key, value in (("stream", stream), ("arch", arch), ("driver", driver), ("reason", reason),
                                            ("failing", "true" if failing else "")) if value}
     return _page(request, "matrix.html", matrix=matrix, streams=streams, stream=stream, rows=rows,
+                 architectures=architectures, arch=arch, failed=failed, failures_elsewhere=elsewhere,
                  summary=matrix.summary(), reason_codes=matrix.reasons(), driver=driver, reason=reason,
                  failing=failing, page_query=urlencode(query), partial=partial_loads(store, matrix),
                  cell_text=cell_text, short_reasons=SHORT_REASONS)
 
 
 @router.get("/matrix.csv")
-def matrix_csv_download(store: StoreDep, stream: str | None = None, driver: str = "", reason: str = "",
-                        failing: bool = False) -> Response:
-    """The whole matrix of a stream (every page), filtered as the page is."""
+def matrix_csv_download(store: StoreDep, stream: str | None = None, arch: ArchQuery = None, driver: str = "",
+                        reason: str = "", failing: bool = False) -> Response:
+    """The whole matrix of a stream (every page) and architecture, filtered as the page is."""
     streams = store.streams()
     stream = stream or (streams[0] if streams else None)
-    matrix = build_matrix(store, stream)
+    _architectures, arch = pick_architecture(store, stream, arch)
+    matrix = build_matrix(store, stream, arch=arch)
     where = MatrixFilter(driver, reason, failing)
     if where != MatrixFilter():  # (a build's failing reasons are a walk over its row)
         kept = [b for b in matrix.builds if where.keeps(b, matrix.failing_reasons(b))]
         matrix = dataclasses.replace(matrix, builds=kept)
-    return _csv(matrix_csv(matrix), f"matrix-{stream or 'all'}")
+    return _csv(matrix_csv(matrix), f"matrix-{stream or 'all'}" + (f"-{arch}" if arch else ""))
 
 
 def _csv(text: str, name: str) -> Response:
@@ -111,7 +132,17 @@ def kernels_page(request: Request, store: StoreDep):
 @router.get("/kernels/{release}")
 def kernel_page(request: Request, store: StoreDep, settings: SettingsDep, release: str, stream: str | None = None):
     story = kernel_story(store, find_kernel(store, release, stream), stream, settings.stablelist)
-    return _page(request, "kernel.html", story=story, result=story.result)
+    return _page(request, "kernel.html", story=story, result=story.result, causes=story_causes(store, story))
+
+
+@router.get("/kernels/{release}/builds.csv")
+def kernel_builds_csv(store: StoreDep, settings: SettingsDep, release: str, stream: str | None = None) -> Response:
+    """The kernel page's comparison with the kernel before it: each build's class, as a gate run's download."""
+    story = kernel_story(store, find_kernel(store, release, stream), stream, settings.stablelist)
+    if story.result is None:
+        raise HTTPException(404, f"{release} has no kernel before it{' in ' + story.stream if story.stream else ''}: "
+                                 "nothing compared")
+    return _csv(gate_builds_csv(gate_json(story.result)), f"{release}-{story.stream}-builds")
 
 
 @router.get("/drivers")
@@ -130,6 +161,16 @@ def driver_page(request: Request, store: StoreDep, name: str, stream: str | None
                  failures=store.build_failures(name))
 
 
+@router.get("/drivers/{name}/matrix.csv")
+def driver_matrix_csv(store: StoreDep, name: str, stream: str | None = None) -> Response:
+    """The driver's builds on a stream's kernels (the first stream by default), as /matrix.csv gives them."""
+    if not store.driver_builds(glob.escape(name)):
+        raise HTTPException(404, f"no driver named {name} in the store")
+    streams = store.streams()
+    stream = stream or (streams[0] if streams else None)
+    return _csv(matrix_csv(build_matrix(store, stream, driver=glob.escape(name))), f"{name}-{stream or 'all'}")
+
+
 @router.get("/gate-runs")
 def gate_runs_page(request: Request, store: StoreDep):
     kernels = {k.id: k for k in store.kernels()}
@@ -139,7 +180,14 @@ def gate_runs_page(request: Request, store: StoreDep):
 @router.get("/gate-runs/{run}")
 def gate_run_page(request: Request, store: StoreDep, run: str):
     record = find_gate_run(store, run)
-    return _page(request, "gate_run.html", run=record, report=store.gate_report(run))
+    report = store.gate_report(run)
+    return _page(request, "gate_run.html", run=record, report=report, causes=gate_run_causes(store, record, report))
+
+
+@router.get("/gate-runs/{run}/builds.csv")
+def gate_run_csv(store: StoreDep, run: str) -> Response:
+    find_gate_run(store, run)
+    return _csv(gate_builds_csv(store.gate_report(run)), f"gate-{run}-builds")
 
 
 @router.get("/waivers")

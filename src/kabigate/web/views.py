@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import HTTPException, Path
+from fastapi import HTTPException, Path, Query
 
 from kabigate.errors import InputError
 from kabigate.formats.stablelist import Stablelist
@@ -20,6 +20,19 @@ from kabigate.vocabulary import GateClass
 # A store row id in a URL: SQLite and PostgreSQL integers are 64-bit; a larger number is a 422,
 # not an overflow deep in the database driver.
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+ArchQuery = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_]+$",
+                                        description="only this architecture (`uname -m`: x86_64, aarch64, ...)")]
+
+
+def pick_architecture(store: Store, stream: str | None, arch: str | None) -> tuple[list[str], str | None]:
+    """The architectures of `stream`'s kernels (every kernel's without a stream), and the one a page shows:
+    `arch`, else the first when there are several, so that no table pairs a build with another
+    architecture's kernel (a build is judged on its own architecture's kernels only)."""
+    architectures = sorted({k.machine for k in store.kernels(stream) if k.machine})
+    if arch is not None and arch not in architectures:
+        raise HTTPException(404, f"no kernel of architecture {arch}" + (f" in stream {stream}" if stream else "")
+                            + f" (architectures: {', '.join(architectures) or 'none known'})")
+    return architectures, arch or (architectures[0] if len(architectures) > 1 else None)
 
 
 def find_kernel(store: Store, release: str, stream: str | None = None) -> KernelRecord:

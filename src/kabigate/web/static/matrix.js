@@ -9,11 +9,11 @@ const failingOnly = document.getElementById("failing-only");
 function applyFilters() {
   const name = driverInput.value.toLowerCase();
   const reason = reasonSelect.value;
-  document.querySelectorAll("#matrix tbody tr").forEach((row) => {
+  document.querySelectorAll("#matrix tbody tr[data-driver]").forEach((row) => {
     const reasons = row.dataset.reasons.split(" ").filter(Boolean);
     row.hidden = !(row.dataset.driver.toLowerCase().includes(name)
                    && (!reason || reasons.includes(reason))
-                   && (!failingOnly.checked || reasons.length > 0));
+                   && (!failingOnly.checked || reasons.length > 0 || "buildFailed" in row.dataset));
   });
   const query = new URLSearchParams(new FormData(form));
   for (const [key, value] of [...query.entries()]) {
