@@ -54,7 +54,8 @@ def test_readers_see_whole_matrices_while_a_kernel_is_ingested(served, testdata)
                 kernel_counts.add(summary["kernels"])
                 urllib.request.urlopen(f"{served}/matrix?stream={STREAM}", timeout=60).close()
             except Exception as error:  # noqa: BLE001 (every failure is the finding)
-                failures.append(repr(error))
+                body = error.read()[:500] if hasattr(error, "read") else b""
+                failures.append(repr(error) + repr(getattr(error, "url", "")) + repr(body))
             reads += 1
             writing.set()
 
