@@ -256,6 +256,9 @@ REQUIRED_TOOLS = {
 # (iptables-netflow's configure asks pkg-config for libxtables).
 REQUIRED_HEADERS = {"xtables.h": "libxtables-dev"}
 JOBS = 2
+# A build's time limit in the sandbox: the packages are known ones, and a build that hits the limit stops
+# the run instead of being recorded as a failure; openafs-modules takes many minutes on a busy machine.
+BUILD_SECONDS = 4 * 3600.0
 
 REPO = Path(__file__).resolve().parents[2]
 QUIET = False
@@ -878,13 +881,16 @@ def build_driver(root: Path, archive: Archive, driver: str, kver: str, tree: dic
     try:
         (tmp / "work").mkdir()
         try:
-            result = build_source(deb, kernel_build_tree([str(root / tree["root"])], tmp), tmp / "work", Limits())
+            result = build_source(deb, kernel_build_tree([str(root / tree["root"])], tmp), tmp / "work",
+                                  Limits(wall_seconds=BUILD_SECONDS))
         except InputError as exc:
             raise FetchError(f"building {deb.name} against {kver}: {exc}") from None
         log.parent.mkdir(exist_ok=True)
         with log.open("w") as out:
             out.write(f"# {driver} ({deb.name}) against {kver}: kabigate build ({result.method}), "
                       f"{result.outcome} after {result.seconds:.1f}s\n{result.log}")
+        if result.limit is not None:  # this machine's state, not the package's: not recorded (the log stays)
+            raise FetchError(f"building {deb.name} against {kver}: {result.limit}")
         if result.outcome != BuildOutcome.BUILT:
             # the words the corpus has always recorded for an exclusion
             error = f"dkms excludes {kver}: {result.error}" if result.outcome == BuildOutcome.EXCLUDED else result.error
