@@ -63,7 +63,7 @@ default
     and two stop building within 6.1 (recorded failures).  GATE_DRIVERS are
     also built against 6.1.0-50, the baseline of the gate of 6.1.0-53.  24
     drivers with builds, 55 builds, 18 failures; about 5 minutes cold on 2 idle
-    cores.
+    cores, 27 on 2 cores shared with other work (load average 10 to 13).
 full
     Every driver in DRIVERS against FULL_BUILD_KERNELS (6.1.0-47, -53, -56,
     -57, 6.12.107, 6.12.117), and GATE_DRIVERS against 6.1.0-50: 118 builds
