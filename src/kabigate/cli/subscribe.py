@@ -38,6 +38,9 @@ def subscribe_group() -> None:
 @store_option
 def subscribe_add(store: Store, as_json: bool, owner: str, **channel) -> None:
     """Subscribe to a package's or a stream's events, by one channel."""
+    source = click.get_current_context().get_parameter_source("secret")
+    if channel["webhook"] is None and source == click.core.ParameterSource.ENVIRONMENT:
+        channel["secret"] = None  # $KABIGATE_WEBHOOK_SECRET is for webhooks; an e-mail takes none
     added = subscribe(store, owner, **channel)
     if as_json:
         emit_json(subscription_json(added))

@@ -30,6 +30,7 @@ from kabigate.reports.notifications import (
     DELIVERY_HEADER,
     EVENT_HEADER,
     SIGNATURE_HEADER,
+    atom_feed,
     email_message,
     signature,
     webhook_body,
@@ -81,6 +82,20 @@ def record_events(store: Store, gate_run: str, events: list[Event]) -> list[Noti
     recorded = [store.record_event(e.key, e.kind, e.driver, e.stream, e.kernel_release, gate_run,
                                    dict(e.payload, gate_run=gate_run)) for e in events]
     return [e for e in recorded if e is not None]
+
+
+FEED_ENTRIES = 50
+
+
+def event_feed(store: Store, target_kind: SubscriptionTarget, name: str, feed_url: str, site_url: str) -> bytes:
+    """The Atom feed of a package's or a stream's events, the newest FEED_ENTRIES."""
+    if not NAME.fullmatch(name):
+        raise InputError(f"{name[:80]!r}: not a package or stream name")
+    if target_kind == SubscriptionTarget.PACKAGE:
+        events = store.events_of(driver=name, limit=FEED_ENTRIES)
+    else:
+        events = store.events_of(stream=name, limit=FEED_ENTRIES)
+    return atom_feed(f"kabigate: {target_kind} {name}", feed_url, site_url, events)
 
 
 # -- subscriptions --------------------------------------------------------------------------------
