@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Annotated
 
 import pydantic_core
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,7 +53,7 @@ from kabigate.services.matrix import (
     matrix_page_json,
     package_matrix,
 )
-from kabigate.services.notify import subscribe, unsubscribe
+from kabigate.services.notify import channels_from_env, deliver_pending, subscribe, unsubscribe
 from kabigate.services.overview import overview, overview_json
 from kabigate.services.packages import package_matrix_json
 from kabigate.services.symbols import search, search_json, symbol_story_json
@@ -374,7 +374,8 @@ class GateRequest(BaseModel):
 @router.post("/gate", status_code=201, dependencies=token_required,
              summary="Gate a stored kernel and record the run; the report is the gate's JSON",
              responses=documented(schemas.RecordedGate, KERNEL_ERRORS, WRITE_ERRORS, status=201))
-def gate(store: StoreDep, settings: SettingsDep, request: GateRequest) -> Response:
+def gate(store: StoreDep, settings: SettingsDep, request: GateRequest, background: BackgroundTasks) -> Response:
+    channels = channels_from_env()
     candidate = find_kernel(store, request.candidate, request.stream)
     baseline: KernelRecord | None
     if request.baseline is not None:
@@ -387,6 +388,8 @@ def gate(store: StoreDep, settings: SettingsDep, request: GateRequest) -> Respon
                       stablelist=settings.stablelist, driver=request.driver)
     document = gate_json(result)
     run = record_gate(store, result, document)
+    # its notifications go after the answer: an endpoint that is slow to take them holds no client
+    background.add_task(deliver_pending, store, channels)
     return as_built(dict(document, run=run.uuid), 201)
 
 
