@@ -6,6 +6,7 @@ times within its deadline, and the Atom feeds parse as Atom."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import http.server
@@ -25,10 +26,10 @@ from fastapi.testclient import TestClient
 from support.realstore import RELEASES, STREAM, build_store
 
 from kabigate.errors import InputError
-from kabigate.reports.notifications import subscription_json
+from kabigate.reports.notifications import atom_feed, email_message, subscription_json
 from kabigate.services.gate import record_gate, resolve_kernel, run_gate
 from kabigate.services.notify import Channels, deliver_pending, subscribe
-from kabigate.store import Store
+from kabigate.store import NotificationEvent, Store
 from kabigate.vocabulary import ChannelKind, DeliveryState, EventKind
 from kabigate.web import create_app
 
@@ -274,3 +275,17 @@ def test_the_api_and_the_feeds(gated):
         assert client.get("/feeds/packages/%2E%2E.atom").status_code == 404
         empty = ET.fromstring(client.get("/feeds/packages/no-such-driver.atom").content)
         assert empty.findall(f"{ATOM}entry") == []
+
+
+def test_a_build_error_quoted_in_an_event_stays_one_subject_line_and_valid_xml():
+    """A summary quotes a build's error (services.packages.why_not): compiler colours and several lines."""
+    payload = {"id": "0c4b5e4e-1111-4222-8333-944445555666", "kind": EventKind.PACKAGE_BROKEN, "gate_run": None,
+               "summary": "6.1.0-50-amd64 breaks jool: \x1b[01;31merror:\x1b[m 'x' undeclared\nmake: *** Error 2"}
+    message = email_message(payload, "kabigate@example.org", "me@example.org")
+    assert "\n" not in message["Subject"] and "\x1b" not in message["Subject"]
+    event = NotificationEvent(1, payload["id"], EventKind.PACKAGE_BROKEN, "jool", STREAM, RELEASES[1], None, payload,
+                              datetime.datetime(2026, 12, 7, 12, 0))
+    feed = ET.fromstring(atom_feed("kabigate: package jool", "http://h/feeds/packages/jool.atom", "http://h/", [event]))
+    (entry,) = feed.findall(f"{ATOM}entry")
+    assert entry.findtext(f"{ATOM}title").startswith("6.1.0-50-amd64 breaks jool: [01;31merror:")
+    assert entry.findtext(f"{ATOM}updated") == "2026-12-07T12:00:00Z"

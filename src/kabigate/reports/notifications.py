@@ -8,6 +8,7 @@ import datetime
 import hashlib
 import hmac
 import json
+import re
 import xml.etree.ElementTree as ET
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -16,6 +17,7 @@ SIGNATURE_HEADER = "X-Kabigate-Signature"  # sha256=<hex HMAC-SHA256 of the body
 EVENT_HEADER = "X-Kabigate-Event"  # the event's kind
 DELIVERY_HEADER = "X-Kabigate-Delivery"  # the event's id: the same event delivered twice has the same
 ATOM = "http://www.w3.org/2005/Atom"
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def subscription_json(subscription) -> dict:
@@ -38,16 +40,28 @@ def signature(secret: str, body: bytes) -> str:
 def email_message(payload: dict, sender: str, to: str) -> EmailMessage:
     """The e-mail of an event; its Message-ID is the event's id, so a mail sent twice is one to a reader."""
     message = EmailMessage()
-    message["Subject"] = f"[kabigate] {payload['summary']}"
+    message["Subject"] = f"[kabigate] {one_line(payload['summary'])}"
     message["From"] = sender
     message["To"] = to
     message["Message-ID"] = f"<{payload['id']}@kabigate>"
     message["Date"] = format_datetime(datetime.datetime.now(datetime.UTC))
     message[EVENT_HEADER] = payload["kind"]
+    message.set_content(_body(payload))
+    return message
+
+
+def _body(payload: dict) -> str:
+    """An event in words: its summary, then each of its fields that says something."""
     lines = [payload["summary"], "", *(f"{key}: {_text(value)}" for key, value in sorted(payload.items())
                                        if key not in ("summary", "id") and value not in (None, [], ""))]
-    message.set_content("\n".join(lines) + "\n")
-    return message
+    return "\n".join(lines) + "\n"
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """A header's or a title's text: one line (a build error quoted in a summary may hold several),
+    without the control characters XML 1.0 forbids (a compiler's colours), shortened to `limit`."""
+    text = " ".join(CONTROL.sub("", text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _text(value) -> str:
@@ -69,14 +83,13 @@ def atom_feed(title: str, feed_url: str, site_url: str, events) -> bytes:
     for event in events:
         entry = ET.SubElement(feed, f"{{{ATOM}}}entry")
         ET.SubElement(entry, f"{{{ATOM}}}id").text = f"urn:uuid:{event.uuid}"
-        ET.SubElement(entry, f"{{{ATOM}}}title").text = event.payload["summary"]
+        ET.SubElement(entry, f"{{{ATOM}}}title").text = one_line(event.payload["summary"])
         ET.SubElement(entry, f"{{{ATOM}}}updated").text = _rfc3339(event.created_at)
         ET.SubElement(entry, f"{{{ATOM}}}category", term=event.kind)
         if event.gate_run:
             ET.SubElement(entry, f"{{{ATOM}}}link", rel="alternate",
                           href=f"{site_url.rstrip('/')}/gate-runs/{event.gate_run}")
-        ET.SubElement(entry, f"{{{ATOM}}}content", type="text").text = email_message(
-            event.payload, "kabigate", "feed").get_content()
+        ET.SubElement(entry, f"{{{ATOM}}}content", type="text").text = CONTROL.sub("", _body(event.payload))
     return ET.tostring(feed, encoding="utf-8", xml_declaration=True)
 
 
