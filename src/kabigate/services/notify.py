@@ -194,8 +194,8 @@ class DeliveryReport:
     waiting: int  # no way to send them here (the bus outside a worker, e-mail without a server)
 
 
-def deliver_pending(store: Store, channels: Channels, publish: Callable[[NotificationEvent], None] | None = None,
-                    *, sleep: Callable[[float], None] = time.sleep) -> DeliveryReport:
+def deliver_pending(store: Store, channels: Channels, publish: Callable[[NotificationEvent], None] | None = None
+                    ) -> DeliveryReport:
     """Send the pending deliveries that are due: each claimed (another sender skips it), sent, and
     marked in a transaction. `publish` puts an event on the bus (a worker's); without it, bus
     deliveries wait for one."""
@@ -214,15 +214,16 @@ def deliver_pending(store: Store, channels: Channels, publish: Callable[[Notific
             if not store.claim_delivery(delivery.id, _now(), _now() + lease):
                 continue
         error = None
-        for attempt in range(channels.tries):
+        tries = max(1, min(channels.tries, channels.max_attempts - delivery.attempts))
+        for attempt in range(tries):
             try:
                 send()
                 error = None
                 break
             except (InputError, OSError, smtplib.SMTPException) as failure:
                 error = _one_line(failure)
-                if attempt + 1 < channels.tries:
-                    sleep(channels.backoff * 2 ** attempt)
+                if attempt + 1 < tries:
+                    time.sleep(channels.backoff * 2 ** attempt)
         attempts = delivery.attempts + (attempt + 1)
         give_up = error is not None and attempts >= channels.max_attempts
         with store.transaction():
