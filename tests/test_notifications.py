@@ -28,6 +28,7 @@ from support.realstore import RELEASES, STREAM, build_store
 from kabigate.errors import InputError
 from kabigate.reports.notifications import atom_feed, email_message, subscription_json
 from kabigate.services.gate import record_gate, resolve_kernel, run_gate
+from kabigate.services.ingest import ingest_driver_build, read_driver_builds
 from kabigate.services.notify import Channels, deliver_pending, subscribe
 from kabigate.store import NotificationEvent, Store
 from kabigate.vocabulary import ChannelKind, DeliveryState, EventKind
@@ -289,3 +290,23 @@ def test_a_build_error_quoted_in_an_event_stays_one_subject_line_and_valid_xml()
     (entry,) = feed.findall(f"{ATOM}entry")
     assert entry.findtext(f"{ATOM}title").startswith("6.1.0-50-amd64 breaks jool: [01;31merror:")
     assert entry.findtext(f"{ATOM}updated") == "2026-12-07T12:00:00Z"
+
+
+def test_a_rebuild_stored_after_the_break_is_reported_fixed_at_the_next_gate(testdata, tmp_path):
+    """acpi-call built for -47 only: -56 breaks it; its build for -56 is stored (what a driver
+    repository's rebuild makes), the kernel is gated again: fixed, once."""
+    path = build_store(testdata, tmp_path / "store.db")
+    entries = testdata.manifest["drivers"]["acpi-call"]
+    with Store.open(path) as store:
+        with store.transaction():
+            store.remove_builds("acpi-call")
+        for built_for in (RELEASES[0], RELEASES[2]):
+            for build in read_driver_builds([str(testdata.root / entries[built_for]["dir"])], "acpi-call",
+                                            entries[built_for]["version"]):
+                ingest_driver_build(store, build)
+            candidate, baseline = (resolve_kernel(store, r, STREAM) for r in (RELEASES[2], RELEASES[0]))
+            result = run_gate(store, candidate, baseline, stream=STREAM, driver="acpi-call")
+            record_gate(store, result, {"outcome": result.outcome})
+        kinds = [(e.kind, e.driver) for e in store.events()]
+    assert kinds == [(EventKind.PACKAGE_FIXED, "acpi-call"), (EventKind.GATE_BLOCKED, None),
+                     (EventKind.PACKAGE_BROKEN, "acpi-call")]
