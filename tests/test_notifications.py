@@ -271,6 +271,8 @@ def test_the_api_and_the_feeds(gated):
             assert entry.findtext(f"{ATOM}id").startswith("urn:uuid:") and entry.findtext(f"{ATOM}title")
             assert entry.findtext(f"{ATOM}updated").endswith("Z")
             assert entry.find(f"{ATOM}link").get("href").startswith("http://testserver/gate-runs/")
+        page = client.get("/drivers/acpi-call").text  # the driver's page names its feed
+        assert page.count('href="/feeds/packages/acpi-call.atom"') == 2
         stream = ET.fromstring(client.get(f"/feeds/streams/{STREAM}.atom").content)
         assert len(stream.findall(f"{ATOM}entry")) == 10
         assert client.get("/feeds/packages/%2E%2E.atom").status_code == 404
