@@ -1,5 +1,5 @@
 """The gate task: gate a stored kernel once, record the run with its task, publish the result
-(ResultsDB when configured, and a kabigate.gate.result message)."""
+(ResultsDB when configured, and a kabigate.gate.result message), and send its notifications."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from kabigate.services.gate import (
     run_gate,
     stream_of,
 )
+from kabigate.services.notify import channels_from_env, deliver_pending
 from kabigate.store import KernelRecord, Store, TaskRecord, TaskState
 from kabigate.workers.config import Settings
-from kabigate.workers.messaging import publish_gate_result
+from kabigate.workers.messaging import publish_gate_result, publish_notification
 
 
 def gate_task(store: Store, settings: Settings, task: TaskRecord) -> dict:
@@ -51,6 +52,8 @@ def gate_task(store: Store, settings: Settings, task: TaskRecord) -> dict:
         payload = resultsdb_payload(report, testcase=settings.testcase or DEFAULT_TESTCASE)
         resultsdb_id = publish_gate(store, run, settings.resultsdb, payload, os.environ.get("KABIGATE_RESULTSDB_TOKEN"))
     publish_gate_result(settings, run_id, report, resultsdb_id)
+    # the run's notifications, and any a worker stopped before sending: bounded, the rest wait
+    deliver_pending(store, channels_from_env(), lambda event: publish_notification(settings, event))
     return {"run": run_id, "outcome": run.outcome, "candidate": candidate.release}
 
 
