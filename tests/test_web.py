@@ -61,8 +61,9 @@ def empty_writer(tmp_path):
 
 
 def _rows(html: str) -> dict[str, bool]:
-    """The matrix page's rows: driver -> shown (a driver's builds are shown or hidden together)."""
-    return {driver: not hidden for driver, hidden in re.findall(r'<tr data-driver="([^"]+)"[^>]*?( hidden)?>', html)}
+    """The matrix page's package rows: driver -> shown (a package is shown when one of its builds is)."""
+    return {driver: not hidden for driver, hidden in re.findall(
+        r'<tr class="package-row" data-driver="([^"]+)"[^>]*?( hidden)?>', html)}
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -171,13 +172,22 @@ def test_matrix_cells_in_words_with_a_legend_and_partial_loads(reader):
     assert "loads whole" in legend and "partial load" in legend and "not judged" in legend
     # the reason names of this matrix's failing cells, as the CLI abbreviates them
     assert "<dt>layout</dt><dd>module-layout-mismatch</dd>" in legend
-    acpi = re.search(r'<tr data-driver="acpi-call".*?</tr>', html, re.S)[0]  # acpi-call built for 47
+    acpi = re.search(r'<tr class="build-row" data-driver="acpi-call".*?</tr>', html, re.S)[0]  # built for 47
     assert re.search(r">layout \d+</a></td>", acpi) and not re.search(r'<a href="/verdicts/\d+/\d+">\d+</a>', html)
     # dahdi's build for 47 loads all its modules but dahdi_echocan_oslec there: partial, not plain red
-    dahdi = re.search(r'<tr data-driver="dahdi".*?</tr>', html, re.S)[0]
+    dahdi = re.search(r'<tr class="build-row" data-driver="dahdi".*?</tr>', html, re.S)[0]
     (cell,) = re.findall(r'<td class="cell fails partial".*?</td>', dahdi, re.S)
     assert f'title="partial load on {RELEASES[0]}: 31/32 modules; fails: dahdi_echocan_oslec (' in cell
     assert ">31/32 <small>dahdi_echocan_oslec</small></a>" in cell
+    # a row a package above its builds (folded): its state on each kernel, as `matrix --packages` says it
+    packages = dict(re.findall(r'<tbody class="package folded" id="package-\d+">\s*<tr class="package-row" '
+                               r'data-driver="([^"]+)".*?</tr>(.*?)</tbody>', html, re.S))
+    assert sorted(packages) == sorted(DRIVERS)
+    states = {name: re.findall(r'data-state="([a-z-]+)"', row) for name, row in re.findall(
+        r'<tr class="package-row" data-driver="([^"]+)"(.*?)</tr>', html, re.S)}
+    assert states["acpi-call"] == ["loads-after-rebuild", "broken", "loads-after-rebuild"]
+    assert states["dahdi"][0] == "partial" and all(len(re.findall(r'class="build-row"', rows)) == 2
+                                                   for rows in packages.values())
 
 
 def test_a_build_that_failed_is_in_the_column_of_its_kernel(writer, testdata, tmp_path):

@@ -24,6 +24,7 @@ from kabigate.services.packages import (
     matters_to,
     package_verdict_json,
     package_verdicts,
+    verdicts_of,
 )
 from kabigate.store import BuildFailure, BuildRecord, Cell, KernelRecord, Store
 
@@ -167,6 +168,22 @@ def partial_loads(store: Store, matrix: Matrix) -> dict[tuple[int, int], list[st
     partial = [key for key, cell in matrix.cells.items() if not cell.loads and cell.modules_loading]
     details = store.verdict_details(partial[:PARTIAL_DETAILS])
     return {key: [m["name"] for m in modules if m["reasons"]] for key, modules in details.items()}
+
+
+def page_packages(store: Store, matrix: Matrix) -> PackageMatrix:
+    """The package verdicts of the drivers with a build on this page of `matrix`, on its kernels (the
+    matrix page's package rows): from all of each package's builds (of the matrix's architecture), the
+    page's cells read already, and its build failures."""
+    names = {b.driver for b in matrix.builds}
+    builds = [b for b in store.driver_builds() if b.driver in names and (matrix.arch is None or b.machine in
+                                                                            (matrix.arch, None))]
+    cells = matrix.cells
+    shown = {b.id for b in matrix.builds}
+    if others := [b.id for b in builds if b.id not in shown]:  # a package's builds on another page
+        cells = {**cells, **store.cells(RULES_VERSION, build_ids=others, kernel_ids=[k.id for k in matrix.kernels])}
+    failures = [f for f in matrix.build_failures if f.driver in names]
+    return PackageMatrix(matrix.stream, matrix.kernels, sorted(names),
+                         verdicts_of(matrix.kernels, builds, cells, failures))
 
 
 def failing_cell_details(store: Store, matrix: Matrix, explainable_only: bool = False

@@ -26,6 +26,7 @@ from kabigate.services.matrix import (
     build_matrix,
     driver_history,
     matrix_csv,
+    page_packages,
     partial_loads,
 )
 from kabigate.services.overview import overview
@@ -80,12 +81,21 @@ def matrix_page(request: Request, store: StoreDep, stream: str | None = None, ar
     for build in matrix.builds:
         cells = [matrix.cell(build, kernel) for kernel in matrix.kernels]
         rows.append((build, cells, where.keeps(build, matrix.failing_reasons(build))))
+    # a row a package, its verdict on each kernel, and its builds (this page's) folded underneath
+    packages = page_packages(store, matrix)
+    groups: dict[str, list] = {}
+    for row in rows:
+        groups.setdefault(row[0].driver, []).append(row)
+    package_rows = [(name, [packages.verdict(name, k) for k in matrix.kernels], builds,
+                     " ".join(sorted(set().union(*(matrix.failing_reasons(b) for b, _, _ in builds)))),
+                     any(shown for _, _, shown in builds)) for name, builds in groups.items()]
     placed, elsewhere = matrix.placed_failures()
     # a build that failed, in the column of the kernel it was built for: on the first page of a paged matrix
     failed = [(f, where.keeps_failure(f)) for f in placed] if matrix.page == 1 else []
     query = {key: value for key, value in (("stream", stream), ("arch", arch), ("driver", driver), ("reason", reason),
                                            ("failing", "true" if failing else "")) if value}
     return _page(request, "matrix.html", matrix=matrix, streams=streams, stream=stream, rows=rows,
+                 package_rows=package_rows,
                  architectures=architectures, arch=arch, failed=failed, failures_elsewhere=elsewhere,
                  summary=matrix.summary(), reason_codes=matrix.reasons(), driver=driver, reason=reason,
                  failing=failing, page_query=urlencode(query), partial=partial_loads(store, matrix),
