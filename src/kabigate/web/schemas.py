@@ -12,7 +12,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from kabigate.model import LoadVerdict, ReasonCode
-from kabigate.vocabulary import BuildOutcome, ExportChange, GateCategory, GateClass, Outcome, PackageState
+from kabigate.vocabulary import BuildOutcome, ExportChange, GateCategory, GateClass, Outcome, PackageState, TaskState
 
 
 class Closed(BaseModel):
@@ -638,3 +638,17 @@ class BuildLog(Closed):
     outcome: BuildOutcome
     error: str = Field(description="the first compiler error line, or dkms's reason for the exclusion")
     log: str | None = Field(description="the build's bounded log; null when none was kept")
+
+
+class Task(Closed):
+    """A task (reports.tasks.task_json): POST /explanations, GET /tasks/{key}, `kabigate tasks --json`."""
+
+    key: str = Field(description="what names the work: the same request has the same key, and is done once")
+    kind: str = Field(description="explain, ingest-kernel, ingest-drivers, gate")
+    args: dict = Field(description="what was asked")
+    state: TaskState
+    attempts: int
+    error: str | None
+    result: dict | None = Field(description="an explanation's: how many of its symbols were explained")
+    created_at: str
+    updated_at: str
