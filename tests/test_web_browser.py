@@ -24,6 +24,16 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
+def _keep(page, tmp_path: Path, name: str) -> Path:
+    """A full-page screenshot; with KABIGATE_SCREENSHOTS=DIR, kept there too (docs: the README's)."""
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    if folder := os.environ.get("KABIGATE_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / name).write_bytes(path.read_bytes())
+    return path
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -140,8 +150,7 @@ def test_overview_timeline_and_the_matrix_legend_in_chromium(server, browser, tm
     assert "working after rebuild" in page.inner_text("p.counts")
     columns = page.locator("svg.timeline a.column")
     assert columns.count() == 3 and page.locator("svg.timeline rect.working").first.bounding_box()["height"] > 10
-    overview_png = tmp_path / "overview.png"
-    page.screenshot(path=str(overview_png), full_page=True)
+    overview_png = _keep(page, tmp_path, "dashboard-overview.png")
     columns.nth(1).click()  # a column is its kernel's page
     page.wait_for_url("**/kernels/6.1.0-50-amd64?stream=*")
 
@@ -149,8 +158,8 @@ def test_overview_timeline_and_the_matrix_legend_in_chromium(server, browser, tm
     assert page.locator("#legend").is_visible() and "partial load" in page.inner_text("#legend")
     partial = page.locator("td.partial").first
     assert partial.is_visible() and partial.inner_text().startswith("31/32")
-    matrix_png = tmp_path / "matrix-legend.png"
-    page.screenshot(path=str(matrix_png), full_page=True)
+    page.locator("#matrix tr.package-row[data-driver=dahdi] button.fold").click()  # a package's builds unfolded
+    matrix_png = _keep(page, tmp_path, "dashboard-matrix.png")
     print(f"\nscreenshots: {overview_png} {matrix_png}")
     assert errors == [] and all(url.startswith(server) for url in requested)
     page.close()
@@ -175,8 +184,7 @@ def test_search_a_symbols_page_and_a_csv_download_in_chromium(server, browser, t
     assert page.inner_text("h1") == "Symbol proc_create"
     history = page.locator("table.symbol-history tr.changed")
     assert history.count() == 2 and "acpi-call" in page.inner_text("main")
-    symbol_png = tmp_path / "symbol.png"
-    page.screenshot(path=str(symbol_png), full_page=True)
+    symbol_png = _keep(page, tmp_path, "dashboard-symbol.png")
 
     page.goto(server + "/matrix?driver=dahdi")
     with page.expect_download() as download:
