@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jsonschema
@@ -217,6 +218,15 @@ def test_api(store, tmp_path, snapshots):
                           ("overview", "overview"), ("symbols/NAME", "symbols/proc_create")]:
             pin(snapshots, f"api {name}", get(url))
         pin(snapshots, "api search", get("search", q="proc"))
+        queued = client.post("/api/v1/explanations", json={"old": RELEASES[0], "new": RELEASES[1],
+                                                           "symbols": ["proc_create"]}, headers=auth)
+        declared(client.app, "POST", "/api/v1/explanations", queued.status_code, queued.json())
+        pin(snapshots, "api POST explanations", queued.json())
+        deadline = time.monotonic() + 300
+        while (task := get(f"tasks/{queued.json()['key']}"))["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline, task
+            time.sleep(0.2)
+        pin(snapshots, "api tasks/KEY", task)
 
 
 def test_build_reports(testdata, tmp_path, snapshots):

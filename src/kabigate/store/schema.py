@@ -157,6 +157,8 @@ verdict = Table(
     Column("failing_symbols", Integer, nullable=False),
     Column("detail", LargeBinary, nullable=False),  # compressed JSON: each module's reasons, warnings
     Index("ix_verdict_kernel", "kernel_id"),
+    # a whole matrix's cells read from the index alone, never the rows' details (migration 0012)
+    Index("ix_verdict_cells", "rules_version", "kernel_id", "build_id", "loads", "first_reason", "failing_symbols"),
 )
 
 build_failure = Table(
