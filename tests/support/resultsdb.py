@@ -35,26 +35,27 @@ class ResultsDB(http.server.BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         except (ValueError, TypeError):
             return self._answer(400, {"message": "Malformed JSON"})
-        problems = []
+        problems = []  # (field, message), as pydantic reports them
         outcome = body.get("outcome")
         if not isinstance(outcome, str) or outcome.strip().upper() not in self.outcomes:
-            problems.append(f"outcome must be one of: {', '.join(self.outcomes)}")
+            problems.append(("outcome", f"must be one of: {', '.join(self.outcomes)}"))
         testcase = body.get("testcase")
         if isinstance(testcase, str):
             testcase = {"name": testcase}
         if not isinstance(testcase, dict) or not testcase.get("name"):
-            problems.append("testcase name must be non-empty")
+            problems.append(("testcase", "testcase name must be non-empty"))
         for key in ("note", "ref_url"):
             if key in body and not isinstance(body[key], str):
-                problems.append(f"{key} must be a string")
+                problems.append((key, "str type expected"))
         data = body.get("data", {})
         if not isinstance(data, dict) or not all(
                 isinstance(k, str) and (isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str)
                                                                                             for i in v)))
                 for k, v in data.items()):
-            problems.append("data must map names to strings or lists of strings")
-        if problems:
-            return self._answer(400, {"message": {"errors": problems}})
+            problems.append(("data", "must map names to strings or lists of strings"))
+        if problems:  # flask-pydantic's answer to a body CreateResultParams refuses
+            return self._answer(400, {"validation_error": {"body_params": [
+                {"loc": [field], "msg": message, "type": "value_error"} for field, message in problems]}})
         self.received.append(body)
         self._answer(201, dict(body, id=len(self.received), submit_time="2026-11-29T00:00:00"))
 

@@ -255,7 +255,6 @@ def resultsdb_payload(report: dict, *, item: str | None = None, testcase: str = 
     if waivers:
         data["waived_by"] = waivers
     payload = {"outcome": report["outcome"], "testcase": {"name": testcase}, "note": note, "data": data}
-    if ref_url:
+    if ref_url:  # on the result: ResultsDB keeps one testcase ref_url, overwritten by each publish
         payload["ref_url"] = ref_url
-        payload["testcase"]["ref_url"] = ref_url
     return payload

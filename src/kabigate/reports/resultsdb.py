@@ -96,14 +96,36 @@ def _id(value) -> str | None:
 
 
 def error_message(body: bytes) -> str:
-    """What an error answer says, on one line: its JSON "message", else its first line."""
+    """What an error answer says, on one line: its pydantic validation errors (ResultsDB 2.x answers
+    {"validation_error": {"body_params": [...]}}, WaiverDB {"validation_error": [...]}) as
+    "field: problem; ...", else its JSON "message", else its first line."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
         lines = body.decode("utf-8", "replace").strip().splitlines()
         return lines[0][:200] if lines else ""
-    message = document.get("message") if isinstance(document, dict) else None
+    if not isinstance(document, dict):
+        return ""
+    problems = _validation_errors(document.get("validation_error"))
+    if problems:
+        return "; ".join(problems)[:500]
+    message = document.get("message")
     try:
         return json.dumps(message)[:300] if message is not None else ""
     except RecursionError:
         return ""
+
+
+def _validation_errors(value) -> list[str]:
+    """pydantic's errors ({"loc": [...], "msg": ...}, in a list or a dict of lists) as "field: msg"."""
+    groups = value.values() if isinstance(value, dict) else [value]
+    found = []
+    for group in groups:
+        for error in group if isinstance(group, list) else ():
+            if not isinstance(error, dict) or not isinstance(error.get("msg"), str):
+                continue
+            loc = error.get("loc")
+            where = ".".join(str(p) for p in loc if isinstance(p, (str, int))) if isinstance(loc, list) else ""
+            text = f"{where}: {error['msg']}" if where else error["msg"]
+            found.append("".join(c if c.isprintable() else " " for c in text)[:200])
+    return found
