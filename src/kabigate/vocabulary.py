@@ -100,3 +100,10 @@ class GateStage(StrEnum):
     CONFIRM = "confirming in qemu"
     RECORD = "recording the run"
     PUBLISH = "publishing to ResultsDB"
+
+
+class WaiverLink(StrEnum):
+    """How a stored waiver and a WaiverDB waiver are related (store waiver_link.direction)."""
+
+    POSTED = "posted"  # kabigate waiver add --waiverdb posted it there
+    IMPORTED = "imported"  # kabigate waiver import read it from there

@@ -14,10 +14,11 @@ from kabigate.store.store import (
     StoreError,
     TaskRecord,
     TaskState,
+    WaiverDbLink,
     default_url,
     flavor_of,
     version_key,
 )
 
 __all__ = ["BuildFailure", "BuildRecord", "Cell", "GateRun", "KernelRecord", "Removed", "Store", "StoreError",
-           "StoredVerdict", "TaskRecord", "TaskState", "default_url", "flavor_of", "version_key"]
+           "StoredVerdict", "TaskRecord", "TaskState", "WaiverDbLink", "default_url", "flavor_of", "version_key"]

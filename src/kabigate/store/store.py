@@ -8,7 +8,7 @@ get plain records and model objects back, never rows or sessions.
 """
 
 from kabigate.store.base import SQLITE_BUSY_TIMEOUT, StoreError, default_url, engine_url
-from kabigate.store.gating import GateRun, GateStore
+from kabigate.store.gating import GateRun, GateStore, WaiverDbLink
 from kabigate.store.records import BuildFailure, BuildRecord, KernelRecord, flavor_of, version_key
 from kabigate.store.tasks import TASK_STATES, TaskQueue, TaskRecord
 from kabigate.store.upkeep import Removed, Upkeep
@@ -21,5 +21,5 @@ class Store(Upkeep, VerdictStore, GateStore, TaskQueue):
 
 
 __all__ = ["SQLITE_BUSY_TIMEOUT", "TASK_STATES", "BuildFailure", "BuildRecord", "Cell", "GateRun", "KernelRecord",
-           "Removed", "Store", "StoreError", "StoredVerdict", "TaskRecord", "TaskState", "default_url", "engine_url",
-           "flavor_of", "version_key"]
+           "Removed", "Store", "StoreError", "StoredVerdict", "TaskRecord", "TaskState", "WaiverDbLink", "default_url",
+           "engine_url", "flavor_of", "version_key"]
