@@ -24,6 +24,7 @@ from kabigate.cli.shared import (
     err,
     out,
     progress,
+    say,
     write_atomically,
 )
 from kabigate.errors import InputError
@@ -625,8 +626,7 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
         table.add_row(*cells(b.driver, b.version or "-", b.built_for or "-", b.format), cut_cell(", ".join(b.modules)))
     out.print(table)
     for f in failures:
-        out.print(f"does not build: {f.driver} {f.version} for {f.kernel_release}: {f.error}", markup=False,
-                  soft_wrap=not TERMINAL)  # wrapped at words on a terminal, one line piped
+        say(f"does not build: {f.driver} {f.version} for {f.kernel_release}: {f.error}")
     table = Table("package", "stream", "newest kernel", "state", "why not", box=None)
     for stream, verdict in newest:
         table.add_row(*cells(verdict.driver, stream, verdict.kernel.release, verdict.state, why_not(verdict) or ""))

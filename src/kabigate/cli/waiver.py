@@ -7,7 +7,7 @@ import os
 
 import click
 
-from kabigate.cli.shared import Group, emit_json, err, out
+from kabigate.cli.shared import Group, emit_json, err, out, say
 from kabigate.cli.store import json_option, store_option
 from kabigate.reports.gate import DEFAULT_TESTCASE, waiver_json
 from kabigate.services.gate import add_waiver, revoke_waiver
@@ -102,8 +102,7 @@ def waiver_list(store: Store, include_revoked: bool, as_json: bool) -> None:
     for w in waivers:
         state = f"revoked {w.revoked_at:%Y-%m-%d}" if w.revoked_at else (f"until {w.expires}" if w.expires
                                                                          else "no expiry")
-        out.print(f"{w.id:>4}  driver={w.driver} symbol={w.symbol} kernel={w.kernel}  {state}  {w.who}: {w.reason}",
-                  markup=False)
+        say(f"{w.id:>4}  driver={w.driver} symbol={w.symbol} kernel={w.kernel}  {state}  {w.who}: {w.reason}")
 
 
 @waiver.command("revoke")
@@ -156,7 +155,7 @@ def waiver_import(store: Store, waiverdb_url: str | None, testcase: str, product
                    "already_stored": result.known, "items_not_stored": sorted(set(result.not_stored))})
         return
     for added in result.added:
-        out.print(f"waiver {added.id} imported: {added.label}", markup=False)
+        say(f"waiver {added.id} imported: {added.label}")
     for revoked in result.revoked:
         out.print(f"waiver {revoked.id} revoked: WaiverDB revoked it", markup=False)
     err.print(f"{len(result.added)} waivers imported, {len(result.revoked)} revoked, {result.known} already stored"
