@@ -25,7 +25,7 @@ CODE_WORD = re.compile(r"`([a-z][a-z-]*[a-z])`")
 NOT_A_LOADER_RULE = {ReasonCode.UNREADABLE}  # weak-modules' own refusal
 VOCABULARIES = [ReasonCode, LoadVerdict, vocabulary.GateClass, vocabulary.GateCategory, vocabulary.Outcome,
                 vocabulary.PackageState, vocabulary.ExportChange, vocabulary.TaskState, vocabulary.RequiresVerdict,
-                vocabulary.BuildOutcome]
+                vocabulary.BuildOutcome, vocabulary.WaiverLink]
 
 
 def _reason_code_argument(node: ast.expr) -> str:
