@@ -149,7 +149,7 @@ COMMAND_SUMMARIES = {
               'half-processed when the watcher died is processed again, and a gate run is never published '
               'twice.'),
     "waiver": ('Waivers kept in the store: every gate (CLI, watch, API) applies them with its --waivers '
-               'file. A waiver is never deleted: it is revoked, and stays listed as revoked.'),
+               'file; posted to and imported from WaiverDB with --waiverdb. Revoked, never deleted.'),
     "stablelist": 'Which symbols drivers need that the stablelist does not promise, and how the list moved.',
     "serve": ('Serve the dashboard (matrix, kernels, drivers, gate runs, stablelist demand) and the REST '
               'API (/api/v1, schema at /api/v1/openapi.json). Writes (ingest, gate) need `Authorization: '

@@ -37,8 +37,9 @@ def _target(waiverdb_url: str, testcase: str, product_version: str | None) -> Ta
 
 @click.group(cls=Group)
 def waiver() -> None:
-    """Waivers kept in the store: every gate (CLI, watch, API) applies them with its --waivers file.
-    A waiver is never deleted: it is revoked, and stays listed as revoked.
+    """Waivers kept in the store: every gate (CLI, watch, API) applies them with its --waivers file;
+    posted to and imported from WaiverDB with --waiverdb. A waiver is never deleted: it is revoked,
+    and stays listed as revoked.
 
     \b
     Example:
