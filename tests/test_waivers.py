@@ -268,7 +268,8 @@ def test_a_waiver_posted_to_waiverdb_comes_back_with_its_patterns_in_another_sto
                                                      "scenario": "x86_64.debian-6.1"}]
     # Read back into the store that posted it: already there, nothing copied.
     again = _as(None, "waiver", "import", "--db", db, "--waiverdb", waiverdb, "--json")
-    assert json.loads(again.stdout) == {"added": [], "revoked": [], "already_stored": 1, "items_not_stored": []}
+    assert json.loads(again.stdout) == {"added": [], "revoked": [], "already_stored": 1, "items_not_stored": [],
+                                        "refused": []}
     # Another store imports it with its patterns; its gates apply it, and the result they publish says so.
     other = str(tmp_path / "other.db")
     shutil.copy(base_db, other)
@@ -298,11 +299,14 @@ def test_a_waiver_written_in_waiverdb_forgives_its_kernel_until_waiverdb_revokes
     _post(waiverdb, "jane", waiver)
     _post(waiverdb, "jane", dict(waiver, subject_identifier="kernel-9.9.9-1"))  # a kernel not in the store
     _post(waiverdb, "jane", dict(waiver, testcase="another.testcase"))  # not the gate's
+    # a kabigate mark edited into one that waives everything: refused, the others imported
+    _post(waiverdb, "jane", dict(waiver, subject_identifier="kernel-0", comment='x [kabigate driver="*" who="j"]'))
     imported = _as(None, "waiver", "import", "--db", db, "--waiverdb", waiverdb, "--json")
     assert imported.returncode == 0, imported.stderr
     document = json.loads(imported.stdout)
     (added,) = document["added"]
     assert document["items_not_stored"] == ["kernel-9.9.9-1"]
+    assert document["refused"] == ["WaiverDB waiver 4: waives everything; name a driver, symbol or kernel pattern"]
     assert {k: added[k] for k in ("driver", "symbol", "kernel", "reason", "who")} == {
         "driver": "*", "symbol": "*", "kernel": CANDIDATE, "reason": "known ABI break, see bug 99", "who": "jane"}
     status, report = _gate(db)

@@ -153,12 +153,15 @@ def waiver_import(store: Store, waiverdb_url: str | None, testcase: str, product
     result = import_waivers(store, _target(waiverdb_url, testcase, product_version))
     if as_json:
         emit_json({"added": [waiver_json(w) for w in result.added], "revoked": [waiver_json(w) for w in result.revoked],
-                   "already_stored": result.known, "items_not_stored": sorted(set(result.not_stored))})
+                   "already_stored": result.known, "items_not_stored": sorted(set(result.not_stored)),
+                   "refused": result.refused})
         return
     for added in result.added:
         say(f"waiver {added.id} imported: {added.label}")
     for revoked in result.revoked:
         out.print(f"waiver {revoked.id} revoked: WaiverDB revoked it", markup=False)
+    for refusal in result.refused:
+        say(f"not imported: {refusal}", err)
     err.print(f"{len(result.added)} waivers imported, {len(result.revoked)} revoked, {result.known} already stored"
               + (f"; {len(result.not_stored)} for kernels not in the store" if result.not_stored else ""),
               markup=False)

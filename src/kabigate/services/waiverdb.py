@@ -88,6 +88,7 @@ class Imported:
     revoked: list[Waiver] = field(default_factory=list)
     known: int = 0  # WaiverDB waivers already linked to stored waivers
     not_stored: list[str] = field(default_factory=list)  # items of no stored kernel
+    refused: list[str] = field(default_factory=list)  # why a waiver was not imported (its mark's patterns)
 
 
 def import_waivers(store: Store, target: Target) -> Imported:
@@ -118,7 +119,8 @@ def import_waivers(store: Store, target: Target) -> Imported:
                 continue
             marked = waiver.patterns()
             if marked is not None:
-                entries = [{"driver": "*", "symbol": "*", "kernel": "*", **marked, "reason": waiver.reason}]
+                entries = [{"driver": "*", "symbol": "*", "kernel": "*", "who": waiver.username or "WaiverDB",
+                            **marked, "reason": waiver.reason}]
             else:
                 entries = [{"kernel": release, "reason": waiver.reason, "who": waiver.username or "WaiverDB"}
                            for release in _releases(kernels, waiver)]
@@ -126,7 +128,11 @@ def import_waivers(store: Store, target: Target) -> Imported:
                     result.not_stored.append(waiver.subject_identifier)
                     continue
             for entry in entries:
-                checked = waiver_from_mapping(entry, f"WaiverDB waiver {waiver.id}")
+                try:  # a mark edited in WaiverDB into nonsense: that waiver is not imported, the others are
+                    checked = waiver_from_mapping(entry, f"WaiverDB waiver {waiver.id}")
+                except InputError as error:
+                    result.refused.append(str(error))
+                    continue
                 stored_id = same.get(_key(checked))
                 if stored_id is None:
                     stored_id = same[_key(checked)] = store.add_waiver(checked)
