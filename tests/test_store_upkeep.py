@@ -117,6 +117,14 @@ def test_an_alias_merges_a_driver_ingested_under_another_name_and_names_it_after
     assert as_json(db, "history", "acpi_call")["driver"] == "acpi-call"
     assert as_json(db, "db", "remove-driver", "acpi_call", "--version", "9.10")["removed"]["builds"] == 1
     assert as_json(db, "db", "alias-driver", "acpi-call", "acpi_call")["merged"] == {}  # again: nothing to do
+    # A package name given for a tree, or a failure, is the driver's one name; looked up by it too.
+    assert kabigate(db, "ingest", "drivers", tree, "--name", "kmod-acpi-call", "--version", "9.11").returncode == 0
+    assert kabigate(db, "ingest", "build-failure", "--name", "acpi-call-dkms", "--version", "9.12", "--kernel",
+                    RELEASES[2], "--error", "no").returncode == 0
+    drivers = as_json(db, "drivers")
+    assert {b["driver"] for b in drivers["builds"] if b["version"] == "9.11"} == {"acpi-call"}
+    assert {f["driver"] for f in drivers["build_failures"] if f["version"] == "9.12"} == {"acpi-call"}
+    assert as_json(db, "history", "kmod-acpi-call")["driver"] == "acpi-call"
     assert as_json(db, "db", "remove-driver", "acpi-call")["removed"]["aliases"] == 1  # the driver goes
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select, update
 
 from kabigate.errors import InputError
-from kabigate.model import Export, Kernel, Module, PackageOrigin, version_key
+from kabigate.model import Export, Kernel, Module, PackageOrigin, driver_name, version_key
 from kabigate.store import codec
 from kabigate.store import schema as t
 from kabigate.store.base import CHUNK, StoreBase, StoreError, utc_now
@@ -448,10 +448,15 @@ class RecordStore(StoreBase):
         return {build_id: self._builds[build_id] for build_id in build_ids}
 
     def canonical_driver(self, name: str) -> str:
-        """The driver `name` is an alias of (kabigate db alias-driver), else `name` itself."""
+        """The driver `name` is an alias of (kabigate db alias-driver), else the driver its package
+        name names (kmod-jool: jool) when only that one is stored, else `name` itself."""
         with self._reading() as connection:
             found = connection.execute(select(t.driver.c.name).join(t.driver_alias).where(
                 t.driver_alias.c.alias == name)).scalar()
+            if found is None and driver_name(name) != name:
+                stored = set(connection.execute(select(t.driver.c.name).where(
+                    t.driver.c.name.in_([name, driver_name(name)]))).scalars())
+                found = driver_name(name) if stored == {driver_name(name)} else None
         return found or name
 
     def driver_aliases(self) -> dict[str, list[str]]:
