@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 from support.realstore import RELEASES, STREAM, build_store
-from support.resultsdb import resultsdb_server
+from support.resultsdb import resultsdb_server, waiverdb_server
 
 from kabigate.web import create_app
 
@@ -163,6 +163,14 @@ def test_gate_report(store, tmp_path, snapshots):
                                              "https://ci.example.org/hook", "--secret", "0123456789abcdef",
                                              "--owner", "ci", "--json"))
     pin(snapshots, "subscribe list", kabigate("subscribe", "list", "--db", copy, "--json"))
+    other = tmp_path / "other.db"
+    other.write_bytes(Path(store).read_bytes())
+    with waiverdb_server() as waiverdb, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KABIGATE_WAIVERDB_TOKEN", "kabigate-bot")
+        pin(snapshots, "waiver add --waiverdb", kabigate(
+            "waiver", "add", "--db", copy, "--driver", "jool", "--kernel", RELEASES[1], "--reason", "r", "--who",
+            "w@example.org", "--waiverdb", waiverdb, "--product-version", "debian-12", "--json"))
+        pin(snapshots, "waiver import", kabigate("waiver", "import", "--db", other, "--waiverdb", waiverdb, "--json"))
 
 
 def declared(app, method: str, path: str, status: int, document) -> None:

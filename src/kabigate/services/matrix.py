@@ -230,6 +230,7 @@ class StreamHistory:
 def driver_history(store: Store, driver: str, stream: str | None = None) -> list[StreamHistory]:
     """For each stream (or the one given): the package on each kernel, and each build of `driver`
     that can matter to the stream, where it stops loading and why, and which builds load there."""
+    driver = store.canonical_driver(driver)  # history of an alias is its driver's
     builds = [b for b in store.driver_builds() if b.driver == driver]
     if not builds:
         raise InputError(f"no driver named {driver!r} in the store")
