@@ -318,9 +318,9 @@ def _is_static_elf(path: Path) -> bool:
     )
 
 
-# Where kernel packages keep the image qemu boots: Debian /boot/vmlinuz-<kver>, RHEL/Fedora
-# kernel-core /lib/modules/<kver>/vmlinuz, SUSE /boot/vmlinuz-<kver>.
-_IMAGE_MEMBER = re.compile(r"^(/boot/vmlinuz-[^/]+|/lib/modules/[^/]+/vmlinuz)$")
+# Where kernel packages keep the image qemu boots: Debian /boot/vmlinuz-<kver> (ppc64el's is the
+# ELF /boot/vmlinux-<kver>), RHEL/Fedora kernel-core /lib/modules/<kver>/vmlinuz, SUSE /boot/vmlinuz-<kver>.
+_IMAGE_MEMBER = re.compile(r"^(/boot/vmlinu[xz]-[^/]+|/lib/modules/[^/]+/vmlinuz)$")
 
 
 def kernel_image(source: str, directory: Path) -> Path:
@@ -347,7 +347,7 @@ def kernel_image(source: str, directory: Path) -> Path:
                 return target
     finally:
         package.close()
-    raise InputError(f"{source}: no kernel image in this package (/boot/vmlinuz-* or /lib/modules/*/vmlinuz)")
+    raise InputError(f"{source}: no kernel image in this package (/boot/vmlinu[xz]-* or /lib/modules/*/vmlinuz)")
 
 
 # The kernel's refusals (kernel/module/main.c, version.c, signing.c), first match wins, as
