@@ -89,6 +89,8 @@ def kernel_image(data: bytes, what: str) -> bytes:
 
 
 def _zboot_payload(data: bytes, what: str) -> bytes:
+    if len(data) < 0x40:
+        raise InputError(f"{what}: EFI zboot header cut short ({len(data)} bytes)")
     offset, size = struct.unpack_from("<II", data, 8)
     kind = data[0x18:0x20].split(b"\0", 1)[0].decode("ascii", "replace")
     if size == 0 or offset + size > len(data):

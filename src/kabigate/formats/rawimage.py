@@ -173,7 +173,7 @@ def raw_image_btf(image: bytes) -> bytes | None:
     hdr_len 24 (include/uapi/linux/btf.h); its length is the header's."""
     for header in _BTF_HEADERS:
         start = image.find(header)
-        if start >= 0:
+        if start >= 0 and start + 24 <= len(image):
             endian = "<" if header[0] == 0x9F else ">"
             type_off, type_len, str_off, str_len = struct.unpack_from(endian + "IIII", image, start + 8)
             end = start + 24 + max(type_off + type_len, str_off + str_len)
