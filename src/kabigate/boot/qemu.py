@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import lzma
 import os
+import platform
 import posixpath
 import re
 import secrets
@@ -30,15 +31,50 @@ from pathlib import Path
 
 from kabigate.errors import InputError
 from kabigate.formats.bzimage import MAX_KERNEL_IMAGE
+from kabigate.formats.rawimage import ARM64_MAGIC, ARM64_MAGIC_OFFSET
 from kabigate.inputs.packages import Package, is_package_file, is_url
 from kabigate.model import ReasonCode
 
 BUSYBOX = Path("/bin/busybox")
 QEMU = "qemu-system-x86_64"
+# A static busybox of another architecture cannot sit at /bin/busybox beside the host's
+# (busybox-static is not Multi-Arch: same): `dpkg-deb -x busybox-static_*_arm64.deb` and name it here.
+BUSYBOX_AARCH64_ENV = "KABIGATE_BUSYBOX_AARCH64"
 _APPLETS = ("sh", "mount", "insmod", "modprobe", "dmesg", "poweroff")
 # "quiet" keeps the boot short on the console but still shows errors if the
 # boot itself fails; /init then silences the console entirely.
-_BASE_KERNEL_ARGS = "console=ttyS0 panic=-1 quiet"
+_BASE_KERNEL_ARGS = "panic=-1 quiet"
+
+
+@dataclass(frozen=True)
+class Guest:
+    """How qemu boots a kernel of one architecture: TCG, or KVM on a host of that architecture."""
+
+    machine: str  # `uname -m`
+    qemu: str
+    package: str  # the Debian package with `qemu`
+    tcg: tuple[str, ...]  # the board and CPU emulated
+    console: str  # the board's serial port as the kernel names it
+
+    def busybox(self) -> Path:
+        if self.machine == "x86_64":
+            return BUSYBOX
+        return Path(os.environ.get(BUSYBOX_AARCH64_ENV, ""))
+
+
+GUESTS = {
+    "x86_64": Guest("x86_64", QEMU, "qemu-system-x86", ("-cpu", "max"), "ttyS0"),
+    # qemu's virt board, its PL011 UART ttyAMA0 (Debian's arm64 config builds CONFIG_SERIAL_AMBA_PL011)
+    "aarch64": Guest("aarch64", "qemu-system-aarch64", "qemu-system-arm", ("-M", "virt", "-cpu", "cortex-a57"),
+                     "ttyAMA0"),
+}
+
+
+def guest_of(vmlinuz: Path) -> Guest:
+    """The guest a kernel image needs: an arm64 Image (its "ARM\\x64" magic), else an x86 bzImage."""
+    with vmlinuz.open("rb") as file:
+        head = file.read(ARM64_MAGIC_OFFSET + 4)
+    return GUESTS["aarch64" if head[ARM64_MAGIC_OFFSET:] == ARM64_MAGIC else "x86_64"]
 _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\] ?")
 
 
@@ -64,14 +100,18 @@ class GuestFile:
     link: str | None = None
 
 
-def qemu_available() -> str | None:
-    """Return None if insmod_in_qemu can run here, else why not (for pytest.skip)."""
-    if shutil.which(QEMU) is None:
-        return f"{QEMU} not found (apt-get install qemu-system-x86)"
-    if not BUSYBOX.is_file():
-        return f"{BUSYBOX} not found (apt-get install busybox-static)"
-    if not _is_static_elf(BUSYBOX):
-        return f"{BUSYBOX} is dynamically linked (apt-get install busybox-static)"
+def qemu_available(machine: str = "x86_64") -> str | None:
+    """Return None if insmod_in_qemu can run kernels of `machine` here, else why not (for pytest.skip)."""
+    guest = GUESTS[machine]
+    if shutil.which(guest.qemu) is None:
+        return f"{guest.qemu} not found (apt-get install {guest.package})"
+    busybox = guest.busybox()
+    if guest.machine != "x86_64" and not os.environ.get(BUSYBOX_AARCH64_ENV):
+        return f"no {machine} busybox: set {BUSYBOX_AARCH64_ENV} to the static busybox of busybox-static:arm64"
+    if not busybox.is_file():
+        return f"{busybox} not found (apt-get install busybox-static)"
+    if not _is_static_elf(busybox):
+        return f"{busybox} is dynamically linked (apt-get install busybox-static)"
     return None
 
 
@@ -97,25 +137,26 @@ def run_in_qemu(
 ) -> list[InsmodResult]:
     """Boot ``vmlinuz`` once with ``files`` in its initramfs, run each (label, shell command)
     step in order, report each one's exit status and kernel messages under its label."""
-    reason = qemu_available()
+    guest = guest_of(vmlinuz)
+    reason = qemu_available(guest.machine)
     if reason is not None:
         raise RealKernelError(reason)
     marker = f"@@kabigate-{secrets.token_hex(8)}"
     deadline = time.monotonic() + timeout
     with tempfile.TemporaryDirectory(prefix="kabigate-qemu-") as tmp:
         initrd = Path(tmp) / "initramfs.cpio"
-        initrd.write_bytes(_initramfs(files, [command for _, command in steps], marker))
-        append = f"{_BASE_KERNEL_ARGS} {kernel_args}"
+        initrd.write_bytes(_initramfs(files, [command for _, command in steps], marker, guest.busybox()))
+        append = f"console={guest.console} {_BASE_KERNEL_ARGS} {kernel_args}"
         boot = None
-        if _kvm_usable():
+        if guest.machine == platform.machine() and _kvm_usable():
             init_deadline = min(deadline, time.monotonic() + _KVM_INIT_SECONDS)
-            cmd = _qemu_cmd(vmlinuz, initrd, append, kvm=True)
+            cmd = _qemu_cmd(guest, vmlinuz, initrd, append, kvm=True)
             boot = _boot(cmd, marker, deadline, init_deadline)
             if not boot.reached_init:
                 _mark_kvm_broken(boot)
                 boot = None
         if boot is None:
-            boot = _boot(_qemu_cmd(vmlinuz, initrd, append, kvm=False), marker, deadline, deadline)
+            boot = _boot(_qemu_cmd(guest, vmlinuz, initrd, append, kvm=False), marker, deadline, deadline)
     if not boot.reached_init:
         why = f"within {timeout:.0f}s" if boot.timed_out else "before qemu exited"
         raise RealKernelError(
@@ -156,12 +197,12 @@ def _mark_kvm_broken(boot: _Boot) -> None:
     )
 
 
-def _qemu_cmd(vmlinuz: Path, initrd: Path, append: str, *, kvm: bool) -> list[str]:
+def _qemu_cmd(guest: Guest, vmlinuz: Path, initrd: Path, append: str, *, kvm: bool) -> list[str]:
     return [
-        QEMU,
+        guest.qemu,
         # Expose every CPU feature available, so modules that probe for e.g.
         # AES-NI behave as on a modern host.
-        *(["-enable-kvm", "-cpu", "host"] if kvm else ["-cpu", "max"]),
+        *(["-enable-kvm", "-cpu", "host"] if kvm else guest.tcg),
         "-m", "1024",
         "-nographic", "-no-reboot", "-nic", "none",
         "-kernel", str(vmlinuz),
@@ -255,7 +296,7 @@ def _tail(console: str, lines: int = 40) -> str:
     return "\n".join(console.splitlines()[-lines:])
 
 
-def _initramfs(files: Sequence[GuestFile], commands: list[str], marker: str) -> bytes:
+def _initramfs(files: Sequence[GuestFile], commands: list[str], marker: str, busybox: Path) -> bytes:
     archive = _Cpio()
     folders = {"bin", "dev", "proc"}
     for file in files:
@@ -265,7 +306,7 @@ def _initramfs(files: Sequence[GuestFile], commands: list[str], marker: str) -> 
         archive.add(folder, 0o040755)
     # The kernel opens /dev/console for init's stdio before anything can mount devtmpfs.
     archive.add("dev/console", 0o020600, rdev=(5, 1))
-    archive.add("bin/busybox", 0o100755, BUSYBOX.read_bytes())
+    archive.add("bin/busybox", 0o100755, busybox.read_bytes())
     for applet in _APPLETS:
         archive.add(f"bin/{applet}", 0o120777, b"busybox")
     archive.add("init", 0o100755, _init_script(commands, marker).encode())
@@ -306,7 +347,7 @@ def _is_static_elf(path: Path) -> bool:
     """True if the ELF file has no PT_INTERP, i.e. runs without a dynamic loader."""
     with path.open("rb") as f:
         header = f.read(64)
-        if header[:5] != b"\x7fELF\x02":  # 64-bit ELF only, as busybox-static is on amd64
+        if header[:6] != b"\x7fELF\x02\x01":  # 64-bit little-endian ELF, as busybox-static is on amd64 and arm64
             return False
         phoff, = struct.unpack_from("<Q", header, 32)
         phentsize, phnum = struct.unpack_from("<HH", header, 54)
