@@ -5,6 +5,7 @@ initramfs; kabigate's verdict and first reason, from the image alone, equal the 
 
 from __future__ import annotations
 
+import errno
 import subprocess
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from kabigate.boot.qemu import BUSYBOX_AARCH64_ENV, insmod_in_qemu, kernel_image
 from kabigate.formats.modsig import split_signature
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.modules import read_modules
-from kabigate.rules import check_modules
+from kabigate.rules import LoadOptions, check_modules
+from kabigate.signing.verify import load_trust, verify_file
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]
 
@@ -55,8 +57,10 @@ def arm64(testdata, tmp_path_factory) -> Path:
 
 
 def test_arm64_insmod_verdicts_equal_kabigates(testdata, arm64, tmp_path):
-    """One boot: its own fat.ko loads; the same unsigned with kfree's CRC edited is refused for kfree; 6.1.0-47's
-    fat.ko is refused for module_layout, the first CRC the loader checks (check_modstruct_version())."""
+    """One boot: its own fat.ko loads; the same unsigned with kfree's CRC edited is refused for kfree,
+    and still signed with EKEYREJECTED (its signature no longer verifies: fatal though not enforced);
+    6.1.0-47's fat.ko is refused for module_layout, the first CRC the loader checks
+    (check_modstruct_version())."""
     own = module_of(testdata, KERNEL, FAT)
     edited = tmp_path / "fat.ko"
     # Unsigned: a signature that no longer verifies is refused with EKEYREJECTED even when
@@ -64,13 +68,23 @@ def test_arm64_insmod_verdicts_equal_kabigates(testdata, arm64, tmp_path):
     size, _signature = split_signature(own.read_bytes())
     edited.write_bytes(with_crc(own.read_bytes()[:size], "kfree", 0x1))
     older = module_of(testdata, OLDER, FAT)
-    cases = [edited, own, older]  # each alone: the edited one is refused before its twin loads
+    still_signed = tmp_path / "signed" / "fat.ko"
+    still_signed.parent.mkdir()
+    still_signed.write_bytes(with_crc(own.read_bytes(), "kfree", 0x1))
+    # each alone: the edited ones are refused before their twin loads
+    cases = [edited, still_signed, own, older]
     kernel = load_kernel([str(arm64)])
     assert kernel.machine == "aarch64"
-    verdicts = [check_modules(read_modules([str(path)]), kernel)[0] for path in cases]
+    trust = load_trust([str(arm64)])  # the keys built into the Image
+    verdicts = []
+    for path in cases:
+        modules = read_modules([str(path)])
+        checks = {m.path: verify_file(m.path, trust) for m in modules}
+        verdicts += check_modules(modules, kernel, LoadOptions(signature_checks=checks))
     results = insmod_in_qemu(arm64, cases, timeout=600)
     theirs = [kernel_reason(r) for r in results]
     ours = [(v.reasons[0].code, v.reasons[0].symbol) if v.reasons else None for v in verdicts]
     assert [(t.code, t.symbol) if t else None for t in theirs] == ours == [
-        ("crc-mismatch", "kfree"), None, ("module-layout-mismatch", "module_layout")]
+        ("crc-mismatch", "kfree"), ("bad-signature", None), None, ("module-layout-mismatch", "module_layout")]
     assert "fat: disagrees about version of symbol kfree" in results[0].kernel_messages
+    assert results[1].exit_status == errno.EKEYREJECTED and results[1].kernel_messages == []

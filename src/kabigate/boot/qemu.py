@@ -441,6 +441,10 @@ def kernel_reason(result: InsmodResult) -> KernelReason | None:
                 return KernelReason(code, match.group(1) if match.groups() else None, message)
     if result.exit_status == errno.EEXIST:
         return KernelReason(ReasonCode.ALREADY_LOADED, None, "File exists")
+    if result.exit_status in (errno.EKEYREJECTED, errno.EBADMSG):
+        # module_sig_check(): a signature that does not verify, or is malformed, is fatal even when
+        # signatures are not enforced, and the kernel says so in no message
+        return KernelReason(ReasonCode.BAD_SIGNATURE, None, os.strerror(result.exit_status))
     if result.exit_status == errno.ENOEXEC:
         # try_to_force_load() refuses without a word: no __versions, no vermagic, exports without CRCs
         return KernelReason(ReasonCode.NO_VERSIONS, None, "Exec format error (no message: try_to_force_load())")
