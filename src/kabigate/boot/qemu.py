@@ -37,9 +37,6 @@ from kabigate.model import ReasonCode
 
 BUSYBOX = Path("/bin/busybox")
 QEMU = "qemu-system-x86_64"
-# A static busybox of another architecture cannot sit at /bin/busybox beside the host's
-# (busybox-static is not Multi-Arch: same): `dpkg-deb -x busybox-static_*_arm64.deb` and name it here.
-BUSYBOX_AARCH64_ENV = "KABIGATE_BUSYBOX_AARCH64"
 _APPLETS = ("sh", "mount", "insmod", "modprobe", "dmesg", "poweroff")
 # "quiet" keeps the boot short on the console but still shows errors if the
 # boot itself fails; /init then silences the console entirely.
@@ -56,10 +53,17 @@ class Guest:
     tcg: tuple[str, ...]  # the board and CPU emulated
     console: str  # the board's serial port as the kernel names it
 
+    @property
+    def busybox_env(self) -> str:
+        """A static busybox of another architecture cannot sit at /bin/busybox beside the host's
+        (busybox-static is not Multi-Arch: same): `dpkg-deb -x busybox-static_*_arm64.deb` and
+        name its bin/busybox in $KABIGATE_BUSYBOX_AARCH64 (_PPC64LE, ...)."""
+        return f"KABIGATE_BUSYBOX_{self.machine.upper()}"
+
     def busybox(self) -> Path:
         if self.machine == "x86_64":
             return BUSYBOX
-        return Path(os.environ.get(BUSYBOX_AARCH64_ENV, ""))
+        return Path(os.environ.get(self.busybox_env, ""))
 
 
 GUESTS = {
@@ -67,14 +71,22 @@ GUESTS = {
     # qemu's virt board, its PL011 UART ttyAMA0 (Debian's arm64 config builds CONFIG_SERIAL_AMBA_PL011)
     "aarch64": Guest("aarch64", "qemu-system-aarch64", "qemu-system-arm", ("-M", "virt", "-cpu", "cortex-a57"),
                      "ttyAMA0"),
+    # PAPR's virtual console hvc0; SLOF loads the ELF vmlinux Debian's ppc64el ships
+    "ppc64le": Guest("ppc64le", "qemu-system-ppc64", "qemu-system-ppc", ("-M", "pseries"), "hvc0"),
 }
+_EM_PPC64 = 21
 
 
 def guest_of(vmlinuz: Path) -> Guest:
-    """The guest a kernel image needs: an arm64 Image (its "ARM\\x64" magic), else an x86 bzImage."""
+    """The guest a kernel image needs: an arm64 Image (its "ARM\\x64" magic), a little-endian
+    ppc64 ELF vmlinux, else an x86 bzImage."""
     with vmlinuz.open("rb") as file:
         head = file.read(ARM64_MAGIC_OFFSET + 4)
-    return GUESTS["aarch64" if head[ARM64_MAGIC_OFFSET:] == ARM64_MAGIC else "x86_64"]
+    if head[ARM64_MAGIC_OFFSET:] == ARM64_MAGIC:
+        return GUESTS["aarch64"]
+    if head[:6] == b"\x7fELF\x02\x01" and struct.unpack_from("<H", head, 18)[0] == _EM_PPC64:
+        return GUESTS["ppc64le"]
+    return GUESTS["x86_64"]
 _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\] ?")
 
 
@@ -106,8 +118,8 @@ def qemu_available(machine: str = "x86_64") -> str | None:
     if shutil.which(guest.qemu) is None:
         return f"{guest.qemu} not found (apt-get install {guest.package})"
     busybox = guest.busybox()
-    if guest.machine != "x86_64" and not os.environ.get(BUSYBOX_AARCH64_ENV):
-        return f"no {machine} busybox: set {BUSYBOX_AARCH64_ENV} to the static busybox of busybox-static:arm64"
+    if guest.machine != "x86_64" and not os.environ.get(guest.busybox_env):
+        return f"no {machine} busybox: set {guest.busybox_env} to the static busybox of busybox-static"
     if not busybox.is_file():
         return f"{busybox} not found (apt-get install busybox-static)"
     if not _is_static_elf(busybox):
@@ -347,7 +359,7 @@ def _is_static_elf(path: Path) -> bool:
     """True if the ELF file has no PT_INTERP, i.e. runs without a dynamic loader."""
     with path.open("rb") as f:
         header = f.read(64)
-        if header[:6] != b"\x7fELF\x02\x01":  # 64-bit little-endian ELF, as busybox-static is on amd64 and arm64
+        if header[:6] != b"\x7fELF\x02\x01":  # 64-bit little-endian ELF: busybox-static of amd64, arm64, ppc64el
             return False
         phoff, = struct.unpack_from("<Q", header, 32)
         phentsize, phnum = struct.unpack_from("<HH", header, 54)
