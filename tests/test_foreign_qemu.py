@@ -1,7 +1,8 @@
 """The qemu harness on other architectures (issue 22 item 5): Debian's 6.1.0-56 arm64 kernel booted
 with `qemu-system-aarch64 -M virt -cpu cortex-a57` (TCG, console ttyAMA0) and 6.1.0-47 ppc64el's with
-`qemu-system-ppc64 -M pseries` (hvc0), busybox-static of each in the initramfs; kabigate's verdict
-and first reason, from the image alone, equal the kernel's.
+`qemu-system-ppc64 -M pseries` (hvc0) and 6.1.0-47 s390x's with `qemu-system-s390x -M s390-ccw-virtio`
+(ttysclp0), busybox-static of each in the initramfs; kabigate's verdict and first reason, from the
+image alone, equal the kernel's.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from kabigate.signing.verify import load_trust, verify_file
 
 pytestmark = [pytest.mark.realdata, pytest.mark.qemu]
 
-KERNEL, OLDER, PPC64LE = "6.1.0-56-arm64", "6.1.0-47-arm64", "6.1.0-47-powerpc64le"
+KERNEL, OLDER, PPC64LE, S390X = "6.1.0-56-arm64", "6.1.0-47-arm64", "6.1.0-47-powerpc64le", "6.1.0-47-s390x"
 FAT = "kernel/fs/fat/fat.ko"
 
 
@@ -66,6 +67,11 @@ def arm64(testdata, tmp_path_factory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def ppc64le(testdata, tmp_path_factory) -> Iterator[Path]:
     yield from booted(testdata, tmp_path_factory.mktemp("ppc64le"), PPC64LE, "ppc64le")
+
+
+@pytest.fixture(scope="module")
+def s390x(testdata, tmp_path_factory) -> Iterator[Path]:
+    yield from booted(testdata, tmp_path_factory.mktemp("s390x"), S390X, "s390x")
 
 
 def verdicts_and_results(image: Path, cases: list[Path]) -> tuple[list, list, list]:
@@ -122,3 +128,16 @@ def test_ppc64le_insmod_verdicts_equal_kabigates(testdata, ppc64le, tmp_path):
     ours, theirs, results = verdicts_and_results(ppc64le, cases)
     assert theirs == ours == [("arch-mismatch", None), ("crc-mismatch", "kfree"), None]
     assert "Invalid architecture in ELF header: 183" in results[0].kernel_messages
+
+
+def test_s390x_insmod_verdicts_equal_kabigates(testdata, s390x, tmp_path):
+    """`qemu-system-s390x -M s390-ccw-virtio` (TCG, console ttysclp0) booting Debian's s390x image: an
+    arm64 module, little-endian, is refused for its e_type read big-endian (elf_validity_check() checks
+    it before the machine), its own fat.ko unsigned with kfree's CRC edited (big-endian) for kfree,
+    and the unedited one loads."""
+    own = module_of(testdata, S390X, FAT)
+    cases = [module_of(testdata, OLDER, FAT), unsigned_with_crc(own, "kfree", tmp_path), own]
+    assert load_kernel([str(s390x)]).machine == "s390x"
+    ours, theirs, results = verdicts_and_results(s390x, cases)
+    assert theirs == ours == [("invalid-elf", None), ("crc-mismatch", "kfree"), None]
+    assert "Invalid ELF header type: 256 != 1" in results[0].kernel_messages

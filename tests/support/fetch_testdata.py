@@ -181,7 +181,7 @@ FOREIGN_KERNELS = {
     "6.1.0-47-powerpc64le": ("ppc64el", "linux-image-6.1.0-47-powerpc64le"),
 }
 # Architectures whose kernels the qemu tests boot (test_foreign_qemu.py): their busybox-static.
-FOREIGN_BUSYBOX = ("arm64", "ppc64el")
+FOREIGN_BUSYBOX = ("arm64", "ppc64el", "s390x")
 # The in-tree modules unpacked from a foreign image (under lib/modules/<kver>/kernel/):
 # about 45 a kernel, exporting to each other (media, usb-storage with its USB_STORAGE
 # symbol namespace, fat) and present on all three architectures.

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from kabigate.errors import InputError
 from kabigate.formats.bzimage import MAX_KERNEL_IMAGE
-from kabigate.formats.rawimage import ARM64_MAGIC, ARM64_MAGIC_OFFSET
+from kabigate.formats.rawimage import ARM64_MAGIC, ARM64_MAGIC_OFFSET, S390_EP, S390_EP_OFFSET
 from kabigate.inputs.packages import Package, is_package_file, is_url
 from kabigate.model import ReasonCode
 
@@ -73,17 +73,21 @@ GUESTS = {
                      "ttyAMA0"),
     # PAPR's virtual console hvc0; SLOF loads the ELF vmlinux Debian's ppc64el ships
     "ppc64le": Guest("ppc64le", "qemu-system-ppc64", "qemu-system-ppc", ("-M", "pseries"), "hvc0"),
+    # the SCLP line-mode console ttysclp0; qemu loads the s390 image (its decompressor) as is
+    "s390x": Guest("s390x", "qemu-system-s390x", "qemu-system-misc", ("-M", "s390-ccw-virtio"), "ttysclp0"),
 }
 _EM_PPC64 = 21
 
 
 def guest_of(vmlinuz: Path) -> Guest:
-    """The guest a kernel image needs: an arm64 Image (its "ARM\\x64" magic), a little-endian
-    ppc64 ELF vmlinux, else an x86 bzImage."""
+    """The guest a kernel image needs: an arm64 Image (its "ARM\\x64" magic), an s390 image
+    ("S390EP"), a little-endian ppc64 ELF vmlinux, else an x86 bzImage."""
     with vmlinuz.open("rb") as file:
-        head = file.read(ARM64_MAGIC_OFFSET + 4)
-    if head[ARM64_MAGIC_OFFSET:] == ARM64_MAGIC:
+        head = file.read(S390_EP_OFFSET + len(S390_EP))
+    if head[ARM64_MAGIC_OFFSET:ARM64_MAGIC_OFFSET + 4] == ARM64_MAGIC:
         return GUESTS["aarch64"]
+    if head[S390_EP_OFFSET:] == S390_EP:
+        return GUESTS["s390x"]
     if head[:6] == b"\x7fELF\x02\x01" and struct.unpack_from("<H", head, 18)[0] == _EM_PPC64:
         return GUESTS["ppc64le"]
     return GUESTS["x86_64"]
@@ -359,15 +363,16 @@ def _is_static_elf(path: Path) -> bool:
     """True if the ELF file has no PT_INTERP, i.e. runs without a dynamic loader."""
     with path.open("rb") as f:
         header = f.read(64)
-        if header[:6] != b"\x7fELF\x02\x01":  # 64-bit little-endian ELF: busybox-static of amd64, arm64, ppc64el
+        if header[:5] != b"\x7fELF\x02" or header[5] not in (1, 2):  # 64-bit, either byte order (s390x: big)
             return False
-        phoff, = struct.unpack_from("<Q", header, 32)
-        phentsize, phnum = struct.unpack_from("<HH", header, 54)
+        endian = "<" if header[5] == 1 else ">"
+        phoff, = struct.unpack_from(endian + "Q", header, 32)
+        phentsize, phnum = struct.unpack_from(endian + "HH", header, 54)
         f.seek(phoff)
         table = f.read(phentsize * phnum)
     pt_interp = 3
     return all(
-        struct.unpack_from("<I", table, i * phentsize)[0] != pt_interp for i in range(phnum)
+        struct.unpack_from(endian + "I", table, i * phentsize)[0] != pt_interp for i in range(phnum)
     )
 
 
