@@ -28,6 +28,7 @@ from pathlib import Path
 
 import zstandard
 from cryptography.hazmat.primitives import serialization
+from support.rawkernel import ARM64_HEADER, raw_kernel
 
 from kabigate.errors import InputError
 from kabigate.explain import cache as explain_cache
@@ -156,8 +157,8 @@ def _bzimage(payload: bytes, size: int) -> bytes:
 def raw_image_seeds() -> list[bytes]:
     """Raw kernels as formats/rawimage.py reads them: an arm64 Image (PREL32 entries) raw, gzip'd
     and in an EFI zboot PE; an s390 image (big-endian pointers from its link base, xz payload)."""
-    arm64 = _raw_kernel(b"MZ" + bytes(0x36) + b"ARM\x64" + bytes(4), "<", prel32=True, base=0)
-    s390 = _raw_kernel(bytes(64), ">", prel32=False, base=0x100000)
+    arm64 = raw_kernel(ARM64_HEADER, "<", prel32=True, base=0)
+    s390 = raw_kernel(bytes(64), ">", prel32=False, base=0x100000)
     zboot = bytearray(0x40)
     payload = gzip.compress(arm64, mtime=0)
     zboot[0:8] = b"MZ\0\0zimg"
@@ -165,28 +166,6 @@ def raw_image_seeds() -> list[bytes]:
     zboot[0x18:0x1C] = b"gzip"
     s390_image = bytes(0x10008) + b"S390EP" + bytes(2) + lzma.compress(s390)
     return [arm64, gzip.compress(arm64, mtime=0), bytes(zboot) + payload + struct.pack("<I", len(arm64)), s390_image]
-
-
-def _raw_kernel(header: bytes, endian: str, prel32: bool, base: int) -> bytes:
-    """`header`, a banner, then __ksymtab (around the kfree anchor), __ksymtab_gpl, the CRCs and strings."""
-    names = [b"aa", b"ab", b"ac", b"ad", b"ke", b"kfree", b"kg", b"kh", b"ki", b"kj"]
-    gpl = [b"ga", b"gb"]
-    head = header + b"Linux version 6.1.0-fuzz (x)\0" + b"6.1.0-fuzz SMP mod_unload modversions \0"
-    head += bytes(-len(head) % 8)
-    size = 12 if prel32 else 24
-    count = len(names) + len(gpl)
-    strings_at = len(head) + (size + 4) * count
-    strings, offsets = b"\0", []
-    for name in names + gpl:
-        offsets.append(strings_at + len(strings))
-        strings += name + b"\0"
-    table = b""
-    for index, target in enumerate(offsets):
-        entry = len(head) + size * index
-        table += (struct.pack(endian + "iii", 0, target - entry - 4, 0) if prel32
-                  else struct.pack(endian + "QQQ", base, base + target, 0))
-    crcs = b"".join(struct.pack(endian + "I", 0x1000 + i) for i in range(count))
-    return head + table + crcs + strings
 
 
 @cache
