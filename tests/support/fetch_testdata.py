@@ -586,7 +586,7 @@ class ForeignArchive:
             progress(f"downloading {' '.join(p for p, _ in missing)} ({arch})")
             index = self.packages_index(uri, suite, component, arch)
         for package, path in missing:
-            url_path = f"{pool}/{path.name}"
+            url_path = f"{pool}/{package}_{version.split(':', 1)[-1]}_{arch}.deb"  # pool names carry no epoch
             stanza = find_stanza(index, package)
             if stanza is None or stanza.get("Version") != version or stanza.get("Filename") != url_path:
                 found = f"{stanza.get('Filename')}" if stanza else "nothing"
