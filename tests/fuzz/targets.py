@@ -28,6 +28,7 @@ from pathlib import Path
 
 import zstandard
 from cryptography.hazmat.primitives import serialization
+from support.rawkernel import ARM64_HEADER, raw_kernel
 
 from kabigate.errors import InputError
 from kabigate.explain import cache as explain_cache
@@ -52,7 +53,7 @@ from kabigate.formats.repomd import parse_primary, parse_repomd
 from kabigate.formats.stablelist import parse_stablelist
 from kabigate.formats.symvers import parse_symvers
 from kabigate.formats.tar import iter_tar
-from kabigate.formats.vmlinux import image_exports
+from kabigate.formats.vmlinux import image_abi, image_exports
 from kabigate.inputs import httpclient, packages
 from kabigate.inputs.kernels import load_kernel
 from kabigate.model import Export
@@ -150,6 +151,21 @@ def _bzimage(payload: bytes, size: int) -> bytes:
     struct.pack_into("<H", setup, 0x206, 0x20F)
     struct.pack_into("<II", setup, 0x248, 0, len(payload) + 4)
     return bytes(setup) + payload + struct.pack("<I", size)
+
+
+@cache
+def raw_image_seeds() -> list[bytes]:
+    """Raw kernels as formats/rawimage.py reads them: an arm64 Image (PREL32 entries) raw, gzip'd
+    and in an EFI zboot PE; an s390 image (big-endian pointers from its link base, xz payload)."""
+    arm64 = raw_kernel(ARM64_HEADER, "<", prel32=True, base=0)
+    s390 = raw_kernel(bytes(64), ">", prel32=False, base=0x100000)
+    zboot = bytearray(0x40)
+    payload = gzip.compress(arm64, mtime=0)
+    zboot[0:8] = b"MZ\0\0zimg"
+    struct.pack_into("<II", zboot, 8, 0x40, len(payload))
+    zboot[0x18:0x1C] = b"gzip"
+    s390_image = bytes(0x10008) + b"S390EP" + bytes(2) + lzma.compress(s390)
+    return [arm64, gzip.compress(arm64, mtime=0), bytes(zboot) + payload + struct.pack("<I", len(arm64)), s390_image]
 
 
 @cache
@@ -396,6 +412,10 @@ def run_kernel_image(data: bytes) -> None:
 
 def run_image_exports(data: bytes) -> None:
     image_exports(ElfFile(kernel_image(data, "fuzz.vmlinuz"), "fuzz.vmlinuz"))
+
+
+def run_image_abi(data: bytes) -> None:
+    image_abi(data, kernel_image(data, "fuzz.vmlinuz"), "fuzz.vmlinuz")
 
 
 def _newc(members: list[tuple[str, int, bytes]]) -> bytes:
@@ -840,6 +860,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("cli", lambda: module_seeds() + text_seeds() + certificate_seeds() + package_seeds(), run_cli),
     Target("cli_sign", lambda: module_seeds()[:3], run_cli_sign),
     Target("lz4_image", lz4_image_seeds, run_kernel_image),
+    Target("raw_image", raw_image_seeds, run_image_abi),
     Target("hook_input", hook_input_seeds, run_hook_input),
 ]}
 

@@ -57,12 +57,14 @@ def with_common_symbol(data: bytes) -> bytes:
 
 
 def with_crc(data: bytes, symbol: str, crc: int) -> bytes:
-    """`symbol`'s record in __versions (64-byte modversion_info: u64 crc, name) given `crc`."""
+    """`symbol`'s record in __versions (64-byte modversion_info: u64 crc, name, in the module's byte
+    order) given `crc`."""
     out = bytearray(data)
-    section = ElfFile(data).section("__versions")
+    elf = ElfFile(data)
+    section = elf.section("__versions")
     for offset in range(section.offset, section.offset + section.size, 64):
         if out[offset + 8:offset + 64].split(b"\0", 1)[0] == symbol.encode():
-            struct.pack_into("<Q", out, offset, crc)
+            struct.pack_into(elf.endian + "Q", out, offset, crc)
             return bytes(out)
     raise AssertionError(f"no __versions record for {symbol}")
 

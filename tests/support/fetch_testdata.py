@@ -30,6 +30,10 @@ streams, stream_kernels
     "streams" is {stream: [kver, ...]} in release order; "stream_kernels" is
     {kver: {"stream", "position" (0-based, in its stream), "package_version",
     "debs": ["debs/<image>.deb", "debs/<headers>.deb"]}}.
+foreign_busybox
+    {Debian architecture: "debs/busybox-static_<version>_<arch>.deb"}: the static busybox
+    of each FOREIGN_BUSYBOX architecture (at the amd64 package's version), which the
+    qemu tests of those architectures put in their initramfs (0.8 MiB each).
 flavor_images
     FLAVOR_IMAGES: the rt and cloud images of the 6.12 series (the 6.1 ones are in
     KERNELS), only the linux-image-<kver>-unsigned .deb, into ``debs/``: the qemu tests
@@ -177,6 +181,8 @@ FOREIGN_KERNELS = {
     "6.1.0-47-s390x": ("s390x", "linux-image-6.1.0-47-s390x"),
     "6.1.0-47-powerpc64le": ("ppc64el", "linux-image-6.1.0-47-powerpc64le"),
 }
+# Architectures whose kernels the qemu tests boot (test_foreign_qemu.py): their busybox-static.
+FOREIGN_BUSYBOX = ("arm64", "ppc64el", "s390x")
 # The in-tree modules unpacked from a foreign image (under lib/modules/<kver>/kernel/):
 # about 45 a kernel, exporting to each other (media, usb-storage with its USB_STORAGE
 # symbol namespace, fat) and present on all three architectures.
@@ -320,7 +326,7 @@ def load_manifest(root: Path) -> dict:
     except (OSError, ValueError) as exc:
         raise FetchError(f"cannot read {root / 'manifest.json'}: {exc}") from None
     for key in ("kernels", "drivers", "foreign_kernels", "streams", "stream_kernels", "flavor_images",
-                "build_kernels", "driver_failures"):
+                "build_kernels", "driver_failures", "foreign_busybox"):
         manifest.setdefault(key, {})
     return manifest
 
@@ -586,7 +592,7 @@ class ForeignArchive:
             progress(f"downloading {' '.join(p for p, _ in missing)} ({arch})")
             index = self.packages_index(uri, suite, component, arch)
         for package, path in missing:
-            url_path = f"{pool}/{path.name}"
+            url_path = f"{pool}/{package}_{version.split(':', 1)[-1]}_{arch}.deb"  # pool names carry no epoch
             stanza = find_stanza(index, package)
             if stanza is None or stanza.get("Version") != version or stanza.get("Filename") != url_path:
                 found = f"{stanza.get('Filename')}" if stanza else "nothing"
@@ -780,6 +786,12 @@ def download_foreign_kernel(foreign: ForeignArchive, kver: str) -> tuple[list[Pa
     """The image and headers .debs of a kernel of another architecture, and their version."""
     arch, image = FOREIGN_KERNELS[kver]
     return foreign.download([image, f"linux-headers-{kver}"], arch, amd64_counterpart(kver))
+
+
+def download_foreign_busybox(foreign: ForeignArchive, arch: str) -> str:
+    """busybox-static of another architecture, kept as its .deb (the tests unpack /bin/busybox)."""
+    [deb], _version = foreign.download(["busybox-static"], arch, "busybox-static")
+    return f"debs/{deb.name}"
 
 
 def extract_foreign_kernel(root: Path, kver: str, downloaded: concurrent.futures.Future) -> dict:
@@ -1040,6 +1052,8 @@ def fetch_testdata(root: Path, corpus: str, only: set[str] | None) -> None:
     build_kvers = list(dict.fromkeys(k for _, k in builds))
     kernels = [k for k in KERNELS if wanted(k) and not kernel_present(root, manifest, k)]
     foreign = [k for k in FOREIGN_KERNELS if wanted(k) and not foreign_kernel_present(root, manifest, k)]
+    busyboxes = [a for a in FOREIGN_BUSYBOX if only is None and not (
+        a in manifest["foreign_busybox"] and (root / manifest["foreign_busybox"][a]).is_file())]
     streams = [k for k in STREAM_OF if wanted(k) and not stream_kernel_present(root, manifest, k)]
     flavors = [k for k in FLAVOR_IMAGES if wanted(k) and not flavor_image_present(root, manifest, k)]
     trees = [k for k in build_kvers if k not in KERNELS and not build_kernel_present(root, manifest, k)]
@@ -1048,7 +1062,7 @@ def fetch_testdata(root: Path, corpus: str, only: set[str] | None) -> None:
     if any(k in manifest["driver_failures"].get(d, {}) for d, k in builds):
         versions = archive.known_versions(sorted({DRIVERS[d] for d, _ in builds}))
         builds = [(d, k) for d, k in builds if not failure_current(manifest, d, k, versions)]
-    if not (kernels or foreign or streams or flavors or trees or builds):
+    if not (kernels or foreign or busyboxes or streams or flavors or trees or builds):
         before = json.dumps(manifest, sort_keys=True)
         update_derived(manifest)
         if json.dumps(manifest, sort_keys=True) != before:
@@ -1065,12 +1079,15 @@ def fetch_testdata(root: Path, corpus: str, only: set[str] | None) -> None:
         *(p for k in streams for p in stream_packages(k)),
         *(f"linux-image-{k}-unsigned" for k in flavors),
         *(amd64_counterpart(k) for k in foreign),
+        *(["busybox-static"] if busyboxes else []),
     ])
     packages = {k: kernel_packages(archive, k) for k in [*kernels, *trees]}
     archive.show([p for names in packages.values() for p in names])
     foreign_archive = ForeignArchive(archive)
     for kver in foreign:
         foreign_archive.origin(amd64_counterpart(kver))
+    if busyboxes:
+        foreign_archive.origin("busybox-static")
 
     # Downloads two at a time, in the order the work needs them: the drivers, the kernels
     # drivers are built against, the other kernels, then the stream kernels.  Unpacking
@@ -1094,6 +1111,8 @@ def fetch_testdata(root: Path, corpus: str, only: set[str] | None) -> None:
         downloaded = downloads_pool.submit(download_foreign_kernel, foreign_archive, kver)
         jobs[cpu.submit(extract_foreign_kernel, root, kver, downloaded, needs=[downloaded], priority=3)] = (
             "foreign_kernels", kver)
+    for arch in busyboxes:
+        jobs[downloads_pool.submit(download_foreign_busybox, foreign_archive, arch)] = ("foreign_busybox", arch)
     for driver, kver in sorted(builds, key=lambda b: b[0] not in SLOW_DRIVERS):
         job = cpu.submit(build_driver, root, archive, driver, kver, build_tree(kver),
                          needs=driver_debs + ([ready[kver]] if kver in ready else []),

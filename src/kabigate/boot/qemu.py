@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import lzma
 import os
+import platform
 import posixpath
 import re
 import secrets
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from kabigate.errors import InputError
 from kabigate.formats.bzimage import MAX_KERNEL_IMAGE
+from kabigate.formats.rawimage import ARM64_MAGIC, ARM64_MAGIC_OFFSET, S390_EP, S390_EP_OFFSET
 from kabigate.inputs.packages import Package, is_package_file, is_url
 from kabigate.model import ReasonCode
 
@@ -38,7 +40,57 @@ QEMU = "qemu-system-x86_64"
 _APPLETS = ("sh", "mount", "insmod", "modprobe", "dmesg", "poweroff")
 # "quiet" keeps the boot short on the console but still shows errors if the
 # boot itself fails; /init then silences the console entirely.
-_BASE_KERNEL_ARGS = "console=ttyS0 panic=-1 quiet"
+_BASE_KERNEL_ARGS = "panic=-1 quiet"
+
+
+@dataclass(frozen=True)
+class Guest:
+    """How qemu boots a kernel of one architecture: TCG, or KVM on a host of that architecture."""
+
+    machine: str  # `uname -m`
+    qemu: str
+    package: str  # the Debian package with `qemu`
+    tcg: tuple[str, ...]  # the board and CPU emulated
+    console: str  # the board's serial port as the kernel names it
+
+    @property
+    def busybox_env(self) -> str:
+        """A static busybox of another architecture cannot sit at /bin/busybox beside the host's
+        (busybox-static is not Multi-Arch: same): `dpkg-deb -x busybox-static_*_arm64.deb` and
+        name its bin/busybox in $KABIGATE_BUSYBOX_AARCH64 (_PPC64LE, ...)."""
+        return f"KABIGATE_BUSYBOX_{self.machine.upper()}"
+
+    def busybox(self) -> Path:
+        if self.machine == "x86_64":
+            return BUSYBOX
+        return Path(os.environ.get(self.busybox_env, ""))
+
+
+GUESTS = {
+    "x86_64": Guest("x86_64", QEMU, "qemu-system-x86", ("-cpu", "max"), "ttyS0"),
+    # qemu's virt board, its PL011 UART ttyAMA0 (Debian's arm64 config builds CONFIG_SERIAL_AMBA_PL011)
+    "aarch64": Guest("aarch64", "qemu-system-aarch64", "qemu-system-arm", ("-M", "virt", "-cpu", "cortex-a57"),
+                     "ttyAMA0"),
+    # PAPR's virtual console hvc0; SLOF loads the ELF vmlinux Debian's ppc64el ships
+    "ppc64le": Guest("ppc64le", "qemu-system-ppc64", "qemu-system-ppc", ("-M", "pseries"), "hvc0"),
+    # the SCLP line-mode console ttysclp0; qemu loads the s390 image (its decompressor) as is
+    "s390x": Guest("s390x", "qemu-system-s390x", "qemu-system-misc", ("-M", "s390-ccw-virtio"), "ttysclp0"),
+}
+_EM_PPC64 = 21
+
+
+def guest_of(vmlinuz: Path) -> Guest:
+    """The guest a kernel image needs: an arm64 Image (its "ARM\\x64" magic), an s390 image
+    ("S390EP"), a little-endian ppc64 ELF vmlinux, else an x86 bzImage."""
+    with vmlinuz.open("rb") as file:
+        head = file.read(S390_EP_OFFSET + len(S390_EP))
+    if head[ARM64_MAGIC_OFFSET:ARM64_MAGIC_OFFSET + 4] == ARM64_MAGIC:
+        return GUESTS["aarch64"]
+    if head[S390_EP_OFFSET:] == S390_EP:
+        return GUESTS["s390x"]
+    if head[:6] == b"\x7fELF\x02\x01" and struct.unpack_from("<H", head, 18)[0] == _EM_PPC64:
+        return GUESTS["ppc64le"]
+    return GUESTS["x86_64"]
 _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\] ?")
 
 
@@ -64,14 +116,18 @@ class GuestFile:
     link: str | None = None
 
 
-def qemu_available() -> str | None:
-    """Return None if insmod_in_qemu can run here, else why not (for pytest.skip)."""
-    if shutil.which(QEMU) is None:
-        return f"{QEMU} not found (apt-get install qemu-system-x86)"
-    if not BUSYBOX.is_file():
-        return f"{BUSYBOX} not found (apt-get install busybox-static)"
-    if not _is_static_elf(BUSYBOX):
-        return f"{BUSYBOX} is dynamically linked (apt-get install busybox-static)"
+def qemu_available(machine: str = "x86_64") -> str | None:
+    """Return None if insmod_in_qemu can run kernels of `machine` here, else why not (for pytest.skip)."""
+    guest = GUESTS[machine]
+    if shutil.which(guest.qemu) is None:
+        return f"{guest.qemu} not found (apt-get install {guest.package})"
+    busybox = guest.busybox()
+    if guest.machine != "x86_64" and not os.environ.get(guest.busybox_env):
+        return f"no {machine} busybox: set {guest.busybox_env} to the static busybox of busybox-static"
+    if not busybox.is_file():
+        return f"{busybox} not found (apt-get install busybox-static)"
+    if not _is_static_elf(busybox):
+        return f"{busybox} is dynamically linked (apt-get install busybox-static)"
     return None
 
 
@@ -97,25 +153,26 @@ def run_in_qemu(
 ) -> list[InsmodResult]:
     """Boot ``vmlinuz`` once with ``files`` in its initramfs, run each (label, shell command)
     step in order, report each one's exit status and kernel messages under its label."""
-    reason = qemu_available()
+    guest = guest_of(vmlinuz)
+    reason = qemu_available(guest.machine)
     if reason is not None:
         raise RealKernelError(reason)
     marker = f"@@kabigate-{secrets.token_hex(8)}"
     deadline = time.monotonic() + timeout
     with tempfile.TemporaryDirectory(prefix="kabigate-qemu-") as tmp:
         initrd = Path(tmp) / "initramfs.cpio"
-        initrd.write_bytes(_initramfs(files, [command for _, command in steps], marker))
-        append = f"{_BASE_KERNEL_ARGS} {kernel_args}"
+        initrd.write_bytes(_initramfs(files, [command for _, command in steps], marker, guest.busybox()))
+        append = f"console={guest.console} {_BASE_KERNEL_ARGS} {kernel_args}"
         boot = None
-        if _kvm_usable():
+        if guest.machine == platform.machine() and _kvm_usable():
             init_deadline = min(deadline, time.monotonic() + _KVM_INIT_SECONDS)
-            cmd = _qemu_cmd(vmlinuz, initrd, append, kvm=True)
+            cmd = _qemu_cmd(guest, vmlinuz, initrd, append, kvm=True)
             boot = _boot(cmd, marker, deadline, init_deadline)
             if not boot.reached_init:
                 _mark_kvm_broken(boot)
                 boot = None
         if boot is None:
-            boot = _boot(_qemu_cmd(vmlinuz, initrd, append, kvm=False), marker, deadline, deadline)
+            boot = _boot(_qemu_cmd(guest, vmlinuz, initrd, append, kvm=False), marker, deadline, deadline)
     if not boot.reached_init:
         why = f"within {timeout:.0f}s" if boot.timed_out else "before qemu exited"
         raise RealKernelError(
@@ -156,12 +213,12 @@ def _mark_kvm_broken(boot: _Boot) -> None:
     )
 
 
-def _qemu_cmd(vmlinuz: Path, initrd: Path, append: str, *, kvm: bool) -> list[str]:
+def _qemu_cmd(guest: Guest, vmlinuz: Path, initrd: Path, append: str, *, kvm: bool) -> list[str]:
     return [
-        QEMU,
+        guest.qemu,
         # Expose every CPU feature available, so modules that probe for e.g.
         # AES-NI behave as on a modern host.
-        *(["-enable-kvm", "-cpu", "host"] if kvm else ["-cpu", "max"]),
+        *(["-enable-kvm", "-cpu", "host"] if kvm else guest.tcg),
         "-m", "1024",
         "-nographic", "-no-reboot", "-nic", "none",
         "-kernel", str(vmlinuz),
@@ -255,7 +312,7 @@ def _tail(console: str, lines: int = 40) -> str:
     return "\n".join(console.splitlines()[-lines:])
 
 
-def _initramfs(files: Sequence[GuestFile], commands: list[str], marker: str) -> bytes:
+def _initramfs(files: Sequence[GuestFile], commands: list[str], marker: str, busybox: Path) -> bytes:
     archive = _Cpio()
     folders = {"bin", "dev", "proc"}
     for file in files:
@@ -265,7 +322,7 @@ def _initramfs(files: Sequence[GuestFile], commands: list[str], marker: str) -> 
         archive.add(folder, 0o040755)
     # The kernel opens /dev/console for init's stdio before anything can mount devtmpfs.
     archive.add("dev/console", 0o020600, rdev=(5, 1))
-    archive.add("bin/busybox", 0o100755, BUSYBOX.read_bytes())
+    archive.add("bin/busybox", 0o100755, busybox.read_bytes())
     for applet in _APPLETS:
         archive.add(f"bin/{applet}", 0o120777, b"busybox")
     archive.add("init", 0o100755, _init_script(commands, marker).encode())
@@ -306,21 +363,22 @@ def _is_static_elf(path: Path) -> bool:
     """True if the ELF file has no PT_INTERP, i.e. runs without a dynamic loader."""
     with path.open("rb") as f:
         header = f.read(64)
-        if header[:5] != b"\x7fELF\x02":  # 64-bit ELF only, as busybox-static is on amd64
+        if header[:5] != b"\x7fELF\x02" or header[5] not in (1, 2):  # 64-bit, either byte order (s390x: big)
             return False
-        phoff, = struct.unpack_from("<Q", header, 32)
-        phentsize, phnum = struct.unpack_from("<HH", header, 54)
+        endian = "<" if header[5] == 1 else ">"
+        phoff, = struct.unpack_from(endian + "Q", header, 32)
+        phentsize, phnum = struct.unpack_from(endian + "HH", header, 54)
         f.seek(phoff)
         table = f.read(phentsize * phnum)
     pt_interp = 3
     return all(
-        struct.unpack_from("<I", table, i * phentsize)[0] != pt_interp for i in range(phnum)
+        struct.unpack_from(endian + "I", table, i * phentsize)[0] != pt_interp for i in range(phnum)
     )
 
 
-# Where kernel packages keep the image qemu boots: Debian /boot/vmlinuz-<kver>, RHEL/Fedora
-# kernel-core /lib/modules/<kver>/vmlinuz, SUSE /boot/vmlinuz-<kver>.
-_IMAGE_MEMBER = re.compile(r"^(/boot/vmlinuz-[^/]+|/lib/modules/[^/]+/vmlinuz)$")
+# Where kernel packages keep the image qemu boots: Debian /boot/vmlinuz-<kver> (ppc64el's is the
+# ELF /boot/vmlinux-<kver>), RHEL/Fedora kernel-core /lib/modules/<kver>/vmlinuz, SUSE /boot/vmlinuz-<kver>.
+_IMAGE_MEMBER = re.compile(r"^(/boot/vmlinu[xz]-[^/]+|/lib/modules/[^/]+/vmlinuz)$")
 
 
 def kernel_image(source: str, directory: Path) -> Path:
@@ -347,7 +405,7 @@ def kernel_image(source: str, directory: Path) -> Path:
                 return target
     finally:
         package.close()
-    raise InputError(f"{source}: no kernel image in this package (/boot/vmlinuz-* or /lib/modules/*/vmlinuz)")
+    raise InputError(f"{source}: no kernel image in this package (/boot/vmlinu[xz]-* or /lib/modules/*/vmlinuz)")
 
 
 # The kernel's refusals (kernel/module/main.c, version.c, signing.c), first match wins, as
@@ -400,6 +458,10 @@ def kernel_reason(result: InsmodResult) -> KernelReason | None:
                 return KernelReason(code, match.group(1) if match.groups() else None, message)
     if result.exit_status == errno.EEXIST:
         return KernelReason(ReasonCode.ALREADY_LOADED, None, "File exists")
+    if result.exit_status in (errno.EKEYREJECTED, errno.EBADMSG):
+        # module_sig_check(): a signature that does not verify, or is malformed, is fatal even when
+        # signatures are not enforced, and the kernel says so in no message
+        return KernelReason(ReasonCode.BAD_SIGNATURE, None, os.strerror(result.exit_status))
     if result.exit_status == errno.ENOEXEC:
         # try_to_force_load() refuses without a word: no __versions, no vermagic, exports without CRCs
         return KernelReason(ReasonCode.NO_VERSIONS, None, "Exec format error (no message: try_to_force_load())")

@@ -21,7 +21,7 @@ from kabigate.formats.cheaders import HeaderIndex, index_headers
 from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.elf import ElfFile
 from kabigate.formats.modsig import split_signature
-from kabigate.formats.vmlinux import image_exports, image_release
+from kabigate.formats.vmlinux import image_abi, image_release
 from kabigate.inputs.kernels import kernel_image_at
 from kabigate.inputs.packages import Package, is_package_file, is_url
 from kabigate.model import MODULE_SUFFIXES, Kernel
@@ -196,23 +196,22 @@ def _read(image_path: str) -> KernelTypes:
 
 def _read_modules(image_path: str, modules: tuple[str, tuple[str, ...]]) -> dict[str, KernelTypes]:
     data = read_capped(image_path, MAX_KERNEL_IMAGE, f"larger than {MAX_KERNEL_IMAGE >> 20} MiB, not a kernel image")
-    image, btf = _image_btf(data, image_path)
+    image, _exports, btf = _image_btf(data, image_path)
     return _module_types(btf, image_release(image) or os.path.basename(image_path), *modules)
 
 
 def _image_btf(data: bytes, what: str):
     image = kernel_image(data, what)
-    elf = ElfFile(image, what)
-    section = elf.section(".BTF")
-    if section is None:
+    _machine, exports, blob = image_abi(data, image, what)
+    if blob is None:
         raise InputError(f"{what}: no .BTF section (a kernel built without CONFIG_DEBUG_INFO_BTF)")
-    return image, parse_btf(elf.section_bytes(section), f"{what} (.BTF)")
+    return image, exports, parse_btf(blob, f"{what} (.BTF)")
 
 
 def _types_of_image(data: bytes, what: str) -> KernelTypes:
-    image, btf = _image_btf(data, what)
+    image, exports, btf = _image_btf(data, what)
     release = image_release(image) or os.path.basename(what)
-    return kernel_types(btf, release, image_exports(ElfFile(image, what)))
+    return kernel_types(btf, release, exports)
 
 
 def read_module_elf(path: str) -> ElfFile:

@@ -14,12 +14,27 @@ import re
 import struct
 
 from kabigate.errors import InputError
+from kabigate.formats.bzimage import ELF_MAGIC
 from kabigate.formats.elf import ElfFile, Section
+from kabigate.formats.rawimage import raw_image_btf, raw_image_exports, raw_image_machine
 from kabigate.model import Export
 
 SHF_ALLOC = 0x2
 _BANNER = re.compile(rb"Linux version (\S+) \(")
 _VERMAGIC_TOKEN = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def image_abi(container: bytes, image: bytes, what: str) -> tuple[str, dict[str, Export], bytes | None]:
+    """`uname -m`, exports and `.BTF` blob (None without CONFIG_DEBUG_INFO_BTF) of the kernel
+    `image` decompressed from `container`: an ELF vmlinux by its sections, a raw image by its tables."""
+    if image[:4] == ELF_MAGIC:
+        elf = ElfFile(image, what)
+        section = elf.section(".BTF")
+        return elf.machine_name, image_exports(elf), elf.section_bytes(section) if section is not None else None
+    machine = raw_image_machine(container, image)
+    if machine is None:
+        raise InputError(f"{what}: decompresses to neither an ELF vmlinux nor an arm64 or s390 kernel")
+    return machine, raw_image_exports(image, machine, what), raw_image_btf(image)
 
 
 def image_exports(elf: ElfFile) -> dict[str, Export]:

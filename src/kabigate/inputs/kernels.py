@@ -17,13 +17,12 @@ from pathlib import Path
 from kabigate.errors import InputError, not_regular, open_regular, read_capped
 from kabigate.formats.btf import STRUCT as BTF_STRUCT
 from kabigate.formats.btf import parse_btf
-from kabigate.formats.bzimage import MAX_KERNEL_IMAGE, kernel_image, looks_like_kernel_image
+from kabigate.formats.bzimage import IMAGE_HEAD, MAX_KERNEL_IMAGE, kernel_image, looks_like_kernel_image
 from kabigate.formats.compression import MAX_TEXT, text_lines
-from kabigate.formats.elf import ElfFile
 from kabigate.formats.kconfig import looks_like_kconfig, parse_kconfig
 from kabigate.formats.module import parse_module, read_module
 from kabigate.formats.symvers import looks_like_symvers, parse_symvers
-from kabigate.formats.vmlinux import image_exports, image_release, image_vermagic
+from kabigate.formats.vmlinux import image_abi, image_release, image_vermagic
 from kabigate.inputs.modules import walk_files
 from kabigate.inputs.packages import (
     Package,
@@ -152,11 +151,12 @@ def _facts_of_headers(path: TreePath) -> _Facts:
 
 
 def is_kernel_image(path: TreePath) -> bool:
-    """Whether a file is a vmlinuz (bzImage or a compressed payload) or a vmlinux, by its first bytes."""
+    """Whether a file is a vmlinuz (bzImage, arm64 Image or zboot, s390 image, or a compressed
+    payload) or a vmlinux, by its first bytes."""
     if isinstance(path, PackagePath):
         return False
     with open_regular(str(path)) as file:
-        return looks_like_kernel_image(file.read(0x210))
+        return looks_like_kernel_image(file.read(IMAGE_HEAD))
 
 
 def _facts_of_image(path: TreePath) -> _Facts:
@@ -171,21 +171,16 @@ def _facts_of_image(path: TreePath) -> _Facts:
 def _facts_of_image_data(data: bytes, what: str) -> _Facts:
     facts = _Facts(what)
     image = kernel_image(data, what)
-    elf = ElfFile(image, what)
-    facts.exports = image_exports(elf)
-    facts.machine = elf.machine_name
+    facts.machine, facts.exports, btf = image_abi(data, image, what)
     facts.release = image_release(image)
     facts.vermagic = image_vermagic(image, facts.release) if facts.release else None
-    facts.module_struct_size = _module_struct_size(elf)
+    facts.module_struct_size = _module_struct_size(btf, what) if btf is not None else None
     return facts
 
 
-def _module_struct_size(elf: ElfFile) -> int | None:
+def _module_struct_size(data: bytes, what: str) -> int | None:
     """sizeof(struct module) from vmlinux's BTF (CONFIG_DEBUG_INFO_BTF; 0.7 s for 6.12's)."""
-    section = elf.section(".BTF")
-    if section is None:
-        return None
-    btf = parse_btf(elf.section_bytes(section), f"{elf.what}: .BTF")
+    btf = parse_btf(data, f"{what}: .BTF")
     return next((btf.types[i].size for i in btf.by_name("module") if btf.types[i].kind == BTF_STRUCT), None)
 
 
