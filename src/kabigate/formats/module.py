@@ -36,7 +36,7 @@ from kabigate.formats.modsig import split_signature
 from kabigate.model import ElfLayout, Export, Import, Module, SymbolVersion
 
 
-def _c_reader() -> ModuleType | None:
+def c_reader() -> ModuleType | None:
     """The C reader of the same facts (formats/_modfast.c), unless KABIGATE_PURE is set or it was
     not built (installed without a C compiler: the Python path then reads every module)."""
     if os.environ.get("KABIGATE_PURE"):
@@ -47,7 +47,7 @@ def _c_reader() -> ModuleType | None:
         return None
 
 
-_modfast = _c_reader()
+_modfast = c_reader()
 
 
 def reads_in_c() -> bool:
