@@ -32,8 +32,7 @@ def parse_symvers(data: bytes, what: str) -> dict[str, Export]:
     writes today are read in C when it was built (formats/_modfast.c symvers(): 0.1 s of Python
     for a kernel's ~25,000, a third of a one-module `check`); anything else, here."""
     raw = text_bytes(data, what)
-    columns = _modfast.symvers(raw) if _modfast is not None else None
-    if columns is not None:
+    if _modfast is not None and (columns := _modfast.symvers(raw)) is not None:
         return dict(zip(columns[0], _modfast.instances(Export, EXPORT_FIELDS, columns)))
     exports: dict[str, Export] = {}
     for number, line in enumerate(decoded_lines(raw), 1):
