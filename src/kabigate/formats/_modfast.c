@@ -1,6 +1,7 @@
 /* The module parser's hot path in C (issue 23): the facts formats/module.py parse_module() reads
  * from a module's ELF image (section headers, the symbol table's undefined, common and exported
- * entries, __versions, .modinfo, __ksymtab* and the layout), computed as its Python path does.
+ * entries, __versions, .modinfo, __ksymtab* and the layout), computed as its Python path does;
+ * the signature's PKCS#7 (formats/modsig.py) and Module.symvers' lines (formats/symvers.py) too.
  *
  * Modules are hostile input. Every offset and size read from the file is checked against the
  * image's length before it is used, with arithmetic that cannot overflow (checked_range()).
