@@ -272,12 +272,20 @@ def _encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _decode_block(view: memoryview, stream_flags: bytes, block: tuple[int, int, int]) -> bytes:
+def _decode_block(view: memoryview, stream_flags: bytes, block: tuple[int, int, int]) -> list[bytes]:
+    """The block's bytes in pieces of CHUNK * 4: allocations of a whole block (24 MiB) raise glibc's
+    mmap threshold, after which each is carved from the heap, which then grows by ~90 MiB."""
     decompressor = lzma.LZMADecompressor(lzma.FORMAT_XZ)
-    out = decompressor.decompress(_one_block_stream(view, stream_flags, block), block[2] + 1)
-    if not decompressor.eof or len(out) != block[2]:
+    pieces = [decompressor.decompress(_one_block_stream(view, stream_flags, block), CHUNK * 4)]
+    total = len(pieces[0])
+    while not decompressor.eof and total <= block[2] and not decompressor.needs_input:
+        pieces.append(decompressor.decompress(b"", CHUNK * 4))
+        if not pieces[-1]:
+            break
+        total += len(pieces[-1])
+    if not decompressor.eof or total != block[2]:
         raise EOFError("xz block does not match its index entry")
-    return out
+    return pieces
 
 
 def _xz_parallel(view: memoryview, blocks: list[tuple[int, int, int]], limit: int,
@@ -289,8 +297,7 @@ def _xz_parallel(view: memoryview, blocks: list[tuple[int, int, int]], limit: in
 
     stream_flags = bytes(view[6:8])
     # Two blocks decoding while the caller reads the one before them: both cores busy, and no more
-    # than three blocks (Debian's are 24 MiB) held at once; each is handed over whole, not copied
-    # out in slices.
+    # than three blocks (Debian's are 24 MiB) held at once.
     ahead = 2
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="kabigate-xz") as pool:
         pending = [pool.submit(_decode_block, view, stream_flags, b) for b in blocks[:ahead]]
@@ -303,7 +310,7 @@ def _xz_parallel(view: memoryview, blocks: list[tuple[int, int, int]], limit: in
                 if following < len(blocks):
                     pending.append(pool.submit(_decode_block, view, stream_flags, blocks[following]))
                     following += 1
-                yield data
+                yield from data
                 del data  # not held while the next block is waited for
         finally:
             for future in pending:
