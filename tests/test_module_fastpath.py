@@ -17,6 +17,7 @@ from support.testdata import testdata_root as corpus_root
 
 from kabigate.errors import InputError
 from kabigate.formats import module as module_format
+from kabigate.formats import symvers as symvers_format
 from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.elf import SHT_SYMTAB
 from kabigate.formats.modsig import parse_pkcs7, split_signature
@@ -186,3 +187,42 @@ def test_a_tree_with_a_damaged_module_raises_its_error(tmp_path, testdata):
     (tmp_path / names[110]).write_bytes(b"junk")
     with pytest.raises(InputError, match=names[100].replace(".", r"\.") + ": unknown ELF class"):
         read_modules([str(tmp_path)])
+
+
+def _symvers_outcome(data: bytes, fast):
+    saved = symvers_format._modfast
+    symvers_format._modfast = fast
+    try:
+        return symvers_format.parse_symvers(data, "Module.symvers")
+    except InputError as error:
+        return InputError, str(error)
+    finally:
+        symvers_format._modfast = saved
+
+
+def test_symvers_read_in_c_as_in_python():
+    """Module.symvers: every real one read by the C reader itself, to the exports the Python path
+    reads; lines damaged byte by byte (tabs, spaces, CRCs, export types, namespaces, CRLF, non-ASCII)
+    read alike, or refused alike."""
+    files = sorted(ROOT.glob("*kernels/*/usr/src/linux-headers-*/Module.symvers"))
+    assert len(files) >= 8
+    for path in files:
+        data = path.read_bytes()
+        assert C_READER.symvers(data) is not None, path
+        assert _symvers_outcome(data, C_READER) == _symvers_outcome(data, None), path
+    lines = files[0].read_bytes().splitlines(keepends=True)[:400]
+    rng = random.Random(0)
+    fast_read = refused = 0
+    for _ in range(3000):
+        text = bytearray(b"".join(rng.sample(lines, 20)))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(text))
+            text[at:at + rng.randint(0, 2)] = rng.choice(
+                [b"\t", b" ", b"\r", b"\n", b"", b"0x", b"EXPORT_SYMBOL", b"EXPORT_SYMBOL_GPL_FUTURE", b"\xc3\xa9",
+                 b"\x1c", b"\t\t", bytes([rng.randrange(256)])])
+        data = bytes(text)
+        fast_read += C_READER.symvers(data) is not None
+        outcome = _symvers_outcome(data, C_READER)
+        refused += isinstance(outcome, tuple)
+        assert outcome == _symvers_outcome(data, None), data
+    assert fast_read > 100 and refused > 100, (fast_read, refused)

@@ -40,3 +40,13 @@ def test_help_lists_what_the_imported_commands_list():
         cli.get_command(click.Context(cli), name)  # imported now: listed from the commands themselves
     assert CliRunner().invoke(cli, ["--help"], terminal_width=200).output == lazy
     assert set(COMMAND_SUMMARIES) == set(COMMAND_MODULES)
+
+
+def test_the_check_command_imports_no_signing_http_or_pool():
+    """`kabigate check|inspect|diff` start without cryptography (the signing commands' and --trust's),
+    the HTTP client (URLs), multiprocessing (a pool), Rich's progress bars (a terminal) or a store."""
+    code = ("import sys; import kabigate.cli.abi\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(('cryptography', 'http', 'ssl',\n"
+            "       'multiprocessing', 'concurrent', 'sqlalchemy'))} | ({'rich.progress'} & set(sys.modules))))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.splitlines()[-1] == "[]"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
@@ -12,6 +13,7 @@ from kabigate.analysis import diff_kernels
 from kabigate.cli.shared import (
     EXIT_INCOMPATIBLE,
     EXIT_OK,
+    collector_off,
     crc_text,
     describe_reason,
     emit_json,
@@ -19,16 +21,17 @@ from kabigate.cli.shared import (
     out,
     print_styled,
     read_modules_with_progress,
+    trust_options,
 )
-from kabigate.cli.signing import signature_checks, trust_options
 from kabigate.errors import InputError
 from kabigate.explain.crc import SymbolExplanation, cause_json, cause_text
-from kabigate.formats.stablelist import Stablelist
-from kabigate.inputs.modules import collector_paused
 from kabigate.inputs.stablelists import matching_kernel, read_stablelist
 from kabigate.model import Export, Kernel, Module, ReasonCode, SymbolVersion, Verdict
 from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 from kabigate.rules import LoadOptions, check_modules
+
+if TYPE_CHECKING:
+    from kabigate.formats.stablelist import Stablelist
 
 # -- inspect --------------------------------------------------------------------------------
 
@@ -42,13 +45,13 @@ def inspect(modules: tuple[str, ...], as_json: bool) -> None:
     Example:
       kabigate inspect --json /lib/modules/6.1.0-56-amd64/updates/dkms/jool.ko
     """
-    parsed = read_modules_with_progress(list(modules))
-    if as_json:
-        with collector_paused():  # ~400,000 acyclic dicts for a tree
+    with collector_off():
+        parsed = read_modules_with_progress(list(modules))
+        if as_json:
             emit_json({"modules": [_module_json(m) for m in parsed]})
-        return
-    for module in parsed:
-        _print_module(module)
+            return
+        for module in parsed:
+            _print_module(module)
 
 
 def _module_json(module: Module) -> dict:
@@ -142,17 +145,18 @@ def check(kernel_paths, vermagic, stablelist_path, require_signature, sig_enforc
       kabigate check -k linux-image-6.1.0-56-amd64-unsigned.deb -k linux-headers-6.1.0-56-amd64.deb jool/
       kabigate check -k /lib/modules/6.1.0-56-amd64 --stablelist kabi_stablelist_x86_64 --json *.ko
     """
-    kernel = load_kernel_with_progress(list(kernel_paths), vermagic)
-    stablelist = matching_kernel(read_stablelist(stablelist_path, kernel.machine), kernel.exports, kernel.release)
-    parsed = read_modules_with_progress(list(modules))
-    if sig_enforce:  # module_sig_check() against the secondary keyring: built-in keys, then what was enrolled
-        if kernel.image is None or not os.path.isfile(kernel.image):
-            raise InputError(f"{', '.join(kernel_paths)}: --sig-enforce needs the kernel's image (vmlinuz) for its "
-                             "built-in keys: give a kernel root or /boot/vmlinuz-<kver> with --kernel")
-        trust["trust_paths"] = (kernel.image, *trust["trust_paths"])
-    options = LoadOptions(require_signature=require_signature or sig_enforce,
-                          signature_checks=signature_checks(parsed, **trust))
-    with collector_paused():  # a tree's verdicts and reports: ~100,000 acyclic objects over its modules' 400,000
+    with collector_off():  # a tree's modules, verdicts and reports: ~500,000 acyclic objects
+        kernel = load_kernel_with_progress(list(kernel_paths), vermagic)
+        stablelist = matching_kernel(read_stablelist(stablelist_path, kernel.machine), kernel.exports,
+                                     kernel.release)
+        parsed = read_modules_with_progress(list(modules))
+        if sig_enforce:  # module_sig_check() against the secondary keyring: built-in keys, then what was enrolled
+            if kernel.image is None or not os.path.isfile(kernel.image):
+                raise InputError(f"{', '.join(kernel_paths)}: --sig-enforce needs the kernel's image (vmlinuz) for "
+                                 "its built-in keys: give a kernel root or /boot/vmlinuz-<kver> with --kernel")
+            trust["trust_paths"] = (kernel.image, *trust["trust_paths"])
+        options = LoadOptions(require_signature=require_signature or sig_enforce,
+                              signature_checks=signature_checks(parsed, **trust))
         verdicts = check_modules(parsed, kernel, options)
         causes = _crc_causes(built_for_paths, kernel, verdicts)
         set_exports = {e.name for m in parsed for e in m.exports}
@@ -161,7 +165,24 @@ def check(kernel_paths, vermagic, stablelist_path, require_signature, sig_enforc
             emit_json({"kernel": kernel_report(kernel), "modules": reports})
         else:
             _print_check(kernel, stablelist, verdicts, reports, causes)
-    sys.exit(EXIT_OK if all(v.loads for v in verdicts) else EXIT_INCOMPATIBLE)
+        sys.exit(EXIT_OK if all(v.loads for v in verdicts) else EXIT_INCOMPATIBLE)
+
+
+def signature_checks(modules: list[Module], trust_paths: tuple[str, ...], require_codesigning_eku: bool,
+                     accept_module_signing_oid: bool, reject_expired: bool) -> dict | None:
+    """For `check --trust`: each module's signature verified against the trusted keys (the signing
+    code and its cryptography, ~0.1 s of start-up, imported only then)."""
+    if not trust_paths:
+        return None
+    from kabigate.formats.compression import decompress
+    from kabigate.inputs.packages import module_files  # not for sign/verify: they take files
+    from kabigate.signing.verify import TrustPolicy, load_trust, verify_module
+
+    trust = load_trust(list(trust_paths))
+    policy = TrustPolicy(require_codesigning_eku, accept_module_signing_oid, reject_expired)
+    # modules read from packages are read again from them
+    return {module.path: verify_module(decompress(data, module.path), trust, policy)
+            for module, data in module_files(modules).items()}
 
 
 def _crc_causes(built_for_paths, kernel: Kernel, verdicts: list[Verdict]) -> dict[str, SymbolExplanation]:

@@ -4,6 +4,7 @@ named on the command line with one, and writing reports (text, JSON, files writt
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import json
 import os
@@ -16,7 +17,6 @@ from contextlib import contextmanager
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from kabigate.errors import InputError
@@ -58,25 +58,52 @@ def print_styled(pieces: list[tuple[str, str | None]]) -> None:
     out.print(Text.assemble(*(text if style is None else (text, style) for text, style in pieces)))
 
 
+def _bar():
+    """Rich's progress bar on stderr, made only when stderr is a terminal: not shown, there is no
+    Progress at all (importing it is ~20 ms of a one-module `check`; a call per module ~10 us)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True)
+
+
 @contextmanager
 def progress(description: str, total: int | None):
     """A progress bar on stderr, shown only when stderr is a terminal (total None: not known)."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task(description, total=total)
-        # Not shown: no call into Rich per module (~10 us each, a tree's 4,000).
-        yield (lambda: progress.advance(task)) if err.is_terminal else (lambda: None)
+    if not err.is_terminal:
+        yield lambda: None
+        return
+    with _bar() as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)
 
 
 @contextmanager
 def stages(names: list[str]):
     """A progress bar through a command's stages, in this order, on stderr when it is a terminal:
     step(name) shows the stage now running (a stage may be skipped) and how many came before it."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as bar:
+    if not err.is_terminal:
+        yield lambda _name: None
+        return
+    with _bar() as bar:
         task = bar.add_task(names[0], total=len(names))
         # Drawn at once: a stage shorter than a refresh is still seen going by.
         yield lambda name: bar.update(task, description=name, completed=names.index(name), refresh=True)
+
+
+@contextmanager
+def collector_off():
+    """The cyclic collector off for a command's whole run over a tree (~500,000 acyclic objects),
+    and those objects frozen when it ends: re-enabled over them, its first collection would walk
+    them all (0.2 s) to free nothing, as they die by reference counting when the command exits."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.freeze()
+            gc.enable()
 
 
 def read_modules_with_progress(paths: list[str]) -> list[Module]:
@@ -320,6 +347,22 @@ def _key(key) -> str:
     if text is None or isinstance(key, str):
         raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
     return text if text[0] == '"' else _string(text)
+
+
+def trust_options(function):
+    """--trust and the distribution policy options, shared by `verify` and `check`."""
+    for decorator in reversed([
+        click.option("--trust", "trust_paths", multiple=True, metavar="CERT_OR_KERNEL",
+                     help="Trusted certificates (PEM/DER), or a kernel (vmlinuz, vmlinux, kernel root, "
+                          "lib/modules/<kver>) whose built-in keys to trust. Repeatable."),
+        click.option("--require-codesigning-eku", is_flag=True,
+                     help="The signing certificate must have the codeSigning EKU (SUSE)."),
+        click.option("--accept-module-signing-oid", is_flag=True,
+                     help="With --require-codesigning-eku, also accept Red Hat's module-signing EKU."),
+        click.option("--reject-expired", is_flag=True, help="Refuse certificates outside their validity."),
+    ]):
+        function = decorator(function)
+    return function
 
 
 class Group(click.Group):

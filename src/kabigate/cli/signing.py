@@ -9,7 +9,7 @@ from typing import Any
 import click
 from cryptography.hazmat.primitives import hashes, serialization
 
-from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out, progress
+from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out, progress, trust_options
 from kabigate.errors import InputError, read_capped
 from kabigate.inputs.modules import find_module_files
 from kabigate.signing.keys import (
@@ -24,7 +24,7 @@ from kabigate.signing.keys import (
     write_files_atomically,
 )
 from kabigate.signing.sign import commit, sign_files
-from kabigate.signing.verify import TrustPolicy, load_trust, verify_file, verify_module
+from kabigate.signing.verify import TrustPolicy, load_trust, verify_file
 
 MAX_PASSPHRASE = 4096
 
@@ -152,22 +152,6 @@ def sign(key_path, cert_path, hash_name, replace, use_key_id, passphrase_env, pa
 
 # -- verify ---------------------------------------------------------------------------------
 
-def trust_options(function):
-    """--trust and the distribution policy options, shared with `check`."""
-    for decorator in reversed([
-        click.option("--trust", "trust_paths", multiple=True, metavar="CERT_OR_KERNEL",
-                     help="Trusted certificates (PEM/DER), or a kernel (vmlinuz, vmlinux, kernel root, "
-                          "lib/modules/<kver>) whose built-in keys to trust. Repeatable."),
-        click.option("--require-codesigning-eku", is_flag=True,
-                     help="The signing certificate must have the codeSigning EKU (SUSE)."),
-        click.option("--accept-module-signing-oid", is_flag=True,
-                     help="With --require-codesigning-eku, also accept Red Hat's module-signing EKU."),
-        click.option("--reject-expired", is_flag=True, help="Refuse certificates outside their validity."),
-    ]):
-        function = decorator(function)
-    return function
-
-
 def trust_policy(require_codesigning_eku: bool, accept_module_signing_oid: bool,
                  reject_expired: bool) -> TrustPolicy:
     return TrustPolicy(require_codesigning_eku, accept_module_signing_oid, reject_expired)
@@ -218,17 +202,3 @@ def _result_word(check, trusting: bool) -> str:
     if check.result == "ok":
         return "verified" if trusting else "signed"
     return {"ENODATA": "unsigned", "ENOKEY": "untrusted", "ENOPKG": "unsupported"}.get(check.result, "bad")
-
-
-def signature_checks(modules, trust_paths: tuple[str, ...], require_codesigning_eku: bool,
-                     accept_module_signing_oid: bool, reject_expired: bool) -> dict | None:
-    """For `check --trust`: each module's signature verified against the trusted keys."""
-    if not trust_paths:
-        return None
-    trust = load_trust(list(trust_paths))
-    policy = trust_policy(require_codesigning_eku, accept_module_signing_oid, reject_expired)
-    from kabigate.formats.compression import decompress
-    from kabigate.inputs.packages import module_files  # not for sign/verify: they take files
-    # modules read from packages are read again from them
-    return {module.path: verify_module(decompress(data, module.path), trust, policy)
-            for module, data in module_files(modules).items()}

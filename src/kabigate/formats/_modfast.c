@@ -1,6 +1,7 @@
 /* The module parser's hot path in C (issue 23): the facts formats/module.py parse_module() reads
  * from a module's ELF image (section headers, the symbol table's undefined, common and exported
- * entries, __versions, .modinfo, __ksymtab* and the layout), computed as its Python path does.
+ * entries, __versions, .modinfo, __ksymtab* and the layout), computed as its Python path does;
+ * the signature's PKCS#7 (formats/modsig.py) and Module.symvers' lines (formats/symvers.py) too.
  *
  * Modules are hostile input. Every offset and size read from the file is checked against the
  * image's length before it is used, with arithmetic that cannot overflow (checked_range()).
@@ -577,6 +578,97 @@ error:
     return NULL;
 }
 
+/* -- Module.symvers (formats/symvers.py parse_symvers()) -------------------------------------------
+ * symvers(text): the lines modpost writes today (write_dump(): "0x<crc>\t<symbol>\t<module>\t<export
+ * type>\t<namespace>"), as five columns (names, CRCs, modules, export types, namespaces), or None
+ * for anything else -- an older layout, another export type, a byte outside printable ASCII, a
+ * field the Python path might split otherwise -- which the Python path then reads (and refuses). */
+
+/* A field as str.split() delimits it: printable ASCII but space, at least `least` bytes; its end. */
+static const unsigned char *symvers_field(const unsigned char *p, const unsigned char *end, size_t least) {
+    const unsigned char *start = p;
+    while (p < end && *p > 0x20 && *p < 0x7f) p++;
+    return (size_t)(p - start) >= least ? p : NULL;
+}
+
+static int append_text(PyObject *list, const unsigned char *s, size_t n) {
+    PyObject *text = PyUnicode_DecodeASCII((const char *)s, (Py_ssize_t)n, NULL);
+    int failed = text == NULL || PyList_Append(list, text) < 0;
+    Py_XDECREF(text);
+    return failed ? -1 : 0;
+}
+
+static PyObject *modfast_symvers(PyObject *module, PyObject *args) {
+    Py_buffer view;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y*", &view)) return NULL;
+    static const char *types[] = {"EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL"};
+    PyObject *columns[5] = {NULL}, *type_texts[2] = {NULL}, *owner = NULL, *result = NULL;
+    const unsigned char *owner_bytes = NULL, *p = view.buf, *end = p + view.len;
+    size_t owner_len = 0;
+    for (int c = 0; c < 5; c++)
+        if ((columns[c] = PyList_New(0)) == NULL) goto done;
+    for (int t = 0; t < 2; t++)
+        if ((type_texts[t] = PyUnicode_FromString(types[t])) == NULL) goto done;
+    while (p < end) {
+        const unsigned char *line = p, *eol = memchr(p, '\n', (size_t)(end - p));
+        eol = eol ? eol : end;
+        p = eol + (eol < end);
+        const unsigned char *q = line;
+        while (q < eol && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\v' || *q == '\f')) q++;
+        if (q == eol) continue; /* a blank line */
+        if (eol > line && eol[-1] == '\r') eol--;
+        if (eol - line < 3 || line[0] != '0' || line[1] != 'x') goto fall_back;
+        uint32_t crc = 0;
+        q = line + 2;
+        int digits = 0;
+        for (; q < eol && *q != '\t'; q++, digits++) {
+            int value = *q >= '0' && *q <= '9' ? *q - '0' : (*q | 0x20) >= 'a' && (*q | 0x20) <= 'f' ? (*q | 0x20) - 'a' + 10 : -1;
+            if (value < 0 || digits == 8) goto fall_back;
+            crc = (crc << 4) | (uint32_t)value;
+        }
+        if (digits == 0 || q == eol) goto fall_back;
+        const unsigned char *fields[4], *ends[4];
+        for (int f = 0; f < 4; f++) { /* symbol, module, export type: non-empty; the namespace may be */
+            fields[f] = ++q;
+            q = symvers_field(q, eol, f < 3);
+            if (q == NULL || (f < 3 ? q == eol || *q != '\t' : q != eol)) goto fall_back;
+            ends[f] = q;
+        }
+        size_t type_len = (size_t)(ends[2] - fields[2]);
+        int type = type_len == 13 && memcmp(fields[2], types[0], 13) == 0 ? 0
+                   : type_len == 17 && memcmp(fields[2], types[1], 17) == 0 ? 1 : -1;
+        size_t ns_len = (size_t)(ends[3] - fields[3]);
+        /* a namespace spelled like an export type reads as the 5.4 layout in the Python path */
+        if (type < 0 || (ns_len >= 13 && memcmp(fields[3], "EXPORT_", 7) == 0)) goto fall_back;
+        size_t module_len = (size_t)(ends[1] - fields[1]);
+        if (owner == NULL || module_len != owner_len || memcmp(fields[1], owner_bytes, module_len) != 0) {
+            Py_XDECREF(owner); /* one str for a run of lines of one module */
+            if ((owner = PyUnicode_DecodeASCII((const char *)fields[1], (Py_ssize_t)module_len, NULL)) == NULL) goto done;
+            owner_bytes = fields[1];
+            owner_len = module_len;
+        }
+        PyObject *crc_value = PyLong_FromUnsignedLong(crc);
+        int failed = crc_value == NULL || append_text(columns[0], fields[0], (size_t)(ends[0] - fields[0])) < 0
+                     || PyList_Append(columns[1], crc_value) < 0 || PyList_Append(columns[2], owner) < 0
+                     || PyList_Append(columns[3], type_texts[type]) < 0
+                     || append_text(columns[4], fields[3], ns_len) < 0;
+        Py_XDECREF(crc_value);
+        if (failed) goto done;
+    }
+    result = PyTuple_Pack(5, columns[0], columns[1], columns[2], columns[3], columns[4]);
+    goto done;
+fall_back:
+    Py_INCREF(Py_None);
+    result = Py_None;
+done:
+    for (int c = 0; c < 5; c++) Py_XDECREF(columns[c]);
+    for (int t = 0; t < 2; t++) Py_XDECREF(type_texts[t]);
+    Py_XDECREF(owner);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 /* -- the module signature's PKCS#7 (formats/modsig.py parse_pkcs7(), formats/der.py) ------------
  * The walk of der.py's Element: the same length rules (short or 1-4 byte long form, each element
  * within its container, every child of a list read), to the first SignerInfo's digest OID, its
@@ -723,6 +815,7 @@ done:
 static PyMethodDef methods[] = {
     {"instances", modfast_instances, METH_VARARGS, "A tuple of slotted objects, their fields set from columns."},
     {"read", modfast_read, METH_VARARGS, "The facts of a module's ELF image, or None for the Python path."},
+    {"symvers", modfast_symvers, METH_VARARGS, "Module.symvers' columns, or None for the Python path."},
     {"pkcs7", modfast_pkcs7, METH_VARARGS,
      "(digest OID, signer's string tag or 0, its bytes, key id) of a module signature, or None for the Python path."},
     {NULL, NULL, 0, NULL},

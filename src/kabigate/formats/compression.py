@@ -174,14 +174,23 @@ def _zstd(data, output: _Output) -> bytearray:
 def text_lines(data, what: str, limit: int = MAX_TEXT, max_lines: int = MAX_LINES) -> list[str]:
     """The lines of a text file (decompressed if compressed, UTF-8 with replacement, '\\r' of
     CRLF ends removed), refusing more than `limit` bytes or `max_lines` lines."""
+    return decoded_lines(text_bytes(data, what, limit, max_lines))
+
+
+def decoded_lines(raw) -> list[str]:
+    """text_lines() of text_bytes()' bytes."""
+    return [line.removesuffix("\r") for line in bytes(raw).decode("utf-8", "replace").split("\n")]
+
+
+def text_bytes(data, what: str, limit: int = MAX_TEXT, max_lines: int = MAX_LINES):
+    """text_lines()'s bytes before they are decoded: decompressed, within the same caps."""
     raw = decompress(data, what, limit)
     if len(raw) > limit:
         raise InputError(f"{what}: larger than the {limit >> 20} MiB limit for a text file")
     count = raw.count(b"\n") + 1
     if count > max_lines:
         raise InputError(f"{what}: more than {max_lines} lines, not a plausible kernel text file")
-    lines = bytes(raw).decode("utf-8", "replace").split("\n")
-    return [line.removesuffix("\r") for line in lines]
+    return raw
 
 
 def lazy_lines(text: str) -> Iterator[str]:

@@ -8,13 +8,14 @@ linux-image .deb against ~2.8 s here (measured, 2 cores).
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
 from kabigate.errors import InputError
 from kabigate.formats.compression import text_lines
-from kabigate.formats.stream import ChunkReader, decompressed_chunks
+from kabigate.formats.stream import ChunkReader, decompressed_chunks, pages_done
 from kabigate.formats.tar import TarEntry, iter_tar
 
 __all__ = ["ArMember", "DebPackage", "TarEntry", "ar_members", "is_deb", "iter_data", "parse_control", "read_deb"]
@@ -119,7 +120,8 @@ def _read_member(reader: ChunkReader, entry: TarEntry, what: str) -> bytes:
 
 def _tar_entries(data, member: ArMember, what: str) -> Iterator[tuple[TarEntry, ChunkReader]]:
     view = memoryview(data)[member.offset:member.offset + member.size]
-    reader = ChunkReader(decompressed_chunks(view, f"{what}:{member.name}"))
+    done = pages_done(data, member.offset) if isinstance(data, mmap.mmap) else None
+    reader = ChunkReader(decompressed_chunks(view, f"{what}:{member.name}", done=done))
     yield from iter_tar(reader, f"{what}:{member.name}")
     # Then the rest of the member (tar's zero padding): the whole compressed stream is checked,
     # and data after it refused, as for RPM payloads.

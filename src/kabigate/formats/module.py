@@ -14,7 +14,7 @@ import os
 import struct
 from types import ModuleType
 
-from kabigate.errors import InputError, open_regular
+from kabigate.errors import InputError, regular_fd
 from kabigate.formats.compression import compression_of, decompress, refuse_other_compression
 from kabigate.formats.elf import (
     ET_REL,
@@ -36,7 +36,7 @@ from kabigate.formats.modsig import split_signature
 from kabigate.model import ElfLayout, Export, Import, Module, SymbolVersion
 
 
-def _c_reader() -> ModuleType | None:
+def c_reader() -> ModuleType | None:
     """The C reader of the same facts (formats/_modfast.c), unless KABIGATE_PURE is set or it was
     not built (installed without a C compiler: the Python path then reads every module)."""
     if os.environ.get("KABIGATE_PURE"):
@@ -47,7 +47,7 @@ def _c_reader() -> ModuleType | None:
         return None
 
 
-_modfast = _c_reader()
+_modfast = c_reader()
 
 
 def reads_in_c() -> bool:
@@ -68,22 +68,26 @@ SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
 
 def read_module(path: str) -> Module:
     """Parse the module file at `path`; raises InputError for anything that is not a module."""
+    fd, status = regular_fd(path)  # a FIFO named *.ko is refused, not waited on
     try:
-        with open_regular(path) as file:  # a FIFO named *.ko is refused, not waited on
-            size = os.fstat(file.fileno()).st_size
-            if size == 0:
-                raise InputError(f"{path}: empty file, not an ELF file")
-            # mmap: only the pages of the sections read are touched (most of a module is code).
-            with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                return parse_module(mapped, path)
+        if status.st_size == 0:
+            raise InputError(f"{path}: empty file, not an ELF file")
+        # mmap: only the pages of the sections read are touched (most of a module is code).
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+            return parse_module(mapped, path)
     except OSError as error:
         raise InputError(f"{path}: {error.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
-    compression = compression_of(raw)
-    refuse_other_compression(raw, path)
-    data = decompress(raw, path) if compression else raw
+    if raw[:4] == b"\x7fELF":  # no compression's magic: a tree's 4,000 modules are sniffed once
+        compression, data = None, raw
+    else:
+        compression = compression_of(raw)
+        refuse_other_compression(raw, path)
+        data = decompress(raw, path) if compression else raw
     size, signature = split_signature(data, _modfast.pkcs7 if _modfast is not None else None)
     # The C reader's None: it met something it leaves to the Python path (errors included).
     if _modfast is not None and (facts := _modfast.read(data, size, path)) is not None:

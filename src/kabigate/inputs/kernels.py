@@ -134,11 +134,14 @@ def _facts_of_file(path: Path) -> _Facts:
     return facts
 
 
-def _facts_of_headers(path: TreePath) -> _Facts:
+def _facts_of_headers(path: TreePath, config_known: bool = False) -> _Facts:
+    """`config_known`: the caller reads the kernel's config elsewhere (its own wins): not parsed here."""
     facts = _Facts(str(path))
     facts.headers_dir = path
     facts.exports = parse_symvers(_read(path / "Module.symvers"), str(path / "Module.symvers"))
     for config in (path / ".config", path / "include" / "config" / "auto.conf"):
+        if config_known:
+            break
         if config.is_file():
             facts.config = parse_kconfig(_text(_read(config), config), str(config))
             break
@@ -236,10 +239,11 @@ def _facts_of_module_tree(path: TreePath, root: TreePath | None) -> _Facts:
     candidates += [boot / f"symvers-{path.name}{suffix}" for suffix in (".gz", ".xz", ".zst", "")]
     symvers = next((c for c in candidates if c.is_file()), None)
     build = _resolve_link(path / "build", root)
+    config = next((c for c in (path / "config", boot / f"config-{path.name}") if c.is_file()), None)
     if symvers is not None:
         facts.exports = parse_symvers(_read(symvers), str(symvers))
     elif build is not None and (build / "Module.symvers").is_file():
-        headers = _facts_of_headers(build)
+        headers = _facts_of_headers(build, config_known=config is not None)
         facts.exports, facts.headers_dir = headers.exports, build
         facts.config = headers.config
         facts.machine = facts.machine or headers.machine
@@ -248,10 +252,10 @@ def _facts_of_module_tree(path: TreePath, root: TreePath | None) -> _Facts:
         facts.image = str(image)
         if facts.exports is None and not (root is not None and _headers_in(root, path.name)):
             facts.exports = {**(_facts_of_image(image).exports or {}), **_module_exports(path)}
-    for config in (path / "config", boot / f"config-{path.name}"):
-        if config.is_file():
-            facts.config = parse_kconfig(_text(_read(config), config), str(config))
-            break
+    if config is not None:
+        facts.config = parse_kconfig(_text(_read(config), config), str(config))
+        if facts.headers_dir is not None:  # the headers' machine, from the config they were not asked to read
+            facts.machine = facts.machine or _machine_from_config(facts.config)
     return facts
 
 

@@ -4,7 +4,6 @@ packages (.rpm, .deb, as files or http(s) URLs), folders of packages, yum/dnf re
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import os
 import signal
 import threading
@@ -154,21 +153,31 @@ def read_module_files(paths: list[str], advance: Callable[..., None] = lambda *_
     Python); each module comes back packed in plain tuples, as pickling its thousands of small
     dataclasses costs as much as parsing them."""
     workers = min(len(os.sched_getaffinity(0)), 8)
-    # Forked from the main thread of a process that may fork (the command line, a service's main
-    # loop); a Celery worker (daemonic) may not, a web request's thread should not: read here.
-    forkable = threading.current_thread() is threading.main_thread() and not multiprocessing.current_process().daemon
     modules = []
     with collector_paused():
-        if len(paths) < PARALLEL_MIN_FILES or workers < 2 or not forkable or reads_in_c():
+        if len(paths) < PARALLEL_MIN_FILES or workers < 2 or not _forkable() or reads_in_c():
             for path in paths:
                 modules.append(read_module(path))
                 advance()
             return modules
+        import multiprocessing
+
         with multiprocessing.get_context("fork").Pool(workers, initializer=_ignore_sigint) as pool:
             for packed in pool.imap(_read_packed, paths, chunksize=32):
                 modules.append(_unpacked(packed))
                 advance()
     return modules
+
+
+def _forkable() -> bool:
+    """Whether a pool may be forked from here: from the main thread of a process that may fork (the
+    command line, a service's main loop); a Celery worker (daemonic) may not, a web request's thread
+    should not. multiprocessing is imported only then (~10 ms of every start otherwise)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    import multiprocessing
+
+    return not multiprocessing.current_process().daemon
 
 
 @contextmanager

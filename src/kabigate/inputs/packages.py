@@ -27,7 +27,6 @@ from kabigate.formats.compression import MAX_DECOMPRESSED, text_lines
 from kabigate.formats.module import parse_module
 from kabigate.formats.repomd import MAX_REPOMD, RepoPackage, parse_primary, parse_repomd
 from kabigate.formats.rpm import Dependency
-from kabigate.inputs import httpclient
 from kabigate.model import MODULE_SUFFIXES, Export, Module, PackageOrigin, ReasonCode
 
 PACKAGE_SUFFIXES = (".rpm", ".deb")
@@ -76,6 +75,7 @@ def fetch(location: str, what: str, limit: int):
 
 def _map_url(location: str, what: str, limit: int | None = None):
     """A download mapped read-only (b"" when empty: an empty file cannot be mapped)."""
+    from kabigate.inputs import httpclient  # HTTP and TLS (~30 ms) only for a URL, not every `check`
 
     with httpclient.download(location, what, limit) as file:
         if os.fstat(file.fileno()).st_size == 0:
