@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from kabigate.errors import InputError, read_capped
-from kabigate.formats.bzimage import MAX_KERNEL_IMAGE, kernel_image, looks_like_kernel_image
+from kabigate.formats.bzimage import IMAGE_HEAD, MAX_KERNEL_IMAGE, kernel_image, looks_like_kernel_image
 from kabigate.formats.certlist import system_certificates
 from kabigate.formats.compression import compression_of
 from kabigate.formats.der import (
@@ -101,7 +101,7 @@ def load_trust(paths: list[str]) -> list[TrustedCert]:
             certificates = [usable_certificate(c, source) for c in certificates]
         elif data[:2] == b"\x30\x82" and len(data) == int.from_bytes(data[2:4], "big") + 4:
             certificates = [load_certificate(data, source)]
-        elif looks_like_kernel_image(data[:0x210]) or compression_of(data) is not None:
+        elif looks_like_kernel_image(data[:IMAGE_HEAD]) or compression_of(data) is not None:
             certificates = []
             for der in system_certificates(kernel_image(data, source), source):
                 try:  # x509_load_certificate_list() skips what it cannot parse, so does this
