@@ -52,6 +52,12 @@ class Rebuild:
         return {"driver": self.driver, "source": self.source, "outcome": self.outcome, "reason": self.reason,
                 "seconds": round(self.seconds, 1), "signer": self.signer}
 
+    @classmethod
+    def from_json(cls, found: dict) -> Rebuild:
+        """A rebuild as json() gave it (a build task's result)."""
+        outcome = None if found["outcome"] is None else BuildOutcome(found["outcome"])
+        return cls(found["driver"], found["source"], outcome, found["reason"], found["seconds"], found["signer"])
+
 
 def needing_rebuild(store: Store, candidate: KernelRecord, driver: str | None, gating: tuple[str, ...]) -> list[str]:
     """The gating packages that do not work on the candidate and were not built for it yet (nor are
