@@ -8,8 +8,12 @@ for one kernel, signed with the policy's [signing] key, its outcome stored (serv
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
+from kabigate.builder.buildtree import BuildTree
+from kabigate.builder.sandbox import check_sandbox
 from kabigate.builder.source import Signing
 from kabigate.errors import InputError, read_capped
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, MAX_POLICY_FILE, Policy, parse_policy, parse_waivers
@@ -23,7 +27,7 @@ from kabigate.services.gate import (
     run_gate,
     stream_of,
 )
-from kabigate.services.rebuild import Rebuild, needing_rebuild, newest_built, rebuild_packages
+from kabigate.services.rebuild import Rebuild, candidate_tree, needing_rebuild, newest_built, rebuild_packages
 from kabigate.signing.keys import HASHES, PASSPHRASE_ENV, load_signing_key
 from kabigate.store import KernelRecord, Store, TaskRecord, TaskState
 from kabigate.workers.config import Settings
@@ -83,12 +87,35 @@ def gate_task(store: Store, settings: Settings, task: TaskRecord, await_tasks: A
     return done if awaits is None else dict(done, awaits=awaits)
 
 
+# This process's last kernel's build tree: a gate's builds all want it, and extracting a Debian
+# kernel's headers .debs takes as long as building a small package.
+_TREE: dict[int, tuple[tempfile.TemporaryDirectory, BuildTree]] = {}
+
+
 def build_task(store: Store, settings: Settings, task: TaskRecord) -> dict:
     """Rebuild one package for one stored kernel; what happened (services.rebuild.Rebuild.json)."""
     args = task.args
     candidate = resolve_kernel(store, args["release"], args["stream"])
-    (rebuild,) = rebuild_packages(store, candidate, [args["driver"]], _signing(_policy(settings)))
+    (rebuild,) = rebuild_packages(store, candidate, [args["driver"]], _signing(_policy(settings)),
+                                  tree=_kept_tree(candidate))
     return rebuild.json()
+
+
+def _kept_tree(kernel: KernelRecord) -> BuildTree | None:
+    """The kernel's build tree, kept from this process's last build or made and kept now; None when it
+    cannot be made (the rebuild then says why)."""
+    if kernel.id not in _TREE:
+        for folder, _tree in _TREE.values():
+            folder.cleanup()
+        _TREE.clear()
+        folder = tempfile.TemporaryDirectory(prefix="kabigate-tree-")
+        try:
+            check_sandbox(Path(folder.name))
+            _TREE[kernel.id] = folder, candidate_tree(kernel, Path(folder.name) / "tree")
+        except InputError:
+            folder.cleanup()
+            return None
+    return _TREE[kernel.id][1]
 
 
 def _rebuild_of(build: TaskRecord) -> Rebuild:
