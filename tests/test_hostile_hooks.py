@@ -61,6 +61,25 @@ def test_protocols_2_and_3_name_the_packages(version):
     assert apt_kernels(listing) == [AptKernel(K612, IMAGE_612, spaced)]
 
 
+def test_a_run_names_each_kernels_build_tree_packages():
+    """preflight --apt --build: a kernel's build tree is its headers, the -common (and -common-rt)
+    headers of its ABI and the linux-kbuild of its version, found by Debian's names in the run: 6.1's
+    kbuild is not 6.12's, nor 6.1.0-47's common 6.1.0-4's."""
+    def deb(package: str) -> str:
+        return f"{ARCHIVES}{package}_1_all.deb"
+    k61 = "6.1.0-47-rt-amd64"
+    listing = "\n".join(deb(p) for p in (
+        f"linux-image-{K612}-unsigned", f"linux-headers-{K612}", "linux-headers-6.12.107+deb12-common",
+        "linux-kbuild-6.1", f"linux-image-{k61}-unsigned", f"linux-headers-{k61}", "linux-headers-6.1.0-47-common",
+        "linux-headers-6.1.0-47-common-rt", "linux-headers-6.1.0-4-common", "linux-headers-6.1.0-47-commonplace"))
+    k612_kernel, k61_kernel = apt_kernels(listing)
+    assert k612_kernel.common == (deb("linux-headers-6.12.107+deb12-common"),) and k612_kernel.kbuild is None
+    with pytest.raises(InputError, match=r"the linux-kbuild-\* of 6\.12\.107\+deb12-amd64 not in this run"):
+        k612_kernel.build_tree_debs()
+    assert k61_kernel.build_tree_debs() == [deb(f"linux-headers-{k61}"), deb("linux-headers-6.1.0-47-common"),
+                                            deb("linux-headers-6.1.0-47-common-rt"), deb("linux-kbuild-6.1")]
+
+
 @pytest.mark.parametrize("listing, message", [
     (f"{IMAGE_612}\n", f"linux-headers-{K612} is not in this run: cannot judge"),
     (f"{IMAGE_612}\n{HEADERS_612.replace('+', '%2b')}\n", f"linux-headers-{K612} is not in this run"),

@@ -158,6 +158,10 @@ def test_gate_report(store, tmp_path, snapshots):
     pin(snapshots, "waiver add", kabigate("waiver", "add", "--db", copy, "--driver", "dahdi", "--reason", "r",
                                           "--who", "w@example.org", "--json"))
     pin(snapshots, "waiver list", kabigate("waiver", "list", "--db", copy, "--all", "--json"))
+    pin(snapshots, "subscribe add", kabigate("subscribe", "add", "--db", copy, "--package", "jool", "--webhook",
+                                             "https://ci.example.org/hook", "--secret", "0123456789abcdef",
+                                             "--owner", "ci", "--json"))
+    pin(snapshots, "subscribe list", kabigate("subscribe", "list", "--db", copy, "--json"))
 
 
 def declared(app, method: str, path: str, status: int, document) -> None:
@@ -194,6 +198,13 @@ def test_api(store, tmp_path, snapshots):
                              headers=auth)
         declared(client.app, "POST", "/api/v1/waivers", waiver.status_code, waiver.json())
         pin(snapshots, "api POST waivers", waiver.json())
+        subscription = client.post("/api/v1/subscriptions", json={"owner": "me", "package": "jool",
+                                                                  "email": "me@example.org"}, headers=auth)
+        declared(client.app, "POST", "/api/v1/subscriptions", subscription.status_code, subscription.json())
+        pin(snapshots, "api POST subscriptions", subscription.json())
+        subscriptions = client.get("/api/v1/subscriptions", headers=auth)
+        declared(client.app, "GET", "/api/v1/subscriptions", subscriptions.status_code, subscriptions.json())
+        pin(snapshots, "api subscriptions", subscriptions.json())
         matrix = get("matrix", stream=STREAM)
         build = next(b for b in matrix["builds"] if b["driver"] == "acpi-call" and b["built_for"] == RELEASES[0])
         kernel = next(k for k in matrix["kernels"] if k["release"] == RELEASES[1])

@@ -64,8 +64,34 @@ def test_preflight_builds_each_dkms_package_for_the_new_kernel(testdata, system)
     vpoll = packages["vpoll"]
     assert not vpoll["works"] and vpoll["build"]["outcome"] == "failed"
     assert vpoll["build"]["error"] == testdata.manifest["driver_failures"]["vpoll"][NEW]["error"]
-    text = kabigate("preflight", "--root", system, "--build", new_tree)
-    assert "1 DKMS packages will have no working module" in text.stderr, text.stderr
+    # (the text report: the APT hook's test below)
+
+
+def test_the_apt_hook_builds_the_dkms_packages_against_the_kernel_of_the_run(testdata, system, tmp_path):
+    """KABIGATE_PREFLIGHT_BUILD=1: the hook builds the installed DKMS packages against the run's
+    linux-headers, -common and linux-kbuild packages before dpkg installs the kernel; vpoll does not
+    compile on 6.12: a warning, and with KABIGATE_PREFLIGHT_STRICT=1 APT stops."""
+    debs = testdata.root / "debs"
+    run = [next(debs.glob(f"{name}_*.deb")) for name in (
+        f"linux-image-{NEW}-unsigned", f"linux-headers-{NEW}", "linux-headers-6.12.107+deb12-common",
+        "linux-kbuild-6.12.107+deb12", "acpi-call-dkms")]
+    wrapper = tmp_path / "kabigate"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m kabigate \"$@\" --root {system}\n")
+    wrapper.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "KABIGATE_DB"}
+    env.update(KABIGATE=str(wrapper), KABIGATE_PREFLIGHT_BUILD="1", KABIGATE_PREFLIGHT_STRICT="1")
+    hook = Path(__file__).resolve().parent.parent / "contrib/apt/kabigate-preflight"
+    result = subprocess.run([hook], input="".join(f"{deb}\n" for deb in run), capture_output=True, text=True,
+                            env=env, check=False)
+    assert result.returncode == 1, result.stderr
+    vpoll_error = testdata.manifest["driver_failures"]["vpoll"][NEW]["error"]
+    assert "acpi-call" in result.stderr and "1 of 1 modules load" in result.stderr, result.stderr
+    assert vpoll_error in result.stderr and "1 DKMS packages will have no working module" in result.stderr
+    # Without the run's linux-kbuild the tree is incomplete: named, before anything is built.
+    incomplete = subprocess.run([hook], input="".join(f"{deb}\n" for deb in run if "kbuild" not in deb.name),
+                                capture_output=True, text=True, env=env, check=False)
+    assert incomplete.returncode == 1 and "the linux-kbuild-* of 6.12.107+deb12-amd64 not in this run" \
+        in incomplete.stderr, incomplete.stderr
 
 
 def test_preflight_build_passes_when_every_package_builds_and_signs_with_the_mok_key(testdata, system, tmp_path):
@@ -91,3 +117,4 @@ def test_preflight_build_refuses_headers_of_another_kernel(testdata, system):
     old_tree = testdata.root / testdata.manifest["build_kernels"][INSTALLED]["root"]
     run = kabigate("preflight", "--root", system, "--build", "--headers", old_tree, new_tree)
     assert run.returncode == 2 and f"the headers of {INSTALLED}, not of {NEW}" in run.stderr, run.stderr
+

@@ -77,6 +77,11 @@ def test_an_enforcing_stream_fails_what_its_kernels_would_refuse(signed, store):
                                  "--db", store, "--json").stdout)
     assert marked["enforced"] and marked["verdicts"] == 12  # 6 builds x 2 kernels
     assert {t["source"] for t in marked["trusted"]} == {str(vmlinuz), str(work / "mok.crt")}
+    status = json.loads(kabigate("db", "status", "--db", store, "--json").stdout)
+    stream = next(s for s in status["streams"] if s["name"] == STREAM)
+    assert sorted(stream["trusted_certificates"]) == sorted([str(vmlinuz), str(work / "mok.crt")])
+    assert f"stream {STREAM}: 2 kernels (x86_64); signatures enforced, trusting" in kabigate(
+        "db", "status", "--db", store).stdout
     assert first_reasons(store) == {"unsigned": "unsigned", "mok": None, "other": "untrusted-signature",
                                     "in-tree": None}
     with Store.open(store) as opened:
@@ -96,6 +101,8 @@ def test_an_enforcing_stream_fails_what_its_kernels_would_refuse(signed, store):
     assert acpi_call["breaks"] and acpi_call["first_reason"] == "unsigned", acpi_call
 
     kabigate("db", "enforce-signatures", STREAM, "--off", "--db", store)
+    assert f"stream {STREAM}: 2 kernels (x86_64); signatures not enforced" in kabigate(
+        "db", "status", "--db", store).stdout
     assert first_reasons(store) == dict.fromkeys(("unsigned", "mok", "other", "in-tree"))
     gate = json.loads(kabigate("gate", "--candidate", NEXT, "--db", store, "--json", expect=(0, 1)).stdout)
     assert not next(p for p in gate["packages"] if p["driver"] == "acpi-call")["breaks"]

@@ -25,7 +25,8 @@ CODE_WORD = re.compile(r"`([a-z][a-z-]*[a-z])`")
 NOT_A_LOADER_RULE = {ReasonCode.UNREADABLE}  # weak-modules' own refusal
 VOCABULARIES = [ReasonCode, LoadVerdict, vocabulary.GateClass, vocabulary.GateCategory, vocabulary.Outcome,
                 vocabulary.PackageState, vocabulary.ExportChange, vocabulary.TaskState, vocabulary.RequiresVerdict,
-                vocabulary.BuildOutcome]
+                vocabulary.BuildOutcome, vocabulary.EventKind, vocabulary.SubscriptionTarget, vocabulary.ChannelKind,
+                vocabulary.DeliveryState]
 
 
 def _reason_code_argument(node: ast.expr) -> str:
@@ -112,6 +113,8 @@ def test_policies_and_message_schemas_speak_the_gate_vocabulary():
     assert kabigate_messages._OUTCOME["enum"] == list(vocabulary.Outcome)
     counts = kabigate_messages.GateResultV1.body_schema["properties"]["counts"]
     assert counts["required"] == list(vocabulary.GateClass)
+    notification = kabigate_messages.NotificationV1.body_schema["properties"]
+    assert notification["kind"]["enum"] == list(vocabulary.EventKind)
 
 
 def test_members_print_and_compare_as_their_text():

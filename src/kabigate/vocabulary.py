@@ -101,3 +101,37 @@ class GateStage(StrEnum):
     CONFIRM = "confirming in qemu"
     RECORD = "recording the run"
     PUBLISH = "publishing to ResultsDB"
+
+
+class EventKind(StrEnum):
+    """What a subscriber is told of (services/notify.py): a kernel breaks a package that worked on the
+    kernel before it in the stream, a rebuild makes a package work again, a gate does not pass."""
+
+    PACKAGE_BROKEN = "package-broken"
+    PACKAGE_FIXED = "package-fixed"
+    GATE_BLOCKED = "gate-blocked"
+
+
+class SubscriptionTarget(StrEnum):
+    """What a subscription follows: one driver package's events, or every event of a stream."""
+
+    PACKAGE = "package"
+    STREAM = "stream"
+
+
+class ChannelKind(StrEnum):
+    """Where a subscription's messages go: an e-mail address (SMTP), a webhook URL (a signed JSON
+    POST), or the message bus (the package's or stream's topic)."""
+
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+    BUS = "bus"
+
+
+class DeliveryState(StrEnum):
+    """One event's delivery to one subscription (the outbox): pending until sent, failed once its
+    bounded attempts are spent."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"

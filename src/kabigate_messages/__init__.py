@@ -9,6 +9,9 @@ fedora-messaging) and get validated, summarised messages; the classes are regist
 - `kabigate.gate.result` (GateResultV1): the outcome of one gate of a kernel, published by the
   kabigate worker that ran it. The message id is the gate run's id, so a consumer that sees one
   twice (a worker lost between publishing and recording it) can tell.
+- `kabigate.package.<NAME>` and `kabigate.stream.<NAME>` (NotificationV1): a notification event for a
+  driver package (a kernel breaks it, a rebuild fixes it) or a stream (a gate blocks), published for
+  those who subscribed the bus to it. The message id is the event's id.
 """
 
 from __future__ import annotations
@@ -106,6 +109,42 @@ class GateResultV1(message.Message):
         baseline = body["baseline"]["release"] if body.get("baseline") else "none"
         return (f"kabigate gate of {body['candidate']['release']} against {baseline}: {body['outcome']} "
                 f"({body['counts']['regression']} regressions)")
+
+    def __str__(self) -> str:
+        return self.summary
+
+
+class NotificationV1(message.Message):
+    """A notification event: a kernel breaks a package, a rebuild fixes it, a gate blocks. Its topic is
+    the package's (kabigate.package.NAME) or, for a blocked gate, the stream's (kabigate.stream.NAME)."""
+
+    topic = "kabigate.package"
+    body_schema: ClassVar[dict] = {
+        "id": "https://kabigate.example.org/message-schemas/notification/v1.json",
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "description": "A kabigate notification event (the webhook's JSON)",
+        "type": "object",
+        "required": ["id", "kind", "summary", "package", "stream", "kernel", "gate_run", "gate_outcome"],
+        "properties": {
+            "id": {"type": "string", "maxLength": 36},  # the event's id (and the message id)
+            "kind": {"enum": ["package-broken", "package-fixed", "gate-blocked"]},
+            "summary": _TEXT,
+            "package": {"type": ["string", "null"]},
+            "stream": {"type": ["string", "null"]},
+            "kernel": _NAME,
+            "baseline": {"type": ["string", "null"]},
+            "gate_run": {"type": "string", "maxLength": 36},
+            "gate_outcome": _OUTCOME,
+        },
+    }
+
+    @property
+    def app_name(self) -> str:
+        return "kabigate"
+
+    @property
+    def summary(self) -> str:
+        return self.body["summary"]
 
     def __str__(self) -> str:
         return self.summary

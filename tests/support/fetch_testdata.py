@@ -41,10 +41,10 @@ build_kernels
     in KERNELS uses its tree there; any other gets its headers, common headers
     and linux-kbuild only, in ``build-kernels/<kver>/``, fixed up the same way.
 drivers, driver_failures
-    The DKMS packages in DRIVERS, built the way dkms would against the build
+    The DKMS packages in DRIVERS, built by dkms (see below) against the build
     kernels of the corpus, into ``drivers/<driver>/<kver>/*.ko``:
     drivers[driver][kver] = {"dir", "modules", "source_package", "version"}.
-    A build that dkms would not complete (BUILD_EXCLUSIVE, make fails, a module
+    A build that dkms does not complete (BUILD_EXCLUSIVE, make fails, a module
     is missing) is real data, recorded and not fatal:
     driver_failures[driver][kver] = {"error" (one line), "log", "version",
     "source_package"}; it is retried only when the package version changes.
@@ -63,7 +63,7 @@ default
     and two stop building within 6.1 (recorded failures).  GATE_DRIVERS are
     also built against 6.1.0-50, the baseline of the gate of 6.1.0-53.  24
     drivers with builds, 55 builds, 18 failures; about 5 minutes cold on 2 idle
-    cores.
+    cores, 27 on 2 cores shared with other work (load average 10 to 13).
 full
     Every driver in DRIVERS against FULL_BUILD_KERNELS (6.1.0-47, -53, -56,
     -57, 6.12.107, 6.12.117), and GATE_DRIVERS against 6.1.0-50: 118 builds
@@ -75,17 +75,12 @@ full
 A corpus only adds to the cache: the default corpus after the full one does
 nothing.
 
-Builds follow dkms 3.0.10 (Debian 12): dkms.conf is sourced as dkms does
-(MAKE/MAKE_MATCH and dkms's default make command, ``make`` rewritten to
-``make -j<JOBS> KERNELRELEASE=<kver>``, BUILD_EXCLUSIVE_KERNEL/ARCH/CONFIG,
-PRE_BUILD, STRIP, CC from the headers' .kernelvariables), in a copy of the
-source tree under a private dkms tree (fresh, so dkms's CLEAN step is left
-out).  Where dkms finds the kernel's headers
-installed at /lib/modules/<kver>/build, ours are not installed: that path is
-the extracted tree's, so absolute ``/lib/modules`` paths in the make command
-and in the driver's Makefiles are rewritten to point into the tree (the
-rewritten files are listed in the build log), and KERNELDIR, KERNEL_DIR, KDIR,
-KSRC and KERNEL_SRC point there too.  NOT_BUILT lists the packages left out.
+Drivers are built by kabigate itself, as `kabigate build -k <kernel tree> <package>.deb` builds
+them (kabigate.builder): the real ``dkms build`` of Debian 12 (dkms 3.0.10), with a private dkms
+tree, in its bubblewrap sandbox, where the extracted kernel tree is seen read-only at
+/lib/modules/<kver>/build; the modules dkms keeps are the build's (stripped as dkms strips them),
+its first compiler error line a failure's "error", and an exclusion by BUILD_EXCLUSIVE_* a failure
+whose error says "dkms excludes <kver>: ...".  NOT_BUILT lists the packages left out.
 
 The FOREIGN_KERNELS' image and headers packages are downloaded with urllib
 (apt only knows the host's architecture and we do not change its
@@ -100,7 +95,7 @@ unpacked, into ``foreign-kernels/<kver>/``, with the Debian architecture as
 "arch" in the manifest.
 
 Work runs in parallel: downloads (two at a time) overlap the unpacking and the
-builds, which run JOBS at a time, each with ``make -j<JOBS>`` as dkms would.
+builds, which run JOBS at a time, each with dkms's ``make -j<number of CPUs>``.
 Every cache entry is assembled in a temporary directory inside the root and
 renamed into place only when complete, and recorded in the manifest after
 that; an entry counts as present only if it is both on disk and in the
@@ -111,10 +106,11 @@ stderr and exit status 2.
 
 Host packages needed (Debian 12; scripts/bootstrap installs them), besides
 apt, dpkg, tar and gpgv:
-    make gcc-12 binutils libelf1 dwarves pkg-config libxtables-dev
-gcc-12 is the compiler the Debian 6.1 and 6.12 kernels were built with; the
-kbuild host tools (modpost, objtool...) come prebuilt in linux-kbuild-* and
-only need libelf1 at run time; dwarves has pahole, which kbuild runs on every
+    dkms bubblewrap make gcc-12 binutils libelf1 dwarves pkg-config libxtables-dev
+dkms and bubblewrap (bwrap) run the builds, from the host's /usr; gcc-12 is
+the compiler the Debian 6.1 and 6.12 kernels were built with; the kbuild
+host tools (modpost, objtool...) come prebuilt in linux-kbuild-* and only
+need libelf1 at run time; dwarves has pahole, which kbuild runs on every
 module built for the 6.12 kernels (CONFIG_DEBUG_INFO_BTF_MODULES);
 iptables-netflow-dkms depends on pkg-config and libxtables-dev for its
 configure.  They are checked before any work is done.
@@ -145,6 +141,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from kabigate.builder.buildtree import build_tree as kernel_build_tree
+from kabigate.builder.sandbox import Limits, check_sandbox
+from kabigate.builder.source import build_source
+from kabigate.errors import InputError
+from kabigate.vocabulary import BuildOutcome
 from support.testdata import testdata_root
 
 KERNELS = (
@@ -241,10 +242,11 @@ REQUIRED_TOOLS = {
     "apt-cache": "apt",
     "dpkg-deb": "dpkg",
     "bash": "bash",
+    "dkms": "dkms",
+    "bwrap": "bubblewrap",
     "make": "make",
     "gcc-12": "gcc-12",
     "ld": "binutils",
-    "strip": "binutils",
     "tar": "tar",
     "gpgv": "gpgv",
     "pahole": "dwarves",
@@ -254,6 +256,9 @@ REQUIRED_TOOLS = {
 # (iptables-netflow's configure asks pkg-config for libxtables).
 REQUIRED_HEADERS = {"xtables.h": "libxtables-dev"}
 JOBS = 2
+# A build's time limit in the sandbox: the packages are known ones, and a build that hits the limit stops
+# the run instead of being recorded as a failure; openafs-modules takes many minutes on a busy machine.
+BUILD_SECONDS = 4 * 3600.0
 
 REPO = Path(__file__).resolve().parents[2]
 QUIET = False
@@ -264,10 +269,6 @@ STOP = threading.Event()
 
 class FetchError(Exception):
     """A failure reported to the user as one line, without a traceback."""
-
-
-class BuildFailure(Exception):
-    """A driver that does not build against a kernel, as dkms would report it: data, not an error."""
 
 
 def progress(message: str) -> None:
@@ -380,13 +381,18 @@ def failure_current(manifest: dict, driver: str, kver: str, versions: dict[str, 
 # --- host checks -------------------------------------------------------------
 
 
-def check_host_tools() -> None:
+def check_host_tools(root: Path) -> None:
     missing = {pkg for tool, pkg in REQUIRED_TOOLS.items() if shutil.which(tool) is None}
     missing.update(pkg for header, pkg in REQUIRED_HEADERS.items() if not Path("/usr/include", header).is_file())
     if ctypes.util.find_library("elf") is None:
         missing.add("libelf1")  # the prebuilt kbuild tools link against it
     if missing:
         raise FetchError(f"missing build tools; run: apt-get install {' '.join(sorted(missing))}")
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=root / "drivers") as work:
+        try:
+            check_sandbox(Path(work))
+        except InputError as exc:
+            raise FetchError(str(exc)) from None
 
 
 # --- Debian archive ----------------------------------------------------------
@@ -861,173 +867,35 @@ def flavor_image_entry(root: Path, archive: Archive, kver: str) -> dict:
 
 # --- drivers -----------------------------------------------------------------
 
-# What dkms 3.0.10's read_conf() makes of a dkms.conf, printed as NUL-separated
-# name/value pairs.  dkms.conf is a shell fragment that dkms sources with these
-# variables set; the make command, the module list and BUILD_EXCLUSIVE are
-# computed as dkms computes them.
-READ_DKMS_CONF = r"""
-kernelver=$1 kernel_source_dir=$2 dkms_tree=$3 source_tree=$4 arch=x86_64
-kernel_config=$kernel_source_dir/.config
-. "$5" >/dev/null 2>&1
-out() { printf '%s\0%s\0' "$1" "$2"; }
-out PACKAGE_NAME "$PACKAGE_NAME"
-out PACKAGE_VERSION "$PACKAGE_VERSION"
-[[ ${MAKE_MATCH[0]} ]] || make_command="${MAKE[0]}"
-for ((i = 0; i < ${#MAKE[@]}; i++)); do
-    [[ ${MAKE[$i]} && ${MAKE_MATCH[$i]} && $kernelver =~ ${MAKE_MATCH[$i]} ]] && make_command="${MAKE[$i]}"
-done
-[[ $make_command ]] || make_command="make -C $kernel_source_dir M=$dkms_tree/$PACKAGE_NAME/$PACKAGE_VERSION/build"
-out make_command "$make_command"
-out pre_build "$PRE_BUILD"
-out patches "${#PATCH[@]}"
-exclude=
-[[ $BUILD_EXCLUSIVE_KERNEL && ! $kernelver =~ $BUILD_EXCLUSIVE_KERNEL ]] \
-    && exclude="BUILD_EXCLUSIVE_KERNEL=\"$BUILD_EXCLUSIVE_KERNEL\""
-[[ $BUILD_EXCLUSIVE_ARCH && ! $arch =~ $BUILD_EXCLUSIVE_ARCH ]] \
-    && exclude="BUILD_EXCLUSIVE_ARCH=\"$BUILD_EXCLUSIVE_ARCH\""
-if [[ $BUILD_EXCLUSIVE_CONFIG && -e $kernel_config ]]; then
-    for kconf in $BUILD_EXCLUSIVE_CONFIG; do
-        case "$kconf" in
-            !*) grep -q -E "^${kconf#!}=[ym]" "$kernel_config" && exclude="BUILD_EXCLUSIVE_CONFIG: ${kconf#!} is set" ;;
-            *)  grep -q -E "^${kconf}=[ym]" "$kernel_config" || exclude="BUILD_EXCLUSIVE_CONFIG: $kconf is not set" ;;
-        esac
-    done
-fi
-out exclude "$exclude"
-size=0
-for s in ${#BUILT_MODULE_NAME[@]} ${#BUILT_MODULE_LOCATION[@]} ${#DEST_MODULE_NAME[@]} ${#DEST_MODULE_LOCATION[@]}; do
-    ((s > size)) && size=$s
-done
-for ((i = 0; i < size; i++)); do
-    name=${BUILT_MODULE_NAME[$i]}
-    [[ ! $name ]] && ((${#DEST_MODULE_LOCATION[@]} == 1)) && name=$PACKAGE_NAME
-    location=${BUILT_MODULE_LOCATION[$i]}
-    [[ $location && ${location:(-1)} != / ]] && location="$location/"
-    case ${STRIP[$i]} in
-        [nN]*) strip[$i]=no ;;
-        [yY]*) strip[$i]=yes ;;
-        '') strip[$i]=${strip[0]:-yes} ;;
-    esac
-    out "name[$i]" "$name"
-    out "module[$i]" "$location$name.ko"
-    out "strip[$i]" "${strip[$i]}"
-done
-"""
-
-
-def read_dkms_conf(conf: Path, kver: str, kernel_dir: Path, dkms_tree: Path) -> dict[str, str]:
-    out = run(
-        ["bash", "-c", READ_DKMS_CONF, "bash", kver, str(kernel_dir), str(dkms_tree), str(conf.parent.parent),
-         str(conf)],
-        what=f"reading {conf}",
-    )
-    items = out.split("\0")
-    return dict(zip(items[0::2], items[1::2]))
-
-
-def built_modules(conf: dict[str, str]) -> list[tuple[str, bool]]:
-    """(path of a built .ko relative to the build dir, whether dkms strips it), as dkms computes them."""
-    modules = []
-    for i in itertools.count():
-        if f"module[{i}]" not in conf:
-            break
-        if not conf[f"name[{i}]"]:
-            raise BuildFailure(f"dkms.conf: no BUILT_MODULE_NAME for record #{i}")
-        modules.append((conf[f"module[{i}]"], conf[f"strip[{i}]"] != "no"))
-    if not modules:
-        raise BuildFailure("dkms.conf: no module to build")
-    return modules
-
-
-def dkms_make_command(make: str, kver: str) -> str:
-    """dkms rewrites a leading `make` to `make -j<N> KERNELRELEASE=<kver>`."""
-    return re.sub(r"^make", f"make -j{JOBS} KERNELRELEASE={kver}", make)
-
-
-# An absolute /lib/modules path, not one under a prefix ($(DESTDIR)/lib/modules, a/lib/modules).
-LIB_MODULES = re.compile(r"(?<![\w$)}./-])/lib/modules(?=/|\b)")
-
-
-def relocate_lib_modules(text: str, kernel_root: Path) -> str:
-    """Point /lib/modules paths into the extracted kernel root, where our headers are "installed"."""
-    return LIB_MODULES.sub(lambda _: f"{kernel_root}/lib/modules", text)
-
-
-def relocate_makefiles(build_dir: Path, kernel_root: Path) -> list[str]:
-    """Rewrite absolute /lib/modules paths in the driver's Makefiles; the files changed."""
-    changed = []
-    for path in sorted(build_dir.rglob("*")):
-        name = path.name
-        if path.is_symlink() or not path.is_file():
-            continue
-        if not (name in ("Makefile", "makefile", "GNUmakefile", "Kbuild") or name.startswith(("Makefile.", "Kbuild."))
-                or name.endswith(".mk")):
-            continue
-        try:
-            text = path.read_text()
-        except UnicodeDecodeError:
-            continue
-        new = relocate_lib_modules(text, kernel_root)
-        if new != text:
-            path.write_text(new)
-            changed.append(path.relative_to(build_dir).as_posix())
-    return changed
-
-
-def dkms_cc(kernel_dir: Path) -> dict[str, str]:
-    """The CC dkms exports: for PRE_BUILD the config's compiler, for make the headers' .kernelvariables one."""
-    cc = {}
-    config = kernel_dir / ".config"
-    if config.is_file():
-        match = re.search(r'^CONFIG_CC_VERSION_TEXT="(\S+) ', config.read_text(), flags=re.MULTILINE)
-        if match and shutil.which(match[1]):
-            cc["pre_build"] = match[1]
-    variables = kernel_dir / ".kernelvariables"
-    if variables.is_file():
-        makefile = f"show-%:\n\t@echo $($*)\ninclude {variables}\n"
-        proc = subprocess.run(["make", "-s", "-f", "-", "show-CC"], check=False, input=makefile, capture_output=True,
-                              text=True)
-        if proc.returncode == 0 and proc.stdout.strip():
-            cc["make"] = proc.stdout.strip()
-    return cc
-
-
-def first_error(log: Path, strip_paths: list[Path]) -> str | None:
-    """The line of a build log that says best why the build failed, shortened; None if none does.
-
-    The first compiler error, else modpost's, else any line saying error (configure scripts
-    echo the errors of their probes behind "//": not those).
-    """
-    lines = [line for line in log.read_text(errors="replace").splitlines() if not line.startswith("//")]
-    found = (next((line for line in lines if re.search(r":\d+:\d+: (fatal )?error: ", line)), None)
-             or next((line for line in lines if "ERROR: modpost:" in line), None)
-             or next((line for line in lines if re.search(r"\berror\b", line, flags=re.IGNORECASE)
-                      and not line.startswith(("make", "#"))), None))
-    if found is None:
-        return None
-    for path in strip_paths:
-        found = found.replace(f"{path}/", "")
-    found = " ".join(found.split())
-    return found if len(found) <= 240 else found[:237] + "..."
-
 
 def build_driver(root: Path, archive: Archive, driver: str, kver: str, tree: dict) -> tuple[str, dict]:
-    """Build one driver against one kernel tree: ("built", drivers entry) or ("failed", driver_failures entry)."""
+    """Build one driver against one kernel tree with `kabigate build`'s builder (the real dkms, in its
+    sandbox): ("built", drivers entry) or ("failed", driver_failures entry: failed or excluded)."""
     package = DRIVERS[driver]
     archive.download([package])
     version = archive.field(package, "Version")
+    deb = archive.deb_path(package)
     log = root / "logs" / f"{driver}-{kver}.log"
     progress(f"driver {driver}: building against {kver}")
-    kernel_root = root / tree["root"]
-    kernel_dir = root / tree["build_dir"]
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root / "drivers"))
     try:
+        (tmp / "work").mkdir()
         try:
-            modules = dkms_build(root, archive.deb_path(package), driver, kver, kernel_root, kernel_dir, tmp, log)
-        except BuildFailure as exc:
-            error = " ".join(str(exc).replace(f"{tmp}/", "").split())
+            result = build_source(deb, kernel_build_tree([str(root / tree["root"])], tmp), tmp / "work",
+                                  Limits(wall_seconds=BUILD_SECONDS))
+        except InputError as exc:
+            raise FetchError(f"building {deb.name} against {kver}: {exc}") from None
+        log.parent.mkdir(exist_ok=True)
+        with log.open("w") as out:
+            out.write(f"# {driver} ({deb.name}) against {kver}: kabigate build ({result.method}), "
+                      f"{result.outcome} after {result.seconds:.1f}s\n{result.log}")
+        if result.limit is not None:  # this machine's state, not the package's: not recorded (the log stays)
+            raise FetchError(f"building {deb.name} against {kver}: {result.limit}")
+        if result.outcome != BuildOutcome.BUILT:
+            # the words the corpus has always recorded for an exclusion
+            error = f"dkms excludes {kver}: {result.error}" if result.outcome == BuildOutcome.EXCLUDED else result.error
             with log.open("a") as out:
-                out.write(f"# failed: {error}\n")
+                out.write(f"\n# {result.outcome}: {error}\n")
             progress(f"driver {driver}: does not build against {kver}: {error}")
             return "failed", {
                 "error": error,
@@ -1035,93 +903,19 @@ def build_driver(root: Path, archive: Archive, driver: str, kver: str, tree: dic
                 "source_package": package,
                 "version": version,
             }
+        (tmp / "out").mkdir()
+        for module in result.modules:
+            shutil.copy2(module, tmp / "out" / module.name)
         publish(tmp / "out", root / "drivers" / driver / kver)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    progress(f"driver {driver}: built against {kver} in {result.seconds:.1f}s")
     return "built", {
         "dir": f"drivers/{driver}/{kver}",
-        "modules": sorted(modules),
+        "modules": sorted(m.name for m in result.modules),
         "source_package": package,
         "version": version,
     }
-
-
-def dkms_build(root: Path, deb: Path, driver: str, kver: str, kernel_root: Path, kernel_dir: Path, tmp: Path,
-               log: Path) -> list[str]:
-    """dkms build in `tmp`, its log in `log`; the stripped modules are left in tmp/out.  Their names."""
-    started = time.monotonic()
-    log.parent.mkdir(exist_ok=True)
-    extract_deb(deb, tmp / "pkg")
-    confs = list((tmp / "pkg/usr/src").glob("*/dkms.conf"))
-    if len(confs) != 1:
-        raise FetchError(f"{deb.name}: expected one usr/src/*/dkms.conf, found {len(confs)}")
-    dkms_tree = tmp / "dkms"
-    with log.open("w") as out:
-        out.write(f"# {driver} ({deb.name}) against {kver}, as dkms would build it\n")
-    conf = read_dkms_conf(confs[0], kver, kernel_dir, dkms_tree)
-    if conf["exclude"]:
-        raise BuildFailure(f"dkms excludes {kver}: {conf['exclude']}")
-    if conf["patches"] != "0":
-        raise FetchError(f"{deb.name}: dkms.conf PATCH is not supported here")
-    modules = built_modules(conf)
-    build_dir = dkms_tree / conf["PACKAGE_NAME"] / conf["PACKAGE_VERSION"] / "build"
-    shutil.copytree(confs[0].parent, build_dir, symlinks=True)
-    relocated = relocate_makefiles(build_dir, kernel_root)
-    cc = dkms_cc(kernel_dir)
-    env = dict(os.environ, LC_ALL="C", MAKEFLAGS=f"-j{JOBS}")
-    env.pop("CC", None)
-    # Driver Makefiles default their kernel dir to /lib/modules/$(uname -r)/build
-    # under one of these names unless it is set; dkms relies on that default.
-    # MAKEFLAGS parallelises commands that do not start with `make` (dahdi).
-    for name in ("KERNELDIR", "KERNEL_DIR", "KDIR", "KSRC", "KERNEL_SRC"):
-        env[name] = str(kernel_dir)
-    cpu = 0.0
-    with log.open("a") as out:
-        if relocated:
-            out.write(f"# /lib/modules -> {kernel_root}/lib/modules in {' '.join(relocated)}\n")
-        if conf["pre_build"]:
-            command = relocate_lib_modules(conf["pre_build"], kernel_root)
-            script = build_dir / command.split()[0]
-            if script.is_file() and os.access(script, os.X_OK):
-                pre_env = dict(env, CC=cc["pre_build"]) if "pre_build" in cc else env
-                _status, cpu = run_logged(out, f"{build_dir}/{command}", build_dir, pre_env)  # dkms ignores the status
-            else:
-                out.write(f"# the PRE_BUILD script {command.split()[0]} is not executable: not run (as dkms)\n")
-        if "make" in cc:
-            env["CC"] = cc["make"]
-        # dkms runs CLEAN first; the build area is a fresh copy here, so that is left out.
-        command = dkms_make_command(relocate_lib_modules(conf["make_command"], kernel_root), kver)
-        status, make_cpu = run_logged(out, command, build_dir, env)
-        cpu += make_cpu
-        out.write(f"# exit status {status} after {time.monotonic() - started:.1f}s, {cpu:.1f}s of CPU\n")
-    if status != 0:
-        raise BuildFailure(first_error(log, [build_dir, kernel_root]) or f"exit status {status}")
-
-    out_dir = tmp / "out"
-    out_dir.mkdir()
-    names = []
-    for module, strip in modules:
-        built = build_dir / module
-        if not built.is_file():  # the make command does not always fail then (`make ...; mv ...`)
-            error = first_error(log, [build_dir, kernel_root])
-            raise BuildFailure(f"{module} was not built" + (f": {error}" if error else ""))
-        shutil.copy2(built, out_dir / built.name)
-        if strip:  # dkms strips debug info from what it installs (STRIP defaults to yes)
-            run(["strip", "-g", str(out_dir / built.name)], what=f"strip {built.name}")
-        names.append(built.name)
-    return names
-
-
-def run_logged(out: TextIO, command: str, cwd: Path, env: dict[str, str]) -> tuple[int, float]:
-    """Run a shell command as dkms does (bash, in the build dir), its output appended to the log.
-
-    Its exit status, and the CPU seconds it and its children used."""
-    out.write(f"$ {command}\n")
-    out.flush()
-    proc = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 # --- scheduling --------------------------------------------------------------
@@ -1262,7 +1056,7 @@ def fetch_testdata(root: Path, corpus: str, only: set[str] | None) -> None:
         progress(f"everything present in {root}")
         return
 
-    check_host_tools()
+    check_host_tools(root)
     # apt-cache, in this thread: every package of the run, then the kernels' dependencies.
     archive.show([
         *sorted({DRIVERS[d] for d, _ in builds}),

@@ -87,6 +87,7 @@ def build(source: Path, tree: BuildTree, work: Path, limits: Limits) -> BuildRes
         result.outcome = BuildOutcome.EXCLUDED
         result.error = exclusion or "a BUILD_EXCLUSIVE directive does not match"
     else:
+        result.limit = run.limit
         result.error = run.limit or first_error(log, (f"{WORK}/{DKMS_TREE}/{name}/{version}/build", KERNEL)) \
             or _dkms_error(run.log.text()) or f"dkms exit status {run.status}"
     return result

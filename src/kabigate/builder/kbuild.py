@@ -33,6 +33,7 @@ def build(source: Path, tree: BuildTree, work: Path, limits: Limits, name: str |
     if run.ok and modules:
         result.outcome, result.modules = BuildOutcome.BUILT, modules
     else:
+        result.limit = run.limit
         result.error = (run.limit or first_error(log, (f"{WORK}/{SOURCE}", KERNEL))
                         or (f"make exit status {run.status}" if run.status else "no module was built"))
     return result

@@ -23,6 +23,7 @@ class BuildResult:
     error: str | None = None
     modules: list[Path] = field(default_factory=list)
     signer: str | None = None  # who signed the built modules (kabigate build --sign-key)
+    limit: str | None = None  # the sandbox limit that stopped the build (its error says it too)
 
     def json(self) -> dict:
         return {"outcome": self.outcome, "package": self.package, "version": self.version,

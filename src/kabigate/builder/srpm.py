@@ -55,6 +55,7 @@ def build(source: Path, tree: BuildTree, work: Path, limits: Limits) -> BuildRes
         result.error = next(line for line in log.splitlines() if EXCLUDED_ARCH in line).strip()
     else:
         builds = [f"{WORK}/{TOP}/BUILD/{p.name}" for p in (work / TOP / "BUILD").glob("*")]
+        result.limit = run.limit
         result.error = run.limit or first_error(log, (*builds, KERNEL)) or f"rpmbuild exit status {run.status}"
     return result
 

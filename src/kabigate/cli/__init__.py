@@ -107,6 +107,7 @@ COMMAND_MODULES = {
     "db": "store:db", "ingest": "store:ingest", "matrix": "store:matrix", "history": "store:history",
     "kernels": "store:kernels", "drivers": "store:drivers",
     "gate": "gate:gate", "watch": "gate:watch", "waiver": "waiver:waiver",
+    "subscribe": "subscribe:subscribe_group",
     "stablelist": "stablelist:stablelist",
     "serve": "web:serve",
     "worker": "service:worker", "listen": "service:listen", "announce": "service:announce",
@@ -150,6 +151,8 @@ COMMAND_SUMMARIES = {
               'twice.'),
     "waiver": ('Waivers kept in the store: every gate (CLI, watch, API) applies them with its --waivers '
                'file. A waiver is never deleted: it is revoked, and stays listed as revoked.'),
+    "subscribe": ("Subscriptions: an owner follows a driver package or a stream, by e-mail, webhook or the bus, "
+                  'and is told when a new kernel breaks a package, a rebuild fixes it, or a gate blocks.'),
     "stablelist": 'Which symbols drivers need that the stablelist does not promise, and how the list moved.',
     "serve": ('Serve the dashboard (matrix, kernels, drivers, gate runs, stablelist demand) and the REST '
               'API (/api/v1, schema at /api/v1/openapi.json). Writes (ingest, gate) need `Authorization: '
@@ -176,7 +179,7 @@ SECTIONS = {
     "Check modules against kernels": ["inspect", "check", "diff", "explain", "boot-check", "precheck", "rpm-deps"],
     "Sign modules": ["keygen", "sign", "verify"],
     "The store": ["db", "ingest", "build", "build-log", "kernels", "drivers", "matrix", "history"],
-    "Gate kernels": ["gate", "watch", "waiver"],
+    "Gate kernels": ["gate", "watch", "waiver", "subscribe"],
     "Stablelist evidence": ["stablelist"],
     "On a host, at install time": ["preflight", "weak-modules"],
     "kabigate as a service": ["serve", "worker", "listen", "announce", "tasks", "health"],

@@ -43,6 +43,7 @@ from kabigate.services.gate import (
     stream_of,
 )
 from kabigate.services.ingest import ingest_kernel
+from kabigate.services.notify import channels_from_env, deliver_pending
 from kabigate.services.packages import why_not
 from kabigate.services.watch import kernels_to_gate, offered_kernels
 from kabigate.signing.keys import HASHES, PASSPHRASE_ENV, load_signing_key
@@ -133,9 +134,11 @@ class GateOutcome:
 def gate_kernel(store: Store, settings: GateSettings, candidate: KernelRecord, baseline: KernelRecord | None,
                 stream: str | None, *, junit: str | None, markdown: str | None, item: str | None,
                 confirm: int = 0) -> GateOutcome:
-    """Run, record, write and publish one gate; with `confirm`, that many builds are first
-    confirmed in qemu and the confirmation is recorded with the run."""
+    """Run, record, write and publish one gate, and send the notifications it made (and any left
+    pending); with `confirm`, that many builds are first confirmed in qemu and the confirmation is
+    recorded with the run."""
     stablelist = read_stablelist(settings.stablelist_path, candidate.machine)
+    channels = channels_from_env()  # a bad $KABIGATE_SMTP is said before the gate, not after
     with stages(list(GateStage)) as step:
         result = run_gate(store, candidate, baseline, stream=stream, policy=settings.policy,
                           waivers=(*settings.waivers, *store.waivers()), stablelist=stablelist,
@@ -159,6 +162,7 @@ def gate_kernel(store: Store, settings: GateSettings, candidate: KernelRecord, b
             step(GateStage.PUBLISH)
             published = _publish(store, settings, run, item, settings.resultsdb_url)
             document["resultsdb"] = {"url": settings.resultsdb_url, "id": published}
+    deliver_pending(store, channels)  # bounded: an endpoint that hangs or fails is left for later
     return GateOutcome(result, document, published, confirmations)
 
 

@@ -173,6 +173,8 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, build: b
 
     With --build, the DKMS packages are built for the kernel now, as dkms autoinstall will build
     them when it is installed: exit 1 too when one fails to build or its modules will not load.
+    With --apt --build, each kernel's build tree is its linux-headers, -common and linux-kbuild
+    packages of the run (KABIGATE_PREFLIGHT_BUILD=1 makes the APT hook ask for it).
 
     \b
     Example:
@@ -184,19 +186,22 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, build: b
 
     if apt == (kernel is not None):
         raise click.UsageError("give KERNEL_PACKAGE_OR_RELEASE or --apt (the APT run's .deb files on stdin)")
-    if build and apt:
-        raise click.UsageError("--build takes one KERNEL_PACKAGE_OR_RELEASE and its --headers, not --apt")
+    if build and apt and headers:
+        raise click.UsageError("--apt --build builds against the run's linux-headers packages, not --headers")
     if (headers or mok_key or mok_cert or sig_enforce) and not build:
         raise click.UsageError("--headers, --mok-key, --mok-cert and --sig-enforce go with --build")
     if trust_paths and not sig_enforce:
         raise click.UsageError("--trust goes with --sig-enforce")
     system = wm.Root(root)
     kernels: list[AptKernel] = []
+    build_trees: list[list[str]] = []
     if apt:
         listing = sys.stdin.buffer.read(_APT_LISTING_MAX + 1)
         if len(listing) > _APT_LISTING_MAX:
             raise InputError(f"standard input: more than {_APT_LISTING_MAX >> 20} MiB: not an APT run's .deb files")
         kernels = apt_kernels(os.fsdecode(listing))  # all paired before one is read
+        # every kernel's build tree complete, or an input error before any is read
+        build_trees = [item.build_tree_debs() for item in kernels] if build else []
     store = None
     if db:
         from kabigate.store import Store
@@ -210,24 +215,27 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, build: b
         else:
             yield _target_kernel(kernel, system, store)
 
-    target = None
+    targets_read = []
     try:
         for release, target in targets():
             results.append(run_preflight(system, release, target, store))
+            targets_read.append(target)
     except OSError as error:
         raise InputError(f"{error.filename or root}: {error.strerror}") from None
     finally:
         if store is not None:
             store.close()
-    if build and kernel is not None and target is not None:  # --build: one KERNEL, not --apt
-        trust = None
-        if sig_enforce:
-            from kabigate.signing.verify import load_trust
+    if build:
+        for index, (result, target) in enumerate(zip(results, targets_read)):
+            trust = None
+            if sig_enforce:
+                from kabigate.signing.verify import load_trust
 
-            image = [target.image] if target.image and os.path.isfile(target.image) else []
-            trust = load_trust([*image, *trust_paths])
-        results[0].builds = _build_dkms(system, kernel, headers, mok_key, mok_cert, timeout, results[0], target,
-                                        trust)
+                image = [target.image] if target.image and os.path.isfile(target.image) else []
+                trust = load_trust([*image, *trust_paths])
+            tree_paths = build_trees[index] if apt else (
+                list(headers) or ([kernel] if kernel is not None and os.path.isdir(kernel) else []))
+            result.builds = _build_dkms(system, result.kernel, tree_paths, mok_key, mok_cert, timeout, target, trust)
     if as_json:
         emit_json({"kernels": [r.to_json() for r in results]} if apt else results[0].to_json())
     else:
@@ -236,9 +244,10 @@ def preflight(kernel: str | None, apt: bool, root: str, db: str | None, build: b
     raise SystemExit(EXIT_INCOMPATIBLE if any(r.breaks or r.broken_packages for r in results) else EXIT_OK)
 
 
-def _build_dkms(system: wm.Root, kernel: str, headers: tuple[str, ...], mok_key: str | None, mok_cert: str | None,
-                timeout: float, result, target, trust):
-    """preflight --build: the root's DKMS packages built against the kernel's headers, in the sandbox."""
+def _build_dkms(system: wm.Root, release: str, paths: list[str], mok_key: str | None, mok_cert: str | None,
+                timeout: float, target, trust):
+    """preflight --build: the root's DKMS packages built against the kernel's headers (`paths`: a
+    folder, or the headers packages), in the sandbox."""
     import tempfile
     from pathlib import Path
 
@@ -256,13 +265,12 @@ def _build_dkms(system: wm.Root, kernel: str, headers: tuple[str, ...], mok_key:
         check_sandbox(Path(work))
         (Path(work) / "tree").mkdir()
         (Path(work) / "builds").mkdir()
-        paths = list(headers) or ([kernel] if os.path.isdir(kernel) else [])
         if not paths:
-            raise InputError(f"{kernel}: --build needs the kernel's headers: give --headers (a headers folder, or "
+            raise InputError(f"{release}: --build needs the kernel's headers: give --headers (a headers folder, or "
                              "the linux-headers, -common and linux-kbuild .debs)")
         tree = build_tree(paths, Path(work) / "tree")
-        if tree.release != result.kernel:
-            raise InputError(f"{', '.join(paths)}: the headers of {tree.release}, not of {result.kernel}")
+        if tree.release != release:
+            raise InputError(f"{', '.join(paths)}: the headers of {tree.release}, not of {release}")
         if err.is_terminal:
             err.print(f"building {len(packages)} DKMS packages against {tree.release}...", markup=False)
         return build_packages(packages, tree, target, Path(work) / "builds", Limits(wall_seconds=timeout), signing,

@@ -132,15 +132,35 @@ def db_status(location: str | None, as_json: bool) -> None:
         current, head = store.revisions()
         counts = store.counts() if current == head else {}
         pending = count_pending_verdicts(store) if current == head else None
+        streams = _stream_status(store) if current == head else []
         if as_json:
             emit_json({"url": store.url, "revision": current, "head": head, "rows": counts,
-                       "pending_verdicts": pending})
+                       "pending_verdicts": pending, "streams": streams})
             return
         out.print(f"{store.url}\nschema revision {current or '(none)'} (this kabigate: {head})", markup=False)
         for table, count in counts.items():
             out.print(f"  {table:<16} {count:>10,}", markup=False)
         if pending:
             out.print(f"  {pending} verdicts to (re)compute: the next matrix does it", markup=False)
+        for stream in streams:
+            trusted = stream["trusted_certificates"]
+            signatures = ("signatures enforced, trusting " + ", ".join(trusted)) if trusted is not None \
+                else "signatures not enforced"
+            out.print(f"stream {stream['name']}: {stream['kernels']} kernels "
+                      f"({', '.join(stream['architectures']) or 'architecture unknown'}); {signatures}", markup=False)
+
+
+def _stream_status(store: Store) -> list[dict]:
+    """Each stream's kernels, architectures and whether it enforces module signatures (trusting what)."""
+    enforcing = store.enforcing_streams()
+    status = []
+    for name in store.streams():
+        kernels = store.kernels(name)
+        trusted = enforcing.get(name)
+        status.append({"name": name, "kernels": len(kernels),
+                       "architectures": sorted({k.machine for k in kernels if k.machine}),
+                       "trusted_certificates": None if trusted is None else [source for _, source in trusted]})
+    return status
 
 
 def _report_removed(removed: Removed, what: str, as_json: bool) -> None:

@@ -189,6 +189,17 @@ class AptKernel:
     release: str  # as the package names it
     image: str  # linux-image-<release>[-unsigned] .deb
     headers: str  # linux-headers-<release> .deb: Module.symvers
+    common: tuple[str, ...] = ()  # the run's linux-headers-<abi>-common[-rt] .debs
+    kbuild: str | None = None  # the run's linux-kbuild-<version> .deb (modpost, objtool)
+
+    def build_tree_debs(self) -> list[str]:
+        """The packages that make this kernel's build tree (preflight --apt --build)."""
+        if not self.common or self.kbuild is None:
+            missing = " and ".join(what for what, absent in (("its linux-headers-*-common", not self.common),
+                                                            ("the linux-kbuild-*", self.kbuild is None)) if absent)
+            raise InputError(f"{self.headers}: {missing} of {self.release} not in this run: cannot build the DKMS "
+                             "packages for it (run `kabigate preflight --build --headers ...` yourself)")
+        return [self.headers, *self.common, self.kbuild]
 
 
 # The fields of a package action line (apt.conf(5), Pre-Install-Pkgs): name, old version, direction,
@@ -230,8 +241,28 @@ def apt_kernels(listing: str) -> list[AptKernel]:
         if headers is None:
             raise InputError(f"{image}: linux-headers-{release} is not in this run: cannot judge the installed "
                              f"modules on {release} without its Module.symvers")
-        kernels[release] = AptKernel(release, image, headers)
+        kernels[release] = AptKernel(release, image, headers, *_build_support(debs, release))
     return list(kernels.values())
+
+
+def _build_support(debs: dict[str, str], release: str) -> tuple[tuple[str, ...], str | None]:
+    """The run's packages that complete linux-headers-<release> into a build tree, by Debian's names:
+    linux-headers-<abi>-common (and -common-rt; the flavour's Makefile includes the one it needs) for
+    an ABI the release starts with, and the linux-kbuild-<version> of the release's longest version."""
+    common = []
+    for package, deb in debs.items():
+        abi, common_part, variant = package.removeprefix("linux-headers-").partition("-common")
+        if package.startswith("linux-headers-") and common_part and variant in ("", "-rt") \
+                and release.startswith(f"{abi}-"):
+            common.append(deb)
+    kbuild = sorted((package for package in debs if package.startswith("linux-kbuild-")
+                     and _version_prefix(package.removeprefix("linux-kbuild-"), release)), key=len)
+    return tuple(common), debs[kbuild[-1]] if kbuild else None
+
+
+def _version_prefix(version: str, release: str) -> bool:
+    """6.1 is a prefix of 6.1.0-57-amd64's version, not of 6.12.107+deb12-amd64's."""
+    return release.startswith(version) and not release[len(version):len(version) + 1].isdigit()
 
 
 def preflight(root: wm.Root, release: str, kernel: Kernel, store=None) -> Preflight:

@@ -34,10 +34,11 @@ from kabigate.reports.verdicts import crc_text
 from kabigate.rules import RULES_VERSION
 from kabigate.services.causes import PairCauses, causes_of_changes
 from kabigate.services.ingest import refresh_verdicts
-from kabigate.services.packages import PackageVerdict, package_verdicts
+from kabigate.services.notify import Event, event_key, event_payload, record_events
+from kabigate.services.packages import PackageVerdict, package_verdicts, why_not
 from kabigate.services.rebuild import Rebuild, needing_rebuild, rebuild_packages
 from kabigate.store import BuildRecord, Cell, GateRun, KernelRecord, Store
-from kabigate.vocabulary import ExportChange, GateCategory, GateClass, GateStage, Outcome, PackageState
+from kabigate.vocabulary import EventKind, ExportChange, GateCategory, GateClass, GateStage, Outcome, PackageState
 
 
 @dataclass(frozen=True)
@@ -477,10 +478,53 @@ def _described(change) -> tuple[ExportChange, str, str]:
 
 
 def record_gate(store: Store, result: GateResult, report: dict) -> GateRun:
-    """Keep the gate's outcome and report (reports.gate.gate_json) in the store."""
+    """Keep the gate's outcome and report (reports.gate.gate_json) in the store, and with them the
+    notification events it saw (services/notify.py), in the same transaction."""
     with store.transaction():
-        return store.record_gate_run(result.candidate.id, result.baseline.id if result.baseline else None,
-                                     result.stream, result.outcome, report)
+        run = store.record_gate_run(result.candidate.id, result.baseline.id if result.baseline else None,
+                                    result.stream, result.outcome, report)
+        record_events(store, run.uuid, gate_events(store, result, run.uuid))
+        return run
+
+
+def gate_events(store: Store, result: GateResult, run: str) -> list[Event]:
+    """What subscribers are told of a gate: each package the candidate breaks (it worked, or loaded
+    more modules, on the baseline), each package a build made for the candidate makes work where it
+    did not on the baseline or was reported broken on the candidate before, and a gate that does not pass."""
+    candidate, baseline, stream = result.candidate, result.baseline, result.stream
+    gate = {"stream": stream, "kernel": candidate.release, "baseline": baseline.release if baseline else None,
+            "gate_run": run, "gate_outcome": result.outcome}
+    events = []
+    for finding in result.packages:
+        name, after, before = finding.driver, finding.after, finding.before
+        details = {"state": after.state, "state_before": before.state if before else None,
+                   "modules_loading": after.modules_loading, "symbols": finding.symbols}
+        if finding.breaks:
+            summary = f"{candidate.release} breaks {name}" + (f" ({stream})" if stream else "") + \
+                      f": {why_not(after) or after.state}"
+            events.append(Event(event_key(EventKind.PACKAGE_BROKEN, name, stream, candidate.id),
+                                EventKind.PACKAGE_BROKEN, name, stream, candidate.release,
+                                event_payload(EventKind.PACKAGE_BROKEN, summary, name, gate,
+                                              dict(details, category=finding.category))))
+        elif after.state == PackageState.LOADS_AFTER_REBUILD and (
+                (before is not None and not before.works)
+                or store.event_exists(event_key(EventKind.PACKAGE_BROKEN, name, stream, candidate.id))):
+            build = after.best.build if after.best else None
+            summary = f"{name} works on {candidate.release} after a rebuild" + (f" ({stream})" if stream else "") + \
+                      (f": {build.version} built for it loads" if build else "")
+            events.append(Event(event_key(EventKind.PACKAGE_FIXED, name, stream, candidate.id),
+                                EventKind.PACKAGE_FIXED, name, stream, candidate.release,
+                                event_payload(EventKind.PACKAGE_FIXED, summary, name, gate,
+                                              dict(details, category=None))))
+    if not result.passed:
+        broken = sorted(f.driver for f in result.broken_packages)
+        summary = (f"gate of {candidate.release}" + (f" ({stream})" if stream else "") + f": {result.outcome}; "
+                   f"{len(broken)} packages broken, {len(result.regressions)} builds regressed")
+        events.append(Event(event_key(EventKind.GATE_BLOCKED, None, stream, candidate.id), EventKind.GATE_BLOCKED,
+                            None, stream, candidate.release,
+                            event_payload(EventKind.GATE_BLOCKED, summary, None, gate,
+                                          {"broken_packages": broken, "regressions": len(result.regressions)})))
+    return events
 
 
 def publish_gate(store: Store, run: GateRun, api_url: str, payload: dict, token: str | None = None) -> str:

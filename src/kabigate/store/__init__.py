@@ -6,12 +6,15 @@ from kabigate.store.store import (
     BuildFailure,
     BuildRecord,
     Cell,
+    Delivery,
     GateRun,
     KernelRecord,
+    NotificationEvent,
     Removed,
     Store,
     StoredVerdict,
     StoreError,
+    Subscription,
     TaskRecord,
     TaskState,
     default_url,
@@ -19,5 +22,6 @@ from kabigate.store.store import (
     version_key,
 )
 
-__all__ = ["BuildFailure", "BuildRecord", "Cell", "GateRun", "KernelRecord", "Removed", "Store", "StoreError",
-           "StoredVerdict", "TaskRecord", "TaskState", "default_url", "flavor_of", "version_key"]
+__all__ = ["BuildFailure", "BuildRecord", "Cell", "Delivery", "GateRun", "KernelRecord", "NotificationEvent",
+           "Removed", "Store", "StoreError", "StoredVerdict", "Subscription", "TaskRecord", "TaskState", "default_url",
+           "flavor_of", "version_key"]

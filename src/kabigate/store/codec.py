@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import json
 import sys
+import threading
 from array import array
 
 import zstandard
@@ -15,8 +16,23 @@ import zstandard
 from kabigate.errors import InputError
 from kabigate.model import ElfLayout, Export, Import, Module, ModuleSignature, PackageOrigin, SymbolVersion
 
-_compressor = zstandard.ZstdCompressor(level=6)
-_decompressor = zstandard.ZstdDecompressor()
+# One (de)compressor per thread: a zstandard context is not thread-safe, and the web app reads the store
+# from a pool of threads (shared contexts crashed the process, or failed a read as a damaged blob).
+_contexts = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    if not hasattr(_contexts, "compressor"):
+        _contexts.compressor = zstandard.ZstdCompressor(level=6)
+    return _contexts.compressor
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    if not hasattr(_contexts, "decompressor"):
+        _contexts.decompressor = zstandard.ZstdDecompressor()
+    return _contexts.decompressor
+
+
 # Blobs are the store's own writing, but a store file can come from anywhere: cap what one inflates to.
 MAX_BLOB = 64 << 20
 
@@ -27,7 +43,7 @@ class DamagedBlob(InputError):
 
 
 def pack(document) -> bytes:
-    return _compressor.compress(json.dumps(document, separators=(",", ":")).encode())
+    return _compressor().compress(json.dumps(document, separators=(",", ":")).encode())
 
 
 def unpack(blob: bytes):
@@ -39,7 +55,7 @@ def unpack(blob: bytes):
 
 def _decompress(blob: bytes) -> bytes:
     try:
-        return _decompressor.decompress(blob, max_output_size=MAX_BLOB)
+        return _decompressor().decompress(blob, max_output_size=MAX_BLOB)
     except zstandard.ZstdError as error:
         raise DamagedBlob(f"the store is damaged: a stored blob does not unpack ({error})") from None
 
@@ -49,7 +65,7 @@ def pack_ids(ids: list[int]) -> bytes:
     deltas = array("I", (b - a for a, b in zip([0, *ids], ids)))
     if sys.byteorder == "big":
         deltas.byteswap()
-    return _compressor.compress(deltas.tobytes())
+    return _compressor().compress(deltas.tobytes())
 
 
 def unpack_ids(blob: bytes) -> list[int]:
@@ -122,7 +138,7 @@ def _layout(values: list | None) -> ElfLayout | None:
 
 
 def pack_config(config: dict[str, str]) -> bytes:
-    return _compressor.compress("\n".join(f"{k}={v}" for k, v in sorted(config.items())).encode())
+    return _compressor().compress("\n".join(f"{k}={v}" for k, v in sorted(config.items())).encode())
 
 
 def unpack_config(blob: bytes) -> dict[str, str]:

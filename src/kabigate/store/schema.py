@@ -216,3 +216,47 @@ task = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_task_state", "state"),
 )
+
+# Notifications (services/notify.py): who follows what, the events, and the outbox of deliveries.
+subscription = Table(
+    "subscription", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("target_kind", String(16), nullable=False),  # vocabulary.SubscriptionTarget
+    Column("target", String(200), nullable=False),  # a driver package's or a stream's name
+    Column("channel", String(16), nullable=False),  # vocabulary.ChannelKind
+    Column("address", String(2048), nullable=False),  # e-mail address, webhook URL; "" for the bus
+    Column("secret", Text),  # a webhook's HMAC key; never shown
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("target_kind", "target", "channel", "address"),
+)
+
+notification_event = Table(
+    "notification_event", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("uuid", String(36), nullable=False, unique=True),  # names it to receivers (message id, headers)
+    # What makes two events the same (kind, package, stream, kernel): a gate run again adds none.
+    Column("key", String(700), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),  # vocabulary.EventKind
+    Column("driver", String(200), index=True),  # NULL: a stream's event (gate-blocked)
+    Column("stream", String(200), index=True),
+    Column("kernel_release", String(200), nullable=False),
+    Column("gate_run", String(36)),  # the gate run that saw it
+    Column("payload", Text, nullable=False),  # JSON: reports.notifications.event_json
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+notification_delivery = Table(
+    "notification_delivery", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_id", Integer, ForeignKey("notification_event.id"), nullable=False),
+    Column("subscription_id", Integer, ForeignKey("subscription.id"), nullable=False, index=True),
+    Column("state", String(16), nullable=False),  # vocabulary.DeliveryState
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text),  # the last attempt's one-line error
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_until", DateTime(timezone=True)),  # a sender is on it until then
+    Column("delivered_at", DateTime(timezone=True)),
+    UniqueConstraint("event_id", "subscription_id"),
+    Index("ix_notification_delivery_state", "state"),
+)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from typing import Annotated
 
 import pydantic_core
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +30,7 @@ from kabigate.inputs import httpclient
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.packages import is_url
 from kabigate.reports.gate import gate_json, waiver_json
+from kabigate.reports.notifications import subscription_json
 from kabigate.reports.verdicts import build_record_json, cell_json, drivers_json, kernel_record_json
 from kabigate.services.build import build_log_json
 from kabigate.services.causes import with_causes
@@ -51,6 +53,7 @@ from kabigate.services.matrix import (
     matrix_page_json,
     package_matrix,
 )
+from kabigate.services.notify import channels_from_env, deliver_pending, subscribe, unsubscribe
 from kabigate.services.overview import overview, overview_json
 from kabigate.services.packages import package_matrix_json
 from kabigate.services.symbols import search, search_json, symbol_story_json
@@ -371,7 +374,8 @@ class GateRequest(BaseModel):
 @router.post("/gate", status_code=201, dependencies=token_required,
              summary="Gate a stored kernel and record the run; the report is the gate's JSON",
              responses=documented(schemas.RecordedGate, KERNEL_ERRORS, WRITE_ERRORS, status=201))
-def gate(store: StoreDep, settings: SettingsDep, request: GateRequest) -> Response:
+def gate(store: StoreDep, settings: SettingsDep, request: GateRequest, background: BackgroundTasks) -> Response:
+    channels = channels_from_env()
     candidate = find_kernel(store, request.candidate, request.stream)
     baseline: KernelRecord | None
     if request.baseline is not None:
@@ -384,6 +388,8 @@ def gate(store: StoreDep, settings: SettingsDep, request: GateRequest) -> Respon
                       stablelist=settings.stablelist, driver=request.driver)
     document = gate_json(result)
     run = record_gate(store, result, document)
+    # its notifications go after the answer: an endpoint that is slow to take them holds no client
+    background.add_task(deliver_pending, store, channels)
     return as_built(dict(document, run=run.uuid), 201)
 
 
@@ -420,6 +426,54 @@ def revoke_waiver_endpoint(store: StoreDep, waiver_id: RowId) -> dict:
     if not any(w.id == waiver_id for w in store.waivers(include_revoked=True)):
         raise HTTPException(404, f"no waiver {waiver_id} in the store")
     return waiver_json(revoke_waiver(store, waiver_id))
+
+
+# -- subscriptions (services/notify.py) --------------------------------------------------------------
+
+def token_to_read(request: Request, settings: SettingsDep) -> None:
+    """Subscriptions name people's addresses: reading them takes the write token too (app.WriteGuard
+    checks only writes)."""
+    if settings.token is None:
+        raise HTTPException(403, "this server is read-only (start it with KABIGATE_API_TOKEN set)")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), settings.token.encode()):
+        raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+
+
+@router.get("/subscriptions", dependencies=[*token_required, Depends(token_to_read)],
+            summary="The subscriptions, oldest first (bearer token; webhook secrets are never shown)",
+            response_model=schemas.Subscriptions, responses=WRITE_ERRORS)
+def subscriptions(store: StoreDep) -> dict:
+    return {"subscriptions": [subscription_json(s) for s in store.subscriptions()]}
+
+
+class SubscriptionRequest(BaseModel):
+    """One package or one stream, by one channel (as `kabigate subscribe add`); a 400 says what is wrong."""
+
+    model_config = ConfigDict(extra="forbid")
+    owner: str = Field(min_length=1, max_length=200)
+    package: str | None = Field(None, max_length=200)
+    stream: str | None = Field(None, max_length=200)
+    email: str | None = Field(None, max_length=254)
+    webhook: str | None = Field(None, max_length=2048)
+    secret: str | None = Field(None, max_length=512, description="the webhook's HMAC-SHA256 key")
+    bus: bool = False
+
+
+@router.post("/subscriptions", status_code=201, dependencies=token_required,
+             summary="Subscribe an owner to a package's or a stream's notifications",
+             response_model=schemas.Subscription, responses=WRITE_ERRORS)
+def add_subscription(store: StoreDep, request: SubscriptionRequest) -> dict:
+    return subscription_json(subscribe(store, **request.model_dump()))
+
+
+@router.delete("/subscriptions/{subscription_id}", dependencies=token_required,
+               summary="Remove a subscription (what it was not sent yet is dropped)",
+               response_model=schemas.Subscription, responses={**NOT_FOUND, **WRITE_ERRORS})
+def remove_subscription(store: StoreDep, subscription_id: RowId) -> dict:
+    if not any(s.id == subscription_id for s in store.subscriptions()):
+        raise HTTPException(404, f"no subscription {subscription_id} in the store")
+    return subscription_json(unsubscribe(store, subscription_id))
 
 
 @contextmanager

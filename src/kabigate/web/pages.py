@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
+from kabigate.errors import InputError
 from kabigate.reports.gate import gate_builds_csv, gate_json
 from kabigate.reports.verdicts import SHORT_REASONS, cell_text
 from kabigate.services.causes import with_causes
@@ -28,10 +29,12 @@ from kabigate.services.matrix import (
     matrix_csv,
     partial_loads,
 )
+from kabigate.services.notify import event_feed
 from kabigate.services.overview import overview
 from kabigate.services.packages import why_not
 from kabigate.services.symbols import SEARCH_LIMIT, search
 from kabigate.store import Store
+from kabigate.vocabulary import SubscriptionTarget
 from kabigate.web.deps import Settings, request_store, settings_of, templates
 from kabigate.web.views import (
     ArchQuery,
@@ -236,3 +239,23 @@ def demand_csv_download(store: StoreDep, settings: SettingsDep, stream: str | No
     """Every symbol of the ranking the page shows (all its pages)."""
     demand, _streams, symbols = _demand(store, settings, stream, driver, q)
     return _csv(demand_csv(symbols), f"demand-{demand.stream}")
+
+
+@router.get("/feeds/packages/{name}.atom")
+def package_feed(request: Request, store: StoreDep, name: str) -> Response:
+    """A package's notification events (a kernel breaks it, a rebuild fixes it), newest first."""
+    return _feed(request, store, SubscriptionTarget.PACKAGE, name)
+
+
+@router.get("/feeds/streams/{name}.atom")
+def stream_feed(request: Request, store: StoreDep, name: str) -> Response:
+    """A stream's notification events: its packages' and its blocked gates."""
+    return _feed(request, store, SubscriptionTarget.STREAM, name)
+
+
+def _feed(request: Request, store: Store, kind: SubscriptionTarget, name: str) -> Response:
+    try:
+        feed = event_feed(store, kind, name, str(request.url), str(request.base_url))
+    except InputError as error:
+        raise HTTPException(404, str(error)) from None
+    return Response(feed, media_type="application/atom+xml; charset=utf-8")

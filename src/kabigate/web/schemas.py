@@ -12,7 +12,16 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from kabigate.model import LoadVerdict, ReasonCode
-from kabigate.vocabulary import BuildOutcome, ExportChange, GateCategory, GateClass, Outcome, PackageState
+from kabigate.vocabulary import (
+    BuildOutcome,
+    ChannelKind,
+    ExportChange,
+    GateCategory,
+    GateClass,
+    Outcome,
+    PackageState,
+    SubscriptionTarget,
+)
 
 
 class Closed(BaseModel):
@@ -638,3 +647,20 @@ class BuildLog(Closed):
     outcome: BuildOutcome
     error: str = Field(description="the first compiler error line, or dkms's reason for the exclusion")
     log: str | None = Field(description="the build's bounded log; null when none was kept")
+
+
+class Subscription(Closed):
+    """Who follows a package or a stream, and by what (reports.notifications.subscription_json)."""
+
+    id: int
+    owner: str
+    target_kind: SubscriptionTarget
+    target: str = Field(description="the package's or the stream's name")
+    channel: ChannelKind
+    address: str | None = Field(description="the e-mail address or webhook URL; null for the bus")
+    has_secret: bool = Field(description="a webhook's messages are signed (the secret is never shown)")
+    created_at: str
+
+
+class Subscriptions(Closed):
+    subscriptions: list[Subscription]

@@ -1,8 +1,8 @@
 """The gate task: gate a stored kernel once, record the run with its task, publish the result
-(ResultsDB when configured, and a kabigate.gate.result message). With the policy's drivers.rebuild,
-the gate first asks for a build task for each gating package that does not work on the candidate
-(its own task type, on the builds queue) and waits for them; it is queued again when the last one
-finishes, and then judges the candidate with what they stored. The build task: one package rebuilt
+(ResultsDB when configured, and a kabigate.gate.result message), and send its notifications. With
+the policy's drivers.rebuild, the gate first asks for a build task for each gating package that does
+not work on the candidate (its own task type, on the builds queue) and waits for them; it is queued
+again when the last one finishes, and then judges the candidate with what they stored. The build task: one package rebuilt
 for one kernel, signed with the policy's [signing] key, its outcome stored (services/rebuild.py)."""
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from kabigate.services.gate import (
     run_gate,
     stream_of,
 )
+from kabigate.services.notify import channels_from_env, deliver_pending
 from kabigate.services.rebuild import Rebuild, candidate_tree, needing_rebuild, newest_built, rebuild_packages
 from kabigate.signing.keys import HASHES, PASSPHRASE_ENV, load_signing_key
 from kabigate.store import KernelRecord, Store, TaskRecord, TaskState
 from kabigate.workers.config import Settings
-from kabigate.workers.messaging import publish_gate_result
+from kabigate.workers.messaging import publish_gate_result, publish_notification
 from kabigate.workers.work import Request, build_request
 
 # app.await_tasks: the awaited tasks when all are finished, else None (the gate waits)
@@ -83,6 +84,8 @@ def gate_task(store: Store, settings: Settings, task: TaskRecord, await_tasks: A
         payload = resultsdb_payload(report, testcase=settings.testcase or DEFAULT_TESTCASE)
         resultsdb_id = publish_gate(store, run, settings.resultsdb, payload, os.environ.get("KABIGATE_RESULTSDB_TOKEN"))
     publish_gate_result(settings, run_id, report, resultsdb_id)
+    # the run's notifications, and any a worker stopped before sending: bounded, the rest wait
+    deliver_pending(store, channels_from_env(), lambda event: publish_notification(settings, event))
     done = {"run": run_id, "outcome": run.outcome, "candidate": candidate.release}
     return done if awaits is None else dict(done, awaits=awaits)
 

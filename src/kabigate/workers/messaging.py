@@ -1,4 +1,5 @@
-"""fedora-messaging: its configuration, and publishing gate results (listener.py consumes build events).
+"""fedora-messaging: its configuration, publishing gate results and notifications (listener.py consumes
+build events).
 
 fedora-messaging reads its own configuration ($FEDORA_MESSAGING_CONF, else
 /etc/fedora-messaging/config.toml); when neither exists, kabigate's settings make it: the broker
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from kabigate.errors import InputError
+from kabigate.store import NotificationEvent
 from kabigate.vocabulary import GateClass
 from kabigate.workers.config import Settings
 
@@ -61,6 +64,21 @@ def publish_gate_result(settings: Settings, run: str, report: dict, resultsdb_id
     message = GateResultV1(body=gate_result_body(run, report, resultsdb_id))
     message.id = run
     publish(settings, message)
+
+
+def publish_notification(settings: Settings, event: NotificationEvent) -> None:
+    """Publish a notification event on its package's topic (kabigate.package.NAME), or its stream's for
+    a blocked gate; the message id is the event's. A topic's words are split at dots: a name's dots
+    become underscores."""
+    from kabigate_messages import NotificationV1
+
+    what, name = ("package", event.driver) if event.driver is not None else ("stream", event.stream or "none")
+    message = NotificationV1(body=event.payload, topic=f"kabigate.{what}.{name.replace('.', '_')}")
+    message.id = event.uuid
+    try:
+        publish(settings, message)
+    except PublishError as error:
+        raise InputError(str(error)) from None  # services.notify retries it, as a webhook that failed
 
 
 def publish(settings: Settings, message) -> None:
