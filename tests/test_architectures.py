@@ -239,7 +239,7 @@ def test_dashboard_shows_one_architecture_at_a_time(db):
         return re.findall(r'<th title="(\S+) ', html)
 
     def rows(html: str) -> set[str]:
-        return set(re.findall(r'<tr data-driver="([^"]+)"', html))
+        return set(re.findall(r'<tr class="build-row" data-driver="([^"]+)"', html))
 
     with TestClient(create_app(db)) as client:
         # a stream of two architectures: the first one's table, a link to the other, no cell across them

@@ -4,6 +4,7 @@ of a given width stay inside it (a build's module list cut to one line), and pip
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 
@@ -49,3 +50,24 @@ def test_the_package_matrix_fits_the_terminal_and_is_whole_piped(store):
     assert max(map(len, shown)) <= 40
     piped = subprocess.run([*KABIGATE, *args], capture_output=True, text=True, check=True).stdout
     assert max(map(len, piped.splitlines())) > 40 and "…" not in piped
+
+
+def test_the_gate_summary_wraps_at_words_on_a_terminal_and_is_one_line_a_finding_piped(store, tmp_path):
+    db = tmp_path / "store.db"
+    shutil.copy(store, db)
+    args = ["--db", str(db), "gate", "--candidate", "6.1.0-50-amd64", "--no-explain"]
+    status, shown = run_on_terminal([*KABIGATE, *args], streams=("stdout",), columns=60)
+    assert status == 1, shown
+    lines = [line.rstrip() for line in re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", shown).replace("\r", "").split("\n")
+             if line.strip()]
+    assert max(map(len, lines)) <= 60
+    piped = subprocess.run([*KABIGATE, *args], capture_output=True, text=True, check=False).stdout.splitlines()
+    regression = next(line for line in piped if "NEEDS_INSPECTION" in line and "acpi-call" in line)
+    assert len(regression) > 60  # whole on one line piped; at the terminal, its words in order on indented lines
+    start = next(i for i, line in enumerate(lines) if line.startswith(regression[:30]))
+    wrapped = [lines[start]]
+    for line in lines[start + 1:]:
+        if not line.startswith(" " * 4):
+            break
+        wrapped.append(line)
+    assert len(wrapped) > 1 and " ".join(line.strip() for line in wrapped).split() == regression.split()

@@ -154,7 +154,7 @@ def test_db_upgrade_of_a_store_from_a_newer_kabigate_is_a_one_line_error(store_u
         connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
     result = _kabigate("db", "upgrade", "--db", store_url)
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
-    assert "revision 0099, which this kabigate (revision 0011) does not know: it was written by a newer kabigate" \
+    assert "revision 0099, which this kabigate (revision 0013) does not know: it was written by a newer kabigate" \
         in result.stderr
     with Store.connect(store_url) as store:
         assert store.revisions()[0] == "0099"

@@ -13,13 +13,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 from support.realstore import RELEASES, STREAM, build_store
-from support.resultsdb import resultsdb_server
+from support.resultsdb import resultsdb_server, waiverdb_server
 
 from kabigate.web import create_app
 
@@ -162,6 +163,14 @@ def test_gate_report(store, tmp_path, snapshots):
                                              "https://ci.example.org/hook", "--secret", "0123456789abcdef",
                                              "--owner", "ci", "--json"))
     pin(snapshots, "subscribe list", kabigate("subscribe", "list", "--db", copy, "--json"))
+    other = tmp_path / "other.db"
+    other.write_bytes(Path(store).read_bytes())
+    with waiverdb_server() as waiverdb, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KABIGATE_WAIVERDB_TOKEN", "kabigate-bot")
+        pin(snapshots, "waiver add --waiverdb", kabigate(
+            "waiver", "add", "--db", copy, "--driver", "jool", "--kernel", RELEASES[1], "--reason", "r", "--who",
+            "w@example.org", "--waiverdb", waiverdb, "--product-version", "debian-12", "--json"))
+        pin(snapshots, "waiver import", kabigate("waiver", "import", "--db", other, "--waiverdb", waiverdb, "--json"))
 
 
 def declared(app, method: str, path: str, status: int, document) -> None:
@@ -217,6 +226,15 @@ def test_api(store, tmp_path, snapshots):
                           ("overview", "overview"), ("symbols/NAME", "symbols/proc_create")]:
             pin(snapshots, f"api {name}", get(url))
         pin(snapshots, "api search", get("search", q="proc"))
+        queued = client.post("/api/v1/explanations", json={"old": RELEASES[0], "new": RELEASES[1],
+                                                           "symbols": ["proc_create"]}, headers=auth)
+        declared(client.app, "POST", "/api/v1/explanations", queued.status_code, queued.json())
+        pin(snapshots, "api POST explanations", queued.json())
+        deadline = time.monotonic() + 300
+        while (task := get(f"tasks/{queued.json()['key']}"))["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline, task
+            time.sleep(0.2)
+        pin(snapshots, "api tasks/KEY", task)
 
 
 def test_build_reports(testdata, tmp_path, snapshots):

@@ -75,12 +75,13 @@ def test_an_old_store_is_refused_then_upgraded_with_its_data(store_url, kernels)
         with store.engine.begin() as connection:
             config.attributes["connection"] = connection
             command.downgrade(config, "0001")
+        head = store.revisions()[1]
     with pytest.raises(StoreError, match="revision 0001.*kabigate db upgrade"):
         Store.open(store_url)
     result = subprocess.run([*KABIGATE, "db", "upgrade", "--db", store_url],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
-    assert "revision 0011 (was 0001)" in result.stdout
+    assert f"revision {head} (was 0001)" in result.stdout
     with Store.open(store_url) as store:
         assert [k.release for k in store.kernels("debian-6.1")] == ["6.1.0-47-amd64"]
         assert store.load_kernel(store.kernels()[0].id).exports == kernels["6.1.0-47-amd64"].exports

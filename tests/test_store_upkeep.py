@@ -99,7 +99,39 @@ def test_rename_stream_and_move_a_kernel(db):
     assert stream_positions(db, "debian-12-next") == {RELEASES[2]: 0}
 
 
+def test_an_alias_merges_a_driver_ingested_under_another_name_and_names_it_after(db, testdata):
+    """A module tree ingests as its first module's name (acpi_call), the package as acpi-call: one driver."""
+    entry = testdata.manifest["drivers"]["acpi-call"][RELEASES[0]]
+    tree = str(testdata.root / entry["dir"])
+    assert kabigate(db, "ingest", "drivers", tree, "--version", "9.9").returncode == 0
+    assert {b["driver"] for b in as_json(db, "drivers")["builds"]} >= {"acpi-call", "acpi_call"}
+    merged = as_json(db, "db", "alias-driver", "acpi-call", "acpi_call")
+    assert merged == {"driver": "acpi-call", "alias": "acpi_call", "merged": {"builds": 1}}
+    builds = [b for b in as_json(db, "drivers")["builds"] if b["driver"].startswith("acpi")]
+    assert {(b["driver"], b["version"]) for b in builds} >= {("acpi-call", "9.9")}
+    assert rows(db, "select count(*) from driver where name = 'acpi_call'") == [(0,)]
+    assert "acpi-call is also named acpi_call" in kabigate(db, "drivers").stdout
+    # Named by its alias: ingests, history and removal go to the driver.
+    assert kabigate(db, "ingest", "drivers", tree, "--name", "acpi_call", "--version", "9.10").returncode == 0
+    assert {b["version"] for b in as_json(db, "drivers")["builds"] if b["driver"] == "acpi-call"} >= {"9.9", "9.10"}
+    assert as_json(db, "history", "acpi_call")["driver"] == "acpi-call"
+    assert as_json(db, "db", "remove-driver", "acpi_call", "--version", "9.10")["removed"]["builds"] == 1
+    assert as_json(db, "db", "alias-driver", "acpi-call", "acpi_call")["merged"] == {}  # again: nothing to do
+    # A package name given for a tree, or a failure, is the driver's one name; looked up by it too.
+    assert kabigate(db, "ingest", "drivers", tree, "--name", "kmod-acpi-call", "--version", "9.11").returncode == 0
+    assert kabigate(db, "ingest", "build-failure", "--name", "acpi-call-dkms", "--version", "9.12", "--kernel",
+                    RELEASES[2], "--error", "no").returncode == 0
+    drivers = as_json(db, "drivers")
+    assert {b["driver"] for b in drivers["builds"] if b["version"] == "9.11"} == {"acpi-call"}
+    assert {f["driver"] for f in drivers["build_failures"] if f["version"] == "9.12"} == {"acpi-call"}
+    assert as_json(db, "history", "kmod-acpi-call")["driver"] == "acpi-call"
+    assert as_json(db, "db", "remove-driver", "acpi-call")["removed"]["aliases"] == 1  # the driver goes
+
+
 @pytest.mark.parametrize("args, message", [
+    (["db", "alias-driver", "nosuch", "x"], "no driver 'nosuch' in the store"),
+    (["db", "alias-driver", "jool", "jool"], "'jool' is the driver's own name"),
+    (["db", "alias-driver", "jool", "../x"], "not usable in a URL or file name"),
     (["db", "remove-kernel", "9.9.9-1-amd64"], "no kernel '9.9.9-1-amd64' in the store"),
     (["db", "remove-driver", "nosuch"], "no driver 'nosuch' in the store"),
     (["db", "remove-driver", "jool", "--version", "0.0"], "no build of 'jool' version '0.0' in the store"),

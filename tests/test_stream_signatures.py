@@ -113,6 +113,10 @@ def test_enforce_signatures_refuses_nonsense(store, signed, tmp_path):
     assert "no stream named 'nowhere'" in kabigate("db", "enforce-signatures", "nowhere", "--cert",
                                                    signed[0] / "mok.crt", "--db", store, expect=(2,)).stderr
     assert "or --off" in kabigate("db", "enforce-signatures", STREAM, "--db", store, expect=(2,)).stderr
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    refused = kabigate("db", "enforce-signatures", STREAM, "--cert", junk, "--db", store, expect=(2,)).stderr
+    assert refused.strip() == f"kabigate: error: neither a certificate nor a kernel image: {junk}"
 
 
 @pytest.mark.parametrize("case,code", [("unsigned", "unsigned"), ("other", "untrusted-signature"), ("mok", None),

@@ -26,7 +26,7 @@ NOT_A_LOADER_RULE = {ReasonCode.UNREADABLE}  # weak-modules' own refusal
 VOCABULARIES = [ReasonCode, LoadVerdict, vocabulary.GateClass, vocabulary.GateCategory, vocabulary.Outcome,
                 vocabulary.PackageState, vocabulary.ExportChange, vocabulary.TaskState, vocabulary.RequiresVerdict,
                 vocabulary.BuildOutcome, vocabulary.EventKind, vocabulary.SubscriptionTarget, vocabulary.ChannelKind,
-                vocabulary.DeliveryState]
+                vocabulary.DeliveryState, vocabulary.WaiverLink]
 
 
 def _reason_code_argument(node: ast.expr) -> str:

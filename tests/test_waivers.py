@@ -6,16 +6,20 @@ does not, and bad waivers are refused by the waivers file's rules (exit 2 / HTTP
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 from fastapi.testclient import TestClient
 from support.realstore import STREAM, build_store
+from support.resultsdb import ResultsDB, WaiverDB, resultsdb_server, waiverdb_server
 
 from kabigate.formats.gatepolicy import waiver_from_mapping
 from kabigate.inputs.kernels import load_kernel
+from kabigate.reports.gate import kernel_item
 from kabigate.store import Store, StoreError
 from kabigate.web import create_app
 
@@ -211,3 +215,136 @@ def test_api_refuses_waiver_writes_without_the_token(db):
         assert client.post("/api/v1/waivers", json=ACPI, headers=AUTH).status_code == 403
         assert client.post("/api/v1/waivers/1/revoke", headers=AUTH).status_code == 403
         assert [w["id"] for w in client.get("/api/v1/waivers").json()["waivers"]] == [1]
+
+
+# -- WaiverDB ----------------------------------------------------------------------------------------
+
+PRODUCT = "debian-12"
+CANDIDATE = "6.1.0-50-amd64"
+
+
+@pytest.fixture
+def waiverdb():
+    with waiverdb_server() as url:
+        yield url
+
+
+def _as(user: str | None, *args: str) -> subprocess.CompletedProcess:
+    """kabigate with $KABIGATE_WAIVERDB_TOKEN (the WaiverDB-shaped server's user), or without one."""
+    env = {k: v for k, v in os.environ.items() if k != "KABIGATE_WAIVERDB_TOKEN"}
+    if user is not None:
+        env["KABIGATE_WAIVERDB_TOKEN"] = user
+    return subprocess.run([*KABIGATE, *args], capture_output=True, text=True, check=False, env=env)
+
+
+def _item(db: str, release: str) -> str:
+    with Store.open(db) as store:
+        kernel = store.find_kernels(release)[0]
+    return kernel_item(kernel.release, kernel.package_version)
+
+
+def _post(url: str, user: str, body: dict) -> None:
+    """A waiver written in WaiverDB directly (its web form, or Greenwave's users)."""
+    request = urllib.request.Request(url + "/waivers/", data=json.dumps(body).encode(), method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {user}"})
+    with urllib.request.urlopen(request) as answer:
+        assert answer.status == 201
+
+
+def test_a_waiver_posted_to_waiverdb_comes_back_with_its_patterns_in_another_store(db, base_db, tmp_path,
+                                                                                    waiverdb):
+    added = _as("kabigate-bot", "waiver", "add", "--db", db, "--driver", "acpi-call", "--kernel", CANDIDATE,
+                "--reason", "bug 1234", "--who", "jane@example.org", "--waiverdb", waiverdb,
+                "--product-version", PRODUCT, "--json")
+    assert added.returncode == 0, added.stderr
+    (posted,) = WaiverDB.stored
+    assert {k: posted[k] for k in ("subject_type", "subject_identifier", "testcase", "product_version", "waived",
+                                   "scenario", "username")} == {
+        "subject_type": "koji_build", "subject_identifier": _item(db, CANDIDATE),
+        "testcase": "kabigate.kernel-gate.functional", "product_version": PRODUCT, "waived": True,
+        "scenario": "x86_64.debian-6.1", "username": "kabigate-bot"}
+    assert posted["comment"].startswith("bug 1234 [kabigate driver=\"acpi-call\"")
+    assert json.loads(added.stdout)["waiverdb"] == [{"url": waiverdb, "id": "1", "item": _item(db, CANDIDATE),
+                                                     "scenario": "x86_64.debian-6.1"}]
+    # Read back into the store that posted it: already there, nothing copied.
+    again = _as(None, "waiver", "import", "--db", db, "--waiverdb", waiverdb, "--json")
+    assert json.loads(again.stdout) == {"added": [], "revoked": [], "already_stored": 1, "items_not_stored": [],
+                                        "refused": []}
+    # Another store imports it with its patterns; its gates apply it, and the result they publish says so.
+    other = str(tmp_path / "other.db")
+    shutil.copy(base_db, other)
+    imported = _as(None, "waiver", "import", "--db", other, "--waiverdb", waiverdb, "--product-version", PRODUCT)
+    assert imported.returncode == 0, imported.stderr
+    assert "1 waivers imported, 0 revoked, 0 already stored" in imported.stderr
+    (stored,) = json.loads(_kabigate("waiver", "list", "--db", other, "--json").stdout)["waivers"]
+    assert {k: stored[k] for k in ("driver", "symbol", "kernel", "reason", "who", "source")} == {
+        "driver": "acpi-call", "symbol": "*", "kernel": CANDIDATE, "reason": "bug 1234", "who": "jane@example.org",
+        "source": "store#1 (WaiverDB 1)"}
+    with resultsdb_server() as resultsdb:
+        status, report = _gate(other, "--resultsdb", resultsdb)
+        (result,) = ResultsDB.received
+    assert status == 0 and _regression(report)["outcome"] == "INFO"
+    assert result["data"]["waived_by"] == ["store#1 (WaiverDB 1)"]
+    assert result["note"].endswith("waived by store#1 (WaiverDB 1)")
+    # Revoked in kabigate: in WaiverDB too (a newer waiver of the same subject, waived false).
+    revoked = _as("kabigate-bot", "waiver", "revoke", "1", "--db", db, "--waiverdb", waiverdb)
+    assert revoked.returncode == 0 and "1 WaiverDB copies revoked" in revoked.stdout, revoked.stderr
+    assert [(w["subject_identifier"], w["waived"]) for w in WaiverDB.stored] == [(_item(db, CANDIDATE), True),
+                                                                                (_item(db, CANDIDATE), False)]
+
+
+def test_a_waiver_written_in_waiverdb_forgives_its_kernel_until_waiverdb_revokes_it(db, waiverdb):
+    waiver = {"subject_type": "koji_build", "subject_identifier": _item(db, CANDIDATE), "product_version": PRODUCT,
+              "testcase": "kabigate.kernel-gate.functional", "comment": "known ABI break,\nsee bug 99"}
+    _post(waiverdb, "jane", waiver)
+    _post(waiverdb, "jane", dict(waiver, subject_identifier="kernel-9.9.9-1"))  # a kernel not in the store
+    _post(waiverdb, "jane", dict(waiver, testcase="another.testcase"))  # not the gate's
+    # a kabigate mark edited into one that waives everything: refused, the others imported
+    _post(waiverdb, "jane", dict(waiver, subject_identifier="kernel-0", comment='x [kabigate driver="*" who="j"]'))
+    imported = _as(None, "waiver", "import", "--db", db, "--waiverdb", waiverdb, "--json")
+    assert imported.returncode == 0, imported.stderr
+    document = json.loads(imported.stdout)
+    (added,) = document["added"]
+    assert document["items_not_stored"] == ["kernel-9.9.9-1"]
+    assert document["refused"] == ["WaiverDB waiver 4: waives everything; name a driver, symbol or kernel pattern"]
+    assert {k: added[k] for k in ("driver", "symbol", "kernel", "reason", "who")} == {
+        "driver": "*", "symbol": "*", "kernel": CANDIDATE, "reason": "known ABI break, see bug 99", "who": "jane"}
+    status, report = _gate(db)
+    assert status == 0 and report["outcome"] == "INFO"
+    _post(waiverdb, "jane", dict(waiver, waived=False, comment="fixed after all"))
+    revoked = _as(None, "waiver", "import", "--db", db, "--waiverdb", waiverdb, "--json")
+    assert [w["id"] for w in json.loads(revoked.stdout)["revoked"]] == [added["id"]]
+    status, report = _gate(db)
+    assert status == 1 and _regression(report)["waivers"] == []
+
+
+@pytest.mark.parametrize("hostile, message", [
+    ("junk", "WaiverDB's answer is not JSON"),
+    ("500", "WaiverDB refused the request: HTTP 500: <html><body>Internal Server Error"),
+    ("huge", "cannot reach WaiverDB: answer larger than 1024 KiB"),
+])
+def test_hostile_waiverdb_answers_are_one_line_errors(db, waiverdb, hostile, message):
+    WaiverDB.hostile = hostile
+    for args in (["import"], ["add", "--driver", "acpi-call", "--kernel", CANDIDATE, "--reason", "r", "--who", "w",
+                              "--product-version", PRODUCT]):
+        result = _as("kabigate-bot", "waiver", *args, "--db", db, "--waiverdb", waiverdb)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    with Store.open(db) as store:
+        assert store.waivers(include_revoked=True) == []
+
+
+def test_waiverdb_refusals_are_one_line_errors_and_store_nothing(db, waiverdb):
+    add = ["waiver", "add", "--db", db, "--driver", "acpi-call", "--reason", "r", "--who", "w", "--waiverdb",
+           waiverdb]
+    for user, args, message in [
+            ("bot", ["--kernel", CANDIDATE], "give --product-version"),
+            (None, ["--kernel", CANDIDATE, "--product-version", PRODUCT],
+             "WaiverDB refused the request: HTTP 401: \"Unauthorized\""),
+            ("bot", ["--kernel", "5.*", "--product-version", PRODUCT], "covers no stored kernel")]:
+        result = _as(user, *add, *args)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert WaiverDB.stored == []
+    with Store.open(db) as store:
+        assert store.waivers(include_revoked=True) == []

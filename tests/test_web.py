@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -61,8 +62,9 @@ def empty_writer(tmp_path):
 
 
 def _rows(html: str) -> dict[str, bool]:
-    """The matrix page's rows: driver -> shown (a driver's builds are shown or hidden together)."""
-    return {driver: not hidden for driver, hidden in re.findall(r'<tr data-driver="([^"]+)"[^>]*?( hidden)?>', html)}
+    """The matrix page's package rows: driver -> shown (a package is shown when one of its builds is)."""
+    return {driver: not hidden for driver, hidden in re.findall(
+        r'<tr class="package-row" data-driver="([^"]+)"[^>]*?( hidden)?>', html)}
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -171,13 +173,22 @@ def test_matrix_cells_in_words_with_a_legend_and_partial_loads(reader):
     assert "loads whole" in legend and "partial load" in legend and "not judged" in legend
     # the reason names of this matrix's failing cells, as the CLI abbreviates them
     assert "<dt>layout</dt><dd>module-layout-mismatch</dd>" in legend
-    acpi = re.search(r'<tr data-driver="acpi-call".*?</tr>', html, re.S)[0]  # acpi-call built for 47
+    acpi = re.search(r'<tr class="build-row" data-driver="acpi-call".*?</tr>', html, re.S)[0]  # built for 47
     assert re.search(r">layout \d+</a></td>", acpi) and not re.search(r'<a href="/verdicts/\d+/\d+">\d+</a>', html)
     # dahdi's build for 47 loads all its modules but dahdi_echocan_oslec there: partial, not plain red
-    dahdi = re.search(r'<tr data-driver="dahdi".*?</tr>', html, re.S)[0]
+    dahdi = re.search(r'<tr class="build-row" data-driver="dahdi".*?</tr>', html, re.S)[0]
     (cell,) = re.findall(r'<td class="cell fails partial".*?</td>', dahdi, re.S)
     assert f'title="partial load on {RELEASES[0]}: 31/32 modules; fails: dahdi_echocan_oslec (' in cell
     assert ">31/32 <small>dahdi_echocan_oslec</small></a>" in cell
+    # a row a package above its builds (folded): its state on each kernel, as `matrix --packages` says it
+    packages = dict(re.findall(r'<tbody class="package folded" id="package-\d+">\s*<tr class="package-row" '
+                               r'data-driver="([^"]+)".*?</tr>(.*?)</tbody>', html, re.S))
+    assert sorted(packages) == sorted(DRIVERS)
+    states = {name: re.findall(r'data-state="([a-z-]+)"', row) for name, row in re.findall(
+        r'<tr class="package-row" data-driver="([^"]+)"(.*?)</tr>', html, re.S)}
+    assert states["acpi-call"] == ["loads-after-rebuild", "broken", "loads-after-rebuild"]
+    assert states["dahdi"][0] == "partial" and all(len(re.findall(r'class="build-row"', rows)) == 2
+                                                   for rows in packages.values())
 
 
 def test_a_build_that_failed_is_in_the_column_of_its_kernel(writer, testdata, tmp_path):
@@ -434,6 +445,35 @@ def test_gate_run_and_kernel_pages_give_each_crc_change_its_cause_or_the_command
     assert command_of(page) is None
     assert cause_of(page, "proc_create").startswith(f"most likely {stored['proc_create']['most_likely']['type']} ")
     assert command_of(writer.get(f"/gate-runs/{plain['run']}").text) == command  # nothing cached here
+
+
+def test_a_crc_change_is_explained_on_request_with_the_write_token(writer, reader, tmp_path, monkeypatch):
+    """Where the cache has no cause of a CRC change, the page offers the explanation beside its command:
+    POST /api/v1/explanations (the token's) records a task the server runs; then the page names the cause."""
+    monkeypatch.setenv("KABIGATE_CACHE", str(tmp_path / "cache"))  # empty: no cause known yet
+    page = writer.get("/symbols/proc_create").text
+    (form,) = re.findall(r'<form class="explain-queue"[^>]*>', page)[:1]
+    assert f'data-old="{RELEASES[0]}" data-new="{RELEASES[1]}" data-stream="{STREAM}" ' \
+           'data-symbols="proc_create"' in form
+    assert 'src="/static/explain.js"' in page and "explain-queue" not in reader.get("/symbols/proc_create").text
+    body = {"old": RELEASES[0], "new": RELEASES[1], "stream": STREAM, "symbols": ["proc_create"]}
+    assert writer.post("/api/v1/explanations", json=body).status_code == 401
+    assert writer.post("/api/v1/explanations", json={**body, "new": "6.6.6"}, headers=AUTH).status_code == 404
+    assert writer.post("/api/v1/explanations", json={**body, "new": RELEASES[0]}, headers=AUTH).status_code == 400
+    queued = writer.post("/api/v1/explanations", json=body, headers=AUTH)
+    assert queued.status_code == 202 and queued.json()["key"].startswith("explain:")
+    assert queued.json()["kind"] == "explain" and queued.json()["args"]["symbols"] == ["proc_create"]
+    deadline = time.monotonic() + 300
+    while (task := writer.get(f"/api/v1/tasks/{queued.json()['key']}").json())["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, task
+        time.sleep(0.2)
+    assert task["state"] == "done" and task["result"] == {"explained": 1, "unexplained": 0}
+    story = writer.get("/api/v1/symbols/proc_create").json()
+    change = story["streams"][0]["kernels"][1]  # 47 -> 50
+    assert change["cause"]["most_likely"] and change["explain"] is None
+    again = writer.post("/api/v1/explanations", json=body, headers=AUTH).json()  # the same request: done once
+    assert again["key"] == task["key"] and again["state"] == "done" and again["attempts"] == 1
+    assert writer.get("/api/v1/tasks/explain:nothing").status_code == 404
 
 
 def test_gate_run_kernel_and_driver_pages_link_their_downloads(writer):

@@ -1,6 +1,7 @@
 """The dashboard in a real browser: `kabigate serve` (uvicorn on 127.0.0.1) over a store of the real
 Debian kernels and drivers, driven by Playwright with Debian's own headless Chromium. Loads the
-matrix, filters it, opens a failing cell and reaches its reasons; screenshots are kept."""
+matrix, unfolds a package's builds, filters it, opens a failing cell and reaches its reasons; the overview,
+the legend, a partial load, search, a symbol's page and a CSV download; screenshots are kept."""
 
 from __future__ import annotations
 
@@ -21,6 +22,16 @@ pytestmark = pytest.mark.realdata
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/bootstrap); Playwright downloads no browser
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _keep(page, tmp_path: Path, name: str) -> Path:
+    """A full-page screenshot; with KABIGATE_SCREENSHOTS=DIR, kept there too (docs: the README's)."""
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)
+    if folder := os.environ.get("KABIGATE_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / name).write_bytes(path.read_bytes())
+    return path
 
 
 def _free_port() -> int:
@@ -89,22 +100,31 @@ def test_matrix_filter_and_a_failing_cells_reasons_in_chromium(server, browser, 
     all_rows = rows.count()
     assert all_rows >= 10
 
+    # a row a package, its builds folded under it: unfolded by its button, in the page (no request)
+    assert page.locator("#matrix tr.package-row:visible").count() == 5
+    assert page.locator("#matrix tr.build-row:visible").count() == 0
     page.fill("#driver-filter", "acpi")  # filtered as one types, by matrix.js
     visible = page.locator("#matrix tbody tr:visible")
-    assert visible.count() == 2 < all_rows
-    assert {visible.nth(i).get_attribute("data-driver") for i in range(2)} == {"acpi-call"}
+    assert visible.count() == 1 < all_rows and visible.first.get_attribute("data-driver") == "acpi-call"
+    before = len(requested)
+    fold = page.locator("#matrix tr.package-row:visible button.fold")
+    fold.click()
+    assert fold.get_attribute("aria-expanded") == "true" and len(requested) == before
+    builds = page.locator("#matrix tr.build-row:visible")
+    assert builds.count() == 2 and {builds.nth(i).get_attribute("data-driver") for i in range(2)} == {"acpi-call"}
     page.select_option("#reason-filter", "module-layout-mismatch")
     assert "driver=acpi" in page.url and "reason=module-layout-mismatch" in page.url
     shown = page.locator("#matrix tbody tr:visible").count()
-    assert shown >= 1
+    assert shown >= 2
     matrix_png = tmp_path / "matrix.png"
     page.screenshot(path=str(matrix_png), full_page=True)
 
-    page.goto(page.url)  # the filtered view is a link: the server renders the same rows
+    page.goto(page.url)  # the filtered view is a link: the server renders the same rows (folded again)
+    page.locator("#matrix tr.package-row:visible button.fold").click()
     assert page.locator("#matrix tbody tr:visible").count() == shown
     assert page.input_value("#driver-filter") == "acpi"
 
-    page.locator("#matrix tbody tr:visible td.fails a").first.click()
+    page.locator("#matrix tr.build-row:visible td.fails a").first.click()
     page.wait_for_url("**/verdicts/**")
     assert "does not load" in page.inner_text("h1")
     reasons = page.inner_text("table.reasons")
@@ -130,8 +150,7 @@ def test_overview_timeline_and_the_matrix_legend_in_chromium(server, browser, tm
     assert "working after rebuild" in page.inner_text("p.counts")
     columns = page.locator("svg.timeline a.column")
     assert columns.count() == 3 and page.locator("svg.timeline rect.working").first.bounding_box()["height"] > 10
-    overview_png = tmp_path / "overview.png"
-    page.screenshot(path=str(overview_png), full_page=True)
+    overview_png = _keep(page, tmp_path, "dashboard-overview.png")
     columns.nth(1).click()  # a column is its kernel's page
     page.wait_for_url("**/kernels/6.1.0-50-amd64?stream=*")
 
@@ -139,9 +158,42 @@ def test_overview_timeline_and_the_matrix_legend_in_chromium(server, browser, tm
     assert page.locator("#legend").is_visible() and "partial load" in page.inner_text("#legend")
     partial = page.locator("td.partial").first
     assert partial.is_visible() and partial.inner_text().startswith("31/32")
-    matrix_png = tmp_path / "matrix-legend.png"
-    page.screenshot(path=str(matrix_png), full_page=True)
+    page.locator("#matrix tr.package-row[data-driver=dahdi] button.fold").click()  # a package's builds unfolded
+    matrix_png = _keep(page, tmp_path, "dashboard-matrix.png")
     print(f"\nscreenshots: {overview_png} {matrix_png}")
+    assert errors == [] and all(url.startswith(server) for url in requested)
+    page.close()
+
+
+def test_search_a_symbols_page_and_a_csv_download_in_chromium(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    requested, errors = [], []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    page.goto(server + "/matrix")
+    page.fill("form.search input[name=q]", "acpi")  # every page's search box
+    page.press("form.search input[name=q]", "Enter")
+    page.wait_for_url("**/search?q=acpi")
+    page.click("ul.results a[href='/drivers/acpi-call']")
+    page.wait_for_url("**/drivers/acpi-call")
+
+    page.fill("form.search input[name=q]", "proc_create")  # a symbol's exact name: its page
+    page.press("form.search input[name=q]", "Enter")
+    page.wait_for_url("**/symbols/proc_create")
+    assert page.inner_text("h1") == "Symbol proc_create"
+    history = page.locator("table.symbol-history tr.changed")
+    assert history.count() == 2 and "acpi-call" in page.inner_text("main")
+    symbol_png = _keep(page, tmp_path, "dashboard-symbol.png")
+
+    page.goto(server + "/matrix?driver=dahdi")
+    with page.expect_download() as download:
+        page.click("#matrix-csv")
+    assert download.value.suggested_filename == f"matrix-{STREAM}.csv"
+    rows = Path(download.value.path()).read_text().splitlines()
+    assert rows[0].startswith("driver,version,built_for,6.1.0-47-amd64") and len(rows) == 3
+    assert all(row.startswith("dahdi,") for row in rows[1:])
+    print(f"\nscreenshot: {symbol_png}")
     assert errors == [] and all(url.startswith(server) for url in requested)
     page.close()
 

@@ -23,7 +23,8 @@ def client(testdata, tmp_path_factory):
 
 
 def _drivers(html: str) -> list[str]:
-    return re.findall(r'<tr data-driver="([^"]+)"', html)
+    """The build rows' drivers (each folded under its package's row)."""
+    return re.findall(r'<tr class="build-row" data-driver="([^"]+)"', html)
 
 
 def test_api_pages(client):
@@ -48,13 +49,15 @@ def test_page_links_and_server_side_filters(client, monkeypatch):
     first = client.get("/matrix").text
     assert "Page 1 of 4" in first and len(_drivers(first)) == 3 and 'data-paged="true"' in first
     assert 'href="/matrix?stream=debian-6.1&amp;page=2"' in first
-    assert "hidden" not in re.findall(r"<tr data-driver[^>]*>", first)[0]
+    assert "hidden" not in re.findall(r'<tr class="build-row" data-driver[^>]*>', first)[0]
     last = client.get("/matrix", params={"page": 4}).text
     assert len(_drivers(last)) == 10 - 9 and 'rel="prev"' in last and 'rel="next"' not in last
     acpi = client.get("/matrix", params={"driver": "ACPI"}).text  # 2 builds: one page, filtered by the server
     assert _drivers(acpi) == ["acpi-call", "acpi-call"] and "Page " not in acpi
+    assert re.findall(r'<tr class="package-row" data-driver="([^"]+)"', acpi) == ["acpi-call"]  # its builds under it
     failing = client.get("/matrix", params={"reason": "module-layout-mismatch", "page": 1}).text
     assert _drivers(failing) and "acpi-call" in _drivers(failing)
-    assert all(re.search(r'module-layout-mismatch', row) for row in re.findall(r'<tr data-driver[^>]*>', failing))
+    rows = re.findall(r'<tr class="[a-z-]+" data-driver[^>]*>', failing)  # packages' and builds'
+    assert all(re.search(r'module-layout-mismatch', row) for row in rows)
     kept = client.get("/matrix", params={"failing": "true"}).text
     assert "failing=true&amp;page=2" in kept

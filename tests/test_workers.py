@@ -40,6 +40,7 @@ pytestmark = [
 
 KABIGATE = [str(Path(sys.executable).parent / "kabigate")]
 RESULTS_QUEUE = "test-gate-results"
+NOTIFICATIONS_QUEUE = "test-notifications"
 WAIT = 600  # seconds: a guard against a hang, never a measure (2 shared cores, TCG neighbours)
 
 
@@ -151,6 +152,10 @@ def _declare_results_queue(broker: RabbitMQ) -> None:
     connection, channel = _channel(broker)
     channel.queue_declare(RESULTS_QUEUE, durable=True, auto_delete=False)
     channel.queue_bind(RESULTS_QUEUE, "amq.topic", "#.kabigate.gate.result")
+    channel.queue_declare(NOTIFICATIONS_QUEUE, durable=True, auto_delete=False)
+    channel.queue_purge(NOTIFICATIONS_QUEUE)
+    for topic in ("#.kabigate.package.#", "#.kabigate.stream.#"):
+        channel.queue_bind(NOTIFICATIONS_QUEUE, "amq.topic", topic)
     connection.close()
 
 
@@ -178,15 +183,16 @@ def _messages(broker: RabbitMQ, queue: str) -> int:
         connection.close()
 
 
-def gate_results(broker: RabbitMQ) -> list:
-    """The kabigate.gate.result messages published so far, as fedora-messaging gives them to a
-    consumer: the schema (kabigate_messages, found by its entry point) checks each body."""
+def gate_results(broker: RabbitMQ, queue: str = RESULTS_QUEUE) -> list:
+    """The kabigate.gate.result messages published so far (or the notifications, from their queue),
+    as fedora-messaging gives them to a consumer: the schema (kabigate_messages, found by its entry
+    point) checks each body."""
     import pika
     from fedora_messaging.message import get_message
 
     connection, channel = _channel(broker)
     messages = []
-    while (received := channel.basic_get(RESULTS_QUEUE, no_ack=True)) is not None:
+    while (received := channel.basic_get(queue, no_ack=True)) is not None:
         properties = pika.BasicProperties(headers=received.properties.get("application_headers"),
                                           content_encoding=received.properties.get("content_encoding"),
                                           message_id=received.properties.get("message_id"))
@@ -255,6 +261,7 @@ def test_build_events_become_stored_gates_and_result_messages_equal_to_the_singl
         cluster, testdata, tmp_path, resultsdb):
     resultsdb_url, posted = resultsdb
     cluster.configure(f'[gate]\nresultsdb = "{resultsdb_url}"\n')
+    cluster.run("subscribe", "add", "--stream", STREAM, "--bus", "--owner", "maintainers")
     cluster.listener()
     cluster.worker(concurrency=2)
     builds = driver_events(cluster, testdata)
@@ -294,6 +301,17 @@ def test_build_events_become_stored_gates_and_result_messages_equal_to_the_singl
         assert message.body["resultsdb"] == runs[release].resultsdb_id is not None
         assert message.body["counts"] == dict(expected[RELEASES.index(release)][3])
         assert message.topic == "kabigate.gate.result" and release in message.summary
+
+    # The stream's subscription on the bus: each event the gates recorded, once, on its topic.
+    with Store.open(cluster.db) as shared:
+        events = {event.uuid: event for event in shared.events()}
+    notifications = gate_results(cluster.broker, NOTIFICATIONS_QUEUE)
+    assert events and sorted(m.id for m in notifications) == sorted(events)
+    for message in notifications:
+        event = events[message.id]
+        assert type(message).__name__ == "NotificationV1" and message.body == event.payload
+        assert message.topic == (f"kabigate.package.{event.driver}" if event.driver else  # a topic's dots split it
+                                 f"kabigate.stream.{STREAM.replace('.', '_')}")
 
 
 def test_a_build_announced_twice_is_done_once_and_bad_events_are_recorded_or_dropped(cluster, testdata, tmp_path):

@@ -135,3 +135,10 @@ class DeliveryState(StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
     FAILED = "failed"
+
+
+class WaiverLink(StrEnum):
+    """How a stored waiver and a WaiverDB waiver are related (store waiver_link.direction)."""
+
+    POSTED = "posted"  # kabigate waiver add --waiverdb posted it there
+    IMPORTED = "imported"  # kabigate waiver import read it from there

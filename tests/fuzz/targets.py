@@ -44,7 +44,7 @@ from kabigate.formats.deb import read_deb
 from kabigate.formats.debindex import parse_packages_index
 from kabigate.formats.elf import ElfFile
 from kabigate.formats.elrepo import parse_spec_history
-from kabigate.formats.gatepolicy import parse_policy, parse_waivers
+from kabigate.formats.gatepolicy import parse_policy, parse_waivers, waiver_from_mapping
 from kabigate.formats.initramfs import module_digests
 from kabigate.formats.kconfig import parse_kconfig
 from kabigate.formats.module import parse_module
@@ -56,7 +56,7 @@ from kabigate.formats.vmlinux import image_exports
 from kabigate.inputs import httpclient, packages
 from kabigate.inputs.kernels import load_kernel
 from kabigate.model import Export
-from kabigate.reports import resultsdb
+from kabigate.reports import resultsdb, waiverdb
 from kabigate.signing import keys, verify
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -678,6 +678,41 @@ def run_resultsdb_answer(data: bytes) -> None:
             read(document, "fuzz")
 
 
+def waiverdb_seeds() -> list[bytes]:
+    """WaiverDB 1.4's answers: a page of waivers (one by kabigate, one by hand in the older subject
+    form, one revocation), the list a POST created, a validation error; and one nested deep."""
+    mine = {"id": 1, "subject_type": "koji_build", "subject_identifier": "kernel-6.1.170-1", "subject": {
+                "type": "koji_build", "item": "kernel-6.1.170-1"}, "testcase": "kabigate.kernel-gate.functional",
+            "username": "kabigate-bot", "proxied_by": None, "product_version": "debian-12", "waived": True,
+            "comment": 'bug 1234 [kabigate driver="jool" symbol="nf_*" kernel="6.1.0-5*" who="w@example.org" '
+                       'expires="2027-01-31"]', "scenario": "x86_64.debian-6.1", "timestamp": "2026-12-07T00:00:00"}
+    by_hand = {"id": 2, "subject": {"type": "koji_build", "item": "kernel-6.1.170-1"}, "waived": True,
+               "testcase": "kabigate.kernel-gate.functional", "username": "jane", "product_version": "debian-12",
+               "comment": "known\nbreakage", "scenario": None}
+    revoked = dict(by_hand, id=3, waived=False, comment="fixed")
+    return [json.dumps({"data": [mine, by_hand, revoked], "prev": None, "next": None}).encode(),
+            json.dumps([mine]).encode(),
+            json.dumps({"validation_error": [{"loc": ["__root__"], "msg": "Argument testcase is missing",
+                                              "type": "value_error"}]}).encode(),
+            json.dumps({"validation_error": {"body_params": [{"loc": ["outcome"], "msg": "must be one of: PASSED",
+                                                              "type": "value_error"}]}}).encode(),
+            b'{"data": ' + b"[" * 5000 + b"]" * 5000 + b"}"]
+
+
+def run_waiverdb_answer(data: bytes) -> None:
+    """A WaiverDB answer as an error's body, then each waiver of it as a page's or a POST's, and the
+    kabigate patterns of its comment."""
+    resultsdb.error_message(data)
+    document = waiverdb.parse_answer(data, "fuzz", waiverdb.SERVICE)
+    entries = document.get("data") if isinstance(document, dict) else document
+    for entry in entries if isinstance(entries, list) else []:
+        with contextlib.suppress(InputError):
+            remote = waiverdb.remote_waiver(entry, "fuzz")
+            if (patterns := remote.patterns()) is not None:
+                with contextlib.suppress(InputError):
+                    waiver_from_mapping({**patterns, "reason": remote.reason}, "fuzz")
+
+
 # -- the command line --------------------------------------------------------------------------
 
 def cli(args: list[str]) -> tuple[int, str, str]:
@@ -801,6 +836,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("http", http_seeds, run_http),
     Target("koji_answer", koji_answer_seeds, run_koji_answer),
     Target("resultsdb_answer", resultsdb_seeds, run_resultsdb_answer),
+    Target("waiverdb_answer", waiverdb_seeds, run_waiverdb_answer),
     Target("cli", lambda: module_seeds() + text_seeds() + certificate_seeds() + package_seeds(), run_cli),
     Target("cli_sign", lambda: module_seeds()[:3], run_cli_sign),
     Target("lz4_image", lz4_image_seeds, run_kernel_image),

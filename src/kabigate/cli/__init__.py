@@ -150,7 +150,7 @@ COMMAND_SUMMARIES = {
               'half-processed when the watcher died is processed again, and a gate run is never published '
               'twice.'),
     "waiver": ('Waivers kept in the store: every gate (CLI, watch, API) applies them with its --waivers '
-               'file. A waiver is never deleted: it is revoked, and stays listed as revoked.'),
+               'file; posted to and imported from WaiverDB with --waiverdb. Revoked, never deleted.'),
     "subscribe": ("Subscriptions: an owner follows a driver package or a stream, by e-mail, webhook or the bus, "
                   'and is told when a new kernel breaks a package, a rebuild fixes it, or a gate blocks.'),
     "stablelist": 'Which symbols drivers need that the stablelist does not promise, and how the list moved.',

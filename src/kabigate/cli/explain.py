@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, crc_text, emit_json, kernel_paths, out, stages
+from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, crc_text, emit_json, kernel_paths, out, say, stages
 from kabigate.errors import InputError
 from kabigate.explain.crc import (
     Explanation,
@@ -113,21 +113,21 @@ def _print(result: Explanation, headers_used: list[str], detailed: bool) -> None
     share = 100 * counts["explained"] / max(counts["crc_changed"], 1)
     ranking = (f"headers ({', '.join(headers_used)}), then depth" if result.ranking == "headers"
                else "depth and exported use (no headers found: --headers DIR gives them)")
-    out.print(f"{result.old} -> {result.new}: {counts['crc_changed']} exports changed CRC, {counts['explained']} "
-              f"explained ({share:.1f} %); {counts['changed_types']} types changed, {counts['layout_only']} in "
-              f"layout only; causes ranked by {ranking}", markup=False)
+    say(f"{result.old} -> {result.new}: {counts['crc_changed']} exports changed CRC, {counts['explained']} "
+        f"explained ({share:.1f} %); {counts['changed_types']} types changed, {counts['layout_only']} in "
+        f"layout only; causes ranked by {ranking}")
     named = {c.key for s in result.symbols for c in s.candidates} if detailed else None
     for change in result.types:
         if named is not None and change.key not in named:
             continue  # SYMBOLs asked: the types that explain them
         label = "" if change.cause else " (layout only, not a cause)"
-        out.print(f"  {change.name}{label}: {'; '.join(change.details)}", markup=False)
+        say(f"  {change.name}{label}: {'; '.join(change.details)}")
     for explained in result.symbols:
         crcs = f"{crc_text(explained.old_crc) or '-'} -> {crc_text(explained.new_crc) or '-'}"
         if explained.old_crc == explained.new_crc and explained.old_crc is not None:
             out.print(f"{explained.symbol}  CRC unchanged ({crc_text(explained.old_crc)})", markup=False)
             continue
-        out.print(f"{explained.symbol}  {crcs}  {cause_text(explained)}", markup=False)
+        say(f"{explained.symbol}  {crcs}  {cause_text(explained)}")
         if detailed:
             for candidate in explained.candidates[1:]:
                 seen = "" if candidate.seen_by is None else f", seen by {candidate.seen_by} headers"

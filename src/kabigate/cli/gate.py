@@ -13,9 +13,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import click
+from rich.text import Text
 
 from kabigate.builder.source import Signing
-from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, emit_json, err, out, progress, stages, write_atomically
+from kabigate.cli.shared import (
+    EXIT_INCOMPATIBLE,
+    EXIT_OK,
+    TERMINAL,
+    emit_json,
+    err,
+    out,
+    progress,
+    say,
+    stages,
+    write_atomically,
+)
 from kabigate.cli.store import store_option
 from kabigate.errors import InputError, read_capped
 from kabigate.formats.gatepolicy import (
@@ -271,8 +283,8 @@ def gate(store: Store, candidate: str | None, publish_run: str | None, baseline:
         for confirmation in confirmations:
             kernel = "loads" if confirmation.kernel_loads else confirmation.kernel_reason
             stored = "loads" if confirmation.stored_loads else confirmation.stored_reason
-            out.print(f"  qemu: {'agrees' if confirmation.agrees else 'DISAGREES'}  {confirmation.build}: kernel "
-                      f"{kernel}, kabigate {stored}", markup=False)
+            say(f"  qemu: {'agrees' if confirmation.agrees else 'DISAGREES'}  {confirmation.build}: kernel "
+                f"{kernel}, kabigate {stored}")
         for published in outcomes:
             if published.published is not None:
                 err.print(f"published to {settings.resultsdb_url}: result {published.published} "
@@ -439,47 +451,45 @@ def _kernel(store: Store, argument: str, stream: str | None) -> KernelRecord:
 def _print_summary(result) -> None:
     style = OUTCOME_STYLE[result.outcome]
     baseline = result.baseline.release if result.baseline else "none (first of its stream)"
-    out.print(f"[{style}]{result.outcome}[/{style}]  ", end="")
-    out.print(f"gate of {result.candidate.release} ({result.candidate.machine or 'architecture unknown'}) against "
-              f"{baseline}" + (f" in {result.stream}" if result.stream else ""), markup=False)
+    headline = (f"  gate of {result.candidate.release} ({result.candidate.machine or 'architecture unknown'}) "
+                f"against {baseline}" + (f" in {result.stream}" if result.stream else ""))
+    out.print(Text.assemble((result.outcome, style), headline), soft_wrap=not TERMINAL)  # at words on a terminal
     if result.stablelist:
-        out.print(f"  stablelist: {result.stablelist}", markup=False)
+        say(f"  stablelist: {result.stablelist}")
     counts = ", ".join(f"{result.count(k)} {k.replace('_', ' ')}"
                        for k in GateClass)
-    out.print(f"  driver builds: {counts}; {result.coverage} gating", markup=False)
+    say(f"  driver builds: {counts}; {result.coverage} gating")
     working = sum(1 for finding in result.packages if finding.after.works)
-    out.print(f"  packages: {working} of {len(result.packages)} work on {result.candidate.release}, "
-              f"{len(result.broken_packages)} broken by it", markup=False)
+    say(f"  packages: {working} of {len(result.packages)} work on {result.candidate.release}, "
+        f"{len(result.broken_packages)} broken by it")
     for rebuild in result.rebuilds:  # those not tried are in the notes
         if rebuild.outcome is not None:
             signed = f", signed by {rebuild.signer}" if rebuild.signer else ""
-            out.print(f"  rebuilt package {rebuild.driver} for {result.candidate.release}: {rebuild.outcome} "
-                      f"({rebuild.seconds:.1f} s{signed})" + (f": {rebuild.reason}" if rebuild.reason else ""),
-                      markup=False)
+            say(f"  rebuilt package {rebuild.driver} for {result.candidate.release}: {rebuild.outcome} "
+                f"({rebuild.seconds:.1f} s{signed})" + (f": {rebuild.reason}" if rebuild.reason else ""))
     for finding in result.broken_packages:
         waived = "  waived by " + ", ".join(w.source for w in finding.waivers) if finding.waivers else ""
-        out.print(f"  {finding.outcome:<16} package {finding.driver}: {finding.before.state} -> "
-                  f"{finding.after.state}: {why_not(finding.after)}{waived}", markup=False)
+        say(f"  {finding.outcome:<16} package {finding.driver}: {finding.before.state} -> "
+            f"{finding.after.state}: {why_not(finding.after)}{waived}")
     for finding in result.regressions:
         symbols = sorted({s.name + (" (stablelisted)" if s.stablelisted else "") for s in finding.symbols})
         codes = sorted({reason["code"] for reason in finding.reasons})
         waived = "  waived by " + ", ".join(w.source for w in finding.waivers) if finding.waivers else ""
         build = finding.build
-        out.print(f"  {finding.outcome:<16} {build.driver} {build.version or ''} (built for {build.built_for}): "
-                  f"{', '.join(codes)}: {', '.join(symbols[:8])}{' ...' if len(symbols) > 8 else ''}{waived}",
-                  markup=False)
+        say(f"  {finding.outcome:<16} {build.driver} {build.version or ''} (built for {build.built_for}): "
+            f"{', '.join(codes)}: {', '.join(symbols[:8])}{' ...' if len(symbols) > 8 else ''}{waived}")
     for violation in result.kernel_findings:
-        out.print(f"  {violation.outcome:<16} stablelisted {violation.symbol}: {violation.change} "
-                  f"{violation.old} -> {violation.new}", markup=False)
+        say(f"  {violation.outcome:<16} stablelisted {violation.symbol}: {violation.change} "
+            f"{violation.old} -> {violation.new}")
     if result.export_changes:
         changes = result.export_changes
-        out.print(f"  exports: {changes['removed_stablelisted'] + changes['removed_unlisted']} removed, "
-                  f"{changes['changed_stablelisted'] + changes['changed_unlisted']} changed "
-                  f"({changes['changed_stablelisted']} on the stablelist), {changes['added']} added", markup=False)
+        say(f"  exports: {changes['removed_stablelisted'] + changes['removed_unlisted']} removed, "
+            f"{changes['changed_stablelisted'] + changes['changed_unlisted']} changed "
+            f"({changes['changed_stablelisted']} on the stablelist), {changes['added']} added")
     if result.changes_in_use:
         used = ", ".join(f"{c.symbol} ({c.builds})" for c in result.changes_in_use[:10])
         more = f" and {len(result.changes_in_use) - 10} more" if len(result.changes_in_use) > 10 else ""
-        out.print(f"  changed exports the stored builds use: {used}{more}", markup=False)
+        say(f"  changed exports the stored builds use: {used}{more}")
     for note in result.notes:
-        out.print(f"  note: {note}", markup=False)
+        say(f"  note: {note}")
 

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from kabigate.cli.shared import EXIT_INCOMPATIBLE, EXIT_OK, cells, emit_json, err, out
 from kabigate.errors import InputError
+from kabigate.reports.tasks import task_json
 from kabigate.vocabulary import TaskState
 
 
@@ -238,9 +239,3 @@ def _prune_tasks(store_class, db: str | None, days: float, as_json: bool) -> Non
     else:
         out.print(f"pruned {pruned} done or failed tasks last updated before {before:%Y-%m-%d %H:%M:%S} UTC",
                   markup=False)
-
-
-def task_json(task) -> dict:
-    return {"key": task.key, "kind": task.kind, "args": task.args, "state": task.state, "attempts": task.attempts,
-            "error": task.error, "result": task.result, "created_at": task.created_at.isoformat(),
-            "updated_at": task.updated_at.isoformat()}

@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import tempfile
+import textwrap
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -31,6 +32,18 @@ TERMINAL = sys.stdout.isatty()
 # emoji=False: a module or driver named "x:smile:y" is printed as it is.
 out = Console(highlight=False, emoji=False, soft_wrap=True, width=None if TERMINAL else 250)
 err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
+
+
+def say(text: str, console: Console = out) -> None:
+    """A line of prose: at a terminal wrapped at words to its width, the lines after the first
+    indented two more than it (under a finding's own text); piped or to a file, one line whole."""
+    if not console.is_terminal or len(text) <= console.width:
+        console.print(text, markup=False, soft_wrap=True)
+        return
+    indent = len(text) - len(text.lstrip(" "))
+    console.print("\n".join(textwrap.wrap(text, console.width, subsequent_indent=" " * (indent + 2),
+                                          break_long_words=False, break_on_hyphens=False)),
+                  markup=False, soft_wrap=True)
 
 
 def print_styled(pieces: list[tuple[str, str | None]]) -> None:

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from kabigate.analysis import kmod_rebuilds, stablelist_history
-from kabigate.cli.shared import Group, cells, emit_json, err, out, write_atomically
+from kabigate.cli.shared import Group, cells, emit_json, err, out, say, write_atomically
 from kabigate.cli.store import store_option
 from kabigate.errors import read_capped
 from kabigate.formats.compression import MAX_TEXT
@@ -82,9 +82,9 @@ def _demand(store: Store, stablelist_path: str, stream: str | None, arch: str | 
 
 def _print_demand(result: Demand, symbols: list[SymbolDemand]) -> None:
     listed = sum(d.stablelisted for d in result.symbols)
-    out.print(f"{len(result.symbols)} symbols imported by {result.builds} builds of {result.drivers} drivers; "
-              f"{listed} on {result.stablelist}, {len(result.symbols) - listed} not; stream {result.stream}: "
-              f"{len(result.kernels)} {result.arch or ''} kernels", markup=False)
+    say(f"{len(result.symbols)} symbols imported by {result.builds} builds of {result.drivers} drivers; "
+        f"{listed} on {result.stablelist}, {len(result.symbols) - listed} not; stream {result.stream}: "
+        f"{len(result.kernels)} {result.arch or ''} kernels")
     table = Table(*(COLUMNS[c] for c in ("symbol", "stablelisted", "drivers", "builds", "failures", "exported_by",
                                          "removals", "crc_changes", "crc_changed_in")), box=None)
     for d in symbols:

@@ -24,6 +24,7 @@ from kabigate.cli.shared import (
     err,
     out,
     progress,
+    say,
     write_atomically,
 )
 from kabigate.errors import InputError
@@ -202,6 +203,31 @@ def db_remove_driver(store: Store, driver: str, version: str | None, as_json: bo
     with store.transaction():
         removed = store.remove_builds(driver, version)
     _report_removed(removed, f"driver {driver}" + ("" if version is None else f" {version}"), as_json)
+
+
+@db.command("alias-driver")
+@click.argument("driver")
+@click.argument("alias")
+@store_option
+@json_option
+def db_alias_driver(store: Store, driver: str, alias: str, as_json: bool) -> None:
+    """Make ALIAS another name of DRIVER: builds ingested as ALIAS are DRIVER's, and `history ALIAS`,
+    `db remove-driver ALIAS` and `build-log ALIAS` name DRIVER. A driver already stored as ALIAS (a
+    module tree ingested as `acpi_call`, its package as `acpi-call`) is merged into DRIVER, in one
+    transaction. Package names are already one name (kmod-jool, jool-dkms and jool-kmp-* ingest as jool).
+
+    \b
+    Example:
+      kabigate db alias-driver acpi-call acpi_call
+    """
+    with store.transaction():
+        merged = store.alias_driver(driver, checked_name(alias, "driver name"))
+    name = store.canonical_driver(driver)
+    if as_json:
+        emit_json({"driver": name, "alias": alias, "merged": merged.counts})
+        return
+    moved = ", ".join(f"{count} {what}" for what, count in merged.counts.items())
+    out.print(f"{alias} is an alias of {name}" + (f": merged {moved}" if moved else ""), markup=False)
 
 
 @db.command("rename-stream")
@@ -529,6 +555,7 @@ def history(store: Store, driver: str, stream: str | None, as_json: bool) -> Non
     Example:
       kabigate history jool --stream debian-6.1
     """
+    driver = store.canonical_driver(driver)  # an alias's history is its driver's, under its name
     histories = driver_history(store, driver, stream)
     if as_json:
         emit_json(history_json(driver, histories))
@@ -619,12 +646,15 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
         table.add_row(*cells(b.driver, b.version or "-", b.built_for or "-", b.format), cut_cell(", ".join(b.modules)))
     out.print(table)
     for f in failures:
-        out.print(f"does not build: {f.driver} {f.version} for {f.kernel_release}: {f.error}", markup=False,
-                  soft_wrap=not TERMINAL)  # wrapped at words on a terminal, one line piped
+        say(f"does not build: {f.driver} {f.version} for {f.kernel_release}: {f.error}")
     table = Table("package", "stream", "newest kernel", "state", "why not", box=None)
     for stream, verdict in newest:
         table.add_row(*cells(verdict.driver, stream, verdict.kernel.release, verdict.state, why_not(verdict) or ""))
     out.print(table)
+    shown = {b.driver for b in builds} | {f.driver for f in failures}
+    for name, aliases in store.driver_aliases().items():
+        if name in shown:
+            out.print(f"{name} is also named {', '.join(aliases)}", markup=False)
 
 
 # -- rendering ------------------------------------------------------------------------------

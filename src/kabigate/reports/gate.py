@@ -227,13 +227,24 @@ def _unique(symbols):
     return unique
 
 
+def kernel_item(release: str, package_version: str | None) -> str:
+    """The ResultsDB/WaiverDB item a kernel's results are about: its package's NVR (a koji_build), else its release."""
+    return f"kernel-{package_version}" if package_version else release
+
+
+def scenario_of(machine: str | None, stream: str | None) -> str:
+    """A gate's scenario: one per architecture and stream however the gate was run (Greenwave keeps a
+    requirement per scenario)."""
+    return f"{machine or 'noarch'}.{stream or 'default'}"
+
+
 def resultsdb_payload(report: dict, *, item: str | None = None, testcase: str = DEFAULT_TESTCASE,
                       ref_url: str | None = None, scenario: str | None = None) -> dict:
     """A result for ResultsDB's POST /api/v2.0/results, made from a gate report (gate_json), as
     Fedora/CentOS CI submit them: the kernel's NVR as a koji_build item, so that a Greenwave
     PassingTestCaseRule on `testcase` gates it."""
     candidate, baseline, counts = report["candidate"], report["baseline"], report["counts"]
-    nvr = item or (f"kernel-{candidate['package_version']}" if candidate["package_version"] else candidate["release"])
+    nvr = item or kernel_item(candidate["release"], candidate["package_version"])
     arch = candidate["machine"] or "noarch"
     broken = sum(1 for package in report.get("packages", ()) if package["breaks"])
     note = (f"{broken} packages broken; "
@@ -249,13 +260,13 @@ def resultsdb_payload(report: dict, *, item: str | None = None, testcase: str = 
         note += f"; {len(waived)} findings waived by {', '.join(waivers)}"
     data: dict[str, str | list[str]] = {
         "item": nvr, "type": "koji_build", "arch": arch,
-        "scenario": scenario or f"{arch}.{report['stream'] or 'default'}", "kernel_release": candidate["release"]}
+        "scenario": scenario or scenario_of(candidate["machine"], report["stream"]),
+        "kernel_release": candidate["release"]}
     if baseline:
         data["baseline"] = baseline["release"]
     if waivers:
         data["waived_by"] = waivers
     payload = {"outcome": report["outcome"], "testcase": {"name": testcase}, "note": note, "data": data}
-    if ref_url:
+    if ref_url:  # on the result: ResultsDB keeps one testcase ref_url, overwritten by each publish
         payload["ref_url"] = ref_url
-        payload["testcase"]["ref_url"] = ref_url
     return payload

@@ -40,29 +40,34 @@ def find_result(api_url: str, testcase: str, data: dict[str, str], token: str | 
 
 
 def _call(url: str, token: str | None, data: bytes | None = None) -> tuple[int, bytes]:
-    """(status, body) of a call; an error status is an InputError with ResultsDB's message."""
+    return api_call(url, token, data, service="ResultsDB")
+
+
+def api_call(url: str, token: str | None, data: bytes | None = None, *, service: str) -> tuple[int, bytes]:
+    """(status, body) of a call to ResultsDB or WaiverDB (`service`); an error status is an InputError
+    with the service's message."""
     if not url.startswith(("http://", "https://")):
-        raise InputError(f"{url}: a ResultsDB API URL starts with http:// or https://")
+        raise InputError(f"{url}: a {service} API URL starts with http:// or https://")
     headers = {"Accept": "application/json", **({"Authorization": f"Bearer {token}"} if token else {}),
                **({"Content-Type": "application/json"} if data is not None else {})}
-    status, body = httpclient.exchange(url, f"{url}: cannot reach ResultsDB", data=data, headers=headers,
+    status, body = httpclient.exchange(url, f"{url}: cannot reach {service}", data=data, headers=headers,
                                        limit=MAX_RESPONSE, deadline=DEADLINE)
     if status >= 400:
         detail = error_message(body)
-        raise InputError(f"{url}: ResultsDB refused the request: HTTP {status}" + (f": {detail}" if detail else ""))
+        raise InputError(f"{url}: {service} refused the request: HTTP {status}" + (f": {detail}" if detail else ""))
     return status, body
 
 
-def parse_answer(body: bytes, url: str):
-    """A ResultsDB answer's JSON document; bad or too deeply nested JSON is an InputError."""
+def parse_answer(body: bytes, url: str, service: str = "ResultsDB"):
+    """An answer's JSON document; bad or too deeply nested JSON is an InputError."""
     if len(body) > MAX_RESPONSE:
-        raise InputError(f"{url}: ResultsDB's answer is larger than {MAX_RESPONSE >> 10} KiB")
+        raise InputError(f"{url}: {service}'s answer is larger than {MAX_RESPONSE >> 10} KiB")
     try:
         return json.loads(body)
     except RecursionError:  # [[[[... deeper than the interpreter's stack
-        raise InputError(f"{url}: ResultsDB's answer is nested too deeply") from None
+        raise InputError(f"{url}: {service}'s answer is nested too deeply") from None
     except ValueError:
-        raise InputError(f"{url}: ResultsDB's answer is not JSON") from None
+        raise InputError(f"{url}: {service}'s answer is not JSON") from None
 
 
 def created_id(document, url: str) -> str:
@@ -96,14 +101,36 @@ def _id(value) -> str | None:
 
 
 def error_message(body: bytes) -> str:
-    """What an error answer says, on one line: its JSON "message", else its first line."""
+    """What an error answer says, on one line: its pydantic validation errors (ResultsDB 2.x answers
+    {"validation_error": {"body_params": [...]}}, WaiverDB {"validation_error": [...]}) as
+    "field: problem; ...", else its JSON "message", else its first line."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):
         lines = body.decode("utf-8", "replace").strip().splitlines()
         return lines[0][:200] if lines else ""
-    message = document.get("message") if isinstance(document, dict) else None
+    if not isinstance(document, dict):
+        return ""
+    problems = _validation_errors(document.get("validation_error"))
+    if problems:
+        return "; ".join(problems)[:500]
+    message = document.get("message")
     try:
         return json.dumps(message)[:300] if message is not None else ""
     except RecursionError:
         return ""
+
+
+def _validation_errors(value) -> list[str]:
+    """pydantic's errors ({"loc": [...], "msg": ...}, in a list or a dict of lists) as "field: msg"."""
+    groups = value.values() if isinstance(value, dict) else [value]
+    found = []
+    for group in groups:
+        for error in group if isinstance(group, list) else ():
+            if not isinstance(error, dict) or not isinstance(error.get("msg"), str):
+                continue
+            loc = error.get("loc")
+            where = ".".join(str(p) for p in loc if isinstance(p, (str, int))) if isinstance(loc, list) else ""
+            text = f"{where}: {error['msg']}" if where else error["msg"]
+            found.append("".join(c if c.isprintable() else " " for c in text)[:200])
+    return found

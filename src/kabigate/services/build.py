@@ -10,6 +10,7 @@ import os
 
 from kabigate.builder.result import BuildResult
 from kabigate.errors import InputError
+from kabigate.model import driver_name
 from kabigate.reports.verdicts import build_record_json
 from kabigate.services import Advance, no_progress
 from kabigate.services.ingest import RELEASE, checked_name, ingest_driver_build, read_driver_builds
@@ -31,10 +32,11 @@ def store_build(store: Store, result: BuildResult, source: str, advance: Advance
         raise InputError(f"{result.package}: a failed build is stored with its version: give --package-version")
     with store.transaction():
         # error is NOT NULL in the store: a result without one is stored with its outcome's word
-        created = store.record_build_failure(result.package, result.version, result.kernel_release,
+        created = store.record_build_failure(driver_name(result.package), result.version, result.kernel_release,
                                              result.error or str(result.outcome), outcome=result.outcome,
                                              log=result.log)
-    return {"failure": {"driver": result.package, "version": result.version, "kernel_release": result.kernel_release,
+    return {"failure": {"driver": driver_name(result.package), "version": result.version,
+                        "kernel_release": result.kernel_release,
                         "outcome": result.outcome, "created": created}}
 
 

@@ -4,6 +4,7 @@ cache already holds both kernels (a gate or `explain` read them): computed on re
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 from collections import Counter
 from dataclasses import dataclass
@@ -50,10 +51,11 @@ def cells_with_causes(store: Store, builds: dict[int, BuildRecord], kernels: dic
     return found
 
 
-def pair_causes(store: Store, records: dict[int, KernelRecord],
-                pairs: dict[tuple[int, int], set[str]]) -> dict[tuple[int, int], dict[str, dict]]:
+def pair_causes(store: Store, records: dict[int, KernelRecord], pairs: dict[tuple[int, int], set[str]],
+                cached: bool = True) -> dict[tuple[int, int], dict[str, dict]]:
     """(old kernel id, new kernel id) -> {symbol: cause_json} for the symbols of each pair whose CRC
-    change the cache can explain (both kernels' types cached); `records` holds every kernel named."""
+    change the cache can explain (both kernels' types cached); `records` holds every kernel named.
+    Not `cached`: the kernels' types are read from their sources where the cache lacks them (and kept)."""
     loaded: dict[int, Kernel] = {}
 
     def stored(kernel_id: int) -> tuple[list[str], Kernel]:
@@ -62,11 +64,11 @@ def pair_causes(store: Store, records: dict[int, KernelRecord],
         return list(records[kernel_id].sources), loaded[kernel_id]
 
     causes: dict[tuple[int, int], dict[str, dict]] = {}
-    with cached_only():
+    with cached_only() if cached else contextlib.nullcontext():
         for (old_id, new_id), symbols in pairs.items():
             # A pair's causes are kept as a small entry of their own: the next matrix reads them
             # without unpickling both kernels' types (~0.6 s each, ~1 s more with their modules).
-            identity = "\0".join(("causes", *(_identity(records[i]) for i in (old_id, new_id))))
+            identity = "\0".join(("causes", *(cause_identity(records[i]) for i in (old_id, new_id))))
             known = read_entry(identity) or {}
             missing = sorted(symbols - known.keys())
             if missing:
@@ -89,7 +91,7 @@ def cached_causes(store: Store, old: KernelRecord, new: KernelRecord, symbols: s
     """The causes of `symbols`' CRC changes from `old` to `new` that kabigate's cache holds: the pair's
     causes as a gate, matrix or page kept them, or else both kernels' cached types (explained then, and
     kept as the matrix keeps them). Neither kernel is read from the store unless both types are cached."""
-    known = read_entry("\0".join(("causes", _identity(old), _identity(new)))) or {}
+    known = read_entry("\0".join(("causes", cause_identity(old), cause_identity(new)))) or {}
     if not symbols - known.keys() or not all(types_cached(list(k.sources), k.release) for k in (old, new)):
         return {s: known[s] for s in symbols if s in known}
     found = pair_causes(store, {old.id: old, new.id: new}, {(old.id, new.id): symbols})[(old.id, new.id)]
@@ -157,7 +159,7 @@ def explainable_cells(store: Store, builds: list[BuildRecord], kernels: list[Ker
             if (old := built_for[b]) is not None and old != k and cached[old] and cached.get(k)]
 
 
-def _identity(kernel: KernelRecord) -> str:
+def cause_identity(kernel: KernelRecord) -> str:
     """A stored kernel as its causes depend on it: what it exports (the store's record of it) and
     the files its types and headers are read from."""
     return "\0".join((kernel.release, kernel.package_version or "", kernel.build_date or "", str(kernel.exports),

@@ -91,7 +91,8 @@ def read_driver_builds(paths: list[str], name: str | None = None, version: str |
                        advance: Advance = no_progress) -> list[DriverBuildInput]:
     """The driver builds under `paths`: each package is one build (its modules a set), and the loose
     modules found under each path are one build. `name` and `version` name tree builds (default:
-    the first module's name and its modinfo version); a package names itself."""
+    the first module's name and its modinfo version); a package names itself. A name given or a
+    package's is the driver's one name (model.driver_name: kmod-jool and jool-dkms are jool)."""
     builds = []
     for path in paths:
         loose: list[Module] = []
@@ -103,13 +104,13 @@ def read_driver_builds(paths: list[str], name: str | None = None, version: str |
                 packages.setdefault(module.origin.package, (module.origin, []))[1].append(module)
         if loose:
             builds.append(DriverBuildInput(
-                driver=name or loose[0].name,
+                driver=driver_name(name) if name else loose[0].name,
                 modules=loose,
                 version=version or next((v for m in loose if (v := m.info("version"))), None),
                 package=None, arch=loose[0].machine, format="tree", source=os.path.abspath(path)))
         for location, (origin, modules) in packages.items():
             builds.append(DriverBuildInput(
-                driver=name or driver_name(origin.name), modules=modules, version=origin.version, package=origin.name,
+                driver=driver_name(name or origin.name), modules=modules, version=origin.version, package=origin.name,
                 arch=origin.arch, format=origin.format, source=location, greylist=origin.greylist))
     return builds
 
@@ -132,7 +133,7 @@ def record_build_failure(store: Store, driver: str, version: str, kernel_release
     checked_name(driver, "driver name")
     checked_name(kernel_release, "kernel release", RELEASE)
     with store.transaction():
-        return store.record_build_failure(driver, version, kernel_release, error.strip().splitlines()[0])
+        return store.record_build_failure(driver_name(driver), version, kernel_release, error.strip().splitlines()[0])
 
 
 def refresh_verdicts(store: Store, advance: Advance = no_progress, kernel_ids: list[int] | None = None) -> int:

@@ -10,6 +10,7 @@ import csv
 import glob
 import io
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from kabigate.errors import InputError
@@ -24,6 +25,7 @@ from kabigate.services.packages import (
     matters_to,
     package_verdict_json,
     package_verdicts,
+    verdicts_of,
 )
 from kabigate.store import BuildFailure, BuildRecord, Cell, KernelRecord, Store
 
@@ -67,6 +69,7 @@ class Matrix:
     reason_codes: list[str] | None = None  # every failing cell's first reason, when paged
     filtered: bool = False  # rows were filtered (MatrixFilter) by the server before paging
     arch: str | None = None  # the architecture asked for; None: every one
+    off_page: list[BuildRecord] = field(default_factory=list)  # this page's drivers' builds on other pages
 
     def architectures(self) -> list[str]:
         return sorted({k.machine for k in self.kernels if k.machine})
@@ -151,14 +154,17 @@ def build_matrix(store: Store, stream: str | None = None, driver: str | None = N
     totals = {"kernels": len(kernels), "driver_builds": len(builds), "drivers": len({b.driver for b in builds}),
               "cells": sum(row[3] for row in counts), "loading": sum(row[3] for row in counts if row[1]),
               "failing": sum(row[3] for row in counts if not row[1]), "build_failures": len(failures)}
+    everything = builds
     if where is not None:
         builds = [b for b in builds if where.keeps(b, reasons.get(b.id, set()))]
     pages = max(1, -(-len(builds) // page_size))
     page = min(max(page, 1), pages)
     shown = builds[(page - 1) * page_size:page * page_size]
     cells = store.cells(RULES_VERSION, build_ids=[b.id for b in shown], kernel_ids=kernel_ids)
+    names, ids = {b.driver for b in shown}, {b.id for b in shown}
     return Matrix(kernels, shown, cells, failures, stream, page, pages, totals,
-                  sorted(set().union(*reasons.values())), where is not None, arch)
+                  sorted(set().union(*reasons.values())), where is not None, arch,
+                  [b for b in everything if b.driver in names and b.id not in ids])
 
 
 def partial_loads(store: Store, matrix: Matrix) -> dict[tuple[int, int], list[str]]:
@@ -167,6 +173,20 @@ def partial_loads(store: Store, matrix: Matrix) -> dict[tuple[int, int], list[st
     partial = [key for key, cell in matrix.cells.items() if not cell.loads and cell.modules_loading]
     details = store.verdict_details(partial[:PARTIAL_DETAILS])
     return {key: [m["name"] for m in modules if m["reasons"]] for key, modules in details.items()}
+
+
+def page_packages(store: Store, matrix: Matrix) -> PackageMatrix:
+    """The package verdicts of the drivers with a build on this page of `matrix`, on its kernels (the
+    matrix page's package rows): from all of each package's builds (those on other pages too), the
+    page's cells read already, and its build failures."""
+    names = {b.driver for b in matrix.builds}
+    cells = matrix.cells
+    if matrix.off_page:
+        cells = {**cells, **store.cells(RULES_VERSION, build_ids=[b.id for b in matrix.off_page],
+                                        kernel_ids=[k.id for k in matrix.kernels])}
+    failures = [f for f in matrix.build_failures if f.driver in names]
+    return PackageMatrix(matrix.stream, matrix.kernels, sorted(names),
+                         verdicts_of(matrix.kernels, [*matrix.builds, *matrix.off_page], cells, failures))
 
 
 def failing_cell_details(store: Store, matrix: Matrix, explainable_only: bool = False
@@ -210,6 +230,7 @@ class StreamHistory:
 def driver_history(store: Store, driver: str, stream: str | None = None) -> list[StreamHistory]:
     """For each stream (or the one given): the package on each kernel, and each build of `driver`
     that can matter to the stream, where it stops loading and why, and which builds load there."""
+    driver = store.canonical_driver(driver)  # history of an alias is its driver's
     builds = [b for b in store.driver_builds() if b.driver == driver]
     if not builds:
         raise InputError(f"no driver named {driver!r} in the store")
@@ -297,16 +318,52 @@ def matrix_page_json(matrix: Matrix) -> dict:
 
 
 def matrix_csv(result: Matrix) -> str:
-    """`matrix --format csv` and the dashboard's /matrix.csv: a row a build, a column a kernel; a cell is
+    """`matrix --format csv` and the driver page's download: a row a build, a column a kernel; a cell is
     empty (not judged), `loads`, or `fails:FIRST_REASON:FAILING_SYMBOLS`."""
+    words = {b.id: ["" if (c := result.cell(b, k)) is None else _cell_word(c.loads, c.first_reason, c.failing_symbols)
+                    for k in result.kernels] for b in result.builds}
+    return "".join(_csv_pieces(result.kernels, result.builds, words))
+
+
+def whole_matrix_csv(store: Store, stream: str | None, arch: str | None = None,
+                     where: MatrixFilter | None = None) -> Iterator[str]:
+    """The dashboard's /matrix.csv: matrix_csv() of the whole matrix (every page; the builds `where`
+    keeps), its cells read in one query of their summaries, and written in pieces as they are sent
+    (the 1,000 x 200 store's is 6 MB)."""
+    refresh_verdicts(store)
+    kernels = select_kernels(store, stream, arch=arch)
+    builds = [b for b in store.driver_builds() if arch is None or b.machine in (arch, None)]
+    column = {k.id: i for i, k in enumerate(kernels)}
+    words = {b.id: [""] * len(kernels) for b in builds}
+    reasons: dict[int, set[str]] = {}
+    for build_id, kernel_id, loads, reason, symbols in store.cell_words(RULES_VERSION, list(column)):
+        if (row := words.get(build_id)) is not None:
+            row[column[kernel_id]] = _cell_word(loads, reason, symbols)
+            if not loads and reason:
+                reasons.setdefault(build_id, set()).add(reason)
+    if where is not None:
+        builds = [b for b in builds if where.keeps(b, reasons.get(b.id, set()))]
+    return _csv_pieces(kernels, builds, words)
+
+
+def _cell_word(loads: bool, reason: str | None, symbols: int) -> str:
+    return "loads" if loads else f"fails:{reason}:{symbols}"
+
+
+# Builds a piece of a streamed CSV: each piece ~300 KB on a 200-kernel stream.
+CSV_ROWS = 50
+
+
+def _csv_pieces(kernels: list[KernelRecord], builds: list[BuildRecord], words: dict[int, list[str]]) -> Iterator[str]:
+    """The matrix CSV's one shape: a header of kernel releases, then a row a build (`words`: build id ->
+    its cells' words, in the kernels' order), CSV_ROWS rows a piece."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["driver", "version", "built_for", *[k.release for k in result.kernels]])
-    for build in result.builds:
-        row = []
-        for kernel in result.kernels:
-            cell = result.cell(build, kernel)
-            row.append("" if cell is None else "loads" if cell.loads else
-                       f"fails:{cell.first_reason}:{cell.failing_symbols}")
-        writer.writerow([build.driver, build.version or "", build.built_for or "", *row])
-    return buffer.getvalue()
+    writer.writerow(["driver", "version", "built_for", *[k.release for k in kernels]])
+    for number, build in enumerate(builds, 1):
+        writer.writerow([build.driver, build.version or "", build.built_for or "", *words[build.id]])
+        if number % CSV_ROWS == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()

@@ -114,23 +114,32 @@ def package_verdicts(store: Store, kernels: list[KernelRecord], driver: str | No
     names its best build's failing modules and their reasons."""
     refresh_verdicts(store, kernel_ids=[k.id for k in kernels])
     builds = store.driver_builds(driver)
-    failures = store.build_failures(driver)
     cells = store.cells(RULES_VERSION, build_ids=[b.id for b in builds], kernel_ids=[k.id for k in kernels])
-    by_driver: dict[str, list[BuildRecord]] = {}
-    for build in builds:
-        by_driver.setdefault(build.driver, []).append(build)
-    verdicts = {}
-    for kernel in kernels:
-        for name in sorted(by_driver.keys() | {f.driver for f in failures}):
-            found = [BuildOnKernel(b, cells[(b.id, kernel.id)]) for b in by_driver.get(name, ())
-                     if matters_to(b, kernel) and (b.id, kernel.id) in cells]
-            failed = [f for f in failures if f.driver == name and f.kernel_release == kernel.release]
-            verdicts[(name, kernel.id)] = _verdict(name, kernel, found, failed)
+    verdicts = verdicts_of(kernels, builds, cells, store.build_failures(driver))
     if detail:
         verdicts = _with_detail(store, verdicts)
     drivers = sorted({name for (name, _), v in verdicts.items() if v.state != PackageState.NOT_TRIED})
     return PackageMatrix(stream, kernels, drivers,
                          {key: v for key, v in verdicts.items() if key[0] in drivers})
+
+
+def verdicts_of(kernels: list[KernelRecord], builds: list[BuildRecord], cells: dict[tuple[int, int], Cell],
+                failures: list[BuildFailure]) -> dict[tuple[str, int], PackageVerdict]:
+    """(driver, kernel id) -> each package's verdict on each of `kernels`, from its `builds`' `cells`
+    ((build id, kernel id), current verdicts) and its recorded build `failures`."""
+    by_driver: dict[str, list[BuildRecord]] = {}
+    for build in builds:
+        by_driver.setdefault(build.driver, []).append(build)
+    failed: dict[tuple[str, str], list[BuildFailure]] = {}
+    for failure in failures:
+        failed.setdefault((failure.driver, failure.kernel_release), []).append(failure)
+    verdicts = {}
+    for kernel in kernels:
+        for name in sorted(by_driver.keys() | {f.driver for f in failures}):
+            found = [BuildOnKernel(b, cells[(b.id, kernel.id)]) for b in by_driver.get(name, ())
+                     if matters_to(b, kernel) and (b.id, kernel.id) in cells]
+            verdicts[(name, kernel.id)] = _verdict(name, kernel, found, failed.get((name, kernel.release), []))
+    return verdicts
 
 
 def packages_on(store: Store, kernel: KernelRecord, driver: str | None = None) -> list[PackageVerdict]:

@@ -17,8 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from kabigate.errors import InputError, read_capped
-from kabigate.formats.bzimage import MAX_KERNEL_IMAGE, kernel_image
+from kabigate.formats.bzimage import MAX_KERNEL_IMAGE, kernel_image, looks_like_kernel_image
 from kabigate.formats.certlist import system_certificates
+from kabigate.formats.compression import compression_of
 from kabigate.formats.der import (
     CONTEXT_0,
     CONTEXT_0_PRIMITIVE,
@@ -100,13 +101,15 @@ def load_trust(paths: list[str]) -> list[TrustedCert]:
             certificates = [usable_certificate(c, source) for c in certificates]
         elif data[:2] == b"\x30\x82" and len(data) == int.from_bytes(data[2:4], "big") + 4:
             certificates = [load_certificate(data, source)]
-        else:
+        elif looks_like_kernel_image(data[:0x210]) or compression_of(data) is not None:
             certificates = []
             for der in system_certificates(kernel_image(data, source), source):
                 try:  # x509_load_certificate_list() skips what it cannot parse, so does this
                     certificates.append(usable_certificate(x509.load_der_x509_certificate(bytes(der)), source))
                 except (InputError, *CERTIFICATE_ERRORS):
                     continue
+        else:  # kernel_image's own "not a kernel image" would hide that a certificate was expected
+            raise InputError(f"neither a certificate nor a kernel image: {source}")
         trusted.extend(trusted_cert(c, source) for c in certificates)
     return trusted
 

@@ -17,11 +17,12 @@ from kabigate.store.store import (
     Subscription,
     TaskRecord,
     TaskState,
+    WaiverDbLink,
     default_url,
     flavor_of,
     version_key,
 )
 
 __all__ = ["BuildFailure", "BuildRecord", "Cell", "Delivery", "GateRun", "KernelRecord", "NotificationEvent",
-           "Removed", "Store", "StoreError", "StoredVerdict", "Subscription", "TaskRecord", "TaskState", "default_url",
-           "flavor_of", "version_key"]
+           "Removed", "Store", "StoreError", "StoredVerdict", "Subscription", "TaskRecord", "TaskState", "WaiverDbLink",
+           "default_url", "flavor_of", "version_key"]

@@ -15,6 +15,7 @@ from kabigate.formats.gatepolicy import WAIVER_KEYS, Waiver, waiver_from_mapping
 from kabigate.store import codec
 from kabigate.store import schema as t
 from kabigate.store.base import StoreBase, utc_now
+from kabigate.vocabulary import WaiverLink
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,19 @@ class GateRun:
     published_to: str | None
     resultsdb_id: str | None
 
+
+
+@dataclass(frozen=True)
+class WaiverDbLink:
+    """A stored waiver's copy in WaiverDB: the waiver it waives there for one item and testcase."""
+    waiver_id: int
+    api_url: str
+    waiverdb_id: str
+    direction: WaiverLink
+    subject_identifier: str
+    testcase: str
+    product_version: str
+    scenario: str | None
 
 
 class GateStore(StoreBase):
@@ -84,9 +98,27 @@ class GateStore(StoreBase):
             query = query.where(t.waiver.c.revoked_at.is_(None))
         with self._reading() as connection:
             rows = connection.execute(query).all()
+            imported = {row.waiver_id: row.waiverdb_id for row in connection.execute(
+                select(t.waiver_link.c.waiver_id, t.waiver_link.c.waiverdb_id)
+                .where(t.waiver_link.c.direction == WaiverLink.IMPORTED))}
+        # One imported from WaiverDB says so wherever it applied (a published result's waived_by).
         return [dataclasses.replace(_checked_waiver({key: getattr(row, key) for key in WAIVER_KEYS},
                                                     f"store#{row.id}", row.id),
+                                    source=f"store#{row.id}" + (f" (WaiverDB {imported[row.id]})"
+                                                                if row.id in imported else ""),
                                     created_at=row.created_at, revoked_at=row.revoked_at) for row in rows]
+
+    def link_waiver(self, link: WaiverDbLink) -> None:
+        """Note that stored waiver `link.waiver_id` is WaiverDB waiver `link.waiverdb_id` at `link.api_url`."""
+        self._writing().execute(t.waiver_link.insert().values(dataclasses.asdict(link)))
+
+    def waiver_links(self, api_url: str) -> list[WaiverDbLink]:
+        """The stored waivers' copies at this WaiverDB API."""
+        with self._reading() as connection:
+            rows = connection.execute(select(t.waiver_link).where(t.waiver_link.c.api_url == api_url)
+                                      .order_by(t.waiver_link.c.waiver_id)).all()
+        return [WaiverDbLink(row.waiver_id, row.api_url, row.waiverdb_id, WaiverLink(row.direction),
+                             row.subject_identifier, row.testcase, row.product_version, row.scenario) for row in rows]
 
     def revoke_waiver(self, waiver_id: int) -> Waiver:
         """Revoke a stored waiver (it is kept, no longer applied); the waiver as revoked."""

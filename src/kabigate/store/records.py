@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select, update
 
 from kabigate.errors import InputError
-from kabigate.model import Export, Kernel, Module, PackageOrigin, version_key
+from kabigate.model import Export, Kernel, Module, PackageOrigin, driver_name, version_key
 from kabigate.store import codec
 from kabigate.store import schema as t
 from kabigate.store.base import CHUNK, StoreBase, StoreError, utc_now
@@ -361,7 +361,7 @@ class RecordStore(StoreBase):
         module_ids = self._module_ids(modules, facts, module_digests)
         vermagic = next((m.vermagic for m in modules if m.vermagic), None)
         build_id = self._insert_if_new(t.driver_build, {
-            "digest": digest, "driver_id": self._named_id(t.driver, driver), "package": package, "version": version,
+            "digest": digest, "driver_id": self._driver_id(driver), "package": package, "version": version,
             "arch": arch, "format": format, "built_for": vermagic.split(" ", 1)[0] if vermagic else None,
             "source": source, "greylist": None if greylist is None else json.dumps(list(greylist)),
             "built_from": built_from, "ingested_at": utc_now(),
@@ -447,12 +447,38 @@ class RecordStore(StoreBase):
         self._builds.update(modules)
         return {build_id: self._builds[build_id] for build_id in build_ids}
 
+    def canonical_driver(self, name: str) -> str:
+        """The driver `name` is an alias of (kabigate db alias-driver), else the driver its package
+        name names (kmod-jool: jool) when only that one is stored, else `name` itself."""
+        with self._reading() as connection:
+            found = connection.execute(select(t.driver.c.name).join(t.driver_alias).where(
+                t.driver_alias.c.alias == name)).scalar()
+            if found is None and driver_name(name) != name:
+                stored = set(connection.execute(select(t.driver.c.name).where(
+                    t.driver.c.name.in_([name, driver_name(name)]))).scalars())
+                found = driver_name(name) if stored == {driver_name(name)} else None
+        return found or name
+
+    def driver_aliases(self) -> dict[str, list[str]]:
+        """Each driver's aliases, sorted."""
+        with self._reading() as connection:
+            rows = connection.execute(select(t.driver.c.name, t.driver_alias.c.alias).join(t.driver_alias)
+                                      .order_by(t.driver_alias.c.alias)).all()
+        aliases: dict[str, list[str]] = {}
+        for name, alias in rows:
+            aliases.setdefault(name, []).append(alias)
+        return aliases
+
+    def _driver_id(self, name: str) -> int:
+        """The id of the driver `name` names (an alias names its driver), made if new."""
+        return self._named_id(t.driver, self.canonical_driver(name))
+
     def record_build_failure(self, driver: str, version: str, kernel_release: str, error: str,
                              outcome: str | None = None, log: str | None = None) -> bool:
         """Remember that a driver version failed to build (or was excluded, `outcome`) for a kernel, with
         its bounded log; False if already recorded."""
         return self._insert_if_new(t.build_failure, {
-            "driver_id": self._named_id(t.driver, driver), "version": version, "kernel_release": kernel_release,
+            "driver_id": self._driver_id(driver), "version": version, "kernel_release": kernel_release,
             "error": error, "recorded_at": utc_now(), "outcome": outcome,
             "log": None if log is None else codec.pack(log)}) is not None
 
@@ -462,7 +488,7 @@ class RecordStore(StoreBase):
             row = connection.execute(
                 select(t.build_failure.c.outcome, t.build_failure.c.log)
                 .join(t.driver, t.driver.c.id == t.build_failure.c.driver_id)
-                .where(t.driver.c.name == driver, t.build_failure.c.version == version,
+                .where(t.driver.c.name == self.canonical_driver(driver), t.build_failure.c.version == version,
                        t.build_failure.c.kernel_release == kernel_release)).first()
         if row is None:
             return None

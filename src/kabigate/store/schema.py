@@ -100,6 +100,14 @@ driver = Table(
     Column("name", String(200), nullable=False, unique=True),
 )
 
+# Other names of a driver (a module tree's `acpi_call` for the package's `acpi-call`): lookups and
+# ingests by an alias go to its driver.
+driver_alias = Table(
+    "driver_alias", metadata,
+    Column("alias", String(200), primary_key=True),
+    Column("driver_id", Integer, ForeignKey("driver.id"), nullable=False, index=True),
+)
+
 driver_build = Table(
     "driver_build", metadata,
     Column("id", Integer, primary_key=True),
@@ -157,6 +165,8 @@ verdict = Table(
     Column("failing_symbols", Integer, nullable=False),
     Column("detail", LargeBinary, nullable=False),  # compressed JSON: each module's reasons, warnings
     Index("ix_verdict_kernel", "kernel_id"),
+    # a whole matrix's cells read from the index alone, never the rows' details (migration 0012)
+    Index("ix_verdict_cells", "rules_version", "kernel_id", "build_id", "loads", "first_reason", "failing_symbols"),
 )
 
 build_failure = Table(
@@ -198,6 +208,21 @@ waiver = Table(
     Column("expires", Date),  # NULL: never
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True)),  # waivers are revoked, never deleted
+)
+
+# A stored waiver's copies in WaiverDB: posted by `waiver add --waiverdb` (direction "posted": one
+# per item it covers) or read by `waiver import` ("imported": one stored waiver per release the item
+# names); a WaiverDB waiver already linked is not imported again.
+waiver_link = Table(
+    "waiver_link", metadata,
+    Column("waiver_id", Integer, ForeignKey("waiver.id"), primary_key=True, index=True),
+    Column("api_url", Text, primary_key=True),
+    Column("waiverdb_id", String(64), primary_key=True),
+    Column("direction", String(16), nullable=False),  # vocabulary.WaiverLink
+    Column("subject_identifier", Text, nullable=False),  # the item (kernel NVR) it waives in WaiverDB
+    Column("testcase", Text, nullable=False),
+    Column("product_version", Text, nullable=False),
+    Column("scenario", Text),  # NULL: every scenario
 )
 
 task = Table(

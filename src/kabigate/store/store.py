@@ -9,7 +9,7 @@ back, never rows or sessions.
 """
 
 from kabigate.store.base import SQLITE_BUSY_TIMEOUT, StoreError, default_url, engine_url
-from kabigate.store.gating import GateRun, GateStore
+from kabigate.store.gating import GateRun, GateStore, WaiverDbLink
 from kabigate.store.notifications import Delivery, NotificationEvent, NotificationStore, Subscription
 from kabigate.store.records import BuildFailure, BuildRecord, KernelRecord, flavor_of, version_key
 from kabigate.store.tasks import TASK_STATES, TaskQueue, TaskRecord
@@ -24,5 +24,4 @@ class Store(Upkeep, VerdictStore, GateStore, TaskQueue, NotificationStore):
 
 __all__ = ["SQLITE_BUSY_TIMEOUT", "TASK_STATES", "BuildFailure", "BuildRecord", "Cell", "Delivery", "GateRun",
            "KernelRecord", "NotificationEvent", "Removed", "Store", "StoreError", "StoredVerdict", "Subscription",
-           "TaskRecord", "TaskState", "default_url", "engine_url",
-           "flavor_of", "version_key"]
+           "TaskRecord", "TaskState", "WaiverDbLink", "default_url", "engine_url", "flavor_of", "version_key"]

@@ -50,7 +50,8 @@ class Upkeep(RecordStore):
         """Remove a driver's stored builds (all, or those of one package version), their verdicts and
         the build failures recorded for the same versions; the driver itself when nothing is left."""
         connection = self._writing()
-        driver_id = connection.execute(select(t.driver.c.id).where(t.driver.c.name == driver)).scalar()
+        driver_id = connection.execute(select(t.driver.c.id).where(
+            t.driver.c.name == self.canonical_driver(driver))).scalar()
         if driver_id is None:
             raise InputError(f"no driver {driver!r} in the store")
         builds = select(t.driver_build.c.id).where(t.driver_build.c.driver_id == driver_id)
@@ -75,8 +76,46 @@ class Upkeep(RecordStore):
             exists().where(t.driver_build.c.driver_id == driver_id)
             | exists().where(t.build_failure.c.driver_id == driver_id))).scalar()
         if not left:
+            removed.add("aliases", connection.execute(delete(t.driver_alias).where(
+                t.driver_alias.c.driver_id == driver_id)).rowcount)
             removed.add("drivers", connection.execute(delete(t.driver).where(t.driver.c.id == driver_id)).rowcount)
         return removed
+
+    def alias_driver(self, driver: str, alias: str) -> Removed:
+        """Make `alias` another name of `driver` (itself maybe named by an alias): ingests and look-ups
+        by it go to `driver`. A driver stored under `alias` is merged into it: its builds, recorded
+        build failures (one already recorded for the driver's same version and kernel wins) and
+        aliases move; "merged" counts what moved."""
+        connection = self._writing()
+        name = self.canonical_driver(driver)
+        driver_id = connection.execute(select(t.driver.c.id).where(t.driver.c.name == name)).scalar()
+        if driver_id is None:
+            raise InputError(f"no driver {driver!r} in the store")
+        if alias == name:
+            raise InputError(f"{alias!r} is the driver's own name")
+        pointing = connection.execute(select(t.driver_alias.c.driver_id).where(t.driver_alias.c.alias == alias)
+                                      ).scalar()
+        if pointing is not None:
+            if pointing == driver_id:
+                return Removed()
+            raise InputError(f"{alias!r} is already an alias of {self.canonical_driver(alias)!r}")
+        merged = Removed()
+        other = connection.execute(select(t.driver.c.id).where(t.driver.c.name == alias)).scalar()
+        if other is not None:
+            for row in connection.execute(select(t.build_failure.c.version, t.build_failure.c.kernel_release)
+                                          .where(t.build_failure.c.driver_id == driver_id)).all():
+                connection.execute(delete(t.build_failure).where(
+                    t.build_failure.c.driver_id == other, t.build_failure.c.version == row.version,
+                    t.build_failure.c.kernel_release == row.kernel_release))
+            merged.add("builds", connection.execute(update(t.driver_build).where(
+                t.driver_build.c.driver_id == other).values(driver_id=driver_id)).rowcount)
+            merged.add("build failures", connection.execute(update(t.build_failure).where(
+                t.build_failure.c.driver_id == other).values(driver_id=driver_id)).rowcount)
+            merged.add("aliases", connection.execute(update(t.driver_alias).where(
+                t.driver_alias.c.driver_id == other).values(driver_id=driver_id)).rowcount)
+            connection.execute(delete(t.driver).where(t.driver.c.id == other))
+        connection.execute(t.driver_alias.insert().values(alias=alias, driver_id=driver_id))
+        return merged
 
     def rename_stream(self, old: str, new: str) -> None:
         """Rename a stream; the gate runs made in it follow the new name."""
@@ -116,9 +155,11 @@ class Upkeep(RecordStore):
         orphan_ids = list(connection.execute(orphans).scalars())
         connection.execute(delete(t.module_import).where(t.module_import.c.module_id.in_(orphan_ids)))
         removed.add("modules", connection.execute(delete(t.module).where(t.module.c.id.in_(orphan_ids))).rowcount)
-        removed.add("drivers", connection.execute(delete(t.driver).where(
-            ~or_(exists().where(t.driver_build.c.driver_id == t.driver.c.id),
-                 exists().where(t.build_failure.c.driver_id == t.driver.c.id)))).rowcount)
+        unused = ~or_(exists().where(t.driver_build.c.driver_id == t.driver.c.id),
+                      exists().where(t.build_failure.c.driver_id == t.driver.c.id))
+        connection.execute(delete(t.driver_alias).where(t.driver_alias.c.driver_id.in_(
+            select(t.driver.c.id).where(unused))))
+        removed.add("drivers", connection.execute(delete(t.driver).where(unused)).rowcount)
         return removed
 
     def _renumber_stream(self, stream: str) -> None:

@@ -20,6 +20,7 @@ from typing import Annotated
 
 import pydantic_core
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,10 +32,12 @@ from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.packages import is_url
 from kabigate.reports.gate import gate_json, waiver_json
 from kabigate.reports.notifications import subscription_json
+from kabigate.reports.tasks import task_json
 from kabigate.reports.verdicts import build_record_json, cell_json, drivers_json, kernel_record_json
 from kabigate.services.build import build_log_json
 from kabigate.services.causes import with_causes
 from kabigate.services.evidence import demand_json, symbol_demand
+from kabigate.services.explanations import MAX_SYMBOLS, queue_explanation, run_explanation
 from kabigate.services.gate import (
     add_waiver,
     kernel_story,
@@ -57,7 +60,7 @@ from kabigate.services.notify import channels_from_env, deliver_pending, subscri
 from kabigate.services.overview import overview, overview_json
 from kabigate.services.packages import package_matrix_json
 from kabigate.services.symbols import search, search_json, symbol_story_json
-from kabigate.store import KernelRecord, Store
+from kabigate.store import KernelRecord, Store, TaskState
 from kabigate.web import schemas
 from kabigate.web.deps import Settings, request_store, settings_of
 from kabigate.web.views import (
@@ -474,6 +477,45 @@ def remove_subscription(store: StoreDep, subscription_id: RowId) -> dict:
     if not any(s.id == subscription_id for s in store.subscriptions()):
         raise HTTPException(404, f"no subscription {subscription_id} in the store")
     return subscription_json(unsubscribe(store, subscription_id))
+
+
+class ExplanationRequest(BaseModel):
+    """CRC changes to explain: what a page without their causes offers (its `kabigate explain` command's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    old: str = Field(max_length=256, description="the stored kernel the CRCs changed from (its release)")
+    new: str = Field(max_length=256, description="the stored kernel they changed to")
+    stream: str | None = Field(None, max_length=256, description="tells apart two stored kernels of one release")
+    symbols: list[Annotated[str, Field(max_length=512)]] = Field(min_length=1, max_length=MAX_SYMBOLS)
+
+
+@router.post("/explanations", status_code=202, dependencies=token_required,
+             summary="Queue the explanation of CRC changes between two stored kernels: the server reads their "
+                     "types and caches the causes, which every page then shows; the task says how far it is",
+             response_model=schemas.Task, responses={**KERNEL_ERRORS, **WRITE_ERRORS})
+def explanation_endpoint(request: Request, store: StoreDep, body: ExplanationRequest) -> dict:
+    old, new = find_kernel(store, body.old, body.stream), find_kernel(store, body.new, body.stream)
+    task = queue_explanation(store, old, new, body.symbols)
+    if task.state == TaskState.QUEUED:
+        _explainer(request.app).submit(run_explanation, Store(request.app.state.engine), task.key)
+    return task_json(task)
+
+
+def _explainer(app) -> ThreadPoolExecutor:
+    """The app's one thread for explanations (made on the first): each reads kernels' types, seconds of
+    CPU; one after the other, they leave the server's threads to its readers."""
+    if not hasattr(app.state, "explainer"):
+        app.state.explainer = ThreadPoolExecutor(1, thread_name_prefix="kabigate-explain")
+    return app.state.explainer
+
+
+@router.get("/tasks/{key}", summary="A task the server or its workers run (an explanation, an ingest, a gate)",
+            response_model=schemas.Task, responses=NOT_FOUND)
+def task_endpoint(store: StoreDep, key: Annotated[str, PathParam(max_length=200)]) -> dict:
+    try:
+        return task_json(store.task(key))
+    except InputError:
+        raise HTTPException(404, f"no task {key} in the store") from None
 
 
 @contextmanager

@@ -5,15 +5,15 @@ link; the matrix's script only applies the same filters as one types, and keeps 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import glob
 import re
+from collections.abc import Iterator
 from typing import Annotated
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from kabigate.errors import InputError
 from kabigate.reports.gate import gate_builds_csv, gate_json
@@ -27,13 +27,15 @@ from kabigate.services.matrix import (
     build_matrix,
     driver_history,
     matrix_csv,
+    page_packages,
     partial_loads,
+    whole_matrix_csv,
 )
 from kabigate.services.notify import event_feed
 from kabigate.services.overview import overview
 from kabigate.services.packages import why_not
 from kabigate.services.symbols import SEARCH_LIMIT, search
-from kabigate.store import Store
+from kabigate.store import Cell, Store
 from kabigate.vocabulary import SubscriptionTarget
 from kabigate.web.deps import Settings, request_store, settings_of, templates
 from kabigate.web.views import (
@@ -53,8 +55,15 @@ SettingsDep = Annotated[Settings, Depends(settings_of)]
 DEMAND_ROWS = 100
 
 
+def heat(cell: Cell) -> str:
+    """A failing matrix cell's shade: darker the more symbols are at fault (as in the CLI's matrix.html);
+    a function, not a template macro: a page of the 1,000 x 200 store has 40,000 cells."""
+    return f"hsl(0, 70%, {max(58 - cell.failing_symbols * 2, 28)}%)"
+
+
 def _page(request: Request, template: str, **context):
     context["has_stablelist"] = request.app.state.settings.stablelist is not None
+    context["has_token"] = request.app.state.settings.token is not None  # writes: explain.js's buttons
     return templates.TemplateResponse(request, template, context)
 
 
@@ -83,37 +92,45 @@ def matrix_page(request: Request, store: StoreDep, stream: str | None = None, ar
     for build in matrix.builds:
         cells = [matrix.cell(build, kernel) for kernel in matrix.kernels]
         rows.append((build, cells, where.keeps(build, matrix.failing_reasons(build))))
+    # a row a package, its verdict on each kernel, and its builds (this page's) folded underneath
+    packages = page_packages(store, matrix)
+    groups: dict[str, list] = {}
+    for row in rows:
+        groups.setdefault(row[0].driver, []).append(row)
+    package_rows = [(name, [packages.verdict(name, k) for k in matrix.kernels], builds,
+                     " ".join(sorted(set().union(*(matrix.failing_reasons(b) for b, _, _ in builds)))),
+                     any(shown for _, _, shown in builds)) for name, builds in groups.items()]
     placed, elsewhere = matrix.placed_failures()
     # a build that failed, in the column of the kernel it was built for: on the first page of a paged matrix
     failed = [(f, where.keeps_failure(f)) for f in placed] if matrix.page == 1 else []
     query = {key: value for key, value in (("stream", stream), ("arch", arch), ("driver", driver), ("reason", reason),
                                            ("failing", "true" if failing else "")) if value}
     return _page(request, "matrix.html", matrix=matrix, streams=streams, stream=stream, rows=rows,
+                 package_rows=package_rows,
                  architectures=architectures, arch=arch, failed=failed, failures_elsewhere=elsewhere,
                  summary=matrix.summary(), reason_codes=matrix.reasons(), driver=driver, reason=reason,
                  failing=failing, page_query=urlencode(query), partial=partial_loads(store, matrix),
-                 cell_text=cell_text, short_reasons=SHORT_REASONS)
+                 cell_text=cell_text, heat=heat, short_reasons=SHORT_REASONS)
 
 
 @router.get("/matrix.csv")
 def matrix_csv_download(store: StoreDep, stream: str | None = None, arch: ArchQuery = None, driver: str = "",
                         reason: str = "", failing: bool = False) -> Response:
-    """The whole matrix of a stream (every page) and architecture, filtered as the page is."""
+    """The whole matrix of a stream (every page) and architecture, filtered as the page is; sent as it is written."""
     streams = store.streams()
     stream = stream or (streams[0] if streams else None)
     _architectures, arch = pick_architecture(store, stream, arch)
-    matrix = build_matrix(store, stream, arch=arch)
     where = MatrixFilter(driver, reason, failing)
-    if where != MatrixFilter():  # (a build's failing reasons are a walk over its row)
-        kept = [b for b in matrix.builds if where.keeps(b, matrix.failing_reasons(b))]
-        matrix = dataclasses.replace(matrix, builds=kept)
-    return _csv(matrix_csv(matrix), f"matrix-{stream or 'all'}" + (f"-{arch}" if arch else ""))
+    return _csv(whole_matrix_csv(store, stream, arch, where if where != MatrixFilter() else None),
+                f"matrix-{stream or 'all'}" + (f"-{arch}" if arch else ""))
 
 
-def _csv(text: str, name: str) -> Response:
+def _csv(text: str | Iterator[str], name: str) -> Response:
     safe = re.sub(r"[^A-Za-z0-9._+-]", "_", name)  # a stream's name, made a file name
-    return Response(text, media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{safe}.csv"'})
+    headers = {"Content-Disposition": f'attachment; filename="{safe}.csv"'}
+    if isinstance(text, str):
+        return Response(text, media_type="text/csv; charset=utf-8", headers=headers)
+    return StreamingResponse(text, media_type="text/csv; charset=utf-8", headers=headers)
 
 
 @router.get("/verdicts/{build_id}/{kernel_id}")

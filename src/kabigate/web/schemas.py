@@ -21,6 +21,7 @@ from kabigate.vocabulary import (
     Outcome,
     PackageState,
     SubscriptionTarget,
+    TaskState,
 )
 
 
@@ -664,3 +665,17 @@ class Subscription(Closed):
 
 class Subscriptions(Closed):
     subscriptions: list[Subscription]
+
+
+class Task(Closed):
+    """A task (reports.tasks.task_json): POST /explanations, GET /tasks/{key}, `kabigate tasks --json`."""
+
+    key: str = Field(description="what names the work: the same request has the same key, and is done once")
+    kind: str = Field(description="explain, ingest-kernel, ingest-drivers, gate")
+    args: dict = Field(description="what was asked")
+    state: TaskState
+    attempts: int
+    error: str | None
+    result: dict | None = Field(description="an explanation's: how many of its symbols were explained")
+    created_at: str
+    updated_at: str

@@ -2,8 +2,9 @@
 (ResultsDB when configured, and a kabigate.gate.result message), and send its notifications. With
 the policy's drivers.rebuild, the gate first asks for a build task for each gating package that does
 not work on the candidate (its own task type, on the builds queue) and waits for them; it is queued
-again when the last one finishes, and then judges the candidate with what they stored. The build task: one package rebuilt
-for one kernel, signed with the policy's [signing] key, its outcome stored (services/rebuild.py)."""
+again when the last one finishes, and then judges the candidate with what they stored. The build
+task: one package rebuilt for one kernel, signed with the policy's [signing] key, its outcome stored
+(services/rebuild.py)."""
 
 from __future__ import annotations
 

@@ -28,3 +28,11 @@ form.addEventListener("input", applyFilters);
 form.addEventListener("submit", (event) => {
   if (!form.dataset.paged) { event.preventDefault(); applyFilters(); }
 });
+
+// A package's builds are in the page, folded under its row: its button shows or hides them.
+document.querySelectorAll("#matrix button.fold").forEach((button) => {
+  button.addEventListener("click", () => {
+    const folded = button.closest("tbody").classList.toggle("folded");
+    button.setAttribute("aria-expanded", String(!folded));
+  });
+});
