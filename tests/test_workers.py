@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,8 +26,10 @@ from support.pgserver import postgres_bindir
 from support.rabbitserver import RabbitMQ, rabbitmq_installed
 from support.realstore import DRIVERS, RELEASES, STREAM, build_store
 
+from kabigate.inputs.kernels import load_kernel
 from kabigate.reports.gate import gate_json
 from kabigate.services.gate import previous_in_stream, run_gate
+from kabigate.services.ingest import ingest_kernel
 from kabigate.store import Store
 
 pytestmark = [
@@ -72,9 +75,9 @@ class Cluster:
         self.processes.append(process)
         return process
 
-    def worker(self, concurrency: int = 1) -> subprocess.Popen:
+    def worker(self, concurrency: int = 1, queues: str | None = None) -> subprocess.Popen:
         return self.start("worker", "--concurrency", str(concurrency), "--hostname",
-                          f"w{len(self.processes)}@%h", "--loglevel", "INFO")
+                          f"w{len(self.processes)}@%h", "--loglevel", "INFO", *(["--queues", queues] if queues else []))
 
     def listener(self) -> subprocess.Popen:
         process = self.start("listen")
@@ -162,6 +165,18 @@ def _consumers(broker: RabbitMQ, queue: str) -> int:
     connection, channel = _channel(broker)
     try:
         return channel.queue_declare(queue, passive=True).consumer_count
+    except amqp.exceptions.NotFound:
+        return 0
+    finally:
+        connection.close()
+
+
+def _messages(broker: RabbitMQ, queue: str) -> int:
+    import amqp
+
+    connection, channel = _channel(broker)
+    try:
+        return channel.queue_declare(queue, passive=True).message_count
     except amqp.exceptions.NotFound:
         return 0
     finally:
@@ -321,8 +336,72 @@ def test_a_build_announced_twice_is_done_once_and_bad_events_are_recorded_or_dro
     cluster._until(lambda: "is not under an allowed location" in cluster.logs(), "the listener drops the event")
 
     health = json.loads(cluster.run("health", "--json").stdout)
-    assert health["ok"] and health["tasks"] == {"queued": 0, "running": 0, "done": 2, "failed": 1}
+    assert health["ok"] and health["tasks"] == {"queued": 0, "running": 0, "waiting": 0, "done": 2, "failed": 1}
     assert health["recent_failures"][0]["error"] == failed["error"]
+
+
+# -- package builds, on their own queue ---------------------------------------------------------
+
+@pytest.mark.skipif(not (shutil.which("bwrap") and shutil.which("dkms")), reason="needs dkms, bubblewrap")
+def test_a_gate_that_rebuilds_hands_its_builds_to_the_build_workers_and_gates_when_they_are_done(
+        cluster, testdata, tmp_path):
+    """acpi-call built for 6.1.0-50 by `kabigate build` no longer loads on -56; with drivers.rebuild, the
+    gate asks for its rebuild (a build task on the kabigate-builds queue) and waits, its worker free. A
+    worker of the kabigate queue alone never takes the build; a build worker does, stores the rebuilt
+    package, and queues the gate again, which then passes with the rebuild. One real dkms build."""
+    streams = testdata.manifest.get("stream_kernels", {})
+    if "6.1.0-56-amd64" not in streams:
+        pytest.skip("the corpus has no stream kernels (scripts/fetch-testdata fetches them)")
+    with Store.open(cluster.db) as store:  # -56 from its .debs: its headers .debs make the rebuild's tree
+        ingest_kernel(store, load_kernel([str(testdata.kernel_root("6.1.0-50-amd64"))]), STREAM)
+        ingest_kernel(store, load_kernel([str(testdata.root / deb) for deb in streams["6.1.0-56-amd64"]["debs"]]),
+                      STREAM)
+    (source,) = (testdata.root / "debs").glob("acpi-call-dkms_*.deb")
+    cluster.run("build", "-k", str(testdata.root / testdata.manifest["build_kernels"]["6.1.0-50-amd64"]["root"]),
+                str(source))
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[drivers]\nrebuild = true\n")
+    cluster.configure(f'[gate]\npolicy = "{policy}"\n')
+    cluster.worker(queues="kabigate")
+    cluster.run("gate", "--queue", "--candidate", "6.1.0-56-amd64", "--stream", STREAM)
+
+    def waiting() -> bool:
+        return (sorted((t["kind"], t["state"]) for t in cluster.tasks()) == [("build", "queued"), ("gate", "waiting")]
+                and _messages(cluster.broker, "kabigate-builds") == 1)
+    cluster._until(waiting, "the gate waits for its build, queued for a build worker")
+    health = json.loads(cluster.run("health", "--json").stdout)
+    assert health["queues"]["kabigate-builds"] == {"messages": 1, "consumers": 0, "declared": True}
+    assert health["tasks"]["waiting"] == 1
+
+    cluster.worker(queues="kabigate-builds")
+    tasks = {t["kind"]: t for t in cluster.wait_for_tasks(2)}
+    assert {kind: (t["state"], t["attempts"]) for kind, t in tasks.items()} == {"gate": ("done", 1),
+                                                                               "build": ("done", 1)}
+    build = tasks["build"]
+    assert (build["args"]["driver"], build["args"]["source"], build["result"]["outcome"]) == \
+        ("acpi-call", str(source), "built")
+    assert tasks["gate"]["result"]["awaits"] == [build["key"]] and tasks["gate"]["result"]["outcome"] == "INFO"
+    with Store.open(cluster.db) as store:
+        (run,) = store.gate_runs()
+        report = store.gate_report(run.uuid)
+        assert sorted(b.built_for for b in store.driver_builds("acpi-call")) == ["6.1.0-50-amd64", "6.1.0-56-amd64"]
+    assert [(r["driver"], r["outcome"]) for r in report["rebuilds"]] == [("acpi-call", "built")]
+    (package,) = report["packages"]
+    assert (package["state"], package["build"]["built_for"]) == ("loads-after-rebuild", "6.1.0-56-amd64")
+    gate_log, build_log = (cluster.workdir / "worker-0.log").read_text(), (cluster.workdir / "worker-1.log").read_text()
+    assert f"build {build['key']} done" in build_log and "Task kabigate.build[" not in gate_log
+    assert len(gate_results(cluster.broker)) == 1
+
+
+def test_worker_queues_are_the_known_ones(tmp_path):
+    config = tmp_path / "kabigate.toml"
+    config.write_text('[worker]\nqueues = ["kabigate", "builds"]\n')
+    run = subprocess.run([*KABIGATE, "worker", "--config", str(config)], capture_output=True, text=True, check=False)
+    assert run.returncode == 2 and "worker queues are some of kabigate, kabigate-builds, not kabigate, builds" in \
+        run.stderr
+    run = subprocess.run([*KABIGATE, "worker", "--queues", "kabigate,nope"], capture_output=True, text=True,
+                         check=False)
+    assert run.returncode == 2 and "--queues" in run.stderr
 
 
 # -- Koji --------------------------------------------------------------------------------------

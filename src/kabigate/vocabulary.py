@@ -78,6 +78,7 @@ class TaskState(StrEnum):
 
     QUEUED = "queued"
     RUNNING = "running"
+    WAITING = "waiting"  # for the tasks it asked for (a gate for its package rebuilds); queued when they finish
     DONE = "done"
     FAILED = "failed"
 

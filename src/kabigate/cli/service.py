@@ -52,17 +52,30 @@ def queue_requests(store, requests: list, as_json: bool) -> None:
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), help="Worker processes (default: the settings', "
                                                                        "else one per CPU).")
 @click.option("--hostname", "-n", metavar="NAME", help="This worker's name (default: celery@HOST).")
+@click.option("--queues", "-Q", metavar="QUEUE[,QUEUE]",
+              help="The queues it takes tasks from: kabigate (ingest, gate), kabigate-builds (package builds) "
+                   "(default: the settings', else both).")
 @click.option("--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO",
               show_default=True)
-def worker(settings, concurrency: int | None, hostname: str | None, loglevel: str) -> None:
-    """Run a Celery worker: ingest and gate tasks from RabbitMQ into the shared store.
+def worker(settings, concurrency: int | None, hostname: str | None, queues: str | None, loglevel: str) -> None:
+    """Run a Celery worker: ingest, gate and package build tasks from RabbitMQ into the shared store.
 
     \b
     Example:
       kabigate worker --config /etc/kabigate/service.toml
+      kabigate worker --queues kabigate-builds --concurrency 2    # a build worker
     """
+    import dataclasses
+
     from kabigate.store import Store
     from kabigate.workers.app import worker_main
+    from kabigate.workers.config import QUEUES
+
+    if queues is not None:
+        chosen = tuple(dict.fromkeys(q.strip() for q in queues.split(",") if q.strip()))
+        if not chosen or not set(chosen) <= set(QUEUES):
+            raise click.BadParameter(f"some of {', '.join(QUEUES)}, comma-separated", param_hint="--queues")
+        settings = dataclasses.replace(settings, queues=chosen)
 
     with Store.open(settings.db):  # a store the workers cannot open is an error now, not per task
         pass

@@ -207,18 +207,20 @@ def stream_of(kernel: KernelRecord, stream: str | None) -> str | None:
 def run_gate(store: Store, candidate: KernelRecord, baseline: KernelRecord | None, *, stream: str | None = None,
              policy: Policy = DEFAULT_POLICY, waivers: tuple[Waiver, ...] = (), stablelist: Stablelist | None = None,
              driver: str | None = None, today: datetime.date | None = None, explain: bool = False,
-             rebuild: bool = False, signing: Signing | None = None,
+             rebuild: bool = False, signing: Signing | None = None, rebuilt: list[Rebuild] | None = None,
              step: Callable[[GateStage], None] = lambda _stage: None) -> GateResult:
     """Judge the candidate against the stored builds (`driver`: a pattern on their names). With
     `explain`, CRC changes and crc-mismatch regressions name their most likely cause, from the BTF
     of the kernels' images among their stored sources. With `rebuild`, the gating packages that do
-    not work on the candidate are first rebuilt for it (services/rebuild.py; signed with `signing`).
+    not work on the candidate are first rebuilt for it (services/rebuild.py; signed with `signing`);
+    `rebuilt`: they were rebuilt already, this is what happened (the workers' build tasks).
     `step` is told each stage as it starts."""
     today = today or datetime.date.today()
-    rebuilds = []
-    if rebuild:
+    rebuilds = list(rebuilt or [])
+    if rebuild and rebuilt is None:
         step(GateStage.REBUILD)
         rebuilds = rebuild_packages(store, candidate, needing_rebuild(store, candidate, driver, policy.gating), signing)
+    rebuild = rebuild or rebuilt is not None
     kernel_ids = [candidate.id] + ([baseline.id] if baseline else [])
     step(GateStage.JUDGE)
     refresh_verdicts(store, kernel_ids=kernel_ids)

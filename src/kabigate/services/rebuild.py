@@ -52,6 +52,12 @@ class Rebuild:
         return {"driver": self.driver, "source": self.source, "outcome": self.outcome, "reason": self.reason,
                 "seconds": round(self.seconds, 1), "signer": self.signer}
 
+    @classmethod
+    def from_json(cls, found: dict) -> Rebuild:
+        """A rebuild as json() gave it (a build task's result)."""
+        outcome = None if found["outcome"] is None else BuildOutcome(found["outcome"])
+        return cls(found["driver"], found["source"], outcome, found["reason"], found["seconds"], found["signer"])
+
 
 def needing_rebuild(store: Store, candidate: KernelRecord, driver: str | None, gating: tuple[str, ...]) -> list[str]:
     """The gating packages that do not work on the candidate and were not built for it yet (nor are
@@ -70,8 +76,9 @@ def newest_built(store: Store, driver: str) -> BuildRecord | None:
 
 
 def rebuild_packages(store: Store, candidate: KernelRecord, drivers: list[str], signing: Signing | None = None,
-                     limits: Limits | None = None) -> list[Rebuild]:
-    """Rebuild `drivers` for the candidate, storing each outcome; what happened to each."""
+                     limits: Limits | None = None, tree: BuildTree | None = None) -> list[Rebuild]:
+    """Rebuild `drivers` for the candidate, storing each outcome; what happened to each. `tree`: the
+    candidate's build tree made already (a build worker keeps it for its next build for that kernel)."""
     limits = limits or Limits()
     newest = {name: newest_built(store, name) for name in drivers}
     sources = {name: build.built_from if build else None for name, build in newest.items()}
@@ -81,7 +88,7 @@ def rebuild_packages(store: Store, candidate: KernelRecord, drivers: list[str], 
     with tempfile.TemporaryDirectory(prefix="kabigate-rebuild-") as work:
         try:
             check_sandbox(Path(work))
-            tree = candidate_tree(candidate, Path(work) / "tree")
+            tree = tree or candidate_tree(candidate, Path(work) / "tree")
         except InputError as error:
             return [Rebuild(name, sources[name], None, missing[name] or str(error)) for name in drivers]
         rebuilds = []

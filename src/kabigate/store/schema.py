@@ -231,9 +231,9 @@ task = Table(
     # What makes two requests the same work (a build event's files, a Koji build id, a kernel
     # release to gate): a request whose key is done is not done again.
     Column("key", String(200), nullable=False, unique=True),
-    Column("kind", String(32), nullable=False),  # ingest-kernel, ingest-drivers, gate
+    Column("kind", String(32), nullable=False),  # ingest-kernel, ingest-drivers, gate, build
     Column("args", Text, nullable=False),  # JSON: what was asked
-    Column("state", String(16), nullable=False),  # queued, running, done, failed
+    Column("state", String(16), nullable=False),  # queued, running, waiting, done, failed
     Column("attempts", Integer, nullable=False),  # deliveries to a worker
     Column("error", Text),  # a failed task's one-line error
     Column("result", Text),  # JSON: what it made (a kernel release, build labels, a gate run)

@@ -1,5 +1,11 @@
 """The task queue's memory: each worker request by its key (kabigate.workers), its state, attempts,
-error and result. A key makes a redelivered or repeated request a no-op."""
+error and result. A key makes a redelivered or repeated request a no-op.
+
+A task may wait for others it asked for (a gate for its package rebuilds): their keys are its
+result's `awaits`, it is `waiting` until the last of them finishes, then queued again. Who waits
+for a task is found from the waiting tasks' results (there are few), under row locks taken in one
+order (the awaited tasks, then the waiter), so that the last task to finish always sees the waiter
+and two finishing at once do not both miss it."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from kabigate.store.base import StoreBase, utc_now
 from kabigate.vocabulary import TaskState
 
 TASK_STATES = tuple(TaskState)
+FINISHED = (TaskState.DONE, TaskState.FAILED)
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,7 @@ class TaskQueue(StoreBase):
         self.queue_task(key, kind, args)
         connection = self._writing()
         row = self.lock_task(key)
-        if row.state in (TaskState.DONE, TaskState.FAILED) or (row.state == TaskState.RUNNING and not redelivered):
+        if row.state in FINISHED or (row.state in (TaskState.RUNNING, TaskState.WAITING) and not redelivered):
             return None
         if row.attempts >= max_attempts:
             why = row.error or "the worker running it was lost each time"
@@ -61,6 +68,45 @@ class TaskQueue(StoreBase):
         connection.execute(t.task.update().where(t.task.c.key == key)
                            .values(state=TaskState.RUNNING, attempts=row.attempts + 1, updated_at=utc_now()))
         return self.task(key)
+
+    def await_tasks(self, key: str, requests: list[tuple[str, str, dict]]) -> list[TaskRecord]:
+        """Make task `key` (running) wait for `requests` (key, kind, args), each recorded unless it
+        exists, and for those it awaited before: `waiting` while one of them is not finished, else left
+        running; the awaited tasks."""
+        requests = sorted(requests, key=lambda request: request[0])  # in key order: waiters lock shared tasks alike
+        for request in requests:
+            self.queue_task(*request)
+        before = (self.task(key).result or {}).get("awaits", [])
+        keys = sorted({*before, *(request[0] for request in requests)})
+        # (one pruned since is gone)
+        awaited = [row for awaited_key in keys for row in self.tasks(key=awaited_key, for_update=True)]
+        waiter = self.lock_task(key)
+        result = dict(waiter.result or {}, awaits=[a.key for a in awaited])
+        if any(a.state not in FINISHED for a in awaited):
+            # a delivery that ends waiting was not lost: it does not count against max_attempts
+            self._writing().execute(t.task.update().where(t.task.c.key == key).values(
+                state=TaskState.WAITING, attempts=waiter.attempts - 1, result=json.dumps(result), updated_at=utc_now()))
+        else:
+            self.finish_task(key, TaskState.RUNNING, result=result)
+        return awaited
+
+    def release_waiters(self, key: str) -> None:
+        """After task `key` finished (in this transaction): queue each task waiting for it whose awaited
+        tasks are now all finished."""
+        for waiter in self.waiters(key, TaskState.WAITING):
+            waiter = self.lock_task(waiter.key)
+            if waiter.state == TaskState.WAITING and all(
+                    state in FINISHED for state in self._states((waiter.result or {}).get("awaits", []))):
+                self.finish_task(waiter.key, TaskState.QUEUED, result=waiter.result)
+
+    def waiters(self, key: str, state: TaskState) -> list[TaskRecord]:
+        """The tasks in `state` whose result awaits task `key`."""
+        return [task for task in self.tasks(state) if key in (task.result or {}).get("awaits", [])]
+
+    def _states(self, keys: list[str]) -> list[TaskState]:
+        with self._reading() as connection:
+            found = dict(connection.execute(select(t.task.c.key, t.task.c.state).where(t.task.c.key.in_(keys))).all())
+        return [TaskState(found[key]) if key in found else TaskState.DONE for key in keys]  # pruned: finished
 
     def lock_task(self, key: str) -> TaskRecord:
         """A task, locked until the transaction ends (PostgreSQL: FOR UPDATE; SQLite has one writer):
@@ -72,7 +118,7 @@ class TaskQueue(StoreBase):
         return rows[0]
 
     def finish_task(self, key: str, state: TaskState, *, error: str | None = None, result: dict | None = None) -> None:
-        """Set a task's state (done, failed; queued again before a retry) and its error or result."""
+        """Set a task's state (done, failed; queued again before a retry; waiting) and its error or result."""
         if state not in TASK_STATES:
             raise ValueError(state)
         values = {"state": state, "updated_at": utc_now(), "error": error}
@@ -107,7 +153,7 @@ class TaskQueue(StoreBase):
         running tasks are kept, however old: a worker may be on one, and its key is what makes a
         redelivery a no-op. A pruned key is forgotten: the same request later is done again."""
         deleted = self._writing().execute(t.task.delete().where(
-            t.task.c.state.in_((TaskState.DONE, TaskState.FAILED)), t.task.c.updated_at < before))
+            t.task.c.state.in_(FINISHED), t.task.c.updated_at < before))
         return deleted.rowcount
 
     def task_counts(self) -> dict[TaskState, int]:

@@ -1,4 +1,8 @@
-"""The Celery app: one task, `kabigate.run`, does a request (work.Request) against the shared store.
+"""The Celery app: two task types do requests (work.Request) against the shared store: `kabigate.run`
+(ingest, gate) on the `kabigate` queue, and `kabigate.build` (a package rebuilt for a kernel: minutes
+of compiling) on the `kabigate-builds` queue, so that build workers scale apart (`kabigate worker
+--queues`). A gate that needs rebuilds asks for them and waits without holding its worker: its task
+is `waiting` until the last build finishes, whose worker queues the gate again (store/tasks.py).
 
 Delivery is at least once and the work is done once: a task is acknowledged only when done
 (acks_late), given back to the broker when its worker process dies (reject_on_worker_lost), and
@@ -21,10 +25,11 @@ from kombu.exceptions import OperationalError
 from kabigate.errors import InputError
 from kabigate.inputs.httpclient import only_under
 from kabigate.store import Store, StoreError, TaskRecord, TaskState
-from kabigate.workers.config import Settings
-from kabigate.workers.gating import gate_task
+from kabigate.store.tasks import FINISHED
+from kabigate.workers.config import BUILD_QUEUE, WORK_QUEUE, Settings
+from kabigate.workers.gating import build_task, gate_task
 from kabigate.workers.messaging import PublishError
-from kabigate.workers.work import Request, gate_request
+from kabigate.workers.work import BUILD, Request, gate_request
 
 log = logging.getLogger("kabigate.workers")
 
@@ -36,7 +41,8 @@ app.conf.update(
     task_ignore_result=True,  # results live in the store
     task_serializer="json",
     accept_content=["json"],
-    task_default_queue="kabigate",
+    task_default_queue=WORK_QUEUE,
+    task_routes={"kabigate.build": {"queue": BUILD_QUEUE}},
     broker_connection_retry_on_startup=True,
     broker_transport_options={"confirm_publish": True},  # enqueued means the broker has it
     # A task whose connection was lost cannot be acknowledged; the broker redelivers it. Stop the
@@ -64,20 +70,34 @@ def configure(settings: Settings) -> None:
 
 def enqueue(store: Store, request: Request) -> tuple[TaskRecord, bool]:
     """Record the request and send it to the workers; (its task, sent). A request whose task is
-    running, done or failed is not sent again."""
+    running, waiting, done or failed is not sent again."""
     with store.transaction():
         task = store.queue_task(request.key, request.kind, request.args)
     if task.state != TaskState.QUEUED:
         return task, False
+    _send(task)
+    return task, True
+
+
+def _send(task: TaskRecord) -> None:
+    """Give a queued task to the broker: a build to the builds queue (its own task type), the rest to the work queue."""
     try:
-        run.apply_async((request.kind, request.key, request.args))
+        (build if task.kind == BUILD else run).apply_async((task.kind, task.key, task.args))
     except OperationalError as error:  # kombu's word for a broker it cannot reach
         raise BrokerError(f"{SETTINGS.broker.split('@')[-1]}: cannot enqueue: {error}") from None
-    return task, True
 
 
 @app.task(name="kabigate.run", bind=True, max_retries=RETRIES)
 def run(self, kind: str, key: str, args: dict) -> None:
+    _work(self, kind, key, args)
+
+
+@app.task(name="kabigate.build", bind=True, max_retries=RETRIES)
+def build(self, kind: str, key: str, args: dict) -> None:
+    _work(self, kind, key, args)
+
+
+def _work(self, kind: str, key: str, args: dict) -> None:
     # A retry of this task carries on its own claim (left running when the store was down) as a
     # redelivery does a lost worker's.
     redelivered = bool((self.request.delivery_info or {}).get("redelivered")) or self.request.retries > 0
@@ -86,7 +106,8 @@ def run(self, kind: str, key: str, args: dict) -> None:
             with store.transaction():
                 task = store.claim_task(key, kind, args, redelivered=redelivered, max_attempts=SETTINGS.max_attempts)
             if task is None:
-                log.info("%s: %s already done, failed or running elsewhere", kind, key)
+                log.info("%s: %s already done, failed, waiting or running elsewhere", kind, key)
+                _wake(store, key)  # a finished task's waiters, should sending them have failed
                 return
             try:
                 with only_under(SETTINGS.may_fetch, "listen.allow or koji.topurl"):
@@ -101,6 +122,9 @@ def run(self, kind: str, key: str, args: dict) -> None:
                 log.exception("%s %s", kind, key)
                 _finish(store, key, TaskState.FAILED, error=f"internal error: {type(error).__name__}: {error}")
                 return
+            if result is None:
+                log.info("%s %s waits for the tasks it asked for", kind, key)
+                return
             _finish(store, key, TaskState.DONE, result=result)
             log.info("%s %s done: %s", kind, key, result)
     except (StoreError, PublishError, BrokerError) as error:
@@ -108,15 +132,35 @@ def run(self, kind: str, key: str, args: dict) -> None:
         log.warning("%s %s: %s; again in %d s", kind, key, error, delay)
         try:
             with Store.open(SETTINGS.db) as store, store.transaction():
-                store.finish_task(key, TaskState.QUEUED, error=str(error))
-        except StoreError:
+                if store.lock_task(key).state == TaskState.RUNNING:  # a finished or waiting task stays so
+                    store.finish_task(key, TaskState.QUEUED, error=str(error))
+        except (StoreError, InputError):
             pass  # the store is down: the claim stays running, and the retry takes it up
         raise self.retry(countdown=delay, exc=error) from None
 
 
 def _finish(store: Store, key: str, state: TaskState, **fields) -> None:
+    """Record the task finished; the tasks that were waiting for it alone are queued and sent."""
     with store.transaction():
         store.finish_task(key, state, **fields)
+        store.release_waiters(key)
+    _wake(store, key)
+
+
+def _wake(store: Store, key: str) -> None:
+    for waiter in store.waiters(key, TaskState.QUEUED):
+        _send(waiter)
+
+
+def await_tasks(store: Store, task: TaskRecord, requests: list[Request]) -> list[TaskRecord] | None:
+    """Have `task` wait for `requests` (and those it awaited before), sending the ones not sent: the
+    awaited tasks when every one is finished, else None (the task is waiting; its worker is free)."""
+    with store.transaction():
+        awaited = store.await_tasks(task.key, [(r.key, r.kind, r.args) for r in requests])
+    for queued in awaited:
+        if queued.state == TaskState.QUEUED:
+            _send(queued)
+    return awaited if all(a.state in FINISHED for a in awaited) else None
 
 
 def _ingest_kernel(store: Store, task: TaskRecord) -> dict:
@@ -142,18 +186,23 @@ def _ingest_drivers(store: Store, task: TaskRecord) -> dict:
     return {"builds": [ingest_driver_build(store, build).record.label for build in builds]}
 
 
-def _gate(store: Store, task: TaskRecord) -> dict:
-    return gate_task(store, SETTINGS, task)
+def _gate(store: Store, task: TaskRecord) -> dict | None:
+    return gate_task(store, SETTINGS, task, await_tasks)
 
 
-HANDLERS = {"ingest-kernel": _ingest_kernel, "ingest-drivers": _ingest_drivers, "gate": _gate}
+def _build(store: Store, task: TaskRecord) -> dict:
+    return build_task(store, SETTINGS, task)
+
+
+HANDLERS = {"ingest-kernel": _ingest_kernel, "ingest-drivers": _ingest_drivers, "gate": _gate, BUILD: _build}
 
 
 def worker_main(settings: Settings, concurrency: int | None, hostname: str | None, loglevel: str) -> None:
-    """Run a worker (blocks): `concurrency` processes taking tasks from the broker."""
+    """Run a worker (blocks): `concurrency` processes taking tasks from the broker's queues in `settings.queues`."""
     configure(settings)
     argv = ["worker", f"--loglevel={loglevel}", "--without-gossip", "--without-mingle",
-            f"--concurrency={concurrency or settings.concurrency or os.cpu_count() or 1}"]
+            f"--concurrency={concurrency or settings.concurrency or os.cpu_count() or 1}",
+            f"--queues={','.join(settings.queues)}"]
     if hostname:
         argv.append(f"--hostname={hostname}")
     app.worker_main(argv)

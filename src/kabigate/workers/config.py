@@ -8,6 +8,8 @@ broker = "amqp://kabigate:secret@mq.example.org:5672/%2F"
 [worker]
 concurrency = 4          # processes per `kabigate worker` (default: the CPUs)
 max_attempts = 3         # deliveries of one task before it is recorded as failed (a worker lost each time)
+queues = ["kabigate", "kabigate-builds"]   # what a `kabigate worker` takes: ingest and gate tasks, package
+                                           # builds (default: both; a build worker takes "kabigate-builds")
 
 [gate]                   # as `kabigate gate` takes them
 policy = "/etc/kabigate/policy.toml"
@@ -49,6 +51,9 @@ from kabigate.formats.toml import parse_toml
 
 MAX_CONFIG_FILE = 1 << 20
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
+WORK_QUEUE = "kabigate"  # ingest and gate tasks (kabigate.run)
+BUILD_QUEUE = "kabigate-builds"  # package builds (kabigate.build): minutes of compiling each
+QUEUES = (WORK_QUEUE, BUILD_QUEUE)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class Settings:
     broker: str = DEFAULT_BROKER
     concurrency: int | None = None
     max_attempts: int = 3
+    queues: tuple[str, ...] = QUEUES
     policy: str | None = None
     waivers: str | None = None
     stablelist: str | None = None
@@ -90,7 +96,7 @@ class Settings:
 # section (None: the top level) -> setting -> (Settings attribute, the TOML type it must have)
 _SECTIONS: dict[str | None, dict[str, tuple[str, type]]] = {
     None: {"db": ("db", str), "broker": ("broker", str)},
-    "worker": {"concurrency": ("concurrency", int), "max_attempts": ("max_attempts", int)},
+    "worker": {"concurrency": ("concurrency", int), "max_attempts": ("max_attempts", int), "queues": ("queues", list)},
     "gate": {**{key: (key, str) for key in ("policy", "waivers", "stablelist", "resultsdb", "testcase")},
              "explain": ("explain", bool)},
     "listen": {"queue": ("queue", str), "topic_prefix": ("topic_prefix", str), "allow": ("allow", list)},
@@ -116,6 +122,8 @@ def load_settings(path: str | None = None, **overrides) -> Settings:
     settings = Settings(**values)
     if settings.max_attempts < 1 or (settings.concurrency is not None and settings.concurrency < 1):
         raise InputError(f"{path}: worker concurrency and max_attempts must be at least 1")
+    if not settings.queues or not set(settings.queues) <= set(QUEUES):
+        raise InputError(f"worker queues are some of {', '.join(QUEUES)}, not {', '.join(settings.queues) or 'none'}")
     if not settings.broker.startswith(("amqp://", "amqps://")):
         raise InputError(f"{settings.broker.split('@')[-1]}: the broker is an amqp:// or amqps:// URL")
     return settings

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from kabigate.errors import InputError
-from kabigate.workers.config import Settings
-
-WORK_QUEUE = "kabigate"  # app.task_default_queue
+from kabigate.workers.config import QUEUES, Settings
 
 
 def check_health(settings: Settings, timeout: float) -> dict:
@@ -28,7 +26,7 @@ def check_health(settings: Settings, timeout: float) -> dict:
     try:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=timeout)
-            for queue in (WORK_QUEUE, settings.queue):
+            for queue in (*QUEUES, settings.queue):
                 report["queues"][queue] = _queue_depth(connection, queue)
         report["broker"]["ok"] = True
         replies = app.control.ping(timeout=timeout) or []
