@@ -157,7 +157,7 @@ COMMAND_SUMMARIES = {
     "serve": ('Serve the dashboard (matrix, kernels, drivers, gate runs, stablelist demand) and the REST '
               'API (/api/v1, schema at /api/v1/openapi.json). Writes (ingest, gate) need `Authorization: '
               'Bearer $KABIGATE_API_TOKEN`; without that variable set the server is read-only.'),
-    "worker": 'Run a Celery worker: ingest and gate tasks from RabbitMQ into the shared store.',
+    "worker": 'Run a Celery worker: ingest, gate and package build tasks from RabbitMQ into the shared store.',
     "listen": ("Consume build events (Koji's buildsys.build.state.change, kabigate.build.complete) with "
                'fedora-messaging and enqueue their ingest (and gate, for kernels).'),
     "announce": 'Publish a kabigate.build.complete message: a finished build, for the workers to ingest.',

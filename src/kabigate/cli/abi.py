@@ -13,7 +13,6 @@ from kabigate.analysis import diff_kernels
 from kabigate.cli.shared import (
     EXIT_INCOMPATIBLE,
     EXIT_OK,
-    collector_off,
     crc_text,
     describe_reason,
     emit_json,
@@ -45,7 +44,9 @@ def inspect(modules: tuple[str, ...], as_json: bool) -> None:
     Example:
       kabigate inspect --json /lib/modules/6.1.0-56-amd64/updates/dkms/jool.ko
     """
-    with collector_off():
+    from kabigate.inputs.modules import collector_paused  # the package readers: not for --help
+
+    with collector_paused(freeze=True):
         parsed = read_modules_with_progress(list(modules))
         if as_json:
             emit_json({"modules": [_module_json(m) for m in parsed]})
@@ -145,7 +146,9 @@ def check(kernel_paths, vermagic, stablelist_path, require_signature, sig_enforc
       kabigate check -k linux-image-6.1.0-56-amd64-unsigned.deb -k linux-headers-6.1.0-56-amd64.deb jool/
       kabigate check -k /lib/modules/6.1.0-56-amd64 --stablelist kabi_stablelist_x86_64 --json *.ko
     """
-    with collector_off():  # a tree's modules, verdicts and reports: ~500,000 acyclic objects
+    from kabigate.inputs.modules import collector_paused  # the package readers: not for --help
+
+    with collector_paused(freeze=True):  # a tree's modules, verdicts and reports: ~500,000 acyclic objects
         kernel = load_kernel_with_progress(list(kernel_paths), vermagic)
         stablelist = matching_kernel(read_stablelist(stablelist_path, kernel.machine), kernel.exports,
                                      kernel.release)

@@ -4,7 +4,6 @@ named on the command line with one, and writing reports (text, JSON, files writt
 from __future__ import annotations
 
 import functools
-import gc
 import importlib
 import json
 import os
@@ -89,21 +88,6 @@ def stages(names: list[str]):
         task = bar.add_task(names[0], total=len(names))
         # Drawn at once: a stage shorter than a refresh is still seen going by.
         yield lambda name: bar.update(task, description=name, completed=names.index(name), refresh=True)
-
-
-@contextmanager
-def collector_off():
-    """The cyclic collector off for a command's whole run over a tree (~500,000 acyclic objects),
-    and those objects frozen when it ends: re-enabled over them, its first collection would walk
-    them all (0.2 s) to free nothing, as they die by reference counting when the command exits."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.freeze()
-            gc.enable()
 
 
 def read_modules_with_progress(paths: list[str]) -> list[Module]:
