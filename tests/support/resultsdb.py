@@ -11,7 +11,35 @@ import typing
 import urllib.parse
 
 
-class ResultsDB(http.server.BaseHTTPRequestHandler):
+class _JsonHandler(http.server.BaseHTTPRequestHandler):
+    """Answers in JSON, quietly."""
+
+    def _answer(self, status, document):
+        self._raw(status, json.dumps(document).encode())
+
+    def _raw(self, status, payload: bytes):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *_args):
+        pass
+
+
+@contextlib.contextmanager
+def _serving(handler: type[http.server.BaseHTTPRequestHandler], api: str):
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}{api}"
+    finally:
+        server.shutdown()
+
+
+class ResultsDB(_JsonHandler):
     """POST /api/v2.0/results, validated as ResultsDB's CreateResultParams and create_result do."""
 
     received: typing.ClassVar[list[dict]] = []
@@ -59,32 +87,16 @@ class ResultsDB(http.server.BaseHTTPRequestHandler):
         self.received.append(body)
         self._answer(201, dict(body, id=len(self.received), submit_time="2026-11-29T00:00:00"))
 
-    def _answer(self, status, document):
-        payload = json.dumps(document).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *_args):
-        pass
-
 
 @contextlib.contextmanager
 def resultsdb_server():
     """A fresh endpoint (ResultsDB.received emptied); its API URL."""
-    server = http.server.HTTPServer(("127.0.0.1", 0), ResultsDB)
     ResultsDB.received = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/api/v2.0"
-    finally:
-        server.shutdown()
+    with _serving(ResultsDB, "/api/v2.0") as url:
+        yield url
 
 
-class WaiverDB(http.server.BaseHTTPRequestHandler):
+class WaiverDB(_JsonHandler):
     """WaiverDB 1.4's /api/v1.0/waivers/: POST (one waiver or a list) validated as its CreateWaiver
     model, answered 201 with the waivers created; GET the current waivers (the newest of each
     subject, testcase, user and product version unless include_obsolete), filtered and paged. The
@@ -170,28 +182,10 @@ class WaiverDB(http.server.BaseHTTPRequestHandler):
             self._raw(200, b"{\"data\": [" + b"{\"id\": 1}, " * 400_000 + b"]}")
         return self.hostile is not None
 
-    def _answer(self, status, document):
-        self._raw(status, json.dumps(document).encode())
-
-    def _raw(self, status, payload: bytes):
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *_args):
-        pass
-
 
 @contextlib.contextmanager
 def waiverdb_server():
     """A fresh WaiverDB-shaped endpoint (no waivers, well-behaved); its API URL."""
-    server = http.server.HTTPServer(("127.0.0.1", 0), WaiverDB)
     WaiverDB.stored, WaiverDB.hostile = [], None
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/api/v1.0"
-    finally:
-        server.shutdown()
+    with _serving(WaiverDB, "/api/v1.0") as url:
+        yield url
