@@ -118,9 +118,8 @@ def package_verdicts(store: Store, kernels: list[KernelRecord], driver: str | No
     verdicts = verdicts_of(kernels, builds, cells, store.build_failures(driver))
     if detail:
         verdicts = _with_detail(store, verdicts)
-    drivers = sorted({name for (name, _), v in verdicts.items() if v.state != PackageState.NOT_TRIED})
-    return PackageMatrix(stream, kernels, drivers,
-                         {key: v for key, v in verdicts.items() if key[0] in drivers})
+    tried = {name for (name, _), v in verdicts.items() if v.state != PackageState.NOT_TRIED}
+    return PackageMatrix(stream, kernels, sorted(tried), {key: v for key, v in verdicts.items() if key[0] in tried})
 
 
 def verdicts_of(kernels: list[KernelRecord], builds: list[BuildRecord], cells: dict[tuple[int, int], Cell],
