@@ -2,7 +2,8 @@
 source remembered) no longer loads on -56 (CRCs moved); `gate --rebuild` builds it again from its
 -dkms .deb against -56's headers .debs (with the -common and linux-kbuild they Depend on, found
 beside them), signed with the repository's key, and the package works: loads-after-rebuild. On -53,
-whose -common .deb the corpus lacks, it stays not rebuilt, saying why. One real dkms build each
+whose -common .deb the corpus lacks, it stays not rebuilt, saying why. The gate of 6.1.0-53 on
+the four packages built for -50 rebuilds those that regress, and passes. One real dkms build each
 (~5 s)."""
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from kabigate.store import Store
 pytestmark = [pytest.mark.realdata,
               pytest.mark.skipif(not (shutil.which("bwrap") and shutil.which("dkms")), reason="needs dkms, bubblewrap")]
 KABIGATE = [sys.executable, "-m", "kabigate"]
-RELEASES = ("6.1.0-50-amd64", "6.1.0-53-amd64", "6.1.0-56-amd64")
+RELEASES = ("6.1.0-50-amd64", "6.1.0-53-amd64", "6.1.0-55-amd64", "6.1.0-56-amd64")
+GATE_DRIVERS = ("acpi-call", "adv-17v35x", "dpdk-kmods", "nat-rtsp")  # built for -50 in the corpus too
 
 
 def kabigate(*args) -> subprocess.CompletedProcess:
@@ -32,7 +34,8 @@ def kabigate(*args) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def store_with_a_built_package(testdata, tmp_path_factory):
-    """-50, -53 and -56 from their linux-image and linux-headers .debs; acpi-call built for -50 from its -dkms .deb."""
+    """-50, -53, -55 and -56 from their linux-image and linux-headers .debs; acpi-call built for -50 from its
+    -dkms .deb."""
     streams = testdata.manifest.get("stream_kernels", {})
     if not all(release in streams for release in RELEASES):
         pytest.skip("the corpus has no stream kernels (scripts/fetch-testdata fetches them)")
@@ -93,11 +96,11 @@ def test_a_kernel_whose_headers_are_incomplete_leaves_the_package_not_rebuilt_sa
     shutil.copyfile(db, copy)
     policy = tmp_path / "policy.toml"
     policy.write_text("[drivers]\nrebuild = true\n")
-    run = kabigate("gate", "--db", copy, "--candidate", "6.1.0-53-amd64", "--policy", policy, "--json",
-                   "--no-explain")
+    run = kabigate("gate", "--db", copy, "--candidate", "6.1.0-55-amd64", "--baseline", "6.1.0-50-amd64",
+                   "--policy", policy, "--json", "--no-explain")
     report = json.loads(run.stdout)
     (rebuild,) = report["rebuilds"]
-    assert rebuild["outcome"] is None and "linux-headers-6.1.0-53-common (= 6.1.187-1)" in rebuild["reason"]
+    assert rebuild["outcome"] is None and "linux-headers-6.1.0-55-common (= 6.1.192-1)" in rebuild["reason"], rebuild
     assert any(n.startswith("acpi-call not rebuilt: ") for n in report["notes"])
     (package,) = report["packages"]
     assert (package["state"], package["category"]) == ("broken", "package_not_rebuilt")
@@ -134,3 +137,28 @@ def test_a_rebuild_that_fails_breaks_the_package_with_the_compilers_error(store_
     log = kabigate("build-log", "--db", copy, "hello", "1.0", "6.1.0-56-amd64")
     assert log.returncode == 0 and "undeclared (first use in this function)" in log.stdout
     assert "Error 2" in log.stdout  # the log, beyond the first error line
+
+
+def test_the_gate_of_53_rebuilds_the_packages_that_regress_from_50_and_passes(store_with_a_built_package, testdata,
+                                                                             tmp_path):
+    """The issue's case on the real corpus: the gate drivers built for 6.1.0-50 from their -dkms .debs;
+    on 6.1.0-53 those whose CRCs moved no longer load, are rebuilt from their sources against -53's
+    headers (its linux-headers, -common and linux-kbuild .debs), load, and the gate passes."""
+    db, _, _ = store_with_a_built_package
+    copy = tmp_path / "store.db"
+    shutil.copyfile(db, copy)
+    tree = testdata.root / testdata.manifest["build_kernels"]["6.1.0-50-amd64"]["root"]
+    for driver in GATE_DRIVERS[1:]:
+        (source,) = (testdata.root / "debs").glob(f"{driver}-dkms_*.deb")
+        built = kabigate("build", "--json", "-k", tree, source, "--db", copy)
+        assert built.returncode == 0 and json.loads(built.stdout)["outcome"] == "built", built.stdout + built.stderr
+    run = kabigate("gate", "--db", copy, "--candidate", "6.1.0-53-amd64", "--baseline", "6.1.0-50-amd64", "--json",
+                   "--no-explain", "--rebuild")
+    report = json.loads(run.stdout)
+    states = {p["driver"]: p["state"] for p in report["packages"]}
+    rebuilt = {r["driver"]: r["outcome"] for r in report["rebuilds"]}
+    assert set(states) == set(GATE_DRIVERS), states
+    assert rebuilt and set(rebuilt.values()) == {"built"}, report["rebuilds"]
+    assert all(states[d] == "loads-after-rebuild" for d in rebuilt), states
+    assert all(states[d] == "loads" for d in set(GATE_DRIVERS) - set(rebuilt)), states
+    assert run.returncode == 0 and report["outcome"] in ("PASSED", "INFO"), (report["outcome"], report["notes"])

@@ -39,6 +39,9 @@ flavor_images
     KERNELS), only the linux-image-<kver>-unsigned .deb, into ``debs/``: the qemu tests
     boot them and read the kernel from the image package alone, as ``kabigate
     boot-check --image`` does.  {kver: {"package_version", "debs": ["debs/<image>.deb"]}}.
+gate tree debs
+    GATE_TREE_DEBS (linux-headers-6.1.0-53-common), into ``debs/`` beside the stream
+    kernels' .debs, where ``gate --rebuild`` looks for a kernel's build tree packages.
 build_kernels
     The kernels drivers are built against: {kver: {"root", "release",
     "build_dir", "headers_dir", "symvers", "config", "package_version"}}.  One
@@ -234,6 +237,9 @@ FULL_BUILD_KERNELS = ("6.1.0-47-amd64", "6.1.0-53-amd64", "6.1.0-56-amd64", "6.1
 # the baseline, so the gate shows real regressions (skb_copy_bits, __pci_register_driver, proc_create).
 GATE_DRIVERS = ("acpi-call", "adv-17v35x", "dpdk-kmods", "nat-rtsp")
 GATE_BUILD_KERNELS = ("6.1.0-50-amd64",)
+# What gate --rebuild needs beside a stream kernel's linux-headers .deb to build for 6.1.0-53 (the
+# linux-kbuild-6.1 of the build kernels satisfies its >= relation): test_gate_rebuild.py.
+GATE_TREE_DEBS = ("linux-headers-6.1.0-53-common",)
 # corpus -> ((drivers, build kernels), ...): its driver builds; the full corpus holds the default one
 CORPORA = {
     "default": ((CORE_DRIVERS, BUILD_KERNELS), (DEFAULT_DRIVERS, DEFAULT_BUILD_KERNELS),
@@ -1062,7 +1068,8 @@ def fetch_testdata(root: Path, corpus: str, only: set[str] | None) -> None:
     if any(k in manifest["driver_failures"].get(d, {}) for d, k in builds):
         versions = archive.known_versions(sorted({DRIVERS[d] for d, _ in builds}))
         builds = [(d, k) for d, k in builds if not failure_current(manifest, d, k, versions)]
-    if not (kernels or foreign or busyboxes or streams or flavors or trees or builds):
+    tree_debs = [p for p in GATE_TREE_DEBS if only is None and not any((root / "debs").glob(f"{p}_*.deb"))]
+    if not (kernels or foreign or busyboxes or streams or flavors or trees or builds or tree_debs):
         before = json.dumps(manifest, sort_keys=True)
         update_derived(manifest)
         if json.dumps(manifest, sort_keys=True) != before:
@@ -1080,7 +1087,9 @@ def fetch_testdata(root: Path, corpus: str, only: set[str] | None) -> None:
         *(f"linux-image-{k}-unsigned" for k in flavors),
         *(amd64_counterpart(k) for k in foreign),
         *(["busybox-static"] if busyboxes else []),
+        *tree_debs,
     ])
+    archive.download(tree_debs)
     packages = {k: kernel_packages(archive, k) for k in [*kernels, *trees]}
     archive.show([p for names in packages.values() for p in names])
     foreign_archive = ForeignArchive(archive)
