@@ -81,7 +81,7 @@ class Cluster:
 
     def listener(self) -> subprocess.Popen:
         process = self.start("listen")
-        self._until(lambda: _consumers(self.broker, "kabigate-events") > 0, "the listener consumes")
+        self._until(lambda: _queue(self.broker, "kabigate-events")[1] > 0, "the listener consumes")
         return process
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -159,26 +159,16 @@ def _declare_results_queue(broker: RabbitMQ) -> None:
     connection.close()
 
 
-def _consumers(broker: RabbitMQ, queue: str) -> int:
+def _queue(broker: RabbitMQ, queue: str) -> tuple[int, int]:
+    """(messages waiting, consumers) of a queue; (0, 0) before it is declared."""
     import amqp
 
     connection, channel = _channel(broker)
     try:
-        return channel.queue_declare(queue, passive=True).consumer_count
+        declared = channel.queue_declare(queue, passive=True)
+        return declared.message_count, declared.consumer_count
     except amqp.exceptions.NotFound:
-        return 0
-    finally:
-        connection.close()
-
-
-def _messages(broker: RabbitMQ, queue: str) -> int:
-    import amqp
-
-    connection, channel = _channel(broker)
-    try:
-        return channel.queue_declare(queue, passive=True).message_count
-    except amqp.exceptions.NotFound:
-        return 0
+        return 0, 0
     finally:
         connection.close()
 
@@ -367,7 +357,7 @@ def test_a_gate_that_rebuilds_hands_its_builds_to_the_build_workers_and_gates_wh
 
     def waiting() -> bool:
         return (sorted((t["kind"], t["state"]) for t in cluster.tasks()) == [("build", "queued"), ("gate", "waiting")]
-                and _messages(cluster.broker, "kabigate-builds") == 1)
+                and _queue(cluster.broker, "kabigate-builds")[0] == 1)
     cluster._until(waiting, "the gate waits for its build, queued for a build worker")
     health = json.loads(cluster.run("health", "--json").stdout)
     assert health["queues"]["kabigate-builds"] == {"messages": 1, "consumers": 0, "declared": True}
