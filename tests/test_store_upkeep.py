@@ -111,6 +111,8 @@ def test_an_alias_merges_a_driver_ingested_under_another_name_and_names_it_after
     assert {(b["driver"], b["version"]) for b in builds} >= {("acpi-call", "9.9")}
     assert rows(db, "select count(*) from driver where name = 'acpi_call'") == [(0,)]
     assert "acpi-call is also named acpi_call" in kabigate(db, "drivers").stdout
+    assert as_json(db, "drivers", "--driver", "acpi*")["aliases"] == {"acpi-call": ["acpi_call"]}
+    assert as_json(db, "drivers", "--driver", "jool")["aliases"] == {}  # only the drivers shown
     # Named by its alias: ingests, history and removal go to the driver.
     assert kabigate(db, "ingest", "drivers", tree, "--name", "acpi_call", "--version", "9.10").returncode == 0
     assert {b["version"] for b in as_json(db, "drivers")["builds"] if b["driver"] == "acpi-call"} >= {"9.9", "9.10"}

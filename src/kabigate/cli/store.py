@@ -31,7 +31,7 @@ from kabigate.errors import InputError
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.manifest import read_build_manifest
 from kabigate.inputs.modules import count_modules
-from kabigate.reports.verdicts import cell_text, drivers_json, kernel_record_json
+from kabigate.reports.verdicts import cell_text, drivers_json, kernel_record_json, shown_aliases
 from kabigate.rules import RULES_VERSION
 from kabigate.services.ingest import (
     checked_name,
@@ -638,7 +638,7 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
     failures = store.build_failures(driver)
     newest = on_newest_kernels(store, driver)
     if as_json:
-        emit_json(dict(drivers_json(builds, failures), packages=[
+        emit_json(dict(drivers_json(builds, failures, store.driver_aliases()), packages=[
             {"stream": stream, **package_verdict_json(verdict)} for stream, verdict in newest]))
         return
     table = Table("driver", "version", "built for", "format", "modules", box=None)
@@ -651,10 +651,8 @@ def drivers(store: Store, driver: str | None, as_json: bool) -> None:
     for stream, verdict in newest:
         table.add_row(*cells(verdict.driver, stream, verdict.kernel.release, verdict.state, why_not(verdict) or ""))
     out.print(table)
-    shown = {b.driver for b in builds} | {f.driver for f in failures}
-    for name, aliases in store.driver_aliases().items():
-        if name in shown:
-            out.print(f"{name} is also named {', '.join(aliases)}", markup=False)
+    for name, aliases in shown_aliases(builds, failures, store.driver_aliases()).items():
+        out.print(f"{name} is also named {', '.join(aliases)}", markup=False)
 
 
 # -- rendering ------------------------------------------------------------------------------

@@ -103,5 +103,13 @@ def cell_json(cell: Cell) -> dict:
             "failing_symbols": cell.failing_symbols, "rules_version": cell.rules_version}
 
 
-def drivers_json(builds: list[BuildRecord], failures: list[BuildFailure]) -> dict:
-    return {"builds": [build_record_json(b) for b in builds], "build_failures": [vars(f) for f in failures]}
+def shown_aliases(builds: list[BuildRecord], failures: list[BuildFailure],
+                  aliases: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The other names (kabigate db alias-driver) of the drivers these builds and failures are of."""
+    shown = {b.driver for b in builds} | {f.driver for f in failures}
+    return {name: names for name, names in aliases.items() if name in shown}
+
+
+def drivers_json(builds: list[BuildRecord], failures: list[BuildFailure], aliases: dict[str, list[str]]) -> dict:
+    return {"builds": [build_record_json(b) for b in builds], "build_failures": [vars(f) for f in failures],
+            "aliases": shown_aliases(builds, failures, aliases)}

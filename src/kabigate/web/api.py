@@ -164,7 +164,7 @@ def kernel_changes(store: StoreDep, settings: SettingsDep, release: str, stream:
 def drivers(store: StoreDep, driver: Annotated[str | None, Query(description="shell pattern on the name")] = None,
             arch: ArchQuery = None) -> Response:
     return as_built(drivers_json([b for b in store.driver_builds(driver) if arch is None or b.machine == arch],
-                                 store.build_failures(driver)))
+                                 store.build_failures(driver), store.driver_aliases()))
 
 
 @router.get("/drivers/{name}/history",

@@ -123,6 +123,7 @@ class KernelDetail(KernelRecord):
 class Drivers(Closed):
     builds: list[BuildRecord]
     build_failures: list[BuildFailure]
+    aliases: dict[str, list[str]]  # a shown driver's other names, as `kabigate db alias-driver` gave them
 
 
 # -- why a CRC changed (explain.crc.cause_json) ----------------------------------------------------
