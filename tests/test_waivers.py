@@ -318,6 +318,24 @@ def test_a_waiver_written_in_waiverdb_forgives_its_kernel_until_waiverdb_revokes
     assert status == 1 and _regression(report)["waivers"] == []
 
 
+def test_a_gate_with_waiverdb_imports_its_waivers_first(db, waiverdb):
+    """gate --waiverdb (and watch, which gates through the same code) imports before judging: a waiver
+    written in WaiverDB since the last gate applies to the next, and its revocation likewise."""
+    waiver = {"subject_type": "koji_build", "subject_identifier": _item(db, CANDIDATE), "product_version": PRODUCT,
+              "testcase": "kabigate.kernel-gate.functional", "comment": "known ABI break"}
+    _post(waiverdb, "jane", dict(waiver, product_version="debian-13"))  # another product's: not imported
+    status, report = _gate(db, "--waiverdb", waiverdb, "--product-version", PRODUCT)
+    assert status == 1 and _regression(report)["waivers"] == []
+    _post(waiverdb, "jane", waiver)
+    status, report = _gate(db, "--waiverdb", waiverdb, "--product-version", PRODUCT)
+    assert status == 0 and report["outcome"] == "INFO"
+    _post(waiverdb, "jane", dict(waiver, waived=False, comment="fixed after all"))
+    status, report = _gate(db, "--waiverdb", waiverdb, "--product-version", PRODUCT)
+    assert status == 1 and _regression(report)["waivers"] == []
+    refused = _kabigate("gate", "--candidate", CANDIDATE, "--db", db, "--product-version", PRODUCT)
+    assert refused.returncode == 2 and "--product-version goes with --waiverdb" in refused.stderr
+
+
 @pytest.mark.parametrize("hostile, message", [
     ("junk", "WaiverDB's answer is not JSON"),
     ("500", "WaiverDB refused the request: HTTP 500: <html><body>Internal Server Error"),

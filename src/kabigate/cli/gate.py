@@ -29,6 +29,7 @@ from kabigate.cli.shared import (
     write_atomically,
 )
 from kabigate.cli.store import store_option
+from kabigate.cli.waiver import TOKEN_ENV
 from kabigate.errors import InputError, read_capped
 from kabigate.formats.gatepolicy import (
     DEFAULT_POLICY,
@@ -57,6 +58,7 @@ from kabigate.services.gate import (
 from kabigate.services.ingest import ingest_kernel
 from kabigate.services.notify import channels_from_env, deliver_pending
 from kabigate.services.packages import why_not
+from kabigate.services.waiverdb import Target, import_waivers
 from kabigate.services.watch import kernels_to_gate, offered_kernels
 from kabigate.signing.keys import HASHES, PASSPHRASE_ENV, load_signing_key
 from kabigate.store import GateRun, KernelRecord, Store
@@ -87,6 +89,11 @@ def judging_options(command):
                           "$KABIGATE_RESULTSDB_TOKEN."),
         click.option("--testcase", default=DEFAULT_TESTCASE, show_default=True, help="ResultsDB test case name."),
         click.option("--ref-url", metavar="URL", help="ResultsDB ref_url: where the details are (e.g. the CI job)."),
+        click.option("--waiverdb", "waiverdb_url", metavar="URL",
+                     help=f"Import WaiverDB's waivers of the test case into the store before each gate "
+                          f"(.../api/v1.0; token from ${TOKEN_ENV})."),
+        click.option("--product-version", metavar="NAME",
+                     help="With --waiverdb: only the waivers of this product version (e.g. rhel-9.6)."),
     ]):
         command = option(command)
     return command
@@ -102,6 +109,8 @@ class GateSettings:
     resultsdb_url: str | None
     testcase: str
     ref_url: str | None
+    waiverdb_url: str | None = None
+    product_version: str | None = None
     explain: bool = False  # name each CRC change's most likely cause (BTF of the stored kernels' images)
     rebuild: bool = False  # rebuild the gating packages that do not work on the candidate first
     signing: Signing | None = None  # the key that signs the rebuilt modules
@@ -117,14 +126,16 @@ class GateSettings:
 
     @classmethod
     def from_options(cls, policy_path, waivers_path, stablelist_path, driver, matrix_url, resultsdb_url, testcase,
-                     ref_url) -> GateSettings:
+                     ref_url, waiverdb_url, product_version) -> GateSettings:
         policy = parse_policy(_read(policy_path), policy_path) if policy_path else DEFAULT_POLICY
         waivers = tuple(parse_waivers(_read(waivers_path), waivers_path)) if waivers_path else ()
         signing = None
         if policy.sign_key is not None and policy.sign_cert is not None:  # both or neither, as parsed
             signing = signing_key(policy.sign_key, policy.sign_cert, policy.sign_hash, f"{policy.source}: signing.hash")
+        if product_version is not None and waiverdb_url is None:
+            raise click.UsageError("--product-version goes with --waiverdb")
         return cls(policy, waivers, stablelist_path, driver, matrix_url, resultsdb_url, testcase, ref_url,
-                   rebuild=policy.rebuild, signing=signing)
+                   waiverdb_url, product_version, rebuild=policy.rebuild, signing=signing)
 
 
 def signing_key(key: str, cert: str, hash_name: str, what: str) -> Signing:
@@ -151,6 +162,12 @@ def gate_kernel(store: Store, settings: GateSettings, candidate: KernelRecord, b
     recorded with the run."""
     stablelist = read_stablelist(settings.stablelist_path, candidate.machine)
     channels = channels_from_env()  # a bad $KABIGATE_SMTP is said before the gate, not after
+    if settings.waiverdb_url is not None:  # a waiver given in WaiverDB since the last gate applies to this one
+        imported = import_waivers(store, Target(settings.waiverdb_url, settings.testcase, settings.product_version,
+                                                os.environ.get(TOKEN_ENV)))
+        if imported.added or imported.revoked:
+            err.print(f"WaiverDB: {len(imported.added)} waivers imported, {len(imported.revoked)} revoked",
+                      markup=False)
     with stages(list(GateStage)) as step:
         result = run_gate(store, candidate, baseline, stream=stream, policy=settings.policy,
                           waivers=(*settings.waivers, *store.waivers()), stablelist=stablelist,
@@ -398,7 +415,8 @@ def _watch_one(store: Store, settings: GateSettings, offered, stream: str, outpu
 
 
 def _option_name(parameter: str) -> str:
-    return "--resultsdb" if parameter == "resultsdb_url" else "--" + parameter.removesuffix("_path").replace("_", "-")
+    named = {"resultsdb_url": "--resultsdb", "waiverdb_url": "--waiverdb"}
+    return named.get(parameter) or "--" + parameter.removesuffix("_path").replace("_", "-")
 
 
 def _queue_gate(store: Store, candidate: str, baseline: str | None, stream: str | None, as_json: bool,
