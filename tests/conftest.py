@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from support.pgserver import create_database, postgres_server
+from support.resultsdb import waiverdb_server
 from support.testdata import TestData, testdata_root
 
 from kabigate.inputs.kernels import load_kernel
@@ -63,3 +64,10 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     return request.getfixturevalue("new_database")("test")
+
+
+@pytest.fixture
+def waiverdb():
+    """A fresh WaiverDB-shaped endpoint's API URL (tests/support/resultsdb.py)."""
+    with waiverdb_server() as url:
+        yield url

@@ -10,12 +10,11 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 from fastapi.testclient import TestClient
 from support.realstore import STREAM, build_store
-from support.resultsdb import ResultsDB, WaiverDB, resultsdb_server, waiverdb_server
+from support.resultsdb import ResultsDB, WaiverDB, post_waiver, resultsdb_server
 
 from kabigate.formats.gatepolicy import waiver_from_mapping
 from kabigate.inputs.kernels import load_kernel
@@ -223,12 +222,6 @@ PRODUCT = "debian-12"
 CANDIDATE = "6.1.0-50-amd64"
 
 
-@pytest.fixture
-def waiverdb():
-    with waiverdb_server() as url:
-        yield url
-
-
 def _as(user: str | None, *args: str) -> subprocess.CompletedProcess:
     """kabigate with $KABIGATE_WAIVERDB_TOKEN (the WaiverDB-shaped server's user), or without one."""
     env = {k: v for k, v in os.environ.items() if k != "KABIGATE_WAIVERDB_TOKEN"}
@@ -241,14 +234,6 @@ def _item(db: str, release: str) -> str:
     with Store.open(db) as store:
         kernel = store.find_kernels(release)[0]
     return kernel_item(kernel.release, kernel.package_version)
-
-
-def _post(url: str, user: str, body: dict) -> None:
-    """A waiver written in WaiverDB directly (its web form, or Greenwave's users)."""
-    request = urllib.request.Request(url + "/waivers/", data=json.dumps(body).encode(), method="POST", headers={
-        "Content-Type": "application/json", "Authorization": f"Bearer {user}"})
-    with urllib.request.urlopen(request) as answer:
-        assert answer.status == 201
 
 
 def test_a_waiver_posted_to_waiverdb_comes_back_with_its_patterns_in_another_store(db, base_db, tmp_path,
@@ -296,11 +281,12 @@ def test_a_waiver_posted_to_waiverdb_comes_back_with_its_patterns_in_another_sto
 def test_a_waiver_written_in_waiverdb_forgives_its_kernel_until_waiverdb_revokes_it(db, waiverdb):
     waiver = {"subject_type": "koji_build", "subject_identifier": _item(db, CANDIDATE), "product_version": PRODUCT,
               "testcase": "kabigate.kernel-gate.functional", "comment": "known ABI break,\nsee bug 99"}
-    _post(waiverdb, "jane", waiver)
-    _post(waiverdb, "jane", dict(waiver, subject_identifier="kernel-9.9.9-1"))  # a kernel not in the store
-    _post(waiverdb, "jane", dict(waiver, testcase="another.testcase"))  # not the gate's
+    post_waiver(waiverdb, "jane", waiver)
+    post_waiver(waiverdb, "jane", dict(waiver, subject_identifier="kernel-9.9.9-1"))  # a kernel not in the store
+    post_waiver(waiverdb, "jane", dict(waiver, testcase="another.testcase"))  # not the gate's
     # a kabigate mark edited into one that waives everything: refused, the others imported
-    _post(waiverdb, "jane", dict(waiver, subject_identifier="kernel-0", comment='x [kabigate driver="*" who="j"]'))
+    post_waiver(waiverdb, "jane", dict(waiver, subject_identifier="kernel-0",
+                                       comment='x [kabigate driver="*" who="j"]'))
     imported = _as(None, "waiver", "import", "--db", db, "--waiverdb", waiverdb, "--json")
     assert imported.returncode == 0, imported.stderr
     document = json.loads(imported.stdout)
@@ -311,7 +297,7 @@ def test_a_waiver_written_in_waiverdb_forgives_its_kernel_until_waiverdb_revokes
         "driver": "*", "symbol": "*", "kernel": CANDIDATE, "reason": "known ABI break, see bug 99", "who": "jane"}
     status, report = _gate(db)
     assert status == 0 and report["outcome"] == "INFO"
-    _post(waiverdb, "jane", dict(waiver, waived=False, comment="fixed after all"))
+    post_waiver(waiverdb, "jane", dict(waiver, waived=False, comment="fixed after all"))
     revoked = _as(None, "waiver", "import", "--db", db, "--waiverdb", waiverdb, "--json")
     assert [w["id"] for w in json.loads(revoked.stdout)["revoked"]] == [added["id"]]
     status, report = _gate(db)
@@ -323,13 +309,13 @@ def test_a_gate_with_waiverdb_imports_its_waivers_first(db, waiverdb):
     written in WaiverDB since the last gate applies to the next, and its revocation likewise."""
     waiver = {"subject_type": "koji_build", "subject_identifier": _item(db, CANDIDATE), "product_version": PRODUCT,
               "testcase": "kabigate.kernel-gate.functional", "comment": "known ABI break"}
-    _post(waiverdb, "jane", dict(waiver, product_version="debian-13"))  # another product's: not imported
+    post_waiver(waiverdb, "jane", dict(waiver, product_version="debian-13"))  # another product's: not imported
     status, report = _gate(db, "--waiverdb", waiverdb, "--product-version", PRODUCT)
     assert status == 1 and _regression(report)["waivers"] == []
-    _post(waiverdb, "jane", waiver)
+    post_waiver(waiverdb, "jane", waiver)
     status, report = _gate(db, "--waiverdb", waiverdb, "--product-version", PRODUCT)
     assert status == 0 and report["outcome"] == "INFO"
-    _post(waiverdb, "jane", dict(waiver, waived=False, comment="fixed after all"))
+    post_waiver(waiverdb, "jane", dict(waiver, waived=False, comment="fixed after all"))
     status, report = _gate(db, "--waiverdb", waiverdb, "--product-version", PRODUCT)
     assert status == 1 and _regression(report)["waivers"] == []
     refused = _kabigate("gate", "--candidate", CANDIDATE, "--db", db, "--product-version", PRODUCT)

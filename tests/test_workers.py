@@ -25,11 +25,13 @@ from support.kojihub import KojiHub, RawXML
 from support.pgserver import postgres_bindir
 from support.rabbitserver import RabbitMQ, rabbitmq_installed
 from support.realstore import DRIVERS, RELEASES, STREAM, build_store
+from support.resultsdb import post_waiver
 
 from kabigate.inputs.kernels import load_kernel
-from kabigate.reports.gate import gate_json
+from kabigate.reports.gate import DEFAULT_TESTCASE, gate_json, kernel_item
 from kabigate.services.gate import previous_in_stream, run_gate
 from kabigate.services.ingest import ingest_kernel
+from kabigate.services.waiverdb import Target, import_waivers
 from kabigate.store import Store
 
 pytestmark = [
@@ -248,9 +250,17 @@ def resultsdb():
 
 
 def test_build_events_become_stored_gates_and_result_messages_equal_to_the_single_machine_run(
-        cluster, testdata, tmp_path, resultsdb):
+        cluster, testdata, tmp_path, resultsdb, waiverdb):
+    """... and each gate imports WaiverDB's waivers first: one given there for -50 applies to its gate."""
     resultsdb_url, posted = resultsdb
-    cluster.configure(f'[gate]\nresultsdb = "{resultsdb_url}"\n')
+    reference = build_store(testdata, tmp_path / "single.db")
+    with Store.open(reference) as single:
+        waived = single.find_kernels(RELEASES[1])[0]
+    post_waiver(waiverdb, "jane", {"subject_type": "koji_build", "testcase": DEFAULT_TESTCASE,
+                                   "product_version": "debian-12", "comment": "known ABI break",
+                                   "subject_identifier": kernel_item(waived.release, waived.package_version)})
+    cluster.configure(f'[gate]\nresultsdb = "{resultsdb_url}"\nwaiverdb = "{waiverdb}"\n'
+                      'product_version = "debian-12"\n')
     cluster.run("subscribe", "add", "--stream", STREAM, "--bus", "--owner", "maintainers")
     cluster.listener()
     cluster.worker(concurrency=2)
@@ -264,16 +274,19 @@ def test_build_events_become_stored_gates_and_result_messages_equal_to_the_singl
     assert {t["state"] for t in tasks} == {"done"}, tasks
     assert all(t["attempts"] == 1 for t in tasks)
 
-    reference = build_store(testdata, tmp_path / "single.db")
     assert cells(cluster.db) == cells(reference)
     assert len(cells(reference)) == len(RELEASES) * 2 * len(DRIVERS)
 
     with Store.open(reference) as single:
+        import_waivers(single, Target(waiverdb, DEFAULT_TESTCASE, "debian-12", None))
         expected = []
         for release in RELEASES:
             candidate = single.find_kernels(release)[0]
             baseline, stream = previous_in_stream(single, candidate, STREAM)
-            expected.append(gate_summary(gate_json(run_gate(single, candidate, baseline, stream=stream))))
+            expected.append(gate_summary(gate_json(run_gate(single, candidate, baseline, stream=stream,
+                                                            waivers=tuple(single.waivers())))))
+    with Store.open(cluster.db) as shared:
+        assert [w.kernel for w in shared.waivers()] == [RELEASES[1]]  # imported by the gates, once
     with Store.open(cluster.db) as shared:
         runs = {shared.kernel(run.kernel_id).release: run for run in shared.gate_runs()}
         stored = [gate_summary(shared.gate_report(runs[release].uuid)) for release in RELEASES]

@@ -9,6 +9,7 @@ import json
 import threading
 import typing
 import urllib.parse
+import urllib.request
 
 
 class _JsonHandler(http.server.BaseHTTPRequestHandler):
@@ -189,3 +190,11 @@ def waiverdb_server():
     WaiverDB.stored, WaiverDB.hostile = [], None
     with _serving(WaiverDB, "/api/v1.0") as url:
         yield url
+
+
+def post_waiver(url: str, user: str, body: dict) -> None:
+    """A waiver written in WaiverDB directly (its web form, or Greenwave's users), as `user`."""
+    request = urllib.request.Request(url + "/waivers/", data=json.dumps(body).encode(), method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {user}"})
+    with urllib.request.urlopen(request) as answer:
+        assert answer.status == 201

@@ -29,7 +29,6 @@ from kabigate.cli.shared import (
     write_atomically,
 )
 from kabigate.cli.store import store_option
-from kabigate.cli.waiver import TOKEN_ENV
 from kabigate.errors import InputError, read_capped
 from kabigate.formats.gatepolicy import (
     DEFAULT_POLICY,
@@ -58,7 +57,7 @@ from kabigate.services.gate import (
 from kabigate.services.ingest import ingest_kernel
 from kabigate.services.notify import channels_from_env, deliver_pending
 from kabigate.services.packages import why_not
-from kabigate.services.waiverdb import Target, import_waivers
+from kabigate.services.waiverdb import TOKEN_ENV, Target, import_waivers
 from kabigate.services.watch import kernels_to_gate, offered_kernels
 from kabigate.signing.keys import HASHES, PASSPHRASE_ENV, load_signing_key
 from kabigate.store import GateRun, KernelRecord, Store
@@ -163,8 +162,8 @@ def gate_kernel(store: Store, settings: GateSettings, candidate: KernelRecord, b
     stablelist = read_stablelist(settings.stablelist_path, candidate.machine)
     channels = channels_from_env()  # a bad $KABIGATE_SMTP is said before the gate, not after
     if settings.waiverdb_url is not None:  # a waiver given in WaiverDB since the last gate applies to this one
-        imported = import_waivers(store, Target(settings.waiverdb_url, settings.testcase, settings.product_version,
-                                                os.environ.get(TOKEN_ENV)))
+        imported = import_waivers(store, Target.from_env(settings.waiverdb_url, settings.testcase,
+                                                         settings.product_version))
         if imported.added or imported.revoked:
             err.print(f"WaiverDB: {len(imported.added)} waivers imported, {len(imported.revoked)} revoked",
                       markup=False)

@@ -11,10 +11,8 @@ from kabigate.cli.shared import Group, emit_json, err, out, say
 from kabigate.cli.store import json_option, store_option
 from kabigate.reports.gate import DEFAULT_TESTCASE, waiver_json
 from kabigate.services.gate import add_waiver, revoke_waiver
-from kabigate.services.waiverdb import Target, add_and_post, import_waivers, revoke_and_post
+from kabigate.services.waiverdb import TOKEN_ENV, Target, add_and_post, import_waivers, revoke_and_post
 from kabigate.store import Store, WaiverDbLink
-
-TOKEN_ENV = "KABIGATE_WAIVERDB_TOKEN"
 
 
 def waiverdb_options(command):
@@ -29,10 +27,6 @@ def waiverdb_options(command):
     ]):
         command = option(command)
     return command
-
-
-def _target(waiverdb_url: str, testcase: str, product_version: str | None) -> Target:
-    return Target(waiverdb_url, testcase, product_version, os.environ.get(TOKEN_ENV))
 
 
 @click.group(cls=Group)
@@ -75,7 +69,7 @@ def waiver_add(store: Store, as_json: bool, waiverdb_url: str | None, testcase: 
     if waiverdb_url is None:
         added = add_waiver(store, fields)
     else:
-        added, posted = add_and_post(store, fields, _target(waiverdb_url, testcase, product_version))
+        added, posted = add_and_post(store, fields, Target.from_env(waiverdb_url, testcase, product_version))
     if as_json:
         emit_json(dict(waiver_json(added), **({"waiverdb": [{"url": link.api_url, "id": link.waiverdb_id,
                                                             "item": link.subject_identifier,
@@ -150,7 +144,7 @@ def waiver_import(store: Store, waiverdb_url: str | None, testcase: str, product
     """
     if waiverdb_url is None:
         raise click.UsageError("give --waiverdb URL")
-    result = import_waivers(store, _target(waiverdb_url, testcase, product_version))
+    result = import_waivers(store, Target.from_env(waiverdb_url, testcase, product_version))
     if as_json:
         emit_json({"added": [waiver_json(w) for w in result.added], "revoked": [waiver_json(w) for w in result.revoked],
                    "already_stored": result.known, "items_not_stored": sorted(set(result.not_stored)),

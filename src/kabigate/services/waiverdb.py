@@ -6,6 +6,7 @@ posted as WaiverDB's waived=false. Each copy is linked in the store, so nothing 
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass, field
 
 from kabigate.errors import InputError
@@ -15,6 +16,7 @@ from kabigate.reports.gate import kernel_item, scenario_of
 from kabigate.store import KernelRecord, Store, WaiverDbLink
 from kabigate.vocabulary import WaiverLink
 
+TOKEN_ENV = "KABIGATE_WAIVERDB_TOKEN"  # WaiverDB's token, never on a command line
 MAX_POSTED = 200  # WaiverDB waivers one kabigate waiver may become: a broader one is refused
 
 
@@ -26,6 +28,10 @@ class Target:
     testcase: str
     product_version: str | None
     token: str | None
+
+    @classmethod
+    def from_env(cls, api_url: str, testcase: str, product_version: str | None) -> Target:
+        return cls(api_url, testcase, product_version, os.environ.get(TOKEN_ENV))
 
 
 def _subjects(kernels: list[KernelRecord], pattern: str) -> list[tuple[str, str]]:

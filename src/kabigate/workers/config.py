@@ -17,6 +17,8 @@ waivers = "/etc/kabigate/waivers.toml"
 stablelist = "/etc/kabigate/kabi_stablelist_x86_64"
 resultsdb = "https://resultsdb.example.org/api/v2.0"   # token: $KABIGATE_RESULTSDB_TOKEN
 testcase = "kabigate.kernel-gate.functional"
+waiverdb = "https://waiverdb.example.org/api/v1.0"     # its waivers of the testcase imported before each
+product_version = "rhel-9.6"                           # gate (of this product); token: $KABIGATE_WAIVERDB_TOKEN
 explain = true           # name each CRC change's likely cause (BTF of the kernels' images; slower)
 
 [listen]
@@ -68,6 +70,8 @@ class Settings:
     stablelist: str | None = None
     resultsdb: str | None = None
     testcase: str | None = None
+    waiverdb: str | None = None
+    product_version: str | None = None
     explain: bool = False
     queue: str = "kabigate-events"
     topic_prefix: str = ""
@@ -97,7 +101,8 @@ class Settings:
 _SECTIONS: dict[str | None, dict[str, tuple[str, type]]] = {
     None: {"db": ("db", str), "broker": ("broker", str)},
     "worker": {"concurrency": ("concurrency", int), "max_attempts": ("max_attempts", int), "queues": ("queues", list)},
-    "gate": {**{key: (key, str) for key in ("policy", "waivers", "stablelist", "resultsdb", "testcase")},
+    "gate": {**{key: (key, str) for key in ("policy", "waivers", "stablelist", "resultsdb", "testcase", "waiverdb",
+                                            "product_version")},
              "explain": ("explain", bool)},
     "listen": {"queue": ("queue", str), "topic_prefix": ("topic_prefix", str), "allow": ("allow", list)},
     "koji": {"topurl": ("koji_topurl", str), "kernel_packages": ("koji_kernel_packages", list),

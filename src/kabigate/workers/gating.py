@@ -30,6 +30,7 @@ from kabigate.services.gate import (
 )
 from kabigate.services.notify import channels_from_env, deliver_pending
 from kabigate.services.rebuild import Rebuild, candidate_tree, needing_rebuild, newest_built, rebuild_packages
+from kabigate.services.waiverdb import Target, import_waivers
 from kabigate.signing.keys import HASHES, PASSPHRASE_ENV, load_signing_key
 from kabigate.store import KernelRecord, Store, TaskRecord, TaskState
 from kabigate.workers.config import Settings
@@ -66,6 +67,9 @@ def gate_task(store: Store, settings: Settings, task: TaskRecord, await_tasks: A
                     return None
                 rebuilt = [_rebuild_of(build) for build in finished]
                 awaits = [build.key for build in finished]
+        if settings.waiverdb is not None:  # a waiver given in WaiverDB since the last gate applies to this one
+            import_waivers(store, Target.from_env(settings.waiverdb, settings.testcase or DEFAULT_TESTCASE,
+                                                  settings.product_version))
         result = run_gate(store, candidate, baseline, stream=stream, policy=policy,
                           waivers=(*waivers, *store.waivers()),
                           stablelist=read_stablelist(settings.stablelist, candidate.machine), explain=settings.explain,
