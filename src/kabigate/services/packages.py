@@ -127,12 +127,10 @@ def package_verdicts(store: Store, kernels: list[KernelRecord], driver: str | No
         pages = max(1, -(-len(names) // page_size))
         page = min(page, pages)
         shown = names[(page - 1) * page_size:page * page_size]
-        wanted = set(shown)
-        builds, failures = [b for b in builds if b.driver in wanted], [f for f in failures if f.driver in wanted]
+    wanted = set(shown)  # and only their builds' verdicts are read
+    builds, failures = [b for b in builds if b.driver in wanted], [f for f in failures if f.driver in wanted]
     cells = store.cells(RULES_VERSION, build_ids=[b.id for b in builds], kernel_ids=[k.id for k in kernels])
     verdicts = verdicts_of(kernels, builds, cells, failures)
-    wanted = set(shown)
-    verdicts = {key: v for key, v in verdicts.items() if key[0] in wanted}
     if detail:
         verdicts = _with_detail(store, verdicts)
     return PackageMatrix(stream, kernels, shown, verdicts, page, pages, None if page is None else len(names))
