@@ -22,6 +22,7 @@ from collections.abc import Callable
 import anyio.to_thread
 import pytest
 from support.hostile import rpm_with_files, run_cli
+from support.tls import self_signed
 from support.webdata import Serve, serving
 
 from kabigate.errors import InputError
@@ -210,36 +211,10 @@ def test_the_transfer_deadline_is_a_setting_and_ends_a_trickle(serve, monkeypatc
     assert result.stderr.strip().endswith("cannot fetch URL: not finished within its 2 s deadline"), result
 
 
-def _self_signed(folder) -> tuple[str, str]:
-    """A certificate for 127.0.0.1 and its key, as PEM files: (certificate, key)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                   .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
-                   .not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                                  critical=False)
-                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                   .sign(key, hashes.SHA256()))
-    (folder / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
-    return str(folder / "cert.pem"), str(folder / "key.pem")
-
-
 def test_https_downloads_are_verified_and_a_stalled_tls_handshake_meets_the_deadline(tmp_path, monkeypatch):
     import ssl
 
-    certificate, key = _self_signed(tmp_path)
+    certificate, key = self_signed(tmp_path)
     package = rpm_with_files([("./lib/modules/6.1.0-1-amd64/extra/a.ko", b"\x7fELF")])
     server = _Server(("127.0.0.1", 0), _Routes)
     server.routes, server.seen = {"/evil.rpm": answer(200, package)}, []

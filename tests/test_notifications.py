@@ -1,18 +1,23 @@
 """Notifications on the real store: gates of real kernels make the events (6.1.0-50 breaks the
-packages built for -47; -56's own builds fix them), a real SMTP server (aiosmtpd) and a real HTTP
-receiver get them, the receiver checks each HMAC signature, each event arrives once across senders
-(a new process after the first), a webhook answering 500 or hanging is retried a bounded number of
-times within its deadline, and the Atom feeds parse as Atom."""
+packages built for -47; -56's own builds fix them), a real SMTP server (aiosmtpd; also with STARTTLS
+or implicit TLS and a login) and a real HTTP receiver get them, the receiver checks each HMAC
+signature, each event arrives once across senders (a new process after the first), a webhook
+answering 500 or hanging is retried a bounded number of times within its deadline, and the Atom
+feeds parse as Atom."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
 import hashlib
 import hmac
 import http.server
 import json
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -22,14 +27,16 @@ import xml.etree.ElementTree as ET
 import jsonschema
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from fastapi.testclient import TestClient
 from support.realstore import RELEASES, STREAM, build_store
+from support.tls import self_signed
 
 from kabigate.errors import InputError
 from kabigate.reports.notifications import atom_feed, email_message, subscription_json
 from kabigate.services.gate import record_gate, resolve_kernel, run_gate
 from kabigate.services.ingest import ingest_driver_build, read_driver_builds
-from kabigate.services.notify import Channels, deliver_pending, subscribe
+from kabigate.services.notify import Channels, channels_from_env, deliver_pending, subscribe
 from kabigate.store import NotificationEvent, Store
 from kabigate.vocabulary import ChannelKind, DeliveryState, EventKind
 from kabigate.web import create_app
@@ -312,3 +319,131 @@ def test_a_rebuild_stored_after_the_break_is_reported_fixed_at_the_next_gate(tes
         kinds = [(e.kind, e.driver) for e in store.events()]
     assert kinds == [(EventKind.PACKAGE_FIXED, "acpi-call"), (EventKind.GATE_BLOCKED, None),
                      (EventKind.PACKAGE_BROKEN, "acpi-call")]
+
+
+# -- SMTP with TLS and a login: a real aiosmtpd server with a self-signed certificate ------------------
+
+SMTP_USER, SMTP_PASSWORD = "kabigate", "an smtp password 4f1e"
+
+
+class SecureInbox(Inbox):
+    """Keeps each message with how its session was: over TLS, logged in as whom."""
+
+    async def handle_DATA(self, server, session, envelope):
+        over_tls = server.transport.get_extra_info("ssl_object") is not None
+        self.messages.append((envelope, over_tls, session.authenticated and session.auth_data))
+        return "250 OK"
+
+
+def _login(server, session, envelope, mechanism, auth_data):
+    """aiosmtpd's authenticator: the one user and password (auth_data: what the client sent); a refusal
+    is answered by aiosmtpd (handled=False: 535)."""
+    return AuthResult(success=auth_data.login == SMTP_USER.encode() and auth_data.password == SMTP_PASSWORD.encode(),
+                      handled=False, auth_data=auth_data)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    return self_signed(tmp_path_factory.mktemp("tls"))
+
+
+@contextlib.contextmanager
+def _secure_smtp(certificate: tuple[str, str], implicit: bool):
+    """aiosmtpd requiring a login over TLS: STARTTLS on a plain port, or TLS from the first byte (where
+    aiosmtpd 1.4 offers AUTH only when not told to require TLS: it knows only STARTTLS as TLS)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    inbox = SecureInbox()
+    tls = {"ssl_context": context, "auth_require_tls": False} if implicit else \
+        {"tls_context": context, "require_starttls": True, "auth_require_tls": True}
+    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port(), authenticator=_login, auth_required=True,
+                            **tls)
+    controller.start()
+    try:
+        yield controller, inbox
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def one_mail(testdata, tmp_path_factory):
+    """A store with one pending e-mail: acpi-call's owner told that 6.1.0-50 breaks it."""
+    path = build_store(testdata, tmp_path_factory.mktemp("mail") / "store.db")
+    with Store.open(path) as store:
+        subscribe(store, "me", package="acpi-call", email="me@example.org")
+        candidate, baseline = (resolve_kernel(store, r, STREAM) for r in RELEASES[:2][::-1])
+        result = run_gate(store, candidate, baseline, stream=STREAM, driver="acpi-call")
+        record_gate(store, result, {"outcome": result.outcome})
+        assert len(store.deliveries(DeliveryState.PENDING)) == 1
+    return path
+
+
+def _smtp_env(controller, security: str, certificate: tuple[str, str], password_file) -> dict[str, str]:
+    return {"KABIGATE_SMTP": f"{controller.hostname}:{controller.port}", "KABIGATE_SMTP_SECURITY": security,
+            "KABIGATE_SMTP_USER": SMTP_USER, "KABIGATE_SMTP_PASSWORD_FILE": str(password_file),
+            "KABIGATE_MAIL_FROM": "kabigate@example.org", "SSL_CERT_FILE": certificate[0]}
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_email_goes_over_tls_with_a_login(one_mail, certificate, tmp_path, security):
+    """`subscribe deliver` with $KABIGATE_SMTP_SECURITY and a login whose password is in a file: the
+    server (its certificate trusted through $SSL_CERT_FILE) takes the message over TLS, logged in."""
+    store_path = tmp_path / "store.db"
+    shutil.copy(one_mail, store_path)
+    (tmp_path / "password").write_text(SMTP_PASSWORD + "\n")
+    with _secure_smtp(certificate, implicit=security == "tls") as (controller, inbox):
+        env = dict(os.environ, **_smtp_env(controller, security, certificate, tmp_path / "password"))
+        done = subprocess.run([sys.executable, "-m", "kabigate", "subscribe", "deliver", "--db", str(store_path)],
+                              env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("1 delivered, 0 to retry, 0 failed"), done.stdout
+    ((envelope, over_tls, login),) = inbox.messages
+    assert over_tls and login.login == SMTP_USER.encode() and envelope.rcpt_tos == ["me@example.org"]
+    assert "acpi-call" in envelope.content.decode() and SMTP_PASSWORD not in done.stdout + done.stderr
+
+
+def test_a_refused_login_or_an_untrusted_certificate_is_a_failed_delivery_retried(one_mail, certificate, tmp_path,
+                                                                                   monkeypatch):
+    store_path = tmp_path / "store.db"
+    shutil.copy(one_mail, store_path)
+    (tmp_path / "password").write_text("not the password")
+    with _secure_smtp(certificate, implicit=False) as (controller, inbox), Store.open(str(store_path)) as store:
+        for name, value in _smtp_env(controller, "starttls", certificate, tmp_path / "password").items():
+            monkeypatch.setenv(name, value)
+        bounds = {"tries": 2, "backoff": 0.01, "max_attempts": 5}
+        report = deliver_pending(store, dataclasses.replace(channels_from_env(), **bounds))
+        assert (report.delivered, report.retrying, report.failed) == (0, 1, 0)  # recorded, to be tried again
+        (pending,) = store.deliveries(DeliveryState.PENDING)
+        assert pending.attempts == 2 and pending.error.startswith("(535, b'5.7.8 Authentication credentials invalid')")
+        monkeypatch.delenv("SSL_CERT_FILE")  # the system's trust: the self-signed certificate is not trusted
+        (tmp_path / "password").write_text(SMTP_PASSWORD)
+        time.sleep(0.1)  # its back-off
+        report = deliver_pending(store, dataclasses.replace(channels_from_env(), **bounds))
+        (pending,) = store.deliveries(DeliveryState.PENDING)
+        assert report.retrying == 1 and "CERTIFICATE_VERIFY_FAILED" in pending.error and pending.attempts == 4
+        assert inbox.messages == []  # nothing went in clear meanwhile
+        monkeypatch.setenv("SSL_CERT_FILE", certificate[0])
+        time.sleep(0.2)
+        assert deliver_pending(store, dataclasses.replace(channels_from_env(), **bounds)).delivered == 1
+        assert len(inbox.messages) == 1 and store.deliveries(DeliveryState.PENDING) == []
+
+
+@pytest.mark.parametrize(("settings", "error"), [
+    ({"KABIGATE_SMTP_SECURITY": "ssl"}, "KABIGATE_SMTP_SECURITY='ssl': one of none, starttls, tls"),
+    ({"KABIGATE_SMTP_USER": SMTP_USER, "KABIGATE_SMTP_PASSWORD": SMTP_PASSWORD},
+     "KABIGATE_SMTP_USER: a password is sent only over TLS (KABIGATE_SMTP_SECURITY=starttls or tls)"),
+    ({"KABIGATE_SMTP_SECURITY": "tls", "KABIGATE_SMTP_USER": SMTP_USER},
+     "KABIGATE_SMTP_USER needs its password: KABIGATE_SMTP_PASSWORD or KABIGATE_SMTP_PASSWORD_FILE (one printable "
+     "line of at most 1024 characters)"),
+    ({"KABIGATE_SMTP_PASSWORD": SMTP_PASSWORD}, "an SMTP password without KABIGATE_SMTP_USER"),
+    ({"KABIGATE_SMTP_PASSWORD": "x", "KABIGATE_SMTP_PASSWORD_FILE": "/etc/hostname"},
+     "KABIGATE_SMTP_PASSWORD and KABIGATE_SMTP_PASSWORD_FILE: give one"),
+    ({"KABIGATE_SMTP_SECURITY": "tls", "KABIGATE_SMTP_USER": SMTP_USER, "KABIGATE_SMTP_PASSWORD_FILE": "/nonexistent"},
+     "KABIGATE_SMTP_PASSWORD_FILE=/nonexistent: No such file or directory"),
+])
+def test_smtp_settings_are_checked_in_one_line(one_mail, tmp_path, settings, error):
+    store = shutil.copy(one_mail, tmp_path / "store.db")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KABIGATE_SMTP")}
+    done = subprocess.run([sys.executable, "-m", "kabigate", "subscribe", "deliver", "--db", str(store)],
+                          env={**env, "KABIGATE_SMTP": "127.0.0.1:1", **settings}, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr == f"kabigate: error: {error}\n"
+    assert SMTP_PASSWORD not in done.stderr

@@ -1,18 +1,22 @@
 """The dashboard in a real browser: `kabigate serve` (uvicorn on 127.0.0.1) over a store of the real
 Debian kernels and drivers, driven by Playwright with Debian's own headless Chromium. Loads the
 matrix, unfolds a package's builds, filters it, opens a failing cell and reaches its reasons; the overview,
-the legend, a partial load, search, a symbol's page and a CSV download; screenshots are kept."""
+the legend, a partial load, search, a symbol's page and a CSV download; with the write token, the
+explain button of a kernel page; screenshots are kept."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,8 @@ pytestmark = pytest.mark.realdata
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/bootstrap); Playwright downloads no browser
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+TOKEN = "browser-write-token"
+EXPLAIN_DEADLINE = 600  # seconds: the server reads both kernels' types (and modules') into an empty cache
 
 
 def _keep(page, tmp_path: Path, name: str) -> Path:
@@ -41,12 +47,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(testdata, tmp_path_factory):
-    """`kabigate serve` on a free port, read-only (no KABIGATE_API_TOKEN), until the module's tests end."""
-    db = build_store(testdata, tmp_path_factory.mktemp("browser") / "store.db")
+def browser_db(testdata, tmp_path_factory):
+    return build_store(testdata, tmp_path_factory.mktemp("browser") / "store.db")
+
+
+@contextlib.contextmanager
+def _serving(db: str, env: dict[str, str], log: Path) -> Iterator[str]:
+    """`kabigate serve` of `db` on a free port with `env`, until the block ends: its URL."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "KABIGATE_API_TOKEN"}
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
     with open(log, "wb") as output:
         process = subprocess.Popen([sys.executable, "-m", "kabigate", "serve", "--db", db, "--port", str(port)],
                                    stdout=output, stderr=subprocess.STDOUT, env=env)
@@ -65,6 +73,24 @@ def server(testdata, tmp_path_factory):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(browser_db, tmp_path_factory):
+    """`kabigate serve`, read-only (no KABIGATE_API_TOKEN), until the module's tests end."""
+    env = {k: v for k, v in os.environ.items() if k != "KABIGATE_API_TOKEN"}
+    with _serving(str(browser_db), env, tmp_path_factory.mktemp("serve") / "serve.log") as url:
+        yield url
+
+
+@pytest.fixture
+def writing_server(browser_db, tmp_path):
+    """`kabigate serve` with a write token over a copy of the store, and an empty explain cache of its
+    own: no CRC change's cause is known to it."""
+    shutil.copy(browser_db, tmp_path / "store.db")
+    env = dict(os.environ, KABIGATE_API_TOKEN=TOKEN, KABIGATE_CACHE=str(tmp_path / "cache"))
+    with _serving(str(tmp_path / "store.db"), env, tmp_path / "serve.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +221,46 @@ def test_search_a_symbols_page_and_a_csv_download_in_chromium(server, browser, t
     assert all(row.startswith("dahdi,") for row in rows[1:])
     print(f"\nscreenshot: {symbol_png}")
     assert errors == [] and all(url.startswith(server) for url in requested)
+    page.close()
+
+
+def test_the_explain_button_queues_the_explanation_and_the_causes_appear_in_chromium(writing_server, browser,
+                                                                                     tmp_path):
+    """A kernel page whose CRC changes have no cached cause offers the explanation; with the write token
+    typed in, its button queues the task (explain.js), follows it to its end, and the reloaded page
+    names each change's cause."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    requested, errors = [], []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    def cause_of_proc_create() -> str:
+        """Its row's cause cell: among the changes used by fewer builds, folded (unfolded first)."""
+        page.click("#changes-in-use details summary")
+        return page.inner_text("#changes-in-use tr:has(a[href='/symbols/proc_create']) td:last-child")
+
+    page.goto(writing_server + f"/kernels/6.1.0-50-amd64?stream={STREAM}")
+    assert cause_of_proc_create() == "not known: how to find it"
+    form = page.locator("form.explain-queue")
+    symbols = form.get_attribute("data-symbols").split(" ")
+    assert "proc_create" in symbols and form.get_attribute("data-old") == "6.1.0-47-amd64"
+    page.fill("form.explain-queue input[name=token]", TOKEN)
+    with page.expect_response("**/api/v1/explanations") as answer:
+        form.locator("button[type=submit]").click()
+    queued = answer.value.json()
+    assert answer.value.status == 202 and queued["state"] == "queued" and queued["args"]["symbols"] == sorted(symbols)
+    # lasting states only: the task done (explain.js says so, the API too), then the causes on the page
+    page.locator("output.explain-state", has_text="explained ").wait_for(timeout=EXPLAIN_DEADLINE * 1000)
+    task = json.load(urllib.request.urlopen(f"{writing_server}/api/v1/tasks/{queued['key']}", timeout=10))
+    assert task["state"] == "done" and task["result"]["explained"] > 0
+    assert page.inner_text("output.explain-state") == (
+        f"explained {task['result']['explained']} of {len(symbols)}: reload to see the causes")
+    _keep(page, tmp_path, "dashboard-explained.png")
+    page.click("output.explain-state a")
+    page.wait_for_load_state()
+    assert cause_of_proc_create().startswith("most likely struct ")
+    assert page.locator("form.explain-queue").count() == (1 if task["result"]["unexplained"] else 0)
+    assert errors == [] and all(url.startswith(writing_server) for url in requested)
     page.close()
 
 

@@ -10,14 +10,21 @@ import pytest
 from fastapi.testclient import TestClient
 from support.realstore import STREAM, build_store
 
+from kabigate.services.matrix import package_matrix
+from kabigate.services.packages import package_matrix_json
+from kabigate.store import Store
 from kabigate.web import create_app
 
 pytestmark = pytest.mark.realdata
 
 
 @pytest.fixture(scope="module")
-def client(testdata, tmp_path_factory):
-    db = build_store(testdata, tmp_path_factory.mktemp("pages") / "store.db")
+def db(testdata, tmp_path_factory):
+    return build_store(testdata, tmp_path_factory.mktemp("pages") / "store.db")
+
+
+@pytest.fixture(scope="module")
+def client(db):
     with TestClient(create_app(db)) as client:
         yield client
 
@@ -42,6 +49,24 @@ def test_api_pages(client):
         cells += len(part["cells"])
     assert seen == [b["id"] for b in whole["builds"]] and cells == len(whole["cells"])
     assert client.get("/api/v1/matrix", params={"per_page": 0}).status_code == 422
+
+
+def test_package_pages(client, db):
+    """/api/v1/packages reads one page of packages (2 here, over the real store's 5): the pages together
+    are `matrix --packages --json`'s packages, each verdict as it says it; the summary counts them all."""
+    with Store.open(str(db)) as store:
+        whole = package_matrix_json(package_matrix(store, STREAM))
+    assert whole["summary"]["packages"] == 5 and "pages" not in whole  # the CLI's: every package, a count per state
+    seen = []
+    for page in range(1, 5):
+        part = client.get("/api/v1/packages", params={"stream": STREAM, "per_page": 2, "page": page}).json()
+        assert part["pages"] == 3 and part["page"] == min(page, 3)
+        assert part["summary"] == {"kernels": 3, "packages": 5}
+        assert part["kernels"] == whole["kernels"]
+        seen += part["packages"] if page <= 3 else []
+    assert seen == whole["packages"]
+    assert client.get("/api/v1/packages", params={"driver": "dahdi*"}).json()["summary"]["packages"] == 1
+    assert client.get("/api/v1/packages", params={"per_page": 1001}).status_code == 422
 
 
 def test_page_links_and_server_side_filters(client, monkeypatch):

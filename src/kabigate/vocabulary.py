@@ -128,6 +128,15 @@ class ChannelKind(StrEnum):
     BUS = "bus"
 
 
+class SmtpSecurity(StrEnum):
+    """How e-mail reaches the SMTP server ($KABIGATE_SMTP_SECURITY): in clear (port 25), upgraded
+    by STARTTLS (RFC 3207, port 587), or over TLS from the first byte (RFC 8314's implicit TLS, port 465)."""
+
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
 class DeliveryState(StrEnum):
     """One event's delivery to one subscription (the outbox): pending until sent, failed once its
     bounded attempts are spent."""

@@ -80,7 +80,9 @@ def subscribe_remove(store: Store, subscription_id: int, as_json: bool) -> None:
 @store_option
 def subscribe_deliver(store: Store) -> None:
     """Send the notifications still pending (a sender stopped midway, an endpoint that was down): each
-    once. E-mail needs $KABIGATE_SMTP; the bus is the workers' (kabigate worker)."""
+    once. E-mail needs $KABIGATE_SMTP (with $KABIGATE_SMTP_SECURITY, $KABIGATE_SMTP_USER and
+    $KABIGATE_SMTP_PASSWORD or $KABIGATE_SMTP_PASSWORD_FILE: see the README); the bus is the workers'
+    (kabigate worker)."""
     report = deliver_pending(store, channels_from_env())
     out.print(f"{report.delivered} delivered, {report.retrying} to retry, {report.failed} failed, "
               f"{report.waiting} waiting for a channel", markup=False)

@@ -346,6 +346,16 @@ def write_entry(identity: str, value: dict) -> None:
     _store(entry_path(identity), value, JSON_OBJECT)
 
 
+def generation() -> tuple[str, int]:
+    """The cache folder and its mtime (ns; 0: none yet): every entry written or evicted changes it
+    (renamed into it, unlinked from it), so that an entry found missing stays missing while it is the same."""
+    folder = cache_dir()
+    try:
+        return str(folder), folder.stat().st_mtime_ns
+    except OSError:
+        return str(folder), 0
+
+
 def cache_max() -> int:
     """The cache's size cap in bytes: $KABIGATE_CACHE_MAX (a number of bytes, or with K, M, G or T:
     binary units), 2 GiB by default (a kernel's types take ~2.3 MB, its modules' ~6.3 MB)."""

@@ -23,7 +23,7 @@ import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kabigate.analysis import diff_kernels
+from kabigate.analysis import diff_exports
 from kabigate.builder.source import Signing
 from kabigate.errors import InputError
 from kabigate.formats.gatepolicy import DEFAULT_POLICY, OUTCOMES, Policy, Waiver, waiver_from_mapping
@@ -438,7 +438,7 @@ def _kernel_side(store: Store, candidate: KernelRecord, baseline: KernelRecord |
     """check-kabi's findings, the export change counts, and the changed exports stored builds use."""
     if baseline is None:
         return [], {}, []
-    diff = diff_kernels(store.load_kernel(baseline.id), store.load_kernel(candidate.id), stablelist)
+    diff = diff_exports(*store.export_difference(baseline.id, candidate.id), stablelist)
     listed = (lambda name: name in stablelist) if stablelist is not None else (lambda name: False)
     changed = {c.name for c in [*diff.crc_changed, *diff.became_gpl_only, *diff.namespace_changed]}
     counts = {

@@ -138,8 +138,9 @@ def record_build_failure(store: Store, driver: str, version: str, kernel_release
 
 def refresh_verdicts(store: Store, advance: Advance = no_progress, kernel_ids: list[int] | None = None) -> int:
     """Judge every (build, kernel) pair (of these kernels) that has no verdict from the current
-    rules; the count. Cheap when there is nothing to do: one count query."""
-    if kernel_ids is None and count_pending_verdicts(store) == 0:
+    rules; the count. Cheap when there is nothing to do: one count query (none pending in the store,
+    none among these kernels: reading their pairs would be 200,000 rows on a 1,000 x 200 store)."""
+    if count_pending_verdicts(store) == 0:
         return 0
     pairs = store.pairs_needing_verdicts(RULES_VERSION, kernel_ids=kernel_ids)
     by_kernel: dict[int, list[tuple[int, int]]] = {}

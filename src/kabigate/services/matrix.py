@@ -20,6 +20,7 @@ from kabigate.services import Advance, no_progress
 from kabigate.services.causes import cells_with_causes, explainable_cells
 from kabigate.services.ingest import refresh_verdicts
 from kabigate.services.packages import (
+    PACKAGES_PAGE,
     PackageMatrix,
     PackageVerdict,
     matters_to,
@@ -123,10 +124,13 @@ def select_kernels(store: Store, stream: str | None = None, since: str | None = 
 
 
 def package_matrix(store: Store, stream: str | None = None, driver: str | None = None,
-                   since: str | None = None, arch: str | None = None) -> PackageMatrix:
+                   since: str | None = None, arch: str | None = None, *, page: int | None = None,
+                   page_size: int = PACKAGES_PAGE) -> PackageMatrix:
     """Packages x the kernels of `stream` (every kernel without one; of `arch`), from `since` on: only the
-    builds of each kernel's architecture and series count (services/packages.py)."""
-    return package_verdicts(store, select_kernels(store, stream, since, arch), driver, stream=stream)
+    builds of each kernel's architecture and series count (services/packages.py); with `page`, one page
+    of `page_size` packages."""
+    return package_verdicts(store, select_kernels(store, stream, since, arch), driver, stream=stream, page=page,
+                            page_size=page_size)
 
 
 def build_matrix(store: Store, stream: str | None = None, driver: str | None = None, since: str | None = None,

@@ -19,10 +19,11 @@ import datetime
 import os
 import re
 import smtplib
+import ssl
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kabigate.errors import InputError
 from kabigate.inputs import httpclient
@@ -36,7 +37,7 @@ from kabigate.reports.notifications import (
     webhook_body,
 )
 from kabigate.store import Delivery, NotificationEvent, Store, Subscription
-from kabigate.vocabulary import ChannelKind, EventKind, SubscriptionTarget
+from kabigate.vocabulary import ChannelKind, EventKind, SmtpSecurity, SubscriptionTarget
 
 # A package or stream name as the store keeps them (no spaces, nothing a URL or a topic needs quoted
 # but dots and pluses, which a bus topic gets replaced).
@@ -160,7 +161,7 @@ def unsubscribe(store: Store, subscription_id: int) -> Subscription:
 
 @dataclass(frozen=True)
 class Channels:
-    """How messages go out: the SMTP server and sender, and each attempt's bounds."""
+    """How messages go out: the SMTP server, its security and login, the sender, and each attempt's bounds."""
 
     smtp_host: str | None = None  # None: e-mails wait (pending) until a sender knows a server
     smtp_port: int = 25
@@ -170,20 +171,74 @@ class Channels:
     backoff: float = 1.0  # seconds before the second attempt; doubled each time after
     max_attempts: int = 9  # then the delivery is failed for good
     budget: float = 120.0  # seconds one sender pass may start deliveries for; the rest wait for the next
+    smtp_security: SmtpSecurity = SmtpSecurity.NONE
+    smtp_user: str | None = None  # None: no AUTH
+    smtp_password: str = field(default="", repr=False)
+
+
+# The SMTP port of each security when $KABIGATE_SMTP names none (RFC 8314: submission 587, submissions 465).
+SMTP_PORTS = {SmtpSecurity.NONE: 25, SmtpSecurity.STARTTLS: 587, SmtpSecurity.TLS: 465}
+MAX_PASSWORD = 1024
 
 
 def channels_from_env() -> Channels:
-    """$KABIGATE_SMTP (HOST[:PORT]) and $KABIGATE_MAIL_FROM."""
+    """$KABIGATE_SMTP (HOST[:PORT]), $KABIGATE_SMTP_SECURITY (none, starttls, tls), $KABIGATE_SMTP_USER
+    with its password in $KABIGATE_SMTP_PASSWORD or the file $KABIGATE_SMTP_PASSWORD_FILE (never an
+    option: a command line is visible to every user of the machine), and $KABIGATE_MAIL_FROM. A password
+    is sent only over TLS; the server's certificate is checked against OpenSSL's default trust
+    ($SSL_CERT_FILE)."""
     smtp = os.environ.get("KABIGATE_SMTP", "").strip()
     sender = os.environ.get("KABIGATE_MAIL_FROM", "").strip() or Channels.mail_from
     if sender != Channels.mail_from:
         check_email(sender)
+    security_text = os.environ.get("KABIGATE_SMTP_SECURITY", "").strip() or SmtpSecurity.NONE
+    if security_text not in set(SmtpSecurity):
+        raise InputError(f"KABIGATE_SMTP_SECURITY={security_text[:40]!r}: one of {', '.join(SmtpSecurity)}")
+    security = SmtpSecurity(security_text)
+    user, password = _smtp_login(security)
     if not smtp:
         return Channels(mail_from=sender)
-    host, _, port = smtp.rpartition(":") if re.fullmatch(r".+:[0-9]{1,5}", smtp) else (smtp, "", "25")
+    default_port = str(SMTP_PORTS[security])
+    host, _, port = smtp.rpartition(":") if re.fullmatch(r".+:[0-9]{1,5}", smtp) else (smtp, "", default_port)
     if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}|\[[0-9a-fA-F:.]+\]", host) or not 0 < int(port) < 65536:
         raise InputError(f"KABIGATE_SMTP={smtp[:80]!r}: HOST or HOST:PORT")
-    return Channels(host.strip("[]"), int(port), sender)
+    return Channels(host.strip("[]"), int(port), sender, smtp_security=security, smtp_user=user,
+                    smtp_password=password)
+
+
+def _smtp_login(security: SmtpSecurity) -> tuple[str | None, str]:
+    """($KABIGATE_SMTP_USER or None, its password), checked."""
+    user = os.environ.get("KABIGATE_SMTP_USER", "").strip() or None
+    password = os.environ.get("KABIGATE_SMTP_PASSWORD", "")
+    path = os.environ.get("KABIGATE_SMTP_PASSWORD_FILE", "").strip()
+    if password and path:
+        raise InputError("KABIGATE_SMTP_PASSWORD and KABIGATE_SMTP_PASSWORD_FILE: give one")
+    if path:
+        try:
+            with open(path, "rb") as file:
+                raw = file.read(MAX_PASSWORD + 2)
+        except OSError as error:
+            raise InputError(f"KABIGATE_SMTP_PASSWORD_FILE={path[:200]}: {error.strerror or error}") from None
+        lines = raw.splitlines() or [b""]
+        if len(raw) > MAX_PASSWORD + 1 or len(lines) > 1:
+            raise InputError(f"KABIGATE_SMTP_PASSWORD_FILE={path[:200]}: not one line of at most {MAX_PASSWORD} bytes")
+        try:
+            password = lines[0].decode()
+        except UnicodeDecodeError:
+            raise InputError(f"KABIGATE_SMTP_PASSWORD_FILE={path[:200]}: not UTF-8 text") from None
+    if user is None:
+        if password:
+            raise InputError("an SMTP password without KABIGATE_SMTP_USER")
+        return None, ""
+    if not password or len(password) > MAX_PASSWORD or not password.isprintable():
+        raise InputError("KABIGATE_SMTP_USER needs its password: KABIGATE_SMTP_PASSWORD or KABIGATE_SMTP_PASSWORD_FILE "
+                         f"(one printable line of at most {MAX_PASSWORD} characters)")
+    if len(user) > 254 or not user.isprintable():
+        raise InputError(f"KABIGATE_SMTP_USER={user[:80]!r}: one printable line of at most 254 characters")
+    if security == SmtpSecurity.NONE:
+        raise InputError("KABIGATE_SMTP_USER: a password is sent only over TLS "
+                         "(KABIGATE_SMTP_SECURITY=starttls or tls)")
+    return user, password
 
 
 @dataclass(frozen=True)
@@ -245,8 +300,18 @@ def _sender(delivery: Delivery, channels: Channels, publish) -> Callable[[], Non
 
 
 def _send_email(channels: Channels, payload: dict, to: str) -> None:
+    """One message by SMTP: over TLS or STARTTLS (the certificate checked: a failure is a failed
+    attempt, never a message in clear), logged in when a user is set (AUTH PLAIN or LOGIN, as offered)."""
     assert channels.smtp_host is not None  # (_sender sends none without it)
-    with smtplib.SMTP(channels.smtp_host, channels.smtp_port, timeout=channels.timeout) as smtp:
+    host, port, timeout = channels.smtp_host, channels.smtp_port, channels.timeout
+    context = ssl.create_default_context() if channels.smtp_security != SmtpSecurity.NONE else None
+    client = smtplib.SMTP_SSL(host, port, timeout=timeout, context=context) \
+        if channels.smtp_security == SmtpSecurity.TLS else smtplib.SMTP(host, port, timeout=timeout)
+    with client as smtp:
+        if channels.smtp_security == SmtpSecurity.STARTTLS:
+            smtp.starttls(context=context)  # SMTPNotSupportedError when the server does not offer it
+        if channels.smtp_user is not None:
+            smtp.login(channels.smtp_user, channels.smtp_password)
         smtp.send_message(email_message(payload, channels.mail_from, to))
 
 

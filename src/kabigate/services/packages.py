@@ -27,6 +27,8 @@ from kabigate.store.records import flavor_of
 from kabigate.vocabulary import PackageState
 
 WORKING = (PackageState.LOADS, PackageState.LOADS_AFTER_REBUILD)
+# Packages on a page of /api/v1/packages: 100 x 200 kernels is 20,000 verdicts, as a matrix page's cells.
+PACKAGES_PAGE = 100
 # dkms refuses a package whose BUILD_EXCLUSIVE_KERNEL/ARCH/CONFIG does not match the kernel ("The
 # dkms.conf for this module includes a BUILD_EXCLUSIVE directive which does not match this kernel";
 # the corpus' emulation records "dkms excludes KVER: BUILD_EXCLUSIVE_KERNEL=..."): not a failure.
@@ -87,8 +89,11 @@ class PackageVerdict:
 class PackageMatrix:
     stream: str | None
     kernels: list[KernelRecord]
-    drivers: list[str]  # the packages with a build or a build failure that matters to some kernel shown
+    drivers: list[str]  # the packages with a build or a build failure that matters to some kernel shown (this page's)
     verdicts: dict[tuple[str, int], PackageVerdict]  # (driver, kernel id)
+    page: int | None = None  # one page of the packages (package_verdicts' `page`); None: every one
+    pages: int = 1
+    total: int | None = None  # the packages on every page, when this is one
 
     def verdict(self, driver: str, kernel: KernelRecord) -> PackageVerdict:
         return self.verdicts[(driver, kernel.id)]
@@ -108,18 +113,43 @@ class PackageMatrix:
 
 
 def package_verdicts(store: Store, kernels: list[KernelRecord], driver: str | None = None, *,
-                     stream: str | None = None, detail: bool = False) -> PackageMatrix:
+                     stream: str | None = None, detail: bool = False, page: int | None = None,
+                     page_size: int = PACKAGES_PAGE) -> PackageMatrix:
     """Each package (driver; `driver`: a shell pattern on the name) on each of `kernels`, from the
     current verdicts (computed first when missing). With `detail`, a package that does not work
-    names its best build's failing modules and their reasons."""
+    names its best build's failing modules and their reasons. With `page`, the packages are cut into
+    pages of `page_size` and only that page's verdicts are read (a whole 1,000 x 200 store's are 200,000)."""
     refresh_verdicts(store, kernel_ids=[k.id for k in kernels])
-    builds = store.driver_builds(driver)
+    builds, failures = store.driver_builds(driver), store.build_failures(driver)
+    names = tried_packages(kernels, builds, failures)
+    shown, pages = names, 1
+    if page is not None:
+        pages = max(1, -(-len(names) // page_size))
+        page = min(page, pages)
+        shown = names[(page - 1) * page_size:page * page_size]
+    wanted = set(shown)  # and only their builds' verdicts are read
+    builds, failures = [b for b in builds if b.driver in wanted], [f for f in failures if f.driver in wanted]
     cells = store.cells(RULES_VERSION, build_ids=[b.id for b in builds], kernel_ids=[k.id for k in kernels])
-    verdicts = verdicts_of(kernels, builds, cells, store.build_failures(driver))
+    verdicts = verdicts_of(kernels, builds, cells, failures)
     if detail:
         verdicts = _with_detail(store, verdicts)
-    tried = {name for (name, _), v in verdicts.items() if v.state != PackageState.NOT_TRIED}
-    return PackageMatrix(stream, kernels, sorted(tried), {key: v for key, v in verdicts.items() if key[0] in tried})
+    return PackageMatrix(stream, kernels, shown, verdicts, page, pages, None if page is None else len(names))
+
+
+def tried_packages(kernels: list[KernelRecord], builds: list[BuildRecord], failures: list[BuildFailure]) -> list[str]:
+    """The packages something is known of on some of `kernels` (not `not-tried` on all): with a build
+    that matters to one (every such pair is judged: refresh_verdicts) or a build failure for one.
+    Read from the records alone, without a verdict: a page of packages needs only its own."""
+    # matters_to() depends on the architectures and series only: one kernel and one build of each stand for all
+    kinds = list({(k.machine, series(k.release)): k for k in kernels}.values())
+    matters: dict[tuple, bool] = {}
+    for build in builds:
+        key = (build.machine, build.built_for and series(build.built_for))
+        if key not in matters:
+            matters[key] = any(matters_to(build, k) for k in kinds)
+    releases = {k.release for k in kernels}
+    return sorted({b.driver for b in builds if matters[(b.machine, b.built_for and series(b.built_for))]}
+                  | {f.driver for f in failures if f.kernel_release in releases})
 
 
 def verdicts_of(kernels: list[KernelRecord], builds: list[BuildRecord], cells: dict[tuple[int, int], Cell],
@@ -239,8 +269,11 @@ def package_verdict_json(verdict: PackageVerdict) -> dict:
 
 def package_matrix_json(matrix: PackageMatrix) -> dict:
     """`matrix --packages --format json` and /api/v1/packages: each package's verdict on each kernel,
-    in the kernels' order."""
-    return {"stream": matrix.stream, "summary": matrix.summary(),
+    in the kernels' order. A page of packages (the API's) says which, and its summary counts the
+    kernels and every page's packages only: a count per state would read every page's verdicts."""
+    paging = {} if matrix.page is None else {"page": matrix.page, "pages": matrix.pages}
+    summary = matrix.summary() if matrix.page is None else {"kernels": len(matrix.kernels), "packages": matrix.total}
+    return {"stream": matrix.stream, "summary": summary, **paging,
             "kernels": [kernel_record_json(k) for k in matrix.kernels],
             "packages": [{"driver": name, "working_on": [k.release for k in matrix.kernels
                                                          if matrix.verdict(name, k).works],

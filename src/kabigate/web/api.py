@@ -58,7 +58,7 @@ from kabigate.services.matrix import (
 )
 from kabigate.services.notify import channels_from_env, deliver_pending, subscribe, unsubscribe
 from kabigate.services.overview import overview, overview_json
-from kabigate.services.packages import package_matrix_json
+from kabigate.services.packages import PACKAGES_PAGE, package_matrix_json
 from kabigate.services.symbols import search, search_json, symbol_story_json
 from kabigate.store import KernelRecord, Store, TaskState
 from kabigate.web import schemas
@@ -198,12 +198,16 @@ def matrix(store: StoreDep, stream: str | None = None, driver: str | None = None
 
 
 @router.get("/packages", summary="Driver packages x kernels: does some build of each package load whole on each "
-                                  "kernel (only the builds of the kernel's series count), and if not, how far and why",
-            responses=documented(schemas.PackageMatrix, READ_ERRORS))
+                                  "kernel (only the builds of the kernel's series count), and if not, how far and why; "
+                                  "per_page packages a page (`page`, `pages` in the reply; the summary counts all)",
+            responses=documented(schemas.PackagePage, READ_ERRORS))
 def packages(store: StoreDep, stream: str | None = None,
              driver: Annotated[str | None, Query(description="shell pattern on the name")] = None,
-             since: str | None = None, arch: ArchQuery = None) -> Response:
-    return as_built(package_matrix_json(package_matrix(store, stream, driver, since, arch)))
+             since: str | None = None, arch: ArchQuery = None,
+             page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+             per_page: Annotated[int, Query(ge=1, le=1000, description="packages a page")] = PACKAGES_PAGE) -> Response:
+    return as_built(package_matrix_json(package_matrix(store, stream, driver, since, arch, page=page,
+                                                       page_size=per_page)))
 
 
 @router.get("/verdicts/{build_id}/{kernel_id}", summary="One build on one kernel: each module's reasons",

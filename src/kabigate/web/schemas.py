@@ -236,27 +236,18 @@ class PackageRow(Closed):
     verdicts: list[PackageVerdict] = Field(description="one a kernel, in the kernels' order")
 
 
-class PackageSummary(Closed):
-    """Kernels, packages, and how many verdicts are in each state."""
-
-    # The aliases name the vocabulary's members (mypy wants literals there; the enum keeps them one spelling).
-    model_config = ConfigDict(populate_by_name=True)
+class PackageTotals(Closed):
     kernels: int
-    packages: int
-    loads: int
-    loads_after_rebuild: int = Field(alias=PackageState.LOADS_AFTER_REBUILD.value)  # type: ignore[literal-required]
-    excluded: int
-    partial: int
-    rebuild_fails: int = Field(alias=PackageState.REBUILD_FAILS.value)  # type: ignore[literal-required]
-    broken: int
-    not_tried: int = Field(alias=PackageState.NOT_TRIED.value)  # type: ignore[literal-required]
+    packages: int = Field(description="the packages on every page")
 
 
-class PackageMatrix(Closed):
-    """GET /packages (services.packages.package_matrix_json)."""
+class PackagePage(Closed):
+    """GET /packages (services.packages.package_matrix_json): one page of packages."""
 
     stream: str | None
-    summary: PackageSummary
+    summary: PackageTotals
+    page: int
+    pages: int
     kernels: list[KernelRecord]
     packages: list[PackageRow]
 
