@@ -195,18 +195,17 @@ def emit_json(document: dict) -> None:
 
 
 _string = json.encoder.encode_basestring_ascii  # the C function json.dumps uses (ensure_ascii)
-_compact = json.JSONEncoder(separators=(",", ":")).encode  # json's C encoder (no indent)
 _STREAMED_LEVELS = 2  # the document and its lists (`modules`): below them, one value at a time in C
 
 
 @functools.cache
-def _c_indenter() -> Callable[[str, str], str] | None:
-    """cli/_jsonindent.c's indent(), unless KABIGATE_PURE is set or it was not built (loaded at the
+def _c_indenter() -> Callable[[object, str], str | None] | None:
+    """cli/_jsonindent.c's dumps(), unless KABIGATE_PURE is set or it was not built (loaded at the
     first JSON document, not when `kabigate --help` starts)."""
     if os.environ.get("KABIGATE_PURE"):
         return None
     try:
-        return importlib.import_module("kabigate.cli._jsonindent").indent
+        return importlib.import_module("kabigate.cli._jsonindent").dumps
     except ImportError:
         return None
 
@@ -281,9 +280,12 @@ def _indented(value, pieces: list[str], newline: str, write) -> None:
         return
     c_indent = _c_indenter()
     if c_indent is not None and len(newline) > _STREAMED_LEVELS * 2:
-        # Below the levels streamed item by item (a tree's modules): json's C encoder, indented in C.
-        pieces.append(c_indent(_compact(value), newline))
-        return
+        # Below the levels streamed item by item (a tree's modules): written in C, unless it holds
+        # what json writes otherwise (then the Python path below, which also refuses as json does).
+        text = c_indent(value, newline)
+        if text is not None:
+            pieces.append(text)
+            return
     if value and isinstance(value, (dict, list, tuple)):
         text = _flat(value, newline)
         if text is None and not isinstance(value, dict):
