@@ -22,7 +22,7 @@ from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.elf import SHT_SYMTAB
 from kabigate.formats.modsig import parse_pkcs7, split_signature
 from kabigate.formats.module import parse_module, read_module
-from kabigate.inputs.modules import PARALLEL_MIN_FILES, find_module_files, read_modules
+from kabigate.inputs.modules import PARALLEL_MIN_FILES, find_module_files, map_modules, read_modules
 from kabigate.model import MODULE_SUFFIXES
 
 ROOT = corpus_root()
@@ -187,6 +187,29 @@ def test_a_tree_with_a_damaged_module_raises_its_error(tmp_path, testdata):
     (tmp_path / names[110]).write_bytes(b"junk")
     with pytest.raises(InputError, match=names[100].replace(".", r"\.") + ": unknown ELF class"):
         read_modules([str(tmp_path)])
+
+
+def test_a_tree_mapped_by_forked_children_is_mapped_in_order(testdata):
+    """map_modules() of a whole tree (shared out between this process and forked children, their
+    results pickled back) gives what mapping read_module() file by file gives, in the same order."""
+    tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel"
+    paths = find_module_files([str(tree)])
+    assert map_modules([str(tree)], repr) == [repr(read_module(path)) for path in paths]
+
+
+def test_a_mapped_tree_with_damaged_modules_raises_the_first_error(tmp_path, testdata):
+    """The first damaged file in order raises its InputError, wherever its share was read; a
+    damaged file only in a child's share too."""
+    tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel" / "drivers" / "net"
+    for path in find_module_files([str(tree)])[:PARALLEL_MIN_FILES * 2]:
+        (tmp_path / Path(path).name).write_bytes(Path(path).read_bytes())
+    names = sorted(p.name for p in tmp_path.iterdir())
+    (tmp_path / names[-2]).write_bytes(b"junk")
+    with pytest.raises(InputError, match=names[-2].replace(".", r"\.") + ": not an ELF file"):
+        map_modules([str(tmp_path)], repr)
+    (tmp_path / names[3]).write_bytes(b"\x7fELF" + b"\0" * 60)
+    with pytest.raises(InputError, match=names[3].replace(".", r"\.") + ": unknown ELF class"):
+        map_modules([str(tmp_path)], repr)
 
 
 def _symvers_outcome(data: bytes, fast):

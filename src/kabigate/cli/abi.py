@@ -13,10 +13,13 @@ from kabigate.analysis import diff_kernels
 from kabigate.cli.shared import (
     EXIT_INCOMPATIBLE,
     EXIT_OK,
+    JsonText,
     crc_text,
     describe_reason,
     emit_json,
+    json_text,
     load_kernel_with_progress,
+    map_modules_with_progress,
     out,
     print_styled,
     read_modules_with_progress,
@@ -47,12 +50,18 @@ def inspect(modules: tuple[str, ...], as_json: bool) -> None:
     from kabigate.inputs.modules import collector_paused  # the package readers: not for --help
 
     with collector_paused(freeze=True):
-        parsed = read_modules_with_progress(list(modules))
-        if as_json:
-            emit_json({"modules": [_module_json(m) for m in parsed]})
+        if as_json:  # each module's text made where it is read (a worker process, for many files)
+            emit_json({"modules": map_modules_with_progress(list(modules), _module_json_text)})
             return
-        for module in parsed:
+        for module in read_modules_with_progress(list(modules)):
             _print_module(module)
+
+
+def _module_json_text(module: Module) -> JsonText:
+    return json_text(_module_json(module), MODULE_NEWLINE)
+
+
+MODULE_NEWLINE = "\n    "  # an item of the document's "modules" list
 
 
 def _module_json(module: Module) -> dict:
