@@ -26,13 +26,13 @@ from kabigate.cli.shared import (
     trust_options,
 )
 from kabigate.errors import InputError
-from kabigate.explain.crc import SymbolExplanation, cause_json, cause_text
 from kabigate.inputs.stablelists import matching_kernel, read_stablelist
 from kabigate.model import Export, Kernel, Module, ReasonCode, SymbolVersion, Verdict
 from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 from kabigate.rules import LoadOptions, check_modules
 
 if TYPE_CHECKING:
+    from kabigate.explain.crc import SymbolExplanation
     from kabigate.formats.stablelist import Stablelist
 
 # -- inspect --------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def _print_check(kernel: Kernel, stablelist: Stablelist | None, verdicts: list[V
         for reason in verdict.reasons:
             pieces += [("      " + describe_reason(reason), None), ("\n", None)]
             if reason.code == ReasonCode.CRC_MISMATCH and reason.symbol in causes:
-                pieces += [("        cause: " + cause_text(causes[reason.symbol]), None), ("\n", None)]
+                pieces += [("        cause: " + _cause_text(causes[reason.symbol]), None), ("\n", None)]
         for warning in verdict.warnings:
             pieces += [("      warning " + describe_reason(warning), "yellow"), ("\n", None)]
         if "stablelist" in report:
@@ -279,7 +279,7 @@ def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, no_expla
                 for change in changes:
                     crc_changed = change.old and change.new and change.old.crc != change.new.crc
                     cause = causes.get(change.name) if crc_changed else None
-                    suffix = f"  {cause_text(cause)}" if cause else ""
+                    suffix = f"  {_cause_text(cause)}" if cause else ""
                     out.print("  " + _describe_change(change) + suffix, markup=False)
     broken = result.stablelist_violations if stablelist is not None else result.breaks_abi
     sys.exit(EXIT_INCOMPATIBLE if broken else EXIT_OK)
@@ -290,8 +290,16 @@ def _change_json(change, causes: dict[str, SymbolExplanation]) -> dict:
               "old": None if change.old is None else _export_json(change.old),
               "new": None if change.new is None else _export_json(change.new)}
     if change.old and change.new and change.old.crc != change.new.crc and change.name in causes:
+        from kabigate.explain.crc import cause_json  # loaded already: the causes came from it
+
         report["cause"] = cause_json(causes[change.name])
     return report
+
+
+def _cause_text(cause: SymbolExplanation) -> str:
+    from kabigate.explain.crc import cause_text  # loaded already: the causes came from it (~10 ms otherwise)
+
+    return cause_text(cause)
 
 
 def _describe_change(change) -> str:
