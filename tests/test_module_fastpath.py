@@ -168,6 +168,29 @@ def test_damaged_signatures_read_alike(tmp_path):
     assert fast_read > 100, fast_read
 
 
+def test_damaged_signature_trailers_split_alike(monkeypatch):
+    """A signed module's end (the magic, struct module_signature, the PKCS#7's end) overwritten or
+    cut: the C reader's split (or its None, then the Python path's) is split_signature()'s."""
+    monkeypatch.setattr(module_format, "_modfast", C_READER)
+    original = (ROOT / DAMAGED[0]).read_bytes()
+    assert module_format._split_signature(original) == split_signature(original)
+    assert C_READER.signature(original) is not None
+    rng = random.Random(1)
+    fast_read = 0
+    for _ in range(3000):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 3)):
+            at = len(data) - rng.randint(1, 60)
+            if rng.random() < 0.8:
+                data[at] = rng.choice([0, 1, 2, 0xFF, rng.randrange(256)])
+            else:
+                del data[at:]
+        data = bytes(data)
+        fast_read += C_READER.signature(data) is not None
+        assert module_format._split_signature(data) == split_signature(data), data[-60:].hex()
+    assert fast_read > 1000, fast_read
+
+
 def test_a_tree_read_by_worker_processes_is_the_tree_read_in_order(testdata, reader):
     """read_modules() of a whole tree (worker processes, modules packed into tuples and back)
     gives the Modules read_module() gives file by file, in the same order."""

@@ -762,14 +762,13 @@ static int der_common_name(const unsigned char *d, const der_t *issuer, der_t *v
     return 1;
 }
 
-static PyObject *modfast_pkcs7(PyObject *Py_UNUSED(self), PyObject *args) {
-    Py_buffer view;
-    if (!PyArg_ParseTuple(args, "y*:pkcs7", &view)) return NULL;
-    const unsigned char *d = view.buf;
+/* The (digest OID, signer's string tag or 0, its bytes, key id) of the DER at d[0:length]; NULL
+ * (no exception) for the Python path. */
+static PyObject *pkcs7_fields(const unsigned char *d, Py_ssize_t length) {
     der_t top, kids[3], last, infos, info, sid, digest, signer = {0, 0, 0}, pair[2];
     PyObject *result = NULL;
     /* ContentInfo { contentType signedData, content [0] { SignedData { ..., signerInfos SET } } } */
-    if (!der_read(d, 0, view.len, &top) || top.end != view.len || top.tag != DER_SEQUENCE
+    if (!der_read(d, 0, length, &top) || top.end != length || top.tag != DER_SEQUENCE
             || der_children(d, &top, kids, 2, &last) < 2
             || der_oid_is(d, &kids[0], OID_SIGNED_DATA, sizeof OID_SIGNED_DATA) != 1
             || kids[1].tag != DER_CONTEXT_0 || der_children(d, &kids[1], kids, 1, &last) < 1
@@ -807,6 +806,50 @@ static PyObject *modfast_pkcs7(PyObject *Py_UNUSED(self), PyObject *args) {
     result = Py_BuildValue("(y#iy#y#)", d + digest.start, digest.end - digest.start, (int)signer.tag,
                            d + signer.start, signer.end - signer.start, key, key_size);
 done:
+    return result;
+}
+
+static PyObject *modfast_pkcs7(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*:pkcs7", &view)) return NULL;
+    PyObject *result = pkcs7_fields(view.buf, view.len);
+    PyBuffer_Release(&view);
+    if (result == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
+    return result;
+}
+
+/* formats/modsig.py split_signature() of a module image, as mod_check_sig() reads its trailer:
+ * (its length, None) when unsigned; (the signed length, the DER's length, then pkcs7()'s four
+ * fields) for a well-formed PKCS#7 signature that pkcs7() reads; None for anything else (a defect
+ * to report, a signature pkcs7() leaves to Python), which the Python path then reads. */
+#define SIGNATURE_MAGIC "~Module signature appended~\n"
+#define SIGNATURE_MAGIC_SIZE 28
+#define SIGNATURE_TRAILER_SIZE 12 /* struct module_signature */
+
+static PyObject *modfast_signature(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*:signature", &view)) return NULL;
+    const unsigned char *d = view.buf;
+    Py_ssize_t size = view.len;
+    PyObject *result = NULL;
+    if (size <= SIGNATURE_MAGIC_SIZE || memcmp(d + size - SIGNATURE_MAGIC_SIZE, SIGNATURE_MAGIC, SIGNATURE_MAGIC_SIZE)) {
+        result = Py_BuildValue("(nO)", size, Py_None);
+        goto done;
+    }
+    Py_ssize_t end = size - SIGNATURE_MAGIC_SIZE;
+    if (end < SIGNATURE_TRAILER_SIZE) goto done;
+    const unsigned char *trailer = d + end - SIGNATURE_TRAILER_SIZE;
+    uint32_t sig_len = (uint32_t)trailer[8] << 24 | (uint32_t)trailer[9] << 16 | (uint32_t)trailer[10] << 8 | trailer[11];
+    if ((Py_ssize_t)sig_len >= end - SIGNATURE_TRAILER_SIZE || trailer[2] != 2 /* PKEY_ID_PKCS7 */) goto done;
+    for (int i = 0; i < 8; i++)
+        if (i != 2 && trailer[i]) goto done; /* algo, hash, signer_len, key_id_len, padding: all zero */
+    Py_ssize_t signed_size = end - SIGNATURE_TRAILER_SIZE - (Py_ssize_t)sig_len;
+    PyObject *fields = pkcs7_fields(d + signed_size, (Py_ssize_t)sig_len);
+    if (fields != NULL) {
+        result = Py_BuildValue("(nnO)", signed_size, (Py_ssize_t)sig_len, fields);
+        Py_DECREF(fields);
+    }
+done:
     PyBuffer_Release(&view);
     if (result == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
     return result;
@@ -816,6 +859,9 @@ static PyMethodDef methods[] = {
     {"instances", modfast_instances, METH_VARARGS, "A tuple of slotted objects, their fields set from columns."},
     {"read", modfast_read, METH_VARARGS, "The facts of a module's ELF image, or None for the Python path."},
     {"symvers", modfast_symvers, METH_VARARGS, "Module.symvers' columns, or None for the Python path."},
+    {"signature", modfast_signature, METH_VARARGS,
+     "(length, None) of an unsigned module image, (signed length, DER length, pkcs7()'s fields) of a signed one, "
+     "or None for the Python path."},
     {"pkcs7", modfast_pkcs7, METH_VARARGS,
      "(digest OID, signer's string tag or 0, its bytes, key id) of a module signature, or None for the Python path."},
     {NULL, NULL, 0, NULL},

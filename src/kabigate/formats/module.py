@@ -32,8 +32,8 @@ from kabigate.formats.elf import (
     Symbol,
     machine_name,
 )
-from kabigate.formats.modsig import split_signature
-from kabigate.model import ElfLayout, Export, Import, Module, SymbolVersion
+from kabigate.formats.modsig import signature_of, split_signature
+from kabigate.model import ElfLayout, Export, Import, Module, ModuleSignature, SymbolVersion
 
 
 def c_reader() -> ModuleType | None:
@@ -88,7 +88,7 @@ def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
         compression = compression_of(raw)
         refuse_other_compression(raw, path)
         data = decompress(raw, path) if compression else raw
-    size, signature = split_signature(data, _modfast.pkcs7 if _modfast is not None else None)
+    size, signature = _split_signature(data)
     # The C reader's None: it met something it leaves to the Python path (errors included).
     if _modfast is not None and (facts := _modfast.read(data, size, path)) is not None:
         e_machine, little, modinfo, versions, import_names, import_weak, exports, layout = facts
@@ -124,6 +124,20 @@ def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
         compression=compression,
         layout=_read_layout(elf, [symbol for symbol in symbols if symbol.shndx == SHN_COMMON]),
     )
+
+
+def _split_signature(data: bytes | mmap.mmap) -> tuple[int, ModuleSignature | None]:
+    """split_signature(), its trailer and PKCS#7 read in C when built (a defect or an unusual
+    signature is left to the Python path, which tells)."""
+    if _modfast is None:
+        return split_signature(data)
+    found = _modfast.signature(data)
+    if found is None:
+        return split_signature(data, _modfast.pkcs7)
+    if len(found) == 2:  # unsigned
+        return found
+    size, der_size, fields = found
+    return size, signature_of(fields, der_size, size)
 
 
 def _read_layout(elf: ElfFile, common: list[Symbol]) -> ElfLayout:
