@@ -150,40 +150,47 @@ T = TypeVar("T")
 def map_modules(paths: list[str], each: Callable[[Module], T],
                 advance: Callable[..., None] = lambda *_: None) -> list[T]:
     """each(module) of every module under `paths`, in read_modules()' order, its first error raised.
-    Many loose files are shared out in runs, in order, between this process and a forked child
-    per other core, each child sending back its results pickled whole through a pipe: for a mapping
-    to something small (a module's JSON text), as a whole module costs more to unpickle than to
-    read. (A multiprocessing pool costs its parent a third more CPU: its threads, a pickle per
-    task.) Packages' modules are read and mapped here."""
+    Many loose files are mapped in runs of MAPPED_RUN by this process and a forked child per other
+    core, each taking the next run from a pipe of run numbers (on a loaded machine a slower process
+    takes fewer), a child sending back all it made pickled whole through a pipe: for a mapping to
+    something small (a module's JSON text), as a whole module costs more to unpickle than to read.
+    (A multiprocessing pool costs its parent a third more CPU: its threads, a pickle per task.)
+    Packages' modules are read and mapped here."""
     inputs = _inputs(paths)
     if inputs.packages or not _pooled(inputs.files):
         return [each(module) for module in read_modules(paths, advance)]
     files = inputs.files
-    share = -(-len(files) // _workers())
-    runs = [files[start:start + share] for start in range(0, len(files), share)]
+    runs = [files[start:start + MAPPED_RUN] for start in range(0, len(files), MAPPED_RUN)]
+    queue, queued = os.pipe()
+    os.write(queued, b"".join(number.to_bytes(2, "little") for number in range(len(runs))))  # < a pipe's 64 kB
+    os.close(queued)
     children: list[tuple[int, int]] = []
     try:
-        for run in runs[1:]:
-            children.append(_forked(run, each))
+        for _ in range(_workers() - 1):
+            children.append(_forked(queue, runs, each))
         with collector_paused():
-            results = []
-            for path in runs[0]:
-                results.append(each(read_module(path)))
-                advance()
-            for pid, reader in children:
+            done, failed = _mapped_runs(queue, runs, each, advance)
+            os.close(queue)
+            queue = -1
+            for pid, reader in list(children):
                 with os.fdopen(reader, "rb") as pipe:
-                    outcome, value = pickle.load(pipe)
+                    child_done, child_failed = pickle.load(pipe)
                 os.waitpid(pid, 0)
-                children = children[1:]
-                if outcome == "error":
-                    raise InputError(value)
-                if outcome == "crash":
-                    raise RuntimeError(f"a module reading process failed: {value}")
-                results.extend(value)
-                for _ in value:
-                    advance()
-        return results
+                children.remove((pid, reader))
+                done.update(child_done)
+                failed.update(child_failed)
+                for results in child_done.values():
+                    for _ in results:
+                        advance()
+        if failed:
+            kind, message = failed[min(failed)]  # the first in order: every run before it was mapped
+            if kind == "error":
+                raise InputError(message)
+            raise RuntimeError(f"a module mapping process failed: {message}")
+        return [result for number in range(len(runs)) for result in done[number]]
     finally:
+        if queue >= 0:
+            os.close(queue)
         for pid, reader in children:  # an error stops them all
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
@@ -191,9 +198,34 @@ def map_modules(paths: list[str], each: Callable[[Module], T],
                 os.close(reader)
 
 
-def _forked(run: list[str], each: Callable[[Module], T]) -> tuple[int, int]:
-    """A child process sending back ("ok", [each(module) of `run`]) or its first InputError's
-    ("error", message), or ("crash", traceback); (its pid, the pipe's reading end)."""
+# Files a process of map_modules() maps at a time: ~60 runs of a tree, few enough to cost nothing
+# to hand out, enough for a process slowed by other work to take fewer.
+MAPPED_RUN = 64
+
+
+def _mapped_runs(queue: int, runs: list[list[str]], each: Callable[[Module], T],
+                 advance: Callable[..., None] = lambda *_: None) -> tuple[dict, dict]:
+    """Runs taken from `queue` until it is empty, or a run fails: ({run number: [each(module)...]},
+    {run number: ("error", InputError's message) or ("crash", traceback)})."""
+    done: dict[int, list[T]] = {}
+    while len(taken := os.read(queue, 2)) == 2:  # the numbers were written whole: reads take two bytes
+        number = int.from_bytes(taken, "little")
+        try:
+            results = []
+            for path in runs[number]:
+                results.append(each(read_module(path)))
+                advance()
+            done[number] = results
+        except InputError as error:
+            return done, {number: ("error", str(error))}
+        except Exception:
+            return done, {number: ("crash", traceback.format_exc())}
+    return done, {}
+
+
+def _forked(queue: int, runs: list[list[str]], each: Callable[[Module], T]) -> tuple[int, int]:
+    """A child process mapping runs taken from `queue`, sending back _mapped_runs()' outcome;
+    (its pid, the reading end of its pipe)."""
     reader, writer = os.pipe()
     pid = os.fork()
     if pid:
@@ -203,12 +235,7 @@ def _forked(run: list[str], each: Callable[[Module], T]) -> tuple[int, int]:
     try:  # the child: never returns, exits without the parent's atexit work or buffered output
         os.close(reader)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C reaches the parent, which ends it
-        try:
-            outcome = ("ok", [each(read_module(path)) for path in run])
-        except InputError as error:
-            outcome = ("error", str(error))
-        except Exception:
-            outcome = ("crash", traceback.format_exc())
+        outcome = _mapped_runs(queue, runs, each)
         with os.fdopen(writer, "wb") as pipe:
             pickle.dump(outcome, pipe, protocol=pickle.HIGHEST_PROTOCOL)
     except BaseException:
