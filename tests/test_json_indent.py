@@ -93,3 +93,24 @@ def test_the_c_writer_writes_what_json_writes_or_leaves_it_to_python():
     assert C_INDENT({"a": [object()]}, "\n") is None
     assert C_INDENT({1: "one"}, "\n") is None
     assert C_INDENT(["\U0001f600\x7f\0é"], "\n") == json.dumps(["\U0001f600\x7f\0é"], indent=2)
+
+
+def test_every_module_of_the_corpus_is_written_in_c_as_in_python(testdata):
+    """inspect --json's record of a module, written by cli/_jsonindent.c module() from its fields,
+    is the text of the Python path's _module_json() dict, for every module of the real corpus;
+    and a field of an unexpected type is left to the Python path."""
+    write = shared.c_module_writer()
+    if write is None:
+        pytest.fail("the C writer (kabigate.cli._jsonindent) is not built: pip install -e . builds it")
+    root = testdata.root
+    trees = sorted({str(p.parent) for p in root.glob("*kernels/*/lib/modules/*/kernel")})
+    modules = read_modules([*trees, str(root / "drivers"), str(root / "synthetic")])
+    assert len(modules) > 10_000
+    for module in modules:
+        text = write(abi._module_head(module), module.versions, module.imports, module.exports,
+                     abi._signature_json(module.signature), abi.MODULE_NEWLINE)
+        assert text == shared.json_text(abi._module_json(module), abi.MODULE_NEWLINE), module.path
+    module = modules[0]
+    assert write(abi._module_head(module), module.versions, module.imports, module.exports,
+                 {"size": object()}, abi.MODULE_NEWLINE) is None
+    assert write({}, None, (), (), None, abi.MODULE_NEWLINE) is None

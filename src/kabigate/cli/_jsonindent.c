@@ -162,9 +162,159 @@ static PyObject *jsonindent_dumps(PyObject *module, PyObject *args) {
     return result;
 }
 
+/* -- a module's `inspect --json` record (cli/abi.py _module_json(), its pure path) -----------------
+ * module(head, versions, imports, exports, signature, newline): the record's text as dumps() writes
+ * _module_json()'s dict, without making a dict per version, import and export (a tree has
+ * ~400,000): `head` (its first members, a dict) and `signature` (None or a dict) are written as
+ * dumps() writes them; versions (None or SymbolVersions), imports (Imports) and exports (Exports)
+ * from their fields, a CRC as crc_text() writes it. None for the Python path when something is not
+ * of the types expected. */
+
+/* A member of a record at `depth`: "{" or "," (`first`), a line, "key": */
+static int put_member(buffer_t *b, const char *key, int first, int depth) {
+    if (put(b, first ? "{" : ",", 1) < 0 || line(b, depth) < 0 || put(b, "\"", 1) < 0
+            || put(b, key, strlen(key)) < 0 || put(b, "\": ", 3) < 0)
+        return -1;
+    return 0;
+}
+
+/* crc_text(): "0x%08x" of an int below 2**32, null for None; 1 for anything else. */
+static int put_crc(buffer_t *b, PyObject *crc) {
+    if (crc == Py_None) return put(b, "null", 4);
+    if (!PyLong_CheckExact(crc)) return 1;
+    unsigned long value = PyLong_AsUnsignedLong(crc);
+    if (value == (unsigned long)-1 && PyErr_Occurred()) { PyErr_Clear(); return 1; }
+    if (value > 0xFFFFFFFFul) return 1;
+    char text[16];
+    int n = snprintf(text, sizeof text, "\"0x%08lx\"", value);
+    return put(b, text, (size_t)n);
+}
+
+static int put_text_field(buffer_t *b, PyObject *object, PyObject *name) {
+    PyObject *value = PyObject_GetAttr(object, name);
+    if (value == NULL) return -1;
+    int result = PyUnicode_Check(value) ? put_string(b, value) : 1;
+    Py_DECREF(value);
+    return result;
+}
+
+/* A list of records, at depth 1: "[]" or "[<newline>{...},<newline>{...}<newline>]" */
+static int list_open(buffer_t *b, Py_ssize_t i) { return put(b, i ? "," : "[", 1) < 0 || line(b, 2) < 0 ? -1 : 0; }
+static int record_close(buffer_t *b) { return line(b, 2) < 0 || put(b, "}", 1) < 0 ? -1 : 0; }
+static int list_close(buffer_t *b, Py_ssize_t n) {
+    if (n == 0) return put(b, "[]", 2);
+    return line(b, 1) < 0 || put(b, "]", 1) < 0 ? -1 : 0;
+}
+
+static PyObject *jsonindent_module(PyObject *module, PyObject *args) {
+    PyObject *head, *versions, *imports, *exports, *signature, *newline_object;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "O!OO!O!OU", &PyDict_Type, &head, &versions, &PyTuple_Type, &imports,
+                          &PyTuple_Type, &exports, &signature, &newline_object))
+        return NULL;
+    if (!PyUnicode_IS_ASCII(newline_object) || (versions != Py_None && !PyTuple_Check(versions))) Py_RETURN_NONE;
+    buffer_t b = {PyMem_Malloc(16384), 0, 16384, (const char *)PyUnicode_DATA(newline_object),
+                  (size_t)PyUnicode_GET_LENGTH(newline_object)};
+    if (b.data == NULL) return PyErr_NoMemory();
+    PyObject *crcs = PyDict_New(), *key, *value;
+    PyObject *s_name = PyUnicode_InternFromString("name"), *s_crc = PyUnicode_InternFromString("crc");
+    PyObject *s_weak = PyUnicode_InternFromString("weak"), *s_type = PyUnicode_InternFromString("export_type");
+    PyObject *s_gpl = PyUnicode_InternFromString("gpl_only"), *s_ns = PyUnicode_InternFromString("namespace");
+    PyObject *s_owner = PyUnicode_InternFromString("owner");
+    int failed = crcs == NULL || !s_name || !s_crc || !s_weak || !s_type || !s_gpl || !s_ns || !s_owner ? -1 : 0;
+    Py_ssize_t position = 0;
+    int first = 1;
+    while (failed == 0 && PyDict_Next(head, &position, &key, &value)) {
+        if (!PyUnicode_Check(key)) { failed = 1; break; }
+        if ((failed = put(&b, first ? "{" : ",", 1)) == 0 && (failed = line(&b, 1)) == 0
+                && (failed = put_string(&b, key)) == 0 && (failed = put(&b, ": ", 2)) == 0)
+            failed = put_value(&b, value, 1);
+        first = 0;
+    }
+    if (first) failed = failed ? failed : 1; /* an empty head: not a record this writes */
+    /* "versions": each {"symbol", "crc"}; the first record's CRC of a name kept for its imports */
+    Py_ssize_t n = versions == Py_None ? 0 : PyTuple_GET_SIZE(versions);
+    if (failed == 0) failed = put_member(&b, "versions", 0, 1);
+    if (failed == 0 && versions == Py_None) failed = put(&b, "null", 4);
+    for (Py_ssize_t i = n - 1; failed == 0 && i >= 0; i--) { /* backwards: the first record of a name wins */
+        PyObject *item = PyTuple_GET_ITEM(versions, i), *name = PyObject_GetAttr(item, s_name);
+        PyObject *crc = name ? PyObject_GetAttr(item, s_crc) : NULL;
+        if (name == NULL || crc == NULL || PyDict_SetItem(crcs, name, crc) < 0) failed = -1;
+        Py_XDECREF(name);
+        Py_XDECREF(crc);
+    }
+    for (Py_ssize_t i = 0; failed == 0 && i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(versions, i), *crc = PyObject_GetAttr(item, s_crc);
+        if (crc == NULL) { failed = -1; break; }
+        if (crc == Py_None) failed = 1; /* a version's CRC is never None: not what this writes */
+        if (failed == 0 && (failed = list_open(&b, i)) == 0 && (failed = put_member(&b, "symbol", 1, 3)) == 0
+                && (failed = put_text_field(&b, item, s_name)) == 0 && (failed = put_member(&b, "crc", 0, 3)) == 0
+                && (failed = put_crc(&b, crc)) == 0)
+            failed = record_close(&b);
+        Py_DECREF(crc);
+    }
+    if (failed == 0 && versions != Py_None) failed = list_close(&b, n);
+    /* "imports": each {"symbol", "weak", "crc" (its version's, or null)} */
+    n = PyTuple_GET_SIZE(imports);
+    if (failed == 0) failed = put_member(&b, "imports", 0, 1);
+    for (Py_ssize_t i = 0; failed == 0 && i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(imports, i), *name = PyObject_GetAttr(item, s_name);
+        PyObject *weak = name ? PyObject_GetAttr(item, s_weak) : NULL;
+        if (name == NULL || weak == NULL) failed = -1;
+        else if (!PyUnicode_Check(name) || !PyBool_Check(weak)) failed = 1;
+        PyObject *crc = failed ? NULL : PyDict_GetItemWithError(crcs, name);
+        if (failed == 0 && crc == NULL && PyErr_Occurred()) failed = -1;
+        if (failed == 0 && (failed = list_open(&b, i)) == 0 && (failed = put_member(&b, "symbol", 1, 3)) == 0
+                && (failed = put_string(&b, name)) == 0 && (failed = put_member(&b, "weak", 0, 3)) == 0
+                && (failed = put(&b, weak == Py_True ? "true" : "false", weak == Py_True ? 4 : 5)) == 0
+                && (failed = put_member(&b, "crc", 0, 3)) == 0 && (failed = put_crc(&b, crc ? crc : Py_None)) == 0)
+            failed = record_close(&b);
+        Py_XDECREF(name);
+        Py_XDECREF(weak);
+    }
+    if (failed == 0) failed = list_close(&b, n);
+    /* "exports": each {"symbol", "crc", "type", "gpl_only", "namespace", "owner"} */
+    n = PyTuple_GET_SIZE(exports);
+    if (failed == 0) failed = put_member(&b, "exports", 0, 1);
+    for (Py_ssize_t i = 0; failed == 0 && i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(exports, i), *crc = PyObject_GetAttr(item, s_crc);
+        PyObject *gpl = crc ? PyObject_GetAttr(item, s_gpl) : NULL;
+        if (crc == NULL || gpl == NULL) failed = -1;
+        else if (!PyBool_Check(gpl)) failed = 1;
+        if (failed == 0 && (failed = list_open(&b, i)) == 0 && (failed = put_member(&b, "symbol", 1, 3)) == 0
+                && (failed = put_text_field(&b, item, s_name)) == 0 && (failed = put_member(&b, "crc", 0, 3)) == 0
+                && (failed = put_crc(&b, crc)) == 0 && (failed = put_member(&b, "type", 0, 3)) == 0
+                && (failed = put_text_field(&b, item, s_type)) == 0 && (failed = put_member(&b, "gpl_only", 0, 3)) == 0
+                && (failed = put(&b, gpl == Py_True ? "true" : "false", gpl == Py_True ? 4 : 5)) == 0
+                && (failed = put_member(&b, "namespace", 0, 3)) == 0 && (failed = put_text_field(&b, item, s_ns)) == 0
+                && (failed = put_member(&b, "owner", 0, 3)) == 0 && (failed = put_text_field(&b, item, s_owner)) == 0)
+            failed = record_close(&b);
+        Py_XDECREF(crc);
+        Py_XDECREF(gpl);
+    }
+    if (failed == 0) failed = list_close(&b, n);
+    if (failed == 0 && (failed = put_member(&b, "signature", 0, 1)) == 0 && (failed = put_value(&b, signature, 1)) == 0
+            && (failed = line(&b, 0)) == 0)
+        failed = put(&b, "}", 1);
+    PyObject *result = failed < 0 ? NULL
+                       : failed > 0 ? Py_NewRef(Py_None) : PyUnicode_DecodeASCII(b.data, (Py_ssize_t)b.length, NULL);
+    Py_XDECREF(crcs);
+    Py_XDECREF(s_name);
+    Py_XDECREF(s_crc);
+    Py_XDECREF(s_weak);
+    Py_XDECREF(s_type);
+    Py_XDECREF(s_gpl);
+    Py_XDECREF(s_ns);
+    Py_XDECREF(s_owner);
+    PyMem_Free(b.data);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"dumps", jsonindent_dumps, METH_VARARGS,
      "json.dumps(value, indent=2)'s text at the newline's indent, or None for the Python path."},
+    {"module", jsonindent_module, METH_VARARGS,
+     "A module's inspect --json record from its head, versions, imports, exports and signature, or None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,6 +14,7 @@ from kabigate.cli.shared import (
     EXIT_INCOMPATIBLE,
     EXIT_OK,
     JsonText,
+    c_module_writer,
     crc_text,
     describe_reason,
     emit_json,
@@ -27,7 +28,7 @@ from kabigate.cli.shared import (
 )
 from kabigate.errors import InputError
 from kabigate.inputs.stablelists import matching_kernel, read_stablelist
-from kabigate.model import Export, Kernel, Module, ReasonCode, SymbolVersion, Verdict
+from kabigate.model import Export, Kernel, Module, ModuleSignature, ReasonCode, SymbolVersion, Verdict
 from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 from kabigate.rules import LoadOptions, check_modules
 
@@ -58,6 +59,13 @@ def inspect(modules: tuple[str, ...], as_json: bool) -> None:
 
 
 def _module_json_text(module: Module) -> JsonText:
+    """_module_json()'s text in the document, written in C from the module's fields when built."""
+    write = c_module_writer()
+    if write is not None:
+        text = write(_module_head(module), module.versions, module.imports, module.exports,
+                     _signature_json(module.signature), MODULE_NEWLINE)
+        if text is not None:
+            return JsonText(text)
     return json_text(_module_json(module), MODULE_NEWLINE)
 
 
@@ -65,10 +73,21 @@ MODULE_NEWLINE = "\n    "  # an item of the document's "modules" list
 
 
 def _module_json(module: Module) -> dict:
-    signature = module.signature
     versions = module.versions or ()
-    texts = [crc_text(v.crc) for v in versions]  # once each: a tree has ~190,000, imports as many again
+    texts = [_crc_texts[v.crc] for v in versions]  # once each: a tree has ~190,000, imports as many again
     crcs = _version_crcs(versions, texts)
+    return {
+        **_module_head(module),
+        "versions": None if module.versions is None else [{"symbol": v.name, "crc": text}
+                                                          for v, text in zip(versions, texts)],
+        "imports": [{"symbol": i.name, "weak": i.weak, "crc": crcs.get(i.name)} for i in module.imports],
+        "exports": [_export_json(e) for e in module.exports],
+        "signature": _signature_json(module.signature),
+    }
+
+
+def _module_head(module: Module) -> dict:
+    """_module_json()'s members before its versions (cli/_jsonindent.c module() writes the rest alike)."""
     return {
         "path": module.path,
         "name": module.name,
@@ -80,14 +99,24 @@ def _module_json(module: Module) -> dict:
         "import_ns": module.imported_namespaces,
         "intree": module.info("intree") is not None,
         "modinfo": [[key, value] for key, value in module.modinfo],
-        "versions": None if module.versions is None else [{"symbol": v.name, "crc": text}
-                                                          for v, text in zip(versions, texts)],
-        "imports": [{"symbol": i.name, "weak": i.weak, "crc": crcs.get(i.name)} for i in module.imports],
-        "exports": [_export_json(e) for e in module.exports],
-        "signature": None if signature is None else {
-            "id_type": signature.id_type, "signer": signature.signer, "key_id": signature.key_id,
-            "hash_algorithm": signature.hash_algorithm, "size": signature.signature_size},
     }
+
+
+def _signature_json(signature: ModuleSignature | None) -> dict | None:
+    return None if signature is None else {
+        "id_type": signature.id_type, "signer": signature.signer, "key_id": signature.key_id,
+        "hash_algorithm": signature.hash_algorithm, "size": signature.signature_size}
+
+
+class _CrcTexts(dict):
+    """crc_text() of each CRC met, made once: a tree's 189,000 versions have 18,000 CRCs."""
+
+    def __missing__(self, crc: int) -> str:
+        text = self[crc] = crc_text(crc)
+        return text
+
+
+_crc_texts = _CrcTexts()
 
 
 def _version_crcs(versions: tuple[SymbolVersion, ...], texts: list[str | None]) -> dict[str, str | None]:

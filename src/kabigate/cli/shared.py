@@ -234,6 +234,12 @@ def _c_indenter() -> Callable[[object, str], str | None] | None:
         return None
 
 
+@functools.cache
+def c_module_writer() -> Callable[..., str | None] | None:
+    """cli/_jsonindent.c's module() (`inspect --json`'s record of a module), as _c_indenter()."""
+    return None if _c_indenter() is None else importlib.import_module("kabigate.cli._jsonindent").module
+
+
 _FLUSH_PIECES = 65536
 _FLUSH_ITEMS = 128
 _LEAF_TYPES = frozenset({str, int, float, bool, type(None)})
