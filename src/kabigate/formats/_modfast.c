@@ -79,6 +79,64 @@ static PyObject *decode(const unsigned char *s, size_t n) {
     return PyUnicode_DecodeUTF8((const char *)s, (Py_ssize_t)n, "replace");
 }
 
+/* A symbol name's str, one per distinct name for the process: a tree's 4,023 modules name
+ * ~380,000 imports and versions, ~20,000 distinct. Shared, they are made, hashed (by the dicts
+ * that look them up) and freed once each; a kernel's exports looked up by them compare by
+ * identity once their Module.symvers names come from here too. ASCII names of at most
+ * NAME_CACHE_LONGEST bytes are kept, up to NAME_CACHE_MOST of them (a hostile module's millions
+ * of names are made, not kept); anything else is decoded as decode() does. */
+#define NAME_CACHE_MOST (1 << 18)
+#define NAME_CACHE_LONGEST 128
+
+typedef struct {
+    uint64_t hash;
+    PyObject *text;
+} name_slot_t;
+
+static name_slot_t *name_slots;
+static size_t name_capacity, name_count;
+
+static int name_cache_grow(void) {
+    size_t capacity = name_capacity ? name_capacity * 2 : 1 << 15;
+    name_slot_t *slots = PyMem_Calloc(capacity, sizeof(name_slot_t));
+    if (slots == NULL) return -1;
+    for (size_t i = 0; i < name_capacity; i++) {
+        if (name_slots[i].text == NULL) continue;
+        size_t at = (size_t)name_slots[i].hash & (capacity - 1);
+        while (slots[at].text != NULL) at = (at + 1) & (capacity - 1);
+        slots[at] = name_slots[i];
+    }
+    PyMem_Free(name_slots);
+    name_slots = slots;
+    name_capacity = capacity;
+    return 0;
+}
+
+static PyObject *name_text(const unsigned char *s, size_t n) {
+    if (n > NAME_CACHE_LONGEST) return decode(s, n);
+    uint64_t hash = 14695981039346656037ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] & 0x80) return decode(s, n);
+        hash = (hash ^ s[i]) * 1099511628211ull;
+    }
+    if (name_count * 2 >= name_capacity && name_count < NAME_CACHE_MOST && name_cache_grow() < 0) return decode(s, n);
+    size_t at = (size_t)hash & (name_capacity - 1);
+    for (; name_slots[at].text != NULL; at = (at + 1) & (name_capacity - 1)) {
+        PyObject *text = name_slots[at].text;
+        if (name_slots[at].hash == hash && (size_t)PyUnicode_GET_LENGTH(text) == n && memcmp(PyUnicode_DATA(text), s, n) == 0)
+            return Py_NewRef(text);
+    }
+    PyObject *text = PyUnicode_New((Py_ssize_t)n, 127);
+    if (text == NULL) return NULL;
+    memcpy(PyUnicode_DATA(text), s, n);
+    if (name_count < NAME_CACHE_MOST) { /* the table is at most half full: the slot found is free */
+        name_slots[at].hash = hash;
+        name_slots[at].text = Py_NewRef(text);
+        name_count++;
+    }
+    return text;
+}
+
 /* Length up to the first NUL within [s, s + limit), or limit. */
 static size_t bounded_strlen(const unsigned char *s, size_t limit) {
     const unsigned char *end = memchr(s, 0, limit);
@@ -322,7 +380,7 @@ static PyObject *read_versions(const elf_t *elf) {
         for (uint64_t i = 0; i < count; i++) {
             if (p > end) goto fall_back; /* fewer names than CRCs: the Python path's error */
             size_t len = bounded_strlen(p, (size_t)(end - p));
-            PyObject *name = decode(p, len), *crc = PyLong_FromUnsignedLongLong(get(elf, c->offset + i * 4, 4));
+            PyObject *name = name_text(p, len), *crc = PyLong_FromUnsignedLongLong(get(elf, c->offset + i * 4, 4));
             if (name == NULL || crc == NULL || PyList_Append(names, name) < 0 || PyList_Append(crcs, crc) < 0) {
                 Py_XDECREF(name);
                 Py_XDECREF(crc);
@@ -345,7 +403,7 @@ static PyObject *read_versions(const elf_t *elf) {
     for (uint64_t i = 0; i < count; i++) {
         uint64_t record = s->offset + i * MODVERSION_INFO_SIZE;
         const unsigned char *name = elf->data + record + crc_size;
-        PyObject *text = decode(name, bounded_strlen(name, (size_t)(MODVERSION_INFO_SIZE - crc_size)));
+        PyObject *text = name_text(name, bounded_strlen(name, (size_t)(MODVERSION_INFO_SIZE - crc_size)));
         PyObject *crc = PyLong_FromUnsignedLongLong(get(elf, record, (int)crc_size) & 0xFFFFFFFFu);
         if (text == NULL || crc == NULL) { Py_XDECREF(text); Py_XDECREF(crc); goto error; }
         PyList_SET_ITEM(names, (Py_ssize_t)i, text);
@@ -370,7 +428,7 @@ static PyObject *read_modinfo(const elf_t *elf, const section_t *s) {
         size_t len = bounded_strlen(p, (size_t)(end - p));
         const unsigned char *eq = memchr(p, '=', len);
         if (eq != NULL) { /* '=' is one byte no UTF-8 sequence contains: splitting before decoding is the same */
-            PyObject *item = Py_BuildValue("(NN)", decode(p, (size_t)(eq - p)), decode(eq + 1, len - (eq - p) - 1));
+            PyObject *item = Py_BuildValue("(NN)", name_text(p, (size_t)(eq - p)), decode(eq + 1, len - (eq - p) - 1));
             if (item == NULL || PyList_Append(entries, item) < 0) { Py_XDECREF(item); Py_DECREF(entries); return NULL; }
             Py_DECREF(item);
         }
@@ -486,7 +544,7 @@ static PyObject *modfast_read(PyObject *module, PyObject *args) {
         const symbol_t *sym = &symbols[i];
         int bind = sym->info >> 4;
         if (sym->shndx != SHN_UNDEF || sym->name_len == 0 || (bind != 1 && bind != 2)) continue;
-        PyObject *name = decode(sym->name, sym->name_len);
+        PyObject *name = name_text(sym->name, sym->name_len);
         if (name == NULL || PyList_Append(names, name) < 0 || PyList_Append(weak, bind == 2 ? Py_True : Py_False) < 0) {
             Py_XDECREF(name);
             goto done;
@@ -649,11 +707,13 @@ static PyObject *modfast_symvers(PyObject *module, PyObject *args) {
             owner_len = module_len;
         }
         PyObject *crc_value = PyLong_FromUnsignedLong(crc);
-        int failed = crc_value == NULL || append_text(columns[0], fields[0], (size_t)(ends[0] - fields[0])) < 0
+        PyObject *symbol = name_text(fields[0], (size_t)(ends[0] - fields[0])); /* shared with modules' imports */
+        int failed = crc_value == NULL || symbol == NULL || PyList_Append(columns[0], symbol) < 0
                      || PyList_Append(columns[1], crc_value) < 0 || PyList_Append(columns[2], owner) < 0
                      || PyList_Append(columns[3], type_texts[type]) < 0
                      || append_text(columns[4], fields[3], ns_len) < 0;
         Py_XDECREF(crc_value);
+        Py_XDECREF(symbol);
         if (failed) goto done;
     }
     result = PyTuple_Pack(5, columns[0], columns[1], columns[2], columns[3], columns[4]);
