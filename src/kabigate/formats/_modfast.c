@@ -11,8 +11,12 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define SHT_SYMTAB 2
 #define SHT_STRTAB 3
@@ -510,12 +514,7 @@ error:
 /* read(image, size, path): the facts of the module whose ELF image is the first `size` bytes of
  * `image` (a buffer: bytes or an mmap), as (e_machine, little_endian, modinfo, versions,
  * import_names, import_weak, exports, layout); None when the Python path must read it. */
-static PyObject *modfast_read(PyObject *module, PyObject *args) {
-    Py_buffer view;
-    Py_ssize_t size;
-    PyObject *path;
-    (void)module;
-    if (!PyArg_ParseTuple(args, "y*nU", &view, &size, &path)) return NULL;
+static PyObject *read_image(const unsigned char *data, Py_ssize_t length, Py_ssize_t size, PyObject *path) {
     elf_t elf = {0};
     char *tables = NULL;
     symbol_t *symbols = NULL;
@@ -523,8 +522,8 @@ static PyObject *modfast_read(PyObject *module, PyObject *args) {
     PyObject *modinfo = NULL, *versions = NULL, *names = NULL, *weak = NULL, *exports = NULL, *layout = NULL;
     PyObject *result = NULL;
     uint64_t shstrndx = 0;
-    if (size < 0 || size > view.len) goto fall_back;
-    elf.data = view.buf;
+    if (size < 0 || size > length) goto fall_back;
+    elf.data = data;
     elf.size = (uint64_t)size;
     if (read_headers(&elf, &shstrndx) < 0) goto fall_back;
     if (get(&elf, 16, 2) != 1) goto fall_back; /* ET_REL */
@@ -582,6 +581,16 @@ done:
     PyMem_Free(symbols);
     PyMem_Free(tables);
     PyMem_Free(elf.sections);
+    return result;
+}
+
+static PyObject *modfast_read(PyObject *module, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t size;
+    PyObject *path;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y*nU", &view, &size, &path)) return NULL;
+    PyObject *result = read_image(view.buf, view.len, size, path);
     PyBuffer_Release(&view);
     return result;
 }
@@ -886,11 +895,7 @@ static PyObject *modfast_pkcs7(PyObject *Py_UNUSED(self), PyObject *args) {
 #define SIGNATURE_MAGIC_SIZE 28
 #define SIGNATURE_TRAILER_SIZE 12 /* struct module_signature */
 
-static PyObject *modfast_signature(PyObject *Py_UNUSED(self), PyObject *args) {
-    Py_buffer view;
-    if (!PyArg_ParseTuple(args, "y*:signature", &view)) return NULL;
-    const unsigned char *d = view.buf;
-    Py_ssize_t size = view.len;
+static PyObject *split_signature(const unsigned char *d, Py_ssize_t size) {
     PyObject *result = NULL;
     if (size <= SIGNATURE_MAGIC_SIZE || memcmp(d + size - SIGNATURE_MAGIC_SIZE, SIGNATURE_MAGIC, SIGNATURE_MAGIC_SIZE)) {
         result = Py_BuildValue("(nO)", size, Py_None);
@@ -910,7 +915,48 @@ static PyObject *modfast_signature(PyObject *Py_UNUSED(self), PyObject *args) {
         Py_DECREF(fields);
     }
 done:
+    if (result == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
+    return result;
+}
+
+static PyObject *modfast_signature(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*:signature", &view)) return NULL;
+    PyObject *result = split_signature(view.buf, view.len);
     PyBuffer_Release(&view);
+    return result;
+}
+
+/* read_file(path): (signature(), read()) of the uncompressed module file at `path`, mapped here:
+ * the open, fstat, mmap, munmap and close that formats/module.py read_module() does in Python
+ * cost a tree's 4,023 modules as much as reading them. None, for read_module()'s Python path to
+ * open the file and tell (or to decompress it), when it cannot be opened, is not a regular file,
+ * is empty, is not an ELF image, or when signature() or read() would give None. */
+static PyObject *modfast_read_file(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *path, *encoded, *result = NULL;
+    if (!PyArg_ParseTuple(args, "U:read_file", &path) || !PyUnicode_FSConverter(path, &encoded)) return NULL;
+    const char *name = PyBytes_AS_STRING(encoded);
+    int fd = strlen(name) == (size_t)PyBytes_GET_SIZE(encoded) ? open(name, O_RDONLY | O_NONBLOCK | O_CLOEXEC) : -1;
+    Py_DECREF(encoded);
+    struct stat status;
+    if (fd < 0) Py_RETURN_NONE;
+    if (fstat(fd, &status) < 0 || !S_ISREG(status.st_mode) || status.st_size < 4
+            || (uint64_t)status.st_size > (uint64_t)PY_SSIZE_T_MAX) {
+        close(fd);
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t size = (Py_ssize_t)status.st_size;
+    unsigned char *data = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (data == MAP_FAILED) Py_RETURN_NONE;
+    PyObject *signature = NULL, *facts = NULL;
+    if (memcmp(data, "\x7f" "ELF", 4) == 0 && (signature = split_signature(data, size)) != NULL && signature != Py_None
+            && (facts = read_image(data, size, PyLong_AsSsize_t(PyTuple_GET_ITEM(signature, 0)), path)) != NULL
+            && facts != Py_None)
+        result = PyTuple_Pack(2, signature, facts);
+    munmap(data, (size_t)size);
+    Py_XDECREF(signature);
+    Py_XDECREF(facts);
     if (result == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
     return result;
 }
@@ -919,6 +965,8 @@ static PyMethodDef methods[] = {
     {"instances", modfast_instances, METH_VARARGS, "A tuple of slotted objects, their fields set from columns."},
     {"read", modfast_read, METH_VARARGS, "The facts of a module's ELF image, or None for the Python path."},
     {"symvers", modfast_symvers, METH_VARARGS, "Module.symvers' columns, or None for the Python path."},
+    {"read_file", modfast_read_file, METH_VARARGS,
+     "(signature(), read()) of an uncompressed module file, or None for the Python path."},
     {"signature", modfast_signature, METH_VARARGS,
      "(length, None) of an unsigned module image, (signed length, DER length, pkcs7()'s fields) of a signed one, "
      "or None for the Python path."},

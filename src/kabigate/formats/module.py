@@ -68,6 +68,8 @@ SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
 
 def read_module(path: str) -> Module:
     """Parse the module file at `path`; raises InputError for anything that is not a module."""
+    if _modfast is not None and (found := _modfast.read_file(path)) is not None:  # mapped and read in C
+        return _module_of(path, None, _signature_read_in_c(found[0])[1], found[1])
     fd, status = regular_fd(path)  # a FIFO named *.ko is refused, not waited on
     try:
         if status.st_size == 0:
@@ -91,13 +93,7 @@ def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
     size, signature = _split_signature(data)
     # The C reader's None: it met something it leaves to the Python path (errors included).
     if _modfast is not None and (facts := _modfast.read(data, size, path)) is not None:
-        e_machine, little, modinfo, versions, import_names, import_weak, exports, layout = facts
-        instances = _modfast.instances  # the frozen dataclasses' fields set from C: __init__ is the cost
-        return Module(path=path, machine=machine_name(e_machine, little), modinfo=modinfo,
-                      versions=None if versions is None else instances(SymbolVersion, ("name", "crc"), versions),
-                      imports=instances(Import, ("name", "weak"), (import_names, import_weak)),
-                      exports=tuple(Export(*export) for export in exports), signature=signature,
-                      compression=compression, layout=ElfLayout(*layout))
+        return _module_of(path, compression, signature, facts)
     elf = ElfFile(data, path, size)
     if elf.type != ET_REL:
         raise InputError(f"{path}: not a kernel module (ELF type {elf.type}, modules are relocatable objects)")
@@ -126,14 +122,28 @@ def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
     )
 
 
+def _module_of(path: str, compression: str | None, signature: ModuleSignature | None, facts: tuple) -> Module:
+    """The Module of the C reader's facts."""
+    e_machine, little, modinfo, versions, import_names, import_weak, exports, layout = facts
+    instances = _modfast.instances  # the frozen dataclasses' fields set from C: __init__ is the cost
+    return Module(path=path, machine=machine_name(e_machine, little), modinfo=modinfo,
+                  versions=None if versions is None else instances(SymbolVersion, ("name", "crc"), versions),
+                  imports=instances(Import, ("name", "weak"), (import_names, import_weak)),
+                  exports=tuple(Export(*export) for export in exports), signature=signature,
+                  compression=compression, layout=ElfLayout(*layout))
+
+
 def _split_signature(data: bytes | mmap.mmap) -> tuple[int, ModuleSignature | None]:
     """split_signature(), its trailer and PKCS#7 read in C when built (a defect or an unusual
     signature is left to the Python path, which tells)."""
     if _modfast is None:
         return split_signature(data)
     found = _modfast.signature(data)
-    if found is None:
-        return split_signature(data, _modfast.pkcs7)
+    return split_signature(data, _modfast.pkcs7) if found is None else _signature_read_in_c(found)
+
+
+def _signature_read_in_c(found: tuple) -> tuple[int, ModuleSignature | None]:
+    """split_signature()'s result from _modfast.signature()'s."""
     if len(found) == 2:  # unsigned
         return found
     size, der_size, fields = found
