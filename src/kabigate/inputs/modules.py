@@ -74,9 +74,13 @@ def _inputs(paths: list[str]) -> _Inputs:
 def _walk(top: str) -> Iterator[str]:
     """Files under `top` named like modules or packages; a special file (FIFO, device, socket)
     so named is refused, never opened (opening a FIFO blocks)."""
+    suffixes = MODULE_SUFFIXES + PACKAGE_SUFFIXES
     for path in walk_files(top):
-        if path.endswith(MODULE_SUFFIXES + PACKAGE_SUFFIXES):
-            kind = not_regular(os.stat(path).st_mode) if os.path.exists(path) else None
+        if path.endswith(suffixes):
+            try:  # one stat a file (a tree has 4,000): what os.path.exists() would find missing is let through
+                kind = not_regular(os.stat(path).st_mode)
+            except (OSError, ValueError):
+                kind = None
             if kind is not None:
                 raise InputError(f"{path}: {kind}, not a regular file: refusing it")
             yield path
