@@ -8,6 +8,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <structmember.h>
 #include <string.h>
 
 #define MAX_DEPTH 100
@@ -20,8 +21,7 @@ typedef struct {
 } buffer_t;
 
 /* 0 written, -1 out of memory (exception set), 1 for the Python path. */
-static int grow(buffer_t *b, size_t n) {
-    if (n <= b->capacity - b->length) return 0;
+static int grow_slowly(buffer_t *b, size_t n) {
     size_t capacity = b->capacity;
     while (n > capacity - b->length) {
         if (capacity > PY_SSIZE_T_MAX / 2) { PyErr_NoMemory(); return -1; }
@@ -32,6 +32,10 @@ static int grow(buffer_t *b, size_t n) {
     b->data = grown;
     b->capacity = capacity;
     return 0;
+}
+
+static inline int grow(buffer_t *b, size_t n) {
+    return n <= b->capacity - b->length ? 0 : grow_slowly(b, n);
 }
 
 static int put(buffer_t *b, const char *s, size_t n) {
@@ -59,6 +63,17 @@ static int put_string(buffer_t *b, PyObject *text) {
     if (grow(b, (size_t)n * 12 + 2) < 0) return -1; /* the longest escape: a surrogate pair */
     char *out = b->data + b->length;
     *out++ = '"';
+    if (PyUnicode_IS_ASCII(text)) { /* the usual symbol name: copied whole unless it needs an escape */
+        const unsigned char *ascii = data;
+        Py_ssize_t i = 0;
+        while (i < n && ascii[i] >= ' ' && ascii[i] <= '~' && ascii[i] != '\\' && ascii[i] != '"') i++;
+        if (i == n) {
+            memcpy(out, ascii, (size_t)n);
+            out[n] = '"';
+            b->length = (size_t)(out + n + 1 - b->data);
+            return 0;
+        }
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_UCS4 c = PyUnicode_READ(kind, data, i);
         if (c >= ' ' && c <= '~' && c != '\\' && c != '"') {
@@ -185,9 +200,40 @@ static int put_crc(buffer_t *b, PyObject *crc) {
     unsigned long value = PyLong_AsUnsignedLong(crc);
     if (value == (unsigned long)-1 && PyErr_Occurred()) { PyErr_Clear(); return 1; }
     if (value > 0xFFFFFFFFul) return 1;
-    char text[16];
-    int n = snprintf(text, sizeof text, "\"0x%08lx\"", value);
-    return put(b, text, (size_t)n);
+    char text[12] = "\"0x00000000\""; /* 12 characters, no NUL */
+    for (int i = 10; i >= 3; i--, value >>= 4) text[i] = "0123456789abcdef"[value & 0xF];
+    return put(b, text, sizeof text);
+}
+
+/* A field read straight from its slot when `item` is of `type` and the field a slot of it (a
+ * slotted dataclass's: a tree's ~760,000 version and import fields), else by getattr; a new
+ * reference, NULL with an exception when it fails or the slot is unset. */
+typedef struct {
+    PyTypeObject *type;
+    Py_ssize_t offset; /* -1: read by getattr */
+    PyObject *name;
+} field_t;
+
+static void field_init(field_t *field, PyObject *items, PyObject *name) {
+    field->type = NULL;
+    field->offset = -1;
+    field->name = name;
+    if (name == NULL || items == Py_None || PyTuple_GET_SIZE(items) == 0) return;
+    field->type = Py_TYPE(PyTuple_GET_ITEM(items, 0));
+    PyObject *descriptor = _PyType_Lookup(field->type, name); /* borrowed */
+    if (descriptor != NULL && Py_IS_TYPE(descriptor, &PyMemberDescr_Type)
+            && ((PyMemberDescrObject *)descriptor)->d_member->type == T_OBJECT_EX)
+        field->offset = ((PyMemberDescrObject *)descriptor)->d_member->offset;
+}
+
+static PyObject *field_of(PyObject *item, const field_t *field) {
+    if (field->offset < 0 || Py_TYPE(item) != field->type) return PyObject_GetAttr(item, field->name);
+    PyObject *value = *(PyObject **)((char *)item + field->offset);
+    if (value == NULL) {
+        PyErr_SetObject(PyExc_AttributeError, field->name);
+        return NULL;
+    }
+    return Py_NewRef(value);
 }
 
 static int put_text_field(buffer_t *b, PyObject *object, PyObject *name) {
@@ -234,23 +280,30 @@ static PyObject *jsonindent_module(PyObject *module, PyObject *args) {
     if (first) failed = failed ? failed : 1; /* an empty head: not a record this writes */
     /* "versions": each {"symbol", "crc"}; the first record's CRC of a name kept for its imports */
     Py_ssize_t n = versions == Py_None ? 0 : PyTuple_GET_SIZE(versions);
+    field_t version_name, version_crc, import_name, import_weak;
+    field_init(&version_name, versions, s_name);
+    field_init(&version_crc, versions, s_crc);
+    field_init(&import_name, imports, s_name);
+    field_init(&import_weak, imports, s_weak);
     if (failed == 0) failed = put_member(&b, "versions", 0, 1);
     if (failed == 0 && versions == Py_None) failed = put(&b, "null", 4);
     for (Py_ssize_t i = n - 1; failed == 0 && i >= 0; i--) { /* backwards: the first record of a name wins */
-        PyObject *item = PyTuple_GET_ITEM(versions, i), *name = PyObject_GetAttr(item, s_name);
-        PyObject *crc = name ? PyObject_GetAttr(item, s_crc) : NULL;
+        PyObject *item = PyTuple_GET_ITEM(versions, i), *name = field_of(item, &version_name);
+        PyObject *crc = name ? field_of(item, &version_crc) : NULL;
         if (name == NULL || crc == NULL || PyDict_SetItem(crcs, name, crc) < 0) failed = -1;
         Py_XDECREF(name);
         Py_XDECREF(crc);
     }
     for (Py_ssize_t i = 0; failed == 0 && i < n; i++) {
-        PyObject *item = PyTuple_GET_ITEM(versions, i), *crc = PyObject_GetAttr(item, s_crc);
-        if (crc == NULL) { failed = -1; break; }
-        if (crc == Py_None) failed = 1; /* a version's CRC is never None: not what this writes */
+        PyObject *item = PyTuple_GET_ITEM(versions, i), *name = field_of(item, &version_name);
+        PyObject *crc = name ? field_of(item, &version_crc) : NULL;
+        if (crc == NULL) { Py_XDECREF(name); failed = -1; break; }
+        if (crc == Py_None || !PyUnicode_Check(name)) failed = 1; /* a version's CRC is never None */
         if (failed == 0 && (failed = list_open(&b, i)) == 0 && (failed = put_member(&b, "symbol", 1, 3)) == 0
-                && (failed = put_text_field(&b, item, s_name)) == 0 && (failed = put_member(&b, "crc", 0, 3)) == 0
+                && (failed = put_string(&b, name)) == 0 && (failed = put_member(&b, "crc", 0, 3)) == 0
                 && (failed = put_crc(&b, crc)) == 0)
             failed = record_close(&b);
+        Py_DECREF(name);
         Py_DECREF(crc);
     }
     if (failed == 0 && versions != Py_None) failed = list_close(&b, n);
@@ -258,8 +311,8 @@ static PyObject *jsonindent_module(PyObject *module, PyObject *args) {
     n = PyTuple_GET_SIZE(imports);
     if (failed == 0) failed = put_member(&b, "imports", 0, 1);
     for (Py_ssize_t i = 0; failed == 0 && i < n; i++) {
-        PyObject *item = PyTuple_GET_ITEM(imports, i), *name = PyObject_GetAttr(item, s_name);
-        PyObject *weak = name ? PyObject_GetAttr(item, s_weak) : NULL;
+        PyObject *item = PyTuple_GET_ITEM(imports, i), *name = field_of(item, &import_name);
+        PyObject *weak = name ? field_of(item, &import_weak) : NULL;
         if (name == NULL || weak == NULL) failed = -1;
         else if (!PyUnicode_Check(name) || !PyBool_Check(weak)) failed = 1;
         PyObject *crc = failed ? NULL : PyDict_GetItemWithError(crcs, name);
