@@ -8,6 +8,7 @@ the symbol table (simplify_symbols) and the `__ksymtab*`/`__kcrctab*` export tab
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import mmap
 import os
@@ -122,15 +123,23 @@ def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
     )
 
 
+# Every field, in order: the C reader's Module, ElfLayout and ModuleSignature are made by
+# _modfast.instance(), which sets each slot as their __init__ would.
+_MODULE_FIELDS = tuple(field.name for field in dataclasses.fields(Module))
+_LAYOUT_FIELDS = tuple(field.name for field in dataclasses.fields(ElfLayout))
+
+
 def _module_of(path: str, compression: str | None, signature: ModuleSignature | None, facts: tuple) -> Module:
-    """The Module of the C reader's facts."""
+    """The Module of the C reader's facts (its layout: ElfLayout's fields in order)."""
     e_machine, little, modinfo, versions, import_names, import_weak, exports, layout = facts
     instances = _modfast.instances  # the frozen dataclasses' fields set from C: __init__ is the cost
-    return Module(path=path, machine=machine_name(e_machine, little), modinfo=modinfo,
-                  versions=None if versions is None else instances(SymbolVersion, ("name", "crc"), versions),
-                  imports=instances(Import, ("name", "weak"), (import_names, import_weak)),
-                  exports=tuple(Export(*export) for export in exports), signature=signature,
-                  compression=compression, layout=ElfLayout(*layout))
+    instance = _modfast.instance
+    return instance(Module, _MODULE_FIELDS, (
+        path, machine_name(e_machine, little), modinfo,
+        None if versions is None else instances(SymbolVersion, ("name", "crc"), versions),
+        instances(Import, ("name", "weak"), (import_names, import_weak)),
+        tuple(Export(*export) for export in exports), signature, compression, None,
+        instance(ElfLayout, _LAYOUT_FIELDS, layout)))
 
 
 def _split_signature(data: bytes | mmap.mmap) -> tuple[int, ModuleSignature | None]:
