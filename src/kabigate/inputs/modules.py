@@ -9,7 +9,6 @@ import os
 import pickle
 import signal
 import threading
-import traceback
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -223,6 +222,8 @@ def _mapped_runs(queue: int, runs: list[list[str]], each: Callable[[Module], T],
         except InputError as error:
             return done, {number: ("error", str(error))}
         except Exception:
+            import traceback  # only for a bug's report
+
             return done, {number: ("crash", traceback.format_exc())}
     return done, {}
 
