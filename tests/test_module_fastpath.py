@@ -22,6 +22,7 @@ from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.elf import SHT_SYMTAB
 from kabigate.formats.modsig import parse_pkcs7, split_signature
 from kabigate.formats.module import parse_module, read_module
+from kabigate.inputs import modules as modules_input
 from kabigate.inputs.modules import PARALLEL_MIN_FILES, find_module_files, map_modules, read_modules
 from kabigate.model import MODULE_SUFFIXES
 
@@ -218,6 +219,16 @@ def test_a_tree_mapped_by_forked_children_is_mapped_in_order(testdata):
     tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel"
     paths = find_module_files([str(tree)])
     assert map_modules([str(tree)], repr) == [repr(read_module(path)) for path in paths]
+
+
+def test_a_mapped_tree_is_shared_out_in_at_most_most_runs(testdata, monkeypatch):
+    """Runs grow past MAPPED_RUN files when there would be more than MOST_RUNS of them (their
+    numbers must fit in a pipe written before it is read); the order stays the files'."""
+    tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel" / "drivers" / "net"
+    monkeypatch.setattr(modules_input, "MOST_RUNS", 3)
+    paths = find_module_files([str(tree)])
+    assert len(paths) > PARALLEL_MIN_FILES * 3
+    assert map_modules([str(tree)], lambda module: module.path) == paths
 
 
 def test_a_mapped_tree_with_damaged_modules_raises_the_first_error(tmp_path, testdata):

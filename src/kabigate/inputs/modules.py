@@ -163,9 +163,10 @@ def map_modules(paths: list[str], each: Callable[[Module], T],
     if inputs.packages or not _pooled(inputs.files):
         return [each(module) for module in read_modules(paths, advance)]
     files = inputs.files
-    runs = [files[start:start + MAPPED_RUN] for start in range(0, len(files), MAPPED_RUN)]
+    size = max(MAPPED_RUN, -(-len(files) // MOST_RUNS))
+    runs = [files[start:start + size] for start in range(0, len(files), size)]
     queue, queued = os.pipe()
-    os.write(queued, b"".join(number.to_bytes(2, "little") for number in range(len(runs))))  # < a pipe's 64 kB
+    os.write(queued, b"".join(number.to_bytes(2, "little") for number in range(len(runs))))
     os.close(queued)
     children: list[tuple[int, int]] = []
     try:
@@ -202,8 +203,10 @@ def map_modules(paths: list[str], each: Callable[[Module], T],
 
 
 # Files a process of map_modules() maps at a time: ~60 runs of a tree, few enough to cost nothing
-# to hand out, enough for a process slowed by other work to take fewer.
+# to hand out, enough for a process slowed by other work to take fewer. At most MOST_RUNS runs, so
+# that their numbers fit in a page, what any pipe holds (one written whole before anyone reads).
 MAPPED_RUN = 64
+MOST_RUNS = 2048
 
 
 def _mapped_runs(queue: int, runs: list[list[str]], each: Callable[[Module], T],
