@@ -4,13 +4,15 @@ user runs it, alternated run by run (A B A B ...) so that a shared machine's dri
 
     check    kabigate check -k /lib/modules/<kver> /lib/modules/<kver>/kernel   vs   depmod -naeE Module.symvers
     inspect  kabigate inspect --json <tree>                                    vs   xargs modinfo (all files)
+    inspect1 the same, kabigate held to one CPU (no worker process: the gain of the others, apart)
     help     kabigate --help                                                    (start-up, no baseline)
     one      kabigate check -k /lib/modules/<kver> <one module>                  vs   modinfo <one module>
 
 Prints for each the median seconds (and CPU seconds of all its processes), the median of the
 per-pair ratios, and the peak resident memory of the largest single process (wait4's ru_maxrss).
 
-    .venv/bin/python bench/tree_vs_kmod.py [--release 6.1.0-56-amd64] [--runs 5] [--only check,inspect,help,one]
+    .venv/bin/python bench/tree_vs_kmod.py [--release 6.1.0-56-amd64] [--runs 5]
+        [--only check,inspect,inspect1,help,one]
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ from kabigate.inputs.modules import find_module_files
 ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
 
 
-def run(command: list[str], stdin: bytes | None = None) -> tuple[float, int, float]:
+def run(command: list[str], stdin: bytes | None = None, one_cpu: bool = False) -> tuple[float, int, float]:
     """(wall seconds, peak RSS in MiB, CPU seconds with its children's) of one whole process,
-    its output thrown away."""
+    its output thrown away; `one_cpu`: held to the first CPU it may use."""
     start = time.perf_counter()
+    cpu = min(os.sched_getaffinity(0))
     process = subprocess.Popen(command, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+                               preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if one_cpu else None)
     if stdin is not None:
         process.stdin.write(stdin)
         process.stdin.close()
@@ -50,11 +54,12 @@ def run(command: list[str], stdin: bytes | None = None) -> tuple[float, int, flo
     return elapsed, usage.ru_maxrss // 1024, usage.ru_utime + usage.ru_stime
 
 
-def compare(label: str, ours: list[str], theirs: list[str] | None, runs: int, stdin: bytes | None = None) -> None:
-    run(ours), theirs and run(theirs, stdin)  # warm the page cache and the bytecode
+def compare(label: str, ours: list[str], theirs: list[str] | None, runs: int, stdin: bytes | None = None,
+            one_cpu: bool = False) -> None:
+    run(ours, one_cpu=one_cpu), theirs and run(theirs, stdin)  # warm the page cache and the bytecode
     our_times, their_times, ratios, peaks, cpu = [], [], [], [], []
     for _ in range(runs):
-        seconds, peak, cpu_seconds = run(ours)
+        seconds, peak, cpu_seconds = run(ours, one_cpu=one_cpu)
         our_times.append(seconds)
         peaks.append(peak)
         cpu.append(cpu_seconds)
@@ -73,7 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--release", default="6.1.0-56-amd64")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--only", default="check,inspect,help,one")
+    parser.add_argument("--only", default="check,inspect,inspect1,help,one")
     args = parser.parse_args()
     root = testdata_root() / "kernels" / args.release
     tree = root / "lib" / "modules" / args.release
@@ -90,6 +95,9 @@ def main() -> None:
     if "inspect" in only:
         compare("inspect", [*kabigate, "inspect", "--json", str(tree / "kernel")],
                 ["xargs", "-0", "modinfo"], args.runs, "\0".join(files).encode())
+    if "inspect1" in only:
+        compare("inspect1", [*kabigate, "inspect", "--json", str(tree / "kernel")],
+                ["xargs", "-0", "modinfo"], args.runs, "\0".join(files).encode(), one_cpu=True)
     if "help" in only:
         compare("help", [*kabigate, "--help"], None, args.runs)
     if "one" in only:

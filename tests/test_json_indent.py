@@ -1,5 +1,5 @@
 """emit_json() (cli/shared.py) writes json.dumps(document, indent=2)'s text, by its Python path
-and by the C indenter of json's compact text (cli/_jsonindent.c, issue 23): a real tree's
+and by the C writer (cli/_jsonindent.c dumps(), issue 23): a real tree's
 `inspect --json` document, and generated documents full of what a naive indenter would get
 wrong (braces, commas, colons, quotes and backslashes inside strings, empty containers)."""
 
@@ -74,3 +74,43 @@ def test_generated_documents_are_json_dumps_indented(indenter):
 def test_what_json_cannot_write_is_refused_alike(indenter):
     with pytest.raises(TypeError, match="is not JSON serializable"):
         _emitted({"modules": [{"a": {"b": object()}}]})
+
+
+def test_the_c_writer_writes_what_json_writes_or_leaves_it_to_python():
+    """dumps() itself, at an indent: json.dumps' text, or None for what it leaves to the Python path
+    (a non-str key, a type json writes otherwise); the generated documents mostly stay in C."""
+    if C_INDENT is None:
+        pytest.fail("the C writer (kabigate.cli._jsonindent) is not built: pip install -e . builds it")
+    rng = random.Random(2323)
+    written = 0
+    for _ in range(3000):
+        value = _value(rng, 2)
+        text = C_INDENT(value, "\n    ")
+        if text is not None:
+            written += 1
+            assert text == json.dumps(value, indent=2).replace("\n", "\n    "), value
+    assert written > 2000
+    assert C_INDENT({"a": [object()]}, "\n") is None
+    assert C_INDENT({1: "one"}, "\n") is None
+    assert C_INDENT(["\U0001f600\x7f\0é"], "\n") == json.dumps(["\U0001f600\x7f\0é"], indent=2)
+
+
+def test_every_module_of_the_corpus_is_written_in_c_as_in_python(testdata):
+    """inspect --json's record of a module, written by cli/_jsonindent.c module() from its fields,
+    is the text of the Python path's _module_json() dict, for every module of the real corpus;
+    and a field of an unexpected type is left to the Python path."""
+    write = shared.c_module_writer()
+    if write is None:
+        pytest.fail("the C writer (kabigate.cli._jsonindent) is not built: pip install -e . builds it")
+    root = testdata.root
+    trees = sorted({str(p.parent) for p in root.glob("*kernels/*/lib/modules/*/kernel")})
+    modules = read_modules([*trees, str(root / "drivers"), str(root / "synthetic")])
+    assert len(modules) > 10_000
+    for module in modules:
+        text = write(abi._module_head(module), module.versions, module.imports, module.exports,
+                     abi._signature_json(module.signature), abi.MODULE_NEWLINE)
+        assert text == shared.json_text(abi._module_json(module), abi.MODULE_NEWLINE), module.path
+    module = modules[0]
+    assert write(abi._module_head(module), module.versions, module.imports, module.exports,
+                 {"size": object()}, abi.MODULE_NEWLINE) is None
+    assert write({}, None, (), (), None, abi.MODULE_NEWLINE) is None

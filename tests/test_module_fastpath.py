@@ -22,7 +22,8 @@ from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.elf import SHT_SYMTAB
 from kabigate.formats.modsig import parse_pkcs7, split_signature
 from kabigate.formats.module import parse_module, read_module
-from kabigate.inputs.modules import PARALLEL_MIN_FILES, find_module_files, read_modules
+from kabigate.inputs import modules as modules_input
+from kabigate.inputs.modules import PARALLEL_MIN_FILES, find_module_files, map_modules, read_modules
 from kabigate.model import MODULE_SUFFIXES
 
 ROOT = corpus_root()
@@ -168,6 +169,29 @@ def test_damaged_signatures_read_alike(tmp_path):
     assert fast_read > 100, fast_read
 
 
+def test_damaged_signature_trailers_split_alike(monkeypatch):
+    """A signed module's end (the magic, struct module_signature, the PKCS#7's end) overwritten or
+    cut: the C reader's split (or its None, then the Python path's) is split_signature()'s."""
+    monkeypatch.setattr(module_format, "_modfast", C_READER)
+    original = (ROOT / DAMAGED[0]).read_bytes()
+    assert module_format._split_signature(original) == split_signature(original)
+    assert C_READER.signature(original) is not None
+    rng = random.Random(1)
+    fast_read = 0
+    for _ in range(3000):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 3)):
+            at = len(data) - rng.randint(1, 60)
+            if rng.random() < 0.8:
+                data[at] = rng.choice([0, 1, 2, 0xFF, rng.randrange(256)])
+            else:
+                del data[at:]
+        data = bytes(data)
+        fast_read += C_READER.signature(data) is not None
+        assert module_format._split_signature(data) == split_signature(data), data[-60:].hex()
+    assert fast_read > 1000, fast_read
+
+
 def test_a_tree_read_by_worker_processes_is_the_tree_read_in_order(testdata, reader):
     """read_modules() of a whole tree (worker processes, modules packed into tuples and back)
     gives the Modules read_module() gives file by file, in the same order."""
@@ -187,6 +211,39 @@ def test_a_tree_with_a_damaged_module_raises_its_error(tmp_path, testdata):
     (tmp_path / names[110]).write_bytes(b"junk")
     with pytest.raises(InputError, match=names[100].replace(".", r"\.") + ": unknown ELF class"):
         read_modules([str(tmp_path)])
+
+
+def test_a_tree_mapped_by_forked_children_is_mapped_in_order(testdata):
+    """map_modules() of a whole tree (shared out between this process and forked children, their
+    results pickled back) gives what mapping read_module() file by file gives, in the same order."""
+    tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel"
+    paths = find_module_files([str(tree)])
+    assert map_modules([str(tree)], repr) == [repr(read_module(path)) for path in paths]
+
+
+def test_a_mapped_tree_is_shared_out_in_at_most_most_runs(testdata, monkeypatch):
+    """Runs grow past MAPPED_RUN files when there would be more than MOST_RUNS of them (their
+    numbers must fit in a pipe written before it is read); the order stays the files'."""
+    tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel" / "drivers" / "net"
+    monkeypatch.setattr(modules_input, "MOST_RUNS", 3)
+    paths = find_module_files([str(tree)])
+    assert len(paths) > PARALLEL_MIN_FILES * 3
+    assert map_modules([str(tree)], lambda module: module.path) == paths
+
+
+def test_a_mapped_tree_with_damaged_modules_raises_the_first_error(tmp_path, testdata):
+    """The first damaged file in order raises its InputError, wherever its share was read; a
+    damaged file only in a child's share too."""
+    tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel" / "drivers" / "net"
+    for path in find_module_files([str(tree)])[:PARALLEL_MIN_FILES * 2]:
+        (tmp_path / Path(path).name).write_bytes(Path(path).read_bytes())
+    names = sorted(p.name for p in tmp_path.iterdir())
+    (tmp_path / names[-2]).write_bytes(b"junk")
+    with pytest.raises(InputError, match=names[-2].replace(".", r"\.") + ": not an ELF file"):
+        map_modules([str(tmp_path)], repr)
+    (tmp_path / names[3]).write_bytes(b"\x7fELF" + b"\0" * 60)
+    with pytest.raises(InputError, match=names[3].replace(".", r"\.") + ": unknown ELF class"):
+        map_modules([str(tmp_path)], repr)
 
 
 def _symvers_outcome(data: bytes, fast):

@@ -48,7 +48,7 @@ from kabigate.formats.elrepo import parse_spec_history
 from kabigate.formats.gatepolicy import parse_policy, parse_waivers, waiver_from_mapping
 from kabigate.formats.initramfs import module_digests
 from kabigate.formats.kconfig import parse_kconfig
-from kabigate.formats.module import parse_module
+from kabigate.formats.module import parse_module, read_module
 from kabigate.formats.repomd import parse_primary, parse_repomd
 from kabigate.formats.stablelist import parse_stablelist
 from kabigate.formats.symvers import parse_symvers
@@ -284,23 +284,27 @@ def koji_answer_seeds() -> list[bytes]:
 # -- runs --------------------------------------------------------------------------------------
 
 def run_module(data: bytes) -> None:
-    """parse_module() by the C reader (where built) and by the Python path: the same Module or the same error."""
-    fast = _module_outcome(data)
+    """parse_module() by the C reader (where built) and by the Python path: the same Module or the same error;
+    read_module() of the bytes as a file alike (the C reader maps the file itself)."""
+    path = str(context().write("fuzz.ko", data))
+    fast, fast_file = _module_outcome(data), _module_outcome(path)
     reader, module_format._modfast = module_format._modfast, None
     try:
-        pure = _module_outcome(data)
+        pure, pure_file = _module_outcome(data), _module_outcome(path)
     finally:
         module_format._modfast = reader
     assert _compared(fast) == _compared(pure), f"the C reader and the Python path differ: {fast!r} != {pure!r}"
+    assert _compared(fast_file) == _compared(pure_file), f"read as a file: {fast_file!r} != {pure_file!r}"
     if isinstance(pure, InputError):
         raise pure
     for export in pure.exports:
         assert isinstance(export.name, str)
 
 
-def _module_outcome(data: bytes):
+def _module_outcome(data: bytes | str):
+    """parse_module() of bytes, read_module() of a path."""
     try:
-        return parse_module(data, "fuzz.ko")
+        return parse_module(data, "fuzz.ko") if isinstance(data, bytes) else read_module(data)
     except InputError as error:
         return error
 

@@ -13,23 +13,27 @@ from kabigate.analysis import diff_kernels
 from kabigate.cli.shared import (
     EXIT_INCOMPATIBLE,
     EXIT_OK,
+    JsonText,
+    c_module_writer,
     crc_text,
     describe_reason,
     emit_json,
+    json_text,
     load_kernel_with_progress,
+    map_modules_with_progress,
     out,
     print_styled,
     read_modules_with_progress,
     trust_options,
 )
 from kabigate.errors import InputError
-from kabigate.explain.crc import SymbolExplanation, cause_json, cause_text
 from kabigate.inputs.stablelists import matching_kernel, read_stablelist
-from kabigate.model import Export, Kernel, Module, ReasonCode, SymbolVersion, Verdict
+from kabigate.model import Export, Kernel, Module, ModuleSignature, ReasonCode, SymbolVersion, Verdict
 from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 from kabigate.rules import LoadOptions, check_modules
 
 if TYPE_CHECKING:
+    from kabigate.explain.crc import SymbolExplanation
     from kabigate.formats.stablelist import Stablelist
 
 # -- inspect --------------------------------------------------------------------------------
@@ -47,19 +51,43 @@ def inspect(modules: tuple[str, ...], as_json: bool) -> None:
     from kabigate.inputs.modules import collector_paused  # the package readers: not for --help
 
     with collector_paused(freeze=True):
-        parsed = read_modules_with_progress(list(modules))
-        if as_json:
-            emit_json({"modules": [_module_json(m) for m in parsed]})
+        if as_json:  # each module's text made where it is read (a worker process, for many files)
+            emit_json({"modules": map_modules_with_progress(list(modules), _module_json_text)})
             return
-        for module in parsed:
+        for module in read_modules_with_progress(list(modules)):
             _print_module(module)
 
 
+def _module_json_text(module: Module) -> JsonText:
+    """_module_json()'s text in the document, written in C from the module's fields when built."""
+    write = c_module_writer()
+    if write is not None:
+        text = write(_module_head(module), module.versions, module.imports, module.exports,
+                     _signature_json(module.signature), MODULE_NEWLINE)
+        if text is not None:
+            return JsonText(text)
+    return json_text(_module_json(module), MODULE_NEWLINE)
+
+
+MODULE_NEWLINE = "\n    "  # an item of the document's "modules" list
+
+
 def _module_json(module: Module) -> dict:
-    signature = module.signature
     versions = module.versions or ()
-    texts = [crc_text(v.crc) for v in versions]  # once each: a tree has ~190,000, imports as many again
+    texts = [_crc_texts[v.crc] for v in versions]  # once each: a tree has ~190,000, imports as many again
     crcs = _version_crcs(versions, texts)
+    return {
+        **_module_head(module),
+        "versions": None if module.versions is None else [{"symbol": v.name, "crc": text}
+                                                          for v, text in zip(versions, texts)],
+        "imports": [{"symbol": i.name, "weak": i.weak, "crc": crcs.get(i.name)} for i in module.imports],
+        "exports": [_export_json(e) for e in module.exports],
+        "signature": _signature_json(module.signature),
+    }
+
+
+def _module_head(module: Module) -> dict:
+    """_module_json()'s members before its versions (cli/_jsonindent.c module() writes the rest alike)."""
     return {
         "path": module.path,
         "name": module.name,
@@ -71,14 +99,24 @@ def _module_json(module: Module) -> dict:
         "import_ns": module.imported_namespaces,
         "intree": module.info("intree") is not None,
         "modinfo": [[key, value] for key, value in module.modinfo],
-        "versions": None if module.versions is None else [{"symbol": v.name, "crc": text}
-                                                          for v, text in zip(versions, texts)],
-        "imports": [{"symbol": i.name, "weak": i.weak, "crc": crcs.get(i.name)} for i in module.imports],
-        "exports": [_export_json(e) for e in module.exports],
-        "signature": None if signature is None else {
-            "id_type": signature.id_type, "signer": signature.signer, "key_id": signature.key_id,
-            "hash_algorithm": signature.hash_algorithm, "size": signature.signature_size},
     }
+
+
+def _signature_json(signature: ModuleSignature | None) -> dict | None:
+    return None if signature is None else {
+        "id_type": signature.id_type, "signer": signature.signer, "key_id": signature.key_id,
+        "hash_algorithm": signature.hash_algorithm, "size": signature.signature_size}
+
+
+class _CrcTexts(dict):
+    """crc_text() of each CRC met, made once: a tree's 189,000 versions have 18,000 CRCs."""
+
+    def __missing__(self, crc: int) -> str:
+        text = self[crc] = crc_text(crc)
+        return text
+
+
+_crc_texts = _CrcTexts()
 
 
 def _version_crcs(versions: tuple[SymbolVersion, ...], texts: list[str | None]) -> dict[str, str | None]:
@@ -213,7 +251,7 @@ def _print_check(kernel: Kernel, stablelist: Stablelist | None, verdicts: list[V
         for reason in verdict.reasons:
             pieces += [("      " + describe_reason(reason), None), ("\n", None)]
             if reason.code == ReasonCode.CRC_MISMATCH and reason.symbol in causes:
-                pieces += [("        cause: " + cause_text(causes[reason.symbol]), None), ("\n", None)]
+                pieces += [("        cause: " + _cause_text(causes[reason.symbol]), None), ("\n", None)]
         for warning in verdict.warnings:
             pieces += [("      warning " + describe_reason(warning), "yellow"), ("\n", None)]
         if "stablelist" in report:
@@ -270,7 +308,7 @@ def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, no_expla
                 for change in changes:
                     crc_changed = change.old and change.new and change.old.crc != change.new.crc
                     cause = causes.get(change.name) if crc_changed else None
-                    suffix = f"  {cause_text(cause)}" if cause else ""
+                    suffix = f"  {_cause_text(cause)}" if cause else ""
                     out.print("  " + _describe_change(change) + suffix, markup=False)
     broken = result.stablelist_violations if stablelist is not None else result.breaks_abi
     sys.exit(EXIT_INCOMPATIBLE if broken else EXIT_OK)
@@ -281,8 +319,16 @@ def _change_json(change, causes: dict[str, SymbolExplanation]) -> dict:
               "old": None if change.old is None else _export_json(change.old),
               "new": None if change.new is None else _export_json(change.new)}
     if change.old and change.new and change.old.crc != change.new.crc and change.name in causes:
+        from kabigate.explain.crc import cause_json  # loaded already: the causes came from it
+
         report["cause"] = cause_json(causes[change.name])
     return report
+
+
+def _cause_text(cause: SymbolExplanation) -> str:
+    from kabigate.explain.crc import cause_text  # loaded already: the causes came from it (~10 ms otherwise)
+
+    return cause_text(cause)
 
 
 def _describe_change(change) -> str:

@@ -13,6 +13,7 @@ import tempfile
 import textwrap
 from collections.abc import Callable
 from contextlib import contextmanager
+from typing import TypeVar
 
 import click
 from rich.console import Console
@@ -21,6 +22,8 @@ from rich.text import Text
 from kabigate.errors import InputError
 from kabigate.model import Kernel, Module, Reason
 from kabigate.reports.verdicts import crc_text  # also the commands' shared helper
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_INCOMPATIBLE, EXIT_INPUT_ERROR = 0, 1, 2
 
@@ -96,6 +99,14 @@ def read_modules_with_progress(paths: list[str]) -> list[Module]:
     # Counting walks the tree (and opens each package) once more: only for a bar that is shown.
     with progress("reading modules", count_modules(paths) if err.is_terminal else 0) as advance:
         return read_modules(paths, advance)
+
+
+def map_modules_with_progress(paths: list[str], each: Callable[[Module], T]) -> list[T]:
+    """each(module) of every module under `paths` (inputs.modules.map_modules()), with a bar."""
+    from kabigate.inputs.modules import count_modules, map_modules  # the package readers: not for --help
+
+    with progress("reading modules", count_modules(paths) if err.is_terminal else 0) as advance:
+        return map_modules(paths, each, advance)
 
 
 def load_kernel_with_progress(paths: list[str], vermagic: str | None = None) -> Kernel:
@@ -194,21 +205,39 @@ def emit_json(document: dict) -> None:
     sys.stdout.write("".join(pieces))
 
 
+class JsonText(str):
+    """A value's JSON text as emit_json() writes it at the indent it is placed at (json_text()):
+    made where the value is (a worker process), emitted as it is."""
+
+
+def json_text(value, newline: str) -> JsonText:
+    """`value`'s text in emit_json()'s document at the indent `newline` ("\n" and spaces) gives."""
+    written: list[str] = []
+    pieces: list[str] = []
+    _indented(value, pieces, newline, written.append)
+    return JsonText("".join(written) + "".join(pieces))
+
+
 _string = json.encoder.encode_basestring_ascii  # the C function json.dumps uses (ensure_ascii)
-_compact = json.JSONEncoder(separators=(",", ":")).encode  # json's C encoder (no indent)
 _STREAMED_LEVELS = 2  # the document and its lists (`modules`): below them, one value at a time in C
 
 
 @functools.cache
-def _c_indenter() -> Callable[[str, str], str] | None:
-    """cli/_jsonindent.c's indent(), unless KABIGATE_PURE is set or it was not built (loaded at the
+def _c_indenter() -> Callable[[object, str], str | None] | None:
+    """cli/_jsonindent.c's dumps(), unless KABIGATE_PURE is set or it was not built (loaded at the
     first JSON document, not when `kabigate --help` starts)."""
     if os.environ.get("KABIGATE_PURE"):
         return None
     try:
-        return importlib.import_module("kabigate.cli._jsonindent").indent
+        return importlib.import_module("kabigate.cli._jsonindent").dumps
     except ImportError:
         return None
+
+
+@functools.cache
+def c_module_writer() -> Callable[..., str | None] | None:
+    """cli/_jsonindent.c's module() (`inspect --json`'s record of a module), as _c_indenter()."""
+    return None if _c_indenter() is None else importlib.import_module("kabigate.cli._jsonindent").module
 
 
 _FLUSH_PIECES = 65536
@@ -275,15 +304,21 @@ def _scalar(value) -> str | None:
 def _indented(value, pieces: list[str], newline: str, write) -> None:
     """json.dumps(indent=2)'s text of `value` appended to `pieces` (`newline` is "\n" and the
     current indent); pieces are written out every _FLUSH_PIECES items of a list."""
+    if type(value) is JsonText:
+        pieces.append(value)
+        return
     text = _scalar(value)
     if text is not None:
         pieces.append(text)
         return
     c_indent = _c_indenter()
     if c_indent is not None and len(newline) > _STREAMED_LEVELS * 2:
-        # Below the levels streamed item by item (a tree's modules): json's C encoder, indented in C.
-        pieces.append(c_indent(_compact(value), newline))
-        return
+        # Below the levels streamed item by item (a tree's modules): written in C, unless it holds
+        # what json writes otherwise (then the Python path below, which also refuses as json does).
+        text = c_indent(value, newline)
+        if text is not None:
+            pieces.append(text)
+            return
     if value and isinstance(value, (dict, list, tuple)):
         text = _flat(value, newline)
         if text is None and not isinstance(value, dict):

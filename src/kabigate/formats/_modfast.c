@@ -11,8 +11,12 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define SHT_SYMTAB 2
 #define SHT_STRTAB 3
@@ -77,6 +81,64 @@ static int64_t find_section(const elf_t *elf, const char *name) {
 
 static PyObject *decode(const unsigned char *s, size_t n) {
     return PyUnicode_DecodeUTF8((const char *)s, (Py_ssize_t)n, "replace");
+}
+
+/* A symbol name's str, one per distinct name for the process: a tree's 4,023 modules name
+ * ~380,000 imports and versions, ~20,000 distinct. Shared, they are made, hashed (by the dicts
+ * that look them up) and freed once each; a kernel's exports looked up by them compare by
+ * identity once their Module.symvers names come from here too. ASCII names of at most
+ * NAME_CACHE_LONGEST bytes are kept, up to NAME_CACHE_MOST of them (a hostile module's millions
+ * of names are made, not kept); anything else is decoded as decode() does. */
+#define NAME_CACHE_MOST (1 << 18)
+#define NAME_CACHE_LONGEST 128
+
+typedef struct {
+    uint64_t hash;
+    PyObject *text;
+} name_slot_t;
+
+static name_slot_t *name_slots;
+static size_t name_capacity, name_count;
+
+static int name_cache_grow(void) {
+    size_t capacity = name_capacity ? name_capacity * 2 : 1 << 15;
+    name_slot_t *slots = PyMem_Calloc(capacity, sizeof(name_slot_t));
+    if (slots == NULL) return -1;
+    for (size_t i = 0; i < name_capacity; i++) {
+        if (name_slots[i].text == NULL) continue;
+        size_t at = (size_t)name_slots[i].hash & (capacity - 1);
+        while (slots[at].text != NULL) at = (at + 1) & (capacity - 1);
+        slots[at] = name_slots[i];
+    }
+    PyMem_Free(name_slots);
+    name_slots = slots;
+    name_capacity = capacity;
+    return 0;
+}
+
+static PyObject *name_text(const unsigned char *s, size_t n) {
+    if (n > NAME_CACHE_LONGEST) return decode(s, n);
+    uint64_t hash = 14695981039346656037ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] & 0x80) return decode(s, n);
+        hash = (hash ^ s[i]) * 1099511628211ull;
+    }
+    if (name_count * 2 >= name_capacity && name_count < NAME_CACHE_MOST && name_cache_grow() < 0) return decode(s, n);
+    size_t at = (size_t)hash & (name_capacity - 1);
+    for (; name_slots[at].text != NULL; at = (at + 1) & (name_capacity - 1)) {
+        PyObject *text = name_slots[at].text;
+        if (name_slots[at].hash == hash && (size_t)PyUnicode_GET_LENGTH(text) == n && memcmp(PyUnicode_DATA(text), s, n) == 0)
+            return Py_NewRef(text);
+    }
+    PyObject *text = PyUnicode_New((Py_ssize_t)n, 127);
+    if (text == NULL) return NULL;
+    memcpy(PyUnicode_DATA(text), s, n);
+    if (name_count < NAME_CACHE_MOST) { /* the table is at most half full: the slot found is free */
+        name_slots[at].hash = hash;
+        name_slots[at].text = Py_NewRef(text);
+        name_count++;
+    }
+    return text;
 }
 
 /* Length up to the first NUL within [s, s + limit), or limit. */
@@ -322,7 +384,7 @@ static PyObject *read_versions(const elf_t *elf) {
         for (uint64_t i = 0; i < count; i++) {
             if (p > end) goto fall_back; /* fewer names than CRCs: the Python path's error */
             size_t len = bounded_strlen(p, (size_t)(end - p));
-            PyObject *name = decode(p, len), *crc = PyLong_FromUnsignedLongLong(get(elf, c->offset + i * 4, 4));
+            PyObject *name = name_text(p, len), *crc = PyLong_FromUnsignedLongLong(get(elf, c->offset + i * 4, 4));
             if (name == NULL || crc == NULL || PyList_Append(names, name) < 0 || PyList_Append(crcs, crc) < 0) {
                 Py_XDECREF(name);
                 Py_XDECREF(crc);
@@ -345,7 +407,7 @@ static PyObject *read_versions(const elf_t *elf) {
     for (uint64_t i = 0; i < count; i++) {
         uint64_t record = s->offset + i * MODVERSION_INFO_SIZE;
         const unsigned char *name = elf->data + record + crc_size;
-        PyObject *text = decode(name, bounded_strlen(name, (size_t)(MODVERSION_INFO_SIZE - crc_size)));
+        PyObject *text = name_text(name, bounded_strlen(name, (size_t)(MODVERSION_INFO_SIZE - crc_size)));
         PyObject *crc = PyLong_FromUnsignedLongLong(get(elf, record, (int)crc_size) & 0xFFFFFFFFu);
         if (text == NULL || crc == NULL) { Py_XDECREF(text); Py_XDECREF(crc); goto error; }
         PyList_SET_ITEM(names, (Py_ssize_t)i, text);
@@ -370,7 +432,7 @@ static PyObject *read_modinfo(const elf_t *elf, const section_t *s) {
         size_t len = bounded_strlen(p, (size_t)(end - p));
         const unsigned char *eq = memchr(p, '=', len);
         if (eq != NULL) { /* '=' is one byte no UTF-8 sequence contains: splitting before decoding is the same */
-            PyObject *item = Py_BuildValue("(NN)", decode(p, (size_t)(eq - p)), decode(eq + 1, len - (eq - p) - 1));
+            PyObject *item = Py_BuildValue("(NN)", name_text(p, (size_t)(eq - p)), decode(eq + 1, len - (eq - p) - 1));
             if (item == NULL || PyList_Append(entries, item) < 0) { Py_XDECREF(item); Py_DECREF(entries); return NULL; }
             Py_DECREF(item);
         }
@@ -452,12 +514,7 @@ error:
 /* read(image, size, path): the facts of the module whose ELF image is the first `size` bytes of
  * `image` (a buffer: bytes or an mmap), as (e_machine, little_endian, modinfo, versions,
  * import_names, import_weak, exports, layout); None when the Python path must read it. */
-static PyObject *modfast_read(PyObject *module, PyObject *args) {
-    Py_buffer view;
-    Py_ssize_t size;
-    PyObject *path;
-    (void)module;
-    if (!PyArg_ParseTuple(args, "y*nU", &view, &size, &path)) return NULL;
+static PyObject *read_image(const unsigned char *data, Py_ssize_t length, Py_ssize_t size, PyObject *path) {
     elf_t elf = {0};
     char *tables = NULL;
     symbol_t *symbols = NULL;
@@ -465,8 +522,8 @@ static PyObject *modfast_read(PyObject *module, PyObject *args) {
     PyObject *modinfo = NULL, *versions = NULL, *names = NULL, *weak = NULL, *exports = NULL, *layout = NULL;
     PyObject *result = NULL;
     uint64_t shstrndx = 0;
-    if (size < 0 || size > view.len) goto fall_back;
-    elf.data = view.buf;
+    if (size < 0 || size > length) goto fall_back;
+    elf.data = data;
     elf.size = (uint64_t)size;
     if (read_headers(&elf, &shstrndx) < 0) goto fall_back;
     if (get(&elf, 16, 2) != 1) goto fall_back; /* ET_REL */
@@ -486,7 +543,7 @@ static PyObject *modfast_read(PyObject *module, PyObject *args) {
         const symbol_t *sym = &symbols[i];
         int bind = sym->info >> 4;
         if (sym->shndx != SHN_UNDEF || sym->name_len == 0 || (bind != 1 && bind != 2)) continue;
-        PyObject *name = decode(sym->name, sym->name_len);
+        PyObject *name = name_text(sym->name, sym->name_len);
         if (name == NULL || PyList_Append(names, name) < 0 || PyList_Append(weak, bind == 2 ? Py_True : Py_False) < 0) {
             Py_XDECREF(name);
             goto done;
@@ -524,6 +581,16 @@ done:
     PyMem_Free(symbols);
     PyMem_Free(tables);
     PyMem_Free(elf.sections);
+    return result;
+}
+
+static PyObject *modfast_read(PyObject *module, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t size;
+    PyObject *path;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y*nU", &view, &size, &path)) return NULL;
+    PyObject *result = read_image(view.buf, view.len, size, path);
     PyBuffer_Release(&view);
     return result;
 }
@@ -576,6 +643,32 @@ error:
     for (Py_ssize_t f = 0; f < width; f++) Py_XDECREF(slots[f]);
     Py_XDECREF(result);
     return NULL;
+}
+
+/* instance(cls, fields, values): one cls object with each field set to its value through its slot,
+ * as instances() sets them: a frozen dataclass's __init__ (object.__setattr__ a field) is ~3 us
+ * for a Module or an ElfLayout, made for each of a tree's 4,023 modules. Every slot must be given. */
+static PyObject *modfast_instance(PyObject *module, PyObject *args) {
+    PyTypeObject *cls;
+    PyObject *fields, *values;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyType_Type, &cls, &PyTuple_Type, &fields, &PyTuple_Type, &values))
+        return NULL;
+    if (PyTuple_GET_SIZE(fields) != PyTuple_GET_SIZE(values)) {
+        PyErr_SetString(PyExc_ValueError, "a value for each field");
+        return NULL;
+    }
+    PyObject *item = cls->tp_alloc(cls, 0);
+    for (Py_ssize_t f = 0; item != NULL && f < PyTuple_GET_SIZE(fields); f++) {
+        PyObject *slot = PyObject_GetAttr((PyObject *)cls, PyTuple_GET_ITEM(fields, f)); /* the class's descriptor */
+        if (slot == NULL || !Py_IS_TYPE(slot, &PyMemberDescr_Type)
+                || Py_TYPE(slot)->tp_descr_set(slot, item, PyTuple_GET_ITEM(values, f)) < 0) {
+            if (slot != NULL && !PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "fields must be slots of the class");
+            Py_CLEAR(item);
+        }
+        Py_XDECREF(slot);
+    }
+    return item;
 }
 
 /* -- Module.symvers (formats/symvers.py parse_symvers()) -------------------------------------------
@@ -649,11 +742,13 @@ static PyObject *modfast_symvers(PyObject *module, PyObject *args) {
             owner_len = module_len;
         }
         PyObject *crc_value = PyLong_FromUnsignedLong(crc);
-        int failed = crc_value == NULL || append_text(columns[0], fields[0], (size_t)(ends[0] - fields[0])) < 0
+        PyObject *symbol = name_text(fields[0], (size_t)(ends[0] - fields[0])); /* shared with modules' imports */
+        int failed = crc_value == NULL || symbol == NULL || PyList_Append(columns[0], symbol) < 0
                      || PyList_Append(columns[1], crc_value) < 0 || PyList_Append(columns[2], owner) < 0
                      || PyList_Append(columns[3], type_texts[type]) < 0
                      || append_text(columns[4], fields[3], ns_len) < 0;
         Py_XDECREF(crc_value);
+        Py_XDECREF(symbol);
         if (failed) goto done;
     }
     result = PyTuple_Pack(5, columns[0], columns[1], columns[2], columns[3], columns[4]);
@@ -762,14 +857,13 @@ static int der_common_name(const unsigned char *d, const der_t *issuer, der_t *v
     return 1;
 }
 
-static PyObject *modfast_pkcs7(PyObject *Py_UNUSED(self), PyObject *args) {
-    Py_buffer view;
-    if (!PyArg_ParseTuple(args, "y*:pkcs7", &view)) return NULL;
-    const unsigned char *d = view.buf;
+/* The (digest OID, signer's string tag or 0, its bytes, key id) of the DER at d[0:length]; NULL
+ * (no exception) for the Python path. */
+static PyObject *pkcs7_fields(const unsigned char *d, Py_ssize_t length) {
     der_t top, kids[3], last, infos, info, sid, digest, signer = {0, 0, 0}, pair[2];
     PyObject *result = NULL;
     /* ContentInfo { contentType signedData, content [0] { SignedData { ..., signerInfos SET } } } */
-    if (!der_read(d, 0, view.len, &top) || top.end != view.len || top.tag != DER_SEQUENCE
+    if (!der_read(d, 0, length, &top) || top.end != length || top.tag != DER_SEQUENCE
             || der_children(d, &top, kids, 2, &last) < 2
             || der_oid_is(d, &kids[0], OID_SIGNED_DATA, sizeof OID_SIGNED_DATA) != 1
             || kids[1].tag != DER_CONTEXT_0 || der_children(d, &kids[1], kids, 1, &last) < 1
@@ -807,15 +901,102 @@ static PyObject *modfast_pkcs7(PyObject *Py_UNUSED(self), PyObject *args) {
     result = Py_BuildValue("(y#iy#y#)", d + digest.start, digest.end - digest.start, (int)signer.tag,
                            d + signer.start, signer.end - signer.start, key, key_size);
 done:
+    return result;
+}
+
+static PyObject *modfast_pkcs7(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*:pkcs7", &view)) return NULL;
+    PyObject *result = pkcs7_fields(view.buf, view.len);
     PyBuffer_Release(&view);
+    if (result == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
+    return result;
+}
+
+/* formats/modsig.py split_signature() of a module image, as mod_check_sig() reads its trailer:
+ * (its length, None) when unsigned; (the signed length, the DER's length, then pkcs7()'s four
+ * fields) for a well-formed PKCS#7 signature that pkcs7() reads; None for anything else (a defect
+ * to report, a signature pkcs7() leaves to Python), which the Python path then reads. */
+#define SIGNATURE_MAGIC "~Module signature appended~\n"
+#define SIGNATURE_MAGIC_SIZE 28
+#define SIGNATURE_TRAILER_SIZE 12 /* struct module_signature */
+
+static PyObject *split_signature(const unsigned char *d, Py_ssize_t size) {
+    PyObject *result = NULL;
+    if (size <= SIGNATURE_MAGIC_SIZE || memcmp(d + size - SIGNATURE_MAGIC_SIZE, SIGNATURE_MAGIC, SIGNATURE_MAGIC_SIZE)) {
+        result = Py_BuildValue("(nO)", size, Py_None);
+        goto done;
+    }
+    Py_ssize_t end = size - SIGNATURE_MAGIC_SIZE;
+    if (end < SIGNATURE_TRAILER_SIZE) goto done;
+    const unsigned char *trailer = d + end - SIGNATURE_TRAILER_SIZE;
+    uint32_t sig_len = (uint32_t)trailer[8] << 24 | (uint32_t)trailer[9] << 16 | (uint32_t)trailer[10] << 8 | trailer[11];
+    if ((Py_ssize_t)sig_len >= end - SIGNATURE_TRAILER_SIZE || trailer[2] != 2 /* PKEY_ID_PKCS7 */) goto done;
+    for (int i = 0; i < 8; i++)
+        if (i != 2 && trailer[i]) goto done; /* algo, hash, signer_len, key_id_len, padding: all zero */
+    Py_ssize_t signed_size = end - SIGNATURE_TRAILER_SIZE - (Py_ssize_t)sig_len;
+    PyObject *fields = pkcs7_fields(d + signed_size, (Py_ssize_t)sig_len);
+    if (fields != NULL) {
+        result = Py_BuildValue("(nnO)", signed_size, (Py_ssize_t)sig_len, fields);
+        Py_DECREF(fields);
+    }
+done:
+    if (result == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
+    return result;
+}
+
+static PyObject *modfast_signature(PyObject *Py_UNUSED(self), PyObject *args) {
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*:signature", &view)) return NULL;
+    PyObject *result = split_signature(view.buf, view.len);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* read_file(path): (signature(), read()) of the uncompressed module file at `path`, mapped here:
+ * the open, fstat, mmap, munmap and close that formats/module.py read_module() does in Python
+ * cost a tree's 4,023 modules as much as reading them. None, for read_module()'s Python path to
+ * open the file and tell (or to decompress it), when it cannot be opened, is not a regular file,
+ * is empty, is not an ELF image, or when signature() or read() would give None. */
+static PyObject *modfast_read_file(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *path, *encoded, *result = NULL;
+    if (!PyArg_ParseTuple(args, "U:read_file", &path) || !PyUnicode_FSConverter(path, &encoded)) return NULL;
+    const char *name = PyBytes_AS_STRING(encoded);
+    int fd = strlen(name) == (size_t)PyBytes_GET_SIZE(encoded) ? open(name, O_RDONLY | O_NONBLOCK | O_CLOEXEC) : -1;
+    Py_DECREF(encoded);
+    struct stat status;
+    if (fd < 0) Py_RETURN_NONE;
+    if (fstat(fd, &status) < 0 || !S_ISREG(status.st_mode) || status.st_size < 4
+            || (uint64_t)status.st_size > (uint64_t)PY_SSIZE_T_MAX) {
+        close(fd);
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t size = (Py_ssize_t)status.st_size;
+    unsigned char *data = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (data == MAP_FAILED) Py_RETURN_NONE;
+    PyObject *signature = NULL, *facts = NULL;
+    if (memcmp(data, "\x7f" "ELF", 4) == 0 && (signature = split_signature(data, size)) != NULL && signature != Py_None
+            && (facts = read_image(data, size, PyLong_AsSsize_t(PyTuple_GET_ITEM(signature, 0)), path)) != NULL
+            && facts != Py_None)
+        result = PyTuple_Pack(2, signature, facts);
+    munmap(data, (size_t)size);
+    Py_XDECREF(signature);
+    Py_XDECREF(facts);
     if (result == NULL && !PyErr_Occurred()) Py_RETURN_NONE;
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"instances", modfast_instances, METH_VARARGS, "A tuple of slotted objects, their fields set from columns."},
+    {"instance", modfast_instance, METH_VARARGS, "A slotted object, its fields set from values."},
     {"read", modfast_read, METH_VARARGS, "The facts of a module's ELF image, or None for the Python path."},
     {"symvers", modfast_symvers, METH_VARARGS, "Module.symvers' columns, or None for the Python path."},
+    {"read_file", modfast_read_file, METH_VARARGS,
+     "(signature(), read()) of an uncompressed module file, or None for the Python path."},
+    {"signature", modfast_signature, METH_VARARGS,
+     "(length, None) of an unsigned module image, (signed length, DER length, pkcs7()'s fields) of a signed one, "
+     "or None for the Python path."},
     {"pkcs7", modfast_pkcs7, METH_VARARGS,
      "(digest OID, signer's string tag or 0, its bytes, key id) of a module signature, or None for the Python path."},
     {NULL, NULL, 0, NULL},

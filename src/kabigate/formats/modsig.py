@@ -87,10 +87,7 @@ def parse_pkcs7(der: bytes, signed_size: int, fast: Pkcs7Reader | None = None) -
     the C reader of the same fields (a quarter of a module's read in Python), which leaves
     anything unusual, defects included, to this walk."""
     if fast is not None and (fields := fast(der)) is not None:
-        digest, name_tag, name, serial_or_key_id = fields
-        return ModuleSignature("PKCS#7", _digest_name(digest),
-                               name.decode(STRING_TAGS[name_tag], "replace") if name_tag else "",
-                               serial_or_key_id.hex(":").upper(), len(der), signed_size)
+        return signature_of(fields, len(der), signed_size)
     try:
         content_type, content = parse(der).expect(SEQUENCE, "ContentInfo").children()[:2]
         if oid_text(content_type) != SIGNED_DATA:
@@ -113,6 +110,14 @@ def parse_pkcs7(der: bytes, signed_size: int, fast: Pkcs7Reader | None = None) -
     except (DerError, ValueError, IndexError) as error:
         return _defective(f"EBADMSG: unparseable PKCS#7 message ({error})", len(der), signed_size)
     return ModuleSignature("PKCS#7", hash_algorithm, signer, key_id.hex(":").upper(), len(der), signed_size)
+
+
+def signature_of(fields: tuple[bytes, int, bytes, bytes], der_size: int, signed_size: int) -> ModuleSignature:
+    """The signature of a Pkcs7Reader's fields (formats/_modfast.c pkcs7() and signature())."""
+    digest, name_tag, name, serial_or_key_id = fields
+    return ModuleSignature("PKCS#7", _digest_name(digest),
+                           name.decode(STRING_TAGS[name_tag], "replace") if name_tag else "",
+                           serial_or_key_id.hex(":").upper(), der_size, signed_size)
 
 
 @functools.lru_cache(maxsize=64)  # a tree's thousands of signatures name one or two digests

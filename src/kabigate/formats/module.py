@@ -8,6 +8,7 @@ the symbol table (simplify_symbols) and the `__ksymtab*`/`__kcrctab*` export tab
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import mmap
 import os
@@ -32,8 +33,8 @@ from kabigate.formats.elf import (
     Symbol,
     machine_name,
 )
-from kabigate.formats.modsig import split_signature
-from kabigate.model import ElfLayout, Export, Import, Module, SymbolVersion
+from kabigate.formats.modsig import signature_of, split_signature
+from kabigate.model import ElfLayout, Export, Import, Module, ModuleSignature, SymbolVersion
 
 
 def c_reader() -> ModuleType | None:
@@ -68,6 +69,8 @@ SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
 
 def read_module(path: str) -> Module:
     """Parse the module file at `path`; raises InputError for anything that is not a module."""
+    if _modfast is not None and (found := _modfast.read_file(path)) is not None:  # mapped and read in C
+        return _module_of(path, None, _signature_read_in_c(found[0])[1], found[1])
     fd, status = regular_fd(path)  # a FIFO named *.ko is refused, not waited on
     try:
         if status.st_size == 0:
@@ -88,16 +91,10 @@ def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
         compression = compression_of(raw)
         refuse_other_compression(raw, path)
         data = decompress(raw, path) if compression else raw
-    size, signature = split_signature(data, _modfast.pkcs7 if _modfast is not None else None)
+    size, signature = _split_signature(data)
     # The C reader's None: it met something it leaves to the Python path (errors included).
     if _modfast is not None and (facts := _modfast.read(data, size, path)) is not None:
-        e_machine, little, modinfo, versions, import_names, import_weak, exports, layout = facts
-        instances = _modfast.instances  # the frozen dataclasses' fields set from C: __init__ is the cost
-        return Module(path=path, machine=machine_name(e_machine, little), modinfo=modinfo,
-                      versions=None if versions is None else instances(SymbolVersion, ("name", "crc"), versions),
-                      imports=instances(Import, ("name", "weak"), (import_names, import_weak)),
-                      exports=tuple(Export(*export) for export in exports), signature=signature,
-                      compression=compression, layout=ElfLayout(*layout))
+        return _module_of(path, compression, signature, facts)
     elf = ElfFile(data, path, size)
     if elf.type != ET_REL:
         raise InputError(f"{path}: not a kernel module (ELF type {elf.type}, modules are relocatable objects)")
@@ -124,6 +121,42 @@ def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
         compression=compression,
         layout=_read_layout(elf, [symbol for symbol in symbols if symbol.shndx == SHN_COMMON]),
     )
+
+
+# Every field, in order: the C reader's Module, ElfLayout and ModuleSignature are made by
+# _modfast.instance(), which sets each slot as their __init__ would.
+_MODULE_FIELDS = tuple(field.name for field in dataclasses.fields(Module))
+_LAYOUT_FIELDS = tuple(field.name for field in dataclasses.fields(ElfLayout))
+
+
+def _module_of(path: str, compression: str | None, signature: ModuleSignature | None, facts: tuple) -> Module:
+    """The Module of the C reader's facts (its layout: ElfLayout's fields in order)."""
+    e_machine, little, modinfo, versions, import_names, import_weak, exports, layout = facts
+    instances = _modfast.instances  # the frozen dataclasses' fields set from C: __init__ is the cost
+    instance = _modfast.instance
+    return instance(Module, _MODULE_FIELDS, (
+        path, machine_name(e_machine, little), modinfo,
+        None if versions is None else instances(SymbolVersion, ("name", "crc"), versions),
+        instances(Import, ("name", "weak"), (import_names, import_weak)),
+        tuple(Export(*export) for export in exports), signature, compression, None,
+        instance(ElfLayout, _LAYOUT_FIELDS, layout)))
+
+
+def _split_signature(data: bytes | mmap.mmap) -> tuple[int, ModuleSignature | None]:
+    """split_signature(), its trailer and PKCS#7 read in C when built (a defect or an unusual
+    signature is left to the Python path, which tells)."""
+    if _modfast is None:
+        return split_signature(data)
+    found = _modfast.signature(data)
+    return split_signature(data, _modfast.pkcs7) if found is None else _signature_read_in_c(found)
+
+
+def _signature_read_in_c(found: tuple) -> tuple[int, ModuleSignature | None]:
+    """split_signature()'s result from _modfast.signature()'s."""
+    if len(found) == 2:  # unsigned
+        return found
+    size, der_size, fields = found
+    return size, signature_of(fields, der_size, size)
 
 
 def _read_layout(elf: ElfFile, common: list[Symbol]) -> ElfLayout:

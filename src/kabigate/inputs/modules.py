@@ -3,14 +3,17 @@ packages (.rpm, .deb, as files or http(s) URLs), folders of packages, yum/dnf re
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import pickle
 import signal
 import threading
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from typing import TypeVar
 
 from kabigate.errors import InputError, not_regular
 from kabigate.formats.module import read_module, reads_in_c
@@ -70,9 +73,13 @@ def _inputs(paths: list[str]) -> _Inputs:
 def _walk(top: str) -> Iterator[str]:
     """Files under `top` named like modules or packages; a special file (FIFO, device, socket)
     so named is refused, never opened (opening a FIFO blocks)."""
+    suffixes = MODULE_SUFFIXES + PACKAGE_SUFFIXES
     for path in walk_files(top):
-        if path.endswith(MODULE_SUFFIXES + PACKAGE_SUFFIXES):
-            kind = not_regular(os.stat(path).st_mode) if os.path.exists(path) else None
+        if path.endswith(suffixes):
+            try:  # one stat a file (a tree has 4,000): what os.path.exists() would find missing is let through
+                kind = not_regular(os.stat(path).st_mode)
+            except (OSError, ValueError):
+                kind = None
             if kind is not None:
                 raise InputError(f"{path}: {kind}, not a regular file: refusing it")
             yield path
@@ -140,6 +147,120 @@ def read_modules(paths: list[str], advance: Callable[..., None] = lambda *_: Non
     return modules
 
 
+T = TypeVar("T")
+
+
+def map_modules(paths: list[str], each: Callable[[Module], T],
+                advance: Callable[..., None] = lambda *_: None) -> list[T]:
+    """each(module) of every module under `paths`, in read_modules()' order, its first error raised.
+    Many loose files are mapped in runs of MAPPED_RUN by this process and a forked child per other
+    core, each taking the next run from a pipe of run numbers (on a loaded machine a slower process
+    takes fewer), a child sending back all it made pickled whole through a pipe: for a mapping to
+    something small (a module's JSON text), as a whole module costs more to unpickle than to read.
+    (A multiprocessing pool costs its parent a third more CPU: its threads, a pickle per task.)
+    Packages' modules are read and mapped here."""
+    inputs = _inputs(paths)
+    if inputs.packages or not _pooled(inputs.files):
+        return [each(module) for module in read_modules(paths, advance)]
+    files = inputs.files
+    size = max(MAPPED_RUN, -(-len(files) // MOST_RUNS))
+    runs = [files[start:start + size] for start in range(0, len(files), size)]
+    queue, queued = os.pipe()
+    os.write(queued, b"".join(number.to_bytes(2, "little") for number in range(len(runs))))
+    os.close(queued)
+    children: list[tuple[int, int]] = []
+    try:
+        for _ in range(_workers() - 1):
+            children.append(_forked(queue, runs, each))
+        with collector_paused():
+            done, failed = _mapped_runs(queue, runs, each, advance)
+            os.close(queue)
+            queue = -1
+            for pid, reader in list(children):
+                with os.fdopen(reader, "rb") as pipe:
+                    child_done, child_failed = pickle.load(pipe)
+                os.waitpid(pid, 0)
+                children.remove((pid, reader))
+                done.update(child_done)
+                failed.update(child_failed)
+                for results in child_done.values():
+                    for _ in results:
+                        advance()
+        if failed:
+            kind, message = failed[min(failed)]  # the first in order: every run before it was mapped
+            if kind == "error":
+                raise InputError(message)
+            raise RuntimeError(f"a module mapping process failed: {message}")
+        return [result for number in range(len(runs)) for result in done[number]]
+    finally:
+        if queue >= 0:
+            os.close(queue)
+        for pid, reader in children:  # an error stops them all
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            with contextlib.suppress(OSError):
+                os.close(reader)
+
+
+# Files a process of map_modules() maps at a time: ~60 runs of a tree, few enough to cost nothing
+# to hand out, enough for a process slowed by other work to take fewer. At most MOST_RUNS runs, so
+# that their numbers fit in a page, what any pipe holds (one written whole before anyone reads).
+MAPPED_RUN = 64
+MOST_RUNS = 2048
+
+
+def _mapped_runs(queue: int, runs: list[list[str]], each: Callable[[Module], T],
+                 advance: Callable[..., None] = lambda *_: None) -> tuple[dict, dict]:
+    """Runs taken from `queue` until it is empty, or a run fails: ({run number: [each(module)...]},
+    {run number: ("error", InputError's message) or ("crash", traceback)})."""
+    done: dict[int, list[T]] = {}
+    while len(taken := os.read(queue, 2)) == 2:  # the numbers were written whole: reads take two bytes
+        number = int.from_bytes(taken, "little")
+        try:
+            results = []
+            for path in runs[number]:
+                results.append(each(read_module(path)))
+                advance()
+            done[number] = results
+        except InputError as error:
+            return done, {number: ("error", str(error))}
+        except Exception:
+            import traceback  # only for a bug's report
+
+            return done, {number: ("crash", traceback.format_exc())}
+    return done, {}
+
+
+def _forked(queue: int, runs: list[list[str]], each: Callable[[Module], T]) -> tuple[int, int]:
+    """A child process mapping runs taken from `queue`, sending back _mapped_runs()' outcome;
+    (its pid, the reading end of its pipe)."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(writer)
+        return pid, reader
+    status = 0
+    try:  # the child: never returns, exits without the parent's atexit work or buffered output
+        os.close(reader)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C reaches the parent, which ends it
+        outcome = _mapped_runs(queue, runs, each)
+        with os.fdopen(writer, "wb") as pipe:
+            pickle.dump(outcome, pipe, protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException:
+        status = 1
+    finally:
+        os._exit(status)
+
+
+def _workers() -> int:
+    return min(len(os.sched_getaffinity(0)), 8)
+
+
+def _pooled(paths: list[str]) -> bool:
+    """Whether reading `paths` is worth one worker process per core, and may have them."""
+    return len(paths) >= PARALLEL_MIN_FILES and _workers() >= 2 and _forkable()
+
+
 _SIGNATURE_FIELDS = tuple(field.name for field in fields(ModuleSignature))
 _LAYOUT_FIELDS = tuple(field.name for field in fields(ElfLayout))
 # Below this many files a second process costs more than it saves (fork, pipes: ~20 ms).
@@ -152,17 +273,16 @@ def read_module_files(paths: list[str], advance: Callable[..., None] = lambda *_
     By the Python path, many files are read by one worker process per core (parsing is CPU-bound
     Python); each module comes back packed in plain tuples, as pickling its thousands of small
     dataclasses costs as much as parsing them."""
-    workers = min(len(os.sched_getaffinity(0)), 8)
     modules = []
     with collector_paused():
-        if len(paths) < PARALLEL_MIN_FILES or workers < 2 or not _forkable() or reads_in_c():
+        if reads_in_c() or not _pooled(paths):
             for path in paths:
                 modules.append(read_module(path))
                 advance()
             return modules
         import multiprocessing
 
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_ignore_sigint) as pool:
+        with multiprocessing.get_context("fork").Pool(_workers(), initializer=_ignore_sigint) as pool:
             for packed in pool.imap(_read_packed, paths, chunksize=32):
                 modules.append(_unpacked(packed))
                 advance()
