@@ -190,9 +190,10 @@ FOREIGN_KERNELS = {
     "6.1.0-56-arm64": ("arm64", "linux-image-6.1.0-56-arm64-unsigned"),
     "6.1.0-47-s390x": ("s390x", "linux-image-6.1.0-47-s390x"),
     "6.1.0-47-powerpc64le": ("ppc64el", "linux-image-6.1.0-47-powerpc64le"),
-    # a second ABI of each: drivers cross-built for one insmodded into the other (test_foreign_builds_qemu.py)
-    "6.1.0-56-s390x": ("s390x", "linux-image-6.1.0-56-s390x"),
-    "6.1.0-56-powerpc64le": ("ppc64el", "linux-image-6.1.0-56-powerpc64le"),
+    # a second ABI of each (bookworm-security, where 6.1.0-56 is, carries no s390x): drivers cross-built
+    # for one insmodded into the other (test_foreign_builds_qemu.py)
+    "6.1.0-50-s390x": ("s390x", "linux-image-6.1.0-50-s390x"),
+    "6.1.0-50-powerpc64le": ("ppc64el", "linux-image-6.1.0-50-powerpc64le"),
 }
 # Architectures whose kernels the qemu tests boot (test_foreign_qemu.py): their busybox-static.
 FOREIGN_BUSYBOX = ("arm64", "ppc64el", "s390x")
@@ -254,8 +255,8 @@ GATE_TREE_DEBS = ("linux-headers-6.1.0-53-common",)
 # module outside FOREIGN_MODULE_DIRS to load (v4l2loopback: videodev), and two that dkms or the compiler
 # refuse on some (acpi-call: BUILD_EXCLUSIVE_CONFIG=CONFIG_ACPI; tp-smapi: x86's port I/O).
 FOREIGN_DRIVERS = ("vpoll", "gost-crypto", "lime-forensics", "v4l2loopback", "acpi-call", "tp-smapi")
-FOREIGN_BUILD_KERNELS = ("6.1.0-47-arm64", "6.1.0-56-arm64", "6.1.0-47-s390x", "6.1.0-56-s390x",
-                         "6.1.0-47-powerpc64le", "6.1.0-56-powerpc64le")
+FOREIGN_BUILD_KERNELS = ("6.1.0-47-arm64", "6.1.0-56-arm64", "6.1.0-47-s390x", "6.1.0-50-s390x",
+                         "6.1.0-47-powerpc64le", "6.1.0-50-powerpc64le")
 # corpus -> its cross builds
 FOREIGN_CORPORA = {"default": (), "full": tuple((d, k) for k in FOREIGN_BUILD_KERNELS for d in FOREIGN_DRIVERS)}
 # corpus -> ((drivers, build kernels), ...): its driver builds; the full corpus holds the default one
