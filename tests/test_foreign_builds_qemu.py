@@ -1,0 +1,107 @@
+"""Out-of-tree drivers cross-built by kabigate (the full corpus' foreign_drivers: Debian's -dkms
+packages built by dkms with ARCH and CROSS_COMPILE, tests/support/fetch_testdata.py) insmodded into
+booted kernels of their architecture (issue 22): one boot per kernel (TCG), the in-tree modules they
+need, the builds for the other ABI of the architecture, then the kernel's own. kabigate's verdict
+and first reason, from the image alone, equal the kernel's for every module: the kernel's own
+builds load; the other ABI's are refused for module_layout (check_modstruct_version()), whose CRC
+moved between the two ABIs of each architecture (arm64 6.1.0-47 and -56, s390x and ppc64el -47 and
+-50).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_foreign_qemu import booted, foreign_entry, module_of
+
+from kabigate.boot.qemu import insmod_in_qemu, kernel_reason
+from kabigate.inputs.kernels import load_kernel
+from kabigate.inputs.modules import read_modules
+from kabigate.rules import LoadOptions, check_modules
+from kabigate.signing.verify import load_trust, verify_file
+
+pytestmark = [pytest.mark.realdata, pytest.mark.qemu]
+
+# booted kernel -> (`uname -m`, the other ABI of its architecture)
+KERNELS = {
+    "6.1.0-47-arm64": ("aarch64", "6.1.0-56-arm64"),
+    "6.1.0-56-arm64": ("aarch64", "6.1.0-47-arm64"),
+    "6.1.0-47-s390x": ("s390x", "6.1.0-50-s390x"),
+    "6.1.0-50-s390x": ("s390x", "6.1.0-47-s390x"),
+    "6.1.0-47-powerpc64le": ("ppc64le", "6.1.0-50-powerpc64le"),
+    "6.1.0-50-powerpc64le": ("ppc64le", "6.1.0-47-powerpc64le"),
+}
+# The built modules insmodded, in load order: those needing no module outside this list and the
+# in-tree modules of FROM_TREE (lime's init wants a path=, acpi_call ACPI tables; gost-test is a self-test).
+MODULES = {
+    "vpoll": ("vpoll.ko",),
+    "gost-crypto": ("gost28147_generic.ko", "magma_generic.ko", "gosthash94_generic.ko", "kuznyechik_generic.ko",
+                    "streebog_generic.ko"),
+    "v4l2loopback": ("v4l2loopback.ko",),
+}
+# The other ABI's build of a module that imports from another built module is left out: its
+# provider refused, insmod's missing-symbol and a CRC refusal race in the kernel's symbol walk.
+NEEDS_BUILT_PROVIDER = {"magma_generic.ko", "gosthash94_generic.ko"}
+# Built module -> the in-tree modules it needs, in load order (the corpus keeps FOREIGN_MODULE_DIRS).
+FROM_TREE = {"v4l2loopback.ko": ("kernel/drivers/media/mc/mc.ko", "kernel/drivers/media/v4l2-core/videodev.ko")}
+
+
+def built(testdata, kver: str, insmodded: set[str]) -> list[Path]:
+    builds = testdata.manifest.get("foreign_drivers", {})
+    if any(kver not in builds.get(driver, {}) for driver in MODULES):
+        pytest.skip(f"no cross-built drivers for {kver} in {testdata.root} (scripts/fetch-testdata --corpus full)")
+    return [testdata.root / builds[driver][kver]["dir"] / name for driver, names in MODULES.items() for name in names
+            if name in insmodded]
+
+
+def in_tree(testdata, kver: str) -> tuple[list[Path], set[str]]:
+    """The in-tree modules to insmod first, and the built modules insmodded: those whose in-tree
+    modules the corpus holds with their own dependencies (s390x's videodev needs i2c-core: not kept)."""
+    needed, insmodded = [], {n for names in MODULES.values() for n in names}
+    for name, relatives in FROM_TREE.items():
+        paths = [module_of(testdata, kver, r) for r in relatives]
+        modules = read_modules([str(p) for p in paths])
+        if all(set(m.depends) <= {m.name for m in modules} for m in modules):
+            needed += [p for p in paths if p not in needed]
+        else:
+            insmodded.discard(name)
+    return needed, insmodded
+
+
+@pytest.fixture(params=sorted(KERNELS))
+def image(request, testdata, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    machine, other = KERNELS[request.param]
+    foreign_entry(testdata, other)
+    for path in booted(testdata, tmp_path_factory.mktemp(request.param), request.param, machine):
+        yield request.param, path
+
+
+def test_builds_for_one_abi_load_on_it_and_are_refused_by_the_other(testdata, image):
+    kver, path = image
+    other = KERNELS[kver][1]
+    kernel = load_kernel([str(path)])
+    trust = load_trust([str(path)])
+    prerequisites, insmodded = in_tree(testdata, kver)
+
+    def first_reasons(paths: list[Path]) -> list:
+        """kabigate's first reason for each of `paths`, installed together after the prerequisites."""
+        modules = read_modules([str(p) for p in prerequisites + paths])
+        checks = {m.path: verify_file(m.path, trust) for m in modules}
+        verdicts = check_modules(modules, kernel, LoadOptions(signature_checks=checks))
+        return [(v.reasons[0].code, v.reasons[0].symbol) if v.reasons else None for v in verdicts]
+
+    foreign = [p for p in built(testdata, other, insmodded) if p.name not in NEEDS_BUILT_PROVIDER]
+    own = built(testdata, kver, insmodded)
+    ours = first_reasons(own)  # the prerequisites, then the own builds
+    ours[len(prerequisites):len(prerequisites)] = [first_reasons([p])[-1] for p in foreign]
+    ordered = [*prerequisites, *foreign, *own]
+    results = insmod_in_qemu(path, ordered, timeout=1200)
+    theirs = [(t.code, t.symbol) if (t := kernel_reason(r)) else None for r in results]
+    names = [f"{p.parent.name}/{p.name}" for p in ordered]
+    assert list(zip(names, theirs)) == list(zip(names, ours))
+    assert theirs == [None] * len(prerequisites) + [("module-layout-mismatch", "module_layout")] * len(foreign) + [
+        None] * len(own)
+    for result in results[len(prerequisites):len(prerequisites) + len(foreign)]:
+        assert any("disagrees about version of symbol module_layout" in m for m in result.kernel_messages), result
