@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.elfedit import renamed, with_elf_abi
 from test_foreign_qemu import booted, foreign_entry, module_of
 
 from kabigate.boot.qemu import insmod_in_qemu, kernel_reason
@@ -105,3 +106,32 @@ def test_builds_for_one_abi_load_on_it_and_are_refused_by_the_other(testdata, im
         None] * len(own)
     for result in results[len(prerequisites):len(prerequisites) + len(foreign)]:
         assert any("disagrees about version of symbol module_layout" in m for m in result.kernel_messages), result
+
+
+def test_builds_edited_to_fail_one_architecture_check(testdata, tmp_path):
+    """6.1.0-47's arm64 and ppc64el builds of vpoll (unsigned, little-endian: support.elfedit applies),
+    each edit on its own kernel, one boot each: without .plt or .init.plt module_frob_arch_sections()
+    refuses it on arm64, without .stubs on ppc64el; ELF ABI v1 in e_flags loads on ppc64el's 6.1
+    (module_elf_check_arch() came in 6.2), and so says kabigate."""
+    edits = {
+        "6.1.0-47-arm64": ("aarch64", [(".plt", None), (".init.plt", None), (None, None)]),
+        "6.1.0-47-powerpc64le": ("ppc64le", [(".stubs", None), (None, 1)]),
+    }
+    for kver, (machine, cases) in edits.items():
+        vpoll = built(testdata, kver, {"vpoll.ko"})[0]
+        paths = []
+        for number, (section, abi) in enumerate(cases):
+            data = vpoll.read_bytes()
+            data = renamed(data, section, ".comment") if section else data
+            data = with_elf_abi(data, abi) if abi else data
+            paths.append(tmp_path / kver / str(number) / "vpoll.ko")
+            paths[-1].parent.mkdir(parents=True)
+            paths[-1].write_bytes(data)
+        (tmp_path / kver / "image").mkdir()
+        for image in booted(testdata, tmp_path / kver / "image", kver, machine):
+            kernel = load_kernel([str(image)])
+            ours = [(v.reasons[0].code, v.reasons[0].symbol) if v.reasons else None
+                    for p in paths for v in check_modules(read_modules([str(p)]), kernel)]
+            results = insmod_in_qemu(image, paths, timeout=1200)
+            theirs = [(t.code, t.symbol) if (t := kernel_reason(r)) else None for r in results]
+            assert theirs == ours == [("arch-sections-missing", None)] * (len(cases) - 1) + [None], kver
