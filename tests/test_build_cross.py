@@ -6,18 +6,20 @@ the target's strip. The module is the target's and loads on the real kernel's fi
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 from pathlib import Path
 
 import pytest
-from test_build import deb, kabigate_build
+from test_build import deb, elrepo_srpm, kabigate_build
 
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.modules import read_modules
 from kabigate.rules import check_modules
 
 pytestmark = [pytest.mark.realdata,
-              pytest.mark.skipif(not (shutil.which("bwrap") and shutil.which("dkms")), reason="needs dkms, bubblewrap")]
+              pytest.mark.skipif(not (shutil.which("bwrap") and shutil.which("dkms")), reason="needs dkms, bubblewrap"),
+              pytest.mark.skipif(platform.machine() != "x86_64", reason="the host tools are amd64's linux-kbuild")]
 
 # flavour -> (`uname -m`, the cross compiler)
 FLAVOURS = {"arm64": ("aarch64", "aarch64-linux-gnu-gcc"), "s390x": ("s390x", "s390x-linux-gnu-gcc"),
@@ -80,3 +82,13 @@ def test_a_missing_cross_compiler_is_a_one_line_error(testdata, tmp_path):
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr.splitlines() == [
         "kabigate: error: this build needs powerpc64-linux-gnu-gcc: apt-get install gcc-powerpc64-linux-gnu"]
+
+
+def test_a_source_rpm_is_not_cross_built(testdata, tmp_path):
+    """rpmbuild --rebuild builds for the host's architecture (its RPMS/x86_64): kabigate says so."""
+    args = [a for path in tree_debs(testdata, "6.1.0-47-arm64") for a in ("-k", path)]
+    run = kabigate_build(*args, elrepo_srpm(testdata, "vpoll", "0.1", tmp_path))
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.splitlines() == [
+        "kabigate: error: 6.1.0-47-arm64 (aarch64): a source RPM is rebuilt for this host's architecture (x86_64) "
+        "only"]
