@@ -5,7 +5,8 @@ need, the builds for the other ABI of the architecture, then the kernel's own. k
 and first reason, from the image alone, equal the kernel's for every module: the kernel's own
 builds load; the other ABI's are refused for module_layout (check_modstruct_version()), whose CRC
 moved between the two ABIs of each architecture (arm64 6.1.0-47 and -56, s390x and ppc64el -47 and
--50).
+-50). The arm64 builds for -56 load on -57 and are refused by -54 for module_layout; the builds edited
+to fail one architecture check are refused (or not) as kabigate says.
 """
 
 from __future__ import annotations
@@ -76,25 +77,27 @@ def image(request, testdata, tmp_path_factory) -> Iterator[tuple[str, Path]]:
         yield request.param, path
 
 
+def first_reasons(kernel, image: Path, paths: list[Path]) -> list:
+    """kabigate's first reason for each of `paths` installed together, in order, on the kernel of
+    `image` (its own keys verifying signatures)."""
+    trust = load_trust([str(image)])
+    modules = read_modules([str(p) for p in paths])
+    checks = {m.path: verify_file(m.path, trust) for m in modules}
+    verdicts = check_modules(modules, kernel, LoadOptions(signature_checks=checks))
+    return [(v.reasons[0].code, v.reasons[0].symbol) if v.reasons else None for v in verdicts]
+
+
 def test_builds_for_one_abi_load_on_it_and_are_refused_by_the_other(testdata, image):
     kver, path = image
     other = KERNELS[kver][1]
     kernel = load_kernel([str(path)])
-    trust = load_trust([str(path)])
     prerequisites, insmodded = in_tree(testdata, kver)
-
-    def first_reasons(paths: list[Path]) -> list:
-        """kabigate's first reason for each of `paths`, installed together after the prerequisites."""
-        modules = read_modules([str(p) for p in prerequisites + paths])
-        checks = {m.path: verify_file(m.path, trust) for m in modules}
-        verdicts = check_modules(modules, kernel, LoadOptions(signature_checks=checks))
-        return [(v.reasons[0].code, v.reasons[0].symbol) if v.reasons else None for v in verdicts]
-
     foreign = built(testdata, other, insmodded)
     own = built(testdata, kver, insmodded)
-    ours = first_reasons(own)  # the prerequisites, then the own builds
+    ours = first_reasons(kernel, path, prerequisites + own)
     # each alone: refused for module_layout before its imports are looked at (its providers refused too)
-    ours[len(prerequisites):len(prerequisites)] = [first_reasons([p])[-1] for p in foreign]
+    ours[len(prerequisites):len(prerequisites)] = [first_reasons(kernel, path, prerequisites + [p])[-1]
+                                                   for p in foreign]
     ordered = [*prerequisites, *foreign, *own]
     results = insmod_in_qemu(path, ordered, timeout=1200)
     theirs = [(t.code, t.symbol) if (t := kernel_reason(r)) else None for r in results]
@@ -133,3 +136,24 @@ def test_builds_edited_to_fail_one_architecture_check(testdata, tmp_path):
             results = insmod_in_qemu(image, paths, timeout=1200)
             theirs = [(t.code, t.symbol) if (t := kernel_reason(r)) else None for r in results]
             assert theirs == ours == [("arch-sections-missing", None)] * (len(cases) - 1) + [None], kver
+
+
+# arm64 ABI -> the kernel's verdict on the builds for 6.1.0-56: -57 kept module_layout and the CRCs
+# the builds import; -54 has another module_layout (amd64's did not move from -54 to -56, its CRCs did)
+NEIGHBOURS = {"6.1.0-54-arm64": ("module-layout-mismatch", "module_layout"), "6.1.0-57-arm64": None}
+
+
+@pytest.mark.parametrize("kver", sorted(NEIGHBOURS))
+def test_arm64_builds_for_56_on_the_abis_around_it(testdata, kver, tmp_path):
+    """One boot each: the builds for 6.1.0-56 installed together, in order, after the in-tree modules."""
+    foreign_entry(testdata, kver)
+    for image in booted(testdata, tmp_path, kver, "aarch64"):
+        prerequisites, insmodded = in_tree(testdata, kver)
+        builds = built(testdata, "6.1.0-56-arm64", insmodded)
+        ordered = prerequisites + builds
+        ours = first_reasons(load_kernel([str(image)]), image, ordered)
+        results = insmod_in_qemu(image, ordered, timeout=1200)
+        theirs = [(t.code, t.symbol) if (t := kernel_reason(r)) else None for r in results]
+        names = [f"{p.parent.name}/{p.name}" for p in ordered]
+        assert list(zip(names, theirs)) == list(zip(names, ours))
+        assert theirs == [None] * len(prerequisites) + [NEIGHBOURS[kver]] * len(builds)

@@ -188,6 +188,10 @@ FOREIGN_KERNELS = {
     "6.1.0-47-arm64": ("arm64", "linux-image-6.1.0-47-arm64-unsigned"),
     # beside 6.1.0-56-amd64 in one stream: a gate of 6.1.0-56 covers both architectures (test_architectures.py)
     "6.1.0-56-arm64": ("arm64", "linux-image-6.1.0-56-arm64-unsigned"),
+    # the ABIs around 6.1.0-56 (module_layout unchanged): the drivers cross-built for -56 insmodded into
+    # them (test_foreign_builds_qemu.py) load on -57 and meet -54's CRC changes
+    "6.1.0-54-arm64": ("arm64", "linux-image-6.1.0-54-arm64-unsigned"),
+    "6.1.0-57-arm64": ("arm64", "linux-image-6.1.0-57-arm64-unsigned"),
     "6.1.0-47-s390x": ("s390x", "linux-image-6.1.0-47-s390x"),
     "6.1.0-47-powerpc64le": ("ppc64el", "linux-image-6.1.0-47-powerpc64le"),
     # a second ABI of each (bookworm-security, where 6.1.0-56 is, carries no s390x): drivers cross-built
