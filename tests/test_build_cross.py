@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,16 +44,49 @@ def test_vpoll_cross_builds_for_each_architecture(testdata, flavour, tmp_path):
         pytest.skip(f"no {compiler} (scripts/bootstrap installs it)")
     release = f"6.1.0-47-{flavour}"
     args = [a for path in tree_debs(testdata, release) for a in ("-k", path)]
-    run = kabigate_build(*args, deb(testdata, "vpoll"), "--keep", tmp_path)
+    run = kabigate_build(*args, deb(testdata, "vpoll"), "--keep", tmp_path / "built", "--db", tmp_path / "store.db")
     assert run.returncode == 0, run.stdout + run.stderr
     result = json.loads(run.stdout)
     assert (result["outcome"], result["kernel_release"], result["modules"]) == ("built", release, ["vpoll.ko"])
+    assert (result["stored"]["build"]["arch"], result["stored"]["build"]["built_for"]) == (machine, release)
+    tmp_path = tmp_path / "built"
     (module,) = read_modules([str(tmp_path / "vpoll.ko")])
     assert b".debug_info" not in (tmp_path / "vpoll.ko").read_bytes()  # dkms's strip -g, the target's strip
     kernel = load_kernel([str(testdata.root / testdata.manifest["foreign_kernels"][release]["root"])])
     assert (module.machine, module.vermagic) == (machine, kernel.vermagic)  # with MODULE_ARCH_VERMAGIC
     (verdict,) = check_modules([module], kernel)
     assert verdict.loads, verdict.reasons
+
+
+@pytest.mark.parametrize("driver, release, outcome", [
+    ("tp-smapi", "6.1.0-47-arm64", "failed"),  # x86's asm/mc146818rtc.h
+    ("tp-smapi", "6.1.0-47-powerpc64le", "failed"),  # x86's registers in its asm
+    ("acpi-call", "6.1.0-47-s390x", "excluded"),  # BUILD_EXCLUSIVE_CONFIG="CONFIG_ACPI"
+])
+def test_a_package_that_does_not_build_for_an_architecture_says_why_as_the_corpus_recorded(
+        testdata, driver, release, outcome):
+    recorded = testdata.manifest.get("foreign_driver_failures", {}).get(driver, {}).get(release)
+    if recorded is None:
+        pytest.skip(f"no recorded failure of {driver} for {release} (scripts/fetch-testdata --corpus full)")
+    args = [a for path in tree_debs(testdata, release) for a in ("-k", path)]
+    run = kabigate_build(*args, deb(testdata, driver))
+    assert run.returncode == 1, run.stderr
+    result = json.loads(run.stdout)
+    assert (result["outcome"], result["modules"]) == (outcome, [])
+    assert recorded["error"] in (result["error"], f"dkms excludes {release}: {result['error']}")
+
+
+def test_a_kbuild_folder_cross_builds(testdata, tmp_path):
+    """make -C KDIR M= (no dkms): vpoll's source alone, for big-endian s390x."""
+    subprocess.run(["dpkg-deb", "-x", deb(testdata, "vpoll"), tmp_path / "deb"], check=True)
+    (source,) = (tmp_path / "deb/usr/src").iterdir()
+    (source / "dkms.conf").unlink()
+    args = [a for path in tree_debs(testdata, "6.1.0-47-s390x") for a in ("-k", path)]
+    run = kabigate_build(*args, source, "--keep", tmp_path / "built")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (json.loads(run.stdout)["method"], json.loads(run.stdout)["modules"]) == ("kbuild", ["vpoll.ko"])
+    (module,) = read_modules([str(tmp_path / "built" / "vpoll.ko")])
+    assert module.machine == "s390x" and (tmp_path / "built" / "vpoll.ko").read_bytes()[5] == 2  # ELFDATA2MSB
 
 
 def headers_folder(folder: Path, config: str) -> Path:
