@@ -11,6 +11,7 @@ to fail one architecture check are refused (or not) as kabigate says.
 
 from __future__ import annotations
 
+import lzma
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from support.elfedit import renamed, with_elf_abi
 from test_foreign_qemu import booted, foreign_entry, module_of
 
 from kabigate.boot.qemu import insmod_in_qemu, kernel_reason
+from kabigate.formats.modsig import split_signature
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.modules import read_modules
 from kabigate.rules import LoadOptions, check_modules
@@ -157,3 +159,30 @@ def test_arm64_builds_for_56_on_the_abis_around_it(testdata, kver, tmp_path):
         names = [f"{p.parent.name}/{p.name}" for p in ordered]
         assert list(zip(names, theirs)) == list(zip(names, ours))
         assert theirs == [None] * len(prerequisites) + [NEIGHBOURS[kver]] * len(builds)
+
+
+def test_ppc64el_6_12_refuses_an_elf_abi_v1_module(testdata, tmp_path):
+    """module_elf_check_arch() (arch/powerpc/kernel/module_64.c, 6.2+), on booted 6.12.107 ppc64el:
+    e_flags' ELF ABI v1 is refused before anything else of the module is looked at (elf_validity_ehdr()),
+    its own fat.ko unsigned (module_sig_check() runs first) as the 6.1.0-47 build of vpoll; the two
+    unedited show what comes after: fat.ko loads, vpoll's .gnu.linkonce.this_module is 6.1's struct module
+    (elf_validity_cache_index_mod()'s size check)."""
+    kver = "6.12.107+deb12-powerpc64le"
+    fat = module_of(testdata, kver, "kernel/fs/fat/fat.ko")
+    unsigned = tmp_path / "fat.ko"
+    data = lzma.decompress(fat.read_bytes())
+    unsigned.write_bytes(data[:split_signature(data)[0]])
+    (vpoll,) = built(testdata, "6.1.0-47-powerpc64le", {"vpoll.ko"})
+    cases = []
+    for source in (unsigned, vpoll):
+        cases.append(tmp_path / "v1" / source.name)
+        cases[-1].parent.mkdir(exist_ok=True)
+        cases[-1].write_bytes(with_elf_abi(source.read_bytes(), 1))
+    cases += [vpoll, unsigned]
+    for image in booted(testdata, tmp_path, kver, "ppc64le"):
+        kernel = load_kernel([str(image)])
+        ours = [first_reasons(kernel, image, [p])[0] for p in cases]
+        results = insmod_in_qemu(image, cases, timeout=1200)
+        theirs = [(t.code, t.symbol) if (t := kernel_reason(r)) else None for r in results]
+        assert theirs == ours == [("arch-mismatch", None)] * 2 + [("module-struct-size", None), None]
+        assert all("Invalid module architecture in ELF header: 21" in r.kernel_messages for r in results[:2])

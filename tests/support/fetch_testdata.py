@@ -198,6 +198,8 @@ FOREIGN_KERNELS = {
     # for one insmodded into the other (test_foreign_builds_qemu.py)
     "6.1.0-50-s390x": ("s390x", "linux-image-6.1.0-50-s390x"),
     "6.1.0-50-powerpc64le": ("ppc64el", "linux-image-6.1.0-50-powerpc64le"),
+    # module_elf_check_arch() (6.2+) refuses an ELF ABI v1 module (test_foreign_builds_qemu.py)
+    "6.12.107+deb12-powerpc64le": ("ppc64el", "linux-image-6.12.107+deb12-powerpc64le"),
 }
 # Architectures whose kernels the qemu tests boot (test_foreign_qemu.py): their busybox-static.
 FOREIGN_BUSYBOX = ("arm64", "ppc64el", "s390x")
