@@ -115,14 +115,17 @@ def test_builds_edited_to_fail_one_architecture_check(testdata, tmp_path):
     """6.1.0-47's arm64 and ppc64el builds of vpoll (unsigned, little-endian: support.elfedit applies),
     each edit on its own kernel, one boot each: without .plt or .init.plt module_frob_arch_sections()
     refuses it on arm64, without .stubs on ppc64el; ELF ABI v1 in e_flags loads on ppc64el's 6.1
-    (module_elf_check_arch() came in 6.2), and so says kabigate."""
-    edits = {
-        "6.1.0-47-arm64": ("aarch64", [(".plt", None), (".init.plt", None), (None, None)]),
-        "6.1.0-47-powerpc64le": ("ppc64le", [(".stubs", None), (None, 1)]),
+    (module_elf_check_arch() came in 6.2); arm64 reads the big-endian s390x build's e_type as 256
+    (elf_validity_check()); and so says kabigate."""
+    s390x = built(testdata, "6.1.0-47-s390x", {"vpoll.ko"})
+    edits = {  # kernel -> its machine, (section renamed, ELF ABI level) of each edit, the kernel's verdicts
+        "6.1.0-47-arm64": ("aarch64", [(".plt", None), (".init.plt", None), (None, None)],
+                           [("invalid-elf", None)] + [("arch-sections-missing", None)] * 2 + [None]),
+        "6.1.0-47-powerpc64le": ("ppc64le", [(".stubs", None), (None, 1)], [("arch-sections-missing", None), None]),
     }
-    for kver, (machine, cases) in edits.items():
+    for kver, (machine, cases, expected) in edits.items():
         vpoll = built(testdata, kver, {"vpoll.ko"})[0]
-        paths = []
+        paths = [*s390x] if machine == "aarch64" else []
         for number, (section, abi) in enumerate(cases):
             data = vpoll.read_bytes()
             data = renamed(data, section, ".comment") if section else data
@@ -137,7 +140,9 @@ def test_builds_edited_to_fail_one_architecture_check(testdata, tmp_path):
                     for p in paths for v in check_modules(read_modules([str(p)]), kernel)]
             results = insmod_in_qemu(image, paths, timeout=1200)
             theirs = [(t.code, t.symbol) if (t := kernel_reason(r)) else None for r in results]
-            assert theirs == ours == [("arch-sections-missing", None)] * (len(cases) - 1) + [None], kver
+            assert theirs == ours == expected, kver
+            if machine == "aarch64":
+                assert "Invalid ELF header type: 256 != 1" in results[0].kernel_messages
 
 
 # arm64 ABI -> the kernel's verdict on the builds for 6.1.0-56: -57 kept module_layout and the CRCs
