@@ -1173,8 +1173,9 @@ def fetch_testdata(root: Path, corpus: str, only: set[str] | None) -> None:
             jobs[job] = ("build_kernels", kver)
         if kver in build_kvers:
             ready[kver] = job
+    foreign_downloads = {}  # foreign kernel -> its .debs being downloaded
     for kver in foreign:
-        downloaded = downloads_pool.submit(download_foreign_kernel, foreign_archive, kver)
+        downloaded = foreign_downloads[kver] = downloads_pool.submit(download_foreign_kernel, foreign_archive, kver)
         jobs[cpu.submit(extract_foreign_kernel, root, kver, downloaded, needs=[downloaded], priority=3)] = (
             "foreign_kernels", kver)
     for arch in busyboxes:
@@ -1184,9 +1185,10 @@ def fetch_testdata(root: Path, corpus: str, only: set[str] | None) -> None:
                          needs=driver_debs + ([ready[kver]] if kver in ready else []),
                          priority=1 if driver in SLOW_DRIVERS else 2)
         jobs[job] = ("driver", (driver, kver))
-    for driver, kver in cross:  # after the foreign kernel's own job, which downloads its headers .deb
+    for driver, kver in cross:  # once the foreign kernel's .debs are here (its headers .deb is the tree's)
         job = cpu.submit(build_foreign_driver, root, archive, foreign_archive, driver, kver,
-                         needs=driver_debs + downloads.request(cross_packages[kver]), priority=4)
+                         needs=driver_debs + downloads.request(cross_packages[kver])
+                         + ([foreign_downloads[kver]] if kver in foreign_downloads else []), priority=4)
         jobs[job] = ("foreign_driver", (driver, kver))
     for kver in streams:
         job = downloads_pool.submit(stream_kernel_entry, root, archive, kver,
