@@ -43,9 +43,10 @@ def main() -> None:
     shutil.copy(data.driver_dir("acpi-call", RELEASE) / "acpi_call.ko", corpus / "module" / "acpi_call.ko")
     s390x = root / "foreign-kernels" / "6.1.0-47-s390x" / "lib" / "modules" / "6.1.0-47-s390x"
     shutil.copy(s390x / "kernel" / "net" / "key" / "af_key.ko", corpus / "module" / "af_key-s390x.ko")
-    ppc64le = root / "foreign-kernels" / "6.1.0-47-powerpc64le" / "lib" / "modules" / "6.1.0-47-powerpc64le"
-    shutil.copy(ppc64le / "kernel" / "drivers" / "media" / "common" / "cypress_firmware.ko",  # ELF ABI v2, .TOC.
-                corpus / "module" / "cypress_firmware-ppc64le.ko")
+    # out-of-tree, cross-built by kabigate build (the full corpus): big-endian, and ppc64's ELF ABI v2
+    for flavour, machine in (("s390x", "s390x"), ("powerpc64le", "ppc64le")):
+        vpoll = root / data.manifest["foreign_drivers"]["vpoll"][f"6.1.0-47-{flavour}"]["dir"] / "vpoll.ko"
+        shutil.copy(vpoll, corpus / "module" / f"vpoll-{machine}.ko")
 
     symvers = (data.headers(RELEASE) / "Module.symvers").read_bytes().splitlines(keepends=True)
     excerpt = b"".join(symvers[:200])

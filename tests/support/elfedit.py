@@ -34,6 +34,14 @@ def renamed(data: bytes, section: str, to: str) -> bytes:
     return bytes(out)
 
 
+def with_elf_abi(data: bytes, level: int) -> bytes:
+    """ppc64's ELF ABI level (e_flags & 3: 1 ELFv1, 2 ELFv2) set to `level`."""
+    out = bytearray(data)
+    (flags,) = struct.unpack_from("<I", out, 0x30)
+    struct.pack_into("<I", out, 0x30, (flags & ~3) | level)
+    return bytes(out)
+
+
 def stripped(data: bytes) -> bytes:
     """The symbol table turned into plain data: no SHT_SYMTAB left."""
     out = bytearray(data)

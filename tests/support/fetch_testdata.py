@@ -56,6 +56,14 @@ drivers, driver_failures
     driver_failures[driver][kver] = {"error" (one line), "log", "version",
     "source_package"}; it is retried only when the package version changes.
     Each build's output is in ``logs/<driver>-<kver>.log``.
+foreign_drivers, foreign_driver_failures
+    Full corpus only: FOREIGN_DRIVERS cross-built (kabigate build: ARCH and CROSS_COMPILE from the
+    headers' .config; the cross gcc-12 of Debian; the host tools of the amd64 linux-kbuild-6.1) against
+    the FOREIGN_BUILD_KERNELS, from their headers .deb, the -common .deb of their ABI and linux-kbuild-6.1,
+    into ``drivers/<driver>/<kver>/``; entries shaped as drivers and driver_failures, kept apart so
+    that what reads every amd64 build does not meet them (test_foreign_builds_qemu.py insmods them).
+    36 builds: 26 built, tp-smapi fails everywhere (x86's asm/mc146818rtc.h, its registers in asm)
+    and dkms excludes acpi-call on s390x and ppc64el (no CONFIG_ACPI); about 9 minutes on 2 shared cores.
 
 Corpora (--corpus) differ only in driver builds; the kernels, foreign kernels,
 all twelve stream kernels and the flavor images are in both:
@@ -73,7 +81,8 @@ default
     cores, 27 on 2 cores shared with other work (load average 10 to 13).
 full
     Every driver in DRIVERS against FULL_BUILD_KERNELS (6.1.0-47, -53, -56,
-    -57, 6.12.107, 6.12.117), and GATE_DRIVERS against 6.1.0-50: 118 builds
+    -57, 6.12.107, 6.12.117), GATE_DRIVERS against 6.1.0-50, and the foreign
+    drivers (FOREIGN_DRIVERS against FOREIGN_BUILD_KERNELS): 118 builds
     of 29 drivers, 56 failures (measured without the 6.1.0-50 builds); 40
     minutes cold on 2 cores shared with other work, 50 CPU-minutes, more than
     half of them openafs-modules' (its configure probes the kernel's API by
@@ -181,8 +190,18 @@ FOREIGN_KERNELS = {
     "6.1.0-47-arm64": ("arm64", "linux-image-6.1.0-47-arm64-unsigned"),
     # beside 6.1.0-56-amd64 in one stream: a gate of 6.1.0-56 covers both architectures (test_architectures.py)
     "6.1.0-56-arm64": ("arm64", "linux-image-6.1.0-56-arm64-unsigned"),
+    # the ABIs around 6.1.0-56 (module_layout unchanged): the drivers cross-built for -56 insmodded into
+    # them (test_foreign_builds_qemu.py) load on -57 and meet -54's CRC changes
+    "6.1.0-54-arm64": ("arm64", "linux-image-6.1.0-54-arm64-unsigned"),
+    "6.1.0-57-arm64": ("arm64", "linux-image-6.1.0-57-arm64-unsigned"),
     "6.1.0-47-s390x": ("s390x", "linux-image-6.1.0-47-s390x"),
     "6.1.0-47-powerpc64le": ("ppc64el", "linux-image-6.1.0-47-powerpc64le"),
+    # a second ABI of each (bookworm-security, where 6.1.0-56 is, carries no s390x): drivers cross-built
+    # for one insmodded into the other (test_foreign_builds_qemu.py)
+    "6.1.0-50-s390x": ("s390x", "linux-image-6.1.0-50-s390x"),
+    "6.1.0-50-powerpc64le": ("ppc64el", "linux-image-6.1.0-50-powerpc64le"),
+    # module_elf_check_arch() (6.2+) refuses an ELF ABI v1 module (test_foreign_builds_qemu.py)
+    "6.12.107+deb12-powerpc64le": ("ppc64el", "linux-image-6.12.107+deb12-powerpc64le"),
 }
 # Architectures whose kernels the qemu tests boot (test_foreign_qemu.py): their busybox-static.
 FOREIGN_BUSYBOX = ("arm64", "ppc64el", "s390x")
@@ -240,6 +259,14 @@ GATE_BUILD_KERNELS = ("6.1.0-50-amd64",)
 # What gate --rebuild needs beside a stream kernel's linux-headers .deb to build for 6.1.0-53 (the
 # linux-kbuild-6.1 of the build kernels satisfies its >= relation): test_gate_rebuild.py.
 GATE_TREE_DEBS = ("linux-headers-6.1.0-53-common",)
+# Cross-built for other architectures in the full corpus: drivers that build in seconds and need no
+# module outside FOREIGN_MODULE_DIRS to load (v4l2loopback: videodev), and two that dkms or the compiler
+# refuse on some (acpi-call: BUILD_EXCLUSIVE_CONFIG=CONFIG_ACPI; tp-smapi: x86's port I/O).
+FOREIGN_DRIVERS = ("vpoll", "gost-crypto", "lime-forensics", "v4l2loopback", "acpi-call", "tp-smapi")
+FOREIGN_BUILD_KERNELS = ("6.1.0-47-arm64", "6.1.0-56-arm64", "6.1.0-47-s390x", "6.1.0-50-s390x",
+                         "6.1.0-47-powerpc64le", "6.1.0-50-powerpc64le")
+# corpus -> its cross builds
+FOREIGN_CORPORA = {"default": (), "full": tuple((d, k) for k in FOREIGN_BUILD_KERNELS for d in FOREIGN_DRIVERS)}
 # corpus -> ((drivers, build kernels), ...): its driver builds; the full corpus holds the default one
 CORPORA = {
     "default": ((CORE_DRIVERS, BUILD_KERNELS), (DEFAULT_DRIVERS, DEFAULT_BUILD_KERNELS),
@@ -262,6 +289,7 @@ REQUIRED_TOOLS = {
     "tar": "tar",
     "gpgv": "gpgv",
     "pahole": "dwarves",
+
     "pkg-config": "pkg-config",
 }
 # header -> apt package: what a DKMS package needs to build, besides the compiler and make
@@ -332,7 +360,8 @@ def load_manifest(root: Path) -> dict:
     except (OSError, ValueError) as exc:
         raise FetchError(f"cannot read {root / 'manifest.json'}: {exc}") from None
     for key in ("kernels", "drivers", "foreign_kernels", "streams", "stream_kernels", "flavor_images",
-                "build_kernels", "driver_failures", "foreign_busybox"):
+                "build_kernels", "driver_failures", "foreign_busybox", "foreign_drivers",
+                "foreign_driver_failures"):
         manifest.setdefault(key, {})
     return manifest
 
@@ -377,16 +406,17 @@ def build_kernel_present(root: Path, manifest: dict, kver: str) -> bool:
     return kver in manifest["build_kernels"] and (root / "build-kernels" / kver).is_dir()
 
 
-def driver_present(root: Path, manifest: dict, driver: str, kver: str) -> bool:
+def driver_present(root: Path, manifest: dict, driver: str, kver: str, kind: str = "drivers") -> bool:
     return (
-        kver in manifest["drivers"].get(driver, {})
+        kver in manifest[kind].get(driver, {})
         and (root / "drivers" / driver / kver).is_dir()
     )
 
 
-def failure_current(manifest: dict, driver: str, kver: str, versions: dict[str, str]) -> bool:
+def failure_current(manifest: dict, driver: str, kver: str, versions: dict[str, str],
+                    kind: str = "driver_failures") -> bool:
     """A recorded build failure of the package version apt offers (or of one apt no longer knows)."""
-    failure = manifest["driver_failures"].get(driver, {}).get(kver)
+    failure = manifest[kind].get(driver, {}).get(kver)
     return failure is not None and versions.get(DRIVERS[driver], failure["version"]) == failure["version"]
 
 
@@ -886,9 +916,10 @@ def flavor_image_entry(root: Path, archive: Archive, kver: str) -> dict:
 # --- drivers -----------------------------------------------------------------
 
 
-def build_driver(root: Path, archive: Archive, driver: str, kver: str, tree: dict) -> tuple[str, dict]:
-    """Build one driver against one kernel tree with `kabigate build`'s builder (the real dkms, in its
-    sandbox): ("built", drivers entry) or ("failed", driver_failures entry: failed or excluded)."""
+def build_driver(root: Path, archive: Archive, driver: str, kver: str, tree: list[Path]) -> tuple[str, dict]:
+    """Build one driver against one kernel tree (its folder, or its packages) with `kabigate build`'s
+    builder (the real dkms, in its sandbox): ("built", drivers entry) or ("failed", driver_failures
+    entry: failed or excluded)."""
     package = DRIVERS[driver]
     archive.download([package])
     version = archive.field(package, "Version")
@@ -899,7 +930,7 @@ def build_driver(root: Path, archive: Archive, driver: str, kver: str, tree: dic
     try:
         (tmp / "work").mkdir()
         try:
-            result = build_source(deb, kernel_build_tree([str(root / tree["root"])], tmp), tmp / "work",
+            result = build_source(deb, kernel_build_tree([str(p) for p in tree], tmp), tmp / "work",
                                   Limits(wall_seconds=BUILD_SECONDS))
         except InputError as exc:
             raise FetchError(f"building {deb.name} against {kver}: {exc}") from None
@@ -1006,6 +1037,20 @@ ALL_BUILD_KERNELS = tuple(dict.fromkeys(k for corpus in CORPORA.values() for _, 
 ALL_KERNELS = tuple(dict.fromkeys([*KERNELS, *FOREIGN_KERNELS, *STREAM_OF, *ALL_BUILD_KERNELS]))
 
 
+def foreign_tree_packages(archive: Archive, kver: str) -> list[str]:
+    """The amd64 archive's packages a foreign kernel's build tree takes besides its own headers .deb:
+    the -common headers of its ABI and linux-kbuild-6.1 (the amd64 headers' dependencies)."""
+    return kernel_packages(archive, f"{kver.rsplit('-', 1)[0]}-amd64")[2:]
+
+
+def build_foreign_driver(root: Path, archive: Archive, foreign: ForeignArchive, driver: str,
+                         kver: str) -> tuple[str, dict]:
+    """A driver cross-built against a foreign kernel's headers, -common and linux-kbuild .debs."""
+    (_image, headers), _version = download_foreign_kernel(foreign, kver)
+    return build_driver(root, archive, driver, kver,
+                        [headers, *(archive.deb_path(p) for p in foreign_tree_packages(archive, kver))])
+
+
 def build_tree(kver: str) -> dict:
     """Where a build kernel's tree is: its full tree if it is in KERNELS."""
     base = f"kernels/{kver}" if kver in KERNELS else f"build-kernels/{kver}"
@@ -1025,23 +1070,28 @@ def update_derived(manifest: dict) -> None:
             manifest["build_kernels"][kver] = build_kernel_entry(kver, entry["package_version"], entry["root"])
 
 
+# the kind of a driver job -> its manifest keys (builds, failures)
+DRIVER_KINDS = {"driver": ("drivers", "driver_failures"),
+                "foreign_driver": ("foreign_drivers", "foreign_driver_failures")}
+
+
 def record(manifest: dict, kind: str, key, result) -> None:
-    if kind == "driver":
+    if kind in DRIVER_KINDS:
         driver, kver = key
         status, entry = result
-        failures = manifest["driver_failures"]
+        builds, failures = (manifest[k] for k in DRIVER_KINDS[kind])
         if status == "built":
-            manifest["drivers"].setdefault(driver, {})[kver] = entry
+            builds.setdefault(driver, {})[kver] = entry
             if kver in failures.get(driver, {}):
                 del failures[driver][kver]
                 if not failures[driver]:
                     del failures[driver]
         else:
             failures.setdefault(driver, {})[kver] = entry
-            if kver in manifest["drivers"].get(driver, {}):  # its build vanished from disk and failed again
-                del manifest["drivers"][driver][kver]
-                if not manifest["drivers"][driver]:
-                    del manifest["drivers"][driver]
+            if kver in builds.get(driver, {}):  # its build vanished from disk and failed again
+                del builds[driver][kver]
+                if not builds[driver]:
+                    del builds[driver]
     else:
         manifest[kind][key] = result
     update_derived(manifest)
@@ -1064,12 +1114,18 @@ def fetch_testdata(root: Path, corpus: str, only: set[str] | None) -> None:
     flavors = [k for k in FLAVOR_IMAGES if wanted(k) and not flavor_image_present(root, manifest, k)]
     trees = [k for k in build_kvers if k not in KERNELS and not build_kernel_present(root, manifest, k)]
     builds = [(d, k) for d, k in builds if not driver_present(root, manifest, d, k)]
+    cross = [(d, k) for d, k in FOREIGN_CORPORA[corpus]
+             if wanted(k) and not driver_present(root, manifest, d, k, "foreign_drivers")]
     archive = Archive(root / "debs")
-    if any(k in manifest["driver_failures"].get(d, {}) for d, k in builds):
-        versions = archive.known_versions(sorted({DRIVERS[d] for d, _ in builds}))
+    if any(k in manifest["driver_failures"].get(d, {}) for d, k in builds) or any(
+            k in manifest["foreign_driver_failures"].get(d, {}) for d, k in cross):
+        versions = archive.known_versions(sorted({DRIVERS[d] for d, _ in [*builds, *cross]}))
         builds = [(d, k) for d, k in builds if not failure_current(manifest, d, k, versions)]
+        cross = [(d, k) for d, k in cross
+                 if not failure_current(manifest, d, k, versions, "foreign_driver_failures")]
     tree_debs = [p for p in GATE_TREE_DEBS if only is None and not any((root / "debs").glob(f"{p}_*.deb"))]
-    if not (kernels or foreign or busyboxes or streams or flavors or trees or builds or tree_debs):
+    cross_kvers = list(dict.fromkeys(k for _, k in cross))
+    if not (kernels or foreign or busyboxes or streams or flavors or trees or builds or tree_debs or cross):
         before = json.dumps(manifest, sort_keys=True)
         update_derived(manifest)
         if json.dumps(manifest, sort_keys=True) != before:
@@ -1080,20 +1136,21 @@ def fetch_testdata(root: Path, corpus: str, only: set[str] | None) -> None:
     check_host_tools(root)
     # apt-cache, in this thread: every package of the run, then the kernels' dependencies.
     archive.show([
-        *sorted({DRIVERS[d] for d, _ in builds}),
+        *sorted({DRIVERS[d] for d, _ in [*builds, *cross]}),
         *(f"linux-headers-{k}" for k in [*kernels, *trees]),
         *(f"linux-image-{k}-unsigned" for k in kernels),
         *(p for k in streams for p in stream_packages(k)),
         *(f"linux-image-{k}-unsigned" for k in flavors),
-        *(amd64_counterpart(k) for k in foreign),
+        *(amd64_counterpart(k) for k in [*foreign, *cross_kvers]),
         *(["busybox-static"] if busyboxes else []),
         *tree_debs,
     ])
     archive.download(tree_debs)
     packages = {k: kernel_packages(archive, k) for k in [*kernels, *trees]}
-    archive.show([p for names in packages.values() for p in names])
+    cross_packages = {k: foreign_tree_packages(archive, k) for k in cross_kvers}
+    archive.show([p for names in [*packages.values(), *cross_packages.values()] for p in names])
     foreign_archive = ForeignArchive(archive)
-    for kver in foreign:
+    for kver in dict.fromkeys([*foreign, *cross_kvers]):
         foreign_archive.origin(amd64_counterpart(kver))
     if busyboxes:
         foreign_archive.origin("busybox-static")
@@ -1104,7 +1161,7 @@ def fetch_testdata(root: Path, corpus: str, only: set[str] | None) -> None:
     downloads_pool, cpu = Pool(2), Pool(JOBS)
     downloads = Downloads(archive, downloads_pool)
     jobs: dict[concurrent.futures.Future, tuple[str, object]] = {}
-    driver_debs = downloads.request(sorted({DRIVERS[d] for d, _ in builds}))
+    driver_debs = downloads.request(sorted({DRIVERS[d] for d, _ in [*builds, *cross]}))
     ready: dict[str, concurrent.futures.Future] = {}  # build kernel -> its tree being fetched
     for kver in sorted([*kernels, *trees], key=lambda k: k not in build_kvers):
         if kver in KERNELS:
@@ -1116,17 +1173,23 @@ def fetch_testdata(root: Path, corpus: str, only: set[str] | None) -> None:
             jobs[job] = ("build_kernels", kver)
         if kver in build_kvers:
             ready[kver] = job
+    foreign_downloads = {}  # foreign kernel -> its .debs being downloaded
     for kver in foreign:
-        downloaded = downloads_pool.submit(download_foreign_kernel, foreign_archive, kver)
+        downloaded = foreign_downloads[kver] = downloads_pool.submit(download_foreign_kernel, foreign_archive, kver)
         jobs[cpu.submit(extract_foreign_kernel, root, kver, downloaded, needs=[downloaded], priority=3)] = (
             "foreign_kernels", kver)
     for arch in busyboxes:
         jobs[downloads_pool.submit(download_foreign_busybox, foreign_archive, arch)] = ("foreign_busybox", arch)
     for driver, kver in sorted(builds, key=lambda b: b[0] not in SLOW_DRIVERS):
-        job = cpu.submit(build_driver, root, archive, driver, kver, build_tree(kver),
+        job = cpu.submit(build_driver, root, archive, driver, kver, [root / build_tree(kver)["root"]],
                          needs=driver_debs + ([ready[kver]] if kver in ready else []),
                          priority=1 if driver in SLOW_DRIVERS else 2)
         jobs[job] = ("driver", (driver, kver))
+    for driver, kver in cross:  # once the foreign kernel's .debs are here (its headers .deb is the tree's)
+        job = cpu.submit(build_foreign_driver, root, archive, foreign_archive, driver, kver,
+                         needs=driver_debs + downloads.request(cross_packages[kver])
+                         + ([foreign_downloads[kver]] if kver in foreign_downloads else []), priority=4)
+        jobs[job] = ("foreign_driver", (driver, kver))
     for kver in streams:
         job = downloads_pool.submit(stream_kernel_entry, root, archive, kver,
                                     needs=downloads.request(stream_packages(kver)))
@@ -1155,8 +1218,8 @@ def fetch_testdata(root: Path, corpus: str, only: set[str] | None) -> None:
         raise
     if errors:
         raise errors[0]
-    built = sum(len(b) for b in manifest["drivers"].values())
-    failed = sum(len(f) for f in manifest["driver_failures"].values())
+    built = sum(len(b) for key in ("drivers", "foreign_drivers") for b in manifest[key].values())
+    failed = sum(len(f) for key in ("driver_failures", "foreign_driver_failures") for f in manifest[key].values())
     progress(f"done: {root / 'manifest.json'} ({built} driver builds, {failed} build failures recorded)")
 
 

@@ -10,34 +10,80 @@
 
 The tree is bound read-only at /kernel in the sandbox and /lib/modules/RELEASE/build links to it
 there, where dkms and driver Makefiles look for it.
+
+A tree of another architecture (its .config says which) is built for with a cross compiler, as
+the kernel's Makefile takes one: ARCH and CROSS_COMPILE in make's environment (Debian's headers
+set ARCH themselves in .kernelvariables, and CC = $(CROSS_COMPILE)gcc-12); the host tools under
+scripts/ are the host's own (Debian's linux-kbuild of this host's architecture).
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kabigate.builder.sandbox import KERNEL, WORK, Sandbox
-from kabigate.errors import InputError
+from kabigate.builder.sandbox import KERNEL, PATH, WORK, Sandbox, require
+from kabigate.errors import InputError, read_capped
+from kabigate.formats.kconfig import machine_of_config, parse_kconfig
 
 UTS_RELEASE = re.compile(rb'#define UTS_RELEASE "([^"\n]+)"')
 TREE = "kernel-tree"  # where packages are extracted, in the work folder
+MAX_CONFIG = 16 << 20
+CROSS_BIN = "/cross"  # in the sandbox, first in PATH: the cross binutils under their plain names
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """A cross compiler as the kernel's Makefile takes it: its ARCH, CROSS_COMPILE, Debian's package."""
+
+    arch: str
+    prefix: str
+    package: str
+
+
+# `uname -m` -> the toolchain building for it (Debian's cross compilers)
+TOOLCHAINS = {
+    "x86_64": Toolchain("x86", "x86_64-linux-gnu-", "gcc-x86-64-linux-gnu"),
+    "aarch64": Toolchain("arm64", "aarch64-linux-gnu-", "gcc-aarch64-linux-gnu"),
+    "ppc64le": Toolchain("powerpc", "powerpc64le-linux-gnu-", "gcc-powerpc64le-linux-gnu"),
+    "ppc64": Toolchain("powerpc", "powerpc64-linux-gnu-", "gcc-powerpc64-linux-gnu"),
+    "s390x": Toolchain("s390", "s390x-linux-gnu-", "gcc-s390x-linux-gnu"),
+}
 
 
 @dataclass(frozen=True)
 class BuildTree:
     """`root` is bound at /kernel (None: the tree is the host's own, under /usr); `build` is the
-    build folder's path inside the sandbox."""
+    build folder's path inside the sandbox; `machine` the kernel's `uname -m`."""
 
     release: str
     root: Path | None
     build: str
+    machine: str
+
+    @property
+    def toolchain(self) -> Toolchain | None:
+        """The cross compiler a build for this kernel needs (None: this host's compiler)."""
+        if self.machine == platform.machine():
+            return None
+        toolchain = TOOLCHAINS.get(self.machine)
+        if toolchain is None:
+            raise InputError(f"{self.release}: cannot build for {self.machine} kernels here "
+                             f"(cross compilers known for {', '.join(sorted(TOOLCHAINS))})")
+        require(f"{toolchain.prefix}gcc", toolchain.package)
+        return toolchain
 
     def sandbox(self, work: Path, **kwargs) -> Sandbox:
-        return Sandbox(work, kernel_root=self.root, symlinks=[(self.build, f"/lib/modules/{self.release}/build")],
-                       **kwargs)
+        symlinks = [(self.build, f"/lib/modules/{self.release}/build")]
+        env = {}
+        if (toolchain := self.toolchain) is not None:
+            # dkms strips what it keeps with `strip -g`: the target's strip
+            symlinks.append((f"/usr/bin/{toolchain.prefix}strip", f"{CROSS_BIN}/strip"))
+            env = {"ARCH": toolchain.arch, "CROSS_COMPILE": toolchain.prefix, "PATH": f"{CROSS_BIN}:{PATH}"}
+        return Sandbox(work, kernel_root=self.root, symlinks=symlinks, env=env, **kwargs)
 
 
 def build_tree(paths: list[str], work: Path) -> BuildTree:
@@ -68,6 +114,15 @@ def _release(headers: Path) -> str | None:
     return match[1].decode() if match else None
 
 
+def _machine(headers: Path) -> str:
+    """The kernel's architecture from its .config; this host's when the tree has none."""
+    config = headers / ".config"
+    if not config.is_file() or not config.resolve().is_relative_to(headers.resolve()):  # none, or a link out
+        return platform.machine()
+    text = read_capped(str(config), MAX_CONFIG, "larger than 16 MiB, not a kernel config").decode(errors="replace")
+    return machine_of_config(parse_kconfig(text, str(config))) or platform.machine()
+
+
 def _tree_of_folder(folder: Path) -> BuildTree:
     builds = _build_links(folder)
     if builds:  # a package root
@@ -81,13 +136,13 @@ def _tree_of_folder(folder: Path) -> BuildTree:
         release = _release(headers)
         if release is None:
             raise InputError(f"{link}: not a kernel build tree (no include/generated/utsrelease.h)")
-        return BuildTree(release, folder, os.path.normpath(inside))
+        return BuildTree(release, folder, os.path.normpath(inside), _machine(headers))
     release = _release(folder)
     if release is None or not (folder / "Makefile").is_file():
         raise InputError(f"{folder}: not a kernel's headers (no Makefile and include/generated/utsrelease.h)")
     if folder.is_relative_to("/usr"):  # installed here: seen at the same path in the sandbox
-        return BuildTree(release, None, str(folder))
-    return BuildTree(release, folder, KERNEL)
+        return BuildTree(release, None, str(folder), _machine(folder))
+    return BuildTree(release, folder, KERNEL, _machine(folder))
 
 
 def _tree_of_packages(packages: list[Path], work: Path) -> BuildTree:
@@ -111,7 +166,7 @@ def _tree_of_packages(packages: list[Path], work: Path) -> BuildTree:
     if len(devel) == 1:  # kernel-devel: self-contained
         release = _release(devel[0])
         if release is not None:
-            return BuildTree(release, devel[0], KERNEL)
+            return BuildTree(release, devel[0], KERNEL, _machine(devel[0]))
     raise InputError("the packages hold no single kernel build tree (lib/modules/RELEASE/build or "
                      "usr/src/kernels/RELEASE)")
 

@@ -9,7 +9,6 @@ BUILD_EXCLUSIVE exit status (77), for which directive did not match (dkms does n
 
 from __future__ import annotations
 
-import platform
 import shutil
 from pathlib import Path
 
@@ -57,7 +56,7 @@ def build(source: Path, tree: BuildTree, work: Path, limits: Limits) -> BuildRes
     sandbox = tree.sandbox(work, limits=limits, binds=[(source, "/source")] if source.is_file() else [])
     conf_dir = _unpack(source, work, sandbox)
     kernel_dir = f"/lib/modules/{tree.release}/build"
-    arch = platform.machine()
+    arch = tree.machine  # dkms.conf's $arch, BUILD_EXCLUSIVE_ARCH's subject
     inside_conf = f"{WORK}/{conf_dir.relative_to(work)}/dkms.conf"
     read = sandbox.run(["bash", "-c", READ_CONF, "bash", tree.release, arch, kernel_dir, f"{WORK}/{DKMS_TREE}",
                         f"{WORK}/{SOURCE_TREE}", inside_conf])

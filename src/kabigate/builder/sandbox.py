@@ -70,12 +70,14 @@ class Run:
 @dataclass
 class Sandbox:
     """A work folder (host path) and what else the build sees: the kernel tree, read-only binds
-    (host path -> sandbox path), symlinks (target, sandbox path)."""
+    (host path -> sandbox path), symlinks (target, sandbox path), environment variables (over the
+    defaults: PATH, HOME, LANG, TMPDIR)."""
 
     work: Path
     kernel_root: Path | None = None
     binds: list[tuple[Path, str]] = field(default_factory=list)
     symlinks: list[tuple[str, str]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
 
     def argv(self, command: list[str], cwd: str) -> list[str]:
@@ -104,8 +106,10 @@ class Sandbox:
                 argv += ["--tmpfs", host_folder]
         for target, inside in self.symlinks:
             argv += _parent(inside) + ["--symlink", target, inside]
-        argv += ["--clearenv", "--setenv", "PATH", PATH, "--setenv", "HOME", WORK, "--setenv", "LANG", "C.UTF-8",
-                 "--setenv", "TMPDIR", "/tmp", "--chdir", cwd]
+        argv.append("--clearenv")
+        for name, value in ({"PATH": PATH, "HOME": WORK, "LANG": "C.UTF-8", "TMPDIR": "/tmp"} | self.env).items():
+            argv += ["--setenv", name, value]
+        argv += ["--chdir", cwd]
         if os.geteuid() == 0:
             argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "setpriv", f"--reuid={NOBODY}",
                      f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",

@@ -31,6 +31,9 @@ def build(source: Path, tree: BuildTree, work: Path, limits: Limits) -> BuildRes
     if tree.root is None:
         raise InputError("a source RPM builds against a kernel-devel tree: name the kernel by its packages or a "
                          "package root, not a headers folder of this host")
+    if tree.machine != platform.machine():
+        raise InputError(f"{tree.release} ({tree.machine}): a source RPM is rebuilt for this host's architecture "
+                         f"({platform.machine()}) only")
     sandbox = tree.sandbox(work, limits=limits, binds=[(source, "/source.src.rpm")])
     sandbox.symlinks.append((tree.build, f"/usr/src/kernels/{tree.release}"))
     query = sandbox.run(["rpm", "-qp", "--nosignature", "--qf", "%{NAME}\\n%{VERSION}-%{RELEASE}\\n",

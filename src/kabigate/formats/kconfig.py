@@ -33,3 +33,14 @@ def parse_kconfig(text: str, what: str) -> dict[str, str]:
             value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
         config[match.group(1)] = value
     return config
+
+
+def machine_of_config(config: dict[str, str]) -> str | None:
+    """The kernel's architecture (`uname -m`) from the options arch/*/Kconfig selects."""
+    for option, machine in (("CONFIG_X86_64", "x86_64"), ("CONFIG_ARM64", "aarch64"), ("CONFIG_S390", "s390x"),
+                            ("CONFIG_RISCV", "riscv64"), ("CONFIG_X86_32", "i386")):
+        if config.get(option) == "y":
+            return machine
+    if config.get("CONFIG_PPC64") == "y":
+        return "ppc64le" if config.get("CONFIG_CPU_LITTLE_ENDIAN") == "y" else "ppc64"
+    return None

@@ -19,7 +19,7 @@ from kabigate.formats.btf import STRUCT as BTF_STRUCT
 from kabigate.formats.btf import parse_btf
 from kabigate.formats.bzimage import IMAGE_HEAD, MAX_KERNEL_IMAGE, kernel_image, looks_like_kernel_image
 from kabigate.formats.compression import MAX_TEXT, text_lines
-from kabigate.formats.kconfig import looks_like_kconfig, parse_kconfig
+from kabigate.formats.kconfig import looks_like_kconfig, machine_of_config, parse_kconfig
 from kabigate.formats.module import parse_module, read_module
 from kabigate.formats.symvers import looks_like_symvers, parse_symvers
 from kabigate.formats.vmlinux import image_abi, image_release, image_vermagic
@@ -149,7 +149,7 @@ def _facts_of_headers(path: TreePath, config_known: bool = False) -> _Facts:
     if uts.is_file():
         match = _UTS_RELEASE.search(_text(_read(uts), uts))
         facts.release = match.group(1) if match else None
-    facts.machine = _machine_from_config(facts.config)
+    facts.machine = machine_of_config(facts.config)
     return facts
 
 
@@ -255,7 +255,7 @@ def _facts_of_module_tree(path: TreePath, root: TreePath | None) -> _Facts:
     if config is not None:
         facts.config = parse_kconfig(_text(_read(config), config), str(config))
         if facts.headers_dir is not None:  # the headers' machine, from the config they were not asked to read
-            facts.machine = facts.machine or _machine_from_config(facts.config)
+            facts.machine = facts.machine or machine_of_config(facts.config)
     return facts
 
 
@@ -416,7 +416,7 @@ def _vermagic_from_headers(facts: _Facts, kernel: Kernel) -> str | None:
 def _arch_vermagic(config: dict[str, str]) -> str | None:
     """MODULE_ARCH_VERMAGIC (arch/*/include/asm/vermagic.h, 6.1 and 6.12), which vermagic.h puts
     before MODULE_RANDSTRUCT; None for an architecture kabigate has not read it for."""
-    machine = _machine_from_config(config)
+    machine = machine_of_config(config)
     if machine in ("x86_64", "s390x"):  # x86_64 defines no MODULE_PROC_FAMILY; s390: asm-generic's ""
         return ""
     if machine == "aarch64":
@@ -425,16 +425,6 @@ def _arch_vermagic(config: dict[str, str]) -> str | None:
         ftrace = ("patchable-function-entry " if config.get("CONFIG_ARCH_USING_PATCHABLE_FUNCTION_ENTRY") == "y"
                   else "mprofile-kernel " if config.get("CONFIG_MPROFILE_KERNEL") == "y" else "")
         return ftrace + ("relocatable " if config.get("CONFIG_RELOCATABLE") == "y" else "")
-    return None
-
-
-def _machine_from_config(config: dict[str, str]) -> str | None:
-    for option, machine in (("CONFIG_X86_64", "x86_64"), ("CONFIG_ARM64", "aarch64"), ("CONFIG_S390", "s390x"),
-                            ("CONFIG_RISCV", "riscv64"), ("CONFIG_X86_32", "i386")):
-        if config.get(option) == "y":
-            return machine
-    if config.get("CONFIG_PPC64") == "y":
-        return "ppc64le" if config.get("CONFIG_CPU_LITTLE_ENDIAN") == "y" else "ppc64"
     return None
 
 
