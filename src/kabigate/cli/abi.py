@@ -111,7 +111,7 @@ def _signature_json(signature: ModuleSignature | None) -> dict | None:
 class _CrcTexts(dict):
     """crc_text() of each CRC met, made once: a tree's 189,000 versions have 18,000 CRCs."""
 
-    def __missing__(self, crc: int) -> str:
+    def __missing__(self, crc: int) -> str | None:
         text = self[crc] = crc_text(crc)
         return text
 

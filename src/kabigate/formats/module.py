@@ -132,6 +132,7 @@ _LAYOUT_FIELDS = tuple(field.name for field in dataclasses.fields(ElfLayout))
 def _module_of(path: str, compression: str | None, signature: ModuleSignature | None, facts: tuple) -> Module:
     """The Module of the C reader's facts (its layout: ElfLayout's fields in order)."""
     e_machine, little, modinfo, versions, import_names, import_weak, exports, layout = facts
+    assert _modfast is not None  # facts come from it
     instances = _modfast.instances  # the frozen dataclasses' fields set from C: __init__ is the cost
     instance = _modfast.instance
     return instance(Module, _MODULE_FIELDS, (
