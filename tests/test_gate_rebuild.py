@@ -1,10 +1,11 @@
 """The gate rebuilds, on the real corpus: acpi-call built for 6.1.0-50 by `kabigate build` (its
 source remembered) no longer loads on -56 (CRCs moved); `gate --rebuild` builds it again from its
 -dkms .deb against -56's headers .debs (with the -common and linux-kbuild they Depend on, found
-beside them), signed with the repository's key, and the package works: loads-after-rebuild. On -53,
+beside them), signed with the repository's key, and the package works: loads-after-rebuild. On -55,
 whose -common .deb the corpus lacks, it stays not rebuilt, saying why. The gate of 6.1.0-53 on
-the four packages built for -50 rebuilds those that regress, and passes. One real dkms build each
-(~5 s)."""
+the four packages built for -50 rebuilds those that regress, and passes. The gate of 6.12.111 with
+the builds for 6.12.107 rebuilds them, names the package that never built for 6.12, and fails against
+6.1.0-50, where it loaded. One real dkms build each (~5 s)."""
 
 from __future__ import annotations
 
