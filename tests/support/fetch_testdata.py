@@ -40,8 +40,8 @@ flavor_images
     boot them and read the kernel from the image package alone, as ``kabigate
     boot-check --image`` does.  {kver: {"package_version", "debs": ["debs/<image>.deb"]}}.
 gate tree debs
-    GATE_TREE_DEBS (linux-headers-6.1.0-53-common), into ``debs/`` beside the stream
-    kernels' .debs, where ``gate --rebuild`` looks for a kernel's build tree packages.
+    GATE_TREE_DEBS (the -common of 6.1.0-53, the -common and linux-kbuild of 6.12.111), into
+    ``debs/`` beside the stream kernels' .debs, where ``gate --rebuild`` looks for a kernel's build tree packages.
 build_kernels
     The kernels drivers are built against: {kver: {"root", "release",
     "build_dir", "headers_dir", "symvers", "config", "package_version"}}.  One
@@ -257,8 +257,10 @@ FULL_BUILD_KERNELS = ("6.1.0-47-amd64", "6.1.0-53-amd64", "6.1.0-56-amd64", "6.1
 GATE_DRIVERS = ("acpi-call", "adv-17v35x", "dpdk-kmods", "nat-rtsp")
 GATE_BUILD_KERNELS = ("6.1.0-50-amd64",)
 # What gate --rebuild needs beside a stream kernel's linux-headers .deb to build for 6.1.0-53 (the
-# linux-kbuild-6.1 of the build kernels satisfies its >= relation): test_gate_rebuild.py.
-GATE_TREE_DEBS = ("linux-headers-6.1.0-53-common",)
+# linux-kbuild-6.1 of the build kernels satisfies its >= relation) and for 6.12.111 (each 6.12 release
+# has a linux-kbuild of its own): test_gate_rebuild.py.
+GATE_TREE_DEBS = ("linux-headers-6.1.0-53-common", "linux-headers-6.12.111+deb12-common",
+                  "linux-kbuild-6.12.111+deb12")
 # Cross-built for other architectures in the full corpus: drivers that build in seconds and need no
 # module outside FOREIGN_MODULE_DIRS to load (v4l2loopback: videodev), and two that dkms or the compiler
 # refuse on some (acpi-call: BUILD_EXCLUSIVE_CONFIG=CONFIG_ACPI; tp-smapi: x86's port I/O).

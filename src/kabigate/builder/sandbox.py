@@ -161,8 +161,19 @@ def _wait_for_namespace_end(info: int, bound: float = 60.0) -> None:
     except (ValueError, KeyError, TypeError):
         return  # bwrap did not start: no namespace
     deadline = time.monotonic() + bound
-    while os.path.exists(f"/proc/{init}") and time.monotonic() < deadline:
+    while not _exited(init) and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie: exit_notify() zaps the namespace (zap_pid_ns_processes(), from
+    forget_original_parent()) before it makes init a zombie. Orphaned when bwrap returned, the
+    zombie waits for the host's init to reap it, which can take seconds."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True
+    return stat.rsplit(b")", 1)[-1].split()[:1] in ([b"Z"], [b"X"])
 
 
 def require(tool: str, package: str) -> None:

@@ -61,12 +61,15 @@ class Rebuild:
 
 def needing_rebuild(store: Store, candidate: KernelRecord, driver: str | None, gating: tuple[str, ...]) -> list[str]:
     """The gating packages that do not work on the candidate and were not built for it yet (nor are
-    excluded there)."""
+    excluded there). Among them those nothing is known of on the candidate (built only for another
+    series, or their build for the baseline failed) whose source kabigate knows: dkms autoinstall
+    builds every package for a new kernel, and a package that never built for the series is named so."""
     found = package_verdicts(store, [candidate], driver)
-    return [name for name in found.drivers
-            if any(fnmatch.fnmatchcase(name, pattern) for pattern in gating)
-            and not (verdict := found.verdict(name, candidate)).works and not verdict.rebuilt
-            and verdict.state != PackageState.EXCLUDED]
+    judged = [name for name in found.drivers
+              if not (verdict := found.verdict(name, candidate)).works and not verdict.rebuilt
+              and verdict.state != PackageState.EXCLUDED]
+    buildable = {b.driver for b in store.driver_builds(driver) if b.built_from} - set(found.drivers)
+    return [name for name in sorted({*judged, *buildable}) if any(fnmatch.fnmatchcase(name, p) for p in gating)]
 
 
 def newest_built(store: Store, driver: str) -> BuildRecord | None:

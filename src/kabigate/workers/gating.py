@@ -9,9 +9,13 @@ task: one package rebuilt for one kernel, signed with the policy's [signing] key
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
+
+from celery.signals import worker_process_shutdown
 
 from kabigate.builder.buildtree import BuildTree
 from kabigate.builder.sandbox import check_sandbox
@@ -96,27 +100,41 @@ def gate_task(store: Store, settings: Settings, task: TaskRecord, await_tasks: A
 
 
 # This process's last kernel's build tree: a gate's builds all want it, and extracting a Debian
-# kernel's headers .debs takes as long as building a small package.
+# kernel's headers .debs takes as long as building a small package. Its lifetime is bounded: dropped
+# TREE_IDLE_SECONDS after the last build that used it, and when the worker process ends (Celery's
+# pool processes leave with os._exit, which skips TemporaryDirectory's own cleanup); one left by a
+# process that was killed is removed by the next that keeps a tree (its folder names its pid).
 _TREE: dict[int, tuple[tempfile.TemporaryDirectory, BuildTree]] = {}
+_TREE_LOCK = threading.Lock()
+_TREE_TIMER: list[threading.Timer] = []
+TREE_PREFIX = "kabigate-tree-"
+TREE_IDLE_SECONDS = 600.0
 
 
 def build_task(store: Store, settings: Settings, task: TaskRecord) -> dict:
     """Rebuild one package for one stored kernel; what happened (services.rebuild.Rebuild.json)."""
     args = task.args
     candidate = resolve_kernel(store, args["release"], args["stream"])
-    (rebuild,) = rebuild_packages(store, candidate, [args["driver"]], _signing(_policy(settings)),
-                                  tree=_kept_tree(candidate))
+    with _TREE_LOCK:
+        for timer in _TREE_TIMER:
+            timer.cancel()
+        _TREE_TIMER.clear()
+        (rebuild,) = rebuild_packages(store, candidate, [args["driver"]], _signing(_policy(settings)),
+                                      tree=_kept_tree(candidate))
+        timer = threading.Timer(TREE_IDLE_SECONDS, drop_kept_tree)
+        timer.daemon = True
+        timer.start()
+        _TREE_TIMER.append(timer)
     return rebuild.json()
 
 
 def _kept_tree(kernel: KernelRecord) -> BuildTree | None:
     """The kernel's build tree, kept from this process's last build or made and kept now; None when it
-    cannot be made (the rebuild then says why)."""
+    cannot be made (the rebuild then says why). The caller holds _TREE_LOCK."""
     if kernel.id not in _TREE:
-        for folder, _tree in _TREE.values():
-            folder.cleanup()
-        _TREE.clear()
-        folder = tempfile.TemporaryDirectory(prefix="kabigate-tree-")
+        _drop()
+        _remove_orphans(Path(tempfile.gettempdir()))
+        folder = tempfile.TemporaryDirectory(prefix=f"{TREE_PREFIX}{os.getpid()}-")
         try:
             check_sandbox(Path(folder.name))
             _TREE[kernel.id] = folder, candidate_tree(kernel, Path(folder.name) / "tree")
@@ -124,6 +142,28 @@ def _kept_tree(kernel: KernelRecord) -> BuildTree | None:
             folder.cleanup()
             return None
     return _TREE[kernel.id][1]
+
+
+@worker_process_shutdown.connect
+def drop_kept_tree(**_signal) -> None:
+    """Remove the kept build tree (idle too long, or the worker process ends)."""
+    with _TREE_LOCK:
+        _drop()
+
+
+def _drop() -> None:
+    for folder, _tree in _TREE.values():
+        folder.cleanup()
+    _TREE.clear()
+
+
+def _remove_orphans(parent: Path) -> None:
+    """The kept trees of worker processes that no longer run (killed before they could remove theirs)."""
+    for folder in parent.glob(f"{TREE_PREFIX}*-*"):
+        pid = folder.name.removeprefix(TREE_PREFIX).split("-")[0]
+        if (pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}")
+                and folder.lstat().st_uid == os.geteuid()):  # never another user's
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _rebuild_of(build: TaskRecord) -> Rebuild:
