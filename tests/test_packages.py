@@ -24,11 +24,12 @@ import pytest
 from support import packaging as rpm_fixtures
 
 from kabigate.errors import InputError
+from kabigate.formats import deb as debfmt
 from kabigate.formats import rpm as rpmfmt
-from kabigate.formats.stream import decompressed_chunks
+from kabigate.formats.stream import decompressed_chunks, xz_blocks
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.modules import read_modules
-from kabigate.inputs.packages import Package, modules_of_package, safe_member_path
+from kabigate.inputs.packages import Package, PackageTree, modules_of_package, safe_member_path
 
 pytestmark = pytest.mark.realdata
 OLD, NEW = "6.1.0-47-amd64", "6.1.0-56-amd64"
@@ -104,6 +105,31 @@ def test_the_image_deb_alone_is_the_whole_abi_its_headers_give(testdata):
     assert alone.exports == with_headers.exports and len(alone.exports) > 20000
     assert (alone.release, alone.vermagic, alone.machine, alone.module_struct_size) == \
         (with_headers.release, with_headers.vermagic, with_headers.machine, with_headers.module_struct_size)
+
+
+def test_a_kernel_is_read_from_the_start_of_its_image_deb(testdata, tmp_path):
+    """The image .deb lists its files (md5sums): once the files a kernel is read from are passed (its
+    config, its first in-tree module: in the first of the payload's xz blocks), the rest is not
+    decompressed. A damaged last block changes nothing for the kernel (reading the package's modules
+    refuses it), and the tree still holds every regular file dpkg-deb lists."""
+    image, headers = deb(testdata, f"linux-image-{NEW}-unsigned"), str(deb(testdata, f"linux-headers-{NEW}"))
+    data = bytearray(image.read_bytes())
+    payload = next(m for m in debfmt.ar_members(data, "t") if m.name.startswith("data.tar"))
+    blocks = xz_blocks(memoryview(data)[payload.offset:payload.offset + payload.size])
+    assert blocks is not None and len(blocks) > 10
+    offset, unpadded, _size = blocks[-1]
+    data[payload.offset + offset + unpadded // 2] ^= 0xFF
+    damaged = tmp_path / image.name
+    damaged.write_bytes(data)
+    intact, read = load_kernel([str(image), headers]), load_kernel([str(damaged), headers])
+    assert (read.exports, read.release, read.vermagic, read.config, read.module_struct_size) == \
+        (intact.exports, intact.release, intact.vermagic, intact.config, intact.module_struct_size)
+    with pytest.raises(InputError, match="corrupt xz payload"):
+        modules_of_package(Package(str(damaged)))
+    listing = subprocess.run(["dpkg-deb", "-c", str(image)], capture_output=True, text=True, check=True).stdout
+    files = {"/" + line.split()[-1].lstrip("./") for line in listing.splitlines() if line.startswith("-")}
+    tree = PackageTree.of([str(damaged)])
+    assert {path for path, member in tree.members.items() if member.kind == "file"} == files and len(files) > 4000
 
 
 def test_check_against_debs_gives_the_verdicts_of_the_unpacked_kernel(testdata):

@@ -296,25 +296,23 @@ def _xz_parallel(view: memoryview, blocks: list[tuple[int, int, int]], limit: in
     from concurrent.futures import ThreadPoolExecutor  # with logging, ~7 ms of every start otherwise
 
     stream_flags = bytes(view[6:8])
-    # Two blocks decoding while the caller reads the one before them: both cores busy, and no more
-    # than three blocks (Debian's are 24 MiB) held at once.
-    ahead = 2
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="kabigate-xz") as pool:
-        pending = [pool.submit(_decode_block, view, stream_flags, b) for b in blocks[:ahead]]
-        following = ahead
-        try:
-            for offset, unpadded, _size in blocks:
-                data = pending.pop(0).result()
-                if done is not None:  # this block's input was copied out whole
-                    done(offset, offset + unpadded)
-                if following < len(blocks):
-                    pending.append(pool.submit(_decode_block, view, stream_flags, blocks[following]))
-                    following += 1
-                yield from data
-                del data  # not held while the next block is waited for
-        finally:
-            for future in pending:
-                future.cancel()
+    # Two blocks decoding while the caller waits, one while it reads the block before it: both cores
+    # busy, no more than three blocks (Debian's are 24 MiB) held at once, and a caller that stops
+    # early (a kernel read from its first files) leaves one block decoding, not two.
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kabigate-xz")
+    pending = [pool.submit(_decode_block, view, stream_flags, b) for b in blocks[:2]]
+    try:
+        for number, (offset, unpadded, _size) in enumerate(blocks):
+            data = pending.pop(0).result()
+            if done is not None:  # this block's input was copied out whole
+                done(offset, offset + unpadded)
+            yield from data
+            del data  # not held while the next block is waited for
+            if number + 2 < len(blocks):
+                pending.append(pool.submit(_decode_block, view, stream_flags, blocks[number + 2]))
+    finally:
+        # Not waited for: a block still decoding is bounded by its index entry and is dropped.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 class ChunkReader(io.RawIOBase):

@@ -439,7 +439,7 @@ def exports_from_provides(provides: list[Dependency], owner: str) -> dict[str, E
 # -- KERNEL inputs: packages as one file tree ------------------------------------------------
 
 _KERNEL_SMALL = re.compile(
-    r"^(/lib/modules/[^/]+/(symvers[^/]*|config|modules\.builtin)"
+    r"^(/lib/modules/[^/]+/(symvers[^/]*|config)"
     r"|/boot/(symvers|config)-[^/]+"
     r"|/usr/src/(kernels/[^/]+|linux-headers-[^/]+)/(Module\.symvers|\.config|include/config/auto\.conf"
     r"|include/generated/(utsrelease\.h|randstruct_hash\.h)))$")
@@ -464,15 +464,24 @@ class PackageTree:
         for source in sources:
             package = Package(source)
             tree.packages.append(package)
+            listed = _listed_files(package)
+            wanted = _Wanted(listed) if listed is not None else None
             for member, read in package.members():
                 tree._add(member)
                 if member.kind != "file":
                     continue
+                module = _IN_TREE_MODULE.match(member.path)
                 if _KERNEL_SMALL.match(member.path) and member.size <= MAX_SMALL_MEMBER:
                     tree.data[member.path] = read()
-                elif _IN_TREE_MODULE.match(member.path) and not any(
-                        p.startswith(member.path.split("/kernel/", 1)[0] + "/kernel/") for p in tree.data):
+                elif module and not any(p.startswith(member.path.split("/kernel/", 1)[0] + "/kernel/")
+                                        for p in tree.data):
                     tree.data[member.path] = read()  # one in-tree module per release: its vermagic
+                if wanted is not None and wanted.seen(member.path, module):
+                    break
+            if listed is not None:  # the files not reached are known from the listing
+                for path in listed:
+                    if path not in tree.members:
+                        tree._add(Member(path, "file", 0))  # size unknown: not read, as the file's data
             package.close()
             advance()
         return tree
@@ -533,6 +542,36 @@ class PackageTree:
         prefix = path.rstrip("/") + "/"
         return next((data for name, data in sorted(self.data.items())
                      if name.startswith(prefix) and is_module_path(name)), None)
+
+
+def _listed_files(package: Package) -> list[str] | None:
+    """A deb's regular files as its md5sums lists them (what dpkg installs), names checked as
+    members' are; None for an RPM or a deb without md5sums: then the whole payload is read."""
+    if package.format != "deb" or package._deb.file_names is None:
+        return None
+    if len(package._deb.file_names) > MAX_MEMBERS:
+        raise InputError(f"{package.source}: md5sums lists more than {MAX_MEMBERS} files, "
+                         "not a plausible kernel package")
+    return [safe_member_path(name.lstrip("/"), f"{package.source}: md5sums") for name in package._deb.file_names]
+
+
+class _Wanted:
+    """What a kernel is read from in a deb whose files are listed: its small files and one in-tree
+    module per release. Once all are passed the rest of the payload is not decompressed: of Debian's
+    linux-image, its first xz block of 17 (`dpkg-deb --fsys-tarfile` decompresses all 410 MB). Symlinks
+    and empty folders past that point are not in the tree: Debian's kernel packages have the links a
+    kernel is read through (lib/modules/<kver>/build) before the headers' files, in their path order."""
+
+    def __init__(self, listed: list[str]):
+        self.small = {path for path in listed if _KERNEL_SMALL.match(path)}
+        self.releases = {module.group(1) for path in listed if (module := _IN_TREE_MODULE.match(path))}
+
+    def seen(self, path: str, module: re.Match | None) -> bool:
+        """Record a regular file passed; whether nothing wanted is left."""
+        self.small.discard(path)
+        if module is not None:
+            self.releases.discard(module.group(1))
+        return not self.small and not self.releases
 
 
 class PackagePath:
