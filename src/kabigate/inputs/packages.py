@@ -559,8 +559,8 @@ class _Wanted:
     """What a kernel is read from in a deb whose files are listed: its small files and one in-tree
     module per release. Once all are passed the rest of the payload is not decompressed: of Debian's
     linux-image, its first xz block of 17 (`dpkg-deb --fsys-tarfile` decompresses all 410 MB). Symlinks
-    and empty folders past that point are not in the tree: Debian's kernel packages have the links a
-    kernel is read through (lib/modules/<kver>/build) before the headers' files, in their path order."""
+    (dpkg-deb puts them after every file) and empty folders past that point are not in the tree: a
+    kernel's headers are found at their own path (kernels._headers_in), not only through lib/modules/<kver>/build."""
 
     def __init__(self, listed: list[str]):
         self.small = {path for path in listed if _KERNEL_SMALL.match(path)}
