@@ -275,17 +275,22 @@ def _encode_varint(value: int) -> bytes:
 def _decode_block(view: memoryview, stream_flags: bytes, block: tuple[int, int, int]) -> list[bytes]:
     """The block's bytes in pieces of CHUNK * 4: allocations of a whole block (24 MiB) raise glibc's
     mmap threshold, after which each is carved from the heap, which then grows by ~90 MiB."""
+    return list(_block_pieces(view, stream_flags, block, CHUNK * 4))
+
+
+def _block_pieces(view: memoryview, stream_flags: bytes, block: tuple[int, int, int], size: int) -> Iterator[bytes]:
+    """The block's bytes, `size` at most at a time, as they are decoded."""
     decompressor = lzma.LZMADecompressor(lzma.FORMAT_XZ)
-    pieces = [decompressor.decompress(_one_block_stream(view, stream_flags, block), CHUNK * 4)]
-    total = len(pieces[0])
-    while not decompressor.eof and total <= block[2] and not decompressor.needs_input:
-        pieces.append(decompressor.decompress(b"", CHUNK * 4))
-        if not pieces[-1]:
+    piece = decompressor.decompress(_one_block_stream(view, stream_flags, block), size)
+    total = len(piece)
+    while piece and total <= block[2]:
+        yield piece
+        if decompressor.eof or decompressor.needs_input:
             break
-        total += len(pieces[-1])
+        piece = decompressor.decompress(b"", size)
+        total += len(piece)
     if not decompressor.eof or total != block[2]:
         raise EOFError("xz block does not match its index entry")
-    return pieces
 
 
 def _xz_parallel(view: memoryview, blocks: list[tuple[int, int, int]], limit: int,
@@ -296,18 +301,22 @@ def _xz_parallel(view: memoryview, blocks: list[tuple[int, int, int]], limit: in
     from concurrent.futures import ThreadPoolExecutor  # with logging, ~7 ms of every start otherwise
 
     stream_flags = bytes(view[6:8])
-    # Two blocks decoding while the caller waits, one while it reads the block before it: both cores
-    # busy, no more than three blocks (Debian's are 24 MiB) held at once, and a caller that stops
-    # early (a kernel read from its first files) leaves one block decoding, not two.
+    # The first block is decoded here as it is read, the next ones on two threads: two blocks decoding
+    # while the caller waits, one while it reads the block before it. Both cores busy, no more than
+    # three blocks (Debian's are 24 MiB) held at once, and a caller that stops early (a kernel read from
+    # a package's first files) waits for no more of the payload than it read, and leaves one block decoding.
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kabigate-xz")
-    pending = [pool.submit(_decode_block, view, stream_flags, b) for b in blocks[:2]]
+    pending = [pool.submit(_decode_block, view, stream_flags, blocks[1])]
     try:
         for number, (offset, unpadded, _size) in enumerate(blocks):
-            data = pending.pop(0).result()
+            if number == 0:
+                yield from _block_pieces(view, stream_flags, blocks[0], CHUNK)
+            else:
+                data = pending.pop(0).result()
+                yield from data
+                del data  # not held while the next block is waited for
             if done is not None:  # this block's input was copied out whole
                 done(offset, offset + unpadded)
-            yield from data
-            del data  # not held while the next block is waited for
             if number + 2 < len(blocks):
                 pending.append(pool.submit(_decode_block, view, stream_flags, blocks[number + 2]))
     finally:
