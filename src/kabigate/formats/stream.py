@@ -298,19 +298,27 @@ def _xz_parallel(view: memoryview, blocks: list[tuple[int, int, int]], limit: in
     if sum(b[2] for b in blocks) > limit:
         raise InputError(f"payload declares more than {limit >> 20} MiB of data "
                          f"({MAX_RATIO}x its compressed size): refusing a likely decompression bomb")
-    from concurrent.futures import ThreadPoolExecutor  # with logging, ~7 ms of every start otherwise
+    from concurrent.futures import Future, ThreadPoolExecutor  # with logging, ~7 ms of every start otherwise
 
     stream_flags = bytes(view[6:8])
     # The first block is decoded here as it is read, the next ones on two threads: two blocks decoding
     # while the caller waits, one while it reads the block before it. Both cores busy, no more than
-    # three blocks (Debian's are 24 MiB) held at once, and a caller that stops early (a kernel read from
-    # a package's first files) waits for no more of the payload than it read, and leaves one block decoding.
+    # three blocks (Debian's are 24 MiB) held at once; a caller that stops early (a kernel read from a
+    # package's first files) waits for no more of the payload than it read, and the second block is
+    # started only once half of the first is read (unwaited for, dropped, if the caller stops).
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kabigate-xz")
-    pending = [pool.submit(_decode_block, view, stream_flags, blocks[1])]
+    pending: list[Future] = []
     try:
-        for number, (offset, unpadded, _size) in enumerate(blocks):
+        for number, (offset, unpadded, size) in enumerate(blocks):
             if number == 0:
-                yield from _block_pieces(view, stream_flags, blocks[0], CHUNK)
+                given = 0
+                for piece in _block_pieces(view, stream_flags, blocks[0], CHUNK * 4):
+                    yield piece
+                    given += len(piece)
+                    if not pending and given >= size // 2:
+                        pending.append(pool.submit(_decode_block, view, stream_flags, blocks[1]))
+                if not pending:  # an empty first block
+                    pending.append(pool.submit(_decode_block, view, stream_flags, blocks[1]))
             else:
                 data = pending.pop(0).result()
                 yield from data
@@ -320,7 +328,6 @@ def _xz_parallel(view: memoryview, blocks: list[tuple[int, int, int]], limit: in
             if number + 2 < len(blocks):
                 pending.append(pool.submit(_decode_block, view, stream_flags, blocks[number + 2]))
     finally:
-        # Not waited for: a block still decoding is bounded by its index entry and is dropped.
         pool.shutdown(wait=False, cancel_futures=True)
 
 
