@@ -36,6 +36,12 @@ MAX_SMALL_MEMBER = 64 * 1024**2  # symvers (~1.5 MiB), configs, greylists, heade
 # package: Debian's linux-image ~4,000. Tiny members compress to almost nothing: without a cap a
 # small package could make millions of entries (each kept in a PackageTree, or parsed).
 MAX_MEMBERS = 500_000
+# A PackageTree's paths, the folders made for them included: a deep path makes a folder for each of
+# its parents, each named in full. PATH_MAX bounds one path (dpkg and rpm install none longer), these
+# the whole tree (kernel packages together: ~50,000 paths, ~4 MB of them).
+PATH_MAX = 4096
+MAX_TREE_PATHS = 1_000_000
+MAX_TREE_BYTES = 64 * 1024**2
 MAX_MODULES = 50_000
 
 
@@ -456,6 +462,7 @@ class PackageTree:
     children: dict[str, set[str]] = field(default_factory=dict)
     data: dict[str, bytes] = field(default_factory=dict)
     packages: list[Package] = field(default_factory=list)
+    paths_size: int = 0  # the length of all paths in `members` (MAX_TREE_BYTES)
 
     @classmethod
     def of(cls, sources: list[str], advance: Callable[[], None] = lambda: None) -> PackageTree:
@@ -493,6 +500,7 @@ class PackageTree:
             if path in self.members:
                 raise InputError(f"{self.label}: {path[:300]} is both a {self.members[path].kind} and a folder "
                                  "in these packages")
+            self._count(path)
             self.members[path] = Member(path, "dir", 0)
             self.children.setdefault(path, set())
             if path == "/":
@@ -501,7 +509,16 @@ class PackageTree:
             self.children.setdefault(parent, set()).add(posixpath.basename(path))
             path = parent
 
+    def _count(self, path: str) -> None:
+        self.paths_size += len(path)
+        if len(self.members) >= MAX_TREE_PATHS or self.paths_size > MAX_TREE_BYTES:
+            raise InputError(f"{self.label}: more than {MAX_TREE_PATHS} files and folders or "
+                             f"{MAX_TREE_BYTES >> 20} MiB of their paths, not plausible kernel packages")
+
     def _add(self, member: Member) -> None:
+        if len(member.path) > PATH_MAX:
+            raise InputError(f"{self.label}: {member.path[:100]}... is a path of {len(member.path)} bytes "
+                             f"(more than PATH_MAX, {PATH_MAX}): no system installs it")
         if member.kind == "dir":
             self._add_dir(member.path)
             return
@@ -511,6 +528,8 @@ class PackageTree:
         if known is not None and known.kind == "dir":
             raise InputError(f"{self.label}: {member.path[:300]} is both a folder and a {member.kind} "
                              "in these packages")
+        if known is None:
+            self._count(member.path)
         self.members[member.path] = member
         self.children[parent].add(posixpath.basename(member.path))
 
