@@ -263,7 +263,7 @@ class StoreBase:
         uncommitted key). Give rows in the order of their unique key: parallel transactions then
         lock keys in one order and never deadlock."""
         if len(rows) >= BULK and self.engine.dialect.name == "postgresql":
-            self._copy_ignoring_duplicates(table, rows)
+            self._copy_rows(table, rows, "DO NOTHING")
         elif rows:
             self._writing().execute(self._insert(table).on_conflict_do_nothing(), rows)
 
@@ -271,18 +271,18 @@ class StoreBase:
         """_insert_ignoring_duplicates(), then the id of every row by its key (`key_column`)."""
         key = key_column.key
         if len(rows) >= BULK and self.engine.dialect.name == "postgresql":
-            found = self._copy_ignoring_duplicates(table, rows, key_column)  # the ids of the rows inserted
+            found = self._copy_rows(table, rows, "DO NOTHING", key_column)  # the ids of the rows inserted
             missing = [row[key] for row in rows if row[key] not in found]  # stored before
             found.update(self._ids_by(table, key_column, missing))
             return found
         self._insert_ignoring_duplicates(table, rows)
         return self._ids_by(table, key_column, [row[key] for row in rows])
 
-    def _copy_ignoring_duplicates(self, table, rows: list[dict], returning=None) -> dict:
-        """_insert_ignoring_duplicates() on PostgreSQL: COPY into a temporary table (COPY has no
-        conflict clause), then one INSERT ... SELECT in the rows' order, which keeps the key-order
-        locking and numbers new rows in the order SQLite's row-by-row inserts do. With `returning`
-        (the key column), the ids of the rows inserted, by key."""
+    def _copy_rows(self, table, rows: list[dict], on_conflict: str, returning=None) -> dict:
+        """Rows inserted on PostgreSQL (ON CONFLICT `on_conflict`): COPY into a temporary table (COPY
+        has no conflict clause), then one INSERT ... SELECT in the rows' order, which keeps the
+        key-order locking and numbers new rows in the order SQLite's row-by-row inserts do. With
+        `returning` (the key column), the ids of the rows inserted, by key."""
         import psycopg  # the PostgreSQL driver: not loaded for SQLite stores
 
         connection = self._writing()
@@ -300,7 +300,7 @@ class StoreBase:
         except psycopg.Error as error:
             raise StoreError(f"{self.url}: {_first_line(error)}") from None
         insert = f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {staged} ORDER BY kabigate_row " \
-                 "ON CONFLICT DO NOTHING"
+                 f"ON CONFLICT {on_conflict}"
         if returning is None:
             connection.exec_driver_sql(insert)
             inserted = {}
