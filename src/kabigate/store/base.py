@@ -292,8 +292,9 @@ class StoreBase:
         target, staged = quote(table.name), quote(f"kabigate_copy_{table.name}")
         connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {staged} ON COMMIT DROP AS "
                                    f"SELECT 0::bigint AS kabigate_row, {columns} FROM {target} WITH NO DATA")
+        driver: psycopg.Connection = connection.connection.driver_connection  # type: ignore[assignment]
         try:
-            with connection.connection.driver_connection.cursor() as cursor, \
+            with driver.cursor() as cursor, \
                     cursor.copy(f"COPY {staged} (kabigate_row, {columns}) FROM STDIN") as copy:
                 for number, row in enumerate(rows):
                     copy.write_row((number, *(row[name] for name in names)))
@@ -301,9 +302,9 @@ class StoreBase:
             raise StoreError(f"{self.url}: {_first_line(error)}") from None
         insert = f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {staged} ORDER BY kabigate_row " \
                  f"ON CONFLICT {on_conflict}"
+        inserted: dict = {}
         if returning is None:
             connection.exec_driver_sql(insert)
-            inserted = {}
         else:
             inserted = dict(connection.exec_driver_sql(
                 f"{insert} RETURNING {quote(returning.name)}, {quote(table.c.id.name)}").all())
