@@ -301,13 +301,17 @@ def _xz_parallel(view: memoryview, blocks: list[tuple[int, int, int]], limit: in
     from concurrent.futures import Future, ThreadPoolExecutor  # with logging, ~7 ms of every start otherwise
 
     stream_flags = bytes(view[6:8])
-    # The first block is decoded here as it is read, the next ones on two threads: two blocks decoding
-    # while the caller waits, one while it reads the block before it. Both cores busy, no more than
-    # three blocks (Debian's are 24 MiB) held at once; a caller that stops early (a kernel read from a
-    # package's first files) waits for no more of the payload than it read, and the second block is
-    # started only once half of the first is read (unwaited for, dropped, if the caller stops).
+    # The first block is decoded here as it is read, the next ones on two threads, two blocks ahead
+    # of the reader: both cores busy, no more than three blocks (Debian's are 24 MiB) held at once. A
+    # caller that stops early (a kernel read from a package's first files) waits for no more of the
+    # payload than it read: the second block starts once half of the first is read, and is dropped.
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kabigate-xz")
     pending: list[Future] = []
+
+    def decode_ahead(number: int) -> None:
+        if number < len(blocks):
+            pending.append(pool.submit(_decode_block, view, stream_flags, blocks[number]))
+
     try:
         for number, (offset, unpadded, size) in enumerate(blocks):
             if number == 0:
@@ -316,17 +320,17 @@ def _xz_parallel(view: memoryview, blocks: list[tuple[int, int, int]], limit: in
                     yield piece
                     given += len(piece)
                     if not pending and given >= size // 2:
-                        pending.append(pool.submit(_decode_block, view, stream_flags, blocks[1]))
+                        decode_ahead(1)
                 if not pending:  # an empty first block
-                    pending.append(pool.submit(_decode_block, view, stream_flags, blocks[1]))
+                    decode_ahead(1)
+                data = []
             else:
                 data = pending.pop(0).result()
-                yield from data
-                del data  # not held while the next block is waited for
             if done is not None:  # this block's input was copied out whole
                 done(offset, offset + unpadded)
-            if number + 2 < len(blocks):
-                pending.append(pool.submit(_decode_block, view, stream_flags, blocks[number + 2]))
+            decode_ahead(number + 2)
+            yield from data
+            del data  # not held while the next block is waited for
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
