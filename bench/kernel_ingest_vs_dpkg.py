@@ -7,7 +7,10 @@ vermagic; the headers' Module.symvers and .config), stores the kernel's ~25,000 
 judges every stored driver build on it (none here: the kernel alone). Best of --runs after one
 untimed warm-up each (page cache warm).
 
-    .venv/bin/python bench/kernel_ingest_vs_dpkg.py [--release 6.1.0-47-amd64] [--runs N]
+With --postgres, also the store step alone (the kernel read once) into a new SQLite file and into a
+new database of a private PostgreSQL server (tests/support/pgserver.py), in turn: their ratio.
+
+    .venv/bin/python bench/kernel_ingest_vs_dpkg.py [--release 6.1.0-47-amd64] [--runs N] [--postgres]
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,6 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--release", default="6.1.0-47-amd64")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--postgres", action="store_true", help="compare the store step on PostgreSQL and SQLite")
     args = parser.parse_args()
     root = testdata_root()
     try:
@@ -59,6 +66,27 @@ def main() -> None:
     theirs = best_of(args.runs, dpkg)
     print(f"  kabigate ingest kernel (read + store)   {ours:6.2f} s   peak {peak} MiB")
     print(f"  dpkg-deb --fsys-tarfile, both > /dev/null {theirs:6.2f} s   ratio {ours / theirs:.2f}")
+    if args.postgres:
+        compare_backends(load_kernel(debs), args.runs)
+
+
+def compare_backends(kernel, runs: int) -> None:
+    from support.pgserver import create_database, postgres_server
+
+    with postgres_server() as server, tempfile.TemporaryDirectory() as tmp:
+        urls = {"sqlite": lambda: f"sqlite:///{tmp}/{uuid.uuid4().hex}.db",
+                "postgresql": lambda: create_database(server, "b" + uuid.uuid4().hex[:16])}
+        times: dict[str, list[float]] = {name: [] for name in urls}
+        for run in range(runs + 1):  # the first of each untimed
+            for name, new_url in urls.items():
+                with Store.open(new_url()) as store:
+                    start = time.perf_counter()
+                    ingest_kernel(store, kernel, "bench")
+                    if run:
+                        times[name].append(time.perf_counter() - start)
+    sqlite, postgresql = (statistics.median(times[name]) for name in urls)
+    print(f"  store step (median of {runs}): SQLite {sqlite:5.2f} s   PostgreSQL {postgresql:5.2f} s   "
+          f"ratio {postgresql / sqlite:.2f}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import io
 import json
 import lzma
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -24,11 +25,12 @@ import pytest
 from support import packaging as rpm_fixtures
 
 from kabigate.errors import InputError
+from kabigate.formats import deb as debfmt
 from kabigate.formats import rpm as rpmfmt
-from kabigate.formats.stream import decompressed_chunks
+from kabigate.formats.stream import decompressed_chunks, xz_blocks
 from kabigate.inputs.kernels import load_kernel
 from kabigate.inputs.modules import read_modules
-from kabigate.inputs.packages import Package, modules_of_package, safe_member_path
+from kabigate.inputs.packages import Package, PackageTree, modules_of_package, safe_member_path
 
 pytestmark = pytest.mark.realdata
 OLD, NEW = "6.1.0-47-amd64", "6.1.0-56-amd64"
@@ -104,6 +106,32 @@ def test_the_image_deb_alone_is_the_whole_abi_its_headers_give(testdata):
     assert alone.exports == with_headers.exports and len(alone.exports) > 20000
     assert (alone.release, alone.vermagic, alone.machine, alone.module_struct_size) == \
         (with_headers.release, with_headers.vermagic, with_headers.machine, with_headers.module_struct_size)
+
+
+def test_a_kernel_is_read_from_the_start_of_its_image_deb(testdata, tmp_path):
+    """The image .deb lists its files (md5sums): once the files a kernel is read from are passed (its
+    config, its first in-tree module: in the first of the payload's xz blocks), the rest is not
+    decompressed. A damaged last block changes nothing for the kernel (reading the whole payload
+    refuses it), and the tree still holds every regular file dpkg-deb lists."""
+    image, headers = deb(testdata, f"linux-image-{NEW}-unsigned"), str(deb(testdata, f"linux-headers-{NEW}"))
+    data = bytearray(image.read_bytes())
+    payload = next(m for m in debfmt.ar_members(data, "t") if m.name.startswith("data.tar"))
+    blocks = xz_blocks(memoryview(data)[payload.offset:payload.offset + payload.size])
+    assert blocks is not None and len(blocks) > 10
+    offset, unpadded, _size = blocks[-1]
+    data[payload.offset + offset + unpadded // 2] ^= 0xFF
+    damaged = tmp_path / image.name
+    damaged.write_bytes(data)
+    intact, read = load_kernel([str(image), headers]), load_kernel([str(damaged), headers])
+    assert (read.exports, read.release, read.vermagic, read.config, read.module_struct_size) == \
+        (intact.exports, intact.release, intact.vermagic, intact.config, intact.module_struct_size)
+    with pytest.raises(InputError, match="corrupt xz payload"):
+        for _member in Package(str(damaged)).members():
+            pass
+    listing = subprocess.run(["dpkg-deb", "-c", str(image)], capture_output=True, text=True, check=True).stdout
+    files = {"/" + line.split()[-1].lstrip("./") for line in listing.splitlines() if line.startswith("-")}
+    tree = PackageTree.of([str(damaged)])
+    assert {path for path, member in tree.members.items() if member.kind == "file"} == files and len(files) > 4000
 
 
 def test_check_against_debs_gives_the_verdicts_of_the_unpacked_kernel(testdata):
@@ -340,13 +368,14 @@ def _with_payload(rpm_path: Path, payload: bytes) -> bytes:
     return data[:rpmfmt.read_header(data, "x").payload_offset] + payload
 
 
-def _deb(data_tar: bytes, name: str = "data.tar.xz") -> bytes:
+def _deb(data_tar: bytes, name: str = "data.tar.xz", md5sums: bytes | None = None) -> bytes:
     control = io.BytesIO()
     with tarfile.open(fileobj=control, mode="w:gz") as archive:
-        info = tarfile.TarInfo("./control")
-        text = b"Package: evil\nVersion: 1\nArchitecture: amd64\n"
-        info.size = len(text)
-        archive.addfile(info, io.BytesIO(text))
+        files = [("./control", b"Package: evil\nVersion: 1\nArchitecture: amd64\n")]
+        for member, text in files + ([("./md5sums", md5sums)] if md5sums is not None else []):
+            info = tarfile.TarInfo(member)
+            info.size = len(text)
+            archive.addfile(info, io.BytesIO(text))
     out = b"!<arch>\n"
     for member, content in (("debian-binary", b"2.0\n"), ("control.tar.gz", control.getvalue()), (name, data_tar)):
         out += f"{member:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(content):<10}`\n".encode() + content
@@ -407,6 +436,21 @@ def test_hostile_packages_are_one_line_errors_and_write_nothing(hostile, case, r
         assert "Traceback" not in result.stderr and result.stdout == ""
     assert os.listdir(tmp_path) == [] and set(os.listdir(hostile[case].parent)) == before
     assert not Path("/tmp/evil.ko").exists()
+
+
+@pytest.mark.parametrize("listed, message", [
+    ([b"../../etc/passwd"], "climbs out with '..'"),
+    ([b"lib/modules/x/" + b"a/" * 3000 + b"f.ko"], "is a path of 6019 bytes (more than PATH_MAX, 4096)"),
+    ([b"d%d/" % i + b"a/" * 2000 + b"f" for i in range(40)], "or 64 MiB of their paths"),
+])
+def test_a_deb_listing_hostile_paths_is_refused_as_a_kernel(tmp_path, real_ko, listed, message):
+    """A deb's md5sums names the files a kernel's tree holds beyond where its payload is read: its names
+    are checked as members' are, and capped (deep paths make a folder for each parent, named in full)."""
+    evil = tmp_path / "evil.deb"
+    evil.write_bytes(_deb(lzma.compress(_tar("./lib/modules/x/kernel/a.ko", real_ko)),
+                          md5sums=b"".join(b"0" * 32 + b"  " + name + b"\n" for name in listed)))
+    with pytest.raises(InputError, match=re.escape(message)):
+        load_kernel([str(evil)])
 
 
 def test_member_paths_are_normalized_or_refused():

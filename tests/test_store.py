@@ -5,6 +5,7 @@ recomputation after a rules change, and a store left whole by SIGKILL mid-ingest
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import signal
@@ -17,13 +18,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from kabigate.inputs.kernels import load_kernel
-from kabigate.inputs.modules import read_modules
+from kabigate.inputs.modules import find_module_files, read_modules
 from kabigate.rules import RULES_VERSION
 from kabigate.services import ingest as ingest_service
-from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
+from kabigate.services.ingest import DriverBuildInput, ingest_driver_build, ingest_kernel, read_driver_builds
 from kabigate.services.matrix import build_matrix, driver_history
 from kabigate.store import Store, StoreError, flavor_of, version_key
 from kabigate.store import schema as t
+from kabigate.store.base import BULK
 
 pytestmark = pytest.mark.realdata
 KABIGATE = [sys.executable, "-m", "kabigate"]
@@ -265,6 +267,38 @@ def test_a_rules_change_recomputes_stored_verdicts(store_url, kernels, testdata,
         assert {key: (c.loads, c.first_reason) for key, c in matrix.cells.items()} == before
         assert {c.rules_version for c in matrix.cells.values()} == {RULES_VERSION + 1}
         assert store.cells(RULES_VERSION) == {}
+
+
+def test_bulk_rows_make_the_same_store_on_both_backends(tmp_path, new_database, kernels, testdata, monkeypatch):
+    """From BULK rows on, PostgreSQL gets them by COPY (a kernel's symbols and exports, a package's
+    modules and imports, the verdicts of a kernel on every build, upserted again after a rules
+    change): the same store as SQLite's row by row."""
+    tree = testdata.kernel_root(RELEASES[0]) / "lib" / "modules" / RELEASES[0] / "kernel"
+    modules = read_modules(find_module_files([str(tree)])[:2 * BULK + 10])
+    builds = [DriverBuildInput("bulk", modules[:BULK + 10], "1", "bulk", "x86_64", "tree", "/bulk")]
+    builds += [DriverBuildInput(f"drv-{n}", [dataclasses.replace(m, path=f"/drv-{n}.ko")], "1", None, "x86_64",
+                                "tree", f"/drv-{n}") for n, m in enumerate(modules[BULK + 10:])]
+    stores = {}
+    for name, url in (("sqlite", f"sqlite:///{tmp_path / 'store.db'}"), ("postgresql", new_database("bulk"))):
+        with Store.open(url) as store:
+            for build in builds:
+                ingest_driver_build(store, build)
+            for release in RELEASES:
+                ingest_kernel(store, kernels[release], "debian-6.1")
+            before = _snapshot(store)
+            with monkeypatch.context() as patch:
+                patch.setattr(ingest_service, "RULES_VERSION", RULES_VERSION + 1)
+                patch.setattr("kabigate.services.matrix.RULES_VERSION", RULES_VERSION + 1)
+                matrix = build_matrix(store)
+            kernel_names = {k.id: k.release for k in matrix.kernels}
+            build_names = {b.id: (b.driver, b.version) for b in matrix.builds}
+            after = sorted((build_names[b], kernel_names[k], c.rules_version, c.loads, c.first_reason)
+                           for (b, k), c in matrix.cells.items())
+            stores[name] = before, after, store.counts(["module", "module_import", "verdict"])
+    assert stores["sqlite"] == stores["postgresql"]
+    counts = stores["sqlite"][2]
+    assert counts["module"] == 2 * BULK + 10 and counts["module_import"] > BULK and counts["verdict"] == 3 * 201
+    assert {cell[2] for cell in stores["sqlite"][1]} == {RULES_VERSION + 1}
 
 
 def test_history_names_the_break_and_the_build_that_loads_again(store_url, kernels, testdata):

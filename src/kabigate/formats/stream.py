@@ -275,17 +275,22 @@ def _encode_varint(value: int) -> bytes:
 def _decode_block(view: memoryview, stream_flags: bytes, block: tuple[int, int, int]) -> list[bytes]:
     """The block's bytes in pieces of CHUNK * 4: allocations of a whole block (24 MiB) raise glibc's
     mmap threshold, after which each is carved from the heap, which then grows by ~90 MiB."""
+    return list(_block_pieces(view, stream_flags, block, CHUNK * 4))
+
+
+def _block_pieces(view: memoryview, stream_flags: bytes, block: tuple[int, int, int], size: int) -> Iterator[bytes]:
+    """The block's bytes, `size` at most at a time, as they are decoded."""
     decompressor = lzma.LZMADecompressor(lzma.FORMAT_XZ)
-    pieces = [decompressor.decompress(_one_block_stream(view, stream_flags, block), CHUNK * 4)]
-    total = len(pieces[0])
-    while not decompressor.eof and total <= block[2] and not decompressor.needs_input:
-        pieces.append(decompressor.decompress(b"", CHUNK * 4))
-        if not pieces[-1]:
+    piece = decompressor.decompress(_one_block_stream(view, stream_flags, block), size)
+    total = len(piece)
+    while piece and total <= block[2]:
+        yield piece
+        if decompressor.eof or decompressor.needs_input:
             break
-        total += len(pieces[-1])
+        piece = decompressor.decompress(b"", size)
+        total += len(piece)
     if not decompressor.eof or total != block[2]:
         raise EOFError("xz block does not match its index entry")
-    return pieces
 
 
 def _xz_parallel(view: memoryview, blocks: list[tuple[int, int, int]], limit: int,
@@ -293,28 +298,41 @@ def _xz_parallel(view: memoryview, blocks: list[tuple[int, int, int]], limit: in
     if sum(b[2] for b in blocks) > limit:
         raise InputError(f"payload declares more than {limit >> 20} MiB of data "
                          f"({MAX_RATIO}x its compressed size): refusing a likely decompression bomb")
-    from concurrent.futures import ThreadPoolExecutor  # with logging, ~7 ms of every start otherwise
+    from concurrent.futures import Future, ThreadPoolExecutor  # with logging, ~7 ms of every start otherwise
 
     stream_flags = bytes(view[6:8])
-    # Two blocks decoding while the caller reads the one before them: both cores busy, and no more
-    # than three blocks (Debian's are 24 MiB) held at once.
-    ahead = 2
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="kabigate-xz") as pool:
-        pending = [pool.submit(_decode_block, view, stream_flags, b) for b in blocks[:ahead]]
-        following = ahead
-        try:
-            for offset, unpadded, _size in blocks:
+    # The first block is decoded here as it is read, the next ones on two threads, two blocks ahead
+    # of the reader: both cores busy, no more than three blocks (Debian's are 24 MiB) held at once. A
+    # caller that stops early (a kernel read from a package's first files) waits for no more of the
+    # payload than it read: the second block starts once half of the first is read, and is dropped.
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kabigate-xz")
+    pending: list[Future] = []
+
+    def decode_ahead(number: int) -> None:
+        if number < len(blocks):
+            pending.append(pool.submit(_decode_block, view, stream_flags, blocks[number]))
+
+    try:
+        for number, (offset, unpadded, size) in enumerate(blocks):
+            if number == 0:
+                given = 0
+                for piece in _block_pieces(view, stream_flags, blocks[0], CHUNK * 4):
+                    yield piece
+                    given += len(piece)
+                    if not pending and given >= size // 2:
+                        decode_ahead(1)
+                if not pending:  # an empty first block
+                    decode_ahead(1)
+                data = []
+            else:
                 data = pending.pop(0).result()
-                if done is not None:  # this block's input was copied out whole
-                    done(offset, offset + unpadded)
-                if following < len(blocks):
-                    pending.append(pool.submit(_decode_block, view, stream_flags, blocks[following]))
-                    following += 1
-                yield from data
-                del data  # not held while the next block is waited for
-        finally:
-            for future in pending:
-                future.cancel()
+            if done is not None:  # this block's input was copied out whole
+                done(offset, offset + unpadded)
+            decode_ahead(number + 2)
+            yield from data
+            del data  # not held while the next block is waited for
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 class ChunkReader(io.RawIOBase):

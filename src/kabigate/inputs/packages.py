@@ -36,6 +36,12 @@ MAX_SMALL_MEMBER = 64 * 1024**2  # symvers (~1.5 MiB), configs, greylists, heade
 # package: Debian's linux-image ~4,000. Tiny members compress to almost nothing: without a cap a
 # small package could make millions of entries (each kept in a PackageTree, or parsed).
 MAX_MEMBERS = 500_000
+# A PackageTree's paths, the folders made for them included: a deep path makes a folder for each of
+# its parents, each named in full. PATH_MAX bounds one path (dpkg and rpm install none longer), these
+# the whole tree (kernel packages together: ~50,000 paths, ~4 MB of them).
+PATH_MAX = 4096
+MAX_TREE_PATHS = 1_000_000
+MAX_TREE_BYTES = 64 * 1024**2
 MAX_MODULES = 50_000
 
 
@@ -439,7 +445,7 @@ def exports_from_provides(provides: list[Dependency], owner: str) -> dict[str, E
 # -- KERNEL inputs: packages as one file tree ------------------------------------------------
 
 _KERNEL_SMALL = re.compile(
-    r"^(/lib/modules/[^/]+/(symvers[^/]*|config|modules\.builtin)"
+    r"^(/lib/modules/[^/]+/(symvers[^/]*|config)"
     r"|/boot/(symvers|config)-[^/]+"
     r"|/usr/src/(kernels/[^/]+|linux-headers-[^/]+)/(Module\.symvers|\.config|include/config/auto\.conf"
     r"|include/generated/(utsrelease\.h|randstruct_hash\.h)))$")
@@ -456,6 +462,7 @@ class PackageTree:
     children: dict[str, set[str]] = field(default_factory=dict)
     data: dict[str, bytes] = field(default_factory=dict)
     packages: list[Package] = field(default_factory=list)
+    paths_size: int = 0  # the length of all paths in `members` (MAX_TREE_BYTES)
 
     @classmethod
     def of(cls, sources: list[str], advance: Callable[[], None] = lambda: None) -> PackageTree:
@@ -464,15 +471,24 @@ class PackageTree:
         for source in sources:
             package = Package(source)
             tree.packages.append(package)
+            listed = _listed_files(package)
+            wanted = _Wanted(listed) if listed is not None else None
             for member, read in package.members():
                 tree._add(member)
                 if member.kind != "file":
                     continue
+                module = _IN_TREE_MODULE.match(member.path)
                 if _KERNEL_SMALL.match(member.path) and member.size <= MAX_SMALL_MEMBER:
                     tree.data[member.path] = read()
-                elif _IN_TREE_MODULE.match(member.path) and not any(
-                        p.startswith(member.path.split("/kernel/", 1)[0] + "/kernel/") for p in tree.data):
+                elif module and not any(p.startswith(member.path.split("/kernel/", 1)[0] + "/kernel/")
+                                        for p in tree.data):
                     tree.data[member.path] = read()  # one in-tree module per release: its vermagic
+                if wanted is not None and wanted.seen(member.path, module):
+                    break
+            if listed is not None:  # the files not reached are known from the listing
+                for path in listed:
+                    if path not in tree.members:
+                        tree._add(Member(path, "file", 0))  # size unknown: not read, as the file's data
             package.close()
             advance()
         return tree
@@ -484,6 +500,7 @@ class PackageTree:
             if path in self.members:
                 raise InputError(f"{self.label}: {path[:300]} is both a {self.members[path].kind} and a folder "
                                  "in these packages")
+            self._count(path)
             self.members[path] = Member(path, "dir", 0)
             self.children.setdefault(path, set())
             if path == "/":
@@ -492,7 +509,16 @@ class PackageTree:
             self.children.setdefault(parent, set()).add(posixpath.basename(path))
             path = parent
 
+    def _count(self, path: str) -> None:
+        self.paths_size += len(path)
+        if len(self.members) >= MAX_TREE_PATHS or self.paths_size > MAX_TREE_BYTES:
+            raise InputError(f"{self.label}: more than {MAX_TREE_PATHS} files and folders or "
+                             f"{MAX_TREE_BYTES >> 20} MiB of their paths, not plausible kernel packages")
+
     def _add(self, member: Member) -> None:
+        if len(member.path) > PATH_MAX:
+            raise InputError(f"{self.label}: {member.path[:100]}... is a path of {len(member.path)} bytes "
+                             f"(more than PATH_MAX, {PATH_MAX}): no system installs it")
         if member.kind == "dir":
             self._add_dir(member.path)
             return
@@ -502,6 +528,8 @@ class PackageTree:
         if known is not None and known.kind == "dir":
             raise InputError(f"{self.label}: {member.path[:300]} is both a folder and a {member.kind} "
                              "in these packages")
+        if known is None:
+            self._count(member.path)
         self.members[member.path] = member
         self.children[parent].add(posixpath.basename(member.path))
 
@@ -533,6 +561,36 @@ class PackageTree:
         prefix = path.rstrip("/") + "/"
         return next((data for name, data in sorted(self.data.items())
                      if name.startswith(prefix) and is_module_path(name)), None)
+
+
+def _listed_files(package: Package) -> list[str] | None:
+    """A deb's regular files as its md5sums lists them (what dpkg installs), names checked as
+    members' are; None for an RPM or a deb without md5sums: then the whole payload is read."""
+    if package.format != "deb" or package._deb.file_names is None:
+        return None
+    if len(package._deb.file_names) > MAX_MEMBERS:
+        raise InputError(f"{package.source}: md5sums lists more than {MAX_MEMBERS} files, "
+                         "not a plausible kernel package")
+    return [safe_member_path(name.lstrip("/"), f"{package.source}: md5sums") for name in package._deb.file_names]
+
+
+class _Wanted:
+    """What a kernel is read from in a deb whose files are listed: its small files and one in-tree
+    module per release. Once all are passed the rest of the payload is not decompressed: of Debian's
+    linux-image, its first xz block of 17 (`dpkg-deb --fsys-tarfile` decompresses all 410 MB). Symlinks
+    (dpkg-deb puts them after every file) and empty folders past that point are not in the tree: a
+    kernel's headers are found at their own path (kernels._headers_in), not only through lib/modules/<kver>/build."""
+
+    def __init__(self, listed: list[str]):
+        self.small = {path for path in listed if _KERNEL_SMALL.match(path)}
+        self.releases = {module.group(1) for path in listed if (module := _IN_TREE_MODULE.match(path))}
+
+    def seen(self, path: str, module: re.Match | None) -> bool:
+        """Record a regular file passed; whether nothing wanted is left."""
+        self.small.discard(path)
+        if module is not None:
+            self.releases.discard(module.group(1))
+        return not self.small and not self.releases
 
 
 class PackagePath:

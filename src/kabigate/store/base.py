@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Self
 
 import platformdirs
-from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, any_, bindparam, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
@@ -23,6 +23,9 @@ from kabigate.store import schema as t
 
 # Rows per statement when ids are looked up with IN (...): below SQLite's variable limit.
 CHUNK = 900
+# From this many rows, PostgreSQL gets them by COPY and looks their ids up with one array: row by
+# row (psycopg's executemany, IN chunks) a kernel's 25,000 exports took 2.8 s against SQLite's 0.55.
+BULK = 200
 # Seconds an SQLite writer waits for another one to commit before "database is locked".
 SQLITE_BUSY_TIMEOUT = 600
 # pg_advisory_xact_lock key of schema changes ("kabigate" in ASCII)
@@ -259,8 +262,54 @@ class StoreBase:
         waiting for the earlier one's commit (one SQLite writer at a time; PostgreSQL waits on the
         uncommitted key). Give rows in the order of their unique key: parallel transactions then
         lock keys in one order and never deadlock."""
-        if rows:
+        if len(rows) >= BULK and self.engine.dialect.name == "postgresql":
+            self._copy_rows(table, rows, "DO NOTHING")
+        elif rows:
             self._writing().execute(self._insert(table).on_conflict_do_nothing(), rows)
+
+    def _stored_ids(self, table, key_column, rows: list[dict]) -> dict:
+        """_insert_ignoring_duplicates(), then the id of every row by its key (`key_column`)."""
+        key = key_column.key
+        if len(rows) >= BULK and self.engine.dialect.name == "postgresql":
+            found = self._copy_rows(table, rows, "DO NOTHING", key_column)  # the ids of the rows inserted
+            missing = [row[key] for row in rows if row[key] not in found]  # stored before
+            found.update(self._ids_by(table, key_column, missing))
+            return found
+        self._insert_ignoring_duplicates(table, rows)
+        return self._ids_by(table, key_column, [row[key] for row in rows])
+
+    def _copy_rows(self, table, rows: list[dict], on_conflict: str, returning=None) -> dict:
+        """Rows inserted on PostgreSQL (ON CONFLICT `on_conflict`): COPY into a temporary table (COPY
+        has no conflict clause), then one INSERT ... SELECT in the rows' order, which keeps the
+        key-order locking and numbers new rows in the order SQLite's row-by-row inserts do. With
+        `returning` (the key column), the ids of the rows inserted, by key."""
+        import psycopg  # the PostgreSQL driver: not loaded for SQLite stores
+
+        connection = self._writing()
+        quote = self.engine.dialect.identifier_preparer.quote
+        names = list(rows[0])
+        columns = ", ".join(quote(table.c[name].name) for name in names)
+        target, staged = quote(table.name), quote(f"kabigate_copy_{table.name}")
+        connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {staged} ON COMMIT DROP AS "
+                                   f"SELECT 0::bigint AS kabigate_row, {columns} FROM {target} WITH NO DATA")
+        driver: psycopg.Connection = connection.connection.driver_connection  # type: ignore[assignment]
+        try:
+            with driver.cursor() as cursor, \
+                    cursor.copy(f"COPY {staged} (kabigate_row, {columns}) FROM STDIN") as copy:
+                for number, row in enumerate(rows):
+                    copy.write_row((number, *(row[name] for name in names)))
+        except psycopg.Error as error:
+            raise StoreError(f"{self.url}: {_first_line(error)}") from None
+        insert = f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {staged} ORDER BY kabigate_row " \
+                 f"ON CONFLICT {on_conflict}"
+        inserted: dict = {}
+        if returning is None:
+            connection.exec_driver_sql(insert)
+        else:
+            inserted = dict(connection.exec_driver_sql(
+                f"{insert} RETURNING {quote(returning.name)}, {quote(table.c.id.name)}").all())
+        connection.exec_driver_sql(f"DROP TABLE {staged}")
+        return inserted
 
     def _insert_if_new(self, table, row: dict) -> int | None:
         """Insert a row unless its unique key is stored (as _insert_ignoring_duplicates); its id, or
@@ -275,6 +324,9 @@ class StoreBase:
         keys = list(dict.fromkeys(keys))
         found = {}
         with self._reading() as connection:
+            if len(keys) >= BULK and self.engine.dialect.name == "postgresql":
+                array = bindparam("keys", keys, type_=postgresql.ARRAY(key_column.type))
+                return dict(connection.execute(select(key_column, table.c.id).where(key_column == any_(array))).all())
             for start in range(0, len(keys), CHUNK):
                 chunk = keys[start:start + CHUNK]
                 for key, row_id in connection.execute(select(key_column, table.c.id).where(key_column.in_(chunk))):
@@ -282,9 +334,7 @@ class StoreBase:
         return found
 
     def _symbol_ids(self, names: Iterable[str]) -> dict[str, int]:
-        names = sorted(set(names))
-        self._insert_ignoring_duplicates(t.symbol, [{"name": name} for name in names])
-        return self._ids_by(t.symbol, t.symbol.c.name, names)
+        return self._stored_ids(t.symbol, t.symbol.c.name, [{"name": name} for name in sorted(set(names))])
 
     def _named_id(self, table, name: str) -> int:
         self._insert_ignoring_duplicates(table, [{"name": name}])

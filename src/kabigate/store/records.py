@@ -160,10 +160,9 @@ class RecordStore(StoreBase):
         new = sorted(((e, d) for e, d in zip(exports, digests) if d not in known), key=lambda pair: pair[1])
         if new:
             symbols = self._symbol_ids(e.name for e, _ in new)
-            self._insert_ignoring_duplicates(t.export, [
+            known.update(self._stored_ids(t.export, t.export.c.digest, [
                 {"digest": d, "symbol_id": symbols[e.name], "crc": e.crc, "export_type": e.export_type,
-                 "namespace": e.namespace, "owner": e.owner} for e, d in new])
-            known.update(self._ids_by(t.export, t.export.c.digest, [d for _, d in new]))
+                 "namespace": e.namespace, "owner": e.owner} for e, d in new]))
         self._export_ids_by_digest.update(known)
         return [known[d] for d in digests]
 
@@ -402,11 +401,10 @@ class RecordStore(StoreBase):
                if digest not in known}
         if new:
             symbols = self._symbol_ids(i.name for module, _ in new.values() for i in module.imports)
-            self._insert_ignoring_duplicates(t.module, [
+            known.update(self._stored_ids(t.module, t.module.c.digest, [
                 {"digest": digest, "name": module.name, "machine": module.machine, "vermagic": module.vermagic,
                  "license": module.license, "signer": module.signature.signer if module.signature else None,
-                 "facts": codec.pack(fact)} for digest, (module, fact) in new.items()])
-            known.update(self._ids_by(t.module, t.module.c.digest, new))
+                 "facts": codec.pack(fact)} for digest, (module, fact) in new.items()]))
             imports = []
             for digest, (module, _) in new.items():
                 crcs = {v.name: v.crc for v in module.versions or ()}

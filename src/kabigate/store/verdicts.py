@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from kabigate.store import codec
 from kabigate.store import schema as t
-from kabigate.store.base import CHUNK, StoreBase
+from kabigate.store.base import BULK, CHUNK, StoreBase
 from kabigate.store.records import same_architecture
 
 
@@ -78,20 +78,24 @@ class VerdictStore(StoreBase):
 
     def save_verdicts(self, verdicts: list[StoredVerdict]) -> None:
         """Store verdicts, replacing those of the same cells (an upsert, in key order: two `matrix`
-        runs recomputing the same stale cells at once both succeed)."""
+        runs recomputing the same stale cells at once both succeed; of one cell given twice, the last)."""
         if not verdicts:
+            return
+        cells = {(v.cell.build_id, v.cell.kernel_id): v for v in verdicts}
+        rows = [{"build_id": v.cell.build_id, "kernel_id": v.cell.kernel_id, "rules_version": v.cell.rules_version,
+                 "loads": v.cell.loads, "modules": v.cell.modules, "modules_loading": v.cell.modules_loading,
+                 "first_reason": v.cell.first_reason, "failing_symbols": v.cell.failing_symbols,
+                 "detail": codec.pack(v.detail)} for _, v in sorted(cells.items())]
+        replaced = ("rules_version", "loads", "modules", "modules_loading", "first_reason", "failing_symbols",
+                    "detail")
+        if len(rows) >= BULK and self.engine.dialect.name == "postgresql":
+            self._copy_rows(t.verdict, rows, "(build_id, kernel_id) DO UPDATE SET "
+                            + ", ".join(f"{column} = EXCLUDED.{column}" for column in replaced))
             return
         insert = self._insert(t.verdict)
         self._writing().execute(
             insert.on_conflict_do_update(index_elements=[t.verdict.c.build_id, t.verdict.c.kernel_id],
-                                         set_={column: insert.excluded[column] for column in
-                                               ("rules_version", "loads", "modules", "modules_loading",
-                                                "first_reason", "failing_symbols", "detail")}),
-            [{"build_id": v.cell.build_id, "kernel_id": v.cell.kernel_id, "rules_version": v.cell.rules_version,
-              "loads": v.cell.loads, "modules": v.cell.modules, "modules_loading": v.cell.modules_loading,
-              "first_reason": v.cell.first_reason, "failing_symbols": v.cell.failing_symbols,
-              "detail": codec.pack(v.detail)}
-             for v in sorted(verdicts, key=lambda v: (v.cell.build_id, v.cell.kernel_id))])
+                                         set_={column: insert.excluded[column] for column in replaced}), rows)
 
     def cells(self, rules_version: int, *, build_ids: list[int] | None = None,
               kernel_ids: list[int] | None = None) -> dict[tuple[int, int], Cell]:
