@@ -1,4 +1,4 @@
-"""Out-of-tree drivers cross-built by kabigate (the full corpus' foreign_drivers: Debian's -dkms
+"""Out-of-tree drivers cross-built by kabigate (foreign_drivers; the default corpus: arm64's; Debian's -dkms
 packages built by dkms with ARCH and CROSS_COMPILE, tests/support/fetch_testdata.py) insmodded into
 booted kernels of their architecture (issue 22): one boot per kernel (TCG), the in-tree modules they
 need, the builds for the other ABI of the architecture, then the kernel's own. kabigate's verdict
