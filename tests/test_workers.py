@@ -30,7 +30,7 @@ from support.resultsdb import post_waiver
 from kabigate.inputs.kernels import load_kernel
 from kabigate.reports.gate import DEFAULT_TESTCASE, gate_json, kernel_item
 from kabigate.services.gate import previous_in_stream, run_gate
-from kabigate.services.ingest import ingest_kernel
+from kabigate.services.ingest import ingest_driver_build, ingest_kernel, read_driver_builds
 from kabigate.services.waiverdb import Target, import_waivers
 from kabigate.store import Store
 
@@ -341,6 +341,50 @@ def test_a_build_announced_twice_is_done_once_and_bad_events_are_recorded_or_dro
     health = json.loads(cluster.run("health", "--json").stdout)
     assert health["ok"] and health["tasks"] == {"queued": 0, "running": 0, "waiting": 0, "done": 2, "failed": 1}
     assert health["recent_failures"][0]["error"] == failed["error"]
+
+
+def test_watch_queue_enqueues_each_new_kernel_once_for_the_workers_to_ingest_and_gate(cluster, testdata, tmp_path):
+    """A folder of two kernels' .debs polled twice before any worker runs, and again after: each kernel
+    is one ingest-and-gate task, sent once (two messages on the queue), and the workers gate both."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for release in RELEASES[:2]:
+        for prefix in (f"linux-image-{release}-unsigned", f"linux-headers-{release}"):
+            (pool / Path(_deb(testdata, prefix)).name).symlink_to(_deb(testdata, prefix))
+    entry = testdata.manifest["drivers"]["acpi-call"][RELEASES[0]]
+    with Store.open(cluster.db) as store:
+        for build in read_driver_builds([str(testdata.root / entry["dir"])], "acpi-call", entry["version"]):
+            ingest_driver_build(store, build)
+    refused = cluster.run("watch", "--queue", "--once", "--stream", STREAM, "--output-dir", str(tmp_path / "r"),
+                          "--stablelist", str(pool), str(pool), check=False)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "--output-dir, --stablelist do not apply" in refused.stderr
+
+    def poll() -> list[dict]:
+        return [json.loads(line) for line in cluster.run("watch", "--queue", "--once", "--json", "--stream", STREAM,
+                                                         str(pool)).stdout.splitlines()]
+    first = poll()
+    assert [(line["kernel"], line["kind"], line["state"]) for line in first] == \
+        [(release, "ingest-kernel", "queued") for release in RELEASES[:2]]
+    assert poll() == []  # still queued: not sent again
+    assert _queue(cluster.broker, "kabigate") == (2, 0)
+
+    cluster.worker()
+    tasks = cluster.wait_for_tasks(4)  # each kernel's ingest and the gate it asks for
+    assert sorted((t["kind"], t["state"], t["attempts"]) for t in tasks) == \
+        [("gate", "done", 1)] * 2 + [("ingest-kernel", "done", 1)] * 2
+    ingests = {t["key"]: t for t in tasks if t["kind"] == "ingest-kernel"}
+    assert sorted(ingests) == sorted(line["key"] for line in first)
+    assert {t["result"]["release"] for t in ingests.values()} == set(RELEASES[:2])
+    assert poll() == []  # ingested and gated: nothing new
+    with Store.open(cluster.db) as store:
+        assert store.counts(["kernel", "gate_run", "task"]) == {"kernel": 2, "gate_run": 2, "task": 4}
+        gated = {store.kernel(run.kernel_id).release: run for run in store.gate_runs()}
+        reports = {release: store.gate_report(run.uuid) for release, run in gated.items()}
+    assert reports[RELEASES[0]]["baseline"] is None
+    assert reports[RELEASES[1]]["baseline"]["release"] == RELEASES[0]
+    assert reports[RELEASES[1]]["counts"]["regression"] == 1  # acpi-call for -47 no longer loads on -50
+    assert len(gate_results(cluster.broker)) == 2
 
 
 # -- package builds, on their own queue ---------------------------------------------------------

@@ -40,6 +40,7 @@ from kabigate.formats.gatepolicy import (
     parse_waivers,
 )
 from kabigate.inputs.kernels import load_kernel
+from kabigate.inputs.packages import is_url
 from kabigate.inputs.stablelists import read_stablelist
 from kabigate.model import version_key
 from kabigate.reports.gate import DEFAULT_TESTCASE, gate_json, gate_junit, gate_markdown, resultsdb_payload
@@ -58,9 +59,9 @@ from kabigate.services.ingest import ingest_kernel
 from kabigate.services.notify import channels_from_env, deliver_pending
 from kabigate.services.packages import why_not
 from kabigate.services.waiverdb import TOKEN_ENV, Target, import_waivers
-from kabigate.services.watch import kernels_to_gate, offered_kernels
+from kabigate.services.watch import OfferedKernel, kernels_to_gate, offered_kernels
 from kabigate.signing.keys import HASHES, PASSPHRASE_ENV, load_signing_key
-from kabigate.store import GateRun, KernelRecord, Store
+from kabigate.store import GateRun, KernelRecord, Store, TaskRecord
 from kabigate.vocabulary import GateClass, GateStage, Outcome
 
 if TYPE_CHECKING:  # imported when --confirm-in-qemu is given (it needs qemu)
@@ -361,29 +362,78 @@ def _confirm(store: Store, result, count: int):
 @click.option("--interval", type=click.IntRange(min=10), default=600, show_default=True,
               help="Seconds between polls.")
 @click.option("--once", is_flag=True, help="Poll once, gate what is new, and exit (for cron).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON report line per gated kernel.")
+@click.option("--queue", is_flag=True,
+              help="Enqueue each new kernel's ingest and gate for the workers (kabigate worker), once, instead of "
+                   "gating here: they gate with their settings' policy, and its rebuilds go to the build workers.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON report line per gated kernel (with --queue: per enqueued kernel, its task key).")
 @store_option(creates=True)
 def watch(store: Store, repositories: tuple[str, ...], stream: str, output_dir: str | None, interval: int,
-          once: bool, as_json: bool, **options) -> None:
+          once: bool, queue: bool, as_json: bool, **options) -> None:
     """Poll kernel repositories (yum repodata, a folder of .debs, a Debian Packages index); ingest
     and gate each kernel not gated yet, oldest first, once. Restart-safe: a kernel half-processed
-    when the watcher died is processed again, and a gate run is never published twice.
+    when the watcher died is processed again, and a gate run is never published twice. With
+    --queue, each new kernel is enqueued for the workers instead, once: its task's key (the
+    packages and the stream) is not enqueued again by a later poll or watcher.
 
     \b
     Example:
       kabigate watch --stream debian-6.1 --once https://deb.debian.org/debian/dists/bookworm/main/binary-amd64/Packages.xz
+      kabigate watch --stream debian-6.1 --queue /srv/mirror/kernels/
     """
+    if queue:
+        _refuse_with_queue([_option_name(name) for name, value in (("output_dir", output_dir), *options.items())
+                            if value is not None and name != "testcase"])
+        _watch_queue(store, repositories, stream, interval, once, as_json)
+        return
     settings = GateSettings.from_options(**options)
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
     while True:
-        offered = sorted((k for location in repositories for k in offered_kernels(location)),
-                         key=lambda k: version_key(k.version))
-        for kernel in kernels_to_gate(store, offered, settings.resultsdb_url):
+        for kernel in kernels_to_gate(store, _offered(repositories), settings.resultsdb_url):
             _watch_one(store, settings, kernel, stream, output_dir, as_json)
         if once:
             return
         time.sleep(interval)
+
+
+def _offered(repositories: tuple[str, ...]) -> list[OfferedKernel]:
+    return sorted((k for location in repositories for k in offered_kernels(location)),
+                  key=lambda k: version_key(k.version))
+
+
+def _watch_queue(store: Store, repositories: tuple[str, ...], stream: str, interval: int, once: bool,
+                 as_json: bool) -> None:
+    """watch --queue: each kernel not gated yet is enqueued as one ingest-and-gate request; its key
+    makes it once across polls and restarts (workers.app.enqueue_once)."""
+    from kabigate.workers.app import configure, enqueue_once
+    from kabigate.workers.config import load_settings
+    from kabigate.workers.work import ingest_kernel_request
+
+    configure(load_settings())
+    while True:
+        for kernel in kernels_to_gate(store, _offered(repositories), None):
+            # the paths as the workers see them, the same whatever folder the watcher runs in
+            paths = [p if is_url(p) else os.path.abspath(p) for p in kernel.paths]
+            task = enqueue_once(store, ingest_kernel_request(paths, stream, gate=True))
+            if task is None:
+                continue
+            if as_json:
+                sys.stdout.write(json.dumps(watch_queued_json(task, kernel, stream)) + "\n")
+                sys.stdout.flush()
+            else:
+                out.print(f"queued: ingest and gate of {kernel.label} in {stream}: {task.kind} {task.key}",
+                          markup=False)
+        if once:
+            return
+        time.sleep(interval)
+
+
+def watch_queued_json(task: TaskRecord, kernel: OfferedKernel, stream: str) -> dict:
+    """`watch --queue --json`'s line per enqueued kernel: its task, and the kernel as the repository
+    names it (the release of a Debian kernel, the package name-version-release.arch of a yum one)."""
+    return {"key": task.key, "kind": task.kind, "state": task.state, "kernel": kernel.label,
+            "version": kernel.version, "stream": stream}
 
 
 def _watch_one(store: Store, settings: GateSettings, offered, stream: str, output_dir: str | None,
@@ -423,8 +473,7 @@ def _queue_gate(store: Store, candidate: str, baseline: str | None, stream: str 
     from kabigate.cli.service import queue_requests
     from kabigate.workers.work import gate_request, ingest_kernel_request
 
-    if given:
-        raise click.UsageError(f"--queue: the workers gate with their settings; {', '.join(given)} do not apply")
+    _refuse_with_queue(given)
     paths = [p for p in candidate.split(",") if p]
     if any(os.path.exists(p) or "://" in p for p in paths):
         if baseline is not None or stream is None:
@@ -442,6 +491,12 @@ def _queue_gate(store: Store, candidate: str, baseline: str | None, stream: str 
         queue_requests(store, requests, as_json)
         return
     queue_requests(store, [request], as_json)
+
+
+def _refuse_with_queue(given: list[str]) -> None:
+    """The options that apply only in this process, refused with --queue."""
+    if given:
+        raise click.UsageError(f"--queue: the workers gate with their settings; {', '.join(given)} do not apply")
 
 
 def _release_stream(candidate: KernelRecord, stream: str | None) -> str | None:

@@ -79,6 +79,19 @@ def enqueue(store: Store, request: Request) -> tuple[TaskRecord, bool]:
     return task, True
 
 
+def enqueue_once(store: Store, request: Request) -> TaskRecord | None:
+    """Record the request and send it, unless its key is recorded already (in any state): None then.
+    The record is committed only once the broker has the task, so a sender killed in between finds
+    no record and sends it again (the worker's claim makes a second copy a no-op), and a task still
+    queued behind others is not sent again on every call, as `enqueue` would."""
+    with store.transaction():
+        if store.tasks(key=request.key):
+            return None
+        task = store.queue_task(request.key, request.kind, request.args)
+        _send(task)
+    return task
+
+
 def _send(task: TaskRecord) -> None:
     """Give a queued task to the broker: a build to the builds queue (its own task type), the rest to the work queue."""
     try:
