@@ -343,14 +343,19 @@ def test_a_build_announced_twice_is_done_once_and_bad_events_are_recorded_or_dro
     assert health["recent_failures"][0]["error"] == failed["error"]
 
 
+def _kernel_pool(testdata, folder: Path, releases) -> Path:
+    """A folder of the kernels' image and headers .debs, as `watch` polls it."""
+    folder.mkdir()
+    for release in releases:
+        for prefix in (f"linux-image-{release}-unsigned", f"linux-headers-{release}"):
+            (folder / Path(_deb(testdata, prefix)).name).symlink_to(_deb(testdata, prefix))
+    return folder
+
+
 def test_watch_queue_enqueues_each_new_kernel_once_for_the_workers_to_ingest_and_gate(cluster, testdata, tmp_path):
     """A folder of two kernels' .debs polled twice before any worker runs, and again after: each kernel
     is one ingest-and-gate task, sent once (two messages on the queue), and the workers gate both."""
-    pool = tmp_path / "pool"
-    pool.mkdir()
-    for release in RELEASES[:2]:
-        for prefix in (f"linux-image-{release}-unsigned", f"linux-headers-{release}"):
-            (pool / Path(_deb(testdata, prefix)).name).symlink_to(_deb(testdata, prefix))
+    pool = _kernel_pool(testdata, tmp_path / "pool", RELEASES[:2])
     entry = testdata.manifest["drivers"]["acpi-call"][RELEASES[0]]
     with Store.open(cluster.db) as store:
         for build in read_driver_builds([str(testdata.root / entry["dir"])], "acpi-call", entry["version"]):
@@ -680,8 +685,15 @@ def test_an_unreachable_broker_is_an_error_for_enqueueing_and_down_for_health(tm
                             capture_output=True, text=True, timeout=WAIT)
     report = json.loads(health.stdout)
     assert health.returncode == 1 and report["store"]["ok"] and not report["broker"]["ok"], health.stdout
+    # watch --queue records a kernel's task only once the broker has it: the next poll sends it
+    watched = subprocess.run([*KABIGATE, "watch", "--queue", "--once", "--stream", STREAM,
+                              str(_kernel_pool(testdata, tmp_path / "pool", RELEASES[:1]))],
+                             check=False, env=env, capture_output=True, text=True, timeout=WAIT)
+    assert watched.returncode == 2 and "cannot enqueue" in watched.stderr, watched.stderr
+    assert len(watched.stderr.strip().splitlines()) == 1, watched.stderr
     with Store.open(str(tmp_path / "store.db")) as store:
-        assert [t.state for t in store.tasks()] == ["queued"]  # recorded: enqueueing it again sends it
+        # ingest --queue's alone (recorded: asked again, it is sent)
+        assert [(t.kind, t.state) for t in store.tasks()] == [("ingest-kernel", "queued")]
 
 
 # -- scripts/serve-cluster ----------------------------------------------------------------------
