@@ -1,6 +1,7 @@
 """`kabigate worker | listen | health | tasks`: kabigate as a service on RabbitMQ and a shared store.
 
-`ingest ... --queue` and `gate ... --queue` (cli/store.py, cli/gate.py) enqueue through `queue_requests`."""
+`ingest ... --queue` and `gate ... --queue` (cli/store.py, cli/gate.py) enqueue through `queue_requests`;
+`watch --queue` (cli/gate.py) through workers.app.enqueue_once, each kernel once across polls."""
 
 from __future__ import annotations
 
