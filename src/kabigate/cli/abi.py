@@ -27,7 +27,6 @@ from kabigate.cli.shared import (
     trust_options,
 )
 from kabigate.errors import InputError
-from kabigate.inputs.stablelists import matching_kernel, read_stablelist
 from kabigate.model import Export, Kernel, Module, ModuleSignature, ReasonCode, SymbolVersion, Verdict
 from kabigate.reports.verdicts import checked_verdict_report, kernel_report
 from kabigate.rules import LoadOptions, check_modules
@@ -188,8 +187,7 @@ def check(kernel_paths, vermagic, stablelist_path, require_signature, sig_enforc
 
     with collector_paused(freeze=True):  # a tree's modules, verdicts and reports: ~500,000 acyclic objects
         kernel = load_kernel_with_progress(list(kernel_paths), vermagic)
-        stablelist = matching_kernel(read_stablelist(stablelist_path, kernel.machine), kernel.exports,
-                                     kernel.release)
+        stablelist = _stablelist(stablelist_path, kernel)
         parsed = read_modules_with_progress(list(modules))
         if sig_enforce:  # module_sig_check() against the secondary keyring: built-in keys, then what was enrolled
             if kernel.image is None or not os.path.isfile(kernel.image):
@@ -207,6 +205,15 @@ def check(kernel_paths, vermagic, stablelist_path, require_signature, sig_enforc
         else:
             _print_check(kernel, stablelist, verdicts, reports, causes)
         sys.exit(EXIT_OK if all(v.loads for v in verdicts) else EXIT_INCOMPATIBLE)
+
+
+def _stablelist(path: str | None, kernel: Kernel) -> Stablelist | None:
+    """--stablelist's list for `kernel`; its readers (the package readers, hashlib: ~25 ms) only when given."""
+    if path is None:
+        return None
+    from kabigate.inputs.stablelists import matching_kernel, read_stablelist
+
+    return matching_kernel(read_stablelist(path, kernel.machine), kernel.exports, kernel.release)
 
 
 def signature_checks(modules: list[Module], trust_paths: tuple[str, ...], require_codesigning_eku: bool,
@@ -286,7 +293,7 @@ def diff(old_kernel: str, new_kernel: str, stablelist_path: str | None, no_expla
           /usr/src/linux-headers-6.1.0-53-amd64
     """
     old, new = load_kernel_with_progress([old_kernel]), load_kernel_with_progress([new_kernel])
-    stablelist = matching_kernel(read_stablelist(stablelist_path, old.machine), old.exports, old.release)
+    stablelist = _stablelist(stablelist_path, old)
     result = diff_kernels(old, new, stablelist)
     sections = {"added": result.added, "removed": result.removed, "crc_changed": result.crc_changed,
                 "became_gpl_only": result.became_gpl_only, "namespace_changed": result.namespace_changed}
