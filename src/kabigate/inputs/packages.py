@@ -9,25 +9,26 @@ Member paths are hostile: absolute names and `..` components are refused, never 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import mmap
 import os
 import posixpath
 import re
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from kabigate.errors import InputError, open_regular, read_capped
 from kabigate.formats import deb as debfmt
 from kabigate.formats import rpm as rpmfmt
 from kabigate.formats.compression import MAX_DECOMPRESSED, text_lines
 from kabigate.formats.module import parse_module
-from kabigate.formats.repomd import MAX_REPOMD, RepoPackage, parse_primary, parse_repomd
 from kabigate.formats.rpm import Dependency
 from kabigate.model import MODULE_SUFFIXES, Export, Module, PackageOrigin, ReasonCode
+
+if TYPE_CHECKING:
+    from kabigate.formats.repomd import RepoPackage
 
 PACKAGE_SUFFIXES = (".rpm", ".deb")
 MAX_METADATA = 512 * 1024**2
@@ -299,6 +300,10 @@ class Repository:
     """A yum/dnf repository at a path or an http(s) URL (the folder holding repodata/)."""
 
     def __init__(self, location: str):
+        # Repositories' readers (an XML parser, hashlib, urllib: ~10 ms) only for a repository, not
+        # for every check that reads a module tree.
+        from kabigate.formats.repomd import MAX_REPOMD, parse_primary, parse_repomd
+
         self.location = location.rstrip("/") if not is_url(location) else location
         repomd_location = self._join("repodata/repomd.xml")
         files = parse_repomd(fetch(repomd_location, location, MAX_REPOMD), repomd_location)
@@ -312,6 +317,8 @@ class Repository:
         if "://" in href or href.startswith("/") or ".." in href.split("/"):
             raise InputError(f"{self.location}: repository location {href[:200]!r} leaves the repository")
         if is_url(self.location):
+            import urllib.parse
+
             return urllib.parse.urljoin(self.location.rstrip("/") + "/", href)
         return os.path.join(self.location, *href.split("/"))
 
@@ -335,6 +342,8 @@ def _verify_checksum(data: bytes, kind: str, expected: str, what: str) -> None:
                  "sha512": "sha512", "md5": "md5"}.get(kind.lower())
     if algorithm is None:
         raise InputError(f"{what}: unknown checksum type {kind!r} in repository metadata")
+    import hashlib
+
     if hashlib.new(algorithm, data).hexdigest() != expected.lower():
         raise InputError(f"{what}: {kind} checksum does not match the repository metadata")
 
