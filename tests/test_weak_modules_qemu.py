@@ -94,7 +94,10 @@ def test_linked_modules_load_on_the_booted_kernel(tmp_path, testdata, synthetic_
     for name, result in zip(PROBED, results):
         assert result.exit_status == 0, (name, result.kernel_messages)
     not_linked, inserted = results[len(PROBED):len(PROBED) + len(insmod)], results[len(PROBED) + len(insmod):]
-    assert all(r.exit_status != 0 and not r.kernel_messages for r in not_linked)
+    # the kernel never saw them (its own asynchronous lines, e.g. the TSC's late calibration under TCG,
+    # may land in any step's capture)
+    assert all(r.exit_status != 0 and not any(name in line for line in r.kernel_messages)
+               for name, r in zip(REFUSED, not_linked))
     assert all(r.exit_status != 0 for r in inserted)
     messages = {name: " ".join(r.kernel_messages) for name, r in zip(REFUSED, inserted)}
     assert "Unknown symbol cpu_mitigations_off" in messages["proprietary_gpl"]
