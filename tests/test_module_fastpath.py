@@ -15,6 +15,7 @@ from support.slow_module import ElfFile
 from support.slow_module import parse_module as slow_parse_module
 from support.testdata import testdata_root as corpus_root
 
+from kabigate import processes
 from kabigate.errors import InputError
 from kabigate.formats import module as module_format
 from kabigate.formats import symvers as symvers_format
@@ -22,9 +23,9 @@ from kabigate.formats.compression import compression_of, decompress
 from kabigate.formats.elf import SHT_SYMTAB
 from kabigate.formats.modsig import parse_pkcs7, split_signature
 from kabigate.formats.module import parse_module, read_module
-from kabigate.inputs import modules as modules_input
-from kabigate.inputs.modules import PARALLEL_MIN_FILES, find_module_files, map_modules, read_modules
+from kabigate.inputs.modules import find_module_files, map_modules, read_modules
 from kabigate.model import MODULE_SUFFIXES
+from kabigate.processes import PARALLEL_MIN_ITEMS
 
 ROOT = corpus_root()
 TREES = sorted({path.parent for path in ROOT.glob("*kernels/*/lib/modules/*/kernel")})
@@ -192,19 +193,25 @@ def test_damaged_signature_trailers_split_alike(monkeypatch):
     assert fast_read > 1000, fast_read
 
 
-def test_a_tree_read_by_worker_processes_is_the_tree_read_in_order(testdata, reader):
-    """read_modules() of a whole tree (worker processes, modules packed into tuples and back)
-    gives the Modules read_module() gives file by file, in the same order."""
+@pytest.fixture
+def two_processes(monkeypatch):
+    """Trees shared out between this process and a forked child, however busy the machine is."""
+    monkeypatch.setenv("KABIGATE_JOBS", "2")
+
+
+def test_a_tree_read_by_worker_processes_is_the_tree_read_in_order(testdata, reader, two_processes):
+    """read_modules() of a whole tree (a forked child, each module sent back as the C reader's facts
+    or packed into tuples) gives the Modules read_module() gives file by file, in the same order."""
     tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel"
     paths = find_module_files([str(tree)])
-    assert len(paths) > PARALLEL_MIN_FILES
+    assert len(paths) > PARALLEL_MIN_ITEMS
     assert read_modules([str(tree)]) == [read_module(path) for path in paths]
 
 
-def test_a_tree_with_a_damaged_module_raises_its_error(tmp_path, testdata):
+def test_a_tree_with_a_damaged_module_raises_its_error(tmp_path, testdata, two_processes):
     """The first damaged file in order raises its InputError, as when read one by one."""
     tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel" / "drivers" / "net"
-    for path in find_module_files([str(tree)])[:PARALLEL_MIN_FILES * 2]:
+    for path in find_module_files([str(tree)])[:PARALLEL_MIN_ITEMS * 2]:
         (tmp_path / Path(path).name).write_bytes(Path(path).read_bytes())
     names = sorted(p.name for p in tmp_path.iterdir())
     (tmp_path / names[100]).write_bytes(b"\x7fELF" + b"\0" * 60)
@@ -213,7 +220,7 @@ def test_a_tree_with_a_damaged_module_raises_its_error(tmp_path, testdata):
         read_modules([str(tmp_path)])
 
 
-def test_a_tree_mapped_by_forked_children_is_mapped_in_order(testdata):
+def test_a_tree_mapped_by_forked_children_is_mapped_in_order(testdata, two_processes):
     """map_modules() of a whole tree (shared out between this process and forked children, their
     results pickled back) gives what mapping read_module() file by file gives, in the same order."""
     tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel"
@@ -221,21 +228,21 @@ def test_a_tree_mapped_by_forked_children_is_mapped_in_order(testdata):
     assert map_modules([str(tree)], repr) == [repr(read_module(path)) for path in paths]
 
 
-def test_a_mapped_tree_is_shared_out_in_at_most_most_runs(testdata, monkeypatch):
+def test_a_mapped_tree_is_shared_out_in_at_most_most_runs(testdata, monkeypatch, two_processes):
     """Runs grow past MAPPED_RUN files when there would be more than MOST_RUNS of them (their
     numbers must fit in a pipe written before it is read); the order stays the files'."""
     tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel" / "drivers" / "net"
-    monkeypatch.setattr(modules_input, "MOST_RUNS", 3)
+    monkeypatch.setattr(processes, "MOST_RUNS", 3)
     paths = find_module_files([str(tree)])
-    assert len(paths) > PARALLEL_MIN_FILES * 3
+    assert len(paths) > PARALLEL_MIN_ITEMS * 3
     assert map_modules([str(tree)], lambda module: module.path) == paths
 
 
-def test_a_mapped_tree_with_damaged_modules_raises_the_first_error(tmp_path, testdata):
+def test_a_mapped_tree_with_damaged_modules_raises_the_first_error(tmp_path, testdata, two_processes):
     """The first damaged file in order raises its InputError, wherever its share was read; a
     damaged file only in a child's share too."""
     tree = testdata.modules_dir("6.1.0-56-amd64") / "kernel" / "drivers" / "net"
-    for path in find_module_files([str(tree)])[:PARALLEL_MIN_FILES * 2]:
+    for path in find_module_files([str(tree)])[:PARALLEL_MIN_ITEMS * 2]:
         (tmp_path / Path(path).name).write_bytes(Path(path).read_bytes())
     names = sorted(p.name for p in tmp_path.iterdir())
     (tmp_path / names[-2]).write_bytes(b"junk")

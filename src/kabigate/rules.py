@@ -10,7 +10,7 @@ problem at once.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -71,23 +71,41 @@ class LoadOptions:
     signature_checks: Mapping[str, SignatureCheck] | None = None
 
 
-def check_modules(modules: list[Module], kernel: Kernel, options: LoadOptions = LoadOptions()) -> list[Verdict]:
+# What judging one module of a set gives: its reasons and warnings, and the set modules it resolves
+# symbols from, by index in the set, each with its first such symbol and where in the reasons the
+# kernel would refuse it should that provider not load (_propagate_failures()).
+Judged = tuple[list[Reason], list[Reason], dict[int, tuple[str, int]]]
+Mapper = Callable[[Sequence[int], Callable[[int], Judged]], list[Judged]]
+
+
+def _map_here(indexes: Sequence[int], each: Callable[[int], Judged]) -> list[Judged]:
+    return [each(index) for index in indexes]
+
+
+def check_modules(modules: list[Module], kernel: Kernel, options: LoadOptions = LoadOptions(),
+                  map_each: Mapper = _map_here) -> list[Verdict]:
     """Verdicts for `modules` installed together on `kernel`, one per module, in input order.
 
     Modules of the set resolve each other's symbols (as modprobe would load them, dependencies
-    first); a module whose provider fails to load fails too.
+    first); a module whose provider fails to load fails too. The set's facts (who exports what,
+    which is loaded first, which taints) are gathered first; each module is then judged on its own
+    by `map_each(indexes, judge)`, which may share them out between processes (a tree's 4,000
+    modules: processes.map_in_processes()); the failures are then carried through the set.
     """
     providers = _Providers(modules, kernel)
     version = kernel_version(kernel)  # once: a regex per module adds up over a tree
-    results = []
-    first_of_name: dict[str, Module] = {}
-    for module in modules:
-        earlier = first_of_name.setdefault(module.name, module)
-        reasons, warnings, uses = _check_one(module, kernel, version, providers, options,
-                                             earlier if earlier is not module else None)
-        results.append((module, reasons, warnings, uses))
-    _propagate_failures(results)
-    return [Verdict(module, tuple(reasons), tuple(warnings)) for module, reasons, warnings, _ in results]
+    first_of_name: dict[str, int] = {}
+    earlier = [first_of_name.setdefault(module.name, index) for index, module in enumerate(modules)]
+
+    def judge(index: int) -> Judged:
+        before = earlier[index]
+        return _check_one(index, modules, kernel, version, providers, options,
+                          modules[before] if before != index else None)
+
+    results = map_each(range(len(modules)), judge)
+    _propagate_failures(modules, results)
+    return [Verdict(module, tuple(reasons), tuple(warnings))
+            for module, (reasons, warnings, _uses) in zip(modules, results)]
 
 
 # simplify_symbols() resolves a module's imports only once every earlier check of load_module()
@@ -124,8 +142,8 @@ def same_magic(module_magic: str, kernel_magic: str, has_crcs: bool) -> bool:
 
 
 class _Providers:
-    """Symbol -> (its export, the set module that exports it or None for the kernel itself: vmlinux
-    or an in-tree module). Exports of the set shadow in-tree modules' exports, as depmod ranks
+    """Symbol -> (its export, the index of the set module that exports it), or the kernel's export
+    (vmlinux or an in-tree module). Exports of the set shadow in-tree modules' exports, as depmod ranks
     updates/ and extra/ over kernel/; they cannot shadow vmlinux (see _verify_exported_symbols).
 
     An overlay of the set's exports on the kernel's, not a merged copy: a kernel has ~25,000
@@ -134,31 +152,31 @@ class _Providers:
 
     def __init__(self, modules: list[Module], kernel: Kernel):
         self.kernel_exports = kernel.exports
-        self.from_set: dict[str, tuple[Export, Module]] = {}
-        for module in modules:
+        self.from_set: dict[str, tuple[Export, int]] = {}
+        for index, module in enumerate(modules):
             for export in module.exports:
                 known = self.get(export.name)
                 if known is None or (known[1] is None and known[0].owner != "vmlinux"):
-                    self.from_set[export.name] = (export, module)
+                    self.from_set[export.name] = (export, index)
         self.proprietary = self._proprietary(modules)
 
     def _proprietary(self, modules: list[Module]) -> set[int]:
-        """ids of the set's modules that carry TAINT_PROPRIETARY_MODULE once loaded: their own, or
+        """Indexes of the set's modules that carry TAINT_PROPRIETARY_MODULE once loaded: their own, or
         inherited (inherit_taint()) from a set module whose symbols they use, transitively, as
         modprobe loads providers first."""
-        tainted = {id(m) for m in modules if is_proprietary(m)}
+        tainted = {index for index, module in enumerate(modules) if is_proprietary(module)}
         changed = bool(tainted)  # nothing to inherit from: skip walking every import (a tree has ~190,000)
         while changed:
             changed = False
-            for module in modules:
-                if id(module) not in tainted and any(
-                        (p := self.from_set.get(i.name)) is not None and p[1] is not module
-                        and id(p[1]) in tainted for i in module.imports):
-                    tainted.add(id(module))
+            for index, module in enumerate(modules):
+                if index not in tainted and any(
+                        (p := self.from_set.get(i.name)) is not None and p[1] != index
+                        and p[1] in tainted for i in module.imports):
+                    tainted.add(index)
                     changed = True
         return tainted
 
-    def get(self, name: str) -> tuple[Export, Module | None] | None:
+    def get(self, name: str) -> tuple[Export, int | None] | None:
         provider = self.from_set.get(name)
         if provider is not None:
             return provider
@@ -191,13 +209,12 @@ def _validity_generation(version: tuple[int, int, int] | None) -> int:
     return 1
 
 
-def _check_one(module: Module, kernel: Kernel, version: tuple[int, int, int] | None, providers: _Providers,
-               options: LoadOptions, loaded_before: Module | None):
+def _check_one(index: int, modules: list[Module], kernel: Kernel, version: tuple[int, int, int] | None,
+               providers: _Providers, options: LoadOptions, loaded_before: Module | None) -> Judged:
+    module = modules[index]
     reasons: list[Reason] = []
     warnings: list[Reason] = []
-    # symbol -> the set module that provides it, and where in `reasons` the kernel would refuse
-    # that symbol if the provider does not load (_propagate_failures())
-    uses: dict[str, tuple[Module, int]] = {}
+    uses: dict[int, tuple[str, int]] = {}  # see Judged
     generation = _validity_generation(version)
     early_checks = generation > 0
 
@@ -235,8 +252,8 @@ def _check_one(module: Module, kernel: Kernel, version: tuple[int, int, int] | N
     _find_module_sections(module, kernel, reasons)
     if modversions:
         _check_export_symbol_versions(module, force_load, reasons, warnings)
-    _simplify_symbols(module, kernel, providers, modversions, reasons, warnings, uses)
-    _verify_exported_symbols(module, providers, reasons)
+    _simplify_symbols(index, modules, kernel, providers, modversions, reasons, warnings, uses)
+    _verify_exported_symbols(index, modules, providers, reasons)
     return reasons, warnings, uses
 
 
@@ -491,7 +508,7 @@ def _check_export_symbol_versions(module: Module, force_load: bool, reasons, war
 _name_of, _name_and_crc_of = attrgetter("name"), attrgetter("name", "crc")
 
 
-def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, modversions: bool,
+def _simplify_symbols(index: int, modules: list[Module], kernel: Kernel, providers: _Providers, modversions: bool,
                       reasons, warnings, uses) -> None:
     """simplify_symbols() (kernel/module/main.c) walks the symbol table from index 1; each SHN_UNDEF
     symbol goes through resolve_symbol_wait() -> resolve_symbol() -> find_symbol(), inherit_taint(),
@@ -499,6 +516,7 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
     after check_version()'s own line) and the walk goes on (the `break` leaves only the switch), so the
     kernel's first complaint is the first failing symbol in table order, whatever its kind: module.imports
     is in that order. SHN_COMMON symbols are reported first here, wherever they sit in the table."""
+    module = modules[index]
     proprietary = is_proprietary(module)  # TAINT_PROPRIETARY_MODULE, may be inherited below
     using_gpl_only = False
     if module.layout is not None and module.layout.common_symbols:
@@ -517,7 +535,7 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
         if name in own:
             continue
         # _Providers.get(), inlined: a tree resolves ~200,000 imports
-        owner: Module | None = None
+        owner: int | None = None
         found = from_set(name)
         if found is None:
             export = from_kernel(name)
@@ -541,15 +559,15 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
         # inherit_taint(): symbols of a proprietary module of the set (by its license, or by a
         # taint it inherited) taint their user, and are refused to a module that already uses
         # GPL-only symbols.
-        if owner is not None and owner is not module and id(owner) in providers.proprietary:
+        if owner is not None and owner != index and owner in providers.proprietary:
             if using_gpl_only:
                 reasons.append(Reason(ReasonCode.GPL_ONLY, f"module using GPL-only symbols uses symbols {name} "
-                                                           f"from proprietary module {owner.name}.", name))
+                                                           f"from proprietary module {modules[owner].name}.", name))
                 continue
             if not proprietary:
                 warnings.append(Reason(ReasonCode.TAINT_PROPRIETARY,
                                        f"module uses symbols {name} from proprietary "
-                                       f"module {owner.name}, inheriting taint.", name))
+                                       f"module {modules[owner].name}, inheriting taint.", name))
                 proprietary = True
         if check_crcs and export.crc is not None:
             # check_version() refuses a missing record, 6.1 and 6.12 alike ("no symbol version
@@ -560,7 +578,7 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
                                       None, export.crc))
                 continue
             if module_crc != export.crc:
-                exporter = f" (exported by {owner.name})" if owner is not None else ""
+                exporter = f" (exported by {modules[owner].name})" if owner is not None else ""
                 reasons.append(Reason(ReasonCode.CRC_MISMATCH,
                                       f"disagrees about version of symbol {name}{exporter}",
                                       name, module_crc, export.crc))
@@ -573,19 +591,19 @@ def _simplify_symbols(module: Module, kernel: Kernel, providers: _Providers, mod
             target.append(Reason(ReasonCode.NAMESPACE_NOT_IMPORTED, message, name))
             if not allow_missing_ns:
                 continue
-        if owner is not None and owner is not module:
-            uses[name] = (owner, len(reasons))
+        if owner is not None and owner != index and owner not in uses:
+            uses[owner] = (name, len(reasons))
 
 
-def _verify_exported_symbols(module: Module, providers: _Providers, reasons) -> None:
+def _verify_exported_symbols(index: int, modules: list[Module], providers: _Providers, reasons) -> None:
     """verify_exported_symbols(): a symbol already exported by vmlinux or another module of the set."""
-    for export in module.exports:
+    for export in modules[index].exports:
         provider = providers.get(export.name)
-        if provider is None or provider[1] is module:
+        if provider is None or provider[1] == index:
             continue
-        known, owner_module = provider
+        known, owner_index = provider
         # module_name(NULL) is "kernel"; an in-tree module exports under its name.
-        owner = owner_module.name if owner_module is not None else _module_name(known.owner)
+        owner = modules[owner_index].name if owner_index is not None else _module_name(known.owner)
         reasons.append(Reason(ReasonCode.DUPLICATE_EXPORT, f"exports duplicate symbol {export.name} (owned by {owner})",
                               export.name, export.crc, known.crc))
 
@@ -595,25 +613,25 @@ def _module_name(owner: str) -> str:
     return "kernel" if owner == "vmlinux" else module_name(owner)
 
 
-def _propagate_failures(results) -> None:
+def _propagate_failures(modules: list[Module], results: list[Judged]) -> None:
     """A module that resolves symbols from a set module that fails cannot load either: without its
     provider the kernel lacks the symbol. simplify_symbols() walks the symbol table in order and
     reports each failing symbol where it meets it, so the first such symbol's reason goes where
     _simplify_symbols() met it, before a CRC mismatch or missing symbol later in the table, also
     in a module that fails for other reasons."""
-    failed = {id(module) for module, reasons, _w, _u in results if reasons}
+    failed = {index for index, (reasons, _w, _u) in enumerate(results) if reasons}
     changed = True
     while changed:
         changed = False
-        for module, _reasons, _warnings, uses in results:
-            if id(module) not in failed and any(id(provider) in failed for provider, _at in uses.values()):
-                failed.add(id(module))
+        for index, (_reasons, _warnings, uses) in enumerate(results):
+            if index not in failed and any(provider in failed for provider in uses):
+                failed.add(index)
                 changed = True
-    for _module, reasons, _warnings, uses in results:
-        # uses is in symbol table order: the first broken symbol is the one the kernel meets first
-        broken = next(((symbol, provider, at) for symbol, (provider, at) in uses.items() if id(provider) in failed),
-                      None)
+    for reasons, _warnings, uses in results:
+        # uses holds each provider's first symbol, in symbol table order: the first failing provider's
+        # is the first broken symbol, the one the kernel meets first
+        broken = next(((provider, symbol, at) for provider, (symbol, at) in uses.items() if provider in failed), None)
         if broken is not None:
-            symbol, provider, at = broken
-            reasons.insert(at, Reason(ReasonCode.DEPENDENCY_FAILS, f"needs {symbol} from {provider.name}, "
+            provider, symbol, at = broken
+            reasons.insert(at, Reason(ReasonCode.DEPENDENCY_FAILS, f"needs {symbol} from {modules[provider].name}, "
                                                                    f"which does not load", symbol))

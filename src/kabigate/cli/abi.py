@@ -184,6 +184,7 @@ def check(kernel_paths, vermagic, stablelist_path, require_signature, sig_enforc
       kabigate check -k /lib/modules/6.1.0-56-amd64 --stablelist kabi_stablelist_x86_64 --json *.ko
     """
     from kabigate.inputs.modules import collector_paused  # the package readers: not for --help
+    from kabigate.processes import map_in_processes
 
     with collector_paused(freeze=True):  # a tree's modules, verdicts and reports: ~500,000 acyclic objects
         kernel = load_kernel_with_progress(list(kernel_paths), vermagic)
@@ -196,7 +197,7 @@ def check(kernel_paths, vermagic, stablelist_path, require_signature, sig_enforc
             trust["trust_paths"] = (kernel.image, *trust["trust_paths"])
         options = LoadOptions(require_signature=require_signature or sig_enforce,
                               signature_checks=signature_checks(parsed, **trust))
-        verdicts = check_modules(parsed, kernel, options)
+        verdicts = check_modules(parsed, kernel, options, map_in_processes)  # a tree's: on every core
         causes = _crc_causes(built_for_paths, kernel, verdicts)
         set_exports = {e.name for m in parsed for e in m.exports}
         reports = [checked_verdict_report(v, set_exports, stablelist, causes) for v in verdicts]

@@ -69,8 +69,8 @@ SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 0x1, 0x2, 0x4
 
 def read_module(path: str) -> Module:
     """Parse the module file at `path`; raises InputError for anything that is not a module."""
-    if _modfast is not None and (found := _modfast.read_file(path)) is not None:  # mapped and read in C
-        return _module_of(path, None, _signature_read_in_c(found[0])[1], found[1])
+    if (facts := read_module_facts(path)) is not None:
+        return module_of_facts(path, facts)
     fd, status = regular_fd(path)  # a FIFO named *.ko is refused, not waited on
     try:
         if status.st_size == 0:
@@ -82,6 +82,19 @@ def read_module(path: str) -> Module:
         raise InputError(f"{path}: {error.strerror}") from None
     finally:
         os.close(fd)
+
+
+def read_module_facts(path: str) -> tuple | None:
+    """The C reader's facts of the uncompressed module file at `path`, mapped and read in C: plain
+    tuples, lists, numbers and (shared) strs, cheap to pickle, unlike a Module's thousands of small
+    objects; None when the C reader leaves the file to read_module()'s Python path (not built,
+    compressed, not openable, damaged: the Python path tells)."""
+    return None if _modfast is None else _modfast.read_file(path)
+
+
+def module_of_facts(path: str, facts: tuple) -> Module:
+    """The Module of read_module_facts()' facts."""
+    return _module_of(path, None, _signature_read_in_c(facts[0])[1], facts[1])
 
 
 def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:

@@ -3,12 +3,8 @@ packages (.rpm, .deb, as files or http(s) URLs), folders of packages, yum/dnf re
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
-import pickle
-import signal
-import threading
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import TypeVar
 
 from kabigate.errors import InputError, not_regular
-from kabigate.formats.module import read_module, reads_in_c
+from kabigate.formats.module import module_of_facts, read_module, read_module_facts
 from kabigate.inputs.packages import (
     PACKAGE_SUFFIXES,
     Package,
@@ -34,6 +30,7 @@ from kabigate.model import (
     ModuleSignature,
     SymbolVersion,
 )
+from kabigate.processes import map_in_processes, processes_worth_it
 
 
 @dataclass
@@ -153,151 +150,32 @@ T = TypeVar("T")
 def map_modules(paths: list[str], each: Callable[[Module], T],
                 advance: Callable[..., None] = lambda *_: None) -> list[T]:
     """each(module) of every module under `paths`, in read_modules()' order, its first error raised.
-    Many loose files are mapped in runs of MAPPED_RUN by this process and a forked child per other
-    core, each taking the next run from a pipe of run numbers (on a loaded machine a slower process
-    takes fewer), a child sending back all it made pickled whole through a pipe: for a mapping to
-    something small (a module's JSON text), as a whole module costs more to unpickle than to read.
-    (A multiprocessing pool costs its parent a third more CPU: its threads, a pickle per task.)
-    Packages' modules are read and mapped here."""
+    Many loose files are read and mapped by this process and a forked child per other core
+    (processes.map_in_processes()), for a mapping to something small (a module's JSON text): a whole
+    module costs more to unpickle than to read. Packages' modules are read and mapped here."""
     inputs = _inputs(paths)
-    if inputs.packages or not _pooled(inputs.files):
+    if inputs.packages or not processes_worth_it(len(inputs.files)):
         return [each(module) for module in read_modules(paths, advance)]
-    files = inputs.files
-    size = max(MAPPED_RUN, -(-len(files) // MOST_RUNS))
-    runs = [files[start:start + size] for start in range(0, len(files), size)]
-    queue, queued = os.pipe()
-    os.write(queued, b"".join(number.to_bytes(2, "little") for number in range(len(runs))))
-    os.close(queued)
-    children: list[tuple[int, int]] = []
-    try:
-        for _ in range(_workers() - 1):
-            children.append(_forked(queue, runs, each))
-        with collector_paused():
-            done, failed = _mapped_runs(queue, runs, each, advance)
-            os.close(queue)
-            queue = -1
-            for pid, reader in list(children):
-                with os.fdopen(reader, "rb") as pipe:
-                    child_done, child_failed = pickle.load(pipe)
-                os.waitpid(pid, 0)
-                children.remove((pid, reader))
-                done.update(child_done)
-                failed.update(child_failed)
-                for results in child_done.values():
-                    for _ in results:
-                        advance()
-        if failed:
-            kind, message = failed[min(failed)]  # the first in order: every run before it was mapped
-            if kind == "error":
-                raise InputError(message)
-            raise RuntimeError(f"a module mapping process failed: {message}")
-        return [result for number in range(len(runs)) for result in done[number]]
-    finally:
-        if queue >= 0:
-            os.close(queue)
-        for pid, reader in children:  # an error stops them all
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            with contextlib.suppress(OSError):
-                os.close(reader)
-
-
-# Files a process of map_modules() maps at a time: ~60 runs of a tree, few enough to cost nothing
-# to hand out, enough for a process slowed by other work to take fewer. At most MOST_RUNS runs, so
-# that their numbers fit in a page, what any pipe holds (one written whole before anyone reads).
-MAPPED_RUN = 64
-MOST_RUNS = 2048
-
-
-def _mapped_runs(queue: int, runs: list[list[str]], each: Callable[[Module], T],
-                 advance: Callable[..., None] = lambda *_: None) -> tuple[dict, dict]:
-    """Runs taken from `queue` until it is empty, or a run fails: ({run number: [each(module)...]},
-    {run number: ("error", InputError's message) or ("crash", traceback)})."""
-    done: dict[int, list[T]] = {}
-    while len(taken := os.read(queue, 2)) == 2:  # the numbers were written whole: reads take two bytes
-        number = int.from_bytes(taken, "little")
-        try:
-            results = []
-            for path in runs[number]:
-                results.append(each(read_module(path)))
-                advance()
-            done[number] = results
-        except InputError as error:
-            return done, {number: ("error", str(error))}
-        except Exception:
-            import traceback  # only for a bug's report
-
-            return done, {number: ("crash", traceback.format_exc())}
-    return done, {}
-
-
-def _forked(queue: int, runs: list[list[str]], each: Callable[[Module], T]) -> tuple[int, int]:
-    """A child process mapping runs taken from `queue`, sending back _mapped_runs()' outcome;
-    (its pid, the reading end of its pipe)."""
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid:
-        os.close(writer)
-        return pid, reader
-    status = 0
-    try:  # the child: never returns, exits without the parent's atexit work or buffered output
-        os.close(reader)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C reaches the parent, which ends it
-        outcome = _mapped_runs(queue, runs, each)
-        with os.fdopen(writer, "wb") as pipe:
-            pickle.dump(outcome, pipe, protocol=pickle.HIGHEST_PROTOCOL)
-    except BaseException:
-        status = 1
-    finally:
-        os._exit(status)
-
-
-def _workers() -> int:
-    return min(len(os.sched_getaffinity(0)), 8)
-
-
-def _pooled(paths: list[str]) -> bool:
-    """Whether reading `paths` is worth one worker process per core, and may have them."""
-    return len(paths) >= PARALLEL_MIN_FILES and _workers() >= 2 and _forkable()
-
-
-_SIGNATURE_FIELDS = tuple(field.name for field in fields(ModuleSignature))
-_LAYOUT_FIELDS = tuple(field.name for field in fields(ElfLayout))
-# Below this many files a second process costs more than it saves (fork, pipes: ~20 ms).
-PARALLEL_MIN_FILES = 64
+    with collector_paused():
+        return map_in_processes(inputs.files, lambda path: each(read_module(path)), advance)
 
 
 def read_module_files(paths: list[str], advance: Callable[..., None] = lambda *_: None) -> list[Module]:
-    """read_module() of every path, in order, the first error raised. Read by the C reader, in this
-    process: its 4,023 modules of a tree take less time than pickling them back from workers would.
-    By the Python path, many files are read by one worker process per core (parsing is CPU-bound
-    Python); each module comes back packed in plain tuples, as pickling its thousands of small
-    dataclasses costs as much as parsing them."""
-    modules = []
+    """read_module() of every path, in order, the first error raised. Many files are shared out
+    between this process and a forked child per other core (processes.map_in_processes()), each file
+    coming back compact (_read_compact()): a Module's thousands of small objects cost more to
+    pickle and unpickle than to read, the C reader's plain facts a fifth of it. On a free second core
+    the parent takes about a quarter of the files (the children send it the rest), and a tree is read
+    in half the time."""
     with collector_paused():
-        if reads_in_c() or not _pooled(paths):
+        if not processes_worth_it(len(paths)):
+            modules = []
             for path in paths:
                 modules.append(read_module(path))
                 advance()
             return modules
-        import multiprocessing
-
-        with multiprocessing.get_context("fork").Pool(_workers(), initializer=_ignore_sigint) as pool:
-            for packed in pool.imap(_read_packed, paths, chunksize=32):
-                modules.append(_unpacked(packed))
-                advance()
-    return modules
-
-
-def _forkable() -> bool:
-    """Whether a pool may be forked from here: from the main thread of a process that may fork (the
-    command line, a service's main loop); a Celery worker (daemonic) may not, a web request's thread
-    should not. multiprocessing is imported only then (~10 ms of every start otherwise)."""
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    import multiprocessing
-
-    return not multiprocessing.current_process().daemon
+        return [_from_compact(path, compact)
+                for path, compact in zip(paths, map_in_processes(paths, _read_compact, advance))]
 
 
 @contextmanager
@@ -318,14 +196,25 @@ def collector_paused(*, freeze: bool = False):
             gc.enable()
 
 
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C reaches the parent, which ends the pool
+def _read_compact(path: str) -> tuple[bool, tuple]:
+    """The module at `path` in a form cheap to pickle: (True, the C reader's facts), or (False, the
+    module read by the Python path, packed)."""
+    facts = read_module_facts(path)
+    return (True, facts) if facts is not None else (False, _packed(read_module(path)))
 
 
-def _read_packed(path: str) -> tuple:
+def _from_compact(path: str, compact: tuple[bool, tuple]) -> Module:
+    in_c, facts = compact
+    return module_of_facts(path, facts) if in_c else _unpacked(facts)
+
+
+_SIGNATURE_FIELDS = tuple(field.name for field in fields(ModuleSignature))
+_LAYOUT_FIELDS = tuple(field.name for field in fields(ElfLayout))
+
+
+def _packed(module: Module) -> tuple:
     """The module in a few large objects: its hundreds of symbol names joined by NULs (which a
     name read up to its NUL cannot hold), its CRCs as an array."""
-    module = read_module(path)
     versions = module.versions
     signature, layout = module.signature, module.layout
     return (module.path, module.machine, module.modinfo,
