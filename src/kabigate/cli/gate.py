@@ -475,10 +475,10 @@ def _queue_gate(store: Store, candidate: str, baseline: str | None, stream: str 
 
     _refuse_with_queue(given)
     paths = [p for p in candidate.split(",") if p]
-    if any(os.path.exists(p) or "://" in p for p in paths):
+    if _names_files(paths):
         if baseline is not None or stream is None:
             raise click.UsageError("--queue with kernel files: give --stream (the baseline is the kernel before it)")
-        request = ingest_kernel_request([p if "://" in p else os.path.abspath(p) for p in paths], stream, gate=True)
+        request = ingest_kernel_request([p if is_url(p) else os.path.abspath(p) for p in paths], stream, gate=True)
     else:
         # every architecture of the release in the stream, one gate each, as gate without --queue does
         record = resolve_kernel(store, candidate, stream)
@@ -491,6 +491,11 @@ def _queue_gate(store: Store, candidate: str, baseline: str | None, stream: str 
         queue_requests(store, requests, as_json)
         return
     queue_requests(store, [request], as_json)
+
+
+def _names_files(paths: list[str]) -> bool:
+    """Whether a kernel argument names files or http(s) URLs (as `watch --queue` takes them), not a stored release."""
+    return any(os.path.exists(p) or is_url(p) for p in paths)
 
 
 def _refuse_with_queue(given: list[str]) -> None:
@@ -512,7 +517,7 @@ def _read(path: str) -> bytes:
 def _kernel(store: Store, argument: str, stream: str | None) -> KernelRecord:
     """A stored kernel by release, or kernel files (ingested into `stream`)."""
     paths = [p for p in argument.split(",") if p]
-    if not any(os.path.exists(p) or "://" in p for p in paths):
+    if not _names_files(paths):
         return resolve_kernel(store, argument, stream)
     with progress(f"reading {os.path.basename(paths[0])}", len(paths)) as advance:
         kernel = load_kernel(paths, None, advance)
