@@ -237,8 +237,11 @@ def _check_one(index: int, modules: list[Module], kernel: Kernel, version: tuple
     _check_elf_validity(module, kernel, generation, reasons, warnings)
     modversions = kernel.has_modversions
     force_load = kernel.config_enabled("CONFIG_MODULE_FORCE_LOAD") is True
+    # check_version() walks the records in order and decides on the first of a name; a dict keeps
+    # the last, so it is filled from the end (map(attrgetter()) runs in C: a tree has ~190,000 records)
+    crcs = dict(map(_name_and_crc_of, reversed(module.versions or ())))
     if modversions:
-        _check_modstruct_version(module, kernel, force_load, reasons, warnings)
+        _check_modstruct_version(module, kernel, crcs, force_load, reasons, warnings)
     _check_modinfo(module, kernel, modversions, force_load, reasons, warnings)
     # early_mod_check() -> module_patient_check_exists() (6.4+) comes before the memory layout,
     # add_unformed_module() (6.1) after it.
@@ -252,7 +255,7 @@ def _check_one(index: int, modules: list[Module], kernel: Kernel, version: tuple
     _find_module_sections(module, kernel, reasons)
     if modversions:
         _check_export_symbol_versions(module, force_load, reasons, warnings)
-    _simplify_symbols(index, modules, kernel, providers, modversions, reasons, warnings, uses)
+    _simplify_symbols(index, modules, kernel, providers, modversions, crcs, reasons, warnings, uses)
     _verify_exported_symbols(index, modules, providers, reasons)
     return reasons, warnings, uses
 
@@ -418,7 +421,8 @@ def _try_to_force_load(what: str, force_load: bool, code: ReasonCode, message: s
         reasons.append(Reason(code, message))
 
 
-def _check_modstruct_version(module: Module, kernel: Kernel, force_load: bool, reasons, warnings) -> None:
+def _check_modstruct_version(module: Module, kernel: Kernel, crcs: dict[str, int], force_load: bool,
+                             reasons, warnings) -> None:
     """check_modstruct_version() -> check_version(module_layout)."""
     if module.versions is None:
         _try_to_force_load(MODULE_LAYOUT, force_load, ReasonCode.NO_VERSIONS,
@@ -428,13 +432,13 @@ def _check_modstruct_version(module: Module, kernel: Kernel, force_load: bool, r
     kernel_layout = kernel.exports.get(MODULE_LAYOUT)
     if kernel_layout is None or kernel_layout.crc is None:
         return
-    version = module.version_of(MODULE_LAYOUT)
-    if version is None:
+    crc = crcs.get(MODULE_LAYOUT)
+    if crc is None:
         reasons.append(Reason(ReasonCode.NO_SYMBOL_VERSION, f"no symbol version for {MODULE_LAYOUT}", MODULE_LAYOUT,
                               None, kernel_layout.crc))
-    elif version.crc != kernel_layout.crc:
+    elif crc != kernel_layout.crc:
         reasons.append(Reason(ReasonCode.MODULE_LAYOUT_MISMATCH, f"disagrees about version of symbol {MODULE_LAYOUT}",
-                              MODULE_LAYOUT, version.crc, kernel_layout.crc))
+                              MODULE_LAYOUT, crc, kernel_layout.crc))
 
 
 def _check_modinfo(module: Module, kernel: Kernel, modversions: bool, force_load: bool, reasons, warnings) -> None:
@@ -509,7 +513,7 @@ _name_of, _name_and_crc_of = attrgetter("name"), attrgetter("name", "crc")
 
 
 def _simplify_symbols(index: int, modules: list[Module], kernel: Kernel, providers: _Providers, modversions: bool,
-                      reasons, warnings, uses) -> None:
+                      crcs: dict[str, int], reasons, warnings, uses) -> None:
     """simplify_symbols() (kernel/module/main.c) walks the symbol table from index 1; each SHN_UNDEF
     symbol goes through resolve_symbol_wait() -> resolve_symbol() -> find_symbol(), inherit_taint(),
     check_version(), verify_namespace_is_imported(). A failure is printed ("Unknown symbol %s (err %d)",
@@ -526,8 +530,7 @@ def _simplify_symbols(index: int, modules: list[Module], kernel: Kernel, provide
     ignored = IGNORED_UNDEFINED.get(module.machine, set())
     allow_missing_ns = kernel.config_enabled("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS") is True
     imported_namespaces = set(module.imported_namespaces)
-    own = set(map(_name_of, module.exports))  # map(attrgetter()) runs in C: a tree has ~190,000 versions
-    crcs = dict(map(_name_and_crc_of, module.versions or ()))
+    own = set(map(_name_of, module.exports))  # map(attrgetter()) runs in C
     check_crcs = modversions and module.versions is not None
     from_set, from_kernel = providers.from_set.get, providers.kernel_exports.get
     for symbol in module.imports:

@@ -687,6 +687,19 @@ def test_symbol_crc_mismatch_names_both_crcs():
         "crc-mismatch", "disagrees about version of symbol _printk", "_printk", 0xBAD, CRC["_printk"])
 
 
+@pytest.mark.parametrize("symbol", ["_printk", "module_layout"])
+def test_the_first_of_two_version_records_of_a_symbol_decides(symbol):
+    """check_version() walks __versions in order and decides on the first record of the name
+    (a crafted or badly linked module may carry two)."""
+    good, bad = dataclasses.replace(make_module(), versions=None), 0xBAD
+    records = [SymbolVersion("module_layout", LAYOUT_CRC), SymbolVersion("_printk", CRC["_printk"])]
+    first_good = [*records, SymbolVersion(symbol, bad)]
+    assert check_one(dataclasses.replace(good, versions=tuple(first_good))).loads
+    first_bad = [SymbolVersion(symbol, bad), *records]
+    [reason] = check_one(dataclasses.replace(good, versions=tuple(first_bad))).reasons
+    assert (reason.symbol, reason.module_crc) == (symbol, bad)
+
+
 def test_symbol_crc_is_not_compared_without_modversions_or_without_a_kernel_crc():
     module = make_module(versions={"module_layout": LAYOUT_CRC, "_printk": 0xBAD})
     assert check_one(module, make_kernel(config={"CONFIG_MODULE_SIG": "y"})).loads
