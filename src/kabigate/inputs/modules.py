@@ -71,18 +71,24 @@ def _walk(top: str) -> Iterator[str]:
     """Files under `top` named like modules or packages; a special file (FIFO, device, socket)
     so named is refused, never opened (opening a FIFO blocks)."""
     suffixes = MODULE_SUFFIXES + PACKAGE_SUFFIXES
-    for path in walk_files(top):
-        if path.endswith(suffixes):
-            try:  # one stat a file (a tree has 4,000): what os.path.exists() would find missing is let through
-                kind = not_regular(os.stat(path).st_mode)
+    for entry in walk_entries(top):
+        if entry.name.endswith(suffixes):
+            try:  # a regular file is told by the folder's listing, a symlink's target by a stat (a tree has
+                # 4,000 files); what os.path.exists() would find missing is let through
+                kind = None if entry.is_file() else not_regular(entry.stat().st_mode)
             except (OSError, ValueError):
                 kind = None
             if kind is not None:
-                raise InputError(f"{path}: {kind}, not a regular file: refusing it")
-            yield path
+                raise InputError(f"{entry.path}: {kind}, not a regular file: refusing it")
+            yield entry.path
 
 
 def walk_files(top: str) -> Iterator[str]:
+    """The path of every non-directory under `top` (walk_entries())."""
+    return (entry.path for entry in walk_entries(top))
+
+
+def walk_entries(top: str) -> Iterator[os.DirEntry]:
     """Every non-directory under `top`, folders in sorted order, without recursion (Python 3.11's
     os.walk recurses, and a deep enough tree is a RecursionError); symlinked folders are not followed."""
     stack = [top]
@@ -101,9 +107,9 @@ def walk_files(top: str) -> Iterator[str]:
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(entry.path)
                 elif not entry.is_dir():  # a symlink to a folder is not followed, as by os.walk
-                    yield entry.path
+                    yield entry
             except OSError:
-                yield entry.path
+                yield entry
         stack.extend(reversed(folders))
 
 
