@@ -1,5 +1,5 @@
 """`python -m kabigate`: the same as the `kabigate` command."""
 
-from kabigate.cli import main
+from kabigate.cli import program
 
-main()
+program()

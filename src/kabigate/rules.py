@@ -158,13 +158,14 @@ class _Providers:
                 known = self.get(export.name)
                 if known is None or (known[1] is None and known[0].owner != "vmlinux"):
                     self.from_set[export.name] = (export, index)
+        self.own_proprietary = [is_proprietary(module) for module in modules]
         self.proprietary = self._proprietary(modules)
 
     def _proprietary(self, modules: list[Module]) -> set[int]:
         """Indexes of the set's modules that carry TAINT_PROPRIETARY_MODULE once loaded: their own, or
         inherited (inherit_taint()) from a set module whose symbols they use, transitively, as
         modprobe loads providers first."""
-        tainted = {index for index, module in enumerate(modules) if is_proprietary(module)}
+        tainted = {index for index, own in enumerate(self.own_proprietary) if own}
         changed = bool(tainted)  # nothing to inherit from: skip walking every import (a tree has ~190,000)
         while changed:
             changed = False
@@ -477,22 +478,24 @@ def is_proprietary(module: Module) -> bool:
 
 def _check_taints(module: Module, kernel: Kernel, warnings) -> None:
     """The taints check_modinfo() (6.1) / module_augment_kernel_taints() (6.4+) add."""
-    if module.info("intree") is None:
+    keys = {key for key, _value in module.modinfo}  # one pass, not one a key: a tree has 4,000 modules
+    if "intree" not in keys:
         warnings.append(Reason(ReasonCode.TAINT_OUT_OF_TREE, "loading out-of-tree module taints kernel."))
-    if _kernel_has_retpoline(kernel) and module.info("retpoline") is None:
+    if "retpoline" not in keys and _kernel_has_retpoline(kernel):
         # check_modinfo_retpoline(); the message is only printed while Spectre v2 mitigation is on.
         warnings.append(Reason(ReasonCode.NO_RETPOLINE, "loading module not compiled with retpoline compiler."))
-    if module.info("staging") is not None:
+    if "staging" in keys:
         warnings.append(Reason(ReasonCode.TAINT_STAGING, "module is from the staging directory, "
                                                          "the quality is unknown, you have been warned."))
-    if module.info("livepatch") is not None:
+    if "livepatch" in keys:
         warnings.append(Reason(ReasonCode.TAINT_LIVEPATCH, "tainting kernel with TAINT_LIVEPATCH"))
-    if not is_gpl_compatible(module.license):
+    license_name = module.license
+    if not is_gpl_compatible(license_name):
         warnings.append(Reason(ReasonCode.TAINT_PROPRIETARY,
-                               f"module license '{module.license or 'unspecified'}' taints kernel."))
+                               f"module license '{license_name or 'unspecified'}' taints kernel."))
     elif module.name in PROPRIETARY_BY_NAME:
         warnings.append(Reason(ReasonCode.TAINT_PROPRIETARY, "module license taints kernel."))
-    if module.info("test") is not None:
+    if "test" in keys:
         warnings.append(Reason(ReasonCode.TAINT_TEST, "loading test module taints kernel."))
 
 
@@ -521,7 +524,7 @@ def _simplify_symbols(index: int, modules: list[Module], kernel: Kernel, provide
     kernel's first complaint is the first failing symbol in table order, whatever its kind: module.imports
     is in that order. SHN_COMMON symbols are reported first here, wherever they sit in the table."""
     module = modules[index]
-    proprietary = is_proprietary(module)  # TAINT_PROPRIETARY_MODULE, may be inherited below
+    proprietary = providers.own_proprietary[index]  # TAINT_PROPRIETARY_MODULE, may be inherited below
     using_gpl_only = False
     if module.layout is not None and module.layout.common_symbols:
         # SHN_COMMON: "Common symbol: <name>" is only pr_debug; the warning names no symbol.

@@ -17,13 +17,24 @@ import sys
 import click
 
 from kabigate import __version__
-from kabigate.cli.shared import EXIT_INPUT_ERROR, EXIT_OK, err
+from kabigate.cli.shared import EXIT_INPUT_ERROR, EXIT_OK, Leave, err
 from kabigate.errors import InputError
 
 
-def main() -> None:
+def main(*, at_once: bool = False) -> None:
+    """The command line, its exit status raised as SystemExit. `at_once` (the program itself, not a
+    caller in the same process): a command that ends with shared.leave() ends the process there."""
     try:
         cli.main(prog_name="kabigate", standalone_mode=False)
+    except Leave as done:
+        if not at_once:
+            sys.exit(done.code)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BrokenPipeError:  # as below: the reader went away, nothing more to tell it
+            os._exit(EXIT_OK)
+        os._exit(done.code)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.UsageError as error:  # one line, as every other input error
@@ -41,6 +52,11 @@ def main() -> None:
         sys.exit(EXIT_INPUT_ERROR)
     except BrokenPipeError:
         sys.exit(EXIT_OK)
+
+
+def program() -> None:
+    """The `kabigate` program: the console script and `python -m kabigate`."""
+    main(at_once=True)
 
 
 class LazyGroup(click.Group):

@@ -19,6 +19,7 @@ from kabigate.cli.shared import (
     describe_reason,
     emit_json,
     json_text,
+    leave,
     load_kernel_with_progress,
     map_modules_with_progress,
     out,
@@ -52,9 +53,10 @@ def inspect(modules: tuple[str, ...], as_json: bool) -> None:
     with collector_paused(freeze=True):
         if as_json:  # each module's text made where it is read (a worker process, for many files)
             emit_json({"modules": map_modules_with_progress(list(modules), _module_json_text)})
-            return
-        for module in read_modules_with_progress(list(modules)):
-            _print_module(module)
+        else:
+            for module in read_modules_with_progress(list(modules)):
+                _print_module(module)
+        leave(EXIT_OK)
 
 
 def _module_json_text(module: Module) -> JsonText:
@@ -205,7 +207,7 @@ def check(kernel_paths, vermagic, stablelist_path, require_signature, sig_enforc
             emit_json({"kernel": kernel_report(kernel), "modules": reports})
         else:
             _print_check(kernel, stablelist, verdicts, reports, causes)
-        sys.exit(EXIT_OK if all(v.loads for v in verdicts) else EXIT_INCOMPATIBLE)
+        leave(EXIT_OK if all(v.loads for v in verdicts) else EXIT_INCOMPATIBLE)
 
 
 def _stablelist(path: str | None, kernel: Kernel) -> Stablelist | None:
