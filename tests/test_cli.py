@@ -151,8 +151,9 @@ def test_inspect_json(testdata):
 def test_module_commands_do_not_load_the_store(testdata):
     """Commands are imported when used: `inspect` and `check` start without SQLAlchemy, Alembic,
     Jinja2 or the web stack."""
+    driver = str(testdata.driver_dir("acpi-call", "6.1.0-47-amd64"))
     code = ("import contextlib, sys; from kabigate.cli import main; "
-            f"sys.argv = ['kabigate', 'inspect', '--json', {str(testdata.driver_dir('acpi-call', '6.1.0-47-amd64'))!r}]\n"
+            f"sys.argv = ['kabigate', 'inspect', '--json', {driver!r}]\n"
             "with contextlib.suppress(SystemExit): main()\n"
             "print(sorted(m for m in ('sqlalchemy', 'alembic', 'jinja2', 'fastapi', 'junitparser') "
             "if m in sys.modules), file=sys.stderr)")
