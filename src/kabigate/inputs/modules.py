@@ -170,9 +170,8 @@ def read_module_files(paths: list[str], advance: Callable[..., None] = lambda *_
     """read_module() of every path, in order, the first error raised. Many files are shared out
     between this process and a forked child per other core (processes.map_in_processes()), each file
     coming back compact (_read_compact()): a Module's thousands of small objects cost more to
-    pickle and unpickle than to read, the C reader's plain facts a fifth of it. On a free second core
-    the parent takes about a quarter of the files (the children send it the rest), and a tree is read
-    in half the time."""
+    pickle and unpickle than to read, the C reader's plain facts a fifth of it; this process makes
+    the Modules of them once its own share is read."""
     with collector_paused():
         if not processes_worth_it(len(paths)):
             modules = []
@@ -180,8 +179,13 @@ def read_module_files(paths: list[str], advance: Callable[..., None] = lambda *_
                 modules.append(read_module(path))
                 advance()
             return modules
-        return [_from_compact(path, compact)
-                for path, compact in zip(paths, map_in_processes(paths, _read_compact, advance))]
+        here = os.getpid()
+
+        def read(path: str) -> Module | tuple[bool, tuple]:  # a Module here, a compact one in a child
+            return read_module(path) if os.getpid() == here else _read_compact(path)
+
+        return [found if isinstance(found, Module) else _from_compact(path, found)
+                for path, found in zip(paths, map_in_processes(paths, read, advance))]
 
 
 @contextmanager
