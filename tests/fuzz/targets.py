@@ -19,6 +19,7 @@ import shutil
 import socket
 import struct
 import sys
+import tarfile
 import tempfile
 import threading
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import zstandard
 from cryptography.hazmat.primitives import serialization
+from support.hostile import ar
 from support.rawkernel import ARM64_HEADER, raw_kernel
 
 from kabigate.errors import InputError
@@ -41,7 +43,7 @@ from kabigate.formats.bzimage import kernel_image
 from kabigate.formats.certlist import system_certificates
 from kabigate.formats.cheaders import HeaderIndex, index_headers
 from kabigate.formats.compression import decompress, text_lines
-from kabigate.formats.deb import read_deb
+from kabigate.formats.deb import ar_members, read_deb
 from kabigate.formats.debindex import parse_packages_index
 from kabigate.formats.elf import ElfFile
 from kabigate.formats.elrepo import parse_spec_history
@@ -191,6 +193,30 @@ def repomd_seeds() -> list[bytes]:
 @cache
 def package_seeds() -> list[bytes]:
     return _files("rpm") + _files("deb")
+
+
+@cache
+def kernel_package_seeds() -> list[bytes]:
+    """package_seeds() and the image .deb seed with the md5sums dpkg-deb would list, one file more
+    than its payload holds: a kernel is then read from a deb only as far as its files (the payload
+    left undecoded once they are passed), the other listed files taken from the list."""
+    image = (CORPUS / "deb" / "linux-image-6.1.0-47-amd64.deb").read_bytes()
+    members = {member.name: image[member.offset:member.offset + member.size]
+               for member in ar_members(image, "seed")}
+    release = "6.1.0-47-amd64"
+    listed = [f"boot/config-{release}", f"lib/modules/{release}/kernel/lib/crc7.ko",
+              f"lib/modules/{release}/kernel/lib/zz_past_the_payload.ko"]
+    control = io.BytesIO()
+    with tarfile.open(fileobj=control, mode="w:gz") as archive:
+        for name, text in (("./control", b"Package: linux-image-6.1.0-47-amd64\nVersion: 6.1.170-3\n"
+                                          b"Architecture: amd64\n"),
+                           ("./md5sums", b"".join(b"0" * 32 + b"  " + n.encode() + b"\n" for n in listed))):
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            archive.addfile(info, io.BytesIO(text))
+    listing = ar([("debian-binary", b"2.0\n"), ("control.tar.gz", control.getvalue()),
+                  ("data.tar.xz", members["data.tar.xz"])])
+    return [*package_seeds(), listing]
 
 
 @cache
@@ -851,7 +877,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("rpm_header", lambda: _files("rpm"), run_rpm_header),
     Target("package", package_seeds, run_package),
     Target("package_modules", package_seeds, run_package_modules),
-    Target("kernel_package", package_seeds, run_kernel_package),
+    Target("kernel_package", kernel_package_seeds, run_kernel_package),
     Target("tar", tar_seeds, run_tar),
     Target("stream", payload_seeds, run_stream),
     Target("repomd", repomd_seeds, run_repomd),
