@@ -140,6 +140,7 @@ def parse_module(raw: bytes | mmap.mmap, path: str) -> Module:
 # _modfast.instance(), which sets each slot as their __init__ would.
 _MODULE_FIELDS = tuple(field.name for field in dataclasses.fields(Module))
 _LAYOUT_FIELDS = tuple(field.name for field in dataclasses.fields(ElfLayout))
+_EXPORT_FIELDS = tuple(field.name for field in dataclasses.fields(Export))
 
 
 def _module_of(path: str, compression: str | None, signature: ModuleSignature | None, facts: tuple) -> Module:
@@ -152,7 +153,7 @@ def _module_of(path: str, compression: str | None, signature: ModuleSignature | 
         path, machine_name(e_machine, little), modinfo,
         None if versions is None else instances(SymbolVersion, ("name", "crc"), versions),
         instances(Import, ("name", "weak"), (import_names, import_weak)),
-        tuple(Export(*export) for export in exports), signature, compression, None,
+        tuple(instance(Export, _EXPORT_FIELDS, export) for export in exports), signature, compression, None,
         instance(ElfLayout, _LAYOUT_FIELDS, layout)))
 
 
