@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -79,3 +81,33 @@ def test_a_number_of_processes_that_is_not_one_is_refused(jobs, monkeypatch):
 def test_one_process_maps_in_this_process(monkeypatch):
     monkeypatch.setenv("KABIGATE_JOBS", "1")
     assert set(map_in_processes(list(range(100)), lambda _item: os.getpid())) == {os.getpid()}
+
+
+def test_a_child_that_dies_or_breaks_is_an_error_not_a_hang_or_a_short_list(monkeypatch):
+    """A child killed in the middle of its runs (the kernel's OOM killer), or whose mapping raises
+    something other than an InputError (a bug), fails the mapping; results are never missing."""
+    monkeypatch.setenv("KABIGATE_JOBS", "2")
+    parent = os.getpid()
+    items = list(range(640))  # ten runs, this process slow at each: the child takes some
+
+    def mapped(failure):
+        def each(item: int) -> int:
+            if os.getpid() == parent:
+                time.sleep(0.002)
+            else:
+                failure(item)
+            return item * 2
+        return each
+
+    def dies(_item):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def breaks(item):
+        raise KeyError(item)
+
+    with pytest.raises(RuntimeError, match="mapping process failed: exit status -9"):
+        map_in_processes(items, mapped(dies))
+    with pytest.raises(RuntimeError, match="KeyError"):
+        map_in_processes(items, mapped(breaks))
+    assert map_in_processes(items, mapped(lambda _item: None), then=lambda item, result: result + item) == \
+        [item * 3 for item in items]

@@ -3,8 +3,8 @@ tree's module files read, a tree's modules judged. A standard tool being single-
 limit, not ours.
 
 The items are cut in runs whose numbers go down a pipe; each process takes the next run when it
-is done with one (on a loaded machine a slower process takes fewer), and a child sends back all it
-made, pickled whole through a pipe, once its runs are done. A forked child shares the parent's
+is done with one (on a loaded machine a slower process takes fewer), and a child sends back each
+run's results, pickled, through a pipe of its own as soon as it has made them. A forked child shares the parent's
 memory as it was: a mapping may read what the parent built (a tree's modules, a kernel) without
 pickling it. (A multiprocessing pool costs its parent a third more CPU: its threads, a pickle per
 task; and it pickles what it is given.)"""
@@ -12,12 +12,14 @@ task; and it pickles what it is given.)"""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pickle
 import signal
+import struct
 import threading
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kabigate.errors import InputError
 
@@ -33,16 +35,20 @@ MOST_RUNS = 2048
 PARALLEL_MIN_ITEMS = 64
 
 
-def map_in_processes(items: Sequence[A], each: Callable[[A], T],
-                     advance: Callable[..., None] = lambda *_: None) -> list[T]:
+def map_in_processes(items: Sequence[A], each: Callable[[A], T], advance: Callable[..., None] = lambda *_: None,
+                     then: Callable[[A, T], T] | None = None) -> list[T]:
     """[each(item) for item in items], computed by this process and a forked child per other core
     when there are enough items and the process may fork (processes_worth_it()); the first
     InputError in the items' order is raised (every run before it was mapped). `each` runs in the
-    children on the parent's memory as it was: what it returns must pickle."""
+    children on the parent's memory as it was: what it returns must pickle. `then(item, result)`,
+    when given, is made of each result by this process: of its own as it makes them, of a child's
+    as each of its runs arrives, between this process's own runs (so that the work is shared out
+    with it counted)."""
+    finish = then if then is not None else _as_it_is
     if not processes_worth_it(len(items)):
         results = []
         for item in items:
-            results.append(each(item))
+            results.append(finish(item, each(item)))
             advance()
         return results
     size = max(MAPPED_RUN, -(-len(items) // MOST_RUNS))
@@ -50,23 +56,34 @@ def map_in_processes(items: Sequence[A], each: Callable[[A], T],
     queue, queued = os.pipe()
     os.write(queued, b"".join(number.to_bytes(2, "little") for number in range(len(runs))))
     os.close(queued)
-    children: list[tuple[int, int]] = []
+    children: list[_Child] = []
+    done: dict[int, list[T]] = {}
+    failed: dict[int, tuple[str, str]] = {}
+
+    def arrived(number: int, kind: str, payload: Any) -> None:
+        if kind == "done":
+            done[number] = [finish(item, result) for item, result in zip(runs[number], payload)]
+            for _ in payload:
+                advance()
+        else:
+            failed[number] = (kind, payload)
+
     try:
         for _ in range(_workers() - 1):
-            children.append(_forked(queue, runs, each))
-        done, failed = _mapped_runs(queue, runs, each, advance)
+            children.append(_Child.forked(queue, runs, each))
+        while not failed and len(taken := os.read(queue, 2)) == 2:  # the numbers were written whole
+            number = int.from_bytes(taken, "little")
+            arrived(number, *_mapped_run(runs[number], each))
+            for child in children:
+                child.receive(arrived, wait=False)
         os.close(queue)
         queue = -1
-        for pid, reader in list(children):
-            with os.fdopen(reader, "rb") as pipe:
-                child_done, child_failed = pickle.load(pipe)
-            os.waitpid(pid, 0)
-            children.remove((pid, reader))
-            done.update(child_done)
-            failed.update(child_failed)
-            for results in child_done.values():
-                for _ in results:
-                    advance()
+        for child in children:
+            child.receive(arrived, wait=True)
+            child.reap()
+        children = []
+        if not failed and len(done) < len(runs):
+            raise RuntimeError("a mapping process ended without sending all its results")
         if failed:
             kind, message = failed[min(failed)]  # the first in order: every run before it was mapped
             if kind == "error":
@@ -76,11 +93,8 @@ def map_in_processes(items: Sequence[A], each: Callable[[A], T],
     finally:
         if queue >= 0:
             os.close(queue)
-        for pid, reader in children:  # an error stops them all
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            with contextlib.suppress(OSError):
-                os.close(reader)
+        for child in children:  # an error stops them all
+            child.kill()
 
 
 def processes_worth_it(count: int) -> bool:
@@ -88,47 +102,98 @@ def processes_worth_it(count: int) -> bool:
     return count >= PARALLEL_MIN_ITEMS and _workers() >= 2 and _forkable()
 
 
-def _mapped_runs(queue: int, runs: list[Sequence[A]], each: Callable[[A], T],
-                 advance: Callable[..., None] = lambda *_: None) -> tuple[dict, dict]:
-    """Runs taken from `queue` until it is empty, or a run fails: ({run number: [each(item)...]},
-    {run number: ("error", InputError's message) or ("crash", traceback)})."""
-    done: dict[int, list[T]] = {}
-    while len(taken := os.read(queue, 2)) == 2:  # the numbers were written whole: reads take two bytes
-        number = int.from_bytes(taken, "little")
-        try:
-            results = []
-            for item in runs[number]:
-                results.append(each(item))
-                advance()
-            done[number] = results
-        except InputError as error:
-            return done, {number: ("error", str(error))}
-        except Exception:
-            import traceback  # only for a bug's report
-
-            return done, {number: ("crash", traceback.format_exc())}
-    return done, {}
+def _as_it_is(_item, result):
+    return result
 
 
-def _forked(queue: int, runs: list[Sequence[A]], each: Callable[[A], T]) -> tuple[int, int]:
-    """A child process mapping runs taken from `queue`, sending back _mapped_runs()' outcome;
-    (its pid, the reading end of its pipe)."""
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid:
-        os.close(writer)
-        return pid, reader
-    status = 0
-    try:  # the child: never returns, exits without the parent's atexit work or buffered output
-        os.close(reader)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C reaches the parent, which ends it
-        outcome = _mapped_runs(queue, runs, each)
-        with os.fdopen(writer, "wb") as pipe:
-            pickle.dump(outcome, pipe, protocol=pickle.HIGHEST_PROTOCOL)
-    except BaseException:
-        status = 1
-    finally:
-        os._exit(status)
+def _mapped_run(run: Sequence[A], each: Callable[[A], T]) -> tuple[str, Any]:
+    """("done", [each(item)...]), ("error", an InputError's message) or ("crash", a traceback)."""
+    try:
+        return "done", [each(item) for item in run]
+    except InputError as error:
+        return "error", str(error)
+    except Exception:
+        import traceback  # only for a bug's report
+
+        return "crash", traceback.format_exc()
+
+
+# A child's pipe holds this much (Linux's default is 64 KiB): a run's results (a tree's 64 modules as
+# the C reader's facts, ~100 KiB) are written whole without waiting for the parent to read them.
+PIPE_SIZE = 1 << 20
+_LENGTH = struct.Struct("<Q")
+
+
+class _Child:
+    """A forked process mapping runs taken from the queue, each run's outcome sent back as soon as
+    it is made: an 8-byte length and a pickle of (run number, kind, payload)."""
+
+    def __init__(self, pid: int, reader: int):
+        self.pid, self.reader, self.pending, self.ended = pid, reader, bytearray(), False
+
+    @classmethod
+    def forked(cls, queue: int, runs: list[Sequence[A]], each: Callable[[A], T]) -> _Child:
+        reader, writer = os.pipe()
+        with contextlib.suppress(OSError):  # a smaller pipe only makes the child wait for the parent
+            fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        pid = os.fork()
+        if pid:
+            os.close(writer)
+            os.set_blocking(reader, False)
+            return cls(pid, reader)
+        status = 0
+        try:  # the child: never returns, exits without the parent's atexit work or buffered output
+            os.close(reader)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C reaches the parent, which ends it
+            while len(taken := os.read(queue, 2)) == 2:
+                number = int.from_bytes(taken, "little")
+                kind, payload = _mapped_run(runs[number], each)
+                message = pickle.dumps((number, kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
+                with memoryview(_LENGTH.pack(len(message)) + message) as unsent:
+                    while unsent:
+                        unsent = unsent[os.write(writer, unsent):]
+                if kind != "done":
+                    break
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+
+    def receive(self, arrived: Callable[[int, str, Any], None], wait: bool) -> None:
+        """Each whole run the child has sent to `arrived`; with `wait`, until the child has sent all."""
+        if wait:
+            os.set_blocking(self.reader, True)
+        while not self.ended:
+            try:
+                data = os.read(self.reader, PIPE_SIZE)
+            except BlockingIOError:
+                return
+            if not data:
+                self.ended = True
+                if self.pending:
+                    arrived(-1, "crash", "a mapping process ended in the middle of a run's results")
+                break
+            self.pending += data
+            while len(self.pending) >= _LENGTH.size:
+                (length,) = _LENGTH.unpack_from(self.pending)
+                if len(self.pending) < _LENGTH.size + length:
+                    break
+                number, kind, payload = pickle.loads(memoryview(self.pending)[_LENGTH.size:_LENGTH.size + length])
+                del self.pending[:_LENGTH.size + length]
+                arrived(number, kind, payload)
+
+    def reap(self) -> None:
+        os.close(self.reader)
+        _pid, status = os.waitpid(self.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"a mapping process failed: exit status {os.waitstatus_to_exitcode(status)}")
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        with contextlib.suppress(OSError):
+            os.close(self.reader)
 
 
 def _workers() -> int:

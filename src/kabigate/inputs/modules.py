@@ -9,7 +9,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from kabigate.errors import InputError, not_regular
 from kabigate.formats.module import module_of_facts, read_module, read_module_facts
@@ -171,7 +171,7 @@ def read_module_files(paths: list[str], advance: Callable[..., None] = lambda *_
     between this process and a forked child per other core (processes.map_in_processes()), each file
     coming back compact (_read_compact()): a Module's thousands of small objects cost more to
     pickle and unpickle than to read, the C reader's plain facts a fifth of it; this process makes
-    the Modules of them once its own share is read."""
+    the Modules of them as they arrive, between its own runs."""
     with collector_paused():
         if not processes_worth_it(len(paths)):
             modules = []
@@ -184,8 +184,10 @@ def read_module_files(paths: list[str], advance: Callable[..., None] = lambda *_
         def read(path: str) -> Module | tuple[bool, tuple]:  # a Module here, a compact one in a child
             return read_module(path) if os.getpid() == here else _read_compact(path)
 
-        return [found if isinstance(found, Module) else _from_compact(path, found)
-                for path, found in zip(paths, map_in_processes(paths, read, advance))]
+        def made(path: str, found: Module | tuple[bool, tuple]) -> Module:
+            return found if isinstance(found, Module) else _from_compact(path, found)
+
+        return cast(list[Module], map_in_processes(paths, read, advance, then=made))
 
 
 @contextmanager
