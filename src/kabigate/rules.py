@@ -151,13 +151,14 @@ class _Providers:
     looks up ~200,000 imports: callers read the two dicts directly, no object per lookup."""
 
     def __init__(self, modules: list[Module], kernel: Kernel):
-        self.kernel_exports = kernel.exports
+        self.kernel_exports = kernel_exports = kernel.exports
         self.from_set: dict[str, tuple[Export, int]] = {}
+        from_set = self.from_set
         for index, module in enumerate(modules):
-            for export in module.exports:
-                known = self.get(export.name)
-                if known is None or (known[1] is None and known[0].owner != "vmlinux"):
-                    self.from_set[export.name] = (export, index)
+            for export in module.exports:  # a tree's 14,000: the lookups inlined
+                name = export.name
+                if name not in from_set and ((known := kernel_exports.get(name)) is None or known.owner != "vmlinux"):
+                    from_set[name] = (export, index)
         self.own_proprietary = [is_proprietary(module) for module in modules]
         self.proprietary = self._proprietary(modules)
 
