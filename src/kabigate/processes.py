@@ -99,7 +99,7 @@ def map_in_processes(items: Sequence[A], each: Callable[[A], T], advance: Callab
 
 def processes_worth_it(count: int) -> bool:
     """Whether mapping `count` items is worth one process per core, and this process may have them."""
-    return count >= PARALLEL_MIN_ITEMS and _workers() >= 2 and _forkable()
+    return _workers() >= 2 and count >= PARALLEL_MIN_ITEMS and _forkable()  # a bad KABIGATE_JOBS always told
 
 
 def _as_it_is(_item, result):
