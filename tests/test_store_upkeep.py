@@ -150,3 +150,25 @@ def test_refusals_are_one_line_and_change_nothing(db, args, message):
     assert line.startswith("kabigate: error: ") and message in line
     assert rows(db, "select (select count(*) from kernel), (select count(*) from driver_build), "
                     "(select group_concat(name) from stream)") == before
+
+
+def test_a_long_lived_store_reads_a_build_anew_when_its_id_is_taken_again(db, testdata):
+    """A worker keeps its Store across tasks, with the builds it has read. Another process removes
+    the newest builds and ingests another: SQLite gives the new build a freed id, and the kept
+    Store reads the new build's modules, not the old ones it remembers under that id."""
+    from kabigate.inputs.modules import read_modules
+    from kabigate.store import Store
+
+    with Store.open(db) as kept:
+        builds = kept.driver_builds()
+        remembered = kept.load_builds([build.id for build in builds])
+        newest = max(builds, key=lambda build: build.id)
+        assert kept.load_build(newest.id) is remembered[newest.id]  # kept: not read again
+        assert kabigate(db, "db", "remove-driver", newest.driver, "--version", newest.version).returncode == 0
+        other = next(name for name in ("vpoll", "acpi-call") if name != newest.driver)
+        folder = testdata.driver_dir(other, RELEASES[0])
+        assert kabigate(db, "ingest", "drivers", "--name", "taken-again", "--version", "1", str(folder)).returncode == 0
+        [again] = [build for build in kept.driver_builds() if build.driver == "taken-again"]
+        assert again.id in remembered and remembered[again.id]  # an id SQLite gave again
+        assert [m.path for m in kept.load_build(again.id)] == [m.path for m in read_modules([str(folder)])]
+        assert kept.load_build(again.id) != remembered[again.id]

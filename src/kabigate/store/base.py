@@ -60,7 +60,12 @@ class StoreBase:
         # build again on each new kernel. Dropped when a transaction rolls back (its ids come back).
         self._exports: dict[int, Export] = {}
         self._export_ids_by_digest: dict[str, int] = {}
-        self._builds: dict[int, list[Module]] = {}
+        # A kernel's exports by name, by export set: export and export set rows are never deleted
+        # or changed, so a long-lived store (a worker process, `watch`) keeps them across its work.
+        self._set_exports: dict[int, dict[str, Export]] = {}
+        # A build's modules with what they were read from (its row, its modules' digests and paths):
+        # a build removed and its id taken again (SQLite) is read anew.
+        self._builds: dict[int, tuple[tuple, list[Module]]] = {}
 
     # -- opening and the schema ---------------------------------------------------------------
 
@@ -233,6 +238,7 @@ class StoreBase:
                 except BaseException:
                     self._exports.clear()
                     self._export_ids_by_digest.clear()
+                    self._set_exports.clear()
                     self._builds.clear()
                     raise
                 finally:

@@ -16,6 +16,7 @@ max_attempts deliveries.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -115,32 +116,34 @@ def _work(self, kind: str, key: str, args: dict) -> None:
     # redelivery does a lost worker's.
     redelivered = bool((self.request.delivery_info or {}).get("redelivered")) or self.request.retries > 0
     try:
-        with Store.open(SETTINGS.db) as store:
-            with store.transaction():
-                task = store.claim_task(key, kind, args, redelivered=redelivered, max_attempts=SETTINGS.max_attempts)
-            if task is None:
-                log.info("%s: %s already done, failed, waiting or running elsewhere", kind, key)
-                _wake(store, key)  # a finished task's waiters, should sending them have failed
-                return
-            try:
-                with only_under(SETTINGS.may_fetch, "listen.allow or koji.topurl"):
-                    result = HANDLERS[kind](store, task)
-            except (StoreError, PublishError, BrokerError):
-                raise
-            except InputError as error:
-                _finish(store, key, TaskState.FAILED, error=str(error))
-                log.warning("%s %s failed: %s", kind, key, error)
-                return
-            except Exception as error:  # a bug: recorded, not retried (it would fail the same way)
-                log.exception("%s %s", kind, key)
-                _finish(store, key, TaskState.FAILED, error=f"internal error: {type(error).__name__}: {error}")
-                return
-            if result is None:
-                log.info("%s %s waits for the tasks it asked for", kind, key)
-                return
-            _finish(store, key, TaskState.DONE, result=result)
-            log.info("%s %s done: %s", kind, key, result)
+        store = _process_store()
+        with store.transaction():
+            task = store.claim_task(key, kind, args, redelivered=redelivered, max_attempts=SETTINGS.max_attempts)
+        if task is None:
+            log.info("%s: %s already done, failed, waiting or running elsewhere", kind, key)
+            _wake(store, key)  # a finished task's waiters, should sending them have failed
+            return
+        try:
+            with only_under(SETTINGS.may_fetch, "listen.allow or koji.topurl"):
+                result = HANDLERS[kind](store, task)
+        except (StoreError, PublishError, BrokerError):
+            raise
+        except InputError as error:
+            _finish(store, key, TaskState.FAILED, error=str(error))
+            log.warning("%s %s failed: %s", kind, key, error)
+            return
+        except Exception as error:  # a bug: recorded, not retried (it would fail the same way)
+            log.exception("%s %s", kind, key)
+            _finish(store, key, TaskState.FAILED, error=f"internal error: {type(error).__name__}: {error}")
+            return
+        if result is None:
+            log.info("%s %s waits for the tasks it asked for", kind, key)
+            return
+        _finish(store, key, TaskState.DONE, result=result)
+        log.info("%s %s done: %s", kind, key, result)
     except (StoreError, PublishError, BrokerError) as error:
+        if isinstance(error, StoreError):
+            _forget_store()  # opened again for the retry: the database may have restarted, or been replaced
         delay = min(RETRY_DELAY_MAX, RETRY_DELAY * 2 ** self.request.retries)
         log.warning("%s %s: %s; again in %d s", kind, key, error, delay)
         try:
@@ -150,6 +153,31 @@ def _work(self, kind: str, key: str, args: dict) -> None:
         except (StoreError, InputError):
             pass  # the store is down: the claim stays running, and the retry takes it up
         raise self.retry(countdown=delay, exc=error) from None
+
+
+# This worker process's store: (pid, database, Store).
+_store: tuple[int, str | None, Store] | None = None
+
+
+def _process_store() -> Store:
+    """The store this worker process works on, opened at its first task and kept for the next ones:
+    its engine's connections, and what it has read of rows that never change (a kernel's ~25,000
+    exports: ~0.2 s to read; a build's modules, checked against their digests), serve every later
+    task: opening a store and reading again what a task judges against cost a build's ingest ~6x.
+    Opened anew in a process forked from this one, and after a store error (_forget_store())."""
+    global _store
+    if _store is None or _store[:2] != (os.getpid(), SETTINGS.db):
+        _store = opened = (os.getpid(), SETTINGS.db, Store.open(SETTINGS.db))
+        return opened[2]
+    return _store[2]
+
+
+def _forget_store() -> None:
+    global _store
+    if _store is not None and _store[0] == os.getpid():
+        with contextlib.suppress(Exception):  # closing a store whose database went away
+            _store[2].close()
+    _store = None
 
 
 def _finish(store: Store, key: str, state: TaskState, **fields) -> None:
