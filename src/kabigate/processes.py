@@ -19,7 +19,7 @@ import signal
 import struct
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from kabigate.errors import InputError
 
@@ -44,44 +44,65 @@ def map_in_processes(items: Sequence[A], each: Callable[[A], T], advance: Callab
     when given, is made of each result by this process: of its own as it makes them, of a child's
     as each of its runs arrives, between this process's own runs (so that the work is shared out
     with it counted)."""
-    finish = then if then is not None else _as_it_is
-    if not processes_worth_it(len(items)):
-        results = []
-        for item in items:
-            results.append(finish(item, each(item)))
-            advance()
-        return results
-    size = max(MAPPED_RUN, -(-len(items) // MOST_RUNS))
-    runs = [items[start:start + size] for start in range(0, len(items), size)]
-    queue, queued = os.pipe()
-    os.write(queued, b"".join(number.to_bytes(2, "little") for number in range(len(runs))))
-    os.close(queued)
-    children: list[_Child] = []
-    done: dict[int, list[T]] = {}
-    failed: dict[int, tuple[str, str]] = {}
+    with SharedMap(items, each, then) as shared:
+        return shared.results(advance)
 
-    def arrived(number: int, kind: str, payload: Any) -> None:
-        if kind == "done":
-            done[number] = [finish(item, result) for item, result in zip(runs[number], payload)]
-            for _ in payload:
+
+class SharedMap(Generic[A, T]):
+    """map_in_processes() begun: the children start on the runs at once, this process joins them in
+    results(); in between it may do other work (`check` reads its kernel while they read modules)."""
+
+    def __init__(self, items: Sequence[A], each: Callable[[A], T], then: Callable[[A, T], T] | None = None):
+        self.items, self.each, self.finish = items, each, then if then is not None else _as_it_is
+        self.children: list[_Child] = []
+        self.queue = -1
+        if not processes_worth_it(len(items)):
+            return
+        size = max(MAPPED_RUN, -(-len(items) // MOST_RUNS))
+        self.runs = [items[start:start + size] for start in range(0, len(items), size)]
+        self.queue, queued = os.pipe()
+        os.write(queued, b"".join(number.to_bytes(2, "little") for number in range(len(self.runs))))
+        os.close(queued)
+        try:
+            for _ in range(_workers() - 1):
+                self.children.append(_Child.forked(self.queue, self.runs, each))
+        except BaseException:
+            self.close()
+            raise
+
+    def results(self, advance: Callable[..., None] = lambda *_: None) -> list[T]:
+        if self.queue < 0:
+            results = []
+            for item in self.items:
+                results.append(self.finish(item, self.each(item)))
                 advance()
-        else:
-            failed[number] = (kind, payload)
+            return results
+        runs, finish = self.runs, self.finish
+        done: dict[int, list[T]] = {}
+        failed: dict[int, tuple[str, str]] = {}
 
-    try:
-        for _ in range(_workers() - 1):
-            children.append(_Child.forked(queue, runs, each))
-        while not failed and len(taken := os.read(queue, 2)) == 2:  # the numbers were written whole
-            number = int.from_bytes(taken, "little")
-            arrived(number, *_mapped_run(runs[number], each))
-            for child in children:
-                child.receive(arrived, wait=False)
-        os.close(queue)
-        queue = -1
-        for child in children:
-            child.receive(arrived, wait=True)
-            child.reap()
-        children = []
+        def arrived(number: int, kind: str, payload: Any) -> None:
+            if kind == "done":
+                done[number] = [finish(item, result) for item, result in zip(runs[number], payload)]
+                for _ in payload:
+                    advance()
+            else:
+                failed[number] = (kind, payload)
+
+        try:
+            while not failed and len(taken := os.read(self.queue, 2)) == 2:  # the numbers were written whole
+                number = int.from_bytes(taken, "little")
+                arrived(number, *_mapped_run(runs[number], self.each))
+                for child in self.children:
+                    child.receive(arrived, wait=False)
+            os.close(self.queue)
+            self.queue = -1
+            for child in self.children:
+                child.receive(arrived, wait=True)
+                child.reap()
+            self.children = []
+        finally:
+            self.close()
         if not failed and len(done) < len(runs):
             raise RuntimeError("a mapping process ended without sending all its results")
         if failed:
@@ -90,11 +111,21 @@ def map_in_processes(items: Sequence[A], each: Callable[[A], T], advance: Callab
                 raise InputError(message)
             raise RuntimeError(f"a mapping process failed: {message}")
         return [result for number in range(len(runs)) for result in done[number]]
-    finally:
-        if queue >= 0:
-            os.close(queue)
-        for child in children:  # an error stops them all
+
+    def close(self) -> None:
+        """The children stopped, if they are still at work (an error: they are not waited for)."""
+        if self.queue >= 0:
+            os.close(self.queue)
+            self.queue = -1
+        for child in self.children:
             child.kill()
+        self.children = []
+
+    def __enter__(self) -> SharedMap[A, T]:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def processes_worth_it(count: int) -> bool:

@@ -185,13 +185,15 @@ def check(kernel_paths, vermagic, stablelist_path, require_signature, sig_enforc
       kabigate check -k linux-image-6.1.0-56-amd64-unsigned.deb -k linux-headers-6.1.0-56-amd64.deb jool/
       kabigate check -k /lib/modules/6.1.0-56-amd64 --stablelist kabi_stablelist_x86_64 --json *.ko
     """
-    from kabigate.inputs.modules import collector_paused  # the package readers: not for --help
+    from kabigate.inputs.modules import collector_paused, modules_read_ahead  # the package readers: not for --help
     from kabigate.processes import map_in_processes
 
-    with collector_paused(freeze=True):  # a tree's modules, verdicts and reports: ~500,000 acyclic objects
+    # a tree's modules, verdicts and reports: ~500,000 acyclic objects; its files read by children
+    # from the start, while this process reads the kernel
+    with collector_paused(freeze=True), modules_read_ahead(list(modules)) as read_ahead:
         kernel = load_kernel_with_progress(list(kernel_paths), vermagic)
         stablelist = _stablelist(stablelist_path, kernel)
-        parsed = read_modules_with_progress(list(modules))
+        parsed = read_modules_with_progress(list(modules), read_ahead)
         if sig_enforce:  # module_sig_check() against the secondary keyring: built-in keys, then what was enrolled
             if kernel.image is None or not os.path.isfile(kernel.image):
                 raise InputError(f"{', '.join(kernel_paths)}: --sig-enforce needs the kernel's image (vmlinuz) for "

@@ -92,12 +92,14 @@ def stages(names: list[str]):
         yield lambda name: bar.update(task, description=name, completed=names.index(name), refresh=True)
 
 
-def read_modules_with_progress(paths: list[str]) -> list[Module]:
+def read_modules_with_progress(paths: list[str],
+                               ahead: Callable[[Callable[..., None]], list[Module]] | None = None) -> list[Module]:
+    """read_modules(paths), or what `ahead` (inputs.modules.modules_read_ahead()) began, with a bar."""
     from kabigate.inputs.modules import count_modules, read_modules  # the package readers: not for --help
 
     # Counting walks the tree (and opens each package) once more: only for a bar that is shown.
     with progress("reading modules", count_modules(paths) if err.is_terminal else 0) as advance:
-        return read_modules(paths, advance)
+        return ahead(advance) if ahead is not None else read_modules(paths, advance)
 
 
 def map_modules_with_progress(paths: list[str], each: Callable[[Module], T]) -> list[T]:

@@ -30,7 +30,7 @@ from kabigate.model import (
     ModuleSignature,
     SymbolVersion,
 )
-from kabigate.processes import map_in_processes, processes_worth_it
+from kabigate.processes import SharedMap, map_in_processes, processes_worth_it
 
 
 @dataclass
@@ -167,27 +167,41 @@ def map_modules(paths: list[str], each: Callable[[Module], T],
 
 
 def read_module_files(paths: list[str], advance: Callable[..., None] = lambda *_: None) -> list[Module]:
-    """read_module() of every path, in order, the first error raised. Many files are shared out
-    between this process and a forked child per other core (processes.map_in_processes()), each file
-    coming back compact (_read_compact()): a Module's thousands of small objects cost more to
-    pickle and unpickle than to read, the C reader's plain facts a fifth of it; this process makes
-    the Modules of them as they arrive, between its own runs."""
-    with collector_paused():
-        if not processes_worth_it(len(paths)):
-            modules = []
-            for path in paths:
-                modules.append(read_module(path))
-                advance()
-            return modules
-        here = os.getpid()
+    """read_module() of every path, in order, the first error raised (_reading())."""
+    with collector_paused(), _reading(paths) as shared:
+        return cast(list[Module], shared.results(advance))
 
-        def read(path: str) -> Module | tuple[bool, tuple]:  # a Module here, a compact one in a child
-            return read_module(path) if os.getpid() == here else _read_compact(path)
 
-        def made(path: str, found: Module | tuple[bool, tuple]) -> Module:
-            return found if isinstance(found, Module) else _from_compact(path, found)
+@contextmanager
+def modules_read_ahead(paths: list[str]) -> Iterator[Callable[[Callable[..., None]], list[Module]]]:
+    """read_modules(paths) begun now: the loose files of a tree are read by forked children while
+    this process does other work (`check` reads its kernel), and the function given, called with a
+    progress callback, joins them and returns the modules, or raises what read_modules() raises."""
+    try:
+        inputs = _inputs(paths)
+    except InputError:  # told when the modules are asked for, after what comes before them
+        inputs = None
+    if inputs is None or inputs.packages or not inputs.files:
+        yield lambda advance: read_modules(paths, advance)
+        return
+    with collector_paused(), _reading(inputs.files) as shared:
+        yield lambda advance: cast(list[Module], shared.results(advance))
 
-        return cast(list[Module], map_in_processes(paths, read, advance, then=made))
+
+def _reading(paths: list[str]) -> SharedMap:
+    """read_module() of each path, many files shared out between this process and a forked child per
+    other core (processes.SharedMap), each file coming back compact (_read_compact()): a Module's
+    thousands of small objects cost more to pickle and unpickle than to read, the C reader's plain
+    facts a fifth of it; this process makes the Modules of them as they arrive, between its own runs."""
+    here = os.getpid()
+
+    def read(path: str) -> Module | tuple[bool, tuple]:  # a Module here, a compact one in a child
+        return read_module(path) if os.getpid() == here else _read_compact(path)
+
+    def made(path: str, found: Module | tuple[bool, tuple]) -> Module:
+        return found if isinstance(found, Module) else _from_compact(path, found)
+
+    return SharedMap(paths, read, then=made)
 
 
 @contextmanager
