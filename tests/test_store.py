@@ -137,6 +137,7 @@ def test_kernels_and_builds_round_trip(store_url, kernels, testdata):
         assert record.flavor == "amd64" and record.exports == len(original.exports)
         assert store.load_build(build.id) == built.modules
         assert build.built_for == "6.1.0-47-amd64" and len(build.modules) == 3
+        assert build == store.driver_build(build.id)  # the record made without reading it back
 
 
 def test_ingesting_the_same_content_again_changes_nothing(store_url, kernels, testdata):
