@@ -6,8 +6,10 @@ and its verdicts written: ingest_driver_build() as `kabigate ingest drivers` run
 
 Rounds alternate the back ends (SQLite, PostgreSQL, SQLite, ...; a fresh store each, the first round
 untimed): the machine is shared, so the ratio is the figure, not the times. Prints each back end's median
-time per build, the ratio PostgreSQL/SQLite, and the SQL statements per build (SQLAlchemy's
-before_cursor_execute; a COPY, which the driver runs, counts as its CREATE/INSERT/DROP around it).
+wall time per build and CPU time per build (this process's, plus on PostgreSQL its server's processes':
+what a loaded machine does not inflate as it does each round trip's wait), the ratios PostgreSQL/SQLite,
+and the SQL statements per build (SQLAlchemy's before_cursor_execute; a COPY, which the driver runs,
+counts as its CREATE/INSERT/DROP around it).
 
     .venv/bin/python bench/build_ingest_backends.py [--rounds 3] [--kernels 6.1.0-47-amd64,6.1.0-56-amd64]
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -41,8 +44,26 @@ def corpus_builds(root: Path, manifest: dict) -> list[DriverBuildInput]:
             for build in read_driver_builds([str(root / entry["dir"])], driver, entry["version"])]
 
 
-def ingest_builds(url: str, kernels, builds: list[DriverBuildInput]) -> tuple[list[float], int, int]:
-    """(seconds per build, statements in all, verdicts written) into a new store at `url`."""
+def server_cpu(url: str) -> float:
+    """CPU seconds of a private PostgreSQL server's processes (its postmaster's children), 0 for SQLite."""
+    if not url.startswith("postgresql"):
+        return 0.0
+    postmaster = (Path(url.split("host=", 1)[1]) / "data" / "postmaster.pid").read_text().split()[0]
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if fields[1] == postmaster:  # ppid; utime and stime follow at 11 and 12
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def ingest_builds(url: str, kernels, builds: list[DriverBuildInput]
+                  ) -> tuple[list[float], list[float], float, int, int]:
+    """(wall seconds per build, CPU seconds per build, of them the server's in all, statements in all,
+    verdicts written) into a new store at `url`."""
     with Store.open(url) as store:
         for kernel in kernels:
             ingest_kernel(store, kernel, "bench")
@@ -53,13 +74,18 @@ def ingest_builds(url: str, kernels, builds: list[DriverBuildInput]) -> tuple[li
             statements += 1
 
         event.listen(store.engine, "before_cursor_execute", count)
-        times, verdicts = [], 0
+        times, cpu, verdicts, on_server = [], [], 0, 0.0
         for build in builds:
-            start = time.perf_counter()
+            server = server_cpu(url)  # outside the times: reading /proc costs a few ms
+            start_cpu, start = time.process_time(), time.perf_counter()
             verdicts += ingest_driver_build(store, build).verdicts
             times.append(time.perf_counter() - start)
+            client = time.process_time() - start_cpu
+            server = server_cpu(url) - server
+            cpu.append(client + server)
+            on_server += server
         event.remove(store.engine, "before_cursor_execute", count)
-    return times, statements, verdicts
+    return times, cpu, on_server, statements, verdicts
 
 
 def main() -> None:
@@ -80,20 +106,26 @@ def main() -> None:
         urls = {"SQLite": lambda: f"sqlite:///{tmp}/{uuid.uuid4().hex}.db",
                 "PostgreSQL": lambda: create_database(server, "b" + uuid.uuid4().hex[:16])}
         times: dict[str, list[float]] = {name: [] for name in urls}
+        cpu: dict[str, list[float]] = {name: [] for name in urls}
         statements: dict[str, int] = {}
+        on_server = dict.fromkeys(urls, 0.0)
         for run in range(args.rounds + 1):
             for name, new_url in urls.items():
-                run_times, statements[name], verdicts = ingest_builds(new_url(), kernels, builds)
+                run_times, run_cpu, run_server, statements[name], verdicts = ingest_builds(new_url(), kernels, builds)
                 if run:
                     times[name] += run_times
-    sqlite, postgresql = (statistics.median(times[name]) for name in urls)
-    totals = {name: sum(times[name]) / args.rounds for name in urls}
+                    cpu[name] += run_cpu
+                    on_server[name] += run_server
+    wall = {name: statistics.median(times[name]) for name in urls}
+    rounds = {name: sum(times[name]) / args.rounds for name in urls}
+    cpus = {name: sum(cpu[name]) / len(cpu[name]) for name in urls}  # mean: a tick is 10 ms
     print(f"  verdicts written per round {verdicts}")
     for name in urls:
-        print(f"  {name:<10} median {statistics.median(times[name]) * 1000:6.1f} ms/build   "
-              f"round {totals[name]:5.2f} s   {statements[name] / len(builds):5.1f} statements/build")
-    print(f"  ratio PostgreSQL/SQLite: median per build {postgresql / sqlite:.2f}   "
-          f"round {totals['PostgreSQL'] / totals['SQLite']:.2f}")
+        print(f"  {name:<10} median {wall[name] * 1000:6.1f} ms/build   round {rounds[name]:5.2f} s   "
+              f"CPU {cpus[name] * 1000:6.1f} ms/build (server {on_server[name] / len(cpu[name]) * 1000:4.1f})   "
+              f"{statements[name] / len(builds):5.1f} statements/build")
+    print(f"  ratio PostgreSQL/SQLite: median per build {wall['PostgreSQL'] / wall['SQLite']:.2f}   "
+          f"round {rounds['PostgreSQL'] / rounds['SQLite']:.2f}   CPU {cpus['PostgreSQL'] / cpus['SQLite']:.2f}")
 
 
 if __name__ == "__main__":
