@@ -10,6 +10,7 @@ import fnmatch
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, or_, select, text, update
@@ -409,7 +410,9 @@ class RecordStore(StoreBase):
         self._insert_new_rows(t.build_module, [
             {"build_id": build_id, "position": i, "module_id": module_id, "path": m.path}
             for i, (m, module_id) in enumerate(zip(modules, module_ids))])
-        # what driver_build(build_id) reads back, without the two queries
+        # what load_build() and driver_build() would read back (judging reads the new build at once)
+        origin = _origin(row)
+        self._builds[build_id] = [codec.module_from_facts(fact, m.path, origin) for m, fact in zip(modules, facts)]
         return BuildRecord(id=build_id, driver=canonical, package=package, version=version, arch=arch, format=format,
                            built_for=built_for, source=source, modules=tuple(m.name for m in modules),
                            built_from=built_from, machine=modules[0].machine if modules else None), True
@@ -483,7 +486,7 @@ class RecordStore(StoreBase):
                         .where(t.driver_build.c.id.in_(missing[start:start + CHUNK]))
                         .order_by(t.build_module.c.build_id, t.build_module.c.position)):
                     if row.id not in origins:
-                        origins[row.id] = _origin(row)
+                        origins[row.id] = _origin(row._mapping)
                     modules[row.id].append(codec.module_from_facts(codec.unpack(row.facts), row.path, origins[row.id]))
         self._builds.update(modules)
         return {build_id: self._builds[build_id] for build_id in build_ids}
@@ -557,9 +560,9 @@ class RecordStore(StoreBase):
         return sorted(failures, key=lambda f: (f.driver, version_key(f.version), version_key(f.kernel_release)))
 
 
-def _origin(build) -> PackageOrigin | None:
-    """The package a stored build came from, as modules read from it carry it."""
-    if build.format not in ("rpm", "deb"):
+def _origin(build: Mapping) -> PackageOrigin | None:
+    """The package a stored build (its driver_build row's columns) came from, as modules read from it carry it."""
+    if build["format"] not in ("rpm", "deb"):
         return None
-    return PackageOrigin(build.source, build.package or "", build.version or "", build.arch or "", build.format,
-                         None if build.greylist is None else tuple(json.loads(build.greylist)))
+    return PackageOrigin(build["source"], build["package"] or "", build["version"] or "", build["arch"] or "",
+                         build["format"], None if build["greylist"] is None else tuple(json.loads(build["greylist"])))
