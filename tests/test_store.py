@@ -50,6 +50,7 @@ def _snapshot(store: Store) -> dict:
         "exports": {k.release: sorted(store.load_kernel(k.id).exports.values(), key=lambda e: e.name)
                     for k in store.kernels()},
         "builds": sorted((b.driver, b.version, b.built_for, b.modules) for b in store.driver_builds()),
+        "imports": sorted((builds[b], symbol, crc) for b, symbol, crc in store.imports_of(sorted(builds))),
         "cells": sorted((builds[b], kernels[k], c.loads, c.first_reason, c.failing_symbols)
                         for (b, k), c in cells.items()),
         "details": sorted((builds[b], kernels[k], json.dumps(store.verdict_detail(b, k))) for b, k in cells),
@@ -273,7 +274,8 @@ def test_a_rules_change_recomputes_stored_verdicts(store_url, kernels, testdata,
 def test_bulk_rows_make_the_same_store_on_both_backends(tmp_path, new_database, kernels, testdata, monkeypatch):
     """From BULK rows on, PostgreSQL gets them by COPY (a kernel's symbols and exports, a package's
     modules and imports, the verdicts of a kernel on every build, upserted again after a rules
-    change): the same store as SQLite's row by row."""
+    change), fewer by one INSERT from arrays (each one-module build's imports): the same store as
+    SQLite's row by row."""
     tree = testdata.kernel_root(RELEASES[0]) / "lib" / "modules" / RELEASES[0] / "kernel"
     modules = read_modules(find_module_files([str(tree)])[:2 * BULK + 10])
     builds = [DriverBuildInput("bulk", modules[:BULK + 10], "1", "bulk", "x86_64", "tree", "/bulk")]
