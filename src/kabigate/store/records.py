@@ -343,10 +343,10 @@ class RecordStore(StoreBase):
         kernels = {}
         with self._reading() as connection:
             for start in range(0, len(kernel_ids), CHUNK):
-                for row in connection.execute(
+                for row in connection.execute(  # all fetched first: reading the exports is another query
                         select(t.kernel, t.export_set.c.members)
                         .join(t.export_set, t.export_set.c.id == t.kernel.c.export_set_id)
-                        .where(t.kernel.c.id.in_(kernel_ids[start:start + CHUNK]))):
+                        .where(t.kernel.c.id.in_(kernel_ids[start:start + CHUNK]))).all():
                     exports = self._exports_by_name(connection, codec.unpack_ids(row.members), row.release)
                     kernels[row.id] = Kernel(
                         release=row.release, vermagic=row.vermagic, machine=row.machine, exports=exports,
