@@ -169,14 +169,12 @@ def count_pending_verdicts(store: Store) -> int:
 
 def _judge_pairs(store: Store, pairs: list[tuple[int, int]], kernels: dict[int, Kernel], advance: Advance) -> int:
     builds = store.load_builds(sorted({build_id for build_id, _ in pairs}))
+    kernel_ids = sorted({kernel_id for _, kernel_id in pairs})
+    kernels.update(store.load_kernels([kernel_id for kernel_id in kernel_ids if kernel_id not in kernels]))
+    trust = {kernel_id: None if certificates is None else trust_from_der(certificates)
+             for kernel_id, certificates in store.signature_trusts(kernel_ids).items()}
     verdicts = []
-    trust: dict[int, list[TrustedCert] | None] = {}
     for build_id, kernel_id in pairs:
-        if kernel_id not in kernels:
-            kernels[kernel_id] = store.load_kernel(kernel_id)
-        if kernel_id not in trust:
-            certificates = store.signature_trust(kernel_id)
-            trust[kernel_id] = None if certificates is None else trust_from_der(certificates)
         verdicts.append(judge(build_id, kernel_id, builds[build_id], kernels[kernel_id], trust[kernel_id]))
         advance()
     store.save_verdicts(verdicts)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Self
 
 import platformdirs
-from sqlalchemy import Connection, Engine, any_, bindparam, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, any_, bindparam, create_engine, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
@@ -23,8 +23,9 @@ from kabigate.store import schema as t
 
 # Rows per statement when ids are looked up with IN (...): below SQLite's variable limit.
 CHUNK = 900
-# From this many rows, PostgreSQL gets them by COPY and looks their ids up with one array: row by
-# row (psycopg's executemany, IN chunks) a kernel's 25,000 exports took 2.8 s against SQLite's 0.55.
+# From this many rows, PostgreSQL gets them by COPY (fewer, by one INSERT from arrays; their ids are
+# looked up with one array): row by row (psycopg's executemany, IN chunks) a kernel's 25,000 exports
+# took 2.8 s against SQLite's 0.55.
 BULK = 200
 # Seconds an SQLite writer waits for another one to commit before "database is locked".
 SQLITE_BUSY_TIMEOUT = 600
@@ -65,7 +66,7 @@ class StoreBase:
         self._set_exports: dict[int, dict[str, Export]] = {}
         # A build's modules with what they were read from (its row, its modules' digests and paths):
         # a build removed and its id taken again (SQLite) is read anew.
-        self._builds: dict[int, tuple[tuple, list[Module]]] = {}
+        self._builds: dict[int, tuple[tuple | None, list[Module]]] = {}
 
     # -- opening and the schema ---------------------------------------------------------------
 
@@ -268,23 +269,53 @@ class StoreBase:
         waiting for the earlier one's commit (one SQLite writer at a time; PostgreSQL waits on the
         uncommitted key). Give rows in the order of their unique key: parallel transactions then
         lock keys in one order and never deadlock."""
-        if len(rows) >= BULK and self.engine.dialect.name == "postgresql":
-            self._copy_rows(table, rows, "DO NOTHING")
+        if len(rows) > 1 and self.engine.dialect.name == "postgresql":
+            self._insert_rows(table, rows, "DO NOTHING")
         elif rows:
             self._writing().execute(self._insert(table).on_conflict_do_nothing(), rows)
+
+    def _insert_new_rows(self, table, rows: list[dict]) -> None:
+        """Insert rows no other transaction can hold (those of a row this one just made)."""
+        if len(rows) > 1 and self.engine.dialect.name == "postgresql":
+            self._insert_rows(table, rows, None)
+        elif rows:
+            self._writing().execute(table.insert(), rows)
 
     def _stored_ids(self, table, key_column, rows: list[dict]) -> dict:
         """_insert_ignoring_duplicates(), then the id of every row by its key (`key_column`)."""
         key = key_column.key
-        if len(rows) >= BULK and self.engine.dialect.name == "postgresql":
-            found = self._copy_rows(table, rows, "DO NOTHING", key_column)  # the ids of the rows inserted
+        if rows and self.engine.dialect.name == "postgresql":
+            found = self._insert_rows(table, rows, "DO NOTHING", key_column)  # the ids of the rows inserted
             missing = [row[key] for row in rows if row[key] not in found]  # stored before
-            found.update(self._ids_by(table, key_column, missing))
+            if missing:
+                found.update(self._ids_by(table, key_column, missing))
             return found
         self._insert_ignoring_duplicates(table, rows)
         return self._ids_by(table, key_column, [row[key] for row in rows])
 
-    def _copy_rows(self, table, rows: list[dict], on_conflict: str, returning=None) -> dict:
+    def _insert_rows(self, table, rows: list[dict], on_conflict: str | None, returning=None) -> dict:
+        """Rows inserted on PostgreSQL in one statement, in their order (ON CONFLICT `on_conflict`): by
+        COPY from BULK rows on, else INSERT ... SELECT from unnest() of one array per column. psycopg's
+        executemany runs a statement per row: ~30 us each, where SQLite's take ~1 us (a build's
+        150 imports, its module rows, its verdicts). With `returning` (the key column), the ids of
+        the rows inserted, by key."""
+        if len(rows) >= BULK:
+            return self._copy_rows(table, rows, on_conflict, returning)
+        quote = self.engine.dialect.identifier_preparer.quote
+        names = list(rows[0])
+        columns = ", ".join(quote(table.c[name].name) for name in names)
+        arrays = [bindparam(f"kabigate_{number}", [row[name] for row in rows],
+                            type_=postgresql.ARRAY(table.c[name].type)) for number, name in enumerate(names)]
+        statement = f"INSERT INTO {quote(table.name)} ({columns}) SELECT {columns} " \
+                    f"FROM unnest({', '.join(f':{array.key}' for array in arrays)}) WITH ORDINALITY " \
+                    f"AS kabigate_rows ({columns}, kabigate_row) ORDER BY kabigate_row{_on_conflict(on_conflict)}"
+        if returning is None:
+            self._writing().execute(text(statement).bindparams(*arrays))
+            return {}
+        statement += f" RETURNING {quote(returning.name)}, {quote(table.c.id.name)}"
+        return dict(self._writing().execute(text(statement).bindparams(*arrays)).all())
+
+    def _copy_rows(self, table, rows: list[dict], on_conflict: str | None, returning=None) -> dict:
         """Rows inserted on PostgreSQL (ON CONFLICT `on_conflict`): COPY into a temporary table (COPY
         has no conflict clause), then one INSERT ... SELECT in the rows' order, which keeps the
         key-order locking and numbers new rows in the order SQLite's row-by-row inserts do. With
@@ -306,8 +337,8 @@ class StoreBase:
                     copy.write_row((number, *(row[name] for name in names)))
         except psycopg.Error as error:
             raise StoreError(f"{self.url}: {_first_line(error)}") from None
-        insert = f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {staged} ORDER BY kabigate_row " \
-                 f"ON CONFLICT {on_conflict}"
+        insert = f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {staged} ORDER BY kabigate_row" \
+                 + _on_conflict(on_conflict)
         inserted: dict = {}
         if returning is None:
             connection.exec_driver_sql(insert)
@@ -330,9 +361,18 @@ class StoreBase:
         keys = list(dict.fromkeys(keys))
         found = {}
         with self._reading() as connection:
-            if len(keys) >= BULK and self.engine.dialect.name == "postgresql":
+            if keys and self.engine.dialect.name == "postgresql":
                 array = bindparam("keys", keys, type_=postgresql.ARRAY(key_column.type))
-                return dict(connection.execute(select(key_column, table.c.id).where(key_column == any_(array))).all())
+                if len(keys) >= CHUNK:  # a kernel's exports
+                    return dict(connection.execute(select(key_column, table.c.id)
+                                                   .where(key_column == any_(array))).all())
+                # An index probe a key, as SQLite does: from ~150 keys PostgreSQL's planner reads all of
+                # `symbol` instead (random_page_cost), 2 ms where the probes of a build's 400 take 0.7.
+                quote = self.engine.dialect.identifier_preparer.quote
+                return dict(connection.execute(text(
+                    f"SELECT kabigate_keys.key, found.id FROM unnest(:keys) AS kabigate_keys (key), LATERAL "
+                    f"(SELECT {quote(table.c.id.name)} AS id FROM {quote(table.name)} "
+                    f"WHERE {quote(key_column.name)} = kabigate_keys.key LIMIT 1) AS found").bindparams(array)).all())
             for start in range(0, len(keys), CHUNK):
                 chunk = keys[start:start + CHUNK]
                 for key, row_id in connection.execute(select(key_column, table.c.id).where(key_column.in_(chunk))):
@@ -340,11 +380,20 @@ class StoreBase:
         return found
 
     def _symbol_ids(self, names: Iterable[str]) -> dict[str, int]:
-        return self._stored_ids(t.symbol, t.symbol.c.name, [{"name": name} for name in sorted(set(names))])
+        return self._looked_up_or_stored(t.symbol, t.symbol.c.name, sorted(set(names)))
 
     def _named_id(self, table, name: str) -> int:
-        self._insert_ignoring_duplicates(table, [{"name": name}])
-        return self._ids_by(table, table.c.name, [name])[name]
+        return self._looked_up_or_stored(table, table.c.name, [name])[name]
+
+    def _looked_up_or_stored(self, table, name_column, names: list[str]) -> dict[str, int]:
+        """The ids of rows that are only a unique name (symbols, drivers, streams), the names missing
+        stored first (in the order given: sorted). Looked up first: most are stored already, and then one
+        statement does."""
+        found = self._ids_by(table, name_column, names)
+        missing = [name for name in names if name not in found]
+        if missing:
+            found.update(self._stored_ids(table, name_column, [{name_column.key: name} for name in missing]))
+        return found
 
     # -- size ---------------------------------------------------------------------------------
 
@@ -372,6 +421,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _on_conflict(clause: str | None) -> str:
+    return "" if clause is None else f" ON CONFLICT {clause}"
 
 
 def utc_now() -> datetime.datetime:

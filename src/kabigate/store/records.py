@@ -10,9 +10,10 @@ import fnmatch
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import and_, delete, or_, select, text, update
 
 from kabigate.errors import InputError
 from kabigate.model import Export, Kernel, Module, PackageOrigin, driver_name, version_key
@@ -259,14 +260,23 @@ class RecordStore(StoreBase):
     def signature_trust(self, kernel_id: int) -> list[tuple[bytes, str]] | None:
         """The certificates a kernel trusts when one of its streams enforces module signatures (those
         of every such stream), or None: its streams do not enforce them."""
+        return self.signature_trusts([kernel_id])[kernel_id]
+
+    def signature_trusts(self, kernel_ids: list[int]) -> dict[int, list[tuple[bytes, str]] | None]:
+        """signature_trust() of several kernels in one query (judging a build reads every kernel's)."""
+        blobs: dict[int, list[bytes]] = {}
         with self._reading() as connection:
-            blobs = list(connection.scalars(
-                select(t.stream.c.trusted_certificates)
-                .join(t.stream_kernel, t.stream_kernel.c.stream_id == t.stream.c.id)
-                .where(t.stream_kernel.c.kernel_id == kernel_id, t.stream.c.trusted_certificates.is_not(None))))
-        if not blobs:
-            return None
-        return [(base64.b64decode(der), source) for blob in blobs for der, source in codec.unpack(blob)]
+            for start in range(0, len(kernel_ids), CHUNK):
+                for kernel_id, blob in connection.execute(
+                        select(t.stream_kernel.c.kernel_id, t.stream.c.trusted_certificates)
+                        .join(t.stream_kernel, t.stream_kernel.c.stream_id == t.stream.c.id)
+                        .where(t.stream_kernel.c.kernel_id.in_(kernel_ids[start:start + CHUNK]),
+                               t.stream.c.trusted_certificates.is_not(None))
+                        .order_by(t.stream_kernel.c.kernel_id, t.stream.c.id)):
+                    blobs.setdefault(kernel_id, []).append(blob)
+        return {kernel_id: [(base64.b64decode(der), source) for blob in blobs[kernel_id]
+                            for der, source in codec.unpack(blob)] if kernel_id in blobs else None
+                for kernel_id in kernel_ids}
     def exports_dropped(self, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
         """For each (old kernel id, new kernel id): how many of the old kernel's exports the new one
         does not hold as they were (removed, or their CRC, type, namespace or owner changed: an export
@@ -326,18 +336,29 @@ class RecordStore(StoreBase):
 
     def load_kernel(self, kernel_id: int) -> Kernel:
         """The stored kernel as the loader rules take it."""
+        return self.load_kernels([kernel_id])[kernel_id]
+
+    def load_kernels(self, kernel_ids: list[int]) -> dict[int, Kernel]:
+        """Several stored kernels at once (judging a new build reads every stored kernel)."""
+        kernels = {}
         with self._reading() as connection:
-            row = connection.execute(select(t.kernel).where(t.kernel.c.id == kernel_id)).one()
-            exports = self._set_exports.get(row.export_set_id)
-            if exports is None:
-                members = connection.execute(select(t.export_set.c.members)
-                                             .where(t.export_set.c.id == row.export_set_id)).scalar_one()
-                exports = self._exports_by_name(connection, codec.unpack_ids(members), row.release)
-                self._set_exports[row.export_set_id] = exports
-        # a copy: the caller's to change, the store's stays as stored (~1 ms; reading it is ~170 ms)
-        return Kernel(release=row.release, vermagic=row.vermagic, machine=row.machine, exports=dict(exports),
-                      config=codec.unpack_config(row.config), sources=json.loads(row.sources),
-                      package_version=row.package_version, module_struct_size=row.module_struct_size)
+            for start in range(0, len(kernel_ids), CHUNK):
+                rows = connection.execute(  # all fetched first: reading the exports is another query
+                    select(t.kernel).where(t.kernel.c.id.in_(kernel_ids[start:start + CHUNK]))).all()
+                unread = {row.export_set_id: row.release for row in rows if row.export_set_id not in self._set_exports}
+                for set_id, members in (connection.execute(
+                        select(t.export_set.c.id, t.export_set.c.members)
+                        .where(t.export_set.c.id.in_(list(unread)))).all() if unread else ()):
+                    self._set_exports[set_id] = self._exports_by_name(connection, codec.unpack_ids(members),
+                                                                      unread[set_id])
+                for row in rows:
+                    # a copy of the exports: the caller's to change (~1 ms; reading them is ~170 ms)
+                    kernels[row.id] = Kernel(
+                        release=row.release, vermagic=row.vermagic, machine=row.machine,
+                        exports=dict(self._set_exports[row.export_set_id]),
+                        config=codec.unpack_config(row.config), sources=json.loads(row.sources),
+                        package_version=row.package_version, module_struct_size=row.module_struct_size)
+        return {kernel_id: kernels[kernel_id] for kernel_id in kernel_ids}
 
     def export_difference(self, old_id: int, new_id: int) -> tuple[dict[str, Export], dict[str, Export]]:
         """Each of two stored kernels' exports that are not one record in both (name -> Export): all a
@@ -381,21 +402,27 @@ class RecordStore(StoreBase):
         build_id = self._ids_by(t.driver_build, t.driver_build.c.digest, [digest]).get(digest)
         if build_id is not None:
             return self.driver_build(build_id), False
-        connection = self._writing()
         module_ids = self._module_ids(modules, facts, module_digests)
         vermagic = next((m.vermagic for m in modules if m.vermagic), None)
-        build_id = self._insert_if_new(t.driver_build, {
-            "digest": digest, "driver_id": self._driver_id(driver), "package": package, "version": version,
-            "arch": arch, "format": format, "built_for": vermagic.split(" ", 1)[0] if vermagic else None,
-            "source": source, "greylist": None if greylist is None else json.dumps(list(greylist)),
-            "built_from": built_from, "ingested_at": utc_now(),
-        })
+        built_for = vermagic.split(" ", 1)[0] if vermagic else None
+        canonical, driver_id = self._driver_id(driver)
+        row = {"digest": digest, "driver_id": driver_id, "package": package, "version": version, "arch": arch,
+               "format": format, "built_for": built_for, "source": source,
+               "greylist": None if greylist is None else json.dumps(list(greylist)), "built_from": built_from,
+               "ingested_at": utc_now()}
+        build_id = self._insert_if_new(t.driver_build, row)
         if build_id is None:  # a parallel ingest stored the same build since the look-up above
             return self.driver_build(self._ids_by(t.driver_build, t.driver_build.c.digest, [digest])[digest]), False
-        connection.execute(t.build_module.insert(), [
+        self._insert_new_rows(t.build_module, [
             {"build_id": build_id, "position": i, "module_id": module_id, "path": m.path}
             for i, (m, module_id) in enumerate(zip(modules, module_ids))])
-        return self.driver_build(build_id), True
+        # what load_build() and driver_build() would read back (judging reads the new build at once)
+        origin = _origin(row)
+        self._builds[build_id] = (_build_identity(row, [(m.path, d) for m, d in zip(modules, module_digests)]),
+                                  [codec.module_from_facts(fact, m.path, origin) for m, fact in zip(modules, facts)])
+        return BuildRecord(id=build_id, driver=canonical, package=package, version=version, arch=arch, format=format,
+                           built_for=built_for, source=source, modules=tuple(m.name for m in modules),
+                           built_from=built_from, machine=modules[0].machine if modules else None), True
 
     def _module_ids(self, modules: list[Module], facts: list[dict], digests: list[str]) -> list[int]:
         known = self._ids_by(t.module, t.module.c.digest, digests)
@@ -454,8 +481,8 @@ class RecordStore(StoreBase):
 
     def load_builds(self, build_ids: list[int]) -> dict[int, list[Module]]:
         """Several builds' modules at once (judging a new kernel reads every stored build). A build
-        read before is taken from memory while its row and its modules (digests, paths) are the same:
-        a query without the modules' facts, whose decoding is the cost."""
+        read (or stored) before is taken from memory while what it is read from is the same
+        (_build_identity(): a query without the modules' facts, whose decoding is the cost)."""
         with self._reading() as connection:
             for start in range(0, len(build_ids), CHUNK):
                 chunk = build_ids[start:start + CHUNK]
@@ -471,7 +498,7 @@ class RecordStore(StoreBase):
                 read = {}
                 for build_id in chunk:
                     row = rows.get(build_id)
-                    identity = (None if row is None else tuple(row), tuple(listed[build_id]))
+                    identity = None if row is None else _build_identity(row._mapping, listed[build_id])
                     cached = self._builds.get(build_id)
                     if cached is None or cached[0] != identity:
                         read[build_id] = identity
@@ -483,7 +510,7 @@ class RecordStore(StoreBase):
                         .join(t.module, t.module.c.id == t.build_module.c.module_id)
                         .where(t.build_module.c.build_id.in_(list(read)))
                         .order_by(t.build_module.c.build_id, t.build_module.c.position)):
-                    origin = _origin(rows[build_id])
+                    origin = _origin(rows[build_id]._mapping)
                     modules[build_id].append(codec.module_from_facts(codec.unpack(facts), path, origin))
                 self._builds.update((build_id, (read[build_id], modules[build_id])) for build_id in read)
         return {build_id: self._builds[build_id][1] for build_id in build_ids}
@@ -491,14 +518,23 @@ class RecordStore(StoreBase):
     def canonical_driver(self, name: str) -> str:
         """The driver `name` is an alias of (kabigate db alias-driver), else the driver its package
         name names (kmod-jool: jool) when only that one is stored, else `name` itself."""
+        return self._canonical_driver(name)[0]
+
+    def _canonical_driver(self, name: str) -> tuple[str, int | None]:
+        """canonical_driver(name) and its id (None: not stored yet), in one query."""
         with self._reading() as connection:
-            found = connection.execute(select(t.driver.c.name).join(t.driver_alias).where(
-                t.driver_alias.c.alias == name)).scalar()
-            if found is None and driver_name(name) != name:
-                stored = set(connection.execute(select(t.driver.c.name).where(
-                    t.driver.c.name.in_([name, driver_name(name)]))).scalars())
-                found = driver_name(name) if stored == {driver_name(name)} else None
-        return found or name
+            rows = connection.execute(
+                select(t.driver.c.name, t.driver.c.id, t.driver_alias.c.alias)
+                .outerjoin(t.driver_alias, and_(t.driver_alias.c.driver_id == t.driver.c.id,
+                                                t.driver_alias.c.alias == name))
+                .where(or_(t.driver_alias.c.alias == name, t.driver.c.name.in_([name, driver_name(name)])))).all()
+        aliased = [(row.name, row.id) for row in rows if row.alias is not None]
+        if aliased:
+            return aliased[0]
+        stored = {row.name: row.id for row in rows}
+        if driver_name(name) != name and set(stored) == {driver_name(name)}:
+            return driver_name(name), stored[driver_name(name)]
+        return name, stored.get(name)
 
     def driver_aliases(self) -> dict[str, list[str]]:
         """Each driver's aliases, sorted."""
@@ -510,16 +546,17 @@ class RecordStore(StoreBase):
             aliases.setdefault(name, []).append(alias)
         return aliases
 
-    def _driver_id(self, name: str) -> int:
-        """The id of the driver `name` names (an alias names its driver), made if new."""
-        return self._named_id(t.driver, self.canonical_driver(name))
+    def _driver_id(self, name: str) -> tuple[str, int]:
+        """The driver `name` names (an alias names its driver) and its id, made if new."""
+        canonical, driver_id = self._canonical_driver(name)
+        return canonical, self._named_id(t.driver, canonical) if driver_id is None else driver_id
 
     def record_build_failure(self, driver: str, version: str, kernel_release: str, error: str,
                              outcome: str | None = None, log: str | None = None) -> bool:
         """Remember that a driver version failed to build (or was excluded, `outcome`) for a kernel, with
         its bounded log; False if already recorded."""
         return self._insert_if_new(t.build_failure, {
-            "driver_id": self._driver_id(driver), "version": version, "kernel_release": kernel_release,
+            "driver_id": self._driver_id(driver)[1], "version": version, "kernel_release": kernel_release,
             "error": error, "recorded_at": utc_now(), "outcome": outcome,
             "log": None if log is None else codec.pack(log)}) is not None
 
@@ -547,9 +584,15 @@ class RecordStore(StoreBase):
         return sorted(failures, key=lambda f: (f.driver, version_key(f.version), version_key(f.kernel_release)))
 
 
-def _origin(build) -> PackageOrigin | None:
-    """The package a stored build came from, as modules read from it carry it."""
-    if build.format not in ("rpm", "deb"):
+def _build_identity(build: Mapping, modules: list[tuple[str, str]]) -> tuple:
+    """What a build's modules are read from (load_builds()): its content's digest, the columns its
+    modules' origin takes beyond it, and its modules' paths and digests."""
+    return build["digest"], build["source"], build["greylist"], tuple(modules)
+
+
+def _origin(build: Mapping) -> PackageOrigin | None:
+    """The package a stored build (its driver_build row's columns) came from, as modules read from it carry it."""
+    if build["format"] not in ("rpm", "deb"):
         return None
-    return PackageOrigin(build.source, build.package or "", build.version or "", build.arch or "", build.format,
-                         None if build.greylist is None else tuple(json.loads(build.greylist)))
+    return PackageOrigin(build["source"], build["package"] or "", build["version"] or "", build["arch"] or "",
+                         build["format"], None if build["greylist"] is None else tuple(json.loads(build["greylist"])))

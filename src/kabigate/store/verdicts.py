@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from kabigate.store import codec
 from kabigate.store import schema as t
-from kabigate.store.base import BULK, CHUNK, StoreBase
+from kabigate.store.base import CHUNK, StoreBase
 from kabigate.store.records import same_architecture
 
 
@@ -52,7 +52,9 @@ class VerdictStore(StoreBase):
             query = query.where(t.verdict.c.build_id.in_(build_ids))
         with self._reading() as connection:
             kernels = dict(connection.execute(select(t.kernel.c.id, t.kernel.c.machine)).all())
-            builds = self._build_machines(connection)
+            # only the builds asked about (a new one's verdicts: one build of thousands)
+            builds = self._build_machines(connection, build_ids if build_ids is not None and len(build_ids) <= CHUNK
+                                          else None)
             current = set(connection.execute(query).all())
         return [(b, k) for k in (kernel_ids if kernel_ids is not None else kernels)
                 for b in (build_ids if build_ids is not None else builds)
@@ -67,13 +69,15 @@ class VerdictStore(StoreBase):
                    for machine, count in kernels.items())
 
     @staticmethod
-    def _build_machines(connection) -> dict[int, str | None]:
-        """Each build's architecture: its first module's (a build without modules: None)."""
+    def _build_machines(connection, build_ids: list[int] | None = None) -> dict[int, str | None]:
+        """Each build's (of these) architecture: its first module's (a build without modules: None)."""
+        query = (select(t.build_module.c.build_id, t.module.c.machine)
+                 .join(t.module, t.module.c.id == t.build_module.c.module_id).where(t.build_module.c.position == 0))
+        if build_ids is not None:
+            return dict.fromkeys(build_ids) | dict(
+                connection.execute(query.where(t.build_module.c.build_id.in_(build_ids))).all())
         machines: dict[int, str | None] = dict.fromkeys(connection.scalars(select(t.driver_build.c.id)))
-        machines.update(connection.execute(
-            select(t.build_module.c.build_id, t.module.c.machine)
-            .join(t.module, t.module.c.id == t.build_module.c.module_id)
-            .where(t.build_module.c.position == 0)).all())
+        machines.update(connection.execute(query).all())
         return machines
 
     def save_verdicts(self, verdicts: list[StoredVerdict]) -> None:
@@ -88,8 +92,8 @@ class VerdictStore(StoreBase):
                  "detail": codec.pack(v.detail)} for _, v in sorted(cells.items())]
         replaced = ("rules_version", "loads", "modules", "modules_loading", "first_reason", "failing_symbols",
                     "detail")
-        if len(rows) >= BULK and self.engine.dialect.name == "postgresql":
-            self._copy_rows(t.verdict, rows, "(build_id, kernel_id) DO UPDATE SET "
+        if self.engine.dialect.name == "postgresql":
+            self._insert_rows(t.verdict, rows, "(build_id, kernel_id) DO UPDATE SET "
                             + ", ".join(f"{column} = EXCLUDED.{column}" for column in replaced))
             return
         insert = self._insert(t.verdict)
