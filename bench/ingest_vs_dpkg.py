@@ -5,7 +5,9 @@ exports, signature) vs only decompressing its payload with the distribution's to
     deb: kabigate read_modules(PKG)  vs  dpkg-deb --fsys-tarfile PKG > /dev/null
     rpm: kabigate read_modules(PKG)  vs  rpm2cpio PKG > /dev/null
 
-Best of --runs after one untimed warm-up each (page cache warm). Prints seconds and ratios.
+Run in turn (ours, theirs, ours, ...) --runs times after one untimed warm-up each (page cache warm):
+prints the best seconds of each, their ratio, and the median of the ratios run by run (what holds on
+a shared machine).
 
     .venv/bin/python bench/ingest_vs_dpkg.py [--deb PKG] [--rpm PKG] [--runs N]
 """
@@ -23,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the tests' support package
 
 from support.testdata import testdata_root
-from timing import best_of
+from timing import paired
 
 from kabigate.inputs.modules import read_modules
 
@@ -40,12 +42,12 @@ def compare(package: Path, tool: list[str], runs: int) -> float:
         with open("/dev/null", "wb") as sink:
             subprocess.run([*tool, str(package)], stdout=sink, check=True)
 
-    ours = best_of(runs, lambda: read_modules([str(package)]))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10  # this process, so far
-    theirs = best_of(runs, baseline)
+    ours, theirs, ratio = paired(runs, lambda: read_modules([str(package)]), baseline)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10  # this process (the tool runs in a child)
     print(f"  kabigate (every module parsed)    {ours:6.2f} s   peak {peak} MiB")
-    print(f"  {' '.join(tool) + ' > /dev/null':<32}  {theirs:6.2f} s   ratio {ours / theirs:.2f}")
-    return ours / theirs
+    print(f"  {' '.join(tool) + ' > /dev/null':<32}  {theirs:6.2f} s   ratio {ours / theirs:.2f} of the best, "
+          f"{ratio:.2f} median of the {runs} pairs")
+    return ratio
 
 
 def main() -> None:
