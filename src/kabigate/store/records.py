@@ -420,6 +420,7 @@ class RecordStore(StoreBase):
         origin = _origin(row)
         self._builds[build_id] = (_build_identity(row, [(m.path, d) for m, d in zip(modules, module_digests)]),
                                   [codec.module_from_facts(fact, m.path, origin) for m, fact in zip(modules, facts)])
+        self._written_builds.add(build_id)
         return BuildRecord(id=build_id, driver=canonical, package=package, version=version, arch=arch, format=format,
                            built_for=built_for, source=source, modules=tuple(m.name for m in modules),
                            built_from=built_from, machine=modules[0].machine if modules else None), True
@@ -483,9 +484,10 @@ class RecordStore(StoreBase):
         """Several builds' modules at once (judging a new kernel reads every stored build). A build
         read (or stored) before is taken from memory while what it is read from is the same
         (_build_identity(): a query without the modules' facts, whose decoding is the cost)."""
+        checked = [build_id for build_id in build_ids if build_id not in self._written_builds]
         with self._reading() as connection:
-            for start in range(0, len(build_ids), CHUNK):
-                chunk = build_ids[start:start + CHUNK]
+            for start in range(0, len(checked), CHUNK):
+                chunk = checked[start:start + CHUNK]
                 rows = {row.id: row for row in connection.execute(
                     select(t.driver_build).where(t.driver_build.c.id.in_(chunk)))}
                 listed: dict[int, list[tuple[str, str]]] = {build_id: [] for build_id in chunk}

@@ -44,6 +44,12 @@ class VerdictStore(StoreBase):
     def pairs_needing_verdicts(self, rules_version: int, *, kernel_ids: list[int] | None = None,
                                build_ids: list[int] | None = None) -> list[tuple[int, int]]:
         """(build, kernel) pairs with no verdict, or one made by other rules, among those given."""
+        if kernel_ids is None and build_ids is not None and self._written_builds.issuperset(build_ids):
+            # builds this transaction wrote (an ingest): no verdict yet, their machines known
+            with self._reading() as connection:
+                kernels = dict(connection.execute(select(t.kernel.c.id, t.kernel.c.machine)).all())
+            written = {b: modules[0].machine if (modules := self._builds[b][1]) else None for b in build_ids}
+            return [(b, k) for k in kernels for b in build_ids if same_architecture(written[b], kernels[k])]
         query = select(t.verdict.c.build_id, t.verdict.c.kernel_id).where(t.verdict.c.rules_version == rules_version)
         # Only the verdicts of the kernels (or builds) asked about: a store holds hundreds of thousands.
         if kernel_ids is not None and len(kernel_ids) <= CHUNK:
