@@ -38,7 +38,7 @@ PARALLEL_MIN_ITEMS = 64
 def map_in_processes(items: Sequence[A], each: Callable[[A], T], advance: Callable[..., None] = lambda *_: None,
                      then: Callable[[A, T], T] | None = None) -> list[T]:
     """[each(item) for item in items], computed by this process and a forked child per other core
-    when there are enough items and the process may fork (processes_worth_it()); the first
+    when there are enough items, an idle core and the process may fork (_forkable()); the first
     InputError in the items' order is raised (every run before it was mapped). `each` runs in the
     children on the parent's memory as it was: what it returns must pickle. `then(item, result)`,
     when given, is made of each result by this process: of its own as it makes them, of a child's
@@ -56,7 +56,8 @@ class SharedMap(Generic[A, T]):
         self.items, self.each, self.finish = items, each, then if then is not None else _as_it_is
         self.children: list[_Child] = []
         self.queue = -1
-        if not processes_worth_it(len(items)):
+        workers = _workers()  # first: a bad KABIGATE_JOBS is told whatever the number of items
+        if workers < 2 or len(items) < PARALLEL_MIN_ITEMS or not _forkable():
             return
         size = max(MAPPED_RUN, -(-len(items) // MOST_RUNS))
         self.runs = [items[start:start + size] for start in range(0, len(items), size)]
@@ -64,7 +65,7 @@ class SharedMap(Generic[A, T]):
         os.write(queued, b"".join(number.to_bytes(2, "little") for number in range(len(self.runs))))
         os.close(queued)
         try:
-            for _ in range(_workers() - 1):
+            for _ in range(workers - 1):
                 self.children.append(_Child.forked(self.queue, self.runs, each))
         except BaseException:
             self.close()
@@ -126,11 +127,6 @@ class SharedMap(Generic[A, T]):
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def processes_worth_it(count: int) -> bool:
-    """Whether mapping `count` items is worth one process per core, and this process may have them."""
-    return _workers() >= 2 and count >= PARALLEL_MIN_ITEMS and _forkable()  # a bad KABIGATE_JOBS always told
 
 
 def _as_it_is(_item, result):

@@ -30,7 +30,7 @@ from kabigate.model import (
     ModuleSignature,
     SymbolVersion,
 )
-from kabigate.processes import SharedMap, map_in_processes, processes_worth_it
+from kabigate.processes import SharedMap, map_in_processes
 
 
 @dataclass
@@ -160,7 +160,7 @@ def map_modules(paths: list[str], each: Callable[[Module], T],
     (processes.map_in_processes()), for a mapping to something small (a module's JSON text): a whole
     module costs more to unpickle than to read. Packages' modules are read and mapped here."""
     inputs = _inputs(paths)
-    if inputs.packages or not processes_worth_it(len(inputs.files)):
+    if inputs.packages or not inputs.files:  # read_modules() reads packages, and tells of no modules
         return [each(module) for module in read_modules(paths, advance)]
     with collector_paused():
         return map_in_processes(inputs.files, lambda path: each(read_module(path)), advance)
