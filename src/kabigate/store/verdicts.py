@@ -44,12 +44,8 @@ class VerdictStore(StoreBase):
     def pairs_needing_verdicts(self, rules_version: int, *, kernel_ids: list[int] | None = None,
                                build_ids: list[int] | None = None) -> list[tuple[int, int]]:
         """(build, kernel) pairs with no verdict, or one made by other rules, among those given."""
-        if kernel_ids is None and build_ids is not None and self._written_builds.issuperset(build_ids):
-            # builds this transaction wrote (an ingest): no verdict yet, their machines known
-            with self._reading() as connection:
-                kernels = dict(connection.execute(select(t.kernel.c.id, t.kernel.c.machine)).all())
-            written = {b: modules[0].machine if (modules := self._builds[b][1]) else None for b in build_ids}
-            return [(b, k) for k in kernels for b in build_ids if same_architecture(written[b], kernels[k])]
+        # builds this transaction wrote (an ingest): no verdict yet, their machines known (their modules kept)
+        written = kernel_ids is None and build_ids is not None and self._written_builds.issuperset(build_ids)
         query = select(t.verdict.c.build_id, t.verdict.c.kernel_id).where(t.verdict.c.rules_version == rules_version)
         # Only the verdicts of the kernels (or builds) asked about: a store holds hundreds of thousands.
         if kernel_ids is not None and len(kernel_ids) <= CHUNK:
@@ -58,10 +54,14 @@ class VerdictStore(StoreBase):
             query = query.where(t.verdict.c.build_id.in_(build_ids))
         with self._reading() as connection:
             kernels = dict(connection.execute(select(t.kernel.c.id, t.kernel.c.machine)).all())
-            # only the builds asked about (a new one's verdicts: one build of thousands)
-            builds = self._build_machines(connection, build_ids if build_ids is not None and len(build_ids) <= CHUNK
-                                          else None)
-            current = set(connection.execute(query).all())
+            if written and build_ids is not None:
+                builds = {b: modules[0].machine if (modules := self._builds[b][1]) else None for b in build_ids}
+                current: set = set()
+            else:
+                # only the builds asked about (a new one's verdicts: one build of thousands)
+                builds = self._build_machines(connection, build_ids if build_ids is not None
+                                              and len(build_ids) <= CHUNK else None)
+                current = set(connection.execute(query).all())
         return [(b, k) for k in (kernel_ids if kernel_ids is not None else kernels)
                 for b in (build_ids if build_ids is not None else builds)
                 if (b, k) not in current and same_architecture(builds.get(b), kernels.get(k))]
